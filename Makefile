@@ -1,0 +1,41 @@
+# The two commands of the README: `make test` and (later) `make demo`. Both install what they
+# need: the Firebird 3 packages from the OS and this package in a virtualenv (.venv).
+PYTHON ?= python3
+VENV := .venv
+FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.0-server
+
+.PHONY: test bench os-deps venv proto lint clean
+
+test: os-deps venv
+	$(VENV)/bin/python -m pytest -q
+
+bench: os-deps venv
+	$(VENV)/bin/python tools/bench.py
+
+proto: venv
+	$(VENV)/bin/python tools/gen_proto.py
+
+lint: venv
+	$(VENV)/bin/ruff check siege_sync tools tests
+
+os-deps:
+	@missing=""; for p in $(FB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing OS packages:$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "need root to install:$$missing (or install them yourself)"; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null \
+	  || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null; }; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,8 @@
+"""siege-sync: keeps the Firebird databases of several establishments identical.
+
+Layout (the design card's): ``proto`` is the wire contract, ``node`` is what every site runs,
+``siege`` the coordinator role and ``siege-ctl``, ``certs`` the mesh PKI. Dependencies point
+one way: siege -> node -> certs.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The mesh PKI and ``siege-certs``. Knows nothing about sync; nothing here yet."""

@@ -1,0 +1,1 @@
+"""What every site runs: introspection, capture, publishing (and later apply and the service)."""

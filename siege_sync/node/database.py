@@ -1,0 +1,134 @@
+"""Opening a site's Firebird database: embedded or through a server, dialect 1 or 3.
+
+Owns the one place where the driver's process-wide configuration is touched (the SQL dialect
+of a new attachment is only settable there) and the transaction parameter blocks the node
+uses. Must never leave a connection or transaction open behind the caller's back: everything
+returned is a context manager.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from firebird.driver import (
+    Connection,
+    DatabaseError,
+    Isolation,
+    TraAccessMode,
+    TransactionManager,
+    connect,
+    driver_config,
+    tpb,
+)
+
+# The driver reads the attachment dialect from its global defaults; guard the
+# set-connect-restore sequence so two threads never see each other's dialect.
+_DIALECT_LOCK = threading.Lock()
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be opened; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DatabaseSpec:
+    """Where a site's database is and how to log in.
+
+    ``dsn`` is a plain path (embedded, no server) or ``host:/path`` / ``inet://...``
+    (through a Firebird server).
+    """
+
+    dsn: str
+    user: str = "SYSDBA"
+    password: str | None = None
+    role: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return ":" not in self.dsn.split("/", 1)[0] and not self.dsn.startswith("inet")
+
+
+def _attach(spec: DatabaseSpec, dialect: int) -> Connection:
+    with _DIALECT_LOCK:
+        saved = driver_config.db_defaults.sql_dialect.value
+        driver_config.db_defaults.sql_dialect.value = dialect
+        try:
+            return connect(
+                spec.dsn, user=spec.user, password=spec.password, role=spec.role, charset="UTF8"
+            )
+        finally:
+            driver_config.db_defaults.sql_dialect.value = saved
+
+
+def open_connection(spec: DatabaseSpec) -> Connection:
+    """Attach with the database's own SQL dialect (detected), charset UTF8."""
+    try:
+        con = _attach(spec, 3)
+        dialect = con.info.sql_dialect
+        if dialect != 3:
+            con.close()
+            con = _attach(spec, dialect)
+        return con
+    except DatabaseError as exc:
+        raise DatabaseUnavailable(
+            f"cannot open database {spec.dsn!r} as {spec.user}: {str(exc).strip()}. "
+            "Check the path or server address, that the Firebird server runs (for host:path), "
+            "and the user and password in the node's config."
+        ) from exc
+
+
+@contextmanager
+def connection(spec: DatabaseSpec) -> Iterator[Connection]:
+    con = open_connection(spec)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def dialect_of(con: Connection) -> int:
+    return con.sql_dialect
+
+
+# Transaction parameter blocks. SNAPSHOT gives the reader a stable view of exactly the
+# transactions committed before it started; READ COMMITTED is for short metadata work.
+SNAPSHOT_RW = tpb(Isolation.SNAPSHOT, lock_timeout=10)
+SNAPSHOT_RO = tpb(Isolation.SNAPSHOT, access_mode=TraAccessMode.READ)
+READ_COMMITTED_RW = tpb(Isolation.READ_COMMITTED_RECORD_VERSION, lock_timeout=10)
+
+
+@contextmanager
+def transaction(con: Connection, params: bytes = READ_COMMITTED_RW) -> Iterator[TransactionManager]:
+    """A transaction that commits when the block ends normally and rolls back otherwise."""
+    tm = con.transaction_manager(default_tpb=params)
+    tm.begin()
+    try:
+        yield tm
+    except BaseException:
+        if tm.is_active():
+            tm.rollback()
+        tm.close()
+        raise
+    else:
+        if tm.is_active():
+            tm.commit()
+        tm.close()
+
+
+def quote(identifier: str, dialect: int = 3) -> str:
+    """An identifier as written in SQL.
+
+    Dialect 3 quotes it (case and spaces kept). In dialect 1 ``"..."`` is a string literal, so
+    names are written bare; introspection refuses dialect 1 names that would need quotes.
+    """
+    if dialect == 1:
+        return identifier
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,75 @@
+from siege_sync.proto import values_pb2 as _values_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OP_UNSPECIFIED: _ClassVar[Op]
+    OP_INSERT: _ClassVar[Op]
+    OP_UPDATE: _ClassVar[Op]
+    OP_DELETE: _ClassVar[Op]
+OP_UNSPECIFIED: Op
+OP_INSERT: Op
+OP_UPDATE: Op
+OP_DELETE: Op
+
+class Origin(_message.Message):
+    __slots__ = ("site", "incarnation")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    incarnation: int
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
+class ColumnValue(_message.Message):
+    __slots__ = ("column", "value")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    value: _values_pb2.Value
+    def __init__(self, column: _Optional[str] = ..., value: _Optional[_Union[_values_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class SourceTx(_message.Message):
+    __slots__ = ("tx_id", "first_seq", "count")
+    TX_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    tx_id: int
+    first_seq: int
+    count: int
+    def __init__(self, tx_id: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("origin", "seq", "prev_hash", "stamp", "table", "op", "key", "columns", "tx", "captured_local", "captured_utc_us", "user", "client_address")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    TX_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_UTC_US_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    origin: Origin
+    seq: int
+    prev_hash: bytes
+    stamp: int
+    table: str
+    op: Op
+    key: _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnValue]
+    tx: SourceTx
+    captured_local: int
+    captured_utc_us: int
+    user: str
+    client_address: str
+    def __init__(self, origin: _Optional[_Union[Origin, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., stamp: _Optional[int] = ..., table: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., tx: _Optional[_Union[SourceTx, _Mapping]] = ..., captured_local: _Optional[int] = ..., captured_utc_us: _Optional[int] = ..., user: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The coordinator role (siège) and ``siege-ctl``. Depends on ``node``; nothing here yet."""

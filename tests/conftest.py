@@ -1,0 +1,36 @@
+"""Shared fixtures: real embedded Firebird databases in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Embedded Firebird as a non-root user needs a private lock folder; every process opening a
+# file must use the same one, so it is fixed before the client library loads.
+os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from firebird.driver import Connection  # noqa: E402
+
+from tests.fbdb import create_db  # noqa: E402
+
+
+@pytest.fixture
+def make_db(tmp_path: Path) -> Iterator[Callable[..., Connection]]:
+    """Create embedded databases: ``make_db(name, dialect=3, ddl=[...])`` -> open connection."""
+    opened: list[Connection] = []
+
+    def factory(name: str = "site", dialect: int = 3, ddl: list[str] | None = None,
+                charset: str = "UTF8") -> Connection:
+        con = create_db(tmp_path / f"{name}.fdb", dialect=dialect, ddl=ddl or [], charset=charset)
+        opened.append(con)
+        return con
+
+    yield factory
+    for con in opened:
+        if not con.is_closed():
+            con.close()
