@@ -286,8 +286,13 @@ ORDER BY rf.RDB$RELATION_NAME, rf.RDB$FIELD_POSITION
 """
 
 
-def introspect(con: Connection, selection: TableSelection = TableSelection()) -> Schema:
-    """Describe the replicable schema of the live database behind ``con``."""
+def introspect(con: Connection, selection: TableSelection = TableSelection(),
+               include_sync: bool = False) -> Schema:
+    """Describe the replicable schema of the live database behind ``con``.
+
+    ``include_sync`` describes the sync's own tables instead (the capture module reads its
+    image tables' exact column types this way); their triggers are not read.
+    """
     schema = Schema(dialect=con.sql_dialect)
     relations = {
         _trim(name): rtype or 0
@@ -348,7 +353,10 @@ def introspect(con: Connection, selection: TableSelection = TableSelection()) ->
         keys[_trim(rel)].append(_trim(col))
 
     for name in sorted(relations):
-        if name.startswith(SYNC_PREFIX) or not selection.wants(name):
+        if name.startswith(SYNC_PREFIX) != include_sync or not selection.wants(name):
+            continue
+        if include_sync:
+            schema.tables[name] = Table(name, tuple(columns[name]), tuple(keys.get(name, ())))
             continue
         refusal = _refusal(name, relations[name], columns[name], keys.get(name, []),
                            unsupported.get(name, []), schema.dialect)
@@ -357,8 +365,9 @@ def introspect(con: Connection, selection: TableSelection = TableSelection()) ->
             continue
         schema.tables[name] = Table(name, tuple(columns[name]), tuple(keys[name]))
 
-    _read_triggers(con, schema)
-    _read_key_generators(con, schema)
+    if not include_sync:
+        _read_triggers(con, schema)
+        _read_key_generators(con, schema)
     return schema
 
 

@@ -1,0 +1,421 @@
+"""The capture objects in a site's database: install, upgrade, uninstall.
+
+Owns every ``SYNC$`` object: the log (``SYNC$LOG``, one row per change, ids from
+``SYNC$LOG_SEQ``), one image table per replicated table (``SYNC$I<n>``: the changed values,
+with the table's own column types so every value is kept exactly), the generated capture
+triggers (``SYNC$TR<n>``), the state, table-registry and heartbeat tables, and the guards in
+application triggers.
+
+Rules this module must keep (DESIGN §3.1):
+* a capture trigger only INSERTs (never updates a sync table: inside an application's
+  SNAPSHOT transaction that would raise update conflicts and fail the customer's invoice);
+* its privileges are granted to the trigger itself, so an application connecting as an
+  ordinary user needs nothing more;
+* an update that changes nothing is not logged; a primary-key change is a delete of the old
+  key and an insert of the new one with the full image;
+* it never touches the application's own objects except the marked guards.
+
+Image tables only ever gain columns (never dropped or reordered), so the change mask of an
+old entry still lines up with the image columns after an upgrade.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from firebird.driver import Connection, DatabaseError
+
+from . import guard
+from .config import GeneratorRange
+from .database import READ_COMMITTED_RW, literal, quote, transaction
+from .schema import Column, ColumnType, Schema, Table, TableSelection, introspect
+
+log = logging.getLogger(__name__)
+
+LOG_TABLE = "SYNC$LOG"
+LOG_SEQ = "SYNC$LOG_SEQ"
+STATE_TABLE = "SYNC$STATE"
+TABLES_TABLE = "SYNC$TABLES"
+HEARTBEAT_TABLE = "SYNC$HEARTBEAT"
+HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
+IMAGE_PREFIX = "SYNC$I"
+TRIGGER_PREFIX = "SYNC$TR"
+IMAGE_ID = "SYNC$ID"
+IMAGE_MASK = "SYNC$MASK"
+SCHEMA_VERSION = "1"
+
+# Log operations. 'M' is a clock marker written by the node (see clock.py); 'E' records that
+# a capture trigger failed (the application's change went through, its capture did not).
+OP_INSERT, OP_UPDATE, OP_DELETE, OP_MARKER, OP_ERROR = "I", "U", "D", "M", "E"
+# FLAGS bit: the change was made inside a transaction the node was applying.
+FLAG_DURING_APPLY = 1
+
+
+def id_type(dialect: int) -> str:
+    """Dialect 1 has no BIGINT; a DOUBLE holds every id below 2^53 exactly."""
+    return "BIGINT" if dialect == 3 else "DOUBLE PRECISION"
+
+
+def heartbeat_table(dialect: int) -> Table:
+    return Table(
+        HEARTBEAT_TABLE,
+        (
+            Column("SITE", ColumnType(37, length=252, char_length=63, charset="UTF8"), False),
+            Column("BEAT_AT", ColumnType(35)),
+            Column("ROUND_NO", ColumnType(16 if dialect == 3 else 27)),
+        ),
+        ("SITE",),
+    )
+
+
+@dataclass
+class InstallReport:
+    created: list[str] = field(default_factory=list)
+    upgraded: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    guarded: list[str] = field(default_factory=list)
+    unguardable: list[str] = field(default_factory=list)  # source stripped by the vendor
+    generators: list[str] = field(default_factory=list)
+    schema: Schema | None = None
+
+
+def _ddl(con: Connection, sql: str) -> None:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        tm.execute_immediate(sql)
+
+
+def _query(con: Connection, sql: str, params: Iterable[object] = ()) -> list[tuple]:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(sql, tuple(params))
+            return cur.fetchall()
+        finally:
+            cur.close()
+
+
+def _relation_names(con: Connection) -> set[str]:
+    return {r[0].strip() for r in _query(con, "SELECT RDB$RELATION_NAME FROM RDB$RELATIONS")}
+
+
+def _generator_names(con: Connection) -> set[str]:
+    return {r[0].strip() for r in _query(con, "SELECT RDB$GENERATOR_NAME FROM RDB$GENERATORS")}
+
+
+def is_installed(con: Connection) -> bool:
+    return LOG_TABLE in _relation_names(con)
+
+
+def _core_ddl(dialect: int) -> list[tuple[str, str]]:
+    idt = id_type(dialect)
+    hb = heartbeat_table(dialect)
+    hb_cols = ", ".join(f"{quote(c.name, dialect)} {c.type.ddl()}"
+                        + ("" if c.nullable else " NOT NULL") for c in hb.columns)
+    return [
+        (STATE_TABLE, f"CREATE TABLE {STATE_TABLE} (NAME VARCHAR(63) CHARACTER SET UTF8 NOT NULL "
+                      f"PRIMARY KEY, VAL VARCHAR(4000) CHARACTER SET UTF8)"),
+        (TABLES_TABLE, f"CREATE TABLE {TABLES_TABLE} (TBL_NO INTEGER NOT NULL PRIMARY KEY, "
+                       f"NAME VARCHAR(31) CHARACTER SET UTF8 NOT NULL UNIQUE, "
+                       f"KEY_COLS VARCHAR(2000) CHARACTER SET UTF8, ACTIVE SMALLINT)"),
+        (LOG_SEQ, f"CREATE SEQUENCE {LOG_SEQ}"),
+        (LOG_TABLE, f"CREATE TABLE {LOG_TABLE} (LOG_ID {idt} NOT NULL PRIMARY KEY, "
+                    f"TX_ID {idt}, TBL_NO INTEGER, OP CHAR(1) CHARACTER SET ASCII, "
+                    f"CAPTURED TIMESTAMP, USR VARCHAR(63) CHARACTER SET UTF8, "
+                    f"ADDR VARCHAR(255) CHARACTER SET UTF8, FLAGS SMALLINT, UTC_US {idt}, "
+                    f"DETAIL VARCHAR(255) CHARACTER SET UTF8)"),
+        (HEARTBEAT_TABLE, f"CREATE TABLE {HEARTBEAT_TABLE} ({hb_cols}, PRIMARY KEY (SITE))"),
+    ]
+
+
+def install(con: Connection, selection: TableSelection = TableSelection(),
+            fire: Iterable[str] = (), generators: Iterable[GeneratorRange] = ()) -> InstallReport:
+    """Create or upgrade the capture objects for the live schema. Idempotent."""
+    report = InstallReport()
+    dialect = con.sql_dialect
+    existing = _relation_names(con) | _generator_names(con)
+    for name, ddl in _core_ddl(dialect):
+        if name not in existing:
+            _ddl(con, ddl)
+            report.created.append(name)
+    schema = introspect(con, selection)
+    report.schema = schema
+    numbers = _table_numbers(con)
+    wanted = {HEARTBEAT_TABLE: heartbeat_table(dialect), **schema.tables}
+    for name, table in wanted.items():
+        number = numbers.get(name)
+        if number is None:
+            number = HEARTBEAT_NO if name == HEARTBEAT_TABLE else max(
+                [n for n in numbers.values()] + [0]) + 1
+            with transaction(con) as tm:
+                tm.cursor().execute(
+                    f"INSERT INTO {TABLES_TABLE} (TBL_NO, NAME, KEY_COLS, ACTIVE) "
+                    "VALUES (?, ?, ?, 1)", (number, name, ",".join(table.primary_key)))
+            numbers[name] = number
+        else:
+            with transaction(con) as tm:
+                tm.cursor().execute(
+                    f"UPDATE {TABLES_TABLE} SET KEY_COLS = ?, ACTIVE = 1 WHERE TBL_NO = ?",
+                    (",".join(table.primary_key), number))
+        changed = _ensure_image(con, table, number, dialect)
+        _ddl(con, capture_trigger_sql(table, number, image_columns(con, number), dialect))
+        _grant(con, number)
+        if changed == "upgraded":
+            report.upgraded.append(f"{name} (as {IMAGE_PREFIX}{number})")
+        elif changed == "created":
+            report.created.append(f"{name} (as {IMAGE_PREFIX}{number})")
+    for name, number in numbers.items():
+        if name not in wanted:
+            _drop_trigger(con, number)
+            with transaction(con) as tm:
+                tm.cursor().execute(f"UPDATE {TABLES_TABLE} SET ACTIVE = 0 WHERE TBL_NO = ?",
+                                    (number,))
+            report.removed.append(f"capture of {name} (no longer replicated)")
+    _apply_guards(con, schema, frozenset(fire), report)
+    for gen in generators:
+        report.generators.append(_set_generator_range(con, gen))
+    _set_state(con, "schema_version", SCHEMA_VERSION)
+    _set_state(con, "schema_fingerprint", schema.fingerprint())
+    return report
+
+
+def _table_numbers(con: Connection) -> dict[str, int]:
+    return {name: no for no, name in _query(con, f"SELECT TBL_NO, NAME FROM {TABLES_TABLE}")}
+
+
+def table_registry(con: Connection) -> dict[int, tuple[str, tuple[str, ...]]]:
+    """Table number -> (table name, key column names), for every table ever captured."""
+    return {
+        no: (name, tuple(k for k in (keys or "").split(",") if k))
+        for no, name, keys in _query(con, f"SELECT TBL_NO, NAME, KEY_COLS FROM {TABLES_TABLE}")
+    }
+
+
+def image_columns(con: Connection, number: int) -> list[Column]:
+    """The data columns of an image table, in position order (the change mask's order)."""
+    image = introspect(con, TableSelection(include=(f"{IMAGE_PREFIX}{number}",)),
+                       include_sync=True).tables.get(f"{IMAGE_PREFIX}{number}")
+    if image is None:
+        return []
+    return [c for c in image.columns if c.name not in (IMAGE_ID, IMAGE_MASK)]
+
+
+def _ensure_image(con: Connection, table: Table, number: int, dialect: int) -> str | None:
+    name = f"{IMAGE_PREFIX}{number}"
+    current = {c.name: c for c in image_columns(con, number)}
+    if not current and name not in _relation_names(con):
+        cols = ", ".join(f"{quote(c.name, dialect)} {c.type.ddl()}" for c in table.columns)
+        _ddl(con, f"CREATE TABLE {name} ({IMAGE_ID} {id_type(dialect)} NOT NULL PRIMARY KEY, "
+                  f"{IMAGE_MASK} VARCHAR(4000) CHARACTER SET ASCII, {cols})")
+        return "created"
+    changed = None
+    for col in table.columns:
+        have = current.get(col.name)
+        if have is None:
+            _ddl(con, f"ALTER TABLE {name} ADD {quote(col.name, dialect)} {col.type.ddl()}")
+            changed = "upgraded"
+        elif have.type.ddl() != col.type.ddl():
+            # Widening keeps the column's position, so old masks stay aligned.
+            _ddl(con, f"ALTER TABLE {name} ALTER {quote(col.name, dialect)} "
+                      f"TYPE {col.type.ddl()}")
+            changed = "upgraded"
+    return changed
+
+
+def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect: int) -> str:
+    """The capture trigger of one table: INSERTs into the log and its image table only."""
+    q = lambda name: quote(name, dialect)  # noqa: E731
+    live = {c.name for c in table.columns}
+    key = table.primary_key
+    image_names = [c.name for c in image]
+    idt = id_type(dialect)
+
+    def log_insert(op: str) -> str:
+        return (
+            f"ID = NEXT VALUE FOR {LOG_SEQ};\n"
+            f"    INSERT INTO {LOG_TABLE} (LOG_ID, TX_ID, TBL_NO, OP, CAPTURED, USR, ADDR, FLAGS)"
+            f" VALUES (:ID, CURRENT_TRANSACTION, {number}, '{op}', CAST('NOW' AS TIMESTAMP),"
+            f" CURRENT_USER, RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'), :F);"
+        )
+
+    def image_insert(values: list[str], mask: str) -> str:
+        cols = ", ".join([IMAGE_ID, IMAGE_MASK] + [q(n) for n in image_names])
+        return (f"INSERT INTO {IMAGE_PREFIX}{number} ({cols}) "
+                f"VALUES (:ID, {mask}, {', '.join(values)});")
+
+    full_mask = literal("".join("1" if n in live else "0" for n in image_names))
+    key_mask = literal("".join("1" if n in key else "0" for n in image_names))
+    new_full = [f"NEW.{q(n)}" if n in live else "NULL" for n in image_names]
+    old_key = [f"OLD.{q(n)}" if n in key else "NULL" for n in image_names]
+    key_changed = " OR ".join(f"NEW.{q(k)} IS DISTINCT FROM OLD.{q(k)}" for k in key)
+    mask_parts = []
+    new_changed = []
+    for col in image:
+        n = col.name
+        if n not in live:
+            mask_parts.append("'0'")
+            new_changed.append("NULL")
+        elif n in key:
+            mask_parts.append("'0'")
+            new_changed.append(f"NEW.{q(n)}")
+        else:
+            if col.type.dimensions:
+                # Firebird cannot compare two ARRAYs (it fails the statement at run time)
+                # nor put one in an expression: any non-null array counts as written.
+                mask_parts.append(f"IIF(NEW.{q(n)} IS NULL AND OLD.{q(n)} IS NULL, '0', '1')")
+                new_changed.append(f"NEW.{q(n)}")
+                continue
+            cond = f"NEW.{q(n)} IS DISTINCT FROM OLD.{q(n)}"
+            mask_parts.append(f"IIF({cond}, '1', '0')")
+            new_changed.append(f"IIF({cond}, NEW.{q(n)}, NULL)")
+    unchanged = literal("".join("1" if n in key else "0" for n in image_names))
+    mask_expr = " || ".join(mask_parts) if mask_parts else "''"
+    return f"""CREATE OR ALTER TRIGGER {TRIGGER_PREFIX}{number} FOR {q(table.name)}
+ACTIVE AFTER INSERT OR UPDATE OR DELETE POSITION 32000 AS
+DECLARE ID {idt};
+DECLARE F SMALLINT;
+DECLARE M VARCHAR(4000) CHARACTER SET ASCII;
+BEGIN
+  /* generated by siege-sync: capture only INSERTs into its own log */
+  F = IIF(RDB$GET_CONTEXT('USER_TRANSACTION', '{guard.APPLY_CONTEXT}') IS NULL, 0,
+          {FLAG_DURING_APPLY});
+  BEGIN
+  IF (DELETING OR (UPDATING AND ({key_changed}))) THEN
+  BEGIN
+    {log_insert(OP_DELETE)}
+    {image_insert(old_key, key_mask)}
+  END
+  IF (INSERTING OR (UPDATING AND ({key_changed}))) THEN
+  BEGIN
+    {log_insert(OP_INSERT)}
+    {image_insert(new_full, full_mask)}
+  END
+  ELSE IF (UPDATING) THEN
+  BEGIN
+    M = {mask_expr};
+    IF (M <> {unchanged}) THEN
+    BEGIN
+      {log_insert(OP_UPDATE)}
+      {image_insert(new_changed, ":M")}
+    END
+  END
+  WHEN ANY DO
+    /* Never fail the application's transaction: record that capture failed, loudly. */
+    INSERT INTO {LOG_TABLE} (LOG_ID, TX_ID, TBL_NO, OP, CAPTURED, USR, ADDR, FLAGS, DETAIL)
+    VALUES (NEXT VALUE FOR {LOG_SEQ}, CURRENT_TRANSACTION, {number}, '{OP_ERROR}',
+            CAST('NOW' AS TIMESTAMP), CURRENT_USER, RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'),
+            :F, 'capture failed: gdscode ' || GDSCODE || ', sqlstate ' || SQLSTATE);
+  END
+END"""
+
+
+def _grant(con: Connection, number: int) -> None:
+    trigger = f"{TRIGGER_PREFIX}{number}"
+    for sql in (
+        f"GRANT INSERT ON {LOG_TABLE} TO TRIGGER {trigger}",
+        f"GRANT INSERT ON {IMAGE_PREFIX}{number} TO TRIGGER {trigger}",
+        f"GRANT USAGE ON SEQUENCE {LOG_SEQ} TO TRIGGER {trigger}",
+    ):
+        _ddl(con, sql)
+
+
+def _drop_trigger(con: Connection, number: int) -> None:
+    name = f"{TRIGGER_PREFIX}{number}"
+    if _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ?", (name,)):
+        _ddl(con, f"DROP TRIGGER {name}")
+
+
+def _apply_guards(con: Connection, schema: Schema, fire: frozenset[str],
+                  report: InstallReport) -> None:
+    for triggers in schema.triggers.values():
+        for trig in triggers:
+            if trig.source is None:
+                if trig.name not in fire:
+                    report.unguardable.append(trig.name)
+                continue
+            want = trig.name not in fire
+            if want == guard.is_guarded(trig.source):
+                continue
+            new_source = guard.add_guard(trig.source) if want else guard.remove_guard(
+                trig.source)
+            _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} {new_source}")
+            if want:
+                report.guarded.append(trig.name)
+
+
+def _set_generator_range(con: Connection, gen: GeneratorRange) -> str:
+    rows = _query(con, "SELECT RDB$GENERATOR_NAME FROM RDB$GENERATORS WHERE RDB$GENERATOR_NAME = ?",
+                  (gen.name,))
+    if not rows:
+        raise InstallError(f"generator {gen.name} (config [generators]) does not exist")
+    name = quote(gen.name, con.sql_dialect)
+    current = _query(con, f"SELECT GEN_ID({name}, 0) FROM RDB$DATABASE")[0][0]
+    if current < gen.start - 1:
+        # Never moves a generator backwards: numbers already handed out stay unique.
+        _ddl(con, f"ALTER SEQUENCE {name} RESTART WITH {gen.start - 1}")
+        return f"{gen.name}: moved from {int(current)} to the site's range starting {gen.start}"
+    if gen.end is not None and current >= gen.end:
+        return f"{gen.name}: at {int(current)}, PAST the site's range end {gen.end}"
+    return f"{gen.name}: at {int(current)}, inside the site's range"
+
+
+class InstallError(Exception):
+    pass
+
+
+def pending_entries(con: Connection) -> int:
+    return _query(con, f"SELECT COUNT(*) FROM {LOG_TABLE} "
+                       f"WHERE OP IN ('{OP_INSERT}', '{OP_UPDATE}', '{OP_DELETE}')")[0][0]
+
+
+def uninstall(con: Connection, force: bool = False) -> list[str]:
+    """Remove exactly the sync's objects and guards. Refuses while changes are unpublished."""
+    removed: list[str] = []
+    if not is_installed(con):
+        return removed
+    waiting = pending_entries(con)
+    if waiting and not force:
+        raise InstallError(
+            f"{waiting} captured changes are not published yet; run a sync first, or "
+            "uninstall --force to drop them (they are lost for the other sites)")
+    schema = introspect(con)
+    for triggers in schema.triggers.values():
+        for trig in triggers:
+            if trig.source and guard.is_guarded(trig.source):
+                _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
+                          f"{guard.remove_guard(trig.source)}")
+                removed.append(f"guard in {trig.name}")
+    for (name,) in _query(con, "SELECT RDB$TRIGGER_NAME FROM RDB$TRIGGERS "
+                               f"WHERE RDB$TRIGGER_NAME STARTING WITH '{TRIGGER_PREFIX}'"):
+        _ddl(con, f"DROP TRIGGER {name.strip()}")
+        removed.append(name.strip())
+    for name in sorted(_relation_names(con)):
+        if name.startswith(IMAGE_PREFIX) or name in (LOG_TABLE, STATE_TABLE, TABLES_TABLE,
+                                                     HEARTBEAT_TABLE):
+            _ddl(con, f"DROP TABLE {name}")
+            removed.append(name)
+    if LOG_SEQ in _generator_names(con):
+        _ddl(con, f"DROP SEQUENCE {LOG_SEQ}")
+        removed.append(LOG_SEQ)
+    return removed
+
+
+def get_state(con: Connection, name: str) -> str | None:
+    rows = _query(con, f"SELECT VAL FROM {STATE_TABLE} WHERE NAME = ?", (name,))
+    return rows[0][0] if rows else None
+
+
+def _set_state(con: Connection, name: str, value: str) -> None:
+    with transaction(con) as tm:
+        tm.cursor().execute(
+            f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?) MATCHING (NAME)",
+            (name, value))
+
+
+def beat(con: Connection, site: str, round_no: int) -> None:
+    """Write this site's heartbeat row; it travels through the capture path like any change."""
+    with transaction(con) as tm:
+        tm.cursor().execute(
+            f"UPDATE OR INSERT INTO {HEARTBEAT_TABLE} (SITE, BEAT_AT, ROUND_NO) "
+            "VALUES (?, CAST('NOW' AS TIMESTAMP), ?) MATCHING (SITE)", (site, round_no))

@@ -1,0 +1,160 @@
+"""The node's configuration: one TOML file per site.
+
+Owns parsing and validation; every mistake becomes a ``ConfigError`` that names the file, the
+key and what to write instead. Secrets may come from the environment or from a file readable
+only by its owner. Must never print a secret.
+
+Example::
+
+    site = "lyon"
+
+    [database]
+    dsn = "/var/lib/siege/lyon.fdb"        # or "localhost:/path" through a server
+    user = "SYSDBA"
+    password_env = "SIEGE_DB_PASSWORD"     # or password_file = "/etc/siege/db.pw" (0600)
+
+    [tables]
+    include = []                            # default: every table
+    exclude = ["TMP_*"]
+
+    [triggers]
+    fire = ["TRG_STOCK_HISTORY"]            # application triggers that must still fire
+
+    [generators.GEN_INVOICE_ID]
+    start = 2000000
+    end = 2999999
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .database import DatabaseSpec
+from .schema import TableSelection
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class GeneratorRange:
+    name: str
+    start: int
+    end: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    site: str
+    database: DatabaseSpec
+    tables: TableSelection = TableSelection()
+    fire_triggers: frozenset[str] = frozenset()
+    generators: tuple[GeneratorRange, ...] = ()
+    path: Path | None = field(default=None, compare=False)
+
+
+def load(path: Path) -> NodeConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
+    where = str(path) if path else "config"
+    site = _str(raw, "site", where)
+    if not site or any(c in site for c in "/\\ :") or len(site.encode()) > 63:
+        raise ConfigError(f"{where}: site = {site!r}: use a short id without spaces, / or :")
+    db = _table(raw, "database", where, required=True)
+    spec = DatabaseSpec(
+        dsn=_str(db, "dsn", f"{where} [database]"),
+        user=db.get("user", "SYSDBA"),
+        password=_secret(db, f"{where} [database]", path),
+        role=db.get("role"),
+    )
+    tables = _table(raw, "tables", where)
+    selection = TableSelection(
+        include=tuple(_str_list(tables, "include", f"{where} [tables]")),
+        exclude=tuple(_str_list(tables, "exclude", f"{where} [tables]")),
+    )
+    triggers = _table(raw, "triggers", where)
+    generators = []
+    for name, spec_raw in _table(raw, "generators", where).items():
+        if not isinstance(spec_raw, dict) or not isinstance(spec_raw.get("start"), int):
+            raise ConfigError(
+                f"{where} [generators.{name}]: needs start = <integer> (and optionally end)")
+        end = spec_raw.get("end")
+        if end is not None and (not isinstance(end, int) or end <= spec_raw["start"]):
+            raise ConfigError(f"{where} [generators.{name}]: end must be an integer > start")
+        generators.append(GeneratorRange(name, spec_raw["start"], end))
+    unknown = set(raw) - {"site", "database", "tables", "triggers", "generators"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    return NodeConfig(
+        site=site,
+        database=spec,
+        tables=selection,
+        fire_triggers=frozenset(_str_list(triggers, "fire", f"{where} [triggers]")),
+        generators=tuple(generators),
+        path=path,
+    )
+
+
+def _table(raw: dict[str, Any], key: str, where: str, required: bool = False) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{where}: missing section [{key}]")
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a section [{key}]")
+    return value
+
+
+def _str(raw: dict[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be a string (e.g. {key} = \"...\")")
+    return value
+
+
+def _str_list(raw: dict[str, Any], key: str, where: str) -> list[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {key} must be a list of strings")
+    return value
+
+
+def _secret(db: dict[str, Any], where: str, config_path: Path | None) -> str | None:
+    given = [k for k in ("password", "password_env", "password_file") if k in db]
+    if len(given) > 1:
+        raise ConfigError(f"{where}: give only one of password, password_env, password_file")
+    if "password_env" in db:
+        name = db["password_env"]
+        if name not in os.environ:
+            raise ConfigError(f"{where}: password_env = {name!r} but that variable is not set")
+        return os.environ[name]
+    if "password_file" in db:
+        pw_path = Path(db["password_file"])
+        if config_path is not None and not pw_path.is_absolute():
+            pw_path = config_path.parent / pw_path
+        try:
+            mode = pw_path.stat().st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: password_file {pw_path} does not exist") from None
+        # POSIX permissions only: on Windows the file's ACL protects it instead.
+        if sys.platform != "win32" and mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"{where}: password_file {pw_path} is readable by others; chmod 600 it")
+        return pw_path.read_text(encoding="utf-8").strip()
+    return db.get("password")
