@@ -22,6 +22,7 @@ old entry still lines up with the image columns after an upgrade.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -39,12 +40,15 @@ LOG_SEQ = "SYNC$LOG_SEQ"
 STATE_TABLE = "SYNC$STATE"
 TABLES_TABLE = "SYNC$TABLES"
 HEARTBEAT_TABLE = "SYNC$HEARTBEAT"
+EVENTS_TABLE = "SYNC$EVENTS"  # published events, stored verbatim (see publish.py)
+BLOBS_TABLE = "SYNC$BLOBS"  # large BLOB values referenced by events, by sha256
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
 IMAGE_ID = "SYNC$ID"
 IMAGE_MASK = "SYNC$MASK"
 SCHEMA_VERSION = "1"
+INLINE_BODY = 16000
 
 # Log operations. 'M' is a clock marker written by the node (see clock.py); 'E' records that
 # a capture trigger failed (the application's change went through, its capture did not).
@@ -126,6 +130,14 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                     f"ADDR VARCHAR(255) CHARACTER SET UTF8, FLAGS SMALLINT, UTC_US {idt}, "
                     f"DETAIL VARCHAR(255) CHARACTER SET UTF8)"),
         (HEARTBEAT_TABLE, f"CREATE TABLE {HEARTBEAT_TABLE} ({hb_cols}, PRIMARY KEY (SITE))"),
+        # Bodies up to 16000 bytes stay inline (no BLOB round trip through a server).
+        (EVENTS_TABLE, f"CREATE TABLE {EVENTS_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
+                       f"NOT NULL, INCARNATION INTEGER NOT NULL, SEQ {idt} NOT NULL, "
+                       f"STAMP {idt} NOT NULL, HASH CHAR(32) CHARACTER SET OCTETS NOT NULL, "
+                       f"BODY VARCHAR({INLINE_BODY}) CHARACTER SET OCTETS, "
+                       f"BODY_BLOB BLOB SUB_TYPE 0, PRIMARY KEY (ORIGIN, INCARNATION, SEQ))"),
+        (BLOBS_TABLE, f"CREATE TABLE {BLOBS_TABLE} (SHA256 CHAR(32) CHARACTER SET OCTETS "
+                      f"NOT NULL PRIMARY KEY, LEN {idt} NOT NULL, DATA BLOB SUB_TYPE 0)"),
     ]
 
 
@@ -177,6 +189,10 @@ def install(con: Connection, selection: TableSelection = TableSelection(),
         report.generators.append(_set_generator_range(con, gen))
     _set_state(con, "schema_version", SCHEMA_VERSION)
     _set_state(con, "schema_fingerprint", schema.fingerprint())
+    if get_state(con, "epoch") is None:
+        # A random identity for this database's life; a copy restored elsewhere keeps it,
+        # a fresh install never reuses one (DESIGN §3.6).
+        _set_state(con, "epoch", secrets.token_hex(16))
     return report
 
 
@@ -269,7 +285,7 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
             cond = f"NEW.{q(n)} IS DISTINCT FROM OLD.{q(n)}"
             mask_parts.append(f"IIF({cond}, '1', '0')")
             new_changed.append(f"IIF({cond}, NEW.{q(n)}, NULL)")
-    unchanged = literal("".join("1" if n in key else "0" for n in image_names))
+    unchanged = literal("0" * len(image_names))
     mask_expr = " || ".join(mask_parts) if mask_parts else "''"
     return f"""CREATE OR ALTER TRIGGER {TRIGGER_PREFIX}{number} FOR {q(table.name)}
 ACTIVE AFTER INSERT OR UPDATE OR DELETE POSITION 32000 AS
@@ -392,7 +408,8 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
         removed.append(name.strip())
     for name in sorted(_relation_names(con)):
         if name.startswith(IMAGE_PREFIX) or name in (LOG_TABLE, STATE_TABLE, TABLES_TABLE,
-                                                     HEARTBEAT_TABLE):
+                                                     HEARTBEAT_TABLE, EVENTS_TABLE,
+                                                     BLOBS_TABLE):
             _ddl(con, f"DROP TABLE {name}")
             removed.append(name)
     if LOG_SEQ in _generator_names(con):
@@ -411,6 +428,19 @@ def _set_state(con: Connection, name: str, value: str) -> None:
         tm.cursor().execute(
             f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?) MATCHING (NAME)",
             (name, value))
+
+
+def write_marker(con: Connection, utc_now_us: int) -> None:
+    """A clock marker: the engine's local 'NOW' next to the node's UTC time (see clock.py)."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(
+                f"INSERT INTO {LOG_TABLE} (LOG_ID, OP, CAPTURED, UTC_US) VALUES "
+                f"(NEXT VALUE FOR {LOG_SEQ}, '{OP_MARKER}', CAST('NOW' AS TIMESTAMP), ?)",
+                (utc_now_us,))
+        finally:
+            cur.close()
 
 
 def beat(con: Connection, site: str, round_no: int) -> None:

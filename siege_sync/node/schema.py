@@ -203,14 +203,22 @@ class AppTrigger:
     source: str | None  # None when the vendor stripped it
 
     @property
-    def description(self) -> str:
-        phase = "AFTER" if (self.type_code + 1) & 1 else "BEFORE"
-        actions = []
+    def before(self) -> bool:
+        return not (self.type_code + 1) & 1
+
+    @property
+    def actions(self) -> list[str]:
+        # Firebird packs up to three actions in two-bit slots of (type + 1).
+        found = []
         for slot in (1, 2, 3):
             action = ((self.type_code + 1) >> (slot * 2 - 1)) & 3
             if action:
-                actions.append({1: "INSERT", 2: "UPDATE", 3: "DELETE"}[action])
-        return f"{phase} {' OR '.join(actions)}"
+                found.append({1: "INSERT", 2: "UPDATE", 3: "DELETE"}[action])
+        return found
+
+    @property
+    def description(self) -> str:
+        return f"{'BEFORE' if self.before else 'AFTER'} {' OR '.join(self.actions)}"
 
 
 @dataclass(frozen=True)
@@ -419,7 +427,8 @@ def _read_triggers(con: Connection, schema: Schema) -> None:
 
 
 def _read_key_generators(con: Connection, schema: Schema) -> None:
-    """Generators that feed a replicated table: identity columns and its triggers' GEN_IDs."""
+    """Generators that feed a replicated table's keys: identity columns, and generators its
+    BEFORE INSERT triggers use (where keys are assigned)."""
     by_trigger: dict[str, list[str]] = defaultdict(list)
     for trig, gen in _rows(
         con,
@@ -430,7 +439,8 @@ def _read_key_generators(con: Connection, schema: Schema) -> None:
     for name, table in schema.tables.items():
         gens: list[str] = [c.identity_generator for c in table.columns if c.identity_generator]
         for trig in schema.triggers.get(name, []):
-            gens.extend(by_trigger.get(trig.name, []))
+            if trig.before and "INSERT" in trig.actions:
+                gens.extend(by_trigger.get(trig.name, []))
         if gens:
             schema.key_generators[name] = sorted(set(g for g in gens if g))
 

@@ -1,0 +1,192 @@
+"""``siege-node``: the site node's command line.
+
+Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, ``status``.
+Operator mistakes (bad config, unreachable database, refused uninstall) print what is wrong
+and what to do, and exit 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from firebird.driver import Connection, DatabaseError
+
+from . import capture, config
+from .database import DatabaseUnavailable, connection
+from .publish import PublishError, Publisher
+from .schema import introspect
+from .status import capture_status
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    out = [line.format(*headers), line.format(*["-" * w for w in widths])]
+    out += [line.format(*[str(x) for x in row]) for row in rows]
+    return "\n".join(out)
+
+
+def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+    schema = report.schema
+    assert schema is not None
+    print(f"site {cfg.site}: capture installed on {len(schema.tables)} tables "
+          f"(schema {schema.fingerprint()})")
+    for title, items in (("created", report.created), ("upgraded", report.upgraded),
+                         ("removed", report.removed), ("guarded triggers", report.guarded),
+                         ("generators", report.generators)):
+        for item in items:
+            print(f"  {title}: {item}")
+    for item in report.unguardable:
+        print(f"  WARNING: trigger {item} has no stored source and cannot be guarded: it will "
+              "fire again for changes applied from other sites (duplicated effects). Add it to "
+              "[triggers] fire if that is intended, or have the vendor ship its source.")
+    for refusal in schema.refused:
+        print(f"  NOT replicated: {refusal.table}: {refusal.reason}")
+    return 0
+
+
+def cmd_uninstall(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    removed = capture.uninstall(con, force=args.force)
+    print(f"site {cfg.site}: removed {len(removed)} objects" if removed
+          else f"site {cfg.site}: nothing to remove")
+    for item in removed:
+        print(f"  {item}")
+    return 0
+
+
+def cmd_tables(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    schema = introspect(con, cfg.tables)
+    numbers = {name: no for no, (name, _keys) in capture.table_registry(con).items()} \
+        if capture.is_installed(con) else {}
+    rows = [[t.name, str(len(t.columns)), ",".join(t.primary_key),
+             f"{capture.IMAGE_PREFIX}{numbers[t.name]}" if t.name in numbers else "not installed"]
+            for t in schema.tables.values()]
+    print(f"Replicated tables (dialect {schema.dialect}, schema {schema.fingerprint()}):")
+    print(_table(rows, ["table", "columns", "primary key", "capture"]))
+    if schema.refused:
+        print("\nRefused:")
+        for refusal in schema.refused:
+            print(f"  {refusal.table}: {refusal.reason}")
+    trig_rows = []
+    for table, triggers in schema.triggers.items():
+        for trig in triggers:
+            if trig.source is None:
+                state = "NO SOURCE: cannot be guarded, will fire on applied changes"
+            elif trig.name in cfg.fire_triggers:
+                state = "fires on applied changes (config)"
+            elif capture.guard.is_guarded(trig.source):
+                state = "guarded"
+            else:
+                state = "NOT guarded yet: run install"
+            trig_rows.append([table, trig.name, trig.description,
+                              "active" if trig.active else "inactive", state])
+    if trig_rows:
+        print("\nApplication triggers on replicated tables:")
+        print(_table(trig_rows, ["table", "trigger", "fires", "", "on applied changes"]))
+    if schema.key_generators:
+        print("\nGenerators feeding keys:")
+        ranges = {g.name: g for g in cfg.generators}
+        for table, gens in schema.key_generators.items():
+            for gen in gens:
+                rng = ranges.get(gen)
+                where = (f"site range {rng.start}..{rng.end or ''}" if rng
+                         else "no site range: the same numbers are handed out at every site")
+                print(f"  {table}: {gen} ({where})")
+    return 0
+
+
+def cmd_publish(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    if not capture.is_installed(con):
+        print("error: capture is not installed here; run siege-node install first",
+              file=sys.stderr)
+        return 2
+    result = Publisher(con, cfg.site).publish()
+    print(f"site {cfg.site}: published {result.events} events from {result.transactions} "
+          f"transactions" + (f" (seq {result.first_seq}..{result.last_seq})"
+                             if result.events else ""))
+    for message in result.capture_errors:
+        print(f"  CAPTURE ERROR: {message}")
+    return 1 if result.capture_errors else 0
+
+
+def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    st = capture_status(con)
+    if not st.installed:
+        print(f"site {cfg.site}: capture not installed (run siege-node install)")
+        return 1
+    live = introspect(con, cfg.tables).fingerprint()
+    print(f"site {cfg.site}")
+    print(f"  published events:      {st.published_seq}")
+    print(f"  waiting to publish:    {st.pending_entries} captured changes")
+    print(f"  schema:                {live}"
+          + ("" if live == st.state.get("schema_fingerprint")
+             else f" (CHANGED since install {st.state.get('schema_fingerprint')}: "
+                  "run siege-node install)"))
+    print(f"  capture errors:        {st.capture_errors}"
+          + (f" (last: {st.state.get('last_capture_errors')})" if st.capture_errors else ""))
+    if "restores" in st.state:
+        print(f"  restores detected:     {st.state['restores']} "
+              f"(last: {st.state.get('last_restores')})")
+    if st.limbo_transactions:
+        print(f"  LIMBO transactions:    {st.limbo_transactions} (their changes wait; resolve "
+              "with gfix -commit/-rollback)")
+    if st.open_transactions:
+        print("  open transactions (their captured changes wait for their commit):")
+        rows = [[str(t.tx_id), f"{t.started:%Y-%m-%d %H:%M:%S}", t.user, t.address or "local"]
+                for t in st.open_transactions]
+        print("    " + _table(rows, ["tx", "since", "user", "from"]).replace("\n", "\n    "))
+    return 0
+
+
+COMMANDS = {
+    "install": (cmd_install, "create or upgrade the capture objects for the live schema"),
+    "uninstall": (cmd_uninstall, "remove exactly the sync's objects and guards"),
+    "tables": (cmd_tables, "what is replicated, refused and why, triggers, key generators"),
+    "publish": (cmd_publish, "publish the captured changes now"),
+    "status": (cmd_status, "backlog, open transactions, capture errors, counters"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siege-node", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_func, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", "-c", type=Path, required=True, help="the node's TOML file")
+        p.add_argument("--verbose", "-v", action="store_true")
+        if name == "uninstall":
+            p.add_argument("--force", action="store_true",
+                           help="also drop captured changes not yet published")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=f"%(asctime)s %(levelname)s site={cfg.site} %(name)s: %(message)s")
+    func = COMMANDS[args.command][0]
+    try:
+        with connection(cfg.database) as con:
+            return func(cfg, con, args)
+    except (DatabaseUnavailable, capture.InstallError, PublishError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        print(f"error: the database refused the operation: {str(exc).strip()}",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

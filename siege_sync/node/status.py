@@ -1,0 +1,68 @@
+"""What the capture side can tell an operator: backlog, open transactions, errors, counters.
+
+Owns the read-only status queries of one site's database. Must never change anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from firebird.driver import Connection
+
+from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_UPDATE, STATE_TABLE, is_installed
+from .database import READ_COMMITTED_RW, transaction
+
+
+@dataclass(frozen=True)
+class OpenTransaction:
+    tx_id: int
+    started: datetime
+    user: str
+    address: str | None
+    attachment_id: int
+
+
+@dataclass
+class CaptureStatus:
+    installed: bool
+    pending_entries: int = 0  # committed, captured, not yet published
+    open_transactions: list[OpenTransaction] = field(default_factory=list)
+    limbo_transactions: list[int] = field(default_factory=list)
+    state: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def published_seq(self) -> int:
+        return int(self.state.get("seq", "0"))
+
+    @property
+    def capture_errors(self) -> int:
+        return int(self.state.get("capture_errors", "0"))
+
+
+def capture_status(con: Connection) -> CaptureStatus:
+    if not is_installed(con):
+        return CaptureStatus(installed=False)
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT COUNT(*) FROM {LOG_TABLE} "
+                        f"WHERE OP IN ('{OP_INSERT}', '{OP_UPDATE}', '{OP_DELETE}')")
+            pending = cur.fetchone()[0]
+            cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE}")
+            state = dict(cur.fetchall())
+            # Another transaction may hold captured rows we cannot see yet: list them all,
+            # oldest first, with who and from where, so a forgotten one can be found.
+            cur.execute(
+                "SELECT t.MON$TRANSACTION_ID, t.MON$TIMESTAMP, a.MON$USER, "
+                "a.MON$REMOTE_ADDRESS, a.MON$ATTACHMENT_ID FROM MON$TRANSACTIONS t "
+                "JOIN MON$ATTACHMENTS a ON a.MON$ATTACHMENT_ID = t.MON$ATTACHMENT_ID "
+                "WHERE t.MON$ATTACHMENT_ID <> CURRENT_CONNECTION ORDER BY t.MON$TIMESTAMP")
+            open_txs = [OpenTransaction(int(t), ts, (u or "").strip(), addr, int(a))
+                        for t, ts, u, addr, a in cur.fetchall()]
+            cur.execute("SELECT RDB$TRANSACTION_ID FROM RDB$TRANSACTIONS "
+                        "WHERE RDB$TRANSACTION_STATE = 1")
+            limbo = [int(r[0]) for r in cur.fetchall()]
+        finally:
+            cur.close()
+    return CaptureStatus(True, int(pending), open_txs, limbo, state)
