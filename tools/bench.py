@@ -1,0 +1,191 @@
+"""Capture-side benchmark (``make bench``). Prints ratios against baselines run in the same
+process, because these machines are noisy; the last line is one JSON object.
+
+* ``capture_overhead_driver``: fractional slowdown of an application's driver inserts
+  (``executemany``, one transaction) into a 10-column table when capture is on, against the
+  same inserts into an identical table without capture.
+* ``capture_overhead_engine``: the same for a PSQL loop inside the engine (the engine's own
+  insert rate is the baseline).
+* ``read_events_per_s_server``: captured changes of a BLOB-free table turned into published
+  events per second — read, encoded, stamped, chained, stored, consumed — through a real
+  Firebird server on loopback. ``read_only_events_per_s_server`` is the read + encode part.
+* ``publish_events_per_s_embedded``: the whole publish step, embedded.
+
+Each figure is the median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
+
+from firebird.driver import Connection  # noqa: E402
+
+from siege_sync.node import capture, reader, values  # noqa: E402
+from siege_sync.node.database import SNAPSHOT_RW, transaction  # noqa: E402
+from siege_sync.node.publish import Publisher  # noqa: E402
+from siege_sync.node.schema import TableSelection  # noqa: E402
+from tests.fbdb import create_db  # noqa: E402
+from tools.fbserver import FirebirdServer  # noqa: E402
+
+COLUMNS = ("ID INTEGER NOT NULL PRIMARY KEY, CODE VARCHAR(20), NAME VARCHAR(60), "
+           "CITY VARCHAR(40), QTY INTEGER, PRICE NUMERIC(15,2), RATE DOUBLE PRECISION, "
+           "DAY DATE, STAMPED TIMESTAMP, FLAG BOOLEAN")
+DDL = [f"CREATE TABLE PLAIN ({COLUMNS})", f"CREATE TABLE CAPTURED ({COLUMNS})"]
+INSERT = ("INSERT INTO {t} (ID, CODE, NAME, CITY, QTY, PRICE, RATE, DAY, STAMPED, FLAG) "
+          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+PSQL_LOOP = """EXECUTE BLOCK AS DECLARE I INTEGER = {start}; BEGIN
+  WHILE (I < {end}) DO BEGIN
+    INSERT INTO {t} (ID, CODE, NAME, CITY, QTY, PRICE, RATE, DAY, STAMPED, FLAG) VALUES
+      (:I, 'C' || :I, 'name of ' || :I, 'Lyon', :I, :I / 100.0, :I * 1.5, CURRENT_DATE,
+       CURRENT_TIMESTAMP, TRUE);
+    I = I + 1;
+  END
+END"""
+
+
+def rows(start: int, n: int) -> list[tuple]:
+    now = datetime(2026, 11, 30, 12, 0, 0)
+    return [(i, f"C{i}", f"name of {i}", "Lyon", i, Decimal(i) / 100, i * 1.5, now.date(), now,
+             True) for i in range(start, start + n)]
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def driver_inserts(con: Connection, table: str, data: list[tuple]) -> None:
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.executemany(INSERT.format(t=table), data)
+        cur.close()
+
+
+def psql_inserts(con: Connection, table: str, start: int, n: int) -> None:
+    with transaction(con) as tm:
+        tm.execute_immediate(PSQL_LOOP.format(t=table, start=start, end=start + n))
+
+
+def clear_log(con: Connection) -> None:
+    """Drop captured entries between runs so every run starts from the same state."""
+    with transaction(con) as tm:
+        for table in ("SYNC$I1", "SYNC$LOG", "PLAIN", "CAPTURED"):
+            tm.execute_immediate(f"DELETE FROM {table}")
+
+
+def overheads(con: Connection, n_driver: int, n_engine: int, repeat: int) -> dict[str, float]:
+    drv, eng = [], []
+    for r in range(repeat):
+        clear_log(con)
+        data = rows(r * n_driver, n_driver)
+        plain = timed(lambda: driver_inserts(con, "PLAIN", data))
+        capt = timed(lambda: driver_inserts(con, "CAPTURED", data))
+        drv.append((plain, capt))
+        clear_log(con)
+        plain = timed(lambda: psql_inserts(con, "PLAIN", 0, n_engine))
+        capt = timed(lambda: psql_inserts(con, "CAPTURED", 0, n_engine))
+        eng.append((plain, capt))
+    d_plain = statistics.median(p for p, _ in drv)
+    d_capt = statistics.median(c for _, c in drv)
+    e_plain = statistics.median(p for p, _ in eng)
+    e_capt = statistics.median(c for _, c in eng)
+    return {
+        "capture_overhead_driver": round(d_capt / d_plain - 1, 3),
+        "capture_overhead_engine": round(e_capt / e_plain - 1, 3),
+        "driver_rows_per_s_plain": round(n_driver / d_plain),
+        "driver_rows_per_s_captured": round(n_driver / d_capt),
+        "engine_rows_per_s_plain": round(n_engine / e_plain),
+        "engine_rows_per_s_captured": round(n_engine / e_capt),
+    }
+
+
+def read_only(con: Connection) -> int:
+    """Plan + read + encode everything pending, without publishing (rolled back)."""
+    count = 0
+    with transaction(con, SNAPSHOT_RW) as tm:
+        cur = tm.cursor()
+        batch = reader.plan(cur, 10**9, None)
+        columns = capture.image_columns(con, 1)
+        exprs = ", ".join(values.select_expr(c, con.sql_dialect, "I.") for c in columns)
+        cur.execute(f"SELECT I.SYNC$ID, I.SYNC$MASK, {exprs} FROM SYNC$I1 I")
+        types = [c.type for c in columns]
+        for row in cur:
+            [values.encode(t, v) for t, v in zip(types, row[2:], strict=True)]
+            count += 1
+        cur.close()
+        tm.rollback()
+    assert count == sum(len(t.entries) for t in batch.transactions)
+    return count
+
+
+def publish_rate(con: Connection, n: int, repeat: int) -> tuple[float, float]:
+    pub_rates, read_rates = [], []
+    for r in range(repeat):
+        clear_log(con)
+        psql_inserts(con, "CAPTURED", r * n, n)
+        t_read = timed(lambda: read_only(con))
+        result = None
+
+        def run() -> None:
+            nonlocal result
+            result = Publisher(con, "bench", max_entries=20_000).publish()
+
+        t_pub = timed(run)
+        assert result is not None and result.events == n, result
+        pub_rates.append(n / t_pub)
+        read_rates.append(n / t_read)
+    return statistics.median(pub_rates), statistics.median(read_rates)
+
+
+def setup(con: Connection) -> None:
+    capture.install(con, TableSelection(include=("CAPTURED",)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-driver", type=int, default=20_000)
+    parser.add_argument("--rows-engine", type=int, default=100_000)
+    parser.add_argument("--rows-publish", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        con = create_db(Path(tmp) / "bench.fdb", ddl=DDL)
+        setup(con)
+        out.update(overheads(con, args.rows_driver, args.rows_engine, args.repeat))
+        print(f"embedded overheads: {out}", flush=True)
+        rate, read_rate = publish_rate(con, args.rows_publish, args.repeat)
+        out["publish_events_per_s_embedded"] = round(rate)
+        out["read_only_events_per_s_embedded"] = round(read_rate)
+        con.close()
+        print(f"embedded publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
+              flush=True)
+        with FirebirdServer(Path(tmp) / "server") as server:
+            scon = server.create_database("bench", ddl=DDL)
+            setup(scon)
+            rate, read_rate = publish_rate(scon, args.rows_publish, args.repeat)
+            out["read_events_per_s_server"] = round(rate)
+            out["read_only_events_per_s_server"] = round(read_rate)
+            scon.close()
+        print(f"server publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
+              flush=True)
+    print(json.dumps(out, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
