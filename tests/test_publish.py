@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import threading
 from datetime import datetime
@@ -243,3 +244,45 @@ def test_gbak_restore_is_detected(site, tmp_path):
         assert [e.tx.first_seq for e in events(con)] == [1, 2, 3]
     finally:
         con.close()
+
+
+def test_large_blob_is_published_by_reference_streamed(site):
+    import tracemalloc
+
+    from siege_sync.node.database import transaction
+    from siege_sync.node.storage import DatabaseBlobStore
+
+    big = os.urandom(1 << 20) * 10  # 10 MB
+    Writer(site)("INSERT INTO ACCOUNT (ID, OWNER, NOTE) VALUES (1, 'big', 'small note')").commit()
+    w = Writer(site)
+    w.cur.execute("INSERT INTO ACCOUNT (ID, OWNER, NOTE) VALUES (2, 'big', ?)",
+                  ("é" * (5 << 20),))  # a 10 MB UTF-8 text BLOB
+    w.commit()
+    del big
+    tracemalloc.start()
+    Publisher(site, "lyon").publish()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 << 20, f"publishing held {peak} bytes: the BLOB was not streamed"
+    small, large = events(site)
+    note = {c.column: c.value for c in small.columns}["NOTE"]
+    assert note.text == "small note"
+    ref = {c.column: c.value for c in large.columns}["NOTE"].blob
+    assert ref.length == 10 << 20
+    with transaction(site) as tm:
+        stream = DatabaseBlobStore(tm).open(ref)
+        digest = hashlib.sha256()
+        while chunk := stream.read(1 << 16):
+            digest.update(chunk if isinstance(chunk, bytes) else chunk.encode())
+        stream.close()
+    assert digest.digest() == ref.sha256
+
+
+def test_heartbeat_travels_through_the_capture_path(site):
+    capture.beat(site, "lyon", 7)
+    capture.beat(site, "lyon", 8)
+    Publisher(site, "lyon").publish()
+    ins, upd = events(site)
+    assert ins.table == capture.HEARTBEAT_TABLE and ins.key[0].text == "lyon"
+    assert upd.op == events_pb2.OP_UPDATE
+    assert {c.column: c.value.integer for c in upd.columns}["ROUND_NO"] == 8

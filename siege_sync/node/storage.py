@@ -10,6 +10,7 @@ Must never open its own transaction: durability is the caller's (the publisher's
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import IO, Any
 
 from firebird.driver import TransactionManager
@@ -20,18 +21,30 @@ from .capture import BLOBS_TABLE
 CHUNK = 64 * 1024
 
 
-class _Encoded:
-    """A binary reader over a text or binary stream: text is sent UTF-8 encoded."""
+class _Hashing:
+    """Reads a text or binary stream once, as bytes (text UTF-8 encoded), hashing as it goes,
+    and never returns more than asked (the driver's segment buffer has a fixed size)."""
 
     def __init__(self, stream: IO[Any], text: bool) -> None:
         self._stream = stream
         self._text = text
+        self._pending = b""
+        self.digest = hashlib.sha256()
+        self.length = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size if size and size > 0 else CHUNK)
-        if self._text and isinstance(data, str):
-            return data.encode("utf-8")
-        return data
+        size = size if size and size > 0 else CHUNK
+        while len(self._pending) < size:
+            data = self._stream.read(size)
+            if not data:
+                break
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            self._pending += data
+        out, self._pending = self._pending[:size], self._pending[size:]
+        self.digest.update(out)
+        self.length += len(out)
+        return out
 
 
 class DatabaseBlobStore:
@@ -41,26 +54,27 @@ class DatabaseBlobStore:
         self._tm = tm
 
     def put(self, stream: IO[Any], text: bool) -> values_pb2.BlobRef:
-        digest = hashlib.sha256()
-        length = 0
-        reader = _Encoded(stream, text)
-        while chunk := reader.read(CHUNK):
-            digest.update(chunk)
-            length += len(chunk)
-        sha = digest.digest()
+        """Store a stream read once: it is written under a random provisional key while its
+        hash is computed, then renamed to its hash (or dropped if that content is here)."""
+        reader = _Hashing(stream, text)
+        provisional = os.urandom(32)
         cur = self._tm.cursor()
         try:
+            # The driver streams any object with .read() into the BLOB segment by segment.
+            cur.execute(f"INSERT INTO {BLOBS_TABLE} (SHA256, LEN, DATA) VALUES (?, 0, ?)",
+                        (provisional, reader))
+            sha = reader.digest.digest()
             cur.execute(f"SELECT 1 FROM {BLOBS_TABLE} WHERE SHA256 = ?", (sha,))
             if cur.fetchone() is None:
-                stream.seek(0)
-                # The driver streams any object with .read() into the BLOB segment by segment.
-                cur.execute(f"INSERT INTO {BLOBS_TABLE} (SHA256, LEN, DATA) VALUES (?, ?, ?)",
-                            (sha, length, _Encoded(stream, text)))
+                cur.execute(f"UPDATE {BLOBS_TABLE} SET SHA256 = ?, LEN = ? WHERE SHA256 = ?",
+                            (sha, reader.length, provisional))
+            else:
+                cur.execute(f"DELETE FROM {BLOBS_TABLE} WHERE SHA256 = ?", (provisional,))
         finally:
             cur.close()
-        return values_pb2.BlobRef(sha256=sha, length=length)
+        return values_pb2.BlobRef(sha256=sha, length=reader.length)
 
-    def open(self, ref: values_pb2.BlobRef) -> IO[bytes]:
+    def open(self, ref: values_pb2.BlobRef) -> StoredBlob:
         cur = self._tm.cursor()
         cur.stream_blobs.append("DATA")
         cur.execute(f"SELECT DATA FROM {BLOBS_TABLE} WHERE SHA256 = ?", (ref.sha256,))
@@ -68,4 +82,19 @@ class DatabaseBlobStore:
         if row is None:
             cur.close()
             raise KeyError(f"BLOB {ref.sha256.hex()} is not stored here")
-        return row[0]
+        return StoredBlob(cur, row[0])
+
+
+class StoredBlob:
+    """A stored BLOB being read; keeps its cursor alive (the driver's reader dies with it)."""
+
+    def __init__(self, cur: Any, reader: Any) -> None:
+        self._cur = cur
+        self._reader = reader
+
+    def read(self, size: int = -1) -> bytes:
+        return self._reader.read(size)
+
+    def close(self) -> None:
+        self._reader.close()
+        self._cur.close()
