@@ -30,25 +30,29 @@ APP_DDL = [
 ]
 
 
-def log_rows(con: Connection) -> list[tuple]:
+def _fetch(con: Connection, sql: str) -> list[tuple]:
     with con.transaction_manager() as tm:
         cur = tm.cursor()
-        cur.execute("SELECT L.OP, L.TBL_NO, L.USR, L.FLAGS FROM SYNC$LOG L "
-                    "WHERE L.OP <> 'M' ORDER BY L.LOG_ID")
+        cur.execute(sql)
         rows = cur.fetchall()
         cur.close()
         tm.commit()
     return rows
+
+
+def log_rows(con: Connection) -> list[tuple]:
+    """Every captured change and capture failure, in log id order: (op, table no, user,
+    flags)."""
+    parts = [f"SELECT SYNC$ID, SYNC$OP, {no}, SYNC$USR, SYNC$FLAGS FROM SYNC$I{no}"
+             for no in capture.image_tables(con)]
+    parts.append("SELECT LOG_ID, OP, TBL_NO, USR, FLAGS FROM SYNC$LOG WHERE OP = 'E'")
+    return [row[1:] for row in sorted(_fetch(con, " UNION ALL ".join(parts)))]
 
 
 def image_rows(con: Connection, number: int) -> list[tuple]:
-    with con.transaction_manager() as tm:
-        cur = tm.cursor()
-        cur.execute(f"SELECT * FROM SYNC$I{number} ORDER BY SYNC$ID")
-        rows = cur.fetchall()
-        cur.close()
-        tm.commit()
-    return rows
+    """(id, change mask, data columns ...) of one image table."""
+    return [(r[0], r[7], *r[8:]) for r in _fetch(con, f"SELECT * FROM SYNC$I{number} "
+                                                      "ORDER BY SYNC$ID")]
 
 
 def run(con: Connection, sql: str, params: tuple = (), isolation: bytes | None = None) -> None:
@@ -224,14 +228,8 @@ def test_capture_failure_never_fails_the_application(make_db):
     run(con, "INSERT INTO CUSTOMER (ID, NAME) VALUES (7, ?)", ("x" * 150,))
     ops = [op for op, *_ in log_rows(con)]
     assert ops[-1] == capture.OP_ERROR  # recorded, loudly; the customer's row is saved
-    with con.transaction_manager() as tm:
-        cur = tm.cursor()
-        cur.execute("SELECT DETAIL FROM SYNC$LOG WHERE OP = 'E'")
-        assert "capture failed" in cur.fetchone()[0]
-        cur.execute("SELECT COUNT(*) FROM CUSTOMER WHERE ID = 7")
-        assert cur.fetchone()[0] == 1
-        cur.close()
-        tm.commit()
+    assert "capture failed" in _fetch(con, "SELECT DETAIL FROM SYNC$LOG WHERE OP = 'E'")[0][0]
+    assert _fetch(con, "SELECT COUNT(*) FROM CUSTOMER WHERE ID = 7") == [(1,)]
 
 
 def test_generator_range(make_db):

@@ -47,8 +47,12 @@ IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
 IMAGE_ID = "SYNC$ID"
 IMAGE_MASK = "SYNC$MASK"
+# Every change is one row of its table's image: who, when and which transaction, then the
+# change mask and the values. One INSERT per change keeps the trigger cheap (measured: each
+# extra INSERT costs the application about as much as its own row).
+IMAGE_META = ("SYNC$ID", "SYNC$TX", "SYNC$OP", "SYNC$AT", "SYNC$USR", "SYNC$ADDR",
+              "SYNC$FLAGS", "SYNC$MASK")
 SCHEMA_VERSION = "1"
-INLINE_BODY = 16000
 
 # Log operations. 'M' is a clock marker written by the node (see clock.py); 'E' records that
 # a capture trigger failed (the application's change went through, its capture did not).
@@ -130,12 +134,12 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                     f"ADDR VARCHAR(255) CHARACTER SET UTF8, FLAGS SMALLINT, UTC_US {idt}, "
                     f"DETAIL VARCHAR(255) CHARACTER SET UTF8)"),
         (HEARTBEAT_TABLE, f"CREATE TABLE {HEARTBEAT_TABLE} ({hb_cols}, PRIMARY KEY (SITE))"),
-        # Bodies up to 16000 bytes stay inline (no BLOB round trip through a server).
+        # Runs of consecutive events of one origin, verbatim (see eventlog.py).
         (EVENTS_TABLE, f"CREATE TABLE {EVENTS_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
-                       f"NOT NULL, INCARNATION INTEGER NOT NULL, SEQ {idt} NOT NULL, "
-                       f"STAMP {idt} NOT NULL, HASH CHAR(32) CHARACTER SET OCTETS NOT NULL, "
-                       f"BODY VARCHAR({INLINE_BODY}) CHARACTER SET OCTETS, "
-                       f"BODY_BLOB BLOB SUB_TYPE 0, PRIMARY KEY (ORIGIN, INCARNATION, SEQ))"),
+                       f"NOT NULL, INCARNATION INTEGER NOT NULL, FIRST_SEQ {idt} NOT NULL, "
+                       f"LAST_SEQ {idt} NOT NULL, LAST_STAMP {idt} NOT NULL, "
+                       f"HEAD CHAR(32) CHARACTER SET OCTETS NOT NULL, BODY BLOB SUB_TYPE 0 "
+                       f"NOT NULL, PRIMARY KEY (ORIGIN, INCARNATION, FIRST_SEQ))"),
         (BLOBS_TABLE, f"CREATE TABLE {BLOBS_TABLE} (SHA256 CHAR(32) CHARACTER SET OCTETS "
                       f"NOT NULL PRIMARY KEY, LEN {idt} NOT NULL, DATA BLOB SUB_TYPE 0)"),
     ]
@@ -214,7 +218,14 @@ def image_columns(con: Connection, number: int) -> list[Column]:
                        include_sync=True).tables.get(f"{IMAGE_PREFIX}{number}")
     if image is None:
         return []
-    return [c for c in image.columns if c.name not in (IMAGE_ID, IMAGE_MASK)]
+    return [c for c in image.columns if c.name not in IMAGE_META]
+
+
+def image_tables(con: Connection) -> list[int]:
+    """Numbers of the image tables that exist (a table no longer replicated keeps its image
+    until its captured changes are published)."""
+    names = _relation_names(con)
+    return sorted(no for no in table_registry(con) if f"{IMAGE_PREFIX}{no}" in names)
 
 
 def _ensure_image(con: Connection, table: Table, number: int, dialect: int) -> str | None:
@@ -222,8 +233,12 @@ def _ensure_image(con: Connection, table: Table, number: int, dialect: int) -> s
     current = {c.name: c for c in image_columns(con, number)}
     if not current and name not in _relation_names(con):
         cols = ", ".join(f"{quote(c.name, dialect)} {c.type.ddl()}" for c in table.columns)
-        _ddl(con, f"CREATE TABLE {name} ({IMAGE_ID} {id_type(dialect)} NOT NULL PRIMARY KEY, "
-                  f"{IMAGE_MASK} VARCHAR(4000) CHARACTER SET ASCII, {cols})")
+        idt = id_type(dialect)
+        _ddl(con, f"CREATE TABLE {name} (SYNC$ID {idt} NOT NULL PRIMARY KEY, SYNC$TX {idt}, "
+                  f"SYNC$OP CHAR(1) CHARACTER SET ASCII, SYNC$AT TIMESTAMP, "
+                  f"SYNC$USR VARCHAR(63) CHARACTER SET UTF8, "
+                  f"SYNC$ADDR VARCHAR(255) CHARACTER SET UTF8, SYNC$FLAGS SMALLINT, "
+                  f"SYNC$MASK VARCHAR(4000) CHARACTER SET ASCII, {cols})")
         return "created"
     changed = None
     for col in table.columns:
@@ -240,25 +255,19 @@ def _ensure_image(con: Connection, table: Table, number: int, dialect: int) -> s
 
 
 def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect: int) -> str:
-    """The capture trigger of one table: INSERTs into the log and its image table only."""
+    """The capture trigger of one table: one INSERT into its image table per change (two
+    for a key change); a failure is recorded in the log instead of failing the application."""
     q = lambda name: quote(name, dialect)  # noqa: E731
     live = {c.name for c in table.columns}
     key = table.primary_key
     image_names = [c.name for c in image]
-    idt = id_type(dialect)
 
-    def log_insert(op: str) -> str:
-        return (
-            f"ID = NEXT VALUE FOR {LOG_SEQ};\n"
-            f"    INSERT INTO {LOG_TABLE} (LOG_ID, TX_ID, TBL_NO, OP, CAPTURED, USR, ADDR, FLAGS)"
-            f" VALUES (:ID, CURRENT_TRANSACTION, {number}, '{op}', CAST('NOW' AS TIMESTAMP),"
-            f" CURRENT_USER, RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'), :F);"
-        )
-
-    def image_insert(values: list[str], mask: str) -> str:
-        cols = ", ".join([IMAGE_ID, IMAGE_MASK] + [q(n) for n in image_names])
-        return (f"INSERT INTO {IMAGE_PREFIX}{number} ({cols}) "
-                f"VALUES (:ID, {mask}, {', '.join(values)});")
+    def change_insert(op: str, values: list[str], mask: str) -> str:
+        cols = ", ".join(list(IMAGE_META) + [q(n) for n in image_names])
+        return (f"INSERT INTO {IMAGE_PREFIX}{number} ({cols}) VALUES (NEXT VALUE FOR {LOG_SEQ}, "
+                f"CURRENT_TRANSACTION, '{op}', CAST('NOW' AS TIMESTAMP), CURRENT_USER, "
+                f"RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'), :F, {mask}, "
+                f"{', '.join(values)});")
 
     full_mask = literal("".join("1" if n in live else "0" for n in image_names))
     key_mask = literal("".join("1" if n in key else "0" for n in image_names))
@@ -289,7 +298,6 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
     mask_expr = " || ".join(mask_parts) if mask_parts else "''"
     return f"""CREATE OR ALTER TRIGGER {TRIGGER_PREFIX}{number} FOR {q(table.name)}
 ACTIVE AFTER INSERT OR UPDATE OR DELETE POSITION 32000 AS
-DECLARE ID {idt};
 DECLARE F SMALLINT;
 DECLARE M VARCHAR(4000) CHARACTER SET ASCII;
 BEGIN
@@ -298,23 +306,14 @@ BEGIN
           {FLAG_DURING_APPLY});
   BEGIN
   IF (DELETING OR (UPDATING AND ({key_changed}))) THEN
-  BEGIN
-    {log_insert(OP_DELETE)}
-    {image_insert(old_key, key_mask)}
-  END
+    {change_insert(OP_DELETE, old_key, key_mask)}
   IF (INSERTING OR (UPDATING AND ({key_changed}))) THEN
-  BEGIN
-    {log_insert(OP_INSERT)}
-    {image_insert(new_full, full_mask)}
-  END
+    {change_insert(OP_INSERT, new_full, full_mask)}
   ELSE IF (UPDATING) THEN
   BEGIN
     M = {mask_expr};
     IF (M <> {unchanged}) THEN
-    BEGIN
-      {log_insert(OP_UPDATE)}
-      {image_insert(new_changed, ":M")}
-    END
+      {change_insert(OP_UPDATE, new_changed, ":M")}
   END
   WHEN ANY DO
     /* Never fail the application's transaction: record that capture failed, loudly. */
@@ -329,7 +328,7 @@ END"""
 def _grant(con: Connection, number: int) -> None:
     trigger = f"{TRIGGER_PREFIX}{number}"
     for sql in (
-        f"GRANT INSERT ON {LOG_TABLE} TO TRIGGER {trigger}",
+        f"GRANT INSERT ON {LOG_TABLE} TO TRIGGER {trigger}",  # capture failures
         f"GRANT INSERT ON {IMAGE_PREFIX}{number} TO TRIGGER {trigger}",
         f"GRANT USAGE ON SEQUENCE {LOG_SEQ} TO TRIGGER {trigger}",
     ):
@@ -381,8 +380,10 @@ class InstallError(Exception):
 
 
 def pending_entries(con: Connection) -> int:
-    return _query(con, f"SELECT COUNT(*) FROM {LOG_TABLE} "
-                       f"WHERE OP IN ('{OP_INSERT}', '{OP_UPDATE}', '{OP_DELETE}')")[0][0]
+    """Committed captured changes not yet published (capture failures included)."""
+    counts = [f"SELECT COUNT(*) FROM {IMAGE_PREFIX}{no}" for no in image_tables(con)]
+    counts.append(f"SELECT COUNT(*) FROM {LOG_TABLE} WHERE OP = '{OP_ERROR}'")
+    return sum(_query(con, sql)[0][0] for sql in counts)
 
 
 def uninstall(con: Connection, force: bool = False) -> list[str]:

@@ -1,8 +1,9 @@
 """Reading captured changes: which committed transactions to publish next, and in what order.
 
-Owns the gap-safe read of ``SYNC$LOG``. The log is a queue: publishing deletes the entries it
-turned into events, in the same transaction, so "not yet published" is exactly "still in the
-log". The read runs in a SNAPSHOT transaction, which sees precisely the transactions committed
+Owns the gap-safe read of the captured changes (the image tables ``SYNC$I<n>``, one row per
+change, plus capture failures in ``SYNC$LOG``). They are a queue: publishing deletes the rows it
+turned into events, in the same transaction, so "not yet published" is exactly "still
+there". The read runs in a SNAPSHOT transaction, which sees precisely the transactions committed
 before it started, each one whole. Consequences (DESIGN §3.2, by construction rather than
 by gap bookkeeping):
 
@@ -17,17 +18,18 @@ by gap bookkeeping):
 A gbak restore renumbers transactions from 1: entries restored from the backup are kept apart
 from new ones by ``era`` (the log id boundary recorded when the restore was detected).
 
-Must never write: the publisher owns every change to the log.
+Writes nothing but ``delete_taken``, which the publisher calls inside its own transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from firebird.driver import Cursor
 
-from .capture import LOG_TABLE, OP_ERROR, OP_MARKER
+from .capture import IMAGE_META, IMAGE_PREFIX, LOG_TABLE, OP_ERROR, OP_MARKER
 from .clock import Marker, local_us
 
 Group = tuple[int, int]  # (era, tx_id): era 0 = restored from a backup, 1 = this life
@@ -43,87 +45,153 @@ class LogEntry:
     user: str | None
     address: str | None
     flags: int
-    detail: str | None
+    detail: str | None = None
 
 
 @dataclass
-class CapturedTx:
-    """One committed source transaction's entries, in log id order."""
+class PlannedTx:
+    """One committed source transaction chosen for publishing."""
 
     group: Group
-    entries: list[LogEntry] = field(default_factory=list)
+    first_id: int
+    last_id: int
+    count: int
+    tables: set[int] = field(default_factory=set)
 
     @property
     def tx_id(self) -> int:
         return self.group[1]
-
-    @property
-    def last_id(self) -> int:
-        return self.entries[-1].log_id
 
 
 @dataclass
 class Batch:
     """What one publish step takes: whole transactions, in publishing order."""
 
-    transactions: list[CapturedTx]
+    transactions: list[PlannedTx]
     cutoff: int  # every taken entry has log_id <= cutoff
     straddlers: list[Group]  # visible groups with entries <= cutoff that were not taken
     markers: list[Marker]
     pending_groups: int  # visible groups in the log, taken or not
     restore_boundary: int | None = None
 
+    @property
+    def taken(self) -> set[Group]:
+        return {tx.group for tx in self.transactions}
 
-def _era_expr(boundary: int | None) -> str:
-    return "1" if boundary is None else f"IIF(LOG_ID <= {int(boundary)}, 0, 1)"
+    @property
+    def tables(self) -> set[int]:
+        return {no for tx in self.transactions for no in tx.tables}
 
 
-def plan(cur: Cursor, max_entries: int, restore_boundary: int | None) -> Batch:
+
+@dataclass(frozen=True)
+class _Source:
+    """Where captured rows are: an image table, or the log (capture failures)."""
+
+    table: str
+    id_col: str
+    tx_col: str
+    where: str  # extra condition, e.g. the op of log rows
+
+    def era(self, boundary: int | None) -> str:
+        return "1" if boundary is None else f"IIF({self.id_col} <= {int(boundary)}, 0, 1)"
+
+
+def _image(number: int) -> _Source:
+    return _Source(f"{IMAGE_PREFIX}{number}", "SYNC$ID", "SYNC$TX", "1 = 1")
+
+
+_FAILURES = _Source(LOG_TABLE, "LOG_ID", "TX_ID", f"OP = '{OP_ERROR}'")
+# A statement may name at most 255 tables ("Too many Contexts").
+_UNION_TABLES = 200
+
+
+def plan(cur: Cursor, max_entries: int, restore_boundary: int | None,
+         tables: list[int]) -> Batch:
     """Choose the next whole transactions to publish, at most ``max_entries`` entries
-    (at least one transaction however large). ``cur`` must belong to a SNAPSHOT transaction."""
-    era = _era_expr(restore_boundary)
-    cur.execute(
-        f"SELECT {era} AS ERA, TX_ID, MAX(LOG_ID), COUNT(*) FROM {LOG_TABLE} "
-        f"WHERE OP <> '{OP_MARKER}' GROUP BY 1, 2 ORDER BY 3"
-    )
-    groups = [((int(e), int(t)), int(last), n) for e, t, last, n in cur.fetchall()]
-    taken: list[Group] = []
+    (at least one transaction however large), from the image tables numbered ``tables``.
+    ``cur`` must belong to a SNAPSHOT transaction."""
+    selects = [
+        f"SELECT {src.era(restore_boundary)}, {src.tx_col}, {no}, MIN({src.id_col}), "
+        f"MAX({src.id_col}), COUNT(*) FROM {src.table} WHERE {src.where} GROUP BY 1, 2"
+        for no, src in [(no, _image(no)) for no in tables]
+    ]
+    selects.append(
+        f"SELECT {_FAILURES.era(restore_boundary)}, TX_ID, TBL_NO, MIN(LOG_ID), MAX(LOG_ID), "
+        f"COUNT(*) FROM {LOG_TABLE} WHERE {_FAILURES.where} GROUP BY 1, 2, 3")
+    found: list[tuple] = []
+    for start in range(0, len(selects), _UNION_TABLES):
+        cur.execute(" UNION ALL ".join(selects[start:start + _UNION_TABLES]))
+        found.extend(cur.fetchall())
+    groups: dict[Group, PlannedTx] = {}
+    for era, tx, table_no, first, last, n in found:
+        group = (int(era), int(tx))
+        planned = groups.setdefault(group, PlannedTx(group, int(first), 0, 0))
+        planned.first_id = min(planned.first_id, int(first))
+        planned.last_id = max(planned.last_id, int(last))
+        planned.count += n
+        planned.tables.add(int(table_no))
+    ordered = sorted(groups.values(), key=lambda p: p.last_id)
+    taken: list[PlannedTx] = []
     total = 0
-    cutoff = 0
-    for group, last, n in groups:
-        if taken and total + n > max_entries:
+    for planned in ordered:
+        if taken and total + planned.count > max_entries:
             break
-        taken.append(group)
-        total += n
-        cutoff = last
-    taken_set = set(taken)
-    markers = _markers(cur)
-    if not taken:
-        return Batch([], 0, [], markers, 0, restore_boundary)
-    cur.execute(
-        f"SELECT LOG_ID, TX_ID, TBL_NO, OP, CAPTURED, USR, ADDR, FLAGS, DETAIL, {era} "
-        f"FROM {LOG_TABLE} WHERE LOG_ID <= ? AND OP <> '{OP_MARKER}' ORDER BY LOG_ID",
-        (cutoff,),
-    )
-    by_group: dict[Group, CapturedTx] = {g: CapturedTx(g) for g in taken}
-    straddlers: set[Group] = set()
-    for log_id, tx, tbl, op, captured, user, addr, flags, detail, e in cur:
-        group = (int(e), int(tx))
-        if group not in taken_set:
-            straddlers.add(group)
-            continue
-        by_group[group].entries.append(
-            LogEntry(int(log_id), int(tx), int(tbl), op, captured, user, addr,
-                     int(flags or 0), detail)
-        )
-    return Batch(
-        transactions=[by_group[g] for g in taken],
-        cutoff=cutoff,
-        straddlers=sorted(straddlers),
-        markers=markers,
-        pending_groups=len(groups),
-        restore_boundary=restore_boundary,
-    )
+        taken.append(planned)
+        total += planned.count
+    cutoff = taken[-1].last_id if taken else 0
+    # Groups not taken whose entries start at or below the cutoff: their later entries are
+    # beyond it, so their rows must be left alone this time.
+    straddlers = sorted(p.group for p in ordered[len(taken):] if p.first_id <= cutoff)
+    return Batch(taken, cutoff, straddlers, _markers(cur), len(ordered), restore_boundary)
+
+
+def _taken(batch: Batch, src: _Source) -> tuple[str, list[object]]:
+    """SQL restricting ``src``'s rows to the taken transactions: at or below the cutoff, and
+    not in a straddling group."""
+    cond = f"{src.where} AND {src.id_col} <= ?"
+    params: list[object] = [batch.cutoff]
+    for era, tx in batch.straddlers:
+        if batch.restore_boundary is None:
+            cond += f" AND {src.tx_col} <> ?"
+            params.append(tx)
+        else:
+            side = ">" if era == 1 else "<="
+            cond += f" AND NOT ({src.tx_col} = ? AND {src.id_col} {side} ?)"
+            params.extend([tx, batch.restore_boundary])
+    return cond, params
+
+
+def image_rows(cur: Cursor, batch: Batch, table_no: int,
+               select_list: str) -> Iterator[tuple[Group, LogEntry, str, tuple]]:
+    """The taken changes of one table, one fetch each: (group, entry, change mask, raw
+    column values in image order). ``select_list`` reads the data columns."""
+    src = _image(table_no)
+    cond, params = _taken(batch, src)
+    cur.execute(f"SELECT {src.era(batch.restore_boundary)}, {', '.join(IMAGE_META)}, "
+                f"{select_list} FROM {src.table} I WHERE {cond}", params)
+    width = len(IMAGE_META) + 1
+    for row in cur:
+        era, log_id, tx, op, captured, user, addr, flags, mask = row[:width]
+        entry = LogEntry(int(log_id), int(tx), table_no, op, captured, user, addr,
+                         int(flags or 0))
+        yield (int(era), int(tx)), entry, mask or "", row[width:]
+
+
+def error_entries(cur: Cursor, batch: Batch) -> list[LogEntry]:
+    """Capture failures recorded by the triggers among the taken transactions."""
+    cond, params = _taken(batch, _FAILURES)
+    cur.execute("SELECT LOG_ID, TX_ID, TBL_NO, OP, CAPTURED, USR, ADDR, FLAGS, DETAIL "
+                f"FROM {LOG_TABLE} WHERE {cond} ORDER BY LOG_ID", params)
+    return [LogEntry(int(i), int(t), int(n), op, at, u, a, int(f or 0), d)
+            for i, t, n, op, at, u, a, f, d in cur.fetchall()]
+
+
+def delete_taken(cur: Cursor, batch: Batch) -> None:
+    """Consume the taken rows (the publisher calls this in its publishing transaction)."""
+    for src in [_image(no) for no in sorted(batch.tables)] + [_FAILURES]:
+        cond, params = _taken(batch, src)
+        cur.execute(f"DELETE FROM {src.table} WHERE {cond}", params)
 
 
 def _markers(cur: Cursor) -> list[Marker]:
@@ -132,7 +200,3 @@ def _markers(cur: Cursor) -> list[Marker]:
         "ORDER BY LOG_ID"
     )
     return [Marker(int(i), int(utc) - local_us(at)) for i, at, utc in cur.fetchall()]
-
-
-def errors_in(batch: Batch) -> list[LogEntry]:
-    return [e for tx in batch.transactions for e in tx.entries if e.op == OP_ERROR]

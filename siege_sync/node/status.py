@@ -10,7 +10,7 @@ from datetime import datetime
 
 from firebird.driver import Connection
 
-from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_UPDATE, STATE_TABLE, is_installed
+from .capture import STATE_TABLE, is_installed, pending_entries
 from .database import READ_COMMITTED_RW, transaction
 
 
@@ -46,9 +46,6 @@ def capture_status(con: Connection) -> CaptureStatus:
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
         try:
-            cur.execute(f"SELECT COUNT(*) FROM {LOG_TABLE} "
-                        f"WHERE OP IN ('{OP_INSERT}', '{OP_UPDATE}', '{OP_DELETE}')")
-            pending = cur.fetchone()[0]
             cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE}")
             state = dict(cur.fetchall())
             # Another transaction may hold captured rows we cannot see yet: list them all,
@@ -65,4 +62,4 @@ def capture_status(con: Connection) -> CaptureStatus:
             limbo = [int(r[0]) for r in cur.fetchall()]
         finally:
             cur.close()
-    return CaptureStatus(True, int(pending), open_txs, limbo, state)
+    return CaptureStatus(True, pending_entries(con), open_txs, limbo, state)
