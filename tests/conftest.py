@@ -17,6 +17,18 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from firebird.driver import Connection  # noqa: E402
 
 from tests.fbdb import create_db  # noqa: E402
+from tools.fbserver import FirebirdServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirebirdServer]:
+    """A private Firebird 3 server on 127.0.0.1 (free port) shared by the whole session.
+
+    Tests sharing it use their own database names; a test that stops or breaks the server
+    uses its own ``FirebirdServer(tmp_path)``.
+    """
+    with FirebirdServer(tmp_path_factory.mktemp("fbserver")) as srv:
+        yield srv
 
 
 @pytest.fixture

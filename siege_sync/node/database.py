@@ -17,11 +17,10 @@ from firebird.driver import (
     Connection,
     DatabaseError,
     Isolation,
-    TraAccessMode,
+    TPB,
     TransactionManager,
     connect,
     driver_config,
-    tpb,
 )
 
 # The driver reads the attachment dialect from its global defaults; guard the
@@ -45,10 +44,6 @@ class DatabaseSpec:
     user: str = "SYSDBA"
     password: str | None = None
     role: str | None = None
-
-    @property
-    def embedded(self) -> bool:
-        return ":" not in self.dsn.split("/", 1)[0] and not self.dsn.startswith("inet")
 
 
 def _attach(spec: DatabaseSpec, dialect: int) -> Connection:
@@ -95,9 +90,12 @@ def dialect_of(con: Connection) -> int:
 
 # Transaction parameter blocks. SNAPSHOT gives the reader a stable view of exactly the
 # transactions committed before it started; READ COMMITTED is for short metadata work.
-SNAPSHOT_RW = tpb(Isolation.SNAPSHOT, lock_timeout=10)
-SNAPSHOT_RO = tpb(Isolation.SNAPSHOT, access_mode=TraAccessMode.READ)
-READ_COMMITTED_RW = tpb(Isolation.READ_COMMITTED_RECORD_VERSION, lock_timeout=10)
+# Every node transaction ignores limbo (prepared 2PC) transactions: reading one of their
+# records otherwise fails the whole statement ("record ... is stuck in limbo"); ignored,
+# their rows stay unpublished until an operator resolves them (status lists them).
+SNAPSHOT_RW = TPB(isolation=Isolation.SNAPSHOT, lock_timeout=10, ignore_limbo=True).get_buffer()
+READ_COMMITTED_RW = TPB(isolation=Isolation.READ_COMMITTED_RECORD_VERSION, lock_timeout=10,
+                        ignore_limbo=True).get_buffer()
 
 
 @contextmanager
