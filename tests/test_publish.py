@@ -286,3 +286,16 @@ def test_heartbeat_travels_through_the_capture_path(site):
     assert ins.table == capture.HEARTBEAT_TABLE and ins.key[0].text == "lyon"
     assert upd.op == events_pb2.OP_UPDATE
     assert {c.column: c.value.integer for c in upd.columns}["ROUND_NO"] == 8
+
+
+def test_capture_failures_are_reported_by_publish(site):
+    site.execute_immediate("ALTER TABLE ITEM ALTER LABEL TYPE VARCHAR(80)")  # behind our back
+    site.commit()
+    w = Writer(site)
+    w("INSERT INTO ITEM (ID, LABEL) VALUES (1, ?)", ("x" * 60,))
+    w("INSERT INTO ACCOUNT (ID, OWNER) VALUES (1, 'still captured')").commit()
+    result = Publisher(site, "lyon").publish()
+    assert result.events == 1 and len(result.capture_errors) == 1
+    assert "ITEM" in result.capture_errors[0] and "analyse --repair" in result.capture_errors[0]
+    status = capture_status(site)
+    assert status.capture_errors == 1 and status.pending_entries == 0

@@ -99,7 +99,7 @@ def overheads(con: Connection, n_driver: int, n_engine: int, repeat: int) -> dic
         order = ("PLAIN", "CAPTURED") if r % 2 else ("CAPTURED", "PLAIN")
         clear_log(con)
         data = rows(r * n_driver, n_driver)
-        t = {table: timed(lambda table=table: driver_inserts(con, table, data))
+        t = {table: timed(lambda table=table, data=data: driver_inserts(con, table, data))
              for table in order}
         drv.append((t["PLAIN"], t["CAPTURED"]))
         clear_log(con)

@@ -725,7 +725,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tools.fbserver",
         description="Run a private Firebird 3 server on 127.0.0.1 until Ctrl-C.")
     parser.add_argument("--workdir", type=Path, required=True,
-                        help="folder for the server's files (databases go in WORKDIR/fbserver/data)")
+                        help="folder for the server's files "
+                             "(databases go in WORKDIR/fbserver/data)")
     parser.add_argument("--password", help="SYSDBA password (random when not given)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (free one when not given)")
     args = parser.parse_args(argv)

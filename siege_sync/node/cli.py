@@ -17,14 +17,14 @@ from firebird.driver import Connection, DatabaseError
 
 from . import capture, config
 from .database import DatabaseUnavailable, connection
-from .publish import PublishError, Publisher
+from .publish import Publisher, PublishError
 from .schema import introspect
 from .status import capture_status
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*headers), line.format(*["-" * w for w in widths])]
     out += [line.format(*[str(x) for x in row]) for row in rows]
     return "\n".join(out)

@@ -341,7 +341,7 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
             dimensions=tuple(dims.get(_trim(fsrc), ())),
         )
         try:
-            ctype.kind
+            _ = ctype.kind  # raises for a type this version cannot represent
         except UnsupportedType as exc:
             unsupported[rel].append(f"{col} ({exc})")
             continue
