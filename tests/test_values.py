@@ -494,8 +494,8 @@ def test_large_blobs_stream_through_the_spool(make_db: Callable[..., Connection]
     cur = con.cursor()
     try:
         for i, row in enumerate(rows):
-            cur.execute(pair.insert_sql("SRC"),
-                        [i + 1, *(driver_param(c.type, v) for c, v in zip(cols[1:], row))])
+            params = [driver_param(c.type, v) for c, v in zip(cols[1:], row, strict=True)]
+            cur.execute(pair.insert_sql("SRC"), [i + 1, *params])
         cur.execute(pair.select_sql("SRC"))
         tracemalloc.start()
         travelled = [[encode(c.type, v, store) for c, v in zip(cols, row, strict=True)]
@@ -513,7 +513,7 @@ def test_large_blobs_stream_through_the_spool(make_db: Callable[..., Connection]
         assert decode_peak < 2 * 1024 * 1024, decode_peak
         src, dst = read_table(pair, "SRC"), read_table(pair, "DST")
         assert src == dst
-        want = [tuple(canon_expected(c.type, v) for c, v in zip(cols, (i + 1, *row)))
+        want = [tuple(canon_expected(c.type, v) for c, v in zip(cols, (i + 1, *row), strict=True))
                 for i, row in enumerate(rows)]
         assert src == want
     finally:
@@ -559,13 +559,14 @@ def roundtrip_keyed(pair: Pair, keys: list[float], rows: list[tuple[Any, ...]]) 
             cur.execute(pair.insert_sql("SRC"),
                         [driver_param(c.type, v) for c, v in zip(cols, row, strict=True)])
         cur.execute(pair.select_sql("SRC"))
-        wire = [[encode(c.type, v).SerializeToString() for c, v in zip(cols, row)] for row in cur]
+        wire = [[encode(c.type, v).SerializeToString()
+                 for c, v in zip(cols, row, strict=True)] for row in cur]
         for row in wire:
-            cur.execute(pair.insert_sql("DST"),
-                        [decode(c.type, Value.FromString(b)) for c, b in zip(cols, row)])
+            params = [decode(c.type, Value.FromString(b)) for c, b in zip(cols, row, strict=True)]
+            cur.execute(pair.insert_sql("DST"), params)
         src, dst = read_table(pair, "SRC"), read_table(pair, "DST")
         assert src == dst
-        want = sorted((tuple(canon_expected(c.type, v) for c, v in zip(cols, row))
+        want = sorted((tuple(canon_expected(c.type, v) for c, v in zip(cols, row, strict=True))
                        for row in full), key=lambda r: struct.unpack("<d", r[0][1])[0])
         assert src == want
         for row in wire:

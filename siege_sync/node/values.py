@@ -30,6 +30,11 @@ Driver facts this relies on (firebird-driver 2.1, Firebird 3.0.11; see tests/tes
   characters at chunk edges: readers are switched to raw bytes (UTF-8, transliterated by the
   server to the connection charset) before they are streamed.
 * Firebird 3 stores NaN (with its payload), ±inf, -0.0 and subnormals in DOUBLE and FLOAT.
+* A NULL parameter for a CHAR/VARCHAR shorter than 4 characters fails in the driver: write
+  such columns through :func:`param_expr`.
+* ARRAYs: only numeric, BOOLEAN, TIME, DATE/TIMESTAMP from 1858-11-17 and UTF8 VARCHAR
+  elements round-trip through the driver (CHAR, non-UTF8 and NONE elements fail in it, and
+  it cuts text elements at the first NUL).
 """
 
 from __future__ import annotations
@@ -244,7 +249,7 @@ def _is_raw(ctype: ColumnType) -> bool:
     kind = ctype.element_kind
     if kind is Kind.BLOB:
         return True
-    return kind in _RAW_TEXT_KINDS and (ctype.charset is None or ctype.charset in ("NONE", "OCTETS"))
+    return kind in _RAW_TEXT_KINDS and (ctype.charset or "NONE") in ("NONE", "OCTETS")
 
 
 def select_expr(column: Column, dialect: int, qualifier: str = "") -> str:
@@ -476,7 +481,7 @@ def _timestamp_codec(ctype: ColumnType, in_array: bool) -> _Codec:
         if not 0 <= ticks < max_ticks:
             raise _bad(ctype, f"timestamp of {ticks} ticks is outside 0001..9999")
         value = _EPOCH + _dt.timedelta(microseconds=ticks * 100)  # integer arithmetic: exact
-        if False:
+        if value < _DRIVER_TS_MIN and not in_array:
             return _timestamp_literal(value)
         return value
 
@@ -586,10 +591,12 @@ class _Chain:
         self._reader = reader
 
     def read(self, size: int = CHUNK, /) -> bytes | str:
-        if self._head is not None:
-            head, self._head = self._head, None
-            return head
-        return self._reader.read(size)
+        if self._head:
+            if size < 0:
+                size = CHUNK  # never the whole BLOB at once
+            out, self._head = self._head[:size], self._head[size:]
+            return out
+        return self._reader.read(CHUNK if size < 0 else size)
 
 
 def _array_codec(ctype: ColumnType, in_array: bool) -> _Codec:
