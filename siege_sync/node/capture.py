@@ -26,7 +26,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from firebird.driver import Connection, DatabaseError
+from firebird.driver import Connection
 
 from . import guard
 from .config import GeneratorRange

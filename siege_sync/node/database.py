@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from firebird.driver import (
+    TPB,
     Connection,
     DatabaseError,
     Isolation,
-    TPB,
     TransactionManager,
     connect,
     driver_config,
