@@ -214,8 +214,8 @@ def table_registry(con: Connection) -> dict[int, tuple[str, tuple[str, ...]]]:
 
 def image_columns(con: Connection, number: int) -> list[Column]:
     """The data columns of an image table, in position order (the change mask's order)."""
-    image = introspect(con, TableSelection(include=(f"{IMAGE_PREFIX}{number}",)),
-                       include_sync=True).tables.get(f"{IMAGE_PREFIX}{number}")
+    name = f"{IMAGE_PREFIX}{number}"
+    image = introspect(con, include_sync=True, only=name).tables.get(name)
     if image is None:
         return []
     return [c for c in image.columns if c.name not in IMAGE_META]

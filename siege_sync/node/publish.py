@@ -23,7 +23,7 @@ from firebird.driver import Connection, Cursor, TransactionManager
 from ..proto import events_pb2, values_pb2
 from . import capture, eventlog, reader, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
-from .clock import Clock, MarkerTable, StampIssuer, SystemClock
+from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from .database import READ_COMMITTED_RW, SNAPSHOT_RW, transaction
 from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 _OPS = {OP_INSERT: events_pb2.OP_INSERT, OP_UPDATE: events_pb2.OP_UPDATE,
         OP_DELETE: events_pb2.OP_DELETE}
-_MARKER_KEEP_US = 24 * 3600 * 1_000_000
+_MARKER_DRIFT_US = 1_000_000  # an offset change this large needs a new marker
+_MARKER_EVERY_US = 600 * 1_000_000
 
 
 class PublishError(Exception):
@@ -121,8 +122,31 @@ class Publisher:
             finally:
                 cur.close()
 
+    def _mark_clock(self) -> None:
+        """Write a clock marker when the engine's UTC offset moved (DST, a clock set) or the
+        last one is old; otherwise the log would fill with identical markers."""
+        with transaction(self._con, READ_COMMITTED_RW) as tm:
+            cur = tm.cursor()
+            try:
+                cur.execute("SELECT CAST('NOW' AS TIMESTAMP) FROM RDB$DATABASE")
+                now = self._clock.utc_now_us()
+                offset = now - local_us(cur.fetchone()[0])
+                state = _read_state(cur, ("marker_offset_us", "marker_at_us"))
+            finally:
+                cur.close()
+        if ("marker_offset_us" in state
+                and abs(offset - int(state["marker_offset_us"])) < _MARKER_DRIFT_US
+                and 0 <= now - int(state["marker_at_us"]) < _MARKER_EVERY_US):
+            return
+        capture.write_marker(self._con, now)
+        with transaction(self._con, READ_COMMITTED_RW) as tm:
+            cur = tm.cursor()
+            _write_state(cur, "marker_offset_us", str(offset))
+            _write_state(cur, "marker_at_us", str(now))
+            cur.close()
+
     def publish_step(self) -> PublishResult:
-        capture.write_marker(self._con, self._clock.utc_now_us())
+        self._mark_clock()
         boundary = self._restore_boundary()
         with transaction(self._con, SNAPSHOT_RW) as tm:
             cur = tm.cursor()

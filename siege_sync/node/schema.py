@@ -289,25 +289,28 @@ FROM RDB$RELATION_FIELDS rf
 JOIN RDB$FIELDS f ON f.RDB$FIELD_NAME = rf.RDB$FIELD_SOURCE
 LEFT JOIN RDB$CHARACTER_SETS cs ON cs.RDB$CHARACTER_SET_ID = f.RDB$CHARACTER_SET_ID
 JOIN RDB$RELATIONS r ON r.RDB$RELATION_NAME = rf.RDB$RELATION_NAME
-WHERE COALESCE(r.RDB$SYSTEM_FLAG, 0) = 0 AND r.RDB$VIEW_BLR IS NULL
+WHERE COALESCE(r.RDB$SYSTEM_FLAG, 0) = 0 AND r.RDB$VIEW_BLR IS NULL {only}
 ORDER BY rf.RDB$RELATION_NAME, rf.RDB$FIELD_POSITION
 """
 
 
 def introspect(con: Connection, selection: TableSelection = TableSelection(),
-               include_sync: bool = False) -> Schema:
+               include_sync: bool = False, only: str | None = None) -> Schema:
     """Describe the replicable schema of the live database behind ``con``.
 
     ``include_sync`` describes the sync's own tables instead (the capture module reads its
-    image tables' exact column types this way); their triggers are not read.
+    image tables' exact column types this way); their triggers are not read. ``only`` reads
+    just the table of that exact name (cheap enough for every publish step).
     """
     schema = Schema(dialect=con.sql_dialect)
+    params: tuple[str, ...] = (only,) if only is not None else ()
     relations = {
         _trim(name): rtype or 0
         for name, rtype in _rows(
             con,
             "SELECT RDB$RELATION_NAME, RDB$RELATION_TYPE FROM RDB$RELATIONS "
-            "WHERE COALESCE(RDB$SYSTEM_FLAG, 0) = 0 AND RDB$VIEW_BLR IS NULL",
+            "WHERE COALESCE(RDB$SYSTEM_FLAG, 0) = 0 AND RDB$VIEW_BLR IS NULL"
+            + (" AND RDB$RELATION_NAME = ?" if only is not None else ""), params,
         )
     }
     dims: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -321,7 +324,9 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
     columns: dict[str, list[Column]] = defaultdict(list)
     computed: dict[str, list[str]] = defaultdict(list)
     unsupported: dict[str, list[str]] = defaultdict(list)
-    for row in _rows(con, _COLUMNS_SQL):
+    columns_sql = _COLUMNS_SQL.format(
+        only="AND rf.RDB$RELATION_NAME = ?" if only is not None else "")
+    for row in _rows(con, columns_sql, params):
         (rel, col, rf_null, gen, fsrc, ftype, subtype, length, charlen, prec, scale,
          charset, seglen, _ndims, is_computed, f_null) = row
         rel, col = _trim(rel), _trim(col)
