@@ -1,10 +1,11 @@
 """The capture objects in a site's database: install, upgrade, uninstall.
 
-Owns every ``SYNC$`` object: the log (``SYNC$LOG``, one row per change, ids from
-``SYNC$LOG_SEQ``), one image table per replicated table (``SYNC$I<n>``: the changed values,
-with the table's own column types so every value is kept exactly), the generated capture
-triggers (``SYNC$TR<n>``), the state, table-registry and heartbeat tables, and the guards in
-application triggers.
+Owns every ``SYNC$`` object: one image table per replicated table (``SYNC$I<n>``: one row
+per captured change — who, when, which transaction, a change mask, and the changed values in
+the table's own column types so every value is kept exactly; ids from ``SYNC$LOG_SEQ``), the
+log ``SYNC$LOG`` (clock markers and capture failures), the generated capture triggers
+(``SYNC$TR<n>``), the state, table-registry, heartbeat, event and BLOB tables, and the
+guards in application triggers.
 
 Rules this module must keep (DESIGN §3.1):
 * a capture trigger only INSERTs (never updates a sync table: inside an application's
@@ -40,7 +41,7 @@ LOG_SEQ = "SYNC$LOG_SEQ"
 STATE_TABLE = "SYNC$STATE"
 TABLES_TABLE = "SYNC$TABLES"
 HEARTBEAT_TABLE = "SYNC$HEARTBEAT"
-EVENTS_TABLE = "SYNC$EVENTS"  # published events, stored verbatim (see publish.py)
+EVENTS_TABLE = "SYNC$EVENTS"  # published events, stored verbatim (see eventlog.py)
 BLOBS_TABLE = "SYNC$BLOBS"  # large BLOB values referenced by events, by sha256
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
@@ -54,8 +55,9 @@ IMAGE_META = ("SYNC$ID", "SYNC$TX", "SYNC$OP", "SYNC$AT", "SYNC$USR", "SYNC$ADDR
               "SYNC$FLAGS", "SYNC$MASK")
 SCHEMA_VERSION = "1"
 
-# Log operations. 'M' is a clock marker written by the node (see clock.py); 'E' records that
-# a capture trigger failed (the application's change went through, its capture did not).
+# Operations: I/U/D in image rows; in SYNC$LOG, 'M' is a clock marker written by the node
+# (see clock.py) and 'E' records that a capture trigger failed (the application's change
+# went through, its capture did not).
 OP_INSERT, OP_UPDATE, OP_DELETE, OP_MARKER, OP_ERROR = "I", "U", "D", "M", "E"
 # FLAGS bit: the change was made inside a transaction the node was applying.
 FLAG_DURING_APPLY = 1
