@@ -119,14 +119,9 @@ class Workload:
         tm.close()
 
 
-@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
-def test_replaying_published_events_rebuilds_the_tables(make_db, seed):
-    con = make_db(ddl=DDL)
-    capture.install(con)
-    rng = random.Random(seed)
+def run_workload(con, rng: random.Random, steps: int, publisher: Publisher) -> None:
     work = Workload(con, rng)
-    publisher = Publisher(con, "lyon", max_entries=rng.choice([5, 50, 10_000]))
-    for _ in range(STEPS):
+    for _ in range(steps):
         action = rng.random()
         if action < 0.15 and len(work.open) < 3:
             work.begin()
@@ -139,4 +134,23 @@ def test_replaying_published_events_rebuilds_the_tables(make_db, seed):
     while work.open:
         work.end(commit=True)
     publisher.publish()
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
+def test_replaying_published_events_rebuilds_the_tables(make_db, seed):
+    con = make_db(ddl=DDL)
+    capture.install(con)
+    rng = random.Random(seed)
+    run_workload(con, rng, STEPS, Publisher(con, "lyon", max_entries=rng.choice([5, 50, 10_000])))
     assert replay(con, "lyon") == snapshot(con), f"seed {seed}"
+
+
+def test_replay_through_a_server(fb_server):
+    con = fb_server.create_database("random_capture", ddl=DDL)
+    try:
+        capture.install(con)
+        run_workload(con, random.Random(SEEDS[0]), STEPS // 2,
+                     Publisher(con, "paris", max_entries=20))
+        assert replay(con, "paris") == snapshot(con)
+    finally:
+        con.close()

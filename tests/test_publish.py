@@ -299,3 +299,26 @@ def test_capture_failures_are_reported_by_publish(site):
     assert "ITEM" in result.capture_errors[0] and "analyse --repair" in result.capture_errors[0]
     status = capture_status(site)
     assert status.capture_errors == 1 and status.pending_entries == 0
+
+
+def test_dialect1_database_publishes_exact_double_keys(make_db):
+    con = make_db("d1", dialect=1, ddl=[
+        "CREATE TABLE ART (CODE NUMERIC(15,2) NOT NULL PRIMARY KEY, PRICE NUMERIC(15,2), "
+        "LABEL VARCHAR(20), CREATED DATE)"])
+    capture.install(con)
+    Writer(con)("INSERT INTO ART (CODE, PRICE, LABEL, CREATED) VALUES (0.1, 19.99, 'a', "
+                "'2026-03-29 02:30:00')").commit()
+    Writer(con)("UPDATE ART SET CODE = 0.3 WHERE CODE = 0.1").commit()
+    result = Publisher(con, "d1site").publish()
+    assert (result.events, result.transactions) == (3, 2)
+    ins, dele, ins2 = events(con, "d1site")
+    import struct
+
+    def as_double(value) -> float:
+        return struct.unpack("<d", struct.pack("<Q", value.double_bits))[0]
+
+    assert as_double(ins.key[0]) == 0.1 and as_double(dele.key[0]) == 0.1
+    assert as_double(ins2.key[0]) == 0.3 and dele.op == events_pb2.OP_DELETE
+    cols = {c.column: c.value for c in ins.columns}
+    assert as_double(cols["PRICE"]) == 19.99 and cols["LABEL"].text == "a"
+    assert capture_status(con).pending_entries == 0

@@ -29,6 +29,7 @@ from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
+ColumnValue = events_pb2.ColumnValue
 
 _OPS = {OP_INSERT: events_pb2.OP_INSERT, OP_UPDATE: events_pb2.OP_UPDATE,
         OP_DELETE: events_pb2.OP_DELETE}
@@ -66,7 +67,7 @@ class _Counters:
     incarnation: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Change:
     """One captured change with its values encoded."""
 
@@ -230,10 +231,9 @@ class Publisher:
                 key = [values.encode(types[i], raw[i], blobs) for i in key_at]
                 written: list[events_pb2.ColumnValue] = []
                 if entry.op != OP_DELETE:
-                    for i, flag in enumerate(mask):
-                        if flag == "1":
-                            written.append(events_pb2.ColumnValue(
-                                column=names[i], value=values.encode(types[i], raw[i], blobs)))
+                    written = [ColumnValue(column=names[i],
+                                           value=values.encode(types[i], raw[i], blobs))
+                               for i, flag in enumerate(mask) if flag == "1"]
                 by_group.setdefault(group, []).append(_Change(entry, key, written))
         return by_group
 

@@ -35,7 +35,7 @@ from .clock import Marker, local_us
 Group = tuple[int, int]  # (era, tx_id): era 0 = restored from a backup, 1 = this life
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per captured change: kept cheap to build
 class LogEntry:
     log_id: int
     tx_id: int
