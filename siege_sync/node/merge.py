@@ -1,0 +1,268 @@
+"""The row-register merge (DESIGN §3.3): how one event changes one row's registers.
+
+Pure logic, no database: the applier loads a row's state, calls ``merge`` and stores what it
+returns. A row (table + key) holds:
+
+* its **lives**: a life starts with an insert (its *generation*) and ends with a delete;
+  the current life is the one with the highest insert stamp, past lives stay as tombstones
+  (until the retention purge) so that late events of theirs merge the same way everywhere;
+* per life, an **existence** register (alive, or ended by a delete) and, per column, the
+  **heads**: the writes of that column no other write has overwritten knowingly.
+
+Every event names, per column it writes, the writer it overwrote at its origin (its *base*);
+a write removes its base from the heads and becomes a head. The column's value is the head
+with the highest stamp (``Stamp``: HLC wall time, site, incarnation, seq — a total order).
+
+Because heads are a function of the set of events, and losses are a function of the heads,
+any two replicas that merged the same events hold the same registers and the same losses,
+whatever the order — provided each event is merged after the events it depends on
+(``dependencies``: its generation's insert, its bases, the delete a re-insert followed).
+The applier guarantees that causal order; an event that arrives early waits.
+
+Losses (versions kept on record, DESIGN §3.3):
+* a head that is not the column's winner lost a concurrent conflict (``COLUMN``);
+* in an ended life, a head no delete knew was an update the delete did not see
+  (``UPDATE_OF_DEAD_ROW``): it died with the row, never re-inserts it;
+* a life replaced by a concurrent insert lost whole (``GENERATION``).
+A head overwritten later by its own origin is no longer a loss: ``losses`` is recomputed
+and the applier stores the difference.
+
+Must never look at wall clocks or arrival order for a decision: only stamps and bases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+
+@dataclass(frozen=True, order=True)
+class EventId:
+    site: str
+    incarnation: int
+    seq: int
+
+
+@dataclass(frozen=True, order=True)
+class Stamp:
+    """Total order of events: (HLC wall time µs, site, incarnation, seq)."""
+
+    wall: int
+    site: str
+    incarnation: int
+    seq: int
+
+    @property
+    def event(self) -> EventId:
+        return EventId(self.site, self.incarnation, self.seq)
+
+
+class Op(Enum):
+    INSERT = "insert"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Write:
+    """One event as the merge sees it. Values are opaque (exact encoded bytes)."""
+
+    stamp: Stamp
+    op: Op
+    generation: Stamp  # the stamp of the insert that started this life (itself for an insert)
+    columns: Mapping[str, bytes | None] = field(default_factory=dict)
+    # UPDATE: the writer each written column had at the origin. DELETE: the writer of every
+    # column the origin had.
+    bases: Mapping[str, EventId] = field(default_factory=dict)
+    # INSERT after the key's previous life ended at the origin: the delete it saw (a
+    # dependency) and that life's generation (the re-insert follows it, no conflict).
+    exist_base: EventId | None = None
+    follows: Stamp | None = None
+
+    @property
+    def id(self) -> EventId:
+        return self.stamp.event
+
+
+@dataclass(frozen=True, order=True)
+class Head:
+    """A write of one column that no other write overwrote knowingly."""
+
+    stamp: Stamp
+    value: bytes | None = field(compare=False)
+
+    @property
+    def writer(self) -> EventId:
+        return self.stamp.event
+
+
+@dataclass(frozen=True)
+class Life:
+    """One life of a key: from an insert (its generation) to now, or to its end."""
+
+    generation: Stamp
+    deletes: frozenset[Stamp]  # empty while alive
+    heads: Mapping[str, frozenset[Head]]
+    known_by_delete: frozenset[EventId] = frozenset()  # every writer a delete of it saw
+    follows: Stamp | None = None  # the ended life its insert knowingly followed
+
+    @property
+    def exists(self) -> bool:
+        return not self.deletes
+
+    def winner(self, column: str) -> Head:
+        return max(self.heads[column])
+
+    def image(self) -> dict[str, bytes | None]:
+        return {name: self.winner(name).value for name in self.heads}
+
+    def writers(self) -> dict[str, EventId]:
+        """The writer of each column's value (what a local write names as its base)."""
+        return {name: self.winner(name).writer for name in self.heads}
+
+
+@dataclass(frozen=True)
+class RowState:
+    current: Life
+    past: Mapping[Stamp, Life] = field(default_factory=dict)
+
+    @property
+    def generation(self) -> Stamp:
+        return self.current.generation
+
+    @property
+    def exists(self) -> bool:
+        return self.current.exists
+
+    def image(self) -> dict[str, bytes | None]:
+        return self.current.image()
+
+    def life(self, generation: Stamp) -> Life | None:
+        if generation == self.current.generation:
+            return self.current
+        return self.past.get(generation)
+
+    def with_life(self, life: Life) -> RowState:
+        if life.generation == self.current.generation:
+            return replace(self, current=life)
+        return replace(self, past={**self.past, life.generation: life})
+
+    @property
+    def lives(self) -> list[Life]:
+        return [self.current, *self.past.values()]
+
+    def lost(self, life: Life) -> bool:
+        """A past life no insert followed was replaced by a concurrent insert: it lost."""
+        return life is not self.current and not any(
+            other.follows == life.generation for other in self.lives)
+
+
+class LossKind(Enum):
+    COLUMN = "column"
+    UPDATE_OF_DEAD_ROW = "update-of-dead-row"
+    GENERATION = "generation"
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A version that lost: enough to show both sides and to re-apply it by hand."""
+
+    kind: LossKind
+    generation: EventId  # the life it belongs to
+    loser: EventId  # the losing write (for a whole life: its insert)
+    column: str | None  # None for a whole life
+    value: bytes | None
+    winner: EventId  # what it lost to: the winning head, the delete, the winning insert
+
+    @property
+    def identity(self) -> tuple[LossKind, EventId, EventId, str | None]:
+        return self.kind, self.generation, self.loser, self.column
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: RowState
+    changed: bool  # the row as the application sees it (current life) changed
+
+
+class CausalityError(Exception):
+    """An event was merged before one it depends on: the applier must order them."""
+
+
+def dependencies(write: Write) -> set[EventId]:
+    """Events that must be merged before ``write``."""
+    deps = set(write.bases.values())
+    if write.op is not Op.INSERT:
+        deps.add(write.generation.event)
+    if write.exist_base is not None:
+        deps.add(write.exist_base)
+    deps.discard(write.id)
+    return deps
+
+
+def merge(state: RowState | None, write: Write) -> Outcome:
+    """Merge one event into one row's registers. Idempotent."""
+    if write.op is Op.INSERT:
+        return _insert(state, write)
+    life = state.life(write.generation) if state is not None else None
+    if state is None or life is None:
+        raise CausalityError(f"{write.op.value} {write.id} before its generation's insert")
+    before = life.image(), life.exists
+    new_life = _update(life, write) if write.op is Op.UPDATE else _delete(life, write)
+    changed = life is state.current and (new_life.image(), new_life.exists) != before
+    return Outcome(state.with_life(new_life), changed)
+
+
+def _insert(state: RowState | None, write: Write) -> Outcome:
+    born = Life(
+        generation=write.stamp,
+        deletes=frozenset(),
+        heads={c: frozenset({Head(write.stamp, v)}) for c, v in write.columns.items()},
+        follows=write.follows,
+    )
+    if state is None:
+        return Outcome(RowState(born), True)
+    if state.life(write.stamp) is not None:
+        return Outcome(state, False)  # already merged
+    old = state.current
+    if write.stamp > old.generation:
+        return Outcome(RowState(born, {**state.past, old.generation: old}), True)
+    return Outcome(state.with_life(born), False)  # an older life arriving late
+
+
+def _update(life: Life, write: Write) -> Life:
+    heads = dict(life.heads)
+    for name, value in write.columns.items():
+        kept = {h for h in heads.get(name, frozenset())
+                if h.writer != write.bases.get(name) and h.stamp != write.stamp}
+        heads[name] = frozenset(kept | {Head(write.stamp, value)})
+    return replace(life, heads=heads)
+
+
+def _delete(life: Life, write: Write) -> Life:
+    return replace(life, deletes=life.deletes | {write.stamp},
+                   known_by_delete=life.known_by_delete | frozenset(write.bases.values()))
+
+
+def losses(state: RowState) -> set[Loss]:
+    """Every version on record as lost in this row: a function of the registers alone."""
+    out: set[Loss] = set()
+    for life in state.lives:
+        gen = life.generation.event
+        if state.lost(life):
+            out.add(Loss(LossKind.GENERATION, gen, gen, None, None, state.generation.event))
+            continue
+        ended_by = max(life.deletes).event if life.deletes else None
+        for name, hs in life.heads.items():
+            win = max(hs)
+            for head in hs:
+                if head != win:
+                    out.add(Loss(LossKind.COLUMN, gen, head.writer, name, head.value,
+                                 win.writer))
+            if ended_by is not None:
+                for head in hs:
+                    if head.stamp != life.generation and head.writer not in life.known_by_delete:
+                        out.add(Loss(LossKind.UPDATE_OF_DEAD_ROW, gen, head.writer, name,
+                                     head.value, ended_by))
+    return out
