@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, TransactionManager
 
 from ..proto import events_pb2, values_pb2
-from . import capture, eventlog, reader, values
+from . import capture, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from .database import READ_COMMITTED_RW, SNAPSHOT_RW, transaction
+from .merge import merge
 from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
 
@@ -167,7 +168,8 @@ class Publisher:
     def _publish_batch(self, tm: TransactionManager, cur: Cursor, batch: Batch,
                        counters: _Counters, result: PublishResult) -> None:
         registry = capture.table_registry(self._con)
-        changes = self._read_changes(cur, batch, registry, DatabaseBlobStore(tm))
+        changes, columns_of = self._read_changes(cur, batch, registry, DatabaseBlobStore(tm))
+        rows = registers.RowStates(cur)
         markers = MarkerTable(batch.markers)
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
@@ -183,18 +185,29 @@ class Publisher:
                 utc = (markers.to_utc_us(entry.log_id, entry.captured) if markers
                        else self._clock.utc_now_us())
                 counters.seq += 1
+                # The row's registers: the stamp must exceed every stamp on the row, and the
+                # event names the life and the writers it overwrote (DESIGN §3.2, §3.3).
+                khash = registers.key_hash(change.key)
+                state = rows.get(entry.table_no, khash)
+                if state is None and entry.op != OP_INSERT:
+                    state = registers.preexisting(columns_of[entry.table_no])
+                row_wall = registers.max_wall(state) if state is not None else None
                 event = events_pb2.Event(
                     origin=origin, seq=counters.seq, prev_hash=counters.chain_head,
-                    stamp=issuer.issue(utc), table=registry[entry.table_no][0],
+                    stamp=issuer.issue(utc, row_wall), table=registry[entry.table_no][0],
                     op=_OPS[entry.op], key=change.key, columns=change.columns, tx=source_tx,
                     captured_local=_ticks(entry), captured_utc_us=utc,
                     user=entry.user or "", client_address=entry.address or "")
+                registers.link(event, state)
+                rows.put(entry.table_no, khash,
+                         merge(state, registers.write_of(event)).state)
                 body = event.SerializeToString(deterministic=True)
                 counters.chain_head = hashlib.sha256(body).digest()
                 stored.append(eventlog.StoredEvent(counters.seq, event.stamp,
                                                    counters.chain_head, body))
             result.transactions += 1
         counters.last_stamp = issuer.last
+        rows.flush()
         result.events = len(stored)
         if stored:
             result.first_seq, result.last_seq = stored[0].seq, stored[-1].seq
@@ -211,12 +224,14 @@ class Publisher:
 
     def _read_changes(self, cur: Cursor, batch: Batch,
                       registry: dict[int, tuple[str, tuple[str, ...]]],
-                      blobs: DatabaseBlobStore) -> dict[Group, list[_Change]]:
+                      blobs: DatabaseBlobStore
+                      ) -> tuple[dict[Group, list[_Change]], dict[int, list[str]]]:
         """Every taken change, encoded, by source transaction. Only what an event carries is
         encoded: the key, and the written columns (all for an insert, the mask's for an
         update, none for a delete)."""
         dialect = self._con.sql_dialect
         by_group: dict[Group, list[_Change]] = {}
+        columns_of: dict[int, list[str]] = {}
         for number in sorted(batch.tables):
             columns = capture.image_columns(self._con, number)
             if not columns:
@@ -224,6 +239,7 @@ class Publisher:
                     f"captured changes of table #{number} have no image table: the capture "
                     "objects were edited by hand; run siege-node install, then analyse")
             names = [c.name for c in columns]
+            columns_of[number] = names
             types = [c.type for c in columns]
             key_at = [names.index(k) for k in registry[number][1]]
             select_list = ", ".join(values.select_expr(c, dialect, "I.") for c in columns)
@@ -235,7 +251,7 @@ class Publisher:
                                            value=values.encode(types[i], raw[i], blobs))
                                for i, flag in enumerate(mask) if flag == "1"]
                 by_group.setdefault(group, []).append(_Change(entry, key, written))
-        return by_group
+        return by_group, columns_of
 
 
 def _ticks(entry: LogEntry) -> int:

@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from siege_sync.proto import values_pb2 as siege__sync_dot_proto_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsiege_sync/proto/events.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/values.proto\"+\n\x06Origin\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\"=\n\x0b\x43olumnValue\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.siege.v1.Value\";\n\x08SourceTx\x12\r\n\x05tx_id\x18\x01 \x01(\x04\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xbe\x02\n\x05\x45vent\x12 \n\x06origin\x18\x01 \x01(\x0b\x32\x10.siege.v1.Origin\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tprev_hash\x18\x03 \x01(\x0c\x12\r\n\x05stamp\x18\x04 \x01(\x12\x12\r\n\x05table\x18\x05 \x01(\t\x12\x18\n\x02op\x18\x06 \x01(\x0e\x32\x0c.siege.v1.Op\x12\x1c\n\x03key\x18\x07 \x03(\x0b\x32\x0f.siege.v1.Value\x12&\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x15.siege.v1.ColumnValue\x12\x1e\n\x02tx\x18\t \x01(\x0b\x32\x12.siege.v1.SourceTx\x12\x16\n\x0e\x63\x61ptured_local\x18\n \x01(\x12\x12\x17\n\x0f\x63\x61ptured_utc_us\x18\x0b \x01(\x12\x12\x0c\n\x04user\x18\x0c \x01(\t\x12\x16\n\x0e\x63lient_address\x18\r \x01(\t*E\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\r\n\tOP_INSERT\x10\x01\x12\r\n\tOP_UPDATE\x10\x02\x12\r\n\tOP_DELETE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsiege_sync/proto/events.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/values.proto\"+\n\x06Origin\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\":\n\x08\x45ventRef\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"H\n\x08StampRef\x12\x0c\n\x04wall\x18\x01 \x01(\x12\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x13\n\x0bincarnation\x18\x03 \x01(\r\x12\x0b\n\x03seq\x18\x04 \x01(\x04\"_\n\x0b\x43olumnValue\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.siege.v1.Value\x12 \n\x04\x62\x61se\x18\x03 \x01(\x0b\x32\x12.siege.v1.EventRef\";\n\x08SourceTx\x12\r\n\x05tx_id\x18\x01 \x01(\x04\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\"\xe0\x03\n\x05\x45vent\x12 \n\x06origin\x18\x01 \x01(\x0b\x32\x10.siege.v1.Origin\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x11\n\tprev_hash\x18\x03 \x01(\x0c\x12\r\n\x05stamp\x18\x04 \x01(\x12\x12\r\n\x05table\x18\x05 \x01(\t\x12\x18\n\x02op\x18\x06 \x01(\x0e\x32\x0c.siege.v1.Op\x12\x1c\n\x03key\x18\x07 \x03(\x0b\x32\x0f.siege.v1.Value\x12&\n\x07\x63olumns\x18\x08 \x03(\x0b\x32\x15.siege.v1.ColumnValue\x12\x1e\n\x02tx\x18\t \x01(\x0b\x32\x12.siege.v1.SourceTx\x12\x16\n\x0e\x63\x61ptured_local\x18\n \x01(\x12\x12\x17\n\x0f\x63\x61ptured_utc_us\x18\x0b \x01(\x12\x12\x0c\n\x04user\x18\x0c \x01(\t\x12\x16\n\x0e\x63lient_address\x18\r \x01(\t\x12&\n\ngeneration\x18\x0e \x01(\x0b\x32\x12.siege.v1.StampRef\x12+\n\x0c\x64\x65lete_bases\x18\x0f \x03(\x0b\x32\x15.siege.v1.ColumnValue\x12#\n\x07\x66ollows\x18\x10 \x01(\x0b\x32\x12.siege.v1.StampRef\x12&\n\nexist_base\x18\x11 \x01(\x0b\x32\x12.siege.v1.EventRef*E\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\r\n\tOP_INSERT\x10\x01\x12\r\n\tOP_UPDATE\x10\x02\x12\r\n\tOP_DELETE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'siege_sync.proto.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OP']._serialized_start=564
-  _globals['_OP']._serialized_end=633
+  _globals['_OP']._serialized_start=894
+  _globals['_OP']._serialized_end=963
   _globals['_ORIGIN']._serialized_start=74
   _globals['_ORIGIN']._serialized_end=117
-  _globals['_COLUMNVALUE']._serialized_start=119
-  _globals['_COLUMNVALUE']._serialized_end=180
-  _globals['_SOURCETX']._serialized_start=182
-  _globals['_SOURCETX']._serialized_end=241
-  _globals['_EVENT']._serialized_start=244
-  _globals['_EVENT']._serialized_end=562
+  _globals['_EVENTREF']._serialized_start=119
+  _globals['_EVENTREF']._serialized_end=177
+  _globals['_STAMPREF']._serialized_start=179
+  _globals['_STAMPREF']._serialized_end=251
+  _globals['_COLUMNVALUE']._serialized_start=253
+  _globals['_COLUMNVALUE']._serialized_end=348
+  _globals['_SOURCETX']._serialized_start=350
+  _globals['_SOURCETX']._serialized_end=409
+  _globals['_EVENT']._serialized_start=412
+  _globals['_EVENT']._serialized_end=892
 # @@protoc_insertion_point(module_scope)

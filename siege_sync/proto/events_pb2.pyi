@@ -26,13 +26,37 @@ class Origin(_message.Message):
     incarnation: int
     def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
 
+class EventRef(_message.Message):
+    __slots__ = ("site", "incarnation", "seq")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    incarnation: int
+    seq: int
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class StampRef(_message.Message):
+    __slots__ = ("wall", "site", "incarnation", "seq")
+    WALL_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    wall: int
+    site: str
+    incarnation: int
+    seq: int
+    def __init__(self, wall: _Optional[int] = ..., site: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
 class ColumnValue(_message.Message):
-    __slots__ = ("column", "value")
+    __slots__ = ("column", "value", "base")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
     column: str
     value: _values_pb2.Value
-    def __init__(self, column: _Optional[str] = ..., value: _Optional[_Union[_values_pb2.Value, _Mapping]] = ...) -> None: ...
+    base: EventRef
+    def __init__(self, column: _Optional[str] = ..., value: _Optional[_Union[_values_pb2.Value, _Mapping]] = ..., base: _Optional[_Union[EventRef, _Mapping]] = ...) -> None: ...
 
 class SourceTx(_message.Message):
     __slots__ = ("tx_id", "first_seq", "count")
@@ -45,7 +69,7 @@ class SourceTx(_message.Message):
     def __init__(self, tx_id: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("origin", "seq", "prev_hash", "stamp", "table", "op", "key", "columns", "tx", "captured_local", "captured_utc_us", "user", "client_address")
+    __slots__ = ("origin", "seq", "prev_hash", "stamp", "table", "op", "key", "columns", "tx", "captured_local", "captured_utc_us", "user", "client_address", "generation", "delete_bases", "follows", "exist_base")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +83,10 @@ class Event(_message.Message):
     CAPTURED_UTC_US_FIELD_NUMBER: _ClassVar[int]
     USER_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DELETE_BASES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOWS_FIELD_NUMBER: _ClassVar[int]
+    EXIST_BASE_FIELD_NUMBER: _ClassVar[int]
     origin: Origin
     seq: int
     prev_hash: bytes
@@ -72,4 +100,8 @@ class Event(_message.Message):
     captured_utc_us: int
     user: str
     client_address: str
-    def __init__(self, origin: _Optional[_Union[Origin, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., stamp: _Optional[int] = ..., table: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., tx: _Optional[_Union[SourceTx, _Mapping]] = ..., captured_local: _Optional[int] = ..., captured_utc_us: _Optional[int] = ..., user: _Optional[str] = ..., client_address: _Optional[str] = ...) -> None: ...
+    generation: StampRef
+    delete_bases: _containers.RepeatedCompositeFieldContainer[ColumnValue]
+    follows: StampRef
+    exist_base: EventRef
+    def __init__(self, origin: _Optional[_Union[Origin, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., stamp: _Optional[int] = ..., table: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., tx: _Optional[_Union[SourceTx, _Mapping]] = ..., captured_local: _Optional[int] = ..., captured_utc_us: _Optional[int] = ..., user: _Optional[str] = ..., client_address: _Optional[str] = ..., generation: _Optional[_Union[StampRef, _Mapping]] = ..., delete_bases: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., follows: _Optional[_Union[StampRef, _Mapping]] = ..., exist_base: _Optional[_Union[EventRef, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,191 @@
+"""Row registers in the site's database (``SYNC$ROWS``) and the events <-> merge translation.
+
+Owns the storage of each row's merge state (see ``merge.py``), keyed by table number and the
+sha256 of the row's exact key, and the conversion between wire events and ``merge.Write``.
+A row that changed before capture began has no registers: it is given a *pre-existing* life
+(``PREEXISTING``), the same at every site, whose column values are unknown here (the sites
+adopted with equal data share it, and every later write overwrites it knowingly).
+
+Must never open its own transaction: registers change in the same transaction as the rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from firebird.driver import Cursor
+
+from ..proto import events_pb2, registers_pb2, values_pb2
+from .capture import ROWS_TABLE
+from .merge import EventId, Head, Life, Op, RowState, Stamp, Write
+
+# The life of a row that existed before capture: stamp zero, no site.
+PREEXISTING = Stamp(0, "", 0, 0)
+
+_OPS = {events_pb2.OP_INSERT: Op.INSERT, events_pb2.OP_UPDATE: Op.UPDATE,
+        events_pb2.OP_DELETE: Op.DELETE}
+
+
+def key_hash(key: Sequence[values_pb2.Value]) -> bytes:
+    """The row's identity: its exact key values, length-prefixed, hashed."""
+    digest = hashlib.sha256()
+    for value in key:
+        data = value.SerializeToString(deterministic=True)
+        digest.update(len(data).to_bytes(4, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+# --- events <-> merge ------------------------------------------------------------------
+
+def event_id(ref: events_pb2.EventRef) -> EventId:
+    return EventId(ref.site, ref.incarnation, ref.seq)
+
+
+def event_ref(eid: EventId) -> events_pb2.EventRef:
+    return events_pb2.EventRef(site=eid.site, incarnation=eid.incarnation, seq=eid.seq)
+
+
+def stamp_of(ref: events_pb2.StampRef) -> Stamp:
+    return Stamp(ref.wall, ref.site, ref.incarnation, ref.seq)
+
+
+def stamp_ref(stamp: Stamp) -> events_pb2.StampRef:
+    return events_pb2.StampRef(wall=stamp.wall, site=stamp.site,
+                               incarnation=stamp.incarnation, seq=stamp.seq)
+
+
+def write_of(event: events_pb2.Event) -> Write:
+    """The merge's view of a wire event."""
+    stamp = Stamp(event.stamp, event.origin.site, event.origin.incarnation, event.seq)
+    columns = {c.column: c.value.SerializeToString(deterministic=True) for c in event.columns}
+    bases = {c.column: event_id(c.base) for c in event.columns if c.HasField("base")}
+    bases.update({c.column: event_id(c.base) for c in event.delete_bases})
+    return Write(
+        stamp=stamp,
+        op=_OPS[event.op],
+        generation=stamp_of(event.generation) if event.HasField("generation") else stamp,
+        columns=columns,
+        bases=bases,
+        exist_base=event_id(event.exist_base) if event.HasField("exist_base") else None,
+        follows=stamp_of(event.follows) if event.HasField("follows") else None,
+    )
+
+
+def preexisting(columns: Iterable[str]) -> RowState:
+    return RowState(Life(PREEXISTING, frozenset(),
+                         {c: frozenset({Head(PREEXISTING, None)}) for c in columns}))
+
+
+# --- storage -----------------------------------------------------------------------------
+
+def _life_record(life: Life) -> registers_pb2.LifeRecord:
+    rec = registers_pb2.LifeRecord(generation=stamp_ref(life.generation))
+    rec.deletes.extend(stamp_ref(s) for s in sorted(life.deletes))
+    for name in sorted(life.heads):
+        col = rec.columns.add(column=name)
+        for head in sorted(life.heads[name]):
+            col.heads.add(stamp=stamp_ref(head.stamp), value=head.value or b"",
+                          unknown=head.value is None)
+    rec.known_by_delete.extend(event_ref(e) for e in sorted(life.known_by_delete))
+    if life.follows is not None:
+        rec.follows.CopyFrom(stamp_ref(life.follows))
+    return rec
+
+
+def _life(rec: registers_pb2.LifeRecord) -> Life:
+    return Life(
+        generation=stamp_of(rec.generation),
+        deletes=frozenset(stamp_of(s) for s in rec.deletes),
+        heads={c.column: frozenset(Head(stamp_of(h.stamp), None if h.unknown else h.value)
+                                   for h in c.heads) for c in rec.columns},
+        known_by_delete=frozenset(event_id(e) for e in rec.known_by_delete),
+        follows=stamp_of(rec.follows) if rec.HasField("follows") else None,
+    )
+
+
+def encode_state(state: RowState) -> bytes:
+    msg = registers_pb2.RowRegisters(current=_life_record(state.current))
+    msg.past.extend(_life_record(state.past[g]) for g in sorted(state.past))
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_state(data: bytes) -> RowState:
+    msg = registers_pb2.RowRegisters.FromString(data)
+    past = {life.generation: life for life in (_life(p) for p in msg.past)}
+    return RowState(_life(msg.current), past)
+
+
+def max_wall(state: RowState) -> int:
+    walls = [state.generation.wall]
+    for life in state.lives:
+        walls.extend(s.wall for s in life.deletes)
+        walls.extend(h.stamp.wall for hs in life.heads.values() for h in hs)
+    return max(walls)
+
+
+def load(cur: Cursor, table_no: int, khash: bytes) -> RowState | None:
+    cur.execute(f"SELECT REGS FROM {ROWS_TABLE} WHERE TBL_NO = ? AND KEY_HASH = ?",
+                (table_no, khash))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    data = row[0]
+    if hasattr(data, "read"):
+        blob = data
+        data = blob.read()
+        blob.close()
+    return decode_state(data)
+
+
+def store(cur: Cursor, table_no: int, khash: bytes, state: RowState) -> None:
+    cur.execute(f"UPDATE OR INSERT INTO {ROWS_TABLE} (TBL_NO, KEY_HASH, MAX_WALL, REGS) "
+                "VALUES (?, ?, ?, ?) MATCHING (TBL_NO, KEY_HASH)",
+                (table_no, khash, max_wall(state), encode_state(state)))
+
+
+class RowStates:
+    """The registers of the rows one transaction touches, loaded once, written back once."""
+
+    def __init__(self, cur: Cursor) -> None:
+        self._cur = cur
+        self._states: dict[tuple[int, bytes], RowState | None] = {}
+        self._dirty: set[tuple[int, bytes]] = set()
+
+    def get(self, table_no: int, khash: bytes) -> RowState | None:
+        key = (table_no, khash)
+        if key not in self._states:
+            self._states[key] = load(self._cur, table_no, khash)
+        return self._states[key]
+
+    def put(self, table_no: int, khash: bytes, state: RowState) -> None:
+        self._states[(table_no, khash)] = state
+        self._dirty.add((table_no, khash))
+
+    def flush(self) -> None:
+        for table_no, khash in sorted(self._dirty):
+            state = self._states[(table_no, khash)]
+            assert state is not None
+            store(self._cur, table_no, khash, state)
+        self._dirty.clear()
+
+
+def link(event: events_pb2.Event, state: RowState | None) -> None:
+    """Fill in what a local event must say for the merge: its life, and the writers it
+    overwrote (its bases), from this site's registers of the row before the change."""
+    if event.op == events_pb2.OP_INSERT:
+        if state is not None and not state.exists:
+            event.follows.CopyFrom(stamp_ref(state.generation))
+            event.exist_base.CopyFrom(event_ref(max(state.current.deletes).event))
+        return
+    assert state is not None
+    event.generation.CopyFrom(stamp_ref(state.generation))
+    writers = state.current.writers()
+    if event.op == events_pb2.OP_UPDATE:
+        for column in event.columns:
+            if column.column in writers:
+                column.base.CopyFrom(event_ref(writers[column.column]))
+    else:
+        for name in sorted(writers):
+            event.delete_bases.add(column=name, base=event_ref(writers[name]))
