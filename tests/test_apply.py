@@ -17,7 +17,9 @@ from siege_sync.node import capture, registers
 from siege_sync.node.apply import Applier
 from siege_sync.node.capture import EVENTS_TABLE
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.digest import table_digest
 from siege_sync.node.eventlog import split
+from siege_sync.node.schema import introspect
 from siege_sync.proto import events_pb2
 from tests.test_capture_random import snapshot
 from tests.test_merge import reference
@@ -77,6 +79,7 @@ def local_tx(con, rng: random.Random, site: str) -> None:
 
 
 def exchange(appliers: dict, cons: dict, src: str, dst: str) -> int:
+    appliers[src].apply([])  # a node publishes its committed changes before serving them
     bodies = all_events(cons[src])
     random.Random(len(bodies)).shuffle(bodies)  # arrival order must not matter
     return appliers[dst].apply(bodies + bodies[:3]).applied_events  # with redeliveries
@@ -107,6 +110,8 @@ def test_three_sites_converge_to_what_the_rules_predict(make_db, seed):
 
     states = {name: snapshot(con) for name, con in cons.items()}
     assert states["lyon"] == states["siege"] == states["nice"], f"seed {seed}: sites differ"
+    digests = {table_digest(con, introspect(con).tables["T"]) for con in cons.values()}
+    assert len(digests) == 1, f"seed {seed}: digests differ"
 
     by_row: dict[bytes, list] = defaultdict(list)
     for body in all_events(cons["siege"]):
@@ -134,3 +139,43 @@ def reference_for(writes):
         return reference(writes)
     finally:
         model.COLUMNS = saved
+
+
+def run_sql(con, sql: str, params: tuple = ()) -> None:
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute(sql, params)
+        cur.close()
+
+
+def test_a_local_edit_committed_during_an_apply_is_never_overwritten_unseen(make_db):
+    cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con)
+    run_sql(cons["siege"], "INSERT INTO T (ID, A, B) VALUES (1, 'origin', 0)")
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    exchange(appliers, cons, "siege", "lyon")
+    run_sql(cons["siege"], "UPDATE T SET A = 'remote edit' WHERE ID = 1")
+    appliers["siege"].apply([])  # publishes the remote edit
+
+    # Lyon's user saves the same row just after the applier published and before it applies.
+    lyon = appliers["lyon"]
+    original = lyon._publisher.publish
+    calls = []
+
+    def publish_then_user_saves():
+        result = original()
+        if not calls:
+            run_sql(cons["lyon"], "UPDATE T SET A = 'local edit' WHERE ID = 1")
+        calls.append(1)
+        return result
+
+    lyon._publisher.publish = publish_then_user_saves  # type: ignore[method-assign]
+    result = lyon.apply(all_events(cons["siege"]))
+    assert result.retries >= 1  # the pending local change was published first
+    for _ in range(2):
+        exchange(appliers, cons, "lyon", "siege")
+        exchange(appliers, cons, "siege", "lyon")
+    assert snapshot(cons["lyon"]) == snapshot(cons["siege"])
+    # The two edits were concurrent: one value stands, the other is on record at both.
+    assert conflicts(cons["lyon"]) == conflicts(cons["siege"]) == 1
