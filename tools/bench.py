@@ -10,6 +10,9 @@ process, because these machines are noisy; the last line is one JSON object.
   events per second — read, encoded, stamped, chained, stored, consumed — through a real
   Firebird server on loopback. ``read_only_events_per_s_server`` is the read + encode part.
 * ``publish_events_per_s_embedded``: the whole publish step, embedded.
+* ``apply_events_per_s``, ``apply_vs_executemany``, ``apply_vs_engine``: another site's
+  insert events applied here (merge, registers, rows, relay log, vector), against a naive
+  driver ``executemany`` of the same rows and the engine's own PSQL insert rate.
 
 Each figure is the median of ``--repeat`` runs.
 """
@@ -157,6 +160,33 @@ def publish_rate(con: Connection, n: int, repeat: int) -> tuple[float, float]:
     return statistics.median(pub_rates), statistics.median(read_rates)
 
 
+def apply_rates(tmp: Path, n: int) -> dict[str, float]:
+    """Events of ``n`` inserted rows applied at a second site, against a naive executemany
+    copy of the same rows and the engine's own PSQL insert rate, in the same run."""
+    from siege_sync.node.apply import Applier
+    from siege_sync.node.eventlog import read
+
+    src = create_db(tmp / "apply_src.fdb", ddl=DDL)
+    dst = create_db(tmp / "apply_dst.fdb", ddl=DDL)
+    setup(src)
+    setup(dst)
+    psql_inserts(src, "CAPTURED", 0, n)
+    Publisher(src, "src", max_entries=n).publish()
+    bodies = list(read(src, "src"))
+    t_apply = timed(lambda: Applier(dst, "dst").apply(bodies))
+    t_naive = timed(lambda: driver_inserts(dst, "PLAIN", rows(0, n)))
+    with transaction(dst) as tm:
+        tm.execute_immediate("DELETE FROM PLAIN")
+    t_engine = timed(lambda: psql_inserts(dst, "PLAIN", 0, n))
+    src.close()
+    dst.close()
+    return {
+        "apply_events_per_s": round(n / t_apply),
+        "apply_vs_executemany": round(t_naive / t_apply, 3),
+        "apply_vs_engine": round(t_engine / t_apply, 4),
+    }
+
+
 def setup(con: Connection) -> None:
     capture.install(con, TableSelection(include=("CAPTURED",)))
 
@@ -166,6 +196,7 @@ def main() -> None:
     parser.add_argument("--rows-driver", type=int, default=20_000)
     parser.add_argument("--rows-engine", type=int, default=100_000)
     parser.add_argument("--rows-publish", type=int, default=100_000)
+    parser.add_argument("--rows-apply", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     out: dict[str, float] = {}
@@ -180,6 +211,8 @@ def main() -> None:
         con.close()
         print(f"embedded publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
+        out.update(apply_rates(Path(tmp), args.rows_apply))
+        print(f"apply: {out['apply_events_per_s']} events/s", flush=True)
         with FirebirdServer(Path(tmp) / "server") as server:
             scon = server.create_database("bench", ddl=DDL)
             setup(scon)

@@ -35,7 +35,7 @@ from firebird.driver import Connection, Cursor, DatabaseError
 from ..proto import events_pb2, values_pb2
 from . import capture, eventlog, registers, values
 from .capture import CONFLICTS_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
-from .database import SNAPSHOT_RW, quote, transaction
+from .database import SNAPSHOT_RW, StatementCache, quote, transaction
 from .guard import APPLY_CONTEXT
 from .merge import EventId, Loss, Op, dependencies, losses, merge
 from .publish import Publisher
@@ -87,6 +87,7 @@ class Applier:
         self._site = site
         self._publisher = publisher or Publisher(con, site)
         self._schema: Schema | None = None
+        self._sql = StatementCache()
 
     # --- vectors ---------------------------------------------------------------------
 
@@ -106,6 +107,12 @@ class Applier:
     # --- the pipeline ----------------------------------------------------------------
 
     def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
+        try:
+            return self._apply(bodies)
+        finally:
+            self._sql.close()
+
+    def _apply(self, bodies: Iterable[bytes]) -> ApplyResult:
         result = ApplyResult()
         self._publisher.publish()
         self._schema = introspect(self._con)
@@ -181,9 +188,10 @@ class Applier:
         with transaction(self._con, SNAPSHOT_RW) as tm:
             cur = tm.cursor()
             try:
-                rows = registers.RowStates(cur)
+                rows = registers.RowStates(cur, self._sql)
                 registry = {name: no for no, (name, _k) in capture.table_registry(
                     self._con).items()}
+                pending_local = self._tables_with_pending_changes(cur, registry.values())
                 context = None
                 for item in tx:
                     event = item.event
@@ -194,7 +202,8 @@ class Applier:
                                     "FROM RDB$DATABASE", (APPLY_CONTEXT, str(number)))
                         cur.fetchone()
                         context = number
-                    recorded += self._apply_event(cur, rows, table, number, event)
+                    recorded += self._apply_event(cur, rows, table, number, event,
+                                                  number in pending_local)
                 rows.flush()
                 origin = tx[0].event.origin
                 eventlog.append(cur, origin.site, origin.incarnation, [
@@ -217,8 +226,19 @@ class Applier:
                              "(schema differs between sites?)")
         return table
 
+    def _tables_with_pending_changes(self, cur: Cursor, numbers: Iterable[int]) -> set[int]:
+        """Tables with captured local changes visible to this transaction and not yet
+        published (usually none: the pipeline has just published)."""
+        found = set()
+        for number in numbers:
+            cur.execute(f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS "
+                        f"(SELECT 1 FROM {IMAGE_PREFIX}{number})")
+            if cur.fetchone() is not None:
+                found.add(number)
+        return found
+
     def _apply_event(self, cur: Cursor, rows: registers.RowStates, table: Table, number: int,
-                     event: events_pb2.Event) -> int:
+                     event: events_pb2.Event, local_pending: bool) -> int:
         khash = registers.key_hash(event.key)
         state = rows.get(number, khash)
         write = registers.write_of(event)
@@ -228,10 +248,12 @@ class Applier:
         outcome = merge(state, write)
         rows.put(number, khash, outcome.state)
         if outcome.changed:
-            self._check_no_local_pending(cur, table, number, event.key)
+            if local_pending:
+                self._check_no_local_pending(cur, table, number, event.key)
             self._write_row(cur, table, event.key, state, outcome.state)
         after = losses(outcome.state)
-        _record(cur, number, khash, after - before, retracted=before - after)
+        if after != before:
+            _record(cur, number, khash, after - before, retracted=before - after)
         return len(after - before)
 
     def _check_no_local_pending(self, cur: Cursor, table: Table, number: int,
@@ -239,8 +261,8 @@ class Applier:
         cond = " AND ".join(f"{quote(c.name, self._con.sql_dialect)} = "
                             f"{values.param_expr(c)}" for c in table.key_columns)
         params = [values.decode(c.type, v) for c, v in zip(table.key_columns, key, strict=True)]
-        cur.execute(f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
-                    f"{IMAGE_PREFIX}{number} WHERE {cond})", params)
+        self._sql.run(cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
+                           f"{IMAGE_PREFIX}{number} WHERE {cond})", params)
         if cur.fetchone() is not None:
             raise _LocalChangePending
 
@@ -251,7 +273,7 @@ class Applier:
         key_params = [values.decode(c.type, v) for c, v in zip(key_cols, key, strict=True)]
         where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c in key_cols)
         if not new.exists:
-            cur.execute(f"DELETE FROM {quote(table.name, d)} WHERE {where}", key_params)
+            self._sql.run(cur, f"DELETE FROM {quote(table.name, d)} WHERE {where}", key_params)
             return
         image = new.image()
         previous = old.image() if old is not None and old.exists and \
@@ -263,8 +285,8 @@ class Applier:
         names = ", ".join(quote(c.name, d) for c in cols)
         marks = ", ".join(values.param_expr(c) for c in cols)
         matching = ", ".join(quote(k, d) for k in table.primary_key)
-        cur.execute(f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) VALUES ({marks}) "
-                    f"MATCHING ({matching})", params)
+        self._sql.run(cur, f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) "
+                           f"VALUES ({marks}) MATCHING ({matching})", params)
 
 
 def _ident(number: int, khash: bytes, loss: Loss) -> bytes:

@@ -57,6 +57,8 @@ IMAGE_MASK = "SYNC$MASK"
 IMAGE_META = ("SYNC$ID", "SYNC$TX", "SYNC$OP", "SYNC$AT", "SYNC$USR", "SYNC$ADDR",
               "SYNC$FLAGS", "SYNC$MASK")
 SCHEMA_VERSION = "1"
+# A row's registers up to this size stay inline (no BLOB round trip), larger in REGS_BLOB.
+INLINE_REGISTERS = 4000
 
 # Operations: I/U/D in image rows; in SYNC$LOG, 'M' is a clock marker written by the node
 # (see clock.py) and 'E' records that a capture trigger failed (the application's change
@@ -149,8 +151,9 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                       f"NOT NULL PRIMARY KEY, LEN {idt} NOT NULL, DATA BLOB SUB_TYPE 0)"),
         (ROWS_TABLE, f"CREATE TABLE {ROWS_TABLE} (TBL_NO INTEGER NOT NULL, "
                      f"KEY_HASH CHAR(32) CHARACTER SET OCTETS NOT NULL, "
-                     f"MAX_WALL {idt} NOT NULL, REGS BLOB SUB_TYPE 0 NOT NULL, "
-                     f"PRIMARY KEY (TBL_NO, KEY_HASH))"),
+                     f"MAX_WALL {idt} NOT NULL, "
+                     f"REGS VARCHAR({INLINE_REGISTERS}) CHARACTER SET OCTETS, "
+                     f"REGS_BLOB BLOB SUB_TYPE 0, PRIMARY KEY (TBL_NO, KEY_HASH))"),
         # IDENT: sha256 of (table, key, loss identity) — the same at every site.
         (CONFLICTS_TABLE, f"CREATE TABLE {CONFLICTS_TABLE} (IDENT CHAR(32) CHARACTER SET "
                           f"OCTETS NOT NULL PRIMARY KEY, TBL_NO INTEGER NOT NULL, "

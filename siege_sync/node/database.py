@@ -9,15 +9,17 @@ returned is a context manager.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from firebird.driver import (
     TPB,
     Connection,
+    Cursor,
     DatabaseError,
     Isolation,
+    Statement,
     TransactionManager,
     connect,
     driver_config,
@@ -114,6 +116,30 @@ def transaction(con: Connection, params: bytes = READ_COMMITTED_RW) -> Iterator[
         if tm.is_active():
             tm.commit()
         tm.close()
+
+
+class StatementCache:
+    """Statements prepared once per connection and reused across transactions.
+
+    The driver re-prepares whenever a cursor's SQL text differs from its previous one, which
+    costs more than the execution itself for the short statements of the apply path.
+    ``close`` frees them (before the connection closes).
+    """
+
+    def __init__(self) -> None:
+        self._prepared: dict[str, Statement] = {}
+
+    def run(self, cur: Cursor, sql: str, params: Sequence[object] = ()) -> Cursor:
+        stmt = self._prepared.get(sql)
+        if stmt is None:
+            stmt = self._prepared[sql] = cur.prepare(sql)
+        cur.execute(stmt, params)
+        return cur
+
+    def close(self) -> None:
+        for stmt in self._prepared.values():
+            stmt.free()
+        self._prepared.clear()
 
 
 def quote(identifier: str, dialect: int = 3) -> str:

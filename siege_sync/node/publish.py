@@ -24,7 +24,7 @@ from ..proto import events_pb2, values_pb2
 from . import capture, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
-from .database import READ_COMMITTED_RW, SNAPSHOT_RW, transaction
+from .database import READ_COMMITTED_RW, SNAPSHOT_RW, StatementCache, transaction
 from .merge import merge
 from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
@@ -169,7 +169,19 @@ class Publisher:
                        counters: _Counters, result: PublishResult) -> None:
         registry = capture.table_registry(self._con)
         changes, columns_of = self._read_changes(cur, batch, registry, DatabaseBlobStore(tm))
-        rows = registers.RowStates(cur)
+        statements = StatementCache()
+        try:
+            self._link_and_store(tm, cur, batch, counters, result, registry, changes,
+                                 columns_of, statements)
+        finally:
+            statements.close()
+
+    def _link_and_store(self, tm: TransactionManager, cur: Cursor, batch: Batch,
+                        counters: _Counters, result: PublishResult,
+                        registry: dict[int, tuple[str, tuple[str, ...]]],
+                        changes: dict[Group, list[_Change]], columns_of: dict[int, list[str]],
+                        statements: StatementCache) -> None:
+        rows = registers.RowStates(cur, statements)
         markers = MarkerTable(batch.markers)
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)

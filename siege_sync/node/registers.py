@@ -17,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from firebird.driver import Cursor
 
 from ..proto import events_pb2, registers_pb2, values_pb2
-from .capture import ROWS_TABLE
+from .capture import INLINE_REGISTERS, ROWS_TABLE
+from .database import StatementCache
 from .merge import EventId, Head, Life, Op, RowState, Stamp, Write
 
 # The life of a row that existed before capture: stamp zero, no site.
@@ -125,13 +126,13 @@ def max_wall(state: RowState) -> int:
     return max(walls)
 
 
-def load(cur: Cursor, table_no: int, khash: bytes) -> RowState | None:
-    cur.execute(f"SELECT REGS FROM {ROWS_TABLE} WHERE TBL_NO = ? AND KEY_HASH = ?",
-                (table_no, khash))
+def load(cache: StatementCache, cur: Cursor, table_no: int, khash: bytes) -> RowState | None:
+    cache.run(cur, f"SELECT REGS, REGS_BLOB FROM {ROWS_TABLE} WHERE TBL_NO = ? AND KEY_HASH = ?",
+              (table_no, khash))
     row = cur.fetchone()
     if row is None:
         return None
-    data = row[0]
+    data = row[0] if row[0] is not None else row[1]
     if hasattr(data, "read"):
         blob = data
         data = blob.read()
@@ -139,24 +140,28 @@ def load(cur: Cursor, table_no: int, khash: bytes) -> RowState | None:
     return decode_state(data)
 
 
-def store(cur: Cursor, table_no: int, khash: bytes, state: RowState) -> None:
-    cur.execute(f"UPDATE OR INSERT INTO {ROWS_TABLE} (TBL_NO, KEY_HASH, MAX_WALL, REGS) "
-                "VALUES (?, ?, ?, ?) MATCHING (TBL_NO, KEY_HASH)",
-                (table_no, khash, max_wall(state), encode_state(state)))
+def store(cache: StatementCache, cur: Cursor, table_no: int, khash: bytes,
+          state: RowState) -> None:
+    data = encode_state(state)
+    inline, blob = (data, None) if len(data) <= INLINE_REGISTERS else (None, data)
+    cache.run(cur, f"UPDATE OR INSERT INTO {ROWS_TABLE} (TBL_NO, KEY_HASH, MAX_WALL, REGS, "
+                   "REGS_BLOB) VALUES (?, ?, ?, ?, ?) MATCHING (TBL_NO, KEY_HASH)",
+              (table_no, khash, max_wall(state), inline, blob))
 
 
 class RowStates:
     """The registers of the rows one transaction touches, loaded once, written back once."""
 
-    def __init__(self, cur: Cursor) -> None:
+    def __init__(self, cur: Cursor, cache: StatementCache) -> None:
         self._cur = cur
+        self._cache = cache
         self._states: dict[tuple[int, bytes], RowState | None] = {}
         self._dirty: set[tuple[int, bytes]] = set()
 
     def get(self, table_no: int, khash: bytes) -> RowState | None:
         key = (table_no, khash)
         if key not in self._states:
-            self._states[key] = load(self._cur, table_no, khash)
+            self._states[key] = load(self._cache, self._cur, table_no, khash)
         return self._states[key]
 
     def put(self, table_no: int, khash: bytes, state: RowState) -> None:
@@ -167,7 +172,7 @@ class RowStates:
         for table_no, khash in sorted(self._dirty):
             state = self._states[(table_no, khash)]
             assert state is not None
-            store(self._cur, table_no, khash, state)
+            store(self._cache, self._cur, table_no, khash, state)
         self._dirty.clear()
 
 
