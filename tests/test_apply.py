@@ -179,3 +179,68 @@ def test_a_local_edit_committed_during_an_apply_is_never_overwritten_unseen(make
     assert snapshot(cons["lyon"]) == snapshot(cons["siege"])
     # The two edits were concurrent: one value stands, the other is on record at both.
     assert conflicts(cons["lyon"]) == conflicts(cons["siege"]) == 1
+
+
+def test_a_rewound_site_is_refused_by_its_chain_and_others_go_on(make_db, tmp_path):
+    import shutil
+
+    from siege_sync.node.database import DatabaseSpec, open_connection
+
+    cons = {name: make_db(name, ddl=DDL) for name in SITES}
+    for con in cons.values():
+        capture.install(con)
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'kept')")
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    exchange(appliers, cons, "lyon", "siege")
+    cons["lyon"].close()
+    shutil.copy(tmp_path / "lyon.fdb", tmp_path / "lyon-backup.fdb")  # the old copy
+    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'lost with the disk')")
+    exchange(appliers, cons, "lyon", "siege")
+    # The disk dies; the old copy comes back and the shop goes on working.
+    cons["lyon"].close()
+    shutil.copy(tmp_path / "lyon-backup.fdb", tmp_path / "lyon.fdb")
+    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
+    run_sql(cons["nice"], "INSERT INTO T (ID, A) VALUES (4, 'from nice')")
+    appliers["lyon"].apply([])
+    bodies = all_events(cons["lyon"])
+    appliers["nice"].apply([])
+    result = appliers["siege"].apply(bodies)  # lyon's seq 2 now means something else
+    assert result.applied_events == 0 and result.already_applied == 2
+    assert result.refused and "do not chain at seq 2" in result.refused[0]
+    assert exchange(appliers, cons, "nice", "siege") == 1  # other sites are not held back
+    assert {row["A"] for row in snapshot(cons["siege"]).values()} == {
+        b"R\x04kept", b"R\x12lost with the disk", b"R\tfrom nice"}
+
+
+def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_message(make_db):
+    cons = {"siege": make_db("siege", ddl=[DDL[0].replace("C DOUBLE PRECISION)",
+                                                          "C DOUBLE PRECISION, CHECK (B < 5))")]),
+            "lyon": make_db("lyon", ddl=DDL), "nice": make_db("nice", ddl=DDL)}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    run_sql(cons["lyon"], "INSERT INTO T (ID, B) VALUES (1, 7)")
+    run_sql(cons["lyon"], "INSERT INTO T (ID, B) VALUES (2, 1)")
+    run_sql(cons["nice"], "INSERT INTO T (ID, B) VALUES (3, 1)")
+    appliers["lyon"].apply([])
+    result = appliers["siege"].apply(all_events(cons["lyon"]))
+    assert result.applied_events == 0 and len(result.pending) == 2
+    assert "lyon#1" in result.refused[0] and "CHECK" in result.refused[0].upper()
+    assert "Nothing of it was applied" in result.refused[0]
+    assert exchange(appliers, cons, "nice", "siege") == 1
+    assert conflicts(cons["siege"]) == 0 and len(snapshot(cons["siege"])) == 1
+
+
+def test_a_malformed_event_is_refused_with_a_clear_error(make_db):
+    from siege_sync.node.apply import ApplyError
+
+    con = make_db("siege", ddl=DDL)
+    capture.install(con)
+    with pytest.raises(ApplyError, match="not a valid message"):
+        Applier(con, "siege").apply([b"\xff\xff\xff not protobuf"])
+    with pytest.raises(ApplyError, match="lacks its origin"):
+        Applier(con, "siege").apply([events_pb2.Event(table="T").SerializeToString()])

@@ -66,6 +66,7 @@ class ApplyResult:
     losses_recorded: int = 0
     retries: int = 0
     pending: list[bytes] = field(default_factory=list)  # bodies still waiting
+    refused: list[str] = field(default_factory=list)  # per origin: why its events stopped
 
 
 @dataclass
@@ -93,16 +94,22 @@ class Applier:
 
     def applied(self) -> dict[tuple[str, int], int]:
         """Per origin (site, incarnation): the last seq applied (or published, for us)."""
+        return self._vector()[0]
+
+    def _vector(self) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], bytes]]:
+        """Applied counters and the hash of the last applied event, per origin."""
         with transaction(self._con) as tm:
             cur = tm.cursor()
-            cur.execute(f"SELECT ORIGIN, INCARNATION, APPLIED FROM {VECTOR_TABLE}")
-            out = {(o, int(i)): int(a) for o, i, a in cur.fetchall()}
+            cur.execute(f"SELECT ORIGIN, INCARNATION, APPLIED, HEAD FROM {VECTOR_TABLE}")
+            rows = cur.fetchall()
+            out = {(o, int(i)): int(a) for o, i, a, _h in rows}
+            heads = {(o, int(i)): h or b"" for o, i, _a, h in rows}
             cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
                         "('seq', 'incarnation')")
             state = dict(cur.fetchall())
             cur.close()
         out[(self._site, int(state.get("incarnation", "1")))] = int(state.get("seq", "0"))
-        return out
+        return out, heads
 
     # --- the pipeline ----------------------------------------------------------------
 
@@ -116,12 +123,22 @@ class Applier:
         result = ApplyResult()
         self._publisher.publish()
         self._schema = introspect(self._con)
-        applied = self.applied()
+        applied, heads = self._vector()
         incoming: dict[tuple[str, int], dict[int, _Incoming]] = {}
+        stopped: set[tuple[str, int]] = set()
         for body in bodies:
-            event = events_pb2.Event.FromString(body)
+            event = _parse(body)
             item = _Incoming(event, body)
-            if event.seq <= applied.get(item.origin, 0):
+            done = applied.get(item.origin, 0)
+            if event.seq <= done:
+                if (event.seq == done and item.origin in heads
+                        and hashlib.sha256(body).digest() != heads[item.origin]):
+                    # Same number, other content: the origin went back to an older copy.
+                    message = _rewound(item.origin, event.seq)
+                    if item.origin not in stopped:
+                        log.error("[%s] %s", self._site, message)
+                        result.refused.append(message)
+                    stopped.add(item.origin)
                 result.already_applied += 1
                 continue
             incoming.setdefault(item.origin, {})[event.seq] = item
@@ -129,11 +146,23 @@ class Applier:
         while progress:
             progress = False
             for origin, by_seq in incoming.items():
+                if origin in stopped:
+                    continue
                 tx = self._next_ready(origin, by_seq, applied)
                 if tx is None:
                     continue
-                result.losses_recorded += self._apply_with_retries(tx, result)
+                try:
+                    _check_chain(origin, tx, heads.get(origin, b""))
+                    result.losses_recorded += self._apply_with_retries(tx, result)
+                except ApplyError as exc:
+                    # Nothing of that transaction was applied; the origin's later events
+                    # wait behind it. Other origins go on.
+                    log.error("[%s] %s", self._site, exc)
+                    result.refused.append(str(exc))
+                    stopped.add(origin)
+                    continue
                 applied[origin] = tx[-1].event.seq
+                heads[origin] = hashlib.sha256(tx[-1].body).digest()
                 for item in tx:
                     del by_seq[item.event.seq]
                 result.applied_events += len(tx)
@@ -174,7 +203,13 @@ class Applier:
                 pass
             except DatabaseError as exc:
                 if not set(getattr(exc, "gds_codes", ()) or ()) & _RETRY_CODES:
-                    raise
+                    first = tx[0].event
+                    raise ApplyError(
+                        f"applying {first.origin.site}#{first.seq} (a transaction of "
+                        f"{len(tx)} changes, table {first.table}) failed: "
+                        f"{' '.join(str(exc).split())}. Nothing of it was applied; it and the "
+                        "later events of that site wait (a constraint or schema difference "
+                        "between sites?)") from exc
             result.retries += 1
             log.info("[%s] apply of %s#%d met a local change; publishing and retrying (%d)",
                      self._site, tx[0].event.origin.site, tx[0].event.seq, attempt + 1)
@@ -287,6 +322,35 @@ class Applier:
         matching = ", ".join(quote(k, d) for k in table.primary_key)
         self._sql.run(cur, f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) "
                            f"VALUES ({marks}) MATCHING ({matching})", params)
+
+
+def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> None:
+    """Each event names the hash of the previous one of its origin: a site restored from an
+    old copy (rewound) reuses numbers with other content, and altered events break it."""
+    previous = head
+    for item in tx:
+        if item.event.prev_hash != previous:
+            raise ApplyError(_rewound(origin, item.event.seq))
+        previous = hashlib.sha256(item.body).digest()
+
+
+def _rewound(origin: tuple[str, int], seq: int) -> str:
+    return (f"events of {origin[0]} (incarnation {origin[1]}) do not chain at seq {seq}: "
+            "that site was restored from an older copy (rewound) or its events were altered. "
+            "Nothing of it is applied from there on; the site must take a new incarnation "
+            "(resync)")
+
+
+def _parse(body: bytes) -> events_pb2.Event:
+    try:
+        event = events_pb2.Event.FromString(body)
+    except Exception as exc:  # protobuf raises DecodeError, a plain Exception subclass
+        raise ApplyError(f"a received event is not a valid message ({exc}); the sender's "
+                         "version or the link is at fault, nothing was applied") from exc
+    if not event.origin.site or event.seq < 1 or event.op == events_pb2.OP_UNSPECIFIED:
+        raise ApplyError(f"a received event lacks its origin, sequence or operation "
+                         f"(origin {event.origin.site!r}, seq {event.seq}); nothing applied")
+    return event
 
 
 def _ident(number: int, khash: bytes, loss: Loss) -> bytes:
