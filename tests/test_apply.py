@@ -244,3 +244,37 @@ def test_a_malformed_event_is_refused_with_a_clear_error(make_db):
         Applier(con, "siege").apply([b"\xff\xff\xff not protobuf"])
     with pytest.raises(ApplyError, match="lacks its origin"):
         Applier(con, "siege").apply([events_pb2.Event(table="T").SerializeToString()])
+
+
+def test_a_losing_version_is_listed_and_reapplied_by_hand(make_db, tmp_path, capsys):
+    from siege_sync.node.cli import main
+
+    cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    run_sql(cons["siege"], "INSERT INTO T (ID, A) VALUES (1, 'first')")
+    exchange(appliers, cons, "siege", "lyon")
+    run_sql(cons["siege"], "UPDATE T SET A = 'siege says' WHERE ID = 1")
+    run_sql(cons["lyon"], "UPDATE T SET A = 'lyon says' WHERE ID = 1")
+    for _ in range(2):
+        exchange(appliers, cons, "lyon", "siege")
+        exchange(appliers, cons, "siege", "lyon")
+    winner = snapshot(cons["lyon"])
+    assert winner == snapshot(cons["siege"])
+    node = tmp_path / "lyon.toml"
+    node.write_text(f'site = "lyon"\n[database]\ndsn = "{tmp_path / "lyon.fdb"}"\n')
+    assert main(["conflicts", "-c", str(node)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if " T " in x)
+    loser_value = "lyon says" if "lyon says" in line else "siege says"
+    assert "column" in line and loser_value in line
+    assert main(["conflicts", "-c", str(node), "--reapply", line.split()[0]]) == 0
+    assert "re-applied" in capsys.readouterr().out
+    appliers["lyon"].apply([])
+    exchange(appliers, cons, "lyon", "siege")
+    for con in cons.values():
+        rows = list(snapshot(con).values())
+        assert loser_value.encode() in rows[0]["A"]
+    assert main(["conflicts", "-c", str(node), "--reapply", "ffffffffffff"]) == 2
+    assert "no conflict" in capsys.readouterr().err

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2, values_pb2
-from . import capture, eventlog, registers, values
-from .capture import CONFLICTS_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
+from . import capture, conflicts, eventlog, registers, values
+from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .database import SNAPSHOT_RW, StatementCache, quote, transaction
 from .guard import APPLY_CONTEXT
-from .merge import EventId, Loss, Op, dependencies, losses, merge
+from .merge import EventId, Op, dependencies, losses, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Schema, Table, introspect
@@ -288,7 +288,7 @@ class Applier:
             self._write_row(cur, table, event.key, state, outcome.state)
         after = losses(outcome.state)
         if after != before:
-            _record(cur, number, khash, after - before, retracted=before - after)
+            conflicts.record(cur, number, event.key, after - before, retracted=before - after)
         return len(after - before)
 
     def _check_no_local_pending(self, cur: Cursor, table: Table, number: int,
@@ -351,30 +351,3 @@ def _parse(body: bytes) -> events_pb2.Event:
         raise ApplyError(f"a received event lacks its origin, sequence or operation "
                          f"(origin {event.origin.site!r}, seq {event.seq}); nothing applied")
     return event
-
-
-def _ident(number: int, khash: bytes, loss: Loss) -> bytes:
-    kind, gen, loser, column = loss.identity
-    return hashlib.sha256(f"{number}|{khash.hex()}|{kind.value}|{gen}|{loser}|{column}"
-                          .encode()).digest()
-
-
-def _record(cur: Cursor, number: int, khash: bytes, new: set[Loss],
-            retracted: set[Loss]) -> None:
-    """Put new losses on record; drop those the registers no longer hold (a losing head its
-    own origin later overwrote knowingly)."""
-    for loss in retracted:
-        cur.execute(f"DELETE FROM {CONFLICTS_TABLE} WHERE IDENT = ?",
-                    (_ident(number, khash, loss),))
-    for loss in new:
-        cur.execute(
-            f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KIND, GEN, "
-            "LOSER, COL, WINNER, VAL, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
-            (_ident(number, khash, loss), number, khash, loss.kind.value,
-             _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
-             loss.value))
-
-
-def _ref(eid: EventId) -> str:
-    return f"{eid.site}/{eid.incarnation}#{eid.seq}"

@@ -163,7 +163,8 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                           f"LOSER VARCHAR(200) CHARACTER SET UTF8 NOT NULL, "
                           f"COL VARCHAR(63) CHARACTER SET UTF8, "
                           f"WINNER VARCHAR(200) CHARACTER SET UTF8, "
-                          f"VAL BLOB SUB_TYPE 0, RECORDED TIMESTAMP)"),
+                          f"VAL BLOB SUB_TYPE 0, RECORDED TIMESTAMP, "
+                          f"KEY_DATA VARCHAR(4000) CHARACTER SET OCTETS, REAPPLIED TIMESTAMP)"),
         (VECTOR_TABLE, f"CREATE TABLE {VECTOR_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
                        f"NOT NULL, INCARNATION INTEGER NOT NULL, APPLIED {idt} NOT NULL, "
                        f"HEAD CHAR(32) CHARACTER SET OCTETS, PRIMARY KEY (ORIGIN, INCARNATION))"),

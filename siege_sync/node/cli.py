@@ -1,6 +1,7 @@
 """``siege-node``: the site node's command line.
 
-Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, ``status``.
+Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, ``status``,
+``conflicts``.
 Operator mistakes (bad config, unreachable database, refused uninstall) print what is wrong
 and what to do, and exit 2 — never a traceback.
 """
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import struct
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 
 from firebird.driver import Connection, DatabaseError
 
-from . import capture, config
+from ..proto import values_pb2
+from . import capture, config, conflicts
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
 from .schema import introspect
@@ -143,12 +147,50 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     return 0
 
 
+def _show(value: values_pb2.Value | None) -> str:
+    """A value for a person to read (not exact: the record keeps the exact one)."""
+    if value is None:
+        return "-"
+    kind = value.WhichOneof("kind")
+    if kind == "null":
+        return "NULL"
+    if kind == "scaled":
+        return str(Decimal(value.scaled.unscaled).scaleb(-value.scaled.scale))
+    if kind == "double_bits":
+        return repr(struct.unpack("<d", struct.pack("<Q", value.double_bits))[0])
+    if kind == "octets":
+        return value.octets.hex()
+    if kind == "blob":
+        return f"<BLOB {value.blob.length} bytes>"
+    shown = str(getattr(value, kind)) if kind else "?"
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    if args.reapply:
+        done = conflicts.reapply(con, args.reapply)
+        print(f"re-applied {done.short_id}: {done.table}.{done.column} = {_show(done.value)} "
+              "as a new local change; the next sync carries it to every site")
+        return 0
+    found = conflicts.listing(con, args.table)
+    if not found:
+        print(f"site {cfg.site}: no losing versions on record")
+        return 0
+    rows = [[c.short_id, f"{c.recorded:%Y-%m-%d %H:%M}", c.table,
+             ",".join(_show(k) for k in c.key), c.kind, c.column or "(row)", _show(c.value),
+             c.loser, c.winner or "", "yes" if c.reapplied else ""] for c in found]
+    print(_table(rows, ["id", "recorded", "table", "key", "kind", "column", "losing value",
+                        "loser", "lost to", "re-applied"]))
+    return 0
+
+
 COMMANDS = {
     "install": (cmd_install, "create or upgrade the capture objects for the live schema"),
     "uninstall": (cmd_uninstall, "remove exactly the sync's objects and guards"),
     "tables": (cmd_tables, "what is replicated, refused and why, triggers, key generators"),
     "publish": (cmd_publish, "publish the captured changes now"),
     "status": (cmd_status, "backlog, open transactions, capture errors, counters"),
+    "conflicts": (cmd_conflicts, "losing versions on record; --reapply ID writes one back"),
 }
 
 
@@ -162,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "uninstall":
             p.add_argument("--force", action="store_true",
                            help="also drop captured changes not yet published")
+        if name == "conflicts":
+            p.add_argument("--table", help="only this table")
+            p.add_argument("--reapply", metavar="ID",
+                           help="write this losing version back as a new local change")
     return parser
 
 
@@ -179,7 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with connection(cfg.database) as con:
             return func(cfg, con, args)
-    except (DatabaseUnavailable, capture.InstallError, PublishError) as exc:
+    except (DatabaseUnavailable, capture.InstallError, PublishError,
+            conflicts.ConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DatabaseError as exc:

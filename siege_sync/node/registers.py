@@ -28,14 +28,27 @@ _OPS = {events_pb2.OP_INSERT: Op.INSERT, events_pb2.OP_UPDATE: Op.UPDATE,
         events_pb2.OP_DELETE: Op.DELETE}
 
 
-def key_hash(key: Sequence[values_pb2.Value]) -> bytes:
-    """The row's identity: its exact key values, length-prefixed, hashed."""
-    digest = hashlib.sha256()
+def key_data(key: Sequence[values_pb2.Value]) -> bytes:
+    """A row's exact key values, length-prefixed, as one byte string."""
+    out = bytearray()
     for value in key:
         data = value.SerializeToString(deterministic=True)
-        digest.update(len(data).to_bytes(4, "big"))
-        digest.update(data)
-    return digest.digest()
+        out += len(data).to_bytes(4, "big") + data
+    return bytes(out)
+
+
+def key_values(data: bytes) -> list[values_pb2.Value]:
+    out, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at:at + 4], "big")
+        out.append(values_pb2.Value.FromString(data[at + 4:at + 4 + n]))
+        at += 4 + n
+    return out
+
+
+def key_hash(key: Sequence[values_pb2.Value]) -> bytes:
+    """The row's identity: the hash of its exact key values."""
+    return hashlib.sha256(key_data(key)).digest()
 
 
 # --- events <-> merge ------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""Losing versions on record (``SYNC$CONFLICTS``): recording, listing, re-applying by hand.
+
+Owns the record of every version that lost a merge (DESIGN §3.3): which row, what kind of
+loss, the losing write and its value, what it lost to. A record's identity is the same at
+every site (a hash of table, key and the loss's identity), so sites that merged the same
+events hold the same records. Re-applying a losing version is an ordinary local write of its
+values: the capture trigger records it, and it travels as a new event that knowingly
+overwrites the current value everywhere — nothing is changed behind the merge's back.
+
+``record`` runs inside the applier's transaction; the others open their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from firebird.driver import Connection, Cursor
+
+from ..proto import values_pb2
+from . import registers, values
+from .capture import CONFLICTS_TABLE, table_registry
+from .database import READ_COMMITTED_RW, quote, transaction
+from .merge import EventId, Loss
+from .schema import Table, introspect
+
+
+class ConflictError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Conflict:
+    ident: str  # hex; its first 12 characters name it for an operator
+    table: str
+    key: list[values_pb2.Value]
+    kind: str
+    generation: str
+    loser: str
+    column: str | None
+    value: values_pb2.Value | None
+    winner: str | None
+    recorded: datetime
+    reapplied: datetime | None
+
+    @property
+    def short_id(self) -> str:
+        return self.ident[:12]
+
+
+def _ref(eid: EventId) -> str:
+    return f"{eid.site}/{eid.incarnation}#{eid.seq}"
+
+
+def _ident(number: int, key: bytes, loss: Loss) -> bytes:
+    kind, gen, loser, column = loss.identity
+    return hashlib.sha256(f"{number}|{key.hex()}|{kind.value}|{_ref(gen)}|{_ref(loser)}|"
+                          f"{column}".encode()).digest()
+
+
+def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], new: set[Loss],
+           retracted: set[Loss]) -> None:
+    """Put new losses on record; drop those the registers no longer hold (a losing head its
+    own origin later overwrote knowingly)."""
+    kdata = registers.key_data(key)
+    khash = hashlib.sha256(kdata).digest()
+    for loss in retracted:
+        cur.execute(f"DELETE FROM {CONFLICTS_TABLE} WHERE IDENT = ?",
+                    (_ident(number, kdata, loss),))
+    for loss in new:
+        cur.execute(
+            f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
+            "GEN, LOSER, COL, WINNER, VAL, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
+            (_ident(number, kdata, loss), number, khash, kdata, loss.kind.value,
+             _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
+             loss.value))
+
+
+def listing(con: Connection, table: str | None = None) -> list[Conflict]:
+    names = {no: name for no, (name, _k) in table_registry(con).items()}
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT IDENT, TBL_NO, KEY_DATA, KIND, GEN, LOSER, COL, VAL, WINNER, "
+                        f"RECORDED, REAPPLIED FROM {CONFLICTS_TABLE} ORDER BY RECORDED, IDENT")
+            out = []
+            for ident, no, kdata, kind, gen, loser, col, val, winner, at, again in cur:
+                if hasattr(val, "read"):
+                    blob = val
+                    val = blob.read()
+                    blob.close()
+                name = names.get(no, f"#{no}")
+                if table is not None and name != table:
+                    continue
+                out.append(Conflict(ident.hex(), name, registers.key_values(kdata or b""),
+                                    kind, gen, loser, col,
+                                    values_pb2.Value.FromString(val) if val else None,
+                                    winner, at, again))
+            return out
+        finally:
+            cur.close()
+
+
+def find(con: Connection, short_id: str) -> Conflict:
+    found = [c for c in listing(con) if c.ident.startswith(short_id.lower())]
+    if not found:
+        raise ConflictError(f"no conflict {short_id!r}; `siege-node conflicts` lists them")
+    if len(found) > 1:
+        raise ConflictError(f"{short_id!r} names {len(found)} conflicts; give more characters")
+    return found[0]
+
+
+def reapply(con: Connection, short_id: str) -> Conflict:
+    """Write a losing column value back as a new local change (which then wins knowingly
+    everywhere). Whole lost lives are restored column by column the same way."""
+    conflict = find(con, short_id)
+    if conflict.column is None or conflict.value is None:
+        raise ConflictError(
+            f"conflict {conflict.short_id} is a whole row that lost to another insert of the "
+            "same key; re-apply its columns one by one from the losing site's values")
+    table = introspect(con).tables.get(conflict.table)
+    if table is None:
+        raise ConflictError(f"table {conflict.table} is not replicated here any more")
+    _write(con, table, conflict)
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute(f"UPDATE {CONFLICTS_TABLE} SET REAPPLIED = CAST('NOW' AS TIMESTAMP) "
+                    "WHERE IDENT = ?", (bytes.fromhex(conflict.ident),))
+        cur.close()
+    return conflict
+
+
+def _write(con: Connection, table: Table, conflict: Conflict) -> None:
+    assert conflict.column is not None and conflict.value is not None
+    d = con.sql_dialect
+    key_cols = table.key_columns
+    column = table.column(conflict.column)
+    where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c in key_cols)
+    key_params = [values.decode(c.type, v) for c, v in zip(key_cols, conflict.key, strict=True)]
+    value = values.decode(column.type, conflict.value)
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"UPDATE {quote(table.name, d)} SET {quote(column.name, d)} = "
+                        f"{values.param_expr(column)} WHERE {where}", [value, *key_params])
+            if cur.affected_rows == 0:
+                # The row died (its update lost to a delete): bring it back with the key and
+                # the losing value; the insert travels like any other.
+                names = [quote(c.name, d) for c in key_cols] + [quote(column.name, d)]
+                marks = [values.param_expr(c) for c in key_cols] + [values.param_expr(column)]
+                cur.execute(f"INSERT INTO {quote(table.name, d)} ({', '.join(names)}) "
+                            f"VALUES ({', '.join(marks)})", [*key_params, value])
+        finally:
+            cur.close()
