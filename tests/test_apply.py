@@ -278,3 +278,47 @@ def test_a_losing_version_is_listed_and_reapplied_by_hand(make_db, tmp_path, cap
         assert loser_value.encode() in rows[0]["A"]
     assert main(["conflicts", "-c", str(node), "--reapply", "ffffffffffff"]) == 2
     assert "no conflict" in capsys.readouterr().err
+
+
+def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db, tmp_path):
+    import shutil
+
+    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.rewind import ChainCheck, confirm_own_chain
+
+    cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'before backup')")
+    exchange(appliers, cons, "lyon", "siege")
+    cons["lyon"].close()
+    shutil.copy(tmp_path / "lyon.fdb", tmp_path / "lyon-backup.fdb")
+    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'after the backup')")
+    exchange(appliers, cons, "lyon", "siege")
+    cons["lyon"].close()
+    shutil.copy(tmp_path / "lyon-backup.fdb", tmp_path / "lyon.fdb")  # the disk is replaced
+    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
+
+    # Before publishing anything, the node asks a peer what it holds of lyon.
+    siege_vector = appliers["siege"]._vector()
+    peer_seq = siege_vector[0][("lyon", 1)]
+    peer_head = siege_vector[1][("lyon", 1)]
+    assert confirm_own_chain(cons["lyon"], "lyon", peer_seq, peer_head) is \
+        ChainCheck.NEW_INCARNATION
+    for _ in range(2):
+        exchange(appliers, cons, "siege", "lyon")
+        exchange(appliers, cons, "lyon", "siege")
+    assert snapshot(cons["lyon"]) == snapshot(cons["siege"])
+    assert len(snapshot(cons["siege"])) == 3  # nothing lost, nothing refused
+    with transaction(cons["siege"], READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT ORIGIN, INCARNATION, APPLIED FROM SYNC$VECTOR ORDER BY 1, 2")
+        assert cur.fetchall() == [("lyon", 1, 2), ("lyon", 2, 1)]
+        cur.close()
+    # A copy that went on publishing under old numbers is not repaired automatically.
+    assert confirm_own_chain(cons["lyon"], "lyon", 1, b"\x00" * 32) is ChainCheck.DIVERGED

@@ -105,10 +105,12 @@ class Applier:
             out = {(o, int(i)): int(a) for o, i, a, _h in rows}
             heads = {(o, int(i)): h or b"" for o, i, _a, h in rows}
             cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
-                        "('seq', 'incarnation')")
+                        "('seq', 'incarnation', 'chain_head')")
             state = dict(cur.fetchall())
             cur.close()
-        out[(self._site, int(state.get("incarnation", "1")))] = int(state.get("seq", "0"))
+        own = (self._site, int(state.get("incarnation", "1")))
+        out[own] = int(state.get("seq", "0"))
+        heads[own] = bytes.fromhex(state.get("chain_head", "") or "")
         return out, heads
 
     # --- the pipeline ----------------------------------------------------------------
