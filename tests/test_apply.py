@@ -322,3 +322,52 @@ def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db,
         cur.close()
     # A copy that went on publishing under old numbers is not repaired automatically.
     assert confirm_own_chain(cons["lyon"], "lyon", 1, b"\x00" * 32) is ChainCheck.DIVERGED
+
+
+def mesh_vectors(appliers: dict) -> tuple[dict, dict]:
+    """What the coordinator sees: the applied-everywhere vector, and every site's own
+    published position, at one moment."""
+    vectors = {name: a._vector()[0] for name, a in appliers.items()}
+    origins = {o for v in vectors.values() for o in v}
+    applied_everywhere = {o: min(v.get(o, 0) for v in vectors.values()) for o in origins}
+    published = {o: vectors[o[0]][o] for o in origins if o in vectors.get(o[0], {})}
+    return applied_everywhere, published
+
+
+def registers_rows(con) -> int:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT COUNT(*) FROM SYNC$ROWS")
+        n = cur.fetchone()[0]
+        cur.close()
+    return n
+
+
+def test_retention_forgets_only_what_every_site_has_settled(make_db):
+    from siege_sync.node.retention import purge
+
+    cons = {name: make_db(name, ddl=DDL) for name in SITES}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'short-lived')")
+    run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'stays')")
+    run_sql(cons["lyon"], "DELETE FROM T WHERE ID = 1")
+    exchange(appliers, cons, "lyon", "siege")
+    # nice lags: it has not seen the delete yet, so nothing about row 1 may be forgotten.
+    held, published = mesh_vectors(appliers)
+    result = purge(cons["siege"], held, held, published)
+    assert result.lives == 0 and registers_rows(cons["siege"]) == 2
+    exchange(appliers, cons, "siege", "nice")
+    # Everyone holds the delete and everything published is applied everywhere.
+    held, published = mesh_vectors(appliers)
+    result = purge(cons["siege"], held, held, published)
+    assert result.rows == 1 and result.segments >= 1 and registers_rows(cons["siege"]) == 1
+    # The key can live again, and the sites still agree.
+    run_sql(cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'born again')")
+    for _ in range(2):
+        for site in ("lyon", "nice"):
+            exchange(appliers, cons, site, "siege")
+            exchange(appliers, cons, "siege", site)
+    assert snapshot(cons["siege"]) == snapshot(cons["lyon"]) == snapshot(cons["nice"])
+    assert len(snapshot(cons["siege"])) == 2
