@@ -371,3 +371,31 @@ def test_retention_forgets_only_what_every_site_has_settled(make_db):
             exchange(appliers, cons, "siege", site)
     assert snapshot(cons["siege"]) == snapshot(cons["lyon"]) == snapshot(cons["nice"])
     assert len(snapshot(cons["siege"])) == 2
+
+
+def test_table_policies_prefer_a_site_or_wait_for_a_decision(make_db):
+    from siege_sync.node.conflicts import listing
+    from siege_sync.node.merge import Policy
+
+    ddl = DDL + ["CREATE TABLE STOCK (ID INTEGER NOT NULL PRIMARY KEY, QTY INTEGER)"]
+    policies = {"T": Policy.parse("prefer-site lyon"), "STOCK": Policy.parse("manual")}
+    cons = {name: make_db(name, ddl=ddl) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {n: Applier(c, n, policies=policies) for n, c in cons.items()}
+    run_sql(cons["siege"], "INSERT INTO T (ID, A) VALUES (1, 'first')")
+    run_sql(cons["siege"], "INSERT INTO STOCK (ID, QTY) VALUES (1, 10)")
+    exchange(appliers, cons, "siege", "lyon")
+    run_sql(cons["lyon"], "UPDATE T SET A = 'lyon price' WHERE ID = 1")
+    run_sql(cons["lyon"], "UPDATE STOCK SET QTY = 9 WHERE ID = 1")
+    appliers["lyon"].apply([])  # lyon's edits are published first: lower stamps
+    run_sql(cons["siege"], "UPDATE T SET A = 'siege price' WHERE ID = 1")
+    run_sql(cons["siege"], "UPDATE STOCK SET QTY = 8 WHERE ID = 1")
+    for _ in range(2):
+        exchange(appliers, cons, "lyon", "siege")
+        exchange(appliers, cons, "siege", "lyon")
+    for con in cons.values():
+        values_ = {table: row for (table, _k), row in snapshot(con).items()}
+        assert b"lyon price" in values_["T"]["A"]  # the preferred site, despite its stamp
+    decide = [c for c in listing(cons["siege"]) if c.awaiting_decision]
+    assert [c.table for c in decide] == ["STOCK"]

@@ -68,6 +68,7 @@ def test_install_tables_publish_status_uninstall(node_config, capsys):
     ("site = 'a'\n[database]\ndsn='x'\n[tables]\nexclude='T'\n", "list of strings"),
     ("site = 'a'\nsitee = 'b'\n[database]\ndsn='x'\n", "unknown keys"),
     ("site = 'a'\n[database\n", "not valid TOML"),
+    ("site = 'a'\n[database]\ndsn='x'\n[policies]\nT = 'fastest'\n", "prefer-site SITE"),
 ])
 def test_config_mistakes_are_explained(tmp_path, body, message):
     with pytest.raises(config.ConfigError, match=message.replace("[", r"\[")):

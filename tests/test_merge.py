@@ -19,6 +19,7 @@ from siege_sync.node.merge import (
     EventId,
     LossKind,
     Op,
+    Policy,
     RowState,
     Stamp,
     Write,
@@ -32,7 +33,8 @@ SEEDS = range(int(os.environ.get("SIEGE_MERGE_SEEDS", "300")))
 
 
 class Site:
-    def __init__(self, name: str, rng: random.Random) -> None:
+    def __init__(self, name: str, rng: random.Random, policy: Policy = Policy()) -> None:
+        self.policy = policy  # a site names as base the value it shows
         self.name = name
         self.rng = rng
         self.seq = 0
@@ -63,12 +65,13 @@ class Site:
                           exist_base=max(state.current.deletes).event if state else None,
                           follows=state.generation if state else None)
         elif self.rng.random() < 0.2:
-            write = Write(stamp, Op.DELETE, state.generation, bases=state.current.writers())
+            write = Write(stamp, Op.DELETE, state.generation,
+                          bases=state.current.writers(self.policy))
         else:
             cols = self.rng.sample(COLUMNS, self.rng.randint(1, len(COLUMNS)))
             write = Write(stamp, Op.UPDATE, state.generation,
                           {c: f"{self.name}{self.seq}{c}".encode() for c in cols},
-                          bases={c: state.current.writers()[c] for c in cols})
+                          bases={c: state.current.writers(self.policy)[c] for c in cols})
         self.receive(write)
         return write
 
@@ -93,7 +96,7 @@ def causal_order(writes: list[Write], rng: random.Random) -> list[Write]:
     return out
 
 
-def reference(writes: list[Write]):
+def reference(writes: list[Write], prefer: str | None = None):
     """What the rules say, computed directly from the set of events (no merge code): the
     life with the highest insert stamp is current; per life and column, the heads are the
     writes no other write named as its base; a column's value is its highest head; losses are
@@ -117,7 +120,7 @@ def reference(writes: list[Write]):
             writes_c = [w for w in life if column in w.columns]
             overwritten = {w.bases[column] for w in writes_c if column in w.bases}
             heads = [w for w in writes_c if w.id not in overwritten]
-            win = max(heads, key=lambda w: w.stamp)
+            win = max(heads, key=lambda w: (w.stamp.site == prefer, w.stamp))
             values[column] = win.columns[column]
             for h in heads:
                 if h is not win:
@@ -133,10 +136,12 @@ def identities(found) -> set:
     return {loss.identity for loss in found}
 
 
+@pytest.mark.parametrize("prefer", [None, "nice"], ids=["lww", "prefer-nice"])
 @pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
-def test_any_causal_order_converges_with_the_same_losses(seed):
+def test_any_causal_order_converges_with_the_same_losses(seed, prefer):
+    policy = Policy(prefer_site=prefer)
     rng = random.Random(seed)
-    sites = [Site(n, rng) for n in ("lyon", "nice", "siege")]
+    sites = [Site(n, rng, policy) for n in ("lyon", "nice", "siege")]
     for _ in range(rng.randint(3, 25)):
         site = rng.choice(sites)
         if rng.random() < 0.3:
@@ -155,13 +160,13 @@ def test_any_causal_order_converges_with_the_same_losses(seed):
         for w in causal_order(writes, rng):
             replica.receive(w)
             replica.state = merge(replica.state, w).state  # redelivery is a no-op
-        results.append((replica.state, identities(losses(replica.state))))
+        results.append((replica.state, identities(losses(replica.state, policy))))
     first_state, first_losses = results[0]
     for state, found in results[1:]:
         assert state == first_state, f"seed {seed}: registers diverged"
         assert found == first_losses, f"seed {seed}: recorded losses diverged"
-    (exists, values), recorded = reference(writes)
-    assert first_state.exists == exists and first_state.image() == values, f"seed {seed}"
+    (exists, values), recorded = reference(writes, prefer)
+    assert first_state.exists == exists and first_state.image(policy) == values, f"seed {seed}"
     assert first_losses == recorded, f"seed {seed}: losses differ from the reference"
 
 

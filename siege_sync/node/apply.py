@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from firebird.driver import Connection, Cursor, DatabaseError
@@ -37,7 +37,7 @@ from . import capture, conflicts, eventlog, registers, values
 from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .database import SNAPSHOT_RW, StatementCache, quote, transaction
 from .guard import APPLY_CONTEXT
-from .merge import EventId, Op, dependencies, losses, merge
+from .merge import LWW, EventId, Op, Policy, dependencies, losses, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Schema, Table, introspect
@@ -83,10 +83,12 @@ class Applier:
     """Applies events to one database. One per database (the publisher's counter lock and
     the vector rows serialize concurrent appliers)."""
 
-    def __init__(self, con: Connection, site: str, publisher: Publisher | None = None) -> None:
+    def __init__(self, con: Connection, site: str, publisher: Publisher | None = None,
+                 policies: Mapping[str, Policy] | None = None) -> None:
         self._con = con
         self._site = site
-        self._publisher = publisher or Publisher(con, site)
+        self._policies = dict(policies or {})
+        self._publisher = publisher or Publisher(con, site, policies=self._policies)
         self._schema: Schema | None = None
         self._sql = StatementCache()
 
@@ -281,16 +283,18 @@ class Applier:
         write = registers.write_of(event)
         if state is None and write.op is not Op.INSERT:
             state = registers.preexisting(c.name for c in table.columns)
-        before = losses(state) if state is not None else set()
-        outcome = merge(state, write)
+        policy = self._policies.get(table.name, LWW)
+        before = losses(state, policy) if state is not None else set()
+        outcome = merge(state, write, policy)
         rows.put(number, khash, outcome.state)
         if outcome.changed:
             if local_pending:
                 self._check_no_local_pending(cur, table, number, event.key)
-            self._write_row(cur, table, event.key, state, outcome.state)
-        after = losses(outcome.state)
+            self._write_row(cur, table, event.key, state, outcome.state, policy)
+        after = losses(outcome.state, policy)
         if after != before:
-            conflicts.record(cur, number, event.key, after - before, retracted=before - after)
+            conflicts.record(cur, number, event.key, after - before, retracted=before - after,
+                             decide=policy.manual)
         return len(after - before)
 
     def _check_no_local_pending(self, cur: Cursor, table: Table, number: int,
@@ -304,7 +308,7 @@ class Applier:
             raise _LocalChangePending
 
     def _write_row(self, cur: Cursor, table: Table, key: Sequence[values_pb2.Value],
-                   old, new) -> None:
+                   old, new, policy: Policy) -> None:
         d = self._con.sql_dialect
         key_cols = table.key_columns
         key_params = [values.decode(c.type, v) for c, v in zip(key_cols, key, strict=True)]
@@ -312,8 +316,8 @@ class Applier:
         if not new.exists:
             self._sql.run(cur, f"DELETE FROM {quote(table.name, d)} WHERE {where}", key_params)
             return
-        image = new.image()
-        previous = old.image() if old is not None and old.exists and \
+        image = new.image(policy)
+        previous = old.image(policy) if old is not None and old.exists and \
             old.generation == new.generation else {}
         cols = [c for c in table.columns if c.name in image and image[c.name] is not None
                 and (previous.get(c.name) != image[c.name] or c.name in table.primary_key)]

@@ -164,7 +164,8 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                           f"COL VARCHAR(63) CHARACTER SET UTF8, "
                           f"WINNER VARCHAR(200) CHARACTER SET UTF8, "
                           f"VAL BLOB SUB_TYPE 0, RECORDED TIMESTAMP, "
-                          f"KEY_DATA VARCHAR(4000) CHARACTER SET OCTETS, REAPPLIED TIMESTAMP)"),
+                          f"KEY_DATA VARCHAR(4000) CHARACTER SET OCTETS, REAPPLIED TIMESTAMP, "
+                          f"DECIDE SMALLINT)"),
         (VECTOR_TABLE, f"CREATE TABLE {VECTOR_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
                        f"NOT NULL, INCARNATION INTEGER NOT NULL, APPLIED {idt} NOT NULL, "
                        f"HEAD CHAR(32) CHARACTER SET OCTETS, PRIMARY KEY (ORIGIN, INCARNATION))"),

@@ -109,7 +109,7 @@ def cmd_publish(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
         print("error: capture is not installed here; run siege-node install first",
               file=sys.stderr)
         return 2
-    result = Publisher(con, cfg.site).publish()
+    result = Publisher(con, cfg.site, policies=cfg.policies).publish()
     print(f"site {cfg.site}: published {result.events} events from {result.transactions} "
           f"transactions" + (f" (seq {result.first_seq}..{result.last_seq})"
                              if result.events else ""))
@@ -178,9 +178,11 @@ def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namesp
         return 0
     rows = [[c.short_id, f"{c.recorded:%Y-%m-%d %H:%M}", c.table,
              ",".join(_show(k) for k in c.key), c.kind, c.column or "(row)", _show(c.value),
-             c.loser, c.winner or "", "yes" if c.reapplied else ""] for c in found]
+             c.loser, c.winner or "",
+             "re-applied" if c.reapplied else ("DECIDE" if c.awaiting_decision else "")]
+            for c in found]
     print(_table(rows, ["id", "recorded", "table", "key", "kind", "column", "losing value",
-                        "loser", "lost to", "re-applied"]))
+                        "loser", "lost to", "state"]))
     return 0
 
 

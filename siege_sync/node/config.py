@@ -23,6 +23,10 @@ Example::
     [generators.GEN_INVOICE_ID]
     start = 2000000
     end = 2999999
+
+    [policies]                              # per table; "lww" by default
+    PRICES = "prefer-site siege"            # the named site wins concurrent column writes
+    STOCK = "manual"                        # lww stands, losses wait for an operator
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ import os
 import stat
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .database import DatabaseSpec
+from .merge import Policy
 from .schema import TableSelection
 
 
@@ -57,6 +63,7 @@ class NodeConfig:
     tables: TableSelection = TableSelection()
     fire_triggers: frozenset[str] = frozenset()
     generators: tuple[GeneratorRange, ...] = ()
+    policies: Mapping[str, Policy] = field(default_factory=dict)  # table -> merge policy
     path: Path | None = field(default=None, compare=False)
 
 
@@ -97,7 +104,13 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         if end is not None and (not isinstance(end, int) or end <= spec_raw["start"]):
             raise ConfigError(f"{where} [generators.{name}]: end must be an integer > start")
         generators.append(GeneratorRange(name, spec_raw["start"], end))
-    unknown = set(raw) - {"site", "database", "tables", "triggers", "generators"}
+    policies = {}
+    for table, text in _table(raw, "policies", where).items():
+        try:
+            policies[table] = Policy.parse(text) if isinstance(text, str) else Policy.parse("")
+        except ValueError as exc:
+            raise ConfigError(f"{where} [policies] {table}: {exc}") from None
+    unknown = set(raw) - {"site", "database", "tables", "triggers", "generators", "policies"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     return NodeConfig(
@@ -106,6 +119,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         tables=selection,
         fire_triggers=frozenset(_str_list(triggers, "fire", f"{where} [triggers]")),
         generators=tuple(generators),
+        policies=policies,
         path=path,
     )
 

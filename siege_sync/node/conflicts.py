@@ -44,6 +44,7 @@ class Conflict:
     winner: str | None
     recorded: datetime
     reapplied: datetime | None
+    awaiting_decision: bool = False  # a `manual` table: the lww value stands until decided
 
     @property
     def short_id(self) -> str:
@@ -61,7 +62,7 @@ def _ident(number: int, key: bytes, loss: Loss) -> bytes:
 
 
 def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], new: set[Loss],
-           retracted: set[Loss]) -> None:
+           retracted: set[Loss], decide: bool = False) -> None:
     """Put new losses on record; drop those the registers no longer hold (a losing head its
     own origin later overwrote knowingly)."""
     kdata = registers.key_data(key)
@@ -72,11 +73,11 @@ def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], new: set[L
     for loss in new:
         cur.execute(
             f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
-            "GEN, LOSER, COL, WINNER, VAL, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
+            "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
             (_ident(number, kdata, loss), number, khash, kdata, loss.kind.value,
              _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
-             loss.value))
+             loss.value, 1 if decide else 0))
 
 
 def listing(con: Connection, table: str | None = None) -> list[Conflict]:
@@ -85,9 +86,10 @@ def listing(con: Connection, table: str | None = None) -> list[Conflict]:
         cur = tm.cursor()
         try:
             cur.execute(f"SELECT IDENT, TBL_NO, KEY_DATA, KIND, GEN, LOSER, COL, VAL, WINNER, "
-                        f"RECORDED, REAPPLIED FROM {CONFLICTS_TABLE} ORDER BY RECORDED, IDENT")
+                        f"RECORDED, REAPPLIED, DECIDE FROM {CONFLICTS_TABLE} "
+                        "ORDER BY RECORDED, IDENT")
             out = []
-            for ident, no, kdata, kind, gen, loser, col, val, winner, at, again in cur:
+            for ident, no, kdata, kind, gen, loser, col, val, winner, at, again, decide in cur:
                 if hasattr(val, "read"):
                     blob = val
                     val = blob.read()
@@ -98,7 +100,7 @@ def listing(con: Connection, table: str | None = None) -> list[Conflict]:
                 out.append(Conflict(ident.hex(), name, registers.key_values(kdata or b""),
                                     kind, gen, loser, col,
                                     values_pb2.Value.FromString(val) if val else None,
-                                    winner, at, again))
+                                    winner, at, again, bool(decide)))
             return out
         finally:
             cur.close()
@@ -127,8 +129,8 @@ def reapply(con: Connection, short_id: str) -> Conflict:
     _write(con, table, conflict)
     with transaction(con) as tm:
         cur = tm.cursor()
-        cur.execute(f"UPDATE {CONFLICTS_TABLE} SET REAPPLIED = CAST('NOW' AS TIMESTAMP) "
-                    "WHERE IDENT = ?", (bytes.fromhex(conflict.ident),))
+        cur.execute(f"UPDATE {CONFLICTS_TABLE} SET REAPPLIED = CAST('NOW' AS TIMESTAMP), "
+                    "DECIDE = 0 WHERE IDENT = ?", (bytes.fromhex(conflict.ident),))
         cur.close()
     return conflict
 

@@ -58,6 +58,34 @@ class Stamp:
         return EventId(self.site, self.incarnation, self.seq)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How a table's concurrent column writes are decided (DESIGN §3.3).
+
+    ``lww`` (the default): the higher stamp. ``prefer_site``: a head written by that site
+    beats any other, then the higher stamp. ``manual``: as lww, and the losses wait for an
+    operator's decision. Existence (inserts, deletes) is decided as in lww for every policy:
+    a re-insert must win over the life it follows, which a site preference would break.
+    """
+
+    prefer_site: str | None = None
+    manual: bool = False
+
+    def rank(self, head: Head) -> tuple[bool, Stamp]:
+        return head.stamp.site == self.prefer_site, head.stamp
+
+    @classmethod
+    def parse(cls, text: str) -> Policy:
+        words = text.split()
+        if words == ["lww"]:
+            return cls()
+        if words == ["manual"]:
+            return cls(manual=True)
+        if len(words) == 2 and words[0] == "prefer-site":
+            return cls(prefer_site=words[1])
+        raise ValueError(f"policy {text!r}: use \"lww\", \"manual\" or \"prefer-site SITE\"")
+
+
 class Op(Enum):
     INSERT = "insert"
     UPDATE = "update"
@@ -97,6 +125,9 @@ class Head:
         return self.stamp.event
 
 
+LWW = Policy()
+
+
 @dataclass(frozen=True)
 class Life:
     """One life of a key: from an insert (its generation) to now, or to its end."""
@@ -111,15 +142,15 @@ class Life:
     def exists(self) -> bool:
         return not self.deletes
 
-    def winner(self, column: str) -> Head:
-        return max(self.heads[column])
+    def winner(self, column: str, policy: Policy = LWW) -> Head:
+        return max(self.heads[column], key=policy.rank)
 
-    def image(self) -> dict[str, bytes | None]:
-        return {name: self.winner(name).value for name in self.heads}
+    def image(self, policy: Policy = LWW) -> dict[str, bytes | None]:
+        return {name: self.winner(name, policy).value for name in self.heads}
 
-    def writers(self) -> dict[str, EventId]:
+    def writers(self, policy: Policy = LWW) -> dict[str, EventId]:
         """The writer of each column's value (what a local write names as its base)."""
-        return {name: self.winner(name).writer for name in self.heads}
+        return {name: self.winner(name, policy).writer for name in self.heads}
 
 
 @dataclass(frozen=True)
@@ -135,8 +166,8 @@ class RowState:
     def exists(self) -> bool:
         return self.current.exists
 
-    def image(self) -> dict[str, bytes | None]:
-        return self.current.image()
+    def image(self, policy: Policy = LWW) -> dict[str, bytes | None]:
+        return self.current.image(policy)
 
     def life(self, generation: Stamp) -> Life | None:
         if generation == self.current.generation:
@@ -201,16 +232,16 @@ def dependencies(write: Write) -> set[EventId]:
     return deps
 
 
-def merge(state: RowState | None, write: Write) -> Outcome:
+def merge(state: RowState | None, write: Write, policy: Policy = LWW) -> Outcome:
     """Merge one event into one row's registers. Idempotent."""
     if write.op is Op.INSERT:
         return _insert(state, write)
     life = state.life(write.generation) if state is not None else None
     if state is None or life is None:
         raise CausalityError(f"{write.op.value} {write.id} before its generation's insert")
-    before = life.image(), life.exists
+    before = life.image(policy), life.exists
     new_life = _update(life, write) if write.op is Op.UPDATE else _delete(life, write)
-    changed = life is state.current and (new_life.image(), new_life.exists) != before
+    changed = life is state.current and (new_life.image(policy), new_life.exists) != before
     return Outcome(state.with_life(new_life), changed)
 
 
@@ -245,7 +276,7 @@ def _delete(life: Life, write: Write) -> Life:
                    known_by_delete=life.known_by_delete | frozenset(write.bases.values()))
 
 
-def losses(state: RowState) -> set[Loss]:
+def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
     """Every version on record as lost in this row: a function of the registers alone."""
     out: set[Loss] = set()
     for life in state.lives:
@@ -255,7 +286,7 @@ def losses(state: RowState) -> set[Loss]:
             continue
         ended_by = max(life.deletes).event if life.deletes else None
         for name, hs in life.heads.items():
-            win = max(hs)
+            win = max(hs, key=policy.rank)
             for head in hs:
                 if head != win:
                     out.add(Loss(LossKind.COLUMN, gen, head.writer, name, head.value,

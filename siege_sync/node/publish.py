@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from firebird.driver import Connection, Cursor, TransactionManager
@@ -25,7 +25,7 @@ from . import capture, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from .database import READ_COMMITTED_RW, SNAPSHOT_RW, StatementCache, transaction
-from .merge import merge
+from .merge import LWW, Policy, merge
 from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
 
@@ -81,7 +81,9 @@ class Publisher:
     """Publishes one site's captured changes. One per database; not thread-safe."""
 
     def __init__(self, con: Connection, site: str, clock: Clock | None = None,
-                 max_entries: int = 20_000) -> None:
+                 max_entries: int = 20_000, policies: Mapping[str, Policy] | None = None
+                 ) -> None:
+        self._policies = dict(policies or {})
         self._con = con
         self._site = site
         self._clock = clock or SystemClock()
@@ -210,7 +212,7 @@ class Publisher:
                     op=_OPS[entry.op], key=change.key, columns=change.columns, tx=source_tx,
                     captured_local=_ticks(entry), captured_utc_us=utc,
                     user=entry.user or "", client_address=entry.address or "")
-                registers.link(event, state)
+                registers.link(event, state, self._policies.get(event.table, LWW))
                 rows.put(entry.table_no, khash,
                          merge(state, registers.write_of(event)).state)
                 body = event.SerializeToString(deterministic=True)

@@ -19,7 +19,7 @@ from firebird.driver import Cursor
 from ..proto import events_pb2, registers_pb2, values_pb2
 from .capture import INLINE_REGISTERS, ROWS_TABLE
 from .database import StatementCache
-from .merge import EventId, Head, Life, Op, RowState, Stamp, Write
+from .merge import LWW, EventId, Head, Life, Op, Policy, RowState, Stamp, Write
 
 # The life of a row that existed before capture: stamp zero, no site.
 PREEXISTING = Stamp(0, "", 0, 0)
@@ -189,7 +189,7 @@ class RowStates:
         self._dirty.clear()
 
 
-def link(event: events_pb2.Event, state: RowState | None) -> None:
+def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW) -> None:
     """Fill in what a local event must say for the merge: its life, and the writers it
     overwrote (its bases), from this site's registers of the row before the change."""
     if event.op == events_pb2.OP_INSERT:
@@ -199,7 +199,7 @@ def link(event: events_pb2.Event, state: RowState | None) -> None:
         return
     assert state is not None
     event.generation.CopyFrom(stamp_ref(state.generation))
-    writers = state.current.writers()
+    writers = state.current.writers(policy)
     if event.op == events_pb2.OP_UPDATE:
         for column in event.columns:
             if column.column in writers:
