@@ -19,8 +19,11 @@ While applying, ``SYNC$APPLY`` holds the number of the table being written: its 
 trigger skips our own writes, guarded application triggers skip, and any other change (an
 unguarded trigger, a cascade) is captured as a local change flagged as made during an apply.
 
-Not here yet (see the closing note of the session that wrote it): the constraint outcomes of
-DESIGN §3.5, parking, large BLOBs arriving by reference, rewinds and epochs, retention.
+An origin whose events do not chain (rewound, altered) or whose transaction the database
+refuses (a constraint, a schema difference) is stopped with a clear message; the other
+origins go on. Not here yet: the constraint outcomes of DESIGN §3.5 (the same decision
+everywhere instead of stopping), parking with a time limit, large BLOBs arriving by
+reference, received events kept while they wait (the sender resends them next round).
 """
 
 from __future__ import annotations
@@ -231,6 +234,12 @@ class Applier:
                 registry = {name: no for no, (name, _k) in capture.table_registry(
                     self._con).items()}
                 pending_local = self._tables_with_pending_changes(cur, registry.values())
+                by_table: dict[int, list[bytes]] = {}
+                for item in tx:
+                    by_table.setdefault(registry.get(item.event.table, -1), []).append(
+                        registers.key_hash(item.event.key))
+                for number, khashes in by_table.items():
+                    rows.prefetch(number, khashes)
                 context = None
                 for item in tx:
                     event = item.event

@@ -75,6 +75,7 @@ class _Change:
     entry: LogEntry
     key: list[values_pb2.Value]
     columns: list[events_pb2.ColumnValue]
+    khash: bytes = b""
 
 
 class Publisher:
@@ -184,6 +185,13 @@ class Publisher:
                         changes: dict[Group, list[_Change]], columns_of: dict[int, list[str]],
                         statements: StatementCache) -> None:
         rows = registers.RowStates(cur, statements)
+        by_table: dict[int, list[bytes]] = {}
+        for tx_changes in changes.values():
+            for change in tx_changes:
+                change.khash = registers.key_hash(change.key)
+                by_table.setdefault(change.entry.table_no, []).append(change.khash)
+        for number, khashes in by_table.items():
+            rows.prefetch(number, khashes)
         markers = MarkerTable(batch.markers)
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
@@ -201,7 +209,7 @@ class Publisher:
                 counters.seq += 1
                 # The row's registers: the stamp must exceed every stamp on the row, and the
                 # event names the life and the writers it overwrote (DESIGN §3.2, §3.3).
-                khash = registers.key_hash(change.key)
+                khash = change.khash
                 state = rows.get(entry.table_no, khash)
                 if state is None and entry.op != OP_INSERT:
                     state = registers.preexisting(columns_of[entry.table_no])

@@ -139,6 +139,12 @@ def max_wall(state: RowState) -> int:
     return max(walls)
 
 
+# Rows per batched load; rows per EXECUTE BLOCK of writes (a statement may name at most 255
+# tables, and each UPDATE OR INSERT names its table several times: measured, 100 fail).
+_BATCH = 100
+_WRITE_BATCH = 50
+
+
 def load(cache: StatementCache, cur: Cursor, table_no: int, khash: bytes) -> RowState | None:
     cache.run(cur, f"SELECT REGS, REGS_BLOB FROM {ROWS_TABLE} WHERE TBL_NO = ? AND KEY_HASH = ?",
               (table_no, khash))
@@ -177,16 +183,56 @@ class RowStates:
             self._states[key] = load(self._cache, self._cur, table_no, khash)
         return self._states[key]
 
+    def prefetch(self, table_no: int, khashes: Iterable[bytes]) -> None:
+        """Load many rows' registers with one query per hundred keys (one per key costs a
+        round of driver work each)."""
+        missing = sorted({k for k in khashes if (table_no, k) not in self._states})
+        for start in range(0, len(missing), _BATCH):
+            chunk = missing[start:start + _BATCH]
+            padded = chunk + [chunk[-1]] * (_BATCH - len(chunk))  # one statement text
+            marks = ", ".join("?" for _ in padded)
+            self._cache.run(self._cur, f"SELECT KEY_HASH, REGS, REGS_BLOB FROM {ROWS_TABLE} "
+                                       f"WHERE TBL_NO = ? AND KEY_HASH IN ({marks})",
+                            [table_no, *padded])
+            found = {}
+            for khash, inline, blob in self._cur.fetchall():
+                data = inline if inline is not None else blob
+                if hasattr(data, "read"):
+                    reader = data
+                    data = reader.read()
+                    reader.close()
+                found[khash] = decode_state(data)
+            for khash in chunk:
+                self._states[(table_no, khash)] = found.get(khash)
+
     def put(self, table_no: int, khash: bytes, state: RowState) -> None:
         self._states[(table_no, khash)] = state
         self._dirty.add((table_no, khash))
 
     def flush(self) -> None:
+        """Write back every changed row: inline ones fifty per EXECUTE BLOCK of literal
+        statements (exact: bytes as hex literals), large ones one by one."""
+        statements: list[str] = []
         for table_no, khash in sorted(self._dirty):
             state = self._states[(table_no, khash)]
             assert state is not None
-            store(self._cache, self._cur, table_no, khash, state)
+            data = encode_state(state)
+            if len(data) > INLINE_REGISTERS:
+                store(self._cache, self._cur, table_no, khash, state)
+                continue
+            statements.append(
+                f"UPDATE OR INSERT INTO {ROWS_TABLE} (TBL_NO, KEY_HASH, MAX_WALL, REGS, "
+                f"REGS_BLOB) VALUES ({int(table_no)}, x'{khash.hex()}', {max_wall(state)}, "
+                f"x'{data.hex()}', NULL) MATCHING (TBL_NO, KEY_HASH);")
+            if len(statements) == _WRITE_BATCH:
+                self._run_block(statements)
+                statements = []
+        if statements:
+            self._run_block(statements)
         self._dirty.clear()
+
+    def _run_block(self, statements: list[str]) -> None:
+        self._cur.execute("EXECUTE BLOCK AS BEGIN\n" + "\n".join(statements) + "\nEND")
 
 
 def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW) -> None:
