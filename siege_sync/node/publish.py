@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from firebird.driver import Connection, Cursor, TransactionManager
 
-from ..proto import events_pb2, values_pb2
+from ..proto import events_pb2
 from . import capture, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
@@ -73,8 +73,7 @@ class _Change:
     """One captured change with its values encoded."""
 
     entry: LogEntry
-    key: list[values_pb2.Value]
-    columns: list[events_pb2.ColumnValue]
+    event: events_pb2.Event  # table, op, key and written columns; the rest is set later
     khash: bytes = b""
 
 
@@ -188,7 +187,7 @@ class Publisher:
         by_table: dict[int, list[bytes]] = {}
         for tx_changes in changes.values():
             for change in tx_changes:
-                change.khash = registers.key_hash(change.key)
+                change.khash = registers.key_hash(change.event.key)
                 by_table.setdefault(change.entry.table_no, []).append(change.khash)
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
@@ -214,12 +213,16 @@ class Publisher:
                 if state is None and entry.op != OP_INSERT:
                     state = registers.preexisting(columns_of[entry.table_no])
                 row_wall = registers.max_wall(state) if state is not None else None
-                event = events_pb2.Event(
-                    origin=origin, seq=counters.seq, prev_hash=counters.chain_head,
-                    stamp=issuer.issue(utc, row_wall), table=registry[entry.table_no][0],
-                    op=_OPS[entry.op], key=change.key, columns=change.columns, tx=source_tx,
-                    captured_local=_ticks(entry), captured_utc_us=utc,
-                    user=entry.user or "", client_address=entry.address or "")
+                event = change.event
+                event.origin.CopyFrom(origin)
+                event.tx.CopyFrom(source_tx)
+                event.seq = counters.seq
+                event.prev_hash = counters.chain_head
+                event.stamp = issuer.issue(utc, row_wall)
+                event.captured_local = _ticks(entry)
+                event.captured_utc_us = utc
+                event.user = entry.user or ""
+                event.client_address = entry.address or ""
                 registers.link(event, state, self._policies.get(event.table, LWW))
                 rows.put(entry.table_no, khash,
                          merge(state, registers.write_of(event)).state)
@@ -227,6 +230,7 @@ class Publisher:
                 counters.chain_head = hashlib.sha256(body).digest()
                 stored.append(eventlog.StoredEvent(counters.seq, event.stamp,
                                                    counters.chain_head, body))
+                change.event = None  # type: ignore[assignment]  # the body is what stays
             result.transactions += 1
         counters.last_stamp = issuer.last
         rows.flush()
@@ -266,13 +270,17 @@ class Publisher:
             key_at = [names.index(k) for k in registry[number][1]]
             select_list = ", ".join(values.select_expr(c, dialect, "I.") for c in columns)
             for group, entry, mask, raw in reader.image_rows(cur, batch, number, select_list):
-                key = [values.encode(types[i], raw[i], blobs) for i in key_at]
-                written: list[events_pb2.ColumnValue] = []
+                # Values go straight into the event message: standalone protobuf messages
+                # each carry their own memory arena (measured ~20 KB an event otherwise).
+                event = events_pb2.Event(table=registry[number][0], op=_OPS[entry.op])
+                for i in key_at:
+                    event.key.append(values.encode(types[i], raw[i], blobs))
                 if entry.op != OP_DELETE:
-                    written = [ColumnValue(column=names[i],
-                                           value=values.encode(types[i], raw[i], blobs))
-                               for i, flag in enumerate(mask) if flag == "1"]
-                by_group.setdefault(group, []).append(_Change(entry, key, written))
+                    for i, flag in enumerate(mask):
+                        if flag == "1":
+                            event.columns.add(column=names[i]).value.CopyFrom(
+                                values.encode(types[i], raw[i], blobs))
+                by_group.setdefault(group, []).append(_Change(entry, event))
         return by_group, columns_of
 
 
