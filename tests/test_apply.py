@@ -399,3 +399,36 @@ def test_table_policies_prefer_a_site_or_wait_for_a_decision(make_db):
         assert b"lyon price" in values_["T"]["A"]  # the preferred site, despite its stamp
     decide = [c for c in listing(cons["siege"]) if c.awaiting_decision]
     assert [c.table for c in decide] == ["STOCK"]
+
+
+def test_two_appliers_on_one_database_apply_everything_once(make_db, tmp_path):
+    import threading
+
+    from siege_sync.node.database import DatabaseSpec, open_connection
+
+    cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con)
+    for i in range(30):
+        run_sql(cons["lyon"], "INSERT INTO T (ID, B) VALUES (?, ?)", (i, i))
+    Applier(cons["lyon"], "lyon").apply([])
+    bodies = all_events(cons["lyon"])
+    second = open_connection(DatabaseSpec(str(tmp_path / "siege.fdb")))
+    results, errors = [], []
+
+    def run(con) -> None:
+        try:
+            results.append(Applier(con, "siege").apply(bodies))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in (cons["siege"], second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    second.close()
+    assert errors == []
+    assert sum(r.applied_events for r in results) >= 30
+    assert snapshot(cons["siege"]) == snapshot(cons["lyon"])
+    assert len(all_events(cons["siege"])) == 30  # stored once

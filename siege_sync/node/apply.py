@@ -38,7 +38,7 @@ from firebird.driver import Connection, Cursor, DatabaseError
 from ..proto import events_pb2, values_pb2
 from . import capture, conflicts, eventlog, registers, values
 from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
-from .database import SNAPSHOT_RW, StatementCache, quote, transaction
+from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, quote, transaction
 from .guard import APPLY_CONTEXT
 from .merge import LWW, EventId, Op, Policy, dependencies, losses, merge
 from .publish import Publisher
@@ -47,8 +47,6 @@ from .schema import Schema, Table, introspect
 
 log = logging.getLogger(__name__)
 
-# gds codes of a write that met a concurrent transaction: retry the whole transaction.
-_RETRY_CODES = {335544345, 335544336, 335544878}  # lock conflict, deadlock, update conflict
 _MAX_RETRIES = 5
 
 
@@ -209,7 +207,7 @@ class Applier:
             except _LocalChangePending:
                 pass
             except DatabaseError as exc:
-                if not set(getattr(exc, "gds_codes", ()) or ()) & _RETRY_CODES:
+                if not is_concurrent_write(exc):
                     first = tx[0].event
                     raise ApplyError(
                         f"applying {first.origin.site}#{first.seq} (a transaction of "
@@ -227,9 +225,17 @@ class Applier:
     def _apply_tx(self, tx: list[_Incoming]) -> int:
         assert self._schema is not None
         recorded = 0
+        origin = tx[0].event.origin
         with transaction(self._con, SNAPSHOT_RW) as tm:
             cur = tm.cursor()
             try:
+                # One applier per database: the origin's counter row is locked for the whole
+                # transaction; another applier waits, then finds the work done.
+                cur.execute(f"SELECT APPLIED FROM {VECTOR_TABLE} WHERE ORIGIN = ? "
+                            "AND INCARNATION = ? WITH LOCK", (origin.site, origin.incarnation))
+                row = cur.fetchone()
+                if row is not None and int(row[0]) >= tx[0].event.seq:
+                    return 0
                 rows = registers.RowStates(cur, self._sql)
                 registry = {name: no for no, (name, _k) in capture.table_registry(
                     self._con).items()}
@@ -253,7 +259,6 @@ class Applier:
                     recorded += self._apply_event(cur, rows, table, number, event,
                                                   number in pending_local)
                 rows.flush()
-                origin = tx[0].event.origin
                 eventlog.append(cur, origin.site, origin.incarnation, [
                     eventlog.StoredEvent(i.event.seq, i.event.stamp,
                                          hashlib.sha256(i.body).digest(), i.body) for i in tx])

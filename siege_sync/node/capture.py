@@ -57,6 +57,10 @@ IMAGE_MASK = "SYNC$MASK"
 IMAGE_META = ("SYNC$ID", "SYNC$TX", "SYNC$OP", "SYNC$AT", "SYNC$USR", "SYNC$ADDR",
               "SYNC$FLAGS", "SYNC$MASK")
 SCHEMA_VERSION = "1"
+# The publisher's state rows (publish.py), created here so that concurrent publishers only
+# ever update (and lock) them: two first inserts of one row would clash.
+COUNTERS = (("seq", "0"), ("chain_head", ""), ("last_stamp", "0"), ("incarnation", "1"),
+            ("marker_offset_us", ""), ("marker_at_us", ""), ("db_created", ""))
 # A row's registers up to this size stay inline (no BLOB round trip), larger in REGS_BLOB.
 INLINE_REGISTERS = 4000
 
@@ -220,6 +224,9 @@ def install(con: Connection, selection: TableSelection = TableSelection(),
         report.generators.append(_set_generator_range(con, gen))
     _set_state(con, "schema_version", SCHEMA_VERSION)
     _set_state(con, "schema_fingerprint", schema.fingerprint())
+    for name, initial in COUNTERS:
+        if get_state(con, name) is None:
+            _set_state(con, name, initial)
     if get_state(con, "epoch") is None:
         # A random identity for this database's life; a copy restored elsewhere keeps it,
         # a fresh install never reuses one (DESIGN §3.6).

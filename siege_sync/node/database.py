@@ -118,6 +118,16 @@ def transaction(con: Connection, params: bytes = READ_COMMITTED_RW) -> Iterator[
         tm.close()
 
 
+# gds codes of a write that met a concurrent transaction (lock conflict, deadlock, update
+# conflict, and its record-version form): the whole transaction may simply be run again.
+CONCURRENT_WRITE_CODES = frozenset({335544345, 335544336, 335544878, 335544451})
+
+
+def is_concurrent_write(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseError) and bool(
+        set(getattr(exc, "gds_codes", ()) or ()) & CONCURRENT_WRITE_CODES)
+
+
 class StatementCache:
     """Statements prepared once per connection and reused across transactions.
 

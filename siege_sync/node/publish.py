@@ -18,13 +18,19 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from firebird.driver import Connection, Cursor, TransactionManager
+from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
 from ..proto import events_pb2
 from . import capture, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
-from .database import READ_COMMITTED_RW, SNAPSHOT_RW, StatementCache, transaction
+from .database import (
+    READ_COMMITTED_RW,
+    SNAPSHOT_RW,
+    StatementCache,
+    is_concurrent_write,
+    transaction,
+)
 from .merge import LWW, Policy, merge
 from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
@@ -35,6 +41,7 @@ ColumnValue = events_pb2.ColumnValue
 _OPS = {OP_INSERT: events_pb2.OP_INSERT, OP_UPDATE: events_pb2.OP_UPDATE,
         OP_DELETE: events_pb2.OP_DELETE}
 _MARKER_DRIFT_US = 1_000_000  # an offset change this large needs a new marker
+_MAX_ATTEMPTS = 5
 _MARKER_EVERY_US = 600 * 1_000_000
 
 
@@ -108,7 +115,7 @@ class Publisher:
                 created = cur.fetchone()[0].isoformat()
                 state = _read_state(cur, ("db_created", "restore_boundary"))
                 boundary = state.get("restore_boundary")
-                if state.get("db_created") is None:
+                if not state.get("db_created"):
                     _write_state(cur, "db_created", created)
                 elif state["db_created"] != created:
                     cur.execute(f"SELECT GEN_ID({capture.LOG_SEQ}, 0) FROM RDB$DATABASE")
@@ -138,7 +145,7 @@ class Publisher:
                 state = _read_state(cur, ("marker_offset_us", "marker_at_us"))
             finally:
                 cur.close()
-        if ("marker_offset_us" in state
+        if (state.get("marker_offset_us")
                 and abs(offset - int(state["marker_offset_us"])) < _MARKER_DRIFT_US
                 and 0 <= now - int(state["marker_at_us"]) < _MARKER_EVERY_US):
             return
@@ -150,6 +157,17 @@ class Publisher:
             cur.close()
 
     def publish_step(self) -> PublishResult:
+        """One all-or-nothing step; run again when another publisher of this database was
+        writing the same counters at the same moment (it did, or will do, the work)."""
+        for attempt in range(_MAX_ATTEMPTS):
+            try:
+                return self._publish_step()
+            except DatabaseError as exc:
+                if not is_concurrent_write(exc) or attempt == _MAX_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _publish_step(self) -> PublishResult:
         self._mark_clock()
         boundary = self._restore_boundary()
         with transaction(self._con, SNAPSHOT_RW) as tm:
@@ -300,15 +318,14 @@ def _describe_error(entry: LogEntry, registry: dict[int, tuple[str, tuple[str, .
 
 
 def _lock_counters(cur: Cursor) -> _Counters:
-    """Read the node's counters and lock them: a second publisher gets an update conflict."""
-    for name, default in (("seq", "0"), ("chain_head", ""), ("last_stamp", "0"),
-                          ("incarnation", "1")):
-        cur.execute(f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, "
-                    f"COALESCE((SELECT VAL FROM {STATE_TABLE} WHERE NAME = ?), ?)) "
-                    "MATCHING (NAME)", (name, name, default))
+    """Read the node's counters and lock them: a second publisher waits, then gets an update
+    conflict (install creates the rows, so two first publishers cannot both insert them)."""
     cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
-                "('seq', 'chain_head', 'last_stamp', 'incarnation')")
+                "('seq', 'chain_head', 'last_stamp', 'incarnation') WITH LOCK")
     state = dict(cur.fetchall())
+    if len(state) != 4:
+        raise PublishError("the node's counters are missing from SYNC$STATE: run "
+                           "siege-node install (it creates them)")
     return _Counters(int(state["seq"]), bytes.fromhex(state["chain_head"] or ""),
                      int(state["last_stamp"]), int(state["incarnation"]))
 
