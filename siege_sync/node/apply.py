@@ -333,10 +333,13 @@ class Applier:
         image = new.image(policy)
         previous = old.image(policy) if old is not None and old.exists and \
             old.generation == new.generation else {}
-        cols = [c for c in table.columns if c.name in image and image[c.name] is not None
-                and (previous.get(c.name) != image[c.name] or c.name in table.primary_key)]
-        params = [values.decode(c.type, values_pb2.Value.FromString(image[c.name]))
-                  for c in cols]
+        # The key always comes from the event (a row that existed before capture has no
+        # known values in its registers); other columns only when known and changed.
+        cols = [c for c in table.columns if c.name not in table.primary_key
+                and image.get(c.name) is not None and previous.get(c.name) != image[c.name]]
+        params = key_params + [values.decode(c.type, values_pb2.Value.FromString(
+            image[c.name])) for c in cols]
+        cols = list(key_cols) + cols
         names = ", ".join(quote(c.name, d) for c in cols)
         marks = ", ".join(values.param_expr(c) for c in cols)
         matching = ", ".join(quote(k, d) for k in table.primary_key)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
 from ..proto import events_pb2
-from . import capture, eventlog, reader, registers, values
+from . import capture, conflicts, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from .database import (
@@ -31,7 +31,7 @@ from .database import (
     is_concurrent_write,
     transaction,
 )
-from .merge import LWW, Policy, merge
+from .merge import LWW, Policy, losses, merge
 from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
 
@@ -241,9 +241,17 @@ class Publisher:
                 event.captured_utc_us = utc
                 event.user = entry.user or ""
                 event.client_address = entry.address or ""
-                registers.link(event, state, self._policies.get(event.table, LWW))
-                rows.put(entry.table_no, khash,
-                         merge(state, registers.write_of(event)).state)
+                policy = self._policies.get(event.table, LWW)
+                registers.link(event, state, policy)
+                merged = merge(state, registers.write_of(event), policy).state
+                rows.put(entry.table_no, khash, merged)
+                # A local write can change what is on record too: a delete ends a row
+                # whose losing heads it never saw.
+                before = losses(state, policy) if state is not None else set()
+                after = losses(merged, policy)
+                if after != before:
+                    conflicts.record(cur, entry.table_no, event.key, after - before,
+                                     retracted=before - after, decide=policy.manual)
                 body = event.SerializeToString(deterministic=True)
                 counters.chain_head = hashlib.sha256(body).digest()
                 stored.append(eventlog.StoredEvent(counters.seq, event.stamp,
