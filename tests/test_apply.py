@@ -28,7 +28,7 @@ DDL = [
     "CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20), B INTEGER, "
     "C DOUBLE PRECISION)",
 ]
-SEEDS = [int(s) for s in os.environ.get("SIEGE_APPLY_SEEDS", "1,2,3,4").split(",")]
+SEEDS = [int(s) for s in os.environ.get("SIEGE_APPLY_SEEDS", "1,2,3,4,5,6,7,8").split(",")]
 SITES = ("siege", "lyon", "nice")
 
 
