@@ -44,6 +44,19 @@ def all_events(con) -> list[bytes]:
     return bodies
 
 
+def copy_then_reopen(cons: dict, appliers: dict, folder, site: str, src: str, dst: str) -> None:
+    """Close a site's database, copy file ``src`` over ``dst`` (an old copy taken, or
+    restored), reopen the site's database."""
+    import shutil
+
+    from siege_sync.node.database import DatabaseSpec, open_connection
+
+    cons[site].close()
+    shutil.copy(folder / src, folder / dst)
+    cons[site] = open_connection(DatabaseSpec(str(folder / f"{site}.fdb")))
+    appliers[site] = Applier(cons[site], site)
+
+
 def conflicts(con) -> int:
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
@@ -184,9 +197,7 @@ def test_a_local_edit_committed_during_an_apply_is_never_overwritten_unseen(make
 
 
 def test_a_rewound_site_is_refused_by_its_chain_and_others_go_on(make_db, tmp_path):
-    import shutil
 
-    from siege_sync.node.database import DatabaseSpec, open_connection
 
     cons = {name: make_db(name, ddl=DDL) for name in SITES}
     for con in cons.values():
@@ -194,17 +205,11 @@ def test_a_rewound_site_is_refused_by_its_chain_and_others_go_on(make_db, tmp_pa
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'kept')")
     appliers = {name: Applier(con, name) for name, con in cons.items()}
     exchange(appliers, cons, "lyon", "siege")
-    cons["lyon"].close()
-    shutil.copy(tmp_path / "lyon.fdb", tmp_path / "lyon-backup.fdb")  # the old copy
-    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
-    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    copy_then_reopen(cons, appliers, tmp_path, "lyon", "lyon.fdb", "lyon-backup.fdb")
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'lost with the disk')")
     exchange(appliers, cons, "lyon", "siege")
     # The disk dies; the old copy comes back and the shop goes on working.
-    cons["lyon"].close()
-    shutil.copy(tmp_path / "lyon-backup.fdb", tmp_path / "lyon.fdb")
-    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
-    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    copy_then_reopen(cons, appliers, tmp_path, "lyon", "lyon-backup.fdb", "lyon.fdb")
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
     run_sql(cons["nice"], "INSERT INTO T (ID, A) VALUES (4, 'from nice')")
     appliers["lyon"].apply([])
@@ -283,9 +288,7 @@ def test_a_losing_version_is_listed_and_reapplied_by_hand(make_db, tmp_path, cap
 
 
 def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db, tmp_path):
-    import shutil
 
-    from siege_sync.node.database import DatabaseSpec, open_connection
     from siege_sync.node.rewind import ChainCheck, confirm_own_chain
 
     cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
@@ -294,16 +297,11 @@ def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db,
     appliers = {name: Applier(con, name) for name, con in cons.items()}
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'before backup')")
     exchange(appliers, cons, "lyon", "siege")
-    cons["lyon"].close()
-    shutil.copy(tmp_path / "lyon.fdb", tmp_path / "lyon-backup.fdb")
-    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
-    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    copy_then_reopen(cons, appliers, tmp_path, "lyon", "lyon.fdb", "lyon-backup.fdb")
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'after the backup')")
     exchange(appliers, cons, "lyon", "siege")
-    cons["lyon"].close()
-    shutil.copy(tmp_path / "lyon-backup.fdb", tmp_path / "lyon.fdb")  # the disk is replaced
-    cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
-    appliers["lyon"] = Applier(cons["lyon"], "lyon")
+    # The disk is replaced by the old copy.
+    copy_then_reopen(cons, appliers, tmp_path, "lyon", "lyon-backup.fdb", "lyon.fdb")
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
 
     # Before publishing anything, the node asks a peer what it holds of lyon.
