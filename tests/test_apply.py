@@ -453,3 +453,33 @@ def test_rows_that_existed_before_capture_merge_from_a_shared_starting_point(mak
     assert list(rows) == [b"\x10\x02"] and b"lyon" in rows[b"\x10\x02"]["A"]
     assert rows[b"\x10\x02"]["B"] == b"\x10\x28"  # 20
     assert conflicts(cons["siege"]) == conflicts(cons["lyon"]) == 1
+
+
+def test_side_effects_of_an_apply_are_captured_as_flagged_local_changes(make_db):
+    ddl = DDL + [
+        "CREATE TABLE AUDIT_LOG (ID INTEGER NOT NULL PRIMARY KEY, WHAT VARCHAR(40))",
+        "CREATE SEQUENCE GEN_AUDIT",
+    ]
+    # Only lyon has this trigger, and its config says it must fire for applied changes too:
+    # what it writes is a change of lyon's own.
+    lyon_only = ["CREATE TRIGGER T_AUDIT FOR T AFTER INSERT AS BEGIN "
+                 "INSERT INTO AUDIT_LOG (ID, WHAT) VALUES (NEXT VALUE FOR GEN_AUDIT, "
+                 "'row ' || NEW.ID); END"]
+    cons = {"siege": make_db("siege", ddl=ddl), "lyon": make_db("lyon", ddl=ddl + lyon_only)}
+    capture.install(cons["siege"])
+    capture.install(cons["lyon"], fire=["T_AUDIT"])
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    run_sql(cons["siege"], "INSERT INTO T (ID, A) VALUES (7, 'from siege')")
+    exchange(appliers, cons, "siege", "lyon")
+    number = {name: no for no, (name, _k) in capture.table_registry(cons["lyon"]).items()}
+    with transaction(cons["lyon"], READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT SYNC$OP, SYNC$FLAGS FROM SYNC$I{number['AUDIT_LOG']}")
+        flagged = cur.fetchall()
+        # The applied row itself is not captured again.
+        cur.execute(f"SELECT COUNT(*) FROM SYNC$I{number['T']}")
+        recaptured = cur.fetchone()[0]
+        cur.close()
+    assert flagged == [("I", capture.FLAG_DURING_APPLY)] and recaptured == 0
+    result = appliers["lyon"]._publisher.publish()
+    assert result.events == 1  # the side effect travels as lyon's own change
