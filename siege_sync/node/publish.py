@@ -1,11 +1,13 @@
 """Publishing: captured changes become immutable, stamped, dense, hash-chained events.
 
-Owns the step from ``SYNC$LOG`` + image tables to ``SYNC$EVENTS``. One publish step is one
-SNAPSHOT transaction that reads whole committed source transactions (see ``reader.py``),
-gives each event the origin's next dense sequence number, a hybrid-logical-clock stamp and a
-hash linking it to the previous event of this origin, stores the events verbatim, deletes the
-log entries it consumed and advances the node's counters — all or nothing. Two publishers on
-one database cannot both succeed: each step first locks the counter row.
+Owns the step from the captured changes (image tables, see ``reader.py``) to ``SYNC$EVENTS``.
+One publish step is one SNAPSHOT transaction that reads whole committed source transactions,
+gives each event the origin's next dense sequence number, a hybrid-logical-clock stamp above
+every stamp on its row, a hash linking it to the previous event of this origin, and what the
+merge needs (its row's life and the writers it overwrote, from the row registers, which it
+updates); it stores the events verbatim, deletes the captured rows it consumed and advances
+the node's counters — all or nothing. Two publishers on one database cannot both succeed:
+each step first locks the counter rows.
 
 Must never publish part of a source transaction, renumber or re-stamp a published event, or
 decode raw bytes (values go through ``values.py`` exactly as stored).
@@ -36,13 +38,12 @@ from .reader import Batch, Group, LogEntry, plan
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
-ColumnValue = events_pb2.ColumnValue
 
 _OPS = {OP_INSERT: events_pb2.OP_INSERT, OP_UPDATE: events_pb2.OP_UPDATE,
         OP_DELETE: events_pb2.OP_DELETE}
 _MARKER_DRIFT_US = 1_000_000  # an offset change this large needs a new marker
+_MARKER_EVERY_US = 600 * 1_000_000  # and one every ten minutes anyway
 _MAX_ATTEMPTS = 5
-_MARKER_EVERY_US = 600 * 1_000_000
 
 
 class PublishError(Exception):
