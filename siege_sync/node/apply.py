@@ -91,6 +91,7 @@ class Applier:
         self._policies = dict(policies or {})
         self._publisher = publisher or Publisher(con, site, policies=self._policies)
         self._schema: Schema | None = None
+        self._registry: dict[str, int] = {}  # table name -> number, read once per apply
         self._sql = StatementCache()
 
     # --- vectors ---------------------------------------------------------------------
@@ -128,6 +129,8 @@ class Applier:
         result = ApplyResult()
         self._publisher.publish()
         self._schema = introspect(self._con)
+        self._registry = {name: no for no, (name, _k) in capture.table_registry(
+            self._con).items()}
         applied, heads = self._vector()
         incoming: dict[tuple[str, int], dict[int, _Incoming]] = {}
         stopped: set[tuple[str, int]] = set()
@@ -237,9 +240,9 @@ class Applier:
                 if row is not None and int(row[0]) >= tx[0].event.seq:
                     return 0
                 rows = registers.RowStates(cur, self._sql)
-                registry = {name: no for no, (name, _k) in capture.table_registry(
-                    self._con).items()}
-                pending_local = self._tables_with_pending_changes(cur, registry.values())
+                registry = self._registry
+                touched = {registry[i.event.table] for i in tx if i.event.table in registry}
+                pending_local = self._tables_with_pending_changes(cur, touched)
                 by_table: dict[int, list[bytes]] = {}
                 for item in tx:
                     by_table.setdefault(registry.get(item.event.table, -1), []).append(
@@ -250,7 +253,10 @@ class Applier:
                 for item in tx:
                     event = item.event
                     table = self._table(event.table)
-                    number = registry[event.table]
+                    number = registry.get(event.table)
+                    if number is None:
+                        raise ApplyError(f"table {event.table} has no capture objects here: "
+                                         "run siege-node install")
                     if context != number:
                         cur.execute("SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) "
                                     "FROM RDB$DATABASE", (APPLY_CONTEXT, str(number)))
