@@ -133,6 +133,11 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
                   "run siege-node install)"))
     print(f"  capture errors:        {st.capture_errors}"
           + (f" (last: {st.state.get('last_capture_errors')})" if st.capture_errors else ""))
+    for (origin, incarnation), seq in st.applied.items():
+        print(f"  applied from {origin} (incarnation {incarnation}): up to #{seq}")
+    print(f"  losing versions:       {st.conflicts} on record"
+          + (f", {st.awaiting_decision} AWAITING A DECISION (siege-node conflicts)"
+             if st.awaiting_decision else ""))
     if "restores" in st.state:
         print(f"  restores detected:     {st.state['restores']} "
               f"(last: {st.state.get('last_restores')})")

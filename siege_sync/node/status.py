@@ -1,4 +1,5 @@
-"""What the capture side can tell an operator: backlog, open transactions, errors, counters.
+"""What a node can tell an operator: backlog, open transactions, errors, counters, what it
+applied from other sites, losing versions on record.
 
 Owns the read-only status queries of one site's database. Must never change anything.
 """
@@ -10,7 +11,7 @@ from datetime import datetime
 
 from firebird.driver import Connection
 
-from .capture import STATE_TABLE, is_installed, pending_entries
+from .capture import CONFLICTS_TABLE, STATE_TABLE, VECTOR_TABLE, is_installed, pending_entries
 from .database import READ_COMMITTED_RW, transaction
 
 
@@ -30,6 +31,9 @@ class CaptureStatus:
     open_transactions: list[OpenTransaction] = field(default_factory=list)
     limbo_transactions: list[int] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
+    applied: dict[tuple[str, int], int] = field(default_factory=dict)  # other origins
+    conflicts: int = 0  # losing versions on record
+    awaiting_decision: int = 0  # of which, in `manual` tables, not decided yet
 
     @property
     def published_seq(self) -> int:
@@ -60,6 +64,12 @@ def capture_status(con: Connection) -> CaptureStatus:
             cur.execute("SELECT RDB$TRANSACTION_ID FROM RDB$TRANSACTIONS "
                         "WHERE RDB$TRANSACTION_STATE = 1")
             limbo = [int(r[0]) for r in cur.fetchall()]
+            cur.execute(f"SELECT ORIGIN, INCARNATION, APPLIED FROM {VECTOR_TABLE} "
+                        "ORDER BY ORIGIN, INCARNATION")
+            applied = {(o, int(i)): int(a) for o, i, a in cur.fetchall()}
+            cur.execute(f"SELECT COUNT(*), SUM(COALESCE(DECIDE, 0)) FROM {CONFLICTS_TABLE}")
+            n_conflicts, n_decide = cur.fetchone()
         finally:
             cur.close()
-    return CaptureStatus(True, pending_entries(con), open_txs, limbo, state)
+    return CaptureStatus(True, pending_entries(con), open_txs, limbo, state, applied,
+                         int(n_conflicts or 0), int(n_decide or 0))
