@@ -57,13 +57,17 @@ def copy_then_reopen(cons: dict, appliers: dict, folder, site: str, src: str, ds
     appliers[site] = Applier(cons[site], site)
 
 
-def conflicts(con) -> int:
+def count(con, table: str) -> int:
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
-        cur.execute("SELECT COUNT(*) FROM SYNC$CONFLICTS")
+        cur.execute(f"SELECT COUNT(*) FROM {table}")
         n = cur.fetchone()[0]
         cur.close()
     return n
+
+
+def conflicts(con) -> int:
+    return count(con, "SYNC$CONFLICTS")
 
 
 def local_tx(con, rng: random.Random, site: str) -> None:
@@ -338,12 +342,7 @@ def mesh_vectors(appliers: dict) -> tuple[dict, dict]:
 
 
 def registers_rows(con) -> int:
-    with transaction(con, READ_COMMITTED_RW) as tm:
-        cur = tm.cursor()
-        cur.execute("SELECT COUNT(*) FROM SYNC$ROWS")
-        n = cur.fetchone()[0]
-        cur.close()
-    return n
+    return count(con, "SYNC$ROWS")
 
 
 def test_retention_forgets_only_what_every_site_has_settled(make_db):

@@ -6,6 +6,7 @@ the test that fails when the committed modules are stale.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import tempfile
@@ -22,13 +23,19 @@ def proto_files() -> list[Path]:
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Generate into ``out_dir`` (laid out like the repository); return the files written."""
+    """Generate into ``out_dir`` (laid out like the repository); return the files written.
+
+    gRPC stubs only for files that declare a service: the others would be empty boilerplate.
+    """
     include = Path(protoc.__file__).parent / "_proto"
-    files = [str(p.relative_to(ROOT)) for p in proto_files()]
-    args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
-            f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}", *files]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    for proto in proto_files():
+        wants_grpc = re.search(r"^\s*service\s", proto.read_text(), re.MULTILINE)
+        args = ["protoc", f"-I{ROOT}", f"-I{include}", f"--python_out={out_dir}",
+                f"--pyi_out={out_dir}",
+                *([f"--grpc_python_out={out_dir}"] if wants_grpc else []),
+                str(proto.relative_to(ROOT))]
+        if protoc.main(args) != 0:
+            raise SystemExit(f"protoc failed on {proto.name}")
     return sorted((out_dir / "siege_sync" / "proto").glob("*_pb2*.py*"))
 
 
