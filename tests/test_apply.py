@@ -241,7 +241,7 @@ def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_messag
     result = appliers["siege"].apply(all_events(cons["lyon"]))
     assert result.applied_events == 0 and len(result.pending) == 2
     assert "lyon#1" in result.refused[0] and "CHECK" in result.refused[0].upper()
-    assert "Nothing of it was applied" in result.refused[0]
+    assert "Nothing of that transaction was applied" in result.refused[0]
     assert exchange(appliers, cons, "nice", "siege") == 1
     assert conflicts(cons["siege"]) == 0 and len(snapshot(cons["siege"])) == 1
 

@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from firebird.driver import Connection, Cursor, DatabaseError
 
-from ..proto import events_pb2, values_pb2
-from . import capture, conflicts, eventlog, registers, values
+from ..proto import events_pb2
+from . import capture, eventlog, registers
 from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
-from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, quote, transaction
+from .constraints import ConstraintError, LocalChangePending, ParentMissing, Settler
+from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, transaction
 from .guard import APPLY_CONTEXT
-from .merge import LWW, EventId, Op, Policy, dependencies, losses, merge
+from .merge import LWW, EventId, Op, Policy, RowState, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Schema, Table, introspect
@@ -54,10 +55,6 @@ class ApplyError(Exception):
     pass
 
 
-class _LocalChangePending(Exception):
-    """A row to be written has a captured local change not yet published."""
-
-
 @dataclass
 class ApplyResult:
     applied_events: int = 0
@@ -67,6 +64,7 @@ class ApplyResult:
     losses_recorded: int = 0
     retries: int = 0
     pending: list[bytes] = field(default_factory=list)  # bodies still waiting
+    waiting_for: list[str] = field(default_factory=list)  # why a ready transaction waits
     refused: list[str] = field(default_factory=list)  # per origin: why its events stopped
 
 
@@ -151,6 +149,7 @@ class Applier:
                 continue
             incoming.setdefault(item.origin, {})[event.seq] = item
         progress = True
+        waiting: dict[tuple[str, int], str] = {}
         while progress:
             progress = False
             for origin, by_seq in incoming.items():
@@ -162,6 +161,11 @@ class Applier:
                 try:
                     _check_chain(origin, tx, heads.get(origin, b""))
                     result.losses_recorded += self._apply_with_retries(tx, result)
+                except ParentMissing as exc:
+                    # Its parent's insert comes from another origin, maybe later in this
+                    # batch: try again after the others progressed.
+                    waiting[origin] = f"{origin[0]}#{tx[0].event.seq} waits: {exc}"
+                    continue
                 except ApplyError as exc:
                     # Nothing of that transaction was applied; the origin's later events
                     # wait behind it. Other origins go on.
@@ -169,6 +173,7 @@ class Applier:
                     result.refused.append(str(exc))
                     stopped.add(origin)
                     continue
+                waiting.pop(origin, None)
                 applied[origin] = tx[-1].event.seq
                 heads[origin] = hashlib.sha256(tx[-1].body).digest()
                 for item in tx:
@@ -176,6 +181,9 @@ class Applier:
                 result.applied_events += len(tx)
                 result.applied_transactions += 1
                 progress = True
+        for _origin, reason in sorted(waiting.items()):
+            log.info("[%s] %s", self._site, reason)
+            result.waiting_for.append(reason)
         for by_seq in incoming.values():
             result.pending.extend(by_seq[s].body for s in sorted(by_seq))
         result.waiting = len(result.pending)
@@ -207,8 +215,13 @@ class Applier:
         for attempt in range(_MAX_RETRIES + 1):
             try:
                 return self._apply_tx(tx)
-            except _LocalChangePending:
+            except LocalChangePending:
                 pass
+            except ConstraintError as exc:
+                first = tx[0].event
+                raise ApplyError(f"applying {first.origin.site}#{first.seq}: {exc}. Nothing of "
+                                 "that transaction was applied; it and the later events of "
+                                 "that site wait") from exc
             except DatabaseError as exc:
                 if not is_concurrent_write(exc):
                     first = tx[0].event
@@ -249,21 +262,23 @@ class Applier:
                         registers.key_hash(item.event.key))
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
-                context = None
-                for item in tx:
-                    event = item.event
-                    table = self._table(event.table)
-                    number = registry.get(event.table)
-                    if number is None:
-                        raise ApplyError(f"table {event.table} has no capture objects here: "
-                                         "run siege-node install")
-                    if context != number:
+                context: list[int] = []
+
+                def set_context(number: int) -> None:
+                    if context != [number]:
                         cur.execute("SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) "
                                     "FROM RDB$DATABASE", (APPLY_CONTEXT, str(number)))
                         cur.fetchone()
-                        context = number
-                    recorded += self._apply_event(cur, rows, table, number, event,
-                                                  number in pending_local)
+                        context[:] = [number]
+
+                settler = Settler(cur, self._schema, registry, rows, self._sql,
+                                  self._policies, pending_local, set_context)
+                for item in tx:
+                    if item.event.table not in registry:
+                        raise ApplyError(f"table {item.event.table} has no capture objects "
+                                         "here: run siege-node install")
+                    self._apply_event(settler, self._table(item.event.table), item.event)
+                recorded = settler.losses_recorded
                 rows.flush()
                 eventlog.append(cur, origin.site, origin.incarnation, [
                     eventlog.StoredEvent(i.event.seq, i.event.stamp,
@@ -296,61 +311,23 @@ class Applier:
                 found.add(number)
         return found
 
-    def _apply_event(self, cur: Cursor, rows: registers.RowStates, table: Table, number: int,
-                     event: events_pb2.Event, local_pending: bool) -> int:
-        khash = registers.key_hash(event.key)
-        state = rows.get(number, khash)
+    def _apply_event(self, settler: Settler, table: Table, event: events_pb2.Event) -> None:
+        key = list(event.key)
         write = registers.write_of(event)
-        if state is None and write.op is not Op.INSERT:
-            state = registers.preexisting(c.name for c in table.columns)
-        policy = self._policies.get(table.name, LWW)
-        before = losses(state, policy) if state is not None else set()
-        outcome = merge(state, write, policy)
-        rows.put(number, khash, outcome.state)
-        if outcome.changed:
-            if local_pending:
-                self._check_no_local_pending(cur, table, number, event.key)
-            self._write_row(cur, table, event.key, state, outcome.state, policy)
-        after = losses(outcome.state, policy)
-        if after != before:
-            conflicts.record(cur, number, event.key, after - before, retracted=before - after,
-                             decide=policy.manual)
-        return len(after - before)
+        state = settler.state(table, key, inserting=write.op is Op.INSERT)
+        outcome = merge(state, write, self._policies.get(table.name, LWW))
+        if outcome.changed or write.op is Op.DELETE or (
+                state is not None and _constrained(state)):
+            settler.settle(table, key, state, outcome.state)
+        else:
+            settler.put(table, key, state, outcome.state)
 
-    def _check_no_local_pending(self, cur: Cursor, table: Table, number: int,
-                                key: Sequence[values_pb2.Value]) -> None:
-        cond = " AND ".join(f"{quote(c.name, self._con.sql_dialect)} = "
-                            f"{values.param_expr(c)}" for c in table.key_columns)
-        params = [values.decode(c.type, v) for c, v in zip(table.key_columns, key, strict=True)]
-        self._sql.run(cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
-                           f"{IMAGE_PREFIX}{number} WHERE {cond})", params)
-        if cur.fetchone() is not None:
-            raise _LocalChangePending
 
-    def _write_row(self, cur: Cursor, table: Table, key: Sequence[values_pb2.Value],
-                   old, new, policy: Policy) -> None:
-        d = self._con.sql_dialect
-        key_cols = table.key_columns
-        key_params = [values.decode(c.type, v) for c, v in zip(key_cols, key, strict=True)]
-        where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c in key_cols)
-        if not new.exists:
-            self._sql.run(cur, f"DELETE FROM {quote(table.name, d)} WHERE {where}", key_params)
-            return
-        image = new.image(policy)
-        previous = old.image(policy) if old is not None and old.exists and \
-            old.generation == new.generation else {}
-        # The key always comes from the event (a row that existed before capture has no
-        # known values in its registers); other columns only when known and changed.
-        cols = [c for c in table.columns if c.name not in table.primary_key
-                and image.get(c.name) is not None and previous.get(c.name) != image[c.name]]
-        params = key_params + [values.decode(c.type, values_pb2.Value.FromString(
-            image[c.name])) for c in cols]
-        cols = list(key_cols) + cols
-        names = ", ".join(quote(c.name, d) for c in cols)
-        marks = ", ".join(values.param_expr(c) for c in cols)
-        matching = ", ".join(quote(k, d) for k in table.primary_key)
-        self._sql.run(cur, f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) "
-                           f"VALUES ({marks}) MATCHING ({matching})", params)
+def _constrained(state: RowState) -> bool:
+    """A row whose constraint flags may change with any write of it."""
+    life = state.current
+    return (life.held_by is not None or life.evicted_by is not None
+            or life.whole_row is not None)
 
 
 def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> None:

@@ -19,8 +19,11 @@ whatever the order — provided each event is merged after the events it depends
 (``dependencies``: its generation's insert, its bases, the delete a re-insert followed).
 The applier guarantees that causal order; an event that arrives early waits.
 
-Losses (versions kept on record, DESIGN §3.3):
+Losses (versions kept on record, DESIGN §3.3, §3.5):
 * a head that is not the column's winner lost a concurrent conflict (``COLUMN``);
+* a delete that a referencing row kept from happening (``DELETE_OF_REFERENCED_ROW``), and a
+  row hidden by a UNIQUE clash it lost (``UNIQUE_CLASH``): the constraint flags of a life,
+  which the applier decides (``constraints.py``);
 * in an ended life, a head no delete knew was an update the delete did not see
   (``UPDATE_OF_DEAD_ROW``): it died with the row, never re-inserts it;
 * a life replaced by a concurrent insert lost whole (``GENERATION``).
@@ -137,13 +140,27 @@ class Life:
     heads: Mapping[str, frozenset[Head]]
     known_by_delete: frozenset[EventId] = frozenset()  # every writer a delete of it saw
     follows: Stamp | None = None  # the ended life its insert knowingly followed
+    # What the database's constraints decided (DESIGN §3.5, see constraints.py); each is a
+    # function of the rows' registers, decided again whenever a row involved changes:
+    held_by: EventId | None = None  # deleted, but a row referencing it keeps it (its writer)
+    evicted_by: EventId | None = None  # alive, but hidden by a UNIQUE clash it lost
+    whole_row: str | None = None  # merged columns broke a CHECK: this site's versions win
 
     @property
     def exists(self) -> bool:
+        """Alive as far as inserts and deletes go."""
         return not self.deletes
 
+    @property
+    def visible(self) -> bool:
+        """In the database's table: alive or kept by a reference, and not hidden."""
+        return (self.exists or self.held_by is not None) and self.evicted_by is None
+
+    def rank_policy(self, policy: Policy) -> Policy:
+        return policy if self.whole_row is None else Policy(prefer_site=self.whole_row)
+
     def winner(self, column: str, policy: Policy = LWW) -> Head:
-        return max(self.heads[column], key=policy.rank)
+        return max(self.heads[column], key=self.rank_policy(policy).rank)
 
     def image(self, policy: Policy = LWW) -> dict[str, bytes | None]:
         return {name: self.winner(name, policy).value for name in self.heads}
@@ -193,6 +210,8 @@ class LossKind(Enum):
     COLUMN = "column"
     UPDATE_OF_DEAD_ROW = "update-of-dead-row"
     GENERATION = "generation"
+    DELETE_OF_REFERENCED_ROW = "delete-of-referenced-row"  # a row still referencing it won
+    UNIQUE_CLASH = "unique-clash"  # another row took its UNIQUE value with a higher stamp
 
 
 @dataclass(frozen=True)
@@ -284,9 +303,17 @@ def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
         if state.lost(life):
             out.add(Loss(LossKind.GENERATION, gen, gen, None, None, state.generation.event))
             continue
+        current = life is state.current
+        if current and life.evicted_by is not None:
+            out.add(Loss(LossKind.UNIQUE_CLASH, gen, gen, None, None, life.evicted_by))
         ended_by = max(life.deletes).event if life.deletes else None
+        if current and life.deletes and life.held_by is not None:
+            out.update(Loss(LossKind.DELETE_OF_REFERENCED_ROW, gen, d.event, None, None,
+                            life.held_by) for d in life.deletes)
+            ended_by = None  # the row lives on: updates a delete did not see still count
+        rank = life.rank_policy(policy).rank
         for name, hs in life.heads.items():
-            win = max(hs, key=policy.rank)
+            win = max(hs, key=rank)
             for head in hs:
                 if head != win:
                     out.add(Loss(LossKind.COLUMN, gen, head.writer, name, head.value,

@@ -105,6 +105,11 @@ def _life_record(life: Life) -> registers_pb2.LifeRecord:
     rec.known_by_delete.extend(event_ref(e) for e in sorted(life.known_by_delete))
     if life.follows is not None:
         rec.follows.CopyFrom(stamp_ref(life.follows))
+    if life.held_by is not None:
+        rec.held_by.CopyFrom(event_ref(life.held_by))
+    if life.evicted_by is not None:
+        rec.evicted_by.CopyFrom(event_ref(life.evicted_by))
+    rec.whole_row = life.whole_row or ""
     return rec
 
 
@@ -116,6 +121,9 @@ def _life(rec: registers_pb2.LifeRecord) -> Life:
                                    for h in c.heads) for c in rec.columns},
         known_by_delete=frozenset(event_id(e) for e in rec.known_by_delete),
         follows=stamp_of(rec.follows) if rec.HasField("follows") else None,
+        held_by=event_id(rec.held_by) if rec.HasField("held_by") else None,
+        evicted_by=event_id(rec.evicted_by) if rec.HasField("evicted_by") else None,
+        whole_row=rec.whole_row or None,
     )
 
 

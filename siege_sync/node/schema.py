@@ -1,7 +1,8 @@
 """Introspection of a live Firebird 3 database: what can be replicated, and why not.
 
-Owns the description of tables, columns, exact column types, primary keys, application
-triggers and the generators that feed keys, read from the system tables. Read-only: it must
+Owns the description of tables, columns, exact column types, primary keys, the constraints
+the applier must decide the same way everywhere (foreign keys, UNIQUE), application triggers
+and the generators that feed keys, read from the system tables. Read-only: it must
 never change the database. The sync's own objects (``SYNC$...``), views, system and temporary
 tables and computed columns are never part of the replicated schema.
 """
@@ -13,7 +14,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from firebird.driver import Connection
@@ -163,10 +164,25 @@ class Column:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """``table (columns)`` references ``parent (parent_columns)``. ``table`` may be a table
+    that is not replicated (its rows still keep a parent from being deleted)."""
+
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    parent: str
+    parent_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     columns: tuple[Column, ...]
     primary_key: tuple[str, ...]
+    foreign_keys: tuple[ForeignKey, ...] = ()  # this table's references to parents
+    referenced_by: tuple[ForeignKey, ...] = ()  # other tables' references to this one
+    uniques: tuple[tuple[str, ...], ...] = ()  # UNIQUE constraints and indexes, key excluded
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -379,9 +395,50 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
         schema.tables[name] = Table(name, tuple(columns[name]), tuple(keys[name]))
 
     if not include_sync:
+        _read_constraints(con, schema)
         _read_triggers(con, schema)
         _read_key_generators(con, schema)
     return schema
+
+
+def _read_constraints(con: Connection, schema: Schema) -> None:
+    """Foreign keys (both ways) and UNIQUE constraints or indexes of replicated tables."""
+    fk_parts: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
+    for name, child, col, parent, pcol in _rows(
+        con,
+        "SELECT rc.RDB$CONSTRAINT_NAME, rc.RDB$RELATION_NAME, s.RDB$FIELD_NAME, "
+        "prc.RDB$RELATION_NAME, ps.RDB$FIELD_NAME FROM RDB$RELATION_CONSTRAINTS rc "
+        "JOIN RDB$REF_CONSTRAINTS ref ON ref.RDB$CONSTRAINT_NAME = rc.RDB$CONSTRAINT_NAME "
+        "JOIN RDB$RELATION_CONSTRAINTS prc ON prc.RDB$CONSTRAINT_NAME = ref.RDB$CONST_NAME_UQ "
+        "JOIN RDB$INDEX_SEGMENTS s ON s.RDB$INDEX_NAME = rc.RDB$INDEX_NAME "
+        "JOIN RDB$INDEX_SEGMENTS ps ON ps.RDB$INDEX_NAME = prc.RDB$INDEX_NAME "
+        "AND ps.RDB$FIELD_POSITION = s.RDB$FIELD_POSITION "
+        "WHERE rc.RDB$CONSTRAINT_TYPE = 'FOREIGN KEY' "
+        "ORDER BY rc.RDB$CONSTRAINT_NAME, s.RDB$FIELD_POSITION",
+    ):
+        fk_parts[_trim(name)].append((_trim(child), _trim(col), _trim(parent), _trim(pcol)))
+    fks = [ForeignKey(name, parts[0][0], tuple(p[1] for p in parts), parts[0][2],
+                      tuple(p[3] for p in parts)) for name, parts in sorted(fk_parts.items())]
+    unique_parts: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for index, rel, col in _rows(
+        con,
+        "SELECT i.RDB$INDEX_NAME, i.RDB$RELATION_NAME, s.RDB$FIELD_NAME FROM RDB$INDICES i "
+        "JOIN RDB$INDEX_SEGMENTS s ON s.RDB$INDEX_NAME = i.RDB$INDEX_NAME "
+        "WHERE i.RDB$UNIQUE_FLAG = 1 AND i.RDB$EXPRESSION_BLR IS NULL "
+        "AND COALESCE(i.RDB$INDEX_INACTIVE, 0) = 0 AND NOT EXISTS (SELECT 1 FROM "
+        "RDB$RELATION_CONSTRAINTS rc WHERE rc.RDB$INDEX_NAME = i.RDB$INDEX_NAME "
+        "AND rc.RDB$CONSTRAINT_TYPE = 'PRIMARY KEY') "
+        "ORDER BY i.RDB$INDEX_NAME, s.RDB$FIELD_POSITION",
+    ):
+        unique_parts[(_trim(rel), _trim(index))].append(_trim(col))
+    for name, table in list(schema.tables.items()):
+        uniques = tuple(tuple(cols) for (rel, _i), cols in sorted(unique_parts.items())
+                        if rel == name and tuple(cols) != table.primary_key)
+        schema.tables[name] = replace(
+            table,
+            foreign_keys=tuple(fk for fk in fks if fk.table == name),
+            referenced_by=tuple(fk for fk in fks if fk.parent == name),
+            uniques=tuple(dict.fromkeys(uniques)))
 
 
 def _refusal(name: str, relation_type: int, columns: list[Column], key: list[str],

@@ -25,18 +25,24 @@ class ColumnHeads(_message.Message):
     def __init__(self, column: _Optional[str] = ..., heads: _Optional[_Iterable[_Union[HeadRecord, _Mapping]]] = ...) -> None: ...
 
 class LifeRecord(_message.Message):
-    __slots__ = ("generation", "deletes", "columns", "known_by_delete", "follows")
+    __slots__ = ("generation", "deletes", "columns", "known_by_delete", "follows", "held_by", "evicted_by", "whole_row")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     DELETES_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     KNOWN_BY_DELETE_FIELD_NUMBER: _ClassVar[int]
     FOLLOWS_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_BY_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_ROW_FIELD_NUMBER: _ClassVar[int]
     generation: _events_pb2.StampRef
     deletes: _containers.RepeatedCompositeFieldContainer[_events_pb2.StampRef]
     columns: _containers.RepeatedCompositeFieldContainer[ColumnHeads]
     known_by_delete: _containers.RepeatedCompositeFieldContainer[_events_pb2.EventRef]
     follows: _events_pb2.StampRef
-    def __init__(self, generation: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., deletes: _Optional[_Iterable[_Union[_events_pb2.StampRef, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnHeads, _Mapping]]] = ..., known_by_delete: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ..., follows: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ...) -> None: ...
+    held_by: _events_pb2.EventRef
+    evicted_by: _events_pb2.EventRef
+    whole_row: str
+    def __init__(self, generation: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., deletes: _Optional[_Iterable[_Union[_events_pb2.StampRef, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnHeads, _Mapping]]] = ..., known_by_delete: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ..., follows: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., held_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., evicted_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., whole_row: _Optional[str] = ...) -> None: ...
 
 class RowRegisters(_message.Message):
     __slots__ = ("current", "past")

@@ -1,0 +1,412 @@
+"""Putting merged rows into the database, with the same constraint outcome at every site
+(DESIGN §3.5).
+
+Owns the step from a row's merged registers to the row in its table, when the database's
+constraints have a say:
+
+* **foreign keys**: a row referenced by a visible row is visible. A child written while its
+  parent is deleted brings the parent back from its tombstone; a parent delete meeting rows
+  that still reference it does not happen. Either way the delete is on record as a loser
+  (``held_by`` on the parent's life). When the last referencing row goes (deleted, or
+  pointing elsewhere), the delete takes effect after all.
+* **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
+  was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
+  comes back when the clash is gone.
+* **CHECK**: when merging concurrent column writes gives a row a CHECK refuses, the row falls
+  back to whole-row last-writer-wins: the columns of the site of the latest write win
+  (``whole_row``).
+
+Each flag is decided again from the current registers and rows whenever a row involved
+changes, so it is a function of the events applied, not of their arrival order. A child whose
+parent has never been seen here cannot be placed: ``ParentMissing`` makes the applier wait
+for the parent's event (it was committed before the child at the child's origin).
+
+Runs inside the applier's transaction; must never commit or open one, and never write a row
+the registers do not decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from firebird.driver import Cursor, DatabaseError
+
+from ..proto import values_pb2
+from . import conflicts, registers, values
+from .capture import CONFLICTS_TABLE, IMAGE_PREFIX
+from .database import StatementCache, quote
+from .merge import LWW, EventId, Head, Life, LossKind, Policy, RowState, Stamp, losses
+from .registers import PREEXISTING
+from .schema import ForeignKey, Schema, Table
+
+log = logging.getLogger(__name__)
+
+_CHECK_FAILED = 335544558  # "Operation violates CHECK constraint"
+_MAX_DEPTH = 64  # rows settled because another one changed, nested
+
+
+class ConstraintError(Exception):
+    """The constraints cannot be satisfied from the events (the origin is stopped)."""
+
+
+class ParentMissing(Exception):
+    """A row references a parent row this site has never had: its event has not arrived."""
+
+
+class LocalChangePending(Exception):
+    """A row to be written has a captured local change not yet published."""
+
+
+Key = list[values_pb2.Value]
+
+
+class Settler:
+    """Writes merged rows of one apply transaction, deciding the constraint flags."""
+
+    def __init__(self, cur: Cursor, schema: Schema, registry: Mapping[str, int],
+                 rows: registers.RowStates, sql: StatementCache,
+                 policies: Mapping[str, Policy], local_pending: set[int],
+                 set_context: Callable[[int], None]) -> None:
+        self._cur = cur
+        self._schema = schema
+        self._dialect = schema.dialect
+        self._registry = registry
+        self._rows = rows
+        self._sql = sql
+        self._policies = policies
+        self._local_pending = local_pending
+        self._set_context = set_context
+        self.losses_recorded = 0
+
+    # --- registers ---------------------------------------------------------------------
+
+    def state(self, table: Table, key: Key, inserting: bool = False) -> RowState | None:
+        """A row's registers. A row that predates capture (or an insert's) has none: unless
+        inserting, it gets a pre-existing life with the values the database holds, so that
+        it can be restored or shown later (unknown when the row is not here)."""
+        state = self._rows.get(self._registry[table.name], registers.key_hash(key))
+        if state is None and not inserting:
+            image = self._read_row(table, key) or {}
+            state = RowState(Life(PREEXISTING, frozenset(), {
+                c.name: frozenset({Head(PREEXISTING, image.get(c.name))})
+                for c in table.columns}))
+        return state
+
+    def put(self, table: Table, key: Key, before: RowState | None, after: RowState) -> None:
+        """Store a row's registers and put the losses that changed on record."""
+        number = self._registry[table.name]
+        policy = self._policy(table)
+        self._rows.put(number, registers.key_hash(key), after)
+        old = losses(before, policy) if before is not None else set()
+        new = losses(after, policy)
+        if new != old:
+            conflicts.record(self._cur, number, key, new - old, retracted=old - new,
+                             decide=policy.manual)
+            self.losses_recorded += len(new - old)
+
+    def _policy(self, table: Table) -> Policy:
+        return self._policies.get(table.name, LWW)
+
+    # --- settling ----------------------------------------------------------------------
+
+    def settle(self, table: Table, key: Key, before: RowState | None, after: RowState,
+               holder: EventId | None = None, hide: EventId | None = None,
+               depth: int = 0) -> None:
+        """Decide the constraint flags of ``after`` (the row's merged registers), make the
+        database row match, store the registers. ``before``: the registers the database
+        row reflects now (None: none). ``holder``: a row about to reference this one;
+        ``hide``: the row about to take this one's UNIQUE value."""
+        if depth > _MAX_DEPTH:
+            raise ConstraintError(f"constraints between rows of {table.name} chain deeper than "
+                                  f"{_MAX_DEPTH} rows; an operator must look at them")
+        policy = self._policy(table)
+        was = before is not None and before.current.visible
+        old_image = before.current.image(policy) if was and before is not None else {}
+        life = replace(after.current, held_by=None, evicted_by=hide, whole_row=None)
+        if not life.exists:
+            held = holder or (self._referencing_row(table, key, old_image) if was else None)
+            life = replace(life, held_by=held)
+        if life.visible:
+            life = self._unique_outcome(table, key, life, depth)
+        if life.visible:
+            self._ensure_parents(table, life.image(policy), old_image if was else None,
+                                 life.generation.event, depth)
+            life = self._write(table, key, life, old_image if was else None)
+        elif was:
+            if hide is not None:
+                self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash")
+            self._delete(table, key)
+        self.put(table, key, before, replace(after, current=life))
+        if was:
+            new_image = life.image(policy) if life.visible else {}
+            # The row that hides this one is not written yet: hidden rows wait for it.
+            self._release(table, old_image, new_image, depth, hidden_too=hide is None)
+
+    def _unique_outcome(self, table: Table, key: Key, life: Life, depth: int) -> Life:
+        """Hide this row, or the visible row it clashes with: the lower stamp loses."""
+        policy = self._policy(table)
+        image = life.image(policy)
+        for columns in table.uniques:
+            vals = [image.get(c) for c in columns]
+            if any(v is None for v in vals):
+                continue  # not known here (pre-existing value)
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue  # NULLs never clash
+            other_key = self._holder_of(table, columns, parsed, key)
+            if other_key is None:
+                continue
+            other = self.state(table, other_key)
+            assert other is not None
+            mine, theirs = _unique_stamp(life, columns, policy), \
+                _unique_stamp(other.current, columns, policy)
+            if theirs > mine:
+                return replace(life, evicted_by=theirs.event)
+            self.settle(table, other_key, other, other, hide=mine.event, depth=depth + 1)
+        return life
+
+    def _ensure_parents(self, table: Table, image: Mapping[str, bytes | None],
+                        shown: Mapping[str, bytes | None] | None, holder: EventId,
+                        depth: int) -> None:
+        for fk in table.foreign_keys:
+            vals = [image.get(c) for c in fk.columns]
+            if any(v is None for v in vals):
+                continue
+            if shown is not None and vals == [shown.get(c) for c in fk.columns]:
+                continue  # the reference did not change: its parent is there
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue  # no reference
+            parent = self._schema.tables.get(fk.parent)
+            if self._exists(fk.parent, fk.parent_columns, parsed, parent):
+                continue
+            if parent is None or fk.parent_columns != parent.primary_key:
+                raise ParentMissing(f"{table.name} references {fk.parent} "
+                                    f"({', '.join(fk.parent_columns)}) = {_show(parsed)}, "
+                                    "which does not exist here")
+            pkey = _rekey(table, fk, parent, parsed)
+            pstate = self._rows.get(self._registry[parent.name], registers.key_hash(pkey))
+            if pstate is None or pstate.current.exists:
+                raise ParentMissing(f"{table.name} references {parent.name} "
+                                    f"{_show(pkey)}, whose insert has not arrived here yet")
+            # The parent was deleted without knowing this row: it comes back.
+            self.settle(parent, pkey, pstate, pstate, holder=holder, depth=depth + 1)
+
+    def _release(self, table: Table, old: Mapping[str, bytes | None],
+                 new: Mapping[str, bytes | None], depth: int, hidden_too: bool) -> None:
+        """A row stopped referencing parents or holding UNIQUE values: parents kept only for
+        it may now be deleted, rows hidden by it may come back."""
+        for fk in table.foreign_keys:
+            parent = self._schema.tables.get(fk.parent)
+            vals = [old.get(c) for c in fk.columns]
+            if parent is None or fk.parent_columns != parent.primary_key or \
+                    any(v is None for v in vals) or vals == [new.get(c) for c in fk.columns]:
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            pkey = _rekey(table, fk, parent, parsed)
+            pstate = self._rows.get(self._registry[parent.name], registers.key_hash(pkey))
+            if pstate is not None and pstate.current.held_by is not None:
+                self.settle(parent, pkey, pstate, pstate, depth=depth + 1)
+        if hidden_too and any([old.get(c) for c in cols] != [new.get(c) for c in cols]
+                              for cols in table.uniques):
+            for hidden_key in self._hidden_rows(table):
+                state = self.state(table, hidden_key)
+                if state is not None and state.current.evicted_by is not None:
+                    self.settle(table, hidden_key, state, state, depth=depth + 1)
+
+    # --- the database ------------------------------------------------------------------
+
+    def _where(self, table_columns: Sequence[str], table: Table | None) -> str:
+        d = self._dialect
+        if table is None:
+            return " AND ".join(f"{quote(c, d)} = ?" for c in table_columns)
+        return " AND ".join(f"{quote(c, d)} = {values.param_expr(table.column(c))}"
+                            for c in table_columns)
+
+    def _params(self, table: Table, columns: Sequence[str], vals: Sequence[values_pb2.Value]
+                ) -> list[object]:
+        return [values.decode(table.column(c).type, v) for c, v in zip(columns, vals,
+                                                                        strict=True)]
+
+    def _read_row(self, table: Table, key: Key) -> dict[str, bytes | None] | None:
+        d = self._dialect
+        cols = ", ".join(values.select_expr(c, d) for c in table.columns)
+        self._sql.run(self._cur, f"SELECT {cols} FROM {quote(table.name, d)} WHERE "
+                                 f"{self._where(table.primary_key, table)}",
+                      self._params(table, table.primary_key, key))
+        row = self._cur.fetchone()
+        if row is None:
+            return None
+        out = {}
+        for col, raw in zip(table.columns, row, strict=True):
+            if hasattr(raw, "read"):
+                reader = raw
+                raw = reader.read()
+                reader.close()
+            out[col.name] = values.encode(col.type, raw).SerializeToString(deterministic=True)
+        return out
+
+    def _exists(self, name: str, columns: Sequence[str], vals: Sequence[values_pb2.Value],
+                table: Table | None) -> bool:
+        if table is None:
+            raise ConstraintError(f"a replicated row references {name}, which is not "
+                                  "replicated here; include it, or drop the foreign key")
+        self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
+                                 f"{quote(name, self._dialect)} WHERE "
+                                 f"{self._where(columns, table)})",
+                      self._params(table, columns, vals))
+        return self._cur.fetchone() is not None
+
+    def _holder_of(self, table: Table, columns: Sequence[str],
+                   vals: Sequence[values_pb2.Value], key: Key) -> Key | None:
+        """The key of another row holding these UNIQUE values, if any."""
+        d = self._dialect
+        keys = ", ".join(values.select_expr(c, d) for c in table.key_columns)
+        self._sql.run(self._cur, f"SELECT {keys} FROM {quote(table.name, d)} WHERE "
+                                 f"{self._where(columns, table)}",
+                      self._params(table, columns, vals))
+        mine = registers.key_data(key)
+        for row in self._cur.fetchall():
+            found = [values.encode(c.type, v) for c, v in zip(table.key_columns, row,
+                                                              strict=True)]
+            if registers.key_data(found) != mine:
+                return found
+        return None
+
+    def _referencing_row(self, table: Table, key: Key,
+                         image: Mapping[str, bytes | None]) -> EventId | None:
+        """A row (of any table) that references this one: who keeps it from being deleted."""
+        for fk in table.referenced_by:
+            vals = [image.get(c) for c in fk.parent_columns]
+            if any(v is None for v in vals):
+                if fk.parent_columns != table.primary_key:
+                    continue
+                vals = [v.SerializeToString(deterministic=True) for v in key]
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            child = self._schema.tables.get(fk.table)
+            d = self._dialect
+            if child is None:  # not replicated: it keeps the row all the same
+                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
+                                         f"FROM {quote(fk.table, d)} WHERE "
+                                         f"{self._where(fk.columns, None)})",
+                              [values.decode(table.column(p).type, v) for p, v in
+                               zip(fk.parent_columns, parsed, strict=True)])
+                if self._cur.fetchone() is not None:
+                    return PREEXISTING.event
+                continue
+            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            self._sql.run(self._cur, f"SELECT FIRST 1 {keys} FROM {quote(child.name, d)} WHERE "
+                                     f"{self._where(fk.columns, child)}",
+                          self._params(child, fk.columns, parsed))
+            row = self._cur.fetchone()
+            if row is not None:
+                ckey = [values.encode(c.type, v) for c, v in zip(child.key_columns, row,
+                                                                 strict=True)]
+                cstate = self._rows.get(self._registry[child.name], registers.key_hash(ckey))
+                return cstate.current.generation.event if cstate else PREEXISTING.event
+        return None
+
+    def _refuse_if_referenced(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                              why: str) -> None:
+        if self._referencing_row(table, key, image) is not None:
+            raise ConstraintError(f"{table.name} {_show(key)} would be {why}, but other rows "
+                                  "reference it; an operator must decide which row stays")
+
+    def _hidden_rows(self, table: Table) -> list[Key]:
+        self._sql.run(self._cur, f"SELECT DISTINCT KEY_DATA FROM {CONFLICTS_TABLE} "
+                                 "WHERE TBL_NO = ? AND KIND = ?",
+                      (self._registry[table.name], LossKind.UNIQUE_CLASH.value))
+        return [registers.key_values(data) for (data,) in self._cur.fetchall()]
+
+    def _check_local(self, table: Table, number: int, key: Key) -> None:
+        if number not in self._local_pending:
+            return
+        self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
+                                 f"{IMAGE_PREFIX}{number} WHERE "
+                                 f"{self._where(table.primary_key, table)})",
+                      self._params(table, table.primary_key, key))
+        if self._cur.fetchone() is not None:
+            raise LocalChangePending
+
+    def _delete(self, table: Table, key: Key) -> None:
+        number = self._registry[table.name]
+        self._check_local(table, number, key)
+        self._set_context(number)
+        self._sql.run(self._cur, f"DELETE FROM {quote(table.name, self._dialect)} WHERE "
+                                 f"{self._where(table.primary_key, table)}",
+                      self._params(table, table.primary_key, key))
+
+    def _write(self, table: Table, key: Key, life: Life,
+               shown: Mapping[str, bytes | None] | None) -> Life:
+        """Write the row's image (only the columns that differ from what is shown); on a
+        CHECK refusal, fall back to whole-row last-writer-wins."""
+        policy = self._policy(table)
+        try:
+            self._upsert(table, key, life.image(policy), shown or {})
+            return life
+        except DatabaseError as exc:
+            if _CHECK_FAILED not in (getattr(exc, "gds_codes", ()) or ()):
+                raise
+            latest = max(h.stamp for hs in life.heads.values() for h in hs)
+            fallback = replace(life, whole_row=latest.site)
+            if fallback.image(policy) == life.image(policy):
+                raise ConstraintError(
+                    f"{table.name} {_show(key)}: the row as written at its origin breaks a "
+                    f"CHECK constraint here ({' '.join(str(exc).split())}), so the constraint "
+                    "must differ between sites") from exc
+            try:
+                self._upsert(table, key, fallback.image(policy), {})
+            except DatabaseError as again:
+                raise ConstraintError(
+                    f"{table.name} {_show(key)}: even the latest site's whole row breaks a "
+                    f"CHECK constraint here ({' '.join(str(again).split())})") from again
+            log.info("%s %s: merged columns broke a CHECK; whole row of %s kept",
+                     table.name, _show(key), latest.site)
+            return fallback
+
+    def _upsert(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                shown: Mapping[str, bytes | None]) -> None:
+        number = self._registry[table.name]
+        self._check_local(table, number, key)
+        d = self._dialect
+        # The key always comes from the event (a row that existed before capture may have
+        # unknown values in its registers); other columns only when known and changed.
+        cols = [c for c in table.columns if c.name not in table.primary_key
+                and image.get(c.name) is not None and shown.get(c.name) != image[c.name]]
+        params = self._params(table, table.primary_key, key) + [
+            values.decode(c.type, values_pb2.Value.FromString(image[c.name]))  # type: ignore[arg-type]
+            for c in cols]
+        cols = list(table.key_columns) + cols
+        names = ", ".join(quote(c.name, d) for c in cols)
+        marks = ", ".join(values.param_expr(c) for c in cols)
+        matching = ", ".join(quote(k, d) for k in table.primary_key)
+        self._set_context(number)
+        self._sql.run(self._cur, f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) "
+                                 f"VALUES ({marks}) MATCHING ({matching})", params)
+
+
+def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
+    """When a row got its UNIQUE value: the latest winning write of those columns."""
+    return max(life.winner(c, policy).stamp for c in columns)
+
+
+def _rekey(table: Table, fk: ForeignKey, parent: Table,
+           vals: Sequence[values_pb2.Value]) -> Key:
+    """The parent's key from the child's column values, encoded by the parent's types."""
+    out = []
+    for child_col, parent_col, v in zip(fk.columns, fk.parent_columns, vals, strict=True):
+        raw = values.decode(table.column(child_col).type, v)
+        out.append(values.encode(parent.column(parent_col).type, raw))
+    return out
+
+
+def _show(key: Sequence[values_pb2.Value]) -> str:
+    parts = []
+    for v in key:
+        which = v.WhichOneof("kind")
+        parts.append(str(getattr(v, which)) if which else "?")
+    return "(" + ", ".join(parts) + ")"
