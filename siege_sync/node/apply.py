@@ -38,10 +38,16 @@ from firebird.driver import Connection, Cursor, DatabaseError
 from ..proto import events_pb2
 from . import capture, eventlog, registers
 from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
-from .constraints import ConstraintError, LocalChangePending, ParentMissing, Settler
+from .constraints import (
+    ConstraintError,
+    LocalChangePending,
+    ParentMissing,
+    Settler,
+    constrained,
+    context_setter,
+)
 from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, transaction
-from .guard import APPLY_CONTEXT
-from .merge import LWW, EventId, Op, Policy, RowState, dependencies, merge
+from .merge import LWW, EventId, Op, Policy, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Schema, Table, introspect
@@ -262,17 +268,8 @@ class Applier:
                         registers.key_hash(item.event.key))
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
-                context: list[int] = []
-
-                def set_context(number: int) -> None:
-                    if context != [number]:
-                        cur.execute("SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) "
-                                    "FROM RDB$DATABASE", (APPLY_CONTEXT, str(number)))
-                        cur.fetchone()
-                        context[:] = [number]
-
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
-                                  self._policies, pending_local, set_context)
+                                  self._policies, pending_local, context_setter(cur))
                 for item in tx:
                     if item.event.table not in registry:
                         raise ApplyError(f"table {item.event.table} has no capture objects "
@@ -317,17 +314,10 @@ class Applier:
         state = settler.state(table, key, inserting=write.op is Op.INSERT)
         outcome = merge(state, write, self._policies.get(table.name, LWW))
         if outcome.changed or write.op is Op.DELETE or (
-                state is not None and _constrained(state)):
+                state is not None and constrained(state)):
             settler.settle(table, key, state, outcome.state)
         else:
             settler.put(table, key, state, outcome.state)
-
-
-def _constrained(state: RowState) -> bool:
-    """A row whose constraint flags may change with any write of it."""
-    life = state.current
-    return (life.held_by is not None or life.evicted_by is not None
-            or life.whole_row is not None)
 
 
 def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> None:

@@ -13,8 +13,11 @@ constraints have a say:
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
   comes back when the clash is gone.
 * **CHECK**: when merging concurrent column writes gives a row a CHECK refuses, the row falls
-  back to whole-row last-writer-wins: the columns of the site of the latest write win
-  (``whole_row``).
+  back to whole-row last-writer-wins as far as the registers can tell: in every column the
+  version of the site of the latest write wins where it has one (``whole_row``). When that
+  does not satisfy the CHECK either (the latest writer did not write the other column, and
+  events do not carry the values it saw there), the transaction is refused with the row and
+  the constraint named, and an operator corrects the row.
 
 Each flag is decided again from the current registers and rows whenever a row involved
 changes, so it is a function of the events applied, not of their arrival order. A child whose
@@ -37,6 +40,7 @@ from ..proto import values_pb2
 from . import conflicts, registers, values
 from .capture import CONFLICTS_TABLE, IMAGE_PREFIX
 from .database import StatementCache, quote
+from .guard import APPLY_CONTEXT
 from .merge import LWW, EventId, Head, Life, LossKind, Policy, RowState, Stamp, losses
 from .registers import PREEXISTING
 from .schema import ForeignKey, Schema, Table
@@ -44,6 +48,7 @@ from .schema import ForeignKey, Schema, Table
 log = logging.getLogger(__name__)
 
 _CHECK_FAILED = 335544558  # "Operation violates CHECK constraint"
+_FK_VIOLATED = 335544466  # "violation of FOREIGN KEY constraint"
 _MAX_DEPTH = 64  # rows settled because another one changed, nested
 
 
@@ -62,8 +67,23 @@ class LocalChangePending(Exception):
 Key = list[values_pb2.Value]
 
 
+def context_setter(cur: Cursor) -> Callable[[int], None]:
+    """Sets ``SYNC$APPLY`` to the number of the table about to be written, so that its
+    capture trigger and guarded application triggers skip the node's own writes."""
+    current: list[int] = []
+
+    def set_context(number: int) -> None:
+        if current != [number]:
+            cur.execute("SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) FROM RDB$DATABASE",
+                        (APPLY_CONTEXT, str(number)))
+            cur.fetchone()
+            current[:] = [number]
+
+    return set_context
+
+
 class Settler:
-    """Writes merged rows of one apply transaction, deciding the constraint flags."""
+    """Writes merged rows of one transaction, deciding the constraint flags."""
 
     def __init__(self, cur: Cursor, schema: Schema, registry: Mapping[str, int],
                  rows: registers.RowStates, sql: StatementCache,
@@ -79,6 +99,9 @@ class Settler:
         self._local_pending = local_pending
         self._set_context = set_context
         self.losses_recorded = 0
+
+    def table(self, name: str) -> Table | None:
+        return self._schema.tables.get(name)
 
     # --- registers ---------------------------------------------------------------------
 
@@ -128,8 +151,10 @@ class Settler:
         if not life.exists:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
             life = replace(life, held_by=held)
-        if life.visible:
-            life = self._unique_outcome(table, key, life, depth)
+        if life.visible and table.uniques:
+            referenced = holder is not None or life.held_by is not None or (
+                was and self._referencing_row(table, key, old_image) is not None)
+            life = self._unique_outcome(table, key, life, referenced, depth)
         if life.visible:
             self._ensure_parents(table, life.image(policy), old_image if was else None,
                                  life.generation.event, depth)
@@ -144,8 +169,26 @@ class Settler:
             # The row that hides this one is not written yet: hidden rows wait for it.
             self._release(table, old_image, new_image, depth, hidden_too=hide is None)
 
-    def _unique_outcome(self, table: Table, key: Key, life: Life, depth: int) -> Life:
-        """Hide this row, or the visible row it clashes with: the lower stamp loses."""
+    def after_local_write(self, table: Table, before: RowState | None,
+                          merged: RowState) -> RowState:
+        """A local change (already in the table) seen by the publisher: a delete here really
+        deleted the row; a row that stopped referencing a parent, or holding a UNIQUE
+        value, lets go of what it held — here exactly as at the sites that apply it."""
+        policy = self._policy(table)
+        life = merged.current
+        if life.deletes and life.held_by is not None and before is not None and \
+                len(life.deletes) > len(before.current.deletes):
+            merged = replace(merged, current=replace(life, held_by=None))
+        old = before.current.image(policy) if before is not None and \
+            before.current.visible else {}
+        new = merged.current.image(policy) if merged.current.visible else {}
+        self._release(table, old, new, 0, hidden_too=True)
+        return merged
+
+    def _unique_outcome(self, table: Table, key: Key, life: Life, referenced: bool,
+                        depth: int) -> Life:
+        """Hide this row, or the visible row it clashes with: a row that other rows
+        reference stays; otherwise the lower stamp loses."""
         policy = self._policy(table)
         image = life.image(policy)
         for columns in table.uniques:
@@ -162,7 +205,14 @@ class Settler:
             assert other is not None
             mine, theirs = _unique_stamp(life, columns, policy), \
                 _unique_stamp(other.current, columns, policy)
-            if theirs > mine:
+            other_referenced = self._referencing_row(
+                table, other_key, other.current.image(policy)) is not None
+            if referenced and other_referenced:
+                raise ConstraintError(
+                    f"{table.name} {_show(key)} and {_show(other_key)} hold the same "
+                    f"{', '.join(columns)} and other rows reference both; an operator must "
+                    "change one of them at one site")
+            if other_referenced or (theirs > mine and not referenced):
                 return replace(life, evicted_by=theirs.event)
             self.settle(table, other_key, other, other, hide=mine.event, depth=depth + 1)
         return life
@@ -188,10 +238,11 @@ class Settler:
                                     "which does not exist here")
             pkey = _rekey(table, fk, parent, parsed)
             pstate = self._rows.get(self._registry[parent.name], registers.key_hash(pkey))
-            if pstate is None or pstate.current.exists:
+            if pstate is None:
                 raise ParentMissing(f"{table.name} references {parent.name} "
                                     f"{_show(pkey)}, whose insert has not arrived here yet")
-            # The parent was deleted without knowing this row: it comes back.
+            # The parent was deleted without knowing this row, or hidden by a UNIQUE
+            # clash: a row referencing it brings it back.
             self.settle(parent, pkey, pstate, pstate, holder=holder, depth=depth + 1)
 
     def _release(self, table: Table, old: Mapping[str, bytes | None],
@@ -315,6 +366,7 @@ class Settler:
         if self._referencing_row(table, key, image) is not None:
             raise ConstraintError(f"{table.name} {_show(key)} would be {why}, but other rows "
                                   "reference it; an operator must decide which row stays")
+        # (_unique_outcome hides only unreferenced rows: this is the last line of defence)
 
     def _hidden_rows(self, table: Table) -> list[Key]:
         self._sql.run(self._cur, f"SELECT DISTINCT KEY_DATA FROM {CONFLICTS_TABLE} "
@@ -336,9 +388,16 @@ class Settler:
         number = self._registry[table.name]
         self._check_local(table, number, key)
         self._set_context(number)
-        self._sql.run(self._cur, f"DELETE FROM {quote(table.name, self._dialect)} WHERE "
-                                 f"{self._where(table.primary_key, table)}",
-                      self._params(table, table.primary_key, key))
+        try:
+            self._sql.run(self._cur, f"DELETE FROM {quote(table.name, self._dialect)} WHERE "
+                                     f"{self._where(table.primary_key, table)}",
+                          self._params(table, table.primary_key, key))
+        except DatabaseError as exc:
+            if _FK_VIOLATED in (getattr(exc, "gds_codes", ()) or ()):
+                # A row referencing it was committed after our snapshot began: a local
+                # change this transaction cannot see yet. Publish, then try again.
+                raise LocalChangePending from exc
+            raise
 
     def _write(self, table: Table, key: Key, life: Life,
                shown: Mapping[str, bytes | None] | None) -> Life:
@@ -351,13 +410,17 @@ class Settler:
         except DatabaseError as exc:
             if _CHECK_FAILED not in (getattr(exc, "gds_codes", ()) or ()):
                 raise
+            # Whole-row last-writer-wins, as far as the registers can tell: every column
+            # takes the latest writing site's version where it has one. (The values that
+            # site saw in columns it did not write are not in the events.)
             latest = max(h.stamp for hs in life.heads.values() for h in hs)
             fallback = replace(life, whole_row=latest.site)
             if fallback.image(policy) == life.image(policy):
                 raise ConstraintError(
-                    f"{table.name} {_show(key)}: the row as written at its origin breaks a "
-                    f"CHECK constraint here ({' '.join(str(exc).split())}), so the constraint "
-                    "must differ between sites") from exc
+                    f"{table.name} {_show(key)}: merging concurrent changes of its columns "
+                    f"breaks a CHECK constraint ({' '.join(str(exc).split())}) and no site's "
+                    "own versions avoid it; an operator must correct the row at one site "
+                    "(or the constraint differs between sites)") from exc
             try:
                 self._upsert(table, key, fallback.image(policy), {})
             except DatabaseError as again:
@@ -387,6 +450,13 @@ class Settler:
         self._set_context(number)
         self._sql.run(self._cur, f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) "
                                  f"VALUES ({marks}) MATCHING ({matching})", params)
+
+
+def constrained(state: RowState) -> bool:
+    """A row whose constraint flags may change with any write of it."""
+    life = state.current
+    return (life.held_by is not None or life.evicted_by is not None
+            or life.whole_row is not None)
 
 
 def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:

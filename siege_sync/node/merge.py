@@ -210,7 +210,7 @@ class LossKind(Enum):
     COLUMN = "column"
     UPDATE_OF_DEAD_ROW = "update-of-dead-row"
     GENERATION = "generation"
-    DELETE_OF_REFERENCED_ROW = "delete-of-referenced-row"  # a row still referencing it won
+    DELETE_OF_REFERENCED_ROW = "kept-by-reference"  # a delete undone: a row references it
     UNIQUE_CLASH = "unique-clash"  # another row took its UNIQUE value with a higher stamp
 
 

@@ -26,6 +26,7 @@ from ..proto import events_pb2
 from . import capture, conflicts, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
+from .constraints import LocalChangePending, Settler, constrained, context_setter
 from .database import (
     READ_COMMITTED_RW,
     SNAPSHOT_RW,
@@ -35,6 +36,7 @@ from .database import (
 )
 from .merge import LWW, Policy, losses, merge
 from .reader import Batch, Group, LogEntry, plan
+from .schema import introspect
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -166,6 +168,9 @@ class Publisher:
             except DatabaseError as exc:
                 if not is_concurrent_write(exc) or attempt == _MAX_ATTEMPTS - 1:
                     raise
+            except LocalChangePending:
+                if attempt == _MAX_ATTEMPTS - 1:
+                    raise
         raise AssertionError("unreachable")
 
     def _publish_step(self) -> PublishResult:
@@ -211,6 +216,7 @@ class Publisher:
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
         markers = MarkerTable(batch.markers)
+        settlers = _LazySettler(self._con, registry, self._policies)
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
         stored: list[eventlog.StoredEvent] = []
@@ -245,6 +251,12 @@ class Publisher:
                 policy = self._policies.get(event.table, LWW)
                 registers.link(event, state, policy)
                 merged = merge(state, registers.write_of(event), policy).state
+                if entry.op != OP_INSERT:
+                    settler = settlers.get(cur, rows, statements)
+                    table = settler.table(event.table)
+                    if table is not None and (table.foreign_keys or table.uniques or (
+                            state is not None and constrained(state))):
+                        merged = settler.after_local_write(table, state, merged)
                 rows.put(entry.table_no, khash, merged)
                 # A local write can change what is on record too: a delete ends a row
                 # whose losing heads it never saw.
@@ -377,3 +389,24 @@ def published(con: Connection, site: str, after_seq: int = 0,
               incarnation: int | None = None) -> Iterator[bytes]:
     """The stored bodies of ``site``'s events with seq > ``after_seq``, in order."""
     return eventlog.read(con, site, after_seq, incarnation)
+
+
+class _LazySettler:
+    """The constraint side of local writes, built at the first update or delete of a step
+    (it needs the schema: foreign keys, UNIQUE constraints)."""
+
+    def __init__(self, con: Connection, registry: dict[int, tuple[str, tuple[str, ...]]],
+                 policies: Mapping[str, Policy]) -> None:
+        self._con = con
+        self._registry = {name: no for no, (name, _k) in registry.items()}
+        self._policies = policies
+        self._settler: Settler | None = None
+
+    def get(self, cur: Cursor, rows: registers.RowStates,
+            statements: StatementCache) -> Settler:
+        if self._settler is None:
+            # Rows written here are other rows (parents, hidden rows) that the change lets
+            # go of; everything captured so far is being published in this transaction.
+            self._settler = Settler(cur, introspect(self._con), self._registry, rows,
+                                    statements, self._policies, set(), context_setter(cur))
+        return self._settler
