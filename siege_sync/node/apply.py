@@ -102,9 +102,9 @@ class Applier:
 
     def applied(self) -> dict[tuple[str, int], int]:
         """Per origin (site, incarnation): the last seq applied (or published, for us)."""
-        return self._vector()[0]
+        return self.vector()[0]
 
-    def _vector(self) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], bytes]]:
+    def vector(self) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], bytes]]:
         """Applied counters and the hash of the last applied event, per origin."""
         with transaction(self._con) as tm:
             cur = tm.cursor()
@@ -135,7 +135,7 @@ class Applier:
         self._schema = introspect(self._con)
         self._registry = {name: no for no, (name, _k) in capture.table_registry(
             self._con).items()}
-        applied, heads = self._vector()
+        applied, heads = self.vector()
         incoming: dict[tuple[str, int], dict[int, _Incoming]] = {}
         stopped: set[tuple[str, int]] = set()
         for body in bodies:

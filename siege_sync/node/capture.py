@@ -222,15 +222,15 @@ def install(con: Connection, selection: TableSelection = TableSelection(),
     _apply_guards(con, schema, frozenset(fire), report)
     for gen in generators:
         report.generators.append(_set_generator_range(con, gen))
-    _set_state(con, "schema_version", SCHEMA_VERSION)
-    _set_state(con, "schema_fingerprint", schema.fingerprint())
+    set_state(con, "schema_version", SCHEMA_VERSION)
+    set_state(con, "schema_fingerprint", schema.fingerprint())
     for name, initial in COUNTERS:
         if get_state(con, name) is None:
-            _set_state(con, name, initial)
+            set_state(con, name, initial)
     if get_state(con, "epoch") is None:
         # A random identity for this database's life; a copy restored elsewhere keeps it,
         # a fresh install never reuses one (DESIGN §3.6).
-        _set_state(con, "epoch", secrets.token_hex(16))
+        set_state(con, "epoch", secrets.token_hex(16))
     return report
 
 
@@ -461,7 +461,7 @@ def get_state(con: Connection, name: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _set_state(con: Connection, name: str, value: str) -> None:
+def set_state(con: Connection, name: str, value: str) -> None:
     with transaction(con) as tm:
         tm.cursor().execute(
             f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?) MATCHING (NAME)",

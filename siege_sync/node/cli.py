@@ -1,7 +1,8 @@
 """``siege-node``: the site node's command line.
 
 Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, ``status``,
-``conflicts``.
+``conflicts``, ``run`` (the mesh service) and ``exchange --with SITE`` (asks the running node
+to sync with a peer now).
 Operator mistakes (bad config, unreachable database, refused uninstall) print what is wrong
 and what to do, and exit 2 — never a traceback.
 """
@@ -18,8 +19,10 @@ from pathlib import Path
 
 from firebird.driver import Connection, DatabaseError
 
+from ..certs import CertError
 from ..proto import values_pb2
 from . import capture, config, conflicts
+from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
 from .schema import introspect
@@ -201,10 +204,53 @@ COMMANDS = {
 }
 
 
+def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    from .daemon import run
+
+    return run(cfg)
+
+
+def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    """Ask the node running with this config (over mTLS, as itself) to exchange now."""
+    import grpc
+
+    from ..certs import load_bundle
+    from ..proto import sync_pb2, sync_pb2_grpc
+    from .transport import channel
+
+    if cfg.service is None:
+        raise config.ConfigError(f"{cfg.path}: `exchange` needs the [node] section of the "
+                                 "running node")
+    bundle = load_bundle(cfg.service.bundle)
+    host, _, port = cfg.service.listen.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    with channel(f"{host}:{port}", bundle, cfg.site) as ch:
+        try:
+            reply = sync_pb2_grpc.SyncNodeStub(ch).Exchange(
+                sync_pb2.ExchangeRequest(peer=args.peer), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(f"error: the node at {host}:{port} did not answer ({exc.code().name}: "
+                  f"{exc.details()}); is `siege-node run --config {cfg.path}` running?",
+                  file=sys.stderr)
+            return 2
+    print(_table([[reply.peer, str(reply.pulled_events), str(reply.pushed_events),
+                   f"{reply.clock_offset_us / 1e6:+.3f} s"]],
+                 ["peer", "applied here", "applied there", "clock offset"]))
+    for problem in reply.problems:
+        print(f"problem: {problem}")
+    return 1 if reply.problems else 0
+
+
+SERVICE_COMMANDS = {
+    "run": (cmd_run, "serve this site on the mesh (mTLS gRPC) until SIGTERM"),
+    "exchange": (cmd_exchange, "ask the running node to sync with a peer now"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siege-node", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_func, help_text) in COMMANDS.items():
+    for name, (_func, help_text) in [*COMMANDS.items(), *SERVICE_COMMANDS.items()]:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", "-c", type=Path, required=True, help="the node's TOML file")
         p.add_argument("--verbose", "-v", action="store_true")
@@ -215,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--table", help="only this table")
             p.add_argument("--reapply", metavar="ID",
                            help="write this losing version back as a new local change")
+        if name == "exchange":
+            p.add_argument("--with", dest="peer", required=True, metavar="SITE",
+                           help="the peer, as named in [peers]")
+            p.add_argument("--timeout", type=float, default=600.0, help="seconds")
     return parser
 
 
@@ -228,12 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format=f"%(asctime)s %(levelname)s site={cfg.site} %(name)s: %(message)s")
-    func = COMMANDS[args.command][0]
     try:
+        if args.command in SERVICE_COMMANDS:
+            return SERVICE_COMMANDS[args.command][0](cfg, args)
+        func = COMMANDS[args.command][0]
         with connection(cfg.database) as con:
             return func(cfg, con, args)
     except (DatabaseUnavailable, capture.InstallError, PublishError,
-            conflicts.ConflictError) as exc:
+            conflicts.ConflictError, config.ConfigError, CertError, NodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DatabaseError as exc:

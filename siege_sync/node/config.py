@@ -27,6 +27,15 @@ Example::
     [policies]                              # per table; "lww" by default
     PRICES = "prefer-site siege"            # the named site wins concurrent column writes
     STOCK = "manual"                        # lww stands, losses wait for an operator
+
+    [node]                                  # for `siege-node run` (the mesh service)
+    listen = "0.0.0.0:7443"                 # mTLS only; there is no plaintext port
+    bundle = "/etc/siege/lyon"              # the folder `siege-certs issue lyon` wrote
+    siege = "siege"                         # the site that coordinates (default: none)
+    priority = 10                           # for the election of a stand-in (lower first)
+
+    [peers.siege]
+    address = "siege.example.net:7443"
 """
 
 from __future__ import annotations
@@ -57,6 +66,21 @@ class GeneratorRange:
 
 
 @dataclass(frozen=True)
+class Peer:
+    site: str
+    address: str  # host:port
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    listen: str
+    bundle: Path
+    siege: str | None = None
+    priority: int = 100
+    peers: Mapping[str, Peer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     site: str
     database: DatabaseSpec
@@ -65,6 +89,7 @@ class NodeConfig:
     generators: tuple[GeneratorRange, ...] = ()
     policies: Mapping[str, Policy] = field(default_factory=dict)  # table -> merge policy
     path: Path | None = field(default=None, compare=False)
+    service: ServiceConfig | None = None  # [node] and [peers]: needed by run and exchange
 
 
 def load(path: Path) -> NodeConfig:
@@ -110,9 +135,11 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
             policies[table] = Policy.parse(text) if isinstance(text, str) else Policy.parse("")
         except ValueError as exc:
             raise ConfigError(f"{where} [policies] {table}: {exc}") from None
-    unknown = set(raw) - {"site", "database", "tables", "triggers", "generators", "policies"}
+    unknown = set(raw) - {"site", "database", "tables", "triggers", "generators", "policies",
+                          "node", "peers"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    service = _service(raw, where, path, site)
     return NodeConfig(
         site=site,
         database=spec,
@@ -121,7 +148,51 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         generators=tuple(generators),
         policies=policies,
         path=path,
+        service=service,
     )
+
+
+def _address(text: object, where: str) -> str:
+    host, sep, port = str(text).rpartition(":")
+    if not isinstance(text, str) or not sep or not host or not port.isdigit() \
+            or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{where}: {text!r} is not an address; write \"host:port\" "
+                          "(e.g. \"0.0.0.0:7443\" or \"lyon.example.net:7443\")")
+    return text
+
+
+def _service(raw: dict[str, Any], where: str, path: Path | None,
+             site: str) -> ServiceConfig | None:
+    node = _table(raw, "node", where)
+    peers_raw = _table(raw, "peers", where)
+    if not node:
+        if peers_raw:
+            raise ConfigError(f"{where}: [peers] needs a [node] section (listen, bundle)")
+        return None
+    unknown = set(node) - {"listen", "bundle", "siege", "priority"}
+    if unknown:
+        raise ConfigError(f"{where} [node]: unknown keys {sorted(unknown)}")
+    listen = _address(node.get("listen"), f"{where} [node] listen")
+    bundle = Path(_str(node, "bundle", f"{where} [node]"))
+    if path is not None and not bundle.is_absolute():
+        bundle = path.parent / bundle
+    if not bundle.is_dir():
+        raise ConfigError(f"{where} [node] bundle = {str(bundle)!r}: no such folder; give the "
+                          "folder `siege-certs issue SITE` wrote")
+    siege = node.get("siege")
+    if siege is not None and not isinstance(siege, str):
+        raise ConfigError(f"{where} [node] siege must be a site id (a string)")
+    priority = node.get("priority", 100)
+    if not isinstance(priority, int):
+        raise ConfigError(f"{where} [node] priority must be an integer")
+    peers = {}
+    for name, spec in peers_raw.items():
+        if not isinstance(spec, dict) or "address" not in spec:
+            raise ConfigError(f"{where} [peers.{name}]: needs address = \"host:port\"")
+        if name == site:
+            raise ConfigError(f"{where} [peers.{name}]: that is this site itself")
+        peers[name] = Peer(name, _address(spec["address"], f"{where} [peers.{name}] address"))
+    return ServiceConfig(listen, bundle, siege, priority, peers)
 
 
 def _table(raw: dict[str, Any], key: str, where: str, required: bool = False) -> dict[str, Any]:

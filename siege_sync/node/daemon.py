@@ -1,0 +1,130 @@
+"""``siege-node run``: the node as a long-running service.
+
+Owns the process: the database connection, the gRPC server (the sync service, the standard
+health service, server reflection) on mutual TLS only, exchanges started through the service,
+and a clean stop — on SIGTERM or SIGINT the server stops taking calls, lets the running ones
+finish (grace period), then the database is closed.
+
+Signals are installed after the database is attached: the Firebird client library installs
+its own handlers at the first attach and would otherwise replace ours. On Windows SIGTERM is
+not delivered by services; SIGINT (Ctrl-C / the service wrapper's break) stops it the same way.
+Must never open a plaintext port.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..proto import sync_pb2
+from . import capture
+from .config import NodeConfig, ServiceConfig
+from .database import open_connection
+from .exchange import ExchangeError, exchange
+from .replica import Replica
+from .service import SyncService
+from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 10.0
+
+
+class NodeError(Exception):
+    pass
+
+
+class Node:
+    """A running node. ``start`` returns the bound port; ``stop`` drains and closes."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        if cfg.service is None:
+            raise NodeError(f"{cfg.path or 'config'}: `run` needs a [node] section "
+                            "(listen, bundle)")
+        self.cfg = cfg
+        self.service_cfg: ServiceConfig = cfg.service
+        self.watcher = BundleWatcher(cfg.service.bundle)
+        ident = self.watcher.bundle.identity
+        if ident.name != cfg.site:
+            raise NodeError(f"the bundle in {cfg.service.bundle} is {ident.name!r}'s, but this "
+                            f"node is site {cfg.site!r}; give it its own bundle")
+        self._con = open_connection(cfg.database)
+        if not capture.is_installed(self._con):
+            self._con.close()
+            raise NodeError(f"capture is not installed in {cfg.database.dsn}: run "
+                            "`siege-node install` first")
+        self.replica = Replica(cfg, self._con)
+        self._server: grpc.Server | None = None
+        self._health = health.HealthServicer()
+        self._exchange_lock = threading.Lock()
+
+    def start(self) -> int:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
+                             options=CHANNEL_OPTIONS, compression=grpc.Compression.Gzip)
+        from ..proto import sync_pb2_grpc
+
+        sync_pb2_grpc.add_SyncNodeServicer_to_server(
+            SyncService(self.replica, self.watcher, self.exchange), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,
+                 health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        port = server.add_secure_port(self.service_cfg.listen, server_credentials(self.watcher))
+        if port == 0:
+            raise NodeError(f"cannot listen on {self.service_cfg.listen} (address in use, or "
+                            "not an address of this machine)")
+        server.start()
+        self._server = server
+        for name in ("", names[0]):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("[%s] listening on %s (mTLS)", self.cfg.site, self.service_cfg.listen)
+        return port
+
+    def exchange(self, peer: str) -> sync_pb2.ExchangeReply:
+        spec = self.service_cfg.peers.get(peer)
+        if spec is None:
+            known = ", ".join(sorted(self.service_cfg.peers)) or "none"
+            return sync_pb2.ExchangeReply(peer=peer, problems=[
+                f"{peer} is not a peer in {self.cfg.path or 'the config'} (known: {known})"])
+        with self._exchange_lock:
+            try:
+                bundle, _ = self.watcher.refresh()
+                return exchange(self.replica, bundle, peer, spec.address).to_proto()
+            except ExchangeError as exc:
+                log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
+                return sync_pb2.ExchangeReply(peer=peer, problems=[str(exc)])
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        if self._server is not None:
+            self._health.enter_graceful_shutdown()
+            self._server.stop(grace).wait()
+            self._server = None
+        with self.replica.lock:
+            if not self._con.is_closed():
+                self._con.close()
+
+
+def run(cfg: NodeConfig) -> int:
+    node = Node(cfg)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("[%s] signal %d: stopping (finishing calls in progress)", cfg.site, signum)
+        stopping.set()
+
+    for name in ("SIGTERM", "SIGINT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+    node.start()
+    try:
+        stopping.wait()
+    finally:
+        node.stop()
+        log.info("[%s] stopped", cfg.site)
+    return 0

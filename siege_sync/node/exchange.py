@@ -1,0 +1,149 @@
+"""One anti-entropy exchange with a peer: hello, pull what we lack, push what it lacks.
+
+Owns the client side of a sync between two nodes. The peer's identity is its certificate
+(read and checked before anything is sent); events it sends of origin X are applied only if
+it is X or its certificate carries the relay role; we push others' events only if ours does.
+Batches are applied as they arrive: a cut connection loses at most the batch in flight, and
+the next exchange starts again from the vectors, with nothing applied twice.
+
+Must never retry forever nor hide a failure: the outcome names what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from ..certs import Bundle, CertError, PeerIdentity, Role
+from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
+from . import transport
+from .apply import ApplyError
+from .replica import PeerRefused, Replica
+from .service import now_us
+from .vector import Vector
+
+log = logging.getLogger(__name__)
+
+
+class ExchangeError(Exception):
+    """The exchange could not be done; the message says why and what to do."""
+
+
+@dataclass
+class ExchangeOutcome:
+    peer: str
+    pulled_events: int = 0
+    pushed_events: int = 0
+    clock_offset_us: int = 0
+    round_trip_us: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def to_proto(self) -> sync_pb2.ExchangeReply:
+        return sync_pb2.ExchangeReply(peer=self.peer, pulled_events=self.pulled_events,
+                                      pushed_events=self.pushed_events,
+                                      clock_offset_us=self.clock_offset_us,
+                                      problems=self.problems)
+
+
+def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
+             timeout: float = 60.0, batch_events: int = 500) -> ExchangeOutcome:
+    try:
+        ident = transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0))
+    except (OSError, CertError) as exc:
+        raise ExchangeError(f"{peer} at {address}: {_why(exc)}") from exc
+    out = ExchangeOutcome(peer)
+    with transport.channel(address, bundle, peer) as channel:
+        stub = sync_pb2_grpc.SyncNodeStub(channel)
+        try:
+            peer_vector = _hello(replica, stub, peer, out, timeout)
+            _pull(replica, stub, ident, out, timeout, batch_events)
+            _push(replica, stub, bundle, peer_vector, out, timeout, batch_events)
+        except grpc.RpcError as exc:
+            raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
+                                + _hint(exc)) from exc
+    log.info("[%s] exchange with %s: %d in, %d out, clock offset %.3f s", replica.site, peer,
+             out.pulled_events, out.pushed_events, out.clock_offset_us / 1e6)
+    return out
+
+
+def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
+           out: ExchangeOutcome, timeout: float) -> Vector:
+    mine = replica.identity()
+    request = sync_pb2.HelloRequest(
+        incarnation=mine.incarnation, node_version=mine.node_version,
+        schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
+        applied=replica.vector(publish=False).to_proto(), t1_us=now_us())
+    reply = stub.Hello(request, timeout=timeout)
+    t4 = now_us()
+    if reply.site != peer:
+        raise ExchangeError(f"dialled {peer} but it says it is {reply.site!r}")
+    out.clock_offset_us = ((reply.t2_us - reply.t1_us) + (reply.t3_us - t4)) // 2
+    out.round_trip_us = (t4 - reply.t1_us) - (reply.t3_us - reply.t2_us)
+    if reply.schema_fingerprint != mine.schema_fingerprint:
+        out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
+                            f"here {mine.schema_fingerprint}): only what both share applies")
+    try:
+        peer_vector = Vector.from_proto(reply.applied)
+        replica.meet(peer, reply.epoch, peer_vector)
+    except (PeerRefused, ValueError) as exc:
+        raise ExchangeError(str(exc)) from exc
+    return peer_vector
+
+
+def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,
+          out: ExchangeOutcome, timeout: float, batch_events: int) -> None:
+    have = replica.vector()
+    carry: list[bytes] = []
+    request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events)
+    for batch in stub.Pull(request, timeout=timeout):
+        bodies = list(batch.events)
+        if not ident.has_role(Role.RELAY):
+            for body in bodies:
+                origin = events_pb2.Event.FromString(body).origin.site
+                if origin != ident.name:
+                    raise ExchangeError(f"{ident.name} sent events of {origin!r} without "
+                                        "the relay role; nothing more is taken from it")
+        try:
+            result = replica.apply([*carry, *bodies])
+        except ApplyError as exc:
+            raise ExchangeError(f"from {ident.name}: {exc}") from exc
+        out.pulled_events += result.applied_events
+        carry = result.pending
+        for message in result.refused:
+            if message not in out.problems:
+                out.problems.append(message)
+    if carry:
+        out.problems.append(f"{len(carry)} events from {ident.name} wait for events of "
+                            "other sites (they come again next time)")
+
+
+def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
+          peer_vector: Vector, out: ExchangeOutcome, timeout: float,
+          batch_events: int) -> None:
+    only = None if bundle.identity.has_role(Role.RELAY) else replica.site
+
+    def batches() -> Iterator[sync_pb2.Batch]:
+        for batch in replica.batches_for(peer_vector, batch_events, only_origin=only):
+            yield sync_pb2.Batch(events=batch)
+
+    reply = stub.Push(batches(), timeout=timeout)
+    out.pushed_events += reply.applied_events
+    out.problems.extend(f"at {out.peer}: {m}" for m in reply.refused)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is `siege-node run` started there, on that port?)"
+    if isinstance(exc, TimeoutError | OSError) and not isinstance(exc, CertError):
+        return f"unreachable ({exc}); check the address and the line"
+    return str(exc)
+
+
+def _hint(exc: grpc.RpcError) -> str:
+    if exc.code() is grpc.StatusCode.UNAVAILABLE:
+        return (" (TLS refused or the node is down: check that both certificates come from "
+                "the same mesh CA and are not revoked or expired; the peer's log says which)")
+    return ""

@@ -1,0 +1,157 @@
+"""This site's database as the mesh sees it: its vector, the events a peer lacks, applying
+what a peer sends.
+
+Owns the one connection and the one pipeline of a running node: everything that touches the
+database goes through a lock, publish before serve and publish before apply, so the service's
+threads never interleave two database steps. Batches handed out are read in short
+transactions — no Firebird transaction stays open while a batch travels.
+
+Must never decide whom to trust: the service and the exchange check who may send what.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from firebird.driver import Connection
+
+from .. import __version__
+from ..proto import events_pb2
+from . import capture, eventlog, rewind, status
+from .apply import Applier, ApplyResult
+from .config import NodeConfig
+from .digest import TableDigest, table_digest
+from .publish import Publisher
+from .schema import introspect
+from .vector import Origin, Vector
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_EVENTS = 500
+
+
+@dataclass(frozen=True)
+class Identity:
+    site: str
+    incarnation: int
+    epoch: str
+    schema_fingerprint: str
+    node_version: str = __version__
+
+
+class NotReady(Exception):
+    """The node cannot serve events yet (its own chain is not confirmed by a peer)."""
+
+
+class PeerRefused(Exception):
+    """A peer that must not be exchanged with until an operator acts (changed epoch, a
+    diverged chain)."""
+
+
+class Replica:
+    def __init__(self, cfg: NodeConfig, con: Connection) -> None:
+        self.site = cfg.site
+        self._con = con
+        self._lock = threading.RLock()
+        # After a start nothing is published until a peer has confirmed our chain head:
+        # a database restored from an old copy must not reuse sequence numbers (rewind.py).
+        self._confirmed = False
+        self._publisher = Publisher(con, cfg.site, policies=cfg.policies)
+        self._applier = Applier(con, cfg.site, self._publisher, cfg.policies)
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    def identity(self) -> Identity:
+        with self._lock:
+            return Identity(
+                site=self.site,
+                incarnation=int(capture.get_state(self._con, "incarnation") or "1"),
+                epoch=capture.get_state(self._con, "epoch") or "",
+                schema_fingerprint=capture.get_state(self._con, "schema_fingerprint") or "",
+            )
+
+    def vector(self, publish: bool = True) -> Vector:
+        """What this site holds, after publishing its committed local changes (once the
+        chain is confirmed)."""
+        with self._lock:
+            if publish and self._confirmed:
+                self._publisher.publish()
+            seqs, heads = self._applier.vector()
+        return Vector(seqs, heads)
+
+    def meet(self, peer: str, epoch: str, peer_vector: Vector) -> None:
+        """What a hello tells us: the peer's database epoch (a changed one means it was
+        restored or replaced: refused until an operator resyncs it) and how far it holds
+        our own events (confirms our chain, or reveals that we were rewound)."""
+        if not epoch:
+            raise ValueError(f"{peer}'s hello names no database epoch")
+        with self._lock:
+            known = capture.get_state(self._con, f"epoch:{peer}")
+            if known is None:
+                capture.set_state(self._con, f"epoch:{peer}", epoch)
+            elif known != epoch:
+                raise PeerRefused(
+                    f"{peer}'s database changed (epoch {known} -> {epoch}): it was "
+                    f"restored from a copy or replaced. Nothing is exchanged with it until "
+                    f"an operator runs `siege-ctl resync {peer}`")
+            ident = self.identity()
+            origin = (self.site, ident.incarnation)
+            check = rewind.confirm_own_chain(self._con, self.site, peer_vector.seq(origin),
+                                             peer_vector.heads.get(origin, b""))
+            if check is rewind.ChainCheck.DIVERGED:
+                raise PeerRefused(
+                    f"{peer} holds other events under this site's numbers: this database "
+                    "went on from an older copy; run `siege-ctl resync` for this site")
+            if check is rewind.ChainCheck.NEW_INCARNATION:
+                log.warning("[%s] rewound (a peer held more of our events): new incarnation %d",
+                            self.site, self.identity().incarnation)
+            self._confirmed = True
+
+    def batches_for(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
+                    only_origin: str | None = None) -> Iterator[list[bytes]]:
+        """What a peer holding ``have`` lacks (of ``only_origin``'s events, when given), in
+        batches of whole source transactions, each origin in order."""
+        mine = self.vector()
+        for origin, after in sorted(have.lacks(mine).items()):
+            if only_origin is not None and origin[0] != only_origin:
+                continue
+            while after < mine.seq(origin):
+                with self._lock:
+                    batch = self._read_batch(origin, after, max_events)
+                if not batch:
+                    break  # purged here (retention): the peer needs a resync for it
+                after += len(batch)
+                yield batch
+
+    def _read_batch(self, origin: Origin, after: int, max_events: int) -> list[bytes]:
+        out: list[bytes] = []
+        reader = eventlog.read(self._con, origin[0], after, origin[1])
+        try:
+            for body in reader:
+                out.append(body)
+                if len(out) >= max_events:
+                    event = events_pb2.Event.FromString(body)
+                    if event.seq == event.tx.first_seq + event.tx.count - 1:
+                        break  # a source transaction ends here
+        finally:
+            reader.close()  # ends the read transaction before the batch travels
+        return out
+
+    def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
+        with self._lock:
+            if not self._confirmed:
+                raise NotReady(f"{self.site} applies nothing before a hello confirmed its "
+                               "own chain")
+            return self._applier.apply(bodies)
+
+    def status(self, digests: bool = False) -> tuple[status.CaptureStatus, list[TableDigest]]:
+        with self._lock:
+            st = status.capture_status(self._con)
+            found = [table_digest(self._con, table) for _name, table in
+                     sorted(introspect(self._con).tables.items())] if digests else []
+            return st, found

@@ -1,0 +1,165 @@
+"""The node's gRPC service (``siege.v1.SyncNode``): who may call what, and answering.
+
+Owns authorization. The caller's identity comes from its TLS certificate only (never a
+request field); a revoked certificate is refused on every call. Sites may hello, pull, push
+and ask for status; events of origin X are accepted only from X itself or from a caller whose
+certificate carries the *relay* role; admin certificates (``siege-ctl``) may ask for status
+and start an exchange, as may the node itself. Every refusal is logged here with its real
+reason — the caller often sees only a bare status code.
+
+Must never apply or send anything the replica has not decided; the database is the
+replica's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import NoReturn
+
+import grpc
+
+from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
+from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
+from .apply import ApplyError
+from .replica import NotReady, PeerRefused, Replica
+from .transport import BundleWatcher
+from .vector import Vector
+
+log = logging.getLogger(__name__)
+
+Exchanger = Callable[[str], sync_pb2.ExchangeReply]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class SyncService(sync_pb2_grpc.SyncNodeServicer):
+    def __init__(self, replica: Replica, watcher: BundleWatcher,
+                 exchanger: Exchanger | None = None) -> None:
+        self._replica = replica
+        self._watcher = watcher
+        self._exchanger = exchanger
+        self._site = replica.site
+
+    # --- who is calling --------------------------------------------------------------
+
+    def _caller(self, context: grpc.ServicerContext, *kinds: Kind) -> PeerIdentity:
+        bundle, _changed = self._watcher.refresh()
+        try:
+            ident = from_auth_context(context.auth_context(), mesh=bundle.identity.mesh)
+        except CertError as exc:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"{context.peer()}: {exc}")
+        if bundle.revocations.is_revoked(ident.serial):
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
+                         f"{ident.name}'s certificate (serial {ident.serial:x}) is revoked")
+        if ident.kind not in kinds:
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{ident.name} ({ident.kind}) may not call this; it needs a "
+                         f"{' or '.join(k.value for k in kinds)} certificate")
+        return ident
+
+    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
+                why: str) -> NoReturn:
+        log.warning("[%s] refused: %s", self._site, why)
+        context.abort(code, why)
+        raise AssertionError("abort raises")
+
+    def _check_origins(self, context: grpc.ServicerContext, caller: PeerIdentity,
+                       bodies: Iterable[bytes]) -> None:
+        if caller.has_role(Role.RELAY):
+            return
+        for body in bodies:
+            try:
+                origin = events_pb2.Event.FromString(body).origin.site
+            except Exception:  # DecodeError: the applier names it properly
+                continue
+            if origin != caller.name:
+                self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                             f"{caller.name} sent events of {origin!r}; only a site whose "
+                             "certificate carries the relay role may relay others' events")
+
+    # --- the calls ---------------------------------------------------------------------
+
+    def Hello(self, request: sync_pb2.HelloRequest,
+              context: grpc.ServicerContext) -> sync_pb2.HelloReply:
+        t2 = now_us()
+        caller = self._caller(context, Kind.SITE, Kind.ADMIN)
+        if caller.kind is Kind.SITE:
+            try:
+                self._replica.meet(caller.name, request.epoch,
+                                   Vector.from_proto(request.applied))
+            except PeerRefused as exc:
+                self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            except ValueError as exc:
+                self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                             f"{caller.name}: malformed hello ({exc})")
+        ident = self._replica.identity()
+        vector = self._replica.vector()
+        return sync_pb2.HelloReply(
+            site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
+            schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
+            applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2, t3_us=now_us())
+
+    def Pull(self, request: sync_pb2.PullRequest,
+             context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
+        self._caller(context, Kind.SITE)
+        try:
+            have = Vector.from_proto(request.have)
+        except ValueError as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed vector: {exc}")
+        only = None if self._watcher.bundle.identity.has_role(Role.RELAY) else self._site
+        limit = min(max(request.max_events_per_batch or 500, 1), 5000)
+        for batch in self._replica.batches_for(have, limit, only_origin=only):
+            yield sync_pb2.Batch(events=batch)
+
+    def Push(self, request_iterator: Iterator[sync_pb2.Batch],
+             context: grpc.ServicerContext) -> sync_pb2.PushReply:
+        caller = self._caller(context, Kind.SITE)
+        reply = sync_pb2.PushReply()
+        carry: list[bytes] = []
+        for batch in request_iterator:
+            self._check_origins(context, caller, batch.events)
+            try:
+                result = self._replica.apply([*carry, *batch.events])
+            except (ApplyError, NotReady) as exc:
+                self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT if isinstance(
+                    exc, ApplyError) else grpc.StatusCode.FAILED_PRECONDITION,
+                    f"from {caller.name}: {exc}")
+            carry = result.pending  # may become applicable with the next batch
+            reply.applied_events += result.applied_events
+            reply.already_applied += result.already_applied
+            reply.refused.extend(r for r in result.refused if r not in reply.refused)
+            reply.waiting_for[:] = result.waiting_for
+        reply.waiting = len(carry)
+        reply.applied.CopyFrom(self._replica.vector(publish=False).to_proto())
+        if reply.applied_events:
+            log.info("[%s] applied %d events pushed by %s", self._site, reply.applied_events,
+                     caller.name)
+        return reply
+
+    def Status(self, request: sync_pb2.StatusRequest,
+               context: grpc.ServicerContext) -> sync_pb2.StatusReply:
+        self._caller(context, Kind.SITE, Kind.ADMIN)
+        ident = self._replica.identity()
+        st, digests = self._replica.status(digests=request.digests)
+        reply = sync_pb2.StatusReply(
+            site=self._site, incarnation=ident.incarnation, epoch=ident.epoch,
+            schema_fingerprint=ident.schema_fingerprint, node_version=ident.node_version,
+            applied=self._replica.vector(publish=False).to_proto(),
+            published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts)
+        for d in digests:
+            reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
+        return reply
+
+    def Exchange(self, request: sync_pb2.ExchangeRequest,
+                 context: grpc.ServicerContext) -> sync_pb2.ExchangeReply:
+        caller = self._caller(context, Kind.SITE, Kind.ADMIN)
+        if caller.kind is Kind.SITE and caller.name != self._site:
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{caller.name} may not start exchanges here (admin or this node only)")
+        if self._exchanger is None:
+            self._refuse(context, grpc.StatusCode.UNIMPLEMENTED, "no peers configured")
+        return self._exchanger(request.peer)

@@ -1,0 +1,122 @@
+"""Mutual TLS for the node: server credentials, channels to peers, the peer's certificate.
+
+Owns how a node presents its bundle (written by ``siege-certs issue``) and how it dials a
+peer: only the mesh CA is trusted, every channel pins the peer's site id (the certificate's
+DNS name) whatever address it dials, messages are gzip-compressed. The server re-reads the
+bundle when its files change, so a renewed certificate or a new revocation list applies
+without a restart.
+
+gRPC's Python API cannot check a revocation list inside the handshake nor show a client the
+server's certificate: the service checks the caller's serial on every call (``service.py``),
+and ``peer_identity`` reads the server's certificate with one plain TLS handshake first.
+Must never accept a plaintext connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import tempfile
+import threading
+from pathlib import Path
+
+import grpc
+
+from ..certs import Bundle, CertError, PeerIdentity, from_pem, load_bundle, verify_chain
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+]
+
+
+class BundleWatcher:
+    """The node's bundle, reloaded when its files change (certificate rotation)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._stamp = self._files_stamp()
+        self._bundle = load_bundle(directory)
+
+    def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        out = []
+        for path in sorted(self._directory.iterdir()):
+            if path.is_file():
+                st = path.stat()
+                out.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._bundle
+
+    def refresh(self) -> tuple[Bundle, bool]:
+        """The current bundle, and whether it changed since the last call."""
+        with self._lock:
+            stamp = self._files_stamp()
+            if stamp == self._stamp:
+                return self._bundle, False
+            try:
+                bundle = load_bundle(self._directory)
+            except CertError:
+                return self._bundle, False  # half-written: keep the old one until it loads
+            self._bundle, self._stamp = bundle, stamp
+            return bundle, True
+
+
+def server_credentials(watcher: BundleWatcher) -> grpc.ServerCredentials:
+    """Client certificates required and checked against the mesh CA on every handshake;
+    the certificate pair and CA re-read when the bundle changes."""
+
+    def config(b: Bundle) -> grpc.ServerCertificateConfiguration:
+        return grpc.ssl_server_certificate_configuration([(b.key_pem, b.cert_pem)],
+                                                         root_certificates=b.ca_pem)
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        bundle, changed = watcher.refresh()
+        return config(bundle) if changed else None
+
+    return grpc.dynamic_ssl_server_credentials(config(watcher.bundle), fetch,
+                                               require_client_authentication=True)
+
+
+def channel(address: str, bundle: Bundle, peer_site: str) -> grpc.Channel:
+    creds = grpc.ssl_channel_credentials(root_certificates=bundle.ca_pem,
+                                         private_key=bundle.key_pem,
+                                         certificate_chain=bundle.cert_pem)
+    return grpc.secure_channel(address, creds, options=[
+        *CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer_site)],
+        compression=grpc.Compression.Gzip)
+
+
+def peer_identity(address: str, bundle: Bundle, peer_site: str,
+                  timeout: float = 10.0) -> PeerIdentity:
+    """The identity in the certificate the server at ``address`` presents, checked against
+    the mesh CA, the expected site id and our revocation list."""
+    host, _, port = address.rpartition(":")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.load_verify_locations(cadata=bundle.ca_pem.decode())
+    with tempfile.TemporaryDirectory() as tmp:  # ssl loads a client pair from files only
+        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
+        cert.write_bytes(bundle.cert_pem)
+        key.touch(0o600)
+        key.write_bytes(bundle.key_pem)
+        ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    ctx.check_hostname = True
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock, \
+            ctx.wrap_socket(sock, server_hostname=peer_site) as tls:
+        der = tls.getpeercert(binary_form=True)
+    pem = ssl.DER_cert_to_PEM_cert(der).encode() if der else b""
+    verify_chain(pem, bundle.ca_pem)
+    ident = from_pem(pem)
+    if ident.name != peer_site:
+        raise CertError(f"{address} presents the certificate of {ident.name!r}, not "
+                        f"{peer_site!r}")
+    if bundle.revocations.is_revoked(ident.serial):
+        raise CertError(f"{peer_site}'s certificate (serial {ident.serial:x}) is revoked")
+    return ident

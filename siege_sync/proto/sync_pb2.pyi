@@ -1,0 +1,152 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class OriginVector(_message.Message):
+    __slots__ = ("site", "incarnation", "seq", "head")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    incarnation: int
+    seq: int
+    head: bytes
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ...) -> None: ...
+
+class Vector(_message.Message):
+    __slots__ = ("origins",)
+    ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    origins: _containers.RepeatedCompositeFieldContainer[OriginVector]
+    def __init__(self, origins: _Optional[_Iterable[_Union[OriginVector, _Mapping]]] = ...) -> None: ...
+
+class HelloRequest(_message.Message):
+    __slots__ = ("incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us")
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    T1_US_FIELD_NUMBER: _ClassVar[int]
+    incarnation: int
+    node_version: str
+    schema_fingerprint: str
+    epoch: str
+    applied: Vector
+    t1_us: int
+    def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ...) -> None: ...
+
+class HelloReply(_message.Message):
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    T1_US_FIELD_NUMBER: _ClassVar[int]
+    T2_US_FIELD_NUMBER: _ClassVar[int]
+    T3_US_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    incarnation: int
+    node_version: str
+    schema_fingerprint: str
+    epoch: str
+    applied: Vector
+    t1_us: int
+    t2_us: int
+    t3_us: int
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, events: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class PullRequest(_message.Message):
+    __slots__ = ("have", "max_events_per_batch")
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENTS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
+    have: Vector
+    max_events_per_batch: int
+    def __init__(self, have: _Optional[_Union[Vector, _Mapping]] = ..., max_events_per_batch: _Optional[int] = ...) -> None: ...
+
+class PushReply(_message.Message):
+    __slots__ = ("applied", "applied_events", "already_applied", "waiting", "refused", "waiting_for")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
+    applied: Vector
+    applied_events: int
+    already_applied: int
+    waiting: int
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    waiting_for: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, applied: _Optional[_Union[Vector, _Mapping]] = ..., applied_events: _Optional[int] = ..., already_applied: _Optional[int] = ..., waiting: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ("digests",)
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    digests: bool
+    def __init__(self, digests: bool = ...) -> None: ...
+
+class TableDigest(_message.Message):
+    __slots__ = ("table", "digest", "rows")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    digest: str
+    rows: int
+    def __init__(self, table: _Optional[str] = ..., digest: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    incarnation: int
+    epoch: str
+    schema_fingerprint: str
+    node_version: str
+    applied: Vector
+    published: int
+    backlog: int
+    conflicts: int
+    digests: _containers.RepeatedCompositeFieldContainer[TableDigest]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ...) -> None: ...
+
+class ExchangeRequest(_message.Message):
+    __slots__ = ("peer",)
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    def __init__(self, peer: _Optional[str] = ...) -> None: ...
+
+class ExchangeReply(_message.Message):
+    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems")
+    PEER_FIELD_NUMBER: _ClassVar[int]
+    PULLED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_US_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    peer: str
+    pulled_events: int
+    pushed_events: int
+    clock_offset_us: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
