@@ -174,3 +174,88 @@ def test_malformed_pushes_are_refused_and_the_node_stays_up(mesh):
         assert stub.Status(sync_pb2.StatusRequest(), timeout=10).site == "siege"
     run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'still works')")
     assert ok(mesh.exchange("siege", "nice")).pulled_events == 1
+
+
+@pytest.mark.parametrize("direction", ["down", "up"], ids=["cut-mid-pull", "cut-mid-push"])
+def test_a_connection_cut_mid_stream_loses_nothing_and_applies_nothing_twice(mesh, direction):
+    from tests.proxy import CuttingProxy
+
+    with transaction_of(mesh.cons["siege"] if direction == "down" else mesh.cons["lyon"]) as cur:
+        for i in range(3000):
+            cur.execute("INSERT INTO T (ID, A, B) VALUES (?, ?, ?)", (i, f"row {i}" * 2, i))
+    # Budgets that cut after the hello, inside the stream of batches.
+    proxy = CuttingProxy(mesh.ports["siege"], cut_after=60_000, direction=direction)
+    try:
+        mesh.set_peer("lyon", "siege", proxy.port)
+        reply = mesh.exchange("lyon", "siege")
+        assert reply.problems and proxy.cuts >= 1, "the line was cut"
+    finally:
+        proxy.close()
+    mesh.set_peer("lyon", "siege", mesh.ports["siege"])
+    ok(mesh.exchange("lyon", "siege"))
+    assert ok(mesh.exchange("lyon", "siege")).pulled_events == 0
+    assert len({snapshot(mesh.cons[s]).__len__() for s in ("siege", "lyon")}) == 1
+    assert snapshot(mesh.cons["siege"]) == snapshot(mesh.cons["lyon"])
+    assert len(snapshot(mesh.cons["lyon"])) == 3000
+
+
+def transaction_of(con):
+    from contextlib import contextmanager
+
+    from siege_sync.node.database import transaction
+
+    @contextmanager
+    def cm():
+        with transaction(con) as tm:
+            cur = tm.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+
+    return cm()
+
+
+def test_a_changed_epoch_is_refused_until_resync(mesh):
+    from siege_sync.node import capture
+
+    ok(mesh.exchange("lyon", "siege"))
+    capture.set_state(mesh.cons["lyon"], "epoch", "f" * 32)  # as a restored database would
+    reply = mesh.exchange("lyon", "siege")
+    assert reply.problems and "resync lyon" in reply.problems[0]
+
+
+def test_a_site_restored_from_an_old_copy_takes_a_new_incarnation_and_gets_its_events_back(
+        mesh, tmp_path):
+    import shutil
+
+    from siege_sync.node.daemon import Node
+
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'before the copy')")
+    ok(mesh.exchange("lyon", "siege"))
+    node = mesh.nodes["lyon"]
+    node.stop(grace=1)
+    mesh.cons["lyon"].close()
+    shutil.copy(tmp_path / "lyon.fdb", tmp_path / "lyon-old.fdb")
+    mesh.nodes["lyon"] = Node(node.cfg)
+    mesh.nodes["lyon"].start()
+    from siege_sync.node.database import DatabaseSpec, open_connection
+
+    mesh.cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'lost with the disk')")
+    ok(mesh.exchange("lyon", "siege"))
+    # The disk dies; last night's copy comes back.
+    mesh.nodes["lyon"].stop(grace=1)
+    mesh.cons["lyon"].close()
+    shutil.copy(tmp_path / "lyon-old.fdb", tmp_path / "lyon.fdb")
+    mesh.nodes["lyon"] = Node(node.cfg)
+    mesh.nodes["lyon"].start()
+    mesh.cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
+    ok(mesh.exchange("lyon", "siege"))
+    ok(mesh.exchange("lyon", "siege"))
+    from siege_sync.node import capture
+
+    assert capture.get_state(mesh.cons["lyon"], "incarnation") == "2"
+    assert snapshot(mesh.cons["lyon"]) == snapshot(mesh.cons["siege"])
+    assert len(snapshot(mesh.cons["siege"])) == 3, "row 2 came back, row 3 went out"

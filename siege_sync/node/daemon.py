@@ -52,8 +52,9 @@ class Node:
         self.watcher = BundleWatcher(cfg.service.bundle)
         ident = self.watcher.bundle.identity
         if ident.name != cfg.site:
-            raise NodeError(f"the bundle in {cfg.service.bundle} is {ident.name!r}'s, but this "
-                            f"node is site {cfg.site!r}; give it its own bundle")
+            raise NodeError(f"the bundle in {cfg.service.bundle} belongs to site "
+                            f"{ident.name!r}, but this node is site {cfg.site!r}; give it its "
+                            "own bundle (siege-certs issue SITE)")
         self._con = open_connection(cfg.database)
         if not capture.is_installed(self._con):
             self._con.close()
