@@ -312,7 +312,7 @@ def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db,
     run_sql(cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
 
     # Before publishing anything, the node asks a peer what it holds of lyon.
-    siege_vector = appliers["siege"]._vector()
+    siege_vector = appliers["siege"].vector()
     peer_seq = siege_vector[0][("lyon", 1)]
     peer_head = siege_vector[1][("lyon", 1)]
     assert confirm_own_chain(cons["lyon"], "lyon", peer_seq, peer_head) is \
@@ -334,7 +334,7 @@ def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db,
 def mesh_vectors(appliers: dict) -> tuple[dict, dict]:
     """What the coordinator sees: the applied-everywhere vector, and every site's own
     published position, at one moment."""
-    vectors = {name: a._vector()[0] for name, a in appliers.items()}
+    vectors = {name: a.vector()[0] for name, a in appliers.items()}
     origins = {o for v in vectors.values() for o in v}
     applied_everywhere = {o: min(v.get(o, 0) for v in vectors.values()) for o in origins}
     published = {o: vectors[o[0]][o] for o in origins if o in vectors.get(o[0], {})}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 from firebird.driver import DatabaseError
@@ -180,8 +181,11 @@ def test_merged_columns_breaking_a_check_fall_back_to_the_latest_sites_row(mesh,
     run_sql(cons["siege"], "INSERT INTO P (ID, CODE) VALUES (1, 'A')")
     run_sql(cons["siege"], "INSERT INTO C (ID, PID, QTY, MAX_QTY) VALUES (10, 1, 2, 10)")
     round_trip(mesh)
+    # Capture times have millisecond resolution: space the writes so their order is sure.
     run_sql(cons["lyon"], "UPDATE C SET MAX_QTY = 9 WHERE ID = 10")
+    time.sleep(0.01)
     run_sql(cons["nice"], "UPDATE C SET QTY = 1, MAX_QTY = 5 WHERE ID = 10")
+    time.sleep(0.01)
     run_sql(cons["lyon"], "UPDATE C SET QTY = 8 WHERE ID = 10")  # the latest write
     # Column by column: QTY 8 (lyon, latest) with MAX_QTY 5 (nice, later than lyon's 9).
     round_trip(mesh, order)

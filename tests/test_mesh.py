@@ -259,3 +259,29 @@ def test_a_site_restored_from_an_old_copy_takes_a_new_incarnation_and_gets_its_e
     assert capture.get_state(mesh.cons["lyon"], "incarnation") == "2"
     assert snapshot(mesh.cons["lyon"]) == snapshot(mesh.cons["siege"])
     assert len(snapshot(mesh.cons["siege"])) == 3, "row 2 came back, row 3 went out"
+
+
+def test_health_and_reflection_are_served_over_mtls_only(mesh):
+    import socket
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    ch, _stub = stub_as(mesh, "lyon", "siege")
+    with ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="siege.v1.SyncNode"),
+                             timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        services = ProtoReflectionDescriptorDatabase(ch).get_services()
+        assert "siege.v1.SyncNode" in services and "grpc.health.v1.Health" in services
+    # No plaintext: a plain HTTP/2 client gets no gRPC answer.
+    plain = grpc.insecure_channel(f"127.0.0.1:{mesh.ports['siege']}")
+    with plain, pytest.raises(grpc.RpcError) as err:
+        health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+    with socket.create_connection(("127.0.0.1", mesh.ports["siege"]), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert b"HTTP" not in sock.recv(100)
