@@ -1,10 +1,13 @@
-# The two commands of the README: `make test` and (later) `make demo`. Both install what they
+# The two commands of the README: `make demo` and `make test`. Both install what they
 # need: the Firebird 3 packages from the OS and this package in a virtualenv (.venv).
 PYTHON ?= python3
 VENV := .venv
 FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.0-server
 
-.PHONY: test bench os-deps venv proto lint clean
+.PHONY: demo test bench os-deps venv proto lint clean
+
+demo: os-deps venv
+	$(VENV)/bin/python tools/demo.py
 
 test: os-deps venv
 	$(VENV)/bin/python -m pytest -q

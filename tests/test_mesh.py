@@ -14,9 +14,9 @@ from siege_sync.node.digest import table_digest
 from siege_sync.node.schema import introspect
 from siege_sync.node.transport import channel
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc
-from tests.mesh import LocalMesh
 from tests.test_apply import all_events, run_sql
 from tests.test_capture_random import snapshot
+from tools.localmesh import LocalMesh
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20), B INTEGER)"]
 SITES = {"siege": True, "lyon": False, "nice": False}
@@ -131,7 +131,7 @@ def test_an_admin_certificate_may_ask_status_and_start_an_exchange(mesh):
 def test_certificates_of_another_ca_expired_or_revoked_are_refused(mesh, tmp_path):
     from datetime import UTC, datetime, timedelta
 
-    from tests.mesh import Pki
+    from tools.localmesh import Pki
 
     other = Pki(tmp_path / "other")
     other.site("lyon")

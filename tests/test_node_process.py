@@ -19,8 +19,8 @@ from siege_sync.certs import load_bundle
 from siege_sync.node import capture
 from siege_sync.node.transport import channel
 from siege_sync.proto import sync_pb2, sync_pb2_grpc
-from tests.mesh import Pki, free_port
 from tests.test_apply import run_sql
+from tools.localmesh import Pki, free_port
 
 DDL = ["CREATE TABLE ITEMS (ID INTEGER NOT NULL PRIMARY KEY, LABEL VARCHAR(30), "
        "PRICE NUMERIC(12,2), NOTE BLOB SUB_TYPE TEXT)"]

@@ -1,5 +1,6 @@
-"""Test helpers for meshes of real nodes: a mesh CA with site bundles, nodes serving over
-real mTLS on loopback, in this process (``LocalMesh``) or as ``siege-node run`` processes."""
+"""Local meshes of real nodes, for the demo, the tests and the benchmark: a mesh CA with a
+bundle per site (``Pki``), node configurations, and ``LocalMesh`` — sites with embedded
+databases whose nodes serve over real mTLS on loopback, started in this process."""
 
 from __future__ import annotations
 
