@@ -41,7 +41,7 @@ from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
     LocalChangePending,
-    ParentMissing,
+    NotArrived,
     Settler,
     constrained,
     context_setter,
@@ -51,6 +51,7 @@ from .merge import LWW, EventId, Op, Policy, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Schema, Table, introspect
+from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +168,9 @@ class Applier:
                 try:
                     _check_chain(origin, tx, heads.get(origin, b""))
                     result.losses_recorded += self._apply_with_retries(tx, result)
-                except ParentMissing as exc:
-                    # Its parent's insert comes from another origin, maybe later in this
-                    # batch: try again after the others progressed.
+                except NotArrived as exc:
+                    # A parent's insert from another origin, or a BLOB's bytes, maybe
+                    # later in this batch: try again after the others progressed.
                     waiting[origin] = f"{origin[0]}#{tx[0].event.seq} waits: {exc}"
                     continue
                 except ApplyError as exc:
@@ -269,7 +270,8 @@ class Applier:
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
-                                  self._policies, pending_local, context_setter(cur))
+                                  self._policies, pending_local, context_setter(cur),
+                                  DatabaseBlobStore(tm))
                 for item in tx:
                     if item.event.table not in registry:
                         raise ApplyError(f"table {item.event.table} has no capture objects "

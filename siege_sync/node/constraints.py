@@ -21,8 +21,9 @@ constraints have a say:
 
 Each flag is decided again from the current registers and rows whenever a row involved
 changes, so it is a function of the events applied, not of their arrival order. A child whose
-parent has never been seen here cannot be placed: ``ParentMissing`` makes the applier wait
-for the parent's event (it was committed before the child at the child's origin).
+parent has never been seen here cannot be placed: ``NotArrived`` makes the applier wait
+for the parent's event (it was committed before the child at the child's origin); so does a
+large BLOB whose bytes have not arrived.
 
 Runs inside the applier's transaction; must never commit or open one, and never write a row
 the registers do not decide.
@@ -44,6 +45,7 @@ from .guard import APPLY_CONTEXT
 from .merge import LWW, EventId, Head, Life, LossKind, Policy, RowState, Stamp, losses
 from .registers import PREEXISTING
 from .schema import ForeignKey, Schema, Table
+from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ class ConstraintError(Exception):
     """The constraints cannot be satisfied from the events (the origin is stopped)."""
 
 
-class ParentMissing(Exception):
-    """A row references a parent row this site has never had: its event has not arrived."""
+class NotArrived(Exception):
+    """Something the transaction needs has not arrived here yet: a parent row this site has
+    never had, or the bytes of a large BLOB. The transaction waits for it."""
 
 
 class LocalChangePending(Exception):
@@ -88,7 +91,8 @@ class Settler:
     def __init__(self, cur: Cursor, schema: Schema, registry: Mapping[str, int],
                  rows: registers.RowStates, sql: StatementCache,
                  policies: Mapping[str, Policy], local_pending: set[int],
-                 set_context: Callable[[int], None]) -> None:
+                 set_context: Callable[[int], None],
+                 blobs: DatabaseBlobStore | None = None) -> None:
         self._cur = cur
         self._schema = schema
         self._dialect = schema.dialect
@@ -98,6 +102,7 @@ class Settler:
         self._policies = policies
         self._local_pending = local_pending
         self._set_context = set_context
+        self._blobs = blobs  # large BLOB values: read from and written to SYNC$BLOBS
         self.losses_recorded = 0
 
     def table(self, name: str) -> Table | None:
@@ -233,13 +238,13 @@ class Settler:
             if self._exists(fk.parent, fk.parent_columns, parsed, parent):
                 continue
             if parent is None or fk.parent_columns != parent.primary_key:
-                raise ParentMissing(f"{table.name} references {fk.parent} "
+                raise NotArrived(f"{table.name} references {fk.parent} "
                                     f"({', '.join(fk.parent_columns)}) = {_show(parsed)}, "
                                     "which does not exist here")
             pkey = _rekey(table, fk, parent, parsed)
             pstate = self._rows.get(self._registry[parent.name], registers.key_hash(pkey))
             if pstate is None:
-                raise ParentMissing(f"{table.name} references {parent.name} "
+                raise NotArrived(f"{table.name} references {parent.name} "
                                     f"{_show(pkey)}, whose insert has not arrived here yet")
             # The parent was deleted without knowing this row, or hidden by a UNIQUE
             # clash: a row referencing it brings it back.
@@ -298,7 +303,8 @@ class Settler:
                 reader = raw
                 raw = reader.read()
                 reader.close()
-            out[col.name] = values.encode(col.type, raw).SerializeToString(deterministic=True)
+            out[col.name] = values.encode(col.type, raw, self._blobs).SerializeToString(
+                deterministic=True)
         return out
 
     def _exists(self, name: str, columns: Sequence[str], vals: Sequence[values_pb2.Value],
@@ -440,9 +446,14 @@ class Settler:
         # unknown values in its registers); other columns only when known and changed.
         cols = [c for c in table.columns if c.name not in table.primary_key
                 and image.get(c.name) is not None and shown.get(c.name) != image[c.name]]
-        params = self._params(table, table.primary_key, key) + [
-            values.decode(c.type, values_pb2.Value.FromString(image[c.name]))  # type: ignore[arg-type]
-            for c in cols]
+        params = self._params(table, table.primary_key, key)
+        for c in cols:
+            value = values_pb2.Value.FromString(image[c.name])  # type: ignore[arg-type]
+            try:
+                params.append(values.decode(c.type, value, self._blobs))
+            except (KeyError, values.MissingBlob) as exc:
+                raise NotArrived(f"{table.name} {_show(key)}: the {c.name} BLOB "
+                                 f"({value.blob.length} bytes) has not arrived") from exc
         cols = list(table.key_columns) + cols
         names = ", ".join(quote(c.name, d) for c in cols)
         marks = ", ".join(values.param_expr(c) for c in cols)

@@ -12,7 +12,6 @@ Must never retry forever nor hide a failure: the outcome names what went wrong.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,6 +20,7 @@ from ..certs import Bundle, CertError, PeerIdentity, Role
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import transport
 from .apply import ApplyError
+from .blobs import BlobError
 from .replica import PeerRefused, Replica
 from .service import now_us
 from .vector import Vector
@@ -96,27 +96,26 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
 def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,
           out: ExchangeOutcome, timeout: float, batch_events: int) -> None:
     have = replica.vector()
-    carry: list[bytes] = []
+    receiver = replica.receiver()
     request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events)
-    for batch in stub.Pull(request, timeout=timeout):
-        bodies = list(batch.events)
-        if not ident.has_role(Role.RELAY):
-            for body in bodies:
-                origin = events_pb2.Event.FromString(body).origin.site
-                if origin != ident.name:
-                    raise ExchangeError(f"{ident.name} sent events of {origin!r} without "
-                                        "the relay role; nothing more is taken from it")
-        try:
-            result = replica.apply([*carry, *bodies])
-        except ApplyError as exc:
-            raise ExchangeError(f"from {ident.name}: {exc}") from exc
-        out.pulled_events += result.applied_events
-        carry = result.pending
-        for message in result.refused:
-            if message not in out.problems:
-                out.problems.append(message)
-    if carry:
-        out.problems.append(f"{len(carry)} events from {ident.name} wait for events of "
+    try:
+        for batch in stub.Pull(request, timeout=timeout):
+            if not ident.has_role(Role.RELAY):
+                for body in batch.events:
+                    origin = events_pb2.Event.FromString(body).origin.site
+                    if origin != ident.name:
+                        raise ExchangeError(f"{ident.name} sent events of {origin!r} without "
+                                            "the relay role; nothing more is taken from it")
+            try:
+                receiver.take(batch)
+            except (ApplyError, BlobError) as exc:
+                raise ExchangeError(f"from {ident.name}: {exc}") from exc
+    finally:
+        out.pulled_events += receiver.applied_events
+        out.problems.extend(m for m in receiver.refused if m not in out.problems)
+        receiver.close()
+    if receiver.waiting:
+        out.problems.append(f"{receiver.waiting} events from {ident.name} wait for events of "
                             "other sites (they come again next time)")
 
 
@@ -125,11 +124,8 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
           batch_events: int) -> None:
     only = None if bundle.identity.has_role(Role.RELAY) else replica.site
 
-    def batches() -> Iterator[sync_pb2.Batch]:
-        for batch in replica.batches_for(peer_vector, batch_events, only_origin=only):
-            yield sync_pb2.Batch(events=batch)
-
-    reply = stub.Push(batches(), timeout=timeout)
+    reply = stub.Push(replica.outgoing(peer_vector, batch_events, only_origin=only),
+                      timeout=timeout)
     out.pushed_events += reply.applied_events
     out.problems.extend(f"at {out.peer}: {m}" for m in reply.refused)
 

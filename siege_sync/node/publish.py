@@ -252,7 +252,7 @@ class Publisher:
                 registers.link(event, state, policy)
                 merged = merge(state, registers.write_of(event), policy).state
                 if entry.op != OP_INSERT:
-                    settler = settlers.get(cur, rows, statements)
+                    settler = settlers.get(cur, rows, statements, DatabaseBlobStore(tm))
                     table = settler.table(event.table)
                     if table is not None and (table.foreign_keys or table.uniques or (
                             state is not None and constrained(state))):
@@ -402,11 +402,12 @@ class _LazySettler:
         self._policies = policies
         self._settler: Settler | None = None
 
-    def get(self, cur: Cursor, rows: registers.RowStates,
-            statements: StatementCache) -> Settler:
+    def get(self, cur: Cursor, rows: registers.RowStates, statements: StatementCache,
+            blobs: DatabaseBlobStore) -> Settler:
         if self._settler is None:
             # Rows written here are other rows (parents, hidden rows) that the change lets
             # go of; everything captured so far is being published in this transaction.
             self._settler = Settler(cur, introspect(self._con), self._registry, rows,
-                                    statements, self._policies, set(), context_setter(cur))
+                                    statements, self._policies, set(), context_setter(cur),
+                                    blobs)
         return self._settler

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from firebird.driver import Connection
 
 from .. import __version__
-from ..proto import events_pb2
-from . import capture, eventlog, rewind, status
+from ..proto import events_pb2, sync_pb2, values_pb2
+from . import blobs, capture, eventlog, rewind, status
 from .apply import Applier, ApplyResult
 from .config import NodeConfig
 from .digest import TableDigest, table_digest
@@ -31,6 +31,7 @@ from .vector import Origin, Vector
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_EVENTS = 500
+_BLOB_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,35 @@ class Replica:
                 after += len(batch)
                 yield batch
 
+    def outgoing(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
+                 only_origin: str | None = None) -> Iterator[sync_pb2.Batch]:
+        """``batches_for`` as messages: the large BLOBs a batch refers to go first, in
+        messages of their own."""
+        sent: set[bytes] = set()
+        for bodies in self.batches_for(have, max_events, only_origin):
+            chunks: list[values_pb2.BlobChunk] = []
+            size = 0
+            for ref in blobs.refs(bodies):
+                if ref.sha256 in sent:
+                    continue
+                sent.add(ref.sha256)
+                with self._lock:
+                    pieces = list(blobs.read_chunks(self._con, ref))
+                for chunk in pieces:
+                    chunks.append(chunk)
+                    size += len(chunk.data)
+                    if size >= _BLOB_MESSAGE_BYTES:
+                        yield sync_pb2.Batch(blobs=chunks)
+                        chunks, size = [], 0
+            if chunks:
+                yield sync_pb2.Batch(blobs=chunks)
+            yield sync_pb2.Batch(events=bodies)
+
+    def receiver(self) -> Receiver:
+        """Takes incoming batches: stores the BLOBs, applies the events (those that cannot
+        be applied yet are tried again with the next batch)."""
+        return Receiver(self)
+
     def _read_batch(self, origin: Origin, after: int, max_events: int) -> list[bytes]:
         out: list[bytes] = []
         reader = eventlog.read(self._con, origin[0], after, origin[1])
@@ -155,3 +185,40 @@ class Replica:
             found = [table_digest(self._con, table) for _name, table in
                      sorted(introspect(self._con).tables.items())] if digests else []
             return st, found
+
+
+class Receiver:
+    """One stream of incoming batches (a pull or a push)."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+        self._assembler = blobs.Assembler(replica._con)
+        self._carry: list[bytes] = []
+        self.applied_events = 0
+        self.already_applied = 0
+        self.refused: list[str] = []
+        self.waiting_for: list[str] = []
+
+    @property
+    def waiting(self) -> int:
+        return len(self._carry)
+
+    def take(self, batch: sync_pb2.Batch) -> ApplyResult | None:
+        """Raises ``blobs.BlobError`` for damaged BLOBs, ``ApplyError`` for malformed
+        events, ``NotReady`` before the chain is confirmed."""
+        if batch.blobs:
+            with self._replica.lock:
+                for chunk in batch.blobs:
+                    self._assembler.add(chunk)
+        if not batch.events:
+            return None
+        result = self._replica.apply([*self._carry, *batch.events])
+        self._carry = result.pending
+        self.applied_events += result.applied_events
+        self.already_applied += result.already_applied
+        self.refused.extend(r for r in result.refused if r not in self.refused)
+        self.waiting_for = result.waiting_for
+        return result
+
+    def close(self) -> None:
+        self._assembler.close()

@@ -23,6 +23,7 @@ import grpc
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from .apply import ApplyError
+from .blobs import BlobError
 from .replica import NotReady, PeerRefused, Replica
 from .transport import BundleWatcher
 from .vector import Vector
@@ -112,28 +113,29 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed vector: {exc}")
         only = None if self._watcher.bundle.identity.has_role(Role.RELAY) else self._site
         limit = min(max(request.max_events_per_batch or 500, 1), 5000)
-        for batch in self._replica.batches_for(have, limit, only_origin=only):
-            yield sync_pb2.Batch(events=batch)
+        yield from self._replica.outgoing(have, limit, only_origin=only)
 
     def Push(self, request_iterator: Iterator[sync_pb2.Batch],
              context: grpc.ServicerContext) -> sync_pb2.PushReply:
         caller = self._caller(context, Kind.SITE)
-        reply = sync_pb2.PushReply()
-        carry: list[bytes] = []
-        for batch in request_iterator:
-            self._check_origins(context, caller, batch.events)
-            try:
-                result = self._replica.apply([*carry, *batch.events])
-            except (ApplyError, NotReady) as exc:
-                self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT if isinstance(
-                    exc, ApplyError) else grpc.StatusCode.FAILED_PRECONDITION,
-                    f"from {caller.name}: {exc}")
-            carry = result.pending  # may become applicable with the next batch
-            reply.applied_events += result.applied_events
-            reply.already_applied += result.already_applied
-            reply.refused.extend(r for r in result.refused if r not in reply.refused)
-            reply.waiting_for[:] = result.waiting_for
-        reply.waiting = len(carry)
+        receiver = self._replica.receiver()
+        try:
+            for batch in request_iterator:
+                self._check_origins(context, caller, batch.events)
+                try:
+                    receiver.take(batch)
+                except (ApplyError, BlobError) as exc:
+                    self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                                 f"from {caller.name}: {exc}")
+                except NotReady as exc:
+                    self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                                 f"from {caller.name}: {exc}")
+        finally:
+            receiver.close()
+        reply = sync_pb2.PushReply(applied_events=receiver.applied_events,
+                                   already_applied=receiver.already_applied,
+                                   waiting=receiver.waiting, refused=receiver.refused,
+                                   waiting_for=receiver.waiting_for)
         reply.applied.CopyFrom(self._replica.vector(publish=False).to_proto())
         if reply.applied_events:
             log.info("[%s] applied %d events pushed by %s", self._site, reply.applied_events,

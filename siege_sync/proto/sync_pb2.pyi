@@ -1,3 +1,4 @@
+from siege_sync.proto import values_pb2 as _values_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -62,10 +63,12 @@ class HelloReply(_message.Message):
     def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "blobs")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, events: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    blobs: _containers.RepeatedCompositeFieldContainer[_values_pb2.BlobChunk]
+    def __init__(self, events: _Optional[_Iterable[bytes]] = ..., blobs: _Optional[_Iterable[_Union[_values_pb2.BlobChunk, _Mapping]]] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("have", "max_events_per_batch")

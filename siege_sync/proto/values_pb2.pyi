@@ -52,14 +52,16 @@ class BlobRef(_message.Message):
     def __init__(self, sha256: _Optional[bytes] = ..., length: _Optional[int] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
-    __slots__ = ("sha256", "offset", "data")
+    __slots__ = ("sha256", "offset", "data", "total")
     SHA256_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
     sha256: bytes
     offset: int
     data: bytes
-    def __init__(self, sha256: _Optional[bytes] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    total: int
+    def __init__(self, sha256: _Optional[bytes] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ArrayValue(_message.Message):
     __slots__ = ("shape", "elements")
