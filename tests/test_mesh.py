@@ -310,3 +310,99 @@ def test_large_blobs_travel_in_chunks_and_are_relayed(tmp_path):
                     for con in m.cons.values()}) == 1
     finally:
         m.close()
+
+
+def test_a_client_without_certificate_is_refused(mesh):
+    ca = (mesh.pki.folder / "bundles" / "lyon" / "ca.crt").read_bytes()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    ch = grpc.secure_channel(f"127.0.0.1:{mesh.ports['siege']}", creds,
+                             options=[("grpc.ssl_target_name_override", "siege")])
+    with ch, pytest.raises(grpc.RpcError) as err:
+        sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
+    assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def publish(mesh, site: str) -> None:
+    from siege_sync.node.publish import Publisher
+
+    Publisher(mesh.cons[site], site).publish()
+
+
+def lyon_event(mesh, **fields) -> bytes:
+    """lyon's next event as its node would publish it, with ``fields`` forced."""
+    from siege_sync.node import capture
+
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A, B) VALUES (77, 'x', 1)")
+    publish(mesh, "lyon")
+    body = [b for b in all_events(mesh.cons["lyon"])
+            if events_pb2.Event.FromString(b).origin.site == "lyon"][-1]
+    event = events_pb2.Event.FromString(body)
+    for name, value in fields.items():
+        if name == "B":
+            for col in event.columns:
+                if col.column == "B":
+                    col.value.CopyFrom(value)
+    assert capture.get_state(mesh.cons["lyon"], "seq") == str(event.seq)
+    return event.SerializeToString()
+
+
+def test_wrong_value_types_huge_values_and_replays_are_refused_or_ignored(mesh):
+    from siege_sync.proto import values_pb2
+
+    ch, stub = stub_as(mesh, "lyon", "siege")
+    with ch:
+        hello(mesh, stub, "lyon")
+        wrong = lyon_event(mesh, B=values_pb2.Value(text="not a number"))
+        reply = stub.Push(iter([sync_pb2.Batch(events=[wrong])]), timeout=10)
+        assert reply.applied_events == 0 and reply.refused and "lyon#1" in reply.refused[0]
+    # The siège stopped taking lyon's events (nothing wrongly applied); its own go on.
+    assert snapshot(mesh.cons["siege"]) == {}
+    run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'nice')")
+    assert ok(mesh.exchange("siege", "nice")).pulled_events == 1
+
+    # A replayed batch (the same events twice) is applied once.
+    run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (2, 'again')")
+    publish(mesh, "nice")
+    bodies = [b for b in all_events(mesh.cons["nice"])
+              if events_pb2.Event.FromString(b).origin.site == "nice"]
+    ch, stub = stub_as(mesh, "nice", "siege")
+    with ch:
+        hello(mesh, stub, "nice")
+        first = stub.Push(iter([sync_pb2.Batch(events=bodies)]), timeout=10)
+        second = stub.Push(iter([sync_pb2.Batch(events=bodies)] * 2), timeout=10)
+    assert (first.applied_events, second.applied_events) == (1, 0)
+    assert second.already_applied == 2 * len(bodies)
+
+
+def test_a_huge_value_is_refused_cleanly(mesh):
+    from siege_sync.proto import values_pb2
+
+    ch, stub = stub_as(mesh, "lyon", "siege")
+    with ch:
+        hello(mesh, stub, "lyon")
+        run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (5, 'short')")
+        publish(mesh, "lyon")
+        body = [b for b in all_events(mesh.cons["lyon"])][-1]
+        event = events_pb2.Event.FromString(body)
+        for col in event.columns:
+            if col.column == "A":
+                col.value.CopyFrom(values_pb2.Value(text="x" * 20_000_000))
+        reply = stub.Push(iter([sync_pb2.Batch(events=[event.SerializeToString()])]),
+                          timeout=30)
+        assert reply.applied_events == 0 and reply.refused
+        assert stub.Status(sync_pb2.StatusRequest(), timeout=10).site == "siege"
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(mesh):
+    from siege_sync.certs import write_bundle
+    from siege_sync.node.transport import peer_identity
+
+    lyon = load_bundle(mesh.pki.folder / "bundles" / "lyon")
+    address = f"127.0.0.1:{mesh.ports['siege']}"
+    before = peer_identity(address, lyon, "siege").serial
+    renewed, _old = mesh.pki.ca.renew("siege")
+    write_bundle(mesh.pki.folder / "bundles" / "siege", renewed)
+    after = peer_identity(address, lyon, "siege").serial
+    assert before != after == renewed.identity.serial
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'after renewal')")
+    assert ok(mesh.exchange("lyon", "siege")).pushed_events == 1

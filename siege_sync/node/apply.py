@@ -224,6 +224,12 @@ class Applier:
                 return self._apply_tx(tx)
             except LocalChangePending:
                 pass
+            except ValueError as exc:  # values.decode: a value that does not fit its column
+                first = tx[0].event
+                raise ApplyError(f"applying {first.origin.site}#{first.seq}: {exc} (do the "
+                                 "sites' schemas differ, or is the event malformed?). Nothing "
+                                 "of that transaction was applied; it and the later events of "
+                                 "that site wait") from exc
             except ConstraintError as exc:
                 first = tx[0].event
                 raise ApplyError(f"applying {first.origin.site}#{first.seq}: {exc}. Nothing of "
