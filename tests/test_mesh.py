@@ -406,3 +406,12 @@ def test_a_renewed_certificate_is_served_without_a_restart(mesh):
     assert before != after == renewed.identity.serial
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'after renewal')")
     assert ok(mesh.exchange("lyon", "siege")).pushed_events == 1
+
+
+def test_a_transaction_larger_than_several_batches_arrives_whole(mesh):
+    with transaction_of(mesh.cons["lyon"]) as cur:
+        for i in range(2600):  # more than 4 batches of 500: it travels in pieces
+            cur.execute("INSERT INTO T (ID, A, B) VALUES (?, 'bulk', ?)", (i, i))
+    reply = ok(mesh.exchange("siege", "lyon"))
+    assert reply.pulled_events == 2600
+    assert len(snapshot(mesh.cons["siege"])) == 2600

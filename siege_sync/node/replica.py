@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_EVENTS = 500
 _BLOB_MESSAGE_BYTES = 4 * 1024 * 1024
+_LONG_TX_FACTOR = 4  # a batch may exceed max_events this much to end on a transaction
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,13 @@ class Replica:
             for body in reader:
                 out.append(body)
                 if len(out) >= max_events:
+                    # Usually at the end of a source transaction; a transaction much larger
+                    # than a batch is cut anyway (messages stay bounded) and the receiver
+                    # keeps its first part until the rest arrives.
                     event = events_pb2.Event.FromString(body)
-                    if event.seq == event.tx.first_seq + event.tx.count - 1:
-                        break  # a source transaction ends here
+                    ends = event.seq == event.tx.first_seq + event.tx.count - 1
+                    if ends or len(out) >= max_events * _LONG_TX_FACTOR:
+                        break
         finally:
             reader.close()  # ends the read transaction before the batch travels
         return out
