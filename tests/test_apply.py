@@ -245,6 +245,29 @@ def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_messag
     assert exchange(appliers, cons, "nice", "siege") == 1
     assert conflicts(cons["siege"]) == 0 and len(snapshot(cons["siege"])) == 1
 
+    # Parked: on record with its reason, tried again each time, until the cause is fixed.
+    from siege_sync.node import parking
+    from siege_sync.node.status import capture_status
+
+    appliers["siege"].apply(all_events(cons["lyon"]))
+    [parked] = capture_status(cons["siege"]).parked
+    assert (parked.origin, parked.seq, parked.attempts) == ("lyon", 1, 2)
+    assert "CHECK" in parked.reason.upper() and not parked.past_limit()
+    constraint = [n for n in introspect_checks(cons["siege"])][0]
+    run_sql(cons["siege"], f"ALTER TABLE T DROP CONSTRAINT {constraint}")
+    result = appliers["siege"].apply(all_events(cons["lyon"]))
+    assert result.applied_events == 2 and parking.listing(cons["siege"]) == []
+
+
+def introspect_checks(con) -> list[str]:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT TRIM(RDB$CONSTRAINT_NAME) FROM RDB$RELATION_CONSTRAINTS "
+                    "WHERE RDB$RELATION_NAME = 'T' AND RDB$CONSTRAINT_TYPE = 'CHECK'")
+        names = [r[0] for r in cur.fetchall()]
+        cur.close()
+    return names
+
 
 def test_a_malformed_event_is_refused_with_a_clear_error(make_db):
     from siege_sync.node.apply import ApplyError

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2
-from . import capture, eventlog, registers
+from . import capture, eventlog, parking, registers
 from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
@@ -137,6 +137,7 @@ class Applier:
         self._registry = {name: no for no, (name, _k) in capture.table_registry(
             self._con).items()}
         applied, heads = self.vector()
+        parked = {(p.origin, p.incarnation) for p in parking.listing(self._con)}
         incoming: dict[tuple[str, int], dict[int, _Incoming]] = {}
         stopped: set[tuple[str, int]] = set()
         for body in bodies:
@@ -151,6 +152,7 @@ class Applier:
                     if item.origin not in stopped:
                         log.error("[%s] %s", self._site, message)
                         result.refused.append(message)
+                        parking.park(self._con, *item.origin, event.seq + 1, message)
                     stopped.add(item.origin)
                 result.already_applied += 1
                 continue
@@ -179,8 +181,12 @@ class Applier:
                     log.error("[%s] %s", self._site, exc)
                     result.refused.append(str(exc))
                     stopped.add(origin)
+                    parking.park(self._con, *origin, tx[0].event.seq, str(exc))
                     continue
                 waiting.pop(origin, None)
+                if origin in parked:
+                    parking.unpark(self._con, {origin})
+                    parked.discard(origin)
                 applied[origin] = tx[-1].event.seq
                 heads[origin] = hashlib.sha256(tx[-1].body).digest()
                 for item in tx:

@@ -46,6 +46,7 @@ BLOBS_TABLE = "SYNC$BLOBS"  # large BLOB values referenced by events, by sha256
 ROWS_TABLE = "SYNC$ROWS"  # each row's merge registers (see registers.py)
 CONFLICTS_TABLE = "SYNC$CONFLICTS"  # losing versions on record (see apply.py)
 VECTOR_TABLE = "SYNC$VECTOR"  # per origin: what this database applied (see apply.py)
+PARKED_TABLE = "SYNC$PARKED"  # origins whose next transaction cannot apply (parking.py)
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
@@ -173,6 +174,11 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
         (VECTOR_TABLE, f"CREATE TABLE {VECTOR_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
                        f"NOT NULL, INCARNATION INTEGER NOT NULL, APPLIED {idt} NOT NULL, "
                        f"HEAD CHAR(32) CHARACTER SET OCTETS, PRIMARY KEY (ORIGIN, INCARNATION))"),
+        (PARKED_TABLE, f"CREATE TABLE {PARKED_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
+                       f"NOT NULL, INCARNATION INTEGER NOT NULL, SEQ {idt} NOT NULL, "
+                       f"REASON VARCHAR(2000) CHARACTER SET UTF8, FIRST_SEEN TIMESTAMP, "
+                       f"LAST_SEEN TIMESTAMP, ATTEMPTS INTEGER, "
+                       f"PRIMARY KEY (ORIGIN, INCARNATION))"),
     ]
 
 
@@ -447,7 +453,8 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
         if name.startswith(IMAGE_PREFIX) or name in (LOG_TABLE, STATE_TABLE, TABLES_TABLE,
                                                      HEARTBEAT_TABLE, EVENTS_TABLE,
                                                      BLOBS_TABLE, ROWS_TABLE,
-                                                     CONFLICTS_TABLE, VECTOR_TABLE):
+                                                     CONFLICTS_TABLE, VECTOR_TABLE,
+                                                     PARKED_TABLE):
             _ddl(con, f"DROP TABLE {name}")
             removed.append(name)
     if LOG_SEQ in _generator_names(con):

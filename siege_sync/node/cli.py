@@ -141,6 +141,10 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     print(f"  losing versions:       {st.conflicts} on record"
           + (f", {st.awaiting_decision} AWAITING A DECISION (siege-node conflicts)"
              if st.awaiting_decision else ""))
+    for p in st.parked:
+        limit = " — PAST THE TIME LIMIT: fix the cause" if p.past_limit() else ""
+        print(f"  PARKED: {p.origin} (incarnation {p.incarnation}) #{p.seq} since "
+              f"{p.first_seen:%Y-%m-%d %H:%M}, {p.attempts} attempts{limit}: {p.reason}")
     if "restores" in st.state:
         print(f"  restores detected:     {st.state['restores']} "
               f"(last: {st.state.get('last_restores')})")

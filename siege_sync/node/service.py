@@ -154,6 +154,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts)
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
+        for p in st.parked:
+            reply.parked.add(origin=p.origin, incarnation=p.incarnation, seq=p.seq,
+                             reason=p.reason, since=p.first_seen.isoformat(timespec="seconds"),
+                             attempts=p.attempts, past_limit=p.past_limit())
         return reply
 
     def Exchange(self, request: sync_pb2.ExchangeRequest,

@@ -11,8 +11,10 @@ from datetime import datetime
 
 from firebird.driver import Connection
 
+from . import parking
 from .capture import CONFLICTS_TABLE, STATE_TABLE, VECTOR_TABLE, is_installed, pending_entries
 from .database import READ_COMMITTED_RW, transaction
+from .parking import Parked
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class CaptureStatus:
     applied: dict[tuple[str, int], int] = field(default_factory=dict)  # other origins
     conflicts: int = 0  # losing versions on record
     awaiting_decision: int = 0  # of which, in `manual` tables, not decided yet
+    parked: list[Parked] = field(default_factory=list)
 
     @property
     def published_seq(self) -> int:
@@ -72,4 +75,4 @@ def capture_status(con: Connection) -> CaptureStatus:
         finally:
             cur.close()
     return CaptureStatus(True, pending_entries(con), open_txs, limbo, state, applied,
-                         int(n_conflicts or 0), int(n_decide or 0))
+                         int(n_conflicts or 0), int(n_decide or 0), parking.listing(con))

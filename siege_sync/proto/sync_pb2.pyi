@@ -110,8 +110,26 @@ class TableDigest(_message.Message):
     rows: int
     def __init__(self, table: _Optional[str] = ..., digest: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
 
+class ParkedTx(_message.Message):
+    __slots__ = ("origin", "incarnation", "seq", "reason", "since", "attempts", "past_limit")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PAST_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    incarnation: int
+    seq: int
+    reason: str
+    since: str
+    attempts: int
+    past_limit: bool
+    def __init__(self, origin: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ..., since: _Optional[str] = ..., attempts: _Optional[int] = ..., past_limit: bool = ...) -> None: ...
+
 class StatusReply(_message.Message):
-    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests")
+    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +140,7 @@ class StatusReply(_message.Message):
     BACKLOG_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    PARKED_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     epoch: str
@@ -132,7 +151,8 @@ class StatusReply(_message.Message):
     backlog: int
     conflicts: int
     digests: _containers.RepeatedCompositeFieldContainer[TableDigest]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ...) -> None: ...
+    parked: _containers.RepeatedCompositeFieldContainer[ParkedTx]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
     __slots__ = ("peer",)
