@@ -47,6 +47,7 @@ ROWS_TABLE = "SYNC$ROWS"  # each row's merge registers (see registers.py)
 CONFLICTS_TABLE = "SYNC$CONFLICTS"  # losing versions on record (see apply.py)
 VECTOR_TABLE = "SYNC$VECTOR"  # per origin: what this database applied (see apply.py)
 PARKED_TABLE = "SYNC$PARKED"  # origins whose next transaction cannot apply (parking.py)
+REPORTS_TABLE = "SYNC$REPORTS"  # sync round reports, kept by whichever node coordinates
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
@@ -179,6 +180,9 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                        f"REASON VARCHAR(2000) CHARACTER SET UTF8, FIRST_SEEN TIMESTAMP, "
                        f"LAST_SEEN TIMESTAMP, ATTEMPTS INTEGER, "
                        f"PRIMARY KEY (ORIGIN, INCARNATION))"),
+        (REPORTS_TABLE, f"CREATE TABLE {REPORTS_TABLE} (ID INTEGER NOT NULL PRIMARY KEY, "
+                        f"STARTED TIMESTAMP, ENDED TIMESTAMP, OUTCOME VARCHAR(20), "
+                        f"BODY BLOB SUB_TYPE 0)"),
     ]
 
 
@@ -454,7 +458,7 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
                                                      HEARTBEAT_TABLE, EVENTS_TABLE,
                                                      BLOBS_TABLE, ROWS_TABLE,
                                                      CONFLICTS_TABLE, VECTOR_TABLE,
-                                                     PARKED_TABLE):
+                                                     PARKED_TABLE, REPORTS_TABLE):
             _ddl(con, f"DROP TABLE {name}")
             removed.append(name)
     if LOG_SEQ in _generator_names(con):

@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
+from importlib.metadata import entry_points
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -34,6 +35,7 @@ from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
+ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
 
 
 class NodeError(Exception):
@@ -64,6 +66,8 @@ class Node:
         self._server: grpc.Server | None = None
         self._health = health.HealthServicer()
         self._exchange_lock = threading.Lock()
+        self._peer_locks: dict[str, threading.Lock] = {}
+        self.roles: list[object] = []  # what roles attached (e.g. the coordinator)
 
     def start(self) -> int:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
@@ -75,6 +79,12 @@ class Node:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,
                  health.SERVICE_NAME, reflection.SERVICE_NAME)
+        # Roles (the coordinator) plug in through entry points: node/ never imports them.
+        for entry in entry_points(group=ROLE_ENTRY_POINTS):
+            role = entry.load()(self, server)
+            if role is not None:
+                self.roles.append(role)
+                names = (*names, *getattr(role, "service_names", ()))
         reflection.enable_server_reflection(names, server)
         port = server.add_secure_port(self.service_cfg.listen, server_credentials(self.watcher))
         if port == 0:
@@ -87,21 +97,30 @@ class Node:
         log.info("[%s] listening on %s (mTLS)", self.cfg.site, self.service_cfg.listen)
         return port
 
-    def exchange(self, peer: str) -> sync_pb2.ExchangeReply:
+    def exchange(self, peer: str, stop: threading.Event | None = None
+                 ) -> sync_pb2.ExchangeReply:
+        """One exchange with a configured peer (one at a time per peer; exchanges with
+        different peers overlap on the network, the database work stays serialized)."""
         spec = self.service_cfg.peers.get(peer)
         if spec is None:
             known = ", ".join(sorted(self.service_cfg.peers)) or "none"
             return sync_pb2.ExchangeReply(peer=peer, problems=[
                 f"{peer} is not a peer in {self.cfg.path or 'the config'} (known: {known})"])
         with self._exchange_lock:
+            lock = self._peer_locks.setdefault(peer, threading.Lock())
+        with lock:
             try:
                 bundle, _ = self.watcher.refresh()
-                return exchange(self.replica, bundle, peer, spec.address).to_proto()
+                return exchange(self.replica, bundle, peer, spec.address,
+                                stop=stop).to_proto()
             except ExchangeError as exc:
                 log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
                 return sync_pb2.ExchangeReply(peer=peer, problems=[str(exc)])
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
+        for role in self.roles:
+            if hasattr(role, "close"):
+                role.close()
         if self._server is not None:
             self._health.enter_graceful_shutdown()
             self._server.stop(grace).wait()

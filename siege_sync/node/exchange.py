@@ -12,6 +12,8 @@ Must never retry forever nor hide a failure: the outcome names what went wrong.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -49,7 +51,10 @@ class ExchangeOutcome:
 
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
-             timeout: float = 60.0, batch_events: int = 500) -> ExchangeOutcome:
+             timeout: float = 60.0, batch_events: int = 500,
+             stop: threading.Event | None = None) -> ExchangeOutcome:
+    """``stop``: when set, the exchange ends at the next batch boundary (every batch is
+    applied whole or not at all)."""
     try:
         ident = transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0))
     except (OSError, CertError) as exc:
@@ -59,8 +64,8 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
         stub = sync_pb2_grpc.SyncNodeStub(channel)
         try:
             peer_vector = _hello(replica, stub, peer, out, timeout)
-            _pull(replica, stub, ident, out, timeout, batch_events)
-            _push(replica, stub, bundle, peer_vector, out, timeout, batch_events)
+            _pull(replica, stub, ident, out, timeout, batch_events, stop)
+            _push(replica, stub, bundle, peer_vector, out, timeout, batch_events, stop)
         except grpc.RpcError as exc:
             raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
                                 + _hint(exc)) from exc
@@ -94,12 +99,17 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
 
 
 def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,
-          out: ExchangeOutcome, timeout: float, batch_events: int) -> None:
+          out: ExchangeOutcome, timeout: float, batch_events: int,
+          stop: threading.Event | None) -> None:
     have = replica.vector()
     receiver = replica.receiver()
     request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events)
+    stream = stub.Pull(request, timeout=timeout)
     try:
-        for batch in stub.Pull(request, timeout=timeout):
+        for batch in stream:
+            if stop is not None and stop.is_set():
+                stream.cancel()
+                break
             if not ident.has_role(Role.RELAY):
                 for body in batch.events:
                     origin = events_pb2.Event.FromString(body).origin.site
@@ -121,11 +131,18 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
 
 def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
           peer_vector: Vector, out: ExchangeOutcome, timeout: float,
-          batch_events: int) -> None:
+          batch_events: int, stop: threading.Event | None) -> None:
     only = None if bundle.identity.has_role(Role.RELAY) else replica.site
 
-    reply = stub.Push(replica.outgoing(peer_vector, batch_events, only_origin=only),
-                      timeout=timeout)
+    def batches() -> Iterator[sync_pb2.Batch]:
+        for batch in replica.outgoing(peer_vector, batch_events, only_origin=only):
+            if stop is not None and stop.is_set():
+                return
+            yield batch
+
+    if stop is not None and stop.is_set():
+        return
+    reply = stub.Push(batches(), timeout=timeout)
     out.pushed_events += reply.applied_events
     out.problems.extend(f"at {out.peer}: {m}" for m in reply.refused)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from firebird.driver import Connection
@@ -67,6 +68,12 @@ class Replica:
     @property
     def lock(self) -> threading.RLock:
         return self._lock
+
+    @contextmanager
+    def database(self) -> Iterator[Connection]:
+        """The connection, for a role's own short transactions, inside the pipeline."""
+        with self._lock:
+            yield self._con
 
     def identity(self) -> Identity:
         with self._lock:

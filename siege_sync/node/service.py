@@ -37,6 +37,35 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+class Gatekeeper:
+    """Who is calling, from the TLS certificate only; refusals logged with their reason."""
+
+    def __init__(self, watcher: BundleWatcher, site: str) -> None:
+        self._watcher = watcher
+        self._site = site
+
+    def caller(self, context: grpc.ServicerContext, *kinds: Kind) -> PeerIdentity:
+        bundle, _changed = self._watcher.refresh()
+        try:
+            ident = from_auth_context(context.auth_context(), mesh=bundle.identity.mesh)
+        except CertError as exc:
+            self.refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"{context.peer()}: {exc}")
+        if bundle.revocations.is_revoked(ident.serial):
+            self.refuse(context, grpc.StatusCode.UNAUTHENTICATED,
+                        f"{ident.name}'s certificate (serial {ident.serial:x}) is revoked")
+        if ident.kind not in kinds:
+            self.refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                        f"{ident.name} ({ident.kind}) may not call this; it needs a "
+                        f"{' or '.join(k.value for k in kinds)} certificate")
+        return ident
+
+    def refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
+               why: str) -> NoReturn:
+        log.warning("[%s] refused: %s", self._site, why)
+        context.abort(code, why)
+        raise AssertionError("abort raises")
+
+
 class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def __init__(self, replica: Replica, watcher: BundleWatcher,
                  exchanger: Exchanger | None = None) -> None:
@@ -44,29 +73,16 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._watcher = watcher
         self._exchanger = exchanger
         self._site = replica.site
+        self._gate = Gatekeeper(watcher, replica.site)
 
     # --- who is calling --------------------------------------------------------------
 
     def _caller(self, context: grpc.ServicerContext, *kinds: Kind) -> PeerIdentity:
-        bundle, _changed = self._watcher.refresh()
-        try:
-            ident = from_auth_context(context.auth_context(), mesh=bundle.identity.mesh)
-        except CertError as exc:
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"{context.peer()}: {exc}")
-        if bundle.revocations.is_revoked(ident.serial):
-            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
-                         f"{ident.name}'s certificate (serial {ident.serial:x}) is revoked")
-        if ident.kind not in kinds:
-            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"{ident.name} ({ident.kind}) may not call this; it needs a "
-                         f"{' or '.join(k.value for k in kinds)} certificate")
-        return ident
+        return self._gate.caller(context, *kinds)
 
     def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
                 why: str) -> NoReturn:
-        log.warning("[%s] refused: %s", self._site, why)
-        context.abort(code, why)
-        raise AssertionError("abort raises")
+        self._gate.refuse(context, code, why)
 
     def _check_origins(self, context: grpc.ServicerContext, caller: PeerIdentity,
                        bodies: Iterable[bytes]) -> None:

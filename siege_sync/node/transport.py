@@ -93,10 +93,10 @@ def channel(address: str, bundle: Bundle, peer_site: str) -> grpc.Channel:
         compression=grpc.Compression.Gzip)
 
 
-def peer_identity(address: str, bundle: Bundle, peer_site: str,
-                  timeout: float = 10.0) -> PeerIdentity:
-    """The identity in the certificate the server at ``address`` presents, checked against
-    the mesh CA, the expected site id and our revocation list."""
+def peer_certificate(address: str, bundle: Bundle, peer_site: str,
+                     timeout: float = 10.0) -> bytes:
+    """The certificate (PEM) the server at ``address`` presents for ``peer_site``, read with
+    one plain TLS handshake (our client certificate included, as the server requires)."""
     host, _, port = address.rpartition(":")
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.load_verify_locations(cadata=bundle.ca_pem.decode())
@@ -111,7 +111,16 @@ def peer_identity(address: str, bundle: Bundle, peer_site: str,
     with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock, \
             ctx.wrap_socket(sock, server_hostname=peer_site) as tls:
         der = tls.getpeercert(binary_form=True)
-    pem = ssl.DER_cert_to_PEM_cert(der).encode() if der else b""
+    if not der:
+        raise CertError(f"{address} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der).encode()
+
+
+def peer_identity(address: str, bundle: Bundle, peer_site: str,
+                  timeout: float = 10.0) -> PeerIdentity:
+    """The identity in the certificate the server at ``address`` presents, checked against
+    the mesh CA, the expected site id and our revocation list."""
+    pem = peer_certificate(address, bundle, peer_site, timeout)
     verify_chain(pem, bundle.ca_pem)
     ident = from_pem(pem)
     if ident.name != peer_site:

@@ -1,0 +1,195 @@
+"""``siege-ctl``: the operator's command line, talking to the siège's node over mTLS with an
+admin certificate (``siege-certs issue-admin NAME``).
+
+Commands that exist work: ``test``, ``manual``, ``stop``, ``report list [--all]``,
+``report show ID``. The siège is found from a small TOML file (``--config``, default
+``siege-ctl.toml`` in the current folder, or the ``SIEGE_CTL_CONFIG`` environment variable)::
+
+    address = "siege.example.net:7443"   # the siège node's [node] listen address
+    siege = "siege"                      # its site id (the name in its certificate)
+    bundle = "/home/alice/siege-admin"   # the folder issue-admin wrote
+
+or from ``--address/--siege/--bundle``. Mistakes (no config, no bundle, siège unreachable,
+refused certificate) print what is wrong and what to do and exit 2; a round or a test that
+finds problems exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from ..certs import CertError, load_bundle
+from ..node.transport import channel
+from ..proto import coordinator_pb2, coordinator_pb2_grpc
+from .reports import DEFAULT_LIST, render_text
+
+
+class CtlError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str
+    siege: str
+    bundle: Path
+
+
+def _target(args: argparse.Namespace) -> Target:
+    raw: dict[str, object] = {}
+    path = args.config or os.environ.get("SIEGE_CTL_CONFIG")
+    if path is None and Path("siege-ctl.toml").exists():
+        path = "siege-ctl.toml"
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CtlError(f"{path}: no such file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CtlError(f"{path}: not valid TOML: {exc}") from None
+    values = {k: getattr(args, k) or raw.get(k) for k in ("address", "siege", "bundle")}
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        raise CtlError(f"missing {', '.join(missing)}: give --{missing[0]} or write a "
+                       "siege-ctl.toml (address, siege, bundle)")
+    bundle = Path(str(values["bundle"]))
+    if path is not None and not bundle.is_absolute():
+        bundle = Path(path).parent / bundle
+    return Target(str(values["address"]), str(values["siege"]), bundle)
+
+
+def _stub(target: Target) -> tuple[grpc.Channel, coordinator_pb2_grpc.CoordinatorStub]:
+    bundle = load_bundle(target.bundle)
+    ch = channel(target.address, bundle, target.siege)
+    return ch, coordinator_pb2_grpc.CoordinatorStub(ch)
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for n, row in enumerate(rows):
+        out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def cmd_manual(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    report = None
+    for event in stub.Round(coordinator_pb2.RoundRequest(trigger="manual"),
+                            timeout=args.timeout):
+        if event.HasField("progress"):
+            p = event.progress
+            counts = (f"  {p.events_in} in, {p.events_out} out"
+                      if p.state in ("done", "failed") else "")
+            error = f"  ({p.error})" if p.error else ""
+            print(f"{p.phase:<13} {p.site:<16} {p.state:<8}{counts}{error}", flush=True)
+        else:
+            report = event.done
+    if report is None:
+        raise CtlError("the siège ended the round without a report")
+    print()
+    print(render_text(report))
+    print(f"\nreport {report.id}: siege-ctl report show {report.id}")
+    return 0 if report.outcome == "complete" else 1
+
+
+def cmd_stop(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    reply = stub.Stop(coordinator_pb2.StopRequest(), timeout=30)
+    print("the running round stops at the next transaction boundary" if reply.was_running
+          else "no round is running")
+    return 0
+
+
+def cmd_report(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        if args.id is None:
+            raise CtlError("report show needs the report's id (siege-ctl report list)")
+        print(render_text(stub.Report(coordinator_pb2.ReportRequest(id=args.id), timeout=30)))
+        return 0
+    reply = stub.Reports(coordinator_pb2.ReportsRequest(limit=0 if args.all else DEFAULT_LIST),
+                         timeout=30)
+    if not reply.reports:
+        print("no sync round yet")
+        return 0
+    rows = [["id", "started", "ended", "outcome", "sites", "in", "out", "problems"]]
+    for r in reply.reports:
+        rows.append([str(r.id), r.started, r.ended, r.outcome,
+                     f"{sum(s.outcome == 'complete' for s in r.sites)}/{len(r.sites)}",
+                     str(sum(s.events_in for s in r.sites)),
+                     str(sum(s.events_out for s in r.sites)),
+                     str(sum(len(s.errors) for s in r.sites))])
+    print(_table(rows))
+    return 0
+
+
+def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    reply = stub.Test(coordinator_pb2.TestRequest(), timeout=args.timeout)
+    rows = [["site", "address", "reachable", "identity", "cert days", "versions", "database",
+             "clock", "latency"]]
+    for t in reply.sites:
+        rows.append([t.site, t.address, "yes" if t.reachable else "NO", t.identity or "-",
+                     str(t.cert_days_left) if t.reachable else "-",
+                     "match" if t.versions_match else ("DIFFER" if t.reachable else "-"),
+                     "ok" if t.database_ok else ("NO" if t.reachable else "-"),
+                     f"{t.clock_offset_us / 1e6:+.3f} s" if t.reachable else "-",
+                     f"{t.latency_us / 1000:.1f} ms" if t.reachable else "-"])
+    print(_table(rows))
+    problems = [(t.site, p) for t in reply.sites for p in t.problems]
+    for site, problem in problems:
+        print(f"{site}: {problem}")
+    return 1 if problems else 0
+
+
+COMMANDS = {"manual": cmd_manual, "stop": cmd_stop, "report": cmd_report, "test": cmd_test}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siege-ctl", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="siege-ctl TOML (address, siege, bundle)")
+    parser.add_argument("--address", help="the siège node's host:port")
+    parser.add_argument("--siege", help="the siège's site id")
+    parser.add_argument("--bundle", help="the admin bundle folder")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("test", help="connection test of every site")
+    sub.add_parser("manual", help="a sync round now, with progress; the report at the end")
+    sub.add_parser("stop", help="stop the running round between transactions")
+    report = sub.add_parser("report", help="stored round reports")
+    report.add_argument("action", choices=["list", "show"])
+    report.add_argument("id", nargs="?", type=int)
+    report.add_argument("--all", action="store_true", help="every report, not the 10 newest")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        target = _target(args)
+        ch, stub = _stub(target)
+        with ch:
+            return COMMANDS[args.command](stub, args)
+    except (CtlError, CertError) as exc:
+        print(f"siege-ctl: error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as exc:
+        hint = ""
+        if exc.code() is grpc.StatusCode.UNAVAILABLE:
+            hint = (" — is the siège's node running at that address, and is the admin "
+                    "certificate from the same mesh CA and not revoked?")
+        elif exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+            hint = " — that node does not hold the siège role ([node] siege in its config)"
+        print(f"siege-ctl: error: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Round reports kept in the coordinating node's database (``SYNC$REPORTS``), and their
+text rendering.
+
+Owns storing, listing and showing reports: one row per round with its outcome, the whole
+report as a protobuf message. Reports are what an operator reads to check that a sync really
+happened (the legacy manual's first warning), so the text says plainly what did not.
+
+Runs in the caller's hands: ``store``/``listing``/``get`` take the connection and use their
+own short transactions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from firebird.driver import Connection
+
+from ..node.capture import REPORTS_TABLE
+from ..node.database import READ_COMMITTED_RW, transaction
+from ..proto import coordinator_pb2
+
+DEFAULT_LIST = 10
+
+
+def store(con: Connection, report: coordinator_pb2.RoundReport) -> int:
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        # One coordinator per database stores reports (the node's pipeline lock).
+        cur.execute(f"SELECT COALESCE(MAX(ID), 0) + 1 FROM {REPORTS_TABLE}")
+        report.id = int(cur.fetchone()[0])
+        cur.execute(f"INSERT INTO {REPORTS_TABLE} (ID, STARTED, ENDED, OUTCOME, BODY) VALUES "
+                    "(?, ?, ?, ?, ?)", (report.id, _ts(report.started), _ts(report.ended),
+                                        report.outcome, report.SerializeToString()))
+        cur.close()
+    return report.id
+
+
+def _ts(text: str) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def listing(con: Connection, limit: int = DEFAULT_LIST) -> list[coordinator_pb2.RoundReport]:
+    """Newest first; ``limit`` 0 for all."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        first = f"FIRST {int(limit)} " if limit else ""
+        cur.execute(f"SELECT {first}BODY FROM {REPORTS_TABLE} ORDER BY ID DESC")
+        out = [coordinator_pb2.RoundReport.FromString(_bytes(b)) for (b,) in cur.fetchall()]
+        cur.close()
+    return out
+
+
+def get(con: Connection, report_id: int) -> coordinator_pb2.RoundReport | None:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT BODY FROM {REPORTS_TABLE} WHERE ID = ?", (report_id,))
+        row = cur.fetchone()
+        cur.close()
+    return coordinator_pb2.RoundReport.FromString(_bytes(row[0])) if row else None
+
+
+def _bytes(value: object) -> bytes:
+    if hasattr(value, "read"):
+        data = value.read()
+        value.close()
+        return data
+    return bytes(value)  # type: ignore[arg-type]
+
+
+def render_text(report: coordinator_pb2.RoundReport) -> str:
+    lines = [f"Sync round {report.id} ({report.trigger}): {report.outcome.upper()}",
+             f"  started {report.started}, ended {report.ended}",
+             f"  losing versions put on record at the siège: {report.new_conflicts}", ""]
+    rows = [["site", "outcome", "in", "out", "parked", "time", "clock"]]
+    for s in report.sites:
+        rows.append([s.site, s.outcome, str(s.events_in), str(s.events_out), str(s.parked),
+                     f"{s.duration_ms / 1000:.1f} s", f"{s.clock_offset_us / 1e6:+.2f} s"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if n == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    problems = [(s.site, e) for s in report.sites for e in s.errors]
+    if problems:
+        lines += ["", "Problems:"]
+        lines += [f"  {site}: {error}" for site, error in problems]
+    if report.outcome != "complete":
+        lines += ["", "This round did NOT complete for every site: the sites above that are "
+                      "not 'complete' keep their changes for the next round."]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""A sync round: gather from every site, then redistribute to every site.
+
+Owns the coordinator's round on the node that holds the siège role: each phase exchanges
+with every configured site (several at once, bounded — the network overlaps, the database
+work stays serialized by the node), reports each site's progress as it goes (events actually
+applied, never a guess), and never lets one failed or unreachable site abort the others: the
+site is reported and keeps its backlog for the next round. ``stop`` ends the round at the next
+batch boundary — every batch is applied whole or not at all — and the report says stopped.
+
+Every round is stored (``reports.py``). Must never apply anything itself: exchanges do.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from ..node.daemon import Node
+from ..node.parking import listing as parked_listing
+from ..node.status import capture_status
+from ..proto import coordinator_pb2
+from . import reports
+
+log = logging.getLogger(__name__)
+
+PARALLEL_SITES = 4
+PHASES = ("gather", "redistribute")
+
+Progress = Callable[[coordinator_pb2.SiteProgress], None]
+
+
+class RoundBusy(Exception):
+    pass
+
+
+class Rounds:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._running = threading.Lock()
+        self._stop = threading.Event()
+
+    @property
+    def sites(self) -> list[str]:
+        return sorted(self._node.service_cfg.peers)
+
+    def stop(self) -> bool:
+        """Ask the running round to stop; whether one was running."""
+        if not self._running.locked():
+            return False
+        self._stop.set()
+        return True
+
+    def run(self, trigger: str, progress: Progress | None = None) -> coordinator_pb2.RoundReport:
+        if not self._running.acquire(blocking=False):
+            raise RoundBusy("a round is already running; wait for it or `siege-ctl stop` it")
+        try:
+            self._stop.clear()
+            return self._run(trigger, progress or (lambda _p: None))
+        finally:
+            self._running.release()
+
+    def _run(self, trigger: str, progress: Progress) -> coordinator_pb2.RoundReport:
+        site_id = self._node.cfg.site
+        started = datetime.now()
+        before = self._conflicts()
+        report = coordinator_pb2.RoundReport(trigger=trigger,
+                                             started=started.isoformat(timespec="seconds"))
+        per_site = {s: report.sites.add(site=s, outcome="complete") for s in self.sites}
+        lock = threading.Lock()  # progress callbacks and report updates from the pool
+
+        def one(site: str, phase: str) -> None:
+            entry = per_site[site]
+            if self._stop.is_set():
+                with lock:
+                    if entry.outcome == "complete":
+                        entry.outcome = "skipped"
+                    progress(coordinator_pb2.SiteProgress(site=site, phase=phase,
+                                                          state="skipped"))
+                return
+            with lock:
+                progress(coordinator_pb2.SiteProgress(site=site, phase=phase, state="running"))
+            t0 = time.monotonic()
+            reply = self._node.exchange(site, stop=self._stop)
+            with lock:
+                entry.events_in += reply.pulled_events
+                entry.events_out += reply.pushed_events
+                entry.duration_ms += int((time.monotonic() - t0) * 1000)
+                entry.clock_offset_us = reply.clock_offset_us
+                failed = bool(reply.problems)
+                if failed:
+                    entry.outcome = "failed"
+                    entry.errors.extend(p for p in reply.problems if p not in entry.errors)
+                progress(coordinator_pb2.SiteProgress(
+                    site=site, phase=phase, state="failed" if failed else "done",
+                    events_in=reply.pulled_events, events_out=reply.pushed_events,
+                    error="; ".join(reply.problems)))
+
+        for phase in PHASES:
+            with ThreadPoolExecutor(max_workers=PARALLEL_SITES,
+                                    thread_name_prefix=f"round-{phase}") as pool:
+                for future in [pool.submit(one, s, phase) for s in self.sites]:
+                    future.result()
+        with self._node.replica.database() as con:
+            parked = parked_listing(con)
+        for entry in report.sites:
+            entry.parked = sum(1 for p in parked if p.origin == entry.site)
+        report.ended = datetime.now().isoformat(timespec="seconds")
+        report.new_conflicts = max(self._conflicts() - before, 0)
+        report.outcome = _outcome(report, self._stop.is_set())
+        with self._node.replica.database() as con:
+            report.id = reports.store(con, report)
+        log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)
+        return report
+
+    def _conflicts(self) -> int:
+        with self._node.replica.database() as con:
+            return capture_status(con).conflicts
+
+
+def _outcome(report: coordinator_pb2.RoundReport, stopped: bool) -> str:
+    outcomes = [s.outcome for s in report.sites]
+    if stopped:
+        return "stopped"
+    if all(o == "complete" for o in outcomes):
+        return "complete"
+    if outcomes and all(o == "failed" for o in outcomes):
+        return "failed"
+    return "partial"

@@ -1,0 +1,86 @@
+"""The coordinator's gRPC service (``siege.v1.Coordinator``) for ``siege-ctl``.
+
+Owns who may drive the coordinator: admin certificates only (``siege-certs issue-admin``),
+checked like every call of the node (certificate, mesh, revocation). Must never run two
+rounds at once: a second request is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+from ..certs import Kind
+from ..node.daemon import Node
+from ..node.service import Gatekeeper
+from ..proto import coordinator_pb2, coordinator_pb2_grpc
+from . import reports, siteprobe
+from .rounds import RoundBusy, Rounds
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, node: Node, rounds: Rounds) -> None:
+        self._node = node
+        self._rounds = rounds
+        self._gate = Gatekeeper(node.watcher, node.cfg.site)
+
+    def _admin(self, context: grpc.ServicerContext) -> None:
+        self._gate.caller(context, Kind.ADMIN)
+
+    def Round(self, request: coordinator_pb2.RoundRequest,
+              context: grpc.ServicerContext) -> Iterator[coordinator_pb2.RoundEvent]:
+        self._admin(context)
+        events: queue.Queue[coordinator_pb2.RoundEvent | BaseException] = queue.Queue()
+
+        def work() -> None:
+            try:
+                report = self._rounds.run(
+                    request.trigger or "manual",
+                    lambda p: events.put(coordinator_pb2.RoundEvent(progress=p)))
+                events.put(coordinator_pb2.RoundEvent(done=report))
+            except BaseException as exc:  # handed to the caller's stream below
+                events.put(exc)
+
+        threading.Thread(target=work, name="round", daemon=True).start()
+        while True:
+            item = events.get()
+            if isinstance(item, RoundBusy):
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(item))
+            if isinstance(item, BaseException):
+                log.error("[%s] round failed: %s", self._node.cfg.site, item)
+                context.abort(grpc.StatusCode.INTERNAL, f"the round failed: {item}")
+            yield item
+            if item.HasField("done"):
+                return
+
+    def Stop(self, request: coordinator_pb2.StopRequest,
+             context: grpc.ServicerContext) -> coordinator_pb2.StopReply:
+        self._admin(context)
+        return coordinator_pb2.StopReply(was_running=self._rounds.stop())
+
+    def Reports(self, request: coordinator_pb2.ReportsRequest,
+                context: grpc.ServicerContext) -> coordinator_pb2.ReportsReply:
+        self._admin(context)
+        with self._node.replica.database() as con:
+            return coordinator_pb2.ReportsReply(reports=reports.listing(con, request.limit))
+
+    def Report(self, request: coordinator_pb2.ReportRequest,
+               context: grpc.ServicerContext) -> coordinator_pb2.RoundReport:
+        self._admin(context)
+        with self._node.replica.database() as con:
+            found = reports.get(con, request.id)
+        if found is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no report {request.id}; "
+                          "`siege-ctl report list` shows them")
+        return found
+
+    def Test(self, request: coordinator_pb2.TestRequest,
+             context: grpc.ServicerContext) -> coordinator_pb2.TestReply:
+        self._admin(context)
+        return coordinator_pb2.TestReply(sites=siteprobe.probe_all(self._node))

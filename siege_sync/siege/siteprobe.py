@@ -1,0 +1,82 @@
+"""``siege-ctl test``: the siège checks every site it coordinates, as the legacy "Test" button
+did, and says what to do about each problem.
+
+Owns the connection test of one site: reachable and presenting the expected certificate
+(days left), node and schema versions equal to the siège's, its database answering, clock
+offset and latency (from the four timestamps of a hello). Must never change data: a hello
+only records the peer's epoch, as any exchange would.
+"""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+
+from ..certs import CertError, days_to_expiry
+from ..node import transport
+from ..node.daemon import Node
+from ..node.service import now_us
+from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+
+WARN_CERT_DAYS = 30
+WARN_CLOCK_US = 60_000_000
+TIMEOUT = 10.0
+
+
+def probe_all(node: Node) -> list[coordinator_pb2.SiteTest]:
+    return [probe(node, site) for site in sorted(node.service_cfg.peers)]
+
+
+def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
+    address = node.service_cfg.peers[site].address
+    out = coordinator_pb2.SiteTest(site=site, address=address)
+    bundle, _ = node.watcher.refresh()
+    try:
+        ident = transport.peer_identity(address, bundle, site, timeout=TIMEOUT)
+    except (OSError, CertError) as exc:
+        out.problems.append(f"not reachable at {address} ({exc}): is its node running, is the "
+                            "address right, is the port open?")
+        return out
+    out.reachable = True
+    out.identity = ident.name
+    try:
+        out.cert_days_left = days_to_expiry(transport.peer_certificate(address, bundle, site,
+                                                                       TIMEOUT))
+    except (OSError, CertError):
+        out.cert_days_left = 0
+    if out.cert_days_left < WARN_CERT_DAYS:
+        out.problems.append(f"its certificate expires in {out.cert_days_left} days: "
+                            f"siege-certs renew {site}")
+    mine = node.replica.identity()
+    with transport.channel(address, bundle, site) as ch:
+        stub = sync_pb2_grpc.SyncNodeStub(ch)
+        try:
+            t1 = now_us()
+            hello = stub.Hello(sync_pb2.HelloRequest(
+                incarnation=mine.incarnation, node_version=mine.node_version,
+                schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
+                applied=node.replica.vector(publish=False).to_proto(), t1_us=t1),
+                timeout=TIMEOUT)
+            t4 = now_us()
+            out.clock_offset_us = ((hello.t2_us - hello.t1_us) + (hello.t3_us - t4)) // 2
+            out.latency_us = max((t4 - t1) - (hello.t3_us - hello.t2_us), 0)
+            out.node_version = hello.node_version
+            out.schema_fingerprint = hello.schema_fingerprint
+            out.versions_match = (hello.node_version == mine.node_version
+                                  and hello.schema_fingerprint == mine.schema_fingerprint)
+            if hello.node_version != mine.node_version:
+                out.problems.append(f"node version {hello.node_version}, the siège runs "
+                                    f"{mine.node_version}: upgrade it")
+            if hello.schema_fingerprint != mine.schema_fingerprint:
+                out.problems.append("its schema differs from the siège's: run its vendor "
+                                    "upgrade, then siege-node install there")
+            if abs(out.clock_offset_us) > WARN_CLOCK_US:
+                out.problems.append(f"its clock is off by {out.clock_offset_us / 1e6:+.0f} s: "
+                                    "fix its time (NTP)")
+            started = time.monotonic()
+            stub.Status(sync_pb2.StatusRequest(), timeout=TIMEOUT)
+            out.database_ok = time.monotonic() - started < TIMEOUT
+        except grpc.RpcError as exc:
+            out.problems.append(f"{exc.code().name}: {exc.details()}")
+    return out

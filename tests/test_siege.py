@@ -1,0 +1,120 @@
+"""The siège's rounds driven through ``siege-ctl`` (a real process, an admin certificate):
+a round with every site, a round with a site down (partial, reported, caught up next round),
+``stop`` mid-round (nothing half applied, the next round completes), reports listed and
+shown, the connection test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_apply import run_sql
+from tests.test_capture_random import snapshot
+from tests.test_mesh import transaction_of
+from tools.localmesh import LocalMesh
+
+DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(40), B INTEGER)"]
+SITES = {"siege": True, "lyon": False, "nice": False}
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    m = LocalMesh(tmp_path, SITES, DDL)
+    m.pki.admin("ops")
+    (tmp_path / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{m.ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+    yield m
+    m.close()
+
+
+def ctl(mesh, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                           str(mesh.folder / "siege-ctl.toml"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_manual_round_brings_every_site_to_the_same_data(mesh):
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'lyon')")
+    run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (2, 'nice')")
+    done = ctl(mesh, "manual")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "COMPLETE" in done.stdout and "report 1" in done.stdout
+    assert "gather" in done.stdout and "redistribute" in done.stdout
+    states = [snapshot(con) for con in mesh.cons.values()]
+    assert states[0] == states[1] == states[2] and len(states[0]) == 2
+    listed = ctl(mesh, "report", "list")
+    assert listed.returncode == 0 and "complete" in listed.stdout and "2/2" in listed.stdout
+    shown = ctl(mesh, "report", "show", "1")
+    assert shown.returncode == 0 and "lyon" in shown.stdout and "nice" in shown.stdout
+
+
+def test_a_site_down_makes_a_partial_round_and_catches_up_next_time(mesh):
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'lyon')")
+    mesh.nodes["nice"].stop(grace=1)
+    done = ctl(mesh, "manual")
+    assert done.returncode == 1 and "PARTIAL" in done.stdout
+    assert "nice" in done.stdout and "did NOT complete" in done.stdout
+    test = ctl(mesh, "test")
+    assert test.returncode == 1 and "NO" in test.stdout and "not reachable" in test.stdout
+    from siege_sync.node.daemon import Node
+
+    mesh.nodes["nice"] = Node(mesh.nodes["nice"].cfg)
+    mesh.nodes["nice"].start()
+    again = ctl(mesh, "manual")
+    assert again.returncode == 0, again.stdout
+    assert snapshot(mesh.cons["nice"]) == snapshot(mesh.cons["lyon"])
+    test = ctl(mesh, "test")
+    assert test.returncode == 0, test.stdout
+    assert test.stdout.count("match") == 2 and "ok" in test.stdout
+
+
+def test_stop_mid_round_leaves_nothing_half_applied(mesh):
+    from siege_sync.certs import load_bundle
+    from siege_sync.node.transport import channel
+    from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
+
+    for t in range(30):  # thirty transactions of a hundred rows: many batches to stop between
+        with transaction_of(mesh.cons["lyon"]) as cur:
+            for i in range(100):
+                cur.execute("INSERT INTO T (ID, A, B) VALUES (?, 'bulk', ?)", (t * 100 + i, t))
+    proc = subprocess.Popen([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                             str(mesh.folder / "siege-ctl.toml"), "manual"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert "running" in first, first + proc.stderr.read()
+    ch = channel(f"127.0.0.1:{mesh.ports['siege']}",
+                 load_bundle(mesh.pki.folder / "bundles" / "ops"), "siege")
+    with ch:
+        reply = coordinator_pb2_grpc.CoordinatorStub(ch).Stop(coordinator_pb2.StopRequest(),
+                                                               timeout=10)
+    out, err = proc.communicate(timeout=120)
+    assert reply.was_running
+    assert proc.returncode == 1 and "STOPPED" in out, out + err
+    # What arrived is whole source transactions: a hundred rows per transaction number.
+    got = snapshot(mesh.cons["siege"])
+    assert len(got) % 100 == 0 and len(got) < 3000
+    again = ctl(mesh, "manual")
+    assert again.returncode == 0, again.stdout
+    assert snapshot(mesh.cons["siege"]) == snapshot(mesh.cons["lyon"])
+    assert "stopped" in ctl(mesh, "report", "list").stdout
+
+
+def test_siege_ctl_explains_its_mistakes(mesh, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--address",
+                           "127.0.0.1:1", "--siege", "siege", "--bundle",
+                           str(mesh.pki.folder / "bundles" / "ops"), "report", "list"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "is the siège's node running" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                           str(tmp_path / "nope.toml"), "test"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "no such file" in done.stderr
+    # A site certificate is not an admin certificate.
+    done = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--address",
+                           f"127.0.0.1:{mesh.ports['siege']}", "--siege", "siege",
+                           "--bundle", str(mesh.pki.folder / "bundles" / "lyon"),
+                           "report", "list"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "PERMISSION_DENIED" in done.stderr
