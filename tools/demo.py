@@ -1,11 +1,14 @@
 """``make demo``: a local mesh of three sites on embedded Firebird, syncing over mTLS.
 
-Creates a mesh CA and a certificate bundle per site (``siege-certs``' library), three
-databases with a small invoicing schema, installs capture, starts the three nodes on
-loopback (the siège with the relay role), has each site's users work — new customers and
-invoices, the same customer edited at two sites at once, an invoice deleted at one site while
-another adds a line to it — then runs sync rounds through the siège (gather from every
-site, redistribute to every site) and prints what each site holds, what lost and why.
+Creates a mesh CA, a certificate bundle per site and an admin certificate (``siege-certs``'
+library), three databases with a small business schema (customers, products, invoices and
+their lines, payments, accounting entries with a composite key, NUMERIC money, BLOB notes),
+installs capture, starts the three nodes on loopback (the siège coordinates and relays), then
+drives it as an operator would with ``siege-ctl``: ``test``, ``manual`` rounds with progress
+and their reports, while the sites' users work — sales everywhere, one customer and one
+invoice edited at two sites at once, an invoice deleted at one site while another records a
+payment for it, a transaction held open across a round. Ends with what each site holds
+(digests) and the versions on record.
 
 Everything lives in a temporary folder (``--keep DIR`` keeps it). No network beyond
 127.0.0.1.
@@ -17,6 +20,7 @@ import argparse
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,13 +38,22 @@ from tools.localmesh import LocalMesh  # noqa: E402
 
 SCHEMA = [
     "CREATE TABLE CUSTOMER (ID INTEGER NOT NULL PRIMARY KEY, NAME VARCHAR(60) NOT NULL, "
-    "PHONE VARCHAR(20), CITY VARCHAR(40), BALANCE NUMERIC(15,2) DEFAULT 0)",
+    "PHONE VARCHAR(20), CITY VARCHAR(40), BALANCE NUMERIC(15,2) DEFAULT 0, "
+    "NOTE BLOB SUB_TYPE TEXT)",
+    "CREATE TABLE PRODUCT (CODE VARCHAR(20) NOT NULL PRIMARY KEY, LABEL VARCHAR(60), "
+    "PRICE NUMERIC(15,2), VAT_RATE NUMERIC(5,2))",
     "CREATE TABLE INVOICE (ID INTEGER NOT NULL PRIMARY KEY, NUMBER VARCHAR(20) NOT NULL, "
     "CUSTOMER_ID INTEGER NOT NULL REFERENCES CUSTOMER (ID), ISSUED TIMESTAMP, "
     "TOTAL NUMERIC(15,2), NOTE BLOB SUB_TYPE TEXT, CONSTRAINT INVOICE_NUMBER UNIQUE (NUMBER))",
     "CREATE TABLE INVOICE_LINE (ID INTEGER NOT NULL PRIMARY KEY, "
-    "INVOICE_ID INTEGER NOT NULL REFERENCES INVOICE (ID), ITEM VARCHAR(40), "
-    "QTY INTEGER, PRICE NUMERIC(15,2), CHECK (QTY > 0))",
+    "INVOICE_ID INTEGER NOT NULL REFERENCES INVOICE (ID), PRODUCT VARCHAR(20) "
+    "REFERENCES PRODUCT (CODE), QTY INTEGER, PRICE NUMERIC(15,2), CHECK (QTY > 0))",
+    "CREATE TABLE PAYMENT (ID INTEGER NOT NULL PRIMARY KEY, INVOICE_ID INTEGER NOT NULL "
+    "REFERENCES INVOICE (ID), PAID_ON DATE, AMOUNT NUMERIC(15,2), METHOD VARCHAR(10))",
+    # Accounting entries: a composite key (journal, entry, line), debit and credit exact.
+    "CREATE TABLE ACCOUNT_ENTRY (JOURNAL CHAR(3) NOT NULL, ENTRY_NO INTEGER NOT NULL, "
+    "LINE_NO SMALLINT NOT NULL, ACCOUNT VARCHAR(10) NOT NULL, DEBIT NUMERIC(15,2), "
+    "CREDIT NUMERIC(15,2), LABEL VARCHAR(60), PRIMARY KEY (JOURNAL, ENTRY_NO, LINE_NO))",
 ]
 SITES = {"siege": True, "lyon": False, "nice": False}
 
@@ -62,19 +75,31 @@ def count(con, table: str) -> int:
     return n
 
 
-def round_(mesh: LocalMesh, label: str) -> None:
-    started = time.monotonic()
-    moved = 0
-    # Gather from every site, then redistribute (each exchange goes both ways: the second
-    # pass brings each site what the siège gathered after it).
-    for _pass in range(2):
-        for site in ("lyon", "nice"):
-            reply = mesh.exchange("siege", site)
-            moved += reply.pulled_events + reply.pushed_events
-            for problem in reply.problems:
-                print(f"  ! {site}: {problem}")
-    print(f"{label}: {moved} events applied across the mesh in "
-          f"{time.monotonic() - started:.2f} s")
+def ctl(folder: Path, *args: str) -> int:
+    """Run siege-ctl as an operator would, against the siège's node of this demo."""
+    print(f"$ siege-ctl {' '.join(args)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                           str(folder / "siege-ctl.toml"), *args], text=True)
+    print(flush=True)
+    return done.returncode
+
+
+def sell(con, site: str, n: int) -> None:
+    """A sale at ``site``: an invoice with a line, its payment and its accounting entry."""
+    base = {"siege": 0, "lyon": 1000, "nice": 2000}[site] + n
+    total = 10 + n
+    sql(con,
+        ("INSERT INTO INVOICE (ID, NUMBER, CUSTOMER_ID, ISSUED, TOTAL, NOTE) VALUES "
+         "(?, ?, ?, CURRENT_TIMESTAMP, ?, ?)",
+         (base, f"{site[0].upper()}-{n:04d}", 1 + n % 2, total, f"ticket {n} — {site}")),
+        ("INSERT INTO INVOICE_LINE (ID, INVOICE_ID, PRODUCT, QTY, PRICE) VALUES "
+         "(?, ?, 'PAIN', 1, ?)", (base, base, total)),
+        ("INSERT INTO PAYMENT (ID, INVOICE_ID, PAID_ON, AMOUNT, METHOD) VALUES "
+         "(?, ?, CURRENT_DATE, ?, 'CB')", (base, base, total)),
+        ("INSERT INTO ACCOUNT_ENTRY (JOURNAL, ENTRY_NO, LINE_NO, ACCOUNT, DEBIT, CREDIT, "
+         "LABEL) VALUES ('VTE', ?, 1, '411000', ?, 0, ?)", (base, total, f"facture {base}")),
+        ("INSERT INTO ACCOUNT_ENTRY (JOURNAL, ENTRY_NO, LINE_NO, ACCOUNT, DEBIT, CREDIT, "
+         "LABEL) VALUES ('VTE', ?, 2, '706000', 0, ?, ?)", (base, total, f"facture {base}")))
 
 
 def main() -> int:
@@ -85,7 +110,12 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="siege-demo-")) if args.keep is None else args.keep
     folder.mkdir(parents=True, exist_ok=True)
     print(f"demo mesh in {folder}: sites {', '.join(SITES)} (siège relays), mTLS on loopback")
+    started = time.monotonic()
     mesh = LocalMesh(folder, SITES, SCHEMA)
+    mesh.pki.admin("ops")
+    (folder / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\n'
+        'bundle = "bundles/ops"\n')
     try:
         cons = mesh.cons
         sql(cons["siege"],
@@ -93,49 +123,51 @@ def main() -> int:
              "'0472000001', 'Lyon')", ()),
             ("INSERT INTO CUSTOMER (ID, NAME, PHONE, CITY) VALUES (2, 'Garage Roux', "
              "'0493000002', 'Nice')", ()),
-            ("INSERT INTO INVOICE (ID, NUMBER, CUSTOMER_ID, ISSUED, TOTAL) VALUES "
-             "(1, 'S-0001', 2, CURRENT_TIMESTAMP, 120.50)", ()),
-            ("INSERT INTO INVOICE_LINE (ID, INVOICE_ID, ITEM, QTY, PRICE) VALUES "
-             "(1, 1, 'Vidange', 1, 120.50)", ()))
-        round_(mesh, "round 1 (the siège's customers reach every site)")
+            ("INSERT INTO PRODUCT (CODE, LABEL, PRICE, VAT_RATE) VALUES "
+             "('PAIN', 'Pain de campagne', 3.20, 5.50)", ()))
+        sell(cons["siege"], "siege", 1)
+        ctl(folder, "test")
+        ctl(folder, "manual")
 
-        for i in range(50):
-            site = ("lyon", "nice")[i % 2]
-            base = 1000 if site == "lyon" else 2000
-            sql(cons[site],
-                ("INSERT INTO INVOICE (ID, NUMBER, CUSTOMER_ID, ISSUED, TOTAL, NOTE) VALUES "
-                 "(?, ?, ?, CURRENT_TIMESTAMP, ?, ?)",
-                 (base + i, f"{site[0].upper()}-{i:04d}", 1 + i % 2, 10 + i,
-                  f"ticket de caisse {i} — {site}")),
-                ("INSERT INTO INVOICE_LINE (ID, INVOICE_ID, ITEM, QTY, PRICE) VALUES "
-                 "(?, ?, 'Article', ?, ?)", (base + i, base + i, 1 + i % 3, 10 + i)))
-        # The same customer edited at two sites at once: different columns both survive.
+        print("... a day of work: sales everywhere, two sites editing the same customer and "
+              "invoice, an invoice deleted while another site pays it, a transaction left "
+              "open at lyon\n")
+        for n in range(1, 41):
+            sell(cons[("lyon", "nice")[n % 2]], ("lyon", "nice")[n % 2], n)
         sql(cons["lyon"], ("UPDATE CUSTOMER SET PHONE = '0472999999' WHERE ID = 1", ()))
         sql(cons["nice"], ("UPDATE CUSTOMER SET CITY = 'Villeurbanne' WHERE ID = 1", ()))
-        # The same column at two sites: the later write wins, the other is on record.
-        sql(cons["lyon"], ("UPDATE CUSTOMER SET BALANCE = 10 WHERE ID = 2", ()))
+        sql(cons["lyon"], ("UPDATE INVOICE SET TOTAL = 13.00 WHERE ID = 1", ()))
         time.sleep(0.01)
-        sql(cons["nice"], ("UPDATE CUSTOMER SET BALANCE = 25 WHERE ID = 2", ()))
-        # Nice deletes invoice S-0001 while Lyon adds a line to it: the invoice comes back.
+        sql(cons["nice"], ("UPDATE INVOICE SET TOTAL = 15.00 WHERE ID = 1", ()))
         sql(cons["nice"], ("DELETE FROM INVOICE_LINE WHERE INVOICE_ID = 1", ()),
+            ("DELETE FROM PAYMENT WHERE INVOICE_ID = 1", ()),
             ("DELETE FROM INVOICE WHERE ID = 1", ()))
-        sql(cons["lyon"], ("INSERT INTO INVOICE_LINE (ID, INVOICE_ID, ITEM, QTY, PRICE) "
-                           "VALUES (3, 1, 'Pneu', 2, 80)", ()))
-        round_(mesh, "round 2 (a day of work at lyon and nice)")
-        round_(mesh, "round 3 (quiet: nothing left to move)")
+        sql(cons["lyon"], ("INSERT INTO PAYMENT (ID, INVOICE_ID, PAID_ON, AMOUNT, METHOD) "
+                           "VALUES (9, 1, CURRENT_DATE, 15.00, 'CHQ')", ()))
+        held = cons["lyon"].transaction_manager()
+        held.begin()
+        cur = held.cursor()
+        cur.execute("INSERT INTO CUSTOMER (ID, NAME, CITY) VALUES (3, 'Fleurs Dubois', 'Lyon')")
+        ctl(folder, "manual")
+        print("... lyon's open transaction commits now; the next round carries it\n")
+        cur.close()
+        held.commit()
+        held.close()
+        ctl(folder, "manual")
+        ctl(folder, "report", "list")
 
-        print()
-        header = f"{'site':<7}{'customers':>10}{'invoices':>10}{'lines':>8}  digest (all tables)"
+        tables = ("CUSTOMER", "PRODUCT", "INVOICE", "INVOICE_LINE", "PAYMENT",
+                  "ACCOUNT_ENTRY")
+        header = f"{'site':<7}" + "".join(f"{t.lower():>15}" for t in tables) + "  digest"
         print(header)
         print("-" * len(header))
         digests = set()
         for site, con in cons.items():
-            tables = introspect(con).tables
-            digest = "".join(table_digest(con, tables[t]).digest[:6]
-                             for t in ("CUSTOMER", "INVOICE", "INVOICE_LINE"))
+            schema = introspect(con).tables
+            digest = "".join(table_digest(con, schema[t]).digest[:4] for t in tables)
             digests.add(digest)
-            print(f"{site:<7}{count(con, 'CUSTOMER'):>10}{count(con, 'INVOICE'):>10}"
-                  f"{count(con, 'INVOICE_LINE'):>8}  {digest}")
+            print(f"{site:<7}" + "".join(f"{count(con, t):>15}" for t in tables)
+                  + f"  {digest}")
         print()
         print("versions on record at the siège (who lost to whom):")
         for c in conflicts.listing(cons["siege"]):
@@ -145,6 +177,7 @@ def main() -> int:
         same = len(digests) == 1
         print()
         print("every site holds the same data" if same else "SITES DIFFER")
+        print(f"demo done in {time.monotonic() - started:.0f} s")
         return 0 if same else 1
     finally:
         mesh.close()
