@@ -118,3 +118,12 @@ def test_siege_ctl_explains_its_mistakes(mesh, tmp_path):
                            "--bundle", str(mesh.pki.folder / "bundles" / "lyon"),
                            "report", "list"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "PERMISSION_DENIED" in done.stderr
+
+
+def test_a_site_whose_capture_is_broken_is_reported_silent(mesh):
+    run_sql(mesh.cons["nice"], "ALTER TRIGGER SYNC$TR0 INACTIVE")  # its heartbeat's capture
+    done = ctl(mesh, "manual")
+    assert done.returncode == 1 and "PARTIAL" in done.stdout
+    assert "reachable but silent" in done.stdout and "nice" in done.stdout
+    run_sql(mesh.cons["nice"], "ALTER TRIGGER SYNC$TR0 ACTIVE")
+    assert ctl(mesh, "manual").returncode == 0

@@ -37,7 +37,7 @@ from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2
 from . import capture, eventlog, parking, registers
-from .capture import IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
+from .capture import HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
     LocalChangePending,
@@ -134,6 +134,8 @@ class Applier:
         result = ApplyResult()
         self._publisher.publish()
         self._schema = introspect(self._con)
+        # The heartbeat table travels like a replicated table (capture.beat).
+        self._schema.tables[HEARTBEAT_TABLE] = capture.heartbeat_table(self._con.sql_dialect)
         self._registry = {name: no for no, (name, _k) in capture.table_registry(
             self._con).items()}
         applied, heads = self.vector()

@@ -498,3 +498,9 @@ def beat(con: Connection, site: str, round_no: int) -> None:
         tm.cursor().execute(
             f"UPDATE OR INSERT INTO {HEARTBEAT_TABLE} (SITE, BEAT_AT, ROUND_NO) "
             "VALUES (?, CAST('NOW' AS TIMESTAMP), ?) MATCHING (SITE)", (site, round_no))
+
+
+def heartbeats(con: Connection) -> dict[str, int]:
+    """Per site, the round number of the last heartbeat this database holds."""
+    return {str(site).strip(): int(n or 0) for site, n in _query(
+        con, f"SELECT SITE, ROUND_NO FROM {HEARTBEAT_TABLE}")}

@@ -97,8 +97,8 @@ class Node:
         log.info("[%s] listening on %s (mTLS)", self.cfg.site, self.service_cfg.listen)
         return port
 
-    def exchange(self, peer: str, stop: threading.Event | None = None
-                 ) -> sync_pb2.ExchangeReply:
+    def exchange(self, peer: str, stop: threading.Event | None = None,
+                 round_no: int = 0) -> sync_pb2.ExchangeReply:
         """One exchange with a configured peer (one at a time per peer; exchanges with
         different peers overlap on the network, the database work stays serialized)."""
         spec = self.service_cfg.peers.get(peer)
@@ -112,7 +112,7 @@ class Node:
             try:
                 bundle, _ = self.watcher.refresh()
                 return exchange(self.replica, bundle, peer, spec.address,
-                                stop=stop).to_proto()
+                                stop=stop, round_no=round_no).to_proto()
             except ExchangeError as exc:
                 log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
                 return sync_pb2.ExchangeReply(peer=peer, problems=[str(exc)])

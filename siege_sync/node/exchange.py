@@ -52,9 +52,10 @@ class ExchangeOutcome:
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
              timeout: float = 60.0, batch_events: int = 500,
-             stop: threading.Event | None = None) -> ExchangeOutcome:
+             stop: threading.Event | None = None, round_no: int = 0) -> ExchangeOutcome:
     """``stop``: when set, the exchange ends at the next batch boundary (every batch is
-    applied whole or not at all)."""
+    applied whole or not at all). ``round_no``: a coordinator's round, for which the peer
+    writes its heartbeat."""
     try:
         ident = transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0))
     except (OSError, CertError) as exc:
@@ -63,7 +64,7 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
     with transport.channel(address, bundle, peer) as channel:
         stub = sync_pb2_grpc.SyncNodeStub(channel)
         try:
-            peer_vector = _hello(replica, stub, peer, out, timeout)
+            peer_vector = _hello(replica, stub, peer, out, timeout, round_no)
             _pull(replica, stub, ident, out, timeout, batch_events, stop)
             _push(replica, stub, bundle, peer_vector, out, timeout, batch_events, stop)
         except grpc.RpcError as exc:
@@ -75,12 +76,12 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
 
 
 def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
-           out: ExchangeOutcome, timeout: float) -> Vector:
+           out: ExchangeOutcome, timeout: float, round_no: int = 0) -> Vector:
     mine = replica.identity()
     request = sync_pb2.HelloRequest(
         incarnation=mine.incarnation, node_version=mine.node_version,
         schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
-        applied=replica.vector(publish=False).to_proto(), t1_us=now_us())
+        applied=replica.vector(publish=False).to_proto(), t1_us=now_us(), round=round_no)
     reply = stub.Hello(request, timeout=timeout)
     t4 = now_us()
     if reply.site != peer:

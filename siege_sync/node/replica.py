@@ -184,6 +184,16 @@ class Replica:
             reader.close()  # ends the read transaction before the batch travels
         return out
 
+    def beat(self, round_no: int) -> None:
+        """This site's heartbeat for a coordinator's round, written like any change."""
+        with self._lock:
+            capture.beat(self._con, self.site, round_no)
+
+    def heartbeats(self) -> dict[str, int]:
+        """Per site, the last round whose heartbeat this database holds."""
+        with self._lock:
+            return capture.heartbeats(self._con)
+
     def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
         with self._lock:
             if not self._confirmed:

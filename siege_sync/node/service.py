@@ -108,6 +108,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             try:
                 self._replica.meet(caller.name, request.epoch,
                                    Vector.from_proto(request.applied))
+                if request.round:
+                    self._replica.beat(request.round)
             except PeerRefused as exc:
                 self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
             except ValueError as exc:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"siege_sync/proto/coordinator.proto\x12\x08siege.v1\"\x1f\n\x0cRoundRequest\x12\x0f\n\x07trigger\x18\x01 \x01(\t\"p\n\x0cSiteProgress\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tevents_in\x18\x04 \x01(\r\x12\x12\n\nevents_out\x18\x05 \x01(\r\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xa0\x01\n\nSiteReport\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x11\n\tevents_in\x18\x03 \x01(\r\x12\x12\n\nevents_out\x18\x04 \x01(\r\x12\x0e\n\x06parked\x18\x05 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x06 \x03(\t\x12\x13\n\x0b\x64uration_ms\x18\x07 \x01(\x04\x12\x17\n\x0f\x63lock_offset_us\x18\x08 \x01(\x12\"\x97\x01\n\x0bRoundReport\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07trigger\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\t\x12\r\n\x05\x65nded\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12#\n\x05sites\x18\x06 \x03(\x0b\x32\x14.siege.v1.SiteReport\x12\x15\n\rnew_conflicts\x18\x07 \x01(\r\"g\n\nRoundEvent\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.siege.v1.SiteProgressH\x00\x12%\n\x04\x64one\x18\x02 \x01(\x0b\x32\x15.siege.v1.RoundReportH\x00\x42\x06\n\x04kind\"\r\n\x0bStopRequest\" \n\tStopReply\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\"\x1f\n\x0eReportsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"6\n\x0cReportsReply\x12&\n\x07reports\x18\x01 \x03(\x0b\x32\x15.siege.v1.RoundReport\"\x1b\n\rReportRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"\r\n\x0bTestRequest\"\x84\x02\n\x08SiteTest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x10\n\x08identity\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x65rt_days_left\x18\x05 \x01(\x05\x12\x14\n\x0cnode_version\x18\x06 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\x12\x16\n\x0eversions_match\x18\x08 \x01(\x08\x12\x13\n\x0b\x64\x61tabase_ok\x18\t \x01(\x08\x12\x17\n\x0f\x63lock_offset_us\x18\n \x01(\x12\x12\x12\n\nlatency_us\x18\x0b \x01(\x04\x12\x10\n\x08problems\x18\x0c \x03(\t\".\n\tTestReply\x12!\n\x05sites\x18\x01 \x03(\x0b\x32\x12.siege.v1.SiteTest2\xa5\x02\n\x0b\x43oordinator\x12\x37\n\x05Round\x12\x16.siege.v1.RoundRequest\x1a\x14.siege.v1.RoundEvent0\x01\x12\x32\n\x04Stop\x12\x15.siege.v1.StopRequest\x1a\x13.siege.v1.StopReply\x12;\n\x07Reports\x12\x18.siege.v1.ReportsRequest\x1a\x16.siege.v1.ReportsReply\x12\x38\n\x06Report\x12\x17.siege.v1.ReportRequest\x1a\x15.siege.v1.RoundReport\x12\x32\n\x04Test\x12\x15.siege.v1.TestRequest\x1a\x13.siege.v1.TestReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"siege_sync/proto/coordinator.proto\x12\x08siege.v1\"\x1f\n\x0cRoundRequest\x12\x0f\n\x07trigger\x18\x01 \x01(\t\"p\n\x0cSiteProgress\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05phase\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tevents_in\x18\x04 \x01(\r\x12\x12\n\nevents_out\x18\x05 \x01(\r\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xb0\x01\n\nSiteReport\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x11\n\tevents_in\x18\x03 \x01(\r\x12\x12\n\nevents_out\x18\x04 \x01(\r\x12\x0e\n\x06parked\x18\x05 \x01(\r\x12\x0e\n\x06\x65rrors\x18\x06 \x03(\t\x12\x13\n\x0b\x64uration_ms\x18\x07 \x01(\x04\x12\x17\n\x0f\x63lock_offset_us\x18\x08 \x01(\x12\x12\x0e\n\x06silent\x18\t \x01(\x08\"\x97\x01\n\x0bRoundReport\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07trigger\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\t\x12\r\n\x05\x65nded\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12#\n\x05sites\x18\x06 \x03(\x0b\x32\x14.siege.v1.SiteReport\x12\x15\n\rnew_conflicts\x18\x07 \x01(\r\"g\n\nRoundEvent\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.siege.v1.SiteProgressH\x00\x12%\n\x04\x64one\x18\x02 \x01(\x0b\x32\x15.siege.v1.RoundReportH\x00\x42\x06\n\x04kind\"\r\n\x0bStopRequest\" \n\tStopReply\x12\x13\n\x0bwas_running\x18\x01 \x01(\x08\"\x1f\n\x0eReportsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"6\n\x0cReportsReply\x12&\n\x07reports\x18\x01 \x03(\x0b\x32\x15.siege.v1.RoundReport\"\x1b\n\rReportRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"\r\n\x0bTestRequest\"\x84\x02\n\x08SiteTest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x10\n\x08identity\x18\x04 \x01(\t\x12\x16\n\x0e\x63\x65rt_days_left\x18\x05 \x01(\x05\x12\x14\n\x0cnode_version\x18\x06 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x07 \x01(\t\x12\x16\n\x0eversions_match\x18\x08 \x01(\x08\x12\x13\n\x0b\x64\x61tabase_ok\x18\t \x01(\x08\x12\x17\n\x0f\x63lock_offset_us\x18\n \x01(\x12\x12\x12\n\nlatency_us\x18\x0b \x01(\x04\x12\x10\n\x08problems\x18\x0c \x03(\t\".\n\tTestReply\x12!\n\x05sites\x18\x01 \x03(\x0b\x32\x12.siege.v1.SiteTest2\xa5\x02\n\x0b\x43oordinator\x12\x37\n\x05Round\x12\x16.siege.v1.RoundRequest\x1a\x14.siege.v1.RoundEvent0\x01\x12\x32\n\x04Stop\x12\x15.siege.v1.StopRequest\x1a\x13.siege.v1.StopReply\x12;\n\x07Reports\x12\x18.siege.v1.ReportsRequest\x1a\x16.siege.v1.ReportsReply\x12\x38\n\x06Report\x12\x17.siege.v1.ReportRequest\x1a\x15.siege.v1.RoundReport\x12\x32\n\x04Test\x12\x15.siege.v1.TestRequest\x1a\x13.siege.v1.TestReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,27 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITEPROGRESS']._serialized_start=81
   _globals['_SITEPROGRESS']._serialized_end=193
   _globals['_SITEREPORT']._serialized_start=196
-  _globals['_SITEREPORT']._serialized_end=356
-  _globals['_ROUNDREPORT']._serialized_start=359
-  _globals['_ROUNDREPORT']._serialized_end=510
-  _globals['_ROUNDEVENT']._serialized_start=512
-  _globals['_ROUNDEVENT']._serialized_end=615
-  _globals['_STOPREQUEST']._serialized_start=617
-  _globals['_STOPREQUEST']._serialized_end=630
-  _globals['_STOPREPLY']._serialized_start=632
-  _globals['_STOPREPLY']._serialized_end=664
-  _globals['_REPORTSREQUEST']._serialized_start=666
-  _globals['_REPORTSREQUEST']._serialized_end=697
-  _globals['_REPORTSREPLY']._serialized_start=699
-  _globals['_REPORTSREPLY']._serialized_end=753
-  _globals['_REPORTREQUEST']._serialized_start=755
-  _globals['_REPORTREQUEST']._serialized_end=782
-  _globals['_TESTREQUEST']._serialized_start=784
-  _globals['_TESTREQUEST']._serialized_end=797
-  _globals['_SITETEST']._serialized_start=800
-  _globals['_SITETEST']._serialized_end=1060
-  _globals['_TESTREPLY']._serialized_start=1062
-  _globals['_TESTREPLY']._serialized_end=1108
-  _globals['_COORDINATOR']._serialized_start=1111
-  _globals['_COORDINATOR']._serialized_end=1404
+  _globals['_SITEREPORT']._serialized_end=372
+  _globals['_ROUNDREPORT']._serialized_start=375
+  _globals['_ROUNDREPORT']._serialized_end=526
+  _globals['_ROUNDEVENT']._serialized_start=528
+  _globals['_ROUNDEVENT']._serialized_end=631
+  _globals['_STOPREQUEST']._serialized_start=633
+  _globals['_STOPREQUEST']._serialized_end=646
+  _globals['_STOPREPLY']._serialized_start=648
+  _globals['_STOPREPLY']._serialized_end=680
+  _globals['_REPORTSREQUEST']._serialized_start=682
+  _globals['_REPORTSREQUEST']._serialized_end=713
+  _globals['_REPORTSREPLY']._serialized_start=715
+  _globals['_REPORTSREPLY']._serialized_end=769
+  _globals['_REPORTREQUEST']._serialized_start=771
+  _globals['_REPORTREQUEST']._serialized_end=798
+  _globals['_TESTREQUEST']._serialized_start=800
+  _globals['_TESTREQUEST']._serialized_end=813
+  _globals['_SITETEST']._serialized_start=816
+  _globals['_SITETEST']._serialized_end=1076
+  _globals['_TESTREPLY']._serialized_start=1078
+  _globals['_TESTREPLY']._serialized_end=1124
+  _globals['_COORDINATOR']._serialized_start=1127
+  _globals['_COORDINATOR']._serialized_end=1420
 # @@protoc_insertion_point(module_scope)

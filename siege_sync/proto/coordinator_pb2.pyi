@@ -28,7 +28,7 @@ class SiteProgress(_message.Message):
     def __init__(self, site: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SiteReport(_message.Message):
-    __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us")
+    __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us", "silent")
     SITE_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EVENTS_IN_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class SiteReport(_message.Message):
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_OFFSET_US_FIELD_NUMBER: _ClassVar[int]
+    SILENT_FIELD_NUMBER: _ClassVar[int]
     site: str
     outcome: str
     events_in: int
@@ -45,7 +46,8 @@ class SiteReport(_message.Message):
     errors: _containers.RepeatedScalarFieldContainer[str]
     duration_ms: int
     clock_offset_us: int
-    def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ...) -> None: ...
+    silent: bool
+    def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ...) -> None: ...
 
 class RoundReport(_message.Message):
     __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts")

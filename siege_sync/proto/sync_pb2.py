@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from siege_sync.proto import values_pb2 as siege__sync_dot_proto_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsiege_sync/proto/sync.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/values.proto\"L\n\x0cOriginVector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04head\x18\x04 \x01(\x0c\"1\n\x06Vector\x12\'\n\x07origins\x18\x01 \x03(\x0b\x32\x16.siege.v1.OriginVector\"\x96\x01\n\x0cHelloRequest\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x14\n\x0cnode_version\x18\x02 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12!\n\x07\x61pplied\x18\x05 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x06 \x01(\x12\"\xc0\x01\n\nHelloReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x14\n\x0cnode_version\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x07 \x01(\x12\x12\r\n\x05t2_us\x18\x08 \x01(\x12\x12\r\n\x05t3_us\x18\t \x01(\x12\";\n\x05\x42\x61tch\x12\x0e\n\x06\x65vents\x18\x01 \x03(\x0c\x12\"\n\x05\x62lobs\x18\x02 \x03(\x0b\x32\x13.siege.v1.BlobChunk\"K\n\x0bPullRequest\x12\x1e\n\x04have\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x1c\n\x14max_events_per_batch\x18\x02 \x01(\r\"\x96\x01\n\tPushReply\x12!\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x16\n\x0e\x61pplied_events\x18\x02 \x01(\r\x12\x17\n\x0f\x61lready_applied\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x0f\n\x07refused\x18\x05 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x06 \x03(\t\" \n\rStatusRequest\x12\x0f\n\x07\x64igests\x18\x01 \x01(\x08\":\n\x0bTableDigest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x81\x01\n\x08ParkedTx\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\npast_limit\x18\x07 \x01(\x08\"\x97\x02\n\x0bStatusReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\x14\n\x0cnode_version\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x11\n\tpublished\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x08 \x01(\x04\x12\x11\n\tconflicts\x18\t \x01(\x04\x12&\n\x07\x64igests\x18\n \x03(\x0b\x32\x15.siege.v1.TableDigest\x12\"\n\x06parked\x18\x0b \x03(\x0b\x32\x12.siege.v1.ParkedTx\"\x1f\n\x0f\x45xchangeRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"v\n\rExchangeReply\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x15\n\rpulled_events\x18\x02 \x01(\r\x12\x15\n\rpushed_events\x18\x03 \x01(\r\x12\x17\n\x0f\x63lock_offset_us\x18\x04 \x01(\x12\x12\x10\n\x08problems\x18\x05 \x03(\t2\x9d\x02\n\x08SyncNode\x12\x35\n\x05Hello\x12\x16.siege.v1.HelloRequest\x1a\x14.siege.v1.HelloReply\x12\x30\n\x04Pull\x12\x15.siege.v1.PullRequest\x1a\x0f.siege.v1.Batch0\x01\x12.\n\x04Push\x12\x0f.siege.v1.Batch\x1a\x13.siege.v1.PushReply(\x01\x12\x38\n\x06Status\x12\x17.siege.v1.StatusRequest\x1a\x15.siege.v1.StatusReply\x12>\n\x08\x45xchange\x12\x19.siege.v1.ExchangeRequest\x1a\x17.siege.v1.ExchangeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsiege_sync/proto/sync.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/values.proto\"L\n\x0cOriginVector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04head\x18\x04 \x01(\x0c\"1\n\x06Vector\x12\'\n\x07origins\x18\x01 \x03(\x0b\x32\x16.siege.v1.OriginVector\"\xa5\x01\n\x0cHelloRequest\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x14\n\x0cnode_version\x18\x02 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12!\n\x07\x61pplied\x18\x05 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x06 \x01(\x12\x12\r\n\x05round\x18\x07 \x01(\x04\"\xc0\x01\n\nHelloReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x14\n\x0cnode_version\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x07 \x01(\x12\x12\r\n\x05t2_us\x18\x08 \x01(\x12\x12\r\n\x05t3_us\x18\t \x01(\x12\";\n\x05\x42\x61tch\x12\x0e\n\x06\x65vents\x18\x01 \x03(\x0c\x12\"\n\x05\x62lobs\x18\x02 \x03(\x0b\x32\x13.siege.v1.BlobChunk\"K\n\x0bPullRequest\x12\x1e\n\x04have\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x1c\n\x14max_events_per_batch\x18\x02 \x01(\r\"\x96\x01\n\tPushReply\x12!\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x16\n\x0e\x61pplied_events\x18\x02 \x01(\r\x12\x17\n\x0f\x61lready_applied\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x0f\n\x07refused\x18\x05 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x06 \x03(\t\" \n\rStatusRequest\x12\x0f\n\x07\x64igests\x18\x01 \x01(\x08\":\n\x0bTableDigest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x81\x01\n\x08ParkedTx\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\npast_limit\x18\x07 \x01(\x08\"\x97\x02\n\x0bStatusReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\x14\n\x0cnode_version\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x11\n\tpublished\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x08 \x01(\x04\x12\x11\n\tconflicts\x18\t \x01(\x04\x12&\n\x07\x64igests\x18\n \x03(\x0b\x32\x15.siege.v1.TableDigest\x12\"\n\x06parked\x18\x0b \x03(\x0b\x32\x12.siege.v1.ParkedTx\"\x1f\n\x0f\x45xchangeRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"v\n\rExchangeReply\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x15\n\rpulled_events\x18\x02 \x01(\r\x12\x15\n\rpushed_events\x18\x03 \x01(\r\x12\x17\n\x0f\x63lock_offset_us\x18\x04 \x01(\x12\x12\x10\n\x08problems\x18\x05 \x03(\t2\x9d\x02\n\x08SyncNode\x12\x35\n\x05Hello\x12\x16.siege.v1.HelloRequest\x1a\x14.siege.v1.HelloReply\x12\x30\n\x04Pull\x12\x15.siege.v1.PullRequest\x1a\x0f.siege.v1.Batch0\x01\x12.\n\x04Push\x12\x0f.siege.v1.Batch\x1a\x13.siege.v1.PushReply(\x01\x12\x38\n\x06Status\x12\x17.siege.v1.StatusRequest\x1a\x15.siege.v1.StatusReply\x12>\n\x08\x45xchange\x12\x19.siege.v1.ExchangeRequest\x1a\x17.siege.v1.ExchangeReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,27 +37,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VECTOR']._serialized_start=150
   _globals['_VECTOR']._serialized_end=199
   _globals['_HELLOREQUEST']._serialized_start=202
-  _globals['_HELLOREQUEST']._serialized_end=352
-  _globals['_HELLOREPLY']._serialized_start=355
-  _globals['_HELLOREPLY']._serialized_end=547
-  _globals['_BATCH']._serialized_start=549
-  _globals['_BATCH']._serialized_end=608
-  _globals['_PULLREQUEST']._serialized_start=610
-  _globals['_PULLREQUEST']._serialized_end=685
-  _globals['_PUSHREPLY']._serialized_start=688
-  _globals['_PUSHREPLY']._serialized_end=838
-  _globals['_STATUSREQUEST']._serialized_start=840
-  _globals['_STATUSREQUEST']._serialized_end=872
-  _globals['_TABLEDIGEST']._serialized_start=874
-  _globals['_TABLEDIGEST']._serialized_end=932
-  _globals['_PARKEDTX']._serialized_start=935
-  _globals['_PARKEDTX']._serialized_end=1064
-  _globals['_STATUSREPLY']._serialized_start=1067
-  _globals['_STATUSREPLY']._serialized_end=1346
-  _globals['_EXCHANGEREQUEST']._serialized_start=1348
-  _globals['_EXCHANGEREQUEST']._serialized_end=1379
-  _globals['_EXCHANGEREPLY']._serialized_start=1381
-  _globals['_EXCHANGEREPLY']._serialized_end=1499
-  _globals['_SYNCNODE']._serialized_start=1502
-  _globals['_SYNCNODE']._serialized_end=1787
+  _globals['_HELLOREQUEST']._serialized_end=367
+  _globals['_HELLOREPLY']._serialized_start=370
+  _globals['_HELLOREPLY']._serialized_end=562
+  _globals['_BATCH']._serialized_start=564
+  _globals['_BATCH']._serialized_end=623
+  _globals['_PULLREQUEST']._serialized_start=625
+  _globals['_PULLREQUEST']._serialized_end=700
+  _globals['_PUSHREPLY']._serialized_start=703
+  _globals['_PUSHREPLY']._serialized_end=853
+  _globals['_STATUSREQUEST']._serialized_start=855
+  _globals['_STATUSREQUEST']._serialized_end=887
+  _globals['_TABLEDIGEST']._serialized_start=889
+  _globals['_TABLEDIGEST']._serialized_end=947
+  _globals['_PARKEDTX']._serialized_start=950
+  _globals['_PARKEDTX']._serialized_end=1079
+  _globals['_STATUSREPLY']._serialized_start=1082
+  _globals['_STATUSREPLY']._serialized_end=1361
+  _globals['_EXCHANGEREQUEST']._serialized_start=1363
+  _globals['_EXCHANGEREQUEST']._serialized_end=1394
+  _globals['_EXCHANGEREPLY']._serialized_start=1396
+  _globals['_EXCHANGEREPLY']._serialized_end=1514
+  _globals['_SYNCNODE']._serialized_start=1517
+  _globals['_SYNCNODE']._serialized_end=1802
 # @@protoc_insertion_point(module_scope)

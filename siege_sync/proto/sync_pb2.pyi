@@ -25,20 +25,22 @@ class Vector(_message.Message):
     def __init__(self, origins: _Optional[_Iterable[_Union[OriginVector, _Mapping]]] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us")
+    __slots__ = ("incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "round")
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     T1_US_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     incarnation: int
     node_version: str
     schema_fingerprint: str
     epoch: str
     applied: Vector
     t1_us: int
-    def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ...) -> None: ...
+    round: int
+    def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
     __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us")

@@ -22,12 +22,20 @@ from ..proto import coordinator_pb2
 DEFAULT_LIST = 10
 
 
+def next_id(con: Connection) -> int:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT COALESCE(MAX(ID), 0) + 1 FROM {REPORTS_TABLE}")
+        found = int(cur.fetchone()[0])
+        cur.close()
+    return found
+
+
 def store(con: Connection, report: coordinator_pb2.RoundReport) -> int:
+    """Store under ``report.id`` (taken with ``next_id`` when the round began; one
+    coordinator per database)."""
     with transaction(con) as tm:
         cur = tm.cursor()
-        # One coordinator per database stores reports (the node's pipeline lock).
-        cur.execute(f"SELECT COALESCE(MAX(ID), 0) + 1 FROM {REPORTS_TABLE}")
-        report.id = int(cur.fetchone()[0])
         cur.execute(f"INSERT INTO {REPORTS_TABLE} (ID, STARTED, ENDED, OUTCOME, BODY) VALUES "
                     "(?, ?, ?, ?, ?)", (report.id, _ts(report.started), _ts(report.ended),
                                         report.outcome, report.SerializeToString()))

@@ -67,7 +67,9 @@ class Rounds:
         site_id = self._node.cfg.site
         started = datetime.now()
         before = self._conflicts()
-        report = coordinator_pb2.RoundReport(trigger=trigger,
+        with self._node.replica.database() as con:
+            round_no = reports.next_id(con)
+        report = coordinator_pb2.RoundReport(id=round_no, trigger=trigger,
                                              started=started.isoformat(timespec="seconds"))
         per_site = {s: report.sites.add(site=s, outcome="complete") for s in self.sites}
         lock = threading.Lock()  # progress callbacks and report updates from the pool
@@ -84,7 +86,9 @@ class Rounds:
             with lock:
                 progress(coordinator_pb2.SiteProgress(site=site, phase=phase, state="running"))
             t0 = time.monotonic()
-            reply = self._node.exchange(site, stop=self._stop)
+            # Gathering asks each site for its heartbeat of this round (see below).
+            reply = self._node.exchange(site, stop=self._stop,
+                                        round_no=round_no if phase == "gather" else 0)
             with lock:
                 entry.events_in += reply.pulled_events
                 entry.events_out += reply.pushed_events
@@ -104,6 +108,8 @@ class Rounds:
                                     thread_name_prefix=f"round-{phase}") as pool:
                 for future in [pool.submit(one, s, phase) for s in self.sites]:
                     future.result()
+            if phase == "gather" and not self._stop.is_set():
+                self._check_heartbeats(report, round_no)
         with self._node.replica.database() as con:
             parked = parked_listing(con)
         for entry in report.sites:
@@ -112,9 +118,22 @@ class Rounds:
         report.new_conflicts = max(self._conflicts() - before, 0)
         report.outcome = _outcome(report, self._stop.is_set())
         with self._node.replica.database() as con:
-            report.id = reports.store(con, report)
+            reports.store(con, report)
         log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)
         return report
+
+    def _check_heartbeats(self, report: coordinator_pb2.RoundReport, round_no: int) -> None:
+        """A site that answered but whose heartbeat of this round did not come back with
+        its events is reachable but silent: its capture is broken."""
+        beats = self._node.replica.heartbeats()
+        for entry in report.sites:
+            if entry.outcome == "complete" and beats.get(entry.site, 0) < round_no:
+                entry.outcome = "failed"
+                entry.silent = True
+                entry.errors.append(
+                    f"reachable but silent: its heartbeat for round {round_no} did not arrive "
+                    "— its capture is broken or not installed; run `siege-node status` and "
+                    "`siege-node install` there")
 
     def _conflicts(self) -> int:
         with self._node.replica.database() as con:
