@@ -41,20 +41,26 @@ class Pki:
 
 
 def node_config(folder: Path, site: str, dsn: str, bundle: Path, port: int,
-                peers: dict[str, int] | None = None, **database: str) -> config.NodeConfig:
-    raw = {
+                peers: dict[str, int] | None = None, siege: dict | None = None,
+                **database: str) -> config.NodeConfig:
+    raw: dict = {
         "site": site,
         "database": {"dsn": dsn, **database},
         "node": {"listen": f"127.0.0.1:{port}", "bundle": str(bundle), "siege": "siege"},
         "peers": {p: {"address": f"127.0.0.1:{pp}"} for p, pp in (peers or {}).items()},
     }
+    if siege:
+        raw["siege"] = siege
     return config.parse(raw, folder / f"{site}.toml")
 
 
 class LocalMesh:
     """Sites with embedded databases and nodes started in this process."""
 
-    def __init__(self, folder: Path, sites: dict[str, bool], ddl: list[str]) -> None:
+    def __init__(self, folder: Path, sites: dict[str, bool], ddl: list[str],
+                 siege_settings: dict | None = None) -> None:
+        """``sites``: site id -> relay role; the site "siege" coordinates, with
+        ``siege_settings`` as its ``[siege]`` section."""
         self.pki = Pki(folder)
         self.folder = folder
         self.ports = {s: free_port() for s in sites}
@@ -67,7 +73,8 @@ class LocalMesh:
             self.cons[site] = con
             peers = {p: port for p, port in self.ports.items() if p != site}
             cfg = node_config(folder, site, str(folder / f"{site}.fdb"), bundle,
-                              self.ports[site], peers)
+                              self.ports[site], peers,
+                              siege=siege_settings if site == "siege" else None)
             self.nodes[site] = Node(cfg)
             self.nodes[site].start()
 

@@ -90,6 +90,9 @@ class NodeConfig:
     policies: Mapping[str, Policy] = field(default_factory=dict)  # table -> merge policy
     path: Path | None = field(default=None, compare=False)
     service: ServiceConfig | None = None  # [node] and [peers]: needed by run and exchange
+    # [siege]: the coordinator role's own settings (schedule, alerts), validated by the role
+    # itself (siege_sync/siege) when it attaches — node/ does not interpret them.
+    role_settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load(path: Path) -> NodeConfig:
@@ -136,7 +139,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         except ValueError as exc:
             raise ConfigError(f"{where} [policies] {table}: {exc}") from None
     unknown = set(raw) - {"site", "database", "tables", "triggers", "generators", "policies",
-                          "node", "peers"}
+                          "node", "peers", "siege"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     service = _service(raw, where, path, site)
@@ -149,6 +152,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         policies=policies,
         path=path,
         service=service,
+        role_settings=_table(raw, "siege", where),
     )
 
 
@@ -218,6 +222,11 @@ def _str_list(raw: dict[str, Any], key: str, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: {key} must be a list of strings")
     return value
+
+
+def secret(section: dict[str, Any], where: str, config_path: Path | None) -> str | None:
+    """``password``, ``password_env`` or ``password_file`` (0600) of a section."""
+    return _secret(section, where, config_path)
 
 
 def _secret(db: dict[str, Any], where: str, config_path: Path | None) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, node: Node, rounds: Rounds) -> None:
+    def __init__(self, node: Node, rounds: Rounds,
+                 after_round: Callable[[coordinator_pb2.RoundReport], None]) -> None:
         self._node = node
         self._rounds = rounds
+        self._after_round = after_round
         self._gate = Gatekeeper(node.watcher, node.cfg.site)
 
     def _admin(self, context: grpc.ServicerContext) -> None:
@@ -44,6 +46,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     request.trigger or "manual",
                     lambda p: events.put(coordinator_pb2.RoundEvent(progress=p)))
                 events.put(coordinator_pb2.RoundEvent(done=report))
+                self._after_round(report)
             except BaseException as exc:  # handed to the caller's stream below
                 events.put(exc)
 

@@ -1,0 +1,104 @@
+"""Email alerts from the siège: what an operator must know without watching a screen.
+
+Owns deciding which alerts a round's report calls for and sending them: SMTP with STARTTLS
+(always) and login, at most one email per kind of alert per ``every_minutes``. Kinds: a round
+that failed, was partial or was stopped; a site unreachable past its limit; a site reachable
+but silent (broken capture); new losing versions on record; parked transactions; a clock
+offset past its limit. A failure to send is logged, never raised into the round.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+
+from ..proto import coordinator_pb2
+from .reports import render_text
+from .settings import Alerts
+
+log = logging.getLogger(__name__)
+
+
+class Alerter:
+    def __init__(self, settings: Alerts, siege: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._settings = settings
+        self._siege = siege
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_sent: dict[str, float] = {}
+        self._unreachable_since: dict[str, float] = {}
+        self.sent: list[EmailMessage] = []  # what went out (for status and tests)
+
+    def after_round(self, report: coordinator_pb2.RoundReport) -> None:
+        """Send the alerts this round calls for."""
+        s = self._settings
+        now = self._clock()
+        found: list[tuple[str, str]] = []
+        if report.outcome in ("failed", "partial", "stopped"):
+            found.append((f"round-{report.outcome}",
+                          f"sync round {report.id} {report.outcome.upper()}"))
+        for site in report.sites:
+            unreachable = any("unreachable" in e or "UNAVAILABLE" in e for e in site.errors)
+            if unreachable:
+                since = self._unreachable_since.setdefault(site.site, now)
+                if now - since >= s.unreachable_after_minutes * 60:
+                    found.append((f"unreachable-{site.site}",
+                                  f"{site.site} unreachable for "
+                                  f"{(now - since) / 60:.0f} minutes"))
+            else:
+                self._unreachable_since.pop(site.site, None)
+            if site.silent:
+                found.append((f"silent-{site.site}",
+                              f"{site.site} reachable but silent: its capture is broken"))
+            if site.parked:
+                found.append((f"parked-{site.site}",
+                              f"{site.parked} transaction(s) of {site.site} parked"))
+            if abs(site.clock_offset_us) > s.clock_offset_seconds * 1e6:
+                found.append((f"clock-{site.site}",
+                              f"{site.site}'s clock is off by "
+                              f"{site.clock_offset_us / 1e6:+.0f} s"))
+        if report.new_conflicts:
+            found.append(("conflicts", f"{report.new_conflicts} losing version(s) put on "
+                                       "record (siege-ctl conflicts)"))
+        for kind, subject in found:
+            self.send(kind, subject, render_text(report))
+
+    def send(self, kind: str, subject: str, body: str) -> bool:
+        """Send unless this kind was sent within the rate limit; whether it went out."""
+        with self._lock:
+            now = self._clock()
+            last = self._last_sent.get(kind)
+            if last is not None and now - last < self._settings.every_minutes * 60:
+                log.info("[%s] alert %s not sent again yet (rate limit)", self._siege, kind)
+                return False
+            self._last_sent[kind] = now
+        msg = EmailMessage()
+        msg["Subject"] = f"[siege-sync {self._siege}] {subject}"
+        msg["From"] = self._settings.sender
+        msg["To"] = ", ".join(self._settings.to)
+        msg.set_content(f"{subject}\n\n{body}\n\n-- \nsiege-sync, the siège node "
+                        f"{self._siege}\n")
+        try:
+            self._deliver(msg)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.error("[%s] could not send the alert %r to %s: %s", self._siege, subject,
+                      ", ".join(self._settings.to), exc)
+            return False
+        log.info("[%s] alert sent: %s", self._siege, subject)
+        self.sent.append(msg)
+        return True
+
+    def _deliver(self, msg: EmailMessage) -> None:
+        s = self._settings
+        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=30) as smtp:
+            smtp.starttls(context=context)
+            if s.user:
+                smtp.login(s.user, s.password or "")
+            smtp.send_message(msg)

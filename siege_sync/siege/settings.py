@@ -1,0 +1,139 @@
+"""The coordinator's settings: the ``[siege]`` section of the siège node's TOML.
+
+Owns parsing and validating the schedule and the email alerts; every mistake is a
+``SettingsError`` naming the key and what to write, raised when the role attaches — before
+the node serves anything. Must never print a secret.
+
+    [siege]
+    interval_minutes = 60                # a round every hour, or:
+    times = ["12:30", "19:00"]           # at these local times every day
+
+    [siege.alerts]
+    smtp_host = "smtp.example.net"
+    smtp_port = 587                      # STARTTLS is always used
+    user = "alerts@example.net"
+    password_env = "SIEGE_SMTP_PASSWORD" # or password_file = "smtp.pw" (0600)
+    sender = "siege-sync <alerts@example.net>"
+    to = ["it@example.net"]
+    every_minutes = 60                   # at most one email per kind of alert in this time
+    unreachable_after_minutes = 120
+    clock_offset_seconds = 60
+    cert_days = 30
+    ca_file = "/etc/ssl/smtp-ca.pem"     # optional: the SMTP server's CA, if private
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import time as daytime
+from pathlib import Path
+from typing import Any
+
+from ..node.config import ConfigError, secret
+
+
+class SettingsError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    interval_minutes: float | None = None
+    times: tuple[daytime, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.interval_minutes is not None or bool(self.times)
+
+
+@dataclass(frozen=True)
+class Alerts:
+    smtp_host: str
+    smtp_port: int
+    sender: str
+    to: tuple[str, ...]
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    every_minutes: float = 60.0
+    unreachable_after_minutes: float = 120.0
+    clock_offset_seconds: float = 60.0
+    cert_days: int = 30
+    ca_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    schedule: Schedule = Schedule()
+    alerts: Alerts | None = None
+
+
+def parse(raw: Mapping[str, Any], where: str = "[siege]",
+          config_path: Path | None = None) -> Settings:
+    unknown = set(raw) - {"interval_minutes", "times", "alerts"}
+    if unknown:
+        raise SettingsError(f"{where}: unknown keys {sorted(unknown)} (known: interval_minutes, "
+                            "times, alerts)")
+    interval = raw.get("interval_minutes")
+    if interval is not None and (not isinstance(interval, int | float) or interval <= 0):
+        raise SettingsError(f"{where} interval_minutes = {interval!r}: give a number of "
+                            "minutes > 0")
+    times = []
+    for text in raw.get("times", []):
+        try:
+            hours, minutes = str(text).split(":")
+            times.append(daytime(int(hours), int(minutes)))
+        except ValueError:
+            raise SettingsError(f"{where} times: {text!r} is not a time; write \"HH:MM\"") from None
+    if interval is not None and times:
+        raise SettingsError(f"{where}: give interval_minutes or times, not both")
+    alerts_raw = raw.get("alerts")
+    alerts = None
+    if alerts_raw is not None:
+        if not isinstance(alerts_raw, dict):
+            raise SettingsError(f"{where}: alerts must be a section [siege.alerts]")
+        alerts = _alerts(alerts_raw, f"{where[:-1]}.alerts]", config_path)
+    return Settings(Schedule(float(interval) if interval is not None else None, tuple(times)),
+                    alerts)
+
+
+def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts:
+    known = {"smtp_host", "smtp_port", "user", "password", "password_env", "password_file",
+             "sender", "to", "every_minutes", "unreachable_after_minutes",
+             "clock_offset_seconds", "cert_days", "ca_file"}
+    unknown = set(raw) - known
+    if unknown:
+        raise SettingsError(f"{where}: unknown keys {sorted(unknown)}")
+    for key in ("smtp_host", "sender"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise SettingsError(f"{where}: {key} = \"...\" is required")
+    to = raw.get("to")
+    if not isinstance(to, list) or not to or not all(isinstance(t, str) and "@" in t
+                                                     for t in to):
+        raise SettingsError(f"{where}: to = [\"someone@example.net\", ...] is required")
+    port = raw.get("smtp_port", 587)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise SettingsError(f"{where}: smtp_port must be a port number (587 usually)")
+    try:
+        password = secret(raw, where, config_path)
+    except ConfigError as exc:
+        raise SettingsError(str(exc)) from None
+    ca = raw.get("ca_file")
+    ca_path = Path(ca) if ca else None
+    if ca_path is not None and config_path is not None and not ca_path.is_absolute():
+        ca_path = config_path.parent / ca_path
+    if ca_path is not None and not ca_path.is_file():
+        raise SettingsError(f"{where}: ca_file {ca_path} does not exist")
+    numbers = {}
+    for key, default in (("every_minutes", 60.0), ("unreachable_after_minutes", 120.0),
+                         ("clock_offset_seconds", 60.0), ("cert_days", 30)):
+        value = raw.get(key, default)
+        if not isinstance(value, int | float) or value < 0:
+            raise SettingsError(f"{where}: {key} must be a number >= 0")
+        numbers[key] = value
+    return Alerts(smtp_host=raw["smtp_host"], smtp_port=port, sender=raw["sender"],
+                  to=tuple(to), user=raw.get("user"), password=password,
+                  every_minutes=float(numbers["every_minutes"]),
+                  unreachable_after_minutes=float(numbers["unreachable_after_minutes"]),
+                  clock_offset_seconds=float(numbers["clock_offset_seconds"]),
+                  cert_days=int(numbers["cert_days"]), ca_file=ca_path)

@@ -1,0 +1,155 @@
+"""Email alerts through a real SMTP server (aiosmtpd, STARTTLS and login required), the
+schedule firing rounds by itself, and the [siege] settings' mistakes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+import time
+from email import message_from_bytes
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from siege_sync.proto import coordinator_pb2
+from siege_sync.siege.alerts import Alerter
+from siege_sync.siege.settings import SettingsError, parse
+from tests.test_apply import run_sql
+from tools.localmesh import LocalMesh, free_port
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+def tls_files(folder):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "smtp.crt", folder / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def smtp(tmp_path):
+    cert, key = tls_files(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    inbox = Inbox()
+
+    def auth(server, session, envelope, mechanism, data):
+        ok = (data.login, data.password) == (b"alerts", b"s3cret")
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
+
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=ctx,
+                            require_starttls=True, authenticator=auth, auth_require_tls=True)
+    controller.start()
+    yield inbox, {"smtp_host": "127.0.0.1", "smtp_port": port, "user": "alerts",
+                  "password": "s3cret", "sender": "siege-sync <alerts@example.net>",
+                  "to": ["it@example.net"], "ca_file": str(cert), "every_minutes": 60}
+    controller.stop()
+
+
+def report(outcome: str, **site) -> coordinator_pb2.RoundReport:
+    r = coordinator_pb2.RoundReport(id=7, trigger="schedule", outcome=outcome,
+                                    started="2026-11-30T12:00:00", ended="2026-11-30T12:01:00")
+    r.sites.add(site="lyon", outcome="complete")
+    r.sites.add(site="nice", **{"outcome": "failed", **site})
+    return r
+
+
+def test_a_partial_round_is_emailed_once_per_rate_limit(smtp):
+    inbox, alerts = smtp
+    settings = parse({"alerts": alerts})
+    alerter = Alerter(settings.alerts, "siege")
+    alerter.after_round(report("partial", errors=["UNAVAILABLE: connection refused"]))
+    assert len(inbox.messages) == 1
+    msg = inbox.messages[0]
+    assert "round 7 PARTIAL" in msg["Subject"] and msg["To"] == "it@example.net"
+    body = msg.get_payload()
+    assert "nice" in body and "connection refused" in body and "did NOT complete" in body
+    alerter.after_round(report("partial"))  # the same kind again, within the hour
+    assert len(inbox.messages) == 1
+
+
+def test_silent_sites_parked_transactions_and_clock_offsets_are_separate_alerts(smtp):
+    inbox, alerts = smtp
+    alerter = Alerter(parse({"alerts": alerts}).alerts, "siege")
+    alerter.after_round(report("partial", silent=True, parked=2,
+                               clock_offset_us=3_600_000_000))
+    subjects = sorted(m["Subject"] for m in inbox.messages)
+    assert len(subjects) == 4
+    assert any("reachable but silent" in s for s in subjects)
+    assert any("2 transaction(s) of nice parked" in s for s in subjects)
+    assert any("clock is off by +3600 s" in s for s in subjects)
+
+
+def test_a_wrong_password_is_logged_not_raised(smtp, caplog):
+    inbox, alerts = smtp
+    alerter = Alerter(parse({"alerts": {**alerts, "password": "wrong"}}).alerts, "siege")
+    assert alerter.send("round-failed", "test", "body") is False
+    assert not inbox.messages and "could not send the alert" in caplog.text
+
+
+def test_settings_mistakes_name_the_key():
+    with pytest.raises(SettingsError, match="interval_minutes"):
+        parse({"interval_minutes": -1})
+    with pytest.raises(SettingsError, match="HH:MM"):
+        parse({"times": ["noon"]})
+    with pytest.raises(SettingsError, match="to = "):
+        parse({"alerts": {"smtp_host": "h", "sender": "a@b"}})
+    with pytest.raises(SettingsError, match="unknown keys"):
+        parse({"intervall": 5})
+
+
+def test_the_schedule_fires_rounds_and_alerts_by_itself(tmp_path, smtp):
+    inbox, alerts = smtp
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False},
+                     ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(10))"],
+                     siege_settings={"interval_minutes": 0.02,  # every 1.2 s
+                                     "alerts": {**alerts, "every_minutes": 0}})
+    try:
+        run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'x')")
+        role = mesh.nodes["siege"].roles[0]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with mesh.nodes["siege"].replica.database() as con:
+                from siege_sync.siege import reports
+
+                done = reports.listing(con)
+            if done and done[0].trigger == "schedule":
+                break
+            time.sleep(0.2)
+        assert done and done[0].trigger == "schedule" and done[0].outcome == "complete"
+        assert role.scheduler is not None
+        mesh.nodes["lyon"].stop(grace=1)  # now the next scheduled round fails
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not inbox.messages:
+            time.sleep(0.2)
+        assert inbox.messages and "FAILED" in inbox.messages[0]["Subject"]
+    finally:
+        mesh.close()
