@@ -127,3 +127,21 @@ def test_a_site_whose_capture_is_broken_is_reported_silent(mesh):
     assert "reachable but silent" in done.stdout and "nice" in done.stdout
     run_sql(mesh.cons["nice"], "ALTER TRIGGER SYNC$TR0 ACTIVE")
     assert ctl(mesh, "manual").returncode == 0
+
+
+def test_status_shows_each_sites_last_sync_and_what_is_pending(mesh):
+    never = ctl(mesh, "status")
+    assert never.returncode == 0 and never.stdout.count("never") == 2
+    assert "siège role: siege" in never.stdout
+    assert ctl(mesh, "manual").returncode == 0
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'not yet at the siège')")
+    from siege_sync.node.publish import Publisher
+
+    Publisher(mesh.cons["lyon"], "lyon").publish()
+    done = ctl(mesh, "status")
+    assert done.returncode == 0, done.stdout
+    lyon = next(line for line in done.stdout.splitlines() if line.startswith("lyon"))
+    assert "never" not in lyon and " 1 " in f" {lyon} "
+    mesh.nodes["nice"].stop(grace=1)
+    down = ctl(mesh, "status")
+    assert down.returncode == 1 and "NO" in down.stdout and "nice: UNAVAILABLE" in down.stdout

@@ -140,3 +140,43 @@ class TestReply(_message.Message):
     SITES_FIELD_NUMBER: _ClassVar[int]
     sites: _containers.RepeatedCompositeFieldContainer[SiteTest]
     def __init__(self, sites: _Optional[_Iterable[_Union[SiteTest, _Mapping]]] = ...) -> None: ...
+
+class MeshStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SiteStatus(_message.Message):
+    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    LAST_COMPLETE_SYNC_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    HELD_HERE_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_FIELD_NUMBER: _ClassVar[int]
+    PARKED_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_US_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    reachable: bool
+    last_complete_sync: str
+    published: int
+    held_here: int
+    backlog: int
+    parked: int
+    clock_offset_us: int
+    problem: str
+    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class MeshStatusReply(_message.Message):
+    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running")
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_DECISION_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    ROUND_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    coordinator: str
+    conflicts: int
+    awaiting_decision: int
+    sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
+    round_running: bool
+    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ...) -> None: ...

@@ -59,6 +59,11 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.TestRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.TestReply.FromString,
                 _registered_method=True)
+        self.MeshStatus = channel.unary_unary(
+                '/siege.v1.Coordinator/MeshStatus',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -98,6 +103,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MeshStatus(self, request, context):
+        """Per site: last complete sync, what is pending, parked, clock; who coordinates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +137,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Test,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.TestRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.TestReply.SerializeToString,
+            ),
+            'MeshStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.MeshStatus,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +279,33 @@ class Coordinator(object):
             '/siege.v1.Coordinator/Test',
             siege__sync_dot_proto_dot_coordinator__pb2.TestRequest.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.TestReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MeshStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.Coordinator/MeshStatus',
+            siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,9 +1,10 @@
 """``siege-ctl``: the operator's command line, talking to the siège's node over mTLS with an
 admin certificate (``siege-certs issue-admin NAME``).
 
-Commands that exist work: ``test``, ``manual``, ``stop``, ``report list [--all]``,
-``report show ID``. The siège is found from a small TOML file (``--config``, default
-``siege-ctl.toml`` in the current folder, or the ``SIEGE_CTL_CONFIG`` environment variable)::
+Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``,
+``report list [--all]``, ``report show ID``. The siège is found from a small TOML file
+(``--config``, default ``siege-ctl.toml`` in the current folder, or the ``SIEGE_CTL_CONFIG``
+environment variable)::
 
     address = "siege.example.net:7443"   # the siège node's [node] listen address
     siege = "siege"                      # its site id (the name in its certificate)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,7 +151,35 @@ def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     return 1 if problems else 0
 
 
-COMMANDS = {"manual": cmd_manual, "stop": cmd_stop, "report": cmd_report, "test": cmd_test}
+def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    while True:
+        reply = stub.MeshStatus(coordinator_pb2.MeshStatusRequest(), timeout=60)
+        if args.watch:
+            print("\033[2J\033[H", end="")
+        print(f"siège role: {reply.coordinator}"
+              + ("  (a round is running)" if reply.round_running else ""))
+        print(f"losing versions on record at the siège: {reply.conflicts}"
+              + (f", {reply.awaiting_decision} awaiting a decision"
+                 if reply.awaiting_decision else ""))
+        rows = [["site", "reachable", "last complete sync", "published", "at siège", "pending",
+                 "backlog", "parked", "clock"]]
+        for s in reply.sites:
+            pending = str(max(s.published - s.held_here, 0)) if s.reachable else "?"
+            rows.append([s.site, "yes" if s.reachable else "NO",
+                         s.last_complete_sync or "never", str(s.published or "?"),
+                         str(s.held_here), pending, str(s.backlog) if s.reachable else "?",
+                         str(s.parked), f"{s.clock_offset_us / 1e6:+.2f} s"])
+        print(_table(rows))
+        for s in reply.sites:
+            if s.problem:
+                print(f"{s.site}: {s.problem}")
+        if not args.watch:
+            return 0 if all(s.reachable and not s.parked for s in reply.sites) else 1
+        time.sleep(args.interval)
+
+
+COMMANDS = {"manual": cmd_manual, "stop": cmd_stop, "report": cmd_report, "test": cmd_test,
+            "status": cmd_status}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help="connection test of every site")
     sub.add_parser("manual", help="a sync round now, with progress; the report at the end")
     sub.add_parser("stop", help="stop the running round between transactions")
+    status = sub.add_parser("status", help="per site: last complete sync, pending, parked")
+    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds, with --watch")
     report = sub.add_parser("report", help="stored round reports")
     report.add_argument("action", choices=["list", "show"])
     report.add_argument("id", nargs="?", type=int)

@@ -47,6 +47,10 @@ class Rounds:
     def sites(self) -> list[str]:
         return sorted(self._node.service_cfg.peers)
 
+    @property
+    def running(self) -> bool:
+        return self._running.locked()
+
     def stop(self) -> bool:
         """Ask the running round to stop; whether one was running."""
         if not self._running.locked():

@@ -19,6 +19,7 @@ from ..node.daemon import Node
 from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import reports, siteprobe
+from .meshstatus import mesh_status
 from .rounds import RoundBusy, Rounds
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,11 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no report {request.id}; "
                           "`siege-ctl report list` shows them")
         return found
+
+    def MeshStatus(self, request: coordinator_pb2.MeshStatusRequest,
+                   context: grpc.ServicerContext) -> coordinator_pb2.MeshStatusReply:
+        self._admin(context)
+        return mesh_status(self._node, self._rounds)
 
     def Test(self, request: coordinator_pb2.TestRequest,
              context: grpc.ServicerContext) -> coordinator_pb2.TestReply:

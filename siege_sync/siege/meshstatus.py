@@ -1,0 +1,56 @@
+"""``siege-ctl status``: per site, the last complete sync, what is pending, what is parked,
+its clock; who holds the siège role.
+
+Owns gathering that view at the siège: its own reports and records, and each site's own
+Status (asked with the siège's site certificate). An unreachable site is shown as such with
+what the siège last knew. Must never change anything.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from ..node import transport
+from ..node.daemon import Node
+from ..node.parking import listing as parked_listing
+from ..node.status import capture_status
+from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+from . import reports
+from .rounds import Rounds
+
+TIMEOUT = 10.0
+
+
+def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
+    with node.replica.database() as con:
+        history = reports.listing(con, limit=0)
+        own = capture_status(con)
+        parked = parked_listing(con)
+    held = node.replica.vector(publish=False)
+    reply = coordinator_pb2.MeshStatusReply(coordinator=node.cfg.site, conflicts=own.conflicts,
+                                            awaiting_decision=own.awaiting_decision,
+                                            round_running=rounds.running)
+    bundle, _ = node.watcher.refresh()
+    for site, peer in sorted(node.service_cfg.peers.items()):
+        out = reply.sites.add(site=site)
+        for report in history:  # newest first
+            entry = next((s for s in report.sites if s.site == site), None)
+            if entry is None:
+                continue
+            if not out.clock_offset_us and entry.clock_offset_us:
+                out.clock_offset_us = entry.clock_offset_us
+            if entry.outcome == "complete":
+                out.last_complete_sync = report.ended
+                break
+        out.parked = sum(1 for p in parked if p.origin == site)
+        out.held_here = sum(seq for (origin, _inc), seq in held.seqs.items() if origin == site)
+        try:
+            with transport.channel(peer.address, bundle, site) as ch:
+                status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
+                                                               timeout=TIMEOUT)
+            out.reachable = True
+            out.published = status.published
+            out.backlog = status.backlog
+        except grpc.RpcError as exc:
+            out.problem = f"{exc.code().name}: {exc.details()}"
+    return reply
