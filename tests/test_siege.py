@@ -145,3 +145,22 @@ def test_status_shows_each_sites_last_sync_and_what_is_pending(mesh):
     mesh.nodes["nice"].stop(grace=1)
     down = ctl(mesh, "status")
     assert down.returncode == 1 and "NO" in down.stdout and "nice: UNAVAILABLE" in down.stdout
+
+
+def test_a_report_prints_as_html_and_as_a_pdf_a_person_can_read(mesh, tmp_path):
+    import pypdfium2
+
+    mesh.nodes["nice"].stop(grace=1)
+    assert ctl(mesh, "manual").returncode == 1
+    html_file, pdf_file = tmp_path / "r.html", tmp_path / "r.pdf"
+    done = ctl(mesh, "report", "show", "1", "--html", str(html_file), "--pdf", str(pdf_file))
+    assert done.returncode == 0, done.stderr
+    page_html = html_file.read_text()
+    assert "PARTIAL" in page_html and "nice" in page_html and "did NOT complete" in page_html
+    pdf = pypdfium2.PdfDocument(str(pdf_file))
+    text = pdf[0].get_textpage().get_text_range()
+    assert "Sync round 1: PARTIAL" in text and "lyon" in text and "nice" in text
+    assert "did NOT complete" in text.replace("\r\n", " ").replace("\n", " ")
+    image = pdf[0].render(scale=1).to_pil()  # the page renders: a person can look at it
+    image.save(tmp_path / "r.png")
+    assert image.size[0] > 500 and len(image.getcolors(maxcolors=1 << 16) or [0, 0, 0]) > 2

@@ -2,9 +2,9 @@
 admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``,
-``report list [--all]``, ``report show ID``. The siège is found from a small TOML file
-(``--config``, default ``siege-ctl.toml`` in the current folder, or the ``SIEGE_CTL_CONFIG``
-environment variable)::
+``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
+from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current folder, or the
+``SIEGE_CTL_CONFIG`` environment variable)::
 
     address = "siege.example.net:7443"   # the siège node's [node] listen address
     siege = "siege"                      # its site id (the name in its certificate)
@@ -31,6 +31,7 @@ import grpc
 from ..certs import CertError, load_bundle
 from ..node.transport import channel
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
+from .printout import render_html, write_pdf
 from .reports import DEFAULT_LIST, render_text
 
 
@@ -115,7 +116,15 @@ def cmd_report(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
     if args.action == "show":
         if args.id is None:
             raise CtlError("report show needs the report's id (siege-ctl report list)")
-        print(render_text(stub.Report(coordinator_pb2.ReportRequest(id=args.id), timeout=30)))
+        report = stub.Report(coordinator_pb2.ReportRequest(id=args.id), timeout=30)
+        if args.html:
+            Path(args.html).write_text(render_html(report), encoding="utf-8")
+            print(f"report {report.id} written to {args.html}")
+        if args.pdf:
+            write_pdf(report, Path(args.pdf))
+            print(f"report {report.id} written to {args.pdf}")
+        if not (args.html or args.pdf):
+            print(render_text(report))
         return 0
     reply = stub.Reports(coordinator_pb2.ReportsRequest(limit=0 if args.all else DEFAULT_LIST),
                          timeout=30)
@@ -200,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("action", choices=["list", "show"])
     report.add_argument("id", nargs="?", type=int)
     report.add_argument("--all", action="store_true", help="every report, not the 10 newest")
+    report.add_argument("--html", metavar="FILE", help="with show: write it as HTML")
+    report.add_argument("--pdf", metavar="FILE", help="with show: write it as PDF, to print")
     return parser
 
 
