@@ -164,3 +164,23 @@ def test_a_report_prints_as_html_and_as_a_pdf_a_person_can_read(mesh, tmp_path):
     image = pdf[0].render(scale=1).to_pil()  # the page renders: a person can look at it
     image.save(tmp_path / "r.png")
     assert image.size[0] > 500 and len(image.getcolors(maxcolors=1 << 16) or [0, 0, 0]) > 2
+
+
+def test_conflicts_are_listed_with_both_sides_and_reapplied_by_hand(mesh):
+    import time as _time
+
+    run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (1, 'start')")
+    assert ctl(mesh, "manual").returncode == 0
+    run_sql(mesh.cons["lyon"], "UPDATE T SET A = 'lyon wrote' WHERE ID = 1")
+    _time.sleep(0.01)
+    run_sql(mesh.cons["nice"], "UPDATE T SET A = 'nice wrote later' WHERE ID = 1")
+    assert ctl(mesh, "manual").returncode == 0
+    listed = ctl(mesh, "conflicts")
+    assert listed.returncode == 0 and "lyon wrote" in listed.stdout
+    assert "nice wrote later" in listed.stdout  # the winning side, shown next to it
+    ident = listed.stdout.splitlines()[2].split()[0]
+    again = ctl(mesh, "conflicts", "--reapply", ident)
+    assert again.returncode == 0 and f"re-applied {ident}" in again.stdout
+    assert ctl(mesh, "manual").returncode == 0
+    for con in mesh.cons.values():
+        assert snapshot(con)[("T", next(iter(snapshot(con)))[1])]["A"].endswith(b"lyon wrote")

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import struct
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 
 from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
-from ..proto import values_pb2
-from . import capture, config, conflicts
+from . import capture, config, conflicts, values
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
@@ -159,37 +156,20 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     return 0
 
 
-def _show(value: values_pb2.Value | None) -> str:
-    """A value for a person to read (not exact: the record keeps the exact one)."""
-    if value is None:
-        return "-"
-    kind = value.WhichOneof("kind")
-    if kind == "null":
-        return "NULL"
-    if kind == "scaled":
-        return str(Decimal(value.scaled.unscaled).scaleb(-value.scaled.scale))
-    if kind == "double_bits":
-        return repr(struct.unpack("<d", struct.pack("<Q", value.double_bits))[0])
-    if kind == "octets":
-        return value.octets.hex()
-    if kind == "blob":
-        return f"<BLOB {value.blob.length} bytes>"
-    shown = str(getattr(value, kind)) if kind else "?"
-    return shown if len(shown) <= 40 else shown[:37] + "..."
-
-
 def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
     if args.reapply:
         done = conflicts.reapply(con, args.reapply)
-        print(f"re-applied {done.short_id}: {done.table}.{done.column} = {_show(done.value)} "
-              "as a new local change; the next sync carries it to every site")
+        print(f"re-applied {done.short_id}: {done.table}.{done.column} = "
+              f"{values.describe(done.value)} as a new local change; the next sync carries "
+              "it to every site")
         return 0
     found = conflicts.listing(con, args.table)
     if not found:
         print(f"site {cfg.site}: no losing versions on record")
         return 0
     rows = [[c.short_id, f"{c.recorded:%Y-%m-%d %H:%M}", c.table,
-             ",".join(_show(k) for k in c.key), c.kind, c.column or "(row)", _show(c.value),
+             ",".join(values.describe(k) for k in c.key), c.kind, c.column or "(row)",
+             values.describe(c.value),
              c.loser, c.winner or "",
              "re-applied" if c.reapplied else ("DECIDE" if c.awaiting_decision else "")]
             for c in found]

@@ -157,3 +157,36 @@ def _write(con: Connection, table: Table, conflict: Conflict) -> None:
                             f"VALUES ({', '.join(marks)})", [*key_params, value])
         finally:
             cur.close()
+
+
+def current_value(con: Connection, conflict: Conflict) -> values_pb2.Value | None:
+    """What the row holds now in the losing version's column (None: no such row or column
+    any more) — the winning side, to show next to the loser."""
+    if conflict.column is None:
+        return None
+    table = introspect(con, only=conflict.table).tables.get(conflict.table)
+    if table is None or conflict.column not in {c.name for c in table.columns}:
+        return None
+    d = con.sql_dialect
+    column = table.column(conflict.column)
+    where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}"
+                         for c in table.key_columns)
+    params = [values.decode(c.type, v) for c, v in zip(table.key_columns, conflict.key,
+                                                       strict=True)]
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT {values.select_expr(column, d)} FROM {quote(table.name, d)} "
+                        f"WHERE {where}", params)
+            row = cur.fetchone()
+            if row is None:
+                return None
+            raw = row[0]
+            if hasattr(raw, "read"):
+                reader = raw
+                raw = reader.read()
+                reader.close()
+            return values.encode(column.type, raw) if not (
+                isinstance(raw, bytes | str) and len(raw) >= values.LARGE_BLOB) else None
+        finally:
+            cur.close()

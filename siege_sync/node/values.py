@@ -722,3 +722,22 @@ def decode(ctype: ColumnType, msg: values_pb2.Value,
     if fn is None:
         raise codec.mismatch(which)
     return fn(getattr(msg, which), blobs)
+
+
+def describe(value: values_pb2.Value | None) -> str:
+    """A value for a person to read (not exact: records keep the exact one)."""
+    if value is None:
+        return "-"
+    kind = value.WhichOneof("kind")
+    if kind == "null":
+        return "NULL"
+    if kind == "scaled":
+        return str(decimal.Decimal(value.scaled.unscaled).scaleb(-value.scaled.scale))
+    if kind == "double_bits":
+        return repr(struct.unpack("<d", struct.pack("<Q", value.double_bits))[0])
+    if kind == "octets":
+        return value.octets.hex()
+    if kind == "blob":
+        return f"<BLOB {value.blob.length} bytes>"
+    shown = str(getattr(value, kind)) if kind else "?"
+    return shown if len(shown) <= 40 else shown[:37] + "..."

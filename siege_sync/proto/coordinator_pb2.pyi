@@ -180,3 +180,45 @@ class MeshStatusReply(_message.Message):
     sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
     round_running: bool
     def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ...) -> None: ...
+
+class ConflictsRequest(_message.Message):
+    __slots__ = ("table", "reapply")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    REAPPLY_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    reapply: str
+    def __init__(self, table: _Optional[str] = ..., reapply: _Optional[str] = ...) -> None: ...
+
+class ConflictRecord(_message.Message):
+    __slots__ = ("id", "recorded", "table", "key", "kind", "column", "losing_value", "current_value", "loser", "winner", "state")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    LOSING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOSER_FIELD_NUMBER: _ClassVar[int]
+    WINNER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    recorded: str
+    table: str
+    key: str
+    kind: str
+    column: str
+    losing_value: str
+    current_value: str
+    loser: str
+    winner: str
+    state: str
+    def __init__(self, id: _Optional[str] = ..., recorded: _Optional[str] = ..., table: _Optional[str] = ..., key: _Optional[str] = ..., kind: _Optional[str] = ..., column: _Optional[str] = ..., losing_value: _Optional[str] = ..., current_value: _Optional[str] = ..., loser: _Optional[str] = ..., winner: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+
+class ConflictsReply(_message.Message):
+    __slots__ = ("conflicts", "reapplied")
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    REAPPLIED_FIELD_NUMBER: _ClassVar[int]
+    conflicts: _containers.RepeatedCompositeFieldContainer[ConflictRecord]
+    reapplied: str
+    def __init__(self, conflicts: _Optional[_Iterable[_Union[ConflictRecord, _Mapping]]] = ..., reapplied: _Optional[str] = ...) -> None: ...

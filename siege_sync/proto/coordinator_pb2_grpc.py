@@ -64,6 +64,11 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusReply.FromString,
                 _registered_method=True)
+        self.Conflicts = channel.unary_unary(
+                '/siege.v1.Coordinator/Conflicts',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -110,6 +115,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Conflicts(self, request, context):
+        """Losing versions on record at the siège; re-apply one by hand (it travels as a new change).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +154,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.MeshStatus,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusReply.SerializeToString,
+            ),
+            'Conflicts': grpc.unary_unary_rpc_method_handler(
+                    servicer.Conflicts,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +323,33 @@ class Coordinator(object):
             '/siege.v1.Coordinator/MeshStatus',
             siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusRequest.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.MeshStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Conflicts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.Coordinator/Conflicts',
+            siege__sync_dot_proto_dot_coordinator__pb2.ConflictsRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.ConflictsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@
 admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``,
+``conflicts [--table T] [--reapply ID]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
 from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current folder, or the
 ``SIEGE_CTL_CONFIG`` environment variable)::
@@ -187,8 +188,27 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         time.sleep(args.interval)
 
 
-COMMANDS = {"manual": cmd_manual, "stop": cmd_stop, "report": cmd_report, "test": cmd_test,
-            "status": cmd_status}
+def cmd_conflicts(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    reply = stub.Conflicts(coordinator_pb2.ConflictsRequest(table=args.table or "",
+                                                            reapply=args.reapply or ""),
+                           timeout=60)
+    if reply.reapplied:
+        print(f"re-applied {reply.reapplied} as a new change at the siège: the next round "
+              "carries it to every site\n")
+    if not reply.conflicts:
+        print("no losing versions on record")
+        return 0
+    rows = [["id", "recorded", "table", "key", "kind", "column", "losing value", "now",
+             "loser", "lost to", "state"]]
+    for c in reply.conflicts:
+        rows.append([c.id, c.recorded, c.table, c.key, c.kind, c.column or "(row)",
+                     c.losing_value, c.current_value or "-", c.loser, c.winner, c.state])
+    print(_table(rows))
+    return 0
+
+
+COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
+            "report": cmd_report, "test": cmd_test, "status": cmd_status}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help="connection test of every site")
     sub.add_parser("manual", help="a sync round now, with progress; the report at the end")
     sub.add_parser("stop", help="stop the running round between transactions")
+    found = sub.add_parser("conflicts", help="losing versions on record at the siège")
+    found.add_argument("--table", help="only this table")
+    found.add_argument("--reapply", metavar="ID", help="write this losing version back")
     status = sub.add_parser("status", help="per site: last complete sync, pending, parked")
     status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     status.add_argument("--interval", type=float, default=2.0, help="seconds, with --watch")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from ..certs import Kind
+from ..node import conflicts, values
 from ..node.daemon import Node
 from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
@@ -88,6 +89,29 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                    context: grpc.ServicerContext) -> coordinator_pb2.MeshStatusReply:
         self._admin(context)
         return mesh_status(self._node, self._rounds)
+
+    def Conflicts(self, request: coordinator_pb2.ConflictsRequest,
+                  context: grpc.ServicerContext) -> coordinator_pb2.ConflictsReply:
+        self._admin(context)
+        reply = coordinator_pb2.ConflictsReply()
+        with self._node.replica.database() as con:
+            if request.reapply:
+                try:
+                    reply.reapplied = conflicts.reapply(con, request.reapply).short_id
+                except conflicts.ConflictError as exc:
+                    context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+                log.info("[%s] an operator re-applied losing version %s", self._node.cfg.site,
+                         reply.reapplied)
+            for c in conflicts.listing(con, request.table or None):
+                state = ("re-applied" if c.reapplied else
+                         "awaiting a decision" if c.awaiting_decision else "")
+                reply.conflicts.add(
+                    id=c.short_id, recorded=f"{c.recorded:%Y-%m-%d %H:%M}", table=c.table,
+                    key=",".join(values.describe(k) for k in c.key), kind=c.kind,
+                    column=c.column or "", losing_value=values.describe(c.value),
+                    current_value=values.describe(conflicts.current_value(con, c))
+                    if c.column else "", loser=c.loser, winner=c.winner or "", state=state)
+        return reply
 
     def Test(self, request: coordinator_pb2.TestRequest,
              context: grpc.ServicerContext) -> coordinator_pb2.TestReply:
