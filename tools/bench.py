@@ -13,8 +13,12 @@ process, because these machines are noisy; the last line is one JSON object.
 * ``apply_events_per_s``, ``apply_vs_executemany``, ``apply_vs_engine``: another site's
   insert events applied here (merge, registers, rows, relay log, vector), against a naive
   driver ``executemany`` of the same rows and the engine's own PSQL insert rate.
+* ``e2e_events_per_s``, ``wire_bytes_per_event``, ``slow_link_efficiency`` (and a few more
+  ``e2e_*`` / ``slow_link_*``): the mesh, site to site over mTLS with apply, on loopback and
+  through a 2 Mbit/s link between network namespaces (``tools/bench_mesh.py`` says how). If
+  that part fails, its keys are null and ``errors`` says why; the rest is still printed.
 
-Each figure is the median of ``--repeat`` runs.
+Each figure is the median of ``--repeat`` runs (the mesh figures: one run).
 """
 
 from __future__ import annotations
@@ -198,7 +202,13 @@ def main() -> None:
     parser.add_argument("--rows-publish", type=int, default=100_000)
     parser.add_argument("--rows-apply", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mesh-events", type=int, default=20_000,
+                        help="events of the loopback end-to-end exchange")
+    parser.add_argument("--mesh-slow-events", default="auto",
+                        help="events over the 2 Mbit/s link (auto: 100000 or 30000)")
+    parser.add_argument("--skip-slow-link", action="store_true")
     args = parser.parse_args()
+    mesh_preload()
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         con = create_db(Path(tmp) / "bench.fdb", ddl=DDL)
@@ -222,7 +232,38 @@ def main() -> None:
             scon.close()
         print(f"server publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
+    out.update(mesh_figures(args))
     print(json.dumps(out, sort_keys=True))
+
+
+MESH_KEYS = ("e2e_events_per_s", "wire_bytes_per_event", "slow_link_efficiency")
+
+
+def mesh_preload() -> None:
+    """Import the mesh part's modules now, with the rest (failures surface in mesh_figures)."""
+    try:
+        from tools import bench_mesh
+
+        bench_mesh.preload()
+    except Exception:  # noqa: BLE001, S110 - mesh_figures reports it
+        pass
+
+
+def mesh_figures(args: argparse.Namespace) -> dict:
+    """The mesh part (tools/bench_mesh.py): its keys, null where it failed, and ``errors``
+    when something did — never an exception, so the figures above are not lost."""
+    try:
+        from tools import bench_mesh
+
+        slow = None if args.mesh_slow_events == "auto" else int(args.mesh_slow_events)
+        return bench_mesh.run(args.mesh_events, slow, skip_slow=args.skip_slow_link)
+    except BaseException as exc:  # noqa: BLE001 - reported in the JSON
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        message = f"mesh: {type(exc).__name__}: {exc}"
+        print(f"mesh benchmark FAILED: {message}", flush=True)
+        keys = getattr(sys.modules.get("tools.bench_mesh"), "KEYS", MESH_KEYS)
+        return {**dict.fromkeys(keys), "errors": [message]}
 
 
 if __name__ == "__main__":

@@ -284,7 +284,7 @@ class Applier:
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
-                                  self._policies, pending_local, context_setter(cur),
+                                  self._policies, pending_local, context_setter(cur, self._sql),
                                   DatabaseBlobStore(tm))
                 for item in tx:
                     if item.event.table not in registry:

@@ -70,15 +70,16 @@ class LocalChangePending(Exception):
 Key = list[values_pb2.Value]
 
 
-def context_setter(cur: Cursor) -> Callable[[int], None]:
+def context_setter(cur: Cursor, sql: StatementCache) -> Callable[[int], None]:
     """Sets ``SYNC$APPLY`` to the number of the table about to be written, so that its
-    capture trigger and guarded application triggers skip the node's own writes."""
+    capture trigger and guarded application triggers skip the node's own writes. (Prepared
+    once: the cursor's previous statement differs every time, which would re-prepare it.)"""
     current: list[int] = []
 
     def set_context(number: int) -> None:
         if current != [number]:
-            cur.execute("SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) FROM RDB$DATABASE",
-                        (APPLY_CONTEXT, str(number)))
+            sql.run(cur, "SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) FROM RDB$DATABASE",
+                    (APPLY_CONTEXT, str(number)))
             cur.fetchone()
             current[:] = [number]
 

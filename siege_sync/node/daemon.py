@@ -115,7 +115,10 @@ class Node:
                                 stop=stop, round_no=round_no).to_proto()
             except ExchangeError as exc:
                 log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
-                return sync_pb2.ExchangeReply(peer=peer, problems=[str(exc)])
+                reply = (exc.outcome.to_proto() if exc.outcome is not None
+                         else sync_pb2.ExchangeReply(peer=peer))
+                reply.problems.append(str(exc))
+                return reply
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         for role in self.roles:

@@ -29,9 +29,17 @@ from .vector import Vector
 
 log = logging.getLogger(__name__)
 
+CALL_TIMEOUT = 60.0  # a hello: seconds
+STREAM_TIMEOUT = 24 * 3600.0  # a pull or a push: bounded by keepalive, not by size
+
 
 class ExchangeError(Exception):
-    """The exchange could not be done; the message says why and what to do."""
+    """The exchange could not be done; the message says why and what to do. ``outcome``:
+    what it did before failing (events applied each way stay applied)."""
+
+    def __init__(self, message: str, outcome: ExchangeOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass
@@ -51,7 +59,7 @@ class ExchangeOutcome:
 
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
-             timeout: float = 60.0, batch_events: int = 500,
+             timeout: float = CALL_TIMEOUT, batch_events: int = 500,
              stop: threading.Event | None = None, round_no: int = 0) -> ExchangeOutcome:
     """``stop``: when set, the exchange ends at the next batch boundary (every batch is
     applied whole or not at all). ``round_no``: a coordinator's round, for which the peer
@@ -65,11 +73,16 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
         stub = sync_pb2_grpc.SyncNodeStub(channel)
         try:
             peer_vector = _hello(replica, stub, peer, out, timeout, round_no)
-            _pull(replica, stub, ident, out, timeout, batch_events, stop)
-            _push(replica, stub, bundle, peer_vector, out, timeout, batch_events, stop)
+            # Streams carry as much as there is: no deadline on the whole stream (keepalive
+            # pings notice a dead line), only on each call that is not a stream.
+            _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop)
+            _push(replica, stub, bundle, peer_vector, out, STREAM_TIMEOUT, batch_events, stop)
         except grpc.RpcError as exc:
             raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
-                                + _hint(exc)) from exc
+                                + _hint(exc), out) from exc
+        except ExchangeError as exc:
+            exc.outcome = out
+            raise
     log.info("[%s] exchange with %s: %d in, %d out, clock offset %.3f s", replica.site, peer,
              out.pulled_events, out.pushed_events, out.clock_offset_us / 1e6)
     return out

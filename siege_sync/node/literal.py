@@ -10,8 +10,9 @@ It must never:
 * approximate: every form below was measured exact on Firebird 3.0.11 (tests/test_literal.py
   writes each value once by literal and once by parameter and compares what is read back);
   a value without an exact form gives ``None``, never a nearby literal;
-* accept what :func:`.values.decode` refuses: the Value is validated by ``decode`` itself, so a
-  kind, scale or range that does not fit the column raises the same ``ValueError``;
+* accept what :func:`.values.decode` refuses: a Value that does not fit the column (kind,
+  scale, range) raises decode's own ``ValueError`` (the per-type fast paths check exactly
+  what decode checks and hand everything else to it; the tests compare both paths);
 * touch the database: it only builds text.
 
 Forms and measured limits (Firebird 3.0.11, connection charset UTF8):
@@ -24,8 +25,9 @@ Forms and measured limits (Firebird 3.0.11, connection charset UTF8):
 * DOUBLE PRECISION, FLOAT and dialect-1 NUMERIC stored as DOUBLE: the engine reads a float
   literal by accumulating its digits in a double and then doing ONE multiplication or
   division by a power of ten from a table (``CVT_get_double``); it is not correctly rounded
-  in general (41% of random doubles written as ``repr`` came back one ulp off) and refuses
-  decimal exponents beyond ±308 (so no subnormal can be written that way). Two exact forms:
+  in general (41% of random doubles written as ``repr`` came back one ulp off) and refuses a
+  literal whose decimal scale (digits after the point minus the exponent) passes ±308 (so
+  no subnormal, nor 2.60464476415712e-297, can be written that way). Two exact forms:
 
   - ``<digits>e<exp>`` when the shortest repr has an integer significand below 2**53 and
     ``|exp| <= 22``: both the significand and 10**|exp| are exact doubles, so the one IEEE
@@ -47,7 +49,9 @@ Forms and measured limits (Firebird 3.0.11, connection charset UTF8):
   is. NUL and characters outside the BMP are fine. One literal holds at most 16,383
   characters (and 65,535 bytes): longer text is split into pieces joined with ``||`` (the
   first piece CAST to a UTF8 text BLOB for BLOB columns). Text above 32,765 UTF-8 bytes for a
-  CHAR/VARCHAR gives ``None``.
+  CHAR/VARCHAR gives ``None``. (Only single-byte charset columns hold more than 8,191
+  characters; the driver can neither read nor write those longer values — it describes them
+  as UTF8, 4 bytes a character — so such Values do not arise from ``values.encode``.)
 * Bytes (CHAR/VARCHAR of charset NONE/OCTETS, binary BLOBs, charset NONE text BLOBs): a hex
   literal ``x'..'`` (charset OCTETS, assigned without transliteration). One holds at most
   65,535 bytes, which is exactly the largest inline BLOB (:data:`.values.LARGE_BLOB` - 1).

@@ -408,6 +408,7 @@ class _LazySettler:
             # Rows written here are other rows (parents, hidden rows) that the change lets
             # go of; everything captured so far is being published in this transaction.
             self._settler = Settler(cur, introspect(self._con), self._registry, rows,
-                                    statements, self._policies, set(), context_setter(cur),
+                                    statements, self._policies, set(),
+                                    context_setter(cur, statements),
                                     blobs)
         return self._settler

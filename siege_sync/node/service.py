@@ -116,7 +116,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                 self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
                              f"{caller.name}: malformed hello ({exc})")
         ident = self._replica.identity()
-        vector = self._replica.vector()
+        # Not published first: a long backlog must not hold the hello up (a pull publishes).
+        vector = self._replica.vector(publish=False)
         return sync_pb2.HelloReply(
             site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
