@@ -44,7 +44,6 @@ from .constraints import (
     NotArrived,
     Settler,
     constrained,
-    context_setter,
 )
 from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, transaction
 from .merge import LWW, EventId, Op, Policy, dependencies, merge
@@ -284,13 +283,14 @@ class Applier:
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
-                                  self._policies, pending_local, context_setter(cur, self._sql),
+                                  self._policies, pending_local,
                                   DatabaseBlobStore(tm))
                 for item in tx:
                     if item.event.table not in registry:
                         raise ApplyError(f"table {item.event.table} has no capture objects "
                                          "here: run siege-node install")
                     self._apply_event(settler, self._table(item.event.table), item.event)
+                settler.flush()
                 recorded = settler.losses_recorded
                 rows.flush()
                 eventlog.append(cur, origin.site, origin.incarnation, [

@@ -44,6 +44,7 @@ from .database import StatementCache, quote
 from .guard import APPLY_CONTEXT
 from .merge import LWW, EventId, Head, Life, LossKind, Policy, RowState, Stamp, losses
 from .registers import PREEXISTING
+from .rowwrite import RowWriteError, RowWriter
 from .schema import ForeignKey, Schema, Table
 from .storage import DatabaseBlobStore
 
@@ -70,18 +71,14 @@ class LocalChangePending(Exception):
 Key = list[values_pb2.Value]
 
 
-def context_setter(cur: Cursor, sql: StatementCache) -> Callable[[int], None]:
-    """Sets ``SYNC$APPLY`` to the number of the table about to be written, so that its
-    capture trigger and guarded application triggers skip the node's own writes. (Prepared
-    once: the cursor's previous statement differs every time, which would re-prepare it.)"""
-    current: list[int] = []
+def _writer_context(writer: RowWriter) -> Callable[[int], None]:
+    """Sets ``SYNC$APPLY`` to the number of the table about to be written, in the writer's
+    order, so that its capture trigger and guarded application triggers skip the node's own
+    writes. Set before every write, not cached: a failed block puts the variable back to its
+    value before the block (context variables are not transactional), so a cache would lie."""
 
     def set_context(number: int) -> None:
-        if current != [number]:
-            sql.run(cur, "SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) FROM RDB$DATABASE",
-                    (APPLY_CONTEXT, str(number)))
-            cur.fetchone()
-            current[:] = [number]
+        writer.set_context(APPLY_CONTEXT, str(number))
 
     return set_context
 
@@ -92,7 +89,6 @@ class Settler:
     def __init__(self, cur: Cursor, schema: Schema, registry: Mapping[str, int],
                  rows: registers.RowStates, sql: StatementCache,
                  policies: Mapping[str, Policy], local_pending: set[int],
-                 set_context: Callable[[int], None],
                  blobs: DatabaseBlobStore | None = None) -> None:
         self._cur = cur
         self._schema = schema
@@ -102,12 +98,26 @@ class Settler:
         self._sql = sql
         self._policies = policies
         self._local_pending = local_pending
-        self._set_context = set_context
         self._blobs = blobs  # large BLOB values: read from and written to SYNC$BLOBS
+        # Row writes go out as literal EXECUTE BLOCKs (rowwrite.py), flushed before any read.
+        self._writer = RowWriter(cur, schema.dialect, sql, blobs)
+        self._set_context = _writer_context(self._writer)
+        self._written: set[tuple[str, bytes]] = set()  # rows written (present) in this tx
         self.losses_recorded = 0
 
     def table(self, name: str) -> Table | None:
         return self._schema.tables.get(name)
+
+    def flush(self) -> None:
+        """Execute the buffered row writes (before any read, and before commit)."""
+        try:
+            self._writer.flush()
+        except RowWriteError as exc:
+            if _FK_VIOLATED in (exc.gds_codes or ()):
+                # A row referencing one we delete was committed after our snapshot began: a
+                # local change this transaction cannot see yet. Publish, then try again.
+                raise LocalChangePending from exc
+            raise
 
     # --- registers ---------------------------------------------------------------------
 
@@ -290,6 +300,7 @@ class Settler:
                                                                         strict=True)]
 
     def _read_row(self, table: Table, key: Key) -> dict[str, bytes | None] | None:
+        self.flush()
         d = self._dialect
         cols = ", ".join(values.select_expr(c, d) for c in table.columns)
         self._sql.run(self._cur, f"SELECT {cols} FROM {quote(table.name, d)} WHERE "
@@ -313,6 +324,10 @@ class Settler:
         if table is None:
             raise ConstraintError(f"a replicated row references {name}, which is not "
                                   "replicated here; include it, or drop the foreign key")
+        if tuple(columns) == table.primary_key and (
+                name, registers.key_data(list(vals))) in self._written:
+            return True  # written by this transaction (an invoice, then its lines)
+        self.flush()
         self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
                                  f"{quote(name, self._dialect)} WHERE "
                                  f"{self._where(columns, table)})",
@@ -322,6 +337,7 @@ class Settler:
     def _holder_of(self, table: Table, columns: Sequence[str],
                    vals: Sequence[values_pb2.Value], key: Key) -> Key | None:
         """The key of another row holding these UNIQUE values, if any."""
+        self.flush()
         d = self._dialect
         keys = ", ".join(values.select_expr(c, d) for c in table.key_columns)
         self._sql.run(self._cur, f"SELECT {keys} FROM {quote(table.name, d)} WHERE "
@@ -338,6 +354,7 @@ class Settler:
     def _referencing_row(self, table: Table, key: Key,
                          image: Mapping[str, bytes | None]) -> EventId | None:
         """A row (of any table) that references this one: who keeps it from being deleted."""
+        self.flush()
         for fk in table.referenced_by:
             vals = [image.get(c) for c in fk.parent_columns]
             if any(v is None for v in vals):
@@ -376,6 +393,7 @@ class Settler:
         # (_unique_outcome hides only unreferenced rows: this is the last line of defence)
 
     def _hidden_rows(self, table: Table) -> list[Key]:
+        self.flush()
         self._sql.run(self._cur, f"SELECT DISTINCT KEY_DATA FROM {CONFLICTS_TABLE} "
                                  "WHERE TBL_NO = ? AND KIND = ?",
                       (self._registry[table.name], LossKind.UNIQUE_CLASH.value))
@@ -384,6 +402,7 @@ class Settler:
     def _check_local(self, table: Table, number: int, key: Key) -> None:
         if number not in self._local_pending:
             return
+        self.flush()
         self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
                                  f"{IMAGE_PREFIX}{number} WHERE "
                                  f"{self._where(table.primary_key, table)})",
@@ -395,24 +414,20 @@ class Settler:
         number = self._registry[table.name]
         self._check_local(table, number, key)
         self._set_context(number)
-        try:
-            self._sql.run(self._cur, f"DELETE FROM {quote(table.name, self._dialect)} WHERE "
-                                     f"{self._where(table.primary_key, table)}",
-                          self._params(table, table.primary_key, key))
-        except DatabaseError as exc:
-            if _FK_VIOLATED in (getattr(exc, "gds_codes", ()) or ()):
-                # A row referencing it was committed after our snapshot began: a local
-                # change this transaction cannot see yet. Publish, then try again.
-                raise LocalChangePending from exc
-            raise
+        self._writer.delete(table, key)
+        self._written.discard((table.name, registers.key_data(key)))
 
     def _write(self, table: Table, key: Key, life: Life,
                shown: Mapping[str, bytes | None] | None) -> Life:
         """Write the row's image (only the columns that differ from what is shown); on a
         CHECK refusal, fall back to whole-row last-writer-wins."""
         policy = self._policy(table)
+        if table.has_checks:
+            self.flush()  # alone in its block: a refusal must undo nothing else
         try:
             self._upsert(table, key, life.image(policy), shown or {})
+            if table.has_checks:
+                self.flush()
             return life
         except DatabaseError as exc:
             if _CHECK_FAILED not in (getattr(exc, "gds_codes", ()) or ()):
@@ -430,6 +445,7 @@ class Settler:
                     "(or the constraint differs between sites)") from exc
             try:
                 self._upsert(table, key, fallback.image(policy), {})
+                self.flush()
             except DatabaseError as again:
                 raise ConstraintError(
                     f"{table.name} {_show(key)}: even the latest site's whole row breaks a "
@@ -442,26 +458,27 @@ class Settler:
                 shown: Mapping[str, bytes | None]) -> None:
         number = self._registry[table.name]
         self._check_local(table, number, key)
-        d = self._dialect
         # The key always comes from the event (a row that existed before capture may have
         # unknown values in its registers); other columns only when known and changed.
-        cols = [c for c in table.columns if c.name not in table.primary_key
-                and image.get(c.name) is not None and shown.get(c.name) != image[c.name]]
-        params = self._params(table, table.primary_key, key)
-        for c in cols:
-            value = values_pb2.Value.FromString(image[c.name])  # type: ignore[arg-type]
-            try:
-                params.append(values.decode(c.type, value, self._blobs))
-            except (KeyError, values.MissingBlob) as exc:
-                raise NotArrived(f"{table.name} {_show(key)}: the {c.name} BLOB "
-                                 f"({value.blob.length} bytes) has not arrived") from exc
-        cols = list(table.key_columns) + cols
-        names = ", ".join(quote(c.name, d) for c in cols)
-        marks = ", ".join(values.param_expr(c) for c in cols)
-        matching = ", ".join(quote(k, d) for k in table.primary_key)
+        columns = {}
+        for c in table.columns:
+            data = image.get(c.name)
+            if c.name in table.primary_key or data is None or shown.get(c.name) == data:
+                continue
+            value = values_pb2.Value.FromString(data)
+            if value.WhichOneof("kind") == "blob" and self._blobs is not None:
+                try:
+                    self._blobs.open(value.blob).close()
+                except KeyError as exc:
+                    raise NotArrived(f"{table.name} {_show(key)}: the {c.name} BLOB "
+                                     f"({value.blob.length} bytes) has not arrived") from exc
+            columns[c.name] = value
         self._set_context(number)
-        self._sql.run(self._cur, f"UPDATE OR INSERT INTO {quote(table.name, d)} ({names}) "
-                                 f"VALUES ({marks}) MATCHING ({matching})", params)
+        try:
+            self._writer.upsert(table, key, columns)
+        except ValueError as exc:  # a value that does not fit its column
+            raise ValueError(f"{table.name} {_show(key)}: {exc}") from exc
+        self._written.add((table.name, registers.key_data(key)))
 
 
 def constrained(state: RowState) -> bool:

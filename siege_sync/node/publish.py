@@ -26,7 +26,7 @@ from ..proto import events_pb2
 from . import capture, conflicts, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
-from .constraints import LocalChangePending, Settler, constrained, context_setter
+from .constraints import LocalChangePending, Settler, constrained
 from .database import (
     READ_COMMITTED_RW,
     SNAPSHOT_RW,
@@ -272,6 +272,7 @@ class Publisher:
                 change.event = None  # type: ignore[assignment]  # the body is what stays
             result.transactions += 1
         counters.last_stamp = issuer.last
+        settlers.flush()
         rows.flush()
         result.events = len(stored)
         if stored:
@@ -409,6 +410,9 @@ class _LazySettler:
             # go of; everything captured so far is being published in this transaction.
             self._settler = Settler(cur, introspect(self._con), self._registry, rows,
                                     statements, self._policies, set(),
-                                    context_setter(cur, statements),
                                     blobs)
         return self._settler
+
+    def flush(self) -> None:
+        if self._settler is not None:
+            self._settler.flush()

@@ -183,6 +183,7 @@ class Table:
     foreign_keys: tuple[ForeignKey, ...] = ()  # this table's references to parents
     referenced_by: tuple[ForeignKey, ...] = ()  # other tables' references to this one
     uniques: tuple[tuple[str, ...], ...] = ()  # UNIQUE constraints and indexes, key excluded
+    has_checks: bool = False  # CHECK constraints (a merged row may break them)
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -402,7 +403,8 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
 
 
 def _read_constraints(con: Connection, schema: Schema) -> None:
-    """Foreign keys (both ways) and UNIQUE constraints or indexes of replicated tables."""
+    """Foreign keys (both ways), UNIQUE constraints or indexes, and whether CHECK
+    constraints exist, for replicated tables."""
     fk_parts: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
     for name, child, col, parent, pcol in _rows(
         con,
@@ -431,6 +433,9 @@ def _read_constraints(con: Connection, schema: Schema) -> None:
         "ORDER BY i.RDB$INDEX_NAME, s.RDB$FIELD_POSITION",
     ):
         unique_parts[(_trim(rel), _trim(index))].append(_trim(col))
+    checked = {_trim(rel) for (rel,) in _rows(
+        con, "SELECT DISTINCT RDB$RELATION_NAME FROM RDB$RELATION_CONSTRAINTS "
+             "WHERE RDB$CONSTRAINT_TYPE = 'CHECK'")}
     for name, table in list(schema.tables.items()):
         uniques = tuple(tuple(cols) for (rel, _i), cols in sorted(unique_parts.items())
                         if rel == name and tuple(cols) != table.primary_key)
@@ -438,7 +443,8 @@ def _read_constraints(con: Connection, schema: Schema) -> None:
             table,
             foreign_keys=tuple(fk for fk in fks if fk.table == name),
             referenced_by=tuple(fk for fk in fks if fk.parent == name),
-            uniques=tuple(dict.fromkeys(uniques)))
+            uniques=tuple(dict.fromkeys(uniques)),
+            has_checks=name in checked)
 
 
 def _refusal(name: str, relation_type: int, columns: list[Column], key: list[str],
