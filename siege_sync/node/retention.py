@@ -84,7 +84,8 @@ def purge(con: Connection, applied_now: Vector, held_then: Vector | None = None,
                 kept = {g: life for g, life in state.past.items()
                         if not _stable_end(state, life, held_then)}
                 result.lives += len(state.past) - len(kept)
-                current_gone = (not state.exists and not kept
+                # (A deleted row kept by a reference is still in its table: not gone.)
+                current_gone = (not state.current.visible and not state.exists and not kept
                                 and _stable_end(state, state.current, held_then))
                 if current_gone:
                     cur.execute(f"DELETE FROM {ROWS_TABLE} WHERE TBL_NO = ? AND KEY_HASH = ?",
