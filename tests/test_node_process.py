@@ -144,3 +144,65 @@ def test_run_refuses_a_bundle_of_another_site_clearly(processes, tmp_path):
                            str(wrong)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "belongs to site 'nice'" in done.stderr and "own bundle" in done.stderr
+
+
+def test_a_node_killed_mid_exchange_loses_nothing_and_applies_nothing_twice(processes):
+    pki, ports, cons, procs, configs = processes
+    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
+    journal: dict[int, str] = {}  # the test's own record of every committed row
+    for t in range(40):
+        rows = [(1000 * t + i, f"lyon {t}.{i}") for i in range(100)]
+        with transaction_of(cons["lyon"]) as cur:
+            for key, label in rows:
+                cur.execute("INSERT INTO ITEMS (ID, LABEL, PRICE) VALUES (?, ?, 1)", (key, label))
+        journal.update(rows)
+    import threading
+
+    def exchange_in_background() -> None:
+        ch, stub = admin_stub(pki, "siege", ports["siege"])
+        with ch:
+            try:
+                stub.Exchange(sync_pb2.ExchangeRequest(peer="lyon"), timeout=120)
+            except grpc.RpcError:
+                pass  # killed under it
+
+    def applied_from_lyon() -> int:
+        ch, stub = admin_stub(pki, "siege", ports["siege"])
+        with ch:
+            status = stub.Status(sync_pb2.StatusRequest(), timeout=30)
+        return {(o.site, o.incarnation): o.seq for o in status.applied.origins}.get(
+            ("lyon", 1), 0)
+
+    runner = threading.Thread(target=exchange_in_background)
+    runner.start()
+    deadline = time.monotonic() + 60
+    while applied_from_lyon() == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    partly = applied_from_lyon()
+    procs["siege"].kill()  # kill -9, in the middle of applying lyon's batches
+    assert 0 < partly < 4000, partly
+    procs["siege"].wait()
+    runner.join(60)
+    procs["siege"] = subprocess.Popen(
+        [sys.executable, "-m", "siege_sync.node.cli", "run", "--config", configs["siege"]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    wait_serving(pki, "siege", ports["siege"], procs["siege"])
+    for _ in range(2):
+        for site in ("lyon", "nice"):
+            exchange_by_cli(configs["siege"], site)
+    for site in SITES:
+        with transaction_of(cons[site]) as cur:
+            cur.execute("SELECT ID, LABEL FROM ITEMS")
+            held = dict(cur.fetchall())
+        assert held == journal, f"{site}: {len(held)} rows, {len(journal)} committed"
+    ch, stub = admin_stub(pki, "siege", ports["siege"])
+    with ch:
+        status = stub.Status(sync_pb2.StatusRequest(), timeout=30)
+    applied = {(o.site, o.incarnation): o.seq for o in status.applied.origins}
+    assert applied[("lyon", 1)] == 4000, "every event applied once, none twice"
+
+
+def transaction_of(con):
+    from tests.test_mesh import transaction_of as inner
+
+    return inner(con)
