@@ -184,3 +184,69 @@ def test_conflicts_are_listed_with_both_sides_and_reapplied_by_hand(mesh):
     assert ctl(mesh, "manual").returncode == 0
     for con in mesh.cons.values():
         assert snapshot(con)[("T", next(iter(snapshot(con)))[1])]["A"].endswith(b"lyon wrote")
+
+
+def stored_segments(con) -> int:
+    from tests.test_apply import count
+
+    return count(con, "SYNC$EVENTS")
+
+
+def test_rounds_purge_what_every_site_holds_and_nothing_else(mesh):
+    for i in range(3):
+        run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (?, 'x')", (i,))
+    run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (3, 'siege')")
+    from siege_sync.node.publish import Publisher
+
+    Publisher(mesh.cons["lyon"], "lyon").publish()
+    assert stored_segments(mesh.cons["lyon"]) > 0
+    # The round brings everything everywhere, then asks every site what it holds: what all
+    # hold is no longer needed for relaying.
+    assert ctl(mesh, "manual").returncode == 0
+    assert all(stored_segments(c) == 0 for c in mesh.cons.values()), \
+        [stored_segments(c) for c in mesh.cons.values()]
+    shown = ctl(mesh, "report", "show", "1")
+    assert "purged mesh-wide: " in shown.stdout and "purged mesh-wide: 0" not in shown.stdout
+    # Life goes on after a purge: new events flow (the siège's own too: its chain is checked
+    # against peers whose last event of it is purged everywhere), old rows stay.
+    run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (10, 'after')")
+    run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (11, 'siege after')")
+    for _ in range(2):
+        done = ctl(mesh, "manual")
+        assert done.returncode == 0, done.stdout
+    states = [snapshot(c) for c in mesh.cons.values()]
+    assert states[0] == states[1] == states[2] and len(states[0]) == 6
+
+
+def test_a_site_down_holds_back_the_purge_until_it_lags_too_long(tmp_path):
+    from tools.localmesh import LocalMesh as Mesh
+
+    m = Mesh(tmp_path, SITES, DDL, siege_settings={"retention_lag_days": 3 / 86400})
+    m.pki.admin("ops")
+    (tmp_path / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{m.ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+    try:
+        run_sql(m.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'x')")
+        assert ctl(m, "manual").returncode == 0
+        m.nodes["nice"].stop(grace=1)
+        ctl(m, "manual")
+        assert stored_segments(m.cons["siege"]) > 0, "nice is down: nothing purged"
+        import time as _time
+
+        _time.sleep(3.5)  # past the (test-sized) lag limit
+        done = ctl(m, "manual")
+        assert "will need a resync" in done.stdout
+        assert stored_segments(m.cons["siege"]) == 0, "nice no longer holds it back"
+    finally:
+        m.close()
+
+
+def test_a_decommissioned_site_is_left_out_of_rounds(mesh):
+    done = ctl(mesh, "decommission", "nice")
+    assert done.returncode == 0 and "revoke" in done.stdout
+    mesh.nodes["nice"].stop(grace=1)
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'x')")
+    again = ctl(mesh, "manual")
+    assert again.returncode == 0 and "COMPLETE" in again.stdout and "nice" not in again.stdout
+    bad = ctl(mesh, "decommission", "paris")
+    assert bad.returncode == 2 and "not a site" in bad.stderr

@@ -472,6 +472,10 @@ def get_state(con: Connection, name: str) -> str | None:
     return rows[0][0] if rows else None
 
 
+def state_names(con: Connection) -> list[str]:
+    return [str(r[0]) for r in _query(con, f"SELECT NAME FROM {STATE_TABLE}")]
+
+
 def set_state(con: Connection, name: str, value: str) -> None:
     with transaction(con) as tm:
         tm.cursor().execute(

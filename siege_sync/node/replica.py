@@ -21,7 +21,7 @@ from firebird.driver import Connection
 
 from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
-from . import blobs, capture, eventlog, rewind, status
+from . import blobs, capture, eventlog, retention, rewind, status
 from .apply import Applier, ApplyResult
 from .config import NodeConfig
 from .digest import TableDigest, table_digest
@@ -193,6 +193,14 @@ class Replica:
         """Per site, the last round whose heartbeat this database holds."""
         with self._lock:
             return capture.heartbeats(self._con)
+
+    def purge(self, applied_everywhere: Vector, held_then: Vector | None,
+              published_then: Vector | None) -> retention.PurgeResult:
+        with self._lock:
+            return retention.purge(
+                self._con, dict(applied_everywhere.seqs),
+                dict(held_then.seqs) if held_then is not None else None,
+                dict(published_then.seqs) if published_then is not None else None)
 
     def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
         with self._lock:

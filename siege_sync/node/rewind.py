@@ -25,6 +25,7 @@ from enum import Enum
 
 from firebird.driver import Connection
 
+from ..proto import events_pb2
 from .capture import STATE_TABLE, VECTOR_TABLE
 from .database import SNAPSHOT_RW, transaction
 from .eventlog import read
@@ -39,7 +40,10 @@ class ChainCheck(Enum):
 
 
 def _event_hash(con: Connection, site: str, incarnation: int, seq: int) -> bytes | None:
+    """The hash of our event ``seq``, or None when it is no longer stored (purged)."""
     for body in read(con, site, seq - 1, incarnation):
+        if events_pb2.Event.FromString(body).seq != seq:
+            return None  # the first one stored is a later one
         return hashlib.sha256(body).digest()
     return None
 
@@ -60,7 +64,9 @@ def confirm_own_chain(con: Connection, site: str, peer_seq: int,
                 return ChainCheck.CONFIRMED
             if peer_seq <= seq:
                 ours = head if peer_seq == seq else _event_hash(con, site, incarnation, peer_seq)
-                if ours == peer_head:
+                if ours == peer_head or ours is None:
+                    # None: that event is purged here, which retention does only once every
+                    # site held it — this peer included. Nothing left to compare.
                     return ChainCheck.CONFIRMED
                 log.error("[%s] a peer holds a different event #%d of this site: this database "
                           "went on from an older copy; run resync", site, peer_seq)

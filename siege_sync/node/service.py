@@ -179,6 +179,31 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                              attempts=p.attempts, past_limit=p.past_limit())
         return reply
 
+    def Purge(self, request: sync_pb2.PurgeRequest,
+              context: grpc.ServicerContext) -> sync_pb2.PurgeReply:
+        caller = self._caller(context, Kind.SITE)
+        if not caller.has_role(Role.RELAY):
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{caller.name} may not order a purge: only a coordinator (a "
+                         "certificate with the relay role) may")
+        try:
+            applied = Vector.from_proto(request.applied_everywhere)
+            held = Vector.from_proto(request.held_then) if request.HasField("held_then") \
+                else None
+            published = (Vector.from_proto(request.published_then)
+                         if request.HasField("published_then") else None)
+        except ValueError as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed purge: {exc}")
+        mine = self._replica.vector(publish=False)
+        if any(applied.seq(o) > mine.seq(o) for o in applied):
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"{caller.name} says every site applied events this site has not: "
+                         "nothing purged")
+        done = self._replica.purge(applied, held, published)
+        log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self._site,
+                 caller.name, done.segments, done.lives)
+        return sync_pb2.PurgeReply(segments=done.segments, lives=done.lives)
+
     def Exchange(self, request: sync_pb2.ExchangeRequest,
                  context: grpc.ServicerContext) -> sync_pb2.ExchangeReply:
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)

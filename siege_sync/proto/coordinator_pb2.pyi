@@ -50,7 +50,7 @@ class SiteReport(_message.Message):
     def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts")
+    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class RoundReport(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     NEW_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    PURGED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     id: int
     trigger: str
     started: str
@@ -65,7 +66,8 @@ class RoundReport(_message.Message):
     outcome: str
     sites: _containers.RepeatedCompositeFieldContainer[SiteReport]
     new_conflicts: int
-    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ...) -> None: ...
+    purged_segments: int
+    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ...) -> None: ...
 
 class RoundEvent(_message.Message):
     __slots__ = ("progress", "done")
@@ -222,3 +224,13 @@ class ConflictsReply(_message.Message):
     conflicts: _containers.RepeatedCompositeFieldContainer[ConflictRecord]
     reapplied: str
     def __init__(self, conflicts: _Optional[_Iterable[_Union[ConflictRecord, _Mapping]]] = ..., reapplied: _Optional[str] = ...) -> None: ...
+
+class DecommissionRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class DecommissionReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

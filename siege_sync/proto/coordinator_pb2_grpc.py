@@ -69,6 +69,11 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsReply.FromString,
                 _registered_method=True)
+        self.Decommission = channel.unary_unary(
+                '/siege.v1.Coordinator/Decommission',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -122,6 +127,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Decommission(self, request, context):
+        """Remove a site for good: no more rounds with it, it no longer holds back the purge.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +171,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Conflicts,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.ConflictsReply.SerializeToString,
+            ),
+            'Decommission': grpc.unary_unary_rpc_method_handler(
+                    servicer.Decommission,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +367,33 @@ class Coordinator(object):
             '/siege.v1.Coordinator/Conflicts',
             siege__sync_dot_proto_dot_coordinator__pb2.ConflictsRequest.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.ConflictsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Decommission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.Coordinator/Decommission',
+            siege__sync_dot_proto_dot_coordinator__pb2.DecommissionRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.DecommissionReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -96,6 +96,24 @@ class PushReply(_message.Message):
     waiting_for: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, applied: _Optional[_Union[Vector, _Mapping]] = ..., applied_events: _Optional[int] = ..., already_applied: _Optional[int] = ..., waiting: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class PurgeRequest(_message.Message):
+    __slots__ = ("applied_everywhere", "held_then", "published_then")
+    APPLIED_EVERYWHERE_FIELD_NUMBER: _ClassVar[int]
+    HELD_THEN_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_THEN_FIELD_NUMBER: _ClassVar[int]
+    applied_everywhere: Vector
+    held_then: Vector
+    published_then: Vector
+    def __init__(self, applied_everywhere: _Optional[_Union[Vector, _Mapping]] = ..., held_then: _Optional[_Union[Vector, _Mapping]] = ..., published_then: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
+
+class PurgeReply(_message.Message):
+    __slots__ = ("segments", "lives")
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    LIVES_FIELD_NUMBER: _ClassVar[int]
+    segments: int
+    lives: int
+    def __init__(self, segments: _Optional[int] = ..., lives: _Optional[int] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ("digests",)
     DIGESTS_FIELD_NUMBER: _ClassVar[int]

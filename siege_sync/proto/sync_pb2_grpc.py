@@ -59,6 +59,11 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.ExchangeRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.ExchangeReply.FromString,
                 _registered_method=True)
+        self.Purge = channel.unary_unary(
+                '/siege.v1.SyncNode/Purge',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeReply.FromString,
+                _registered_method=True)
 
 
 class SyncNodeServicer(object):
@@ -97,6 +102,13 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Purge(self, request, context):
+        """A coordinator (relay role) tells the node what it may forget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +136,11 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.Exchange,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.ExchangeRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.ExchangeReply.SerializeToString,
+            ),
+            'Purge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Purge,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -261,6 +278,33 @@ class SyncNode(object):
             '/siege.v1.SyncNode/Exchange',
             siege__sync_dot_proto_dot_sync__pb2.ExchangeRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.ExchangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Purge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/Purge',
+            siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.PurgeReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,7 +2,7 @@
 admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``,
-``conflicts [--table T] [--reapply ID]``,
+``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
 from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current folder, or the
 ``SIEGE_CTL_CONFIG`` environment variable)::
@@ -207,7 +207,17 @@ def cmd_conflicts(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Nam
     return 0
 
 
+def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
+                     args: argparse.Namespace) -> int:
+    stub.Decommission(coordinator_pb2.DecommissionRequest(site=args.site), timeout=30)
+    print(f"{args.site} is decommissioned: no more rounds with it, and it no longer holds back "
+          "the purge of old events. Remove it from the siège's [peers] and revoke its "
+          f"certificate (siege-certs revoke {args.site}).")
+    return 0
+
+
 COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
+            "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status}
 
 
@@ -222,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help="connection test of every site")
     sub.add_parser("manual", help="a sync round now, with progress; the report at the end")
     sub.add_parser("stop", help="stop the running round between transactions")
+    gone = sub.add_parser("decommission", help="remove a site for good")
+    gone.add_argument("site")
     found = sub.add_parser("conflicts", help="losing versions on record at the siège")
     found.add_argument("--table", help="only this table")
     found.add_argument("--reapply", metavar="ID", help="write this losing version back")

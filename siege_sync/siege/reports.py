@@ -78,7 +78,8 @@ def _bytes(value: object) -> bytes:
 def render_text(report: coordinator_pb2.RoundReport) -> str:
     lines = [f"Sync round {report.id} ({report.trigger}): {report.outcome.upper()}",
              f"  started {report.started}, ended {report.ended}",
-             f"  losing versions put on record at the siège: {report.new_conflicts}", ""]
+             f"  losing versions put on record at the siège: {report.new_conflicts}",
+             f"  old event segments purged mesh-wide: {report.purged_segments}", ""]
     rows = [["site", "outcome", "in", "out", "parked", "time", "clock"]]
     for s in report.sites:
         rows.append([s.site, s.outcome, str(s.events_in), str(s.events_out), str(s.parked),

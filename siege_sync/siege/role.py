@@ -13,6 +13,7 @@ import grpc
 from ..node.daemon import Node, NodeError
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .alerts import Alerter
+from .purge import Purger
 from .rounds import Rounds
 from .schedule import Scheduler
 from .service import CoordinatorService
@@ -28,7 +29,8 @@ class CoordinatorRole:
             self.settings = parse(node.cfg.role_settings, where, node.cfg.path)
         except SettingsError as exc:
             raise NodeError(str(exc)) from None
-        self.rounds = Rounds(node)
+        self.purger = Purger(node, self.settings.retention_lag_days)
+        self.rounds = Rounds(node, finish=self.purger.after_round)
         self.alerter = (Alerter(self.settings.alerts, node.cfg.site)
                         if self.settings.alerts else None)
         self.scheduler = Scheduler(self.rounds, self.settings.schedule, self.after_round)

@@ -24,6 +24,7 @@ from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
 from ..proto import coordinator_pb2
 from . import reports
+from .purge import decommissioned
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,19 @@ class RoundBusy(Exception):
 
 
 class Rounds:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node,
+                 finish: Callable[[coordinator_pb2.RoundReport], None] | None = None) -> None:
+        """``finish``: work after the exchanges that completes the report before it is
+        stored (the purge)."""
         self._node = node
+        self._finish = finish
         self._running = threading.Lock()
         self._stop = threading.Event()
 
     @property
     def sites(self) -> list[str]:
-        return sorted(self._node.service_cfg.peers)
+        gone = decommissioned(self._node)
+        return sorted(s for s in self._node.service_cfg.peers if s not in gone)
 
     @property
     def running(self) -> bool:
@@ -121,6 +127,11 @@ class Rounds:
         report.ended = datetime.now().isoformat(timespec="seconds")
         report.new_conflicts = max(self._conflicts() - before, 0)
         report.outcome = _outcome(report, self._stop.is_set())
+        if self._finish is not None:
+            try:
+                self._finish(report)
+            except Exception:  # the round happened: its report is stored whatever follows
+                log.exception("[%s] after round %d", site_id, round_no)
         with self._node.replica.database() as con:
             reports.store(con, report)
         log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)

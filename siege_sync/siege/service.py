@@ -19,7 +19,7 @@ from ..node import conflicts, values
 from ..node.daemon import Node
 from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
-from . import reports, siteprobe
+from . import purge, reports, siteprobe
 from .meshstatus import mesh_status
 from .rounds import RoundBusy, Rounds
 
@@ -112,6 +112,16 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     current_value=values.describe(conflicts.current_value(con, c))
                     if c.column else "", loser=c.loser, winner=c.winner or "", state=state)
         return reply
+
+    def Decommission(self, request: coordinator_pb2.DecommissionRequest,
+                     context: grpc.ServicerContext) -> coordinator_pb2.DecommissionReply:
+        self._admin(context)
+        if request.site not in self._node.service_cfg.peers:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.site!r} is not a site of this "
+                          "siège's [peers]")
+        purge.decommission(self._node, request.site)
+        log.warning("[%s] %s decommissioned by an operator", self._node.cfg.site, request.site)
+        return coordinator_pb2.DecommissionReply()
 
     def Test(self, request: coordinator_pb2.TestRequest,
              context: grpc.ServicerContext) -> coordinator_pb2.TestReply:

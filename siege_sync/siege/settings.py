@@ -7,6 +7,8 @@ the node serves anything. Must never print a secret.
     [siege]
     interval_minutes = 60                # a round every hour, or:
     times = ["12:30", "19:00"]           # at these local times every day
+    retention_lag_days = 30              # a site without a complete sync this long stops
+                                         # holding back the purge of old events (resync)
 
     [siege.alerts]
     smtp_host = "smtp.example.net"
@@ -66,14 +68,18 @@ class Alerts:
 class Settings:
     schedule: Schedule = Schedule()
     alerts: Alerts | None = None
+    retention_lag_days: float = 30.0  # a site silent this long stops holding back the purge
 
 
 def parse(raw: Mapping[str, Any], where: str = "[siege]",
           config_path: Path | None = None) -> Settings:
-    unknown = set(raw) - {"interval_minutes", "times", "alerts"}
+    unknown = set(raw) - {"interval_minutes", "times", "alerts", "retention_lag_days"}
     if unknown:
         raise SettingsError(f"{where}: unknown keys {sorted(unknown)} (known: interval_minutes, "
-                            "times, alerts)")
+                            "times, retention_lag_days, alerts)")
+    lag = raw.get("retention_lag_days", 30)
+    if not isinstance(lag, int | float) or lag <= 0:
+        raise SettingsError(f"{where} retention_lag_days = {lag!r}: give a number of days > 0")
     interval = raw.get("interval_minutes")
     if interval is not None and (not isinstance(interval, int | float) or interval <= 0):
         raise SettingsError(f"{where} interval_minutes = {interval!r}: give a number of "
@@ -94,7 +100,7 @@ def parse(raw: Mapping[str, Any], where: str = "[siege]",
             raise SettingsError(f"{where}: alerts must be a section [siege.alerts]")
         alerts = _alerts(alerts_raw, f"{where[:-1]}.alerts]", config_path)
     return Settings(Schedule(float(interval) if interval is not None else None, tuple(times)),
-                    alerts)
+                    alerts, float(lag))
 
 
 def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts:

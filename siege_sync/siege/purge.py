@@ -1,0 +1,148 @@
+"""After a round: what every site holds, and telling every site what it may forget
+(DESIGN §3.7; the rules themselves are ``node/retention.py``'s).
+
+Owns the coordinator's side of retention: it reads every site's vector (each site's applied
+counters and its own published position, read at one moment by that site), takes the
+minimum — what every site has applied — and orders the purge at the siège and at every
+site, with the previous round's snapshot for the registers of ended lives. It purges only
+after a round that reached every site it counts: one site it cannot ask means nothing is
+purged. A site whose last complete sync is older than the lag limit, or that was
+decommissioned, stops holding the purge back: it is reported as needing a resync.
+
+Must never purge on a guess: any doubt (a site unreachable, a vector missing) skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import grpc
+
+from ..node import capture, transport
+from ..node.daemon import Node
+from ..node.vector import Vector
+from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+from . import reports
+
+log = logging.getLogger(__name__)
+
+_SNAPSHOT = "retention_snapshot"
+_DECOMMISSIONED = "decommissioned:"
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    held: Vector  # what every site held (had applied)
+    published: Vector  # each site's own published position
+
+    def to_json(self) -> str:
+        def enc(v: Vector) -> list[list[object]]:
+            return [[s, i, n] for (s, i), n in sorted(v.seqs.items())]
+        return json.dumps({"held": enc(self.held), "published": enc(self.published)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        raw = json.loads(text)
+
+        def dec(rows: list[list[object]]) -> Vector:
+            return Vector({(str(s), int(i)): int(n) for s, i, n in rows})  # type: ignore[call-overload]
+        return cls(dec(raw["held"]), dec(raw["published"]))
+
+
+def decommissioned(node: Node) -> set[str]:
+    with node.replica.database() as con:
+        return {name[len(_DECOMMISSIONED):] for name in capture.state_names(con)
+                if name.startswith(_DECOMMISSIONED)}
+
+
+def decommission(node: Node, site: str) -> None:
+    with node.replica.database() as con:
+        capture.set_state(con, f"{_DECOMMISSIONED}{site}",
+                          datetime.now().isoformat(timespec="seconds"))
+
+
+class Purger:
+    def __init__(self, node: Node, lag_days: float) -> None:
+        self._node = node
+        self._lag = timedelta(days=lag_days)
+
+    def after_round(self, report: coordinator_pb2.RoundReport) -> None:
+        """Purge what every counted site has applied; note lagging sites in the report."""
+        node = self._node
+        counted = [s for s in report.sites if s.site not in decommissioned(node)]
+        lagging = self._lagging([s.site for s in counted])
+        for entry in counted:
+            if entry.site in lagging:
+                entry.errors.append(
+                    f"no complete sync for more than {self._lag.days} days: it no longer holds "
+                    "back the purge of old events and will need a resync")
+        counted = [s for s in counted if s.site not in lagging]
+        if any(s.outcome != "complete" for s in counted) or report.outcome == "stopped":
+            return  # a site we count was not reached: no purge on a guess
+        vectors = {node.cfg.site: node.replica.vector(publish=False)}
+        bundle, _ = node.watcher.refresh()
+        for entry in counted:
+            address = node.service_cfg.peers[entry.site].address
+            try:
+                with transport.channel(address, bundle, entry.site) as ch:
+                    status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
+                                                                   timeout=TIMEOUT)
+                vectors[entry.site] = Vector.from_proto(status.applied)
+            except (grpc.RpcError, ValueError) as exc:
+                log.info("[%s] no purge: %s did not give its vector (%s)", node.cfg.site,
+                         entry.site, exc)
+                return
+        everywhere = _minimum(list(vectors.values()))
+        published = Vector({o: n for site, v in vectors.items() for o, n in v.seqs.items()
+                            if o[0] == site})
+        with node.replica.database() as con:
+            saved = capture.get_state(con, _SNAPSHOT)
+        before = Snapshot.from_json(saved) if saved else None
+        done = node.replica.purge(everywhere, before.held if before else None,
+                                  before.published if before else None)
+        total = done.segments
+        order = sync_pb2.PurgeRequest(applied_everywhere=everywhere.to_proto())
+        if before is not None:
+            order.held_then.CopyFrom(before.held.to_proto())
+            order.published_then.CopyFrom(before.published.to_proto())
+        for entry in counted:
+            address = node.service_cfg.peers[entry.site].address
+            try:
+                with transport.channel(address, bundle, entry.site) as ch:
+                    reply = sync_pb2_grpc.SyncNodeStub(ch).Purge(order, timeout=TIMEOUT)
+                total += reply.segments
+            except grpc.RpcError as exc:
+                entry.errors.append(f"purge not done there: {exc.code().name}: "
+                                    f"{exc.details()}")
+        with node.replica.database() as con:
+            capture.set_state(con, _SNAPSHOT, Snapshot(everywhere, published).to_json())
+        report.purged_segments = total
+        log.info("[%s] purged %d event segments mesh-wide", node.cfg.site, total)
+
+    def _lagging(self, sites: list[str]) -> set[str]:
+        with self._node.replica.database() as con:
+            history = reports.listing(con, limit=0)
+        if not history:
+            return set()
+        now = datetime.now()
+        out = set()
+        for site in sites:
+            last = None
+            for report in history:  # newest first
+                entry = next((s for s in report.sites if s.site == site), None)
+                if entry is not None and entry.outcome == "complete":
+                    last = datetime.fromisoformat(report.ended)
+                    break
+            first_seen = datetime.fromisoformat(history[-1].started)
+            if now - (last or first_seen) > self._lag:
+                out.add(site)
+        return out
+
+
+def _minimum(vectors: list[Vector]) -> Vector:
+    origins = set.intersection(*(set(v.seqs) for v in vectors)) if vectors else set()
+    return Vector({o: min(v.seq(o) for v in vectors) for o in origins})
