@@ -153,3 +153,46 @@ def test_the_schedule_fires_rounds_and_alerts_by_itself(tmp_path, smtp):
         assert inbox.messages and "FAILED" in inbox.messages[0]["Subject"]
     finally:
         mesh.close()
+
+
+def test_expiring_certificates_little_disk_and_a_large_log_are_alerts(smtp):
+    inbox, alerts = smtp
+    alerter = Alerter(parse({"alerts": {**alerts, "disk_free_mb": 100,
+                                        "log_events": 1000}}).alerts, "siege")
+    r = report("complete")
+    r.sites[0].cert_days_left = 12
+    r.sites[1].outcome = "complete"
+    r.siege_cert_days_left = 300
+    r.siege_disk_free_mb = 50
+    r.siege_stored_events = 5000
+    alerter.after_round(r)
+    subjects = sorted(" ".join(m["Subject"].split()) for m in inbox.messages)  # unfolded
+    assert len(subjects) == 3, subjects
+    assert any("lyon's certificate expires in 12 days" in s for s in subjects)
+    assert any("only 50 MB free" in s for s in subjects)
+    assert any("log holds 5000 events" in s for s in subjects)
+
+
+def test_continuous_mode_runs_rounds_back_to_back(tmp_path):
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False},
+                     ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(10))"],
+                     siege_settings={"continuous": True, "pause_seconds": 0.1})
+    try:
+        run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'soon')")
+        from siege_sync.siege import reports
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with mesh.nodes["siege"].replica.database() as con:
+                done = reports.listing(con)
+            if len(done) >= 3:
+                break
+            time.sleep(0.1)
+        assert len(done) >= 3 and all(r.trigger == "schedule" for r in done)
+        from tests.test_capture_random import snapshot
+
+        assert snapshot(mesh.cons["siege"]) == snapshot(mesh.cons["lyon"])
+        with pytest.raises(SettingsError, match="one of"):
+            parse({"continuous": True, "interval_minutes": 5})
+    finally:
+        mesh.close()

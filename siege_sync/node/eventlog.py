@@ -88,3 +88,14 @@ def read(con: Connection, origin: str, after_seq: int = 0,
                         yield event
         finally:
             cur.close()
+
+
+def stored_events(con: Connection) -> int:
+    """How many events this database's log holds (every origin)."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT COALESCE(SUM(LAST_SEQ - FIRST_SEQ + 1), 0) FROM {EVENTS_TABLE}")
+            return int(cur.fetchone()[0])
+        finally:
+            cur.close()

@@ -28,7 +28,7 @@ class SiteProgress(_message.Message):
     def __init__(self, site: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SiteReport(_message.Message):
-    __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us", "silent")
+    __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us", "silent", "cert_days_left")
     SITE_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EVENTS_IN_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class SiteReport(_message.Message):
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_OFFSET_US_FIELD_NUMBER: _ClassVar[int]
     SILENT_FIELD_NUMBER: _ClassVar[int]
+    CERT_DAYS_LEFT_FIELD_NUMBER: _ClassVar[int]
     site: str
     outcome: str
     events_in: int
@@ -47,10 +48,11 @@ class SiteReport(_message.Message):
     duration_ms: int
     clock_offset_us: int
     silent: bool
-    def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ...) -> None: ...
+    cert_days_left: int
+    def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ..., cert_days_left: _Optional[int] = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments")
+    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +61,9 @@ class RoundReport(_message.Message):
     SITES_FIELD_NUMBER: _ClassVar[int]
     NEW_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     PURGED_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    SIEGE_CERT_DAYS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    SIEGE_DISK_FREE_MB_FIELD_NUMBER: _ClassVar[int]
+    SIEGE_STORED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     id: int
     trigger: str
     started: str
@@ -67,7 +72,10 @@ class RoundReport(_message.Message):
     sites: _containers.RepeatedCompositeFieldContainer[SiteReport]
     new_conflicts: int
     purged_segments: int
-    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ...) -> None: ...
+    siege_cert_days_left: int
+    siege_disk_free_mb: int
+    siege_stored_events: int
+    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ...) -> None: ...
 
 class RoundEvent(_message.Message):
     __slots__ = ("progress", "done")

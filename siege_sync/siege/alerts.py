@@ -4,7 +4,8 @@ Owns deciding which alerts a round's report calls for and sending them: SMTP wit
 (always) and login, at most one email per kind of alert per ``every_minutes``. Kinds: a round
 that failed, was partial or was stopped; a site unreachable past its limit; a site reachable
 but silent (broken capture); new losing versions on record; parked transactions; a clock
-offset past its limit. A failure to send is logged, never raised into the round.
+offset past its limit; a certificate expiring soon; little free disk or a large log at the
+siège. A failure to send is logged, never raised into the round.
 """
 
 from __future__ import annotations
@@ -63,6 +64,20 @@ class Alerter:
                 found.append((f"clock-{site.site}",
                               f"{site.site}'s clock is off by "
                               f"{site.clock_offset_us / 1e6:+.0f} s"))
+        for site in report.sites:
+            if site.HasField("cert_days_left") and site.cert_days_left <= s.cert_days:
+                found.append((f"cert-{site.site}", f"{site.site}'s certificate expires in "
+                              f"{site.cert_days_left} days: siege-certs renew {site.site}"))
+        if report.HasField("siege_cert_days_left") and \
+                report.siege_cert_days_left <= s.cert_days:
+            found.append(("cert-siege", f"the siège's certificate expires in "
+                                        f"{report.siege_cert_days_left} days: siege-certs renew"))
+        if report.HasField("siege_disk_free_mb") and report.siege_disk_free_mb < s.disk_free_mb:
+            found.append(("disk", f"only {report.siege_disk_free_mb} MB free where the siège's "
+                                  "database lives"))
+        if report.siege_stored_events > s.log_events:
+            found.append(("log-size", f"the siège's log holds {report.siege_stored_events} "
+                                      "events: a site lagging behind keeps them (status)"))
         if report.new_conflicts:
             found.append(("conflicts", f"{report.new_conflicts} losing version(s) put on "
                                        "record (siege-ctl conflicts)"))

@@ -13,12 +13,16 @@ Every round is stored (``reports.py``). Must never apply anything itself: exchan
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
+from ..certs import CertError, days_to_expiry
+from ..node import eventlog, transport
 from ..node.daemon import Node
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
@@ -120,6 +124,7 @@ class Rounds:
                     future.result()
             if phase == "gather" and not self._stop.is_set():
                 self._check_heartbeats(report, round_no)
+        self._health(report)
         with self._node.replica.database() as con:
             parked = parked_listing(con)
         for entry in report.sites:
@@ -136,6 +141,26 @@ class Rounds:
             reports.store(con, report)
         log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)
         return report
+
+    def _health(self, report: coordinator_pb2.RoundReport) -> None:
+        """Certificates' days left, the siège's free disk and log size, for the alerts."""
+        node = self._node
+        bundle, _ = node.watcher.refresh()
+        report.siege_cert_days_left = bundle.days_to_expiry()
+        for entry in report.sites:
+            if entry.outcome != "complete":
+                continue
+            try:
+                pem = transport.peer_certificate(node.service_cfg.peers[entry.site].address,
+                                                 bundle, entry.site, timeout=10)
+                entry.cert_days_left = days_to_expiry(pem)
+            except (OSError, CertError):
+                pass
+        folder = Path(node.cfg.database.dsn).parent
+        if folder.is_dir():  # a local database (not "host:/path" through a server)
+            report.siege_disk_free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
+        with node.replica.database() as con:
+            report.siege_stored_events = eventlog.stored_events(con)
 
     def _check_heartbeats(self, report: coordinator_pb2.RoundReport, round_no: int) -> None:
         """A site that answered but whose heartbeat of this round did not come back with

@@ -1,4 +1,5 @@
-"""The siège's schedule: rounds on an interval or at times of day, by itself.
+"""The siège's schedule: rounds on an interval, at times of day, or continuously (back to
+back, a short pause between), by itself.
 
 Owns the timer thread of the coordinating node: it starts a round when one is due (unless an
 operator's round is running — then the next one is due after it), sends the alerts the round
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def next_due(schedule: Schedule, after: datetime) -> datetime | None:
+    if schedule.continuous:
+        return after + timedelta(seconds=schedule.pause_seconds)
     if schedule.interval_minutes is not None:
         return after + timedelta(minutes=schedule.interval_minutes)
     candidates = []

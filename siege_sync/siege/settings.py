@@ -6,7 +6,8 @@ the node serves anything. Must never print a secret.
 
     [siege]
     interval_minutes = 60                # a round every hour, or:
-    times = ["12:30", "19:00"]           # at these local times every day
+    times = ["12:30", "19:00"]           # at these local times every day, or:
+    continuous = true                    # rounds back to back (pause_seconds = 5 between)
     retention_lag_days = 30              # a site without a complete sync this long stops
                                          # holding back the purge of old events (resync)
 
@@ -20,7 +21,9 @@ the node serves anything. Must never print a secret.
     every_minutes = 60                   # at most one email per kind of alert in this time
     unreachable_after_minutes = 120
     clock_offset_seconds = 60
-    cert_days = 30
+    cert_days = 30                       # certificates expiring within this many days
+    disk_free_mb = 1024                  # free disk where the siège's database lives
+    log_events = 5000000                 # events kept in the siège's log (a site lagging?)
     ca_file = "/etc/ssl/smtp-ca.pem"     # optional: the SMTP server's CA, if private
 """
 
@@ -43,10 +46,12 @@ class SettingsError(Exception):
 class Schedule:
     interval_minutes: float | None = None
     times: tuple[daytime, ...] = ()
+    continuous: bool = False  # a round as soon as the previous one ends (after a pause)
+    pause_seconds: float = 5.0
 
     @property
     def active(self) -> bool:
-        return self.interval_minutes is not None or bool(self.times)
+        return self.continuous or self.interval_minutes is not None or bool(self.times)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Alerts:
     clock_offset_seconds: float = 60.0
     cert_days: int = 30
     ca_file: Path | None = None
+    disk_free_mb: float = 1024.0  # below this, where the siège's database lives
+    log_events: float = 5_000_000  # more events than this kept in the siège's log
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,11 @@ class Settings:
 
 def parse(raw: Mapping[str, Any], where: str = "[siege]",
           config_path: Path | None = None) -> Settings:
-    unknown = set(raw) - {"interval_minutes", "times", "alerts", "retention_lag_days"}
+    unknown = set(raw) - {"interval_minutes", "times", "alerts", "retention_lag_days",
+                          "continuous", "pause_seconds"}
     if unknown:
         raise SettingsError(f"{where}: unknown keys {sorted(unknown)} (known: interval_minutes, "
-                            "times, retention_lag_days, alerts)")
+                            "times, continuous, pause_seconds, retention_lag_days, alerts)")
     lag = raw.get("retention_lag_days", 30)
     if not isinstance(lag, int | float) or lag <= 0:
         raise SettingsError(f"{where} retention_lag_days = {lag!r}: give a number of days > 0")
@@ -91,22 +99,28 @@ def parse(raw: Mapping[str, Any], where: str = "[siege]",
             times.append(daytime(int(hours), int(minutes)))
         except ValueError:
             raise SettingsError(f"{where} times: {text!r} is not a time; write \"HH:MM\"") from None
-    if interval is not None and times:
-        raise SettingsError(f"{where}: give interval_minutes or times, not both")
+    continuous = raw.get("continuous", False)
+    pause = raw.get("pause_seconds", 5.0)
+    if not isinstance(continuous, bool):
+        raise SettingsError(f"{where} continuous must be true or false")
+    if not isinstance(pause, int | float) or pause < 0:
+        raise SettingsError(f"{where} pause_seconds must be a number of seconds >= 0")
+    if sum([interval is not None, bool(times), continuous]) > 1:
+        raise SettingsError(f"{where}: give one of interval_minutes, times, continuous")
     alerts_raw = raw.get("alerts")
     alerts = None
     if alerts_raw is not None:
         if not isinstance(alerts_raw, dict):
             raise SettingsError(f"{where}: alerts must be a section [siege.alerts]")
         alerts = _alerts(alerts_raw, f"{where[:-1]}.alerts]", config_path)
-    return Settings(Schedule(float(interval) if interval is not None else None, tuple(times)),
-                    alerts, float(lag))
+    return Settings(Schedule(float(interval) if interval is not None else None, tuple(times),
+                             continuous, float(pause)), alerts, float(lag))
 
 
 def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts:
     known = {"smtp_host", "smtp_port", "user", "password", "password_env", "password_file",
              "sender", "to", "every_minutes", "unreachable_after_minutes",
-             "clock_offset_seconds", "cert_days", "ca_file"}
+             "clock_offset_seconds", "cert_days", "ca_file", "disk_free_mb", "log_events"}
     unknown = set(raw) - known
     if unknown:
         raise SettingsError(f"{where}: unknown keys {sorted(unknown)}")
@@ -132,7 +146,8 @@ def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts
         raise SettingsError(f"{where}: ca_file {ca_path} does not exist")
     numbers = {}
     for key, default in (("every_minutes", 60.0), ("unreachable_after_minutes", 120.0),
-                         ("clock_offset_seconds", 60.0), ("cert_days", 30)):
+                         ("clock_offset_seconds", 60.0), ("cert_days", 30),
+                         ("disk_free_mb", 1024.0), ("log_events", 5_000_000)):
         value = raw.get(key, default)
         if not isinstance(value, int | float) or value < 0:
             raise SettingsError(f"{where}: {key} must be a number >= 0")
@@ -142,4 +157,6 @@ def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts
                   every_minutes=float(numbers["every_minutes"]),
                   unreachable_after_minutes=float(numbers["unreachable_after_minutes"]),
                   clock_offset_seconds=float(numbers["clock_offset_seconds"]),
-                  cert_days=int(numbers["cert_days"]), ca_file=ca_path)
+                  cert_days=int(numbers["cert_days"]), ca_file=ca_path,
+                  disk_free_mb=float(numbers["disk_free_mb"]),
+                  log_events=float(numbers["log_events"]))
