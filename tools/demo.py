@@ -155,6 +155,8 @@ def main() -> int:
         held.close()
         ctl(folder, "manual")
         ctl(folder, "report", "list")
+        ctl(folder, "status")
+        ctl(folder, "report", "show", "2", "--pdf", str(folder / "round-2.pdf"))
 
         tables = ("CUSTOMER", "PRODUCT", "INVOICE", "INVOICE_LINE", "PAYMENT",
                   "ACCOUNT_ENTRY")
