@@ -402,6 +402,7 @@ def test_a_renewed_certificate_is_served_without_a_restart(mesh):
     before = peer_identity(address, lyon, "siege").serial
     renewed, _old = mesh.pki.ca.renew("siege")
     write_bundle(mesh.pki.folder / "bundles" / "siege", renewed)
+    mesh.nodes["siege"].watcher.refresh()  # someone else notices the change first
     after = peer_identity(address, lyon, "siege").serial
     assert before != after == renewed.identity.serial
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'after renewal')")
@@ -415,3 +416,32 @@ def test_a_transaction_larger_than_several_batches_arrives_whole(mesh):
     reply = ok(mesh.exchange("siege", "lyon"))
     assert reply.pulled_events == 2600
     assert len(snapshot(mesh.cons["siege"])) == 2600
+
+
+def test_a_second_node_on_the_same_port_is_refused_clearly(mesh):
+    from siege_sync.node.daemon import Node, NodeError
+
+    with pytest.raises(NodeError, match="port is in use"):
+        Node(mesh.nodes["siege"].cfg).start()
+    assert ok(mesh.exchange("lyon", "siege")) is not None  # the first one still serves
+
+
+def test_a_site_behind_a_purge_is_told_it_needs_a_resync(mesh):
+    from siege_sync.node.vector import Vector
+
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'a')")
+    ok(mesh.exchange("siege", "lyon"))
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'b')")
+    ok(mesh.exchange("siege", "lyon"))
+    # As if every site held lyon's first event: the siège forgets it (nice never had it).
+    mesh.nodes["siege"].replica.purge(Vector({("lyon", 1): 1}), None, None)
+    reply = mesh.exchange("nice", "siege")
+    assert any("needs a resync" in p for p in reply.problems), reply.problems
+    assert "T" not in {k[0] for k in snapshot(mesh.cons["nice"])}, "nothing half applied"
+
+
+def test_digests_are_for_admins_and_coordinators_only(mesh):
+    ch, stub = stub_as(mesh, "lyon", "nice")
+    with ch, pytest.raises(grpc.RpcError) as err:
+        stub.Status(sync_pb2.StatusRequest(digests=True), timeout=10)
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED

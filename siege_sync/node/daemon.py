@@ -70,8 +70,27 @@ class Node:
         self.roles: list[object] = []  # what roles attached (e.g. the coordinator)
 
     def start(self) -> int:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop(grace=0)
+            raise
+
+    def _start(self) -> int:
+        # No SO_REUSEPORT: a second node on the same port must fail, not share it.
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                             options=CHANNEL_OPTIONS, compression=grpc.Compression.Gzip)
+                             options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
+                             compression=grpc.Compression.Gzip)
+        self._server = server
+        try:
+            port = server.add_secure_port(self.service_cfg.listen,
+                                          server_credentials(self.watcher))
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise NodeError(f"cannot listen on {self.service_cfg.listen}: the port is in use "
+                            "(another siege-node run?) or it is not an address of this "
+                            "machine")
         from ..proto import sync_pb2_grpc
 
         sync_pb2_grpc.add_SyncNodeServicer_to_server(
@@ -86,12 +105,7 @@ class Node:
                 self.roles.append(role)
                 names = (*names, *getattr(role, "service_names", ()))
         reflection.enable_server_reflection(names, server)
-        port = server.add_secure_port(self.service_cfg.listen, server_credentials(self.watcher))
-        if port == 0:
-            raise NodeError(f"cannot listen on {self.service_cfg.listen} (address in use, or "
-                            "not an address of this machine)")
         server.start()
-        self._server = server
         for name in ("", names[0]):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("[%s] listening on %s (mTLS)", self.cfg.site, self.service_cfg.listen)
@@ -118,12 +132,14 @@ class Node:
                 reply = (exc.outcome.to_proto() if exc.outcome is not None
                          else sync_pb2.ExchangeReply(peer=peer))
                 reply.problems.append(str(exc))
+                reply.unreachable = exc.unreachable
                 return reply
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         for role in self.roles:
             if hasattr(role, "close"):
                 role.close()
+        self.roles = []
         if self._server is not None:
             self._health.enter_graceful_shutdown()
             self._server.stop(grace).wait()

@@ -23,7 +23,7 @@ from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import transport
 from .apply import ApplyError
 from .blobs import BlobError
-from .replica import PeerRefused, Replica
+from .replica import PeerRefused, PurgedHere, Replica
 from .service import now_us
 from .vector import Vector
 
@@ -35,11 +35,14 @@ STREAM_TIMEOUT = 24 * 3600.0  # a pull or a push: bounded by keepalive, not by s
 
 class ExchangeError(Exception):
     """The exchange could not be done; the message says why and what to do. ``outcome``:
-    what it did before failing (events applied each way stay applied)."""
+    what it did before failing (events applied each way stay applied); ``unreachable``: the
+    peer could not be reached at all."""
 
-    def __init__(self, message: str, outcome: ExchangeOutcome | None = None) -> None:
+    def __init__(self, message: str, outcome: ExchangeOutcome | None = None,
+                 unreachable: bool = False) -> None:
         super().__init__(message)
         self.outcome = outcome
+        self.unreachable = unreachable
 
 
 @dataclass
@@ -50,12 +53,13 @@ class ExchangeOutcome:
     clock_offset_us: int = 0
     round_trip_us: int = 0
     problems: list[str] = field(default_factory=list)
+    stopped: bool = False  # ended early on request
 
     def to_proto(self) -> sync_pb2.ExchangeReply:
         return sync_pb2.ExchangeReply(peer=self.peer, pulled_events=self.pulled_events,
                                       pushed_events=self.pushed_events,
                                       clock_offset_us=self.clock_offset_us,
-                                      problems=self.problems)
+                                      problems=self.problems, stopped=self.stopped)
 
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
@@ -67,7 +71,8 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
     try:
         ident = transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0))
     except (OSError, CertError) as exc:
-        raise ExchangeError(f"{peer} at {address}: {_why(exc)}") from exc
+        raise ExchangeError(f"{peer} at {address}: {_why(exc)}",
+                            unreachable=isinstance(exc, OSError)) from exc
     out = ExchangeOutcome(peer)
     with transport.channel(address, bundle, peer) as channel:
         stub = sync_pb2_grpc.SyncNodeStub(channel)
@@ -123,10 +128,15 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
         for batch in stream:
             if stop is not None and stop.is_set():
                 stream.cancel()
+                out.stopped = True
                 break
             if not ident.has_role(Role.RELAY):
                 for body in batch.events:
-                    origin = events_pb2.Event.FromString(body).origin.site
+                    try:
+                        origin = events_pb2.Event.FromString(body).origin.site
+                    except Exception as exc:  # protobuf's DecodeError
+                        raise ExchangeError(f"{ident.name} sent a malformed event ({exc}); "
+                                            "nothing more is taken from it") from exc
                     if origin != ident.name:
                         raise ExchangeError(f"{ident.name} sent events of {origin!r} without "
                                             "the relay role; nothing more is taken from it")
@@ -149,12 +159,17 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
     only = None if bundle.identity.has_role(Role.RELAY) else replica.site
 
     def batches() -> Iterator[sync_pb2.Batch]:
-        for batch in replica.outgoing(peer_vector, batch_events, only_origin=only):
-            if stop is not None and stop.is_set():
-                return
-            yield batch
+        try:
+            for batch in replica.outgoing(peer_vector, batch_events, only_origin=only):
+                if stop is not None and stop.is_set():
+                    out.stopped = True
+                    return
+                yield batch
+        except PurgedHere as exc:  # (raised here, in gRPC's thread: ends the stream cleanly)
+            out.problems.append(f"{out.peer}: {exc}")
 
     if stop is not None and stop.is_set():
+        out.stopped = True
         return
     reply = stub.Push(batches(), timeout=timeout)
     out.pushed_events += reply.applied_events

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_EVENTS = 500
 _BLOB_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_CARRIED = 200_000  # events received but not applicable yet, kept across batches
 _LONG_TX_FACTOR = 4  # a batch may exceed max_events this much to end on a transaction
 
 
@@ -47,6 +48,11 @@ class Identity:
 
 class NotReady(Exception):
     """The node cannot serve events yet (its own chain is not confirmed by a peer)."""
+
+
+class PurgedHere(Exception):
+    """A peer lacks events this node no longer stores (retention purged them): only a
+    resync can bring it back."""
 
 
 class PeerRefused(Exception):
@@ -171,6 +177,11 @@ class Replica:
         reader = eventlog.read(self._con, origin[0], after, origin[1])
         try:
             for body in reader:
+                if not out and events_pb2.Event.FromString(body).seq != after + 1:
+                    raise PurgedHere(
+                        f"events of {origin[0]} after #{after} are no longer stored here "
+                        "(every other site had them when they were purged): the site that "
+                        "lacks them needs a resync")
                 out.append(body)
                 if len(out) >= max_events:
                     # Usually at the end of a source transaction; a transaction much larger
@@ -243,7 +254,9 @@ class Receiver:
         if not batch.events:
             return None
         result = self._replica.apply([*self._carry, *batch.events])
-        self._carry = result.pending
+        # Events waiting for others are kept for the next batches, within a bound: beyond
+        # it they are dropped (their sender sends them again next time).
+        self._carry = result.pending[:MAX_CARRIED]
         self.applied_events += result.applied_events
         self.already_applied += result.already_applied
         self.refused.extend(r for r in result.refused if r not in self.refused)

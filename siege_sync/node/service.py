@@ -24,7 +24,7 @@ from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from .apply import ApplyError
 from .blobs import BlobError
-from .replica import NotReady, PeerRefused, Replica
+from .replica import NotReady, PeerRefused, PurgedHere, Replica
 from .transport import BundleWatcher
 from .vector import Vector
 
@@ -108,7 +108,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             try:
                 self._replica.meet(caller.name, request.epoch,
                                    Vector.from_proto(request.applied))
-                if request.round:
+                if request.round and caller.has_role(Role.RELAY):  # a coordinator's round
                     self._replica.beat(request.round)
             except PeerRefused as exc:
                 self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
@@ -132,7 +132,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed vector: {exc}")
         only = None if self._watcher.bundle.identity.has_role(Role.RELAY) else self._site
         limit = min(max(request.max_events_per_batch or 500, 1), 5000)
-        yield from self._replica.outgoing(have, limit, only_origin=only)
+        try:
+            yield from self._replica.outgoing(have, limit, only_origin=only)
+        except PurgedHere as exc:
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
     def Push(self, request_iterator: Iterator[sync_pb2.Batch],
              context: grpc.ServicerContext) -> sync_pb2.PushReply:
@@ -163,7 +166,11 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
 
     def Status(self, request: sync_pb2.StatusRequest,
                context: grpc.ServicerContext) -> sync_pb2.StatusReply:
-        self._caller(context, Kind.SITE, Kind.ADMIN)
+        caller = self._caller(context, Kind.SITE, Kind.ADMIN)
+        if request.digests and caller.kind is Kind.SITE and not caller.has_role(Role.RELAY):
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{caller.name} may not ask for digests (a full read of every table): "
+                         "admin or coordinator certificates only")
         ident = self._replica.identity()
         st, digests = self._replica.status(digests=request.digests)
         reply = sync_pb2.StatusReply(

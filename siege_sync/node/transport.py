@@ -76,9 +76,14 @@ def server_credentials(watcher: BundleWatcher) -> grpc.ServerCredentials:
         return grpc.ssl_server_certificate_configuration([(b.key_pem, b.cert_pem)],
                                                          root_certificates=b.ca_pem)
 
+    served = [watcher.bundle]  # what gRPC presents now (refresh's flag is everyone's)
+
     def fetch() -> grpc.ServerCertificateConfiguration | None:
-        bundle, changed = watcher.refresh()
-        return config(bundle) if changed else None
+        bundle, _changed = watcher.refresh()
+        if bundle is served[0]:
+            return None
+        served[0] = bundle
+        return config(bundle)
 
     return grpc.dynamic_ssl_server_credentials(config(watcher.bundle), fetch,
                                                require_client_authentication=True)

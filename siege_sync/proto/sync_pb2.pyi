@@ -181,15 +181,19 @@ class ExchangeRequest(_message.Message):
     def __init__(self, peer: _Optional[str] = ...) -> None: ...
 
 class ExchangeReply(_message.Message):
-    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems")
+    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems", "unreachable", "stopped")
     PEER_FIELD_NUMBER: _ClassVar[int]
     PULLED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUSHED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_OFFSET_US_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
     peer: str
     pulled_events: int
     pushed_events: int
     clock_offset_us: int
     problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    unreachable: bool
+    stopped: bool
+    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreachable: bool = ..., stopped: bool = ...) -> None: ...

@@ -45,8 +45,7 @@ class Alerter:
             found.append((f"round-{report.outcome}",
                           f"sync round {report.id} {report.outcome.upper()}"))
         for site in report.sites:
-            unreachable = any("unreachable" in e or "UNAVAILABLE" in e for e in site.errors)
-            if unreachable:
+            if site.unreachable:
                 since = self._unreachable_since.setdefault(site.site, now)
                 if now - since >= s.unreachable_after_minutes * 60:
                     found.append((f"unreachable-{site.site}",

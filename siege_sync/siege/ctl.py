@@ -259,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CtlError, CertError) as exc:
         print(f"siege-ctl: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"siege-ctl: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     except grpc.RpcError as exc:
         hint = ""
         if exc.code() is grpc.StatusCode.UNAVAILABLE:

@@ -74,15 +74,17 @@ class Purger:
         """Purge what every counted site has applied; note lagging sites in the report."""
         node = self._node
         counted = [s for s in report.sites if s.site not in decommissioned(node)]
-        lagging = self._lagging([s.site for s in counted])
+        # A site complete in this round is not lagging (this report is not stored yet).
+        lagging = self._lagging([s.site for s in counted if s.outcome != "complete"])
         for entry in counted:
             if entry.site in lagging:
                 entry.errors.append(
                     f"no complete sync for more than {self._lag.days} days: it no longer holds "
                     "back the purge of old events and will need a resync")
         counted = [s for s in counted if s.site not in lagging]
-        if any(s.outcome != "complete" for s in counted) or report.outcome == "stopped":
-            return  # a site we count was not reached: no purge on a guess
+        if not counted or any(s.outcome != "complete" for s in counted) \
+                or report.outcome == "stopped":
+            return  # no site to count, or one we count was not reached: no purge on a guess
         vectors = {node.cfg.site: node.replica.vector(publish=False)}
         bundle, _ = node.watcher.refresh()
         for entry in counted:
@@ -132,13 +134,16 @@ class Purger:
         out = set()
         for site in sites:
             last = None
+            first_seen = None  # the oldest round this site took part in (joined then)
             for report in history:  # newest first
                 entry = next((s for s in report.sites if s.site == site), None)
-                if entry is not None and entry.outcome == "complete":
+                if entry is None:
+                    continue
+                first_seen = datetime.fromisoformat(report.started)
+                if last is None and entry.outcome == "complete":
                     last = datetime.fromisoformat(report.ended)
-                    break
-            first_seen = datetime.fromisoformat(history[-1].started)
-            if now - (last or first_seen) > self._lag:
+            since = last or first_seen
+            if since is not None and now - since > self._lag:
                 out.add(site)
         return out
 

@@ -26,7 +26,7 @@ from ..node import eventlog, transport
 from ..node.daemon import Node
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
-from ..proto import coordinator_pb2
+from ..proto import coordinator_pb2, sync_pb2
 from . import reports
 from .purge import decommissioned
 
@@ -100,10 +100,18 @@ class Rounds:
             with lock:
                 progress(coordinator_pb2.SiteProgress(site=site, phase=phase, state="running"))
             t0 = time.monotonic()
-            # Gathering asks each site for its heartbeat of this round (see below).
-            reply = self._node.exchange(site, stop=self._stop,
-                                        round_no=round_no if phase == "gather" else 0)
+            try:
+                # Gathering asks each site for its heartbeat of this round (see below).
+                reply = self._node.exchange(site, stop=self._stop,
+                                            round_no=round_no if phase == "gather" else 0)
+            except Exception as exc:  # one site's surprise must not lose the whole round
+                log.exception("[%s] exchange with %s", site_id, site)
+                reply = sync_pb2.ExchangeReply(peer=site, problems=[
+                    f"unexpected error: {type(exc).__name__}: {exc}"])
             with lock:
+                entry.unreachable = entry.unreachable or reply.unreachable
+                if reply.stopped and entry.outcome == "complete":
+                    entry.outcome = "stopped"
                 entry.events_in += reply.pulled_events
                 entry.events_out += reply.pushed_events
                 entry.duration_ms += int((time.monotonic() - t0) * 1000)
@@ -124,7 +132,8 @@ class Rounds:
                     future.result()
             if phase == "gather" and not self._stop.is_set():
                 self._check_heartbeats(report, round_no)
-        self._health(report)
+        if not self._stop.is_set():  # a stopped round ends now
+            self._health(report)
         with self._node.replica.database() as con:
             parked = parked_listing(con)
         for entry in report.sites:
@@ -167,7 +176,7 @@ class Rounds:
         its events is reachable but silent: its capture is broken."""
         beats = self._node.replica.heartbeats()
         for entry in report.sites:
-            if entry.outcome == "complete" and beats.get(entry.site, 0) < round_no:
+            if entry.outcome == "complete" and beats.get(entry.site, 0) != round_no:
                 entry.outcome = "failed"
                 entry.silent = True
                 entry.errors.append(

@@ -60,10 +60,9 @@ class Scheduler:
                 return
             try:
                 report = self._rounds.run("schedule")
+                self._after_round(report)
             except RoundBusy:
                 log.info("a round is already running; the scheduled one is skipped")
-            except Exception:  # a round must never kill the schedule
+            except Exception:  # a round (or its alerts) must never kill the schedule
                 log.exception("the scheduled round failed")
-            else:
-                self._after_round(report)
             due = next_due(self._schedule, datetime.now())
