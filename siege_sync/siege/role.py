@@ -40,8 +40,9 @@ class CoordinatorRole:
             self.alerter.after_round(report)
 
     def close(self) -> None:
-        self.rounds.stop()
+        self.rounds.stop()  # a round in progress ends at its next batch boundary
         self.scheduler.stop()
+        self.rounds.close()  # and stores its report before the database closes
 
 
 def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:

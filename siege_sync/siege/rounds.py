@@ -68,6 +68,13 @@ class Rounds:
         self._stop.set()
         return True
 
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the running round and wait for it to store its report (before the node
+        closes its database)."""
+        self.stop()
+        if self._running.acquire(timeout=timeout):
+            self._running.release()
+
     def run(self, trigger: str, progress: Progress | None = None) -> coordinator_pb2.RoundReport:
         if not self._running.acquire(blocking=False):
             raise RoundBusy("a round is already running; wait for it or `siege-ctl stop` it")
