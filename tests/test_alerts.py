@@ -196,3 +196,61 @@ def test_continuous_mode_runs_rounds_back_to_back(tmp_path):
             parse({"continuous": True, "interval_minutes": 5})
     finally:
         mesh.close()
+
+
+def test_bandwidth_caps_by_site_and_time_of_day():
+    import datetime as _dt
+
+    settings = parse({"bandwidth": [{"site": "lyon", "kbit": 512},
+                                    {"site": "lyon", "kbit": 128, "from": "08:00",
+                                     "to": "19:30"},
+                                    {"site": "nice", "kbit": 64, "from": "22:00", "to": "06:00"}]})
+    assert settings.cap("lyon", _dt.time(12, 0)) == 128_000  # the lowest that applies
+    assert settings.cap("lyon", _dt.time(21, 0)) == 512_000
+    assert settings.cap("nice", _dt.time(23, 0)) == 64_000  # across midnight
+    assert settings.cap("nice", _dt.time(12, 0)) is None
+    with pytest.raises(SettingsError, match="both from and to"):
+        parse({"bandwidth": [{"site": "lyon", "kbit": 5, "from": "08:00"}]})
+    with pytest.raises(SettingsError, match="kbit"):
+        parse({"bandwidth": [{"site": "lyon", "kbit": 0}]})
+
+
+def test_the_pacer_keeps_the_average_under_the_cap():
+    import os as _os
+
+    from siege_sync.node.pacing import Pacer
+
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(80_000, clock=lambda: now[0], sleep=sleep)  # 10 kB/s
+    for _ in range(10):
+        pacer.after(_os.urandom(5_000))  # incompressible: ~5 kB on the wire each
+    assert 4.9 < now[0] < 5.3 and pacer.waited == pytest.approx(sum(slept))
+
+
+def test_a_capped_exchange_is_paced(tmp_path):
+    """The cap makes the exchange take at least bytes / rate (a lower bound: a slow machine
+    only takes longer)."""
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False},
+                     ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(200))"])
+    try:
+        import os as _os
+
+        from tests.test_mesh import transaction_of
+
+        with transaction_of(mesh.cons["lyon"]) as cur:
+            for i in range(1500):
+                cur.execute("INSERT INTO T (ID, A) VALUES (?, ?)", (i, _os.urandom(60).hex()))
+        started = time.monotonic()
+        reply = mesh.nodes["siege"].exchange("lyon", cap_bits_per_s=400_000)  # 50 kB/s
+        took = time.monotonic() - started
+        assert not reply.problems and reply.pulled_events == 1500
+        # 1,500 events of ~120 random hex characters: well over 150 kB after gzip.
+        assert took >= 3.0, took
+    finally:
+        mesh.close()

@@ -112,7 +112,8 @@ class Node:
         return port
 
     def exchange(self, peer: str, stop: threading.Event | None = None,
-                 round_no: int = 0) -> sync_pb2.ExchangeReply:
+                 round_no: int = 0, cap_bits_per_s: float | None = None
+                 ) -> sync_pb2.ExchangeReply:
         """One exchange with a configured peer (one at a time per peer; exchanges with
         different peers overlap on the network, the database work stays serialized)."""
         spec = self.service_cfg.peers.get(peer)
@@ -125,8 +126,8 @@ class Node:
         with lock:
             try:
                 bundle, _ = self.watcher.refresh()
-                return exchange(self.replica, bundle, peer, spec.address,
-                                stop=stop, round_no=round_no).to_proto()
+                return exchange(self.replica, bundle, peer, spec.address, stop=stop,
+                                round_no=round_no, cap_bits_per_s=cap_bits_per_s).to_proto()
             except ExchangeError as exc:
                 log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
                 reply = (exc.outcome.to_proto() if exc.outcome is not None

@@ -23,6 +23,7 @@ from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import transport
 from .apply import ApplyError
 from .blobs import BlobError
+from .pacing import Pacer
 from .replica import PeerRefused, PurgedHere, Replica
 from .service import now_us
 from .vector import Vector
@@ -64,24 +65,27 @@ class ExchangeOutcome:
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
              timeout: float = CALL_TIMEOUT, batch_events: int = 500,
-             stop: threading.Event | None = None, round_no: int = 0) -> ExchangeOutcome:
+             stop: threading.Event | None = None, round_no: int = 0,
+             cap_bits_per_s: float | None = None) -> ExchangeOutcome:
     """``stop``: when set, the exchange ends at the next batch boundary (every batch is
     applied whole or not at all). ``round_no``: a coordinator's round, for which the peer
-    writes its heartbeat."""
+    writes its heartbeat. ``cap_bits_per_s``: a bandwidth cap for the whole exchange."""
+    pacer = Pacer(cap_bits_per_s, stop=stop) if cap_bits_per_s else None
     try:
         ident = transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0))
     except (OSError, CertError) as exc:
         raise ExchangeError(f"{peer} at {address}: {_why(exc)}",
                             unreachable=isinstance(exc, OSError)) from exc
     out = ExchangeOutcome(peer)
-    with transport.channel(address, bundle, peer) as channel:
+    with transport.channel(address, bundle, peer, paced=pacer is not None) as channel:
         stub = sync_pb2_grpc.SyncNodeStub(channel)
         try:
             peer_vector = _hello(replica, stub, peer, out, timeout, round_no)
             # Streams carry as much as there is: no deadline on the whole stream (keepalive
             # pings notice a dead line), only on each call that is not a stream.
-            _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop)
-            _push(replica, stub, bundle, peer_vector, out, STREAM_TIMEOUT, batch_events, stop)
+            _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop, pacer)
+            _push(replica, stub, bundle, peer_vector, out, STREAM_TIMEOUT, batch_events, stop,
+                  pacer)
         except grpc.RpcError as exc:
             raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
                                 + _hint(exc), out) from exc
@@ -119,7 +123,7 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
 
 def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,
           out: ExchangeOutcome, timeout: float, batch_events: int,
-          stop: threading.Event | None) -> None:
+          stop: threading.Event | None, pacer: Pacer | None = None) -> None:
     have = replica.vector()
     receiver = replica.receiver()
     request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events)
@@ -142,6 +146,8 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
                                             "the relay role; nothing more is taken from it")
             try:
                 receiver.take(batch)
+                if pacer is not None:
+                    pacer.after(batch.SerializeToString())
             except (ApplyError, BlobError) as exc:
                 raise ExchangeError(f"from {ident.name}: {exc}") from exc
     finally:
@@ -155,7 +161,7 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
 
 def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
           peer_vector: Vector, out: ExchangeOutcome, timeout: float,
-          batch_events: int, stop: threading.Event | None) -> None:
+          batch_events: int, stop: threading.Event | None, pacer: Pacer | None = None) -> None:
     only = None if bundle.identity.has_role(Role.RELAY) else replica.site
 
     def batches() -> Iterator[sync_pb2.Batch]:
@@ -164,6 +170,8 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
                 if stop is not None and stop.is_set():
                     out.stopped = True
                     return
+                if pacer is not None:
+                    pacer.after(batch.SerializeToString())
                 yield batch
         except PurgedHere as exc:  # (raised here, in gRPC's thread: ends the stream cleanly)
             out.problems.append(f"{out.peer}: {exc}")

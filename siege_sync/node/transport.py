@@ -89,12 +89,15 @@ def server_credentials(watcher: BundleWatcher) -> grpc.ServerCredentials:
                                                require_client_authentication=True)
 
 
-def channel(address: str, bundle: Bundle, peer_site: str) -> grpc.Channel:
+def channel(address: str, bundle: Bundle, peer_site: str, paced: bool = False) -> grpc.Channel:
+    """``paced``: the caller paces what it reads (a bandwidth cap): keep HTTP/2's receive
+    window at its small default, so the sender cannot run megabytes ahead of the pacing."""
     creds = grpc.ssl_channel_credentials(root_certificates=bundle.ca_pem,
                                          private_key=bundle.key_pem,
                                          certificate_chain=bundle.cert_pem)
+    extra = [("grpc.http2.bdp_probe", 0)] if paced else []
     return grpc.secure_channel(address, creds, options=[
-        *CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer_site)],
+        *CHANNEL_OPTIONS, *extra, ("grpc.ssl_target_name_override", peer_site)],
         compression=grpc.Compression.Gzip)
 
 

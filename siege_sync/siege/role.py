@@ -30,7 +30,7 @@ class CoordinatorRole:
         except SettingsError as exc:
             raise NodeError(str(exc)) from None
         self.purger = Purger(node, self.settings.retention_lag_days)
-        self.rounds = Rounds(node, finish=self.purger.after_round)
+        self.rounds = Rounds(node, finish=self.purger.after_round, cap=self.settings.cap)
         self.alerter = (Alerter(self.settings.alerts, node.cfg.site)
                         if self.settings.alerts else None)
         self.scheduler = Scheduler(self.rounds, self.settings.schedule, self.after_round)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from datetime import time as dtime
 from pathlib import Path
 
 from ..certs import CertError, days_to_expiry
@@ -44,11 +45,13 @@ class RoundBusy(Exception):
 
 class Rounds:
     def __init__(self, node: Node,
-                 finish: Callable[[coordinator_pb2.RoundReport], None] | None = None) -> None:
+                 finish: Callable[[coordinator_pb2.RoundReport], None] | None = None,
+                 cap: Callable[[str, dtime], float | None] | None = None) -> None:
         """``finish``: work after the exchanges that completes the report before it is
-        stored (the purge)."""
+        stored (the purge). ``cap``: a site's bandwidth cap (bits/s) at a time of day."""
         self._node = node
         self._finish = finish
+        self._caps = cap
         self._running = threading.Lock()
         self._stop = threading.Event()
 
@@ -56,6 +59,9 @@ class Rounds:
     def sites(self) -> list[str]:
         gone = decommissioned(self._node)
         return sorted(s for s in self._node.service_cfg.peers if s not in gone)
+
+    def _cap(self, site: str) -> float | None:
+        return self._caps(site, datetime.now().time()) if self._caps is not None else None
 
     @property
     def running(self) -> bool:
@@ -110,7 +116,8 @@ class Rounds:
             try:
                 # Gathering asks each site for its heartbeat of this round (see below).
                 reply = self._node.exchange(site, stop=self._stop,
-                                            round_no=round_no if phase == "gather" else 0)
+                                            round_no=round_no if phase == "gather" else 0,
+                                            cap_bits_per_s=self._cap(site))
             except Exception as exc:  # one site's surprise must not lose the whole round
                 log.exception("[%s] exchange with %s", site_id, site)
                 reply = sync_pb2.ExchangeReply(peer=site, problems=[

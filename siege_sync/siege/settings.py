@@ -11,6 +11,12 @@ the node serves anything. Must never print a secret.
     retention_lag_days = 30              # a site without a complete sync this long stops
                                          # holding back the purge of old events (resync)
 
+    [[siege.bandwidth]]                  # cap a site's exchanges (the till shares the line)
+    site = "lyon"
+    kbit = 512
+    from = "08:00"                       # optional: only between these local times
+    to = "19:30"
+
     [siege.alerts]
     smtp_host = "smtp.example.net"
     smtp_port = 587                      # STARTTLS is always used
@@ -72,19 +78,43 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Bandwidth:
+    """A cap on one site's exchanges, always or between two local times of day."""
+
+    site: str
+    bits_per_s: float
+    start: daytime | None = None
+    end: daytime | None = None
+
+    def applies(self, now: daytime) -> bool:
+        if self.start is None or self.end is None:
+            return True
+        if self.start <= self.end:
+            return self.start <= now < self.end
+        return now >= self.start or now < self.end  # across midnight
+
+
+@dataclass(frozen=True)
 class Settings:
     schedule: Schedule = Schedule()
     alerts: Alerts | None = None
     retention_lag_days: float = 30.0  # a site silent this long stops holding back the purge
+    bandwidth: tuple[Bandwidth, ...] = ()
+
+    def cap(self, site: str, now: daytime) -> float | None:
+        """The bits/s cap on ``site``'s exchanges now (the lowest that applies), if any."""
+        caps = [b.bits_per_s for b in self.bandwidth if b.site == site and b.applies(now)]
+        return min(caps) if caps else None
 
 
 def parse(raw: Mapping[str, Any], where: str = "[siege]",
           config_path: Path | None = None) -> Settings:
     unknown = set(raw) - {"interval_minutes", "times", "alerts", "retention_lag_days",
-                          "continuous", "pause_seconds"}
+                          "continuous", "pause_seconds", "bandwidth"}
     if unknown:
         raise SettingsError(f"{where}: unknown keys {sorted(unknown)} (known: interval_minutes, "
-                            "times, continuous, pause_seconds, retention_lag_days, alerts)")
+                            "times, continuous, pause_seconds, retention_lag_days, bandwidth, "
+                            "alerts)")
     lag = raw.get("retention_lag_days", 30)
     if not isinstance(lag, int | float) or lag <= 0:
         raise SettingsError(f"{where} retention_lag_days = {lag!r}: give a number of days > 0")
@@ -92,13 +122,7 @@ def parse(raw: Mapping[str, Any], where: str = "[siege]",
     if interval is not None and (not isinstance(interval, int | float) or interval <= 0):
         raise SettingsError(f"{where} interval_minutes = {interval!r}: give a number of "
                             "minutes > 0")
-    times = []
-    for text in raw.get("times", []):
-        try:
-            hours, minutes = str(text).split(":")
-            times.append(daytime(int(hours), int(minutes)))
-        except ValueError:
-            raise SettingsError(f"{where} times: {text!r} is not a time; write \"HH:MM\"") from None
+    times = [_time(text, f"{where} times") for text in raw.get("times", [])]
     continuous = raw.get("continuous", False)
     pause = raw.get("pause_seconds", 5.0)
     if not isinstance(continuous, bool):
@@ -113,8 +137,36 @@ def parse(raw: Mapping[str, Any], where: str = "[siege]",
         if not isinstance(alerts_raw, dict):
             raise SettingsError(f"{where}: alerts must be a section [siege.alerts]")
         alerts = _alerts(alerts_raw, f"{where[:-1]}.alerts]", config_path)
+    bandwidth = tuple(_bandwidth(entry, f"{where[:-1]}.bandwidth]")
+                      for entry in raw.get("bandwidth", []))
     return Settings(Schedule(float(interval) if interval is not None else None, tuple(times),
-                             continuous, float(pause)), alerts, float(lag))
+                             continuous, float(pause)), alerts, float(lag), bandwidth)
+
+
+def _time(text: object, where: str) -> daytime:
+    try:
+        hours, minutes = str(text).split(":")
+        return daytime(int(hours), int(minutes))
+    except ValueError:
+        raise SettingsError(f"{where}: {text!r} is not a time; write \"HH:MM\"") from None
+
+
+def _bandwidth(raw: object, where: str) -> Bandwidth:
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{where}: write [[siege.bandwidth]] sections with site and kbit")
+    unknown = set(raw) - {"site", "kbit", "from", "to"}
+    if unknown:
+        raise SettingsError(f"{where}: unknown keys {sorted(unknown)}")
+    site, kbit = raw.get("site"), raw.get("kbit")
+    if not isinstance(site, str) or not site:
+        raise SettingsError(f"{where}: site = \"SITE\" is required")
+    if not isinstance(kbit, int | float) or kbit <= 0:
+        raise SettingsError(f"{where} ({site}): kbit must be a number > 0 (e.g. 512)")
+    if ("from" in raw) != ("to" in raw):
+        raise SettingsError(f"{where} ({site}): give both from and to, or neither")
+    start = _time(raw["from"], where) if "from" in raw else None
+    end = _time(raw["to"], where) if "to" in raw else None
+    return Bandwidth(site, float(kbit) * 1000, start, end)
 
 
 def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts:
