@@ -206,3 +206,86 @@ def transaction_of(con):
     from tests.test_mesh import transaction_of as inner
 
     return inner(con)
+
+
+def test_the_siege_as_processes_a_site_down_is_partial_emailed_and_caught_up(fb_server,
+                                                                             tmp_path):
+    """Everything through the console scripts: three `siege-node run` processes, the siège
+    with alerts to a real SMTP server, `siege-ctl manual` and `report list`."""
+    from tests.test_alerts import Inbox, tls_files
+
+    cert, key = tls_files(tmp_path)
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    inbox = Inbox()
+    smtp_port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=smtp_port, tls_context=ctx,
+                      require_starttls=True, auth_require_tls=True,
+                      authenticator=lambda *a: AuthResult(success=True, handled=False))
+    smtp.start()
+    pki = Pki(tmp_path)
+    pki.admin("ops")
+    ports = {s: free_port() for s in SITES}
+    tag = uuid.uuid4().hex[:6]
+    cons, procs, configs = {}, {}, {}
+    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
+
+    def start(site: str) -> None:
+        procs[site] = subprocess.Popen(
+            [sys.executable, "-m", "siege_sync.node.cli", "run", "--config", configs[site]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        wait_serving(pki, site, ports[site], procs[site])
+
+    try:
+        for site in SITES:
+            bundle = pki.site(site, relay=site == "siege")
+            cons[site] = fb_server.create_database(f"{site}{tag}", ddl=DDL)
+            capture.install(cons[site])
+            configs[site] = write_config(tmp_path, site, fb_server.dsn(f"{site}{tag}"),
+                                         fb_server.password, bundle, ports[site],
+                                         {p: ports[p] for p in SITES if p != site})
+        with open(configs["siege"], "a") as f:
+            f.write(f'\n[siege.alerts]\nsmtp_host = "127.0.0.1"\nsmtp_port = {smtp_port}\n'
+                    f'user = "alerts"\npassword = "x"\nsender = "siege@example.net"\n'
+                    f'to = ["it@example.net"]\nca_file = "{cert}"\n')
+        for site in SITES:
+            start(site)
+        (tmp_path / "siege-ctl.toml").write_text(
+            f'address = "127.0.0.1:{ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+
+        def ctl(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                                   str(tmp_path / "siege-ctl.toml"), *args],
+                                  capture_output=True, text=True, timeout=120)
+
+        run_sql(cons["lyon"], "INSERT INTO ITEMS (ID, LABEL) VALUES (1, 'lyon')")
+        assert ctl("manual").returncode == 0
+        procs["nice"].send_signal(signal.SIGTERM)
+        assert procs["nice"].wait(timeout=30) == 0
+        run_sql(cons["lyon"], "INSERT INTO ITEMS (ID, LABEL) VALUES (2, 'while nice is down')")
+        partial = ctl("manual")
+        assert partial.returncode == 1 and "PARTIAL" in partial.stdout
+        deadline = time.monotonic() + 20
+        while not inbox.messages and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert inbox.messages and "PARTIAL" in inbox.messages[0]["Subject"]
+        start("nice")
+        caught_up = ctl("manual")
+        assert caught_up.returncode == 0, caught_up.stdout
+        with transaction_of(cons["nice"]) as cur:
+            cur.execute("SELECT ID FROM ITEMS ORDER BY ID")
+            assert [r[0] for r in cur.fetchall()] == [1, 2]
+        listed = ctl("report", "list")
+        assert [line.split()[3] for line in listed.stdout.splitlines()[2:]] == [
+            "complete", "partial", "complete"]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        smtp.stop()
