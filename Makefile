@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.0-server
 
-.PHONY: demo test bench os-deps venv proto lint clean
+.PHONY: demo test bench chaos os-deps venv proto lint clean
 
 demo: os-deps venv
 	$(VENV)/bin/python tools/demo.py
@@ -14,6 +14,11 @@ test: os-deps venv
 
 bench: os-deps venv
 	$(VENV)/bin/python tools/bench.py
+
+# The long fault-injection run (root: it starts a private Firebird server). TRIALS=100 default.
+TRIALS ?= 100
+chaos: os-deps venv
+	$(VENV)/bin/python tools/chaos.py --trials $(TRIALS)
 
 proto: venv
 	$(VENV)/bin/python tools/gen_proto.py
