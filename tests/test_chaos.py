@@ -30,3 +30,37 @@ def test_the_check_sees_a_lost_and_a_diverged_row(fb_server, tmp_path):
         assert out.lost == 3 and out.diverged == 1, out
     finally:
         mesh.close()
+
+
+def test_nodes_reconnect_after_the_firebird_server_restarts(tmp_path):
+    """Found by the chaos work: a node's connection died with the server and every call
+    failed until the node was restarted."""
+    from siege_sync.node.database import DatabaseSpec, open_connection, transaction
+    from siege_sync.proto import sync_pb2
+    from tools.fbserver import FirebirdServer
+
+    with FirebirdServer(tmp_path / "fb") as server:
+        (tmp_path / "mesh").mkdir()
+        mesh = Mesh(server, tmp_path / "mesh")
+        try:
+            server.restart()  # every open connection dies
+            lyon = open_connection(DatabaseSpec(_dsn(mesh, "lyon"), user="SYSDBA",
+                                                password=server.password))
+            with transaction(lyon) as tm:
+                cur = tm.cursor()
+                cur.execute("INSERT INTO ITEM (ID, V) VALUES (2001, 'after the restart')")
+                cur.close()
+            lyon.close()
+            ch, stub = mesh.stub("siege")
+            with ch:
+                reply = stub.Exchange(sync_pb2.ExchangeRequest(peer="lyon"), timeout=60)
+            assert not reply.problems and reply.pulled_events == 1, reply
+        finally:
+            mesh.close()
+
+
+def _dsn(mesh: Mesh, site: str) -> str:
+    import tomllib
+    from pathlib import Path
+
+    return tomllib.loads(Path(mesh.configs[site]).read_text())["database"]["dsn"]

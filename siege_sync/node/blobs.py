@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import IO
 
 from firebird.driver import Connection
@@ -70,10 +71,11 @@ def read_chunks(con: Connection, ref: values_pb2.BlobRef) -> Iterator[values_pb2
 
 
 class Assembler:
-    """Receives chunks in order and stores each BLOB once it is complete and intact."""
+    """Receives chunks in order and stores each BLOB once it is complete and intact.
+    ``database`` gives the connection (inside the node's pipeline) when one is stored."""
 
-    def __init__(self, con: Connection) -> None:
-        self._con = con
+    def __init__(self, database: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self._database = database
         self._open: dict[bytes, tuple[IO[bytes], int]] = {}
         self.stored = 0
 
@@ -109,7 +111,7 @@ class Assembler:
             raise BlobError(f"BLOB {sha.hex()[:12]} arrived damaged (its bytes do not match "
                             "its sha256); it is sent again next time")
         spool.seek(0)
-        with transaction(self._con) as tm:
+        with self._database() as con, transaction(con) as tm:
             ref = DatabaseBlobStore(tm).put(spool, text=False)
         assert ref.sha256 == sha and ref.length == length
         self.stored += 1

@@ -145,9 +145,7 @@ class Node:
             self._health.enter_graceful_shutdown()
             self._server.stop(grace).wait()
             self._server = None
-        with self.replica.lock:
-            if not self._con.is_closed():
-                self._con.close()
+        self.replica.close()
 
 
 def run(cfg: NodeConfig) -> int:

@@ -123,6 +123,16 @@ def transaction(con: Connection, params: bytes = READ_COMMITTED_RW) -> Iterator[
 CONCURRENT_WRITE_CODES = frozenset({335544345, 335544336, 335544878, 335544451})
 
 
+# Lost connections (FIREBIRD_NOTES): attachment shut down, error reading / writing data
+# (the server died), unable to complete a network request (the server is down).
+CONNECTION_LOST_CODES = frozenset({335544856, 335544726, 335544727, 335544721})
+
+
+def connection_lost(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseError) and bool(
+        set(getattr(exc, "gds_codes", ()) or ()) & CONNECTION_LOST_CODES)
+
+
 def is_concurrent_write(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseError) and bool(
         set(getattr(exc, "gds_codes", ()) or ()) & CONCURRENT_WRITE_CODES)

@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
-from firebird.driver import Connection
+from firebird.driver import Connection, DatabaseError
 
 from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
 from . import blobs, capture, eventlog, retention, rewind, status
 from .apply import Applier, ApplyResult
 from .config import NodeConfig
+from .database import connection_lost, open_connection
 from .digest import TableDigest, table_digest
 from .publish import Publisher
 from .schema import introspect
 from .vector import Origin, Vector
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_BATCH_EVENTS = 500
 _BLOB_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -61,15 +64,46 @@ class PeerRefused(Exception):
 
 
 class Replica:
+    """A lost database connection (the Firebird server restarted, the attachment was killed)
+    is opened again, and the step that met it is run again once — every step is all or
+    nothing, and applying again what was applied is a no-op."""
+
     def __init__(self, cfg: NodeConfig, con: Connection) -> None:
         self.site = cfg.site
-        self._con = con
+        self._cfg = cfg
         self._lock = threading.RLock()
         # After a start nothing is published until a peer has confirmed our chain head:
         # a database restored from an old copy must not reuse sequence numbers (rewind.py).
         self._confirmed = False
-        self._publisher = Publisher(con, cfg.site, policies=cfg.policies)
-        self._applier = Applier(con, cfg.site, self._publisher, cfg.policies)
+        self._attach(con)
+
+    def _attach(self, con: Connection) -> None:
+        self._con = con
+        self._publisher = Publisher(con, self._cfg.site, policies=self._cfg.policies)
+        self._applier = Applier(con, self._cfg.site, self._publisher, self._cfg.policies)
+
+    def _reconnect(self) -> None:
+        log.warning("[%s] the database connection was lost: opening it again", self.site)
+        try:
+            self._con.close()
+        except Exception:  # it is dead: closing may fail too
+            pass
+        self._attach(open_connection(self._cfg.database))
+
+    def _retrying(self, step: Callable[[], T]) -> T:
+        with self._lock:
+            try:
+                return step()
+            except DatabaseError as exc:
+                if not connection_lost(exc):
+                    raise
+                self._reconnect()
+                return step()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._con.is_closed():
+                self._con.close()
 
     @property
     def lock(self) -> threading.RLock:
@@ -77,27 +111,34 @@ class Replica:
 
     @contextmanager
     def database(self) -> Iterator[Connection]:
-        """The connection, for a role's own short transactions, inside the pipeline."""
+        """The connection, for a role's own short transactions, inside the pipeline (a lost
+        connection is opened again for the next caller)."""
         with self._lock:
-            yield self._con
+            try:
+                yield self._con
+            except DatabaseError as exc:
+                if connection_lost(exc):
+                    self._reconnect()
+                raise
 
     def identity(self) -> Identity:
-        with self._lock:
-            return Identity(
-                site=self.site,
-                incarnation=int(capture.get_state(self._con, "incarnation") or "1"),
-                epoch=capture.get_state(self._con, "epoch") or "",
-                schema_fingerprint=capture.get_state(self._con, "schema_fingerprint") or "",
-            )
+        return self._retrying(lambda: Identity(
+            site=self.site,
+            incarnation=int(capture.get_state(self._con, "incarnation") or "1"),
+            epoch=capture.get_state(self._con, "epoch") or "",
+            schema_fingerprint=capture.get_state(self._con, "schema_fingerprint") or "",
+        ))
 
     def vector(self, publish: bool = True) -> Vector:
         """What this site holds, after publishing its committed local changes (once the
         chain is confirmed)."""
-        with self._lock:
+        def step() -> Vector:
             if publish and self._confirmed:
                 self._publisher.publish()
             seqs, heads = self._applier.vector()
-        return Vector(seqs, heads)
+            return Vector(seqs, heads)
+
+        return self._retrying(step)
 
     def meet(self, peer: str, epoch: str, peer_vector: Vector) -> None:
         """What a hello tells us: the peer's database epoch (a changed one means it was
@@ -105,27 +146,29 @@ class Replica:
         our own events (confirms our chain, or reveals that we were rewound)."""
         if not epoch:
             raise ValueError(f"{peer}'s hello names no database epoch")
-        with self._lock:
-            known = capture.get_state(self._con, f"epoch:{peer}")
-            if known is None:
-                capture.set_state(self._con, f"epoch:{peer}", epoch)
-            elif known != epoch:
-                raise PeerRefused(
-                    f"{peer}'s database changed (epoch {known} -> {epoch}): it was "
-                    f"restored from a copy or replaced. Nothing is exchanged with it until "
-                    f"an operator runs `siege-ctl resync {peer}`")
-            ident = self.identity()
-            origin = (self.site, ident.incarnation)
-            check = rewind.confirm_own_chain(self._con, self.site, peer_vector.seq(origin),
-                                             peer_vector.heads.get(origin, b""))
-            if check is rewind.ChainCheck.DIVERGED:
-                raise PeerRefused(
-                    f"{peer} holds other events under this site's numbers: this database "
-                    "went on from an older copy; run `siege-ctl resync` for this site")
-            if check is rewind.ChainCheck.NEW_INCARNATION:
-                log.warning("[%s] rewound (a peer held more of our events): new incarnation %d",
-                            self.site, self.identity().incarnation)
-            self._confirmed = True
+        self._retrying(lambda: self._meet(peer, epoch, peer_vector))
+
+    def _meet(self, peer: str, epoch: str, peer_vector: Vector) -> None:
+        known = capture.get_state(self._con, f"epoch:{peer}")
+        if known is None:
+            capture.set_state(self._con, f"epoch:{peer}", epoch)
+        elif known != epoch:
+            raise PeerRefused(
+                f"{peer}'s database changed (epoch {known} -> {epoch}): it was "
+                f"restored from a copy or replaced. Nothing is exchanged with it until "
+                f"an operator runs `siege-ctl resync {peer}`")
+        ident = self.identity()
+        origin = (self.site, ident.incarnation)
+        check = rewind.confirm_own_chain(self._con, self.site, peer_vector.seq(origin),
+                                         peer_vector.heads.get(origin, b""))
+        if check is rewind.ChainCheck.DIVERGED:
+            raise PeerRefused(
+                f"{peer} holds other events under this site's numbers: this database "
+                "went on from an older copy; run `siege-ctl resync` for this site")
+        if check is rewind.ChainCheck.NEW_INCARNATION:
+            log.warning("[%s] rewound (a peer held more of our events): new incarnation %d",
+                        self.site, self.identity().incarnation)
+        self._confirmed = True
 
     def batches_for(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
                     only_origin: str | None = None) -> Iterator[list[bytes]]:
@@ -136,8 +179,8 @@ class Replica:
             if only_origin is not None and origin[0] != only_origin:
                 continue
             while after < mine.seq(origin):
-                with self._lock:
-                    batch = self._read_batch(origin, after, max_events)
+                batch = self._retrying(
+                    lambda o=origin, a=after: self._read_batch(o, a, max_events))
                 if not batch:
                     break  # purged here (retention): the peer needs a resync for it
                 after += len(batch)
@@ -155,8 +198,8 @@ class Replica:
                 if ref.sha256 in sent:
                     continue
                 sent.add(ref.sha256)
-                with self._lock:
-                    pieces = list(blobs.read_chunks(self._con, ref))
+                pieces = self._retrying(
+                    lambda r=ref: list(blobs.read_chunks(self._con, r)))
                 for chunk in pieces:
                     chunks.append(chunk)
                     size += len(chunk.data)
@@ -197,35 +240,34 @@ class Replica:
 
     def beat(self, round_no: int) -> None:
         """This site's heartbeat for a coordinator's round, written like any change."""
-        with self._lock:
-            capture.beat(self._con, self.site, round_no)
+        self._retrying(lambda: capture.beat(self._con, self.site, round_no))
 
     def heartbeats(self) -> dict[str, int]:
         """Per site, the last round whose heartbeat this database holds."""
-        with self._lock:
-            return capture.heartbeats(self._con)
+        return self._retrying(lambda: capture.heartbeats(self._con))
 
     def purge(self, applied_everywhere: Vector, held_then: Vector | None,
               published_then: Vector | None) -> retention.PurgeResult:
-        with self._lock:
-            return retention.purge(
-                self._con, dict(applied_everywhere.seqs),
-                dict(held_then.seqs) if held_then is not None else None,
-                dict(published_then.seqs) if published_then is not None else None)
+        return self._retrying(lambda: retention.purge(
+            self._con, dict(applied_everywhere.seqs),
+            dict(held_then.seqs) if held_then is not None else None,
+            dict(published_then.seqs) if published_then is not None else None))
 
     def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
-        with self._lock:
-            if not self._confirmed:
-                raise NotReady(f"{self.site} applies nothing before a hello confirmed its "
-                               "own chain")
-            return self._applier.apply(bodies)
+        if not self._confirmed:
+            raise NotReady(f"{self.site} applies nothing before a hello confirmed its own "
+                           "chain")
+        batch = list(bodies)
+        return self._retrying(lambda: self._applier.apply(batch))
 
     def status(self, digests: bool = False) -> tuple[status.CaptureStatus, list[TableDigest]]:
-        with self._lock:
+        def step() -> tuple[status.CaptureStatus, list[TableDigest]]:
             st = status.capture_status(self._con)
             found = [table_digest(self._con, table) for _name, table in
                      sorted(introspect(self._con).tables.items())] if digests else []
             return st, found
+
+        return self._retrying(step)
 
 
 class Receiver:
@@ -233,7 +275,7 @@ class Receiver:
 
     def __init__(self, replica: Replica) -> None:
         self._replica = replica
-        self._assembler = blobs.Assembler(replica._con)
+        self._assembler = blobs.Assembler(replica.database)
         self._carry: list[bytes] = []
         self.applied_events = 0
         self.already_applied = 0
@@ -247,10 +289,8 @@ class Receiver:
     def take(self, batch: sync_pb2.Batch) -> ApplyResult | None:
         """Raises ``blobs.BlobError`` for damaged BLOBs, ``ApplyError`` for malformed
         events, ``NotReady`` before the chain is confirmed."""
-        if batch.blobs:
-            with self._replica.lock:
-                for chunk in batch.blobs:
-                    self._assembler.add(chunk)
+        for chunk in batch.blobs:
+            self._assembler.add(chunk)
         if not batch.events:
             return None
         result = self._replica.apply([*self._carry, *batch.events])
