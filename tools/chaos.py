@@ -4,7 +4,9 @@ Each trial: three ``siege-node run`` processes (the siège relays), their databa
 private Firebird server; a seeded sequence of steps — application transactions at every site
 (committed or rolled back; keys of its own and keys every site edits), rounds started at the
 siège, nodes killed with SIGKILL (sometimes in the middle of a round) and restarted later,
-a site's node kept down for several steps. Then rounds until nothing moves, and the check,
+a site's node kept down for several steps, the Firebird server restarted under everything
+(every connection dies: the nodes open theirs again). Then rounds until nothing moves, and
+the check,
 against the trial's own journal of what the application committed (never against the code
 under test):
 
@@ -15,8 +17,8 @@ under test):
 
 Prints one line per trial (the seed reproduces it) and, last, JSON with ``trials``, ``lost``,
 ``duplicated``, ``diverged``. Still missing from the faults of the issue: connections cut by
-a proxy, the Firebird server restarted, transactions held open across rounds, clock skew,
-hostile-input fuzzing (tests/test_mesh.py covers cuts and hostile messages separately).
+a proxy, transactions held open across rounds, clock skew, hostile-input fuzzing
+(tests/test_mesh.py covers cuts and hostile messages separately).
 """
 
 from __future__ import annotations
@@ -40,10 +42,16 @@ os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc  # noqa: E402
+from firebird.driver import DatabaseError  # noqa: E402
 
 from siege_sync.certs import load_bundle  # noqa: E402
 from siege_sync.node import capture  # noqa: E402
-from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
+from siege_sync.node.database import (  # noqa: E402
+    READ_COMMITTED_RW,
+    DatabaseSpec,
+    open_connection,
+    transaction,
+)
 from siege_sync.node.transport import channel  # noqa: E402
 from siege_sync.proto import sync_pb2, sync_pb2_grpc  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
@@ -62,6 +70,7 @@ class TrialResult:
     duplicated: int = 0
     diverged: int = 0
     kills: int = 0
+    restarts: int = 0  # of the Firebird server
     rounds: int = 0
     committed: int = 0
     problems: list[str] = field(default_factory=list)
@@ -74,11 +83,12 @@ class Mesh:
         self.pki.admin("ops")
         self.ports = {s: free_port() for s in SITES}
         tag = uuid.uuid4().hex[:6]
-        self.cons, self.procs, self.configs = {}, {}, {}
+        self.cons, self.procs, self.configs, self.dsns = {}, {}, {}, {}
         for site in SITES:
             bundle = self.pki.site(site, relay=site == "siege")
             name = f"{site}{tag}"
             self.cons[site] = server.create_database(name, ddl=DDL)
+            self.dsns[site] = server.dsn(name)
             capture.install(self.cons[site])
             pw = folder / "db.pw"
             pw.write_text(server.password)
@@ -95,6 +105,23 @@ class Mesh:
             self.configs[site] = str(path)
         for site in SITES:
             self.start(site)
+
+    def connection(self, site: str):
+        """The workload's connection to a site's database, opened again if the server
+        restarted under it."""
+        con = self.cons[site]
+        try:
+            with transaction(con, READ_COMMITTED_RW) as tm:
+                tm.cursor().execute("SELECT 1 FROM RDB$DATABASE")
+            return con
+        except DatabaseError:
+            try:
+                con.close()
+            except DatabaseError:
+                pass
+            self.cons[site] = open_connection(DatabaseSpec(
+                self.dsns[site], user="SYSDBA", password=self.server.password))
+            return self.cons[site]
 
     def stub(self, site: str):
         ch = channel(f"127.0.0.1:{self.ports[site]}",
@@ -158,7 +185,8 @@ def trial(seed: int, server: FirebirdServer, folder: Path, steps: int) -> TrialR
                 journal[k] = [("siege", "start")]
             cur.close()
         for step in range(steps):
-            action = rng.choices(["work", "round", "kill", "revive"], [10, 3, 1, 1])[0]
+            action = rng.choices(["work", "round", "kill", "revive", "fbrestart"],
+                                 [10, 3, 1, 1, 0.5])[0]
             if action == "work":
                 _work(mesh, rng, journal, out, step)
             elif action == "round":
@@ -176,6 +204,9 @@ def trial(seed: int, server: FirebirdServer, folder: Path, steps: int) -> TrialR
                     else:
                         mesh.kill(site)
                     out.kills += 1
+            elif action == "fbrestart":
+                server.restart()  # every connection dies, the nodes' and the workload's
+                out.restarts += 1
             elif action == "revive":
                 for site in SITES:
                     if not mesh.up(site):
@@ -198,7 +229,7 @@ def trial(seed: int, server: FirebirdServer, folder: Path, steps: int) -> TrialR
 
 def _work(mesh: Mesh, rng: random.Random, journal: dict, out: TrialResult, step: int) -> None:
     site = rng.choice(SITES)
-    con = mesh.cons[site]
+    con = mesh.connection(site)
     tm = con.transaction_manager()
     tm.begin()
     cur = tm.cursor()
@@ -252,7 +283,7 @@ def _rows(con) -> dict[int, str]:
 
 
 def _check(mesh: Mesh, journal: dict, out: TrialResult) -> None:
-    held = {site: _rows(mesh.cons[site]) for site in SITES}
+    held = {site: _rows(mesh.connection(site)) for site in SITES}
     for key, writes in journal.items():
         values = {site: held[site].get(key) for site in SITES}
         writers = {w for w, _v in writes}
@@ -303,7 +334,8 @@ def run(trials: int, first_seed: int, steps: int) -> dict:
             verdict = "ok" if not (result.lost or result.diverged or result.duplicated) \
                 else "FAILED"
             print(f"trial seed={seed}: {verdict} — {result.committed} changes committed, "
-                  f"{result.kills} kills, {result.rounds} rounds, lost {result.lost}, "
+                  f"{result.kills} kills, {result.restarts} server restarts, "
+                  f"{result.rounds} rounds, lost {result.lost}, "
                   f"duplicated {result.duplicated}, diverged {result.diverged} "
                   f"({time.monotonic() - started:.0f} s)", flush=True)
             for problem in result.problems[:10]:
@@ -312,6 +344,7 @@ def run(trials: int, first_seed: int, steps: int) -> dict:
             "duplicated": sum(r.duplicated for r in results),
             "diverged": sum(r.diverged for r in results),
             "kills": sum(r.kills for r in results),
+            "server_restarts": sum(r.restarts for r in results),
             "failed_seeds": [r.seed for r in results if r.lost or r.diverged or r.duplicated]}
 
 
