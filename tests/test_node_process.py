@@ -4,90 +4,35 @@ admin over mTLS → identical digests; SIGTERM stops each node cleanly."""
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import grpc
 import pytest
 
-from siege_sync.certs import load_bundle
-from siege_sync.node import capture
-from siege_sync.node.transport import channel
-from siege_sync.proto import sync_pb2, sync_pb2_grpc
+from siege_sync.proto import sync_pb2
 from tests.test_apply import run_sql
-from tools.localmesh import Pki, free_port
+from tools.localmesh import ProcessMesh, free_port
 
 DDL = ["CREATE TABLE ITEMS (ID INTEGER NOT NULL PRIMARY KEY, LABEL VARCHAR(30), "
        "PRICE NUMERIC(12,2), NOTE BLOB SUB_TYPE TEXT)"]
 SITES = ("siege", "lyon", "nice")
 
 
-def write_config(folder, site, dsn, password, bundle, port, peers) -> str:
-    path = folder / f"{site}.toml"
-    lines = [f'site = "{site}"', "", "[database]", f'dsn = "{dsn}"', 'user = "SYSDBA"',
-             'password_file = "db.pw"', "", "[node]", f'listen = "127.0.0.1:{port}"',
-             f'bundle = "{bundle}"', 'siege = "siege"']
-    for peer, pport in peers.items():
-        lines += ["", f"[peers.{peer}]", f'address = "127.0.0.1:{pport}"']
-    path.write_text("\n".join(lines) + "\n")
-    pw = folder / "db.pw"
-    pw.write_text(password)
-    pw.chmod(0o600)
-    return str(path)
-
-
-def admin_stub(pki: Pki, site: str, port: int):
-    ch = channel(f"127.0.0.1:{port}", load_bundle(pki.folder / "bundles" / "ops"), site)
-    return ch, sync_pb2_grpc.SyncNodeStub(ch)
-
-
-def wait_serving(pki: Pki, site: str, port: int, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{site}'s node exited: {proc.stderr.read().decode()}")
-        ch, stub = admin_stub(pki, site, port)
-        with ch:
-            try:
-                stub.Status(sync_pb2.StatusRequest(), timeout=2)
-                return
-            except grpc.RpcError:
-                time.sleep(0.2)
-    raise AssertionError(f"{site}'s node did not start serving")
+def admin_stub(mesh: ProcessMesh, site: str):
+    return mesh.stub(site)
 
 
 @pytest.fixture
 def processes(fb_server, tmp_path):
-    pki = Pki(tmp_path)
-    pki.admin("ops")
-    ports = {s: free_port() for s in SITES}
-    tag = uuid.uuid4().hex[:6]
-    cons, procs, configs = {}, {}, {}
-    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
+    mesh = ProcessMesh(fb_server, tmp_path, DDL)
     try:
-        for site in SITES:
-            bundle = pki.site(site, relay=site == "siege")
-            cons[site] = fb_server.create_database(f"{site}{tag}", ddl=DDL)
-            capture.install(cons[site])
-            configs[site] = write_config(tmp_path, site, fb_server.dsn(f"{site}{tag}"),
-                                         fb_server.password, bundle, ports[site],
-                                         {p: ports[p] for p in SITES if p != site})
-            procs[site] = subprocess.Popen(
-                [sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
-                 configs[site]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        for site in SITES:
-            wait_serving(pki, site, ports[site], procs[site])
-        yield pki, ports, cons, procs, configs
+        yield mesh
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        mesh.close()
 
 
 def exchange_by_cli(config: str, peer: str) -> str:
@@ -98,7 +43,8 @@ def exchange_by_cli(config: str, peer: str) -> str:
 
 
 def test_three_node_processes_converge_and_stop_cleanly(processes):
-    pki, ports, cons, procs, configs = processes
+    mesh = processes
+    cons, procs, configs = mesh.cons, mesh.procs, mesh.configs
     rng = random.Random(7)
     for step in range(24):
         site = rng.choice(SITES)
@@ -110,7 +56,7 @@ def test_three_node_processes_converge_and_stop_cleanly(processes):
                      "note " * rng.randint(0, 50)))
         elif rng.random() < 0.5:
             a, b = rng.sample(SITES, 2)
-            ch, stub = admin_stub(pki, a, ports[a])
+            ch, stub = admin_stub(mesh, a)
             with ch:
                 reply = stub.Exchange(sync_pb2.ExchangeRequest(peer=b), timeout=60)
             assert not reply.problems, reply.problems
@@ -122,7 +68,7 @@ def test_three_node_processes_converge_and_stop_cleanly(processes):
             exchange_by_cli(configs[a], b)
     digests = set()
     for site in SITES:
-        ch, stub = admin_stub(pki, site, ports[site])
+        ch, stub = admin_stub(mesh, site)
         with ch:
             status = stub.Status(sync_pb2.StatusRequest(digests=True), timeout=30)
         digests.add(tuple((d.table, d.digest, d.rows) for d in status.digests))
@@ -135,9 +81,10 @@ def test_three_node_processes_converge_and_stop_cleanly(processes):
 
 
 def test_run_refuses_a_bundle_of_another_site_clearly(processes, tmp_path):
-    pki, ports, cons, procs, configs = processes
+    mesh = processes
+    configs = mesh.configs
     text = open(configs["lyon"]).read().replace(
-        str(pki.folder / "bundles" / "lyon"), str(pki.folder / "bundles" / "nice"))
+        str(mesh.pki.folder / "bundles" / "lyon"), str(mesh.pki.folder / "bundles" / "nice"))
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(text)
     done = subprocess.run([sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
@@ -147,8 +94,8 @@ def test_run_refuses_a_bundle_of_another_site_clearly(processes, tmp_path):
 
 
 def test_a_node_killed_mid_exchange_loses_nothing_and_applies_nothing_twice(processes):
-    pki, ports, cons, procs, configs = processes
-    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
+    mesh = processes
+    cons, procs, configs = mesh.cons, mesh.procs, mesh.configs
     journal: dict[int, str] = {}  # the test's own record of every committed row
     for t in range(40):
         rows = [(1000 * t + i, f"lyon {t}.{i}") for i in range(100)]
@@ -159,7 +106,7 @@ def test_a_node_killed_mid_exchange_loses_nothing_and_applies_nothing_twice(proc
     import threading
 
     def exchange_in_background() -> None:
-        ch, stub = admin_stub(pki, "siege", ports["siege"])
+        ch, stub = admin_stub(mesh, "siege")
         with ch:
             try:
                 stub.Exchange(sync_pb2.ExchangeRequest(peer="lyon"), timeout=120)
@@ -167,7 +114,7 @@ def test_a_node_killed_mid_exchange_loses_nothing_and_applies_nothing_twice(proc
                 pass  # killed under it
 
     def applied_from_lyon() -> int:
-        ch, stub = admin_stub(pki, "siege", ports["siege"])
+        ch, stub = admin_stub(mesh, "siege")
         with ch:
             status = stub.Status(sync_pb2.StatusRequest(), timeout=30)
         return {(o.site, o.incarnation): o.seq for o in status.applied.origins}.get(
@@ -183,10 +130,7 @@ def test_a_node_killed_mid_exchange_loses_nothing_and_applies_nothing_twice(proc
     assert 0 < partly < 4000, partly
     procs["siege"].wait()
     runner.join(60)
-    procs["siege"] = subprocess.Popen(
-        [sys.executable, "-m", "siege_sync.node.cli", "run", "--config", configs["siege"]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    wait_serving(pki, "siege", ports["siege"], procs["siege"])
+    mesh.start("siege")
     for _ in range(2):
         for site in ("lyon", "nice"):
             exchange_by_cli(configs["siege"], site)
@@ -195,7 +139,7 @@ def test_a_node_killed_mid_exchange_loses_nothing_and_applies_nothing_twice(proc
             cur.execute("SELECT ID, LABEL FROM ITEMS")
             held = dict(cur.fetchall())
         assert held == journal, f"{site}: {len(held)} rows, {len(journal)} committed"
-    ch, stub = admin_stub(pki, "siege", ports["siege"])
+    ch, stub = admin_stub(mesh, "siege")
     with ch:
         status = stub.Status(sync_pb2.StatusRequest(), timeout=30)
     applied = {(o.site, o.incarnation): o.seq for o in status.applied.origins}
@@ -228,35 +172,16 @@ def test_the_siege_as_processes_a_site_down_is_partial_emailed_and_caught_up(fb_
                       require_starttls=True, auth_require_tls=True,
                       authenticator=lambda *a: AuthResult(success=True, handled=False))
     smtp.start()
-    pki = Pki(tmp_path)
-    pki.admin("ops")
-    ports = {s: free_port() for s in SITES}
-    tag = uuid.uuid4().hex[:6]
-    cons, procs, configs = {}, {}, {}
-    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
-
-    def start(site: str) -> None:
-        procs[site] = subprocess.Popen(
-            [sys.executable, "-m", "siege_sync.node.cli", "run", "--config", configs[site]],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        wait_serving(pki, site, ports[site], procs[site])
-
+    alerts = (f'\n[siege.alerts]\nsmtp_host = "127.0.0.1"\nsmtp_port = {smtp_port}\n'
+              f'user = "alerts"\npassword = "x"\nsender = "siege@example.net"\n'
+              f'to = ["it@example.net"]\nca_file = "{cert}"\n')
+    mesh = None
     try:
-        for site in SITES:
-            bundle = pki.site(site, relay=site == "siege")
-            cons[site] = fb_server.create_database(f"{site}{tag}", ddl=DDL)
-            capture.install(cons[site])
-            configs[site] = write_config(tmp_path, site, fb_server.dsn(f"{site}{tag}"),
-                                         fb_server.password, bundle, ports[site],
-                                         {p: ports[p] for p in SITES if p != site})
-        with open(configs["siege"], "a") as f:
-            f.write(f'\n[siege.alerts]\nsmtp_host = "127.0.0.1"\nsmtp_port = {smtp_port}\n'
-                    f'user = "alerts"\npassword = "x"\nsender = "siege@example.net"\n'
-                    f'to = ["it@example.net"]\nca_file = "{cert}"\n')
-        for site in SITES:
-            start(site)
+        mesh = ProcessMesh(fb_server, tmp_path, DDL, siege_toml=alerts)
+        cons, procs = mesh.cons, mesh.procs
         (tmp_path / "siege-ctl.toml").write_text(
-            f'address = "127.0.0.1:{ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+            f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\n'
+            'bundle = "bundles/ops"\n')
 
         def ctl(*args: str) -> subprocess.CompletedProcess:
             return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
@@ -274,7 +199,7 @@ def test_the_siege_as_processes_a_site_down_is_partial_emailed_and_caught_up(fb_
         while not inbox.messages and time.monotonic() < deadline:
             time.sleep(0.1)
         assert inbox.messages and "PARTIAL" in inbox.messages[0]["Subject"]
-        start("nice")
+        mesh.start("nice")
         caught_up = ctl("manual")
         assert caught_up.returncode == 0, caught_up.stdout
         with transaction_of(cons["nice"]) as cur:
@@ -284,8 +209,6 @@ def test_the_siege_as_processes_a_site_down_is_partial_emailed_and_caught_up(fb_
         assert [line.split()[3] for line in listed.stdout.splitlines()[2:]] == [
             "complete", "partial", "complete"]
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        if mesh is not None:
+            mesh.close()
         smtp.stop()

@@ -27,13 +27,10 @@ import argparse
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,21 +38,14 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import grpc  # noqa: E402
-from firebird.driver import DatabaseError  # noqa: E402
 
-from siege_sync.certs import load_bundle  # noqa: E402
-from siege_sync.node import capture  # noqa: E402
 from siege_sync.node.database import (  # noqa: E402
     READ_COMMITTED_RW,
-    DatabaseSpec,
-    open_connection,
     transaction,
 )
-from siege_sync.node.transport import channel  # noqa: E402
-from siege_sync.proto import sync_pb2, sync_pb2_grpc  # noqa: E402
+from siege_sync.proto import sync_pb2  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
-from tools.localmesh import Pki, free_port  # noqa: E402
+from tools.localmesh import ProcessMesh  # noqa: E402
 
 SITES = ("siege", "lyon", "nice")
 DDL = ["CREATE TABLE ITEM (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(40))"]
@@ -76,99 +66,9 @@ class TrialResult:
     problems: list[str] = field(default_factory=list)
 
 
-class Mesh:
+class Mesh(ProcessMesh):
     def __init__(self, server: FirebirdServer, folder: Path) -> None:
-        self.server, self.folder = server, folder
-        self.pki = Pki(folder)
-        self.pki.admin("ops")
-        self.ports = {s: free_port() for s in SITES}
-        tag = uuid.uuid4().hex[:6]
-        self.cons, self.procs, self.configs, self.dsns = {}, {}, {}, {}
-        for site in SITES:
-            bundle = self.pki.site(site, relay=site == "siege")
-            name = f"{site}{tag}"
-            self.cons[site] = server.create_database(name, ddl=DDL)
-            self.dsns[site] = server.dsn(name)
-            capture.install(self.cons[site])
-            pw = folder / "db.pw"
-            pw.write_text(server.password)
-            pw.chmod(0o600)
-            lines = [f'site = "{site}"', "[database]", f'dsn = "{server.dsn(name)}"',
-                     'user = "SYSDBA"', 'password_file = "db.pw"', "[node]",
-                     f'listen = "127.0.0.1:{self.ports[site]}"', f'bundle = "{bundle}"',
-                     'siege = "siege"']
-            for peer in SITES:
-                if peer != site:
-                    lines += [f"[peers.{peer}]", f'address = "127.0.0.1:{self.ports[peer]}"']
-            path = folder / f"{site}.toml"
-            path.write_text("\n".join(lines) + "\n")
-            self.configs[site] = str(path)
-        for site in SITES:
-            self.start(site)
-
-    def connection(self, site: str):
-        """The workload's connection to a site's database, opened again if the server
-        restarted under it."""
-        con = self.cons[site]
-        try:
-            with transaction(con, READ_COMMITTED_RW) as tm:
-                tm.cursor().execute("SELECT 1 FROM RDB$DATABASE")
-            return con
-        except DatabaseError:
-            try:
-                con.close()
-            except DatabaseError:
-                pass
-            self.cons[site] = open_connection(DatabaseSpec(
-                self.dsns[site], user="SYSDBA", password=self.server.password))
-            return self.cons[site]
-
-    def stub(self, site: str):
-        ch = channel(f"127.0.0.1:{self.ports[site]}",
-                     load_bundle(self.pki.folder / "bundles" / "ops"), site)
-        return ch, sync_pb2_grpc.SyncNodeStub(ch)
-
-    def start(self, site: str) -> None:
-        self.procs[site] = subprocess.Popen(
-            [sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
-             self.configs[site]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            ch, stub = self.stub(site)
-            with ch:
-                try:
-                    stub.Status(sync_pb2.StatusRequest(), timeout=2)
-                    return
-                except grpc.RpcError:
-                    time.sleep(0.1)
-        raise RuntimeError(f"{site}'s node did not start")
-
-    def up(self, site: str) -> bool:
-        return self.procs[site].poll() is None
-
-    def kill(self, site: str) -> None:
-        self.procs[site].send_signal(signal.SIGKILL)  # our own child, by its pid
-        self.procs[site].wait()
-
-    def exchange(self, peer: str) -> int:
-        """The siège exchanges with ``peer`` now; events moved (0 if it failed)."""
-        ch, stub = self.stub("siege")
-        with ch:
-            try:
-                reply = stub.Exchange(sync_pb2.ExchangeRequest(peer=peer), timeout=300)
-            except grpc.RpcError:
-                return 0
-        return reply.pulled_events + reply.pushed_events
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-        for con in self.cons.values():
-            if not con.is_closed():
-                con.close()
+        super().__init__(server, folder, DDL)
 
 
 def trial(seed: int, server: FirebirdServer, folder: Path, steps: int) -> TrialResult:

@@ -1,11 +1,18 @@
-"""Local meshes of real nodes, for the demo, the tests and the benchmark: a mesh CA with a
-bundle per site (``Pki``), node configurations, and ``LocalMesh`` — sites with embedded
-databases whose nodes serve over real mTLS on loopback, started in this process."""
+"""Local meshes of real nodes, for the demo, the tests, the chaos runs and the benchmark: a
+mesh CA with a bundle per site (``Pki``), node configurations, ``LocalMesh`` — sites with
+embedded databases whose nodes serve over real mTLS on loopback, started in this process —
+and ``ProcessMesh`` — ``siege-node run`` processes whose databases live on a Firebird server
+(so the caller can write to them while the nodes run)."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -89,6 +96,144 @@ class LocalMesh:
     def close(self) -> None:
         for node in self.nodes.values():
             node.stop(grace=1)
+        for con in self.cons.values():
+            if not con.is_closed():
+                con.close()
+
+
+class ProcessMesh:
+    """Sites "siege" (coordinates, relays), "lyon", "nice" as ``siege-node run`` processes
+    on loopback, their databases through ``server`` (a ``tools.fbserver.FirebirdServer``).
+    ``siege_toml`` is appended to the siège's config (its ``[siege]`` settings). An admin
+    certificate "ops" is issued for driving them. Processes are ended by their pid."""
+
+    SITES = ("siege", "lyon", "nice")
+
+    def __init__(self, server, folder: Path, ddl: list[str], siege_toml: str = "") -> None:
+        import uuid
+
+        self.server, self.folder = server, folder
+        self.pki = Pki(folder)
+        self.pki.admin("ops")
+        self.ports = {s: free_port() for s in self.SITES}
+        tag = uuid.uuid4().hex[:6]
+        self.cons: dict = {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.configs: dict[str, str] = {}
+        self.dsns: dict[str, str] = {}
+        pw = folder / "db.pw"
+        pw.write_text(server.password)
+        pw.chmod(0o600)
+        try:
+            for site in self.SITES:
+                bundle = self.pki.site(site, relay=site == "siege")
+                name = f"{site}{tag}"
+                self.cons[site] = server.create_database(name, ddl=ddl)
+                self.dsns[site] = server.dsn(name)
+                capture.install(self.cons[site])
+                lines = [f'site = "{site}"', "[database]", f'dsn = "{self.dsns[site]}"',
+                         'user = "SYSDBA"', 'password_file = "db.pw"', "[node]",
+                         f'listen = "127.0.0.1:{self.ports[site]}"', f'bundle = "{bundle}"',
+                         'siege = "siege"']
+                for peer in self.SITES:
+                    if peer != site:
+                        lines += [f"[peers.{peer}]",
+                                  f'address = "127.0.0.1:{self.ports[peer]}"']
+                path = folder / f"{site}.toml"
+                path.write_text("\n".join(lines) + "\n"
+                                + (siege_toml if site == "siege" else ""))
+                self.configs[site] = str(path)
+            for site in self.SITES:
+                self.start(site)
+        except BaseException:
+            self.close()
+            raise
+
+    def stub(self, site: str):
+        """A channel and a SyncNode stub to ``site``'s node, as the admin "ops"."""
+        from siege_sync.certs import load_bundle
+        from siege_sync.node.transport import channel
+        from siege_sync.proto import sync_pb2_grpc
+
+        ch = channel(f"127.0.0.1:{self.ports[site]}",
+                     load_bundle(self.pki.folder / "bundles" / "ops"), site)
+        return ch, sync_pb2_grpc.SyncNodeStub(ch)
+
+    def start(self, site: str) -> None:
+        """Start ``site``'s node and wait until it serves (its stderr if it exits)."""
+        import grpc
+
+        from siege_sync.proto import sync_pb2
+
+        proc = self.procs[site] = subprocess.Popen(
+            [sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
+             self.configs[site]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{site}'s node exited: {proc.stderr.read().decode()}")
+            ch, stub = self.stub(site)
+            with ch:
+                try:
+                    stub.Status(sync_pb2.StatusRequest(), timeout=2)
+                    return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        raise RuntimeError(f"{site}'s node did not start serving")
+
+    def up(self, site: str) -> bool:
+        return self.procs[site].poll() is None
+
+    def kill(self, site: str) -> None:
+        """SIGKILL, as a power cut would."""
+        self.procs[site].send_signal(signal.SIGKILL)
+        self.procs[site].wait()
+
+    def connection(self, site: str):
+        """A connection to ``site``'s database, opened again if the server restarted."""
+        from firebird.driver import DatabaseError
+
+        from siege_sync.node.database import (
+            READ_COMMITTED_RW,
+            DatabaseSpec,
+            open_connection,
+            transaction,
+        )
+
+        con = self.cons[site]
+        try:
+            with transaction(con, READ_COMMITTED_RW) as tm:
+                tm.cursor().execute("SELECT 1 FROM RDB$DATABASE")
+            return con
+        except DatabaseError:
+            try:
+                con.close()
+            except DatabaseError:
+                pass
+            self.cons[site] = open_connection(DatabaseSpec(
+                self.dsns[site], user="SYSDBA", password=self.server.password))
+            return self.cons[site]
+
+    def exchange(self, peer: str) -> int:
+        """The siège exchanges with ``peer`` now; events moved (0 if it failed)."""
+        import grpc
+
+        from siege_sync.proto import sync_pb2
+
+        ch, stub = self.stub("siege")
+        with ch:
+            try:
+                reply = stub.Exchange(sync_pb2.ExchangeRequest(peer=peer), timeout=300)
+            except grpc.RpcError:
+                return 0
+        return reply.pulled_events + reply.pushed_events
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
         for con in self.cons.values():
             if not con.is_closed():
                 con.close()

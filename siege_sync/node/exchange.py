@@ -97,19 +97,39 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
     return out
 
 
+@dataclass(frozen=True)
+class Greeting:
+    """A hello's answer and what its four timestamps say (NTP-style: immune to a slow,
+    loaded line)."""
+
+    reply: sync_pb2.HelloReply
+    clock_offset_us: int  # the peer's clock minus ours
+    round_trip_us: int  # the network's share of the call
+
+
+def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
+          round_no: int = 0) -> Greeting:
+    """Send this node's hello (identity, versions, epoch, vector) and time it."""
+    mine = replica.identity()
+    reply = stub.Hello(sync_pb2.HelloRequest(
+        incarnation=mine.incarnation, node_version=mine.node_version,
+        schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
+        applied=replica.vector(publish=False).to_proto(), t1_us=now_us(), round=round_no),
+        timeout=timeout)
+    t4 = now_us()
+    return Greeting(reply, ((reply.t2_us - reply.t1_us) + (reply.t3_us - t4)) // 2,
+                    max((t4 - reply.t1_us) - (reply.t3_us - reply.t2_us), 0))
+
+
 def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
            out: ExchangeOutcome, timeout: float, round_no: int = 0) -> Vector:
     mine = replica.identity()
-    request = sync_pb2.HelloRequest(
-        incarnation=mine.incarnation, node_version=mine.node_version,
-        schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
-        applied=replica.vector(publish=False).to_proto(), t1_us=now_us(), round=round_no)
-    reply = stub.Hello(request, timeout=timeout)
-    t4 = now_us()
+    greeting = greet(replica, stub, timeout, round_no)
+    reply = greeting.reply
     if reply.site != peer:
         raise ExchangeError(f"dialled {peer} but it says it is {reply.site!r}")
-    out.clock_offset_us = ((reply.t2_us - reply.t1_us) + (reply.t3_us - t4)) // 2
-    out.round_trip_us = (t4 - reply.t1_us) - (reply.t3_us - reply.t2_us)
+    out.clock_offset_us = greeting.clock_offset_us
+    out.round_trip_us = greeting.round_trip_us
     if reply.schema_fingerprint != mine.schema_fingerprint:
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")

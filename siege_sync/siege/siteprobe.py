@@ -16,7 +16,7 @@ import grpc
 from ..certs import CertError, days_to_expiry
 from ..node import transport
 from ..node.daemon import Node
-from ..node.service import now_us
+from ..node.exchange import greet
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 
 WARN_CERT_DAYS = 30
@@ -52,15 +52,10 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
     with transport.channel(address, bundle, site) as ch:
         stub = sync_pb2_grpc.SyncNodeStub(ch)
         try:
-            t1 = now_us()
-            hello = stub.Hello(sync_pb2.HelloRequest(
-                incarnation=mine.incarnation, node_version=mine.node_version,
-                schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
-                applied=node.replica.vector(publish=False).to_proto(), t1_us=t1),
-                timeout=TIMEOUT)
-            t4 = now_us()
-            out.clock_offset_us = ((hello.t2_us - hello.t1_us) + (hello.t3_us - t4)) // 2
-            out.latency_us = max((t4 - t1) - (hello.t3_us - hello.t2_us), 0)
+            greeting = greet(node.replica, stub, TIMEOUT)
+            hello = greeting.reply
+            out.clock_offset_us = greeting.clock_offset_us
+            out.latency_us = greeting.round_trip_us
             out.node_version = hello.node_version
             out.schema_fingerprint = hello.schema_fingerprint
             out.versions_match = (hello.node_version == mine.node_version
