@@ -188,9 +188,25 @@ COMMANDS = {
 }
 
 
+# Fault injection only (tools/chaos.py): the node runs as if this machine's clock were
+# skewed by that many seconds. Not a setting: a real site's clock is fixed with NTP.
+CLOCK_SKEW_ENV = "SIEGE_SYNC_FAULT_CLOCK_SKEW_S"
+
+
 def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    import os
+
+    from .clock import SkewedClock, SystemClock
     from .daemon import run
 
+    skew = os.environ.get(CLOCK_SKEW_ENV)
+    if skew:
+        try:
+            offset_us = int(float(skew) * 1_000_000)
+        except ValueError:
+            raise config.ConfigError(f"{CLOCK_SKEW_ENV}={skew!r}: give seconds, e.g. -3600"
+                                     ) from None
+        return run(cfg, SkewedClock(SystemClock(), offset_us))
     return run(cfg)
 
 

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..proto import sync_pb2
 from . import capture
+from .clock import Clock, SystemClock
 from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .exchange import ExchangeError, exchange
@@ -45,7 +46,8 @@ class NodeError(Exception):
 class Node:
     """A running node. ``start`` returns the bound port; ``stop`` drains and closes."""
 
-    def __init__(self, cfg: NodeConfig) -> None:
+    def __init__(self, cfg: NodeConfig, clock: Clock = SystemClock()) -> None:
+        """``clock``: the node's notion of time (tests and the fault injector skew it)."""
         if cfg.service is None:
             raise NodeError(f"{cfg.path or 'config'}: `run` needs a [node] section "
                             "(listen, bundle)")
@@ -62,7 +64,7 @@ class Node:
             self._con.close()
             raise NodeError(f"capture is not installed in {cfg.database.dsn}: run "
                             "`siege-node install` first")
-        self.replica = Replica(cfg, self._con)
+        self.replica = Replica(cfg, self._con, clock)
         self._server: grpc.Server | None = None
         self._health = health.HealthServicer()
         self._exchange_lock = threading.Lock()
@@ -148,8 +150,8 @@ class Node:
         self.replica.close()
 
 
-def run(cfg: NodeConfig) -> int:
-    node = Node(cfg)
+def run(cfg: NodeConfig, clock: Clock = SystemClock()) -> int:
+    node = Node(cfg, clock)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

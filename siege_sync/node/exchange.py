@@ -25,7 +25,6 @@ from .apply import ApplyError
 from .blobs import BlobError
 from .pacing import Pacer
 from .replica import PeerRefused, PurgedHere, Replica
-from .service import now_us
 from .vector import Vector
 
 log = logging.getLogger(__name__)
@@ -114,9 +113,10 @@ def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
     reply = stub.Hello(sync_pb2.HelloRequest(
         incarnation=mine.incarnation, node_version=mine.node_version,
         schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
-        applied=replica.vector(publish=False).to_proto(), t1_us=now_us(), round=round_no),
+        applied=replica.vector(publish=False).to_proto(), t1_us=replica.clock.utc_now_us(),
+        round=round_no),
         timeout=timeout)
-    t4 = now_us()
+    t4 = replica.clock.utc_now_us()
     return Greeting(reply, ((reply.t2_us - reply.t1_us) + (reply.t3_us - t4)) // 2,
                     max((t4 - reply.t1_us) - (reply.t3_us - reply.t2_us), 0))
 

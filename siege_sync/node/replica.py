@@ -24,6 +24,7 @@ from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
 from . import blobs, capture, eventlog, retention, rewind, status
 from .apply import Applier, ApplyResult
+from .clock import Clock, SystemClock
 from .config import NodeConfig
 from .database import connection_lost, open_connection
 from .digest import TableDigest, table_digest
@@ -68,9 +69,10 @@ class Replica:
     is opened again, and the step that met it is run again once — every step is all or
     nothing, and applying again what was applied is a no-op."""
 
-    def __init__(self, cfg: NodeConfig, con: Connection) -> None:
+    def __init__(self, cfg: NodeConfig, con: Connection, clock: Clock = SystemClock()) -> None:
         self.site = cfg.site
         self._cfg = cfg
+        self.clock = clock  # the node's one notion of time (fault injection skews it)
         self._lock = threading.RLock()
         # After a start nothing is published until a peer has confirmed our chain head:
         # a database restored from an old copy must not reuse sequence numbers (rewind.py).
@@ -79,7 +81,8 @@ class Replica:
 
     def _attach(self, con: Connection) -> None:
         self._con = con
-        self._publisher = Publisher(con, self._cfg.site, policies=self._cfg.policies)
+        self._publisher = Publisher(con, self._cfg.site, policies=self._cfg.policies,
+                                    clock=self.clock)
         self._applier = Applier(con, self._cfg.site, self._publisher, self._cfg.policies)
 
     def _reconnect(self) -> None:

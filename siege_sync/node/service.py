@@ -14,7 +14,6 @@ replica's.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
@@ -31,10 +30,6 @@ from .vector import Vector
 log = logging.getLogger(__name__)
 
 Exchanger = Callable[[str], sync_pb2.ExchangeReply]
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class Gatekeeper:
@@ -102,7 +97,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
 
     def Hello(self, request: sync_pb2.HelloRequest,
               context: grpc.ServicerContext) -> sync_pb2.HelloReply:
-        t2 = now_us()
+        t2 = self._replica.clock.utc_now_us()
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
         if caller.kind is Kind.SITE:
             try:
@@ -121,7 +116,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         return sync_pb2.HelloReply(
             site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
-            applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2, t3_us=now_us())
+            applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
+            t3_us=self._replica.clock.utc_now_us())
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
