@@ -105,14 +105,28 @@ class ProcessMesh:
     """Sites "siege" (coordinates, relays), "lyon", "nice" as ``siege-node run`` processes
     on loopback, their databases through ``server`` (a ``tools.fbserver.FirebirdServer``).
     ``siege_toml`` is appended to the siège's config (its ``[siege]`` settings). An admin
-    certificate "ops" is issued for driving them. Processes are ended by their pid."""
+    certificate "ops" is issued for driving them. Processes are ended by their pid.
+
+    ``app_user``: the application (``connection``) connects as that ordinary user, granted
+    what an application is granted on the user tables, instead of SYSDBA.
+    ``faulty_lines``: the siège reaches each site through a ``tools.faultline.FaultyLine``
+    (``self.lines[site]``), which can cut or stall the connections.
+    ``env``: extra environment of a site's node process (e.g. a skewed clock)."""
 
     SITES = ("siege", "lyon", "nice")
+    APP_PASSWORD = "app-pw"
 
-    def __init__(self, server, folder: Path, ddl: list[str], siege_toml: str = "") -> None:
+    def __init__(self, server, folder: Path, ddl: list[str], siege_toml: str = "",
+                 app_user: str | None = None, faulty_lines: bool = False,
+                 env: dict[str, dict[str, str]] | None = None) -> None:
         import uuid
 
+        from tools.faultline import FaultyLine
+
         self.server, self.folder = server, folder
+        self.app_user = app_user
+        self.env = env or {}
+        self.lines: dict[str, FaultyLine] = {}
         self.pki = Pki(folder)
         self.pki.admin("ops")
         self.ports = {s: free_port() for s in self.SITES}
@@ -131,14 +145,21 @@ class ProcessMesh:
                 self.cons[site] = server.create_database(name, ddl=ddl)
                 self.dsns[site] = server.dsn(name)
                 capture.install(self.cons[site])
+                if app_user:
+                    _grant_application(self.cons[site], app_user, self.APP_PASSWORD)
+                    self.cons[site].close()
+                    self.cons[site] = self._open(site)
                 lines = [f'site = "{site}"', "[database]", f'dsn = "{self.dsns[site]}"',
                          'user = "SYSDBA"', 'password_file = "db.pw"', "[node]",
                          f'listen = "127.0.0.1:{self.ports[site]}"', f'bundle = "{bundle}"',
                          'siege = "siege"']
                 for peer in self.SITES:
                     if peer != site:
-                        lines += [f"[peers.{peer}]",
-                                  f'address = "127.0.0.1:{self.ports[peer]}"']
+                        port = self.ports[peer]
+                        if faulty_lines and site == "siege":
+                            self.lines[peer] = FaultyLine(port)
+                            port = self.lines[peer].port
+                        lines += [f"[peers.{peer}]", f'address = "127.0.0.1:{port}"']
                 path = folder / f"{site}.toml"
                 path.write_text("\n".join(lines) + "\n"
                                 + (siege_toml if site == "siege" else ""))
@@ -168,7 +189,7 @@ class ProcessMesh:
         proc = self.procs[site] = subprocess.Popen(
             [sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
              self.configs[site]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
+            env={**os.environ, "GRPC_VERBOSITY": "ERROR", **self.env.get(site, {})})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -191,15 +212,11 @@ class ProcessMesh:
         self.procs[site].wait()
 
     def connection(self, site: str):
-        """A connection to ``site``'s database, opened again if the server restarted."""
+        """The application's connection to ``site``'s database (as ``app_user`` when given),
+        opened again if the server restarted."""
         from firebird.driver import DatabaseError
 
-        from siege_sync.node.database import (
-            READ_COMMITTED_RW,
-            DatabaseSpec,
-            open_connection,
-            transaction,
-        )
+        from siege_sync.node.database import READ_COMMITTED_RW, transaction
 
         con = self.cons[site]
         try:
@@ -211,9 +228,23 @@ class ProcessMesh:
                 con.close()
             except DatabaseError:
                 pass
-            self.cons[site] = open_connection(DatabaseSpec(
-                self.dsns[site], user="SYSDBA", password=self.server.password))
+            self.cons[site] = self._open(site)
             return self.cons[site]
+
+    def _open(self, site: str):
+        from siege_sync.node.database import DatabaseSpec, open_connection
+
+        if self.app_user:
+            return open_connection(DatabaseSpec(self.dsns[site], user=self.app_user,
+                                                password=self.APP_PASSWORD))
+        return self.open_as_sysdba(site)
+
+    def open_as_sysdba(self, site: str):
+        """A new connection to ``site``'s database as SYSDBA (the caller closes it)."""
+        from siege_sync.node.database import DatabaseSpec, open_connection
+
+        return open_connection(DatabaseSpec(self.dsns[site], user="SYSDBA",
+                                            password=self.server.password))
 
     def exchange(self, peer: str) -> int:
         """The siège exchanges with ``peer`` now; events moved (0 if it failed)."""
@@ -230,6 +261,8 @@ class ProcessMesh:
         return reply.pulled_events + reply.pushed_events
 
     def close(self) -> None:
+        for line in self.lines.values():
+            line.close()
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
@@ -237,3 +270,21 @@ class ProcessMesh:
         for con in self.cons.values():
             if not con.is_closed():
                 con.close()
+
+
+def _grant_application(con, user: str, password: str) -> None:
+    """Create ``user`` (an ordinary login of the server) and grant it what an application
+    is granted: reading and writing the user tables, nothing of the sync's own objects."""
+    from siege_sync.node.database import transaction
+
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute(f"CREATE OR ALTER USER {user} PASSWORD '{password}'")
+        cur.execute("SELECT TRIM(RDB$RELATION_NAME) FROM RDB$RELATIONS WHERE "
+                    "COALESCE(RDB$SYSTEM_FLAG, 0) = 0 AND RDB$VIEW_BLR IS NULL AND "
+                    "RDB$RELATION_NAME NOT STARTING WITH 'SYNC$'")
+        tables = [row[0] for row in cur.fetchall()]
+        for table in tables:
+            cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, REFERENCES ON {table} "
+                        f"TO USER {user}")
+        cur.close()

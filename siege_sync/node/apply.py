@@ -46,7 +46,7 @@ from .constraints import (
     constrained,
 )
 from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, transaction
-from .merge import LWW, EventId, Op, Policy, dependencies, merge
+from .merge import LWW, CausalityError, EventId, Op, Policy, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Schema, Table, introspect
@@ -212,7 +212,17 @@ class Applier:
         if head.event.tx.first_seq != first:
             raise ApplyError(f"event {origin}#{first} claims its transaction starts at "
                              f"{head.event.tx.first_seq}: malformed or rewound origin")
-        tx = [by_seq.get(s) for s in range(first, first + head.event.tx.count)]
+        count = head.event.tx.count
+        if count < 1:
+            # A transaction of no events would be "applied" as an empty list (and crash
+            # the call): the event is malformed (found by tests/test_hostile.py).
+            raise ApplyError(f"event {origin}#{first} claims a transaction of {count} "
+                             "events: malformed, nothing applied")
+        if count > len(by_seq):
+            # Not received whole yet. Checked before listing the range: a hostile count of
+            # 2**32 - 1 would otherwise build a list of billions (tests/test_hostile.py).
+            return None
+        tx = [by_seq.get(s) for s in range(first, first + count)]
         if any(item is None for item in tx):
             return None  # not received whole yet
         ready = [item for item in tx if item is not None]
@@ -237,6 +247,16 @@ class Applier:
                                  "sites' schemas differ, or is the event malformed?). Nothing "
                                  "of that transaction was applied; it and the later events of "
                                  "that site wait") from exc
+            except CausalityError as exc:
+                # The applier waited for every event this one names, so a life still
+                # missing means the event names the wrong one (e.g. an update or delete
+                # claiming to start its own life): malformed, refused like a bad value
+                # rather than failing the whole call (found by tests/test_hostile.py).
+                first = tx[0].event
+                raise ApplyError(f"applying {first.origin.site}#{first.seq}: {exc} (the "
+                                 "event names a life of the row that does not exist here: "
+                                 "malformed). Nothing of that transaction was applied; it "
+                                 "and the later events of that site wait") from exc
             except ConstraintError as exc:
                 first = tx[0].event
                 raise ApplyError(f"applying {first.origin.site}#{first.seq}: {exc}. Nothing of "
@@ -362,4 +382,13 @@ def _parse(body: bytes) -> events_pb2.Event:
     if not event.origin.site or event.seq < 1 or event.op == events_pb2.OP_UNSPECIFIED:
         raise ApplyError(f"a received event lacks its origin, sequence or operation "
                          f"(origin {event.origin.site!r}, seq {event.seq}); nothing applied")
+    if event.op not in _KNOWN_OPS:
+        # proto3 keeps an unknown enum number as is; the merge has no meaning for it (it
+        # failed the whole call with a KeyError; found by tests/test_hostile.py).
+        raise ApplyError(f"event {event.origin.site}#{event.seq} has an unknown operation "
+                         f"({event.op}): a newer sender's version, or malformed; nothing "
+                         "applied")
     return event
+
+
+_KNOWN_OPS = frozenset({events_pb2.OP_INSERT, events_pb2.OP_UPDATE, events_pb2.OP_DELETE})

@@ -30,7 +30,7 @@ from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .exchange import ExchangeError, exchange
 from .replica import Replica
-from .service import SyncService
+from .service import SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,8 @@ class Node:
             raise NodeError(f"cannot listen on {self.service_cfg.listen}: the port is in use "
                             "(another siege-node run?) or it is not an address of this "
                             "machine")
-        from ..proto import sync_pb2_grpc
-
-        sync_pb2_grpc.add_SyncNodeServicer_to_server(
-            SyncService(self.replica, self.watcher, self.exchange), server)
+        # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
+        add_to_server(SyncService(self.replica, self.watcher, self.exchange), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,
                  health.SERVICE_NAME, reflection.SERVICE_NAME)
