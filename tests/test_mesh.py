@@ -445,3 +445,37 @@ def test_digests_are_for_admins_and_coordinators_only(mesh):
     with ch, pytest.raises(grpc.RpcError) as err:
         stub.Status(sync_pb2.StatusRequest(digests=True), timeout=10)
     assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_row_held_by_an_open_local_transaction_delays_only_what_needs_it(mesh, tmp_path):
+    """Found by the chaos work: a user's transaction left open on a row made every exchange
+    with that site wait a minute (lock waits retried six times), then fail as a whole with
+    "local writers kept changing the same rows" — other sites' changes stayed out too."""
+    from siege_sync.node.database import DatabaseSpec, open_connection
+
+    run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A, B) VALUES (1, 'first', 0)")
+    ok(mesh.exchange("siege", "lyon"))
+    app = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
+    tm = app.transaction_manager()
+    tm.begin()
+    tm.cursor().execute("UPDATE T SET B = 5 WHERE ID = 1")  # held: the user is still typing
+    try:
+        run_sql(mesh.cons["siege"], "UPDATE T SET A = 'edited at the siege' WHERE ID = 1")
+        run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A, B) VALUES (3, 'from nice', 0)")
+        ok(mesh.exchange("siege", "nice"))
+        reply = mesh.exchange("siege", "lyon")
+        assert len(reply.problems) == 1, reply.problems
+        assert "open transaction" in reply.problems[0] and "T" in reply.problems[0]
+        lyon = snapshot(mesh.cons["lyon"])
+        assert len(lyon) == 2, "nice's row went through; the held row waits"
+        tm.commit()
+    finally:
+        if tm.is_active():
+            tm.rollback()
+        tm.close()
+        app.close()
+    ok(mesh.exchange("siege", "lyon"))
+    ok(mesh.exchange("siege", "lyon"))
+    assert snapshot(mesh.cons["lyon"]) == snapshot(mesh.cons["siege"])
+    merged = [row for row in snapshot(mesh.cons["lyon"]).values() if row["ID"] == b"\x10\x02"]
+    assert merged and merged[0]["B"] == b"\x10\x0a" and b"edited at the siege" in merged[0]["A"]

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2
-from . import capture, eventlog, parking, registers
-from .capture import HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
+from . import capture, eventlog, lockholder, parking, registers
+from .capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
     LocalChangePending,
@@ -45,11 +45,11 @@ from .constraints import (
     Settler,
     constrained,
 )
-from .database import SNAPSHOT_RW, StatementCache, is_concurrent_write, transaction
+from .database import SNAPSHOT_APPLY, StatementCache, is_concurrent_write, transaction
 from .merge import LWW, CausalityError, EventId, Op, Policy, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
-from .schema import Schema, Table, introspect
+from .schema import Kind, Schema, Table, introspect
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,28 @@ log = logging.getLogger(__name__)
 _MAX_RETRIES = 5
 
 
+class RowBusy(Exception):
+    """A row the transaction writes is held by a local transaction still open: it waits."""
+
+
 class ApplyError(Exception):
-    pass
+    """Why received events are not applied. The message quotes names and values the sender
+    chose; it is made printable and bounded here, since operators read it in `status`, in
+    logs and in the sender's refusal (a table named with control characters, or 5 MB long,
+    went there verbatim; found by tests/test_hostile.py)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(printable(message))
+
+
+MESSAGE_LIMIT = 1500  # characters of a refusal an operator reads (SYNC$PARKED keeps 2000)
+
+
+def printable(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` with control and other unprintable characters escaped, cut at ``limit``."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass
@@ -72,6 +92,8 @@ class ApplyResult:
     pending: list[bytes] = field(default_factory=list)  # bodies still waiting
     waiting_for: list[str] = field(default_factory=list)  # why a ready transaction waits
     refused: list[str] = field(default_factory=list)  # per origin: why its events stopped
+    # Per origin: its next transaction needs a row an open local transaction holds.
+    busy: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,13 +145,16 @@ class Applier:
 
     # --- the pipeline ----------------------------------------------------------------
 
-    def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
+    def apply(self, bodies: Iterable[bytes],
+              hold: frozenset[tuple[str, int]] = frozenset()) -> ApplyResult:
+        """``hold``: origins not to try in this call (their events come back as pending),
+        e.g. those a held row stopped earlier in the same stream."""
         try:
-            return self._apply(bodies)
+            return self._apply(bodies, hold)
         finally:
             self._sql.close()
 
-    def _apply(self, bodies: Iterable[bytes]) -> ApplyResult:
+    def _apply(self, bodies: Iterable[bytes], hold: frozenset[tuple[str, int]]) -> ApplyResult:
         result = ApplyResult()
         self._publisher.publish()
         self._schema = introspect(self._con)
@@ -138,13 +163,31 @@ class Applier:
         self._registry = {name: no for no, (name, _k) in capture.table_registry(
             self._con).items()}
         applied, heads = self.vector()
+        own = (self._site, int(capture.get_state(self._con, "incarnation") or "1"))
         parked = {(p.origin, p.incarnation) for p in parking.listing(self._con)}
         incoming: dict[tuple[str, int], dict[int, _Incoming]] = {}
-        stopped: set[tuple[str, int]] = set()
+        stopped: set[tuple[str, int]] = set(hold)
         for body in bodies:
             event = _parse(body)
             item = _Incoming(event, body)
             done = applied.get(item.origin, 0)
+            if item.origin == own and (event.seq > done or (
+                    event.seq == done and hashlib.sha256(body).digest() != heads.get(own))):
+                # Only this database publishes under its current incarnation: such an event
+                # it did not publish is forged. Applied, it wrote its rows as this site's own
+                # and took the publisher's next number, which then failed on every publish —
+                # the site could neither publish nor serve a pull again (found by
+                # tests/test_hostile.py). Refused, not parked: nothing here waits for it.
+                if own not in stopped:
+                    message = printable(
+                        f"events numbered as this site's own ({own[0]}, incarnation {own[1]}, "
+                        f"#{event.seq}) were sent here, but only this database publishes "
+                        "them: they are forged, or this database went on from an older copy "
+                        "(resync). Nothing of them was applied")
+                    log.error("[%s] %s", self._site, message)
+                    result.refused.append(message)
+                stopped.add(own)
+                continue
             if event.seq <= done:
                 if (event.seq == done and item.origin in heads
                         and hashlib.sha256(body).digest() != heads[item.origin]):
@@ -174,7 +217,15 @@ class Applier:
                 except NotArrived as exc:
                     # A parent's insert from another origin, or a BLOB's bytes, maybe
                     # later in this batch: try again after the others progressed.
-                    waiting[origin] = f"{origin[0]}#{tx[0].event.seq} waits: {exc}"
+                    waiting[origin] = printable(f"{origin[0]}#{tx[0].event.seq} waits: {exc}")
+                    continue
+                except RowBusy as exc:
+                    # Not parked: it is applied as soon as the holder ends. The origin's
+                    # later events wait behind it; other origins go on.
+                    message = printable(f"{origin[0]}#{tx[0].event.seq} waits: {exc}")
+                    log.warning("[%s] %s", self._site, message)
+                    result.busy[origin] = message
+                    stopped.add(origin)
                     continue
                 except ApplyError as exc:
                     # Nothing of that transaction was applied; the origin's later events
@@ -236,6 +287,7 @@ class Applier:
         return ready
 
     def _apply_with_retries(self, tx: list[_Incoming], result: ApplyResult) -> int:
+        blocker: int | None = None  # the open transaction the last attempt met
         for attempt in range(_MAX_RETRIES + 1):
             try:
                 return self._apply_tx(tx)
@@ -271,6 +323,17 @@ class Applier:
                         f"{' '.join(str(exc).split())}. Nothing of it was applied; it and the "
                         "later events of that site wait (a constraint or schema difference "
                         "between sites?)") from exc
+                # The same transaction in the way after a wait and a retry: it is still
+                # open (a form left open), and may stay so for hours. Waiting longer, or
+                # retrying, would only hold every other change up.
+                number = lockholder.transaction_number(exc)
+                if number is not None and number == blocker:
+                    tables = ", ".join(sorted({item.event.table for item in tx}))
+                    raise RowBusy(
+                        f"an open transaction here, {lockholder.describe(self._con, number)}, "
+                        f"holds a row it changes (table {tables}); it is applied once that "
+                        "transaction ends (commit or roll back in the application)") from exc
+                blocker = number
             result.retries += 1
             log.info("[%s] apply of %s#%d met a local change; publishing and retrying (%d)",
                      self._site, tx[0].event.origin.site, tx[0].event.seq, attempt + 1)
@@ -282,7 +345,7 @@ class Applier:
         assert self._schema is not None
         recorded = 0
         origin = tx[0].event.origin
-        with transaction(self._con, SNAPSHOT_RW) as tm:
+        with transaction(self._con, SNAPSHOT_APPLY) as tm:
             cur = tm.cursor()
             try:
                 # One applier per database: the origin's counter row is locked for the whole
@@ -292,6 +355,7 @@ class Applier:
                 row = cur.fetchone()
                 if row is not None and int(row[0]) >= tx[0].event.seq:
                     return 0
+                self._check_blob_lengths(cur, tx)
                 rows = registers.RowStates(cur, self._sql)
                 registry = self._registry
                 touched = {registry[i.event.table] for i in tx if i.event.table in registry}
@@ -325,6 +389,27 @@ class Applier:
                 cur.close()
         return recorded
 
+    def _check_blob_lengths(self, cur: Cursor, tx: list[_Incoming]) -> None:
+        """BLOBs are stored by sha256 alone, so an event naming stored bytes with another
+        length was applied with those bytes while it still says that length — and a relay
+        then sends that many bytes of it, which every later receiver refuses as damaged
+        (found by tests/test_hostile.py). Such an event is malformed."""
+        for item in tx:
+            for column in item.event.columns:
+                if column.value.WhichOneof("kind") != "blob":
+                    continue
+                ref = column.value.blob
+                cur.execute(f"SELECT LEN FROM {BLOBS_TABLE} WHERE SHA256 = ?", (ref.sha256,))
+                row = cur.fetchone()
+                if row is not None and int(row[0]) != ref.length:
+                    event = item.event
+                    raise ApplyError(
+                        f"applying {event.origin.site}#{event.seq}: its {event.table}."
+                        f"{column.column} BLOB {ref.sha256.hex()[:12]} says {ref.length} bytes, "
+                        f"but the bytes with that sha256 are {int(row[0])} long (a malformed "
+                        "event). Nothing of that transaction was applied; it and the later "
+                        "events of that site wait")
+
     def _table(self, name: str) -> Table:
         assert self._schema is not None
         table = self._schema.tables.get(name)
@@ -346,6 +431,11 @@ class Applier:
 
     def _apply_event(self, settler: Settler, table: Table, event: events_pb2.Event) -> None:
         key = list(event.key)
+        if len(key) != len(table.primary_key):
+            # Said plainly (it surfaced as "zip() argument 2 is shorter than argument 1").
+            raise ValueError(f"{len(key)} key values for {table.name}, whose primary key has "
+                             f"{len(table.primary_key)} ({', '.join(table.primary_key)})")
+        _check_values(table, event)
         write = registers.write_of(event)
         state = settler.state(table, key, inserting=write.op is Op.INSERT)
         outcome = merge(state, write, self._policies.get(table.name, LWW))
@@ -354,6 +444,35 @@ class Applier:
             settler.settle(table, key, state, outcome.state)
         else:
             settler.put(table, key, state, outcome.state)
+
+
+# The longest CHAR/VARCHAR value Firebird stores, in bytes. A longer string parameter is not
+# refused on its way to the engine: its length is sent on 16 bits, so 65,536 characters
+# arrived as '' and 65,537 as one character, written as if they were the value (found by
+# tests/test_hostile.py: an event from a site whose column is a BLOB, or a hostile one).
+_MAX_STRING_BYTES = 32767
+
+
+def _check_values(table: Table, event: events_pb2.Event) -> None:
+    """Refuse (ValueError) what the writer cannot be trusted to refuse: a CHAR/VARCHAR value
+    no such column holds, and a BLOB reference for a column that is not a BLOB (it waited
+    for those bytes forever instead of being refused as the wrong type)."""
+    types = {c.name: c.type for c in table.columns}
+    given = [*zip(table.primary_key, event.key, strict=True),
+             *((c.column, c.value) for c in event.columns)]
+    for name, value in given:
+        ctype = types.get(name)
+        if ctype is None:  # a column this site lacks: kept in the registers (DESIGN §3.8)
+            continue
+        which = value.WhichOneof("kind")
+        if which == "blob" and not ctype.is_blob:
+            raise ValueError(f"{name} gets a BLOB reference, but it is {ctype.ddl()}")
+        if ctype.kind in (Kind.CHAR, Kind.VARCHAR):
+            size = (len(value.text.encode("utf-8")) if which == "text"
+                    else len(value.octets) if which == "octets" else 0)
+            if size > _MAX_STRING_BYTES:
+                raise ValueError(f"{name} gets a string of {size} bytes, more than any "
+                                 f"{ctype.ddl()} holds")
 
 
 def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> None:
@@ -367,10 +486,10 @@ def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> N
 
 
 def _rewound(origin: tuple[str, int], seq: int) -> str:
-    return (f"events of {origin[0]} (incarnation {origin[1]}) do not chain at seq {seq}: "
-            "that site was restored from an older copy (rewound) or its events were altered. "
-            "Nothing of it is applied from there on; the site must take a new incarnation "
-            "(resync)")
+    return printable(
+        f"events of {origin[0]} (incarnation {origin[1]}) do not chain at seq {seq}: that "
+        "site was restored from an older copy (rewound) or its events were altered. Nothing "
+        "of it is applied from there on; the site must take a new incarnation (resync)")
 
 
 def _parse(body: bytes) -> events_pb2.Event:

@@ -20,6 +20,7 @@ from concurrent import futures
 from importlib.metadata import entry_points
 
 import grpc
+from firebird.driver import Connection
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -64,6 +65,11 @@ class Node:
             self._con.close()
             raise NodeError(f"capture is not installed in {cfg.database.dsn}: run "
                             "`siege-node install` first")
+        try:
+            _claim(self._con, cfg, ident.mesh)
+        except BaseException:
+            self._con.close()
+            raise
         self.replica = Replica(cfg, self._con, clock)
         self._server: grpc.Server | None = None
         self._health = health.HealthServicer()
@@ -146,6 +152,30 @@ class Node:
             self._server.stop(grace).wait()
             self._server = None
         self.replica.close()
+
+
+def _claim(con: Connection, cfg: NodeConfig, mesh: str) -> None:
+    """A database serves one site of one mesh: the first node to serve it records them
+    (``SYNC$STATE`` site, mesh), every later start checks them.
+
+    Why: nothing else tied a database to its site. A config pointing at another site's
+    database, or at one that served another mesh, was served as is — that database's
+    changes published under this site's name and numbers, its peers' epochs and vectors
+    taken for this mesh's (found by tests/test_hostile.py). The mesh is the name in the
+    certificates (not the CA's key), so a renewed CA or certificate changes nothing."""
+    wanted = {"site": cfg.site, "mesh": mesh}
+    recorded = {name: capture.get_state(con, name) for name in wanted}
+    if any(recorded[name] not in (None, value) for name, value in wanted.items()):
+        raise NodeError(
+            f"{cfg.database.dsn} is the database of site {recorded['site']!r} of mesh "
+            f"{recorded['mesh']!r} (its node recorded that), but this node is site "
+            f"{cfg.site!r} of mesh {mesh!r} ({cfg.path or 'the config'}): point [database] "
+            "dsn at this site's own database. Nothing was changed. To make that database "
+            "this site's for good, remove the sync's objects from it (`siege-node uninstall "
+            "--force`) and install again: it then starts afresh, as a new site")
+    for name, value in wanted.items():
+        if recorded[name] is None:
+            capture.set_state(con, name, value)
 
 
 def run(cfg: NodeConfig, clock: Clock = SystemClock()) -> int:

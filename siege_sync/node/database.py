@@ -96,6 +96,10 @@ def dialect_of(con: Connection) -> int:
 # records otherwise fails the whole statement ("record ... is stuck in limbo"); ignored,
 # their rows stay unpublished until an operator resolves them (status lists them).
 SNAPSHOT_RW = TPB(isolation=Isolation.SNAPSHOT, lock_timeout=10, ignore_limbo=True).get_buffer()
+# Applying waits a short while for a row a local transaction holds: a user's save commits in
+# milliseconds; a transaction still open after that may stay open for hours (lockholder.py).
+SNAPSHOT_APPLY = TPB(isolation=Isolation.SNAPSHOT, lock_timeout=3,
+                     ignore_limbo=True).get_buffer()
 READ_COMMITTED_RW = TPB(isolation=Isolation.READ_COMMITTED_RECORD_VERSION, lock_timeout=10,
                         ignore_limbo=True).get_buffer()
 

@@ -172,7 +172,8 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
                 raise ExchangeError(f"from {ident.name}: {exc}") from exc
     finally:
         out.pulled_events += receiver.applied_events
-        out.problems.extend(m for m in receiver.refused if m not in out.problems)
+        out.problems.extend(m for m in [*receiver.refused, *receiver.busy.values()]
+                            if m not in out.problems)
         receiver.close()
     if receiver.waiting:
         out.problems.append(f"{receiver.waiting} events from {ident.name} wait for events of "
@@ -201,7 +202,7 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
         return
     reply = stub.Push(batches(), timeout=timeout)
     out.pushed_events += reply.applied_events
-    out.problems.extend(f"at {out.peer}: {m}" for m in reply.refused)
+    out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held])
 
 
 def _why(exc: BaseException) -> str:

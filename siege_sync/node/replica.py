@@ -23,7 +23,7 @@ from firebird.driver import Connection, DatabaseError
 from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
 from . import blobs, capture, eventlog, retention, rewind, status
-from .apply import Applier, ApplyResult
+from .apply import Applier, ApplyResult, printable
 from .clock import Clock, SystemClock
 from .config import NodeConfig
 from .database import connection_lost, open_connection
@@ -157,7 +157,8 @@ class Replica:
             capture.set_state(self._con, f"epoch:{peer}", epoch)
         elif known != epoch:
             raise PeerRefused(
-                f"{peer}'s database changed (epoch {known} -> {epoch}): it was "
+                # printable(): the epoch is the caller's words, it goes to the log.
+                f"{peer}'s database changed (epoch {known} -> {printable(epoch, 80)}): it was "
                 f"restored from a copy or replaced. Nothing is exchanged with it until "
                 f"an operator runs `siege-ctl resync {peer}`")
         ident = self.identity()
@@ -256,12 +257,13 @@ class Replica:
             dict(held_then.seqs) if held_then is not None else None,
             dict(published_then.seqs) if published_then is not None else None))
 
-    def apply(self, bodies: Iterable[bytes]) -> ApplyResult:
+    def apply(self, bodies: Iterable[bytes],
+              hold: frozenset[tuple[str, int]] = frozenset()) -> ApplyResult:
         if not self._confirmed:
             raise NotReady(f"{self.site} applies nothing before a hello confirmed its own "
                            "chain")
         batch = list(bodies)
-        return self._retrying(lambda: self._applier.apply(batch))
+        return self._retrying(lambda: self._applier.apply(batch, hold))
 
     def status(self, digests: bool = False) -> tuple[status.CaptureStatus, list[TableDigest]]:
         def step() -> tuple[status.CaptureStatus, list[TableDigest]]:
@@ -284,6 +286,9 @@ class Receiver:
         self.already_applied = 0
         self.refused: list[str] = []
         self.waiting_for: list[str] = []
+        # Origins whose next transaction needs a row an open local transaction holds: not
+        # tried again in this stream (each try would wait for the lock again).
+        self.busy: dict[tuple[str, int], str] = {}
 
     @property
     def waiting(self) -> int:
@@ -296,7 +301,8 @@ class Receiver:
             self._assembler.add(chunk)
         if not batch.events:
             return None
-        result = self._replica.apply([*self._carry, *batch.events])
+        result = self._replica.apply([*self._carry, *batch.events], frozenset(self.busy))
+        self.busy.update(result.busy)
         # Events waiting for others are kept for the next batches, within a bound: beyond
         # it they are dropped (their sender sends them again next time).
         self._carry = result.pending[:MAX_CARRIED]

@@ -154,7 +154,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         reply = sync_pb2.PushReply(applied_events=receiver.applied_events,
                                    already_applied=receiver.already_applied,
                                    waiting=receiver.waiting, refused=receiver.refused,
-                                   waiting_for=receiver.waiting_for)
+                                   waiting_for=receiver.waiting_for,
+                                   held=list(receiver.busy.values()))
         reply.applied.CopyFrom(self._replica.vector(publish=False).to_proto())
         if reply.applied_events:
             log.info("[%s] applied %d events pushed by %s", self._site, reply.applied_events,

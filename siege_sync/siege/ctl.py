@@ -67,6 +67,10 @@ def _target(args: argparse.Namespace) -> Target:
     bundle = Path(str(values["bundle"]))
     if path is not None and not bundle.is_absolute():
         bundle = Path(path).parent / bundle
+    if not bundle.is_dir():
+        # Said with what to do (the bundle loader only says it does not exist).
+        raise CtlError(f"bundle {bundle}: no such folder; give the folder `siege-certs "
+                       "issue-admin NAME` wrote (--bundle, or bundle = in siege-ctl.toml)")
     return Target(str(values["address"]), str(values["siege"]), bundle)
 
 
