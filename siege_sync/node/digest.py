@@ -20,7 +20,7 @@ from . import values
 from .database import SNAPSHOT_RW, quote, transaction
 from .schema import Table
 
-_MOD = 1 << 256
+MOD = 1 << 256
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class TableDigest:
     digest: str  # hex
 
 
-class _HashOnly:
+class HashOnly:
     """A BlobSink that keeps nothing: a large BLOB counts by its sha256 and length."""
 
     def put(self, stream: IO[Any], text: bool) -> values_pb2.BlobRef:
@@ -43,11 +43,27 @@ class _HashOnly:
         return values_pb2.BlobRef(sha256=digest.digest(), length=length)
 
 
+def hash_encoded(names: list[bytes], encoded: list[values_pb2.Value]) -> bytes:
+    """A row's hash: its column names and exactly encoded values."""
+    h = hashlib.sha256()
+    for name, value in zip(names, encoded, strict=True):
+        data = value.SerializeToString(deterministic=True)
+        h.update(len(name).to_bytes(2, "big") + name)
+        h.update(len(data).to_bytes(4, "big") + data)
+    return h.digest()
+
+
+def row_hash(names: list[bytes], types: list[Any], row: tuple, sink: HashOnly) -> bytes:
+    """A row as read by ``values.select_expr`` columns, hashed (``hash_encoded``)."""
+    return hash_encoded(names, [values.encode(t, v, sink)
+                                for t, v in zip(types, row, strict=True)])
+
+
 def table_digest(con: Connection, table: Table) -> TableDigest:
     exprs = ", ".join(values.select_expr(c, con.sql_dialect) for c in table.columns)
     names = [c.name.encode() for c in table.columns]
     types = [c.type for c in table.columns]
-    sink = _HashOnly()
+    sink = HashOnly()
     total = 0
     count = 0
     with transaction(con, SNAPSHOT_RW) as tm:
@@ -55,13 +71,7 @@ def table_digest(con: Connection, table: Table) -> TableDigest:
         try:
             cur.execute(f"SELECT {exprs} FROM {quote(table.name, con.sql_dialect)}")
             for row in cur:
-                h = hashlib.sha256()
-                for name, ctype, value in zip(names, types, row, strict=True):
-                    data = values.encode(ctype, value, sink).SerializeToString(
-                        deterministic=True)
-                    h.update(len(name).to_bytes(2, "big") + name)
-                    h.update(len(data).to_bytes(4, "big") + data)
-                total = (total + int.from_bytes(h.digest(), "big")) % _MOD
+                total = (total + int.from_bytes(row_hash(names, types, row, sink), "big")) % MOD
                 count += 1
         finally:
             cur.close()

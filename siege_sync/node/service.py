@@ -18,13 +18,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
 import grpc
+from firebird.driver import Connection
 from google.protobuf.message import DecodeError, Message
 
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from .apply import ApplyError
+from . import ranges, repair
+from .apply import ApplyError, printable
 from .blobs import BlobError
 from .replica import NotReady, PeerRefused, PurgedHere, Replica
+from .schema import Table, introspect
 from .transport import BundleWatcher
 from .vector import Vector
 
@@ -208,6 +211,81 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self._site,
                  caller.name, done.segments, done.lives)
         return sync_pb2.PurgeReply(segments=done.segments, lives=done.lives)
+
+    # --- analyse: range digests, rows, repairs (ranges.py, repair.py) ---------------------
+
+    def _analyst(self, context: grpc.ServicerContext, what: str) -> None:
+        caller = self._caller(context, Kind.SITE, Kind.ADMIN)
+        if caller.kind is Kind.SITE and not caller.has_role(Role.RELAY):
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{caller.name} may not {what}: admin or coordinator certificates only")
+
+    def _table(self, con: Connection, name: str, context: grpc.ServicerContext) -> Table:
+        table = introspect(con, only=name).tables.get(name)
+        if table is None:
+            self._refuse(context, grpc.StatusCode.NOT_FOUND,
+                         f"no replicated table {printable(name, 80)!r} at {self._site}")
+        return table
+
+    def Ranges(self, request: sync_pb2.RangesRequest,
+               context: grpc.ServicerContext) -> sync_pb2.RangesReply:
+        self._analyst(context, "read range digests")
+        lo = list(request.lo.values) if request.HasField("lo") else None
+        try:
+            with self._replica.database() as con:
+                table = self._table(con, request.table, context)
+                if request.bounds or request.open_end:
+                    bounds: list = [list(b.values) for b in request.bounds]
+                    if request.open_end:
+                        bounds.append(None)
+                else:
+                    hi = list(request.hi.values) if request.HasField("hi") else None
+                    bounds = ranges.split(con, table, lo, hi, min(request.parts or 1, 4096))
+                found = ranges.digests(con, table, lo, bounds)
+        except (ranges.RangeError, ValueError) as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, printable(str(exc)))
+        reply = sync_pb2.RangesReply()
+        for r in found:
+            out = reply.ranges.add(rows=r.rows, digest=r.digest)
+            if r.hi is not None:
+                out.hi.values.extend(r.hi)
+        return reply
+
+    def Rows(self, request: sync_pb2.RowsRequest,
+             context: grpc.ServicerContext) -> sync_pb2.RowsReply:
+        self._analyst(context, "read rows for an analysis")
+        lo = list(request.lo.values) if request.HasField("lo") else None
+        hi = list(request.hi.values) if request.HasField("hi") else None
+        try:
+            with self._replica.database() as con:
+                table = self._table(con, request.table, context)
+                found = ranges.rows(con, table, lo, hi, min(request.limit or 1000, 100_000))
+        except ranges.RangeError as exc:
+            self._refuse(context, grpc.StatusCode.OUT_OF_RANGE, printable(str(exc)))
+        except ValueError as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, printable(str(exc)))
+        reply = sync_pb2.RowsReply()
+        for row in found:
+            image = reply.rows.add(hash=row.hash)
+            image.key.values.extend(row.key)
+            for name, value in row.columns.items():
+                image.columns.add(column=name, value=value)
+        return reply
+
+    def Repair(self, request: sync_pb2.RepairRequest,
+               context: grpc.ServicerContext) -> sync_pb2.RepairReply:
+        self._analyst(context, "order repairs")
+        try:
+            with self._replica.database() as con:
+                table = self._table(con, request.table, context)
+                done = repair.repair(con, self._site, table, request.prefer, request.fixes)
+        except (repair.RepairError, ValueError) as exc:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         printable(f"nothing repaired: {exc}"))
+        log.warning("[%s] analyse repair of %s: %d rows written as %s holds them, %d values "
+                    "on record", self._site, request.table, done.written,
+                    printable(request.prefer, 80), done.recorded)
+        return sync_pb2.RepairReply(written=done.written, recorded=done.recorded)
 
     def Exchange(self, request: sync_pb2.ExchangeRequest,
                  context: grpc.ServicerContext) -> sync_pb2.ExchangeReply:

@@ -74,6 +74,14 @@ class DatabaseBlobStore:
             cur.close()
         return values_pb2.BlobRef(sha256=sha, length=reader.length)
 
+    def has(self, sha256: bytes) -> bool:
+        cur = self._tm.cursor()
+        try:
+            cur.execute(f"SELECT 1 FROM {BLOBS_TABLE} WHERE SHA256 = ?", (sha256,))
+            return cur.fetchone() is not None
+        finally:
+            cur.close()
+
     def open(self, ref: values_pb2.BlobRef) -> StoredBlob:
         cur = self._tm.cursor()
         cur.stream_blobs.append("DATA")

@@ -54,7 +54,7 @@ class SiteReport(_message.Message):
     def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ..., cert_days_left: _Optional[int] = ..., unreachable: bool = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events")
+    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events", "analysis")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class RoundReport(_message.Message):
     SIEGE_CERT_DAYS_LEFT_FIELD_NUMBER: _ClassVar[int]
     SIEGE_DISK_FREE_MB_FIELD_NUMBER: _ClassVar[int]
     SIEGE_STORED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     id: int
     trigger: str
     started: str
@@ -77,7 +78,68 @@ class RoundReport(_message.Message):
     siege_cert_days_left: int
     siege_disk_free_mb: int
     siege_stored_events: int
-    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ...) -> None: ...
+    analysis: _containers.RepeatedCompositeFieldContainer[TableAnalysis]
+    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ..., analysis: _Optional[_Iterable[_Union[TableAnalysis, _Mapping]]] = ...) -> None: ...
+
+class TableAnalysis(_message.Message):
+    __slots__ = ("site", "table", "reference", "matched", "missing", "extra", "different", "examples", "repaired", "error", "bytes_moved")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENT_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    REPAIRED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    BYTES_MOVED_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    table: str
+    reference: str
+    matched: int
+    missing: int
+    extra: int
+    different: int
+    examples: _containers.RepeatedScalarFieldContainer[str]
+    repaired: int
+    error: str
+    bytes_moved: int
+    def __init__(self, site: _Optional[str] = ..., table: _Optional[str] = ..., reference: _Optional[str] = ..., matched: _Optional[int] = ..., missing: _Optional[int] = ..., extra: _Optional[int] = ..., different: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ..., repaired: _Optional[int] = ..., error: _Optional[str] = ..., bytes_moved: _Optional[int] = ...) -> None: ...
+
+class AnalyseRequest(_message.Message):
+    __slots__ = ("tables", "sites", "repair", "prefer")
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_FIELD_NUMBER: _ClassVar[int]
+    PREFER_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedScalarFieldContainer[str]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    repair: bool
+    prefer: str
+    def __init__(self, tables: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., repair: bool = ..., prefer: _Optional[str] = ...) -> None: ...
+
+class AnalyseProgress(_message.Message):
+    __slots__ = ("site", "table", "rows_done", "rows_total", "state")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_DONE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    table: str
+    rows_done: int
+    rows_total: int
+    state: str
+    def __init__(self, site: _Optional[str] = ..., table: _Optional[str] = ..., rows_done: _Optional[int] = ..., rows_total: _Optional[int] = ..., state: _Optional[str] = ...) -> None: ...
+
+class AnalyseEvent(_message.Message):
+    __slots__ = ("progress", "done")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    progress: AnalyseProgress
+    done: RoundReport
+    def __init__(self, progress: _Optional[_Union[AnalyseProgress, _Mapping]] = ..., done: _Optional[_Union[RoundReport, _Mapping]] = ...) -> None: ...
 
 class RoundEvent(_message.Message):
     __slots__ = ("progress", "done")

@@ -74,6 +74,11 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionReply.FromString,
                 _registered_method=True)
+        self.Analyse = channel.unary_stream(
+                '/siege.v1.Coordinator/Analyse',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseEvent.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -134,6 +139,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Analyse(self, request, context):
+        """Compare every site's tables with the reference by range digests; repair on request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +188,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Decommission,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.DecommissionReply.SerializeToString,
+            ),
+            'Analyse': grpc.unary_stream_rpc_method_handler(
+                    servicer.Analyse,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +411,33 @@ class Coordinator(object):
             '/siege.v1.Coordinator/Decommission',
             siege__sync_dot_proto_dot_coordinator__pb2.DecommissionRequest.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.DecommissionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Analyse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/siege.v1.Coordinator/Analyse',
+            siege__sync_dot_proto_dot_coordinator__pb2.AnalyseRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.AnalyseEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,46 +22,67 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from siege_sync.proto import events_pb2 as siege__sync_dot_proto_dot_events__pb2
 from siege_sync.proto import values_pb2 as siege__sync_dot_proto_dot_values__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsiege_sync/proto/sync.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/values.proto\"L\n\x0cOriginVector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04head\x18\x04 \x01(\x0c\"1\n\x06Vector\x12\'\n\x07origins\x18\x01 \x03(\x0b\x32\x16.siege.v1.OriginVector\"\xa5\x01\n\x0cHelloRequest\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x14\n\x0cnode_version\x18\x02 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12!\n\x07\x61pplied\x18\x05 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x06 \x01(\x12\x12\r\n\x05round\x18\x07 \x01(\x04\"\xc0\x01\n\nHelloReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x14\n\x0cnode_version\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x07 \x01(\x12\x12\r\n\x05t2_us\x18\x08 \x01(\x12\x12\r\n\x05t3_us\x18\t \x01(\x12\";\n\x05\x42\x61tch\x12\x0e\n\x06\x65vents\x18\x01 \x03(\x0c\x12\"\n\x05\x62lobs\x18\x02 \x03(\x0b\x32\x13.siege.v1.BlobChunk\"K\n\x0bPullRequest\x12\x1e\n\x04have\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x1c\n\x14max_events_per_batch\x18\x02 \x01(\r\"\xa4\x01\n\tPushReply\x12!\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x16\n\x0e\x61pplied_events\x18\x02 \x01(\r\x12\x17\n\x0f\x61lready_applied\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x0f\n\x07refused\x18\x05 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x06 \x03(\t\x12\x0c\n\x04held\x18\x07 \x03(\t\"\x8b\x01\n\x0cPurgeRequest\x12,\n\x12\x61pplied_everywhere\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12#\n\theld_then\x18\x02 \x01(\x0b\x32\x10.siege.v1.Vector\x12(\n\x0epublished_then\x18\x03 \x01(\x0b\x32\x10.siege.v1.Vector\"-\n\nPurgeReply\x12\x10\n\x08segments\x18\x01 \x01(\x04\x12\r\n\x05lives\x18\x02 \x01(\x04\" \n\rStatusRequest\x12\x0f\n\x07\x64igests\x18\x01 \x01(\x08\":\n\x0bTableDigest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x81\x01\n\x08ParkedTx\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\npast_limit\x18\x07 \x01(\x08\"\x97\x02\n\x0bStatusReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\x14\n\x0cnode_version\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x11\n\tpublished\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x08 \x01(\x04\x12\x11\n\tconflicts\x18\t \x01(\x04\x12&\n\x07\x64igests\x18\n \x03(\x0b\x32\x15.siege.v1.TableDigest\x12\"\n\x06parked\x18\x0b \x03(\x0b\x32\x12.siege.v1.ParkedTx\"\x1f\n\x0f\x45xchangeRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"\x9c\x01\n\rExchangeReply\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x15\n\rpulled_events\x18\x02 \x01(\r\x12\x15\n\rpushed_events\x18\x03 \x01(\r\x12\x17\n\x0f\x63lock_offset_us\x18\x04 \x01(\x12\x12\x10\n\x08problems\x18\x05 \x03(\t\x12\x13\n\x0bunreachable\x18\x06 \x01(\x08\x12\x0f\n\x07stopped\x18\x07 \x01(\x08\x32\xd4\x02\n\x08SyncNode\x12\x35\n\x05Hello\x12\x16.siege.v1.HelloRequest\x1a\x14.siege.v1.HelloReply\x12\x30\n\x04Pull\x12\x15.siege.v1.PullRequest\x1a\x0f.siege.v1.Batch0\x01\x12.\n\x04Push\x12\x0f.siege.v1.Batch\x1a\x13.siege.v1.PushReply(\x01\x12\x38\n\x06Status\x12\x17.siege.v1.StatusRequest\x1a\x15.siege.v1.StatusReply\x12>\n\x08\x45xchange\x12\x19.siege.v1.ExchangeRequest\x1a\x17.siege.v1.ExchangeReply\x12\x35\n\x05Purge\x12\x16.siege.v1.PurgeRequest\x1a\x14.siege.v1.PurgeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsiege_sync/proto/sync.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/events.proto\x1a\x1dsiege_sync/proto/values.proto\"L\n\x0cOriginVector\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04head\x18\x04 \x01(\x0c\"1\n\x06Vector\x12\'\n\x07origins\x18\x01 \x03(\x0b\x32\x16.siege.v1.OriginVector\"\xa5\x01\n\x0cHelloRequest\x12\x13\n\x0bincarnation\x18\x01 \x01(\r\x12\x14\n\x0cnode_version\x18\x02 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12!\n\x07\x61pplied\x18\x05 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x06 \x01(\x12\x12\r\n\x05round\x18\x07 \x01(\x04\"\xc0\x01\n\nHelloReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x14\n\x0cnode_version\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\r\n\x05\x65poch\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\r\n\x05t1_us\x18\x07 \x01(\x12\x12\r\n\x05t2_us\x18\x08 \x01(\x12\x12\r\n\x05t3_us\x18\t \x01(\x12\";\n\x05\x42\x61tch\x12\x0e\n\x06\x65vents\x18\x01 \x03(\x0c\x12\"\n\x05\x62lobs\x18\x02 \x03(\x0b\x32\x13.siege.v1.BlobChunk\"K\n\x0bPullRequest\x12\x1e\n\x04have\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x1c\n\x14max_events_per_batch\x18\x02 \x01(\r\"\xa4\x01\n\tPushReply\x12!\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x16\n\x0e\x61pplied_events\x18\x02 \x01(\r\x12\x17\n\x0f\x61lready_applied\x18\x03 \x01(\r\x12\x0f\n\x07waiting\x18\x04 \x01(\r\x12\x0f\n\x07refused\x18\x05 \x03(\t\x12\x13\n\x0bwaiting_for\x18\x06 \x03(\t\x12\x0c\n\x04held\x18\x07 \x03(\t\"\x8b\x01\n\x0cPurgeRequest\x12,\n\x12\x61pplied_everywhere\x18\x01 \x01(\x0b\x32\x10.siege.v1.Vector\x12#\n\theld_then\x18\x02 \x01(\x0b\x32\x10.siege.v1.Vector\x12(\n\x0epublished_then\x18\x03 \x01(\x0b\x32\x10.siege.v1.Vector\"-\n\nPurgeReply\x12\x10\n\x08segments\x18\x01 \x01(\x04\x12\r\n\x05lives\x18\x02 \x01(\x04\" \n\rStatusRequest\x12\x0f\n\x07\x64igests\x18\x01 \x01(\x08\":\n\x0bTableDigest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x04\"\x81\x01\n\x08ParkedTx\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\npast_limit\x18\x07 \x01(\x08\"\x97\x02\n\x0bStatusReply\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\r\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x1a\n\x12schema_fingerprint\x18\x04 \x01(\t\x12\x14\n\x0cnode_version\x18\x05 \x01(\t\x12!\n\x07\x61pplied\x18\x06 \x01(\x0b\x32\x10.siege.v1.Vector\x12\x11\n\tpublished\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61\x63klog\x18\x08 \x01(\x04\x12\x11\n\tconflicts\x18\t \x01(\x04\x12&\n\x07\x64igests\x18\n \x03(\x0b\x32\x15.siege.v1.TableDigest\x12\"\n\x06parked\x18\x0b \x03(\x0b\x32\x12.siege.v1.ParkedTx\"\x1f\n\x0f\x45xchangeRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"\x9c\x01\n\rExchangeReply\x12\x0c\n\x04peer\x18\x01 \x01(\t\x12\x15\n\rpulled_events\x18\x02 \x01(\r\x12\x15\n\rpushed_events\x18\x03 \x01(\r\x12\x17\n\x0f\x63lock_offset_us\x18\x04 \x01(\x12\x12\x10\n\x08problems\x18\x05 \x03(\t\x12\x13\n\x0bunreachable\x18\x06 \x01(\x08\x12\x0f\n\x07stopped\x18\x07 \x01(\x08\"&\n\x03Key\x12\x1f\n\x06values\x18\x01 \x03(\x0b\x32\x0f.siege.v1.Value\"\xac\x01\n\rRangesRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x02lo\x18\x02 \x01(\x0b\x32\r.siege.v1.KeyH\x00\x88\x01\x01\x12\x1d\n\x06\x62ounds\x18\x03 \x03(\x0b\x32\r.siege.v1.Key\x12\x10\n\x08open_end\x18\x04 \x01(\x08\x12\r\n\x05parts\x18\x05 \x01(\r\x12\x1e\n\x02hi\x18\x06 \x01(\x0b\x32\r.siege.v1.KeyH\x01\x88\x01\x01\x42\x05\n\x03_loB\x05\n\x03_hi\"R\n\x0bRangeDigest\x12\x1e\n\x02hi\x18\x01 \x01(\x0b\x32\r.siege.v1.KeyH\x00\x88\x01\x01\x12\x0c\n\x04rows\x18\x02 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x03 \x01(\x0c\x42\x05\n\x03_hi\"4\n\x0bRangesReply\x12%\n\x06ranges\x18\x01 \x03(\x0b\x32\x15.siege.v1.RangeDigest\"y\n\x0bRowsRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x1e\n\x02lo\x18\x02 \x01(\x0b\x32\r.siege.v1.KeyH\x00\x88\x01\x01\x12\x1e\n\x02hi\x18\x03 \x01(\x0b\x32\r.siege.v1.KeyH\x01\x88\x01\x01\x12\r\n\x05limit\x18\x04 \x01(\rB\x05\n\x03_loB\x05\n\x03_hi\"\\\n\x08RowImage\x12\x1a\n\x03key\x18\x01 \x01(\x0b\x32\r.siege.v1.Key\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\x12&\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x15.siege.v1.ColumnValue\"-\n\tRowsReply\x12 \n\x04rows\x18\x01 \x03(\x0b\x32\x12.siege.v1.RowImage\"\\\n\x06RowFix\x12\x1a\n\x03key\x18\x01 \x01(\x0b\x32\r.siege.v1.Key\x12\x0e\n\x06remove\x18\x02 \x01(\x08\x12&\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x15.siege.v1.ColumnValue\"O\n\rRepairRequest\x12\r\n\x05table\x18\x01 \x01(\t\x12\x0e\n\x06prefer\x18\x02 \x01(\t\x12\x1f\n\x05\x66ixes\x18\x03 \x03(\x0b\x32\x10.siege.v1.RowFix\"0\n\x0bRepairReply\x12\x0f\n\x07written\x18\x01 \x01(\r\x12\x10\n\x08recorded\x18\x02 \x01(\r2\xfc\x03\n\x08SyncNode\x12\x35\n\x05Hello\x12\x16.siege.v1.HelloRequest\x1a\x14.siege.v1.HelloReply\x12\x30\n\x04Pull\x12\x15.siege.v1.PullRequest\x1a\x0f.siege.v1.Batch0\x01\x12.\n\x04Push\x12\x0f.siege.v1.Batch\x1a\x13.siege.v1.PushReply(\x01\x12\x38\n\x06Status\x12\x17.siege.v1.StatusRequest\x1a\x15.siege.v1.StatusReply\x12>\n\x08\x45xchange\x12\x19.siege.v1.ExchangeRequest\x1a\x17.siege.v1.ExchangeReply\x12\x35\n\x05Purge\x12\x16.siege.v1.PurgeRequest\x1a\x14.siege.v1.PurgeReply\x12\x38\n\x06Ranges\x12\x17.siege.v1.RangesRequest\x1a\x15.siege.v1.RangesReply\x12\x32\n\x04Rows\x12\x15.siege.v1.RowsRequest\x1a\x13.siege.v1.RowsReply\x12\x38\n\x06Repair\x12\x17.siege.v1.RepairRequest\x1a\x15.siege.v1.RepairReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'siege_sync.proto.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORIGINVECTOR']._serialized_start=72
-  _globals['_ORIGINVECTOR']._serialized_end=148
-  _globals['_VECTOR']._serialized_start=150
-  _globals['_VECTOR']._serialized_end=199
-  _globals['_HELLOREQUEST']._serialized_start=202
-  _globals['_HELLOREQUEST']._serialized_end=367
-  _globals['_HELLOREPLY']._serialized_start=370
-  _globals['_HELLOREPLY']._serialized_end=562
-  _globals['_BATCH']._serialized_start=564
-  _globals['_BATCH']._serialized_end=623
-  _globals['_PULLREQUEST']._serialized_start=625
-  _globals['_PULLREQUEST']._serialized_end=700
-  _globals['_PUSHREPLY']._serialized_start=703
-  _globals['_PUSHREPLY']._serialized_end=867
-  _globals['_PURGEREQUEST']._serialized_start=870
-  _globals['_PURGEREQUEST']._serialized_end=1009
-  _globals['_PURGEREPLY']._serialized_start=1011
-  _globals['_PURGEREPLY']._serialized_end=1056
-  _globals['_STATUSREQUEST']._serialized_start=1058
-  _globals['_STATUSREQUEST']._serialized_end=1090
-  _globals['_TABLEDIGEST']._serialized_start=1092
-  _globals['_TABLEDIGEST']._serialized_end=1150
-  _globals['_PARKEDTX']._serialized_start=1153
-  _globals['_PARKEDTX']._serialized_end=1282
-  _globals['_STATUSREPLY']._serialized_start=1285
-  _globals['_STATUSREPLY']._serialized_end=1564
-  _globals['_EXCHANGEREQUEST']._serialized_start=1566
-  _globals['_EXCHANGEREQUEST']._serialized_end=1597
-  _globals['_EXCHANGEREPLY']._serialized_start=1600
-  _globals['_EXCHANGEREPLY']._serialized_end=1756
-  _globals['_SYNCNODE']._serialized_start=1759
-  _globals['_SYNCNODE']._serialized_end=2099
+  _globals['_ORIGINVECTOR']._serialized_start=103
+  _globals['_ORIGINVECTOR']._serialized_end=179
+  _globals['_VECTOR']._serialized_start=181
+  _globals['_VECTOR']._serialized_end=230
+  _globals['_HELLOREQUEST']._serialized_start=233
+  _globals['_HELLOREQUEST']._serialized_end=398
+  _globals['_HELLOREPLY']._serialized_start=401
+  _globals['_HELLOREPLY']._serialized_end=593
+  _globals['_BATCH']._serialized_start=595
+  _globals['_BATCH']._serialized_end=654
+  _globals['_PULLREQUEST']._serialized_start=656
+  _globals['_PULLREQUEST']._serialized_end=731
+  _globals['_PUSHREPLY']._serialized_start=734
+  _globals['_PUSHREPLY']._serialized_end=898
+  _globals['_PURGEREQUEST']._serialized_start=901
+  _globals['_PURGEREQUEST']._serialized_end=1040
+  _globals['_PURGEREPLY']._serialized_start=1042
+  _globals['_PURGEREPLY']._serialized_end=1087
+  _globals['_STATUSREQUEST']._serialized_start=1089
+  _globals['_STATUSREQUEST']._serialized_end=1121
+  _globals['_TABLEDIGEST']._serialized_start=1123
+  _globals['_TABLEDIGEST']._serialized_end=1181
+  _globals['_PARKEDTX']._serialized_start=1184
+  _globals['_PARKEDTX']._serialized_end=1313
+  _globals['_STATUSREPLY']._serialized_start=1316
+  _globals['_STATUSREPLY']._serialized_end=1595
+  _globals['_EXCHANGEREQUEST']._serialized_start=1597
+  _globals['_EXCHANGEREQUEST']._serialized_end=1628
+  _globals['_EXCHANGEREPLY']._serialized_start=1631
+  _globals['_EXCHANGEREPLY']._serialized_end=1787
+  _globals['_KEY']._serialized_start=1789
+  _globals['_KEY']._serialized_end=1827
+  _globals['_RANGESREQUEST']._serialized_start=1830
+  _globals['_RANGESREQUEST']._serialized_end=2002
+  _globals['_RANGEDIGEST']._serialized_start=2004
+  _globals['_RANGEDIGEST']._serialized_end=2086
+  _globals['_RANGESREPLY']._serialized_start=2088
+  _globals['_RANGESREPLY']._serialized_end=2140
+  _globals['_ROWSREQUEST']._serialized_start=2142
+  _globals['_ROWSREQUEST']._serialized_end=2263
+  _globals['_ROWIMAGE']._serialized_start=2265
+  _globals['_ROWIMAGE']._serialized_end=2357
+  _globals['_ROWSREPLY']._serialized_start=2359
+  _globals['_ROWSREPLY']._serialized_end=2404
+  _globals['_ROWFIX']._serialized_start=2406
+  _globals['_ROWFIX']._serialized_end=2498
+  _globals['_REPAIRREQUEST']._serialized_start=2500
+  _globals['_REPAIRREQUEST']._serialized_end=2579
+  _globals['_REPAIRREPLY']._serialized_start=2581
+  _globals['_REPAIRREPLY']._serialized_end=2629
+  _globals['_SYNCNODE']._serialized_start=2632
+  _globals['_SYNCNODE']._serialized_end=3140
 # @@protoc_insertion_point(module_scope)

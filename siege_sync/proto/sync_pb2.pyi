@@ -1,3 +1,4 @@
+from siege_sync.proto import events_pb2 as _events_pb2
 from siege_sync.proto import values_pb2 as _values_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -199,3 +200,97 @@ class ExchangeReply(_message.Message):
     unreachable: bool
     stopped: bool
     def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreachable: bool = ..., stopped: bool = ...) -> None: ...
+
+class Key(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[_values_pb2.Value]
+    def __init__(self, values: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ...) -> None: ...
+
+class RangesRequest(_message.Message):
+    __slots__ = ("table", "lo", "bounds", "open_end", "parts", "hi")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    OPEN_END_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    lo: Key
+    bounds: _containers.RepeatedCompositeFieldContainer[Key]
+    open_end: bool
+    parts: int
+    hi: Key
+    def __init__(self, table: _Optional[str] = ..., lo: _Optional[_Union[Key, _Mapping]] = ..., bounds: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., open_end: bool = ..., parts: _Optional[int] = ..., hi: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
+
+class RangeDigest(_message.Message):
+    __slots__ = ("hi", "rows", "digest")
+    HI_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    hi: Key
+    rows: int
+    digest: bytes
+    def __init__(self, hi: _Optional[_Union[Key, _Mapping]] = ..., rows: _Optional[int] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class RangesReply(_message.Message):
+    __slots__ = ("ranges",)
+    RANGES_FIELD_NUMBER: _ClassVar[int]
+    ranges: _containers.RepeatedCompositeFieldContainer[RangeDigest]
+    def __init__(self, ranges: _Optional[_Iterable[_Union[RangeDigest, _Mapping]]] = ...) -> None: ...
+
+class RowsRequest(_message.Message):
+    __slots__ = ("table", "lo", "hi", "limit")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    lo: Key
+    hi: Key
+    limit: int
+    def __init__(self, table: _Optional[str] = ..., lo: _Optional[_Union[Key, _Mapping]] = ..., hi: _Optional[_Union[Key, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class RowImage(_message.Message):
+    __slots__ = ("key", "hash", "columns")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    key: Key
+    hash: bytes
+    columns: _containers.RepeatedCompositeFieldContainer[_events_pb2.ColumnValue]
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., hash: _Optional[bytes] = ..., columns: _Optional[_Iterable[_Union[_events_pb2.ColumnValue, _Mapping]]] = ...) -> None: ...
+
+class RowsReply(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[RowImage]
+    def __init__(self, rows: _Optional[_Iterable[_Union[RowImage, _Mapping]]] = ...) -> None: ...
+
+class RowFix(_message.Message):
+    __slots__ = ("key", "remove", "columns")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    key: Key
+    remove: bool
+    columns: _containers.RepeatedCompositeFieldContainer[_events_pb2.ColumnValue]
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., remove: bool = ..., columns: _Optional[_Iterable[_Union[_events_pb2.ColumnValue, _Mapping]]] = ...) -> None: ...
+
+class RepairRequest(_message.Message):
+    __slots__ = ("table", "prefer", "fixes")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    PREFER_FIELD_NUMBER: _ClassVar[int]
+    FIXES_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    prefer: str
+    fixes: _containers.RepeatedCompositeFieldContainer[RowFix]
+    def __init__(self, table: _Optional[str] = ..., prefer: _Optional[str] = ..., fixes: _Optional[_Iterable[_Union[RowFix, _Mapping]]] = ...) -> None: ...
+
+class RepairReply(_message.Message):
+    __slots__ = ("written", "recorded")
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    written: int
+    recorded: int
+    def __init__(self, written: _Optional[int] = ..., recorded: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,21 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeReply.FromString,
                 _registered_method=True)
+        self.Ranges = channel.unary_unary(
+                '/siege.v1.SyncNode/Ranges',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.RangesRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.RangesReply.FromString,
+                _registered_method=True)
+        self.Rows = channel.unary_unary(
+                '/siege.v1.SyncNode/Rows',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.RowsRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.RowsReply.FromString,
+                _registered_method=True)
+        self.Repair = channel.unary_unary(
+                '/siege.v1.SyncNode/Repair',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.RepairRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.RepairReply.FromString,
+                _registered_method=True)
 
 
 class SyncNodeServicer(object):
@@ -109,6 +124,25 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Ranges(self, request, context):
+        """Admin or coordinator: range digests and rows of a table (analyse), and repairs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rows(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Repair(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +175,21 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.Purge,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeReply.SerializeToString,
+            ),
+            'Ranges': grpc.unary_unary_rpc_method_handler(
+                    servicer.Ranges,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.RangesRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.RangesReply.SerializeToString,
+            ),
+            'Rows': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rows,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.RowsRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.RowsReply.SerializeToString,
+            ),
+            'Repair': grpc.unary_unary_rpc_method_handler(
+                    servicer.Repair,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.RepairRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.RepairReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +354,87 @@ class SyncNode(object):
             '/siege.v1.SyncNode/Purge',
             siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.PurgeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Ranges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/Ranges',
+            siege__sync_dot_proto_dot_sync__pb2.RangesRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.RangesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/Rows',
+            siege__sync_dot_proto_dot_sync__pb2.RowsRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.RowsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Repair(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/Repair',
+            siege__sync_dot_proto_dot_sync__pb2.RepairRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.RepairReply.FromString,
             options,
             channel_credentials,
             insecure,

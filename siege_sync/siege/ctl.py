@@ -3,6 +3,7 @@ admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``,
 ``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
+``analyse [--table T] [--site S] [--repair --prefer SITE]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
 from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current folder, or the
 ``SIEGE_CTL_CONFIG`` environment variable)::
@@ -108,6 +109,36 @@ def cmd_manual(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
     print(render_text(report))
     print(f"\nreport {report.id}: siege-ctl report show {report.id}")
     return 0 if report.outcome == "complete" else 1
+
+
+def cmd_analyse(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    request = coordinator_pb2.AnalyseRequest(tables=args.table or [], sites=args.site or [],
+                                             repair=args.repair, prefer=args.prefer or "")
+    report = None
+    bars: dict[tuple[str, str], str] = {}
+    for event in stub.Analyse(request, timeout=args.timeout):
+        if event.HasField("done"):
+            report = event.done
+            continue
+        p = event.progress
+        line = _bar(p)
+        if bars.get((p.site, p.table)) != line:
+            bars[(p.site, p.table)] = line
+            print(line, flush=True)
+    if report is None:
+        raise CtlError("the siège ended the analysis without a report")
+    print()
+    print(render_text(report))
+    print(f"\nreport {report.id}: siege-ctl report show {report.id}")
+    return 0 if report.outcome in ("equal", "repaired") else 1
+
+
+def _bar(p: coordinator_pb2.AnalyseProgress, width: int = 30) -> str:
+    """``lyon  ITEM  [#########-----]  61%  comparing``."""
+    share = p.rows_done / p.rows_total if p.rows_total else (1.0 if p.state == "done" else 0.0)
+    filled = int(round(min(share, 1.0) * width))
+    return (f"{p.site:<12} {p.table:<20} [{'#' * filled}{'-' * (width - filled)}] "
+            f"{share:4.0%}  {p.state}")
 
 
 def cmd_stop(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
@@ -222,7 +253,8 @@ def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
 
 COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
-            "report": cmd_report, "test": cmd_test, "status": cmd_status}
+            "report": cmd_report, "test": cmd_test, "status": cmd_status,
+            "analyse": cmd_analyse}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help="connection test of every site")
     sub.add_parser("manual", help="a sync round now, with progress; the report at the end")
     sub.add_parser("stop", help="stop the running round between transactions")
+    analyse = sub.add_parser("analyse", help="compare every site's tables with the siège's "
+                             "(or --prefer SITE's) by range checksums; --repair fixes them")
+    analyse.add_argument("--table", action="append", help="only this table (repeatable)")
+    analyse.add_argument("--site", action="append", help="only this site (repeatable)")
+    analyse.add_argument("--repair", action="store_true",
+                         help="write the preferred site's rows where they differ (next round "
+                              "carries them; overwritten values go on record)")
+    analyse.add_argument("--prefer", metavar="SITE",
+                         help="the site whose rows are right (needed by --repair)")
     gone = sub.add_parser("decommission", help="remove a site for good")
     gone.add_argument("site")
     found = sub.add_parser("conflicts", help="losing versions on record at the siège")

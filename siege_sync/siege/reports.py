@@ -76,6 +76,8 @@ def _bytes(value: object) -> bytes:
 
 
 def render_text(report: coordinator_pb2.RoundReport) -> str:
+    if report.trigger.startswith("analyse"):
+        return _render_analysis(report)
     lines = [f"Sync round {report.id} ({report.trigger}): {report.outcome.upper()}",
              f"  started {report.started}, ended {report.ended}",
              f"  losing versions put on record at the siège: {report.new_conflicts}",
@@ -96,4 +98,35 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
     if report.outcome != "complete":
         lines += ["", "This round did NOT complete for every site: the sites above that are "
                       "not 'complete' keep their changes for the next round."]
+    return "\n".join(lines)
+
+
+def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
+    lines = [f"Analysis {report.id} ({report.trigger}): {report.outcome.upper()}",
+             f"  started {report.started}, ended {report.ended}", ""]
+    rows = [["site", "table", "vs", "matched", "missing", "extra", "different", "repaired",
+             "bytes"]]
+    for a in report.analysis:
+        rows.append([a.site, a.table, a.reference, str(a.matched), str(a.missing),
+                     str(a.extra), str(a.different), str(a.repaired), str(a.bytes_moved)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if n == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    details = [(a.site, a.table, e) for a in report.analysis for e in a.examples]
+    if details:
+        lines += ["", "Differing rows (first ones):"]
+        lines += [f"  {site} {table}: {e}" for site, table, e in details]
+    errors = [(a.site, a.table, a.error) for a in report.analysis if a.error]
+    if errors:
+        lines += ["", "Not compared:"]
+        lines += [f"  {site} {table}: {e}" for site, table, e in errors]
+    if report.outcome == "differences":
+        lines += ["", "Differences were found and nothing was changed. To make every site hold "
+                      "what one site holds: siege-ctl analyse --repair --prefer SITE"]
+    if report.outcome == "repaired":
+        lines += ["", "The repairs are written at the differing sites as ordinary changes; the "
+                      "next round carries them. Overwritten values are on record "
+                      "(siege-ctl conflicts)."]
     return "\n".join(lines)

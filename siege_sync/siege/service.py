@@ -20,6 +20,7 @@ from ..node.daemon import Node
 from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import purge, reports, siteprobe
+from .analyse import AnalyseError, Analyser
 from .meshstatus import mesh_status
 from .rounds import RoundBusy, Rounds
 
@@ -60,6 +61,31 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             if isinstance(item, BaseException):
                 log.error("[%s] round failed: %s", self._node.cfg.site, item)
                 context.abort(grpc.StatusCode.INTERNAL, f"the round failed: {item}")
+            yield item
+            if item.HasField("done"):
+                return
+
+    def Analyse(self, request: coordinator_pb2.AnalyseRequest,
+                context: grpc.ServicerContext) -> Iterator[coordinator_pb2.AnalyseEvent]:
+        self._admin(context)
+        events: queue.Queue[coordinator_pb2.AnalyseEvent | BaseException] = queue.Queue()
+
+        def work() -> None:
+            try:
+                report = Analyser(self._node, lambda p: events.put(
+                    coordinator_pb2.AnalyseEvent(progress=p))).run(request)
+                events.put(coordinator_pb2.AnalyseEvent(done=report))
+            except BaseException as exc:  # handed to the caller's stream below
+                events.put(exc)
+
+        threading.Thread(target=work, name="analyse", daemon=True).start()
+        while True:
+            item = events.get()
+            if isinstance(item, AnalyseError):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+            if isinstance(item, BaseException):
+                log.error("[%s] analyse failed: %s", self._node.cfg.site, item)
+                context.abort(grpc.StatusCode.INTERNAL, f"the analysis failed: {item}")
             yield item
             if item.HasField("done"):
                 return

@@ -1,0 +1,308 @@
+"""``siege-ctl analyse``: compare every site's tables with a reference site by primary-key
+range digests, drill down only where they differ, and repair on request.
+
+The reference is the site the operator prefers (``--prefer``), else the siège. For each
+other site and table: the reference cuts the key space into ranges of about equal row counts
+(``node/ranges.py``); both sides digest the same ranges (the engine decides what falls in a
+range); equal digests are done, differing ranges are cut again, by the side holding more rows
+there, until a range holds few enough rows to compare row by row. Only digests and the rows
+of differing small ranges cross the mesh.
+
+Pending events are not differences: every compared site is first synced with the siège (the
+reference too), and rows found different are re-checked after syncing that site once more;
+what still differs was changed behind the sync's back.
+
+``--repair`` asks each differing site to write the reference's rows as ordinary local
+writes (``node/repair.py``): the next round carries them, and every value overwritten or
+deleted is first on record as a conflict loser. Never repairs without a preferred site named
+by the operator.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import grpc
+
+from ..node import registers, transport
+from ..node.daemon import Node
+from ..node.schema import introspect
+from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+from . import reports
+
+log = logging.getLogger(__name__)
+
+PARTS = 64  # ranges per cut
+LEAF = 256  # rows: at most this many on both sides, compare row by row
+EXAMPLES = 10
+CALL_TIMEOUT = 3600.0  # a digest of a large table's ranges takes a while
+CONFIRMATIONS = 2
+
+Progress = Callable[[coordinator_pb2.AnalyseProgress], None]
+
+
+class AnalyseError(Exception):
+    pass
+
+
+@dataclass
+class _Side:
+    site: str
+    stub: sync_pb2_grpc.SyncNodeStub
+    bytes_in: int = 0
+
+    def ranges(self, request: sync_pb2.RangesRequest) -> sync_pb2.RangesReply:
+        reply = self.stub.Ranges(request, timeout=CALL_TIMEOUT)
+        self.bytes_in += request.ByteSize() + reply.ByteSize()
+        return reply
+
+    def rows(self, request: sync_pb2.RowsRequest) -> sync_pb2.RowsReply:
+        reply = self.stub.Rows(request, timeout=CALL_TIMEOUT)
+        self.bytes_in += request.ByteSize() + reply.ByteSize()
+        return reply
+
+
+@dataclass
+class _Range:
+    lo: sync_pb2.Key | None
+    hi: sync_pb2.Key | None
+
+
+@dataclass
+class _Diff:
+    missing: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # at the reference
+    extra: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # at the site
+    different: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # reference's
+    leaves: list[_Range] = field(default_factory=list)  # ranges compared row by row
+    matched: int = 0  # rows of ranges whose digests matched
+    leaf_matched: int = 0  # rows compared one by one and equal
+
+
+class Analyser:
+    def __init__(self, node: Node, progress: Progress) -> None:
+        self._node = node
+        self._progress = progress
+        self._bundle, _ = node.watcher.refresh()
+
+    def run(self, request: coordinator_pb2.AnalyseRequest) -> coordinator_pb2.RoundReport:
+        site_id = self._node.cfg.site
+        peers = sorted(self._node.service_cfg.peers)
+        everyone = [site_id, *peers]
+        reference = request.prefer or site_id
+        if reference not in everyone:
+            raise AnalyseError(f"--prefer {reference}: not a site of this siège (sites: "
+                               f"{', '.join(everyone)})")
+        if request.repair and not request.prefer:
+            raise AnalyseError("--repair needs --prefer SITE: rows changed behind the sync's "
+                               "back have no version to compare, so say which site is right")
+        unknown = [s for s in request.sites if s not in everyone]
+        if unknown:
+            raise AnalyseError(f"unknown sites {unknown} (sites: {', '.join(everyone)})")
+        with self._node.replica.database() as con:
+            replicated = sorted(introspect(con).tables)
+        tables = list(request.tables) or replicated
+        missing = [t for t in tables if t not in replicated]
+        if missing:
+            raise AnalyseError(f"not replicated tables {missing} (replicated: "
+                               f"{', '.join(replicated)})")
+        sites = [s for s in (request.sites or everyone) if s != reference]
+        with self._node.replica.database() as con:
+            report_id = reports.next_id(con)
+        report = coordinator_pb2.RoundReport(
+            id=report_id, trigger="analyse" + (" --repair" if request.repair else ""),
+            started=datetime.now().isoformat(timespec="seconds"))
+        for site in sites:
+            self._one_site(site, reference, tables, request.repair, report)
+        report.ended = datetime.now().isoformat(timespec="seconds")
+        differing = any(a.missing or a.extra or a.different for a in report.analysis)
+        failed = any(a.error for a in report.analysis)
+        report.outcome = ("failed" if failed else "repaired" if request.repair and differing
+                          else "differences" if differing else "equal")
+        for site in sites:
+            report.sites.add(site=site, outcome="failed" if any(
+                a.error for a in report.analysis if a.site == site) else "complete")
+        with self._node.replica.database() as con:
+            reports.store(con, report)
+        return report
+
+    # --- one site ----------------------------------------------------------------------
+
+    def _one_site(self, site: str, reference: str, tables: list[str], repair: bool,
+                  report: coordinator_pb2.RoundReport) -> None:
+        for t in tables:
+            self._say(site, t, "syncing")
+        problem = self._sync(site, reference)
+        with self._open(reference) as ref_ch, self._open(site) as ch:
+            ref = _Side(reference, sync_pb2_grpc.SyncNodeStub(ref_ch))
+            other = _Side(site, sync_pb2_grpc.SyncNodeStub(ch))
+            for table in tables:
+                out = report.analysis.add(site=site, table=table, reference=reference)
+                if problem:
+                    out.error = problem
+                    self._say(site, table, "failed")
+                    continue
+                try:
+                    diff = self._compare(ref, other, table)
+                    if diff.missing or diff.extra or diff.different:
+                        self._say(site, table, "confirming")
+                        for _ in range(CONFIRMATIONS):
+                            self._sync(site, reference)
+                            diff = self._recheck(ref, other, table, diff)
+                            if not (diff.missing or diff.extra or diff.different):
+                                break
+                    out.matched = diff.matched + diff.leaf_matched
+                    out.missing, out.extra = len(diff.missing), len(diff.extra)
+                    out.different = len(diff.different)
+                    out.examples.extend(_examples(diff))
+                    if repair and (diff.missing or diff.extra or diff.different):
+                        self._say(site, table, "repairing")
+                        out.repaired = self._repair(other, table, reference, diff)
+                    self._say(site, table, "done")
+                except grpc.RpcError as exc:
+                    out.error = f"{exc.code().name}: {exc.details()}"
+                    self._say(site, table, "failed")
+                out.bytes_moved = ref.bytes_in + other.bytes_in
+                ref.bytes_in = other.bytes_in = 0
+
+    def _sync(self, site: str, reference: str) -> str:
+        """Bring the site (and the reference) level with the siège: pending events are not
+        differences. Returns a problem, or ""."""
+        me = self._node.cfg.site
+        # The siège relays: the reference's pending changes reach it, then the site, and the
+        # site's come back to the reference.
+        for peer in [p for p in (reference, site, reference) if p != me]:
+            reply = self._node.exchange(peer)
+            if reply.unreachable:
+                return f"{peer} is unreachable: {'; '.join(reply.problems)}"
+        return ""
+
+    def _compare(self, ref: _Side, other: _Side, table: str) -> _Diff:
+        diff = _Diff()
+        total = None
+        todo = [_Range(None, None)]
+        while todo:
+            rng = todo.pop()
+            if total is None:
+                first = ref.ranges(_request(table, rng, parts=PARTS))
+                total = sum(r.rows for r in first.ranges)
+                theirs = other.ranges(_digest_request(table, rng, first))
+                pairs = list(zip(first.ranges, theirs.ranges, strict=True))
+            else:
+                pairs = self._cut(ref, other, table, rng)
+            low = rng.lo
+            for mine, their in pairs:
+                sub = _Range(low, mine.hi if mine.HasField("hi") else None)
+                low = sub.hi
+                if mine.digest == their.digest and mine.rows == their.rows:
+                    diff.matched += mine.rows
+                elif max(mine.rows, their.rows) <= LEAF:
+                    diff.leaves.append(sub)
+                    _rows_diff(ref, other, table, sub, diff)
+                else:
+                    todo.append(sub)
+            self._say(other.site, table, "comparing", diff.matched + diff.leaf_matched
+                      + len(diff.different) + len(diff.missing), total)
+        return diff
+
+    def _cut(self, ref: _Side, other: _Side, table: str, rng: _Range
+             ) -> list[tuple[sync_pb2.RangeDigest, sync_pb2.RangeDigest]]:
+        """Cut by the side holding more rows in the range (the other may hold none)."""
+        a = ref.ranges(_request(table, rng, parts=PARTS))
+        b = other.ranges(_digest_request(table, rng, a))
+        if sum(r.rows for r in b.ranges) <= 4 * sum(r.rows for r in a.ranges) + LEAF:
+            return list(zip(a.ranges, b.ranges, strict=True))
+        b = other.ranges(_request(table, rng, parts=PARTS))
+        a = ref.ranges(_digest_request(table, rng, b))
+        return list(zip(a.ranges, b.ranges, strict=True))
+
+    def _recheck(self, ref: _Side, other: _Side, table: str, old: _Diff) -> _Diff:
+        diff = _Diff(matched=old.matched, leaves=old.leaves)
+        for leaf in old.leaves:
+            _rows_diff(ref, other, table, leaf, diff)
+        return diff
+
+    def _repair(self, other: _Side, table: str, reference: str, diff: _Diff) -> int:
+        request = sync_pb2.RepairRequest(table=table, prefer=reference)
+        for image in [*diff.missing.values(), *diff.different.values()]:
+            fix = request.fixes.add()
+            fix.key.CopyFrom(image.key)
+            fix.columns.extend(image.columns)
+        for image in diff.extra.values():
+            request.fixes.add(remove=True).key.CopyFrom(image.key)
+        reply = other.stub.Repair(request, timeout=CALL_TIMEOUT)
+        return reply.written
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _open(self, site: str) -> grpc.Channel:
+        if site == self._node.cfg.site:
+            host, _, port = self._node.service_cfg.listen.rpartition(":")
+            address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
+        else:
+            address = self._node.service_cfg.peers[site].address
+        return transport.channel(address, self._bundle, site)
+
+    def _say(self, site: str, table: str, state: str, done: int = 0, total: int = 0) -> None:
+        self._progress(coordinator_pb2.AnalyseProgress(site=site, table=table, state=state,
+                                                       rows_done=done, rows_total=total))
+
+
+def _key(k: sync_pb2.Key | None) -> bytes:
+    return registers.key_data(list(k.values)) if k is not None else b""
+
+
+def _request(table: str, rng: _Range, parts: int) -> sync_pb2.RangesRequest:
+    request = sync_pb2.RangesRequest(table=table, parts=parts)
+    if rng.lo is not None:
+        request.lo.CopyFrom(rng.lo)
+    if rng.hi is not None:
+        request.hi.CopyFrom(rng.hi)
+    return request
+
+
+def _digest_request(table: str, rng: _Range, cut: sync_pb2.RangesReply
+                    ) -> sync_pb2.RangesRequest:
+    """The same ranges as ``cut`` (the other side's), to digest here."""
+    request = sync_pb2.RangesRequest(table=table)
+    if rng.lo is not None:
+        request.lo.CopyFrom(rng.lo)
+    for r in cut.ranges:
+        if r.HasField("hi"):
+            request.bounds.add().CopyFrom(r.hi)
+        else:
+            request.open_end = True
+    return request
+
+
+def _rows_diff(ref: _Side, other: _Side, table: str, rng: _Range, diff: _Diff) -> None:
+    request = sync_pb2.RowsRequest(table=table, limit=LEAF * 8)
+    if rng.lo is not None:
+        request.lo.CopyFrom(rng.lo)
+    if rng.hi is not None:
+        request.hi.CopyFrom(rng.hi)
+    mine = {_key(r.key): r for r in ref.rows(request).rows}
+    theirs = {_key(r.key): r for r in other.rows(request).rows}
+    for k, row in mine.items():
+        if k not in theirs:
+            diff.missing[k] = row
+        elif theirs[k].hash != row.hash:
+            diff.different[k] = row
+        else:
+            diff.leaf_matched += 1
+    for k, row in theirs.items():
+        if k not in mine:
+            diff.extra[k] = row
+
+
+def _examples(diff: _Diff) -> list[str]:
+    from ..node import values
+
+    out: list[str] = []
+    for kind, found in (("missing", diff.missing), ("extra", diff.extra),
+                        ("different", diff.different)):
+        for image in list(found.values())[:EXAMPLES]:
+            out.append(f"{kind}: key {', '.join(values.describe(v) for v in image.key.values)}")
+    return out[:EXAMPLES]

@@ -1,0 +1,142 @@
+"""``siege-ctl analyse`` against sites diverged on purpose behind the triggers' back (a row
+deleted, edited, added, a BLOB changed, a NUMERIC changed in its last digit, a DOUBLE in its
+last bit, a composite-key row): it finds exactly those and nothing else, pending events are
+not reported, and ``--repair --prefer`` then a round makes every digest equal, with what was
+overwritten on record."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import pytest
+
+from siege_sync.node.conflicts import listing
+from siege_sync.node.digest import table_digest
+from siege_sync.node.schema import introspect
+from tests.test_apply import run_sql
+from tools.localmesh import LocalMesh
+
+DDL = [
+    "CREATE TABLE ITEM (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(40), "
+    "PRICE NUMERIC(12, 2), RATE DOUBLE PRECISION, NOTE BLOB SUB_TYPE TEXT)",
+    "CREATE TABLE PAIR (K1 INTEGER NOT NULL, K2 VARCHAR(10) NOT NULL, V INTEGER, "
+    "PRIMARY KEY (K1, K2))",
+]
+SITES = {"siege": True, "lyon": False, "nice": False}
+ROWS = 20_000  # enough for two levels of ranges (64 per cut, 256 rows compared one by one)
+
+
+@contextmanager
+def behind_the_triggers_back(con):
+    """Capture off for the block, as a restore or a manual fix with triggers disabled is."""
+    def switch(state: str) -> None:
+        with con.transaction_manager() as tm:
+            tm.begin()
+            cur = tm.cursor()
+            cur.execute("SELECT TRIM(RDB$TRIGGER_NAME) FROM RDB$TRIGGERS "
+                        "WHERE RDB$TRIGGER_NAME STARTING WITH 'SYNC$TR'")
+            for (name,) in cur.fetchall():
+                cur.execute(f"ALTER TRIGGER {name} {state}")
+            tm.commit()
+
+    switch("INACTIVE")
+    try:
+        yield
+    finally:
+        switch("ACTIVE")
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    m = LocalMesh(tmp_path, SITES, DDL)
+    m.pki.admin("ops")
+    (tmp_path / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{m.ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+    for con in m.cons.values():  # the same data everywhere, as the legacy tool left it
+        with behind_the_triggers_back(con):
+            run_sql(con, f"""EXECUTE BLOCK AS DECLARE I INTEGER = 0; BEGIN
+                WHILE (I < {ROWS}) DO BEGIN
+                  INSERT INTO ITEM (ID, A, PRICE, RATE, NOTE) VALUES (:I, 'item ' || :I,
+                    :I * 1.25, :I / 7e0, 'note ' || :I);
+                  I = I + 1;
+                END END""")
+            run_sql(con, """EXECUTE BLOCK AS DECLARE I INTEGER = 0; BEGIN
+                WHILE (I < 300) DO BEGIN
+                  INSERT INTO PAIR (K1, K2, V) VALUES (MOD(:I, 10), 'k' || :I, :I);
+                  I = I + 1;
+                END END""")
+    yield m
+    m.close()
+
+
+def ctl(mesh, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                           str(mesh.folder / "siege-ctl.toml"), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def digests(mesh, table: str) -> set[str]:
+    return {table_digest(con, introspect(con).tables[table]).digest
+            for con in mesh.cons.values()}
+
+
+def line_of(out: str, site: str, table: str) -> list[str]:
+    """The report's row for ``site`` and ``table`` (after the progress bars)."""
+    for line in out.split("matched  missing", 1)[1].splitlines():
+        cells = line.split()
+        if cells[:2] == [site, table]:
+            return cells
+    raise AssertionError(f"no line for {site} {table} in:\n{out}")
+
+
+def test_analyse_finds_exactly_what_drifted_and_repair_converges(mesh):
+    lyon = mesh.cons["lyon"]
+    with behind_the_triggers_back(lyon):
+        run_sql(lyon, "DELETE FROM ITEM WHERE ID = 5")
+        run_sql(lyon, "UPDATE ITEM SET A = 'edited by hand' WHERE ID = 7000")
+        run_sql(lyon, "INSERT INTO ITEM (ID, A) VALUES (50000, 'added by hand')")
+        run_sql(lyon, "UPDATE ITEM SET NOTE = 'another note' WHERE ID = 9")
+        run_sql(lyon, "UPDATE ITEM SET PRICE = PRICE + 0.01 WHERE ID = 11")
+        # The last bit of a DOUBLE: 1/7 and its neighbour.
+        run_sql(lyon, "UPDATE ITEM SET RATE = 0.14285714285714282e0 WHERE ID = 1")
+        run_sql(lyon, "UPDATE PAIR SET V = -1 WHERE K1 = 3 AND K2 = 'k13'")
+    # Pending, not drifted: a captured change at nice not synced yet.
+    run_sql(mesh.cons["nice"], "UPDATE ITEM SET A = 'a normal change' WHERE ID = 12")
+
+    found = ctl(mesh, "analyse")
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "DIFFERENCES" in found.stdout
+    # site table vs matched missing extra different repaired bytes
+    item = line_of(found.stdout, "lyon", "ITEM")
+    assert item[3:8] == [str(ROWS - 5), "1", "1", "4", "0"], found.stdout
+    assert line_of(found.stdout, "lyon", "PAIR")[3:7] == ["299", "0", "0", "1"]
+    for table in ("ITEM", "PAIR"):
+        assert line_of(found.stdout, "nice", table)[4:7] == ["0", "0", "0"], found.stdout
+    assert "missing: key 5" in found.stdout and "extra: key 50000" in found.stdout
+    moved = int(item[8])
+    assert moved < 0.05 * ROWS * 60, f"{moved} bytes moved: only differing ranges travel"
+    assert "[#" in found.stdout, "progress bars"
+
+    refused = ctl(mesh, "analyse", "--repair")
+    assert refused.returncode == 2 and "--prefer" in refused.stderr
+
+    fixed = ctl(mesh, "analyse", "--repair", "--prefer", "siege")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "REPAIRED" in fixed.stdout and line_of(fixed.stdout, "lyon", "ITEM")[7] == "6"
+    lost = {(c.kind, c.column) for c in listing(lyon, "ITEM")}
+    assert ("analyse", "A") in lost and ("analyse", "NOTE") in lost, lost
+    assert ctl(mesh, "manual").returncode == 0
+    assert len(digests(mesh, "ITEM")) == 1 and len(digests(mesh, "PAIR")) == 1
+    again = ctl(mesh, "analyse")
+    assert again.returncode == 0 and "EQUAL" in again.stdout, again.stdout
+    shown = ctl(mesh, "report", "show", "4")
+    assert shown.returncode == 0 and "Analysis 4" in shown.stdout
+
+
+def test_analyse_explains_an_unknown_table_or_site(mesh):
+    bad = ctl(mesh, "analyse", "--table", "NOPE")
+    assert bad.returncode == 2 and "NOPE" in bad.stderr and "Traceback" not in bad.stderr
+    bad = ctl(mesh, "analyse", "--prefer", "paris")
+    assert bad.returncode == 2 and "paris" in bad.stderr
