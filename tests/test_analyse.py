@@ -133,6 +133,9 @@ def test_analyse_finds_exactly_what_drifted_and_repair_converges(mesh):
     assert again.returncode == 0 and "EQUAL" in again.stdout, again.stdout
     shown = ctl(mesh, "report", "show", "4")
     assert shown.returncode == 0 and "Analysis 4" in shown.stdout
+    page = mesh.folder / "analysis.html"
+    assert ctl(mesh, "report", "show", "1", "--html", str(page)).returncode == 0
+    assert "Analysis 1" in page.read_text() and "Different" in page.read_text()
 
 
 def test_analyse_explains_an_unknown_table_or_site(mesh):
@@ -140,3 +143,62 @@ def test_analyse_explains_an_unknown_table_or_site(mesh):
     assert bad.returncode == 2 and "NOPE" in bad.stderr and "Traceback" not in bad.stderr
     bad = ctl(mesh, "analyse", "--prefer", "paris")
     assert bad.returncode == 2 and "paris" in bad.stderr
+
+
+ODD_DDL = ["""CREATE TABLE ODD (
+    KD DATE NOT NULL, KC CHAR(3) CHARACTER SET WIN1252 NOT NULL, KT TIMESTAMP NOT NULL,
+    KO VARCHAR(10) CHARACTER SET OCTETS NOT NULL,
+    SI SMALLINT, BI BIGINT, N18 NUMERIC(18,4), FL FLOAT, DP DOUBLE PRECISION, BO BOOLEAN,
+    TM TIME, CU CHAR(5) CHARACTER SET UTF8, VN VARCHAR(20) CHARACTER SET NONE,
+    BB BLOB SUB_TYPE BINARY, BT BLOB SUB_TYPE TEXT CHARACTER SET UTF8,
+    PRIMARY KEY (KD, KC, KT, KO))"""]
+
+
+def test_every_type_and_a_composite_key_of_awkward_types(tmp_path):
+    """Keys of a DATE, a WIN1252 CHAR, a TIMESTAMP before 1858 and OCTETS; a change in a
+    FLOAT's and a DOUBLE's last bit, a BOOLEAN, a TIME, a binary BLOB — found exactly, and
+    repaired."""
+    from siege_sync.proto import coordinator_pb2
+    from siege_sync.siege.analyse import Analyser
+
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False}, ODD_DDL)
+    try:
+        for con in mesh.cons.values():
+            with behind_the_triggers_back(con):
+                run_sql(con, """EXECUTE BLOCK AS DECLARE I INTEGER = 0; BEGIN
+                    WHILE (I < 1500) DO BEGIN
+                      INSERT INTO ODD VALUES (DATEADD(MOD(:I, 7) DAY TO DATE '2020-01-01'),
+                        'é' || MOD(:I, 5), DATEADD(:I SECOND TO TIMESTAMP '1850-01-01 00:00'),
+                        CAST(:I AS VARCHAR(10)), MOD(:I, 300), :I * 100000000000,
+                        :I / 3.0, :I / 3e0, :I / 7e0, MOD(:I, 2) = 0, TIME '10:00:00',
+                        'ü' || MOD(:I, 9), 'n' || :I, X'00FF' || CAST(:I AS VARCHAR(10)),
+                        'texte ' || :I);
+                      I = I + 1;
+                    END END""")
+        lyon = mesh.cons["lyon"]
+        where = "WHERE KO = CAST(? AS VARCHAR(10) CHARACTER SET OCTETS)"
+        with behind_the_triggers_back(lyon):
+            for column, value, row in (("FL", "FL * 1.0000001", 10), ("DP", "DP * (1 + 2e-16)", 20),
+                                       ("BO", "NOT BO", 30), ("TM", "TIME '10:00:01'", 40),
+                                       ("BB", "X'00FE'", 50)):
+                with lyon.transaction_manager() as tm:
+                    tm.begin()
+                    cur = tm.cursor()
+                    cur.execute(f"UPDATE ODD SET {column} = {value} {where}", (str(row),))
+                    assert cur.affected_rows == 1
+                    tm.commit()
+            run_sql(lyon, f"DELETE FROM ODD {where}", ("1234",))
+        progress: list = []
+        report = Analyser(mesh.nodes["siege"], progress.append).run(
+            coordinator_pb2.AnalyseRequest(tables=["ODD"], prefer="siege", repair=True))
+        (found,) = report.analysis
+        assert (found.matched, found.missing, found.extra, found.different) == \
+            (1494, 1, 0, 5), found
+        assert found.repaired == 6 and report.outcome == "repaired"
+        assert progress and progress[-1].state == "done"
+        mesh.exchange("siege", "lyon")
+        mesh.exchange("siege", "lyon")
+        assert len({table_digest(con, introspect(con).tables["ODD"]).digest
+                    for con in mesh.cons.values()}) == 1
+    finally:
+        mesh.close()

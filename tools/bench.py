@@ -17,6 +17,10 @@ process, because these machines are noisy; the last line is one JSON object.
   ``e2e_*`` / ``slow_link_*``): the mesh, site to site over mTLS with apply, on loopback and
   through a 2 Mbit/s link between network namespaces (``tools/bench_mesh.py`` says how). If
   that part fails, its keys are null and ``errors`` says why; the rest is still printed.
+* ``analyse_bytes_ratio``, ``analyse_time_vs_scan`` (and ``analyse_seconds``,
+  ``analyse_found``): ``siege-ctl analyse`` on a ``--analyse-rows`` table (1,000,000) with 10
+  scattered differences: bytes moved ÷ the table's bytes, time ÷ one local full-table SELECT
+  (``tools/bench_analyse.py``). Reported like the mesh part when it fails.
 
 Each figure is the median of ``--repeat`` runs (the mesh figures: one run).
 """
@@ -207,6 +211,8 @@ def main() -> None:
     parser.add_argument("--mesh-slow-events", default="auto",
                         help="events over the 2 Mbit/s link (auto: 100000 or 30000)")
     parser.add_argument("--skip-slow-link", action="store_true")
+    parser.add_argument("--analyse-rows", type=int, default=1_000_000,
+                        help="rows of the analyse benchmark's table (tools/bench_analyse.py)")
     args = parser.parse_args()
     mesh_preload()
     out: dict[str, float] = {}
@@ -233,7 +239,25 @@ def main() -> None:
         print(f"server publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
     out.update(mesh_figures(args))
+    analysis = analyse_figures(args.analyse_rows)
+    if "errors" in analysis and "errors" in out:
+        analysis["errors"] = [*out["errors"], *analysis["errors"]]
+    out.update(analysis)
     print(json.dumps(out, sort_keys=True))
+
+
+def analyse_figures(rows: int) -> dict:
+    """The analyse part (tools/bench_analyse.py), reported like the mesh part."""
+    from tools import bench_analyse
+
+    try:
+        figures = bench_analyse.run(rows)
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON
+        message = f"analyse: {type(exc).__name__}: {exc}"
+        print(f"analyse benchmark FAILED: {message}", flush=True)
+        return {**dict.fromkeys(bench_analyse.KEYS), "errors": [message]}
+    print(f"analyse: {figures}", flush=True)
+    return figures
 
 
 MESH_KEYS = ("e2e_events_per_s", "wire_bytes_per_event", "slow_link_efficiency")

@@ -148,10 +148,30 @@ def _read(cur: Cursor, con: Connection, table: Table, lo: Key | None, hi: Key | 
 
 
 def rows(con: Connection, table: Table, lo: Key | None, hi: Key | None,
-         limit: int) -> list[Row]:
-    """The rows of ``(lo, hi]`` with their hashes and values (large BLOBs by reference:
-    length and sha256), at most ``limit`` (RangeError beyond: drill down further)."""
-    where, params = _where(table, con, lo, hi)
+         limit: int, keys: Sequence[Key] = ()) -> list[Row]:
+    """The rows of ``(lo, hi]`` (or, given ``keys``, those of them that exist) with their
+    hashes and values (large BLOBs by reference: length and sha256), at most ``limit``
+    (RangeError beyond: drill down further)."""
+    if keys:
+        out: list[Row] = []
+        for key in keys:
+            out += _rows(con, table, *_exactly(table, con, key), limit)
+        return out
+    return _rows(con, table, *_where(table, con, lo, hi), limit)
+
+
+def _exactly(table: Table, con: Connection, key: Key) -> tuple[str, list[object]]:
+    cols = table.key_columns
+    if len(key) != len(cols):
+        raise RangeError(f"{table.name}: a key of {len(key)} values for {len(cols)} columns")
+    where = " AND ".join(f"{quote(c.name, con.sql_dialect)} = {values.param_expr(c)}"
+                         for c in cols)
+    return f" WHERE {where}", [values.decode(c.type, v) for c, v in zip(cols, key,
+                                                                         strict=True)]
+
+
+def _rows(con: Connection, table: Table, where: str, params: list[object],
+          limit: int) -> list[Row]:
     exprs = ", ".join(values.select_expr(c, con.sql_dialect) for c in table.columns)
     names = [c.name.encode() for c in table.columns]
     types = [c.type for c in table.columns]

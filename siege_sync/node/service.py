@@ -241,6 +241,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                 else:
                     hi = list(request.hi.values) if request.HasField("hi") else None
                     bounds = ranges.split(con, table, lo, hi, min(request.parts or 1, 4096))
+                    if request.bounds_only:
+                        return _bounds_reply(bounds)
                 found = ranges.digests(con, table, lo, bounds)
         except (ranges.RangeError, ValueError) as exc:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, printable(str(exc)))
@@ -259,7 +261,11 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         try:
             with self._replica.database() as con:
                 table = self._table(con, request.table, context)
-                found = ranges.rows(con, table, lo, hi, min(request.limit or 1000, 100_000))
+                if len(request.keys) > 10_000:
+                    self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                                 "at most 10,000 keys per request")
+                found = ranges.rows(con, table, lo, hi, min(request.limit or 1000, 100_000),
+                                    [list(k.values) for k in request.keys])
         except ranges.RangeError as exc:
             self._refuse(context, grpc.StatusCode.OUT_OF_RANGE, printable(str(exc)))
         except ValueError as exc:
@@ -268,8 +274,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         for row in found:
             image = reply.rows.add(hash=row.hash)
             image.key.values.extend(row.key)
-            for name, value in row.columns.items():
-                image.columns.add(column=name, value=value)
+            if not request.hashes_only:
+                for name, value in row.columns.items():
+                    image.columns.add(column=name, value=value)
         return reply
 
     def Repair(self, request: sync_pb2.RepairRequest,
@@ -296,6 +303,15 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         if self._exchanger is None:
             self._refuse(context, grpc.StatusCode.UNIMPLEMENTED, "no peers configured")
         return self._exchanger(request.peer)
+
+
+def _bounds_reply(bounds: list) -> sync_pb2.RangesReply:
+    reply = sync_pb2.RangesReply()
+    for hi in bounds:
+        out = reply.ranges.add()
+        if hi is not None:
+            out.hi.values.extend(hi)
+    return reply
 
 
 def add_to_server(service: SyncService, server: grpc.Server) -> None:

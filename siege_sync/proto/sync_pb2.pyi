@@ -208,20 +208,22 @@ class Key(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ...) -> None: ...
 
 class RangesRequest(_message.Message):
-    __slots__ = ("table", "lo", "bounds", "open_end", "parts", "hi")
+    __slots__ = ("table", "lo", "bounds", "open_end", "parts", "hi", "bounds_only")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     LO_FIELD_NUMBER: _ClassVar[int]
     BOUNDS_FIELD_NUMBER: _ClassVar[int]
     OPEN_END_FIELD_NUMBER: _ClassVar[int]
     PARTS_FIELD_NUMBER: _ClassVar[int]
     HI_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_ONLY_FIELD_NUMBER: _ClassVar[int]
     table: str
     lo: Key
     bounds: _containers.RepeatedCompositeFieldContainer[Key]
     open_end: bool
     parts: int
     hi: Key
-    def __init__(self, table: _Optional[str] = ..., lo: _Optional[_Union[Key, _Mapping]] = ..., bounds: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., open_end: bool = ..., parts: _Optional[int] = ..., hi: _Optional[_Union[Key, _Mapping]] = ...) -> None: ...
+    bounds_only: bool
+    def __init__(self, table: _Optional[str] = ..., lo: _Optional[_Union[Key, _Mapping]] = ..., bounds: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., open_end: bool = ..., parts: _Optional[int] = ..., hi: _Optional[_Union[Key, _Mapping]] = ..., bounds_only: bool = ...) -> None: ...
 
 class RangeDigest(_message.Message):
     __slots__ = ("hi", "rows", "digest")
@@ -240,16 +242,20 @@ class RangesReply(_message.Message):
     def __init__(self, ranges: _Optional[_Iterable[_Union[RangeDigest, _Mapping]]] = ...) -> None: ...
 
 class RowsRequest(_message.Message):
-    __slots__ = ("table", "lo", "hi", "limit")
+    __slots__ = ("table", "lo", "hi", "limit", "hashes_only", "keys")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     LO_FIELD_NUMBER: _ClassVar[int]
     HI_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    HASHES_ONLY_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     table: str
     lo: Key
     hi: Key
     limit: int
-    def __init__(self, table: _Optional[str] = ..., lo: _Optional[_Union[Key, _Mapping]] = ..., hi: _Optional[_Union[Key, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+    hashes_only: bool
+    keys: _containers.RepeatedCompositeFieldContainer[Key]
+    def __init__(self, table: _Optional[str] = ..., lo: _Optional[_Union[Key, _Mapping]] = ..., hi: _Optional[_Union[Key, _Mapping]] = ..., limit: _Optional[int] = ..., hashes_only: bool = ..., keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ...) -> None: ...
 
 class RowImage(_message.Message):
     __slots__ = ("key", "hash", "columns")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,11 +36,12 @@ from . import reports
 
 log = logging.getLogger(__name__)
 
-PARTS = 64  # ranges per cut
-LEAF = 256  # rows: at most this many on both sides, compare row by row
+PARTS = 32  # ranges per cut
+LEAF = 64  # rows: at most this many on both sides, compare row by row
 EXAMPLES = 10
 CALL_TIMEOUT = 3600.0  # a digest of a large table's ranges takes a while
 CONFIRMATIONS = 2
+REPAIR_BATCH = 500  # rows read from the reference per request, to repair
 
 Progress = Callable[[coordinator_pb2.AnalyseProgress], None]
 
@@ -159,7 +161,7 @@ class Analyser:
                     out.examples.extend(_examples(diff))
                     if repair and (diff.missing or diff.extra or diff.different):
                         self._say(site, table, "repairing")
-                        out.repaired = self._repair(other, table, reference, diff)
+                        out.repaired = self._repair(ref, other, table, diff)
                     self._say(site, table, "done")
                 except grpc.RpcError as exc:
                     out.error = f"{exc.code().name}: {exc.details()}"
@@ -185,13 +187,9 @@ class Analyser:
         todo = [_Range(None, None)]
         while todo:
             rng = todo.pop()
+            pairs = self._cut(ref, other, table, rng)
             if total is None:
-                first = ref.ranges(_request(table, rng, parts=PARTS))
-                total = sum(r.rows for r in first.ranges)
-                theirs = other.ranges(_digest_request(table, rng, first))
-                pairs = list(zip(first.ranges, theirs.ranges, strict=True))
-            else:
-                pairs = self._cut(ref, other, table, rng)
+                total = sum(mine.rows for mine, _their in pairs)
             low = rng.lo
             for mine, their in pairs:
                 sub = _Range(low, mine.hi if mine.HasField("hi") else None)
@@ -209,14 +207,21 @@ class Analyser:
 
     def _cut(self, ref: _Side, other: _Side, table: str, rng: _Range
              ) -> list[tuple[sync_pb2.RangeDigest, sync_pb2.RangeDigest]]:
-        """Cut by the side holding more rows in the range (the other may hold none)."""
-        a = ref.ranges(_request(table, rng, parts=PARTS))
-        b = other.ranges(_digest_request(table, rng, a))
-        if sum(r.rows for r in b.ranges) <= 4 * sum(r.rows for r in a.ranges) + LEAF:
-            return list(zip(a.ranges, b.ranges, strict=True))
-        b = other.ranges(_request(table, rng, parts=PARTS))
-        a = ref.ranges(_digest_request(table, rng, b))
-        return list(zip(a.ranges, b.ranges, strict=True))
+        """Cut by the reference's keys; again by the other's if it holds many more rows
+        there (the reference may hold none). Both sides digest at once."""
+        pairs = self._digest_both(ref, other, table, rng, ref)
+        if sum(b.rows for _a, b in pairs) <= 4 * sum(a.rows for a, _b in pairs) + LEAF:
+            return pairs
+        return self._digest_both(ref, other, table, rng, other)
+
+    def _digest_both(self, ref: _Side, other: _Side, table: str, rng: _Range, cutter: _Side
+                     ) -> list[tuple[sync_pb2.RangeDigest, sync_pb2.RangeDigest]]:
+        request = _request(table, rng, parts=PARTS)
+        request.bounds_only = True
+        digest = _digest_request(table, rng, cutter.ranges(request))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="analyse") as pool:
+            mine, theirs = pool.map(lambda side: side.ranges(digest), (ref, other))
+        return list(zip(mine.ranges, theirs.ranges, strict=True))
 
     def _recheck(self, ref: _Side, other: _Side, table: str, old: _Diff) -> _Diff:
         diff = _Diff(matched=old.matched, leaves=old.leaves)
@@ -224,12 +229,17 @@ class Analyser:
             _rows_diff(ref, other, table, leaf, diff)
         return diff
 
-    def _repair(self, other: _Side, table: str, reference: str, diff: _Diff) -> int:
-        request = sync_pb2.RepairRequest(table=table, prefer=reference)
-        for image in [*diff.missing.values(), *diff.different.values()]:
-            fix = request.fixes.add()
-            fix.key.CopyFrom(image.key)
-            fix.columns.extend(image.columns)
+    def _repair(self, ref: _Side, other: _Side, table: str, diff: _Diff) -> int:
+        """The reference's whole rows (read now, by key) written at the other site."""
+        request = sync_pb2.RepairRequest(table=table, prefer=ref.site)
+        wanted = [image.key for image in [*diff.missing.values(), *diff.different.values()]]
+        for start in range(0, len(wanted), REPAIR_BATCH):
+            rows = ref.rows(sync_pb2.RowsRequest(table=table, limit=REPAIR_BATCH,
+                                                 keys=wanted[start:start + REPAIR_BATCH]))
+            for image in rows.rows:
+                fix = request.fixes.add()
+                fix.key.CopyFrom(image.key)
+                fix.columns.extend(image.columns)
         for image in diff.extra.values():
             request.fixes.add(remove=True).key.CopyFrom(image.key)
         reply = other.stub.Repair(request, timeout=CALL_TIMEOUT)
@@ -278,7 +288,7 @@ def _digest_request(table: str, rng: _Range, cut: sync_pb2.RangesReply
 
 
 def _rows_diff(ref: _Side, other: _Side, table: str, rng: _Range, diff: _Diff) -> None:
-    request = sync_pb2.RowsRequest(table=table, limit=LEAF * 8)
+    request = sync_pb2.RowsRequest(table=table, limit=LEAF * 8, hashes_only=True)
     if rng.lo is not None:
         request.lo.CopyFrom(rng.lo)
     if rng.hi is not None:

@@ -16,21 +16,50 @@ from fpdf import FPDF
 from ..proto import coordinator_pb2
 
 _HEADERS = ("Site", "Outcome", "Events in", "Events out", "Parked", "Duration", "Clock")
+_WIDTHS = (34, 26, 24, 24, 18, 24, 24)
+# An analysis (siege-ctl analyse) is stored as a report too, with its own table.
+_ANALYSIS_HEADERS = ("Site", "Table", "Matched", "Missing", "Extra", "Different", "Repaired")
+_ANALYSIS_WIDTHS = (30, 36, 24, 20, 18, 22, 24)
 _LATIN1 = str.maketrans({"—": "-", "–": "-", "’": "'", "‘": "'", "“": '"', "”": '"',
                          "…": "...", "→": "->", "•": "*"})
 
 
+def _is_analysis(report: coordinator_pb2.RoundReport) -> bool:
+    return report.trigger.startswith("analyse")
+
+
+def _title(report: coordinator_pb2.RoundReport) -> str:
+    return f"{'Analysis' if _is_analysis(report) else 'Sync round'} {report.id}"
+
+
+def _headers(report: coordinator_pb2.RoundReport) -> tuple[str, ...]:
+    return _ANALYSIS_HEADERS if _is_analysis(report) else _HEADERS
+
+
 def _rows(report: coordinator_pb2.RoundReport) -> list[tuple[str, ...]]:
+    if _is_analysis(report):
+        return [(a.site, a.table, str(a.matched), str(a.missing), str(a.extra),
+                 str(a.different), str(a.repaired)) for a in report.analysis]
     return [(s.site, s.outcome, str(s.events_in), str(s.events_out), str(s.parked),
              f"{s.duration_ms / 1000:.1f} s", f"{s.clock_offset_us / 1e6:+.2f} s")
             for s in report.sites]
 
 
 def _problems(report: coordinator_pb2.RoundReport) -> list[str]:
+    if _is_analysis(report):
+        return ([f"{a.site} {a.table}: {x}" for a in report.analysis for x in a.examples]
+                + [f"{a.site} {a.table}: not compared: {a.error}" for a in report.analysis
+                   if a.error])
     return [f"{s.site}: {e}" for s in report.sites for e in s.errors]
 
 
 def _verdict(report: coordinator_pb2.RoundReport) -> str | None:
+    if _is_analysis(report):
+        return {"differences": "Differences were found and nothing was changed.",
+                "repaired": "The repairs were written at the differing sites; the next round "
+                            "carries them. Overwritten values are on record.",
+                "failed": "Some tables could not be compared (see above)."
+                }.get(report.outcome)
     if report.outcome == "complete":
         return None
     return ("This round did NOT complete for every site: the sites that are not 'complete' "
@@ -45,7 +74,7 @@ def render_html(report: coordinator_pb2.RoundReport) -> str:
     verdict = _verdict(report)
     return f"""<!DOCTYPE html>
 <html lang="fr"><head><meta charset="utf-8">
-<title>Sync round {report.id}: {e(report.outcome)}</title>
+<title>{_title(report)}: {e(report.outcome)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }}
@@ -53,12 +82,12 @@ th, td {{ border: 1px solid #999; padding: 0.3em 0.8em; text-align: left; }}
 .outcome-complete {{ color: #060; }} .outcome-partial, .outcome-stopped {{ color: #a60; }}
 .outcome-failed {{ color: #a00; }}
 </style></head><body>
-<h1>Sync round {report.id} <span class="outcome-{e(report.outcome)}">
+<h1>{_title(report)} <span class="outcome-{e(report.outcome)}">
 {e(report.outcome.upper())}</span></h1>
 <p>Trigger: {e(report.trigger)}. Started {e(_when(report.started))}, ended
 {e(_when(report.ended))}.
 Losing versions put on record at the siège: {report.new_conflicts}.</p>
-<table><tr>{"".join(f"<th>{h}</th>" for h in _HEADERS)}</tr>
+<table><tr>{"".join(f"<th>{h}</th>" for h in _headers(report))}</tr>
 {rows}
 </table>
 {f"<h2>Problems</h2><ul>{problems}</ul>" if problems else ""}
@@ -69,10 +98,10 @@ Losing versions put on record at the siège: {report.new_conflicts}.</p>
 
 def write_pdf(report: coordinator_pb2.RoundReport, path: Path) -> None:
     pdf = FPDF(format="A4")
-    pdf.set_title(f"Sync round {report.id}")
+    pdf.set_title(_title(report))
     pdf.add_page()
     pdf.set_font("Helvetica", "B", 18)
-    pdf.cell(0, 12, _latin1(f"Sync round {report.id}: {report.outcome.upper()}"),
+    pdf.cell(0, 12, _latin1(f"{_title(report)}: {report.outcome.upper()}"),
              new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", size=11)
     for line in (f"Trigger: {report.trigger}",
@@ -80,9 +109,9 @@ def write_pdf(report: coordinator_pb2.RoundReport, path: Path) -> None:
                  f"Losing versions put on record at the siège: {report.new_conflicts}"):
         pdf.cell(0, 7, _latin1(line), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
-    widths = (34, 26, 24, 24, 18, 24, 24)
+    widths = _ANALYSIS_WIDTHS if _is_analysis(report) else _WIDTHS
     pdf.set_font("Helvetica", "B", 10)
-    for header, width in zip(_HEADERS, widths, strict=True):
+    for header, width in zip(_headers(report), widths, strict=True):
         pdf.cell(width, 8, header, border=1)
     pdf.ln()
     pdf.set_font("Helvetica", size=10)
