@@ -432,6 +432,17 @@ def pending_entries(con: Connection) -> int:
     return sum(_query(con, sql)[0][0] for sql in counts)
 
 
+def drop_capture_triggers(con: Connection) -> list[str]:
+    """Drop every capture trigger (nothing else): what a vendor's DROP COLUMN would trip on.
+    ``install`` creates them again."""
+    dropped = []
+    for (name,) in _query(con, "SELECT RDB$TRIGGER_NAME FROM RDB$TRIGGERS "
+                               f"WHERE RDB$TRIGGER_NAME STARTING WITH '{TRIGGER_PREFIX}'"):
+        _ddl(con, f"DROP TRIGGER {name.strip()}")
+        dropped.append(name.strip())
+    return dropped
+
+
 def uninstall(con: Connection, force: bool = False) -> list[str]:
     """Remove exactly the sync's objects and guards. Refuses while changes are unpublished."""
     removed: list[str] = []
@@ -449,10 +460,7 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
                 _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
                           f"{guard.remove_guard(trig.source)}")
                 removed.append(f"guard in {trig.name}")
-    for (name,) in _query(con, "SELECT RDB$TRIGGER_NAME FROM RDB$TRIGGERS "
-                               f"WHERE RDB$TRIGGER_NAME STARTING WITH '{TRIGGER_PREFIX}'"):
-        _ddl(con, f"DROP TRIGGER {name.strip()}")
-        removed.append(name.strip())
+    removed += drop_capture_triggers(con)
     for name in sorted(_relation_names(con)):
         if name.startswith(IMAGE_PREFIX) or name in (LOG_TABLE, STATE_TABLE, TABLES_TABLE,
                                                      HEARTBEAT_TABLE, EVENTS_TABLE,

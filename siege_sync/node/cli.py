@@ -1,8 +1,8 @@
 """``siege-node``: the site node's command line.
 
 Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, ``status``,
-``conflicts``, ``run`` (the mesh service) and ``exchange --with SITE`` (asks the running node
-to sync with a peer now).
+``conflicts``, ``upgrade`` (a vendor upgrade with capture stepped aside), ``run`` (the mesh
+service) and ``exchange --with SITE`` (asks the running node to sync with a peer now).
 Operator mistakes (bad config, unreachable database, refused uninstall) print what is wrong
 and what to do, and exit 2 — never a traceback.
 """
@@ -24,6 +24,7 @@ from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
 from .schema import introspect
 from .status import capture_status
+from .upgrade import UpgradeError
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -241,7 +242,30 @@ def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     return 1 if reply.problems else 0
 
 
+def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    """Run a vendor upgrade with capture stepped aside (upgrade.py)."""
+    from .upgrade import upgrade
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    outcome = upgrade(cfg, args.script, command)
+    print(f"site {cfg.site}: {outcome.published} captured changes published before the "
+          "upgrade")
+    for line in outcome.change.lines() or ["no replicated table or column changed"]:
+        print(f"  {line}")
+    if outcome.failure:
+        print(f"error: the upgrade FAILED: {outcome.failure}", file=sys.stderr)
+        print(f"capture is reinstalled on the schema as the failed upgrade left it "
+              f"({outcome.fingerprint}): users can work and sync goes on; fix the script "
+              "and run siege-node upgrade again", file=sys.stderr)
+        return 1
+    print(f"capture reinstalled on the new schema ({outcome.fingerprint}); start "
+          "`siege-node run` again")
+    return 0
+
+
 SERVICE_COMMANDS = {
+    "upgrade": (cmd_upgrade, "run a vendor upgrade script (or -- COMMAND) with capture "
+                             "stepped aside, then reinstall it"),
     "run": (cmd_run, "serve this site on the mesh (mTLS gRPC) until SIGTERM"),
     "exchange": (cmd_exchange, "ask the running node to sync with a peer now"),
 }
@@ -261,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--table", help="only this table")
             p.add_argument("--reapply", metavar="ID",
                            help="write this losing version back as a new local change")
+        if name == "upgrade":
+            p.add_argument("--script", type=Path, help="an SQL script, run with isql-fb")
+            p.add_argument("command_line", nargs=argparse.REMAINDER,
+                           help="-- COMMAND ...: the vendor's upgrader instead (it gets "
+                                "SIEGE_SYNC_DSN, ISC_USER, ISC_PASSWORD)")
         if name == "exchange":
             p.add_argument("--with", dest="peer", required=True, metavar="SITE",
                            help="the peer, as named in [peers]")
@@ -285,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with connection(cfg.database) as con:
             return func(cfg, con, args)
     except (DatabaseUnavailable, capture.InstallError, PublishError,
-            conflicts.ConflictError, config.ConfigError, CertError, NodeError) as exc:
+            conflicts.ConflictError, config.ConfigError, CertError, NodeError,
+            UpgradeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DatabaseError as exc:
