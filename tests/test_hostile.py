@@ -45,7 +45,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from siege_sync.certs import Authority, write_bundle
-from siege_sync.node import capture
+from siege_sync.node import capture, catchup
 from siege_sync.node.daemon import Node
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc, values_pb2
@@ -455,8 +455,11 @@ def _key(values: list[values_pb2.Value]) -> Callable[[events_pb2.Event], list]:
 def shapes() -> st.SearchStrategy[Hostile]:
     """Operations, keys, tables and origins that do not fit."""
     known_tables = {"T", capture.HEARTBEAT_TABLE}
+    # A plausible name of a table this site lacks is kept aside, not refused (another site
+    # upgraded first: tests/test_schema_versions.py); these are names no table has.
     tables = st.one_of(st.text(NAMES, max_size=60), st.sampled_from(
-        ['T"; DROP TABLE T; --', "SYNC$STATE", "SYNC$EVENTS", "RDB$DATABASE", "t", "T "]))
+        ['T"; DROP TABLE T; --', "SYNC$STATE", "SYNC$EVENTS", "RDB$DATABASE", "T ", ""])
+    ).filter(lambda t: not catchup.plausible_table(t))
     wrong_key = st.one_of(
         st.just([]), st.just([V(integer=2), V(integer=3)]), st.just([V(null=True)]),
         st.sampled_from([k for k in VALUES if k != "integer"]).flatmap(lambda k: VALUES[k])

@@ -170,7 +170,12 @@ def test_malformed_pushes_are_refused_and_the_node_stays_up(mesh):
         bad.tx.first_seq, bad.tx.count = 1, 1
         reply = stub.Push(iter([sync_pb2.Batch(events=[bad.SerializeToString()])]),
                           timeout=10)
-        assert reply.applied_events == 0 and "NO_SUCH_TABLE" in reply.refused[0]
+        assert reply.applied_events == 1 and not reply.refused
+        # A table this site does not have: kept aside until it has it (a site upgraded
+        # first, DESIGN §3.8), never written anywhere.
+        from siege_sync.node import catchup
+
+        assert catchup.waiting(mesh.cons["siege"]) == {"NO_SUCH_TABLE": 1}
         assert stub.Status(sync_pb2.StatusRequest(), timeout=10).site == "siege"
     run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'still works')")
     assert ok(mesh.exchange("siege", "nice")).pulled_events == 1

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2
-from . import capture, eventlog, lockholder, parking, registers
+from . import capture, catchup, eventlog, lockholder, parking, registers
 from .capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
@@ -154,14 +154,33 @@ class Applier:
         finally:
             self._sql.close()
 
-    def _apply(self, bodies: Iterable[bytes], hold: frozenset[tuple[str, int]]) -> ApplyResult:
-        result = ApplyResult()
-        self._publisher.publish()
+    def _load_schema(self) -> None:
         self._schema = introspect(self._con)
         # The heartbeat table travels like a replicated table (capture.beat).
         self._schema.tables[HEARTBEAT_TABLE] = capture.heartbeat_table(self._con.sql_dialect)
         self._registry = {name: no for no, (name, _k) in capture.table_registry(
             self._con).items()}
+
+    def catch_up(self) -> int:
+        """Apply the events kept aside for tables installed here since (catchup.py), in the
+        order they arrived; returns how many."""
+        self._publisher.publish()
+        self._load_schema()
+        done = 0
+        try:
+            for body in catchup.ready(self._con, set(self._registry)):
+                event = _parse(body)
+                self._apply_tx([_Incoming(event, body)], replay=True)
+                catchup.forget(self._con, event)
+                done += 1
+        finally:
+            self._sql.close()
+        return done
+
+    def _apply(self, bodies: Iterable[bytes], hold: frozenset[tuple[str, int]]) -> ApplyResult:
+        result = ApplyResult()
+        self._publisher.publish()
+        self._load_schema()
         applied, heads = self.vector()
         own = (self._site, int(capture.get_state(self._con, "incarnation") or "1"))
         parked = {(p.origin, p.incarnation) for p in parking.listing(self._con)}
@@ -341,7 +360,9 @@ class Applier:
         raise ApplyError(f"could not apply {tx[0].event.origin.site}#{tx[0].event.seq}: "
                          "local writers kept changing the same rows")
 
-    def _apply_tx(self, tx: list[_Incoming]) -> int:
+    def _apply_tx(self, tx: list[_Incoming], replay: bool = False) -> int:
+        """``replay``: events kept aside earlier (catchup.py), applied now that their table
+        is here; their origin's counter and the event log already count them."""
         assert self._schema is not None
         recorded = 0
         origin = tx[0].event.origin
@@ -353,7 +374,7 @@ class Applier:
                 cur.execute(f"SELECT APPLIED FROM {VECTOR_TABLE} WHERE ORIGIN = ? "
                             "AND INCARNATION = ? WITH LOCK", (origin.site, origin.incarnation))
                 row = cur.fetchone()
-                if row is not None and int(row[0]) >= tx[0].event.seq:
+                if not replay and row is not None and int(row[0]) >= tx[0].event.seq:
                     return 0
                 self._check_blob_lengths(cur, tx)
                 rows = registers.RowStates(cur, self._sql)
@@ -362,21 +383,28 @@ class Applier:
                 pending_local = self._tables_with_pending_changes(cur, touched)
                 by_table: dict[int, list[bytes]] = {}
                 for item in tx:
-                    by_table.setdefault(registry.get(item.event.table, -1), []).append(
-                        registers.key_hash(item.event.key))
+                    if item.event.table in registry:
+                        by_table.setdefault(registry[item.event.table], []).append(
+                            registers.key_hash(item.event.key))
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
                                   self._policies, pending_local,
                                   DatabaseBlobStore(tm))
                 for item in tx:
-                    if item.event.table not in registry:
-                        raise ApplyError(f"table {item.event.table} has no capture objects "
-                                         "here: run siege-node install")
+                    if (item.event.table not in registry and not replay
+                            and catchup.plausible_table(item.event.table)):
+                        # A table another site has and this one not yet (DESIGN §3.8): kept
+                        # aside, the rest of the transaction applies; applied once the table
+                        # is installed here (catchup.py).
+                        catchup.defer(cur, item.event, item.body)
+                        continue
                     self._apply_event(settler, self._table(item.event.table), item.event)
                 settler.flush()
                 recorded = settler.losses_recorded
                 rows.flush()
+                if replay:
+                    return recorded
                 eventlog.append(cur, origin.site, origin.incarnation, [
                     eventlog.StoredEvent(i.event.seq, i.event.stamp,
                                          hashlib.sha256(i.body).digest(), i.body) for i in tx])
@@ -511,3 +539,14 @@ def _parse(body: bytes) -> events_pb2.Event:
 
 
 _KNOWN_OPS = frozenset({events_pb2.OP_INSERT, events_pb2.OP_UPDATE, events_pb2.OP_DELETE})
+
+
+def catch_up(con: Connection, site: str, policies: Mapping[str, Policy] | None = None
+             ) -> list[str]:
+    """After an install that added tables or columns (catchup.py): fill the new columns from
+    the registers, apply the events kept for the new tables. Returns what it did."""
+    done = catchup.fill_new_columns(con, dict(policies or {}))
+    applied = Applier(con, site, policies=policies).catch_up()
+    if applied:
+        done.append(f"{applied} kept events of newly installed tables applied")
+    return done

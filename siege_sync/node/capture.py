@@ -48,6 +48,9 @@ CONFLICTS_TABLE = "SYNC$CONFLICTS"  # losing versions on record (see apply.py)
 VECTOR_TABLE = "SYNC$VECTOR"  # per origin: what this database applied (see apply.py)
 PARKED_TABLE = "SYNC$PARKED"  # origins whose next transaction cannot apply (parking.py)
 REPORTS_TABLE = "SYNC$REPORTS"  # sync round reports, kept by whichever node coordinates
+# Events of tables this site does not have yet (another site upgraded first): kept, applied
+# once the table is installed here (catchup.py).
+DEFERRED_TABLE = "SYNC$DEFERRED"
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
@@ -180,6 +183,11 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                        f"REASON VARCHAR(2000) CHARACTER SET UTF8, FIRST_SEEN TIMESTAMP, "
                        f"LAST_SEEN TIMESTAMP, ATTEMPTS INTEGER, "
                        f"PRIMARY KEY (ORIGIN, INCARNATION))"),
+        (DEFERRED_TABLE, f"CREATE TABLE {DEFERRED_TABLE} (ORD {idt} NOT NULL PRIMARY KEY, "
+                         f"ORIGIN VARCHAR(63) CHARACTER SET UTF8 NOT NULL, "
+                         f"INCARNATION INTEGER NOT NULL, SEQ {idt} NOT NULL, "
+                         f"TBL VARCHAR(63) CHARACTER SET UTF8 NOT NULL, BODY BLOB SUB_TYPE 0, "
+                         f"RECORDED TIMESTAMP)"),
         (REPORTS_TABLE, f"CREATE TABLE {REPORTS_TABLE} (ID INTEGER NOT NULL PRIMARY KEY, "
                         f"STARTED TIMESTAMP, ENDED TIMESTAMP, OUTCOME VARCHAR(20), "
                         f"BODY BLOB SUB_TYPE 0)"),
@@ -466,7 +474,8 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
                                                      HEARTBEAT_TABLE, EVENTS_TABLE,
                                                      BLOBS_TABLE, ROWS_TABLE,
                                                      CONFLICTS_TABLE, VECTOR_TABLE,
-                                                     PARKED_TABLE, REPORTS_TABLE):
+                                                     PARKED_TABLE, REPORTS_TABLE,
+                                                     DEFERRED_TABLE):
             _ddl(con, f"DROP TABLE {name}")
             removed.append(name)
     if LOG_SEQ in _generator_names(con):

@@ -19,6 +19,7 @@ from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
 from . import capture, config, conflicts, values
+from .apply import catch_up
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
@@ -37,6 +38,8 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
     report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+    for line in catch_up(con, cfg.site, cfg.policies):
+        print(f"  caught up with the new schema: {line}")
     schema = report.schema
     assert schema is not None
     print(f"site {cfg.site}: capture installed on {len(schema.tables)} tables "
@@ -252,6 +255,8 @@ def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
           "upgrade")
     for line in outcome.change.lines() or ["no replicated table or column changed"]:
         print(f"  {line}")
+    for line in outcome.caught_up:
+        print(f"  caught up with the new schema: {line}")
     if outcome.failure:
         print(f"error: the upgrade FAILED: {outcome.failure}", file=sys.stderr)
         print(f"capture is reinstalled on the schema as the failed upgrade left it "

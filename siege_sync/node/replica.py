@@ -23,7 +23,7 @@ from firebird.driver import Connection, DatabaseError
 from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
 from . import blobs, capture, eventlog, retention, rewind, status
-from .apply import Applier, ApplyResult, printable
+from .apply import Applier, ApplyResult, catch_up, printable
 from .clock import Clock, SystemClock
 from .config import NodeConfig
 from .database import connection_lost, open_connection
@@ -77,6 +77,7 @@ class Replica:
         # After a start nothing is published until a peer has confirmed our chain head:
         # a database restored from an old copy must not reuse sequence numbers (rewind.py).
         self._confirmed = False
+        self._caught_up = False
         self._attach(con)
 
     def _attach(self, con: Connection) -> None:
@@ -263,7 +264,17 @@ class Replica:
             raise NotReady(f"{self.site} applies nothing before a hello confirmed its own "
                            "chain")
         batch = list(bodies)
-        return self._retrying(lambda: self._applier.apply(batch, hold))
+
+        def step() -> ApplyResult:
+            if not self._caught_up:
+                # Tables or columns installed since the node started (or while it was
+                # down, by a plain `install`): catch up first (catchup.py).
+                for line in catch_up(self._con, self.site, self._cfg.policies):
+                    log.info("[%s] caught up with the new schema: %s", self.site, line)
+                self._caught_up = True
+            return self._applier.apply(batch, hold)
+
+        return self._retrying(step)
 
     def status(self, digests: bool = False) -> tuple[status.CaptureStatus, list[TableDigest]]:
         def step() -> tuple[status.CaptureStatus, list[TableDigest]]:

@@ -11,7 +11,8 @@ the upgrade itself:
 3. drops the capture triggers (the log, the registers and everything else stay);
 4. runs the script (through ``isql-fb``) or the vendor's own upgrader command;
 5. reinstalls capture for the schema as it now is — also after a failing script, which is
-   then said plainly — and re-guards application triggers the script replaced;
+   then said plainly — re-guards application triggers the script replaced, and catches up
+   with what other sites already wrote in the new tables and columns (catchup.py);
 6. says what changed: tables and columns added, dropped, retyped.
 
 Must never leave the database without capture: step 5 runs whatever happened in step 4.
@@ -29,6 +30,7 @@ from pathlib import Path
 from firebird.driver import Connection
 
 from . import capture
+from .apply import catch_up
 from .config import NodeConfig
 from .database import READ_COMMITTED_RW, connection, transaction
 from .publish import Publisher
@@ -81,6 +83,7 @@ class UpgradeOutcome:
     published: int
     failure: str | None  # the script's or command's failure, with its output
     fingerprint: str
+    caught_up: list[str]  # other sites' values and events the new schema could now take
 
 
 def others_attached(con: Connection) -> list[str]:
@@ -134,7 +137,9 @@ def upgrade(cfg: NodeConfig, script: Path | None = None,
             report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
             assert report.schema is not None
             after = report.schema
-    return UpgradeOutcome(compare(before, after), published, failure, after.fingerprint())
+            caught_up = catch_up(con, cfg.site, cfg.policies)
+    return UpgradeOutcome(compare(before, after), published, failure, after.fingerprint(),
+                          caught_up)
 
 
 def _run(cfg: NodeConfig, script: Path | None, command: Sequence[str]) -> str | None:
