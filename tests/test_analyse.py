@@ -202,3 +202,86 @@ def test_every_type_and_a_composite_key_of_awkward_types(tmp_path):
                     for con in mesh.cons.values()}) == 1
     finally:
         mesh.close()
+
+
+def _analyse(mesh, **request):
+    """The siège's analysis in a thread: a drill-down that never ends fails the test."""
+    import threading
+
+    from siege_sync.proto import coordinator_pb2
+    from siege_sync.siege.analyse import Analyser
+
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(Analyser(
+        mesh.nodes["siege"], lambda _p: None).run(coordinator_pb2.AnalyseRequest(**request))),
+        daemon=True)
+    worker.start()
+    worker.join(180)
+    assert out, "the analysis did not end"
+    return out[0]
+
+
+def test_a_range_the_reference_barely_holds_is_cut_by_the_other_side_regression(tmp_path):
+    """Found by review: the reference holding 1 row of a range the site holds 65 of made
+    the drill-down cut the same range forever."""
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False},
+                     ["CREATE TABLE K (ID INTEGER NOT NULL PRIMARY KEY)"])
+    try:
+        for site, top in (("siege", 1000), ("lyon", 1065)):
+            with behind_the_triggers_back(mesh.cons[site]):
+                run_sql(mesh.cons[site], f"""EXECUTE BLOCK AS DECLARE I INTEGER = 1; BEGIN
+                    WHILE (I <= {top}) DO BEGIN INSERT INTO K VALUES (:I); I = I + 1; END
+                    END""")
+        (found,) = _analyse(mesh, tables=["K"]).analysis
+        assert (found.matched, found.extra, found.missing) == (1000, 65, 0), found
+    finally:
+        mesh.close()
+
+
+def test_keys_equal_for_the_engine_are_repaired_not_deleted_regression(tmp_path):
+    """Found by review: 'abc' at the reference and 'ABC' at the site under a case-insensitive
+    collation were one missing and one extra row; the write then the delete hit the same
+    row and the table ended empty."""
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False},
+                     ["CREATE TABLE CI (K VARCHAR(10) CHARACTER SET UTF8 NOT NULL COLLATE "
+                      "UNICODE_CI, V INTEGER, PRIMARY KEY (K))"])
+    try:
+        for site, key in (("siege", "abc"), ("lyon", "ABC")):
+            with behind_the_triggers_back(mesh.cons[site]):
+                run_sql(mesh.cons[site], f"INSERT INTO CI VALUES ('{key}', 1)")
+        report = _analyse(mesh, tables=["CI"], repair=True, prefer="siege")
+        assert report.analysis[0].repaired == 2, report
+        mesh.exchange("siege", "lyon")
+        for con in mesh.cons.values():
+            with con.transaction_manager() as tm:
+                tm.begin()
+                cur = tm.cursor()
+                cur.execute("SELECT K, V FROM CI")
+                assert cur.fetchall() == [("abc", 1)]
+                tm.commit()
+    finally:
+        mesh.close()
+
+
+def test_a_row_changed_since_it_was_compared_is_left_alone(make_db):
+    """A user's newer work between the comparison and the repair is never overwritten."""
+    from siege_sync.node import capture
+    from siege_sync.node.repair import repair
+    from siege_sync.proto import sync_pb2, values_pb2
+
+    con = make_db(ddl=["CREATE TABLE R (ID INTEGER NOT NULL PRIMARY KEY, V INTEGER)"])
+    capture.install(con)
+    run_sql(con, "INSERT INTO R VALUES (1, 10)")
+    table = introspect(con).tables["R"]
+    fix = sync_pb2.RowFix(key=sync_pb2.Key(values=[values_pb2.Value(integer=1)]),
+                          expect=b"\x00" * 32)  # the hash it had when compared: not now's
+    fix.columns.add(column="ID", value=values_pb2.Value(integer=1))
+    fix.columns.add(column="V", value=values_pb2.Value(integer=99))
+    done = repair(con, "lyon", table, "siege", [fix])
+    assert (done.written, done.changed) == (0, 1)
+    with con.transaction_manager() as tm:
+        tm.begin()
+        cur = tm.cursor()
+        cur.execute("SELECT V FROM R")
+        assert cur.fetchall() == [(10,)]
+        tm.commit()

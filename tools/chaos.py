@@ -431,6 +431,10 @@ def _check_losers(mesh: Mesh, table: str, key: int, writes: list[Write], final: 
                   out: TrialResult) -> None:
     """Every value that neither stands nor was knowingly replaced is a loser on record."""
     seen = {w.old for w in writes}
+    if final in seen - {None}:
+        # A value a later committed write read and replaced can never win again.
+        out.diverged += 1
+        out.problems.append(f"{table} {key}: {final!r} stands, but a later write replaced it")
     silent = {w.new for w in writes} - seen - {final, None}
     if not silent:
         return

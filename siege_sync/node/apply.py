@@ -268,7 +268,9 @@ class Applier:
         for _origin, reason in sorted(waiting.items()):
             log.info("[%s] %s", self._site, reason)
             result.waiting_for.append(reason)
-        for by_seq in incoming.values():
+        for origin, by_seq in incoming.items():
+            if origin in hold or origin in result.busy:
+                continue  # not tried again in this stream: its sender sends them again
             result.pending.extend(by_seq[s].body for s in sorted(by_seq))
         result.waiting = len(result.pending)
         return result

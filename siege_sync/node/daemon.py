@@ -170,9 +170,9 @@ def _claim(con: Connection, cfg: NodeConfig, mesh: str) -> None:
             f"{cfg.database.dsn} is the database of site {recorded['site']!r} of mesh "
             f"{recorded['mesh']!r} (its node recorded that), but this node is site "
             f"{cfg.site!r} of mesh {mesh!r} ({cfg.path or 'the config'}): point [database] "
-            "dsn at this site's own database. Nothing was changed. To make that database "
-            "this site's for good, remove the sync's objects from it (`siege-node uninstall "
-            "--force`) and install again: it then starts afresh, as a new site")
+            "dsn at this site's own database. Nothing was changed. If that database really "
+            "is to become this site's, it must join as a new site (its unsynced changes "
+            "would otherwise be lost): ask for a resync of this site from the siège")
     for name, value in wanted.items():
         if recorded[name] is None:
             capture.set_state(con, name, value)

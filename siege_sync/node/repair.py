@@ -7,7 +7,8 @@ and the next round carries them everywhere like any change, knowingly overwritin
 site held. Before a row is overwritten or deleted, each value it loses is put on record in
 ``SYNC$CONFLICTS`` (kind ``analyse``), so ``conflicts --reapply`` can bring it back.
 
-One transaction per request: all its fixes are written, or none.
+One transaction per request: all its fixes are written, or none. A fix names the row's hash
+as it was compared; a row changed since (a user's newer work) is left alone and counted.
 Must never write a value it cannot write exactly: a large BLOB known only by its hash, and
 not stored here, is refused with what to do. A large BLOB a row loses is kept in
 ``SYNC$BLOBS`` by its hash, as any large BLOB the sync stores.
@@ -25,6 +26,7 @@ from ..proto import sync_pb2, values_pb2
 from . import registers, values
 from .capture import CONFLICTS_TABLE, table_registry
 from .database import quote, transaction
+from .digest import hash_encoded
 from .schema import Table
 from .storage import DatabaseBlobStore
 
@@ -37,6 +39,7 @@ class RepairError(Exception):
 class RepairDone:
     written: int
     recorded: int
+    changed: int  # rows no longer as compared (a user's newer work): left alone
 
 
 def repair(con: Connection, site: str, table: Table, prefer: str,
@@ -48,7 +51,8 @@ def repair(con: Connection, site: str, table: Table, prefer: str,
     keys = table.key_columns
     where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c in keys)
     cols = ", ".join(values.select_expr(c, d) for c in table.columns)
-    written = recorded = 0
+    written = recorded = changed = 0
+    names = [c.name.encode() for c in table.columns]
     with transaction(con) as tm:
         cur = tm.cursor()
         store = DatabaseBlobStore(tm)
@@ -62,9 +66,14 @@ def repair(con: Connection, site: str, table: Table, prefer: str,
                 cur.execute(f"SELECT {cols} FROM {quote(table.name, d)} WHERE {where}", params)
                 row = cur.fetchone()
                 wanted = {cv.column: cv.value for cv in fix.columns}
-                if row is not None:
-                    held = {c.name: values.encode(c.type, _read(v), store)
-                            for c, v in zip(table.columns, row, strict=True)}
+                held = None if row is None else {
+                    c.name: values.encode(c.type, _read(v), store)
+                    for c, v in zip(table.columns, row, strict=True)}
+                now = b"" if held is None else hash_encoded(names, list(held.values()))
+                if now != fix.expect:
+                    changed += 1  # written since it was compared: never overwrite unseen
+                    continue
+                if held is not None:
                     for name, value in held.items():
                         if fix.remove or _differs(value, wanted.get(name)):
                             _record(cur, numbers[table.name], key, name, value, site, prefer)
@@ -76,7 +85,7 @@ def repair(con: Connection, site: str, table: Table, prefer: str,
                 written += 1
         finally:
             cur.close()
-    return RepairDone(written, recorded)
+    return RepairDone(written, recorded, changed)
 
 
 def _read(raw: object) -> object:

@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import ranges, repair
+from . import capture, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .replica import NotReady, PeerRefused, PurgedHere, Replica
@@ -214,14 +214,17 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
 
     # --- analyse: range digests, rows, repairs (ranges.py, repair.py) ---------------------
 
-    def _analyst(self, context: grpc.ServicerContext, what: str) -> None:
+    def _analyst(self, context: grpc.ServicerContext, what: str) -> PeerIdentity:
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
         if caller.kind is Kind.SITE and not caller.has_role(Role.RELAY):
             self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
                          f"{caller.name} may not {what}: admin or coordinator certificates only")
+        return caller
 
     def _table(self, con: Connection, name: str, context: grpc.ServicerContext) -> Table:
-        table = introspect(con, only=name).tables.get(name)
+        # Replicated tables only: a table the config excludes is nobody else's business.
+        replicated = {n for n, _k in capture.table_registry(con).values()}
+        table = introspect(con, only=name).tables.get(name) if name in replicated else None
         if table is None:
             self._refuse(context, grpc.StatusCode.NOT_FOUND,
                          f"no replicated table {printable(name, 80)!r} at {self._site}")
@@ -230,6 +233,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def Ranges(self, request: sync_pb2.RangesRequest,
                context: grpc.ServicerContext) -> sync_pb2.RangesReply:
         self._analyst(context, "read range digests")
+        if len(request.bounds) > MAX_RANGES:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"at most {MAX_RANGES} ranges per request")
         lo = list(request.lo.values) if request.HasField("lo") else None
         try:
             with self._replica.database() as con:
@@ -240,7 +246,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                         bounds.append(None)
                 else:
                     hi = list(request.hi.values) if request.HasField("hi") else None
-                    bounds = ranges.split(con, table, lo, hi, min(request.parts or 1, 4096))
+                    bounds = ranges.split(con, table, lo, hi,
+                                          min(request.parts or 1, MAX_RANGES))
                     if request.bounds_only:
                         return _bounds_reply(bounds)
                 found = ranges.digests(con, table, lo, bounds)
@@ -264,7 +271,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                 if len(request.keys) > 10_000:
                     self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
                                  "at most 10,000 keys per request")
-                found = ranges.rows(con, table, lo, hi, min(request.limit or 1000, 100_000),
+                cap = MAX_ROWS_HASHES if request.hashes_only else MAX_ROWS_WHOLE
+                found = ranges.rows(con, table, lo, hi, min(request.limit or 1000, cap),
                                     [list(k.values) for k in request.keys])
         except ranges.RangeError as exc:
             self._refuse(context, grpc.StatusCode.OUT_OF_RANGE, printable(str(exc)))
@@ -281,7 +289,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
 
     def Repair(self, request: sync_pb2.RepairRequest,
                context: grpc.ServicerContext) -> sync_pb2.RepairReply:
-        self._analyst(context, "order repairs")
+        caller = self._analyst(context, "order repairs")
+        if len(request.fixes) > MAX_FIXES:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"at most {MAX_FIXES} fixes per request")
         try:
             with self._replica.database() as con:
                 table = self._table(con, request.table, context)
@@ -289,10 +300,12 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         except (repair.RepairError, ValueError) as exc:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
                          printable(f"nothing repaired: {exc}"))
-        log.warning("[%s] analyse repair of %s: %d rows written as %s holds them, %d values "
-                    "on record", self._site, request.table, done.written,
-                    printable(request.prefer, 80), done.recorded)
-        return sync_pb2.RepairReply(written=done.written, recorded=done.recorded)
+        log.warning("[%s] analyse repair of %s ordered by %s: %d rows written as %s holds "
+                    "them, %d values on record, %d rows changed since compared left alone",
+                    self._site, request.table, caller.name, done.written,
+                    printable(request.prefer, 80), done.recorded, done.changed)
+        return sync_pb2.RepairReply(written=done.written, recorded=done.recorded,
+                                    changed=done.changed)
 
     def Exchange(self, request: sync_pb2.ExchangeRequest,
                  context: grpc.ServicerContext) -> sync_pb2.ExchangeReply:
@@ -303,6 +316,13 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         if self._exchanger is None:
             self._refuse(context, grpc.StatusCode.UNIMPLEMENTED, "no peers configured")
         return self._exchanger(request.peer)
+
+
+# What one analyse call may ask (a relay's or admin's certificate is trusted, not unbounded).
+MAX_RANGES = 4096
+MAX_ROWS_HASHES = 100_000
+MAX_ROWS_WHOLE = 2_000
+MAX_FIXES = 1_000
 
 
 def _bounds_reply(bounds: list) -> sync_pb2.RangesReply:

@@ -133,11 +133,17 @@ def upgrade(cfg: NodeConfig, script: Path | None = None,
         failure = _run(cfg, script, command)
     finally:
         # Whatever happened: capture back on, for the schema as it now is.
-        with connection(cfg.database) as con:
-            report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
-            assert report.schema is not None
-            after = report.schema
-            caught_up = catch_up(con, cfg.site, cfg.policies)
+        try:
+            with connection(cfg.database) as con:
+                report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+                assert report.schema is not None
+                after = report.schema
+                caught_up = catch_up(con, cfg.site, cfg.policies)
+        except Exception as exc:  # said loudly: the database is without capture
+            raise UpgradeError(
+                f"capture could NOT be reinstalled after the upgrade ({exc}): changes made "
+                "now are not captured. Run `siege-node install` before anyone works. The "
+                f"upgrade itself {'failed: ' + failure if failure else 'ran'}") from exc
     return UpgradeOutcome(compare(before, after), published, failure, after.fingerprint(),
                           caught_up)
 

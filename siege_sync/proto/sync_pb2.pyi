@@ -274,14 +274,16 @@ class RowsReply(_message.Message):
     def __init__(self, rows: _Optional[_Iterable[_Union[RowImage, _Mapping]]] = ...) -> None: ...
 
 class RowFix(_message.Message):
-    __slots__ = ("key", "remove", "columns")
+    __slots__ = ("key", "remove", "columns", "expect")
     KEY_FIELD_NUMBER: _ClassVar[int]
     REMOVE_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_FIELD_NUMBER: _ClassVar[int]
     key: Key
     remove: bool
     columns: _containers.RepeatedCompositeFieldContainer[_events_pb2.ColumnValue]
-    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., remove: bool = ..., columns: _Optional[_Iterable[_Union[_events_pb2.ColumnValue, _Mapping]]] = ...) -> None: ...
+    expect: bytes
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., remove: bool = ..., columns: _Optional[_Iterable[_Union[_events_pb2.ColumnValue, _Mapping]]] = ..., expect: _Optional[bytes] = ...) -> None: ...
 
 class RepairRequest(_message.Message):
     __slots__ = ("table", "prefer", "fixes")
@@ -294,9 +296,11 @@ class RepairRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ..., prefer: _Optional[str] = ..., fixes: _Optional[_Iterable[_Union[RowFix, _Mapping]]] = ...) -> None: ...
 
 class RepairReply(_message.Message):
-    __slots__ = ("written", "recorded")
+    __slots__ = ("written", "recorded", "changed")
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
     RECORDED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
     written: int
     recorded: int
-    def __init__(self, written: _Optional[int] = ..., recorded: _Optional[int] = ...) -> None: ...
+    changed: int
+    def __init__(self, written: _Optional[int] = ..., recorded: _Optional[int] = ..., changed: _Optional[int] = ...) -> None: ...

@@ -28,7 +28,7 @@ from datetime import datetime
 
 import grpc
 
-from ..node import registers, transport
+from ..node import capture, registers, transport
 from ..node.daemon import Node
 from ..node.schema import introspect
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
@@ -71,6 +71,8 @@ class _Side:
 class _Range:
     lo: sync_pb2.Key | None
     hi: sync_pb2.Key | None
+    ref_rows: int = 0  # rows each side holds there, once known
+    other_rows: int = 0
 
 
 @dataclass
@@ -78,6 +80,7 @@ class _Diff:
     missing: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # at the reference
     extra: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # at the site
     different: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # reference's
+    theirs: dict[bytes, sync_pb2.RowImage] = field(default_factory=dict)  # the site's
     leaves: list[_Range] = field(default_factory=list)  # ranges compared row by row
     matched: int = 0  # rows of ranges whose digests matched
     leaf_matched: int = 0  # rows compared one by one and equal
@@ -104,17 +107,17 @@ class Analyser:
         if unknown:
             raise AnalyseError(f"unknown sites {unknown} (sites: {', '.join(everyone)})")
         with self._node.replica.database() as con:
-            replicated = sorted(introspect(con).tables)
+            replicated = sorted(name for name, _k in capture.table_registry(con).values()
+                                if name != capture.HEARTBEAT_TABLE and name in
+                                introspect(con).tables)
         tables = list(request.tables) or replicated
         missing = [t for t in tables if t not in replicated]
         if missing:
             raise AnalyseError(f"not replicated tables {missing} (replicated: "
                                f"{', '.join(replicated)})")
         sites = [s for s in (request.sites or everyone) if s != reference]
-        with self._node.replica.database() as con:
-            report_id = reports.next_id(con)
-        report = coordinator_pb2.RoundReport(
-            id=report_id, trigger="analyse" + (" --repair" if request.repair else ""),
+        report = coordinator_pb2.RoundReport(  # its id is taken when it is stored
+            trigger="analyse" + (" --repair" if request.repair else ""),
             started=datetime.now().isoformat(timespec="seconds"))
         for site in sites:
             self._one_site(site, reference, tables, request.repair, report)
@@ -140,6 +143,8 @@ class Analyser:
         with self._open(reference) as ref_ch, self._open(site) as ch:
             ref = _Side(reference, sync_pb2_grpc.SyncNodeStub(ref_ch))
             other = _Side(site, sync_pb2_grpc.SyncNodeStub(ch))
+            if not problem:
+                problem = _schemas_differ(ref, other)
             for table in tables:
                 out = report.analysis.add(site=site, table=table, reference=reference)
                 if problem:
@@ -162,6 +167,11 @@ class Analyser:
                     if repair and (diff.missing or diff.extra or diff.different):
                         self._say(site, table, "repairing")
                         out.repaired = self._repair(ref, other, table, diff)
+                        left = len(diff.missing) + len(diff.extra) + len(diff.different) \
+                            - out.repaired
+                        if left:
+                            out.error = (f"{left} rows changed since they were compared "
+                                         "and were left alone: run analyse again")
                     self._say(site, table, "done")
                 except grpc.RpcError as exc:
                     out.error = f"{exc.code().name}: {exc.details()}"
@@ -187,12 +197,16 @@ class Analyser:
         todo = [_Range(None, None)]
         while todo:
             rng = todo.pop()
-            pairs = self._cut(ref, other, table, rng)
+            # Cut by the side holding more rows there: its pieces hold at most 1/PARTS of
+            # them, so every pass shrinks the larger count and the drill-down ends.
+            pairs = self._digest_both(ref, other, table, rng,
+                                      other if rng.other_rows > rng.ref_rows else ref)
             if total is None:
                 total = sum(mine.rows for mine, _their in pairs)
             low = rng.lo
             for mine, their in pairs:
-                sub = _Range(low, mine.hi if mine.HasField("hi") else None)
+                sub = _Range(low, mine.hi if mine.HasField("hi") else None, mine.rows,
+                             their.rows)
                 low = sub.hi
                 if mine.digest == their.digest and mine.rows == their.rows:
                     diff.matched += mine.rows
@@ -204,15 +218,6 @@ class Analyser:
             self._say(other.site, table, "comparing", diff.matched + diff.leaf_matched
                       + len(diff.different) + len(diff.missing), total)
         return diff
-
-    def _cut(self, ref: _Side, other: _Side, table: str, rng: _Range
-             ) -> list[tuple[sync_pb2.RangeDigest, sync_pb2.RangeDigest]]:
-        """Cut by the reference's keys; again by the other's if it holds many more rows
-        there (the reference may hold none). Both sides digest at once."""
-        pairs = self._digest_both(ref, other, table, rng, ref)
-        if sum(b.rows for _a, b in pairs) <= 4 * sum(a.rows for a, _b in pairs) + LEAF:
-            return pairs
-        return self._digest_both(ref, other, table, rng, other)
 
     def _digest_both(self, ref: _Side, other: _Side, table: str, rng: _Range, cutter: _Side
                      ) -> list[tuple[sync_pb2.RangeDigest, sync_pb2.RangeDigest]]:
@@ -230,20 +235,29 @@ class Analyser:
         return diff
 
     def _repair(self, ref: _Side, other: _Side, table: str, diff: _Diff) -> int:
-        """The reference's whole rows (read now, by key) written at the other site."""
-        request = sync_pb2.RepairRequest(table=table, prefer=ref.site)
+        """The reference's whole rows (read now, by key) written at the other site, each only
+        if the row there is still what was compared (a user's newer work is left alone).
+        Removals first: a key spelt differently but equal for the engine (a case-insensitive
+        collation, trailing spaces) is then written, not deleted after being written."""
+        fixes: list[sync_pb2.RowFix] = []
+        for image in diff.extra.values():
+            fixes.append(sync_pb2.RowFix(key=image.key, remove=True, expect=image.hash))
+        seen = {**{k: b"" for k in diff.missing},
+                **{k: theirs.hash for k, theirs in diff.theirs.items() if k in diff.different}}
         wanted = [image.key for image in [*diff.missing.values(), *diff.different.values()]]
         for start in range(0, len(wanted), REPAIR_BATCH):
             rows = ref.rows(sync_pb2.RowsRequest(table=table, limit=REPAIR_BATCH,
                                                  keys=wanted[start:start + REPAIR_BATCH]))
             for image in rows.rows:
-                fix = request.fixes.add()
-                fix.key.CopyFrom(image.key)
-                fix.columns.extend(image.columns)
-        for image in diff.extra.values():
-            request.fixes.add(remove=True).key.CopyFrom(image.key)
-        reply = other.stub.Repair(request, timeout=CALL_TIMEOUT)
-        return reply.written
+                fixes.append(sync_pb2.RowFix(key=image.key, columns=image.columns,
+                                             expect=seen.get(_key(image.key), b"")))
+        written = 0
+        for start in range(0, len(fixes), REPAIR_BATCH):
+            reply = other.stub.Repair(sync_pb2.RepairRequest(
+                table=table, prefer=ref.site, fixes=fixes[start:start + REPAIR_BATCH]),
+                timeout=CALL_TIMEOUT)
+            written += reply.written
+        return written
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -258,6 +272,17 @@ class Analyser:
     def _say(self, site: str, table: str, state: str, done: int = 0, total: int = 0) -> None:
         self._progress(coordinator_pb2.AnalyseProgress(site=site, table=table, state=state,
                                                        rows_done=done, rows_total=total))
+
+
+def _schemas_differ(ref: _Side, other: _Side) -> str:
+    """Row hashes cover every column in order: sites on different schemas would differ in
+    every row. Compared only on one schema."""
+    mine = ref.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
+    theirs = other.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
+    if mine != theirs:
+        return (f"{other.site}'s schema ({theirs}) is not {ref.site}'s ({mine}): upgrade the "
+                "sites to the same version first (siege-node upgrade)")
+    return ""
 
 
 def _key(k: sync_pb2.Key | None) -> bytes:
@@ -288,7 +313,7 @@ def _digest_request(table: str, rng: _Range, cut: sync_pb2.RangesReply
 
 
 def _rows_diff(ref: _Side, other: _Side, table: str, rng: _Range, diff: _Diff) -> None:
-    request = sync_pb2.RowsRequest(table=table, limit=LEAF * 8, hashes_only=True)
+    request = sync_pb2.RowsRequest(table=table, limit=100_000, hashes_only=True)
     if rng.lo is not None:
         request.lo.CopyFrom(rng.lo)
     if rng.hi is not None:
@@ -300,6 +325,7 @@ def _rows_diff(ref: _Side, other: _Side, table: str, rng: _Range, diff: _Diff) -
             diff.missing[k] = row
         elif theirs[k].hash != row.hash:
             diff.different[k] = row
+            diff.theirs[k] = theirs[k]
         else:
             diff.leaf_matched += 1
     for k, row in theirs.items():

@@ -32,10 +32,15 @@ def next_id(con: Connection) -> int:
 
 
 def store(con: Connection, report: coordinator_pb2.RoundReport) -> int:
-    """Store under ``report.id`` (taken with ``next_id`` when the round began; one
-    coordinator per database)."""
+    """Store under ``report.id`` (taken with ``next_id`` when the round began), or under the
+    next free id when another report (an analysis running alongside) took it meanwhile —
+    ``report.id`` then says which."""
     with transaction(con) as tm:
         cur = tm.cursor()
+        cur.execute(f"SELECT 1 FROM {REPORTS_TABLE} WHERE ID = ?", (report.id,))
+        if report.id == 0 or cur.fetchone() is not None:
+            cur.execute(f"SELECT COALESCE(MAX(ID), 0) + 1 FROM {REPORTS_TABLE}")
+            report.id = int(cur.fetchone()[0])
         cur.execute(f"INSERT INTO {REPORTS_TABLE} (ID, STARTED, ENDED, OUTCOME, BODY) VALUES "
                     "(?, ?, ?, ?, ?)", (report.id, _ts(report.started), _ts(report.ended),
                                         report.outcome, report.SerializeToString()))
