@@ -95,3 +95,32 @@ def test_mixed_schema_versions_keep_syncing_and_converge(tmp_path):
             [(1, "uno", 11), (2, "two", 22), (3, "three", 33), (4, "a value only v2 holds", 44)]
     finally:
         mesh.close()
+
+
+def test_a_schema_changed_behind_the_node_is_reported_every_round(tmp_path):
+    """A vendor script run without `siege-node upgrade` (an added column and table still
+    work with capture in place): every exchange says what is not captured and what to do,
+    and so does the node's Status; an install ends it."""
+    from siege_sync.node import capture
+    from siege_sync.proto import sync_pb2
+    from tests.test_mesh import stub_as
+
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False}, DDL)
+    try:
+        lyon = mesh.cons["lyon"]
+        for stmt in ("ALTER TABLE T ADD NOTE VARCHAR(20)",
+                     "CREATE TABLE W (ID INTEGER NOT NULL PRIMARY KEY)"):
+            lyon.execute_immediate(stmt)
+            lyon.commit()
+        problems = list(mesh.exchange("siege", "lyon").problems)
+        assert any("T.NOTE is new and not captured" in p and "table W is new" in p
+                   and "siege-node upgrade" in p for p in problems), problems
+        ch, stub = stub_as(mesh, "siege", "lyon")
+        with ch:
+            status = stub.Status(sync_pb2.StatusRequest(), timeout=30)
+        assert "column T.NOTE is new and not captured" in status.schema_changes
+        capture.install(lyon)
+        assert not [p for p in mesh.exchange("siege", "lyon").problems
+                    if "not captured" in p]
+    finally:
+        mesh.close()

@@ -22,6 +22,7 @@ old entry still lines up with the image columns after an upgrade.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections.abc import Iterable
@@ -51,6 +52,7 @@ REPORTS_TABLE = "SYNC$REPORTS"  # sync round reports, kept by whichever node coo
 # Events of tables this site does not have yet (another site upgraded first): kept, applied
 # once the table is installed here (catchup.py).
 DEFERRED_TABLE = "SYNC$DEFERRED"
+CAPTURED_STATE = "captured:"  # + table number: its columns and types when capture was installed
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
@@ -242,6 +244,9 @@ def install(con: Connection, selection: TableSelection = TableSelection(),
         report.generators.append(_set_generator_range(con, gen))
     set_state(con, "schema_version", SCHEMA_VERSION)
     set_state(con, "schema_fingerprint", schema.fingerprint())
+    for name, table in schema.tables.items():
+        # What capture was installed for (upgrade.drift compares the live schema with it).
+        set_state(con, f"{CAPTURED_STATE}{numbers[name]}", captured_shape(table))
     for name, initial in COUNTERS:
         if get_state(con, name) is None:
             set_state(con, name, initial)
@@ -438,6 +443,12 @@ def pending_entries(con: Connection) -> int:
     counts = [f"SELECT COUNT(*) FROM {IMAGE_PREFIX}{no}" for no in image_tables(con)]
     counts.append(f"SELECT COUNT(*) FROM {LOG_TABLE} WHERE OP = '{OP_ERROR}'")
     return sum(_query(con, sql)[0][0] for sql in counts)
+
+
+def captured_shape(table: Table) -> str:
+    """``COL1,COL2,...|<hash of their types>``: what a capture trigger was made for."""
+    types = hashlib.sha256("|".join(c.type.ddl() for c in table.columns).encode())
+    return ",".join(c.name for c in table.columns) + "|" + types.hexdigest()[:16]
 
 
 def drop_capture_triggers(con: Connection) -> list[str]:

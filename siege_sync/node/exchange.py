@@ -130,6 +130,11 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
         raise ExchangeError(f"dialled {peer} but it says it is {reply.site!r}")
     out.clock_offset_us = greeting.clock_offset_us
     out.round_trip_us = greeting.round_trip_us
+    if reply.schema_changes:
+        out.problems.append(
+            f"{peer}'s schema changed since capture was installed there: "
+            f"{'; '.join(reply.schema_changes)}. Those changes do not travel until "
+            f"`siege-node upgrade` (or `siege-node install`, if the change is made) runs there")
     if reply.schema_fingerprint != mine.schema_fingerprint:
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")

@@ -30,6 +30,7 @@ from .database import connection_lost, open_connection
 from .digest import TableDigest, table_digest
 from .publish import Publisher
 from .schema import introspect
+from .upgrade import drift
 from .vector import Origin, Vector
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ class Replica:
                 if connection_lost(exc):
                     self._reconnect()
                 raise
+
+    def schema_drift(self) -> list[str]:
+        """Replicated tables and columns changed since capture was installed (upgrade.py)."""
+        return self._retrying(lambda: drift(self._con, self._cfg.tables))
 
     def identity(self) -> Identity:
         return self._retrying(lambda: Identity(

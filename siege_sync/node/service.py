@@ -121,7 +121,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
-            t3_us=self._replica.clock.utc_now_us())
+            t3_us=self._replica.clock.utc_now_us(),
+            schema_changes=self._replica.schema_drift())
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
@@ -178,7 +179,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             site=self._site, incarnation=ident.incarnation, epoch=ident.epoch,
             schema_fingerprint=ident.schema_fingerprint, node_version=ident.node_version,
             applied=self._replica.vector(publish=False).to_proto(),
-            published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts)
+            published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts,
+            schema_changes=self._replica.schema_drift())
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
         for p in st.parked:

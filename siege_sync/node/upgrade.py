@@ -34,7 +34,7 @@ from .apply import catch_up
 from .config import NodeConfig
 from .database import READ_COMMITTED_RW, connection, transaction
 from .publish import Publisher
-from .schema import Schema, introspect
+from .schema import Schema, TableSelection, introspect
 
 ISQL = "isql-fb"
 DSN_ENV = "SIEGE_SYNC_DSN"  # given to an upgrader command, with ISC_USER / ISC_PASSWORD
@@ -75,6 +75,31 @@ def compare(before: Schema, after: Schema) -> SchemaChange:
         change.retyped_columns += [f"{name}.{c}: {old[c]} -> {new[c]}"
                                    for c in new if c in old and old[c] != new[c]]
     return change
+
+
+def drift(con: Connection, selection: TableSelection = TableSelection()) -> list[str]:
+    """What changed in the replicated schema since capture was installed — changes that do
+    not travel until `upgrade` (or `install`) — each said with what to do."""
+    live = introspect(con, selection)
+    registry = {name: no for no, (name, _k) in capture.table_registry(con).items()
+                if name != capture.HEARTBEAT_TABLE}
+    out = [f"table {name} is new and not captured" for name in sorted(live.tables)
+           if name not in registry]
+    for name, number in sorted(registry.items()):
+        recorded = capture.get_state(con, f"{capture.CAPTURED_STATE}{number}")
+        table = live.tables.get(name)
+        if table is None:
+            out.append(f"table {name} was dropped")
+            continue
+        if recorded is None or recorded == capture.captured_shape(table):
+            continue
+        names = recorded.split("|", 1)[0].split(",")
+        now = [c.name for c in table.columns]
+        out += [f"column {name}.{c} is new and not captured" for c in now if c not in names]
+        out += [f"column {name}.{c} was dropped" for c in names if c not in now]
+        if set(names) == set(now):
+            out.append(f"columns of {name} changed type")
+    return out
 
 
 @dataclass

@@ -220,7 +220,7 @@ class MeshStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem")
+    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_COMPLETE_SYNC_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,8 @@ class SiteStatus(_message.Message):
     PARKED_FIELD_NUMBER: _ClassVar[int]
     CLOCK_OFFSET_US_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     site: str
     reachable: bool
     last_complete_sync: str
@@ -239,21 +241,27 @@ class SiteStatus(_message.Message):
     parked: int
     clock_offset_us: int
     problem: str
-    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ...) -> None: ...
+    schema_fingerprint: str
+    schema_changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
-    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running")
+    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes")
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     AWAITING_DECISION_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     ROUND_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     coordinator: str
     conflicts: int
     awaiting_decision: int
     sites: _containers.RepeatedCompositeFieldContainer[SiteStatus]
     round_running: bool
-    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ...) -> None: ...
+    schema_fingerprint: str
+    schema_changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConflictsRequest(_message.Message):
     __slots__ = ("table", "reapply")

@@ -44,7 +44,7 @@ class HelloRequest(_message.Message):
     def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class HelloReply(_message.Message):
     T1_US_FIELD_NUMBER: _ClassVar[int]
     T2_US_FIELD_NUMBER: _ClassVar[int]
     T3_US_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -63,7 +64,8 @@ class HelloReply(_message.Message):
     t1_us: int
     t2_us: int
     t3_us: int
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ...) -> None: ...
+    schema_changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("events", "blobs")
@@ -152,7 +154,7 @@ class ParkedTx(_message.Message):
     def __init__(self, origin: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ..., since: _Optional[str] = ..., attempts: _Optional[int] = ..., past_limit: bool = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked")
+    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked", "schema_changes")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +166,7 @@ class StatusReply(_message.Message):
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     PARKED_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     epoch: str
@@ -175,7 +178,8 @@ class StatusReply(_message.Message):
     conflicts: int
     digests: _containers.RepeatedCompositeFieldContainer[TableDigest]
     parked: _containers.RepeatedCompositeFieldContainer[ParkedTx]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ...) -> None: ...
+    schema_changes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
     __slots__ = ("peer",)

@@ -207,19 +207,29 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
               + (f", {reply.awaiting_decision} awaiting a decision"
                  if reply.awaiting_decision else ""))
         rows = [["site", "reachable", "last complete sync", "published", "at siège", "pending",
-                 "backlog", "parked", "clock"]]
+                 "backlog", "parked", "clock", "schema"]]
+        rows.append([f"{reply.coordinator} (siège)", "yes", "", "", "", "", "", "", "",
+                     reply.schema_fingerprint])
         for s in reply.sites:
             pending = str(max(s.published - s.held_here, 0)) if s.reachable else "?"
             rows.append([s.site, "yes" if s.reachable else "NO",
                          s.last_complete_sync or "never", str(s.published or "?"),
                          str(s.held_here), pending, str(s.backlog) if s.reachable else "?",
-                         str(s.parked), f"{s.clock_offset_us / 1e6:+.2f} s"])
+                         str(s.parked), f"{s.clock_offset_us / 1e6:+.2f} s",
+                         s.schema_fingerprint or "?"])
         print(_table(rows))
         for s in reply.sites:
             if s.problem:
                 print(f"{s.site}: {s.problem}")
+        drifted = [(reply.coordinator, reply.schema_changes),
+                   *((s.site, s.schema_changes) for s in reply.sites)]
+        for site, changes in drifted:
+            for change in changes:
+                print(f"{site}: schema changed since capture was installed: {change} — "
+                      "run siege-node upgrade (or install) there")
         if not args.watch:
-            return 0 if all(s.reachable and not s.parked for s in reply.sites) else 1
+            return 0 if all(s.reachable and not s.parked for s in reply.sites) and not any(
+                changes for _site, changes in drifted) else 1
         time.sleep(args.interval)
 
 

@@ -27,9 +27,12 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
         own = capture_status(con)
         parked = parked_listing(con)
     held = node.replica.vector(publish=False)
+    mine = node.replica.identity()
     reply = coordinator_pb2.MeshStatusReply(coordinator=node.cfg.site, conflicts=own.conflicts,
                                             awaiting_decision=own.awaiting_decision,
-                                            round_running=rounds.running)
+                                            round_running=rounds.running,
+                                            schema_fingerprint=mine.schema_fingerprint,
+                                            schema_changes=node.replica.schema_drift())
     bundle, _ = node.watcher.refresh()
     for site, peer in sorted(node.service_cfg.peers.items()):
         out = reply.sites.add(site=site)
@@ -51,6 +54,8 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
             out.reachable = True
             out.published = status.published
             out.backlog = status.backlog
+            out.schema_fingerprint = status.schema_fingerprint
+            out.schema_changes.extend(status.schema_changes)
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"
     return reply
