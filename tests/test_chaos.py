@@ -79,3 +79,32 @@ def _dsn(mesh: Mesh, site: str) -> str:
     from pathlib import Path
 
     return tomllib.loads(Path(mesh.configs[site]).read_text())["database"]["dsn"]
+
+
+def test_a_node_that_met_the_server_down_works_once_it_is_back_regression(tmp_path):
+    """Found by the chaos run: a node reopening its lost connection while the server was
+    still down kept the dead connection, and every later call failed ('NoneType' object has
+    no attribute 'start_transaction') until the node was restarted."""
+    import grpc
+
+    from siege_sync.proto import sync_pb2
+    from tools.fbserver import FirebirdServer
+
+    with FirebirdServer(tmp_path / "fb") as server:
+        (tmp_path / "mesh").mkdir()
+        mesh = Mesh(server, tmp_path / "mesh")
+        try:
+            server.stop()
+            ch, stub = mesh.stub("lyon")
+            with ch:
+                try:
+                    stub.Status(sync_pb2.StatusRequest(), timeout=30)
+                except grpc.RpcError:
+                    pass  # the server is down: a refusal is right
+            server.start()
+            ch, stub = mesh.stub("lyon")
+            with ch:
+                status = stub.Status(sync_pb2.StatusRequest(), timeout=30)
+            assert status.site == "lyon"
+        finally:
+            mesh.close()

@@ -79,6 +79,7 @@ class Replica:
         # a database restored from an old copy must not reuse sequence numbers (rewind.py).
         self._confirmed = False
         self._caught_up = False
+        self._shut = False  # closed for good (the node stops): never reopened
         self._attach(con)
 
     def _attach(self, con: Connection) -> None:
@@ -90,13 +91,22 @@ class Replica:
     def _reconnect(self) -> None:
         log.warning("[%s] the database connection was lost: opening it again", self.site)
         try:
-            self._con.close()
+            if not self._con.is_closed():
+                self._con.close()
         except Exception:  # it is dead: closing may fail too
             pass
         self._attach(open_connection(self._cfg.database))
 
+    def _ensure_open(self) -> None:
+        """A reopen that failed (the server was still down) left the connection closed:
+        try again now, rather than fail every later call (found by the chaos run: a site
+        still applying a cut push met a server restart, and stayed unusable)."""
+        if self._con.is_closed() and not self._shut:
+            self._reconnect()
+
     def _retrying(self, step: Callable[[], T]) -> T:
         with self._lock:
+            self._ensure_open()
             try:
                 return step()
             except DatabaseError as exc:
@@ -107,6 +117,7 @@ class Replica:
 
     def close(self) -> None:
         with self._lock:
+            self._shut = True
             if not self._con.is_closed():
                 self._con.close()
 
@@ -119,6 +130,7 @@ class Replica:
         """The connection, for a role's own short transactions, inside the pipeline (a lost
         connection is opened again for the next caller)."""
         with self._lock:
+            self._ensure_open()
             try:
                 yield self._con
             except DatabaseError as exc:
