@@ -41,51 +41,48 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def Round(self, request: coordinator_pb2.RoundRequest,
               context: grpc.ServicerContext) -> Iterator[coordinator_pb2.RoundEvent]:
         self._admin(context)
-        events: queue.Queue[coordinator_pb2.RoundEvent | BaseException] = queue.Queue()
 
-        def work() -> None:
-            try:
-                report = self._rounds.run(
-                    request.trigger or "manual",
-                    lambda p: events.put(coordinator_pb2.RoundEvent(progress=p)))
-                events.put(coordinator_pb2.RoundEvent(done=report))
-                self._after_round(report)
-            except BaseException as exc:  # handed to the caller's stream below
-                events.put(exc)
+        def work(progress: Callable[[object], None]) -> coordinator_pb2.RoundReport:
+            report = self._rounds.run(request.trigger or "manual", progress)
+            self._after_round(report)
+            return report
 
-        threading.Thread(target=work, name="round", daemon=True).start()
-        while True:
-            item = events.get()
-            if isinstance(item, RoundBusy):
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(item))
-            if isinstance(item, BaseException):
-                log.error("[%s] round failed: %s", self._node.cfg.site, item)
-                context.abort(grpc.StatusCode.INTERNAL, f"the round failed: {item}")
-            yield item
-            if item.HasField("done"):
-                return
+        return self._stream(context, "round", work, coordinator_pb2.RoundEvent,
+                            {RoundBusy: grpc.StatusCode.FAILED_PRECONDITION})
 
     def Analyse(self, request: coordinator_pb2.AnalyseRequest,
                 context: grpc.ServicerContext) -> Iterator[coordinator_pb2.AnalyseEvent]:
         self._admin(context)
-        events: queue.Queue[coordinator_pb2.AnalyseEvent | BaseException] = queue.Queue()
+        return self._stream(context, "analysis",
+                            lambda progress: Analyser(self._node, progress).run(request),
+                            coordinator_pb2.AnalyseEvent,
+                            {AnalyseError: grpc.StatusCode.INVALID_ARGUMENT})
 
-        def work() -> None:
+    def _stream(self, context: grpc.ServicerContext, what: str,
+                work: Callable[[Callable[[object], None]], coordinator_pb2.RoundReport],
+                event: type, refusals: dict[type[BaseException], grpc.StatusCode]
+                ) -> Iterator:
+        """Run ``work`` in its own thread, streaming its progress then its report as
+        ``event``s; its refusals (e.g. a round already running) end the call with their
+        status, anything else as INTERNAL."""
+        events: queue.Queue = queue.Queue()
+
+        def run() -> None:
             try:
-                report = Analyser(self._node, lambda p: events.put(
-                    coordinator_pb2.AnalyseEvent(progress=p))).run(request)
-                events.put(coordinator_pb2.AnalyseEvent(done=report))
+                report = work(lambda p: events.put(event(progress=p)))
+                events.put(event(done=report))
             except BaseException as exc:  # handed to the caller's stream below
                 events.put(exc)
 
-        threading.Thread(target=work, name="analyse", daemon=True).start()
+        threading.Thread(target=run, name=what, daemon=True).start()
         while True:
             item = events.get()
-            if isinstance(item, AnalyseError):
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+            for kind, code in refusals.items():
+                if isinstance(item, kind):
+                    context.abort(code, str(item))
             if isinstance(item, BaseException):
-                log.error("[%s] analyse failed: %s", self._node.cfg.site, item)
-                context.abort(grpc.StatusCode.INTERNAL, f"the analysis failed: {item}")
+                log.error("[%s] the %s failed: %s", self._node.cfg.site, what, item)
+                context.abort(grpc.StatusCode.INTERNAL, f"the {what} failed: {item}")
             yield item
             if item.HasField("done"):
                 return
