@@ -277,8 +277,11 @@ class Analyser:
 def _schemas_differ(ref: _Side, other: _Side) -> str:
     """Row hashes cover every column in order: sites on different schemas would differ in
     every row. Compared only on one schema."""
-    mine = ref.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
-    theirs = other.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
+    try:
+        mine = ref.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
+        theirs = other.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
+    except grpc.RpcError as exc:
+        return f"not compared: {exc.code().name}: {exc.details()}"
     if mine != theirs:
         return (f"{other.site}'s schema ({theirs}) is not {ref.site}'s ({mine}): upgrade the "
                 "sites to the same version first (siege-node upgrade)")
