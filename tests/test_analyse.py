@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import pytest
 
@@ -16,7 +15,7 @@ from siege_sync.node.conflicts import listing
 from siege_sync.node.digest import table_digest
 from siege_sync.node.schema import introspect
 from tests.test_apply import run_sql
-from tools.localmesh import LocalMesh
+from tools.localmesh import LocalMesh, behind_the_triggers_back
 
 DDL = [
     "CREATE TABLE ITEM (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(40), "
@@ -26,26 +25,6 @@ DDL = [
 ]
 SITES = {"siege": True, "lyon": False, "nice": False}
 ROWS = 20_000  # enough for two levels of ranges (64 per cut, 256 rows compared one by one)
-
-
-@contextmanager
-def behind_the_triggers_back(con):
-    """Capture off for the block, as a restore or a manual fix with triggers disabled is."""
-    def switch(state: str) -> None:
-        with con.transaction_manager() as tm:
-            tm.begin()
-            cur = tm.cursor()
-            cur.execute("SELECT TRIM(RDB$TRIGGER_NAME) FROM RDB$TRIGGERS "
-                        "WHERE RDB$TRIGGER_NAME STARTING WITH 'SYNC$TR'")
-            for (name,) in cur.fetchall():
-                cur.execute(f"ALTER TRIGGER {name} {state}")
-            tm.commit()
-
-    switch("INACTIVE")
-    try:
-        yield
-    finally:
-        switch("ACTIVE")
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from siege_sync.node.database import SNAPSHOT_RW, transaction  # noqa: E402
 from siege_sync.node.schema import introspect  # noqa: E402
 from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
-from tools.localmesh import ProcessMesh  # noqa: E402
+from tools.localmesh import ProcessMesh, behind_the_triggers_back  # noqa: E402
 
 KEYS = ("analyse_bytes_ratio", "analyse_time_vs_scan", "analyse_seconds", "analyse_found")
 DDL = ["CREATE TABLE ITEM (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(40), "
@@ -44,16 +44,6 @@ def _sql(con, sql: str) -> None:
     with transaction(con) as tm:
         cur = tm.cursor()
         cur.execute(sql)
-        cur.close()
-
-
-def _capture(con, state: str) -> None:
-    with transaction(con) as tm:
-        cur = tm.cursor()
-        cur.execute("SELECT TRIM(RDB$TRIGGER_NAME) FROM RDB$TRIGGERS "
-                    "WHERE RDB$TRIGGER_NAME STARTING WITH 'SYNC$TR'")
-        for (name,) in cur.fetchall():
-            cur.execute(f"ALTER TRIGGER {name} {state}")
         cur.close()
 
 
@@ -105,20 +95,19 @@ def run(rows: int) -> dict:
         mesh = ProcessMesh(server, Path(tmp) / "mesh", DDL)
         try:
             for con in mesh.cons.values():
-                _capture(con, "INACTIVE")
-                _fill(con, rows)
+                with behind_the_triggers_back(con):
+                    _fill(con, rows)
             lyon = mesh.cons["lyon"]
             step = rows // DIFFERENCES
-            for n in range(DIFFERENCES):  # scattered over the key space
-                key = 3 * (n * step + step // 2)
-                if n % 3 == 0:
-                    _sql(lyon, f"DELETE FROM ITEM WHERE ID = {key}")
-                elif n % 3 == 1:
-                    _sql(lyon, f"UPDATE ITEM SET PRICE = PRICE + 0.01 WHERE ID = {key}")
-                else:
-                    _sql(lyon, f"INSERT INTO ITEM (ID, A) VALUES ({key + 1}, 'added')")
-            for con in mesh.cons.values():
-                _capture(con, "ACTIVE")
+            with behind_the_triggers_back(lyon):
+                for n in range(DIFFERENCES):  # scattered over the key space
+                    key = 3 * (n * step + step // 2)
+                    if n % 3 == 0:
+                        _sql(lyon, f"DELETE FROM ITEM WHERE ID = {key}")
+                    elif n % 3 == 1:
+                        _sql(lyon, f"UPDATE ITEM SET PRICE = PRICE + 0.01 WHERE ID = {key}")
+                    else:
+                        _sql(lyon, f"INSERT INTO ITEM (ID, A) VALUES ({key + 1}, 'added')")
             siege = mesh.cons["siege"]
             scan = _scan_seconds(siege)
             table_bytes = _table_bytes(siege, rows)

@@ -6,6 +6,7 @@ and ``ProcessMesh`` — ``siege-node run`` processes whose databases live on a F
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -288,3 +290,26 @@ def _grant_application(con, user: str, password: str) -> None:
             cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE, REFERENCES ON {table} "
                         f"TO USER {user}")
         cur.close()
+
+
+@contextlib.contextmanager
+def behind_the_triggers_back(con) -> Iterator[None]:
+    """Capture off for the block, as a restore or a manual fix with triggers disabled is
+    (changes made inside are never captured: drift for ``analyse`` to find)."""
+    from siege_sync.node.capture import TRIGGER_PREFIX
+    from siege_sync.node.database import transaction
+
+    def switch(state: str) -> None:
+        with transaction(con) as tm:
+            cur = tm.cursor()
+            cur.execute("SELECT TRIM(RDB$TRIGGER_NAME) FROM RDB$TRIGGERS "
+                        f"WHERE RDB$TRIGGER_NAME STARTING WITH '{TRIGGER_PREFIX}'")
+            for (name,) in cur.fetchall():
+                cur.execute(f"ALTER TRIGGER {name} {state}")
+            cur.close()
+
+    switch("INACTIVE")
+    try:
+        yield
+    finally:
+        switch("ACTIVE")
