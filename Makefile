@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.0-server
+# Multi-host tests: network namespaces (iproute2) and a site that cannot be dialled (nftables).
+NET_PACKAGES := iproute2 nftables
 
 .PHONY: demo test bench chaos os-deps venv proto lint clean
 
@@ -27,7 +29,7 @@ lint: venv
 	$(VENV)/bin/ruff check siege_sync tools tests
 
 os-deps:
-	@missing=""; for p in $(FB_PACKAGES); do \
+	@missing=""; for p in $(FB_PACKAGES) $(NET_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

@@ -16,7 +16,8 @@ import pytest
 from siege_sync.node import capture
 from siege_sync.node.database import DatabaseSpec, open_connection
 from siege_sync.node.publish import Publisher
-from tests.test_apply import run_sql
+from siege_sync.node.schema import introspect
+from tests.test_apply import all_events, run_sql
 
 DDL = [
     "CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(10), OLD_COL INTEGER)",
@@ -90,19 +91,63 @@ def test_an_upgrade_runs_through_the_node_and_capture_follows_the_new_schema(sit
     assert "STAMPED_BI" in tables.stdout and "guarded" in tables.stdout, tables.stdout
 
 
-def test_a_failing_script_leaves_capture_installed_and_says_so(site):
-    (site / "bad.sql").write_text("ALTER TABLE T ADD X INTEGER;\n"
+def test_a_failing_script_leaves_the_old_schema_captured_and_says_so(site):
+    """isql commits each DDL statement, and vendor scripts commit along the way: the column
+    the script added before failing would stay. The node restores the backup it took just
+    before, so the database is as it was, and capture works on it."""
+    (site / "bad.sql").write_text("ALTER TABLE T ADD X INTEGER;\nCOMMIT;\n"
+                                  "UPDATE T SET A = 'half done';\nCOMMIT;\n"
                                   "ALTER TABLE NO_SUCH_TABLE ADD Y INTEGER;\nCOMMIT;\n")
-    done = node("upgrade", "--config", str(site / "node.toml"), "--script", str(site / "bad.sql"))
+    done = node("upgrade", "--config", str(site / "node.toml"), "--script", str(site / "bad.sql"),
+                "--backup-dir", str(site))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAILED" in done.stderr and "NO_SUCH_TABLE" in done.stderr
+    assert "restored as it was before the upgrade" in done.stderr, done.stderr
     assert "capture is reinstalled" in done.stderr and "Traceback" not in done.stderr
+    assert not list(site.glob("siege-upgrade-*")), "the backup is removed once restored"
     con = open_connection(DatabaseSpec(str(site / "site.fdb")))
     try:
+        columns = [c.name for c in introspect(con).tables["T"].columns]
+        assert columns == ["ID", "A", "OLD_COL"], "the old schema, not half the new one"
+        assert capture.pending_entries(con) == 0, "published before the upgrade"
+        with con.transaction_manager() as tm:
+            cur = tm.cursor()
+            cur.execute("SELECT ID, A, OLD_COL FROM T")
+            assert cur.fetchall() == [(1, "before", 7)], "the rows as they were"
+            tm.commit()
         run_sql(con, "INSERT INTO T (ID, A) VALUES (3, 'captured')")
         assert capture.pending_entries(con) == 1
+        assert len(all_events(con)) == 1, "the change published before stays"
     finally:
         con.close()
+
+
+def test_application_users_cannot_connect_while_capture_steps_aside(site):
+    """The database is shut down to its owner for the whole upgrade: an application user
+    connecting mid-upgrade (here from inside the vendor's upgrader) is refused — its changes
+    would not be captured — while the upgrader, as SYSDBA, works; afterwards users can."""
+    probe = site / "probe.py"
+    probe.write_text("""
+import os, sys
+from firebird.driver import connect
+dsn = os.environ["SIEGE_SYNC_DSN"]
+try:
+    connect(dsn, user="SHOP").close()
+    print("application user got in")
+    sys.exit(3)
+except Exception as exc:
+    print("refused:", exc)
+con = connect(dsn, user=os.environ["ISC_USER"])
+con.execute_immediate("ALTER TABLE T ADD Z INTEGER")
+con.commit()
+con.close()
+""")
+    done = node("upgrade", "--config", str(site / "node.toml"), "--", sys.executable,
+                str(probe))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "column added: T.Z" in done.stdout
+    from firebird.driver import connect
+    connect(str(site / "site.fdb"), user="SHOP").close()  # online again
 
 
 def test_the_vendors_own_upgrader_command_gets_the_database(site):

@@ -405,6 +405,9 @@ class Applier:
                 settler.flush()
                 recorded = settler.losses_recorded
                 rows.flush()
+                for (name, column), count in settler.unfit.items():
+                    catchup.mark_unfit(cur, registry[name], self._table(name).column(column),
+                                       count)
                 if replay:
                     return recorded
                 eventlog.append(cur, origin.site, origin.incarnation, [
@@ -545,9 +548,15 @@ _KNOWN_OPS = frozenset({events_pb2.OP_INSERT, events_pb2.OP_UPDATE, events_pb2.O
 
 def catch_up(con: Connection, site: str, policies: Mapping[str, Policy] | None = None
              ) -> list[str]:
-    """After an install that added tables or columns (catchup.py): fill the new columns from
-    the registers, apply the events kept for the new tables. Returns what it did."""
+    """After an install that added tables or columns or widened columns (catchup.py): fill
+    the new columns and the widened ones from the registers, apply the events kept for the
+    new tables. Returns what it did."""
+    # What users wrote is published first: a widened column is written only where the
+    # registers know the row's latest value.
+    Publisher(con, site, policies=policies).publish()
     done = catchup.fill_new_columns(con, dict(policies or {}))
+    done += [f"values kept for a narrower column written: {item}"
+             for item in catchup.write_widened(con, dict(policies or {}))]
     applied = Applier(con, site, policies=policies).catch_up()
     if applied:
         done.append(f"{applied} kept events of newly installed tables applied")

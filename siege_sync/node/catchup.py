@@ -5,35 +5,43 @@ schema, and how it catches up once it has upgraded too.
   registers like any column (the registers hold every column's versions and values); nothing
   is written to the row. When the column appears here, ``fill_new_columns`` writes each row's
   merged value from its registers.
+* **A column narrower here** (a VARCHAR, an INTEGER or a NUMERIC another site widened):
+  a value this site's column cannot hold is merged into the registers like any other, the
+  row keeps what it had in that column, and the column is marked (``mark_unfit``, shown by
+  ``unfit``: status, hello, exchange problems). When the column's type changes here,
+  ``write_widened`` writes each such row's merged value from its registers.
 * **A table this site lacks**: its events are kept in ``SYNC$DEFERRED`` (the rest of their
   transaction applies; the origin is not held up) and applied, in the order they arrived,
   once the table is installed here (``Applier.catch_up``).
 
-``catch_up`` does both; ``siege-node install``, ``upgrade`` and ``run`` call it. The writes it
-makes are the applier's (not captured: they are other sites' changes arriving late).
-Must never run while application users write the new columns: it runs right after the
-install that added them, before the node serves.
+``catch_up`` does all three; ``siege-node install``, ``upgrade`` and ``run`` call it. The
+writes it makes are the applier's (not captured: they are other sites' changes arriving
+late). Must never overwrite a local change not yet published: the caller publishes first,
+and a table with captured changes still waiting is left for the next call.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from firebird.driver import Connection, Cursor
 
 from ..proto import events_pb2, values_pb2
 from . import capture, registers, values
-from .capture import DEFERRED_TABLE
+from .capture import DEFERRED_TABLE, STATE_TABLE
 from .database import StatementCache, quote, transaction
 from .guard import APPLY_CONTEXT
 from .merge import LWW, Policy
-from .schema import Table, introspect
+from .schema import Column, Table, introspect
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
 
 _COLUMNS_STATE = "columns:"  # + table: the columns whose values the rows hold here
+# + table number "." column: "<writes>|<the column's type then>" — values it could not hold
+_UNFIT_STATE = "unfit:"
 
 
 _SYSTEM_PREFIXES = ("RDB$", "MON$", "SEC$", "SYNC$")
@@ -86,6 +94,84 @@ def forget(con: Connection, event: events_pb2.Event) -> None:
                             (event.origin.site, event.origin.incarnation, event.seq))
 
 
+@dataclass(frozen=True)
+class Unfit:
+    """Writes of a column whose values this site's column could not hold (kept aside)."""
+
+    table: str
+    column: str
+    writes: int
+    type: str  # this site's column type when they arrived
+
+    def describe(self) -> str:
+        return (f"{self.writes} write(s) of {self.table}.{self.column} by sites where that "
+                f"column is wider do not fit {self.type} here: kept, and written once this "
+                "site's column is widened too (siege-node upgrade with the same vendor "
+                "script)")
+
+
+def mark_unfit(cur: Cursor, number: int, column: Column, writes: int) -> None:
+    """Note writes of ``column`` this site could not hold (inside the applier's transaction)."""
+    name = f"{_UNFIT_STATE}{number}.{column.name}"
+    cur.execute(f"SELECT VAL FROM {STATE_TABLE} WHERE NAME = ?", (name,))
+    row = cur.fetchone()
+    before = int(row[0].split("|", 1)[0]) if row else 0
+    cur.execute(f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?) "
+                "MATCHING (NAME)", (name, f"{before + writes}|{column.type.ddl()}"))
+
+
+def unfit(con: Connection) -> list[Unfit]:
+    """Columns with values kept aside because this site's column is narrower."""
+    names = {no: name for no, (name, _k) in capture.table_registry(con).items()}
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME STARTING WITH ?",
+                    (_UNFIT_STATE,))
+        found = []
+        for key, val in cur.fetchall():
+            number, _, column = key[len(_UNFIT_STATE):].partition(".")
+            writes, _, ctype = val.partition("|")
+            found.append(Unfit(names.get(int(number), f"#{number}"), column, int(writes),
+                               ctype))
+        cur.close()
+    return sorted(found, key=lambda u: (u.table, u.column))
+
+
+def write_widened(con: Connection, policies: dict[str, Policy] | None = None) -> list[str]:
+    """Columns with values kept aside whose type changed here since: each row whose merged
+    value it now holds gets it. Returns ``TABLE.COLUMN (n rows)`` for each column done."""
+    schema = introspect(con)
+    numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
+    done: list[str] = []
+    for item in unfit(con):
+        table = schema.tables.get(item.table)
+        marker = f"{_UNFIT_STATE}{numbers.get(item.table)}.{item.column}"
+        if table is None or item.column not in {c.name for c in table.columns}:
+            _drop_state(con, marker)  # gone here: the registers keep the values
+            continue
+        column = table.column(item.column)
+        if column.type.ddl() == item.type:
+            continue  # not widened yet
+        number = numbers[item.table]
+        written, left = _fill(con, table, number, [item.column],
+                              (policies or {}).get(item.table, LWW), only_different=True)
+        if written is None:
+            log.info("%s: local changes wait to be published; %s.%s is written later",
+                     item.table, item.table, item.column)
+            continue
+        done.append(f"{item.table}.{item.column} ({written[item.column]} rows)")
+        if left:
+            capture.set_state(con, marker, f"{left}|{column.type.ddl()}")
+        else:
+            _drop_state(con, marker)
+    return done
+
+
+def _drop_state(con: Connection, name: str) -> None:
+    with transaction(con) as tm:
+        tm.cursor().execute(f"DELETE FROM {STATE_TABLE} WHERE NAME = ?", (name,))
+
+
 def fill_new_columns(con: Connection, policies: dict[str, Policy] | None = None
                      ) -> list[str]:
     """Columns that appeared since the last call get each row's merged value from its
@@ -101,8 +187,9 @@ def fill_new_columns(con: Connection, policies: dict[str, Policy] | None = None
         if known is not None:
             added = [c for c in current if c not in known.split(",")]
             if added:
-                filled = _fill(con, table, numbers[name], added,
-                               (policies or {}).get(name, LWW))
+                filled, _left = _fill(con, table, numbers[name], added,
+                                      (policies or {}).get(name, LWW))
+                assert filled is not None
                 done += [f"{name}.{c} ({filled[c]} rows)" for c in added]
         if known != ",".join(current):
             capture.set_state(con, _COLUMNS_STATE + name, ",".join(current))
@@ -110,41 +197,63 @@ def fill_new_columns(con: Connection, policies: dict[str, Policy] | None = None
 
 
 def _fill(con: Connection, table: Table, number: int, columns: list[str],
-          policy: Policy) -> dict[str, int]:
+          policy: Policy, only_different: bool = False) -> tuple[dict[str, int] | None, int]:
+    """Write each row's merged value of ``columns`` from its registers: every row's (a new
+    column), or ``only_different`` where the row holds another value (a widened column).
+    Returns the rows written per column — None when the table has captured changes not yet
+    published (nothing written: the row may hold a newer local value) — and the number of
+    values that still do not fit."""
     d = con.sql_dialect
     keys = table.key_columns
     where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c in keys)
     filled = dict.fromkeys(columns, 0)
+    left = 0
+    targets = [table.column(name) for name in columns]
     with transaction(con) as tm:
         cur = tm.cursor()
         reader = tm.cursor()
         try:
+            if only_different:
+                cur.execute(f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS "
+                            f"(SELECT 1 FROM {capture.IMAGE_PREFIX}{number})")
+                if cur.fetchone() is not None:
+                    return None, 0
             # Other sites' changes arriving late: not captured (the applier's mark).
+            # Fetched: a SELECT's expressions are evaluated only when its row is fetched
+            # (unfetched, the new columns' fill was captured as this site's own writes).
             cur.execute(f"SELECT RDB$SET_CONTEXT('USER_TRANSACTION', '{APPLY_CONTEXT}', ?) "
                         "FROM RDB$DATABASE", (str(number),))
-            reader.execute(f"SELECT {', '.join(values.select_expr(c, d) for c in keys)} "
-                           f"FROM {quote(table.name, d)}")
+            cur.fetchone()
+            shown = [values.select_expr(c, d) for c in (*keys, *targets)]
+            reader.execute(f"SELECT {', '.join(shown)} FROM {quote(table.name, d)}")
             cache = StatementCache()
             store = DatabaseBlobStore(tm)
             for row in reader.fetchall():
-                key = [values.encode(c.type, v) for c, v in zip(keys, row, strict=True)]
+                key = [values.encode(c.type, v) for c, v in zip(keys, row, strict=False)]
                 state = registers.load(cache, cur, number, registers.key_hash(key))
                 if state is None or not state.current.visible:
                     continue
                 image = state.current.image(policy)
-                for name in columns:
-                    raw = image.get(name)
+                for column, now in zip(targets, row[len(keys):], strict=True):
+                    raw = image.get(column.name)
                     if raw is None:
                         continue
-                    column = table.column(name)
-                    value = values.decode(column.type, values_pb2.Value.FromString(raw), store)
-                    cur.execute(f"UPDATE {quote(table.name, d)} SET {quote(name, d)} = "
-                                f"{values.param_expr(column)} WHERE {where}",
+                    merged = values_pb2.Value.FromString(raw)
+                    if only_different:
+                        if not values.fits(column.type, merged):
+                            left += 1
+                            continue
+                        if merged.WhichOneof("kind") != "blob" and \
+                                values.encode(column.type, now) == merged:
+                            continue
+                    value = values.decode(column.type, merged, store)
+                    cur.execute(f"UPDATE {quote(table.name, d)} SET {quote(column.name, d)} "
+                                f"= {values.param_expr(column)} WHERE {where}",
                                 [value, *[values.decode(c.type, v)
                                           for c, v in zip(keys, key, strict=True)]])
-                    filled[name] += 1
+                    filled[column.name] += 1
             cache.close()
         finally:
             reader.close()
             cur.close()
-    return filled
+    return filled, left

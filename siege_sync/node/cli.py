@@ -250,7 +250,7 @@ def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     from .upgrade import upgrade
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
-    outcome = upgrade(cfg, args.script, command)
+    outcome = upgrade(cfg, args.script, command, args.backup_dir)
     print(f"site {cfg.site}: {outcome.published} captured changes published before the "
           "upgrade")
     for line in outcome.change.lines() or ["no replicated table or column changed"]:
@@ -259,9 +259,12 @@ def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
         print(f"  caught up with the new schema: {line}")
     if outcome.failure:
         print(f"error: the upgrade FAILED: {outcome.failure}", file=sys.stderr)
-        print(f"capture is reinstalled on the schema as the failed upgrade left it "
-              f"({outcome.fingerprint}): users can work and sync goes on; fix the script "
-              "and run siege-node upgrade again", file=sys.stderr)
+        state = ("the database is restored as it was before the upgrade (schema and rows, "
+                 "from the backup taken just before it)" if outcome.restored
+                 else "the database is as the failed upgrade left it")
+        print(f"{state}; capture is reinstalled on that schema ({outcome.fingerprint}): users "
+              "can work and sync goes on. Fix the script and run siege-node upgrade again",
+              file=sys.stderr)
         return 1
     print(f"capture reinstalled on the new schema ({outcome.fingerprint}); start "
           "`siege-node run` again")
@@ -292,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="write this losing version back as a new local change")
         if name == "upgrade":
             p.add_argument("--script", type=Path, help="an SQL script, run with isql-fb")
+            p.add_argument("--backup-dir", type=Path, default=None,
+                           help="where the backup taken before the upgrade goes (default: "
+                                "the system's temporary folder); removed afterwards")
             p.add_argument("command_line", nargs=argparse.REMAINDER,
                            help="-- COMMAND ...: the vendor's upgrader instead (it gets "
                                 "SIEGE_SYNC_DSN, ISC_USER, ISC_PASSWORD)")

@@ -104,6 +104,10 @@ class Settler:
         self._set_context = _writer_context(self._writer)
         self._written: set[tuple[str, bytes]] = set()  # rows written (present) in this tx
         self.losses_recorded = 0
+        # (table, column) -> rows whose merged value this site's column cannot hold yet: a
+        # site with a wider column wrote it (DESIGN §3.8). The registers keep it; the row
+        # keeps what it had; catchup.py writes it once the column is widened here.
+        self.unfit: dict[tuple[str, str], int] = {}
 
     def table(self, name: str) -> Table | None:
         return self._schema.tables.get(name)
@@ -466,6 +470,10 @@ class Settler:
             if c.name in table.primary_key or data is None or shown.get(c.name) == data:
                 continue
             value = values_pb2.Value.FromString(data)
+            if not values.fits(c.type, value):
+                where = (table.name, c.name)
+                self.unfit[where] = self.unfit.get(where, 0) + 1
+                continue
             if value.WhichOneof("kind") == "blob" and self._blobs is not None:
                 try:
                     self._blobs.open(value.blob).close()

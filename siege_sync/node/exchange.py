@@ -135,6 +135,7 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
             f"{peer}'s schema changed since capture was installed there: "
             f"{'; '.join(reply.schema_changes)}. Those changes do not travel until "
             f"`siege-node upgrade` (or `siege-node install`, if the change is made) runs there")
+    out.problems += [f"{peer}: {line}" for line in reply.kept_values]
     if reply.schema_fingerprint != mine.schema_fingerprint:
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")

@@ -22,7 +22,7 @@ from firebird.driver import Connection, DatabaseError
 
 from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
-from . import blobs, capture, eventlog, retention, rewind, status
+from . import blobs, capture, catchup, eventlog, retention, rewind, status
 from .apply import Applier, ApplyResult, catch_up, printable
 from .clock import Clock, SystemClock
 from .config import NodeConfig
@@ -141,6 +141,10 @@ class Replica:
     def schema_drift(self) -> list[str]:
         """Replicated tables and columns changed since capture was installed (upgrade.py)."""
         return self._retrying(lambda: drift(self._con, self._cfg.tables))
+
+    def kept_values(self) -> list[str]:
+        """Values other sites wrote that a narrower column here cannot hold yet (catchup.py)."""
+        return self._retrying(lambda: [u.describe() for u in catchup.unfit(self._con)])
 
     def identity(self) -> Identity:
         return self._retrying(lambda: Identity(

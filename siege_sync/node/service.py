@@ -122,7 +122,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
             t3_us=self._replica.clock.utc_now_us(),
-            schema_changes=self._replica.schema_drift())
+            schema_changes=self._replica.schema_drift(),
+            kept_values=self._replica.kept_values())
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
@@ -180,7 +181,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             schema_fingerprint=ident.schema_fingerprint, node_version=ident.node_version,
             applied=self._replica.vector(publish=False).to_proto(),
             published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts,
-            schema_changes=self._replica.schema_drift())
+            schema_changes=self._replica.schema_drift(),
+            kept_values=self._replica.kept_values())
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
         for p in st.parked:

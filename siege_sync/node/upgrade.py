@@ -7,15 +7,23 @@ the upgrade itself:
 
 1. refuses while other connections are attached (an application writing while capture is off
    would lose its changes for the other sites): it names them;
-2. publishes what is captured, so no change waits in the old schema's shape;
-3. drops the capture triggers (the log, the registers and everything else stay);
-4. runs the script (through ``isql-fb``) or the vendor's own upgrader command;
-5. reinstalls capture for the schema as it now is — also after a failing script, which is
-   then said plainly — re-guards application triggers the script replaced, and catches up
-   with what other sites already wrote in the new tables and columns (catchup.py);
-6. says what changed: tables and columns added, dropped, retyped.
+2. shuts the database down to its owner (``gfix -shut multi``): from there until the end,
+   only SYSDBA or the owner can connect — the application's users cannot start writing
+   while capture steps aside;
+3. publishes what is captured, so no change waits in the old schema's shape;
+4. backs the database up (``gbak``): isql commits DDL as it goes, and vendor scripts commit
+   along the way, so a script failing halfway would otherwise leave half an upgrade;
+5. drops the capture triggers (the log, the registers and everything else stay);
+6. runs the script (through ``isql-fb``) or the vendor's own upgrader command;
+7. on failure, restores the backup: the database is as it was before the upgrade — schema,
+   rows and capture — and that is said plainly;
+8. brings the database back online, reinstalls capture for the schema as it now is, re-guards
+   application triggers the script replaced, and catches up with what other sites already
+   wrote in the new or widened columns and the new tables (catchup.py);
+9. says what changed: tables and columns added, dropped, retyped.
 
-Must never leave the database without capture: step 5 runs whatever happened in step 4.
+Must never leave the database without capture, nor shut down: step 8 runs whatever happened
+before it; when it cannot, it says what to run.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +46,9 @@ from .publish import Publisher
 from .schema import Schema, TableSelection, introspect
 
 ISQL = "isql-fb"
+GFIX = "gfix"
+GBAK = "gbak"
+TOOL_TIMEOUT_S = 6 * 3600  # a backup or restore of a large database
 DSN_ENV = "SIEGE_SYNC_DSN"  # given to an upgrader command, with ISC_USER / ISC_PASSWORD
 
 
@@ -109,6 +121,7 @@ class UpgradeOutcome:
     failure: str | None  # the script's or command's failure, with its output
     fingerprint: str
     caught_up: list[str]  # other sites' values and events the new schema could now take
+    restored: bool = False  # the script failed and the backup from before it is back
 
 
 def others_attached(con: Connection) -> list[str]:
@@ -126,58 +139,119 @@ def others_attached(con: Connection) -> list[str]:
 
 
 def upgrade(cfg: NodeConfig, script: Path | None = None,
-            command: Sequence[str] = ()) -> UpgradeOutcome:
+            command: Sequence[str] = (), backup_dir: Path | None = None) -> UpgradeOutcome:
     if (script is None) == (not command):
         raise UpgradeError("give either --script FILE or -- COMMAND ...")
     if script is not None and not script.is_file():
         raise UpgradeError(f"{script}: no such script")
-    if script is not None and shutil.which(ISQL) is None:
-        raise UpgradeError(f"{ISQL} is not installed (Debian: apt-get install "
-                           "firebird3.0-utils); or run the vendor's upgrader with -- COMMAND")
+    missing = [tool for tool in (ISQL, GFIX, GBAK) if shutil.which(tool) is None]
+    if missing:
+        raise UpgradeError(f"{', '.join(missing)} not installed (Debian: apt-get install "
+                           "firebird3.0-utils): the node needs them to upgrade safely")
     with connection(cfg.database) as con:
         if not capture.is_installed(con):
             raise UpgradeError(f"capture is not installed in {cfg.database.dsn}: nothing to "
                                "step aside for; run the script directly, then siege-node "
                                "install")
-        others = others_attached(con)
-        if others:
-            raise UpgradeError(
-                "other connections are attached: " + "; ".join(others) + ". Close the "
-                "application everywhere and stop `siege-node run` first: a change made "
-                "while capture steps aside would never reach the other sites. Nothing "
-                "was changed")
-        published = Publisher(con, cfg.site, policies=cfg.policies).publish().events
-        waiting = capture.pending_entries(con)
-        if waiting:
-            raise UpgradeError(f"{waiting} captured changes could not be published (see "
-                               "siege-node status); fix that first. Nothing was changed")
-        before = introspect(con, cfg.tables)
-        capture.drop_capture_triggers(con)
+        _refuse_if_others(con)
+    # Our own connection is closed: the shutdown waits for no attachment (-attach 0), so an
+    # application that connected meanwhile makes it fail rather than lose its work.
+    failed = _tool(cfg, [GFIX, "-shut", "multi", "-attach", "0", cfg.database.dsn])
+    if failed:
+        raise UpgradeError(f"the database could not be reserved for the upgrade ({failed}). "
+                           "Is the application still connected? Close it everywhere and "
+                           "stop `siege-node run`; nothing was changed")
+    folder = Path(tempfile.mkdtemp(prefix="siege-upgrade-", dir=backup_dir))
+    backup = folder / "before-upgrade.fbk"
     failure: str | None = None
+    restored = False
     try:
+        with connection(cfg.database) as con:
+            _refuse_if_others(con)  # SYSDBA or the owner may still have come in
+            published = Publisher(con, cfg.site, policies=cfg.policies).publish().events
+            waiting = capture.pending_entries(con)
+            if waiting:
+                raise UpgradeError(f"{waiting} captured changes could not be published (see "
+                                   "siege-node status); fix that first. Nothing was changed")
+            before = introspect(con, cfg.tables)
+        failed = _tool(cfg, [GBAK, "-b", "-g", cfg.database.dsn, str(backup)])
+        if failed:
+            raise UpgradeError(f"the backup before the upgrade failed ({failed}); is there "
+                               f"room in {folder.parent}? (--backup-dir) Nothing was changed")
+        with connection(cfg.database) as con:
+            capture.drop_capture_triggers(con)
         failure = _run(cfg, script, command)
+        if failure:
+            # Back to exactly before the upgrade: nobody else could write meanwhile.
+            failed = _tool(cfg, [GBAK, "-rep", str(backup), cfg.database.dsn])
+            if failed:
+                failure += (f". Restoring the backup failed too ({failed}): it is kept at "
+                            f"{backup}; restore it with gbak -rep before anyone works")
+            restored = not failed
     finally:
-        # Whatever happened: capture back on, for the schema as it now is.
-        try:
-            with connection(cfg.database) as con:
-                report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
-                assert report.schema is not None
-                after = report.schema
-                caught_up = catch_up(con, cfg.site, cfg.policies)
-        except Exception as exc:  # said loudly: the database is without capture
-            raise UpgradeError(
-                f"capture could NOT be reinstalled after the upgrade ({exc}): changes made "
-                "now are not captured. Run `siege-node install` before anyone works. The "
-                f"upgrade itself {'failed: ' + failure if failure else 'ran'}") from exc
+        _online(cfg)
+        after, caught_up = _reinstall(cfg, failure)
+    if not (failure and not restored):
+        shutil.rmtree(folder, ignore_errors=True)
     return UpgradeOutcome(compare(before, after), published, failure, after.fingerprint(),
-                          caught_up)
+                          caught_up, restored)
 
 
-def _run(cfg: NodeConfig, script: Path | None, command: Sequence[str]) -> str | None:
+def _refuse_if_others(con: Connection) -> None:
+    others = others_attached(con)
+    if others:
+        raise UpgradeError(
+            "other connections are attached: " + "; ".join(others) + ". Close the "
+            "application everywhere and stop `siege-node run` first: a change made "
+            "while capture steps aside would never reach the other sites. Nothing "
+            "was changed")
+
+
+def _online(cfg: NodeConfig) -> None:
+    failed = _tool(cfg, [GFIX, "-online", cfg.database.dsn])
+    # A restored database is already online: gfix then says the mode is invalid.
+    if failed and "shutdown mode is invalid" not in failed:
+        raise UpgradeError(f"the database could not be brought back online ({failed}): run "
+                           f"`gfix -online {cfg.database.dsn}` as SYSDBA before anyone works")
+
+
+def _reinstall(cfg: NodeConfig, failure: str | None) -> tuple[Schema, list[str]]:
+    """Capture back on, for the schema as it now is; then the catch-up."""
+    try:
+        with connection(cfg.database) as con:
+            report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+            assert report.schema is not None
+            return report.schema, catch_up(con, cfg.site, cfg.policies)
+    except Exception as exc:  # said loudly: the database may be without capture
+        raise UpgradeError(
+            f"capture could NOT be reinstalled after the upgrade ({exc}): changes made "
+            "now are not captured. Run `siege-node install` before anyone works. The "
+            f"upgrade itself {'failed: ' + failure if failure else 'ran'}") from exc
+
+
+def _tool(cfg: NodeConfig, argv: list[str]) -> str | None:
+    """Run a Firebird tool as the node's database user; its complaint, or None."""
+    try:
+        done = subprocess.run(argv, env=_env(cfg), capture_output=True, text=True,
+                              timeout=TOOL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{argv[0]}: {exc}"
+    if done.returncode != 0:
+        return f"{argv[0]}: {' '.join((done.stdout + done.stderr).split())[-1000:]}"
+    return None
+
+
+def _env(cfg: NodeConfig) -> dict[str, str]:
     spec = cfg.database
     env = {**os.environ, DSN_ENV: spec.dsn, "ISC_USER": spec.user}
     if spec.password:
         env["ISC_PASSWORD"] = spec.password
+    return env
+
+
+def _run(cfg: NodeConfig, script: Path | None, command: Sequence[str]) -> str | None:
+    spec = cfg.database
+    env = _env(cfg)
     if script is not None:
         # -bail: stop at the first error (exit code 1); -q: no banner.
         argv = [ISQL, "-q", "-bail", "-i", str(script), spec.dsn]

@@ -724,6 +724,33 @@ def decode(ctype: ColumnType, msg: values_pb2.Value,
     return fn(getattr(msg, which), blobs)
 
 
+def fits(ctype: ColumnType, value: values_pb2.Value) -> bool:
+    """Whether a column of ``ctype`` holds ``value`` as it is. False for a string longer than
+    the column, a number outside its storage range, or of another scale: a value a site
+    whose column is wider wrote (DESIGN §3.8), kept in the registers until this column is
+    widened too (catchup.py). A value of another kind is not a matter of width: ``decode``
+    refuses it."""
+    if ctype.dimensions:
+        return True
+    kind = ctype.element_kind
+    which = value.WhichOneof("kind")
+    if kind in (Kind.CHAR, Kind.VARCHAR) and which in ("text", "octets"):
+        # CHAR pads with spaces: a wider CHAR's padding is not part of the value.
+        if which == "text":
+            text = value.text.rstrip(" ") if kind is Kind.CHAR else value.text
+            limit = ctype.char_length if ctype.char_length is not None else ctype.length
+            return len(text) <= limit
+        data = value.octets.rstrip(b" ") if kind is Kind.CHAR else value.octets
+        return len(data) <= ctype.length
+    if kind in (Kind.SMALLINT, Kind.INTEGER, Kind.BIGINT) and which == "integer":
+        lo, hi = _INT_RANGE[ctype.field_type]
+        return lo <= value.integer <= hi
+    if kind is Kind.SCALED and which == "scaled":
+        lo, hi = _INT_RANGE[ctype.field_type]
+        return value.scaled.scale == -ctype.scale and lo <= value.scaled.unscaled <= hi
+    return True
+
+
 def describe(value: values_pb2.Value | None) -> str:
     """A value for a person to read (not exact: records keep the exact one)."""
     if value is None:

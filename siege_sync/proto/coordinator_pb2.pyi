@@ -220,7 +220,7 @@ class MeshStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes")
+    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_COMPLETE_SYNC_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +232,7 @@ class SiteStatus(_message.Message):
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     site: str
     reachable: bool
     last_complete_sync: str
@@ -243,10 +244,11 @@ class SiteStatus(_message.Message):
     problem: str
     schema_fingerprint: str
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
+    kept_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
-    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes")
+    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values")
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     AWAITING_DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +256,7 @@ class MeshStatusReply(_message.Message):
     ROUND_RUNNING_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     coordinator: str
     conflicts: int
     awaiting_decision: int
@@ -261,7 +264,8 @@ class MeshStatusReply(_message.Message):
     round_running: bool
     schema_fingerprint: str
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
+    kept_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConflictsRequest(_message.Message):
     __slots__ = ("table", "reapply")

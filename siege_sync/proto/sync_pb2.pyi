@@ -44,7 +44,7 @@ class HelloRequest(_message.Message):
     def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class HelloReply(_message.Message):
     T2_US_FIELD_NUMBER: _ClassVar[int]
     T3_US_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -65,7 +66,8 @@ class HelloReply(_message.Message):
     t2_us: int
     t3_us: int
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
+    kept_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("events", "blobs")
@@ -154,7 +156,7 @@ class ParkedTx(_message.Message):
     def __init__(self, origin: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ..., since: _Optional[str] = ..., attempts: _Optional[int] = ..., past_limit: bool = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked", "schema_changes")
+    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked", "schema_changes", "kept_values")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,7 @@ class StatusReply(_message.Message):
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     PARKED_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
+    KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     epoch: str
@@ -179,7 +182,8 @@ class StatusReply(_message.Message):
     digests: _containers.RepeatedCompositeFieldContainer[TableDigest]
     parked: _containers.RepeatedCompositeFieldContainer[ParkedTx]
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ..., schema_changes: _Optional[_Iterable[str]] = ...) -> None: ...
+    kept_values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
     __slots__ = ("peer",)

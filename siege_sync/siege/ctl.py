@@ -227,9 +227,15 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
             for change in changes:
                 print(f"{site}: schema changed since capture was installed: {change} — "
                       "run siege-node upgrade (or install) there")
+        kept = [(reply.coordinator, reply.kept_values),
+                *((s.site, s.kept_values) for s in reply.sites)]
+        for site, lines in kept:
+            for line in lines:
+                print(f"{site}: {line}")
         if not args.watch:
             return 0 if all(s.reachable and not s.parked for s in reply.sites) and not any(
-                changes for _site, changes in drifted) else 1
+                changes for _site, changes in drifted) and not any(
+                lines for _site, lines in kept) else 1
         time.sleep(args.interval)
 
 

@@ -32,7 +32,8 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                                             awaiting_decision=own.awaiting_decision,
                                             round_running=rounds.running,
                                             schema_fingerprint=mine.schema_fingerprint,
-                                            schema_changes=node.replica.schema_drift())
+                                            schema_changes=node.replica.schema_drift(),
+                                            kept_values=node.replica.kept_values())
     bundle, _ = node.watcher.refresh()
     for site, peer in sorted(node.service_cfg.peers.items()):
         out = reply.sites.add(site=site)
@@ -56,6 +57,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
             out.backlog = status.backlog
             out.schema_fingerprint = status.schema_fingerprint
             out.schema_changes.extend(status.schema_changes)
+            out.kept_values.extend(status.kept_values)
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"
     return reply
