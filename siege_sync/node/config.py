@@ -32,10 +32,22 @@ Example::
     listen = "0.0.0.0:7443"                 # mTLS only; there is no plaintext port
     bundle = "/etc/siege/lyon"              # the folder `siege-certs issue lyon` wrote
     siege = "siege"                         # the site that coordinates (default: none)
-    priority = 10                           # for the election of a stand-in (lower first)
+    coordinator = true                      # may stand in for the siège when it is gone
+                                            # (its certificate needs the relay role)
+    priority = 10                           # rank among stand-ins (lower first, then id)
+    takeover_after = 600                    # seconds the siège must be unreachable first
+    lan = ["192.168.1.20"]                  # zeroconf on these interface addresses only
+    outbound_only = false                   # true: cannot be dialled (CGNAT); it dials
+    dial_every = 60                         # the coordinator itself every this many s
+    announce_every = 300                    # tells the coordinators its port this often
+                                            # (0: never — a LAN-only mesh)
 
     [peers.siege]
-    address = "siege.example.net:7443"
+    address = "siege.example.net:7443"      # optional: a fixed or DDNS name, re-resolved
+    coordinator = true                      # (the siège always is; stand-ins are listed)
+    priority = 1                            # the same ranks at every site
+
+A peer without an address is found by the address it last announced, then by zeroconf.
 """
 
 from __future__ import annotations
@@ -68,7 +80,9 @@ class GeneratorRange:
 @dataclass(frozen=True)
 class Peer:
     site: str
-    address: str  # host:port
+    address: str | None = None  # host:port, a fixed or DDNS name (discovery.py otherwise)
+    coordinator: bool = False  # may stand in for the siège (election.py)
+    priority: int = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,26 @@ class ServiceConfig:
     siege: str | None = None
     priority: int = 100
     peers: Mapping[str, Peer] = field(default_factory=dict)
+    coordinator: bool = False  # this node may stand in for the siège
+    takeover_after: float = 600.0  # seconds
+    lan: tuple[str, ...] = ()  # interface addresses for zeroconf
+    outbound_only: bool = False
+    dial_every: float = 60.0
+    announce_every: float = 300.0
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def coordinators(self, own_site: str) -> list[str]:
+        """The sites that may coordinate, best first: the configured siège, then the
+        stand-ins by priority, then site id. Every site's config lists the same ones, so
+        every site ranks them the same way (election.py)."""
+        ranked = [(p.priority, p.site) for p in self.peers.values()
+                  if p.coordinator and p.site != self.siege]
+        if self.coordinator and own_site != self.siege:
+            ranked.append((self.priority, own_site))
+        return ([self.siege] if self.siege else []) + [site for _p, site in sorted(ranked)]
 
 
 @dataclass(frozen=True)
@@ -173,7 +207,9 @@ def _service(raw: dict[str, Any], where: str, path: Path | None,
         if peers_raw:
             raise ConfigError(f"{where}: [peers] needs a [node] section (listen, bundle)")
         return None
-    unknown = set(node) - {"listen", "bundle", "siege", "priority"}
+    unknown = set(node) - {"listen", "bundle", "siege", "priority", "coordinator",
+                           "takeover_after", "lan", "outbound_only", "dial_every",
+                           "announce_every"}
     if unknown:
         raise ConfigError(f"{where} [node]: unknown keys {sorted(unknown)}")
     listen = _address(node.get("listen"), f"{where} [node] listen")
@@ -186,17 +222,61 @@ def _service(raw: dict[str, Any], where: str, path: Path | None,
     siege = node.get("siege")
     if siege is not None and not isinstance(siege, str):
         raise ConfigError(f"{where} [node] siege must be a site id (a string)")
-    priority = node.get("priority", 100)
-    if not isinstance(priority, int):
-        raise ConfigError(f"{where} [node] priority must be an integer")
+    priority = _int(node, "priority", 100, f"{where} [node]")
     peers = {}
     for name, spec in peers_raw.items():
-        if not isinstance(spec, dict) or "address" not in spec:
-            raise ConfigError(f"{where} [peers.{name}]: needs address = \"host:port\"")
+        at = f"{where} [peers.{name}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{at}: must be a section (address, coordinator, priority)")
+        unknown = set(spec) - {"address", "coordinator", "priority"}
+        if unknown:
+            raise ConfigError(f"{at}: unknown keys {sorted(unknown)}")
         if name == site:
-            raise ConfigError(f"{where} [peers.{name}]: that is this site itself")
-        peers[name] = Peer(name, _address(spec["address"], f"{where} [peers.{name}] address"))
-    return ServiceConfig(listen, bundle, siege, priority, peers)
+            raise ConfigError(f"{at}: that is this site itself")
+        address = (_address(spec["address"], f"{at} address") if "address" in spec
+                   else None)
+        peers[name] = Peer(name, address, _bool(spec, "coordinator", name == siege, at),
+                           _int(spec, "priority", 100, at))
+    lan = _str_list(node, "lan", f"{where} [node]")
+    for item in lan:
+        if item in ("0.0.0.0", "") or not all(p.isdigit() for p in item.split(".")) \
+                or item.count(".") != 3:
+            raise ConfigError(f"{where} [node] lan: {item!r}: give the IPv4 address of each "
+                              "interface on the shop's LAN (never 0.0.0.0: zeroconf must "
+                              "not answer on every interface)")
+    return ServiceConfig(
+        listen, bundle, siege, priority, peers,
+        coordinator=_bool(node, "coordinator", False, f"{where} [node]"),
+        takeover_after=_seconds(node, "takeover_after", 600.0, f"{where} [node]"),
+        lan=tuple(lan),
+        outbound_only=_bool(node, "outbound_only", False, f"{where} [node]"),
+        dial_every=_seconds(node, "dial_every", 60.0, f"{where} [node]"),
+        announce_every=_seconds(node, "announce_every", 300.0, f"{where} [node]",
+                                zero=True))
+
+
+def _int(raw: dict[str, Any], key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be an integer")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false")
+    return value
+
+
+def _seconds(raw: dict[str, Any], key: str, default: float, where: str,
+             zero: bool = False) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+            value == 0 and not zero):
+        raise ConfigError(f"{where}: {key} must be a number of seconds > 0"
+                          + (" (or 0: never)" if zero else ""))
+    return float(value)
 
 
 def _table(raw: dict[str, Any], key: str, where: str, required: bool = False) -> dict[str, Any]:

@@ -5,6 +5,11 @@ health service, server reflection) on mutual TLS only, exchanges started through
 and a clean stop — on SIGTERM or SIGINT the server stops taking calls, lets the running ones
 finish (grace period), then the database is closed.
 
+Also the node's presence on the mesh (discovery.py): zeroconf on the LAN interfaces it is
+given, its port announced to the sites that may coordinate every ``announce_every``, and —
+for a site that cannot be dialled (``outbound_only``) — its own exchange with the best
+reachable coordinator every ``dial_every``.
+
 Signals are installed after the database is attached: the Firebird client library installs
 its own handlers at the first attach and would otherwise replace ours. On Windows SIGTERM is
 not delivered by services; SIGINT (Ctrl-C / the service wrapper's break) stops it the same way.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from importlib.metadata import entry_points
 
@@ -24,11 +30,13 @@ from firebird.driver import Connection
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..proto import sync_pb2
-from . import capture
+from ..proto import sync_pb2, sync_pb2_grpc
+from . import capture, transport
+from .announce import AnnounceError, Announcer, Browser
 from .clock import Clock, SystemClock
 from .config import NodeConfig, ServiceConfig
 from .database import open_connection
+from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
 from .replica import Replica
 from .service import SyncService, add_to_server
@@ -71,11 +79,17 @@ class Node:
             self._con.close()
             raise
         self.replica = Replica(cfg, self._con, clock)
+        self.mesh = ident.mesh
+        self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, self.replica,
+                                     lambda: self.watcher.refresh()[0])
         self._server: grpc.Server | None = None
         self._health = health.HealthServicer()
         self._exchange_lock = threading.Lock()
         self._peer_locks: dict[str, threading.Lock] = {}
         self.roles: list[object] = []  # what roles attached (e.g. the coordinator)
+        self._announcer: Announcer | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> int:
         try:
@@ -100,7 +114,8 @@ class Node:
                             "(another siege-node run?) or it is not an address of this "
                             "machine")
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
-        add_to_server(SyncService(self.replica, self.watcher, self.exchange), server)
+        add_to_server(SyncService(self.replica, self.watcher, self.exchange,
+                                  self.addresses.record_announce), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,
                  health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -115,7 +130,83 @@ class Node:
         for name in ("", names[0]):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("[%s] listening on %s (mTLS)", self.cfg.site, self.service_cfg.listen)
+        self._start_presence(port)
         return port
+
+    def _start_presence(self, port: int) -> None:
+        svc = self.service_cfg
+        if svc.lan:
+            try:
+                self.addresses.browser = Browser(self.mesh, svc.lan)
+                self.addresses.browser.start()
+                self._announcer = Announcer(self.cfg.site, self.mesh, port, svc.lan)
+                self._announcer.start()
+            except (AnnounceError, OSError) as exc:
+                raise NodeError(f"zeroconf on [node] lan {list(svc.lan)}: {exc}") from exc
+        if svc.announce_every:
+            self._every(svc.announce_every, lambda: self.announce(port), "announce")
+        if svc.outbound_only:
+            self._every(svc.dial_every, self.dial_out, "dial-out")
+
+    def _every(self, seconds: float, work: Callable[[], object], name: str) -> None:
+        def loop() -> None:
+            while not self._stopping.is_set():
+                try:
+                    work()
+                except Exception:  # a loop of the node must outlive one failure
+                    log.exception("[%s] %s failed", self.cfg.site, name)
+                if self._stopping.wait(seconds):
+                    return
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def address(self, peer: str) -> str | None:
+        """Where ``peer`` answered last, else where it answers now (discovery.py)."""
+        last = self.addresses.last(peer)
+        if last is not None:
+            return last.address
+        reached = self.addresses.reach(peer)
+        return reached.candidate.address if reached.candidate is not None else None
+
+    def announce(self, port: int) -> dict[str, str]:
+        """Tell every site that may coordinate where this node listens; what each saw."""
+        seen: dict[str, str] = {}
+        bundle, _ = self.watcher.refresh()
+        for site in self.service_cfg.coordinators(self.cfg.site):
+            if site == self.cfg.site:
+                continue
+            reached = self.addresses.reach(site)
+            if reached.candidate is None:
+                log.debug("[%s] cannot announce to %s: %s", self.cfg.site, site,
+                          reached.explain(site))
+                continue
+            try:
+                with transport.channel(reached.candidate.address, bundle, site) as ch:
+                    reply = sync_pb2_grpc.SyncNodeStub(ch).Announce(sync_pb2.AnnounceRequest(
+                        port=port, dials_out_only=self.service_cfg.outbound_only),
+                        timeout=10)
+                seen[site] = reply.seen
+            except grpc.RpcError as exc:
+                log.info("[%s] announce to %s: %s", self.cfg.site, site, exc.details())
+        return seen
+
+    def dial_out(self) -> sync_pb2.ExchangeReply | None:
+        """A site that cannot be dialled exchanges with the best coordinator it reaches —
+        the siège, or a stand-in when the siège is gone."""
+        for site in self.service_cfg.coordinators(self.cfg.site):
+            if site == self.cfg.site:
+                continue
+            if self.addresses.reach(site).candidate is not None:
+                reply = self.exchange(site)
+                log.info("[%s] dialled out to %s: %d events in, %d out%s", self.cfg.site,
+                         site, reply.pulled_events, reply.pushed_events,
+                         f"; problems: {'; '.join(reply.problems)}" if reply.problems else "")
+                return reply
+        log.warning("[%s] no site that may coordinate is reachable (%s)", self.cfg.site,
+                    ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
+        return None
 
     def exchange(self, peer: str, stop: threading.Event | None = None,
                  round_no: int = 0, cap_bits_per_s: float | None = None
@@ -130,10 +221,16 @@ class Node:
         with self._exchange_lock:
             lock = self._peer_locks.setdefault(peer, threading.Lock())
         with lock:
+            reached = self.addresses.reach(peer)
+            if reached.candidate is None:
+                why = reached.explain(peer)
+                log.error("[%s] exchange with %s: %s", self.cfg.site, peer, why)
+                return sync_pb2.ExchangeReply(peer=peer, problems=[why], unreachable=True)
             try:
                 bundle, _ = self.watcher.refresh()
-                return exchange(self.replica, bundle, peer, spec.address, stop=stop,
-                                round_no=round_no, cap_bits_per_s=cap_bits_per_s).to_proto()
+                return exchange(self.replica, bundle, peer, reached.candidate.address,
+                                stop=stop, round_no=round_no,
+                                cap_bits_per_s=cap_bits_per_s).to_proto()
             except ExchangeError as exc:
                 log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
                 reply = (exc.outcome.to_proto() if exc.outcome is not None
@@ -143,10 +240,20 @@ class Node:
                 return reply
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
+        self._stopping.set()
         for role in self.roles:
             if hasattr(role, "close"):
                 role.close()
         self.roles = []
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._threads = []
+        if self._announcer is not None:
+            self._announcer.close()  # the goodbye: browsers forget it at once
+            self._announcer = None
+        if self.addresses.browser is not None:
+            self.addresses.browser.close()
+            self.addresses.browser = None
         if self._server is not None:
             self._health.enter_graceful_shutdown()
             self._server.stop(grace).wait()

@@ -34,6 +34,7 @@ from .vector import Vector
 log = logging.getLogger(__name__)
 
 Exchanger = Callable[[str], sync_pb2.ExchangeReply]
+Announced = Callable[[str, str, bool], None]  # site, host:port, dials out only
 
 
 class Gatekeeper:
@@ -67,10 +68,13 @@ class Gatekeeper:
 
 class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def __init__(self, replica: Replica, watcher: BundleWatcher,
-                 exchanger: Exchanger | None = None) -> None:
+                 exchanger: Exchanger | None = None,
+                 announced: Announced | None = None) -> None:
+        """``announced``: where a site's announcement goes (discovery.AddressBook)."""
         self._replica = replica
         self._watcher = watcher
         self._exchanger = exchanger
+        self._announced = announced
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
 
@@ -166,6 +170,21 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             log.info("[%s] applied %d events pushed by %s", self._site, reply.applied_events,
                      caller.name)
         return reply
+
+    def Announce(self, request: sync_pb2.AnnounceRequest,
+                 context: grpc.ServicerContext) -> sync_pb2.AnnounceReply:
+        caller = self._caller(context, Kind.SITE)
+        if not 0 < request.port < 65536:
+            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"{caller.name} announced port {request.port}: not a port")
+        host = peer_host(context.peer())
+        if host is None:
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"{caller.name} called from {context.peer()!r}, not an IP address")
+        seen = f"{host}:{request.port}"
+        if self._announced is not None:
+            self._announced(caller.name, seen, request.dials_out_only)
+        return sync_pb2.AnnounceReply(seen=seen)
 
     def Status(self, request: sync_pb2.StatusRequest,
                context: grpc.ServicerContext) -> sync_pb2.StatusReply:
@@ -336,6 +355,17 @@ def _bounds_reply(bounds: list) -> sync_pb2.RangesReply:
         if hi is not None:
             out.hi.values.extend(hi)
     return reply
+
+
+def peer_host(peer: str) -> str | None:
+    """The host of a gRPC peer string ("ipv4:10.0.0.5:51234", "ipv6:[fe80::1]:51234")."""
+    kind, _, rest = peer.partition(":")
+    host = rest.rpartition(":")[0]
+    if kind == "ipv4" and host:
+        return host
+    if kind == "ipv6" and host.startswith("[") and host.endswith("]"):
+        return host
+    return None
 
 
 def add_to_server(service: SyncService, server: grpc.Server) -> None:

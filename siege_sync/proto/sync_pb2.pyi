@@ -312,3 +312,17 @@ class RepairReply(_message.Message):
     recorded: int
     changed: int
     def __init__(self, written: _Optional[int] = ..., recorded: _Optional[int] = ..., changed: _Optional[int] = ...) -> None: ...
+
+class AnnounceRequest(_message.Message):
+    __slots__ = ("port", "dials_out_only")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    DIALS_OUT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    dials_out_only: bool
+    def __init__(self, port: _Optional[int] = ..., dials_out_only: bool = ...) -> None: ...
+
+class AnnounceReply(_message.Message):
+    __slots__ = ("seen",)
+    SEEN_FIELD_NUMBER: _ClassVar[int]
+    seen: str
+    def __init__(self, seen: _Optional[str] = ...) -> None: ...

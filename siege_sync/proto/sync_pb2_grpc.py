@@ -79,6 +79,11 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.RepairRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.RepairReply.FromString,
                 _registered_method=True)
+        self.Announce = channel.unary_unary(
+                '/siege.v1.SyncNode/Announce',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.FromString,
+                _registered_method=True)
 
 
 class SyncNodeServicer(object):
@@ -143,6 +148,12 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Announce(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -190,6 +201,11 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.Repair,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.RepairRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.RepairReply.SerializeToString,
+            ),
+            'Announce': grpc.unary_unary_rpc_method_handler(
+                    servicer.Announce,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +451,33 @@ class SyncNode(object):
             '/siege.v1.SyncNode/Repair',
             siege__sync_dot_proto_dot_sync__pb2.RepairRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.RepairReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Announce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/Announce',
+            siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.FromString,
             options,
             channel_credentials,
             insecure,

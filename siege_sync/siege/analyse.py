@@ -140,6 +140,12 @@ class Analyser:
         for t in tables:
             self._say(site, t, "syncing")
         problem = self._sync(site, reference)
+        if problem:
+            for table in tables:
+                report.analysis.add(site=site, table=table, reference=reference,
+                                    error=problem)
+                self._say(site, table, "failed")
+            return
         with self._open(reference) as ref_ch, self._open(site) as ch:
             ref = _Side(reference, sync_pb2_grpc.SyncNodeStub(ref_ch))
             other = _Side(site, sync_pb2_grpc.SyncNodeStub(ch))
@@ -266,7 +272,8 @@ class Analyser:
             host, _, port = self._node.service_cfg.listen.rpartition(":")
             address = f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{port}"
         else:
-            address = self._node.service_cfg.peers[site].address
+            # Just reached by the sync before (discovery.py); a lazy channel either way.
+            address = self._node.address(site) or f"{site}.unreachable.invalid:1"
         return transport.channel(address, self._bundle, site)
 
     def _say(self, site: str, table: str, state: str, done: int = 0, total: int = 0) -> None:

@@ -180,10 +180,11 @@ def cmd_report(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
 
 def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     reply = stub.Test(coordinator_pb2.TestRequest(), timeout=args.timeout)
-    rows = [["site", "address", "reachable", "identity", "cert days", "versions", "database",
-             "clock", "latency"]]
+    rows = [["site", "address", "found by", "reachable", "identity", "cert days", "versions",
+             "database", "clock", "latency"]]
     for t in reply.sites:
-        rows.append([t.site, t.address, "yes" if t.reachable else "NO", t.identity or "-",
+        rows.append([t.site, t.address or "-", t.address_source or "-",
+                     "yes" if t.reachable else "NO", t.identity or "-",
                      str(t.cert_days_left) if t.reachable else "-",
                      "match" if t.versions_match else ("DIFFER" if t.reachable else "-"),
                      "ok" if t.database_ok else ("NO" if t.reachable else "-"),
@@ -202,6 +203,7 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         if args.watch:
             print("\033[2J\033[H", end="")
         print(f"siège role: {reply.coordinator}"
+              + (f", {reply.role}" if reply.role else "")
               + ("  (a round is running)" if reply.round_running else ""))
         print(f"losing versions on record at the siège: {reply.conflicts}"
               + (f", {reply.awaiting_decision} awaiting a decision"

@@ -35,7 +35,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                                             schema_changes=node.replica.schema_drift(),
                                             kept_values=node.replica.kept_values())
     bundle, _ = node.watcher.refresh()
-    for site, peer in sorted(node.service_cfg.peers.items()):
+    for site in sorted(node.service_cfg.peers):
         out = reply.sites.add(site=site)
         for report in history:  # newest first
             entry = next((s for s in report.sites if s.site == site), None)
@@ -48,8 +48,13 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                 break
         out.parked = sum(1 for p in parked if p.origin == site)
         out.held_here = sum(seq for (origin, _inc), seq in held.seqs.items() if origin == site)
+        reached = node.addresses.reach(site)
+        if reached.candidate is None:
+            out.problem = reached.explain(site)
+            continue
+        out.address = f"{reached.candidate.address} ({reached.candidate.source})"
         try:
-            with transport.channel(peer.address, bundle, site) as ch:
+            with transport.channel(reached.candidate.address, bundle, site) as ch:
                 status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
                                                                timeout=TIMEOUT)
             out.reachable = True

@@ -14,6 +14,7 @@ from pathlib import Path
 from fpdf import FPDF
 
 from ..proto import coordinator_pb2
+from .reports import ELECTION
 
 _HEADERS = ("Site", "Outcome", "Events in", "Events out", "Parked", "Duration", "Clock")
 _WIDTHS = (34, 26, 24, 24, 18, 24, 24)
@@ -29,7 +30,9 @@ def _is_analysis(report: coordinator_pb2.RoundReport) -> bool:
 
 
 def _title(report: coordinator_pb2.RoundReport) -> str:
-    return f"{'Analysis' if _is_analysis(report) else 'Sync round'} {report.id}"
+    kind = ("Analysis" if _is_analysis(report) else "Role change"
+            if report.trigger == ELECTION else "Sync round")
+    return f"{kind} {report.id}"
 
 
 def _headers(report: coordinator_pb2.RoundReport) -> tuple[str, ...]:
@@ -54,6 +57,8 @@ def _problems(report: coordinator_pb2.RoundReport) -> list[str]:
 
 
 def _verdict(report: coordinator_pb2.RoundReport) -> str | None:
+    if report.trigger == ELECTION:
+        return report.note
     if _is_analysis(report):
         return {"differences": "Differences were found and nothing was changed.",
                 "repaired": "The repairs were written at the differing sites; the next round "

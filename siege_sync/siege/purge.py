@@ -88,7 +88,10 @@ class Purger:
         vectors = {node.cfg.site: node.replica.vector(publish=False)}
         bundle, _ = node.watcher.refresh()
         for entry in counted:
-            address = node.service_cfg.peers[entry.site].address
+            address = node.address(entry.site)
+            if address is None:
+                log.info("[%s] no purge: %s is not reachable now", node.cfg.site, entry.site)
+                return
             try:
                 with transport.channel(address, bundle, entry.site) as ch:
                     status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
@@ -112,7 +115,10 @@ class Purger:
             order.held_then.CopyFrom(before.held.to_proto())
             order.published_then.CopyFrom(before.published.to_proto())
         for entry in counted:
-            address = node.service_cfg.peers[entry.site].address
+            address = node.address(entry.site)
+            if address is None:
+                entry.errors.append("purge not done there: not reachable now")
+                continue
             try:
                 with transport.channel(address, bundle, entry.site) as ch:
                     reply = sync_pb2_grpc.SyncNodeStub(ch).Purge(order, timeout=TIMEOUT)

@@ -80,9 +80,15 @@ def _bytes(value: object) -> bytes:
     return bytes(value)  # type: ignore[arg-type]
 
 
+ELECTION = "election"  # the trigger of a role change's report (election.py)
+
+
 def render_text(report: coordinator_pb2.RoundReport) -> str:
     if report.trigger.startswith("analyse"):
         return _render_analysis(report)
+    if report.trigger == ELECTION:
+        return (f"Role change {report.id}: {report.outcome.upper()}\n  at {report.started}\n"
+                f"  {report.note}")
     lines = [f"Sync round {report.id} ({report.trigger}): {report.outcome.upper()}",
              f"  started {report.started}, ended {report.ended}",
              f"  losing versions put on record at the siège: {report.new_conflicts}",

@@ -1,19 +1,25 @@
 """The coordinator role, attached to a node at start (entry point ``siege_sync.roles``).
 
-Owns the decision to take the role — today, the node whose site is the configured siège
-(``[node] siege``) coordinates; electing a stand-in when the siège is gone comes later — and
-putting the role's parts together: rounds, the ``Coordinator`` service, the schedule, the
-alerts. Its settings (``[siege]``) are checked here, before the node serves anything.
+Owns the decision to attach the role — to the configured siège (``[node] siege``), and to the
+nodes that may stand in for it (``[node] coordinator = true``, relay role in the
+certificate), whose ``Election`` says when they run rounds — and putting the role's parts
+together: rounds, the ``Coordinator`` service, the schedule, the alerts, the election. Its
+settings (``[siege]``) are checked here, before the node serves anything.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import grpc
 
+from ..certs import Role
 from ..node.daemon import Node, NodeError
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .alerts import Alerter
+from .election import Election
 from .purge import Purger
+from .reports import ELECTION, store
 from .rounds import Rounds
 from .schedule import Scheduler
 from .service import CoordinatorService
@@ -29,30 +35,56 @@ class CoordinatorRole:
             self.settings = parse(node.cfg.role_settings, where, node.cfg.path)
         except SettingsError as exc:
             raise NodeError(str(exc)) from None
+        self._node = node
         self.purger = Purger(node, self.settings.retention_lag_days)
         self.rounds = Rounds(node, finish=self.purger.after_round, cap=self.settings.cap)
         self.alerter = (Alerter(self.settings.alerts, node.cfg.site)
                         if self.settings.alerts else None)
-        self.scheduler = Scheduler(self.rounds, self.settings.schedule, self.after_round)
+        self.election = Election(node, self.role_changed)
+        self.scheduler = Scheduler(self.rounds, self.settings.schedule, self.after_round,
+                                   may_run=lambda: self.election.active)
 
     def after_round(self, report: coordinator_pb2.RoundReport) -> None:
         if self.alerter is not None:
             self.alerter.after_round(report)
 
+    def role_changed(self, active: bool, why: str) -> None:
+        """Said everywhere an operator looks: the log (election.py), a report, an email."""
+        now = datetime.now().isoformat(timespec="seconds")
+        report = coordinator_pb2.RoundReport(
+            trigger=ELECTION, started=now, ended=now,
+            outcome="took the role" if active else "stood by", note=why)
+        with self._node.replica.database() as con:
+            store(con, report)
+        if self.alerter is not None:
+            self.alerter.send("role", f"{self._node.cfg.site} "
+                              f"{'now coordinates' if active else 'stands by'}", why)
+
     def close(self) -> None:
+        self.election.stop()
         self.rounds.stop()  # a round in progress ends at its next batch boundary
         self.scheduler.stop()
         self.rounds.close()  # and stores its report before the database closes
 
 
 def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
-    if node.service_cfg.siege != node.cfg.site:
+    svc = node.service_cfg
+    where = node.cfg.path or "config"
+    if svc.siege != node.cfg.site and not svc.coordinator:
         if node.cfg.role_settings:
-            raise NodeError(f"{node.cfg.path or 'config'}: [siege] is set but this node is "
-                            f"not the siège ([node] siege = {node.service_cfg.siege!r})")
+            raise NodeError(f"{where}: [siege] is set but this node is neither the siège "
+                            f"([node] siege = {svc.siege!r}) nor a stand-in ([node] "
+                            "coordinator = true)")
         return None
+    if svc.siege != node.cfg.site and not node.watcher.bundle.identity.has_role(Role.RELAY):
+        raise NodeError(f"{where}: [node] coordinator = true, but {node.cfg.site}'s "
+                        "certificate lacks the relay role: the other sites would refuse the "
+                        "events it relays. Issue it again with siege-certs issue "
+                        f"{node.cfg.site} --relay")
     role = CoordinatorRole(node)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorService(node, role.rounds, role.after_round), server)
+        CoordinatorService(node, role.rounds, role.after_round, role.election.describe),
+        server)
     role.scheduler.start()
+    role.election.start()
     return role

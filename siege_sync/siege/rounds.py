@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PARALLEL_SITES = 4
 PHASES = ("gather", "redistribute")
+DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchanges by itself
 
 Progress = Callable[[coordinator_pb2.SiteProgress], None]
 
@@ -110,6 +111,15 @@ class Rounds:
                     progress(coordinator_pb2.SiteProgress(site=site, phase=phase,
                                                           state="skipped"))
                 return
+            announced = self._node.addresses.announced(site)
+            if announced is not None and announced.dials_out_only:
+                # It cannot be dialled (CGNAT): it exchanges with the siège on its own
+                # schedule (daemon.dial_out); its changes travel through those exchanges.
+                with lock:
+                    entry.outcome = DIALS_IN
+                    progress(coordinator_pb2.SiteProgress(site=site, phase=phase,
+                                                          state=DIALS_IN))
+                return
             with lock:
                 progress(coordinator_pb2.SiteProgress(site=site, phase=phase, state="running"))
             t0 = time.monotonic()
@@ -173,9 +183,11 @@ class Rounds:
         for entry in report.sites:
             if entry.outcome != "complete":
                 continue
+            address = node.address(entry.site)
+            if address is None:
+                continue
             try:
-                pem = transport.peer_certificate(node.service_cfg.peers[entry.site].address,
-                                                 bundle, entry.site, timeout=10)
+                pem = transport.peer_certificate(address, bundle, entry.site, timeout=10)
                 entry.cert_days_left = days_to_expiry(pem)
             except (OSError, CertError):
                 pass
@@ -207,7 +219,7 @@ def _outcome(report: coordinator_pb2.RoundReport, stopped: bool) -> str:
     outcomes = [s.outcome for s in report.sites]
     if stopped:
         return "stopped"
-    if all(o == "complete" for o in outcomes):
+    if all(o in ("complete", DIALS_IN) for o in outcomes):
         return "complete"
     if outcomes and all(o == "failed" for o in outcomes):
         return "failed"

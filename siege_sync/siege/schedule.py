@@ -36,10 +36,14 @@ def next_due(schedule: Schedule, after: datetime) -> datetime | None:
 
 class Scheduler:
     def __init__(self, rounds: Rounds, schedule: Schedule,
-                 after_round: Callable[[coordinator_pb2.RoundReport], None]) -> None:
+                 after_round: Callable[[coordinator_pb2.RoundReport], None],
+                 may_run: Callable[[], bool] = lambda: True) -> None:
+        """``may_run``: whether this node coordinates now (a stand-in standing by does
+        not; election.py)."""
         self._rounds = rounds
         self._schedule = schedule
         self._after_round = after_round
+        self._may_run = may_run
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="schedule", daemon=True)
 
@@ -58,6 +62,9 @@ class Scheduler:
             wait = max((due - datetime.now()).total_seconds(), 0.0)
             if self._stopping.wait(wait):
                 return
+            if not self._may_run():
+                due = next_due(self._schedule, datetime.now())
+                continue
             try:
                 report = self._rounds.run("schedule")
                 self._after_round(report)

@@ -29,10 +29,13 @@ log = logging.getLogger(__name__)
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, node: Node, rounds: Rounds,
-                 after_round: Callable[[coordinator_pb2.RoundReport], None]) -> None:
+                 after_round: Callable[[coordinator_pb2.RoundReport], None],
+                 role: Callable[[], str] = lambda: "the configured siège") -> None:
+        """``role``: how this node holds the role now (election.py), for status."""
         self._node = node
         self._rounds = rounds
         self._after_round = after_round
+        self._role = role
         self._gate = Gatekeeper(node.watcher, node.cfg.site)
 
     def _admin(self, context: grpc.ServicerContext) -> None:
@@ -111,7 +114,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def MeshStatus(self, request: coordinator_pb2.MeshStatusRequest,
                    context: grpc.ServicerContext) -> coordinator_pb2.MeshStatusReply:
         self._admin(context)
-        return mesh_status(self._node, self._rounds)
+        reply = mesh_status(self._node, self._rounds)
+        reply.role = self._role()
+        return reply
 
     def Conflicts(self, request: coordinator_pb2.ConflictsRequest,
                   context: grpc.ServicerContext) -> coordinator_pb2.ConflictsReply:

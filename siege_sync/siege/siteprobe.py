@@ -29,8 +29,14 @@ def probe_all(node: Node) -> list[coordinator_pb2.SiteTest]:
 
 
 def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
-    address = node.service_cfg.peers[site].address
-    out = coordinator_pb2.SiteTest(site=site, address=address)
+    out = coordinator_pb2.SiteTest(site=site)
+    reached = node.addresses.reach(site, timeout=TIMEOUT)
+    if reached.candidate is None:
+        out.problems.append(reached.explain(site) + ": is its node running, is the address "
+                            "right, is the port open?")
+        return out
+    address = out.address = reached.candidate.address
+    out.address_source = reached.candidate.source
     bundle, _ = node.watcher.refresh()
     try:
         ident = transport.peer_identity(address, bundle, site, timeout=TIMEOUT)

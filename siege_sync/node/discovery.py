@@ -1,0 +1,148 @@
+"""Where a peer can be reached now: sites sit behind dynamic addresses (DESIGN §4).
+
+Owns the addresses of the peers, from three sources tried in this order:
+
+1. **configured** — ``[peers.X] address``: a fixed address or a DDNS host name. It is handed
+   to gRPC as a name, and every exchange opens a new channel, so the name is resolved again
+   at every connection (the system resolver's cache follows the record's TTL);
+2. **announced** — the address a peer last announced: a node calls ``Announce`` on the
+   coordinators with its listen port, and they record the address the call came from
+   (``record_announce``), in the database (it survives a restart);
+3. **zeroconf** — what the LAN browser saw (``announce.Browser``), a hint only.
+
+``reach`` tries them in order and takes the first that answers the gRPC health check over
+mutual TLS with the peer's own certificate (the channel pins the site id): a record in the
+mDNS cache or a stale announcement is never taken as proof of life. Must never choose an
+address without that check, nor import from ``siege_sync.siege``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ..certs import Bundle
+from . import capture, transport
+from .announce import Browser
+from .config import ServiceConfig
+from .replica import Replica
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT_S = 3.0
+_ANNOUNCED = "announced:"  # + site: "host:port|dials out only (0/1)|UTC seconds"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: str  # "configured", "announced" or "zeroconf"
+    address: str  # host:port
+
+
+@dataclass(frozen=True)
+class Announced:
+    address: str
+    dials_out_only: bool
+    at: float  # UTC seconds
+
+
+@dataclass
+class Reached:
+    """The outcome of ``reach``: the candidate that answered, and what was tried."""
+
+    candidate: Candidate | None
+    tried: list[str]
+
+    def explain(self, site: str) -> str:
+        if not self.tried:
+            return (f"no address known for {site}: give [peers.{site}] address (fixed or "
+                    "DDNS), or let it announce itself (its [node] announce_every) or be seen "
+                    "on the LAN ([node] lan at both)")
+        return f"{site} not reachable: " + "; ".join(self.tried)
+
+
+class AddressBook:
+    def __init__(self, site: str, service: Callable[[], ServiceConfig], replica: Replica,
+                 bundle: Callable[[], Bundle], browser: Browser | None = None) -> None:
+        """``service`` and ``bundle`` are read at each call: the config's peers may be
+        replaced (tests) and certificates rotate without a restart."""
+        self._site = site
+        self._service = service
+        self._replica = replica
+        self._bundle = bundle
+        self.browser = browser
+        self._lock = threading.Lock()
+        self._last: dict[str, Candidate] = {}  # the last address that answered, per site
+
+    def candidates(self, site: str) -> list[Candidate]:
+        out: list[Candidate] = []
+        peer = self._service().peers.get(site)
+        if peer is not None and peer.address:
+            out.append(Candidate("configured", peer.address))
+        announced = self.announced(site)
+        if announced is not None:
+            out.append(Candidate("announced", announced.address))
+        if self.browser is not None:
+            seen = self.browser.addresses().get(site)
+            if seen is not None:
+                out.append(Candidate("zeroconf", f"{seen[0]}:{seen[1]}"))
+        unique: list[Candidate] = []
+        for c in out:
+            if all(c.address != u.address for u in unique):
+                unique.append(c)
+        return unique
+
+    def reach(self, site: str, timeout: float = CHECK_TIMEOUT_S) -> Reached:
+        tried: list[str] = []
+        for candidate in self.candidates(site):
+            problem = self.check(site, candidate.address, timeout)
+            if problem is None:
+                with self._lock:
+                    if self._last.get(site) != candidate:
+                        log.info("[%s] %s reached at %s (%s)", self._site, site,
+                                 candidate.address, candidate.source)
+                    self._last[site] = candidate
+                return Reached(candidate, tried)
+            tried.append(f"{candidate.source} {candidate.address}: {problem}")
+        return Reached(None, tried)
+
+    def last(self, site: str) -> Candidate | None:
+        with self._lock:
+            return self._last.get(site)
+
+    def check(self, site: str, address: str, timeout: float = CHECK_TIMEOUT_S) -> str | None:
+        """None when the node of ``site`` answers the health check at ``address``."""
+        try:
+            with transport.channel(address, self._bundle(), site) as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            return ("no answer" if code in (grpc.StatusCode.UNAVAILABLE,
+                                            grpc.StatusCode.DEADLINE_EXCEEDED)
+                    else f"{code.name}: {exc.details()}")
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return "its node is not serving (stopping?)"
+        return None
+
+    # --- announcements ---------------------------------------------------------------------
+
+    def record_announce(self, site: str, address: str, dials_out_only: bool) -> None:
+        value = f"{address}|{int(dials_out_only)}|{time.time():.0f}"
+        with self._replica.database() as con:
+            capture.set_state(con, _ANNOUNCED + site, value)
+
+    def announced(self, site: str) -> Announced | None:
+        with self._replica.database() as con:
+            value = capture.get_state(con, _ANNOUNCED + site)
+        if not value:
+            return None
+        address, _, rest = value.partition("|")
+        flag, _, at = rest.partition("|")
+        return Announced(address, flag == "1", float(at or 0))
