@@ -114,6 +114,7 @@ def test_a_stand_in_needs_the_relay_role_in_its_certificate(tmp_path) -> None:
 def test_an_announcement_records_where_the_call_came_from(tmp_path) -> None:
     mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False}, DDL)
     try:
+        mesh.nodes["lyon"].stop(grace=1)  # its own announcements would race with ours
         ch, stub = stub_as(mesh, "lyon", "siege")
         with ch:
             reply = stub.Announce(sync_pb2.AnnounceRequest(port=9999, dials_out_only=True),

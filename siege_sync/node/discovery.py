@@ -53,6 +53,16 @@ class Announced:
 
 
 @dataclass
+class DialIns:
+    """What a site moved in the exchanges it started (it cannot be dialled), since the last
+    time a round took the count."""
+
+    events_in: int = 0  # it pushed here
+    events_out: int = 0  # it pulled from here
+    last: float | None = None  # UTC seconds of its last exchange
+
+
+@dataclass
 class Reached:
     """The outcome of ``reach``: the candidate that answered, and what was tried."""
 
@@ -79,6 +89,7 @@ class AddressBook:
         self.browser = browser
         self._lock = threading.Lock()
         self._last: dict[str, Candidate] = {}  # the last address that answered, per site
+        self._dialins: dict[str, DialIns] = {}
 
     def candidates(self, site: str) -> list[Candidate]:
         out: list[Candidate] = []
@@ -130,6 +141,23 @@ class AddressBook:
         if reply.status != health_pb2.HealthCheckResponse.SERVING:
             return "its node is not serving (stopping?)"
         return None
+
+    # --- sites that dial in -----------------------------------------------------------------
+
+    def note_traffic(self, site: str, events_in: int, events_out: int) -> None:
+        with self._lock:
+            seen = self._dialins.setdefault(site, DialIns())
+            seen.events_in += events_in
+            seen.events_out += events_out
+            seen.last = time.time()
+
+    def take_traffic(self, site: str) -> DialIns:
+        """The counts since the last call (which resets them); the last contact stays."""
+        with self._lock:
+            seen = self._dialins.setdefault(site, DialIns())
+            out = DialIns(seen.events_in, seen.events_out, seen.last)
+            seen.events_in = seen.events_out = 0
+            return out
 
     # --- announcements ---------------------------------------------------------------------
 

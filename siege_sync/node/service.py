@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Exchanger = Callable[[str], sync_pb2.ExchangeReply]
 Announced = Callable[[str, str, bool], None]  # site, host:port, dials out only
+Traffic = Callable[[str, int, int], None]  # site, events it pushed here, events it pulled
 
 
 class Gatekeeper:
@@ -69,12 +70,15 @@ class Gatekeeper:
 class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def __init__(self, replica: Replica, watcher: BundleWatcher,
                  exchanger: Exchanger | None = None,
-                 announced: Announced | None = None) -> None:
-        """``announced``: where a site's announcement goes (discovery.AddressBook)."""
+                 announced: Announced | None = None,
+                 traffic: Traffic | None = None) -> None:
+        """``announced``: where a site's announcement goes; ``traffic``: what a site moved
+        in exchanges it started (a site that dials in; discovery.AddressBook)."""
         self._replica = replica
         self._watcher = watcher
         self._exchanger = exchanger
         self._announced = announced
+        self._traffic = traffic
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
 
@@ -131,15 +135,20 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
-        self._caller(context, Kind.SITE)
+        caller = self._caller(context, Kind.SITE)
         try:
             have = Vector.from_proto(request.have)
         except ValueError as exc:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed vector: {exc}")
         only = None if self._watcher.bundle.identity.has_role(Role.RELAY) else self._site
         limit = min(max(request.max_events_per_batch or 500, 1), 5000)
+        sent = 0
         try:
-            yield from self._replica.outgoing(have, limit, only_origin=only)
+            for batch in self._replica.outgoing(have, limit, only_origin=only):
+                sent += len(batch.events)
+                yield batch
+            if self._traffic is not None:
+                self._traffic(caller.name, 0, sent)
         except PurgedHere as exc:
             self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
 
@@ -169,6 +178,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         if reply.applied_events:
             log.info("[%s] applied %d events pushed by %s", self._site, reply.applied_events,
                      caller.name)
+        if self._traffic is not None:
+            self._traffic(caller.name, reply.applied_events, 0)
         return reply
 
     def Announce(self, request: sync_pb2.AnnounceRequest,

@@ -25,6 +25,7 @@ from pathlib import Path
 from ..certs import CertError, days_to_expiry
 from ..node import eventlog, transport
 from ..node.daemon import Node
+from ..node.discovery import Announced
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 PARALLEL_SITES = 4
 PHASES = ("gather", "redistribute")
 DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchanges by itself
+DIAL_IN_SILENCE_S = 3600.0  # a site dialling in is "failed" after this long without a word
 
 Progress = Callable[[coordinator_pb2.SiteProgress], None]
 
@@ -114,11 +116,13 @@ class Rounds:
             announced = self._node.addresses.announced(site)
             if announced is not None and announced.dials_out_only:
                 # It cannot be dialled (CGNAT): it exchanges with the siège on its own
-                # schedule (daemon.dial_out); its changes travel through those exchanges.
+                # schedule (daemon.dial_out); the round reports those exchanges.
+                if phase == "gather":
+                    self._dialled_in(entry, announced)
                 with lock:
-                    entry.outcome = DIALS_IN
-                    progress(coordinator_pb2.SiteProgress(site=site, phase=phase,
-                                                          state=DIALS_IN))
+                    progress(coordinator_pb2.SiteProgress(
+                        site=site, phase=phase, state=entry.outcome,
+                        events_in=entry.events_in, events_out=entry.events_out))
                 return
             with lock:
                 progress(coordinator_pb2.SiteProgress(site=site, phase=phase, state="running"))
@@ -174,6 +178,21 @@ class Rounds:
             reports.store(con, report)
         log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)
         return report
+
+    def _dialled_in(self, entry: coordinator_pb2.SiteReport, announced: Announced) -> None:
+        """A site that dials in: what its own exchanges moved since the last round; failed
+        when it has not exchanged for DIAL_IN_SILENCE_S (its node or its line is down)."""
+        seen = self._node.addresses.take_traffic(entry.site)
+        entry.events_in, entry.events_out = seen.events_in, seen.events_out
+        last = seen.last if seen.last is not None else announced.at
+        if time.time() - last > DIAL_IN_SILENCE_S:
+            entry.outcome = "failed"
+            entry.errors.append(
+                f"it cannot be dialled and has not exchanged since "
+                f"{datetime.fromtimestamp(last):%Y-%m-%d %H:%M:%S}: check its node and its "
+                "line (it dials the siège itself, [node] dial_every)")
+        else:
+            entry.outcome = DIALS_IN
 
     def _health(self, report: coordinator_pb2.RoundReport) -> None:
         """Certificates' days left, the siège's free disk and log size, for the alerts."""
