@@ -214,6 +214,13 @@ def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     return run(cfg)
 
 
+def cmd_join(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    """A new site: wait for the siège's snapshot (siege-ctl join SITE there), then serve."""
+    from .daemon import run
+
+    return run(cfg, join=True)
+
+
 def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     """Ask the node running with this config (over mTLS, as itself) to exchange now."""
     import grpc
@@ -275,6 +282,8 @@ SERVICE_COMMANDS = {
     "upgrade": (cmd_upgrade, "run a vendor upgrade script (or -- COMMAND) with capture "
                              "stepped aside, then reinstall it"),
     "run": (cmd_run, "serve this site on the mesh (mTLS gRPC) until SIGTERM"),
+    "join": (cmd_join, "a new site: wait for the siège's copy of the database (siege-ctl "
+                       "join SITE there), restore it as this site's own, then serve"),
     "exchange": (cmd_exchange, "ask the running node to sync with a peer now"),
 }
 

@@ -38,8 +38,9 @@ from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
+from .join import JoinError, Restorer, awaiting
 from .replica import Replica
-from .service import SyncService, add_to_server
+from .service import JoinService, SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
 
 log = logging.getLogger(__name__)
@@ -173,25 +174,8 @@ class Node:
 
     def announce(self, port: int) -> dict[str, str]:
         """Tell every site that may coordinate where this node listens; what each saw."""
-        seen: dict[str, str] = {}
-        bundle, _ = self.watcher.refresh()
-        for site in self.service_cfg.coordinators(self.cfg.site):
-            if site == self.cfg.site:
-                continue
-            reached = self.addresses.reach(site)
-            if reached.candidate is None:
-                log.debug("[%s] cannot announce to %s: %s", self.cfg.site, site,
-                          reached.explain(site))
-                continue
-            try:
-                with transport.channel(reached.candidate.address, bundle, site) as ch:
-                    reply = sync_pb2_grpc.SyncNodeStub(ch).Announce(sync_pb2.AnnounceRequest(
-                        port=port, dials_out_only=self.service_cfg.outbound_only),
-                        timeout=10)
-                seen[site] = reply.seen
-            except grpc.RpcError as exc:
-                log.info("[%s] announce to %s: %s", self.cfg.site, site, exc.details())
-        return seen
+        return announce_to(self.cfg.site, self.service_cfg, self.addresses, self.watcher,
+                           port)
 
     def dial_out(self) -> sync_pb2.ExchangeReply | None:
         """A site that cannot be dialled exchanges with the best coordinator it reaches —
@@ -286,17 +270,134 @@ def _claim(con: Connection, cfg: NodeConfig, mesh: str) -> None:
             capture.set_state(con, name, value)
 
 
-def run(cfg: NodeConfig, clock: Clock = SystemClock()) -> int:
-    node = Node(cfg, clock)
-    stopping = threading.Event()
+class Awaiting:
+    """A site's node before it has a database (join.py): it serves the health check and the
+    snapshot calls only, and announces itself to the sites that may coordinate, until
+    ``siege-ctl join SITE`` at the siège has sent and it has restored the snapshot."""
 
+    def __init__(self, cfg: NodeConfig) -> None:
+        if cfg.service is None:
+            raise NodeError(f"{cfg.path or 'config'}: `run` needs a [node] section "
+                            "(listen, bundle)")
+        self.cfg, self.service_cfg = cfg, cfg.service
+        self.watcher = BundleWatcher(cfg.service.bundle)
+        ident = self.watcher.bundle.identity
+        if ident.name != cfg.site:
+            raise NodeError(f"the bundle in {cfg.service.bundle} belongs to site "
+                            f"{ident.name!r}, but this node is site {cfg.site!r}")
+        try:
+            self.restorer = Restorer(cfg, ident.mesh)
+        except JoinError as exc:
+            raise NodeError(str(exc)) from None
+        self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, None,
+                                     lambda: self.watcher.refresh()[0])
+        self._server: grpc.Server | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> int:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                             options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
+                             compression=grpc.Compression.Gzip)
+        try:
+            port = server.add_secure_port(self.service_cfg.listen,
+                                          server_credentials(self.watcher))
+        except RuntimeError:
+            port = 0
+        if port == 0:
+            raise NodeError(f"cannot listen on {self.service_cfg.listen}: the port is in use")
+        add_to_server(JoinService(self.restorer, self.watcher, self.cfg.site), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        server.start()
+        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        log.info("[%s] listening on %s (mTLS), waiting to join: no database at %s yet; run "
+                 "`siege-ctl join %s` at the siège", self.cfg.site, self.service_cfg.listen,
+                 self.cfg.database.dsn, self.cfg.site)
+
+        def announce() -> None:
+            while not self._stopping.is_set() and not self.restorer.joined.is_set():
+                announce_to(self.cfg.site, self.service_cfg, self.addresses,
+                            self.watcher, port)
+                self._stopping.wait(min(self.service_cfg.announce_every or 5.0, 5.0))
+
+        self._thread = threading.Thread(target=announce, name="announce", daemon=True)
+        self._thread.start()
+        return port
+
+    def wait(self, stopping: threading.Event) -> bool:
+        """Until joined (True) or asked to stop (False)."""
+        while not stopping.is_set():
+            if self.restorer.joined.wait(0.2):
+                return True
+        return False
+
+    def stop(self, grace: float = 5.0) -> None:
+        """``grace``: the Restore call's reply goes out first."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+
+def announce_to(site: str, svc: ServiceConfig, addresses: AddressBook,
+                watcher: BundleWatcher, port: int) -> dict[str, str]:
+    """Tell every site that may coordinate where this node listens; what each saw."""
+    seen: dict[str, str] = {}
+    bundle, _ = watcher.refresh()
+    for coordinator in svc.coordinators(site):
+        if coordinator == site:
+            continue
+        reached = addresses.reach(coordinator)
+        if reached.candidate is None:
+            log.debug("[%s] cannot announce to %s: %s", site, coordinator,
+                      reached.explain(coordinator))
+            continue
+        try:
+            with transport.channel(reached.candidate.address, bundle, coordinator) as ch:
+                reply = sync_pb2_grpc.SyncNodeStub(ch).Announce(sync_pb2.AnnounceRequest(
+                    port=port, dials_out_only=svc.outbound_only), timeout=10)
+            seen[coordinator] = reply.seen
+        except grpc.RpcError as exc:
+            log.info("[%s] announce to %s: %s", site, coordinator, exc.details())
+    return seen
+
+
+def _on_signals(site: str, stopping: threading.Event) -> None:
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("[%s] signal %d: stopping (finishing calls in progress)", cfg.site, signum)
+        log.info("[%s] signal %d: stopping (finishing calls in progress)", site, signum)
         stopping.set()
 
     for name in ("SIGTERM", "SIGINT"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
+
+
+def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False) -> int:
+    """Serve until SIGTERM. ``join`` (``siege-node join``): first wait for the siège's
+    snapshot — the database must not exist yet —, then serve as the site."""
+    stopping = threading.Event()
+    if join:
+        if not awaiting(cfg):
+            raise NodeError(f"{cfg.database.dsn} exists (or is not a path on this machine): "
+                            "a site joins only into a database that does not exist yet; "
+                            "this site has one — start it with `siege-node run`")
+        _on_signals(cfg.site, stopping)
+        waiting = Awaiting(cfg)
+        waiting.start()
+        try:
+            joined = waiting.wait(stopping)
+        finally:
+            waiting.stop()
+        if not joined:
+            return 0
+        log.info("[%s] joined: serving as the site now", cfg.site)
+    node = Node(cfg, clock)
+    # After the first attach: the Firebird client library installs its own handlers then.
+    _on_signals(cfg.site, stopping)
     node.start()
     try:
         stopping.wait()

@@ -78,10 +78,12 @@ class Reached:
 
 
 class AddressBook:
-    def __init__(self, site: str, service: Callable[[], ServiceConfig], replica: Replica,
-                 bundle: Callable[[], Bundle], browser: Browser | None = None) -> None:
+    def __init__(self, site: str, service: Callable[[], ServiceConfig],
+                 replica: Replica | None, bundle: Callable[[], Bundle],
+                 browser: Browser | None = None) -> None:
         """``service`` and ``bundle`` are read at each call: the config's peers may be
-        replaced (tests) and certificates rotate without a restart."""
+        replaced (tests) and certificates rotate without a restart. ``replica``: None for a
+        node waiting to join (no database: announcements are neither kept nor used)."""
         self._site = site
         self._service = service
         self._replica = replica
@@ -162,11 +164,15 @@ class AddressBook:
     # --- announcements ---------------------------------------------------------------------
 
     def record_announce(self, site: str, address: str, dials_out_only: bool) -> None:
+        if self._replica is None:
+            return
         value = f"{address}|{int(dials_out_only)}|{time.time():.0f}"
         with self._replica.database() as con:
             capture.set_state(con, _ANNOUNCED + site, value)
 
     def announced(self, site: str) -> Announced | None:
+        if self._replica is None:
+            return None
         with self._replica.database() as con:
             value = capture.get_state(con, _ANNOUNCED + site)
         if not value:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
 import grpc
-from firebird.driver import Connection
+from firebird.driver import Connection, DatabaseError
 from google.protobuf.message import DecodeError, Message
 
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
@@ -26,6 +26,7 @@ from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import capture, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
+from .join import JoinError, Restorer
 from .replica import NotReady, PeerRefused, PurgedHere, Replica
 from .schema import Table, introspect
 from .transport import BundleWatcher
@@ -196,6 +197,18 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         if self._announced is not None:
             self._announced(caller.name, seen, request.dials_out_only)
         return sync_pb2.AnnounceReply(seen=seen)
+
+    def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,
+                      context: grpc.ServicerContext) -> sync_pb2.RestoreStatusReply:
+        self._caller(context, Kind.SITE)
+        return sync_pb2.RestoreStatusReply(joined=True)
+
+    def Restore(self, request_iterator: Iterator[sync_pb2.SnapshotChunk],
+                context: grpc.ServicerContext) -> sync_pb2.RestoreReply:
+        self._caller(context, Kind.SITE)
+        self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                     f"{self._site} serves its own database already: a snapshot never "
+                     "overwrites one")
 
     def Status(self, request: sync_pb2.StatusRequest,
                context: grpc.ServicerContext) -> sync_pb2.StatusReply:
@@ -368,6 +381,53 @@ def _bounds_reply(bounds: list) -> sync_pb2.RangesReply:
     return reply
 
 
+class JoinService:
+    """The SyncNode service of a site that has no database yet (join.py): the snapshot
+    calls, from a coordinator only; every other call is refused saying why."""
+
+    def __init__(self, restorer: Restorer, watcher: BundleWatcher, site: str) -> None:
+        self._restorer = restorer
+        self._site = site
+        self._gate = Gatekeeper(watcher, site)
+        for method in sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].methods:
+            if not hasattr(self, method.name):
+                setattr(self, method.name, self._not_joined)
+
+    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
+                why: str) -> NoReturn:
+        self._gate.refuse(context, code, why)
+
+    def _coordinator(self, context: grpc.ServicerContext) -> PeerIdentity:
+        caller = self._gate.caller(context, Kind.SITE)
+        if not caller.has_role(Role.RELAY):
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{caller.name} may not send a snapshot: coordinators only")
+        return caller
+
+    def _not_joined(self, request: object, context: grpc.ServicerContext) -> NoReturn:
+        self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                     f"{self._site} has not joined the mesh yet (no database): run "
+                     f"`siege-ctl join {self._site}` at the siège")
+
+    def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,  # noqa: N802 (gRPC)
+                      context: grpc.ServicerContext) -> sync_pb2.RestoreStatusReply:
+        self._coordinator(context)
+        return sync_pb2.RestoreStatusReply(received=self._restorer.status(request.join_id),
+                                           joined=self._restorer.joined.is_set())
+
+    def Restore(self, request_iterator: Iterator[sync_pb2.SnapshotChunk],  # noqa: N802
+                context: grpc.ServicerContext) -> sync_pb2.RestoreReply:
+        caller = self._coordinator(context)
+        try:
+            return self._restorer.receive(request_iterator)
+        except JoinError as exc:
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except DatabaseError as exc:
+            self._refuse(context, grpc.StatusCode.INTERNAL,
+                         f"restoring {caller.name}'s snapshot failed here: "
+                         f"{' '.join(str(exc).split())}")
+
+
 def peer_host(peer: str) -> str | None:
     """The host of a gRPC peer string ("ipv4:10.0.0.5:51234", "ipv6:[fe80::1]:51234")."""
     kind, _, rest = peer.partition(":")
@@ -379,7 +439,7 @@ def peer_host(peer: str) -> str | None:
     return None
 
 
-def add_to_server(service: SyncService, server: grpc.Server) -> None:
+def add_to_server(service: SyncService | JoinService, server: grpc.Server) -> None:
     """Serve ``service`` on ``server``, decoding the requests here rather than in gRPC.
 
     Why not the generated ``add_SyncNodeServicer_to_server``: with it, gRPC decodes each
@@ -413,7 +473,7 @@ def add_to_server(service: SyncService, server: grpc.Server) -> None:
     server.add_registered_method_handlers(descriptor.full_name, handlers)
 
 
-def _decode(service: SyncService, kind: type[Message], raw: bytes,
+def _decode(service: SyncService | JoinService, kind: type[Message], raw: bytes,
             context: grpc.ServicerContext) -> Message:
     try:
         return kind.FromString(raw)
@@ -423,7 +483,7 @@ def _decode(service: SyncService, kind: type[Message], raw: bytes,
                         f"{kind.DESCRIPTOR.full_name} message ({exc})")
 
 
-def _decoding(service: SyncService, behaviour: Callable[..., object],
+def _decoding(service: SyncService | JoinService, behaviour: Callable[..., object],
               kind: type[Message]) -> Callable[[bytes, grpc.ServicerContext], object]:
     def handle(raw: bytes, context: grpc.ServicerContext) -> object:
         return behaviour(_decode(service, kind, raw, context), context)
@@ -431,7 +491,7 @@ def _decoding(service: SyncService, behaviour: Callable[..., object],
     return handle
 
 
-def _stream_decoding(service: SyncService, behaviour: Callable[..., object],
+def _stream_decoding(service: SyncService | JoinService, behaviour: Callable[..., object],
                      kind: type[Message]
                      ) -> Callable[[Iterator[bytes], grpc.ServicerContext], object]:
     def handle(raws: Iterator[bytes], context: grpc.ServicerContext) -> object:

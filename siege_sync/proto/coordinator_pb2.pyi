@@ -326,3 +326,29 @@ class DecommissionRequest(_message.Message):
 class DecommissionReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("site",)
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    def __init__(self, site: _Optional[str] = ...) -> None: ...
+
+class JoinProgress(_message.Message):
+    __slots__ = ("site", "phase", "bytes_done", "bytes_total")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    phase: str
+    bytes_done: int
+    bytes_total: int
+    def __init__(self, site: _Optional[str] = ..., phase: _Optional[str] = ..., bytes_done: _Optional[int] = ..., bytes_total: _Optional[int] = ...) -> None: ...
+
+class JoinEvent(_message.Message):
+    __slots__ = ("progress", "done")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    progress: JoinProgress
+    done: RoundReport
+    def __init__(self, progress: _Optional[_Union[JoinProgress, _Mapping]] = ..., done: _Optional[_Union[RoundReport, _Mapping]] = ...) -> None: ...

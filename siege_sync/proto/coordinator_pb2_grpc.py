@@ -79,6 +79,11 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseEvent.FromString,
                 _registered_method=True)
+        self.Join = channel.unary_stream(
+                '/siege.v1.Coordinator/Join',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinEvent.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -146,6 +151,12 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Join(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +204,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Analyse,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.AnalyseEvent.SerializeToString,
+            ),
+            'Join': grpc.unary_stream_rpc_method_handler(
+                    servicer.Join,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +454,33 @@ class Coordinator(object):
             '/siege.v1.Coordinator/Analyse',
             siege__sync_dot_proto_dot_coordinator__pb2.AnalyseRequest.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.AnalyseEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Join(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/siege.v1.Coordinator/Join',
+            siege__sync_dot_proto_dot_coordinator__pb2.JoinRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.JoinEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -326,3 +326,43 @@ class AnnounceReply(_message.Message):
     SEEN_FIELD_NUMBER: _ClassVar[int]
     seen: str
     def __init__(self, seen: _Optional[str] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("join_id", "offset", "data", "total", "sha256", "source")
+    JOIN_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    join_id: str
+    offset: int
+    data: bytes
+    total: int
+    sha256: bytes
+    source: str
+    def __init__(self, join_id: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total: _Optional[int] = ..., sha256: _Optional[bytes] = ..., source: _Optional[str] = ...) -> None: ...
+
+class RestoreStatusRequest(_message.Message):
+    __slots__ = ("join_id",)
+    JOIN_ID_FIELD_NUMBER: _ClassVar[int]
+    join_id: str
+    def __init__(self, join_id: _Optional[str] = ...) -> None: ...
+
+class RestoreStatusReply(_message.Message):
+    __slots__ = ("received", "joined")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    joined: bool
+    def __init__(self, received: _Optional[int] = ..., joined: bool = ...) -> None: ...
+
+class RestoreReply(_message.Message):
+    __slots__ = ("received", "joined", "summary")
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    received: int
+    joined: bool
+    summary: str
+    def __init__(self, received: _Optional[int] = ..., joined: bool = ..., summary: _Optional[str] = ...) -> None: ...

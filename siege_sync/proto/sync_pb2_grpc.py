@@ -84,6 +84,16 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.FromString,
                 _registered_method=True)
+        self.RestoreStatus = channel.unary_unary(
+                '/siege.v1.SyncNode/RestoreStatus',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.RestoreStatusRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.RestoreStatusReply.FromString,
+                _registered_method=True)
+        self.Restore = channel.stream_unary(
+                '/siege.v1.SyncNode/Restore',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.RestoreReply.FromString,
+                _registered_method=True)
 
 
 class SyncNodeServicer(object):
@@ -154,6 +164,18 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Restore(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +228,16 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.Announce,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.SerializeToString,
+            ),
+            'RestoreStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreStatus,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.RestoreStatusRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.RestoreStatusReply.SerializeToString,
+            ),
+            'Restore': grpc.stream_unary_rpc_method_handler(
+                    servicer.Restore,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.SnapshotChunk.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.RestoreReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -478,6 +510,60 @@ class SyncNode(object):
             '/siege.v1.SyncNode/Announce',
             siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/RestoreStatus',
+            siege__sync_dot_proto_dot_sync__pb2.RestoreStatusRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.RestoreStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Restore(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/siege.v1.SyncNode/Restore',
+            siege__sync_dot_proto_dot_sync__pb2.SnapshotChunk.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.RestoreReply.FromString,
             options,
             channel_credentials,
             insecure,

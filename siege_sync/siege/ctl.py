@@ -1,7 +1,7 @@
 """``siege-ctl``: the operator's command line, talking to the siège's node over mTLS with an
 admin certificate (``siege-certs issue-admin NAME``).
 
-Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``,
+Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``, ``join SITE``,
 ``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
 ``analyse [--table T] [--site S] [--repair --prefer SITE]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
@@ -141,6 +141,38 @@ def _bar(p: coordinator_pb2.AnalyseProgress, width: int = 30) -> str:
             f"{share:4.0%}  {p.state}")
 
 
+def cmd_join(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    report = None
+    started = time.monotonic()
+    shown: tuple[str, int] = ("", -1)
+    for event in stub.Join(coordinator_pb2.JoinRequest(site=args.site), timeout=args.timeout):
+        if event.HasField("done"):
+            report = event.done
+            continue
+        p = event.progress
+        step = (p.phase, int(100 * p.bytes_done / p.bytes_total) if p.bytes_total else 0)
+        if step != shown:  # one line per phase and per percent
+            shown = step
+            print(_transfer_bar(p, time.monotonic() - started), flush=True)
+    if report is None:
+        raise CtlError("the siège ended the join without a report")
+    print()
+    print(render_text(report))
+    return 0 if report.outcome == "joined" else 1
+
+
+def _transfer_bar(p: coordinator_pb2.JoinProgress, elapsed: float, width: int = 30) -> str:
+    """``transfer  [#######-------]  41%  12.0 of 29.3 MB  ETA 0:42``."""
+    if p.phase != "transfer" or not p.bytes_total:
+        return f"{p.site}: {p.phase}"
+    share = min(p.bytes_done / p.bytes_total, 1.0)
+    filled = int(share * width)
+    eta = (elapsed / share - elapsed) if share > 0.01 else None
+    return (f"{p.site}: transfer [{'#' * filled}{'-' * (width - filled)}] {int(share * 100):3d}%"
+            f"  {p.bytes_done / 1e6:.1f} of {p.bytes_total / 1e6:.1f} MB"
+            + (f"  ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""))
+
+
 def cmd_stop(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     reply = stub.Stop(coordinator_pb2.StopRequest(), timeout=30)
     print("the running round stops at the next transaction boundary" if reply.was_running
@@ -272,7 +304,7 @@ def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
 COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status,
-            "analyse": cmd_analyse}
+            "analyse": cmd_analyse, "join": cmd_join}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "carries them; overwritten values go on record)")
     analyse.add_argument("--prefer", metavar="SITE",
                          help="the site whose rows are right (needed by --repair)")
+    join = sub.add_parser("join", help="send a copy of the siège's database to a new site "
+                          "(its node waits: siege-node join), which takes it as its own")
+    join.add_argument("site")
     gone = sub.add_parser("decommission", help="remove a site for good")
     gone.add_argument("site")
     found = sub.add_parser("conflicts", help="losing versions on record at the siège")

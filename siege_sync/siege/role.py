@@ -18,6 +18,7 @@ from ..node.daemon import Node, NodeError
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .alerts import Alerter
 from .election import Election
+from .join import Joiner
 from .purge import Purger
 from .reports import ELECTION, store
 from .rounds import Rounds
@@ -83,7 +84,8 @@ def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
                         f"{node.cfg.site} --relay")
     role = CoordinatorRole(node)
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
-        CoordinatorService(node, role.rounds, role.after_round, role.election.describe),
+        CoordinatorService(node, role.rounds, role.after_round, role.election.describe,
+                           Joiner(node, role.alerter)),
         server)
     role.scheduler.start()
     role.election.start()

@@ -21,6 +21,7 @@ from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import purge, reports, siteprobe
 from .analyse import AnalyseError, Analyser
+from .join import Joiner, JoinRefused
 from .meshstatus import mesh_status
 from .rounds import RoundBusy, Rounds
 
@@ -30,12 +31,14 @@ log = logging.getLogger(__name__)
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, node: Node, rounds: Rounds,
                  after_round: Callable[[coordinator_pb2.RoundReport], None],
-                 role: Callable[[], str] = lambda: "the configured siège") -> None:
+                 role: Callable[[], str] = lambda: "the configured siège",
+                 joiner: Joiner | None = None) -> None:
         """``role``: how this node holds the role now (election.py), for status."""
         self._node = node
         self._rounds = rounds
         self._after_round = after_round
         self._role = role
+        self._joiner = joiner or Joiner(node)
         self._gate = Gatekeeper(node.watcher, node.cfg.site)
 
     def _admin(self, context: grpc.ServicerContext) -> None:
@@ -60,6 +63,14 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                             lambda progress: Analyser(self._node, progress).run(request),
                             coordinator_pb2.AnalyseEvent,
                             {AnalyseError: grpc.StatusCode.INVALID_ARGUMENT})
+
+    def Join(self, request: coordinator_pb2.JoinRequest,
+             context: grpc.ServicerContext) -> Iterator[coordinator_pb2.JoinEvent]:
+        self._admin(context)
+        return self._stream(context, "join",
+                            lambda progress: self._joiner.run(request.site, progress),
+                            coordinator_pb2.JoinEvent,
+                            {JoinRefused: grpc.StatusCode.FAILED_PRECONDITION})
 
     def _stream(self, context: grpc.ServicerContext, what: str,
                 work: Callable[[Callable[[object], None]], coordinator_pb2.RoundReport],

@@ -1,0 +1,229 @@
+"""A new site joins from a copy of the siège's database (DESIGN §3.6, §5).
+
+Owns the new site's side of ``siege-ctl join``: ``Restorer`` receives the siège's snapshot (a
+gbak backup stream, siege/join.py) next to where the database will live, chunk by chunk and
+resumable — a cut transfer goes on from the bytes already held, as long as it is the same
+snapshot —, checks its sha256, restores it through the Firebird services API, and
+``take_identity`` makes the copy this site's own:
+
+* the site id, the mesh, a fresh epoch, incarnation 1 and an empty log sequence: nothing the
+  siège published is ever sent again under this site's name;
+* the snapshot's version vector: every origin's events the siège had applied, and the
+  siège's own published ones (its counters in the copy), are applied here — what happened
+  during the copy arrives with the next round, nothing is applied twice;
+* what belongs to the siège alone is dropped: its captured changes not yet published (the
+  siège publishes them itself), its conflicts on record, its parked transactions, its
+  reports and what it learnt of other sites' addresses;
+* capture is installed again for this site, which moves the key generators into its own
+  range (``[generators]``).
+
+Must never overwrite a database: a node restores only while its database file does not exist
+(``awaiting``), and only a coordinator (relay certificate) may send a snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from firebird.driver import Connection, connect_server
+
+from ..proto import sync_pb2
+from . import capture
+from .config import NodeConfig
+from .database import connection, transaction
+
+log = logging.getLogger(__name__)
+
+_PARTIAL = ".join-partial"  # the backup as received so far, next to the database
+_META = ".join-meta"  # join id, source, total and sha256 of the snapshot being received
+_SIEGE_ONLY_STATES = ("announced:", "retention_snapshot", "restore_boundary", "restores",
+                      "capture_errors", "last_capture_errors", "unfit:")
+
+
+class JoinError(Exception):
+    """The snapshot cannot be taken as it came (out of order, damaged, no place to go)."""
+
+
+def awaiting(cfg: NodeConfig) -> bool:
+    """This site has no database yet: its node waits for the siège's snapshot."""
+    path = local_path(cfg)
+    return path is not None and not path.exists()
+
+
+def local_path(cfg: NodeConfig) -> Path | None:
+    """The database file when the DSN names one on this machine (embedded, or a server
+    on this host); None for a remote server."""
+    dsn = cfg.database.dsn
+    host, sep, rest = dsn.partition(":")
+    if sep and len(host) > 1 and host not in ("localhost", "127.0.0.1"):
+        return None
+    return Path(rest if sep and len(host) > 1 else dsn)
+
+
+@dataclass
+class _Meta:
+    join_id: str
+    source: str
+    total: int
+    sha256: bytes
+
+    def text(self) -> str:
+        return f"{self.join_id}\n{self.source}\n{self.total}\n{self.sha256.hex()}\n"
+
+    @classmethod
+    def read(cls, path: Path) -> _Meta | None:
+        try:
+            join_id, source, total, sha = path.read_text().split("\n")[:4]
+            return cls(join_id, source, int(total), bytes.fromhex(sha))
+        except (OSError, ValueError):
+            return None
+
+
+class Restorer:
+    def __init__(self, cfg: NodeConfig, mesh: str) -> None:
+        path = local_path(cfg)
+        if path is None:
+            raise JoinError(f"{cfg.database.dsn}: a site joins into a database on its own "
+                            "machine (an embedded path, or localhost:/path)")
+        self._cfg, self._mesh, self._path = cfg, mesh, path
+        self._partial = path.with_name(path.name + _PARTIAL)
+        self._meta = path.with_name(path.name + _META)
+        self._lock = threading.Lock()
+        self.joined = threading.Event()
+
+    def status(self, join_id: str) -> int:
+        """Bytes of snapshot ``join_id`` held (0 for another snapshot or none)."""
+        meta = _Meta.read(self._meta)
+        if meta is None or meta.join_id != join_id or not self._partial.exists():
+            return 0
+        return self._partial.stat().st_size
+
+    def receive(self, chunks: Iterator[sync_pb2.SnapshotChunk]) -> sync_pb2.RestoreReply:
+        if not self._lock.acquire(blocking=False):
+            raise JoinError("another transfer to this node is in progress")
+        try:
+            return self._receive(chunks)
+        finally:
+            self._lock.release()
+
+    def _receive(self, chunks: Iterator[sync_pb2.SnapshotChunk]) -> sync_pb2.RestoreReply:
+        if self.joined.is_set() or self._path.exists():
+            raise JoinError(f"{self._path} exists: this site has joined already")
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        received = 0
+        meta: _Meta | None = None
+        out = None
+        try:
+            for chunk in chunks:
+                if meta is None:
+                    meta = self._begin(chunk)
+                    received = self.status(meta.join_id)
+                    out = open(self._partial, "ab")  # noqa: SIM115 (closed below)
+                if chunk.join_id != meta.join_id or chunk.offset != received:
+                    raise JoinError(f"a chunk of {chunk.join_id} at byte {chunk.offset}, "
+                                    f"expected {meta.join_id} at {received}")
+                assert out is not None
+                out.write(chunk.data)
+                received += len(chunk.data)
+                if received > meta.total:
+                    raise JoinError(f"more bytes than the snapshot's {meta.total}")
+        finally:
+            if out is not None:
+                out.close()
+        if meta is None or received < meta.total:
+            return sync_pb2.RestoreReply(received=received)
+        return self._finish(meta)
+
+    def _begin(self, chunk: sync_pb2.SnapshotChunk) -> _Meta:
+        meta = _Meta(chunk.join_id, chunk.source, chunk.total, chunk.sha256)
+        if not meta.join_id or not meta.source or len(meta.sha256) != 32:
+            raise JoinError("the first chunk must name the snapshot (id, source, sha256)")
+        held = _Meta.read(self._meta)
+        if held is None or held.join_id != meta.join_id:
+            # Another snapshot: what was held of an older one is of no use.
+            self._partial.unlink(missing_ok=True)
+            self._meta.write_text(meta.text())
+        return meta
+
+    def _finish(self, meta: _Meta) -> sync_pb2.RestoreReply:
+        digest = hashlib.sha256()
+        with open(self._partial, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.digest() != meta.sha256:
+            self._partial.unlink(missing_ok=True)
+            self._meta.unlink(missing_ok=True)
+            raise JoinError("the snapshot's sha256 does not match what arrived (damaged on "
+                            "the way): it is dropped; run siege-ctl join again")
+        log.info("[%s] snapshot of %s received (%d bytes): restoring", self._cfg.site,
+                 meta.source, meta.total)
+        try:
+            self._restore()
+            with connection(self._cfg.database) as con:
+                summary = take_identity(con, self._cfg, self._mesh)
+        except Exception:
+            # Never leave a half-made database behind: the next attempt restores again.
+            self._path.unlink(missing_ok=True)
+            raise
+        self._partial.unlink(missing_ok=True)
+        self._meta.unlink(missing_ok=True)
+        self.joined.set()
+        log.info("[%s] joined from %s's snapshot: %s", self._cfg.site, meta.source, summary)
+        return sync_pb2.RestoreReply(received=meta.total, joined=True, summary=summary)
+
+    def _restore(self) -> None:
+        spec = self._cfg.database
+        host, sep, _rest = spec.dsn.partition(":")
+        server = f"{host}:service_mgr" if sep and len(host) > 1 else "service_mgr"
+        with connect_server(server, user=spec.user, password=spec.password or "") as srv, \
+                open(self._partial, "rb") as stream:
+            srv.database.local_restore(backup_stream=stream, database=str(self._path))
+
+
+def take_identity(con: Connection, cfg: NodeConfig, mesh: str) -> str:
+    """Make a restored copy of another site's database this site's own (module docstring).
+    Returns what it did, for the report."""
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT NAME, VAL FROM {capture.STATE_TABLE} WHERE NAME IN "
+                    "('site', 'seq', 'chain_head', 'incarnation')")
+        state = dict(cur.fetchall())
+        source = state.get("site")
+        if not source:
+            raise JoinError("the snapshot does not say which site it was taken at")
+        seq, incarnation = int(state.get("seq") or 0), int(state.get("incarnation") or 1)
+        if seq:
+            # The siège's own events up to the copy are in it: applied here.
+            cur.execute(f"UPDATE OR INSERT INTO {capture.VECTOR_TABLE} (ORIGIN, INCARNATION, "
+                        "APPLIED, HEAD) VALUES (?, ?, ?, ?) MATCHING (ORIGIN, INCARNATION)",
+                        (source, incarnation, seq, bytes.fromhex(state.get("chain_head")
+                                                                  or "")))
+        cur.execute(f"SELECT COUNT(*) FROM {capture.LOG_TABLE}")
+        dropped = int(cur.fetchone()[0])
+        cur.execute(f"DELETE FROM {capture.LOG_TABLE}")
+        for number in capture.image_tables(con):
+            cur.execute(f"DELETE FROM {capture.IMAGE_PREFIX}{number}")
+        for table in (capture.CONFLICTS_TABLE, capture.PARKED_TABLE, capture.REPORTS_TABLE):
+            cur.execute(f"DELETE FROM {table}")
+        for prefix in _SIEGE_ONLY_STATES:
+            cur.execute(f"DELETE FROM {capture.STATE_TABLE} WHERE NAME STARTING WITH ?",
+                        (prefix,))
+        cur.execute("SELECT MON$CREATION_DATE FROM MON$DATABASE")
+        created = cur.fetchone()[0].isoformat()
+        for name, value in (("site", cfg.site), ("mesh", mesh),
+                            ("epoch", secrets.token_hex(16)), ("incarnation", "1"),
+                            ("seq", "0"), ("chain_head", ""), ("db_created", created),
+                            ("joined_from", f"{source}@{seq}")):
+            cur.execute(f"UPDATE OR INSERT INTO {capture.STATE_TABLE} (NAME, VAL) VALUES "
+                        "(?, ?) MATCHING (NAME)", (name, value))
+        cur.close()
+    # This site's key ranges, guards and capture objects (the generators move forward only).
+    capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+    return (f"copy of {source} at its event {seq}; {dropped} of its captured entries not "
+            "yet published dropped (it publishes them itself)")

@@ -1,0 +1,270 @@
+"""``siege-ctl join SITE``: the siège sends a copy of its database to a new site (DESIGN §5).
+
+Owns the coordinator's side of a join. The new site's node waits with no database
+(``siege-node join``, node/join.py); the siège:
+
+1. publishes what it has captured, then takes a snapshot of its database with the services
+   API (``local_backup``: a gbak backup, consistent — one snapshot transaction — while the
+   node keeps serving and the other sites keep syncing), into a spool file with its sha256;
+2. streams it to the new site in 1 MiB chunks (gzip on the wire), resuming from the bytes the
+   site holds after a cut — within this call (a few retries), or by running ``join`` again
+   while the spooled snapshot is recent;
+3. once the site has restored it and taken its own identity, exchanges with it: it takes
+   part in the rounds from then on. The join is stored as a report and emailed.
+
+Changes made anywhere during the copy are not lost: the copy carries the siège's version
+vector, so the next exchanges bring everything after it. Must never send a snapshot to a site
+that serves a database already (the site refuses too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+from firebird.driver import connect_server
+
+from ..node import transport
+from ..node.daemon import Node
+from ..node.publish import Publisher
+from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+from . import reports
+from .alerts import Alerter
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+RETRIES = 5
+RETRY_PAUSE_S = 2.0
+REUSE_SNAPSHOT_S = 3600.0  # a spooled snapshot older than this is taken again
+JOIN = "join"  # the report's trigger
+
+Progress = Callable[[coordinator_pb2.JoinProgress], None]
+
+
+class JoinRefused(Exception):
+    """The join cannot start (nothing was sent); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    join_id: str
+    path: Path
+    size: int
+    sha256: bytes
+    made: float  # time.time()
+
+    def meta(self) -> str:
+        return f"{self.join_id}\n{self.size}\n{self.sha256.hex()}\n{self.made}\n"
+
+
+class Joiner:
+    def __init__(self, node: Node, alerter: Alerter | None = None,
+                 spool: Path | None = None) -> None:
+        self._node = node
+        self._alerter = alerter
+        base = spool or (node.cfg.path.parent if node.cfg.path else
+                         Path(tempfile.gettempdir()))
+        self._spool = base / f"siege-joins-{node.cfg.site}"
+        self._busy = threading.Lock()
+
+    def run(self, site: str, progress: Progress) -> coordinator_pb2.RoundReport:
+        if not self._busy.acquire(blocking=False):
+            raise JoinRefused("a join is already running at this siège; wait for it")
+        try:
+            return self._run(site, progress)
+        finally:
+            self._busy.release()
+
+    def _run(self, site: str, progress: Progress) -> coordinator_pb2.RoundReport:
+        node = self._node
+        started = datetime.now()
+        t0 = time.monotonic()
+        if site not in node.service_cfg.peers:
+            raise JoinRefused(f"{site} is not a peer in the siège's config: add "
+                              f"[peers.{site}] (with its address, or let it announce itself) "
+                              "and restart the siège's node")
+        address = self._reach(site)
+        bundle, _ = node.watcher.refresh()
+        with transport.channel(address, bundle, site) as ch:
+            if sync_pb2_grpc.SyncNodeStub(ch).RestoreStatus(
+                    sync_pb2.RestoreStatusRequest(), timeout=30).joined:
+                raise JoinRefused(f"{site} serves a database already: nothing is sent (a "
+                                  "copy never overwrites a database)")
+        snapshot = self._snapshot(progress, site)
+        sent, summary, resumes = self._send(site, snapshot, progress)
+        progress(coordinator_pb2.JoinProgress(site=site, phase="sync",
+                                              bytes_done=snapshot.size,
+                                              bytes_total=snapshot.size))
+        first = self._first_exchange(site)
+        seconds = time.monotonic() - t0
+        report = coordinator_pb2.RoundReport(
+            trigger=JOIN, started=started.isoformat(timespec="seconds"),
+            ended=datetime.now().isoformat(timespec="seconds"),
+            outcome="joined" if not first.problems else "joined, not synced yet",
+            note=(f"{site} joined from a copy of {node.cfg.site}'s database: "
+                  f"{snapshot.size:,} bytes of backup, {sent:,} sent"
+                  + (f", resumed after a cut at byte {', '.join(f'{r:,}' for r in resumes)}"
+                     if resumes else "")
+                  + f", {seconds:.1f} s. {summary}. First exchange: "
+                  f"{first.pulled_events} events in, {first.pushed_events} out"
+                  + (f"; {'; '.join(first.problems)}" if first.problems else "")))
+        entry = report.sites.add(site=site, outcome="complete" if not first.problems
+                                 else "failed", events_in=first.pulled_events,
+                                 events_out=first.pushed_events,
+                                 duration_ms=int(seconds * 1000))
+        entry.errors.extend(first.problems)
+        with node.replica.database() as con:
+            reports.store(con, report)
+        if self._alerter is not None:
+            self._alerter.send(f"join {site}", f"{site} joined the mesh", report.note)
+        shutil.rmtree(self._spool / site, ignore_errors=True)
+        progress(coordinator_pb2.JoinProgress(site=site, phase="done",
+                                              bytes_done=snapshot.size,
+                                              bytes_total=snapshot.size))
+        log.info("[%s] %s", node.cfg.site, report.note)
+        return report
+
+    def _reach(self, site: str) -> str:
+        reached = self._node.addresses.reach(site)
+        if reached.candidate is None:
+            raise JoinRefused(f"{reached.explain(site)}. Start `siege-node join --config "
+                              "FILE` at the new site first (its database must not exist)")
+        return reached.candidate.address
+
+    # --- the snapshot ---------------------------------------------------------------------
+
+    def _snapshot(self, progress: Progress, site: str) -> Snapshot:
+        """The spooled snapshot for ``site`` if recent (a cut join resumes on it), else a new
+        one."""
+        folder = self._spool / site
+        held = _read(folder)
+        if held is not None and time.time() - held.made < REUSE_SNAPSHOT_S:
+            log.info("[%s] join %s: resuming snapshot %s", self._node.cfg.site, site,
+                     held.join_id)
+            return held
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        progress(coordinator_pb2.JoinProgress(site=site, phase="snapshot"))
+        node = self._node
+        with node.replica.database() as con:
+            Publisher(con, node.cfg.site, policies=node.cfg.policies).publish()
+        path = folder / "snapshot.fbk"
+        spec = node.cfg.database
+        host, sep, rest = spec.dsn.partition(":")
+        remote = sep and len(host) > 1
+        server = f"{host}:service_mgr" if remote else "service_mgr"
+        with connect_server(server, user=spec.user, password=spec.password or "") as srv, \
+                open(path, "wb") as out:
+            srv.database.local_backup(database=rest if remote else spec.dsn,
+                                      backup_stream=out)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                digest.update(block)
+        snapshot = Snapshot(uuid.uuid4().hex, path, path.stat().st_size, digest.digest(),
+                            time.time())
+        (folder / "meta").write_text(snapshot.meta())
+        return snapshot
+
+    # --- the transfer ---------------------------------------------------------------------
+
+    def _send(self, site: str, snapshot: Snapshot, progress: Progress
+              ) -> tuple[int, str, list[int]]:
+        """Stream until the site has restored it: bytes sent, the site's summary, and where
+        each transfer after a cut resumed."""
+        sent = 0
+        resumes: list[int] = []
+        last_problem = ""
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                time.sleep(RETRY_PAUSE_S)
+            try:
+                address = self._reach(site)
+            except JoinRefused as exc:
+                last_problem = str(exc)
+                continue
+            bundle, _ = self._node.watcher.refresh()
+            with transport.channel(address, bundle, site) as ch:
+                stub = sync_pb2_grpc.SyncNodeStub(ch)
+                counter = [0]  # bytes handed to gRPC in this attempt
+                try:
+                    held = stub.RestoreStatus(
+                        sync_pb2.RestoreStatusRequest(join_id=snapshot.join_id),
+                        timeout=30).received
+                    if attempt:
+                        resumes.append(held)
+                    reply = stub.Restore(self._chunks(site, snapshot, held, progress,
+                                                      counter), timeout=24 * 3600)
+                    sent += counter[0]
+                except grpc.RpcError as exc:
+                    sent += counter[0]
+                    if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION,
+                                      grpc.StatusCode.PERMISSION_DENIED):
+                        raise JoinRefused(f"{site} refused the snapshot: {exc.details()}") \
+                            from exc
+                    last_problem = f"{exc.code().name}: {exc.details()}"
+                    log.warning("[%s] join %s cut (%s); resuming", self._node.cfg.site,
+                                site, last_problem)
+                    continue
+            if reply.joined:
+                return sent, reply.summary, resumes
+            last_problem = f"the transfer ended at byte {reply.received} of {snapshot.size}"
+        raise JoinRefused(f"the transfer to {site} failed {RETRIES + 1} times (last: "
+                          f"{last_problem}); run siege-ctl join {site} again: it resumes "
+                          "from what the site holds")
+
+    def _chunks(self, site: str, snapshot: Snapshot, start: int, progress: Progress,
+                counter: list[int]) -> Iterator[sync_pb2.SnapshotChunk]:
+        with open(snapshot.path, "rb") as f:
+            f.seek(start)
+            offset = start
+            first = True
+            while offset < snapshot.size or first:
+                data = f.read(CHUNK)
+                chunk = sync_pb2.SnapshotChunk(join_id=snapshot.join_id, offset=offset,
+                                               data=data)
+                if first:
+                    chunk.total, chunk.sha256 = snapshot.size, snapshot.sha256
+                    chunk.source = self._node.cfg.site
+                    first = False
+                yield chunk
+                offset += len(data)
+                counter[0] += len(data)
+                progress(coordinator_pb2.JoinProgress(site=site, phase="transfer",
+                                                      bytes_done=offset,
+                                                      bytes_total=snapshot.size))
+                if not data:
+                    return
+
+    def _first_exchange(self, site: str, timeout: float = 120.0) -> sync_pb2.ExchangeReply:
+        """The site restarts as itself after the restore: exchange once it answers."""
+        deadline = time.monotonic() + timeout
+        reply = sync_pb2.ExchangeReply(peer=site, problems=["it did not answer as a site"])
+        while time.monotonic() < deadline:
+            reply = self._node.exchange(site)
+            if not reply.unreachable and not any("not joined" in p for p in reply.problems):
+                return reply
+            time.sleep(1.0)
+        return reply
+
+
+def _read(folder: Path) -> Snapshot | None:
+    try:
+        join_id, size, sha, made = (folder / "meta").read_text().split("\n")[:4]
+        path = folder / "snapshot.fbk"
+        if path.stat().st_size != int(size):
+            return None
+        return Snapshot(join_id, path, int(size), bytes.fromhex(sha), float(made))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,228 @@
+"""``siege-ctl join``: a new site gets a copy of the siège's database over the mesh while
+every site keeps working and syncing, takes its own identity, and converges; a transfer cut
+midway resumes from what the site holds. Real parts: embedded Firebird, nodes on mTLS
+loopback, the services API's backup and restore."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+from firebird.driver import DatabaseError
+
+from siege_sync.node import capture
+from siege_sync.node.config import parse
+from siege_sync.node.daemon import Awaiting, Node
+from siege_sync.node.database import DatabaseSpec, open_connection
+from siege_sync.node.digest import table_digest
+from siege_sync.node.schema import introspect
+from siege_sync.siege import reports
+from siege_sync.siege.join import Joiner
+from tests.test_apply import run_sql
+from tools.localmesh import LocalMesh, free_port
+
+DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(40))",
+       "CREATE SEQUENCE GEN_T"]
+SITES = {"siege": True, "lyon": False, "nice": False}
+
+
+class Writer:
+    """A site's application writing all the time: own rows (journaled) and shared ones."""
+
+    def __init__(self, dsn: str, base: int, seed: int) -> None:
+        self.dsn, self.base, self.rng = dsn, base, random.Random(seed)
+        self.journal: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        con = open_connection(DatabaseSpec(self.dsn))
+        try:
+            n = 0
+            while not self._stop.is_set():
+                key = self.base + (n if self.rng.random() < 0.6 or not self.journal
+                                   else self.rng.randrange(n))
+                value = f"v{self.rng.randrange(10**9)}"
+                try:
+                    with con.transaction_manager() as tm:
+                        tm.begin()
+                        cur = tm.cursor()
+                        cur.execute("UPDATE OR INSERT INTO T (ID, V) VALUES (?, ?) "
+                                    "MATCHING (ID)", (key, value))
+                        cur.execute("UPDATE T SET V = ? WHERE ID = ?",
+                                    (value, self.rng.randrange(1, 20)))
+                        cur.close()
+                        tm.commit()
+                    self.journal[key] = value
+                    n = max(n, key - self.base + 1)
+                except DatabaseError as exc:
+                    assert "conflict" in str(exc) or "deadlock" in str(exc), exc
+                time.sleep(0.02)
+        finally:
+            con.close()
+
+
+def new_site(mesh: LocalMesh, tmp_path: Path, site: str) -> tuple[object, int]:
+    """A fourth site as an operator sets it up: its bundle, its config (database not there
+    yet), its node waiting (`siege-node join`); the siège told where it is."""
+    bundle = mesh.pki.site(site)
+    port = free_port()
+    cfg = parse({"site": site, "database": {"dsn": str(tmp_path / f"{site}.fdb")},
+                 "node": {"listen": f"127.0.0.1:{port}", "bundle": str(bundle),
+                          "siege": "siege"},
+                 "generators": {"GEN_T": {"start": 4_000_000}},
+                 "peers": {"siege": {"address": f"127.0.0.1:{mesh.ports['siege']}"}}},
+                tmp_path / f"{site}.toml")
+    mesh.set_peer("siege", site, port)
+    return cfg, port
+
+
+def sync_all(mesh: LocalMesh, sites: list[str], passes: int = 3) -> None:
+    for _ in range(passes):
+        for site in sites:
+            mesh.exchange("siege", site)
+
+
+def digests(mesh: LocalMesh, cons: dict) -> set[str]:
+    return {table_digest(con, introspect(con).tables["T"]).digest for con in cons.values()}
+
+
+def test_a_site_joins_while_everyone_works_and_converges(tmp_path: Path) -> None:
+    mesh = LocalMesh(tmp_path, SITES, DDL)
+    writers: list[Writer] = []
+    brest_node = None
+    try:
+        for key in range(1, 20):
+            run_sql(mesh.cons["siege"], f"INSERT INTO T VALUES ({key}, 'shared')")
+        run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (100, 'lyon before')")
+        sync_all(mesh, ["lyon", "nice"])
+        cfg, _port = new_site(mesh, tmp_path, "brest")
+        waiting = Awaiting(cfg)
+        waiting.start()
+        writers = [Writer(mesh.nodes[s].cfg.database.dsn, base, n) for n, (s, base) in
+                   enumerate((("siege", 1_000_000), ("lyon", 2_000_000),
+                              ("nice", 3_000_000)))]
+        stop_rounds = threading.Event()
+
+        def rounds() -> None:  # the other sites keep syncing during the join
+            while not stop_rounds.is_set():
+                sync_all(mesh, ["lyon", "nice"], passes=1)
+
+        syncing = threading.Thread(target=rounds, daemon=True)
+        syncing.start()
+        progress: list = []
+        outcome: dict = {}
+        joiner = threading.Thread(target=lambda: outcome.update(
+            report=Joiner(mesh.nodes["siege"]).run("brest", progress.append)))
+        joiner.start()
+        assert waiting.restorer.joined.wait(120), "brest never restored the snapshot"
+        waiting.stop()
+        brest_node = Node(cfg)
+        brest_node.start()
+        mesh.nodes["brest"] = brest_node
+        joiner.join(120)
+        report = outcome["report"]
+        assert report.outcome == "joined", report
+        assert {p.phase for p in progress} >= {"snapshot", "transfer", "sync", "done"}
+        time.sleep(1)
+        for w in writers:
+            w.stop()
+        stop_rounds.set()
+        syncing.join(60)
+        sync_all(mesh, ["lyon", "nice", "brest"], passes=4)
+
+        brest = open_connection(DatabaseSpec(str(tmp_path / "brest.fdb")))
+        cons = {**mesh.cons, "brest": brest}
+        try:
+            assert len(digests(mesh, cons)) == 1, "brest differs from the mesh"
+            for w in writers:  # nothing written during the copy is lost anywhere
+                for key, value in w.journal.items():
+                    with brest.transaction_manager() as tm:
+                        tm.begin()
+                        cur = tm.cursor()
+                        cur.execute("SELECT V FROM T WHERE ID = ?", (key,))
+                        assert cur.fetchone() == (value,), (key, value)
+                        tm.commit()
+            # Its own identity: its own site, a fresh epoch and log; its key range.
+            assert capture.get_state(brest, "site") == "brest"
+            assert capture.get_state(brest, "epoch") != capture.get_state(
+                mesh.cons["siege"], "epoch")
+            assert capture.get_state(brest, "joined_from").startswith("siege@")
+            run_sql(brest, "INSERT INTO T VALUES (NEXT VALUE FOR GEN_T, 'brest own')")
+            sync_all(mesh, ["brest", "lyon", "nice"], passes=2)
+            assert len(digests(mesh, cons)) == 1
+            with brest.transaction_manager() as tm:
+                tm.begin()
+                cur = tm.cursor()
+                cur.execute("SELECT ID FROM T WHERE V = 'brest own'")
+                assert cur.fetchone()[0] >= 4_000_000, "brest's keys in its own range"
+                tm.commit()
+        finally:
+            brest.close()
+        with mesh.nodes["siege"].replica.database() as con:
+            assert any(r.trigger == "join" for r in reports.listing(con))
+    finally:
+        for w in writers:
+            w.stop()
+        mesh.close()
+
+
+def test_a_join_cut_mid_transfer_resumes_where_the_site_stopped(tmp_path: Path) -> None:
+    from tools.faultline import FaultyLine
+    from tools.localmesh import behind_the_triggers_back
+
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False}, DDL)
+    line = None
+    try:
+        with behind_the_triggers_back(mesh.cons["siege"]):  # a large database, quickly
+            run_sql(mesh.cons["siege"],
+                    "INSERT INTO T SELECT A.N * 1000 + B.N, 'row ' || (A.N * 1000 + B.N) "
+                    "|| ' of a larger database' FROM (WITH RECURSIVE R (N) AS (SELECT 1 "
+                    "FROM RDB$DATABASE UNION ALL SELECT N + 1 FROM R WHERE N < 300) SELECT N "
+                    "FROM R) A CROSS JOIN (WITH RECURSIVE R (N) AS (SELECT 1 FROM "
+                    "RDB$DATABASE UNION ALL SELECT N + 1 FROM R WHERE N < 300) SELECT N FROM "
+                    "R) B")
+        cfg, port = new_site(mesh, tmp_path, "brest")
+        line = FaultyLine(port)
+        mesh.set_peer("siege", "brest", line.port)
+        waiting = Awaiting(cfg)
+        waiting.start()
+        cuts: list[int] = []
+
+        def progress(p) -> None:  # the line breaks once, 3 MiB into the transfer
+            if p.phase == "transfer" and p.bytes_done >= 3 << 20 and not cuts:
+                cuts.append(line.cut())
+
+        outcome: dict = {}
+        joiner = threading.Thread(target=lambda: outcome.update(
+            report=Joiner(mesh.nodes["siege"]).run("brest", progress)))
+        joiner.start()
+        assert waiting.restorer.joined.wait(120), "brest never restored the snapshot"
+        waiting.stop()
+        mesh.nodes["brest"] = Node(cfg)
+        mesh.nodes["brest"].start()
+        joiner.join(120)
+        report = outcome["report"]
+        assert cuts and cuts[0] >= 1, "the line was never cut"
+        assert report.outcome == "joined" and "resumed after a cut at byte" in report.note, \
+            report.note
+        resumed = int(report.note.split("resumed after a cut at byte ")[1].split(",")[0]
+                      .replace("\u202f", "").split()[0].replace(",", ""))
+        assert resumed > 0, "the transfer started again from zero"
+        brest = open_connection(DatabaseSpec(str(tmp_path / "brest.fdb")))
+        try:
+            assert digests(mesh, {"siege": mesh.cons["siege"], "brest": brest}) == \
+                digests(mesh, {"siege": mesh.cons["siege"]})
+        finally:
+            brest.close()
+    finally:
+        if line is not None:
+            line.close()
+        mesh.close()
