@@ -633,7 +633,8 @@ REF = values_pb2.BlobRef(sha256=bytes(32), length=100_000)
     ("smallint", Value(integer=2**15), r"out of range .*SMALLINT"),
     ("integer", Value(integer=-(2**31) - 1), r"out of range .*INTEGER"),
     ("numeric18_4", Value(integer=5), r"kind 'integer' .*NUMERIC\(18,4\) \(scaled\)"),
-    ("numeric18_4", Value(scaled=values_pb2.Scaled(unscaled=5, scale=2)), r"scale 2, expected 4"),
+    # More decimals than the column's (fewer are exact scaled up: a narrower site's value).
+    ("numeric18_4", Value(scaled=values_pb2.Scaled(unscaled=5, scale=6)), r"scale 6, expected 4"),
     ("double", Value(float_bits=1), r"kind 'float_bits' .*DOUBLE PRECISION \(double\)"),
     ("float", Value(double_bits=1), r"kind 'double_bits' .*FLOAT \(float\)"),
     ("boolean", Value(integer=1), r"kind 'integer' .*BOOLEAN"),
@@ -745,3 +746,14 @@ def test_decimal_context_does_not_matter() -> None:
         msg = encode(ctype, Decimal("922337203685477.5807"))
         assert msg.scaled.unscaled == 2**63 - 1
         assert decode(ctype, msg) == Decimal("922337203685477.5807")
+
+
+def test_a_value_with_fewer_decimals_is_scaled_up_exactly() -> None:
+    """A NUMERIC(9,2) site's value at a site whose column is NUMERIC(18,4) (widened there)."""
+    from siege_sync.node.values import fits
+
+    ctype = _ct("numeric18_4")
+    value = Value(scaled=values_pb2.Scaled(unscaled=12345, scale=2))
+    assert fits(ctype, value)
+    assert decode(ctype, value) == Decimal("123.4500")
+    assert not fits(ctype, Value(scaled=values_pb2.Scaled(unscaled=1, scale=6)))

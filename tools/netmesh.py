@@ -13,6 +13,7 @@ ended by their pid (netns.Lan does it), namespaces deleted.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -118,7 +119,11 @@ class NetMesh:
         proc = self.procs.pop(site, None)
         if proc is not None and proc.poll() is None:
             proc.terminate()
-            proc.wait(timeout=60)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def log(self, site: str) -> str:
         path = self.folder / f"{site}.log"

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from firebird.driver import Connection, Cursor
+from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2, values_pb2
 from . import capture, registers, values
@@ -102,6 +102,7 @@ class Unfit:
     column: str
     writes: int
     type: str  # this site's column type when they arrived
+    number: int  # the table's number in the registers
 
     def describe(self) -> str:
         return (f"{self.writes} write(s) of {self.table}.{self.column} by sites where that "
@@ -132,7 +133,7 @@ def unfit(con: Connection) -> list[Unfit]:
             number, _, column = key[len(_UNFIT_STATE):].partition(".")
             writes, _, ctype = val.partition("|")
             found.append(Unfit(names.get(int(number), f"#{number}"), column, int(writes),
-                               ctype))
+                               ctype, int(number)))
         cur.close()
     return sorted(found, key=lambda u: (u.table, u.column))
 
@@ -141,18 +142,17 @@ def write_widened(con: Connection, policies: dict[str, Policy] | None = None) ->
     """Columns with values kept aside whose type changed here since: each row whose merged
     value it now holds gets it. Returns ``TABLE.COLUMN (n rows)`` for each column done."""
     schema = introspect(con)
-    numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
     done: list[str] = []
     for item in unfit(con):
         table = schema.tables.get(item.table)
-        marker = f"{_UNFIT_STATE}{numbers.get(item.table)}.{item.column}"
+        marker = f"{_UNFIT_STATE}{item.number}.{item.column}"
         if table is None or item.column not in {c.name for c in table.columns}:
             _drop_state(con, marker)  # gone here: the registers keep the values
             continue
         column = table.column(item.column)
         if column.type.ddl() == item.type:
             continue  # not widened yet
-        number = numbers[item.table]
+        number = item.number
         written, left = _fill(con, table, number, [item.column],
                               (policies or {}).get(item.table, LWW), only_different=True)
         if written is None:
@@ -189,11 +189,18 @@ def fill_new_columns(con: Connection, policies: dict[str, Policy] | None = None
             if added:
                 filled, _left = _fill(con, table, numbers[name], added,
                                       (policies or {}).get(name, LWW))
-                assert filled is not None
+                if filled is None:  # local changes first: the next call fills them
+                    log.info("%s: local changes wait to be published; %s filled later",
+                             name, ", ".join(added))
+                    continue
                 done += [f"{name}.{c} ({filled[c]} rows)" for c in added]
         if known != ",".join(current):
             capture.set_state(con, _COLUMNS_STATE + name, ",".join(current))
     return done
+
+
+class _LocalChange(Exception):
+    """A user wrote the table while the fill ran: it is undone and tried again later."""
 
 
 def _fill(con: Connection, table: Table, number: int, columns: list[str],
@@ -201,59 +208,88 @@ def _fill(con: Connection, table: Table, number: int, columns: list[str],
     """Write each row's merged value of ``columns`` from its registers: every row's (a new
     column), or ``only_different`` where the row holds another value (a widened column).
     Returns the rows written per column — None when the table has captured changes not yet
-    published (nothing written: the row may hold a newer local value) — and the number of
-    values that still do not fit."""
+    published, before or during the fill (nothing written: a row may hold a newer local
+    value; the next call tries again) — and the number of values that still do not fit.
+
+    Each row is written only if it still holds the value read, and a row a constraint
+    refuses is left as it is (counted as not fitting, logged): users may be at work."""
     d = con.sql_dialect
     keys = table.key_columns
     where = " AND ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c in keys)
     filled = dict.fromkeys(columns, 0)
     left = 0
     targets = [table.column(name) for name in columns]
-    with transaction(con) as tm:
-        cur = tm.cursor()
-        reader = tm.cursor()
-        try:
-            if only_different:
-                cur.execute(f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS "
-                            f"(SELECT 1 FROM {capture.IMAGE_PREFIX}{number})")
+    pending = (f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS "
+               f"(SELECT 1 FROM {capture.IMAGE_PREFIX}{number})")
+    try:
+        with transaction(con) as tm:
+            cur = tm.cursor()
+            reader = tm.cursor()
+            try:
+                cur.execute(pending)
                 if cur.fetchone() is not None:
                     return None, 0
-            # Other sites' changes arriving late: not captured (the applier's mark).
-            # Fetched: a SELECT's expressions are evaluated only when its row is fetched
-            # (unfetched, the new columns' fill was captured as this site's own writes).
-            cur.execute(f"SELECT RDB$SET_CONTEXT('USER_TRANSACTION', '{APPLY_CONTEXT}', ?) "
-                        "FROM RDB$DATABASE", (str(number),))
-            cur.fetchone()
-            shown = [values.select_expr(c, d) for c in (*keys, *targets)]
-            reader.execute(f"SELECT {', '.join(shown)} FROM {quote(table.name, d)}")
-            cache = StatementCache()
-            store = DatabaseBlobStore(tm)
-            for row in reader.fetchall():
-                key = [values.encode(c.type, v) for c, v in zip(keys, row, strict=False)]
-                state = registers.load(cache, cur, number, registers.key_hash(key))
-                if state is None or not state.current.visible:
-                    continue
-                image = state.current.image(policy)
-                for column, now in zip(targets, row[len(keys):], strict=True):
-                    raw = image.get(column.name)
-                    if raw is None:
+                # Other sites' changes arriving late: not captured (the applier's mark).
+                # Fetched: a SELECT's expressions are evaluated only when its row is fetched
+                # (unfetched, the new columns' fill was captured as this site's own writes).
+                cur.execute(f"SELECT RDB$SET_CONTEXT('USER_TRANSACTION', '{APPLY_CONTEXT}', "
+                            "?) FROM RDB$DATABASE", (str(number),))
+                cur.fetchone()
+                shown = [values.select_expr(c, d) for c in (*keys, *targets)]
+                reader.execute(f"SELECT {', '.join(shown)} FROM {quote(table.name, d)}")
+                cache = StatementCache()
+                store = DatabaseBlobStore(tm)
+                for row in reader.fetchall():
+                    key = [values.encode(c.type, v) for c, v in zip(keys, row, strict=False)]
+                    state = registers.load(cache, cur, number, registers.key_hash(key))
+                    if state is None or not state.current.visible:
                         continue
-                    merged = values_pb2.Value.FromString(raw)
-                    if only_different:
+                    image = state.current.image(policy)
+                    for column, now in zip(targets, row[len(keys):], strict=True):
+                        raw = image.get(column.name)
+                        if raw is None:
+                            continue
+                        merged = values_pb2.Value.FromString(raw)
                         if not values.fits(column.type, merged):
                             left += 1
                             continue
-                        if merged.WhichOneof("kind") != "blob" and \
-                                values.encode(column.type, now) == merged:
+                        plain = not column.type.is_blob and not column.type.dimensions
+                        held = values.encode(column.type, now) if plain else None
+                        if only_different and held == merged:
                             continue
-                    value = values.decode(column.type, merged, store)
-                    cur.execute(f"UPDATE {quote(table.name, d)} SET {quote(column.name, d)} "
-                                f"= {values.param_expr(column)} WHERE {where}",
-                                [value, *[values.decode(c.type, v)
-                                          for c, v in zip(keys, key, strict=True)]])
-                    filled[column.name] += 1
-            cache.close()
-        finally:
-            reader.close()
-            cur.close()
+                        if _write(cur, table, column, where, key, merged, held, store):
+                            filled[column.name] += 1
+                        else:
+                            left += 1
+                cache.close()
+                cur.execute(pending)
+                if cur.fetchone() is not None:
+                    raise _LocalChange
+            finally:
+                reader.close()
+                cur.close()
+    except _LocalChange:
+        return None, 0
     return filled, left
+
+
+def _write(cur: Cursor, table: Table, column: Column, where: str, key: list,
+           merged: values_pb2.Value, held: values_pb2.Value | None,
+           store: DatabaseBlobStore) -> bool:
+    """One row's column from its registers, if it still holds ``held``; whether written."""
+    d = cur.connection.sql_dialect
+    keys = table.key_columns
+    still = (f" AND {quote(column.name, d)} IS NOT DISTINCT FROM {values.param_expr(column)}"
+             if held is not None else "")
+    params = [values.decode(column.type, merged, store),
+              *[values.decode(c.type, v) for c, v in zip(keys, key, strict=True)]]
+    if held is not None:
+        params.append(values.decode(column.type, held))
+    try:
+        cur.execute(f"UPDATE {quote(table.name, d)} SET {quote(column.name, d)} = "
+                    f"{values.param_expr(column)} WHERE {where}{still}", params)
+    except DatabaseError as exc:  # a CHECK or UNIQUE here refuses it: left as it is
+        log.warning("%s.%s of %s not written from the registers: %s", table.name,
+                    column.name, [values.describe(v) for v in key], " ".join(str(exc).split()))
+        return False
+    return cur.affected_rows > 0

@@ -264,6 +264,8 @@ def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
         print(f"  {line}")
     for line in outcome.caught_up:
         print(f"  caught up with the new schema: {line}")
+    for line in outcome.warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if outcome.failure:
         print(f"error: the upgrade FAILED: {outcome.failure}", file=sys.stderr)
         state = ("the database is restored as it was before the upgrade (schema and rows, "

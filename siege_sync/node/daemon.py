@@ -184,7 +184,7 @@ class Node:
             if site == self.cfg.site:
                 continue
             if self.addresses.reach(site).candidate is not None:
-                reply = self.exchange(site)
+                reply = self.exchange(site, stop=self._stopping)
                 log.info("[%s] dialled out to %s: %d events in, %d out%s", self.cfg.site,
                          site, reply.pulled_events, reply.pushed_events,
                          f"; problems: {'; '.join(reply.problems)}" if reply.problems else "")

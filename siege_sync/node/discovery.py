@@ -25,12 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from firebird.driver import DatabaseError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..certs import Bundle
-from . import capture, transport
+from . import transport
 from .announce import Browser
 from .config import ServiceConfig
+from .database import DatabaseUnavailable
 from .replica import Replica
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class AddressBook:
         self._lock = threading.Lock()
         self._last: dict[str, Candidate] = {}  # the last address that answered, per site
         self._dialins: dict[str, DialIns] = {}
+        self._recorded: dict[str, tuple[str, float]] = {}  # site -> (news, when written)
 
     def candidates(self, site: str) -> list[Candidate]:
         out: list[Candidate] = []
@@ -166,15 +169,26 @@ class AddressBook:
     def record_announce(self, site: str, address: str, dials_out_only: bool) -> None:
         if self._replica is None:
             return
-        value = f"{address}|{int(dials_out_only)}|{time.time():.0f}"
-        with self._replica.database() as con:
-            capture.set_state(con, _ANNOUNCED + site, value)
+        now = time.time()
+        with self._lock:
+            # The same news within a minute is not written again: a site calling in a loop
+            # must not keep the database (and a gRPC worker) busy.
+            if self._recorded.get(site, ("", 0.0))[0] == f"{address}|{dials_out_only}" \
+                    and now - self._recorded[site][1] < 60:
+                return
+            self._recorded[site] = (f"{address}|{dials_out_only}", now)
+        self._replica.write_state(_ANNOUNCED + site,
+                                  f"{address}|{int(dials_out_only)}|{now:.0f}")
 
     def announced(self, site: str) -> Announced | None:
         if self._replica is None:
             return None
-        with self._replica.database() as con:
-            value = capture.get_state(con, _ANNOUNCED + site)
+        try:
+            value = self._replica.read_state(_ANNOUNCED + site)
+        except (DatabaseError, DatabaseUnavailable) as exc:  # a hint: the others may do
+            log.warning("[%s] announced address of %s unknown now: %s", self._site, site,
+                        " ".join(str(exc).split()))
+            return None
         if not value:
             return None
         address, _, rest = value.partition("|")

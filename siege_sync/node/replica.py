@@ -138,6 +138,13 @@ class Replica:
                     self._reconnect()
                 raise
 
+    def read_state(self, name: str) -> str | None:
+        """A ``SYNC$STATE`` value (a lost connection is opened again first)."""
+        return self._retrying(lambda: capture.get_state(self._con, name))
+
+    def write_state(self, name: str, value: str) -> None:
+        self._retrying(lambda: capture.set_state(self._con, name, value))
+
     def schema_drift(self) -> list[str]:
         """Replicated tables and columns changed since capture was installed (upgrade.py)."""
         return self._retrying(lambda: drift(self._con, self._cfg.tables))

@@ -26,6 +26,7 @@ from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import capture, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
+from .database import DatabaseUnavailable
 from .join import JoinError, Restorer
 from .replica import NotReady, PeerRefused, PurgedHere, Replica
 from .schema import Table, introspect
@@ -195,7 +196,12 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                          f"{caller.name} called from {context.peer()!r}, not an IP address")
         seen = f"{host}:{request.port}"
         if self._announced is not None:
-            self._announced(caller.name, seen, request.dials_out_only)
+            try:
+                self._announced(caller.name, seen, request.dials_out_only)
+            except (DatabaseError, DatabaseUnavailable) as exc:
+                self._refuse(context, grpc.StatusCode.UNAVAILABLE,
+                             f"{self._site} cannot record it now: its database is "
+                             f"unavailable ({' '.join(str(exc).split())})")
         return sync_pb2.AnnounceReply(seen=seen)
 
     def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,

@@ -7,9 +7,10 @@ the upgrade itself:
 
 1. refuses while other connections are attached (an application writing while capture is off
    would lose its changes for the other sites): it names them;
-2. shuts the database down to its owner (``gfix -shut multi``): from there until the end,
-   only SYSDBA or the owner can connect — the application's users cannot start writing
-   while capture steps aside;
+2. shuts the database down to its owner (``gfix -shut multi``): from there until capture
+   is back, only SYSDBA or the owner can connect — the application's users cannot start
+   writing while capture steps aside (an application connecting as SYSDBA still can: such
+   connections are named afterwards, with the advice to run ``analyse``);
 3. publishes what is captured, so no change waits in the old schema's shape;
 4. backs the database up (``gbak``): isql commits DDL as it goes, and vendor scripts commit
    along the way, so a script failing halfway would otherwise leave half an upgrade;
@@ -17,13 +18,14 @@ the upgrade itself:
 6. runs the script (through ``isql-fb``) or the vendor's own upgrader command;
 7. on failure, restores the backup: the database is as it was before the upgrade — schema,
    rows and capture — and that is said plainly;
-8. brings the database back online, reinstalls capture for the schema as it now is, re-guards
-   application triggers the script replaced, and catches up with what other sites already
-   wrote in the new or widened columns and the new tables (catchup.py);
+8. reinstalls capture for the schema as it now is, re-guards application triggers the
+   script replaced, and catches up with what other sites already wrote in the new or
+   widened columns and the new tables (catchup.py) — then brings the database online;
 9. says what changed: tables and columns added, dropped, retyped.
 
-Must never leave the database without capture, nor shut down: step 8 runs whatever happened
-before it; when it cannot, it says what to run.
+Must never let anyone but the owner in while capture is off: when capture cannot be put
+back (or the backup cannot be restored), the database stays shut down and the error says
+what to run.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class UpgradeOutcome:
     fingerprint: str
     caught_up: list[str]  # other sites' values and events the new schema could now take
     restored: bool = False  # the script failed and the backup from before it is back
+    warnings: list[str] = field(default_factory=list)
 
 
 def others_attached(con: Connection) -> list[str]:
@@ -165,6 +168,7 @@ def upgrade(cfg: NodeConfig, script: Path | None = None,
     backup = folder / "before-upgrade.fbk"
     failure: str | None = None
     restored = False
+    may_open = True  # from the trigger drop on: online again only once capture is back
     try:
         with connection(cfg.database) as con:
             _refuse_if_others(con)  # SYSDBA or the owner may still have come in
@@ -178,23 +182,38 @@ def upgrade(cfg: NodeConfig, script: Path | None = None,
         if failed:
             raise UpgradeError(f"the backup before the upgrade failed ({failed}); is there "
                                f"room in {folder.parent}? (--backup-dir) Nothing was changed")
+        may_open = False
         with connection(cfg.database) as con:
             capture.drop_capture_triggers(con)
         failure = _run(cfg, script, command)
         if failure:
-            # Back to exactly before the upgrade: nobody else could write meanwhile.
+            # Back to exactly before the upgrade (capture included): nobody else could
+            # write meanwhile. gbak brings the restored database online.
             failed = _tool(cfg, [GBAK, "-rep", str(backup), cfg.database.dsn])
             if failed:
-                failure += (f". Restoring the backup failed too ({failed}): it is kept at "
-                            f"{backup}; restore it with gbak -rep before anyone works")
-            restored = not failed
+                raise UpgradeError(
+                    f"the upgrade failed ({failure}) and restoring the backup taken before it "
+                    f"failed too ({failed}). The backup is kept at {backup}; the database "
+                    "stays shut down to its owner. Restore it as SYSDBA (gbak -rep BACKUP "
+                    "DATABASE) before anyone works, then siege-node install")
+            restored = True
+        intruders = _others(cfg)
+        after, caught_up = _reinstall(cfg, failure)  # still shut down to the owner
+        may_open = True
     finally:
-        _online(cfg)
-        after, caught_up = _reinstall(cfg, failure)
-    if not (failure and not restored):
-        shutil.rmtree(folder, ignore_errors=True)
+        if may_open:
+            _online(cfg)
+            shutil.rmtree(folder, ignore_errors=True)
+    warnings = [f"connected during the upgrade as the database's owner or SYSDBA: {who}. "
+                "What it changed while capture stepped aside did not travel: run "
+                "siege-ctl analyse" for who in intruders]
     return UpgradeOutcome(compare(before, after), published, failure, after.fingerprint(),
-                          caught_up, restored)
+                          caught_up, restored, warnings)
+
+
+def _others(cfg: NodeConfig) -> list[str]:
+    with connection(cfg.database) as con:
+        return others_attached(con)
 
 
 def _refuse_if_others(con: Connection) -> None:
@@ -222,11 +241,12 @@ def _reinstall(cfg: NodeConfig, failure: str | None) -> tuple[Schema, list[str]]
             report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
             assert report.schema is not None
             return report.schema, catch_up(con, cfg.site, cfg.policies)
-    except Exception as exc:  # said loudly: the database may be without capture
+    except Exception as exc:  # said loudly: the database is without capture
         raise UpgradeError(
-            f"capture could NOT be reinstalled after the upgrade ({exc}): changes made "
-            "now are not captured. Run `siege-node install` before anyone works. The "
-            f"upgrade itself {'failed: ' + failure if failure else 'ran'}") from exc
+            f"capture could NOT be reinstalled after the upgrade ({exc}). The database "
+            "stays shut down to its owner: run `siege-node install`, then `gfix -online "
+            f"{cfg.database.dsn}` as SYSDBA. The upgrade itself "
+            f"{'failed: ' + failure if failure else 'ran'}") from exc
 
 
 def _tool(cfg: NodeConfig, argv: list[str]) -> str | None:

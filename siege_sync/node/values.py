@@ -376,11 +376,13 @@ def _scaled_codec(ctype: ColumnType, in_array: bool) -> _Codec:
         return Value(scaled={"unscaled": n, "scale": scale})
 
     def dec(m: values_pb2.Scaled, blobs: BlobSource | None) -> object:
-        if m.scale != scale:
+        # Fewer decimals (a site whose column has a smaller scale) are exact scaled up.
+        if m.scale > scale:
             raise _bad(ctype, f"scaled value with scale {m.scale}, expected {scale}")
-        if not lo <= m.unscaled <= hi:
-            raise _bad(ctype, f"unscaled {m.unscaled} is out of range [{lo}, {hi}]")
-        return decimal.Decimal(m.unscaled).scaleb(-scale, _DEC_CTX)
+        unscaled = m.unscaled * 10 ** (scale - m.scale)
+        if not lo <= unscaled <= hi:
+            raise _bad(ctype, f"unscaled {unscaled} is out of range [{lo}, {hi}]")
+        return decimal.Decimal(unscaled).scaleb(-scale, _DEC_CTX)
 
     return _Codec(ctype, enc, {"scaled": dec}, _describe(ctype))
 
@@ -746,8 +748,10 @@ def fits(ctype: ColumnType, value: values_pb2.Value) -> bool:
         lo, hi = _INT_RANGE[ctype.field_type]
         return lo <= value.integer <= hi
     if kind is Kind.SCALED and which == "scaled":
+        # Fewer decimals than the column's are exact once scaled up (decode does it).
         lo, hi = _INT_RANGE[ctype.field_type]
-        return value.scaled.scale == -ctype.scale and lo <= value.scaled.unscaled <= hi
+        extra = -ctype.scale - value.scaled.scale
+        return extra >= 0 and lo <= value.scaled.unscaled * 10 ** extra <= hi
     return True
 
 

@@ -28,6 +28,7 @@ from ..node.daemon import Node
 log = logging.getLogger(__name__)
 
 RoleChange = Callable[[bool, str], None]  # (now coordinating, why)
+STAND_BY_AFTER = 2  # consecutive checks a candidate above must answer before standing by
 
 
 class Election:
@@ -48,6 +49,7 @@ class Election:
         # At start the siège counts as just seen: a stand-in that starts (or restarts)
         # waits takeover_after before it takes the role.
         self._last_seen = clock()
+        self._answers = 0  # consecutive checks a candidate above answered
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="election", daemon=True)
@@ -92,18 +94,25 @@ class Election:
         now = self._clock()
         change: tuple[bool, str] | None = None
         with self._lock:
-            if answering is not None:
+            if self._stopping.is_set():
+                return  # the node is stopping: no role change on the way out
+            if answering is None:
+                self._answers = 0
+                if not self._active and now - self._last_seen >= self.takeover_after:
+                    self._active, self._since = True, datetime.now()
+                    change = (True, f"{', '.join(self.above) or 'no site above'} unreachable "
+                                    f"for {now - self._last_seen:.0f} s (takeover_after "
+                                    f"{self.takeover_after:g} s): {site} stands in and runs "
+                                    "the rounds")
+            else:
                 self._last_seen = now
-                if self._active:
+                self._answers += 1
+                # Two answers in a row: a siège that flickers up for one check does not
+                # leave a gap of takeover_after with nobody coordinating.
+                if self._active and self._answers >= STAND_BY_AFTER:
                     self._active, self._since = False, datetime.now()
                     change = (False, f"{answering} answers again and coordinates; {site} "
                                      "stands by")
-            elif not self._active and now - self._last_seen >= self.takeover_after:
-                self._active, self._since = True, datetime.now()
-                change = (True, f"{', '.join(self.above) or 'no site above'} unreachable "
-                                f"for {now - self._last_seen:.0f} s (takeover_after "
-                                f"{self.takeover_after:g} s): {site} stands in and runs "
-                                "the rounds")
         if change is not None:
             log.warning("[%s] role change: %s", site, change[1])
             self._on_change(*change)

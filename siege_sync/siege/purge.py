@@ -26,6 +26,7 @@ from ..node.daemon import Node
 from ..node.vector import Vector
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
+from .reports import DIALS_IN
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,11 @@ class Purger:
         """Purge what every counted site has applied; note lagging sites in the report."""
         node = self._node
         counted = [s for s in report.sites if s.site not in decommissioned(node)]
-        # A site complete in this round is not lagging (this report is not stored yet).
-        lagging = self._lagging([s.site for s in counted if s.outcome != "complete"])
+        # A site complete in this round is not lagging (this report is not stored yet); nor
+        # is one that dials in and did lately. Its vector is not known here, so no purge
+        # happens while it takes part (below): safe, the log only grows meanwhile.
+        lagging = self._lagging([s.site for s in counted
+                                 if s.outcome not in ("complete", DIALS_IN)])
         for entry in counted:
             if entry.site in lagging:
                 entry.errors.append(
@@ -146,7 +150,7 @@ class Purger:
                 if entry is None:
                     continue
                 first_seen = datetime.fromisoformat(report.started)
-                if last is None and entry.outcome == "complete":
+                if last is None and entry.outcome in ("complete", DIALS_IN):
                     last = datetime.fromisoformat(report.ended)
             since = last or first_seen
             if since is not None and now - since > self._lag:

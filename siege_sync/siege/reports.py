@@ -81,6 +81,7 @@ def _bytes(value: object) -> bytes:
 
 
 ELECTION = "election"  # the trigger of a role change's report (election.py)
+DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchanges by itself
 
 
 def render_text(report: coordinator_pb2.RoundReport) -> str:

@@ -51,19 +51,21 @@ class CoordinatorRole:
 
     def role_changed(self, active: bool, why: str) -> None:
         """Said everywhere an operator looks: the log (election.py), a report, an email."""
+        if self.alerter is not None:  # first: the email goes out even if the store fails
+            # One kind per direction: the rate limit must not swallow the way back.
+            self.alerter.send("role taken" if active else "role given back",
+                              f"{self._node.cfg.site} "
+                              f"{'now coordinates' if active else 'stands by'}", why)
         now = datetime.now().isoformat(timespec="seconds")
         report = coordinator_pb2.RoundReport(
             trigger=ELECTION, started=now, ended=now,
             outcome="took the role" if active else "stood by", note=why)
         with self._node.replica.database() as con:
             store(con, report)
-        if self.alerter is not None:
-            self.alerter.send("role", f"{self._node.cfg.site} "
-                              f"{'now coordinates' if active else 'stands by'}", why)
 
     def close(self) -> None:
-        self.election.stop()
         self.rounds.stop()  # a round in progress ends at its next batch boundary
+        self.election.stop()
         self.scheduler.stop()
         self.rounds.close()  # and stores its report before the database closes
 

@@ -25,18 +25,17 @@ from pathlib import Path
 from ..certs import CertError, days_to_expiry
 from ..node import eventlog, transport
 from ..node.daemon import Node
-from ..node.discovery import Announced
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2
 from . import reports
 from .purge import decommissioned
+from .reports import DIALS_IN
 
 log = logging.getLogger(__name__)
 
 PARALLEL_SITES = 4
 PHASES = ("gather", "redistribute")
-DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchanges by itself
 DIAL_IN_SILENCE_S = 3600.0  # a site dialling in is "failed" after this long without a word
 
 Progress = Callable[[coordinator_pb2.SiteProgress], None]
@@ -57,6 +56,7 @@ class Rounds:
         self._caps = cap
         self._running = threading.Lock()
         self._stop = threading.Event()
+        self._started = time.time()
 
     @property
     def sites(self) -> list[str]:
@@ -118,7 +118,7 @@ class Rounds:
                 # It cannot be dialled (CGNAT): it exchanges with the siège on its own
                 # schedule (daemon.dial_out); the round reports those exchanges.
                 if phase == "gather":
-                    self._dialled_in(entry, announced)
+                    self._dialled_in(entry)
                 with lock:
                     progress(coordinator_pb2.SiteProgress(
                         site=site, phase=phase, state=entry.outcome,
@@ -179,12 +179,14 @@ class Rounds:
         log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)
         return report
 
-    def _dialled_in(self, entry: coordinator_pb2.SiteReport, announced: Announced) -> None:
+    def _dialled_in(self, entry: coordinator_pb2.SiteReport) -> None:
         """A site that dials in: what its own exchanges moved since the last round; failed
         when it has not exchanged for DIAL_IN_SILENCE_S (its node or its line is down)."""
         seen = self._node.addresses.take_traffic(entry.site)
         entry.events_in, entry.events_out = seen.events_in, seen.events_out
-        last = seen.last if seen.last is not None else announced.at
+        # Announcing is no proof of syncing: without an exchange since this node started,
+        # the clock runs from its start.
+        last = seen.last if seen.last is not None else self._started
         if time.time() - last > DIAL_IN_SILENCE_S:
             entry.outcome = "failed"
             entry.errors.append(
