@@ -13,7 +13,6 @@ from pathlib import Path
 from firebird.driver import DatabaseError
 
 from siege_sync.node import capture
-from siege_sync.node.config import parse
 from siege_sync.node.daemon import Awaiting, Node
 from siege_sync.node.database import DatabaseSpec, open_connection
 from siege_sync.node.digest import table_digest
@@ -21,7 +20,7 @@ from siege_sync.node.schema import introspect
 from siege_sync.siege import reports
 from siege_sync.siege.join import Joiner
 from tests.test_apply import run_sql
-from tools.localmesh import LocalMesh, free_port
+from tools.localmesh import LocalMesh
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(40))",
        "CREATE SEQUENCE GEN_T"]
@@ -70,18 +69,7 @@ class Writer:
 
 
 def new_site(mesh: LocalMesh, tmp_path: Path, site: str) -> tuple[object, int]:
-    """A fourth site as an operator sets it up: its bundle, its config (database not there
-    yet), its node waiting (`siege-node join`); the siège told where it is."""
-    bundle = mesh.pki.site(site)
-    port = free_port()
-    cfg = parse({"site": site, "database": {"dsn": str(tmp_path / f"{site}.fdb")},
-                 "node": {"listen": f"127.0.0.1:{port}", "bundle": str(bundle),
-                          "siege": "siege"},
-                 "generators": {"GEN_T": {"start": 4_000_000}},
-                 "peers": {"siege": {"address": f"127.0.0.1:{mesh.ports['siege']}"}}},
-                tmp_path / f"{site}.toml")
-    mesh.set_peer("siege", site, port)
-    return cfg, port
+    return mesh.joining_site(site, {"GEN_T": {"start": 4_000_000}})
 
 
 def sync_all(mesh: LocalMesh, sites: list[str], passes: int = 3) -> None:
@@ -225,4 +213,39 @@ def test_a_join_cut_mid_transfer_resumes_where_the_site_stopped(tmp_path: Path) 
     finally:
         if line is not None:
             line.close()
+        mesh.close()
+
+
+def test_adopting_sites_kept_in_step_by_another_tool(tmp_path: Path) -> None:
+    """Three databases the legacy tool kept identical, capture installed where they stand:
+    `siege-ctl adopt` proves every table equal and syncing goes on from there with no copy;
+    one row that differs is listed with what to do."""
+    from tests.test_siege import ctl
+    from tools.localmesh import behind_the_triggers_back
+
+    mesh = LocalMesh(tmp_path, SITES, DDL)
+    mesh.pki.admin("ops")
+    (tmp_path / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\n'
+        'bundle = "bundles/ops"\n')
+    try:
+        for con in mesh.cons.values():  # what the legacy tool left: the same rows
+            with behind_the_triggers_back(con):
+                for key in range(1, 200):
+                    run_sql(con, f"INSERT INTO T VALUES ({key}, 'kept by the old tool {key}')")
+        done = ctl(mesh, "adopt")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ADOPTED" in done.stdout and "adopted" in done.stdout
+        run_sql(mesh.cons["nice"], "UPDATE T SET V = 'changed after adoption' WHERE ID = 7")
+        sync_all(mesh, ["lyon", "nice"])
+        assert len(digests(mesh, mesh.cons)) == 1, "syncing goes on from the adopted state"
+
+        with behind_the_triggers_back(mesh.cons["lyon"]):
+            run_sql(mesh.cons["lyon"], "UPDATE T SET V = 'the old tool missed this' "
+                                       "WHERE ID = 42")
+        done = ctl(mesh, "adopt")
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "DIFFERENCES" in done.stdout and "42" in done.stdout
+        assert "analyse --repair --prefer SITE" in done.stdout
+    finally:
         mesh.close()

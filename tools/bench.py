@@ -21,6 +21,10 @@ process, because these machines are noisy; the last line is one JSON object.
   ``analyse_found``): ``siege-ctl analyse`` on a ``--analyse-rows`` table (1,000,000) with 10
   scattered differences: bytes moved ÷ the table's bytes, time ÷ one local full-table SELECT
   (``tools/bench_analyse.py``). Reported like the mesh part when it fails.
+* ``join_vs_gbak``, ``join_bytes_per_row`` (and ``join_seconds``, ``gbak_seconds``):
+  ``siege-ctl join`` of a new site from a siège of ``--join-rows`` rows (1,000,000): its time
+  ÷ a local backup and restore of the same database, and the bytes on the line per row
+  (``tools/bench_join.py``). Reported like the mesh part when it fails.
 
 Each figure is the median of ``--repeat`` runs (the mesh figures: one run).
 """
@@ -213,6 +217,8 @@ def main() -> None:
     parser.add_argument("--skip-slow-link", action="store_true")
     parser.add_argument("--analyse-rows", type=int, default=1_000_000,
                         help="rows of the analyse benchmark's table (tools/bench_analyse.py)")
+    parser.add_argument("--join-rows", type=int, default=1_000_000,
+                        help="rows of the join benchmark's siège (tools/bench_join.py)")
     args = parser.parse_args()
     mesh_preload()
     out: dict[str, float] = {}
@@ -243,7 +249,25 @@ def main() -> None:
     if "errors" in analysis and "errors" in out:
         analysis["errors"] = [*out["errors"], *analysis["errors"]]
     out.update(analysis)
+    joined = join_figures(args.join_rows)
+    if "errors" in joined and "errors" in out:
+        joined["errors"] = [*out["errors"], *joined["errors"]]
+    out.update(joined)
     print(json.dumps(out, sort_keys=True))
+
+
+def join_figures(rows: int) -> dict:
+    """The join part (tools/bench_join.py), reported like the analyse part."""
+    from tools import bench_join
+
+    try:
+        figures = bench_join.run(rows)
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON
+        message = f"join: {type(exc).__name__}: {exc}"
+        print(f"join benchmark FAILED: {message}", flush=True)
+        return {**dict.fromkeys(bench_join.KEYS), "errors": [message]}
+    print(f"join: {figures}", flush=True)
+    return figures
 
 
 def analyse_figures(rows: int) -> dict:

@@ -25,6 +25,7 @@ class FaultyLine:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
+        self.forwarded = 0  # bytes carried, both ways (the benchmarks' wire bytes)
         threading.Thread(target=self._accept, daemon=True, name="faultline").start()
 
     # --- faults ------------------------------------------------------------------------
@@ -78,6 +79,8 @@ class FaultyLine:
                     break
                 self._flowing.wait()  # a stall holds the bytes, as a black hole would
                 dst.sendall(data)
+                with self._lock:
+                    self.forwarded += len(data)
         except OSError:
             pass
         finally:

@@ -90,6 +90,21 @@ class LocalMesh:
     def exchange(self, site: str, peer: str):
         return self.nodes[site].exchange(peer)
 
+    def joining_site(self, site: str, generators: dict | None = None
+                     ) -> tuple[config.NodeConfig, int]:
+        """A new site as an operator sets it up for ``siege-ctl join``: its bundle, its
+        config (the database does not exist yet), a port; the siège told where it is. The
+        caller runs its waiting node (``daemon.Awaiting``)."""
+        port = free_port()
+        raw = {"site": site, "database": {"dsn": str(self.folder / f"{site}.fdb")},
+               "node": {"listen": f"127.0.0.1:{port}", "bundle": str(self.pki.site(site)),
+                        "siege": "siege"},
+               "peers": {"siege": {"address": f"127.0.0.1:{self.ports['siege']}"}}}
+        if generators:
+            raw["generators"] = generators
+        self.set_peer("siege", site, port)
+        return config.parse(raw, self.folder / f"{site}.toml"), port
+
     def set_peer(self, site: str, peer: str, port: int) -> None:
         node = self.nodes[site]
         peers = {**node.service_cfg.peers, peer: Peer(peer, f"127.0.0.1:{port}")}

@@ -204,8 +204,7 @@ def take_identity(con: Connection, cfg: NodeConfig, mesh: str) -> str:
                         "APPLIED, HEAD) VALUES (?, ?, ?, ?) MATCHING (ORIGIN, INCARNATION)",
                         (source, incarnation, seq, bytes.fromhex(state.get("chain_head")
                                                                   or "")))
-        cur.execute(f"SELECT COUNT(*) FROM {capture.LOG_TABLE}")
-        dropped = int(cur.fetchone()[0])
+        dropped = capture.pending_entries(con)
         cur.execute(f"DELETE FROM {capture.LOG_TABLE}")
         for number in capture.image_tables(con):
             cur.execute(f"DELETE FROM {capture.IMAGE_PREFIX}{number}")

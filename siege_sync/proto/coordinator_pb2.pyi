@@ -110,16 +110,18 @@ class TableAnalysis(_message.Message):
     def __init__(self, site: _Optional[str] = ..., table: _Optional[str] = ..., reference: _Optional[str] = ..., matched: _Optional[int] = ..., missing: _Optional[int] = ..., extra: _Optional[int] = ..., different: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ..., repaired: _Optional[int] = ..., error: _Optional[str] = ..., bytes_moved: _Optional[int] = ...) -> None: ...
 
 class AnalyseRequest(_message.Message):
-    __slots__ = ("tables", "sites", "repair", "prefer")
+    __slots__ = ("tables", "sites", "repair", "prefer", "adopt")
     TABLES_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     REPAIR_FIELD_NUMBER: _ClassVar[int]
     PREFER_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_FIELD_NUMBER: _ClassVar[int]
     tables: _containers.RepeatedScalarFieldContainer[str]
     sites: _containers.RepeatedScalarFieldContainer[str]
     repair: bool
     prefer: str
-    def __init__(self, tables: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., repair: bool = ..., prefer: _Optional[str] = ...) -> None: ...
+    adopt: bool
+    def __init__(self, tables: _Optional[_Iterable[str]] = ..., sites: _Optional[_Iterable[str]] = ..., repair: bool = ..., prefer: _Optional[str] = ..., adopt: bool = ...) -> None: ...
 
 class AnalyseProgress(_message.Message):
     __slots__ = ("site", "table", "rows_done", "rows_total", "state")

@@ -100,6 +100,9 @@ class Analyser:
         if reference not in everyone:
             raise AnalyseError(f"--prefer {reference}: not a site of this siège (sites: "
                                f"{', '.join(everyone)})")
+        if request.adopt and (request.repair or request.tables or request.sites):
+            raise AnalyseError("adopt compares every table at every site, and repairs "
+                               "nothing: settle what it lists with analyse --repair --prefer")
         if request.repair and not request.prefer:
             raise AnalyseError("--repair needs --prefer SITE: rows changed behind the sync's "
                                "back have no version to compare, so say which site is right")
@@ -117,7 +120,8 @@ class Analyser:
                                f"{', '.join(replicated)})")
         sites = [s for s in (request.sites or everyone) if s != reference]
         report = coordinator_pb2.RoundReport(  # its id is taken when it is stored
-            trigger="analyse" + (" --repair" if request.repair else ""),
+            trigger="adopt" if request.adopt else
+            "analyse" + (" --repair" if request.repair else ""),
             started=datetime.now().isoformat(timespec="seconds"))
         for site in sites:
             self._one_site(site, reference, tables, request.repair, report)
@@ -125,7 +129,8 @@ class Analyser:
         differing = any(a.missing or a.extra or a.different for a in report.analysis)
         failed = any(a.error for a in report.analysis)
         report.outcome = ("failed" if failed else "repaired" if request.repair and differing
-                          else "differences" if differing else "equal")
+                          else "differences" if differing
+                          else "adopted" if request.adopt else "equal")
         for site in sites:
             report.sites.add(site=site, outcome="failed" if any(
                 a.error for a in report.analysis if a.site == site) else "complete")

@@ -2,6 +2,7 @@
 admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``, ``join SITE``,
+``adopt``,
 ``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
 ``analyse [--table T] [--site S] [--repair --prefer SITE]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
@@ -111,9 +112,11 @@ def cmd_manual(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
     return 0 if report.outcome == "complete" else 1
 
 
-def cmd_analyse(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+def cmd_analyse(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace,
+                adopt: bool = False) -> int:
     request = coordinator_pb2.AnalyseRequest(tables=args.table or [], sites=args.site or [],
-                                             repair=args.repair, prefer=args.prefer or "")
+                                             repair=args.repair, prefer=args.prefer or "",
+                                             adopt=adopt)
     report = None
     bars: dict[tuple[str, str], str] = {}
     for event in stub.Analyse(request, timeout=args.timeout):
@@ -130,7 +133,14 @@ def cmd_analyse(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Names
     print()
     print(render_text(report))
     print(f"\nreport {report.id}: siege-ctl report show {report.id}")
-    return 0 if report.outcome in ("equal", "repaired") else 1
+    return 0 if report.outcome in ("equal", "repaired", "adopted") else 1
+
+
+def cmd_adopt(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    """Sites kept in step by another tool, installed where they stand: prove they hold the
+    same rows; the differences are listed for the operator to settle."""
+    args.table, args.site, args.repair, args.prefer = [], [], False, None
+    return cmd_analyse(stub, args, adopt=True)
 
 
 def _bar(p: coordinator_pb2.AnalyseProgress, width: int = 30) -> str:
@@ -304,7 +314,7 @@ def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
 COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status,
-            "analyse": cmd_analyse, "join": cmd_join}
+            "analyse": cmd_analyse, "join": cmd_join, "adopt": cmd_adopt}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "carries them; overwritten values go on record)")
     analyse.add_argument("--prefer", metavar="SITE",
                          help="the site whose rows are right (needed by --repair)")
+    sub.add_parser("adopt", help="sites kept in step by another tool, installed where they "
+                   "stand: prove every table holds the same rows everywhere (lists the "
+                   "differences to settle with analyse --repair --prefer SITE)")
     join = sub.add_parser("join", help="send a copy of the siège's database to a new site "
                           "(its node waits: siege-node join), which takes it as its own")
     join.add_argument("site")

@@ -26,7 +26,7 @@ _LATIN1 = str.maketrans({"—": "-", "–": "-", "’": "'", "‘": "'", "“": 
 
 
 def _is_analysis(report: coordinator_pb2.RoundReport) -> bool:
-    return report.trigger.startswith("analyse")
+    return report.trigger.startswith(("analyse", "adopt"))
 
 
 def _title(report: coordinator_pb2.RoundReport) -> str:
@@ -57,13 +57,15 @@ def _problems(report: coordinator_pb2.RoundReport) -> list[str]:
 
 
 def _verdict(report: coordinator_pb2.RoundReport) -> str | None:
-    if report.trigger == ELECTION:
+    if report.trigger in (ELECTION, "join"):
         return report.note
     if _is_analysis(report):
         return {"differences": "Differences were found and nothing was changed.",
                 "repaired": "The repairs were written at the differing sites; the next round "
                             "carries them. Overwritten values are on record.",
-                "failed": "Some tables could not be compared (see above)."
+                "failed": "Some tables could not be compared (see above).",
+                "adopted": "Every site holds the same rows: adopted, the rounds carry every "
+                           "change from here on."
                 }.get(report.outcome)
     if report.outcome == "complete":
         return None

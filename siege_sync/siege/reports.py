@@ -85,7 +85,7 @@ DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchange
 
 
 def render_text(report: coordinator_pb2.RoundReport) -> str:
-    if report.trigger.startswith("analyse"):
+    if report.trigger.startswith(("analyse", "adopt")):
         return _render_analysis(report)
     if report.trigger == ELECTION:
         return (f"Role change {report.id}: {report.outcome.upper()}\n  at {report.started}\n"
@@ -137,6 +137,9 @@ def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
     if report.outcome == "differences":
         lines += ["", "Differences were found and nothing was changed. To make every site hold "
                       "what one site holds: siege-ctl analyse --repair --prefer SITE"]
+    if report.outcome == "adopted":
+        lines += ["", "Every site holds the same rows in every replicated table: they are "
+                      "adopted, and the rounds carry every change from here on."]
     if report.outcome == "repaired":
         lines += ["", "The repairs are written at the differing sites as ordinary changes; the "
                       "next round carries them. Overwritten values are on record "
