@@ -249,3 +249,83 @@ def test_adopting_sites_kept_in_step_by_another_tool(tmp_path: Path) -> None:
         assert "analyse --repair --prefer SITE" in done.stdout
     finally:
         mesh.close()
+
+
+def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_record(
+        tmp_path: Path) -> None:
+    """lyon's PC is replaced and its database put back from an old backup (a new database
+    for the mesh: a new epoch); its users work on it. The siège refuses it until
+    `siege-ctl resync lyon`; then lyon holds the mesh's rows, what its users wrote meanwhile
+    is on record as losing versions (not thrown away), its old database is kept beside, and
+    it syncs again under a new incarnation."""
+    from firebird.driver import SrvRestoreFlag, connect_server
+
+    from siege_sync.node import conflicts
+
+    mesh = LocalMesh(tmp_path, SITES, DDL)
+    try:
+        for key in range(1, 6):
+            run_sql(mesh.cons["siege"], f"INSERT INTO T VALUES ({key}, 'from the siege')")
+        sync_all(mesh, ["lyon", "nice"])
+        lyon_cfg = mesh.nodes["lyon"].cfg
+        path = Path(lyon_cfg.database.dsn)
+        old_backup = tmp_path / "lyon-old.fbk"
+        with connect_server("service_mgr", user="SYSDBA", password="") as srv, \
+                open(old_backup, "wb") as out:
+            srv.database.local_backup(database=str(path), backup_stream=out)
+        run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (10, 'lyon, synced')")
+        sync_all(mesh, ["lyon", "nice"])
+
+        # The replacement PC: the old backup put back, a new database for the mesh.
+        mesh.nodes["lyon"].stop(grace=1)
+        mesh.cons["lyon"].close()
+        with connect_server("service_mgr", user="SYSDBA", password="") as srv, \
+                open(old_backup, "rb") as stream:
+            srv.database.local_restore(backup_stream=stream, database=str(path),
+                                       flags=SrvRestoreFlag.REPLACE)
+        mesh.cons["lyon"] = open_connection(DatabaseSpec(str(path)))
+        capture.set_state(mesh.cons["lyon"], "epoch", "a-new-database")
+        run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (20, 'lyon, after the restore')")
+        run_sql(mesh.cons["lyon"], "UPDATE T SET V = 'lyon edits row 1' WHERE ID = 1")
+        mesh.cons["lyon"].close()
+        mesh.nodes["lyon"] = Node(lyon_cfg)
+        mesh.nodes["lyon"].start()
+        refused = mesh.exchange("siege", "lyon")
+        assert any("siege-ctl resync lyon" in p for p in refused.problems), refused
+
+        mesh.nodes["lyon"].stop(grace=1)
+        waiting = Awaiting(lyon_cfg, resync=True)
+        waiting.start()
+        outcome: dict = {}
+        joiner = threading.Thread(target=lambda: outcome.update(report=Joiner(
+            mesh.nodes["siege"]).run("lyon", lambda p: None, resync=True)))
+        joiner.start()
+        assert waiting.restorer.joined.wait(120), "lyon never restored the copy"
+        waiting.stop()
+        mesh.nodes["lyon"] = Node(lyon_cfg)
+        mesh.nodes["lyon"].start()
+        joiner.join(120)
+        report = outcome["report"]
+        assert report.trigger == "resync" and report.outcome == "joined", report
+        mesh.cons["lyon"] = open_connection(DatabaseSpec(str(path)))
+        run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (30, 'lyon, after the resync')")
+        sync_all(mesh, ["lyon", "nice"])
+        assert len(digests(mesh, mesh.cons)) == 1, "lyon converges with the mesh"
+        lyon = mesh.cons["lyon"]
+        # A new incarnation: above the one its users worked under (the restored copy had
+        # already taken a new one when a peer showed it was rewound).
+        assert int(capture.get_state(lyon, "incarnation")) >= 3
+        on_record = [c for c in conflicts.listing(lyon) if c.kind == "resync"]
+        shown = {(c.key[0].integer, c.column, c.value.text if c.value else None)
+                 for c in on_record}
+        assert (20, "V", "lyon, after the restore") in shown, shown
+        assert (1, "V", "lyon edits row 1") in shown, shown
+        assert list(tmp_path.glob("lyon.before-resync-*.fdb")), "the old database is kept"
+        with lyon.transaction_manager() as tm:
+            tm.begin()
+            cur = tm.cursor()
+            cur.execute("SELECT ID FROM T ORDER BY ID")
+            assert [r[0] for r in cur.fetchall()] == [1, 2, 3, 4, 5, 10, 30]
+            tm.commit()
+    finally:
+        mesh.close()

@@ -221,6 +221,14 @@ def cmd_join(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     return run(cfg, join=True)
 
 
+def cmd_resync(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    """A site the mesh no longer takes: wait for the siège's copy (siege-ctl resync SITE
+    there), keep this database beside it and what it wrote on record, then serve."""
+    from .daemon import run
+
+    return run(cfg, resync=True)
+
+
 def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     """Ask the node running with this config (over mTLS, as itself) to exchange now."""
     import grpc
@@ -286,6 +294,9 @@ SERVICE_COMMANDS = {
     "run": (cmd_run, "serve this site on the mesh (mTLS gRPC) until SIGTERM"),
     "join": (cmd_join, "a new site: wait for the siège's copy of the database (siege-ctl "
                        "join SITE there), restore it as this site's own, then serve"),
+    "resync": (cmd_resync, "rebuild this site from the siège's copy (siege-ctl resync SITE "
+                           "there): its database kept beside, what it wrote that the mesh "
+                           "lacks put on record, then serve"),
     "exchange": (cmd_exchange, "ask the running node to sync with a peer now"),
 }
 

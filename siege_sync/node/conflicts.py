@@ -80,6 +80,24 @@ def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], new: set[L
              loss.value, 1 if decide else 0))
 
 
+def record_overwritten(cur: Cursor, number: int, key: Sequence[values_pb2.Value],
+                       column: str | None, value: values_pb2.Value | None, kind: str,
+                       loser: str, winner: str) -> None:
+    """Put on record a value that was replaced outside the merge — by an operator's repair
+    (kind ``analyse``) or a resync (kind ``resync``) — so that it can be read and written
+    again (``reapply``). ``column`` None: the row's removal (a delete) was what lost."""
+    kdata = registers.key_data(list(key))
+    body = value.SerializeToString(deterministic=True) if value is not None else None
+    ident = hashlib.sha256(f"{kind}|{number}|{kdata.hex()}|{column}|"
+                           f"{(body or b'').hex()}|{loser}|{winner}".encode()).digest()
+    cur.execute(
+        f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
+        "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?, 0, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
+        (ident, number, hashlib.sha256(kdata).digest(), kdata, kind, kind, loser, column,
+         winner, body))
+
+
 def listing(con: Connection, table: str | None = None) -> list[Conflict]:
     names = {no: name for no, (name, _k) in table_registry(con).items()}
     with transaction(con, READ_COMMITTED_RW) as tm:

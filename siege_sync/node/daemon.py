@@ -38,7 +38,7 @@ from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
-from .join import JoinError, Restorer, awaiting
+from .join import JoinError, Restorer, awaiting, local_path
 from .replica import Replica
 from .service import JoinService, SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
@@ -275,7 +275,8 @@ class Awaiting:
     snapshot calls only, and announces itself to the sites that may coordinate, until
     ``siege-ctl join SITE`` at the siège has sent and it has restored the snapshot."""
 
-    def __init__(self, cfg: NodeConfig) -> None:
+    def __init__(self, cfg: NodeConfig, resync: bool = False) -> None:
+        """``resync``: the site has a database, replaced by the copy (node/join.py)."""
         if cfg.service is None:
             raise NodeError(f"{cfg.path or 'config'}: `run` needs a [node] section "
                             "(listen, bundle)")
@@ -286,7 +287,7 @@ class Awaiting:
             raise NodeError(f"the bundle in {cfg.service.bundle} belongs to site "
                             f"{ident.name!r}, but this node is site {cfg.site!r}")
         try:
-            self.restorer = Restorer(cfg, ident.mesh)
+            self.restorer = Restorer(cfg, ident.mesh, resync=resync)
         except JoinError as exc:
             raise NodeError(str(exc)) from None
         self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, None,
@@ -312,9 +313,10 @@ class Awaiting:
         server.start()
         health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        log.info("[%s] listening on %s (mTLS), waiting to join: no database at %s yet; run "
-                 "`siege-ctl join %s` at the siège", self.cfg.site, self.service_cfg.listen,
-                 self.cfg.database.dsn, self.cfg.site)
+        what = "resync" if self.restorer.resync else "join"
+        log.info("[%s] listening on %s (mTLS), waiting for the siège's copy of the database "
+                 "(into %s): run `siege-ctl %s %s` at the siège", self.cfg.site,
+                 self.service_cfg.listen, self.cfg.database.dsn, what, self.cfg.site)
 
         def announce() -> None:
             while not self._stopping.is_set() and not self.restorer.joined.is_set():
@@ -376,17 +378,23 @@ def _on_signals(site: str, stopping: threading.Event) -> None:
             signal.signal(getattr(signal, name), on_signal)
 
 
-def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False) -> int:
+def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False,
+        resync: bool = False) -> int:
     """Serve until SIGTERM. ``join`` (``siege-node join``): first wait for the siège's
-    snapshot — the database must not exist yet —, then serve as the site."""
+    snapshot — the database must not exist yet —, then serve as the site. ``resync``
+    (``siege-node resync``): the same over the site's existing database (node/join.py)."""
     stopping = threading.Event()
-    if join:
-        if not awaiting(cfg):
-            raise NodeError(f"{cfg.database.dsn} exists (or is not a path on this machine): "
-                            "a site joins only into a database that does not exist yet; "
-                            "this site has one — start it with `siege-node run`")
+    if join and not awaiting(cfg):
+        raise NodeError(f"{cfg.database.dsn} exists (or is not a path on this machine): "
+                        "a site joins only into a database that does not exist yet; "
+                        "this site has one — start it with `siege-node run`, or rebuild it "
+                        "from the siège with `siege-node resync`")
+    if resync and (local_path(cfg) is None or awaiting(cfg)):
+        raise NodeError(f"{cfg.database.dsn}: a resync replaces this site's database on this "
+                        "machine, and there is none there: a new site joins (siege-node join)")
+    if join or resync:
         _on_signals(cfg.site, stopping)
-        waiting = Awaiting(cfg)
+        waiting = Awaiting(cfg, resync=resync)
         waiting.start()
         try:
             joined = waiting.wait(stopping)

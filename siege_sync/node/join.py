@@ -17,8 +17,18 @@ snapshot —, checks its sha256, restores it through the Firebird services API, 
 * capture is installed again for this site, which moves the key generators into its own
   range (``[generators]``).
 
-Must never overwrite a database: a node restores only while its database file does not exist
-(``awaiting``), and only a coordinator (relay certificate) may send a snapshot.
+**Resync** (``siege-node resync`` here, ``siege-ctl resync SITE`` at the siège) is the same
+for a site that has a database the mesh no longer takes (replaced, re-created, lagged past
+retention, or rebuilt on an operator's word): the copy is restored beside it; what this site
+wrote that the copy does not hold — its captured changes (published first) and its events
+past what the siège had applied — is put on record in the new database as losing versions
+(kind ``resync``: ``siege-ctl conflicts`` shows them, ``--reapply`` writes one again); the old
+database is kept beside, renamed ``*.before-resync-<time>``; the site takes a new
+incarnation.
+
+Must never overwrite a database: a join restores only while the database file does not
+exist, a resync only beside it (the old one is renamed, never deleted); and only a
+coordinator (relay certificate) may send a snapshot.
 """
 
 from __future__ import annotations
@@ -28,15 +38,17 @@ import logging
 import secrets
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from firebird.driver import Connection, connect_server
 
-from ..proto import sync_pb2
-from . import capture
+from ..proto import events_pb2, sync_pb2
+from . import capture, conflicts, eventlog
 from .config import NodeConfig
 from .database import connection, transaction
+from .publish import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +98,13 @@ class _Meta:
 
 
 class Restorer:
-    def __init__(self, cfg: NodeConfig, mesh: str) -> None:
+    def __init__(self, cfg: NodeConfig, mesh: str, resync: bool = False) -> None:
+        """``resync``: the site has a database, replaced by the copy (module docstring)."""
         path = local_path(cfg)
         if path is None:
             raise JoinError(f"{cfg.database.dsn}: a site joins into a database on its own "
                             "machine (an embedded path, or localhost:/path)")
-        self._cfg, self._mesh, self._path = cfg, mesh, path
+        self._cfg, self._mesh, self._path, self.resync = cfg, mesh, path, resync
         self._partial = path.with_name(path.name + _PARTIAL)
         self._meta = path.with_name(path.name + _META)
         self._lock = threading.Lock()
@@ -113,7 +126,7 @@ class Restorer:
             self._lock.release()
 
     def _receive(self, chunks: Iterator[sync_pb2.SnapshotChunk]) -> sync_pb2.RestoreReply:
-        if self.joined.is_set() or self._path.exists():
+        if self.joined.is_set() or (self._path.exists() and not self.resync):
             raise JoinError(f"{self._path} exists: this site has joined already")
         self._path.parent.mkdir(parents=True, exist_ok=True)
         received = 0
@@ -163,32 +176,114 @@ class Restorer:
                             "the way): it is dropped; run siege-ctl join again")
         log.info("[%s] snapshot of %s received (%d bytes): restoring", self._cfg.site,
                  meta.source, meta.total)
-        try:
-            self._restore()
-            with connection(self._cfg.database) as con:
-                summary = take_identity(con, self._cfg, self._mesh)
-        except Exception:
-            # Never leave a half-made database behind: the next attempt restores again.
-            self._path.unlink(missing_ok=True)
-            raise
+        if self.resync:
+            summary = self._resync()
+        else:
+            try:
+                self._restore(self._path)
+                with connection(self._cfg.database) as con:
+                    summary = take_identity(con, self._cfg, self._mesh)
+            except Exception:
+                # Never leave a half-made database behind: the next attempt restores again.
+                self._path.unlink(missing_ok=True)
+                raise
         self._partial.unlink(missing_ok=True)
         self._meta.unlink(missing_ok=True)
         self.joined.set()
         log.info("[%s] joined from %s's snapshot: %s", self._cfg.site, meta.source, summary)
         return sync_pb2.RestoreReply(received=meta.total, joined=True, summary=summary)
 
-    def _restore(self) -> None:
+    def _restore(self, target: Path) -> None:
         spec = self._cfg.database
         host, sep, _rest = spec.dsn.partition(":")
         server = f"{host}:service_mgr" if sep and len(host) > 1 else "service_mgr"
         with connect_server(server, user=spec.user, password=spec.password or "") as srv, \
                 open(self._partial, "rb") as stream:
-            srv.database.local_restore(backup_stream=stream, database=str(self._path))
+            srv.database.local_restore(backup_stream=stream, database=str(target))
+
+    def _resync(self) -> str:
+        """The copy beside the database; this site's unsynced work read from the old one;
+        the old one renamed; the copy in its place, made this site's, the work on record."""
+        site = self._cfg.site
+        fresh = self._path.with_name(self._path.name + ".resync-new")
+        fresh.unlink(missing_ok=True)
+        self._restore(fresh)
+        spec = self._cfg.database
+        host, sep, _rest = spec.dsn.partition(":")
+        fresh_spec = replace(spec, dsn=f"{host}:{fresh}" if sep and len(host) > 1
+                             else str(fresh))
+        with connection(fresh_spec) as con:
+            with transaction(con) as tm:
+                cur = tm.cursor()
+                cur.execute(f"SELECT INCARNATION, APPLIED FROM {capture.VECTOR_TABLE} "
+                            "WHERE ORIGIN = ?", (site,))
+                held = {int(i): int(n) for i, n in cur.fetchall()}
+                cur.close()
+            # This site's events as the mesh holds them: one of ours under the same number
+            # with other content (a copy that went on from an older state) did not sync.
+            # One the mesh no longer stores (purged: applied everywhere) is taken as synced.
+            known: dict[tuple[int, int], bytes] = {}
+            for inc in held:
+                for body in eventlog.read(con, site, 0, incarnation=inc):
+                    known[(inc, events_pb2.Event.FromString(body).seq)] = \
+                        hashlib.sha256(body).digest()
+        with connection(spec) as old:
+            try:  # what users wrote and capture holds becomes events first
+                Publisher(old, site, policies=self._cfg.policies).publish()
+            except Exception as exc:  # noqa: BLE001 - the old database may be damaged
+                log.warning("[%s] resync: publishing the old database's captured changes "
+                            "failed (%s); its published events are kept on record", site, exc)
+            incarnation = int(capture.get_state(old, "incarnation") or "1")
+            names = {no: name for no, (name, _k) in capture.table_registry(old).items()}
+            unsynced = []
+            for inc in sorted({*held, incarnation}):
+                for body in eventlog.read(old, site, 0, incarnation=inc):
+                    event = events_pb2.Event.FromString(body)
+                    theirs = known.get((inc, event.seq))
+                    if event.seq > held.get(inc, 0) or (
+                            theirs is not None and theirs != hashlib.sha256(body).digest()):
+                        unsynced.append(event)
+        aside = self._path.with_name(
+            f"{self._path.stem}.before-resync-{datetime.now():%Y%m%d-%H%M%S}"
+            f"{self._path.suffix}")
+        self._path.rename(aside)
+        fresh.rename(self._path)
+        with connection(spec) as con:
+            summary = take_identity(con, self._cfg, self._mesh,
+                                    incarnation=max(incarnation, *held, 0) + 1)
+            numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
+            recorded = _record_unsynced(con, site, unsynced, numbers, names)
+        return (f"{summary}; {recorded} value(s) this site wrote that the mesh did not have "
+                f"put on record (siege-ctl conflicts); its old database kept as {aside}")
 
 
-def take_identity(con: Connection, cfg: NodeConfig, mesh: str) -> str:
-    """Make a restored copy of another site's database this site's own (module docstring).
-    Returns what it did, for the report."""
+def _record_unsynced(con: Connection, site: str, unsynced: list[events_pb2.Event],
+                     numbers: dict[str, int], old_names: dict[int, str]) -> int:
+    """Each value of each unsynced event, as a losing version of kind ``resync``."""
+    recorded = 0
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        for event in unsynced:
+            number = numbers.get(event.table)
+            if number is None:
+                log.warning("[%s] resync: an unsynced change of %s, a table not replicated "
+                            "any more, is not kept", site, event.table)
+                continue
+            loser = f"{site}#{event.seq} (not synced before the resync)"
+            columns = [(c.column, c.value) for c in event.columns] or [(None, None)]
+            for column, value in columns:
+                conflicts.record_overwritten(cur, number, list(event.key), column, value,
+                                             kind="resync", loser=loser,
+                                             winner="the mesh's copy")
+                recorded += 1
+        cur.close()
+    return recorded
+
+
+def take_identity(con: Connection, cfg: NodeConfig, mesh: str,
+                  incarnation: int = 1) -> str:
+    """Make a restored copy of another site's database this site's own (module docstring):
+    ``incarnation`` 1 for a join, the next one for a resync. Returns what it did."""
     with transaction(con) as tm:
         cur = tm.cursor()
         cur.execute(f"SELECT NAME, VAL FROM {capture.STATE_TABLE} WHERE NAME IN "
@@ -197,26 +292,27 @@ def take_identity(con: Connection, cfg: NodeConfig, mesh: str) -> str:
         source = state.get("site")
         if not source:
             raise JoinError("the snapshot does not say which site it was taken at")
-        seq, incarnation = int(state.get("seq") or 0), int(state.get("incarnation") or 1)
+        seq = int(state.get("seq") or 0)
         if seq:
             # The siège's own events up to the copy are in it: applied here.
             cur.execute(f"UPDATE OR INSERT INTO {capture.VECTOR_TABLE} (ORIGIN, INCARNATION, "
                         "APPLIED, HEAD) VALUES (?, ?, ?, ?) MATCHING (ORIGIN, INCARNATION)",
-                        (source, incarnation, seq, bytes.fromhex(state.get("chain_head")
-                                                                  or "")))
+                        (source, int(state.get("incarnation") or 1), seq,
+                         bytes.fromhex(state.get("chain_head") or "")))
         dropped = capture.pending_entries(con)
         cur.execute(f"DELETE FROM {capture.LOG_TABLE}")
         for number in capture.image_tables(con):
             cur.execute(f"DELETE FROM {capture.IMAGE_PREFIX}{number}")
         for table in (capture.CONFLICTS_TABLE, capture.PARKED_TABLE, capture.REPORTS_TABLE):
             cur.execute(f"DELETE FROM {table}")
-        for prefix in _SIEGE_ONLY_STATES:
+        for prefix in (*_SIEGE_ONLY_STATES, f"epoch:{cfg.site}"):
             cur.execute(f"DELETE FROM {capture.STATE_TABLE} WHERE NAME STARTING WITH ?",
                         (prefix,))
         cur.execute("SELECT MON$CREATION_DATE FROM MON$DATABASE")
         created = cur.fetchone()[0].isoformat()
         for name, value in (("site", cfg.site), ("mesh", mesh),
-                            ("epoch", secrets.token_hex(16)), ("incarnation", "1"),
+                            ("epoch", secrets.token_hex(16)),
+                            ("incarnation", str(incarnation)),
                             ("seq", "0"), ("chain_head", ""), ("db_created", created),
                             ("joined_from", f"{source}@{seq}")):
             cur.execute(f"UPDATE OR INSERT INTO {capture.STATE_TABLE} (NAME, VAL) VALUES "

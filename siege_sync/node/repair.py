@@ -16,15 +16,14 @@ not stored here, is refused with what to do. A large BLOB a row loses is kept in
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from firebird.driver import Connection, Cursor
 
 from ..proto import sync_pb2, values_pb2
-from . import registers, values
-from .capture import CONFLICTS_TABLE, table_registry
+from . import conflicts, values
+from .capture import table_registry
 from .database import quote, transaction
 from .digest import hash_encoded
 from .schema import Table
@@ -124,13 +123,6 @@ def _write(cur: Cursor, d: int, table: Table, wanted: dict[str, values_pb2.Value
 
 def _record(cur: Cursor, number: int, key: list[values_pb2.Value], column: str,
             value: values_pb2.Value, site: str, prefer: str) -> None:
-    kdata = registers.key_data(key)
-    body = value.SerializeToString(deterministic=True)
-    ident = hashlib.sha256(f"analyse|{number}|{kdata.hex()}|{column}|{body.hex()}|"
-                           f"{prefer}".encode()).digest()
-    cur.execute(
-        f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
-        "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, 'analyse', "
-        "'analyse', ?, ?, ?, ?, 0, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
-        (ident, number, hashlib.sha256(kdata).digest(), kdata, f"{site} (drifted)", column,
-         f"{prefer} (preferred by an operator)", body))
+    conflicts.record_overwritten(cur, number, key, column, value, kind="analyse",
+                                 loser=f"{site} (drifted)",
+                                 winner=f"{prefer} (preferred by an operator)")

@@ -411,9 +411,10 @@ class JoinService:
         return caller
 
     def _not_joined(self, request: object, context: grpc.ServicerContext) -> NoReturn:
+        what = "resync" if self._restorer.resync else "join"
         self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
-                     f"{self._site} has not joined the mesh yet (no database): run "
-                     f"`siege-ctl join {self._site}` at the siège")
+                     f"{self._site} waits for the siège's copy of the database: run "
+                     f"`siege-ctl {what} {self._site}` at the siège")
 
     def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,  # noqa: N802 (gRPC)
                       context: grpc.ServicerContext) -> sync_pb2.RestoreStatusReply:

@@ -330,10 +330,12 @@ class DecommissionReply(_message.Message):
     def __init__(self) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("site",)
+    __slots__ = ("site", "resync")
     SITE_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
     site: str
-    def __init__(self, site: _Optional[str] = ...) -> None: ...
+    resync: bool
+    def __init__(self, site: _Optional[str] = ..., resync: bool = ...) -> None: ...
 
 class JoinProgress(_message.Message):
     __slots__ = ("site", "phase", "bytes_done", "bytes_total")

@@ -2,7 +2,7 @@
 admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``, ``join SITE``,
-``adopt``,
+``resync SITE``, ``adopt``,
 ``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
 ``analyse [--table T] [--site S] [--repair --prefer SITE]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
@@ -155,7 +155,8 @@ def cmd_join(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     report = None
     started = time.monotonic()
     shown: tuple[str, int] = ("", -1)
-    for event in stub.Join(coordinator_pb2.JoinRequest(site=args.site), timeout=args.timeout):
+    request = coordinator_pb2.JoinRequest(site=args.site, resync=args.command == "resync")
+    for event in stub.Join(request, timeout=args.timeout):
         if event.HasField("done"):
             report = event.done
             continue
@@ -314,7 +315,8 @@ def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
 COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status,
-            "analyse": cmd_analyse, "join": cmd_join, "adopt": cmd_adopt}
+            "analyse": cmd_analyse, "join": cmd_join, "resync": cmd_join,
+            "adopt": cmd_adopt}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     join = sub.add_parser("join", help="send a copy of the siège's database to a new site "
                           "(its node waits: siege-node join), which takes it as its own")
     join.add_argument("site")
+    resync = sub.add_parser("resync", help="rebuild a site the mesh no longer takes from a "
+                            "copy of the siège's database (its node waits: siege-node "
+                            "resync); what it wrote that the mesh lacks goes on record")
+    resync.add_argument("site")
     gone = sub.add_parser("decommission", help="remove a site for good")
     gone.add_argument("site")
     found = sub.add_parser("conflicts", help="losing versions on record at the siège")

@@ -35,7 +35,9 @@ import grpc
 from firebird.driver import connect_server
 
 from ..node import transport
+from ..node.capture import STATE_TABLE
 from ..node.daemon import Node
+from ..node.database import transaction
 from ..node.publish import Publisher
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
@@ -78,15 +80,20 @@ class Joiner:
         self._spool = base / f"siege-joins-{node.cfg.site}"
         self._busy = threading.Lock()
 
-    def run(self, site: str, progress: Progress) -> coordinator_pb2.RoundReport:
+    def run(self, site: str, progress: Progress,
+            resync: bool = False) -> coordinator_pb2.RoundReport:
+        """``resync``: the site has a database the mesh no longer takes (its node waits,
+        ``siege-node resync``); the siège forgets the epoch it knew for it."""
         if not self._busy.acquire(blocking=False):
             raise JoinRefused("a join is already running at this siège; wait for it")
         try:
-            return self._run(site, progress)
+            return self._run(site, progress, resync)
         finally:
             self._busy.release()
 
-    def _run(self, site: str, progress: Progress) -> coordinator_pb2.RoundReport:
+    def _run(self, site: str, progress: Progress,
+             resync: bool) -> coordinator_pb2.RoundReport:
+        what = "resync" if resync else JOIN
         node = self._node
         started = datetime.now()
         t0 = time.monotonic()
@@ -99,20 +106,27 @@ class Joiner:
         with transport.channel(address, bundle, site) as ch:
             if sync_pb2_grpc.SyncNodeStub(ch).RestoreStatus(
                     sync_pb2.RestoreStatusRequest(), timeout=30).joined:
-                raise JoinRefused(f"{site} serves a database already: nothing is sent (a "
-                                  "copy never overwrites a database)")
+                raise JoinRefused(f"{site}'s node serves its database: nothing is sent. For a "
+                                  f"{what}, stop it and start `siege-node {what} --config "
+                                  "FILE` there first")
         snapshot = self._snapshot(progress, site)
         sent, summary, resumes = self._send(site, snapshot, progress)
         progress(coordinator_pb2.JoinProgress(site=site, phase="sync",
                                               bytes_done=snapshot.size,
                                               bytes_total=snapshot.size))
+        if resync:  # its database has a new epoch now: the one known here is the old one
+            with node.replica.database() as con:
+                with transaction(con) as tm:
+                    tm.cursor().execute(f"DELETE FROM {STATE_TABLE} WHERE NAME = ?",
+                                        (f"epoch:{site}",))
         first = self._first_exchange(site)
         seconds = time.monotonic() - t0
         report = coordinator_pb2.RoundReport(
-            trigger=JOIN, started=started.isoformat(timespec="seconds"),
+            trigger=what, started=started.isoformat(timespec="seconds"),
             ended=datetime.now().isoformat(timespec="seconds"),
-            outcome="joined" if not first.problems else "joined, not synced yet",
-            note=(f"{site} joined from a copy of {node.cfg.site}'s database: "
+            outcome="joined" if not first.problems else "joined, unsynced",
+            note=(f"{site} {'resynced' if resync else 'joined'} from a copy of "
+                  f"{node.cfg.site}'s database: "
                   f"{snapshot.size:,} bytes of backup, {sent:,} sent"
                   + (f", resumed after a cut at byte {', '.join(f'{r:,}' for r in resumes)}"
                      if resumes else "")
@@ -127,7 +141,9 @@ class Joiner:
         with node.replica.database() as con:
             reports.store(con, report)
         if self._alerter is not None:
-            self._alerter.send(f"join {site}", f"{site} joined the mesh", report.note)
+            self._alerter.send(f"{what} {site}", f"{site} "
+                               f"{'was resynced' if resync else 'joined the mesh'}",
+                               report.note)
         shutil.rmtree(self._spool / site, ignore_errors=True)
         progress(coordinator_pb2.JoinProgress(site=site, phase="done",
                                               bytes_done=snapshot.size,

@@ -57,7 +57,7 @@ def _problems(report: coordinator_pb2.RoundReport) -> list[str]:
 
 
 def _verdict(report: coordinator_pb2.RoundReport) -> str | None:
-    if report.trigger in (ELECTION, "join"):
+    if report.trigger in (ELECTION, "join", "resync"):
         return report.note
     if _is_analysis(report):
         return {"differences": "Differences were found and nothing was changed.",

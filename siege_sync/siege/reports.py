@@ -87,8 +87,10 @@ DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchange
 def render_text(report: coordinator_pb2.RoundReport) -> str:
     if report.trigger.startswith(("analyse", "adopt")):
         return _render_analysis(report)
-    if report.trigger == ELECTION:
-        return (f"Role change {report.id}: {report.outcome.upper()}\n  at {report.started}\n"
+    if report.trigger in (ELECTION, "join", "resync"):
+        kind = {"join": "Join", "resync": "Resync"}.get(report.trigger, "Role change")
+        return (f"{kind} {report.id}: {report.outcome.upper()}\n  at {report.started}"
+                f"{', ended ' + report.ended if report.ended != report.started else ''}\n"
                 f"  {report.note}")
     lines = [f"Sync round {report.id} ({report.trigger}): {report.outcome.upper()}",
              f"  started {report.started}, ended {report.ended}",

@@ -68,7 +68,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
              context: grpc.ServicerContext) -> Iterator[coordinator_pb2.JoinEvent]:
         self._admin(context)
         return self._stream(context, "join",
-                            lambda progress: self._joiner.run(request.site, progress),
+                            lambda progress: self._joiner.run(request.site, progress,
+                                                              request.resync),
                             coordinator_pb2.JoinEvent,
                             {JoinRefused: grpc.StatusCode.FAILED_PRECONDITION})
 
