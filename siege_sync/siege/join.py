@@ -264,16 +264,24 @@ class Joiner:
                     return
 
     def _first_exchange(self, site: str, timeout: float = 120.0) -> sync_pb2.ExchangeReply:
-        """The site restarts as itself after the restore: exchange once it answers."""
+        """The site restarts as itself after the restore: exchange once its node serves
+        its database (RestoreStatus says joined from the normal service only)."""
         deadline = time.monotonic() + timeout
-        reply = sync_pb2.ExchangeReply(peer=site, problems=["it did not answer as a site"])
         while time.monotonic() < deadline:
-            reply = self._node.exchange(site)
-            if not reply.unreachable and not any("not joined" in p for p in reply.problems):
-                return reply
-            time.sleep(1.0)
-        return reply
-
+            address = self._node.address(site)
+            if address is not None:
+                bundle, _ = self._node.watcher.refresh()
+                try:
+                    with transport.channel(address, bundle, site) as ch:
+                        if sync_pb2_grpc.SyncNodeStub(ch).RestoreStatus(
+                                sync_pb2.RestoreStatusRequest(), timeout=10).joined:
+                            return self._node.exchange(site)
+                except grpc.RpcError:
+                    pass  # between its two servers: try again
+            time.sleep(0.5)
+        return sync_pb2.ExchangeReply(peer=site, unreachable=True, problems=[
+            f"{site} did not come back serving its database within {timeout:.0f} s: is "
+            "its node running? The next round syncs it"])
 
 def _read(folder: Path) -> Snapshot | None:
     try:
