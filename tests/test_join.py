@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+import pytest
 from firebird.driver import DatabaseError
 
 from siege_sync.node import capture
@@ -18,7 +20,7 @@ from siege_sync.node.database import DatabaseSpec, open_connection
 from siege_sync.node.digest import table_digest
 from siege_sync.node.schema import introspect
 from siege_sync.siege import reports
-from siege_sync.siege.join import Joiner
+from siege_sync.siege.join import Joiner, JoinRefused
 from tests.test_apply import run_sql
 from tools.localmesh import LocalMesh
 
@@ -182,6 +184,19 @@ def test_a_join_cut_mid_transfer_resumes_where_the_site_stopped(tmp_path: Path) 
         mesh.set_peer("siege", "brest", line.port)
         waiting = Awaiting(cfg)
         waiting.start()
+        # A copy carries the whole database: only the configured siège may send one.
+        from siege_sync.certs import load_bundle
+        from siege_sync.node.transport import channel
+        from siege_sync.proto import sync_pb2, sync_pb2_grpc
+
+        with channel(f"127.0.0.1:{port}", load_bundle(mesh.pki.site("nantes", relay=True)),
+                     "brest") as ch:
+            with pytest.raises(grpc.RpcError) as refused:
+                sync_pb2_grpc.SyncNodeStub(ch).Restore(iter([sync_pb2.SnapshotChunk(
+                    join_id="x", source="nantes", total=1, sha256=b"0" * 32, data=b"x")]),
+                    timeout=30)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "only the configured siège" in refused.value.details()
         cuts: list[int] = []
 
         def progress(p) -> None:  # the line breaks once, 3 MiB into the transfer
@@ -292,6 +307,8 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
         mesh.nodes["lyon"].start()
         refused = mesh.exchange("siege", "lyon")
         assert any("siege-ctl resync lyon" in p for p in refused.problems), refused
+        with pytest.raises(JoinRefused, match="siege-ctl resync lyon"):
+            Joiner(mesh.nodes["siege"]).run("lyon", lambda p: None)  # not a new site
 
         mesh.nodes["lyon"].stop(grace=1)
         waiting = Awaiting(lyon_cfg, resync=True)

@@ -307,7 +307,8 @@ class Awaiting:
             port = 0
         if port == 0:
             raise NodeError(f"cannot listen on {self.service_cfg.listen}: the port is in use")
-        add_to_server(JoinService(self.restorer, self.watcher, self.cfg.site), server)
+        add_to_server(JoinService(self.restorer, self.watcher, self.cfg.site,
+                                  self.service_cfg.siege), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         server.start()
@@ -389,9 +390,9 @@ def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False,
                         "a site joins only into a database that does not exist yet; "
                         "this site has one — start it with `siege-node run`, or rebuild it "
                         "from the siège with `siege-node resync`")
-    if resync and (local_path(cfg) is None or awaiting(cfg)):
-        raise NodeError(f"{cfg.database.dsn}: a resync replaces this site's database on this "
-                        "machine, and there is none there: a new site joins (siege-node join)")
+    if resync and local_path(cfg) is None:
+        raise NodeError(f"{cfg.database.dsn}: a resync restores this site's database on this "
+                        "machine (an embedded path, or localhost:/path)")
     if join or resync:
         _on_signals(cfg.site, stopping)
         waiting = Awaiting(cfg, resync=resync)

@@ -49,13 +49,18 @@ from . import capture, conflicts, eventlog
 from .config import NodeConfig
 from .database import connection, transaction
 from .publish import Publisher
+from .upgrade import others_attached
 
 log = logging.getLogger(__name__)
 
 _PARTIAL = ".join-partial"  # the backup as received so far, next to the database
 _META = ".join-meta"  # join id, source, total and sha256 of the snapshot being received
+# Kept: "unfit:" (values the copy's narrower columns hold aside, written when they widen),
+# "columns:", "captured:", "epoch:<peer>" of the other sites. Dropped: what is the siège's
+# alone, and its clock markers (the log they refer to is emptied).
 _SIEGE_ONLY_STATES = ("announced:", "retention_snapshot", "restore_boundary", "restores",
-                      "capture_errors", "last_capture_errors", "unfit:")
+                      "capture_errors", "last_capture_errors", "marker_offset_us",
+                      "marker_at_us", "joining:")
 
 
 class JoinError(Exception):
@@ -176,22 +181,13 @@ class Restorer:
                             "the way): it is dropped; run siege-ctl join again")
         log.info("[%s] snapshot of %s received (%d bytes): restoring", self._cfg.site,
                  meta.source, meta.total)
-        if self.resync:
-            summary = self._resync()
-        else:
-            try:
-                self._restore(self._path)
-                with connection(self._cfg.database) as con:
-                    summary = take_identity(con, self._cfg, self._mesh)
-            except Exception:
-                # Never leave a half-made database behind: the next attempt restores again.
-                self._path.unlink(missing_ok=True)
-                raise
+        summary, epoch = self._install_copy()
         self._partial.unlink(missing_ok=True)
         self._meta.unlink(missing_ok=True)
         self.joined.set()
         log.info("[%s] joined from %s's snapshot: %s", self._cfg.site, meta.source, summary)
-        return sync_pb2.RestoreReply(received=meta.total, joined=True, summary=summary)
+        return sync_pb2.RestoreReply(received=meta.total, joined=True, summary=summary,
+                                     epoch=epoch)
 
     def _restore(self, target: Path) -> None:
         spec = self._cfg.database
@@ -201,64 +197,111 @@ class Restorer:
                 open(self._partial, "rb") as stream:
             srv.database.local_restore(backup_stream=stream, database=str(target))
 
-    def _resync(self) -> str:
-        """The copy beside the database; this site's unsynced work read from the old one;
-        the old one renamed; the copy in its place, made this site's, the work on record."""
+    def _install_copy(self) -> tuple[str, str]:
+        """Everything is done on the copy beside the database — restore, this site's
+        identity and capture, its unsynced work on record — and only then is it renamed
+        into place (the old database, if any, renamed aside first): a crash at any point
+        leaves either the old database or none at the path, never a half-made one; the
+        next attempt starts again. Returns the summary and the new epoch."""
         site = self._cfg.site
-        fresh = self._path.with_name(self._path.name + ".resync-new")
+        fresh = self._path.with_name(self._path.name + ".copy-new")
         fresh.unlink(missing_ok=True)
         self._restore(fresh)
         spec = self._cfg.database
         host, sep, _rest = spec.dsn.partition(":")
         fresh_spec = replace(spec, dsn=f"{host}:{fresh}" if sep and len(host) > 1
                              else str(fresh))
-        with connection(fresh_spec) as con:
-            with transaction(con) as tm:
-                cur = tm.cursor()
-                cur.execute(f"SELECT INCARNATION, APPLIED FROM {capture.VECTOR_TABLE} "
-                            "WHERE ORIGIN = ?", (site,))
-                held = {int(i): int(n) for i, n in cur.fetchall()}
-                cur.close()
-            # This site's events as the mesh holds them: one of ours under the same number
-            # with other content (a copy that went on from an older state) did not sync.
-            # One the mesh no longer stores (purged: applied everywhere) is taken as synced.
-            known: dict[tuple[int, int], bytes] = {}
-            for inc in held:
-                for body in eventlog.read(con, site, 0, incarnation=inc):
-                    known[(inc, events_pb2.Event.FromString(body).seq)] = \
-                        hashlib.sha256(body).digest()
-        with connection(spec) as old:
-            try:  # what users wrote and capture holds becomes events first
-                Publisher(old, site, policies=self._cfg.policies).publish()
-            except Exception as exc:  # noqa: BLE001 - the old database may be damaged
-                log.warning("[%s] resync: publishing the old database's captured changes "
-                            "failed (%s); its published events are kept on record", site, exc)
-            incarnation = int(capture.get_state(old, "incarnation") or "1")
-            names = {no: name for no, (name, _k) in capture.table_registry(old).items()}
-            unsynced = []
-            for inc in sorted({*held, incarnation}):
-                for body in eventlog.read(old, site, 0, incarnation=inc):
-                    event = events_pb2.Event.FromString(body)
-                    theirs = known.get((inc, event.seq))
-                    if event.seq > held.get(inc, 0) or (
-                            theirs is not None and theirs != hashlib.sha256(body).digest()):
-                        unsynced.append(event)
-        aside = self._path.with_name(
-            f"{self._path.stem}.before-resync-{datetime.now():%Y%m%d-%H%M%S}"
-            f"{self._path.suffix}")
-        self._path.rename(aside)
+        try:
+            with connection(fresh_spec) as con:
+                held, known = _mesh_view(con, site)
+            unsynced: list[events_pb2.Event] = []
+            incarnations = set(held)
+            if self._path.exists():
+                with connection(spec) as old:
+                    found, old_incarnations = _unsynced(old, self._cfg, held, known)
+                unsynced += found
+                incarnations |= old_incarnations
+            with connection(fresh_spec) as con:
+                summary = take_identity(con, self._cfg, self._mesh,
+                                        incarnation=max(incarnations, default=0) + 1)
+                numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
+                recorded = _record_unsynced(con, site, unsynced, numbers)
+                epoch = capture.get_state(con, "epoch") or ""
+        except BaseException:
+            fresh.unlink(missing_ok=True)
+            raise
+        aside = None
+        if self._path.exists():
+            aside = self._path.with_name(
+                f"{self._path.stem}.before-resync-{datetime.now():%Y%m%d-%H%M%S}"
+                f"{self._path.suffix}")
+            self._path.rename(aside)
         fresh.rename(self._path)
-        with connection(spec) as con:
-            summary = take_identity(con, self._cfg, self._mesh,
-                                    incarnation=max(incarnation, *held, 0) + 1)
-            numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
-            recorded = _record_unsynced(con, site, unsynced, numbers, names)
-        return (f"{summary}; {recorded} value(s) this site wrote that the mesh did not have "
-                f"put on record (siege-ctl conflicts); its old database kept as {aside}")
+        if aside is not None:
+            summary += (f"; {recorded} value(s) this site wrote that the mesh did not have "
+                        f"put on record (siege-ctl conflicts); its old database kept as "
+                        f"{aside}")
+        return summary, epoch
+
+
+def _mesh_view(con: Connection, site: str) -> tuple[dict[int, int], dict[tuple[int, int], bytes]]:
+    """In the siège's copy: how far it applied each incarnation of ``site``, and the hash
+    of each of that site's events it still stores."""
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT INCARNATION, APPLIED FROM {capture.VECTOR_TABLE} "
+                    "WHERE ORIGIN = ?", (site,))
+        held = {int(i): int(n) for i, n in cur.fetchall()}
+        cur.close()
+    known: dict[tuple[int, int], bytes] = {}
+    for inc in held:
+        for body in eventlog.read(con, site, 0, incarnation=inc):
+            known[(inc, events_pb2.Event.FromString(body).seq)] = hashlib.sha256(body).digest()
+    return held, known
+
+
+def _unsynced(old: Connection, cfg: NodeConfig, held: dict[int, int],
+              known: dict[tuple[int, int], bytes]) -> tuple[list[events_pb2.Event], set[int]]:
+    """What this site's old database holds of its own that the mesh does not: events past
+    what the siège applied, or under the same numbers with other content (a copy that
+    went on from an older state). An event the mesh no longer stores (purged: applied
+    everywhere) counts as synced. Also every incarnation it used."""
+    site = cfg.site
+    owner = capture.get_state(old, "site")
+    if owner not in (None, site):
+        raise JoinError(f"{cfg.database.dsn} is the database of site {owner!r}, not "
+                        f"{site!r}: nothing was changed; point [database] dsn at this "
+                        "site's own database")
+    others = others_attached(old)
+    if others:
+        raise JoinError("other connections are attached to the database being replaced: "
+                        + "; ".join(others) + ". Close the application first (what it "
+                        "writes now would be lost); nothing was changed")
+    try:  # what users wrote and capture holds becomes events first
+        Publisher(old, site, policies=cfg.policies).publish()
+    except Exception as exc:  # noqa: BLE001 - the old database may be damaged
+        log.warning("[%s] resync: publishing the old database's captured changes failed "
+                    "(%s); its published events are kept on record", site, exc)
+    with transaction(old) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT DISTINCT INCARNATION FROM {capture.EVENTS_TABLE} "
+                    "WHERE ORIGIN = ?", (site,))
+        incarnations = {int(r[0]) for r in cur.fetchall()}
+        cur.close()
+    incarnations.add(int(capture.get_state(old, "incarnation") or "1"))
+    unsynced = []
+    for inc in sorted(incarnations):
+        for body in eventlog.read(old, site, 0, incarnation=inc):
+            event = events_pb2.Event.FromString(body)
+            theirs = known.get((inc, event.seq))
+            if event.seq > held.get(inc, 0) or (
+                    theirs is not None and theirs != hashlib.sha256(body).digest()):
+                unsynced.append(event)
+    return unsynced, incarnations
 
 
 def _record_unsynced(con: Connection, site: str, unsynced: list[events_pb2.Event],
-                     numbers: dict[str, int], old_names: dict[int, str]) -> int:
+                     numbers: dict[str, int]) -> int:
     """Each value of each unsynced event, as a losing version of kind ``resync``."""
     recorded = 0
     with transaction(con) as tm:

@@ -207,7 +207,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,
                       context: grpc.ServicerContext) -> sync_pb2.RestoreStatusReply:
         self._caller(context, Kind.SITE)
-        return sync_pb2.RestoreStatusReply(joined=True)
+        return sync_pb2.RestoreStatusReply(joined=True,
+                                           epoch=self._replica.identity().epoch)
 
     def Restore(self, request_iterator: Iterator[sync_pb2.SnapshotChunk],
                 context: grpc.ServicerContext) -> sync_pb2.RestoreReply:
@@ -391,9 +392,12 @@ class JoinService:
     """The SyncNode service of a site that has no database yet (join.py): the snapshot
     calls, from a coordinator only; every other call is refused saying why."""
 
-    def __init__(self, restorer: Restorer, watcher: BundleWatcher, site: str) -> None:
+    def __init__(self, restorer: Restorer, watcher: BundleWatcher, site: str,
+                 siege: str | None) -> None:
+        """``siege``: the only site that may send the copy (``[node] siege``)."""
         self._restorer = restorer
         self._site = site
+        self._siege = siege
         self._gate = Gatekeeper(watcher, site)
         for method in sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].methods:
             if not hasattr(self, method.name):
@@ -405,9 +409,12 @@ class JoinService:
 
     def _coordinator(self, context: grpc.ServicerContext) -> PeerIdentity:
         caller = self._gate.caller(context, Kind.SITE)
-        if not caller.has_role(Role.RELAY):
+        # A copy carries the whole database, its triggers included: more than relaying
+        # events gives. Only the configured siège, with the relay role.
+        if not caller.has_role(Role.RELAY) or caller.name != self._siege:
             self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"{caller.name} may not send a snapshot: coordinators only")
+                         f"{caller.name} may not send this site a copy of a database: only "
+                         f"the configured siège ({self._siege}) may")
         return caller
 
     def _not_joined(self, request: object, context: grpc.ServicerContext) -> NoReturn:
@@ -429,10 +436,14 @@ class JoinService:
             return self._restorer.receive(request_iterator)
         except JoinError as exc:
             self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-        except DatabaseError as exc:
-            self._refuse(context, grpc.StatusCode.INTERNAL,
-                         f"restoring {caller.name}'s snapshot failed here: "
-                         f"{' '.join(str(exc).split())}")
+        except grpc.RpcError:
+            raise  # the stream was cut: the siège resumes
+        except Exception as exc:  # noqa: BLE001 - said to the siège, not retried blindly
+            log.exception("[%s] restoring %s's copy failed", self._site, caller.name)
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                         f"restoring {caller.name}'s copy failed at {self._site}: "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())}. The database "
+                         "there is as it was; see that node's log")
 
 
 def peer_host(peer: str) -> str | None:

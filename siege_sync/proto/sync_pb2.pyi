@@ -350,19 +350,23 @@ class RestoreStatusRequest(_message.Message):
     def __init__(self, join_id: _Optional[str] = ...) -> None: ...
 
 class RestoreStatusReply(_message.Message):
-    __slots__ = ("received", "joined")
+    __slots__ = ("received", "joined", "epoch")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     received: int
     joined: bool
-    def __init__(self, received: _Optional[int] = ..., joined: bool = ...) -> None: ...
+    epoch: str
+    def __init__(self, received: _Optional[int] = ..., joined: bool = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class RestoreReply(_message.Message):
-    __slots__ = ("received", "joined", "summary")
+    __slots__ = ("received", "joined", "summary", "epoch")
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     received: int
     joined: bool
     summary: str
-    def __init__(self, received: _Optional[int] = ..., joined: bool = ..., summary: _Optional[str] = ...) -> None: ...
+    epoch: str
+    def __init__(self, received: _Optional[int] = ..., joined: bool = ..., summary: _Optional[str] = ..., epoch: _Optional[str] = ...) -> None: ...

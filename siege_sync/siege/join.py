@@ -35,13 +35,11 @@ import grpc
 from firebird.driver import connect_server
 
 from ..node import transport
-from ..node.capture import STATE_TABLE
 from ..node.daemon import Node
-from ..node.database import transaction
-from ..node.publish import Publisher
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .alerts import Alerter
+from .purge import JOINING
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +99,12 @@ class Joiner:
             raise JoinRefused(f"{site} is not a peer in the siège's config: add "
                               f"[peers.{site}] (with its address, or let it announce itself) "
                               "and restart the siège's node")
+        known = node.replica.read_state(f"epoch:{site}")
+        if known and not resync:
+            raise JoinRefused(f"{site} has been part of the mesh (its database's epoch is on "
+                              f"record here): rebuild it with `siege-ctl resync {site}` (its "
+                              "node waiting with `siege-node resync`), so that nothing it "
+                              "wrote is lost and its old numbers are never reused")
         address = self._reach(site)
         bundle, _ = node.watcher.refresh()
         with transport.channel(address, bundle, site) as ch:
@@ -109,16 +113,16 @@ class Joiner:
                 raise JoinRefused(f"{site}'s node serves its database: nothing is sent. For a "
                                   f"{what}, stop it and start `siege-node {what} --config "
                                   "FILE` there first")
+        # No purge until the site has synced once: the events after the copy must still be
+        # there for it (purge.py reads this mark).
+        node.replica.write_state(f"{JOINING}{site}", datetime.now().isoformat())
         snapshot = self._snapshot(progress, site)
-        sent, summary, resumes = self._send(site, snapshot, progress)
+        sent, summary, resumes, epoch = self._send(site, snapshot, progress)
         progress(coordinator_pb2.JoinProgress(site=site, phase="sync",
                                               bytes_done=snapshot.size,
                                               bytes_total=snapshot.size))
-        if resync:  # its database has a new epoch now: the one known here is the old one
-            with node.replica.database() as con:
-                with transaction(con) as tm:
-                    tm.cursor().execute(f"DELETE FROM {STATE_TABLE} WHERE NAME = ?",
-                                        (f"epoch:{site}",))
+        # Its database is a new one: its epoch replaces any it had (a resync).
+        node.replica.write_state(f"epoch:{site}", epoch)
         first = self._first_exchange(site)
         seconds = time.monotonic() - t0
         report = coordinator_pb2.RoundReport(
@@ -145,6 +149,8 @@ class Joiner:
                                f"{'was resynced' if resync else 'joined the mesh'}",
                                report.note)
         shutil.rmtree(self._spool / site, ignore_errors=True)
+        if not first.problems:  # synced once: the purge may go on (else: at its first round)
+            node.replica.write_state(f"{JOINING}{site}", "")
         progress(coordinator_pb2.JoinProgress(site=site, phase="done",
                                               bytes_done=snapshot.size,
                                               bytes_total=snapshot.size))
@@ -173,8 +179,9 @@ class Joiner:
         folder.mkdir(parents=True)
         progress(coordinator_pb2.JoinProgress(site=site, phase="snapshot"))
         node = self._node
-        with node.replica.database() as con:
-            Publisher(con, node.cfg.site, policies=node.cfg.policies).publish()
+        # Published first — through the replica, which publishes only once a peer has
+        # confirmed this node's chain (a rewound siège must not ship reused numbers).
+        node.replica.vector(publish=True)
         path = folder / "snapshot.fbk"
         spec = node.cfg.database
         host, sep, rest = spec.dsn.partition(":")
@@ -196,9 +203,9 @@ class Joiner:
     # --- the transfer ---------------------------------------------------------------------
 
     def _send(self, site: str, snapshot: Snapshot, progress: Progress
-              ) -> tuple[int, str, list[int]]:
-        """Stream until the site has restored it: bytes sent, the site's summary, and where
-        each transfer after a cut resumed."""
+              ) -> tuple[int, str, list[int], str]:
+        """Stream until the site has restored it: bytes sent, the site's summary, where
+        each transfer after a cut resumed, and its new database's epoch."""
         sent = 0
         resumes: list[int] = []
         last_problem = ""
@@ -215,9 +222,13 @@ class Joiner:
                 stub = sync_pb2_grpc.SyncNodeStub(ch)
                 counter = [0]  # bytes handed to gRPC in this attempt
                 try:
-                    held = stub.RestoreStatus(
-                        sync_pb2.RestoreStatusRequest(join_id=snapshot.join_id),
-                        timeout=30).received
+                    status = stub.RestoreStatus(
+                        sync_pb2.RestoreStatusRequest(join_id=snapshot.join_id), timeout=30)
+                    if attempt and status.joined:
+                        # Restored, but the reply was lost on the way back.
+                        return sent, "restored (its reply was lost on the way)", resumes, \
+                            status.epoch
+                    held = status.received
                     if attempt:
                         resumes.append(held)
                     reply = stub.Restore(self._chunks(site, snapshot, held, progress,
@@ -234,7 +245,7 @@ class Joiner:
                                 site, last_problem)
                     continue
             if reply.joined:
-                return sent, reply.summary, resumes
+                return sent, reply.summary, resumes, reply.epoch
             last_problem = f"the transfer ended at byte {reply.received} of {snapshot.size}"
         raise JoinRefused(f"the transfer to {site} failed {RETRIES + 1} times (last: "
                           f"{last_problem}); run siege-ctl join {site} again: it resumes "

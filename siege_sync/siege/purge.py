@@ -28,6 +28,8 @@ from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .reports import DIALS_IN
 
+JOINING = "joining:"  # + site: a copy is on its way there (siege/join.py sets it)
+
 log = logging.getLogger(__name__)
 
 _SNAPSHOT = "retention_snapshot"
@@ -89,6 +91,8 @@ class Purger:
         if not counted or any(s.outcome != "complete" for s in counted) \
                 or report.outcome == "stopped":
             return  # no site to count, or one we count was not reached: no purge on a guess
+        if self._joining(report):
+            return
         vectors = {node.cfg.site: node.replica.vector(publish=False)}
         bundle, _ = node.watcher.refresh()
         for entry in counted:
@@ -135,6 +139,20 @@ class Purger:
         report.purged_segments = total
         log.info("[%s] purged %d event segments mesh-wide", node.cfg.site, total)
 
+    def _joining(self, report: coordinator_pb2.RoundReport) -> bool:
+        """A copy sent to a site that has not synced since (siege/join.py) holds the purge
+        back: the events after the copy must still be there for it."""
+        node = self._node
+        waiting = _joining_sites(node)
+        for entry in report.sites:
+            if entry.site in waiting and entry.outcome == "complete":
+                node.replica.write_state(f"{JOINING}{entry.site}", "")
+                del waiting[entry.site]
+        if waiting:
+            log.info("[%s] no purge: %s not synced since a copy was sent", node.cfg.site,
+                     ", ".join(sorted(waiting)))
+        return bool(waiting)
+
     def _lagging(self, sites: list[str]) -> set[str]:
         with self._node.replica.database() as con:
             history = reports.listing(con, limit=0)
@@ -156,6 +174,13 @@ class Purger:
             if since is not None and now - since > self._lag:
                 out.add(site)
         return out
+
+
+def _joining_sites(node: Node) -> dict[str, str]:
+    with node.replica.database() as con:
+        return {name[len(JOINING):]: value for name in capture.state_names(con)
+                if name.startswith(JOINING)
+                and (value := capture.get_state(con, name) or "")}
 
 
 def _minimum(vectors: list[Vector]) -> Vector:
