@@ -48,7 +48,8 @@ def test_a_stand_in_takes_the_role_and_gives_it_back_emailed_and_reported(
     inbox, alerts = smtp
     mesh = LocalMesh(tmp_path, {"siege": True, "lyon": True, "nice": False}, DDL)
     try:
-        lyon = as_stand_in(mesh, "lyon", {"alerts": {**alerts, "every_minutes": 0}})
+        lyon = as_stand_in(mesh, "lyon", {"interval_minutes": 60,
+                                          "alerts": {**alerts, "every_minutes": 0}})
         election = lyon.roles[0].election
         assert election.above == ["siege"] and not election.active
         siege_cfg = mesh.nodes["siege"].cfg
@@ -102,11 +103,13 @@ def test_discovery_settings_mistakes_name_the_key(tmp_path, node, peers, says) -
     assert says in str(err.value)
 
 
-def test_a_stand_in_needs_the_relay_role_in_its_certificate(tmp_path) -> None:
-    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False}, DDL)
+def test_a_stand_in_needs_the_relay_role_and_a_schedule(tmp_path) -> None:
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False, "nice": True}, DDL)
     try:
         with pytest.raises(NodeError, match="lacks the relay role"):
-            as_stand_in(mesh, "lyon", {})
+            as_stand_in(mesh, "lyon", {"interval_minutes": 60})
+        with pytest.raises(NodeError, match="run no round"):
+            as_stand_in(mesh, "nice", {})
     finally:
         mesh.close()
 

@@ -85,6 +85,10 @@ def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
                         "events it relays. Issue it again with siege-certs issue "
                         f"{node.cfg.site} --relay")
     role = CoordinatorRole(node)
+    if svc.siege != node.cfg.site and not role.settings.schedule.active:
+        raise NodeError(f"{where}: [node] coordinator = true, but [siege] has no schedule: "
+                        "a stand-in would take the role and run no round. Give it the "
+                        "siège's (interval_minutes, times or continuous)")
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
         CoordinatorService(node, role.rounds, role.after_round, role.election.describe,
                            Joiner(node, role.alerter)),
