@@ -210,8 +210,9 @@ def test_a_stand_in_coordinates_while_the_siege_is_gone_and_gives_the_role_back(
 
 def test_two_coordinators_at_once_only_duplicate_work(lan: Lan, tmp_path: Path) -> None:
     """Forced on purpose: lyon's config makes it the siège too, so two nodes run rounds
-    back to back against the same sites at the same time while every site writes. Every
-    site converges to the same rows: safety never depends on the election."""
+    back to back against the same sites at the same time while the sites write — rows of
+    their own and a row every site edits. Every site converges to the same rows: safety
+    never depends on the election."""
     specs = {"siege": SiteSpec(relay=True, siege=ROUNDS),
              "lyon": SiteSpec(relay=True, siege=ROUNDS, siege_site="lyon"),
              "nice": SiteSpec()}
@@ -220,13 +221,15 @@ def test_two_coordinators_at_once_only_duplicate_work(lan: Lan, tmp_path: Path) 
         for site, spec in specs.items():
             spec.peers = {peer: {"address": mesh.address(peer)} for peer in specs
                           if peer != site}
+        for key, site in enumerate(specs, start=1):
+            mesh.write(site, f"INSERT INTO T VALUES ({key}, 'from {site}')",
+                       f"UPDATE OR INSERT INTO T VALUES (100, 'shared, by {site}')")
         for site in specs:
             mesh.start(site)
-        for n in range(3):
-            for key, site in enumerate(specs, start=1):
-                mesh.write(site, f"INSERT INTO T VALUES ({10 * n + key}, 'from {site}')",
-                           "UPDATE T SET V = '" + site + str(n) + "' WHERE ID = 1")
-        mesh.wait_equal(["siege", "lyon", "nice"], "T", rows=9)
+        mesh.wait_equal(["siege", "lyon", "nice"], "T", rows=4)
+        mesh.write("nice", "INSERT INTO T VALUES (4, 'nice, while both coordinate')",
+                   "UPDATE T SET V = 'nice again' WHERE ID = 100")
+        mesh.wait_equal(["siege", "lyon", "nice"], "T", rows=5)
         for site in ("siege", "lyon"):
             assert "the configured siège" in mesh.ctl(site, "status").stdout
     finally:

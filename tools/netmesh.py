@@ -144,12 +144,27 @@ class NetMesh:
             self.start(site)
 
     def digests(self, site: str) -> dict[str, Any]:
-        done = self.lan.call(site, [PYTHON, "-c", _DIGESTS, site, str(self.admin), str(PORT)],
-                             timeout=60, check=False)
-        try:
-            return json.loads(done.stdout.strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            return {"error": (done.stdout + done.stderr)[-2000:]}
+        return self.digests_of([site])[site]
+
+    def digests_of(self, sites: list[str]) -> dict[str, dict[str, Any]]:
+        """Each site's own table digests, asked in its namespace — all at once (a probe is a
+        Python start, about a second)."""
+        probes = {site: self.lan.run(site, [PYTHON, "-c", _DIGESTS, site, str(self.admin),
+                                            str(PORT)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                  for site in sites}
+        out: dict[str, dict[str, Any]] = {}
+        for site, proc in probes.items():
+            try:
+                stdout, stderr = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                stdout, stderr = proc.communicate()
+            try:
+                out[site] = json.loads(stdout.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                out[site] = {"error": (stdout + stderr)[-2000:]}
+        return out
 
     def ctl(self, site: str, *args: str, timeout: float = 120) -> CompletedProcess:
         """``siege-ctl`` in the site's namespace against its own node."""
@@ -163,7 +178,7 @@ class NetMesh:
         seen: dict[str, Any] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            seen = {site: self.digests(site).get(table) for site in sites}
+            seen = {site: found.get(table) for site, found in self.digests_of(sites).items()}
             values = list(seen.values())
             if all(v is not None and v[1] == rows for v in values) \
                     and len({v[0] for v in values}) == 1:
