@@ -87,15 +87,12 @@ def digests(mesh: LocalMesh, cons: dict) -> set[str]:
 def test_a_site_joins_while_everyone_works_and_converges(tmp_path: Path) -> None:
     mesh = LocalMesh(tmp_path, SITES, DDL)
     writers: list[Writer] = []
-    brest_node = None
     try:
         for key in range(1, 20):
             run_sql(mesh.cons["siege"], f"INSERT INTO T VALUES ({key}, 'shared')")
         run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (100, 'lyon before')")
         sync_all(mesh, ["lyon", "nice"])
         cfg, _port = new_site(mesh, tmp_path, "brest")
-        waiting = Awaiting(cfg)
-        waiting.start()
         writers = [Writer(mesh.nodes[s].cfg.database.dsn, base, n) for n, (s, base) in
                    enumerate((("siege", 1_000_000), ("lyon", 2_000_000),
                               ("nice", 3_000_000)))]
@@ -108,17 +105,7 @@ def test_a_site_joins_while_everyone_works_and_converges(tmp_path: Path) -> None
         syncing = threading.Thread(target=rounds, daemon=True)
         syncing.start()
         progress: list = []
-        outcome: dict = {}
-        joiner = threading.Thread(target=lambda: outcome.update(
-            report=Joiner(mesh.nodes["siege"]).run("brest", progress.append)))
-        joiner.start()
-        assert waiting.restorer.joined.wait(120), "brest never restored the snapshot"
-        waiting.stop()
-        brest_node = Node(cfg)
-        brest_node.start()
-        mesh.nodes["brest"] = brest_node
-        joiner.join(120)
-        report = outcome["report"]
+        report = mesh.join(cfg, progress=progress.append)
         assert report.outcome == "joined", report
         assert {p.phase for p in progress} >= {"snapshot", "transfer", "sync", "done"}
         time.sleep(1)
@@ -203,16 +190,7 @@ def test_a_join_cut_mid_transfer_resumes_where_the_site_stopped(tmp_path: Path) 
             if p.phase == "transfer" and p.bytes_done >= 3 << 20 and not cuts:
                 cuts.append(line.cut())
 
-        outcome: dict = {}
-        joiner = threading.Thread(target=lambda: outcome.update(
-            report=Joiner(mesh.nodes["siege"]).run("brest", progress)))
-        joiner.start()
-        assert waiting.restorer.joined.wait(120), "brest never restored the snapshot"
-        waiting.stop()
-        mesh.nodes["brest"] = Node(cfg)
-        mesh.nodes["brest"].start()
-        joiner.join(120)
-        report = outcome["report"]
+        report = mesh.join(cfg, progress=progress, waiting=waiting)
         assert cuts and cuts[0] >= 1, "the line was never cut"
         assert report.outcome == "joined" and "resumed after a cut at byte" in report.note, \
             report.note
@@ -311,18 +289,7 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
             Joiner(mesh.nodes["siege"]).run("lyon", lambda p: None)  # not a new site
 
         mesh.nodes["lyon"].stop(grace=1)
-        waiting = Awaiting(lyon_cfg, resync=True)
-        waiting.start()
-        outcome: dict = {}
-        joiner = threading.Thread(target=lambda: outcome.update(report=Joiner(
-            mesh.nodes["siege"]).run("lyon", lambda p: None, resync=True)))
-        joiner.start()
-        assert waiting.restorer.joined.wait(120), "lyon never restored the copy"
-        waiting.stop()
-        mesh.nodes["lyon"] = Node(lyon_cfg)
-        mesh.nodes["lyon"].start()
-        joiner.join(120)
-        report = outcome["report"]
+        report = mesh.join(lyon_cfg, resync=True)
         assert report.trigger == "resync" and report.outcome == "joined", report
         mesh.cons["lyon"] = open_connection(DatabaseSpec(str(path)))
         run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (30, 'lyon, after the resync')")

@@ -245,42 +245,37 @@ def main() -> None:
         print(f"server publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
     out.update(mesh_figures(args))
-    analysis = analyse_figures(args.analyse_rows)
-    if "errors" in analysis and "errors" in out:
-        analysis["errors"] = [*out["errors"], *analysis["errors"]]
-    out.update(analysis)
-    joined = join_figures(args.join_rows)
-    if "errors" in joined and "errors" in out:
-        joined["errors"] = [*out["errors"], *joined["errors"]]
-    out.update(joined)
+    for part in (analyse_figures(args.analyse_rows), join_figures(args.join_rows)):
+        if "errors" in part and "errors" in out:
+            part["errors"] = [*out["errors"], *part["errors"]]
+        out.update(part)
     print(json.dumps(out, sort_keys=True))
 
 
-def join_figures(rows: int) -> dict:
-    """The join part (tools/bench_join.py), reported like the analyse part."""
-    from tools import bench_join
-
-    try:
-        figures = bench_join.run(rows)
-    except Exception as exc:  # noqa: BLE001 - reported in the JSON
-        message = f"join: {type(exc).__name__}: {exc}"
-        print(f"join benchmark FAILED: {message}", flush=True)
-        return {**dict.fromkeys(bench_join.KEYS), "errors": [message]}
-    print(f"join: {figures}", flush=True)
-    return figures
-
-
 def analyse_figures(rows: int) -> dict:
-    """The analyse part (tools/bench_analyse.py), reported like the mesh part."""
+    """The analyse part (tools/bench_analyse.py)."""
     from tools import bench_analyse
 
+    return _part("analyse", bench_analyse.run, bench_analyse.KEYS, rows)
+
+
+def join_figures(rows: int) -> dict:
+    """The join part (tools/bench_join.py)."""
+    from tools import bench_join
+
+    return _part("join", bench_join.run, bench_join.KEYS, rows)
+
+
+def _part(name: str, run: Callable[[int], dict], keys: tuple[str, ...], rows: int) -> dict:
+    """A part run on its own table, reported like the mesh part: its keys null and
+    ``errors`` saying why when it fails."""
     try:
-        figures = bench_analyse.run(rows)
+        figures = run(rows)
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
-        message = f"analyse: {type(exc).__name__}: {exc}"
-        print(f"analyse benchmark FAILED: {message}", flush=True)
-        return {**dict.fromkeys(bench_analyse.KEYS), "errors": [message]}
-    print(f"analyse: {figures}", flush=True)
+        message = f"{name}: {type(exc).__name__}: {exc}"
+        print(f"{name} benchmark FAILED: {message}", flush=True)
+        return {**dict.fromkeys(keys), "errors": [message]}
+    print(f"{name}: {figures}", flush=True)
     return figures
 
 

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,8 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from firebird.driver import connect_server  # noqa: E402
 
-from siege_sync.node.daemon import Awaiting, Node  # noqa: E402
-from siege_sync.siege.join import Joiner  # noqa: E402
 from tests.test_apply import run_sql  # noqa: E402
 from tools.faultline import FaultyLine  # noqa: E402
 from tools.localmesh import LocalMesh, behind_the_triggers_back  # noqa: E402
@@ -77,22 +74,10 @@ def run(rows: int) -> dict:
             cfg, port = mesh.joining_site("brest")
             line = FaultyLine(port)
             mesh.set_peer("siege", "brest", line.port)
-            waiting = Awaiting(cfg)
-            waiting.start()
-            outcome: dict = {}
             started = time.perf_counter()
-            joiner = threading.Thread(target=lambda: outcome.update(
-                report=Joiner(mesh.nodes["siege"], spool=folder).run("brest", lambda p: None)))
-            joiner.start()
-            if not waiting.restorer.joined.wait(3600):
-                raise RuntimeError("brest never restored the snapshot")
-            waiting.stop()
-            mesh.nodes["brest"] = Node(cfg)
-            mesh.nodes["brest"].start()
-            joiner.join(3600)
+            report = mesh.join(cfg, spool=folder, timeout=3600)
             seconds = time.perf_counter() - started
-            report = outcome.get("report")
-            if report is None or report.outcome != "joined":
+            if report.outcome != "joined":
                 raise RuntimeError(f"the join did not end joined: {report}")
             print(f"join: {seconds:.1f} s, {line.forwarded} bytes on the line; "
                   f"{report.note}", flush=True)

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -104,6 +104,49 @@ class LocalMesh:
             raw["generators"] = generators
         self.set_peer("siege", site, port)
         return config.parse(raw, self.folder / f"{site}.toml"), port
+
+    def join(self, cfg: config.NodeConfig, resync: bool = False,
+             progress: Callable[[object], None] = lambda _p: None,
+             waiting: object | None = None, spool: Path | None = None,
+             timeout: float = 120.0):
+        """``siege-ctl join`` (or ``resync``) of ``cfg``'s site, as an operator runs it: the
+        site's node waiting (``siege-node join``/``resync``; ``waiting`` if the caller
+        started it), the siège's Joiner; once restored, the site's node serves as the site
+        (``self.nodes[site]``). Returns the join's report."""
+        import threading
+
+        from siege_sync.node.daemon import Awaiting
+        from siege_sync.siege.join import Joiner
+
+        if waiting is None:
+            waiting = Awaiting(cfg, resync=resync)
+            waiting.start()
+        outcome: dict = {}
+
+        def send() -> None:
+            try:
+                outcome["report"] = Joiner(self.nodes["siege"], spool=spool).run(
+                    cfg.site, progress, resync)
+            except BaseException as exc:  # handed to the caller below
+                outcome["error"] = exc
+
+        joiner = threading.Thread(target=send, name="join")
+        joiner.start()
+        try:
+            while not waiting.restorer.joined.wait(0.2):
+                if not joiner.is_alive():
+                    break  # the join failed before the site restored anything
+        finally:
+            waiting.stop()
+        if waiting.restorer.joined.is_set():
+            self.nodes[cfg.site] = Node(cfg)
+            self.nodes[cfg.site].start()
+        joiner.join(timeout)
+        if "error" in outcome:
+            raise outcome["error"]
+        if "report" not in outcome:
+            raise RuntimeError(f"the join of {cfg.site} did not end within {timeout} s")
+        return outcome["report"]
 
     def set_peer(self, site: str, peer: str, port: int) -> None:
         node = self.nodes[site]
