@@ -100,20 +100,8 @@ class Node:
             raise
 
     def _start(self) -> int:
-        # No SO_REUSEPORT: a second node on the same port must fail, not share it.
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                             options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
-                             compression=grpc.Compression.Gzip)
+        server, port = _listen(self.service_cfg.listen, self.watcher, workers=8)
         self._server = server
-        try:
-            port = server.add_secure_port(self.service_cfg.listen,
-                                          server_credentials(self.watcher))
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise NodeError(f"cannot listen on {self.service_cfg.listen}: the port is in use "
-                            "(another siege-node run?) or it is not an address of this "
-                            "machine")
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
         add_to_server(SyncService(self.replica, self.watcher, self.exchange,
                                   self.addresses.record_announce,
@@ -297,16 +285,7 @@ class Awaiting:
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                             options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
-                             compression=grpc.Compression.Gzip)
-        try:
-            port = server.add_secure_port(self.service_cfg.listen,
-                                          server_credentials(self.watcher))
-        except RuntimeError:
-            port = 0
-        if port == 0:
-            raise NodeError(f"cannot listen on {self.service_cfg.listen}: the port is in use")
+        server, port = _listen(self.service_cfg.listen, self.watcher, workers=4)
         add_to_server(JoinService(self.restorer, self.watcher, self.cfg.site,
                                   self.service_cfg.siege), server)
         health_servicer = health.HealthServicer()
@@ -344,6 +323,22 @@ class Awaiting:
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def _listen(listen: str, watcher: BundleWatcher, workers: int) -> tuple[grpc.Server, int]:
+    """A gRPC server on mutual TLS only, bound to ``listen`` (not started); its port."""
+    # No SO_REUSEPORT: a second node on the same port must fail, not share it.
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
+                         compression=grpc.Compression.Gzip)
+    try:
+        port = server.add_secure_port(listen, server_credentials(watcher))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise NodeError(f"cannot listen on {listen}: the port is in use (another siege-node "
+                        "run?) or it is not an address of this machine")
+    return server, port
 
 
 def announce_to(site: str, svc: ServiceConfig, addresses: AddressBook,
