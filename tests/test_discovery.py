@@ -7,6 +7,7 @@ fail with the harness's reason, they never skip."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,24 +129,38 @@ def test_a_site_that_cannot_be_dialled_dials_out_and_stays_in_sync(lan: Lan,
         mesh.write("nice", "UPDATE T SET V = 'changed at nice' WHERE ID = 1")
         mesh.write("lyon", "INSERT INTO T VALUES (3, 'lyon again')")
         mesh.wait_equal(["siege", "lyon", "nice"], "T", rows=3)
-        # The siège's reports count what lyon's own exchanges moved, round by round.
-        listing = mesh.ctl("siege", "report", "list", "--all").stdout
-        ids = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
-        moved = []
-        for report_id in ids:
-            shown = mesh.ctl("siege", "report", "show", report_id).stdout
-            found = re.search(r"lyon\s+dials in\s+(\d+)\s+(\d+)", shown)
-            assert found, shown
-            moved.append((int(found[1]), int(found[2])))
-        assert sum(i for i, _o in moved) >= 2 and sum(o for _i, o in moved) >= 2, moved
+        # The siège's reports count what lyon's own exchanges moved, round by round. The
+        # exchange that brought the last change may be counted by the round after it, so the
+        # reports are read until they account for it (rounds run every second).
+        moved: dict[str, tuple[int, int]] = {}
+        deadline = time.monotonic() + 30
+        while True:
+            dials_in_traffic(mesh, moved)
+            if sum(i for i, _o in moved.values()) >= 2 \
+                    and sum(o for _i, o in moved.values()) >= 2:
+                break
+            assert time.monotonic() < deadline, moved
+            time.sleep(1)
     finally:
         mesh.close()
 
 
+def dials_in_traffic(mesh: NetMesh, moved: dict[str, tuple[int, int]]) -> None:
+    """Adds to ``moved`` the (in, out) of lyon's own exchanges as each siège report not read
+    yet counts them; every report must show lyon as dialling in."""
+    listing = mesh.ctl("siege", "report", "list", "--all").stdout
+    ids = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
+    for report_id in ids:
+        if report_id in moved:
+            continue
+        shown = mesh.ctl("siege", "report", "show", report_id).stdout
+        found = re.search(r"lyon\s+dials in\s+(\d+)\s+(\d+)", shown)
+        assert found, shown
+        moved[report_id] = (int(found[1]), int(found[2]))
+
+
 def wait_for(mesh: NetMesh, site: str, text: str, timeout: float = 30.0) -> str:
     """Until `siege-ctl status` at ``site`` says ``text``; its output."""
-    import time
-
     out = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
