@@ -132,12 +132,13 @@ def test_a_site_that_cannot_be_dialled_dials_out_and_stays_in_sync(lan: Lan,
         # The siège's reports count what lyon's own exchanges moved, round by round. The
         # exchange that brought the last change may be counted by the round after it, so the
         # reports are read until they account for it (rounds run every second).
-        moved: dict[str, tuple[int, int]] = {}
+        # Nor does lyon keep the purge from happening (it counts with what lyon's hello said).
+        moved: dict[str, tuple[int, int, int]] = {}
         deadline = time.monotonic() + 30
         while True:
             dials_in_traffic(mesh, moved)
-            if sum(i for i, _o in moved.values()) >= 2 \
-                    and sum(o for _i, o in moved.values()) >= 2:
+            if sum(m[0] for m in moved.values()) >= 2 and sum(m[1] for m in moved.values()) >= 2 \
+                    and sum(m[2] for m in moved.values()) > 0:
                 break
             assert time.monotonic() < deadline, moved
             time.sleep(1)
@@ -145,9 +146,10 @@ def test_a_site_that_cannot_be_dialled_dials_out_and_stays_in_sync(lan: Lan,
         mesh.close()
 
 
-def dials_in_traffic(mesh: NetMesh, moved: dict[str, tuple[int, int]]) -> None:
+def dials_in_traffic(mesh: NetMesh, moved: dict[str, tuple[int, int, int]]) -> None:
     """Adds to ``moved`` the (in, out) of lyon's own exchanges as each siège report not read
-    yet counts them; every report must show lyon as dialling in."""
+    yet counts them, and the segments the round purged; every report must show lyon as
+    dialling in."""
     listing = mesh.ctl("siege", "report", "list", "--all").stdout
     ids = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
     for report_id in ids:
@@ -155,8 +157,9 @@ def dials_in_traffic(mesh: NetMesh, moved: dict[str, tuple[int, int]]) -> None:
             continue
         shown = mesh.ctl("siege", "report", "show", report_id).stdout
         found = re.search(r"lyon\s+dials in\s+(\d+)\s+(\d+)", shown)
-        assert found, shown
-        moved[report_id] = (int(found[1]), int(found[2]))
+        purged = re.search(r"purged mesh-wide: (\d+)", shown)
+        assert found and purged, shown
+        moved[report_id] = (int(found[1]), int(found[2]), int(purged[1]))
 
 
 def wait_for(mesh: NetMesh, site: str, text: str, timeout: float = 30.0) -> str:

@@ -219,6 +219,58 @@ def test_rounds_purge_what_every_site_holds_and_nothing_else(mesh):
     assert states[0] == states[1] == states[2] and len(states[0]) == 6
 
 
+def first_stored(con, origin: str) -> int | None:
+    """The first sequence number of ``origin`` still stored there (None: none stored)."""
+    from siege_sync.node.database import READ_COMMITTED_RW, transaction
+
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT MIN(FIRST_SEQ) FROM SYNC$EVENTS WHERE ORIGIN = ?", (origin,))
+        first = cur.fetchone()[0]
+        cur.close()
+    return first
+
+
+def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):
+    """lyon cannot be dialled: the siège counts what lyon's last hello said it holds (never
+    more), and lyon follows the order when it next dials in. Without this, one such site
+    would stop every purge and the logs would grow for ever."""
+    import dataclasses
+
+    lyon = mesh.nodes["lyon"]
+    lyon.service_cfg = dataclasses.replace(lyon.service_cfg, outbound_only=True)
+    assert lyon.announce(mesh.ports["lyon"]), "lyon told the siège it dials out only"
+    for i in range(3):
+        run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (?, 'lyon')", (i,))
+    run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (10, 'siege')")
+    reply = lyon.dial_out()
+    assert reply is not None and not reply.problems and reply.pushed_events == 3, reply
+    done = ctl(mesh, "manual")
+    assert done.returncode == 0 and "dials in" in done.stdout, done.stdout
+    # lyon's first hello said it held nothing (its chain was not confirmed, so nothing was
+    # published yet): nothing is purged, the siège's first event stays everywhere.
+    assert all(first_stored(c, "siege") == 1 for c in mesh.cons.values())
+    assert first_stored(mesh.cons["siege"], "lyon") == 1
+    lyon.dial_out()  # its hello says it holds everything above
+    assert ctl(mesh, "manual").returncode == 0
+    assert first_stored(mesh.cons["siege"], "lyon") is None
+    assert first_stored(mesh.cons["nice"], "lyon") is None
+    assert first_stored(mesh.cons["lyon"], "lyon") == 1, "the siège cannot purge lyon itself"
+    lyon.dial_out()  # it asks for the order and follows it
+    for con in mesh.cons.values():
+        assert first_stored(con, "lyon") is None and first_stored(con, "siege") != 1
+    states = [snapshot(con) for con in mesh.cons.values()]
+    assert states[0] == states[1] == states[2] and len(states[0]) == 4
+    # Life goes on after the purge, both ways.
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (20, 'lyon after')")
+    run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (21, 'nice after')")
+    lyon.dial_out()
+    assert ctl(mesh, "manual").returncode == 0
+    lyon.dial_out()
+    states = [snapshot(con) for con in mesh.cons.values()]
+    assert states[0] == states[1] == states[2] and len(states[0]) == 6
+
+
 def test_a_site_down_holds_back_the_purge_until_it_lags_too_long(tmp_path):
     from tools.localmesh import LocalMesh as Mesh
 

@@ -39,13 +39,14 @@ from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
 from .join import JoinError, Restorer, awaiting, local_path
-from .replica import Replica
+from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
+PURGE_ORDER_TIMEOUT = 30.0
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
 
 
@@ -91,6 +92,7 @@ class Node:
         self._announcer: Announcer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._obeyed = b""  # the last purge order followed (dial_out asks for it each time)
 
     def start(self) -> int:
         try:
@@ -105,7 +107,8 @@ class Node:
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
         add_to_server(SyncService(self.replica, self.watcher, self.exchange,
                                   self.addresses.record_announce,
-                                  self.addresses.note_traffic), server)
+                                  self.addresses.note_traffic, self.addresses.note_held),
+                      server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,
                  health.SERVICE_NAME, reflection.SERVICE_NAME)
@@ -176,10 +179,39 @@ class Node:
                 log.info("[%s] dialled out to %s: %d events in, %d out%s", self.cfg.site,
                          site, reply.pulled_events, reply.pushed_events,
                          f"; problems: {'; '.join(reply.problems)}" if reply.problems else "")
+                if not reply.problems:
+                    self._purge_as_ordered_by(site)
                 return reply
         log.warning("[%s] no site that may coordinate is reachable (%s)", self.cfg.site,
                     ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
         return None
+
+    def _purge_as_ordered_by(self, coordinator: str) -> None:
+        """A coordinator cannot order a purge here (it cannot dial this site): this site
+        asks for the last one it ordered, and follows it once."""
+        address = self.address(coordinator)
+        if address is None:
+            return
+        bundle, _ = self.watcher.refresh()
+        try:
+            with transport.channel(address, bundle, coordinator) as ch:
+                order = sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(
+                    sync_pb2.PurgeOrderRequest(), timeout=PURGE_ORDER_TIMEOUT)
+        except grpc.RpcError as exc:
+            log.warning("[%s] could not ask %s for its last purge order: %s: %s",
+                        self.cfg.site, coordinator, exc.code().name, exc.details())
+            return
+        if not order.HasField("applied_everywhere") or order.SerializeToString() == self._obeyed:
+            return
+        try:
+            done = self.replica.obey_purge(order, coordinator)
+        except PurgeRefused as exc:
+            log.warning("[%s] purge order of %s not followed: %s", self.cfg.site, coordinator,
+                        exc)
+            return
+        self._obeyed = order.SerializeToString()
+        log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self.cfg.site,
+                 coordinator, done.segments, done.lives)
 
     def exchange(self, peer: str, stop: threading.Event | None = None,
                  round_no: int = 0, cap_bits_per_s: float | None = None

@@ -34,6 +34,7 @@ from .announce import Browser
 from .config import ServiceConfig
 from .database import DatabaseUnavailable
 from .replica import Replica
+from .vector import Vector
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class DialIns:
     events_in: int = 0  # it pushed here
     events_out: int = 0  # it pulled from here
     last: float | None = None  # UTC seconds of its last exchange
+    held: Vector | None = None  # what it held at its last hello here (a lower bound now)
 
 
 @dataclass
@@ -156,11 +158,22 @@ class AddressBook:
             seen.events_out += events_out
             seen.last = time.time()
 
+    def note_held(self, site: str, held: Vector) -> None:
+        """What a site said it holds in its hello here: for a site that dials in, the only
+        vector the coordinator gets for the purge (siege/purge.py)."""
+        with self._lock:
+            self._dialins.setdefault(site, DialIns()).held = held
+
+    def held(self, site: str) -> Vector | None:
+        with self._lock:
+            seen = self._dialins.get(site)
+            return seen.held if seen is not None else None
+
     def take_traffic(self, site: str) -> DialIns:
         """The counts since the last call (which resets them); the last contact stays."""
         with self._lock:
             seen = self._dialins.setdefault(site, DialIns())
-            out = DialIns(seen.events_in, seen.events_out, seen.last)
+            out = DialIns(seen.events_in, seen.events_out, seen.last, seen.held)
             seen.events_in = seen.events_out = 0
             return out
 

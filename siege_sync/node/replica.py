@@ -60,6 +60,14 @@ class PurgedHere(Exception):
     resync can bring it back."""
 
 
+class PurgeRefused(Exception):
+    """A purge order this site must not follow (malformed, or it claims every site applied
+    events this one has not): nothing is purged."""
+
+
+_PURGE_ORDER = "purge_order"  # the last purge ordered as coordinator, for sites that dial in
+
+
 class PeerRefused(Exception):
     """A peer that must not be exchanged with until an operator acts (changed epoch, a
     diverged chain)."""
@@ -285,6 +293,33 @@ class Replica:
             self._con, dict(applied_everywhere.seqs),
             dict(held_then.seqs) if held_then is not None else None,
             dict(published_then.seqs) if published_then is not None else None))
+
+    def obey_purge(self, order: sync_pb2.PurgeRequest, by: str) -> retention.PurgeResult:
+        """Follow a coordinator's purge order (``by`` names it), after checking that it
+        claims nothing this site has not applied itself."""
+        try:
+            applied = Vector.from_proto(order.applied_everywhere)
+            held = Vector.from_proto(order.held_then) if order.HasField("held_then") else None
+            published = (Vector.from_proto(order.published_then)
+                         if order.HasField("published_then") else None)
+        except ValueError as exc:
+            raise PurgeRefused(f"malformed purge order from {by}: {exc}") from None
+        mine = self.vector(publish=False)
+        if any(applied.seq(o) > mine.seq(o) for o in applied):
+            raise PurgeRefused(f"{by} says every site applied events this site has not: "
+                               "nothing purged")
+        return self.purge(applied, held, published)
+
+    def keep_purge_order(self, order: sync_pb2.PurgeRequest) -> None:
+        """The purge this node just ordered as coordinator: sites that dial in ask for it
+        (``last_purge_order``), since it cannot call them."""
+        self.write_state(_PURGE_ORDER, order.SerializeToString().hex())
+
+    def last_purge_order(self) -> sync_pb2.PurgeRequest:
+        """The last purge this node ordered as coordinator; an empty message if none."""
+        kept = self.read_state(_PURGE_ORDER)
+        return sync_pb2.PurgeRequest.FromString(bytes.fromhex(kept)) if kept \
+            else sync_pb2.PurgeRequest()
 
     def apply(self, bodies: Iterable[bytes],
               hold: frozenset[tuple[str, int]] = frozenset()) -> ApplyResult:

@@ -28,7 +28,7 @@ from .apply import ApplyError, printable
 from .blobs import BlobError
 from .database import DatabaseUnavailable
 from .join import JoinError, Restorer
-from .replica import NotReady, PeerRefused, PurgedHere, Replica
+from .replica import NotReady, PeerRefused, PurgedHere, PurgeRefused, Replica
 from .schema import Table, introspect
 from .transport import BundleWatcher
 from .vector import Vector
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 Exchanger = Callable[[str], sync_pb2.ExchangeReply]
 Announced = Callable[[str, str, bool], None]  # site, host:port, dials out only
 Traffic = Callable[[str, int, int], None]  # site, events it pushed here, events it pulled
+Held = Callable[[str, Vector], None]  # site, what it said it holds (its hello)
 
 
 class Gatekeeper:
@@ -73,14 +74,16 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def __init__(self, replica: Replica, watcher: BundleWatcher,
                  exchanger: Exchanger | None = None,
                  announced: Announced | None = None,
-                 traffic: Traffic | None = None) -> None:
+                 traffic: Traffic | None = None, held: Held | None = None) -> None:
         """``announced``: where a site's announcement goes; ``traffic``: what a site moved
-        in exchanges it started (a site that dials in; discovery.AddressBook)."""
+        in exchanges it started, ``held``: what it holds, as its hello said (a site that
+        dials in; discovery.AddressBook)."""
         self._replica = replica
         self._watcher = watcher
         self._exchanger = exchanger
         self._announced = announced
         self._traffic = traffic
+        self._held = held
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
 
@@ -115,8 +118,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
         if caller.kind is Kind.SITE:
             try:
-                self._replica.meet(caller.name, request.epoch,
-                                   Vector.from_proto(request.applied))
+                held = Vector.from_proto(request.applied)
+                self._replica.meet(caller.name, request.epoch, held)
+                if self._held is not None:
+                    self._held(caller.name, held)
                 if request.round and caller.has_role(Role.RELAY):  # a coordinator's round
                     self._replica.beat(request.round)
             except PeerRefused as exc:
@@ -249,22 +254,17 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                          f"{caller.name} may not order a purge: only a coordinator (a "
                          "certificate with the relay role) may")
         try:
-            applied = Vector.from_proto(request.applied_everywhere)
-            held = Vector.from_proto(request.held_then) if request.HasField("held_then") \
-                else None
-            published = (Vector.from_proto(request.published_then)
-                         if request.HasField("published_then") else None)
-        except ValueError as exc:
-            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed purge: {exc}")
-        mine = self._replica.vector(publish=False)
-        if any(applied.seq(o) > mine.seq(o) for o in applied):
-            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
-                         f"{caller.name} says every site applied events this site has not: "
-                         "nothing purged")
-        done = self._replica.purge(applied, held, published)
+            done = self._replica.obey_purge(request, caller.name)
+        except PurgeRefused as exc:
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self._site,
                  caller.name, done.segments, done.lives)
         return sync_pb2.PurgeReply(segments=done.segments, lives=done.lives)
+
+    def PurgeOrder(self, request: sync_pb2.PurgeOrderRequest,
+                   context: grpc.ServicerContext) -> sync_pb2.PurgeRequest:
+        self._caller(context, Kind.SITE)
+        return self._replica.last_purge_order()
 
     # --- analyse: range digests, rows, repairs (ranges.py, repair.py) ---------------------
 

@@ -113,6 +113,10 @@ class PurgeRequest(_message.Message):
     published_then: Vector
     def __init__(self, applied_everywhere: _Optional[_Union[Vector, _Mapping]] = ..., held_then: _Optional[_Union[Vector, _Mapping]] = ..., published_then: _Optional[_Union[Vector, _Mapping]] = ...) -> None: ...
 
+class PurgeOrderRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class PurgeReply(_message.Message):
     __slots__ = ("segments", "lives")
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]

@@ -64,6 +64,11 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeReply.FromString,
                 _registered_method=True)
+        self.PurgeOrder = channel.unary_unary(
+                '/siege.v1.SyncNode/PurgeOrder',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeOrderRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.FromString,
+                _registered_method=True)
         self.Ranges = channel.unary_unary(
                 '/siege.v1.SyncNode/Ranges',
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.RangesRequest.SerializeToString,
@@ -139,6 +144,13 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeOrder(self, request, context):
+        """Any site: the last purge this node ordered as coordinator (for sites that dial in).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Ranges(self, request, context):
         """Admin or coordinator: range digests and rows of a table (analyse), and repairs.
         """
@@ -208,6 +220,11 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.Purge,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeReply.SerializeToString,
+            ),
+            'PurgeOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeOrder,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.PurgeOrderRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
             ),
             'Ranges': grpc.unary_unary_rpc_method_handler(
                     servicer.Ranges,
@@ -402,6 +419,33 @@ class SyncNode(object):
             '/siege.v1.SyncNode/Purge',
             siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.PurgeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/PurgeOrder',
+            siege__sync_dot_proto_dot_sync__pb2.PurgeOrderRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.PurgeRequest.FromString,
             options,
             channel_credentials,
             insecure,

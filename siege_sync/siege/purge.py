@@ -4,7 +4,9 @@
 Owns the coordinator's side of retention: it reads every site's vector (each site's applied
 counters and its own published position, read at one moment by that site), takes the
 minimum — what every site has applied — and orders the purge at the siège and at every
-site, with the previous round's snapshot for the registers of ended lives. It purges only
+site, with the previous round's snapshot for the registers of ended lives. A site that
+cannot be dialled counts with what it said it holds at its last hello here, and asks for the
+order when it next dials in (``SyncNode.PurgeOrder``). It purges only
 after a round that reached every site it counts: one site it cannot ask means nothing is
 purged. A site whose last complete sync is older than the lag limit, or that was
 decommissioned, stops holding the purge back: it is reported as needing a resync.
@@ -78,8 +80,7 @@ class Purger:
         node = self._node
         counted = [s for s in report.sites if s.site not in decommissioned(node)]
         # A site complete in this round is not lagging (this report is not stored yet); nor
-        # is one that dials in and did lately. Its vector is not known here, so no purge
-        # happens while it takes part (below): safe, the log only grows meanwhile.
+        # is one that dials in and did lately.
         lagging = self._lagging([s.site for s in counted
                                  if s.outcome not in ("complete", DIALS_IN)])
         for entry in counted:
@@ -88,7 +89,7 @@ class Purger:
                     f"no complete sync for more than {self._lag.days} days: it no longer holds "
                     "back the purge of old events and will need a resync")
         counted = [s for s in counted if s.site not in lagging]
-        if not counted or any(s.outcome != "complete" for s in counted) \
+        if not counted or any(s.outcome not in ("complete", DIALS_IN) for s in counted) \
                 or report.outcome == "stopped":
             return  # no site to count, or one we count was not reached: no purge on a guess
         if self._joining(report):
@@ -96,6 +97,16 @@ class Purger:
         vectors = {node.cfg.site: node.replica.vector(publish=False)}
         bundle, _ = node.watcher.refresh()
         for entry in counted:
+            if entry.outcome == DIALS_IN:
+                # It cannot be asked: what it said it holds at its last hello here is a
+                # lower bound of what it holds now, read at one moment (retention.py).
+                held = node.addresses.held(entry.site)
+                if held is None:
+                    log.info("[%s] no purge: %s dials in and has not said what it holds "
+                             "since this node started", node.cfg.site, entry.site)
+                    return
+                vectors[entry.site] = held
+                continue
             address = node.address(entry.site)
             if address is None:
                 log.info("[%s] no purge: %s is not reachable now", node.cfg.site, entry.site)
@@ -122,7 +133,10 @@ class Purger:
         if before is not None:
             order.held_then.CopyFrom(before.held.to_proto())
             order.published_then.CopyFrom(before.published.to_proto())
+        node.replica.keep_purge_order(order)  # sites that dial in ask for it
         for entry in counted:
+            if entry.outcome == DIALS_IN:
+                continue
             address = node.address(entry.site)
             if address is None:
                 entry.errors.append("purge not done there: not reachable now")
