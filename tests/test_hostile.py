@@ -885,6 +885,17 @@ def _bundle_of_another_site(op: Operator) -> tuple[Path, tuple[str, ...]]:
             ("belongs to site 'nice'", "give it its own bundle"))
 
 
+def _bundle_expired(op: Operator) -> tuple[Path, tuple[str, ...]]:
+    from datetime import UTC, datetime, timedelta
+
+    # Another mesh's CA (this one holds lyon's current certificate): the check is the date.
+    ca = Authority.create(op.folder / "old-ca", "acme")
+    old = write_bundle(op.folder / "old-lyon",
+                       ca.issue_site("lyon", now=datetime.now(UTC) - timedelta(days=30), days=2))
+    return (op.config("node", "lyon", op.database("lyon"), old),
+            ("expired on", "siege-certs renew", "every peer refuses"))
+
+
 def _database_that_does_not_exist(op: Operator) -> tuple[Path, tuple[str, ...]]:
     return (op.config("node", "lyon", op.folder / "absent" / "lyon.fdb", op.bundles["lyon"]),
             ("cannot open database", "absent/lyon.fdb"))
@@ -916,6 +927,7 @@ MISTAKES: dict[str, Callable[[Operator], tuple[Path, tuple[str, ...]]]] = {
     "bundle missing its CA": _bundle_missing_its_ca,
     "bundle key readable by others": _bundle_key_readable_by_others,
     "bundle of another site": _bundle_of_another_site,
+    "bundle expired": _bundle_expired,
     "database that does not exist": _database_that_does_not_exist,
     "database not installed": _database_not_installed,
     "database of another site": _database_of_another_site,

@@ -30,6 +30,7 @@ from firebird.driver import Connection
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..certs import CertError, verify_chain
 from ..proto import sync_pb2, sync_pb2_grpc
 from . import capture, transport
 from .announce import AnnounceError, Announcer, Browser
@@ -70,6 +71,11 @@ class Node:
             raise NodeError(f"the bundle in {cfg.service.bundle} belongs to site "
                             f"{ident.name!r}, but this node is site {cfg.site!r}; give it its "
                             "own bundle (siege-certs issue SITE)")
+        try:
+            verify_chain(self.watcher.bundle.cert_pem, self.watcher.bundle.ca_pem)
+        except CertError as exc:
+            raise NodeError(f"{cfg.service.bundle}: {exc}; every peer refuses this node "
+                            "until it has a valid certificate") from None
         self._con = open_connection(cfg.database)
         if not capture.is_installed(self._con):
             self._con.close()

@@ -60,7 +60,7 @@ _META = ".join-meta"  # join id, source, total and sha256 of the snapshot being 
 # alone, and its clock markers (the log they refer to is emptied).
 _SIEGE_ONLY_STATES = ("announced:", "retention_snapshot", "restore_boundary", "restores",
                       "capture_errors", "last_capture_errors", "marker_offset_us",
-                      "marker_at_us", "joining:")
+                      "marker_at_us", "joining:", "purge_order")
 
 
 class JoinError(Exception):
