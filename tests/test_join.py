@@ -250,7 +250,8 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
     for the mesh: a new epoch); its users work on it. The siège refuses it until
     `siege-ctl resync lyon`; then lyon holds the mesh's rows, what its users wrote meanwhile
     is on record as losing versions (not thrown away), its old database is kept beside, and
-    it syncs again under a new incarnation."""
+    it syncs again under a new incarnation; a site that met the old database takes the new
+    one too, told by the siège."""
     from firebird.driver import SrvRestoreFlag, connect_server
 
     from siege_sync.node import conflicts
@@ -268,6 +269,9 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
             srv.database.local_backup(database=str(path), backup_stream=out)
         run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (10, 'lyon, synced')")
         sync_all(mesh, ["lyon", "nice"])
+        # nice meets lyon's database directly (as a stand-in siège coordinating it would).
+        met = mesh.exchange("nice", "lyon")
+        assert not met.problems, met
 
         # The replacement PC: the old backup put back, a new database for the mesh.
         mesh.nodes["lyon"].stop(grace=1)
@@ -295,6 +299,9 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
         run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (30, 'lyon, after the resync')")
         sync_all(mesh, ["lyon", "nice"])
         assert len(digests(mesh, mesh.cons)) == 1, "lyon converges with the mesh"
+        # The siège's hellos told nice lyon's new epoch: it does not refuse the new database.
+        met = mesh.exchange("nice", "lyon")
+        assert not met.problems, met
         lyon = mesh.cons["lyon"]
         # A new incarnation: above the one its users worked under (the restored copy had
         # already taken a new one when a peer showed it was rewound).

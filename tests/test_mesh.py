@@ -158,6 +158,35 @@ def test_certificates_of_another_ca_expired_or_revoked_are_refused(mesh, tmp_pat
     assert "revoked" in err.value.details()
 
 
+def test_only_the_configured_siege_tells_a_site_another_sites_new_epoch(mesh):
+    """After a resync the siège holds the site's new epoch and its hellos carry it, so a
+    node that met the old database (a stand-in) takes the new one. Only the configured
+    siège's word counts; never for the node's own epoch, nor for a site it never met."""
+    from siege_sync.node import capture
+
+    ok(mesh.exchange("siege", "nice"))
+    ok(mesh.exchange("lyon", "nice"))
+    nice = mesh.cons["nice"]
+    siege_epoch = capture.get_state(nice, "epoch:siege")
+    own = capture.get_state(nice, "epoch")
+    assert siege_epoch and capture.get_state(nice, "epoch:lyon")
+    ch, stub = stub_as(mesh, "lyon", "nice")
+    with ch:
+        stub.Hello(sync_pb2.HelloRequest(epoch=capture.get_state(mesh.cons["lyon"], "epoch"),
+                                         epochs={"siege": "forged by lyon"}), timeout=10)
+    assert capture.get_state(nice, "epoch:siege") == siege_epoch
+    ch, stub = stub_as(mesh, "siege", "nice")
+    with ch:
+        stub.Hello(sync_pb2.HelloRequest(epoch=capture.get_state(mesh.cons["siege"], "epoch"),
+                                         epochs={"lyon": "resynced", "nice": "not yours",
+                                                 "paris": "never met"}), timeout=10)
+    assert capture.get_state(nice, "epoch:lyon") == "resynced"
+    assert capture.get_state(nice, "epoch") == own
+    assert capture.get_state(nice, "epoch:paris") is None
+    # lyon's old database is now refused there, as at the siège after a resync.
+    assert any("siege-ctl resync lyon" in p for p in mesh.exchange("lyon", "nice").problems)
+
+
 def test_malformed_pushes_are_refused_and_the_node_stays_up(mesh):
     ch, stub = stub_as(mesh, "lyon", "siege")
     with ch:

@@ -114,7 +114,7 @@ def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
         incarnation=mine.incarnation, node_version=mine.node_version,
         schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
         applied=replica.vector(publish=False).to_proto(), t1_us=replica.clock.utc_now_us(),
-        round=round_no),
+        round=round_no, epochs=replica.epochs() if replica.siege == replica.site else {}),
         timeout=timeout)
     t4 = replica.clock.utc_now_us()
     return Greeting(reply, ((reply.t2_us - reply.t1_us) + (reply.t3_us - t4)) // 2,
@@ -140,6 +140,8 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")
     try:
+        if reply.epochs and peer == replica.siege:
+            replica.learn_epochs(reply.epochs, peer)
         peer_vector = Vector.from_proto(reply.applied)
         replica.meet(peer, reply.epoch, peer_vector)
     except (PeerRefused, ValueError) as exc:

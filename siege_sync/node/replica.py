@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -65,6 +65,8 @@ class PurgeRefused(Exception):
     events this one has not): nothing is purged."""
 
 
+_EPOCH_OF = "epoch:"  # + site: the database epoch this node holds for that site
+_EPOCH_MAX = 80
 _PURGE_ORDER = "purge_order"  # the last purge ordered as coordinator, for sites that dial in
 
 
@@ -189,9 +191,9 @@ class Replica:
         self._retrying(lambda: self._meet(peer, epoch, peer_vector))
 
     def _meet(self, peer: str, epoch: str, peer_vector: Vector) -> None:
-        known = capture.get_state(self._con, f"epoch:{peer}")
+        known = capture.get_state(self._con, f"{_EPOCH_OF}{peer}")
         if known is None:
-            capture.set_state(self._con, f"epoch:{peer}", epoch)
+            capture.set_state(self._con, f"{_EPOCH_OF}{peer}", epoch)
         elif known != epoch:
             raise PeerRefused(
                 # printable(): the epoch is the caller's words, it goes to the log.
@@ -210,6 +212,39 @@ class Replica:
             log.warning("[%s] rewound (a peer held more of our events): new incarnation %d",
                         self.site, self.identity().incarnation)
         self._confirmed = True
+
+    @property
+    def siege(self) -> str | None:
+        """The configured siège (``[node] siege``): the only site whose word on other sites'
+        epochs is taken (``learn_epochs``)."""
+        return self._cfg.service.siege if self._cfg.service is not None else None
+
+    def epochs(self) -> dict[str, str]:
+        """The database epoch this node holds for each site it met (or joined)."""
+        def read() -> dict[str, str]:
+            return {name[len(_EPOCH_OF):]: value for name in capture.state_names(self._con)
+                    if name.startswith(_EPOCH_OF)
+                    and (value := capture.get_state(self._con, name))}
+
+        return self._retrying(read)
+
+    def learn_epochs(self, epochs: Mapping[str, str], siege: str) -> None:
+        """Take the configured siège's epochs of the sites this node met: a site the siège
+        joined or resynced has a new database, which this node would otherwise refuse (a
+        stand-in that coordinated it before). Never this site's own, never a site not met."""
+        def step() -> None:
+            for site, epoch in epochs.items():
+                if site == self.site or not epoch or len(epoch) > _EPOCH_MAX \
+                        or printable(epoch, _EPOCH_MAX) != epoch:
+                    continue
+                known = capture.get_state(self._con, f"{_EPOCH_OF}{site}")
+                if known is not None and known != epoch:
+                    capture.set_state(self._con, f"{_EPOCH_OF}{site}", epoch)
+                    log.warning("[%s] %s's database is a new one (epoch %s -> %s), as the "
+                                "siège %s holds it since a join or resync there", self.site,
+                                printable(site, 63), known, epoch, siege)
+
+        self._retrying(step)
 
     def batches_for(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
                     only_origin: str | None = None) -> Iterator[list[bytes]]:

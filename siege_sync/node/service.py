@@ -118,6 +118,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
         if caller.kind is Kind.SITE:
             try:
+                if request.epochs and caller.name == self._replica.siege \
+                        and caller.has_role(Role.RELAY):
+                    self._replica.learn_epochs(request.epochs, caller.name)
                 held = Vector.from_proto(request.applied)
                 self._replica.meet(caller.name, request.epoch, held)
                 if self._held is not None:
@@ -138,7 +141,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
             t3_us=self._replica.clock.utc_now_us(),
             schema_changes=self._replica.schema_drift(),
-            kept_values=self._replica.kept_values())
+            kept_values=self._replica.kept_values(),
+            epochs=self._replica.epochs() if self._replica.siege == self._site else {})
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:

@@ -26,7 +26,14 @@ class Vector(_message.Message):
     def __init__(self, origins: _Optional[_Iterable[_Union[OriginVector, _Mapping]]] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "round")
+    __slots__ = ("incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "round", "epochs")
+    class EpochsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +41,7 @@ class HelloRequest(_message.Message):
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     T1_US_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
     incarnation: int
     node_version: str
     schema_fingerprint: str
@@ -41,10 +49,18 @@ class HelloRequest(_message.Message):
     applied: Vector
     t1_us: int
     round: int
-    def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
+    epochs: _containers.ScalarMap[str, str]
+    def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ..., epochs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs")
+    class EpochsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     NODE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +72,7 @@ class HelloReply(_message.Message):
     T3_US_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -67,7 +84,8 @@ class HelloReply(_message.Message):
     t3_us: int
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
     kept_values: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ...) -> None: ...
+    epochs: _containers.ScalarMap[str, str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("events", "blobs")
