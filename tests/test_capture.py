@@ -250,3 +250,21 @@ def test_generator_range(make_db):
     assert "inside" in report.generators[0]
     with pytest.raises(capture.InstallError, match="does not exist"):
         capture.install(con, generators=[GeneratorRange("NOPE", 1)])
+
+
+def test_a_long_state_value_is_kept_whole_and_replaced_whole(make_db):
+    """Vectors of a large mesh outgrow one SYNC$STATE row (VARCHAR(4000)): the value is
+    split in parts written in one transaction, and read back whole; a shorter value
+    replaces it and leaves no part behind."""
+    con = make_db()
+    capture.install(con)
+    long = "".join(chr(ord("a") + i % 26) for i in range(3 * capture.STATE_PART + 17))
+    capture.set_long_state(con, "retention_snapshot", long)
+    assert capture.get_long_state(con, "retention_snapshot") == long
+    capture.set_long_state(con, "retention_snapshot", "short")
+    assert capture.get_long_state(con, "retention_snapshot") == "short"
+    assert [n for n in capture.state_names(con) if n.startswith("retention_snapshot")] == \
+        ["retention_snapshot"]
+    capture.set_long_state(con, "retention_snapshot", "parts:looks like a header")
+    assert capture.get_long_state(con, "retention_snapshot") == "parts:looks like a header"
+    assert capture.get_long_state(con, "absent") is None

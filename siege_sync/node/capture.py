@@ -32,7 +32,7 @@ from firebird.driver import Connection
 
 from . import guard
 from .config import GeneratorRange
-from .database import READ_COMMITTED_RW, literal, quote, transaction
+from .database import READ_COMMITTED_RW, SNAPSHOT_RW, literal, quote, transaction
 from .schema import Column, ColumnType, Schema, Table, TableSelection, introspect
 
 log = logging.getLogger(__name__)
@@ -509,6 +509,47 @@ def set_state(con: Connection, name: str, value: str) -> None:
         tm.cursor().execute(
             f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?) MATCHING (NAME)",
             (name, value))
+
+
+STATE_PART = 3900  # characters of a long value per SYNC$STATE row (VAL holds 4000)
+_PARTS = "parts:"  # + count: the value of a long state's own row; its parts are NAME#1...
+
+
+def set_long_state(con: Connection, name: str, value: str) -> None:
+    """A value that may outgrow one state row (vectors of many sites), kept in parts written
+    in one transaction: ``get_long_state`` sees the old value or the new one, never a mix."""
+    parts = [value[i:i + STATE_PART] for i in range(0, len(value), STATE_PART)]
+    sql = f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?) MATCHING (NAME)"
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"DELETE FROM {STATE_TABLE} WHERE NAME STARTING WITH ?", (f"{name}#",))
+            if len(parts) <= 1 and not value.startswith(_PARTS):
+                cur.execute(sql, (name, value))
+                return
+            cur.execute(sql, (name, f"{_PARTS}{len(parts)}"))
+            for number, part in enumerate(parts, 1):
+                cur.execute(sql, (f"{name}#{number}", part))
+        finally:
+            cur.close()
+
+
+def get_long_state(con: Connection, name: str) -> str | None:
+    """A value ``set_long_state`` wrote (or ``set_state``), read in one snapshot."""
+    with transaction(con, SNAPSHOT_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT VAL FROM {STATE_TABLE} WHERE NAME = ?", (name,))
+            row = cur.fetchone()
+            if row is None or not str(row[0]).startswith(_PARTS):
+                return row[0] if row else None
+            count = int(str(row[0])[len(_PARTS):])
+            cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME STARTING WITH ?",
+                        (f"{name}#",))
+            found = {str(n): str(v) for n, v in cur.fetchall()}
+        finally:
+            cur.close()
+    return "".join(found[f"{name}#{number}"] for number in range(1, count + 1))
 
 
 def write_marker(con: Connection, utc_now_us: int) -> None:

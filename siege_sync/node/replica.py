@@ -11,6 +11,7 @@ Must never decide whom to trust: the service and the exchange check who may send
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -348,12 +349,13 @@ class Replica:
     def keep_purge_order(self, order: sync_pb2.PurgeRequest) -> None:
         """The purge this node just ordered as coordinator: sites that dial in ask for it
         (``last_purge_order``), since it cannot call them."""
-        self.write_state(_PURGE_ORDER, order.SerializeToString().hex())
+        text = base64.b64encode(order.SerializeToString()).decode("ascii")
+        self._retrying(lambda: capture.set_long_state(self._con, _PURGE_ORDER, text))
 
     def last_purge_order(self) -> sync_pb2.PurgeRequest:
         """The last purge this node ordered as coordinator; an empty message if none."""
-        kept = self.read_state(_PURGE_ORDER)
-        return sync_pb2.PurgeRequest.FromString(bytes.fromhex(kept)) if kept \
+        kept = self._retrying(lambda: capture.get_long_state(self._con, _PURGE_ORDER))
+        return sync_pb2.PurgeRequest.FromString(base64.b64decode(kept)) if kept \
             else sync_pb2.PurgeRequest()
 
     def apply(self, bodies: Iterable[bytes],

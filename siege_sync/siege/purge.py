@@ -124,7 +124,7 @@ class Purger:
         published = Vector({o: n for site, v in vectors.items() for o, n in v.seqs.items()
                             if o[0] == site})
         with node.replica.database() as con:
-            saved = capture.get_state(con, _SNAPSHOT)
+            saved = capture.get_long_state(con, _SNAPSHOT)
         before = Snapshot.from_json(saved) if saved else None
         done = node.replica.purge(everywhere, before.held if before else None,
                                   before.published if before else None)
@@ -149,7 +149,7 @@ class Purger:
                 entry.errors.append(f"purge not done there: {exc.code().name}: "
                                     f"{exc.details()}")
         with node.replica.database() as con:
-            capture.set_state(con, _SNAPSHOT, Snapshot(everywhere, published).to_json())
+            capture.set_long_state(con, _SNAPSHOT, Snapshot(everywhere, published).to_json())
         report.purged_segments = total
         log.info("[%s] purged %d event segments mesh-wide", node.cfg.site, total)
 
