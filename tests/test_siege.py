@@ -231,20 +231,50 @@ def first_stored(con, origin: str) -> int | None:
     return first
 
 
+def dialling_in(mesh, site: str):
+    """``site``'s node, made one that cannot be dialled (it told the siège so)."""
+    import dataclasses
+
+    node = mesh.nodes[site]
+    node.service_cfg = dataclasses.replace(node.service_cfg, outbound_only=True)
+    assert node.announce(mesh.ports[site]), f"{site} told the siège it dials out only"
+    return node
+
+
+def test_a_site_that_dials_in_with_broken_capture_is_reported_silent(mesh):
+    """No round calls lyon to ask for a heartbeat: it writes one before each exchange it
+    starts. Once its capture breaks, its heartbeat stops changing while it keeps saying
+    hello, and the siège's rounds report it silent."""
+    from siege_sync.siege.rounds import SILENT_AFTER_HELLOS
+
+    lyon = dialling_in(mesh, "lyon")
+    for _ in range(2):
+        lyon.dial_out()
+        done = ctl(mesh, "manual")
+        assert done.returncode == 0 and "dials in" in done.stdout, done.stdout
+    run_sql(mesh.cons["lyon"], "ALTER TRIGGER SYNC$TR0 INACTIVE")  # its heartbeat's capture
+    outcomes = []
+    for _ in range(SILENT_AFTER_HELLOS):
+        lyon.dial_out()
+        outcomes.append(ctl(mesh, "manual"))
+    assert [o.returncode for o in outcomes[:-1]] == [0] * (SILENT_AFTER_HELLOS - 1)
+    assert outcomes[-1].returncode == 1, outcomes[-1].stdout
+    assert "heartbeat has not changed" in outcomes[-1].stdout
+    run_sql(mesh.cons["lyon"], "ALTER TRIGGER SYNC$TR0 ACTIVE")
+    lyon.dial_out()
+    assert ctl(mesh, "manual").returncode == 0
+
+
 def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):
     """lyon cannot be dialled: the siège counts what lyon's last hello said it holds (never
     more), and lyon follows the order when it next dials in. Without this, one such site
     would stop every purge and the logs would grow for ever."""
-    import dataclasses
-
-    lyon = mesh.nodes["lyon"]
-    lyon.service_cfg = dataclasses.replace(lyon.service_cfg, outbound_only=True)
-    assert lyon.announce(mesh.ports["lyon"]), "lyon told the siège it dials out only"
+    lyon = dialling_in(mesh, "lyon")
     for i in range(3):
         run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (?, 'lyon')", (i,))
     run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (10, 'siege')")
-    reply = lyon.dial_out()
-    assert reply is not None and not reply.problems and reply.pushed_events == 3, reply
+    reply = lyon.dial_out()  # its three rows and its heartbeat go
+    assert reply is not None and not reply.problems and reply.pushed_events == 3 + 1, reply
     done = ctl(mesh, "manual")
     assert done.returncode == 0 and "dials in" in done.stdout, done.stdout
     # lyon's first hello said it held nothing (its chain was not confirmed, so nothing was
@@ -253,12 +283,14 @@ def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):
     assert first_stored(mesh.cons["siege"], "lyon") == 1
     lyon.dial_out()  # its hello says it holds everything above
     assert ctl(mesh, "manual").returncode == 0
-    assert first_stored(mesh.cons["siege"], "lyon") is None
-    assert first_stored(mesh.cons["nice"], "lyon") is None
+    # lyon's rows (#1-3) and first heartbeat (#4) are gone; the heartbeat it wrote for
+    # this exchange (#5) was published after its hello: it stays.
+    assert first_stored(mesh.cons["siege"], "lyon") == 5
+    assert first_stored(mesh.cons["nice"], "lyon") == 5
     assert first_stored(mesh.cons["lyon"], "lyon") == 1, "the siège cannot purge lyon itself"
     lyon.dial_out()  # it asks for the order and follows it
     for con in mesh.cons.values():
-        assert first_stored(con, "lyon") is None and first_stored(con, "siege") != 1
+        assert first_stored(con, "lyon") == 5 and first_stored(con, "siege") != 1
     states = [snapshot(con) for con in mesh.cons.values()]
     assert states[0] == states[1] == states[2] and len(states[0]) == 4
     # Life goes on after the purge, both ways.

@@ -181,6 +181,10 @@ class Node:
             if site == self.cfg.site:
                 continue
             if self.addresses.reach(site).candidate is not None:
+                # No round calls here to ask for a heartbeat: this site writes one before
+                # each exchange it starts, through its capture path, and the coordinator
+                # checks that it keeps changing (siege/rounds.py).
+                self.replica.beat(self.replica.clock.utc_now_us())
                 reply = self.exchange(site, stop=self._stopping)
                 log.info("[%s] dialled out to %s: %d events in, %d out%s", self.cfg.site,
                          site, reply.pulled_events, reply.pushed_events,

@@ -64,6 +64,7 @@ class DialIns:
     events_out: int = 0  # it pulled from here
     last: float | None = None  # UTC seconds of its last exchange
     held: Vector | None = None  # what it held at its last hello here (a lower bound now)
+    hellos: int = 0  # its hellos here since this node started (never reset)
 
 
 @dataclass
@@ -162,7 +163,9 @@ class AddressBook:
         """What a site said it holds in its hello here: for a site that dials in, the only
         vector the coordinator gets for the purge (siege/purge.py)."""
         with self._lock:
-            self._dialins.setdefault(site, DialIns()).held = held
+            seen = self._dialins.setdefault(site, DialIns())
+            seen.held = held
+            seen.hellos += 1
 
     def held(self, site: str) -> Vector | None:
         with self._lock:
@@ -173,7 +176,7 @@ class AddressBook:
         """The counts since the last call (which resets them); the last contact stays."""
         with self._lock:
             seen = self._dialins.setdefault(site, DialIns())
-            out = DialIns(seen.events_in, seen.events_out, seen.last, seen.held)
+            out = DialIns(seen.events_in, seen.events_out, seen.last, seen.held, seen.hellos)
             seen.events_in = seen.events_out = 0
             return out
 

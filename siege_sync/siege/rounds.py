@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 PARALLEL_SITES = 4
 PHASES = ("gather", "redistribute")
 DIAL_IN_SILENCE_S = 3600.0  # a site dialling in is "failed" after this long without a word
+SILENT_AFTER_HELLOS = 3  # hellos of a site dialling in with the same heartbeat: it is silent
 
 Progress = Callable[[coordinator_pb2.SiteProgress], None]
 
@@ -57,6 +58,8 @@ class Rounds:
         self._running = threading.Lock()
         self._stop = threading.Event()
         self._started = time.time()
+        # Per site dialling in: its heartbeat as last seen changing, and its hello count then.
+        self._beats: dict[str, tuple[int | None, int]] = {}
 
     @property
     def sites(self) -> list[str]:
@@ -193,8 +196,26 @@ class Rounds:
                 f"it cannot be dialled and has not exchanged since "
                 f"{datetime.fromtimestamp(last):%Y-%m-%d %H:%M:%S}: check its node and its "
                 "line (it dials the siège itself, [node] dial_every)")
+        elif self._silent(entry.site, seen.hellos):
+            entry.outcome = "failed"
+            entry.silent = True
+            entry.errors.append(
+                f"it dials in but its heartbeat has not changed over its last "
+                f"{SILENT_AFTER_HELLOS} exchanges — its capture is broken or not installed "
+                "(or every one of its exchanges was cut before it sent its changes); run "
+                "`siege-node status` and `siege-node install` there")
         else:
             entry.outcome = DIALS_IN
+
+    def _silent(self, site: str, hellos: int) -> bool:
+        """A site dialling in writes a heartbeat before each exchange it starts: one that
+        keeps saying hello while its heartbeat stays the same is reachable but silent."""
+        beat = self._node.replica.heartbeats().get(site)
+        seen = self._beats.get(site)
+        if seen is None or seen[0] != beat:
+            self._beats[site] = (beat, hellos)
+            return False
+        return hellos - seen[1] >= SILENT_AFTER_HELLOS
 
     def _health(self, report: coordinator_pb2.RoundReport) -> None:
         """Certificates' days left, the siège's free disk and log size, for the alerts."""
