@@ -6,7 +6,10 @@ the config's and the Announce call's refusals."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -34,6 +37,21 @@ def as_stand_in(mesh: LocalMesh, site: str, role_settings: dict) -> Node:
     return node
 
 
+def ctl_config(mesh: LocalMesh) -> Path:
+    """A siege-ctl.toml naming the siège and lyon as its stand-in, with an admin bundle."""
+    mesh.pki.admin("ops")
+    path = mesh.folder / "siege-ctl.toml"
+    path.write_text(f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\n'
+                    f'bundle = "bundles/ops"\n[stand_ins]\n'
+                    f'lyon = "127.0.0.1:{mesh.ports["lyon"]}"\n')
+    return path
+
+
+def ctl(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                           str(config), *args], capture_output=True, text=True, timeout=120)
+
+
 def until(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,9 +76,18 @@ def test_a_stand_in_takes_the_role_and_gives_it_back_emailed_and_reported(
         until(lambda: len(inbox.messages) == 1)
         assert "lyon now coordinates" in inbox.messages[0]["Subject"]
         assert "siege unreachable" in inbox.messages[0].get_payload()
+        # The operator's siege-ctl lists the stand-in: it talks to lyon while the siège is
+        # gone, and says so.
+        config = ctl_config(mesh)
+        status = ctl(config, "status")
+        assert "talking to the stand-in lyon" in status.stderr, status.stderr
+        assert "siège role: lyon, stand-in since" in status.stdout, status.stdout
         mesh.nodes["siege"] = Node(siege_cfg)
         mesh.nodes["siege"].start()
         until(lambda: not election.active)
+        status = ctl(config, "status")
+        assert "stand-in" not in status.stderr and "siège role: siege" in status.stdout, \
+            status.stdout + status.stderr
         until(lambda: len(inbox.messages) == 2)
         assert "lyon stands by" in inbox.messages[1]["Subject"]
         with lyon.replica.database() as con:

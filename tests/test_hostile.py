@@ -971,6 +971,16 @@ def test_siege_ctl_explains_a_broken_config_or_bundle_and_exits_2(operator: Oper
     broken.write_text('address = "127.0.0.1:1"\nsiege = "siege\n', encoding="utf-8")
     assert_explained(run_ctl("--config", str(broken), "status"), "not valid TOML",
                      prefix="siege-ctl: error: ")
+    stand_ins = operator.folder / "stand-ins.toml"
+    stand_ins.write_text(f'address = "127.0.0.1:1"\nsiege = "siege"\nbundle = "{admin}"\n'
+                         '[stand_ins]\nlyon = 7443\n', encoding="utf-8")
+    assert_explained(run_ctl("--config", str(stand_ins), "status"), "[stand_ins] must map",
+                     prefix="siege-ctl: error: ")
+    stand_ins.write_text(f'address = "127.0.0.1:1"\nsiege = "siege"\nbundle = "{admin}"\n'
+                         f'[stand_ins]\nlyon = "127.0.0.1:{free_port()}"\n', encoding="utf-8")
+    assert_explained(run_ctl("--config", str(stand_ins), "status"),
+                     "no node that may coordinate answers", "the siège siege at 127.0.0.1:1",
+                     "the stand-in lyon", prefix="siege-ctl: error: ")
     target = ("--address", "127.0.0.1:1", "--siege", "siege")
     assert_explained(run_ctl(*target, "--bundle", str(operator.folder / "nowhere"), "status"),
                      "no such folder", "siege-certs issue-admin", prefix="siege-ctl: error: ")

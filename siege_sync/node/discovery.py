@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
 from firebird.driver import DatabaseError
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..certs import Bundle
 from . import transport
@@ -137,18 +135,7 @@ class AddressBook:
 
     def check(self, site: str, address: str, timeout: float = CHECK_TIMEOUT_S) -> str | None:
         """None when the node of ``site`` answers the health check at ``address``."""
-        try:
-            with transport.channel(address, self._bundle(), site) as ch:
-                reply = health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            return ("no answer" if code in (grpc.StatusCode.UNAVAILABLE,
-                                            grpc.StatusCode.DEADLINE_EXCEEDED)
-                    else f"{code.name}: {exc.details()}")
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            return "its node is not serving (stopping?)"
-        return None
+        return transport.health_check(address, self._bundle(), site, timeout)
 
     # --- sites that dial in -----------------------------------------------------------------
 

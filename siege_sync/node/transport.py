@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..certs import Bundle, CertError, PeerIdentity, from_pem, load_bundle, verify_chain
 
@@ -137,3 +138,20 @@ def peer_identity(address: str, bundle: Bundle, peer_site: str,
     if bundle.revocations.is_revoked(ident.serial):
         raise CertError(f"{peer_site}'s certificate (serial {ident.serial:x}) is revoked")
     return ident
+
+
+def health_check(address: str, bundle: Bundle, site: str, timeout: float) -> str | None:
+    """None when the node of ``site`` answers the gRPC health check at ``address`` over
+    mutual TLS (the channel pins its site id); else what went wrong, in a few words."""
+    try:
+        with channel(address, bundle, site) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+    except grpc.RpcError as exc:
+        code = exc.code()
+        return ("no answer" if code in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED)
+                else f"{code.name}: {exc.details()}")
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        return "its node is not serving (stopping?)"
+    return None

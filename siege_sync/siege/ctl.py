@@ -13,9 +13,15 @@ from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current 
     siege = "siege"                      # its site id (the name in its certificate)
     bundle = "/home/alice/siege-admin"   # the folder issue-admin wrote
 
-or from ``--address/--siege/--bundle``. Mistakes (no config, no bundle, siège unreachable,
-refused certificate) print what is wrong and what to do and exit 2; a round or a test that
-finds problems exits 1.
+    [stand_ins]                          # optional: the nodes that may stand in, in order
+    lyon = "lyon.example.net:7443"
+
+or from ``--address/--siege/--bundle``. When the siège does not answer the health check and
+stand-ins are listed, the command goes to the first stand-in that answers (said on stderr):
+while the siège is gone, that is the node running the rounds.
+
+Mistakes (no config, no bundle, siège unreachable, refused certificate) print what is wrong
+and what to do and exit 2; a round or a test that finds problems exits 1.
 """
 
 from __future__ import annotations
@@ -31,8 +37,8 @@ from pathlib import Path
 
 import grpc
 
-from ..certs import CertError, load_bundle
-from ..node.transport import channel
+from ..certs import Bundle, CertError, load_bundle
+from ..node.transport import channel, health_check
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .printout import render_html, write_pdf
 from .reports import DEFAULT_LIST, render_text
@@ -42,11 +48,15 @@ class CtlError(Exception):
     pass
 
 
+HEALTH_TIMEOUT = 5.0  # seconds for the siège to answer before a stand-in is tried
+
+
 @dataclass(frozen=True)
 class Target:
     address: str
     siege: str
     bundle: Path
+    stand_ins: tuple[tuple[str, str], ...] = ()  # (site, address), in the order to try
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -73,13 +83,41 @@ def _target(args: argparse.Namespace) -> Target:
         # Said with what to do (the bundle loader only says it does not exist).
         raise CtlError(f"bundle {bundle}: no such folder; give the folder `siege-certs "
                        "issue-admin NAME` wrote (--bundle, or bundle = in siege-ctl.toml)")
-    return Target(str(values["address"]), str(values["siege"]), bundle)
+    stand_ins = raw.get("stand_ins", {})
+    if not isinstance(stand_ins, dict) or not all(
+            isinstance(v, str) and v for v in stand_ins.values()):
+        raise CtlError(f"{path}: [stand_ins] must map site ids to addresses, e.g. "
+                       'lyon = "lyon.example.net:7443"')
+    return Target(str(values["address"]), str(values["siege"]), bundle,
+                  tuple((str(k), str(v)) for k, v in stand_ins.items()))
 
 
 def _stub(target: Target) -> tuple[grpc.Channel, coordinator_pb2_grpc.CoordinatorStub]:
     bundle = load_bundle(target.bundle)
-    ch = channel(target.address, bundle, target.siege)
+    site, address = _coordinator(target, bundle)
+    ch = channel(address, bundle, site)
     return ch, coordinator_pb2_grpc.CoordinatorStub(ch)
+
+
+def _coordinator(target: Target, bundle: Bundle) -> tuple[str, str]:
+    """The siège, or while it does not answer, the first listed stand-in that does."""
+    if not target.stand_ins:
+        return target.siege, target.address
+    problem = health_check(target.address, bundle, target.siege, HEALTH_TIMEOUT)
+    if problem is None:
+        return target.siege, target.address
+    tried = [f"the siège {target.siege} at {target.address}: {problem}"]
+    for site, address in target.stand_ins:
+        answer = health_check(address, bundle, site, HEALTH_TIMEOUT)
+        if answer is None:
+            print(f"siege-ctl: the siège {target.siege} at {target.address} does not answer "
+                  f"({problem}); talking to the stand-in {site} at {address}",
+                  file=sys.stderr)
+            return site, address
+        tried.append(f"the stand-in {site} at {address}: {answer}")
+    raise CtlError("no node that may coordinate answers — " + "; ".join(tried)
+                   + ". Are their nodes running, and is the admin certificate from the same "
+                   "mesh CA and not revoked?")
 
 
 def _table(rows: list[list[str]]) -> str:
