@@ -303,6 +303,26 @@ def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):
     assert states[0] == states[1] == states[2] and len(states[0]) == 6
 
 
+def test_a_copy_sent_to_a_site_that_dials_in_holds_the_purge_until_it_next_says_hello(mesh):
+    """The siège cannot dial lyon to sync it after a join or resync: the purge waits for
+    lyon's first hello after the copy (one before spoke of the database the copy replaced)."""
+    from datetime import datetime
+
+    lyon = dialling_in(mesh, "lyon")
+    run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'nice')")
+    assert ctl(mesh, "manual").returncode == 0  # the siège gathers nice's row
+    lyon.dial_out()
+    lyon.dial_out()  # lyon's hello says it holds nice's row
+    siege = mesh.nodes["siege"].replica
+    siege.write_state("joining:lyon", datetime.now().isoformat())  # as siege-ctl join does
+    assert ctl(mesh, "manual").returncode == 0
+    assert first_stored(mesh.cons["siege"], "nice") == 1, "held back for lyon's copy"
+    lyon.dial_out()
+    assert ctl(mesh, "manual").returncode == 0
+    assert siege.read_state("joining:lyon") == ""
+    assert first_stored(mesh.cons["siege"], "nice") != 1
+
+
 def test_a_site_down_holds_back_the_purge_until_it_lags_too_long(tmp_path):
     from tools.localmesh import LocalMesh as Mesh
 

@@ -18,6 +18,7 @@ address without that check, nor import from ``siege_sync.siege``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -62,6 +63,7 @@ class DialIns:
     events_out: int = 0  # it pulled from here
     last: float | None = None  # UTC seconds of its last exchange
     held: Vector | None = None  # what it held at its last hello here (a lower bound now)
+    held_at: float | None = None  # UTC seconds of that hello
     hellos: int = 0  # its hellos here since this node started (never reset)
 
 
@@ -151,19 +153,19 @@ class AddressBook:
         vector the coordinator gets for the purge (siege/purge.py)."""
         with self._lock:
             seen = self._dialins.setdefault(site, DialIns())
-            seen.held = held
+            seen.held, seen.held_at = held, time.time()
             seen.hellos += 1
 
-    def held(self, site: str) -> Vector | None:
+    def dialled_in(self, site: str) -> DialIns:
+        """What is known of a site's own exchanges here (a copy; nothing is reset)."""
         with self._lock:
-            seen = self._dialins.get(site)
-            return seen.held if seen is not None else None
+            return dataclasses.replace(self._dialins.get(site) or DialIns())
 
     def take_traffic(self, site: str) -> DialIns:
         """The counts since the last call (which resets them); the last contact stays."""
         with self._lock:
             seen = self._dialins.setdefault(site, DialIns())
-            out = DialIns(seen.events_in, seen.events_out, seen.last, seen.held, seen.hellos)
+            out = dataclasses.replace(seen)
             seen.events_in = seen.events_out = 0
             return out
 

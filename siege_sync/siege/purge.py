@@ -100,7 +100,7 @@ class Purger:
             if entry.outcome == DIALS_IN:
                 # It cannot be asked: what it said it holds at its last hello here is a
                 # lower bound of what it holds now, read at one moment (retention.py).
-                held = node.addresses.held(entry.site)
+                held = node.addresses.dialled_in(entry.site).held
                 if held is None:
                     log.info("[%s] no purge: %s dials in and has not said what it holds "
                              "since this node started", node.cfg.site, entry.site)
@@ -159,7 +159,9 @@ class Purger:
         node = self._node
         waiting = _joining_sites(node)
         for entry in report.sites:
-            if entry.site in waiting and entry.outcome == "complete":
+            if entry.site in waiting and (entry.outcome == "complete" or (
+                    entry.outcome == DIALS_IN
+                    and _hello_since(node, entry.site, waiting[entry.site]))):
                 node.replica.write_state(f"{JOINING}{entry.site}", "")
                 del waiting[entry.site]
         if waiting:
@@ -188,6 +190,16 @@ class Purger:
             if since is not None and now - since > self._lag:
                 out.add(site)
         return out
+
+
+def _hello_since(node: Node, site: str, copy_sent: str) -> bool:
+    """Whether a site that dials in said what it holds since its copy was sent (before, its
+    hello spoke of the database the copy replaced)."""
+    at = node.addresses.dialled_in(site).held_at
+    try:
+        return at is not None and datetime.fromtimestamp(at) > datetime.fromisoformat(copy_sent)
+    except ValueError:
+        return False
 
 
 def _joining_sites(node: Node) -> dict[str, str]:
