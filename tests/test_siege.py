@@ -263,6 +263,11 @@ def test_a_site_that_dials_in_with_broken_capture_is_reported_silent(mesh):
     run_sql(mesh.cons["lyon"], "ALTER TRIGGER SYNC$TR0 ACTIVE")
     lyon.dial_out()
     assert ctl(mesh, "manual").returncode == 0
+    # status does not try to dial it either: it shows its last exchange.
+    status = ctl(mesh, "status")
+    row = next(line for line in status.stdout.splitlines() if line.startswith("lyon"))
+    assert "yes, dials in" in row and "never" not in row, status.stdout
+    assert status.returncode == 0, status.stdout
 
 
 def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):

@@ -226,7 +226,7 @@ class MeshStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values", "address")
+    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values", "address", "dials_in")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_COMPLETE_SYNC_FIELD_NUMBER: _ClassVar[int]
@@ -240,6 +240,7 @@ class SiteStatus(_message.Message):
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DIALS_IN_FIELD_NUMBER: _ClassVar[int]
     site: str
     reachable: bool
     last_complete_sync: str
@@ -253,7 +254,8 @@ class SiteStatus(_message.Message):
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
     kept_values: _containers.RepeatedScalarFieldContainer[str]
     address: str
-    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ...) -> None: ...
+    dials_in: bool
+    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
     __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role")

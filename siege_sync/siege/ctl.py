@@ -295,9 +295,11 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                      reply.schema_fingerprint])
         for s in reply.sites:
             pending = str(max(s.published - s.held_here, 0)) if s.reachable else "?"
-            rows.append([s.site, "yes" if s.reachable else "NO",
+            reachable = "yes" if s.reachable else "NO"
+            backlog = str(s.backlog) if s.reachable and not s.dials_in else "?"
+            rows.append([s.site, f"{reachable}, dials in" if s.dials_in else reachable,
                          s.last_complete_sync or "never", str(s.published or "?"),
-                         str(s.held_here), pending, str(s.backlog) if s.reachable else "?",
+                         str(s.held_here), pending, backlog,
                          str(s.parked), f"{s.clock_offset_us / 1e6:+.2f} s",
                          s.schema_fingerprint or "?"])
         print(_table(rows))

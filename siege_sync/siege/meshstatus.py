@@ -8,6 +8,9 @@ what the siège last knew. Must never change anything.
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 import grpc
 
 from ..node import transport
@@ -16,7 +19,7 @@ from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
-from .rounds import Rounds
+from .rounds import DIAL_IN_SILENCE_S, Rounds
 
 TIMEOUT = 10.0
 
@@ -48,6 +51,10 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                 break
         out.parked = sum(1 for p in parked if p.origin == site)
         out.held_here = sum(seq for (origin, _inc), seq in held.seqs.items() if origin == site)
+        announced = node.addresses.announced(site)
+        if announced is not None and announced.dials_out_only:
+            _dialling_in(node, rounds, out)
+            continue
         reached = node.addresses.reach(site)
         if reached.candidate is None:
             out.problem = reached.explain(site)
@@ -66,3 +73,20 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"
     return reply
+
+
+def _dialling_in(node: Node, rounds: Rounds, out: coordinator_pb2.SiteStatus) -> None:
+    """A site that cannot be dialled: what its own exchanges here said (it is not asked)."""
+    out.dials_in = True
+    seen = node.addresses.dialled_in(out.site)
+    if seen.last is not None:
+        out.last_complete_sync = datetime.fromtimestamp(seen.last).isoformat(timespec="seconds")
+    if seen.held is not None:
+        out.published = sum(seq for (origin, _inc), seq in seen.held.seqs.items()
+                            if origin == out.site)
+    since = seen.last if seen.last is not None else rounds.started
+    out.reachable = time.time() - since <= DIAL_IN_SILENCE_S
+    if not out.reachable:
+        out.problem = (f"it cannot be dialled and has not exchanged here since "
+                       f"{datetime.fromtimestamp(since):%Y-%m-%d %H:%M:%S}: check its node and "
+                       "its line (it dials the siège itself, [node] dial_every)")

@@ -57,7 +57,7 @@ class Rounds:
         self._caps = cap
         self._running = threading.Lock()
         self._stop = threading.Event()
-        self._started = time.time()
+        self.started = time.time()  # UTC seconds: the clock of a site never heard from
         # Per site dialling in: its heartbeat as last seen changing, and its hello count then.
         self._beats: dict[str, tuple[int | None, int]] = {}
 
@@ -189,7 +189,7 @@ class Rounds:
         entry.events_in, entry.events_out = seen.events_in, seen.events_out
         # Announcing is no proof of syncing: without an exchange since this node started,
         # the clock runs from its start.
-        last = seen.last if seen.last is not None else self._started
+        last = seen.last if seen.last is not None else self.started
         if time.time() - last > DIAL_IN_SILENCE_S:
             entry.outcome = "failed"
             entry.errors.append(
