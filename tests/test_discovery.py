@@ -131,14 +131,12 @@ def test_a_site_that_cannot_be_dialled_dials_out_and_stays_in_sync(lan: Lan,
         mesh.wait_equal(["siege", "lyon", "nice"], "T", rows=3)
         # The siège's reports count what lyon's own exchanges moved, round by round. The
         # exchange that brought the last change may be counted by the round after it, so the
-        # reports are read until they account for it (rounds run every second).
-        # Nor does lyon keep the purge from happening (it counts with what lyon's hello said).
-        moved: dict[str, tuple[int, int, int]] = {}
-        deadline = time.monotonic() + 30
+        # reports are read until they account for it (rounds run every second). Nor does
+        # lyon keep the purge from happening (it counts with what lyon's hello said).
+        deadline = time.monotonic() + 90
         while True:
-            dials_in_traffic(mesh, moved)
-            if sum(m[0] for m in moved.values()) >= 2 and sum(m[1] for m in moved.values()) >= 2 \
-                    and sum(m[2] for m in moved.values()) > 0:
+            moved = dials_in_traffic(mesh)
+            if moved[0] >= 2 and moved[1] >= 2 and moved[2] > 0:
                 break
             assert time.monotonic() < deadline, moved
             time.sleep(1)
@@ -146,20 +144,25 @@ def test_a_site_that_cannot_be_dialled_dials_out_and_stays_in_sync(lan: Lan,
         mesh.close()
 
 
-def dials_in_traffic(mesh: NetMesh, moved: dict[str, tuple[int, int, int]]) -> None:
-    """Adds to ``moved`` the (in, out) of lyon's own exchanges as each siège report not read
-    yet counts them, and the segments the round purged; every report must show lyon as
-    dialling in."""
-    listing = mesh.ctl("siege", "report", "list", "--all").stdout
-    ids = [line.split()[0] for line in listing.splitlines()[2:] if line.strip()]
-    for report_id in ids:
-        if report_id in moved:
+def dials_in_traffic(mesh: NetMesh) -> tuple[int, int, int]:
+    """What lyon's own exchanges moved in and out, as the siège's reports count them, and
+    the segments those rounds purged. From the first report that shows lyon dialling in,
+    every one must; before it, lyon may only be unknown (the siège's first rounds can run
+    before lyon's node announced itself)."""
+    reports = sorted(mesh.reports("siege"), key=lambda r: int(r["id"]))
+    events_in = events_out = purged = 0
+    seen_dialling = False
+    for report in reports:
+        lyon = next(s for s in report["sites"] if s["site"] == "lyon")
+        if lyon["outcome"] != "dials in":
+            assert not seen_dialling and any("no address known" in e
+                                             for e in lyon["errors"]), report
             continue
-        shown = mesh.ctl("siege", "report", "show", report_id).stdout
-        found = re.search(r"lyon\s+dials in\s+(\d+)\s+(\d+)", shown)
-        purged = re.search(r"purged mesh-wide: (\d+)", shown)
-        assert found and purged, shown
-        moved[report_id] = (int(found[1]), int(found[2]), int(purged[1]))
+        seen_dialling = True
+        events_in += int(lyon["events_in"])
+        events_out += int(lyon["events_out"])
+        purged += int(report["purged_segments"])
+    return events_in, events_out, purged
 
 
 def wait_for(mesh: NetMesh, site: str, text: str, timeout: float = 30.0) -> str:
@@ -215,8 +218,13 @@ def test_a_stand_in_coordinates_while_the_siege_is_gone_and_gives_the_role_back(
         lan.reconnect("siege")
         wait_for(mesh, "lyon", "standing by")
         mesh.wait_equal(everyone, "T", rows=6)
-        reports = mesh.ctl("lyon", "report", "list", "--all").stdout
-        assert "took the role" in reports and "stood by" in reports, reports
+        deadline = time.monotonic() + 30  # a role change is emailed first, then stored
+        while True:
+            reports = mesh.ctl("lyon", "report", "list", "--all").stdout
+            if "took the role" in reports and "stood by" in reports:
+                break
+            assert time.monotonic() < deadline, reports
+            time.sleep(0.5)
         rounds = [line.split()[0] for line in reports.splitlines()[2:] if "partial" in line]
         shown = [mesh.ctl("lyon", "report", "show", r).stdout for r in rounds]
         # The siège unreachable made them partial; brest was reached, nice dialled in.

@@ -90,8 +90,14 @@ def test_a_stand_in_takes_the_role_and_gives_it_back_emailed_and_reported(
             status.stdout + status.stderr
         until(lambda: len(inbox.messages) == 2)
         assert "lyon stands by" in inbox.messages[1]["Subject"]
-        with lyon.replica.database() as con:
-            stored = [r for r in reports.listing(con) if r.trigger == "election"]
+
+        def stored_elections() -> list:
+            with lyon.replica.database() as con:
+                return [r for r in reports.listing(con) if r.trigger == "election"]
+
+        # The email goes first, the report is stored after it.
+        until(lambda: len(stored_elections()) == 2)
+        stored = stored_elections()
         assert [r.outcome for r in stored] == ["stood by", "took the role"], stored
         assert "siege answers again" in stored[0].note
         assert "lyon stands in" in reports.render_text(stored[1])

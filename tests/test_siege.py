@@ -19,12 +19,18 @@ DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(40), B INTEGE
 SITES = {"siege": True, "lyon": False, "nice": False}
 
 
-@pytest.fixture
-def mesh(tmp_path):
-    m = LocalMesh(tmp_path, SITES, DDL)
+def mesh_with(tmp_path, siege_settings: dict | None = None) -> LocalMesh:
+    """The three sites, the siège with ``siege_settings``, and a siege-ctl.toml for them."""
+    m = LocalMesh(tmp_path, SITES, DDL, siege_settings=siege_settings)
     m.pki.admin("ops")
     (tmp_path / "siege-ctl.toml").write_text(
         f'address = "127.0.0.1:{m.ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+    return m
+
+
+@pytest.fixture
+def mesh(tmp_path):
+    m = mesh_with(tmp_path)
     yield m
     m.close()
 
@@ -70,11 +76,21 @@ def test_a_site_down_makes_a_partial_round_and_catches_up_next_time(mesh):
     assert test.stdout.count("match") == 2 and "ok" in test.stdout
 
 
-def test_stop_mid_round_leaves_nothing_half_applied(mesh):
+@pytest.fixture
+def capped(tmp_path):
+    """The mesh, lyon's exchanges capped at 1 Mbit/s: a round takes long enough to stop."""
+    m = mesh_with(tmp_path, {"bandwidth": [{"site": "lyon", "kbit": 1000}]})
+    yield m
+    m.close()
+
+
+def test_stop_mid_round_leaves_nothing_half_applied(capped):
     from siege_sync.certs import load_bundle
     from siege_sync.node.transport import channel
     from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
+    from tools.netns import read_line
 
+    mesh = capped
     for t in range(30):  # thirty transactions of a hundred rows: many batches to stop between
         with transaction_of(mesh.cons["lyon"]) as cur:
             for i in range(100):
@@ -82,8 +98,8 @@ def test_stop_mid_round_leaves_nothing_half_applied(mesh):
     proc = subprocess.Popen([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
                              str(mesh.folder / "siege-ctl.toml"), "manual"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()
-    assert "running" in first, first + proc.stderr.read()
+    first = read_line(proc, timeout=60)
+    assert "running" in first, first
     ch = channel(f"127.0.0.1:{mesh.ports['siege']}",
                  load_bundle(mesh.pki.folder / "bundles" / "ops"), "siege")
     with ch:
@@ -235,9 +251,14 @@ def dialling_in(mesh, site: str):
     """``site``'s node, made one that cannot be dialled (it told the siège so)."""
     import dataclasses
 
+    from tests.test_election import until
+
+    book = mesh.nodes["siege"].addresses
+    until(lambda: book.announced(site) is not None)  # its announcement at start came first
     node = mesh.nodes[site]
     node.service_cfg = dataclasses.replace(node.service_cfg, outbound_only=True)
     assert node.announce(mesh.ports[site]), f"{site} told the siège it dials out only"
+    until(lambda: book.announced(site).dials_out_only)
     return node
 
 
@@ -328,22 +349,29 @@ def test_a_copy_sent_to_a_site_that_dials_in_holds_the_purge_until_it_next_says_
     assert first_stored(mesh.cons["siege"], "nice") != 1
 
 
-def test_a_site_down_holds_back_the_purge_until_it_lags_too_long(tmp_path):
-    from tools.localmesh import LocalMesh as Mesh
+def test_a_site_down_holds_back_the_purge_until_it_lags_too_long(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta
 
-    m = Mesh(tmp_path, SITES, DDL, siege_settings={"retention_lag_days": 3 / 86400})
-    m.pki.admin("ops")
-    (tmp_path / "siege-ctl.toml").write_text(
-        f'address = "127.0.0.1:{m.ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+    from siege_sync.siege import purge as purge_module
+
+    class Later(datetime):
+        """The purge's clock, moved ahead by the test (no sleeping past the lag limit)."""
+
+        ahead = timedelta(0)
+
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + cls.ahead
+
+    monkeypatch.setattr(purge_module, "datetime", Later)
+    m = mesh_with(tmp_path, {"retention_lag_days": 1})
     try:
         run_sql(m.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'x')")
         assert ctl(m, "manual").returncode == 0
         m.nodes["nice"].stop(grace=1)
         ctl(m, "manual")
         assert stored_segments(m.cons["siege"]) > 0, "nice is down: nothing purged"
-        import time as _time
-
-        _time.sleep(3.5)  # past the (test-sized) lag limit
+        Later.ahead = timedelta(days=1, hours=1)  # past the lag limit, as the purge sees it
         done = ctl(m, "manual")
         assert "will need a resync" in done.stdout
         assert stored_segments(m.cons["siege"]) == 0, "nice no longer holds it back"

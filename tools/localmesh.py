@@ -308,6 +308,11 @@ class ProcessMesh:
 
     def exchange(self, peer: str) -> int:
         """The siège exchanges with ``peer`` now; events moved (0 if it failed)."""
+        return max(self.exchange_checked(peer), 0)
+
+    def exchange_checked(self, peer: str) -> int:
+        """The siège exchanges with ``peer`` now; events moved, or -1 if the exchange failed
+        or said problems (then it proves nothing about being in sync)."""
         import grpc
 
         from siege_sync.proto import sync_pb2
@@ -317,8 +322,8 @@ class ProcessMesh:
             try:
                 reply = stub.Exchange(sync_pb2.ExchangeRequest(peer=peer), timeout=300)
             except grpc.RpcError:
-                return 0
-        return reply.pulled_events + reply.pushed_events
+                return -1
+        return -1 if reply.problems else reply.pulled_events + reply.pushed_events
 
     def close(self) -> None:
         for line in self.lines.values():

@@ -49,6 +49,21 @@ except grpc.RpcError as exc:
     print(json.dumps({"error": exc.code().name + ": " + str(exc.details())}))
 """
 
+_REPORTS = """
+import json, sys
+from google.protobuf.json_format import MessageToDict
+from siege_sync.certs import load_bundle
+from siege_sync.node.transport import channel
+from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
+site, bundle, port = sys.argv[1], sys.argv[2], sys.argv[3]
+with channel("127.0.0.1:" + port, load_bundle(bundle), site) as ch:
+    reply = coordinator_pb2_grpc.CoordinatorStub(ch).Reports(
+        coordinator_pb2.ReportsRequest(limit=0), timeout=60)
+print(json.dumps([MessageToDict(r, preserving_proto_field_name=True,
+                                always_print_fields_with_no_presence=True)
+                  for r in reply.reports]))
+"""
+
 
 @dataclass
 class SiteSpec:
@@ -165,6 +180,15 @@ class NetMesh:
             except (IndexError, json.JSONDecodeError):
                 out[site] = {"error": (stdout + stderr)[-2000:]}
         return out
+
+    def reports(self, site: str) -> list[dict[str, Any]]:
+        """Every round report stored at ``site`` (it coordinates), newest first, as dicts of
+        the RoundReport fields — one probe instead of one `report show` per report."""
+        done = self.lan.call(site, [PYTHON, "-c", _REPORTS, site, str(self.admin), str(PORT)],
+                             timeout=120, check=False)
+        if done.returncode != 0:
+            raise AssertionError(f"reports of {site}: {done.stdout}{done.stderr}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def ctl(self, site: str, *args: str, timeout: float = 120) -> CompletedProcess:
         """``siege-ctl`` in the site's namespace against its own node."""
