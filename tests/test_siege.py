@@ -289,6 +289,11 @@ def test_a_site_that_dials_in_with_broken_capture_is_reported_silent(mesh):
     row = next(line for line in status.stdout.splitlines() if line.startswith("lyon"))
     assert "yes, dials in" in row and "never" not in row, status.stdout
     assert status.returncode == 0, status.stdout
+    # Nor does the connection test: it judges lyon on what its last hello said.
+    test = ctl(mesh, "test")
+    row = next(line for line in test.stdout.splitlines() if line.startswith("lyon"))
+    assert "dials in" in row and "match" in row and "lyon" in row[4:], test.stdout
+    assert test.returncode == 0, test.stdout
 
 
 def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):

@@ -13,12 +13,12 @@ One module per concept:
 * ``cli``        — the ``siege-certs`` command.
 
 A node needs only: ``load_bundle``, ``from_auth_context`` (who is calling), ``parse_crl`` /
-``is_revoked``, ``verify_chain`` and ``days_to_expiry``.
+``is_revoked``, ``verify_chain``, ``days_to_expiry`` and ``days_left``.
 """
 
 from .authority import Authority, Issued
 from .bundle import Bundle, load_bundle, write_bundle
-from .chain import days_to_expiry, verify_chain
+from .chain import days_left, days_to_expiry, verify_chain
 from .errors import CertError
 from .identity import (
     Kind,
@@ -40,6 +40,7 @@ __all__ = [
     "Reason",
     "RevocationList",
     "Role",
+    "days_left",
     "days_to_expiry",
     "from_auth_context",
     "from_pem",

@@ -113,7 +113,7 @@ class Node:
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
         add_to_server(SyncService(self.replica, self.watcher, self.exchange,
                                   self.addresses.record_announce,
-                                  self.addresses.note_traffic, self.addresses.note_held),
+                                  self.addresses.note_traffic, self.addresses.note_hello),
                       server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,

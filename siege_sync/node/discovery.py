@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from firebird.driver import DatabaseError
 
@@ -54,6 +55,19 @@ class Announced:
     at: float  # UTC seconds
 
 
+@dataclass(frozen=True)
+class Greeted:
+    """What a site said in a hello here: all the coordinator learns of a site it cannot
+    dial (purge.py counts ``held``; ``siege-ctl test`` shows the rest)."""
+
+    held: Vector  # what it had applied then: a lower bound of what it holds now
+    node_version: str
+    schema_fingerprint: str
+    cert_not_after: datetime  # of the certificate it presented
+    clock_offset_us: int  # its clock minus ours, one way (its send time, our receipt)
+    at: float  # UTC seconds
+
+
 @dataclass
 class DialIns:
     """What a site moved in the exchanges it started (it cannot be dialled), since the last
@@ -62,8 +76,7 @@ class DialIns:
     events_in: int = 0  # it pushed here
     events_out: int = 0  # it pulled from here
     last: float | None = None  # UTC seconds of its last exchange
-    held: Vector | None = None  # what it held at its last hello here (a lower bound now)
-    held_at: float | None = None  # UTC seconds of that hello
+    greeted: Greeted | None = None  # its last hello here
     hellos: int = 0  # its hellos here since this node started (never reset)
 
 
@@ -148,12 +161,11 @@ class AddressBook:
             seen.events_out += events_out
             seen.last = time.time()
 
-    def note_held(self, site: str, held: Vector) -> None:
-        """What a site said it holds in its hello here: for a site that dials in, the only
-        vector the coordinator gets for the purge (siege/purge.py)."""
+    def note_hello(self, site: str, greeted: Greeted) -> None:
+        """A site's hello here: for a site that dials in, all the coordinator learns."""
         with self._lock:
             seen = self._dialins.setdefault(site, DialIns())
-            seen.held, seen.held_at = held, time.time()
+            seen.greeted = greeted
             seen.hellos += 1
 
     def dialled_in(self, site: str) -> DialIns:

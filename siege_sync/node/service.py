@@ -14,6 +14,7 @@ replica's.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
@@ -27,6 +28,7 @@ from . import capture, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .database import DatabaseUnavailable
+from .discovery import Greeted
 from .join import JoinError, Restorer
 from .replica import NotReady, PeerRefused, PurgedHere, PurgeRefused, Replica
 from .schema import Table, introspect
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 Exchanger = Callable[[str], sync_pb2.ExchangeReply]
 Announced = Callable[[str, str, bool], None]  # site, host:port, dials out only
 Traffic = Callable[[str, int, int], None]  # site, events it pushed here, events it pulled
-Held = Callable[[str, Vector], None]  # site, what it said it holds (its hello)
+Hellos = Callable[[str, Greeted], None]  # site, what its hello said
 
 
 class Gatekeeper:
@@ -74,16 +76,16 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def __init__(self, replica: Replica, watcher: BundleWatcher,
                  exchanger: Exchanger | None = None,
                  announced: Announced | None = None,
-                 traffic: Traffic | None = None, held: Held | None = None) -> None:
+                 traffic: Traffic | None = None, hellos: Hellos | None = None) -> None:
         """``announced``: where a site's announcement goes; ``traffic``: what a site moved
-        in exchanges it started, ``held``: what it holds, as its hello said (a site that
-        dials in; discovery.AddressBook)."""
+        in exchanges it started, ``hellos``: what its hellos said (a site that dials in;
+        discovery.AddressBook)."""
         self._replica = replica
         self._watcher = watcher
         self._exchanger = exchanger
         self._announced = announced
         self._traffic = traffic
-        self._held = held
+        self._hellos = hellos
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
 
@@ -123,8 +125,11 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                     self._replica.learn_epochs(request.epochs, caller.name)
                 held = Vector.from_proto(request.applied)
                 self._replica.meet(caller.name, request.epoch, held)
-                if self._held is not None:
-                    self._held(caller.name, held)
+                if self._hellos is not None:
+                    self._hellos(caller.name, Greeted(
+                        held, printable(request.node_version, 40),
+                        printable(request.schema_fingerprint, 80), caller.not_after,
+                        request.t1_us - t2, time.time()))
                 if request.round and caller.has_role(Role.RELAY):  # a coordinator's round
                     self._replica.beat(request.round)
             except PeerRefused as exc:

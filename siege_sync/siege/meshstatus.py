@@ -81,8 +81,8 @@ def _dialling_in(node: Node, rounds: Rounds, out: coordinator_pb2.SiteStatus) ->
     seen = node.addresses.dialled_in(out.site)
     if seen.last is not None:
         out.last_complete_sync = datetime.fromtimestamp(seen.last).isoformat(timespec="seconds")
-    if seen.held is not None:
-        out.published = sum(seq for (origin, _inc), seq in seen.held.seqs.items()
+    if seen.greeted is not None:
+        out.published = sum(seq for (origin, _inc), seq in seen.greeted.held.seqs.items()
                             if origin == out.site)
     since = seen.last if seen.last is not None else rounds.started
     out.reachable = time.time() - since <= DIAL_IN_SILENCE_S

@@ -100,12 +100,12 @@ class Purger:
             if entry.outcome == DIALS_IN:
                 # It cannot be asked: what it said it holds at its last hello here is a
                 # lower bound of what it holds now, read at one moment (retention.py).
-                held = node.addresses.dialled_in(entry.site).held
-                if held is None:
+                greeted = node.addresses.dialled_in(entry.site).greeted
+                if greeted is None:
                     log.info("[%s] no purge: %s dials in and has not said what it holds "
                              "since this node started", node.cfg.site, entry.site)
                     return
-                vectors[entry.site] = held
+                vectors[entry.site] = greeted.held
                 continue
             address = node.address(entry.site)
             if address is None:
@@ -195,9 +195,10 @@ class Purger:
 def _hello_since(node: Node, site: str, copy_sent: str) -> bool:
     """Whether a site that dials in said what it holds since its copy was sent (before, its
     hello spoke of the database the copy replaced)."""
-    at = node.addresses.dialled_in(site).held_at
+    greeted = node.addresses.dialled_in(site).greeted
     try:
-        return at is not None and datetime.fromtimestamp(at) > datetime.fromisoformat(copy_sent)
+        return greeted is not None and \
+            datetime.fromtimestamp(greeted.at) > datetime.fromisoformat(copy_sent)
     except ValueError:
         return False
 

@@ -13,11 +13,12 @@ import time
 
 import grpc
 
-from ..certs import CertError, days_to_expiry
+from ..certs import CertError, days_left, days_to_expiry
 from ..node import transport
 from ..node.daemon import Node
 from ..node.exchange import greet
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+from .rounds import DIAL_IN_SILENCE_S
 
 WARN_CERT_DAYS = 30
 WARN_CLOCK_US = 60_000_000
@@ -29,6 +30,9 @@ def probe_all(node: Node) -> list[coordinator_pb2.SiteTest]:
 
 
 def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
+    announced = node.addresses.announced(site)
+    if announced is not None and announced.dials_out_only:
+        return _dialling_in(node, site)
     out = coordinator_pb2.SiteTest(site=site)
     reached = node.addresses.reach(site, timeout=TIMEOUT)
     if reached.candidate is None:
@@ -51,33 +55,57 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
                                                                        TIMEOUT))
     except (OSError, CertError):
         out.cert_days_left = 0
-    if out.cert_days_left < WARN_CERT_DAYS:
-        out.problems.append(f"its certificate expires in {out.cert_days_left} days: "
-                            f"siege-certs renew {site}")
-    mine = node.replica.identity()
     with transport.channel(address, bundle, site) as ch:
         stub = sync_pb2_grpc.SyncNodeStub(ch)
         try:
             greeting = greet(node.replica, stub, TIMEOUT)
             hello = greeting.reply
-            out.clock_offset_us = greeting.clock_offset_us
             out.latency_us = greeting.round_trip_us
-            out.node_version = hello.node_version
-            out.schema_fingerprint = hello.schema_fingerprint
-            out.versions_match = (hello.node_version == mine.node_version
-                                  and hello.schema_fingerprint == mine.schema_fingerprint)
-            if hello.node_version != mine.node_version:
-                out.problems.append(f"node version {hello.node_version}, the siège runs "
-                                    f"{mine.node_version}: upgrade it")
-            if hello.schema_fingerprint != mine.schema_fingerprint:
-                out.problems.append("its schema differs from the siège's: run its vendor "
-                                    "upgrade, then siege-node install there")
-            if abs(out.clock_offset_us) > WARN_CLOCK_US:
-                out.problems.append(f"its clock is off by {out.clock_offset_us / 1e6:+.0f} s: "
-                                    "fix its time (NTP)")
+            _judge(node, out, hello.node_version, hello.schema_fingerprint,
+                   greeting.clock_offset_us)
             started = time.monotonic()
             stub.Status(sync_pb2.StatusRequest(), timeout=TIMEOUT)
             out.database_ok = time.monotonic() - started < TIMEOUT
         except grpc.RpcError as exc:
             out.problems.append(f"{exc.code().name}: {exc.details()}")
     return out
+
+
+def _dialling_in(node: Node, site: str) -> coordinator_pb2.SiteTest:
+    """A site that cannot be dialled: judged on what its last hello here said."""
+    out = coordinator_pb2.SiteTest(site=site, address="-", address_source="dials in")
+    greeted = node.addresses.dialled_in(site).greeted
+    if greeted is None or time.time() - greeted.at > DIAL_IN_SILENCE_S:
+        out.problems.append("it cannot be dialled and has not exchanged here within the hour: "
+                            "check its node and its line (it dials the siège itself, [node] "
+                            "dial_every there)")
+        return out
+    out.reachable = out.database_ok = True  # its hello came, read from its database
+    out.identity = site  # its certificate said so at that hello
+    out.cert_days_left = days_left(greeted.cert_not_after)
+    _judge(node, out, greeted.node_version, greeted.schema_fingerprint,
+           greeted.clock_offset_us)
+    return out
+
+
+def _judge(node: Node, out: coordinator_pb2.SiteTest, node_version: str,
+           schema_fingerprint: str, clock_offset_us: int) -> None:
+    """Versions, certificate and clock against the siège's, with what to do."""
+    mine = node.replica.identity()
+    if out.cert_days_left < WARN_CERT_DAYS:
+        out.problems.append(f"its certificate expires in {out.cert_days_left} days: "
+                            f"siege-certs renew {out.site}")
+    out.node_version = node_version
+    out.schema_fingerprint = schema_fingerprint
+    out.clock_offset_us = clock_offset_us
+    out.versions_match = (node_version == mine.node_version
+                          and schema_fingerprint == mine.schema_fingerprint)
+    if node_version != mine.node_version:
+        out.problems.append(f"node version {node_version}, the siège runs "
+                            f"{mine.node_version}: upgrade it")
+    if schema_fingerprint != mine.schema_fingerprint:
+        out.problems.append("its schema differs from the siège's: run its vendor "
+                            "upgrade, then siege-node install there")
+    if abs(clock_offset_us) > WARN_CLOCK_US:
+        out.problems.append(f"its clock is off by {clock_offset_us / 1e6:+.0f} s: "
+                            "fix its time (NTP)")
