@@ -9,7 +9,7 @@ import os
 
 from tools.chaos import SITES, Mesh, TrialResult, Write, _check, run
 
-TRIALS = int(os.environ.get("SIEGE_CHAOS_TRIALS", "8"))
+TRIALS = int(os.environ.get("SIEGE_CHAOS_TRIALS", "6"))
 
 
 def test_short_chaos_run_loses_nothing():
