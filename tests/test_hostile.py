@@ -981,6 +981,9 @@ def test_siege_ctl_explains_a_broken_config_or_bundle_and_exits_2(operator: Oper
     assert_explained(run_ctl("--config", str(stand_ins), "status"),
                      "no node that may coordinate answers", "the siège siege at 127.0.0.1:1",
                      "the stand-in lyon", prefix="siege-ctl: error: ")
+    assert_explained(run_ctl("--config", str(stand_ins), "decommission", "nice"),
+                     "recorded by the siège alone", "once the siège is back",
+                     prefix="siege-ctl: error: ")
     target = ("--address", "127.0.0.1:1", "--siege", "siege")
     assert_explained(run_ctl(*target, "--bundle", str(operator.folder / "nowhere"), "status"),
                      "no such folder", "siege-certs issue-admin", prefix="siege-ctl: error: ")

@@ -334,20 +334,48 @@ def test_a_site_that_dials_in_takes_part_in_the_purge(mesh):
     assert states[0] == states[1] == states[2] and len(states[0]) == 6
 
 
+def test_a_purge_order_is_followed_only_from_a_coordinator(mesh):
+    """A site asks the coordinator it dials for the last purge order: one kept by a node
+    whose certificate lacks the relay role is not followed (the Purge call refuses it too)."""
+    from siege_sync.proto import sync_pb2
+
+    assert ctl(mesh, "manual").returncode == 0
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'lyon')")
+    assert not mesh.exchange("siege", "lyon").problems  # stored at lyon, not purged yet
+    lyon = mesh.nodes["lyon"]
+    order = sync_pb2.PurgeRequest(
+        applied_everywhere=lyon.replica.vector(publish=False).to_proto())
+    stored = first_stored(mesh.cons["lyon"], "lyon")
+    assert stored is not None
+    mesh.nodes["nice"].replica.keep_purge_order(order)
+    lyon.follow_purge_order("nice")
+    assert first_stored(mesh.cons["lyon"], "lyon") == stored, "nice may not order a purge"
+    mesh.nodes["siege"].replica.keep_purge_order(order)
+    lyon.follow_purge_order("siege")
+    assert first_stored(mesh.cons["lyon"], "lyon") is None
+
+
 def test_a_copy_sent_to_a_site_that_dials_in_holds_the_purge_until_it_next_says_hello(mesh):
-    """The siège cannot dial lyon to sync it after a join or resync: the purge waits for
-    lyon's first hello after the copy (one before spoke of the database the copy replaced)."""
+    """The siège cannot dial lyon to sync it after a join or resync: the purge waits for a
+    hello of lyon's new database (its last hello spoke of the one the copy replaced)."""
     from datetime import datetime
+
+    from siege_sync.node import capture
 
     lyon = dialling_in(mesh, "lyon")
     run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'nice')")
     assert ctl(mesh, "manual").returncode == 0  # the siège gathers nice's row
     lyon.dial_out()
     lyon.dial_out()  # lyon's hello says it holds nice's row
+    # What `siege-ctl resync lyon` leaves: the mark, the new database's epoch at the siège
+    # and at lyon (a stand-in for the copy itself, which test_join covers).
     siege = mesh.nodes["siege"].replica
-    siege.write_state("joining:lyon", datetime.now().isoformat())  # as siege-ctl join does
+    siege.write_state("joining:lyon", datetime.now().isoformat())
+    siege.write_state("epoch:lyon", "the copy's epoch")
+    capture.set_state(mesh.cons["lyon"], "epoch", "the copy's epoch")
     assert ctl(mesh, "manual").returncode == 0
     assert first_stored(mesh.cons["siege"], "nice") == 1, "held back for lyon's copy"
+    assert siege.read_state("joining:lyon") != ""
     lyon.dial_out()
     assert ctl(mesh, "manual").returncode == 0
     assert siege.read_state("joining:lyon") == ""

@@ -30,7 +30,7 @@ from firebird.driver import Connection
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..certs import CertError, verify_chain
+from ..certs import CertError, Role, verify_chain
 from ..proto import sync_pb2, sync_pb2_grpc
 from . import capture, transport
 from .announce import AnnounceError, Announcer, Browser
@@ -99,6 +99,7 @@ class Node:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._obeyed = b""  # the last purge order followed (dial_out asks for it each time)
+        self._told: set[str] = set()  # coordinators whose missing PurgeOrder was logged
 
     def start(self) -> int:
         try:
@@ -189,16 +190,17 @@ class Node:
                 log.info("[%s] dialled out to %s: %d events in, %d out%s", self.cfg.site,
                          site, reply.pulled_events, reply.pushed_events,
                          f"; problems: {'; '.join(reply.problems)}" if reply.problems else "")
-                if not reply.problems:
-                    self._purge_as_ordered_by(site)
+                if not reply.unreachable:  # problems said, or not: the order is checked
+                    self.follow_purge_order(site)
                 return reply
         log.warning("[%s] no site that may coordinate is reachable (%s)", self.cfg.site,
                     ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
         return None
 
-    def _purge_as_ordered_by(self, coordinator: str) -> None:
+    def follow_purge_order(self, coordinator: str) -> None:
         """A coordinator cannot order a purge here (it cannot dial this site): this site
-        asks for the last one it ordered, and follows it once."""
+        asks for the last one it ordered, and follows it once — if its certificate carries
+        the relay role, as the Purge call requires, and it claims nothing not applied here."""
         address = self.address(coordinator)
         if address is None:
             return
@@ -208,14 +210,22 @@ class Node:
                 order = sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(
                     sync_pb2.PurgeOrderRequest(), timeout=PURGE_ORDER_TIMEOUT)
         except grpc.RpcError as exc:
-            log.warning("[%s] could not ask %s for its last purge order: %s: %s",
-                        self.cfg.site, coordinator, exc.code().name, exc.details())
+            # A coordinator not upgraded yet lacks the call: said once, not every dial.
+            quiet = exc.code() is grpc.StatusCode.UNIMPLEMENTED and coordinator in self._told
+            (log.debug if quiet else log.warning)(
+                "[%s] could not ask %s for its last purge order: %s: %s", self.cfg.site,
+                coordinator, exc.code().name, exc.details())
+            self._told.add(coordinator)
             return
         if not order.HasField("applied_everywhere") or order.SerializeToString() == self._obeyed:
             return
         try:
+            ident = transport.peer_identity(address, bundle, coordinator, PURGE_ORDER_TIMEOUT)
+            if not ident.has_role(Role.RELAY):
+                raise PurgeRefused(f"{coordinator}'s certificate has no relay role: only a "
+                                   "coordinator may order a purge")
             done = self.replica.obey_purge(order, coordinator)
-        except PurgeRefused as exc:
+        except (PurgeRefused, CertError, OSError) as exc:
             log.warning("[%s] purge order of %s not followed: %s", self.cfg.site, coordinator,
                         exc)
             return

@@ -61,6 +61,7 @@ class Greeted:
     dial (purge.py counts ``held``; ``siege-ctl test`` shows the rest)."""
 
     held: Vector  # what it had applied then: a lower bound of what it holds now
+    epoch: str  # of the database that said it (a resync replaces the database)
     node_version: str
     schema_fingerprint: str
     cert_not_after: datetime  # of the certificate it presented

@@ -140,10 +140,10 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")
     try:
-        if reply.epochs and peer == replica.siege:
-            replica.learn_epochs(reply.epochs, peer)
         peer_vector = Vector.from_proto(reply.applied)
         replica.meet(peer, reply.epoch, peer_vector)
+        if reply.epochs and peer == replica.siege:  # once its own database is accepted
+            replica.learn_epochs(reply.epochs, peer)
     except (PeerRefused, ValueError) as exc:
         raise ExchangeError(str(exc)) from exc
     return peer_vector

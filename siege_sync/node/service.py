@@ -120,14 +120,16 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
         if caller.kind is Kind.SITE:
             try:
+                held = Vector.from_proto(request.applied)
+                self._replica.meet(caller.name, request.epoch, held)
+                # Only once the siège's own database is the one this node knows: a siège
+                # restored from an old copy is refused above, and its word with it.
                 if request.epochs and caller.name == self._replica.siege \
                         and caller.has_role(Role.RELAY):
                     self._replica.learn_epochs(request.epochs, caller.name)
-                held = Vector.from_proto(request.applied)
-                self._replica.meet(caller.name, request.epoch, held)
                 if self._hellos is not None:
                     self._hellos(caller.name, Greeted(
-                        held, printable(request.node_version, 40),
+                        held, request.epoch, printable(request.node_version, 40),
                         printable(request.schema_fingerprint, 80), caller.not_after,
                         request.t1_us - t2, time.time()))
                 if request.round and caller.has_role(Role.RELAY):  # a coordinator's round

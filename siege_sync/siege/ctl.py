@@ -18,7 +18,8 @@ from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current 
 
 or from ``--address/--siege/--bundle``. When the siège does not answer the health check and
 stand-ins are listed, the command goes to the first stand-in that answers (said on stderr):
-while the siège is gone, that is the node running the rounds.
+while the siège is gone, that is the node running the rounds. ``join``, ``resync`` and
+``decommission`` wait for the siège: it alone records them.
 
 Mistakes (no config, no bundle, siège unreachable, refused certificate) print what is wrong
 and what to do and exit 2; a round or a test that finds problems exits 1.
@@ -92,20 +93,30 @@ def _target(args: argparse.Namespace) -> Target:
                   tuple((str(k), str(v)) for k, v in stand_ins.items()))
 
 
-def _stub(target: Target) -> tuple[grpc.Channel, coordinator_pb2_grpc.CoordinatorStub]:
+# What only the configured siège records (a new site's epoch, a decommissioned site, a copy
+# only it may send): never sent to a stand-in.
+SIEGE_ONLY = frozenset({"join", "resync", "decommission"})
+
+
+def _stub(target: Target, command: str
+          ) -> tuple[grpc.Channel, coordinator_pb2_grpc.CoordinatorStub]:
     bundle = load_bundle(target.bundle)
-    site, address = _coordinator(target, bundle)
+    site, address = _coordinator(target, bundle, command)
     ch = channel(address, bundle, site)
     return ch, coordinator_pb2_grpc.CoordinatorStub(ch)
 
 
-def _coordinator(target: Target, bundle: Bundle) -> tuple[str, str]:
+def _coordinator(target: Target, bundle: Bundle, command: str) -> tuple[str, str]:
     """The siège, or while it does not answer, the first listed stand-in that does."""
     if not target.stand_ins:
         return target.siege, target.address
     problem = health_check(target.address, bundle, target.siege, HEALTH_TIMEOUT)
     if problem is None:
         return target.siege, target.address
+    if command in SIEGE_ONLY:
+        raise CtlError(f"the siège {target.siege} at {target.address} does not answer "
+                       f"({problem}), and `{command}` is recorded by the siège alone: run it "
+                       "once the siège is back")
     tried = [f"the siège {target.siege} at {target.address}: {problem}"]
     for site, address in target.stand_ins:
         answer = health_check(address, bundle, site, HEALTH_TIMEOUT)
@@ -410,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         target = _target(args)
-        ch, stub = _stub(target)
+        ch, stub = _stub(target, args.command)
         with ch:
             return COMMANDS[args.command](stub, args)
     except (CtlError, CertError) as exc:

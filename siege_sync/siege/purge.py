@@ -25,6 +25,7 @@ import grpc
 
 from ..node import capture, transport
 from ..node.daemon import Node
+from ..node.discovery import Greeted
 from ..node.vector import Vector
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
@@ -100,10 +101,10 @@ class Purger:
             if entry.outcome == DIALS_IN:
                 # It cannot be asked: what it said it holds at its last hello here is a
                 # lower bound of what it holds now, read at one moment (retention.py).
-                greeted = node.addresses.dialled_in(entry.site).greeted
+                greeted = _greeted_by_its_database(node, entry.site)
                 if greeted is None:
-                    log.info("[%s] no purge: %s dials in and has not said what it holds "
-                             "since this node started", node.cfg.site, entry.site)
+                    log.info("[%s] no purge: %s dials in and has not said what its database "
+                             "holds since this node started", node.cfg.site, entry.site)
                     return
                 vectors[entry.site] = greeted.held
                 continue
@@ -161,7 +162,7 @@ class Purger:
         for entry in report.sites:
             if entry.site in waiting and (entry.outcome == "complete" or (
                     entry.outcome == DIALS_IN
-                    and _hello_since(node, entry.site, waiting[entry.site]))):
+                    and _greeted_by_its_database(node, entry.site) is not None)):
                 node.replica.write_state(f"{JOINING}{entry.site}", "")
                 del waiting[entry.site]
         if waiting:
@@ -192,15 +193,14 @@ class Purger:
         return out
 
 
-def _hello_since(node: Node, site: str, copy_sent: str) -> bool:
-    """Whether a site that dials in said what it holds since its copy was sent (before, its
-    hello spoke of the database the copy replaced)."""
+def _greeted_by_its_database(node: Node, site: str) -> Greeted | None:
+    """The last hello of a site that dials in, if its database is the one recorded here: a
+    join or resync records the new database's epoch, so a hello of the database the copy
+    replaced (or of one refused since) never counts."""
     greeted = node.addresses.dialled_in(site).greeted
-    try:
-        return greeted is not None and \
-            datetime.fromtimestamp(greeted.at) > datetime.fromisoformat(copy_sent)
-    except ValueError:
-        return False
+    if greeted is None or greeted.epoch != node.replica.read_state(f"epoch:{site}"):
+        return None
+    return greeted
 
 
 def _joining_sites(node: Node) -> dict[str, str]:

@@ -55,6 +55,7 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
                                                                        TIMEOUT))
     except (OSError, CertError):
         out.cert_days_left = 0
+    _judge_certificate(out)
     with transport.channel(address, bundle, site) as ch:
         stub = sync_pb2_grpc.SyncNodeStub(ch)
         try:
@@ -83,18 +84,22 @@ def _dialling_in(node: Node, site: str) -> coordinator_pb2.SiteTest:
     out.reachable = out.database_ok = True  # its hello came, read from its database
     out.identity = site  # its certificate said so at that hello
     out.cert_days_left = days_left(greeted.cert_not_after)
+    _judge_certificate(out)
     _judge(node, out, greeted.node_version, greeted.schema_fingerprint,
            greeted.clock_offset_us)
     return out
 
 
-def _judge(node: Node, out: coordinator_pb2.SiteTest, node_version: str,
-           schema_fingerprint: str, clock_offset_us: int) -> None:
-    """Versions, certificate and clock against the siège's, with what to do."""
-    mine = node.replica.identity()
+def _judge_certificate(out: coordinator_pb2.SiteTest) -> None:
     if out.cert_days_left < WARN_CERT_DAYS:
         out.problems.append(f"its certificate expires in {out.cert_days_left} days: "
                             f"siege-certs renew {out.site}")
+
+
+def _judge(node: Node, out: coordinator_pb2.SiteTest, node_version: str,
+           schema_fingerprint: str, clock_offset_us: int) -> None:
+    """Versions and clock against the siège's, with what to do."""
+    mine = node.replica.identity()
     out.node_version = node_version
     out.schema_fingerprint = schema_fingerprint
     out.clock_offset_us = clock_offset_us
