@@ -18,12 +18,12 @@ from pathlib import Path
 from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
-from . import capture, config, conflicts, values
+from . import capture, config, conflicts, keysources, values
 from .apply import catch_up
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
-from .schema import introspect
+from .schema import Schema, introspect
 from .status import capture_status
 from .upgrade import UpgradeError
 
@@ -55,7 +55,14 @@ def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
               "[triggers] fire if that is intended, or have the vendor ship its source.")
     for refusal in schema.refused:
         print(f"  NOT replicated: {refusal.table}: {refusal.reason}")
+    _warn_key_sources(con, cfg, schema)
     return 0
+
+
+def _warn_key_sources(con: Connection, cfg: config.NodeConfig, schema: Schema) -> None:
+    """Keys every site hands out alike (no per-site range): said loudly (keysources.py)."""
+    for line in keysources.warnings(con, schema, cfg.generators):
+        print(f"  WARNING: {line}")
 
 
 def cmd_uninstall(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
@@ -96,15 +103,14 @@ def cmd_tables(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     if trig_rows:
         print("\nApplication triggers on replicated tables:")
         print(_table(trig_rows, ["table", "trigger", "fires", "", "on applied changes"]))
-    if schema.key_generators:
-        print("\nGenerators feeding keys:")
-        ranges = {g.name: g for g in cfg.generators}
-        for table, gens in schema.key_generators.items():
-            for gen in gens:
-                rng = ranges.get(gen)
-                where = (f"site range {rng.start}..{rng.end or ''}" if rng
-                         else "no site range: the same numbers are handed out at every site")
-                print(f"  {table}: {gen} ({where})")
+    findings = keysources.assess(con, keysources.find(con, schema), cfg.generators)
+    if findings:
+        print("\nWhat hands out key values (generators, identity columns, MAX()+1):")
+        for finding in findings:
+            print(f"  {finding.text}")
+        for finding in findings:
+            if finding.warning:
+                print(f"WARNING: {finding.warning}")
     return 0
 
 
@@ -135,6 +141,8 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
           + ("" if live == st.state.get("schema_fingerprint")
              else f" (CHANGED since install {st.state.get('schema_fingerprint')}: "
                   "run siege-node install)"))
+    for line in keysources.warnings(con, introspect(con, cfg.tables), cfg.generators):
+        print(f"  WARNING: {line}")
     print(f"  capture errors:        {st.capture_errors}"
           + (f" (last: {st.state.get('last_capture_errors')})" if st.capture_errors else ""))
     for (origin, incarnation), seq in st.applied.items():
