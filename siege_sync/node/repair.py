@@ -2,10 +2,14 @@
 
 Rows that drifted behind the triggers' back (a restore, a manual fix with triggers off) have
 no version the merge could compare, so an operator names the site that is right. Here the
-node writes that site's rows as **ordinary local writes**: the capture triggers record them
-and the next round carries them everywhere like any change, knowingly overwriting what this
-site held. Before a row is overwritten or deleted, each value it loses is put on record in
-``SYNC$CONFLICTS`` (kind ``analyse``), so ``conflicts --reapply`` can bring it back.
+node writes that site's rows as **local writes**: the capture triggers record them and the
+next round carries them everywhere like any change, knowingly overwriting what this site
+held. They are guarded exactly like applied changes (``SYNC$APPLY`` is set, to a value that
+is no table number, so the capture triggers still record them): a vendor's trigger that
+stamps ``UPDATED_AT = 'NOW'`` would otherwise give each repaired row this site's own time,
+and the rows would differ again. Before a row is overwritten or deleted, each value it loses
+is put on record in ``SYNC$CONFLICTS`` (kind ``analyse``), so ``conflicts --reapply`` can
+bring it back.
 
 One transaction per request: all its fixes are written, or none. A fix names the row's hash
 as it was compared; a row changed since (a user's newer work) is left alone and counted.
@@ -22,16 +26,22 @@ from dataclasses import dataclass
 from firebird.driver import Connection, Cursor
 
 from ..proto import sync_pb2, values_pb2
-from . import conflicts, values
+from . import conflicts, guardwatch, values
 from .capture import table_registry
 from .database import quote, transaction
 from .digest import hash_encoded
+from .guard import APPLY_CONTEXT
 from .schema import Table
 from .storage import DatabaseBlobStore
 
 
 class RepairError(Exception):
     pass
+
+
+# The value of ``SYNC$APPLY`` while repairing: not a table number, so every capture trigger
+# records the writes (as this site's changes), while guarded application triggers skip them.
+REPAIR_CONTEXT = "repair"
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,11 @@ def repair(con: Connection, site: str, table: Table, prefer: str,
         cur = tm.cursor()
         store = DatabaseBlobStore(tm)
         try:
+            # Fetched: a SELECT's expressions are evaluated only when its row is fetched.
+            cur.execute(f"SELECT RDB$SET_CONTEXT('USER_TRANSACTION', '{APPLY_CONTEXT}', "
+                        f"'{REPAIR_CONTEXT}') FROM RDB$DATABASE")
+            cur.fetchone()
+            guardwatch.note_repair(cur)
             for fix in fixes:
                 key = list(fix.key.values)
                 if len(key) != len(keys):
