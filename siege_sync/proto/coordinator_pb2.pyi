@@ -186,7 +186,7 @@ class TestRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteTest(_message.Message):
-    __slots__ = ("site", "address", "reachable", "identity", "cert_days_left", "node_version", "schema_fingerprint", "versions_match", "database_ok", "clock_offset_us", "latency_us", "problems", "address_source")
+    __slots__ = ("site", "address", "reachable", "identity", "cert_days_left", "node_version", "schema_fingerprint", "versions_match", "database_ok", "clock_offset_us", "latency_us", "problems", "address_source", "warnings")
     SITE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +200,7 @@ class SiteTest(_message.Message):
     LATENCY_US_FIELD_NUMBER: _ClassVar[int]
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     site: str
     address: str
     reachable: bool
@@ -213,7 +214,8 @@ class SiteTest(_message.Message):
     latency_us: int
     problems: _containers.RepeatedScalarFieldContainer[str]
     address_source: str
-    def __init__(self, site: _Optional[str] = ..., address: _Optional[str] = ..., reachable: bool = ..., identity: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., versions_match: bool = ..., database_ok: bool = ..., clock_offset_us: _Optional[int] = ..., latency_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., address_source: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., address: _Optional[str] = ..., reachable: bool = ..., identity: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., versions_match: bool = ..., database_ok: bool = ..., clock_offset_us: _Optional[int] = ..., latency_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., address_source: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TestReply(_message.Message):
     __slots__ = ("sites",)
@@ -226,7 +228,7 @@ class MeshStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values", "address", "dials_in")
+    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values", "address", "dials_in", "key_warnings")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_COMPLETE_SYNC_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +243,7 @@ class SiteStatus(_message.Message):
     KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     DIALS_IN_FIELD_NUMBER: _ClassVar[int]
+    KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     site: str
     reachable: bool
     last_complete_sync: str
@@ -255,10 +258,11 @@ class SiteStatus(_message.Message):
     kept_values: _containers.RepeatedScalarFieldContainer[str]
     address: str
     dials_in: bool
-    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ...) -> None: ...
+    key_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ..., key_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
-    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role")
+    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role", "key_warnings")
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     AWAITING_DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +272,7 @@ class MeshStatusReply(_message.Message):
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     coordinator: str
     conflicts: int
     awaiting_decision: int
@@ -277,7 +282,8 @@ class MeshStatusReply(_message.Message):
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
     kept_values: _containers.RepeatedScalarFieldContainer[str]
     role: str
-    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ...) -> None: ...
+    key_warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., key_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConflictsRequest(_message.Message):
     __slots__ = ("table", "reapply")
