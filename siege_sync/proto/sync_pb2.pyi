@@ -53,7 +53,7 @@ class HelloRequest(_message.Message):
     def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ..., epochs: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards")
     class EpochsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class HelloReply(_message.Message):
     KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -87,7 +88,8 @@ class HelloReply(_message.Message):
     kept_values: _containers.RepeatedScalarFieldContainer[str]
     epochs: _containers.ScalarMap[str, str]
     key_warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    lost_guards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("events", "blobs")
@@ -180,7 +182,7 @@ class ParkedTx(_message.Message):
     def __init__(self, origin: _Optional[str] = ..., incarnation: _Optional[int] = ..., seq: _Optional[int] = ..., reason: _Optional[str] = ..., since: _Optional[str] = ..., attempts: _Optional[int] = ..., past_limit: bool = ...) -> None: ...
 
 class StatusReply(_message.Message):
-    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked", "schema_changes", "kept_values", "key_warnings")
+    __slots__ = ("site", "incarnation", "epoch", "schema_fingerprint", "node_version", "applied", "published", "backlog", "conflicts", "digests", "parked", "schema_changes", "kept_values", "key_warnings", "lost_guards")
     SITE_FIELD_NUMBER: _ClassVar[int]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +197,7 @@ class StatusReply(_message.Message):
     SCHEMA_CHANGES_FIELD_NUMBER: _ClassVar[int]
     KEPT_VALUES_FIELD_NUMBER: _ClassVar[int]
     KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     epoch: str
@@ -209,7 +212,8 @@ class StatusReply(_message.Message):
     schema_changes: _containers.RepeatedScalarFieldContainer[str]
     kept_values: _containers.RepeatedScalarFieldContainer[str]
     key_warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., key_warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    lost_guards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., epoch: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., node_version: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., published: _Optional[int] = ..., backlog: _Optional[int] = ..., conflicts: _Optional[int] = ..., digests: _Optional[_Iterable[_Union[TableDigest, _Mapping]]] = ..., parked: _Optional[_Iterable[_Union[ParkedTx, _Mapping]]] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ExchangeRequest(_message.Message):
     __slots__ = ("peer",)
@@ -218,7 +222,7 @@ class ExchangeRequest(_message.Message):
     def __init__(self, peer: _Optional[str] = ...) -> None: ...
 
 class ExchangeReply(_message.Message):
-    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems", "unreachable", "stopped")
+    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems", "unreachable", "stopped", "lost_guards")
     PEER_FIELD_NUMBER: _ClassVar[int]
     PULLED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUSHED_EVENTS_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +230,7 @@ class ExchangeReply(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
     STOPPED_FIELD_NUMBER: _ClassVar[int]
+    LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
     peer: str
     pulled_events: int
     pushed_events: int
@@ -233,7 +238,8 @@ class ExchangeReply(_message.Message):
     problems: _containers.RepeatedScalarFieldContainer[str]
     unreachable: bool
     stopped: bool
-    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreachable: bool = ..., stopped: bool = ...) -> None: ...
+    lost_guards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreachable: bool = ..., stopped: bool = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Key(_message.Message):
     __slots__ = ("values",)
