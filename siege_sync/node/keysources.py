@@ -18,9 +18,12 @@ procedure no trigger calls is taken as the application's (it hands keys out to i
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from firebird.driver import Connection
@@ -43,6 +46,13 @@ _WORD = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z][\w$]*)')
 _MAX = re.compile(r"\bMAX\s*\(\s*(?:DISTINCT\s+)?(?:" + _NAME + r"\s*\.\s*)?" + _NAME + r"\s*\)",
                   re.I)
 _FROM = re.compile(r"\bFROM\s+" + _NAME, re.I)
+
+log = logging.getLogger(__name__)
+
+# How often a running node reads its key sources again for its Hello/Status replies: a hello
+# must stay cheap, the ranges come from the config read at start, and triggers change only
+# with a vendor upgrade.
+CHECK_EVERY_S = 600.0
 
 Routine = tuple[str, str]  # (kind, name): ("trigger", "INV_BI"), ("procedure", "NEW_ID"), ...
 
@@ -356,3 +366,31 @@ def warnings(con: Connection, schema: Schema, ranges: Iterable[GeneratorRange]) 
     """One line per key source that hands out the same values at every site, with what to
     do; empty when every one has an applied range."""
     return [f.warning for f in assess(con, find(con, schema), ranges) if f.warning]
+
+
+class Periodic:
+    """``read()`` (the warnings of a running node) again at most every ``every`` seconds; a
+    failed read is logged and says nothing (a diagnosis never fails a hello)."""
+
+    def __init__(self, read: Callable[[], list[str]], every: float = CHECK_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._read = read
+        self._every = every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        self._at: float | None = None
+
+    def __call__(self) -> list[str]:
+        with self._lock:
+            now = self._clock()
+            if self._at is None or now - self._at >= self._every:
+                self._at = now
+                try:
+                    self._lines = self._read()
+                except Exception as exc:  # the database is down: the hello says so anyway
+                    log.warning("could not check what hands out key values: %s",
+                                " ".join(str(exc).split()))
+                    self._at = None
+                    self._lines = []
+            return list(self._lines)

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import capture, ranges, repair
+from . import capture, keysources, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .database import DatabaseUnavailable
@@ -88,6 +88,13 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._hellos = hellos
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
+        self._key_warnings = keysources.Periodic(self._read_key_warnings)
+
+    def _read_key_warnings(self) -> list[str]:
+        # The replica's config: its ranges and table selection (it has no public accessor).
+        cfg = self._replica._cfg
+        with self._replica.database() as con:
+            return keysources.warnings(con, introspect(con, cfg.tables), cfg.generators)
 
     # --- who is calling --------------------------------------------------------------
 
@@ -148,7 +155,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
             t3_us=self._replica.clock.utc_now_us(),
             schema_changes=self._replica.schema_drift(),
-            kept_values=self._replica.kept_values(),
+            kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
             epochs=self._replica.epochs() if self._replica.siege == self._site else {})
 
     def Pull(self, request: sync_pb2.PullRequest,
@@ -248,7 +255,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             applied=self._replica.vector(publish=False).to_proto(),
             published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts,
             schema_changes=self._replica.schema_drift(),
-            kept_values=self._replica.kept_values())
+            kept_values=self._replica.kept_values(), key_warnings=self._key_warnings())
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
         for p in st.parked:

@@ -286,6 +286,10 @@ def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     problems = [(t.site, p) for t in reply.sites for p in t.problems]
     for site, problem in problems:
         print(f"{site}: {problem}")
+    # Risks, not connection problems: the exit code stays the connection test's.
+    for t in reply.sites:
+        for warning in t.warnings:
+            print(f"{t.site}: WARNING: {warning}")
     return 1 if problems else 0
 
 
@@ -328,6 +332,10 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         for site, lines in kept:
             for line in lines:
                 print(f"{site}: {line}")
+        for site, lines in [(reply.coordinator, reply.key_warnings),
+                            *((s.site, s.key_warnings) for s in reply.sites)]:
+            for line in lines:
+                print(f"{site}: WARNING: {line}")
         if not args.watch:
             return 0 if all(s.reachable and not s.parked for s in reply.sites) and not any(
                 changes for _site, changes in drifted) and not any(

@@ -1,5 +1,5 @@
 """``siege-ctl status``: per site, the last complete sync, what is pending, what is parked,
-its clock; who holds the siège role.
+its clock, keys it hands out like every other site; who holds the siège role.
 
 Owns gathering that view at the siège: its own reports and records, and each site's own
 Status (asked with the siège's site certificate). An unreachable site is shown as such with
@@ -13,9 +13,10 @@ from datetime import datetime
 
 import grpc
 
-from ..node import transport
+from ..node import keysources, transport
 from ..node.daemon import Node
 from ..node.parking import listing as parked_listing
+from ..node.schema import introspect
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
@@ -29,6 +30,8 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
         history = reports.listing(con, limit=0)
         own = capture_status(con)
         parked = parked_listing(con)
+        own_keys = keysources.warnings(con, introspect(con, node.cfg.tables),
+                                       node.cfg.generators)
     held = node.replica.vector(publish=False)
     mine = node.replica.identity()
     reply = coordinator_pb2.MeshStatusReply(coordinator=node.cfg.site, conflicts=own.conflicts,
@@ -36,7 +39,8 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                                             round_running=rounds.running,
                                             schema_fingerprint=mine.schema_fingerprint,
                                             schema_changes=node.replica.schema_drift(),
-                                            kept_values=node.replica.kept_values())
+                                            kept_values=node.replica.kept_values(),
+                                            key_warnings=own_keys)
     bundle, _ = node.watcher.refresh()
     for site in sorted(node.service_cfg.peers):
         out = reply.sites.add(site=site)
@@ -70,6 +74,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
             out.schema_fingerprint = status.schema_fingerprint
             out.schema_changes.extend(status.schema_changes)
             out.kept_values.extend(status.kept_values)
+            out.key_warnings.extend(status.key_warnings)
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"
     return reply

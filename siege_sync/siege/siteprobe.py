@@ -3,7 +3,8 @@ did, and says what to do about each problem.
 
 Owns the connection test of one site: reachable and presenting the expected certificate
 (days left), node and schema versions equal to the siège's, its database answering, clock
-offset and latency (from the four timestamps of a hello). Must never change data: a hello
+offset and latency (from the four timestamps of a hello); what its hello warns of (keys
+every site hands out alike). Must never change data: a hello
 only records the peer's epoch, as any exchange would.
 """
 
@@ -64,6 +65,7 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
             out.latency_us = greeting.round_trip_us
             _judge(node, out, hello.node_version, hello.schema_fingerprint,
                    greeting.clock_offset_us)
+            out.warnings.extend(hello.key_warnings)
             started = time.monotonic()
             stub.Status(sync_pb2.StatusRequest(), timeout=TIMEOUT)
             out.database_ok = time.monotonic() - started < TIMEOUT
