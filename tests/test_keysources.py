@@ -226,3 +226,20 @@ def test_siege_ctl_test_and_status_warn_of_each_sites_unranged_invoice_generator
     assert f"lyon: {unranged}" not in test.stdout and f"nice: {unranged}" in test.stdout
     status = ctl(shop_mesh, "status")
     assert f"lyon: {unranged}" not in status.stdout and f"siege: {unranged}" in status.stdout
+
+
+def test_a_running_node_reads_its_key_sources_again_only_now_and_then():
+    now = [0.0]
+    reads: list[int] = []
+
+    def read() -> list[str]:
+        reads.append(1)
+        if len(reads) == 2:
+            raise RuntimeError("database down")
+        return [f"read {len(reads)}"]
+
+    periodic = keysources.Periodic(read, every=600, clock=lambda: now[0])
+    assert periodic() == ["read 1"] and periodic() == ["read 1"] and len(reads) == 1
+    now[0] = 600
+    assert periodic() == [] and len(reads) == 2  # a failed read says nothing, tries next time
+    assert periodic() == ["read 3"] and periodic() == ["read 3"] and len(reads) == 3
