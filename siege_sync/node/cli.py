@@ -18,7 +18,7 @@ from pathlib import Path
 from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
-from . import capture, config, conflicts, keysources, values
+from . import capture, config, conflicts, guardwatch, keysources, values
 from .apply import catch_up
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
@@ -37,7 +37,11 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    # Guards a vendor's upgrade dropped, and what fired meanwhile: said once they are back.
+    before = guardwatch.check(con, cfg.fire_triggers)
     report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+    guardwatch.remember_install(con, cfg.fire_triggers)
+    after = guardwatch.check(con, cfg.fire_triggers)
     for line in catch_up(con, cfg.site, cfg.policies):
         print(f"  caught up with the new schema: {line}")
     schema = report.schema
@@ -49,6 +53,14 @@ def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
                          ("generators", report.generators)):
         for item in items:
             print(f"  {title}: {item}")
+    still = {g.trigger for g in after.lost}
+    for lost in before.lost:
+        if lost.trigger not in still:
+            print(f"  guard RESTORED in trigger {lost.trigger} on {lost.table}: it was missing "
+                  f"since {lost.since} at least, and fired again for every change applied "
+                  "from other sites meanwhile (their effects were doubled)")
+    if len(still) < len(before.lost):
+        print(f"  {before.lines()[-1]}")  # what was seen of their effects
     for item in report.unguardable:
         print(f"  WARNING: trigger {item} has no stored source and cannot be guarded: it will "
               "fire again for changes applied from other sites (duplicated effects). Add it to "
@@ -142,6 +154,8 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
              else f" (CHANGED since install {st.state.get('schema_fingerprint')}: "
                   "run siege-node install)"))
     for line in keysources.warnings(con, introspect(con, cfg.tables), cfg.generators):
+        print(f"  WARNING: {line}")
+    for line in guardwatch.check(con, cfg.fire_triggers).lines():
         print(f"  WARNING: {line}")
     print(f"  capture errors:        {st.capture_errors}"
           + (f" (last: {st.state.get('last_capture_errors')})" if st.capture_errors else ""))

@@ -20,7 +20,7 @@ import grpc
 
 from ..certs import Bundle, CertError, PeerIdentity, Role
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import transport
+from . import guardwatch, transport
 from .apply import ApplyError
 from .blobs import BlobError
 from .pacing import Pacer
@@ -54,12 +54,14 @@ class ExchangeOutcome:
     round_trip_us: int = 0
     problems: list[str] = field(default_factory=list)
     stopped: bool = False  # ended early on request
+    lost_guards: list[str] = field(default_factory=list)  # the peer's, as its hello said
 
     def to_proto(self) -> sync_pb2.ExchangeReply:
         return sync_pb2.ExchangeReply(peer=self.peer, pulled_events=self.pulled_events,
                                       pushed_events=self.pushed_events,
                                       clock_offset_us=self.clock_offset_us,
-                                      problems=self.problems, stopped=self.stopped)
+                                      problems=self.problems, stopped=self.stopped,
+                                      lost_guards=self.lost_guards)
 
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
@@ -124,6 +126,10 @@ def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
 def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
            out: ExchangeOutcome, timeout: float, round_no: int = 0) -> Vector:
     mine = replica.identity()
+    # Our own guards, before the pull publishes what the last applies wrote (guardwatch.py
+    # counts those side effects); a lost one is logged there and shown by `status`.
+    with replica.database() as con:
+        guardwatch.check(con)
     greeting = greet(replica, stub, timeout, round_no)
     reply = greeting.reply
     if reply.site != peer:
@@ -136,6 +142,9 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
             f"{'; '.join(reply.schema_changes)}. Those changes do not travel until "
             f"`siege-node upgrade` (or `siege-node install`, if the change is made) runs there")
     out.problems += [f"{peer}: {line}" for line in reply.kept_values]
+    out.lost_guards = list(reply.lost_guards)
+    for line in reply.lost_guards:
+        log.warning("[%s] %s: %s", replica.site, peer, line)
     if reply.schema_fingerprint != mine.schema_fingerprint:
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")

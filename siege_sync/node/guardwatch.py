@@ -3,9 +3,9 @@ when, and what fired unguarded meanwhile (DESIGN §3.1).
 
 A vendor's ``CREATE OR ALTER TRIGGER`` replaces the guarded source with its own: from then
 on every change the node applies to that table fires the trigger again, and its effects (a
-salary-history row, a stock movement) are doubled at every site. Every hello (both sides)
-and every round calls ``check``; ``siege-node install`` puts the guards back and calls
-``restored`` to say what happened meanwhile and start afresh.
+salary-history row, a stock movement) are doubled at every site. Every hello (both sides),
+every round and ``status`` call ``check``; ``siege-node install`` puts the guards back and
+says what fired meanwhile (the check just before), and the next check forgets the record.
 
 What a report can honestly say, and what it cannot:
 * which triggers lack their guard — exact, read from ``RDB$TRIGGERS`` (active triggers on
@@ -90,26 +90,32 @@ class GuardState:
 
 def remember_install(con: Connection, fire: Iterable[str]) -> None:
     """Once install has put the guards in: what is meant to fire and what was guarded."""
-    guarded = [name for name, _table, source in _triggers(con)
-               if source is not None and guard.is_guarded(source)]
+    found = _triggers(con)
+    before = _names(capture.get_state(con, GUARDED_STATE))
+    # One stripped since it was guarded stays known as such (install cannot guard it).
+    guarded = [name for name, _table, source in found
+               if (source is not None and guard.is_guarded(source))
+               or (source is None and name in before)]
     capture.set_state(con, FIRE_STATE, ",".join(sorted(set(fire))))
     capture.set_state(con, GUARDED_STATE, ",".join(sorted(guarded))[:3900])
 
 
-def check(con: Connection) -> GuardState:
+def check(con: Connection, fire: Iterable[str] | None = None) -> GuardState:
     """The guard state of this database now; records a newly lost guard and counts the side
-    effects captured since the last check while any is lost."""
+    effects captured since the last check while any is lost. ``fire``: the triggers meant
+    to fire (``[triggers] fire``); by default, as the last install recorded them. A guard
+    back in place (install, ``siege-node upgrade``) is forgotten, with what it counted."""
     if not capture.is_installed(con):
         return GuardState()
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
         try:
             state = _read_state(cur)
-            fire = _names(state.get(FIRE_STATE))
+            firing = set(fire) if fire is not None else _names(state.get(FIRE_STATE))
             guarded = _names(state.get(GUARDED_STATE))
             missing = []
             for name, table, source in _triggers_in(cur):
-                if name in fire:
+                if name in firing:
                     continue
                 if source is None:
                     if name in guarded:  # guarded at install, stripped since
@@ -132,24 +138,22 @@ def check(con: Connection) -> GuardState:
                        if k.startswith(EFFECTS_STATE)}
             if lost:
                 _count_effects(cur, state, effects)
+            else:
+                effects = {}
+            _forget(cur, state, {g.trigger for g in lost})
         finally:
             cur.close()
     return GuardState(lost, effects)
 
 
-def restored(con: Connection) -> GuardState:
-    """After install: what was lost and what fired meanwhile (for the operator), then the
-    record is started afresh — a guard still missing is found again by the next check."""
-    before = check(con)
-    with transaction(con, READ_COMMITTED_RW) as tm:
-        cur = tm.cursor()
-        try:
-            cur.execute(f"DELETE FROM {capture.STATE_TABLE} WHERE NAME STARTING WITH ? "
-                        f"OR NAME STARTING WITH ? OR NAME = ?",
-                        (LOST_STATE, EFFECTS_STATE, UPTO_STATE))
-        finally:
-            cur.close()
-    return before
+def _forget(cur: Cursor, state: dict[str, str], still_lost: set[str]) -> None:
+    """Guards back in place leave no record; once none is lost, neither do the counts."""
+    stale = [k for k in state if k.startswith(LOST_STATE)
+             and k[len(LOST_STATE):] not in still_lost]
+    if not still_lost:
+        stale += [k for k in state if k.startswith(EFFECTS_STATE) or k == UPTO_STATE]
+    for name in stale:
+        cur.execute(f"DELETE FROM {capture.STATE_TABLE} WHERE NAME = ?", (name,))
 
 
 def note_repair(cur: Cursor) -> None:

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import capture, keysources, ranges, repair
+from . import capture, guardwatch, keysources, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .database import DatabaseUnavailable
@@ -96,6 +96,11 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         with self._replica.database() as con:
             return keysources.warnings(con, introspect(con, cfg.tables), cfg.generators)
 
+    def _lost_guards(self) -> list[str]:
+        """Checked at every hello and status (guardwatch.py): lost guards double effects."""
+        with self._replica.database() as con:
+            return guardwatch.check(con).lines()
+
     # --- who is calling --------------------------------------------------------------
 
     def _caller(self, context: grpc.ServicerContext, *kinds: Kind) -> PeerIdentity:
@@ -153,7 +158,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
-            t3_us=self._replica.clock.utc_now_us(),
+            t3_us=self._replica.clock.utc_now_us(), lost_guards=self._lost_guards(),
             schema_changes=self._replica.schema_drift(),
             kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
             epochs=self._replica.epochs() if self._replica.siege == self._site else {})
@@ -254,7 +259,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             schema_fingerprint=ident.schema_fingerprint, node_version=ident.node_version,
             applied=self._replica.vector(publish=False).to_proto(),
             published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts,
-            schema_changes=self._replica.schema_drift(),
+            schema_changes=self._replica.schema_drift(), lost_guards=self._lost_guards(),
             kept_values=self._replica.kept_values(), key_warnings=self._key_warnings())
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)

@@ -5,7 +5,8 @@ Owns deciding which alerts a round's report calls for and sending them: SMTP wit
 that failed, was partial or was stopped; a site unreachable past its limit; a site reachable
 but silent (broken capture); new losing versions on record; parked transactions; a clock
 offset past its limit; a certificate expiring soon; little free disk or a large log at the
-siège. A failure to send is logged, never raised into the round.
+siège; an application trigger that lost its guard (at a site or at the siège). A failure to
+send is logged, never raised into the round.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class Alerter:
             if site.silent:
                 found.append((f"silent-{site.site}",
                               f"{site.site} reachable but silent: its capture is broken"))
+            if site.lost_guards:
+                found.append((f"guards-{site.site}",
+                              f"{site.site}: application triggers lost their guard (their "
+                              "effects are doubled): run siege-node install there"))
             if site.parked:
                 found.append((f"parked-{site.site}",
                               f"{site.parked} transaction(s) of {site.site} parked"))
@@ -77,6 +82,10 @@ class Alerter:
         if report.siege_stored_events > s.log_events:
             found.append(("log-size", f"the siège's log holds {report.siege_stored_events} "
                                       "events: a site lagging behind keeps them (status)"))
+        if report.siege_lost_guards:
+            found.append(("guards-siege", "the siège: application triggers lost their guard "
+                                          "(their effects are doubled): run siege-node "
+                                          "install there"))
         if report.new_conflicts:
             found.append(("conflicts", f"{report.new_conflicts} losing version(s) put on "
                                        "record (siege-ctl conflicts)"))

@@ -332,6 +332,11 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         for site, lines in kept:
             for line in lines:
                 print(f"{site}: {line}")
+        guards = [(reply.coordinator, reply.lost_guards),
+                  *((s.site, s.lost_guards) for s in reply.sites)]
+        for site, lines in guards:
+            for line in lines:
+                print(f"{site}: WARNING: {line}")
         for site, lines in [(reply.coordinator, reply.key_warnings),
                             *((s.site, s.key_warnings) for s in reply.sites)]:
             for line in lines:
@@ -339,7 +344,8 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         if not args.watch:
             return 0 if all(s.reachable and not s.parked for s in reply.sites) and not any(
                 changes for _site, changes in drifted) and not any(
-                lines for _site, lines in kept) else 1
+                lines for _site, lines in kept) and not any(
+                lines for _site, lines in guards) else 1
         time.sleep(args.interval)
 
 

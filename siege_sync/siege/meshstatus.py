@@ -13,7 +13,7 @@ from datetime import datetime
 
 import grpc
 
-from ..node import keysources, transport
+from ..node import guardwatch, keysources, transport
 from ..node.daemon import Node
 from ..node.parking import listing as parked_listing
 from ..node.schema import introspect
@@ -30,6 +30,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
         history = reports.listing(con, limit=0)
         own = capture_status(con)
         parked = parked_listing(con)
+        own_guards = guardwatch.check(con, node.cfg.fire_triggers).lines()
         own_keys = keysources.warnings(con, introspect(con, node.cfg.tables),
                                        node.cfg.generators)
     held = node.replica.vector(publish=False)
@@ -41,6 +42,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                                             schema_changes=node.replica.schema_drift(),
                                             kept_values=node.replica.kept_values(),
                                             key_warnings=own_keys)
+    reply.lost_guards.extend(own_guards)
     bundle, _ = node.watcher.refresh()
     for site in sorted(node.service_cfg.peers):
         out = reply.sites.add(site=site)
@@ -74,6 +76,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
             out.schema_fingerprint = status.schema_fingerprint
             out.schema_changes.extend(status.schema_changes)
             out.kept_values.extend(status.kept_values)
+            out.lost_guards.extend(status.lost_guards)
             out.key_warnings.extend(status.key_warnings)
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"

@@ -109,6 +109,12 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
     if problems:
         lines += ["", "Problems:"]
         lines += [f"  {site}: {error}" for site, error in problems]
+    guards = [("the siège", g) for g in report.siege_lost_guards]
+    guards += [(s.site, g) for s in report.sites for g in s.lost_guards]
+    if guards:
+        lines += ["", "Application triggers that fire again for applied changes (their guard "
+                      "was lost, as a vendor's trigger upgrade does):"]
+        lines += [f"  {site}: {line}" for site, line in guards]
     if report.outcome != "complete":
         lines += ["", "This round did NOT complete for every site: the sites above that are "
                       "not 'complete' keep their changes for the next round."]

@@ -23,7 +23,7 @@ from datetime import time as dtime
 from pathlib import Path
 
 from ..certs import CertError, days_to_expiry
-from ..node import eventlog, transport
+from ..node import eventlog, guardwatch, transport
 from ..node.daemon import Node
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
@@ -147,6 +147,9 @@ class Rounds:
                 entry.events_out += reply.pushed_events
                 entry.duration_ms += int((time.monotonic() - t0) * 1000)
                 entry.clock_offset_us = reply.clock_offset_us
+                if reply.lost_guards:  # as its latest hello said (a failed one says nothing)
+                    entry.ClearField("lost_guards")
+                    entry.lost_guards.extend(reply.lost_guards)
                 failed = bool(reply.problems)
                 if failed:
                     entry.outcome = "failed"
@@ -167,6 +170,9 @@ class Rounds:
             self._health(report)
         with self._node.replica.database() as con:
             parked = parked_listing(con)
+            # The siège's own guards: its triggers fire for what it applies, as anyone's.
+            report.siege_lost_guards.extend(
+                guardwatch.check(con, self._node.cfg.fire_triggers).lines())
         for entry in report.sites:
             entry.parked = sum(1 for p in parked if p.origin == entry.site)
         report.ended = datetime.now().isoformat(timespec="seconds")
