@@ -40,8 +40,10 @@ from . import capture, catchup, eventlog, lockholder, parking, registers
 from .capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
+    Deferred,
     LocalChangePending,
     NotArrived,
+    RowId,
     Settler,
     constrained,
 )
@@ -393,6 +395,7 @@ class Applier:
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
                                   self._policies, pending_local,
                                   DatabaseBlobStore(tm))
+                kept_aside = []
                 for item in tx:
                     if (item.event.table not in registry and not replay
                             and catchup.plausible_table(item.event.table)):
@@ -400,8 +403,9 @@ class Applier:
                         # aside, the rest of the transaction applies; applied once the table
                         # is installed here (catchup.py).
                         catchup.defer(cur, item.event, item.body)
-                        continue
-                    self._apply_event(settler, self._table(item.event.table), item.event)
+                        kept_aside.append(item)
+                self._apply_in_engine_order(
+                    settler, [item for item in tx if item not in kept_aside])
                 settler.flush()
                 recorded = settler.losses_recorded
                 rows.flush()
@@ -421,6 +425,67 @@ class Applier:
             finally:
                 cur.close()
         return recorded
+
+    def _apply_in_engine_order(self, settler: Settler, tx: list[_Incoming]) -> None:
+        """Apply a source transaction's events in the order the engine needs, which is not
+        always the capture order (DESIGN §3.1): an event whose row must wait for a later
+        event of the transaction (``Deferred``: a parent inserted later, a referencing row
+        deleted later) is applied right after that event, and so are its row's next events
+        (a row's own events keep their order). Rows that wait for each other (a cycle) are
+        untied, the earliest that can be first; when none can, the earliest is applied as if
+        the others stayed. The order depends on the events and the registers only, so every
+        site applies the transaction alike."""
+        rows: list[RowId] = [(i.event.table, registers.key_hash(i.event.key)) for i in tx]
+        remaining: dict[RowId, int] = {}
+        for row in rows:
+            remaining[row] = remaining.get(row, 0) + 1
+        blocked: dict[RowId, list[int]] = {}  # a row's events held back, in order
+        waiters: dict[RowId, list[RowId]] = {}  # rows waiting for a row's next event
+        woken: list[RowId] = []
+
+        def attempt(at: int, untie: bool = False, force: bool = False) -> bool:
+            settler.untie, settler.force = untie, force
+            try:
+                self._apply_event(settler, self._table(tx[at].event.table), tx[at].event)
+            except Deferred as exc:
+                waiters.setdefault(exc.row, []).append(rows[at])
+                return False
+            finally:
+                settler.untie = settler.force = False
+            remaining[rows[at]] -= 1
+            woken.extend(waiters.pop(rows[at], ()))
+            return True
+
+        def drain() -> None:
+            while woken:
+                row = woken.pop()
+                queue = blocked.get(row)
+                while queue and attempt(queue[0]):
+                    queue.pop(0)
+                if queue is not None and not queue:
+                    del blocked[row]
+
+        settler.later = lambda row: remaining.get(row, 0) > 0
+        try:
+            for at, row in enumerate(rows):
+                if row in blocked:
+                    blocked[row].append(at)
+                elif not attempt(at):
+                    blocked[row] = [at]
+                drain()
+            while blocked:
+                cycle = sorted(blocked, key=lambda r: blocked[r][0])
+                row = next((r for r in cycle if attempt(blocked[r][0], untie=True)), None)
+                if row is None:
+                    row = cycle[0]
+                    attempt(blocked[row][0], force=True)
+                blocked[row].pop(0)
+                woken.append(row)
+                drain()
+                blocked = {r: q for r, q in blocked.items() if q}
+            settler.restore_untied()
+        finally:
+            settler.later = None
 
     def _check_blob_lengths(self, cur: Cursor, tx: list[_Incoming]) -> None:
         """BLOBs are stored by sha256 alone, so an event naming stored bytes with another

@@ -25,6 +25,16 @@ parent has never been seen here cannot be placed: ``NotArrived`` makes the appli
 for the parent's event (it was committed before the child at the child's origin); so does a
 large BLOB whose bytes have not arrived.
 
+Inside one source transaction the capture order is not always the engine's (an application's
+AFTER INSERT trigger writes a child before the parent's capture trigger runs; a cascade logs a
+parent's delete before its children's). Given the applier's ``later`` (does a row still have
+events of this transaction to apply?), a row whose parent is inserted later in the
+transaction, or whose delete meets rows the transaction deletes later, is ``Deferred``: the
+applier applies it after them. A row never references or keeps itself. Rows that keep each
+other from being deleted (a cycle) are untied (``untie``): the nullable references to a row
+from rows deleted later are set to NULL first (put back if such a row stays after all); when
+no reference of the cycle is nullable, ``force`` settles the row as if the others stayed.
+
 Runs inside the applier's transaction; must never commit or open one, and never write a row
 the registers do not decide.
 """
@@ -68,6 +78,19 @@ class LocalChangePending(Exception):
     """A row to be written has a captured local change not yet published."""
 
 
+RowId = tuple[str, bytes]  # table name, key hash: a row of the source transaction
+
+
+class Deferred(Exception):
+    """The event must wait for the next event of ``row`` in its own source transaction
+    (a parent inserted later, a referencing row deleted later). Raised before anything of
+    the event is written or stored."""
+
+    def __init__(self, row: RowId, why: str) -> None:
+        super().__init__(why)
+        self.row = row
+
+
 Key = list[values_pb2.Value]
 
 
@@ -104,6 +127,14 @@ class Settler:
         self._set_context = _writer_context(self._writer)
         self._written: set[tuple[str, bytes]] = set()  # rows written (present) in this tx
         self.losses_recorded = 0
+        # The applier's view of the source transaction (None outside one): does a row still
+        # have events of it to apply; whether to untie a cycle of deletes before deferring,
+        # and whether to defer nothing at all (the last resort for a cycle).
+        self.later: Callable[[RowId], bool] | None = None
+        self.untie = False
+        self.force = False
+        # References set to NULL to untie a cycle of deletes: (table, key, columns).
+        self._nulled: list[tuple[Table, Key, tuple[str, ...]]] = []
         # (table, column) -> rows whose merged value this site's column cannot hold yet: a
         # site with a wider column wrote it (DESIGN §3.8). The registers keep it; the row
         # keeps what it had; catchup.py writes it once the column is widened here.
@@ -167,6 +198,8 @@ class Settler:
         policy = self._policy(table)
         was = before is not None and before.current.visible
         old_image = before.current.image(policy) if was and before is not None else {}
+        if depth == 0 and self.later is not None:
+            self._in_order(table, key, after, old_image if was else None, policy)
         life = replace(after.current, held_by=None, evicted_by=hide, whole_row=None)
         if not life.exists:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
@@ -176,7 +209,7 @@ class Settler:
                 was and self._referencing_row(table, key, old_image) is not None)
             life = self._unique_outcome(table, key, life, referenced, depth)
         if life.visible:
-            self._ensure_parents(table, life.image(policy), old_image if was else None,
+            self._ensure_parents(table, key, life.image(policy), old_image if was else None,
                                  life.generation.event, depth)
             life = self._write(table, key, life, old_image if was else None)
         elif was:
@@ -188,6 +221,61 @@ class Settler:
             new_image = life.image(policy) if life.visible else {}
             # The row that hides this one is not written yet: hidden rows wait for it.
             self._release(table, old_image, new_image, depth, hidden_too=hide is None)
+
+    def _in_order(self, table: Table, key: Key, after: RowState,
+                  shown: Mapping[str, bytes | None] | None, policy: Policy) -> None:
+        """Raise ``Deferred`` when the row must wait for a later event of its own source
+        transaction: a parent it now references is not here but inserted later; its delete
+        meets a row the transaction deletes later (children go first, as the engine needs).
+        With ``untie``, a nullable reference from such a row is set to NULL instead."""
+        assert self.later is not None
+        if self.force:
+            return
+        if after.current.exists:
+            image = after.current.image(policy)
+            for fk, parent, pkey in self._references(table, key, image, shown):
+                row = (parent.name, registers.key_hash(pkey))
+                if self.later(row) and not self._exists(
+                        fk.parent, fk.parent_columns, pkey, parent):
+                    raise Deferred(row, f"{table.name} {_show(key)} references {parent.name} "
+                                        f"{_show(pkey)}, inserted later in its transaction")
+            return
+        if shown is None:
+            return  # not in the table: nothing to delete
+        while True:
+            found = self._referencing(table, key, shown)
+            if found is None:
+                return
+            fk, child, ckey, _writer = found
+            if child is None or ckey is None:
+                return
+            row = (child.name, registers.key_hash(ckey))
+            if not self.later(row):
+                return  # kept by a row that stays: settle() decides
+            if not self.untie or not all(child.column(c).nullable for c in fk.columns):
+                raise Deferred(row, f"{table.name} {_show(key)} is referenced by {child.name} "
+                                    f"{_show(ckey)}, deleted later in its transaction")
+            self._set_context(self._registry[child.name])
+            self._writer.update(child, ckey, {c: values_pb2.Value(null=True)
+                                              for c in fk.columns})
+            self._nulled.append((child, ckey, fk.columns))
+
+    def restore_untied(self) -> None:
+        """Put back the references ``_in_order`` set to NULL, in the rows that stayed (a row
+        referencing them from outside the transaction keeps them)."""
+        for child, ckey, columns in self._nulled:
+            state = self._rows.get(self._registry[child.name], registers.key_hash(ckey))
+            if state is None or not state.current.visible:
+                continue
+            self.flush()
+            if self._read_row(child, ckey) is None:
+                continue
+            image = state.current.image(self._policy(child))
+            self._ensure_parents(child, ckey, image, None, state.current.generation.event, 0)
+            self._set_context(self._registry[child.name])
+            self._writer.update(child, ckey, {c: values_pb2.Value.FromString(image[c])
+                                              for c in columns if image.get(c) is not None})
+        self._nulled.clear()
 
     def after_local_write(self, table: Table, before: RowState | None,
                           merged: RowState) -> RowState:
@@ -237,7 +325,29 @@ class Settler:
             self.settle(table, other_key, other, other, hide=mine.event, depth=depth + 1)
         return life
 
-    def _ensure_parents(self, table: Table, image: Mapping[str, bytes | None],
+    def _references(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                    shown: Mapping[str, bytes | None] | None
+                    ) -> list[tuple[ForeignKey, Table, Key]]:
+        """The parents (by primary key) a row's image references anew, itself excepted."""
+        out = []
+        for fk in table.foreign_keys:
+            vals = [image.get(c) for c in fk.columns]
+            if any(v is None for v in vals):
+                continue
+            if shown is not None and vals == [shown.get(c) for c in fk.columns]:
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            parent = self._schema.tables.get(fk.parent)
+            if parent is None or fk.parent_columns != parent.primary_key:
+                continue
+            pkey = _rekey(table, fk, parent, parsed)
+            if not _same_row(table, key, parent, pkey):
+                out.append((fk, parent, pkey))
+        return out
+
+    def _ensure_parents(self, table: Table, key: Key, image: Mapping[str, bytes | None],
                         shown: Mapping[str, bytes | None] | None, holder: EventId,
                         depth: int) -> None:
         for fk in table.foreign_keys:
@@ -250,6 +360,9 @@ class Settler:
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue  # no reference
             parent = self._schema.tables.get(fk.parent)
+            if parent is not None and fk.parent_columns == parent.primary_key and _same_row(
+                    table, key, parent, _rekey(table, fk, parent, parsed)):
+                continue  # the row references itself: it is being written
             if self._exists(fk.parent, fk.parent_columns, parsed, parent):
                 continue
             if parent is None or fk.parent_columns != parent.primary_key:
@@ -358,6 +471,14 @@ class Settler:
     def _referencing_row(self, table: Table, key: Key,
                          image: Mapping[str, bytes | None]) -> EventId | None:
         """A row (of any table) that references this one: who keeps it from being deleted."""
+        found = self._referencing(table, key, image)
+        return None if found is None else found[3]
+
+    def _referencing(self, table: Table, key: Key, image: Mapping[str, bytes | None]
+                     ) -> tuple[ForeignKey, Table | None, Key | None, EventId] | None:
+        """A row (of any table) that references this one — never the row itself (a root
+        pointing at itself does not keep itself) —: the reference, the referencing table
+        and key (None when that table is not replicated), its writer."""
         self.flush()
         for fk in table.referenced_by:
             vals = [image.get(c) for c in fk.parent_columns]
@@ -375,18 +496,23 @@ class Settler:
                               [values.decode(table.column(p).type, v) for p, v in
                                zip(fk.parent_columns, parsed, strict=True)])
                 if self._cur.fetchone() is not None:
-                    return PREEXISTING.event
+                    return fk, None, None, PREEXISTING.event
                 continue
             keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            where = self._where(fk.columns, child)
+            params = self._params(child, fk.columns, parsed)
+            if child.name == table.name:
+                where += f" AND NOT ({self._where(table.primary_key, table)})"
+                params += self._params(table, table.primary_key, key)
             self._sql.run(self._cur, f"SELECT FIRST 1 {keys} FROM {quote(child.name, d)} WHERE "
-                                     f"{self._where(fk.columns, child)}",
-                          self._params(child, fk.columns, parsed))
+                                     f"{where}", params)
             row = self._cur.fetchone()
             if row is not None:
                 ckey = [values.encode(c.type, v) for c, v in zip(child.key_columns, row,
                                                                  strict=True)]
                 cstate = self._rows.get(self._registry[child.name], registers.key_hash(ckey))
-                return cstate.current.generation.event if cstate else PREEXISTING.event
+                return (fk, child, ckey,
+                        cstate.current.generation.event if cstate else PREEXISTING.event)
         return None
 
     def _refuse_if_referenced(self, table: Table, key: Key, image: Mapping[str, bytes | None],
@@ -499,6 +625,10 @@ def constrained(state: RowState) -> bool:
 def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
     """When a row got its UNIQUE value: the latest winning write of those columns."""
     return max(life.winner(c, policy).stamp for c in columns)
+
+
+def _same_row(table: Table, key: Key, other: Table, other_key: Key) -> bool:
+    return table.name == other.name and registers.key_data(key) == registers.key_data(other_key)
 
 
 def _rekey(table: Table, fk: ForeignKey, parent: Table,
