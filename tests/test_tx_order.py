@@ -10,7 +10,7 @@ of every site independently, with no loss on record that nobody lost.
 
 from __future__ import annotations
 
-from siege_sync.node import capture
+from siege_sync.node import capture, status
 from siege_sync.node.apply import Applier
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from tests.test_apply import all_events, run_sql
@@ -189,3 +189,24 @@ def test_rows_referencing_each_other_deleted_by_one_cascade_go_everywhere(make_d
     spread(cons, appliers, "lyon")
     content = everywhere(cons, ("COMPANY", "PARAMS"))
     assert content == {"COMPANY": {}, "PARAMS": {}}
+
+
+def test_an_origin_that_waits_says_what_for_in_status(make_db):
+    cons, appliers = make_mesh(make_db, ORDERS_DDL)
+    run_sql(cons["lyon"], "INSERT INTO ORDERS (ID, CUSTOMER) VALUES (1, 'Dupont')")
+    send(cons, appliers, "lyon", "nice")
+    run_sql(cons["nice"], "UPDATE ORDERS SET CUSTOMER = 'Dupond' WHERE ID = 1")
+    appliers["nice"].apply([])
+    nice_own = [b for b in all_events(cons["nice"]) if b"nice" in b[:40]]
+    result = appliers["siege"].apply(nice_own)  # without lyon's insert it names
+    assert result.applied_events == 0 and not result.refused
+    waits = [p for p in status.capture_status(cons["siege"]).parked if p.origin == "nice"]
+    assert len(waits) == 1 and waits[0].seq == 1, waits
+    assert "ORDERS (1)" in waits[0].reason and "lyon#2" in waits[0].reason, waits[0].reason
+    assert waits[0].reason in result.waiting_for
+
+    send(cons, appliers, "lyon", "siege")
+    result = appliers["siege"].apply(nice_own)
+    assert result.applied_events == 1 and not result.pending
+    assert status.capture_status(cons["siege"]).parked == [], "cleared once applied"
+    assert table(cons["siege"], "ORDERS") == {1: ("Dupond",)}

@@ -229,7 +229,7 @@ class Applier:
             for origin, by_seq in incoming.items():
                 if origin in stopped:
                     continue
-                tx = self._next_ready(origin, by_seq, applied)
+                tx = self._next_ready(origin, by_seq, applied, waiting)
                 if tx is None:
                     continue
                 try:
@@ -267,9 +267,14 @@ class Applier:
                 result.applied_events += len(tx)
                 result.applied_transactions += 1
                 progress = True
-        for _origin, reason in sorted(waiting.items()):
+        for origin, reason in sorted(waiting.items()):
             log.info("[%s] %s", self._site, reason)
             result.waiting_for.append(reason)
+            if origin not in hold:
+                # Said where operators look (status, the round's report), not only in this
+                # call's result: a wait that lasts is a stream stopped at this site. Cleared
+                # as soon as the transaction applies (above).
+                parking.park(self._con, *origin, applied.get(origin, 0) + 1, reason)
         for origin, by_seq in incoming.items():
             if origin in hold or origin in result.busy:
                 continue  # not tried again in this stream: its sender sends them again
@@ -278,7 +283,10 @@ class Applier:
         return result
 
     def _next_ready(self, origin: tuple[str, int], by_seq: dict[int, _Incoming],
-                    applied: dict[tuple[str, int], int]) -> list[_Incoming] | None:
+                    applied: dict[tuple[str, int], int],
+                    waiting: dict[tuple[str, int], str]) -> list[_Incoming] | None:
+        """The origin's next transaction if it can be applied now; when it waits for an event
+        of another origin it names, ``waiting`` says which."""
         first = applied.get(origin, 0) + 1
         head = by_seq.get(first)
         if head is None:
@@ -306,6 +314,10 @@ class Applier:
                 if dep.site == PREEXISTING.site or dep in inside:
                     continue
                 if dep.seq > applied.get((dep.site, dep.incarnation), 0):
+                    waiting[origin] = printable(
+                        f"{origin[0]}#{first} waits: it changes {item.event.table} "
+                        f"{_show_key(item.event)} as {dep.site}#{dep.seq} (incarnation "
+                        f"{dep.incarnation}) left it, which has not been applied here yet")
                     return None
         return ready
 
@@ -571,6 +583,14 @@ def _check_values(table: Table, event: events_pb2.Event) -> None:
             if size > _MAX_STRING_BYTES:
                 raise ValueError(f"{name} gets a string of {size} bytes, more than any "
                                  f"{ctype.ddl()} holds")
+
+
+def _show_key(event: events_pb2.Event) -> str:
+    parts = []
+    for value in event.key:
+        which = value.WhichOneof("kind")
+        parts.append(str(getattr(value, which)) if which else "?")
+    return "(" + ", ".join(parts) + ")"
 
 
 def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> None:

@@ -8,6 +8,11 @@ the cause (a missing table or column, a constraint that differs, a rewound site 
 The origin's later events wait behind it — they may depend on it — while every other origin
 goes on. Parking never hides a row and never skips a transaction.
 
+An origin whose next transaction waits for something still to come (another site's event it
+names, a parent's insert, a BLOB's bytes) is recorded here too, its reason saying what it
+waits for, so that a wait that lasts is seen in ``status`` and the round's report; it is
+cleared as soon as the transaction applies.
+
 Records in its own short transaction; must never touch the replicated tables.
 """
 
