@@ -5,7 +5,10 @@ One publish step is one SNAPSHOT transaction that reads whole committed source t
 gives each event the origin's next dense sequence number, a hybrid-logical-clock stamp above
 every stamp on its row, a hash linking it to the previous event of this origin, and what the
 merge needs (its row's life and the writers it overwrote, from the row registers, which it
-updates); it stores the events verbatim, deletes the captured rows it consumed and advances
+updates); an ARRAY the capture trigger recorded on an update (it cannot compare arrays) is
+a write only when it differs from the value the registers hold, and an update left writing
+nothing is not published (before numbering, so the sequence stays dense); it stores the
+events verbatim, deletes the captured rows it consumed and advances
 the node's counters — all or nothing. Two publishers on one database cannot both succeed:
 each step first locks the counter rows.
 
@@ -85,6 +88,7 @@ class _Change:
     entry: LogEntry
     event: events_pb2.Event  # table, op, key and written columns; the rest is set later
     khash: bytes = b""
+    arrays: tuple[str, ...] = ()  # an update's ARRAY columns: written, or only re-saved?
 
 
 class Publisher:
@@ -224,31 +228,35 @@ class Publisher:
             tx_changes = sorted(changes.get(tx.group, []), key=lambda c: c.entry.log_id)
             if not tx_changes:
                 continue  # only capture errors in it
-            source_tx = events_pb2.SourceTx(tx_id=tx.tx_id, first_seq=counters.seq + 1,
-                                            count=len(tx_changes))
+            first_seq = counters.seq + 1
+            # Serialized once the transaction's event count is known: an update that only
+            # re-saved an array is not published.
+            tx_events: list[events_pb2.Event] = []
             for change in tx_changes:
                 entry = change.entry
-                utc = (markers.to_utc_us(entry.log_id, entry.captured) if markers
-                       else self._clock.utc_now_us())
-                counters.seq += 1
                 # The row's registers: the stamp must exceed every stamp on the row, and the
                 # event names the life and the writers it overwrote (DESIGN §3.2, §3.3).
                 khash = change.khash
                 state = rows.get(entry.table_no, khash)
                 if state is None and entry.op != OP_INSERT:
                     state = registers.preexisting(columns_of[entry.table_no])
-                row_wall = registers.max_wall(state) if state is not None else None
                 event = change.event
+                policy = self._policies.get(event.table, LWW)
+                if change.arrays and state is not None and not registers.drop_unchanged(
+                        event, state, change.arrays, policy):
+                    change.event = None  # type: ignore[assignment]
+                    continue
+                utc = (markers.to_utc_us(entry.log_id, entry.captured) if markers
+                       else self._clock.utc_now_us())
+                counters.seq += 1
+                row_wall = registers.max_wall(state) if state is not None else None
                 event.origin.CopyFrom(origin)
-                event.tx.CopyFrom(source_tx)
                 event.seq = counters.seq
-                event.prev_hash = counters.chain_head
                 event.stamp = issuer.issue(utc, row_wall)
                 event.captured_local = _ticks(entry)
                 event.captured_utc_us = utc
                 event.user = entry.user or ""
                 event.client_address = entry.address or ""
-                policy = self._policies.get(event.table, LWW)
                 registers.link(event, state, policy)
                 merged = merge(state, registers.write_of(event), policy).state
                 if entry.op != OP_INSERT:
@@ -265,11 +273,19 @@ class Publisher:
                 if after != before:
                     conflicts.record(cur, entry.table_no, event.key, after - before,
                                      retracted=before - after, decide=policy.manual)
+                tx_events.append(event)
+                change.event = None  # type: ignore[assignment]  # the body is what stays
+            if not tx_events:
+                continue  # nothing but arrays saved unchanged
+            source_tx = events_pb2.SourceTx(tx_id=tx.tx_id, first_seq=first_seq,
+                                            count=len(tx_events))
+            for event in tx_events:
+                event.tx.CopyFrom(source_tx)
+                event.prev_hash = counters.chain_head
                 body = event.SerializeToString(deterministic=True)
                 counters.chain_head = hashlib.sha256(body).digest()
-                stored.append(eventlog.StoredEvent(counters.seq, event.stamp,
+                stored.append(eventlog.StoredEvent(event.seq, event.stamp,
                                                    counters.chain_head, body))
-                change.event = None  # type: ignore[assignment]  # the body is what stays
             result.transactions += 1
         counters.last_stamp = issuer.last
         settlers.flush()
@@ -308,6 +324,7 @@ class Publisher:
             columns_of[number] = names
             types = [c.type for c in columns]
             key_at = [names.index(k) for k in registry[number][1]]
+            array_at = [i for i, t in enumerate(types) if t.dimensions]
             select_list = ", ".join(values.select_expr(c, dialect, "I.") for c in columns)
             for group, entry, mask, raw in reader.image_rows(cur, batch, number, select_list):
                 # Values go straight into the event message: standalone protobuf messages
@@ -320,7 +337,10 @@ class Publisher:
                         if flag == "1":
                             event.columns.add(column=names[i]).value.CopyFrom(
                                 values.encode(types[i], raw[i], blobs))
-                by_group.setdefault(group, []).append(_Change(entry, event))
+                change = _Change(entry, event)
+                if array_at and entry.op == OP_UPDATE:
+                    change.arrays = tuple(names[i] for i in array_at if mask[i] == "1")
+                by_group.setdefault(group, []).append(change)
         return by_group, columns_of
 
 

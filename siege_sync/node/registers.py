@@ -12,7 +12,7 @@ Must never open its own transaction: registers change in the same transaction as
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from firebird.driver import Cursor
 
@@ -260,3 +260,22 @@ def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW) 
     else:
         for name in sorted(writers):
             event.delete_bases.add(column=name, base=event_ref(writers[name]))
+
+
+def drop_unchanged(event: events_pb2.Event, state: RowState, columns: Collection[str],
+                   policy: Policy = LWW) -> bool:
+    """Remove from a local UPDATE event those of ``columns`` whose value is the one this
+    site's registers hold for them (its own earlier write or an applied one): the capture
+    trigger cannot compare ARRAYs, so it records one on every update of its row, and such a
+    copy must not overwrite another site's concurrent change (DESIGN §3.1). A column whose
+    value the registers do not know (a row that predates capture) stays a write. Returns
+    whether the event still writes a column."""
+    life = state.current
+    for i in reversed(range(len(event.columns))):
+        column = event.columns[i]
+        if column.column not in columns or column.column not in life.heads:
+            continue
+        held = life.winner(column.column, policy).value
+        if held is not None and held == column.value.SerializeToString(deterministic=True):
+            del event.columns[i]
+    return len(event.columns) > 0

@@ -1,0 +1,108 @@
+"""ARRAY columns on real embedded Firebird (issue 16 item 4, DESIGN §3.1): the capture trigger
+cannot compare two arrays, so it records a non-null array on every update of its row; the
+publisher keeps it as a write only when it differs from what the row's registers hold."""
+
+from __future__ import annotations
+
+import hashlib
+
+from siege_sync.node import capture
+from siege_sync.node.apply import Applier
+from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.publish import Publisher, published
+from siege_sync.proto import events_pb2
+from tests.test_apply import conflicts, exchange, run_sql
+from tests.test_publish import events
+
+DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20), "
+       "ARR INTEGER [1:3])"]
+
+
+def read_rows(con) -> dict[int, tuple]:
+    """The application table as the application reads it (not through the sync's code)."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT ID, A, ARR FROM T ORDER BY ID")
+        rows = {r[0]: (r[1], list(r[2]) if r[2] is not None else None)
+                for r in cur.fetchall()}
+        cur.close()
+    return rows
+
+
+def written(con, site: str, after: int = 0) -> list[tuple[int, list[str]]]:
+    """(op, columns written) of each event ``site`` published after seq ``after``."""
+    return [(e.op, [c.column for c in e.columns]) for e in events(con, site, after)]
+
+
+def test_an_edit_of_another_column_does_not_revert_a_concurrent_array_change(make_db):
+    cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    run_sql(cons["siege"], "INSERT INTO T (ID, A, ARR) VALUES (1, 'first', ?)", ([1, 2, 3],))
+    exchange(appliers, cons, "siege", "lyon")
+
+    # Concurrently: the siège changes the array; lyon then edits only A (stamped later).
+    run_sql(cons["siege"], "UPDATE T SET ARR = ? WHERE ID = 1", ([7, 8, 9],))
+    appliers["siege"].apply([])
+    run_sql(cons["lyon"], "UPDATE T SET A = 'lyon' WHERE ID = 1")
+    appliers["lyon"].apply([])
+
+    for _ in range(2):
+        exchange(appliers, cons, "lyon", "siege")
+        exchange(appliers, cons, "siege", "lyon")
+    for con in cons.values():
+        assert read_rows(con) == {1: ("lyon", [7, 8, 9])}
+        assert conflicts(con) == 0  # different columns: nothing lost
+    # Lyon's edit of A carried no array write.
+    assert written(cons["lyon"], "lyon") == [(events_pb2.OP_UPDATE, ["A"])]
+
+
+def test_only_an_array_whose_content_changed_is_published_as_written(make_db):
+    con = make_db(ddl=DDL)
+    capture.install(con)
+    pub = Publisher(con, "lyon")
+    run_sql(con, "INSERT INTO T (ID, A, ARR) VALUES (1, 'x', ?)", ([1, 2, 3],))
+    run_sql(con, "INSERT INTO T (ID, A, ARR) VALUES (2, 'x', ?)", ([1, 2, 3],))
+    pub.publish()
+    # One transaction: another column only (no array write), the array re-saved unchanged
+    # (no event at all), a real change, and a change back (a write again).
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute("UPDATE T SET A = 'y' WHERE ID = 1")
+        cur.execute("UPDATE T SET ARR = ? WHERE ID = 2", ([1, 2, 3],))
+        cur.execute("UPDATE T SET ARR = ? WHERE ID = 2", ([4, 5, 6],))
+        cur.execute("UPDATE T SET ARR = ? WHERE ID = 2", ([1, 2, 3],))
+        cur.execute("UPDATE T SET A = 'z' WHERE ID = 2")
+        cur.close()
+    result = pub.publish()
+    assert (result.events, result.transactions) == (4, 1)
+    evs = events(con, "lyon", after=2)
+    assert [(e.op, [c.column for c in e.columns]) for e in evs] == [
+        (events_pb2.OP_UPDATE, ["A"]), (events_pb2.OP_UPDATE, ["ARR"]),
+        (events_pb2.OP_UPDATE, ["ARR"]), (events_pb2.OP_UPDATE, ["A"])]
+    assert [e.seq for e in evs] == [3, 4, 5, 6]  # still dense
+    assert {(e.tx.first_seq, e.tx.count) for e in evs} == {(3, 4)}
+    bodies = list(published(con, "lyon"))
+    assert all(events_pb2.Event.FromString(b).prev_hash == hashlib.sha256(a).digest()
+               for a, b in zip(bodies, bodies[1:], strict=False))  # chained
+    # A transaction that only re-saves an array publishes nothing, and numbering goes on.
+    run_sql(con, "UPDATE T SET ARR = ? WHERE ID = 1", ([1, 2, 3],))
+    assert pub.publish().events == 0
+    run_sql(con, "UPDATE T SET A = 'w' WHERE ID = 1")
+    pub.publish()
+    assert written(con, "lyon", after=6) == [(events_pb2.OP_UPDATE, ["A"])]
+    assert events(con, "lyon", after=6)[0].seq == 7
+
+
+def test_a_row_that_predates_install_writes_its_array_once_then_only_when_changed(make_db):
+    con = make_db(ddl=DDL + ["INSERT INTO T (ID, A) VALUES (1, 'old')"])
+    run_sql(con, "UPDATE T SET ARR = ? WHERE ID = 1", ([1, 2, 3],))  # before install
+    capture.install(con)
+    pub = Publisher(con, "lyon")
+    # The registers do not know the array yet: nothing to compare with, it stays a write.
+    run_sql(con, "UPDATE T SET A = 'new' WHERE ID = 1")
+    run_sql(con, "UPDATE T SET A = 'newer' WHERE ID = 1")
+    pub.publish()
+    assert written(con, "lyon") == [(events_pb2.OP_UPDATE, ["A", "ARR"]),
+                                    (events_pb2.OP_UPDATE, ["A"])]
