@@ -401,7 +401,8 @@ class Applier:
                 for item in tx:
                     if item.event.table in registry:
                         by_table.setdefault(registry[item.event.table], []).append(
-                            registers.key_hash(item.event.key))
+                            registers.key_identity(item.event.key, self._schema.tables.get(
+                                item.event.table)))
                 for number, khashes in by_table.items():
                     rows.prefetch(number, khashes)
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
@@ -447,7 +448,8 @@ class Applier:
         untied, the earliest that can be first; when none can, the earliest is applied as if
         the others stayed. The order depends on the events and the registers only, so every
         site applies the transaction alike."""
-        rows: list[RowId] = [(i.event.table, registers.key_hash(i.event.key)) for i in tx]
+        rows: list[RowId] = [(i.event.table, registers.key_identity(
+            i.event.key, self._schema.tables.get(i.event.table))) for i in tx]
         remaining: dict[RowId, int] = {}
         for row in rows:
             remaining[row] = remaining.get(row, 0) + 1

@@ -241,7 +241,7 @@ def _fill(con: Connection, table: Table, number: int, columns: list[str],
                 store = DatabaseBlobStore(tm)
                 for row in reader.fetchall():
                     key = [values.encode(c.type, v) for c, v in zip(keys, row, strict=False)]
-                    state = registers.load(cache, cur, number, registers.key_hash(key))
+                    state = registers.load(cache, cur, number, registers.key_identity(key, table))
                     if state is None or not state.current.visible:
                         continue
                     image = state.current.image(policy)

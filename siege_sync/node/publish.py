@@ -39,7 +39,8 @@ from .database import (
 )
 from .merge import LWW, Policy, losses, merge
 from .reader import Batch, Group, LogEntry, plan
-from .schema import introspect
+from .schema import ColumnType, introspect
+from .schema import key_types as schema_key_types
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -212,11 +213,16 @@ class Publisher:
                         changes: dict[Group, list[_Change]], columns_of: dict[int, list[str]],
                         statements: StatementCache) -> None:
         rows = registers.RowStates(cur, statements)
+        key_types: dict[int, tuple[ColumnType, ...] | None] = {}
         by_table: dict[int, list[bytes]] = {}
         for tx_changes in changes.values():
             for change in tx_changes:
-                change.khash = registers.key_hash(change.event.key)
-                by_table.setdefault(change.entry.table_no, []).append(change.khash)
+                number = change.entry.table_no
+                if number not in by_table:  # the key's collations (image tables have none)
+                    by_table[number] = []
+                    key_types[number] = schema_key_types(self._con, registry[number][0])
+                change.khash = registers.key_identity(change.event.key, key_types[number])
+                by_table[number].append(change.khash)
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
         markers = MarkerTable(batch.markers)

@@ -1,7 +1,9 @@
 """Row registers in the site's database (``SYNC$ROWS``) and the events <-> merge translation.
 
 Owns the storage of each row's merge state (see ``merge.py``), keyed by table number and the
-sha256 of the row's exact key, and the conversion between wire events and ``merge.Write``.
+row's identity (:func:`key_identity`: the sha256 of its key as the engine compares it, so keys
+the engine calls equal — 'ABC' and 'abc ' under a case-insensitive collation — are one row),
+and the conversion between wire events and ``merge.Write``.
 A row that changed before capture began has no registers: it is given a *pre-existing* life
 (``PREEXISTING``), the same at every site, whose column values are unknown here (the sites
 adopted with equal data share it, and every later write overwrites it knowingly).
@@ -17,9 +19,12 @@ from collections.abc import Collection, Iterable, Sequence
 from firebird.driver import Cursor
 
 from ..proto import events_pb2, registers_pb2, values_pb2
+from . import values
 from .capture import INLINE_REGISTERS, ROWS_TABLE
-from .database import StatementCache
+from .collation import identity_value
+from .database import StatementCache, quote
 from .merge import LWW, EventId, Head, Life, Op, Policy, RowState, Stamp, Write
+from .schema import ColumnType, Kind, Table
 
 # The life of a row that existed before capture: stamp zero, no site.
 PREEXISTING = Stamp(0, "", 0, 0)
@@ -47,8 +52,54 @@ def key_values(data: bytes) -> list[values_pb2.Value]:
 
 
 def key_hash(key: Sequence[values_pb2.Value]) -> bytes:
-    """The row's identity: the hash of its exact key values."""
+    """The hash of exact key values (a row's identity is :func:`key_identity`)."""
     return hashlib.sha256(key_data(key)).digest()
+
+
+def key_identity(key: Sequence[values_pb2.Value],
+             types: Table | Sequence[ColumnType] | None) -> bytes:
+    """A row's identity in the registers: the hash of its key values as the engine compares
+    them in the key columns (``types``: the table, or its key columns' types in key order;
+    see ``collation.py``). Equal to :func:`key_hash` when normalizing changes nothing
+    (integers, text of binary collations without trailing blanks), so such rows keep the
+    identity they had before collations counted. Without types (a table this site lacks) the
+    exact values are the identity."""
+    if isinstance(types, Table):
+        types = [c.type for c in types.key_columns]
+    if types is None or len(types) != len(key):
+        return key_hash(key)
+    return key_hash([identity_value(t, v) for t, v in zip(types, key, strict=True)])
+
+
+def rekey(cur: Cursor, table_no: int, table: Table, dialect: int) -> int:
+    """Move the registers of ``table``'s rows from the hash of their exact key (the identity
+    before collations counted) to :func:`key_identity`, for every row the table holds now;
+    returns how many moved. For an existing install's upgrade: only keys with a CHAR/VARCHAR
+    column can change (a CHAR's padding, trailing blanks, case or accents under a
+    case-insensitive collation). Registers of rows no longer in the table (tombstones) stay
+    where they are: a late event for such a row finds no registers, as for a row that
+    predates capture. Runs in the caller's transaction."""
+    kinds = {c.type.element_kind for c in table.key_columns}
+    if not kinds & {Kind.CHAR, Kind.VARCHAR}:
+        return 0
+    exprs = ", ".join(values.select_expr(c, dialect) for c in table.key_columns)
+    reader = cur.transaction.cursor()
+    moved = 0
+    try:
+        reader.execute(f"SELECT {exprs} FROM {quote(table.name, dialect)}")
+        for row in reader:
+            key = [values.encode(c.type, v) for c, v in zip(table.key_columns, row,
+                                                            strict=True)]
+            old, new = key_hash(key), key_identity(key, table)
+            if old == new:
+                continue
+            cur.execute(f"UPDATE {ROWS_TABLE} SET KEY_HASH = ? WHERE TBL_NO = ? AND "
+                        f"KEY_HASH = ? AND NOT EXISTS (SELECT 1 FROM {ROWS_TABLE} r WHERE "
+                        "r.TBL_NO = ? AND r.KEY_HASH = ?)", (new, table_no, old, table_no, new))
+            moved += max(cur.affected_rows, 0)
+    finally:
+        reader.close()
+    return moved
 
 
 # --- events <-> merge ------------------------------------------------------------------

@@ -68,6 +68,22 @@ _ELEMENT_KIND = {
 
 
 @dataclass(frozen=True)
+class Collation:
+    """How the engine compares a text column's values when it is not by its charset's default
+    collation (RDB$COLLATIONS): whether trailing blanks count (PAD SPACE: they do not), case
+    and accents. It decides which key values are one row (see ``collation.py``)."""
+
+    name: str
+    pad_space: bool = True
+    case_insensitive: bool = False
+    accent_insensitive: bool = False
+    base: str | None = None  # the collation it was created from (CREATE COLLATION ... FROM)
+    # RDB$SPECIFIC_ATTRIBUTES without COLL-VERSION (the ICU version: it differs between
+    # sites' Firebird builds, and the fingerprint must not).
+    attributes: str = ""
+
+
+@dataclass(frozen=True)
 class ColumnType:
     """A column's exact storage type, as RDB$FIELDS describes it."""
 
@@ -80,6 +96,9 @@ class ColumnType:
     charset: str | None = None  # e.g. UTF8, WIN1252, NONE, OCTETS
     segment_length: int | None = None
     dimensions: tuple[tuple[int, int], ...] = ()  # ARRAY bounds, outermost first
+    # None: the charset's default collation. Not in repr (nor in ddl()): the fingerprint of
+    # a column with the default collation stays what it was before collations were read.
+    collation: Collation | None = field(default=None, repr=False)
 
     @property
     def element_kind(self) -> Kind:
@@ -266,7 +285,10 @@ class Schema:
             table = self.tables[name]
             h.update(f"T{name}\0K{','.join(table.primary_key)}\0".encode())
             for col in table.columns:
+                collate = col.type.collation
                 h.update(f"C{col.name}\0{col.type!r}\0".encode())
+                if collate is not None:
+                    h.update(f"COLLATE {collate!r}\0".encode())
         return h.hexdigest()[:16]
 
 
@@ -301,10 +323,14 @@ SELECT rf.RDB$RELATION_NAME, rf.RDB$FIELD_NAME, rf.RDB$NULL_FLAG, rf.RDB$GENERAT
        f.RDB$FIELD_NAME, f.RDB$FIELD_TYPE, f.RDB$FIELD_SUB_TYPE, f.RDB$FIELD_LENGTH,
        f.RDB$CHARACTER_LENGTH, f.RDB$FIELD_PRECISION, f.RDB$FIELD_SCALE,
        cs.RDB$CHARACTER_SET_NAME, f.RDB$SEGMENT_LENGTH, f.RDB$DIMENSIONS,
-       IIF(f.RDB$COMPUTED_BLR IS NULL, 0, 1), f.RDB$NULL_FLAG
+       IIF(f.RDB$COMPUTED_BLR IS NULL, 0, 1), f.RDB$NULL_FLAG,
+       co.RDB$COLLATION_ID, co.RDB$COLLATION_NAME, co.RDB$COLLATION_ATTRIBUTES,
+       co.RDB$BASE_COLLATION_NAME, CAST(co.RDB$SPECIFIC_ATTRIBUTES AS VARCHAR(2000))
 FROM RDB$RELATION_FIELDS rf
 JOIN RDB$FIELDS f ON f.RDB$FIELD_NAME = rf.RDB$FIELD_SOURCE
 LEFT JOIN RDB$CHARACTER_SETS cs ON cs.RDB$CHARACTER_SET_ID = f.RDB$CHARACTER_SET_ID
+LEFT JOIN RDB$COLLATIONS co ON co.RDB$CHARACTER_SET_ID = f.RDB$CHARACTER_SET_ID
+    AND co.RDB$COLLATION_ID = COALESCE(rf.RDB$COLLATION_ID, f.RDB$COLLATION_ID, 0)
 JOIN RDB$RELATIONS r ON r.RDB$RELATION_NAME = rf.RDB$RELATION_NAME
 WHERE COALESCE(r.RDB$SYSTEM_FLAG, 0) = 0 AND r.RDB$VIEW_BLR IS NULL {only}
 ORDER BY rf.RDB$RELATION_NAME, rf.RDB$FIELD_POSITION
@@ -312,12 +338,14 @@ ORDER BY rf.RDB$RELATION_NAME, rf.RDB$FIELD_POSITION
 
 
 def introspect(con: Connection, selection: TableSelection = TableSelection(),
-               include_sync: bool = False, only: str | None = None) -> Schema:
+               include_sync: bool = False, only: str | None = None,
+               columns_only: bool = False) -> Schema:
     """Describe the replicable schema of the live database behind ``con``.
 
     ``include_sync`` describes the sync's own tables instead (the capture module reads its
     image tables' exact column types this way); their triggers are not read. ``only`` reads
-    just the table of that exact name (cheap enough for every publish step).
+    just the table of that exact name (cheap enough for every publish step);
+    ``columns_only`` leaves out constraints, triggers and key generators.
     """
     schema = Schema(dialect=con.sql_dialect)
     params: tuple[str, ...] = (only,) if only is not None else ()
@@ -345,11 +373,12 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
         only="AND rf.RDB$RELATION_NAME = ?" if only is not None else "")
     for row in _rows(con, columns_sql, params):
         (rel, col, rf_null, gen, fsrc, ftype, subtype, length, charlen, prec, scale,
-         charset, seglen, _ndims, is_computed, f_null) = row
+         charset, seglen, _ndims, is_computed, f_null, *collation) = row
         rel, col = _trim(rel), _trim(col)
         if is_computed:
             computed[rel].append(col)
             continue
+        text = ftype in (_FT_CHAR, _FT_VARCHAR) or (ftype == _FT_BLOB and subtype == 1)
         ctype = ColumnType(
             field_type=ftype,
             sub_type=subtype or 0,
@@ -357,10 +386,10 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
             char_length=charlen,
             precision=prec or None,
             scale=scale or 0,
-            charset=_trim(charset) if ftype in (_FT_CHAR, _FT_VARCHAR) or (
-                ftype == _FT_BLOB and subtype == 1) else None,
+            charset=_trim(charset) if text else None,
             segment_length=seglen,
             dimensions=tuple(dims.get(_trim(fsrc), ())),
+            collation=_collation(*collation) if text else None,
         )
         try:
             _ = ctype.kind  # raises for a type this version cannot represent
@@ -395,11 +424,40 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
             continue
         schema.tables[name] = Table(name, tuple(columns[name]), tuple(keys[name]))
 
-    if not include_sync:
+    if not include_sync and not columns_only:
         _read_constraints(con, schema)
         _read_triggers(con, schema)
         _read_key_generators(con, schema)
     return schema
+
+
+# RDB$COLLATION_ATTRIBUTES bits (Firebird's TEXTTYPE_ATTR_*).
+_PAD_SPACE, _CASE_INSENSITIVE, _ACCENT_INSENSITIVE = 1, 2, 4
+
+
+def _collation(coll_id: int | None, name: str | None, attributes: int | None,
+               base: str | None, specific: str | None) -> Collation | None:
+    """A text column's collation, None for its charset's default one (id 0)."""
+    if not coll_id or name is None:
+        return None
+    flags = _PAD_SPACE if attributes is None else attributes
+    options = ";".join(part for part in (specific or "").split(";")
+                       if part.strip() and not part.strip().upper().startswith("COLL-VERSION="))
+    return Collation(name=name.strip(), pad_space=bool(flags & _PAD_SPACE),
+                     case_insensitive=bool(flags & _CASE_INSENSITIVE),
+                     accent_insensitive=bool(flags & _ACCENT_INSENSITIVE),
+                     base=_trim(base) or None, attributes=options)
+
+
+def key_types(con: Connection, table: str) -> tuple[ColumnType, ...] | None:
+    """The exact types of ``table``'s primary key columns, in key order (None: no such
+    table or no key), for the row identity (``registers.key_identity``). Cheaper than
+    :func:`introspect` (no constraints, triggers or generators)."""
+    schema = introspect(con, only=table, columns_only=True)
+    found = schema.tables.get(table)
+    if found is None or not found.primary_key:
+        return None
+    return tuple(c.type for c in found.key_columns)
 
 
 def _read_constraints(con: Connection, schema: Schema) -> None:
