@@ -160,7 +160,7 @@ class Settler:
         """A row's registers. A row that predates capture (or an insert's) has none: unless
         inserting, it gets a pre-existing life with the values the database holds, so that
         it can be restored or shown later (unknown when the row is not here)."""
-        state = self._rows.get(self._registry[table.name], registers.key_hash(key))
+        state = self._rows.get(self._registry[table.name], registers.key_identity(key, table))
         if state is None and not inserting:
             image = self._read_row(table, key) or {}
             state = RowState(Life(PREEXISTING, frozenset(), {
@@ -172,7 +172,7 @@ class Settler:
         """Store a row's registers and put the losses that changed on record."""
         number = self._registry[table.name]
         policy = self._policy(table)
-        self._rows.put(number, registers.key_hash(key), after)
+        self._rows.put(number, registers.key_identity(key, table), after)
         old = losses(before, policy) if before is not None else set()
         new = losses(after, policy)
         if new != old:
@@ -234,7 +234,7 @@ class Settler:
         if after.current.exists:
             image = after.current.image(policy)
             for fk, parent, pkey in self._references(table, key, image, shown):
-                row = (parent.name, registers.key_hash(pkey))
+                row = (parent.name, registers.key_identity(pkey, parent))
                 if self.later(row) and not self._exists(
                         fk.parent, fk.parent_columns, pkey, parent):
                     raise Deferred(row, f"{table.name} {_show(key)} references {parent.name} "
@@ -249,7 +249,7 @@ class Settler:
             fk, child, ckey, _writer = found
             if child is None or ckey is None:
                 return
-            row = (child.name, registers.key_hash(ckey))
+            row = (child.name, registers.key_identity(ckey, child))
             if not self.later(row):
                 return  # kept by a row that stays: settle() decides
             if not self.untie or not all(child.column(c).nullable for c in fk.columns):
@@ -264,7 +264,7 @@ class Settler:
         """Put back the references ``_in_order`` set to NULL, in the rows that stayed (a row
         referencing them from outside the transaction keeps them)."""
         for child, ckey, columns in self._nulled:
-            state = self._rows.get(self._registry[child.name], registers.key_hash(ckey))
+            state = self._rows.get(self._registry[child.name], registers.key_identity(ckey, child))
             if state is None or not state.current.visible:
                 continue
             self.flush()
@@ -370,7 +370,8 @@ class Settler:
                                     f"({', '.join(fk.parent_columns)}) = {_show(parsed)}, "
                                     "which does not exist here")
             pkey = _rekey(table, fk, parent, parsed)
-            pstate = self._rows.get(self._registry[parent.name], registers.key_hash(pkey))
+            pstate = self._rows.get(self._registry[parent.name],
+                                    registers.key_identity(pkey, parent))
             if pstate is None:
                 raise NotArrived(f"{table.name} references {parent.name} "
                                     f"{_show(pkey)}, whose insert has not arrived here yet")
@@ -392,7 +393,8 @@ class Settler:
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue
             pkey = _rekey(table, fk, parent, parsed)
-            pstate = self._rows.get(self._registry[parent.name], registers.key_hash(pkey))
+            pstate = self._rows.get(self._registry[parent.name],
+                                    registers.key_identity(pkey, parent))
             if pstate is not None and pstate.current.held_by is not None:
                 self.settle(parent, pkey, pstate, pstate, depth=depth + 1)
         if hidden_too and any([old.get(c) for c in cols] != [new.get(c) for c in cols]
@@ -460,11 +462,11 @@ class Settler:
         self._sql.run(self._cur, f"SELECT {keys} FROM {quote(table.name, d)} WHERE "
                                  f"{self._where(columns, table)}",
                       self._params(table, columns, vals))
-        mine = registers.key_data(key)
+        mine = registers.key_identity(key, table)
         for row in self._cur.fetchall():
             found = [values.encode(c.type, v) for c, v in zip(table.key_columns, row,
                                                               strict=True)]
-            if registers.key_data(found) != mine:
+            if registers.key_identity(found, table) != mine:  # not this row in other bytes
                 return found
         return None
 
@@ -479,6 +481,8 @@ class Settler:
         """A row (of any table) that references this one — never the row itself (a root
         pointing at itself does not keep itself) —: the reference, the referencing table
         and key (None when that table is not replicated), its writer."""
+        if not table.referenced_by:
+            return None  # (no flush: a leaf table's deletes stay in the writer's block)
         self.flush()
         for fk in table.referenced_by:
             vals = [image.get(c) for c in fk.parent_columns]
@@ -510,7 +514,8 @@ class Settler:
             if row is not None:
                 ckey = [values.encode(c.type, v) for c, v in zip(child.key_columns, row,
                                                                  strict=True)]
-                cstate = self._rows.get(self._registry[child.name], registers.key_hash(ckey))
+                cstate = self._rows.get(self._registry[child.name],
+                                        registers.key_identity(ckey, child))
                 return (fk, child, ckey,
                         cstate.current.generation.event if cstate else PREEXISTING.event)
         return None
