@@ -42,6 +42,7 @@ from siege_sync.node.values import (
     encode,
     param_expr,
     select_expr,
+    travels_as_bytes,
 )
 from siege_sync.proto import values_pb2
 
@@ -325,7 +326,9 @@ def value_strategy(ctype: ColumnType, in_array: bool = False,
         return st.times().map(_round_100us)
     if kind is Kind.TIMESTAMP:
         return st.datetimes(min_value=first).map(_round_100us)
-    raw = ctype.charset in ("NONE", "OCTETS") or kind is Kind.BLOB
+    # Bytes: binary BLOBs, charset NONE/OCTETS, and CHAR/VARCHAR of single-byte charsets,
+    # every byte value included (0x81, 0x8D ... are undefined in WIN1252 yet stored as such).
+    raw = travels_as_bytes(ctype)
     if kind in (Kind.BLOB, Kind.BLOB_TEXT):
         size = 300
     else:
@@ -407,8 +410,10 @@ def test_scalar_extremes(scalars: Pair, tmp_path: Path) -> None:
             "N18_18": Decimal("9.223372036854775807"),
             "BO": True, "DT": dt.date(9999, 12, 31), "TM": dt.time(23, 59, 59, 999900),
             "TS": dt.datetime(9999, 12, 31, 23, 59, 59, 999900),
-            "CU": "😀😀😀😀😀", "VU": "😀" * 8191, "CW": "€ÿ", "VW": "Œœ€‚ƒ„…†‡ˆ‰Š‹ŽŸ",
-            "VL": "".join(LATIN1[-20:]), "CN": b"\0\xff\xfe\xc3(\0", "VN": b"\xc3(\0\xff",
+            "CU": "😀😀😀😀😀", "VU": "😀" * 8191, "CW": b"\x81\x80\xff",
+            # WIN1252 as stored: defined codes, then the five it leaves undefined.
+            "VW": "Œœ€‚ƒ„…†‡ˆ‰Š‹ŽŸ".encode("cp1252") + b"\x81\x8d\x8f\x90\x9d",
+            "VL": bytes(range(236, 256)), "CN": b"\0\xff\xfe\xc3(\0", "VN": b"\xc3(\0\xff",
             "CO": b"\0\0\xff\0", "VO": b"\0" * 10, "BT": "😀\0é", "BW": "€é",
             "BN": b"\xff\0\xc3(", "BB": bytes(range(256)), "Mixed Case Col": "Mixed 😀"}
     low = {"SI": -(2**15), "II": -(2**31), "BI": -(2**63),
@@ -418,7 +423,7 @@ def test_scalar_extremes(scalars: Pair, tmp_path: Path) -> None:
            "N18_18": Decimal("-9.223372036854775808"),
            "BO": False, "DT": dt.date(1, 1, 1), "TM": dt.time(0, 0),
            "TS": dt.datetime(1, 1, 1, 0, 0, 0, 100),
-           "CU": "", "VU": "", "CW": " ", "VW": "", "VL": "\0", "CN": b"", "VN": b"",
+           "CU": "", "VU": "", "CW": b" ", "VW": b"", "VL": b"\0", "CN": b"", "VN": b"",
            "CO": b"", "VO": b"", "BT": "", "BW": "", "BN": b"", "BB": b"",
            "Mixed Case Col": ""}
     special = [{"DP": d, "FL": FLOAT_EDGES[i % len(FLOAT_EDGES)],
@@ -433,6 +438,8 @@ def test_scalar_extremes(scalars: Pair, tmp_path: Path) -> None:
     assert kinds(travelled, scalars, "CN")[0] == "octets"
     assert kinds(travelled, scalars, "BN")[0] == "octets"
     assert kinds(travelled, scalars, "BW")[0] == "text"
+    assert kinds(travelled, scalars, "VW")[:2] == kinds(travelled, scalars, "CW")[:2] == [
+        "octets", "octets"]
     assert travelled[0][[c.name for c in scalars.columns].index("N18_4")].scaled == \
         values_pb2.Scaled(unscaled=2**63 - 1, scale=4)
 

@@ -12,8 +12,10 @@ Rules this module must keep (DESIGN §3.1):
   SNAPSHOT transaction that would raise update conflicts and fail the customer's invoice);
 * its privileges are granted to the trigger itself, so an application connecting as an
   ordinary user needs nothing more;
-* an update that changes nothing is not logged; a primary-key change is a delete of the old
-  key and an insert of the new one with the full image;
+* an update that changes no byte is not logged, and any byte change is (text is compared
+  as bytes, never through its collation); a primary-key change — a byte change of a key
+  column, even one the collation calls equal — is a delete of the old key and an insert of
+  the new one with the full image;
 * it never touches the application's own objects except the marked guards.
 
 Image tables only ever gain columns (never dropped or reordered), so the change mask of an
@@ -33,7 +35,7 @@ from firebird.driver import Connection
 from . import guard
 from .config import GeneratorRange
 from .database import READ_COMMITTED_RW, SNAPSHOT_RW, literal, quote, transaction
-from .schema import Column, ColumnType, Schema, Table, TableSelection, introspect
+from .schema import Column, ColumnType, Kind, Schema, Table, TableSelection, introspect
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +332,7 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
     key_mask = literal("".join("1" if n in key else "0" for n in image_names))
     new_full = [f"NEW.{q(n)}" if n in live else "NULL" for n in image_names]
     old_key = [f"OLD.{q(n)}" if n in key else "NULL" for n in image_names]
-    key_changed = " OR ".join(f"NEW.{q(k)} IS DISTINCT FROM OLD.{q(k)}" for k in key)
+    key_changed = " OR ".join(changed_condition(table.column(k), dialect) for k in key)
     mask_parts = []
     new_changed = []
     for col in image:
@@ -348,7 +350,7 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
                 mask_parts.append(f"IIF(NEW.{q(n)} IS NULL AND OLD.{q(n)} IS NULL, '0', '1')")
                 new_changed.append(f"NEW.{q(n)}")
                 continue
-            cond = f"NEW.{q(n)} IS DISTINCT FROM OLD.{q(n)}"
+            cond = changed_condition(table.column(n), dialect)
             mask_parts.append(f"IIF({cond}, '1', '0')")
             new_changed.append(f"IIF({cond}, NEW.{q(n)}, NULL)")
     unchanged = literal("0" * len(image_names))
@@ -382,6 +384,29 @@ BEGIN
             :F, 'capture failed: gdscode ' || GDSCODE || ', sqlstate ' || SQLSTATE);
   END
 END"""
+
+
+def changed_condition(column: Column, dialect: int) -> str:
+    """PSQL that is true when an UPDATE changed ``column``'s stored value (DESIGN §3.1:
+    exact means bytes).
+
+    ``IS DISTINCT FROM`` on text follows the column's collation and PAD SPACE: a fix of
+    ``Hélène`` to ``helene`` in a ``*_CI_AI`` column, or ``'abc'`` to ``'abc  '``, compares
+    equal. Text is therefore compared as OCTETS, plus its byte length (OCTETS pads with NUL
+    when comparing: ``'ab'`` equals ``'ab' || x'00'``). Text BLOBs compare as binary BLOBs
+    (contents, byte for byte). Other types compare by value, which is their stored value.
+    """
+    n = quote(column.name, dialect)
+    ctype = column.type
+    kind = ctype.element_kind
+    if kind in (Kind.CHAR, Kind.VARCHAR) and not ctype.dimensions:
+        octets = f"VARCHAR({max(ctype.length, 1)}) CHARACTER SET OCTETS"
+        return (f"(CAST(NEW.{n} AS {octets}) IS DISTINCT FROM CAST(OLD.{n} AS {octets}) "
+                f"OR OCTET_LENGTH(NEW.{n}) IS DISTINCT FROM OCTET_LENGTH(OLD.{n}))")
+    if kind is Kind.BLOB_TEXT:
+        return (f"CAST(NEW.{n} AS BLOB SUB_TYPE BINARY) IS DISTINCT FROM "
+                f"CAST(OLD.{n} AS BLOB SUB_TYPE BINARY)")
+    return f"NEW.{n} IS DISTINCT FROM OLD.{n}"
 
 
 def _grant(con: Connection, number: int) -> None:

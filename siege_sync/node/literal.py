@@ -50,11 +50,14 @@ Forms and measured limits (Firebird 3.0.11, connection charset UTF8):
   characters (and 65,535 bytes): longer text is split into pieces joined with ``||`` (the
   first piece CAST to a UTF8 text BLOB for BLOB columns). Text above 32,765 UTF-8 bytes for a
   CHAR/VARCHAR gives ``None``. (Only single-byte charset columns hold more than 8,191
-  characters; the driver can neither read nor write those longer values — it describes them
-  as UTF8, 4 bytes a character — so such Values do not arise from ``values.encode``.)
-* Bytes (CHAR/VARCHAR of charset NONE/OCTETS, binary BLOBs, charset NONE text BLOBs): a hex
-  literal ``x'..'`` (charset OCTETS, assigned without transliteration). One holds at most
-  65,535 bytes, which is exactly the largest inline BLOB (:data:`.values.LARGE_BLOB` - 1).
+  characters, and their values travel as bytes; a ``text`` Value for one comes from a node
+  older than byte-exact text and is written as bytes in the column's charset.)
+* Bytes (binary BLOBs, charset NONE text BLOBs, CHAR/VARCHAR of every charset but UTF-8):
+  a hex literal ``x'..'`` (charset OCTETS, assigned without transliteration); for a charset
+  other than NONE/OCTETS it is CAST to a VARCHAR of that charset, still byte for byte, so a
+  comparison follows the column's collation (a bare OCTETS operand compares bytes). One
+  holds at most 65,535 bytes, which is exactly the largest inline BLOB
+  (:data:`.values.LARGE_BLOB` - 1).
 * ``NULL`` for every type (no typed NULL needed, unlike parameters of short CHAR columns).
 * ARRAYs have no literal syntax, and a BLOB travelling as a BlobRef must be streamed: ``None``.
 
@@ -83,7 +86,6 @@ MAX_HEX_LITERAL_BYTES = 65_535
 MAX_STRING_BYTES = 32_765  # longest CHAR/VARCHAR value (also of a concatenation)
 
 _TWO_53 = 1 << 53
-_RAW_TEXT = ("NONE", "OCTETS")
 _INT32 = (-(2**31), 2**31 - 1)
 
 
@@ -143,8 +145,8 @@ def general_literal(ctype: ColumnType, value: values_pb2.Value, dialect: int) ->
         return (f"TIMESTAMP '{ts.year:04d}-{ts.month:02d}-{ts.day:02d} {ts.hour:02d}:"
                 f"{ts.minute:02d}:{ts.second:02d}.{ts.microsecond // 100:04d}'")
     if kind in (Kind.CHAR, Kind.VARCHAR):
-        if (ctype.charset or "NONE") in _RAW_TEXT:
-            return _hex(decoded)
+        if values.travels_as_bytes(ctype):
+            return _column_hex(ctype, decoded)
         return _text(decoded, blob=False)
     if kind is Kind.BLOB_TEXT or kind is Kind.BLOB:
         if isinstance(decoded, bytes):
@@ -242,10 +244,11 @@ def _fast_format(ctype: ColumnType, dialect: int, slow: Callable[[values_pb2.Val
             d = _dt.date.fromordinal(days + 1)
             return f"TIMESTAMP '{d.year:04d}-{d.month:02d}-{d.day:02d} {_time_text(ticks)}'"
         return "timestamp", timestamp
-    raw = ctype.element_kind is Kind.BLOB or (ctype.charset or "NONE") in _RAW_TEXT
     blob = ctype.is_blob
-    if raw:
-        return "octets", lambda v: _hex(v.octets)
+    if values.travels_as_bytes(ctype):
+        if blob:
+            return "octets", lambda v: _hex(v.octets)
+        return "octets", lambda v: _column_hex(ctype, v.octets)
     return "text", lambda v: _text(v.text, blob)
 
 
@@ -295,6 +298,13 @@ def _hex(data: bytes) -> str | None:
     if len(data) > MAX_HEX_LITERAL_BYTES:
         return None
     return f"x'{data.hex()}'"
+
+
+def _column_hex(ctype: ColumnType, data: bytes) -> str | None:
+    """Bytes of a CHAR/VARCHAR as a value of the column's own charset (see
+    :func:`.values.bytes_as_column`: byte for byte, compared by the column's collation)."""
+    hexed = _hex(data)
+    return None if hexed is None else values.bytes_as_column(ctype, hexed)
 
 
 def _text(text: str, blob: bool) -> str | None:

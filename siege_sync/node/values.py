@@ -9,9 +9,11 @@ It must never:
 
 * lose a bit: no float formatting, no rounding, no transcoding the column did not ask for.
   Every conversion is checked to be exact and raises instead of approximating;
-* decode raw bytes: columns of charset NONE/OCTETS and binary BLOBs stay ``bytes`` from the
-  database to the wire and back (they are read through a CAST to OCTETS/BINARY because the
-  driver would otherwise try to decode them as the connection's UTF-8);
+* decode raw bytes: binary BLOBs, and CHAR/VARCHAR of every charset but UTF-8 (NONE,
+  OCTETS, WIN1252 ...) stay ``bytes`` from the database to the wire and back (they are read
+  through a CAST to OCTETS/BINARY because the driver would otherwise decode them as the
+  connection's UTF-8 — failing for NONE, and turning bytes WIN1252 leaves undefined into
+  NUL); see :func:`travels_as_bytes`;
 * hold a large BLOB whole in memory: BLOBs of :data:`LARGE_BLOB` bytes or more travel as a
   ``BlobRef`` whose bytes are streamed in 64 KiB chunks into and out of a spool file;
 * let malformed input through: :func:`decode` rejects a value whose kind, scale, range or
@@ -243,22 +245,54 @@ def _ref_hex(ref: values_pb2.BlobRef) -> str:
 _RAW_TEXT_KINDS = (Kind.CHAR, Kind.VARCHAR, Kind.BLOB_TEXT)
 
 
-def _is_raw(ctype: ColumnType) -> bool:
-    """Travels as bytes: binary BLOBs, and text of charset NONE/OCTETS (unknown encoding).
+# Charsets whose text the driver hands over as Python str without losing a byte: the
+# connection charset is UTF8 and these are UTF-8 too. Every other charset is transliterated
+# to UTF-8 by the server on the way out, and bytes it leaves undefined (0x81, 0x8D, 0x8F,
+# 0x90, 0x9D in WIN1252) come back as NUL: such text travels as its stored bytes instead.
+_UTF8_CHARSETS = ("UTF8", "UNICODE_FSS")
+
+
+# Firebird charset -> Python codec, for text that arrives as Unicode (events of older nodes)
+# and for showing bytes to a person. Others are tried under their own lower-case name.
+_PY_CODECS = {"NONE": "latin-1", "OCTETS": "latin-1", "ASCII": "ascii",
+              **{f"WIN{n}": f"cp{n}" for n in range(1250, 1259)},
+              **{f"ISO8859_{n}": f"iso8859_{n}" for n in range(1, 16)},
+              **{f"DOS{n}": f"cp{n}" for n in (437, 737, 775, 850, 852, 857, 858, 860, 861,
+                                               862, 863, 864, 865, 866, 869)},
+              "KOI8R": "koi8_r", "KOI8U": "koi8_u"}
+
+
+def python_codec(charset: str) -> str:
+    """The Python codec of a Firebird charset (LookupError later if Python has none)."""
+    return _PY_CODECS.get(charset, charset.lower())
+
+
+def travels_as_bytes(ctype: ColumnType) -> bool:
+    """Whether a column's values travel as their stored bytes (``octets``): binary BLOBs,
+    text BLOBs of charset NONE/OCTETS, and CHAR/VARCHAR of every charset but UTF-8 (NONE,
+    OCTETS, WIN1252, ISO8859_x ...). The column's own type says the charset at both ends.
     A text column without a recorded charset is charset NONE in Firebird."""
     kind = ctype.element_kind
     if kind is Kind.BLOB:
         return True
-    return kind in _RAW_TEXT_KINDS and (ctype.charset or "NONE") in ("NONE", "OCTETS")
+    charset = ctype.charset or "NONE"
+    if kind is Kind.BLOB_TEXT:
+        # Not other single-byte charsets: Firebird 3 has no way to read a text BLOB's stored
+        # bytes through a UTF8 attachment (a CAST to BINARY hangs the driver, a CAST to an
+        # OCTETS text BLOB shuts the connection down); they travel transliterated.
+        return charset in ("NONE", "OCTETS")
+    return kind in (Kind.CHAR, Kind.VARCHAR) and charset not in _UTF8_CHARSETS
+
 
 
 def select_expr(column: Column, dialect: int, qualifier: str = "") -> str:
     """The SQL expression that reads ``column`` exactly (``qualifier`` e.g. ``"I."``).
 
-    Charset NONE text is read as OCTETS / BINARY so the driver returns the stored bytes
-    instead of failing to decode them as the connection's UTF-8. The CAST keeps the byte
-    length; a CHAR keeps its stored padding. ARRAY columns are never wrapped: the driver looks
-    their bounds up by the relation and field name of the output column.
+    Text that travels as bytes (:func:`travels_as_bytes`) is read through a CAST to OCTETS /
+    BINARY so the driver returns the stored bytes instead of text transliterated to the
+    connection's UTF-8 (or failing to decode charset NONE). The CAST keeps the byte length;
+    a CHAR keeps its stored padding. ARRAY columns are never wrapped: the driver looks their
+    bounds up by the relation and field name of the output column.
     """
     ref = qualifier + quote(column.name, dialect)
     ctype = column.type
@@ -270,18 +304,33 @@ def select_expr(column: Column, dialect: int, qualifier: str = "") -> str:
         # Only these: casting a text BLOB of a real charset to BINARY yields transliterated,
         # zero-padded bytes under a wrong length (the driver then loops forever reading it).
         return f"CAST({ref} AS BLOB SUB_TYPE BINARY)"
-    if charset == "NONE" and kind is Kind.CHAR:
+    if charset != "OCTETS" and kind is Kind.CHAR and travels_as_bytes(ctype):
         return f"CAST({ref} AS CHAR({ctype.length}) CHARACTER SET OCTETS)"
-    if charset == "NONE" and kind is Kind.VARCHAR:
+    if charset != "OCTETS" and kind is Kind.VARCHAR and travels_as_bytes(ctype):
         return f"CAST({ref} AS VARCHAR({ctype.length}) CHARACTER SET OCTETS)"
     # OCTETS CHAR/VARCHAR and binary BLOBs already come back as bytes, the rest as decoded
     # values of their own type.
     return ref
 
 
+def bytes_as_column(ctype: ColumnType, operand: str) -> str:
+    """An SQL operand of OCTETS (a hex literal, an OCTETS parameter) made a value of the
+    column's own charset, byte for byte: assigned without transliteration and compared by
+    the column's collation (a bare OCTETS operand compares bytes, so a case-insensitive key
+    would not find its row). NONE and OCTETS columns take the operand as it is."""
+    charset = ctype.charset or "NONE"
+    if charset in ("NONE", "OCTETS") or ctype.element_kind not in (Kind.CHAR, Kind.VARCHAR):
+        return operand
+    return f"CAST({operand} AS VARCHAR({max(ctype.length, 1)}) CHARACTER SET {charset})"
+
+
 def param_expr(column: Column) -> str:
     """The parameter marker that writes (or compares) ``column`` exactly: ``?`` for nearly
     every column.
+
+    Text of a single-byte charset is passed as its bytes (:func:`travels_as_bytes`): the
+    driver would send them as UTF-8 text ("Malformed string"), so the parameter is OCTETS,
+    made the column's charset by :func:`bytes_as_column`.
 
     The driver describes a NULL text parameter as ``str(None)``, 4 characters long, and
     Firebird then refuses NULL for a CHAR/VARCHAR shorter than that ("string right
@@ -292,10 +341,14 @@ def param_expr(column: Column) -> str:
     ctype = column.type
     if ctype.dimensions or ctype.element_kind not in (Kind.CHAR, Kind.VARCHAR):
         return "?"
+    charset = ctype.charset or "NONE"
+    if charset not in ("NONE", "OCTETS") and travels_as_bytes(ctype):
+        octets = f"CAST(? AS VARCHAR({max(ctype.length, 4)}) CHARACTER SET OCTETS)"
+        return bytes_as_column(ctype, octets)
     length = ctype.char_length if ctype.char_length is not None else ctype.length
     if length >= 4:
         return "?"
-    return f"CAST(? AS VARCHAR(4) CHARACTER SET {ctype.charset or 'NONE'})"
+    return f"CAST(? AS VARCHAR(4) CHARACTER SET {charset})"
 
 
 # --- Codecs, one per column type -----------------------------------------------------------
@@ -511,7 +564,10 @@ def _text_codec(ctype: ColumnType, in_array: bool) -> _Codec:
 
 
 def _octets_codec(ctype: ColumnType, in_array: bool) -> _Codec:
-    """CHAR/VARCHAR of charset NONE/OCTETS (read with select_expr): raw bytes."""
+    """CHAR/VARCHAR whose values travel as bytes (read with select_expr): raw bytes.
+
+    Events of nodes older than byte-exact text carry ``text`` for single-byte charsets: it is
+    still accepted, encoded in the column's charset as the server would have."""
 
     def enc(v: Any, blobs: BlobSink | None) -> values_pb2.Value:
         if type(v) is not bytes:
@@ -521,12 +577,21 @@ def _octets_codec(ctype: ColumnType, in_array: bool) -> _Codec:
     def dec(b: bytes, blobs: BlobSource | None) -> object:
         return b
 
-    return _Codec(ctype, enc, {"octets": dec}, _describe(ctype))
+    def dec_text(s: str, blobs: BlobSource | None) -> bytes:
+        try:
+            return s.encode(python_codec(ctype.charset or "NONE"))
+        except (LookupError, UnicodeEncodeError) as exc:
+            raise _bad(ctype, f"text not representable in the column's charset ({exc})") from exc
+
+    decoders: dict[str, _Decoder] = {"octets": dec}
+    if (ctype.charset or "NONE") not in ("NONE", "OCTETS"):
+        decoders["text"] = dec_text
+    return _Codec(ctype, enc, decoders, _describe(ctype))
 
 
 def _blob_codec(ctype: ColumnType, in_array: bool) -> _Codec:
     """BLOBs: small ones inline (text or octets), large ones as BlobRef through the spool."""
-    text = not _is_raw(ctype)  # a text BLOB of a known charset: str / UTF-8 bytes
+    text = not travels_as_bytes(ctype)  # a text BLOB of a known charset: str / UTF-8 bytes
 
     def enc(v: Any, blobs: BlobSink | None) -> values_pb2.Value:
         tv = type(v)
@@ -670,7 +735,7 @@ _FACTORIES: dict[Kind, Callable[[ColumnType, bool], _Codec]] = {
 
 def _build(ctype: ColumnType, in_array: bool = False) -> _Codec:
     kind = ctype.kind
-    if kind in (Kind.CHAR, Kind.VARCHAR) and _is_raw(ctype):
+    if kind in (Kind.CHAR, Kind.VARCHAR) and travels_as_bytes(ctype):
         return _octets_codec(ctype, in_array)
     return _FACTORIES[kind](ctype, in_array)
 
