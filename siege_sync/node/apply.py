@@ -550,6 +550,10 @@ class Applier:
         _check_values(table, event)
         write = registers.write_of(event)
         state = settler.state(table, key, inserting=write.op is Op.INSERT)
+        if event.prior and state is not None and not registers.knows_preexisting(state):
+            # What the origin held in a row that predates install: its unknown values here
+            # (the row is not in this database) become known, so a restore is whole.
+            state = registers.with_prior(state, registers.prior_of(event))
         outcome = merge(state, write, self._policies.get(table.name, LWW))
         if outcome.changed or write.op is Op.DELETE or (
                 state is not None and constrained(state)):

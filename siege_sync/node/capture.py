@@ -70,6 +70,9 @@ SCHEMA_VERSION = "1"
 # ever update (and lock) them: two first inserts of one row would clash.
 COUNTERS = (("seq", "0"), ("chain_head", ""), ("last_stamp", "0"), ("incarnation", "1"),
             ("marker_offset_us", ""), ("marker_at_us", ""), ("db_created", ""))
+# Registers are keyed by the engine's identity of each key since this version (install
+# moves those of an older install once).
+KEY_IDENTITY_STATE, KEY_IDENTITY_VERSION = "key_identity", "1"
 # A row's registers up to this size stay inline (no BLOB round trip), larger in REGS_BLOB.
 INLINE_REGISTERS = 4000
 
@@ -77,8 +80,11 @@ INLINE_REGISTERS = 4000
 # (see clock.py) and 'E' records that a capture trigger failed (the application's change
 # went through, its capture did not).
 OP_INSERT, OP_UPDATE, OP_DELETE, OP_MARKER, OP_ERROR = "I", "U", "D", "M", "E"
-# FLAGS bit: the change was made inside a transaction the node was applying.
+# FLAGS bits: the change was made inside a transaction the node was applying; the image
+# holds every column's value (a delete's old row; an update's new values, BLOBs only when
+# written) — image rows captured by older triggers hold the written columns only.
 FLAG_DURING_APPLY = 1
+FLAG_FULL_IMAGE = 2
 
 
 def id_type(dialect: int) -> str:
@@ -252,11 +258,33 @@ def install(con: Connection, selection: TableSelection = TableSelection(),
     for name, initial in COUNTERS:
         if get_state(con, name) is None:
             set_state(con, name, initial)
+    if get_state(con, KEY_IDENTITY_STATE) != KEY_IDENTITY_VERSION:
+        _rekey(con, schema, numbers)
     if get_state(con, "epoch") is None:
         # A random identity for this database's life; a copy restored elsewhere keeps it,
         # a fresh install never reuses one (DESIGN §3.6).
         set_state(con, "epoch", secrets.token_hex(16))
     return report
+
+
+def _rekey(con: Connection, schema: Schema, numbers: dict[str, int]) -> None:
+    """Once per database: move the registers of rows whose key the engine compares other
+    than by bytes (collations, trailing blanks) to their identity (registers.key_identity).
+    Registers were keyed by exact bytes before; a fresh install has none to move."""
+    # registers builds on this module's tables: imported here to keep the import one-way.
+    from . import registers
+
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        try:
+            for name, table in schema.tables.items():
+                moved = registers.rekey(cur, numbers[name], table, schema.dialect)
+                if moved:
+                    log.info("%s: registers of %d rows moved to their key identity", name,
+                             moved)
+        finally:
+            cur.close()
+    set_state(con, KEY_IDENTITY_STATE, KEY_IDENTITY_VERSION)
 
 
 def _table_numbers(con: Connection) -> dict[str, int]:
@@ -321,17 +349,21 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
     key = table.primary_key
     image_names = [c.name for c in image]
 
-    def change_insert(op: str, values: list[str], mask: str) -> str:
+    def change_insert(op: str, values: list[str], mask: str, flags: str = ":F") -> str:
         cols = ", ".join(list(IMAGE_META) + [q(n) for n in image_names])
         return (f"INSERT INTO {IMAGE_PREFIX}{number} ({cols}) VALUES (NEXT VALUE FOR {LOG_SEQ}, "
                 f"CURRENT_TRANSACTION, '{op}', CAST('NOW' AS TIMESTAMP), CURRENT_USER, "
-                f"RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'), :F, {mask}, "
+                f"RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'), {flags}, {mask}, "
                 f"{', '.join(values)});")
 
     full_mask = literal("".join("1" if n in live else "0" for n in image_names))
     key_mask = literal("".join("1" if n in key else "0" for n in image_names))
     new_full = [f"NEW.{q(n)}" if n in live else "NULL" for n in image_names]
-    old_key = [f"OLD.{q(n)}" if n in key else "NULL" for n in image_names]
+    # A delete keeps the whole old row and an update every column's new value (BLOBs only
+    # when written): the publisher needs them for a row its registers do not know — it
+    # predates install — so that the row can be restored whole anywhere (DESIGN §3.1).
+    old_full = [f"OLD.{q(n)}" if n in live else "NULL" for n in image_names]
+    full_image = f":F + {FLAG_FULL_IMAGE}"
     key_changed = " OR ".join(changed_condition(table.column(k), dialect) for k in key)
     mask_parts = []
     new_changed = []
@@ -346,13 +378,17 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
         else:
             if col.type.dimensions:
                 # Firebird cannot compare two ARRAYs (it fails the statement at run time)
-                # nor put one in an expression: any non-null array counts as written.
+                # nor put one in an expression: any non-null array counts as written here,
+                # and the publisher drops it when it equals the registers' value.
                 mask_parts.append(f"IIF(NEW.{q(n)} IS NULL AND OLD.{q(n)} IS NULL, '0', '1')")
                 new_changed.append(f"NEW.{q(n)}")
                 continue
             cond = changed_condition(table.column(n), dialect)
             mask_parts.append(f"IIF({cond}, '1', '0')")
-            new_changed.append(f"IIF({cond}, NEW.{q(n)}, NULL)")
+            if col.type.is_blob:  # copying an unchanged BLOB on every update costs too much
+                new_changed.append(f"IIF({cond}, NEW.{q(n)}, NULL)")
+            else:
+                new_changed.append(f"NEW.{q(n)}")
     unchanged = literal("0" * len(image_names))
     mask_expr = " || ".join(mask_parts) if mask_parts else "''"
     return f"""CREATE OR ALTER TRIGGER {TRIGGER_PREFIX}{number} FOR {q(table.name)}
@@ -367,14 +403,14 @@ BEGIN
   IF (RDB$GET_CONTEXT('USER_TRANSACTION', '{guard.APPLY_CONTEXT}') = '{number}') THEN EXIT;
   BEGIN
   IF (DELETING OR (UPDATING AND ({key_changed}))) THEN
-    {change_insert(OP_DELETE, old_key, key_mask)}
+    {change_insert(OP_DELETE, old_full, key_mask, full_image)}
   IF (INSERTING OR (UPDATING AND ({key_changed}))) THEN
     {change_insert(OP_INSERT, new_full, full_mask)}
   ELSE IF (UPDATING) THEN
   BEGIN
     M = {mask_expr};
     IF (M <> {unchanged}) THEN
-      {change_insert(OP_UPDATE, new_changed, ":M")}
+      {change_insert(OP_UPDATE, new_changed, ":M", full_image)}
   END
   WHEN ANY DO
     /* Never fail the application's transaction: record that capture failed, loudly. */

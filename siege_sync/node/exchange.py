@@ -193,8 +193,9 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
                             if m not in out.problems)
         receiver.close()
     if receiver.waiting:
-        out.problems.append(f"{receiver.waiting} events from {ident.name} wait for events of "
-                            "other sites (they come again next time)")
+        why = "; ".join(receiver.waiting_for) or "events of other sites"
+        out.problems.append(f"{receiver.waiting} events from {ident.name} wait: {why} (they "
+                            "come again next time)")
 
 
 def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
@@ -219,7 +220,8 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
         return
     reply = stub.Push(batches(), timeout=timeout)
     out.pushed_events += reply.applied_events
-    out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held])
+    out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held,
+                                                        *reply.waiting_for])
 
 
 def _why(exc: BaseException) -> str:

@@ -39,7 +39,7 @@ from .database import (
 )
 from .merge import LWW, Policy, losses, merge
 from .reader import Batch, Group, LogEntry, plan
-from .schema import ColumnType, introspect
+from .schema import Column, ColumnType, introspect
 from .schema import key_types as schema_key_types
 from .storage import DatabaseBlobStore
 
@@ -90,6 +90,9 @@ class _Change:
     event: events_pb2.Event  # table, op, key and written columns; the rest is set later
     khash: bytes = b""
     arrays: tuple[str, ...] = ()  # an update's ARRAY columns: written, or only re-saved?
+    # An update's or delete's values of the columns it does not write, as read (encoded only
+    # for a row the registers do not know: it predates install; see _prior).
+    unwritten: list[tuple[str, ColumnType, object]] | None = None
 
 
 class Publisher:
@@ -231,7 +234,8 @@ class Publisher:
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
         stored: list[eventlog.StoredEvent] = []
         for tx in batch.transactions:
-            tx_changes = sorted(changes.get(tx.group, []), key=lambda c: c.entry.log_id)
+            tx_changes = _inserts_first(
+                sorted(changes.get(tx.group, []), key=lambda c: c.entry.log_id))
             if not tx_changes:
                 continue  # only capture errors in it
             first_seq = counters.seq + 1
@@ -244,9 +248,13 @@ class Publisher:
                 # event names the life and the writers it overwrote (DESIGN §3.2, §3.3).
                 khash = change.khash
                 state = rows.get(entry.table_no, khash)
-                if state is None and entry.op != OP_INSERT:
-                    state = registers.preexisting(columns_of[entry.table_no])
                 event = change.event
+                if entry.op != OP_INSERT and not registers.knows_preexisting(state):
+                    # A row that predates install: the values it held travel with the
+                    # event, so that any site can restore it whole (DESIGN §3.1).
+                    prior = _prior(event, change.unwritten or [])
+                    state = registers.with_prior(
+                        state or registers.preexisting(columns_of[entry.table_no]), prior)
                 policy = self._policies.get(event.table, LWW)
                 if change.arrays and state is not None and not registers.drop_unchanged(
                         event, state, change.arrays, policy):
@@ -344,10 +352,74 @@ class Publisher:
                             event.columns.add(column=names[i]).value.CopyFrom(
                                 values.encode(types[i], raw[i], blobs))
                 change = _Change(entry, event)
+                if entry.flags & capture.FLAG_FULL_IMAGE and entry.op != OP_INSERT:
+                    change.unwritten = _unwritten(columns, key_at, mask, raw, entry.op)
                 if array_at and entry.op == OP_UPDATE:
                     change.arrays = tuple(names[i] for i in array_at if mask[i] == "1")
                 by_group.setdefault(group, []).append(change)
         return by_group, columns_of
+
+
+def _inserts_first(changes: list[_Change]) -> list[_Change]:
+    """A transaction's changes in log order, except that an insert goes before the updates of
+    its own row logged ahead of it.
+
+    An application's AFTER INSERT trigger runs before the capture trigger (POSITION 32000):
+    when it updates the row just inserted (a computed reference, a status), that update is
+    logged first, and the insert after it with the row as inserted. Replayed in log order
+    the update would meet a row that does not exist yet. An update of a row inserted later
+    in the same transaction, with no delete of that row between, can only be such an
+    update: it happened after the insert."""
+    out: list[_Change] = []
+    first_update: dict[tuple[int, bytes], int] = {}  # row -> index of its leading update
+    for change in changes:
+        row = (change.entry.table_no, change.khash)
+        op = change.entry.op
+        if op == OP_UPDATE:
+            first_update.setdefault(row, len(out))
+        elif op == OP_INSERT and row in first_update:
+            at = first_update.pop(row)
+            out.insert(at, change)
+            for other, index in first_update.items():
+                if index >= at:
+                    first_update[other] = index + 1
+            continue
+        else:
+            first_update.pop(row, None)
+        out.append(change)
+    return out
+
+
+def _unwritten(columns: list[Column], key_at: list[int], mask: str, raw: tuple,
+               op: str) -> list[tuple[str, ColumnType, object]]:
+    """The values of a full image (capture.FLAG_FULL_IMAGE) that its event does not write:
+    every non-key column of a delete; an update's unwritten columns but BLOBs (an update
+    copies a BLOB only when written). A large BLOB is not kept (its reader is closed here,
+    inside the reading transaction): it stays unknown."""
+    out = []
+    for i, col in enumerate(columns):
+        if i in key_at or (op == OP_UPDATE and (mask[i:i + 1] == "1" or col.type.is_blob)):
+            continue
+        value = raw[i]
+        if hasattr(value, "read"):
+            value.close()
+            continue
+        out.append((col.name, col.type, value))
+    return out
+
+
+def _prior(event: events_pb2.Event,
+           unwritten: list[tuple[str, ColumnType, object]]) -> dict[str, bytes]:
+    """Put the unwritten values into ``event.prior``; return them encoded, by column. The
+    driver hands BLOBs under its 64 KiB threshold as bytes: they travel inline."""
+    prior = {}
+    for name, ctype, value in unwritten:
+        encoded = values.encode(ctype, value)
+        if encoded.WhichOneof("kind") == "blob":
+            continue
+        event.prior.add(column=name).value.CopyFrom(encoded)
+        prior[name] = encoded.SerializeToString()
+    return prior
 
 
 def _ticks(entry: LogEntry) -> int:

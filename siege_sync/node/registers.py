@@ -14,7 +14,8 @@ Must never open its own transaction: registers change in the same transaction as
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from firebird.driver import Cursor
 
@@ -141,6 +142,40 @@ def write_of(event: events_pb2.Event) -> Write:
 def preexisting(columns: Iterable[str]) -> RowState:
     return RowState(Life(PREEXISTING, frozenset(),
                          {c: frozenset({Head(PREEXISTING, None)}) for c in columns}))
+
+
+def knows_preexisting(state: RowState | None) -> bool:
+    """Whether every pre-existing value of a row is known (or it has no pre-existing life):
+    an update or delete of it needs no prior image."""
+    if state is None:
+        return False
+    lives = [state.current, *state.past.values()]
+    return not any(life.generation == PREEXISTING and any(
+        head.stamp == PREEXISTING and head.value is None
+        for heads in life.heads.values() for head in heads) for life in lives)
+
+
+def with_prior(state: RowState, prior: Mapping[str, bytes]) -> RowState:
+    """``state`` with the unknown values of its pre-existing life filled from ``prior``
+    (column -> encoded Value: what an event's origin held before it, DESIGN §3.1). Known
+    values are kept: sites adopted with equal rows agree on them."""
+    if not prior:
+        return state
+    for life in [state.current, *state.past.values()]:
+        if life.generation != PREEXISTING:
+            continue
+        heads = dict(life.heads)
+        for column, value in prior.items():
+            old = heads.get(column, frozenset())
+            if any(h.stamp == PREEXISTING and h.value is None for h in old):
+                heads[column] = frozenset({*(h for h in old if h.stamp != PREEXISTING),
+                                           Head(PREEXISTING, value)})
+        state = state.with_life(replace(life, heads=heads))
+    return state
+
+
+def prior_of(event: events_pb2.Event) -> dict[str, bytes]:
+    return {c.column: c.value.SerializeToString() for c in event.prior}
 
 
 # --- storage -----------------------------------------------------------------------------
