@@ -35,6 +35,16 @@ other from being deleted (a cycle) are untied (``untie``): the nullable referenc
 from rows deleted later are set to NULL first (put back if such a row stays after all); when
 no reference of the cycle is nullable, ``force`` settles the row as if the others stayed.
 
+Bringing parents back can meet a cycle too: rows referencing each other were deleted together
+while another site wrote a row referencing one of them. The first row of the cycle brings
+back its parent, which references the first row, still unwritten. The row closing the cycle
+is then written without that reference (NULL), or — when that column cannot be NULL — the
+nearest row of the cycle whose reference can be; the reference is put back (and the rows it
+names brought back) once the first row is written. Every row ends whole, as its registers
+say, whichever row went first. A cycle with no nullable reference cannot be written one row
+after the other (the engine checks each reference at once): ``ConstraintError`` names its
+rows and the transaction is held.
+
 Runs inside the applier's transaction; must never commit or open one, and never write a row
 the registers do not decide.
 """
@@ -43,7 +53,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from firebird.driver import Cursor, DatabaseError
 
@@ -94,6 +104,31 @@ class Deferred(Exception):
 Key = list[values_pb2.Value]
 
 
+@dataclass
+class _Step:
+    """A row being brought back because ``child`` references it through ``fk``."""
+
+    child: RowId
+    table: Table
+    key: Key
+    fk: ForeignKey
+    parent: RowId
+
+    @property
+    def nullable(self) -> bool:
+        return all(self.table.column(c).nullable for c in self.fk.columns)
+
+
+@dataclass
+class _Untie(Exception):
+    """Raised inside a cycle of rows being brought back, caught by the restore of ``step``:
+    that row is written without the reference, which is put back once ``top`` is written."""
+
+    step: _Step
+    top: RowId
+    done: bool = field(default=False)
+
+
 def _writer_context(writer: RowWriter) -> Callable[[int], None]:
     """Sets ``SYNC$APPLY`` to the number of the table about to be written, in the writer's
     order, so that its capture trigger and guarded application triggers skip the node's own
@@ -135,6 +170,12 @@ class Settler:
         self.force = False
         # References set to NULL to untie a cycle of deletes: (table, key, columns).
         self._nulled: list[tuple[Table, Key, tuple[str, ...]]] = []
+        # Rows being brought back because a row references them, outermost first. A parent
+        # already among them is a cycle (rows referencing each other, deleted together).
+        self._restoring: list[_Step] = []
+        # References of such a cycle written as NULL, by the row whose write lets them be
+        # put back (the row of the cycle that was being brought back first).
+        self._left: dict[RowId, list[_Step]] = {}
         # (table, column) -> rows whose merged value this site's column cannot hold yet: a
         # site with a wider column wrote it (DESIGN §3.8). The registers keep it; the row
         # keeps what it had; catchup.py writes it once the column is widened here.
@@ -209,14 +250,19 @@ class Settler:
                 was and self._referencing_row(table, key, old_image) is not None)
             life = self._unique_outcome(table, key, life, referenced, depth)
         if life.visible:
-            self._ensure_parents(table, key, life.image(policy), old_image if was else None,
-                                 life.generation.event, depth)
-            life = self._write(table, key, life, old_image if was else None)
+            left = self._ensure_parents(table, key, life.image(policy),
+                                        old_image if was else None, life.generation.event,
+                                        depth)
+            life = self._write(table, key, life, old_image if was else None, left)
         elif was:
             if hide is not None:
                 self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash")
             self._delete(table, key)
         self.put(table, key, before, replace(after, current=life))
+        if life.visible:
+            self._put_back((table.name, registers.key_identity(key, table)), depth)
+        if depth == 0 and not self._restoring:
+            self._put_back(None, depth)
         if was:
             new_image = life.image(policy) if life.visible else {}
             # The row that hides this one is not written yet: hidden rows wait for it.
@@ -271,11 +317,14 @@ class Settler:
             if self._read_row(child, ckey) is None:
                 continue
             image = state.current.image(self._policy(child))
-            self._ensure_parents(child, ckey, image, None, state.current.generation.event, 0)
+            left = self._ensure_parents(child, ckey, image, None,
+                                        state.current.generation.event, 0)
             self._set_context(self._registry[child.name])
             self._writer.update(child, ckey, {c: values_pb2.Value.FromString(image[c])
-                                              for c in columns if image.get(c) is not None})
+                                              for c in columns if image.get(c) is not None
+                                              and c not in left})
         self._nulled.clear()
+        self._put_back(None, 0)
 
     def after_local_write(self, table: Table, before: RowState | None,
                           merged: RowState) -> RowState:
@@ -349,7 +398,12 @@ class Settler:
 
     def _ensure_parents(self, table: Table, key: Key, image: Mapping[str, bytes | None],
                         shown: Mapping[str, bytes | None] | None, holder: EventId,
-                        depth: int) -> None:
+                        depth: int) -> set[str]:
+        """Bring back the parents the row's image references and this site does not hold.
+        Returns the columns to write as NULL for now: references of a cycle (rows that
+        reference each other, deleted together, brought back by a row referencing one of
+        them), put back by ``_put_back`` once the row they name is written."""
+        left: set[str] = set()
         for fk in table.foreign_keys:
             vals = [image.get(c) for c in fk.columns]
             if any(v is None for v in vals):
@@ -375,9 +429,74 @@ class Settler:
             if pstate is None:
                 raise NotArrived(f"{table.name} references {parent.name} "
                                     f"{_show(pkey)}, whose insert has not arrived here yet")
+            step = _Step((table.name, registers.key_identity(key, table)), table, key, fk,
+                         (parent.name, registers.key_identity(pkey, parent)))
+            if any(s.parent == step.parent for s in self._restoring):
+                # A cycle: the parent is being brought back and waits for this row.
+                self._untie_cycle(step)
+                left.update(fk.columns)
+                continue
             # The parent was deleted without knowing this row, or hidden by a UNIQUE
             # clash: a row referencing it brings it back.
-            self.settle(parent, pkey, pstate, pstate, holder=holder, depth=depth + 1)
+            self._restoring.append(step)
+            try:
+                self.settle(parent, pkey, pstate, pstate, holder=holder, depth=depth + 1)
+            except _Untie as untie:
+                if untie.step is not step:
+                    raise
+                # This row goes first without that reference (the rows of the cycle between
+                # were not written); the reference, and the rows it brings back, once the
+                # cycle's first row is written.
+                self._left.setdefault(untie.top, []).append(step)
+                left.update(fk.columns)
+            finally:
+                self._restoring.pop()
+        return left
+
+    def _untie_cycle(self, step: _Step) -> None:
+        """``step`` closes a cycle of rows being brought back. The row closing it is written
+        without its reference when that reference is nullable; otherwise the nearest row of
+        the cycle whose reference is (``_Untie``). The outcome — every row whole, as its
+        registers say — is the same whichever row goes first; only the order of writes
+        changes. No nullable reference: the engine checks each reference at once, so no
+        order of writes brings the rows back."""
+        at = max(i for i, s in enumerate(self._restoring) if s.parent == step.parent)
+        top = step.parent
+        if step.nullable:
+            self._left.setdefault(top, []).append(step)
+            return
+        cycle = self._restoring[at:]  # from the row that first brought back ``top``
+        for earlier in reversed(cycle[1:]):  # edges inside the cycle, nearest first
+            if earlier.nullable:
+                raise _Untie(earlier, top)
+        rows = " -> ".join(f"{s.table.name} {_show(s.key)}" for s in [*cycle[1:], step])
+        first = cycle[0]
+        raise ConstraintError(
+            f"{first.table.name} {_show(first.key)} brings back rows that were deleted "
+            f"while it was written, and they reference each other through columns that "
+            f"cannot be NULL ({rows} -> back to the first): the engine checks each reference "
+            "at once, so they cannot be written one after the other. An operator must make "
+            "one of those references nullable, or delete (at its site) the row that "
+            "references them")
+
+    def _put_back(self, top: RowId | None, depth: int) -> None:
+        """Put back the references of a cycle written as NULL, now that ``top`` (None: every
+        row) is written: the rows they name are brought back first (a row of the cycle that
+        was not written yet)."""
+        tops = [top] if top is not None else list(self._left)
+        for row in tops:
+            for step in self._left.pop(row, ()):
+                state = self._rows.get(self._registry[step.table.name], step.child[1])
+                if state is None or not state.current.visible:
+                    continue  # the row is not there after all: nothing references
+                image = state.current.image(self._policy(step.table))
+                mine = {c: image.get(c) for c in step.fk.columns}
+                still = self._ensure_parents(step.table, step.key, mine, None,
+                                             state.current.generation.event, depth + 1)
+                self._set_context(self._registry[step.table.name])
+                self._writer.update(step.table, step.key, {
+                    c: values_pb2.Value.FromString(v) for c, v in mine.items()
+                    if v is not None and c not in still})
 
     def _release(self, table: Table, old: Mapping[str, bytes | None],
                  new: Mapping[str, bytes | None], depth: int, hidden_too: bool) -> None:
@@ -553,14 +672,20 @@ class Settler:
         self._written.discard((table.name, registers.key_data(key)))
 
     def _write(self, table: Table, key: Key, life: Life,
-               shown: Mapping[str, bytes | None] | None) -> Life:
-        """Write the row's image (only the columns that differ from what is shown); on a
-        CHECK refusal, fall back to whole-row last-writer-wins."""
+               shown: Mapping[str, bytes | None] | None, left: set[str] | None = None) -> Life:
+        """Write the row's image (only the columns that differ from what is shown), the
+        ``left`` columns as NULL for now (a cycle's reference, put back later); on a CHECK
+        refusal, fall back to whole-row last-writer-wins."""
         policy = self._policy(table)
+        null = values_pb2.Value(null=True).SerializeToString(deterministic=True)
+
+        def image(of: Life) -> dict[str, bytes | None]:
+            return {**of.image(policy), **{c: null for c in left or ()}}
+
         if table.has_checks:
             self.flush()  # alone in its block: a refusal must undo nothing else
         try:
-            self._upsert(table, key, life.image(policy), shown or {})
+            self._upsert(table, key, image(life), shown or {})
             if table.has_checks:
                 self.flush()
             return life
@@ -579,7 +704,7 @@ class Settler:
                     "own versions avoid it; an operator must correct the row at one site "
                     "(or the constraint differs between sites)") from exc
             try:
-                self._upsert(table, key, fallback.image(policy), {})
+                self._upsert(table, key, image(fallback), {})
                 self.flush()
             except DatabaseError as again:
                 raise ConstraintError(
