@@ -23,7 +23,7 @@ from ..proto import values_pb2
 from . import registers, values
 from .capture import CONFLICTS_TABLE, table_registry
 from .database import READ_COMMITTED_RW, quote, transaction
-from .merge import EventId, Loss
+from .merge import EventId, Loss, LossKind
 from .schema import Table, introspect
 
 
@@ -137,6 +137,12 @@ def reapply(con: Connection, short_id: str) -> Conflict:
     """Write a losing column value back as a new local change (which then wins knowingly
     everywhere). Whole lost lives are restored column by column the same way."""
     conflict = find(con, short_id)
+    if conflict.kind == LossKind.REPARENTED.value:
+        raise ConflictError(
+            f"conflict {conflict.short_id}: this row references {conflict.column} of a row "
+            f"whose life it was written for ({conflict.generation}) lost to another insert of "
+            f"the same key ({conflict.winner}); nothing was overwritten. Point it at the right "
+            "row, or delete it, at any site")
     if conflict.column is None or conflict.value is None:
         raise ConflictError(
             f"conflict {conflict.short_id} is a whole row that lost to another insert of the "

@@ -12,6 +12,12 @@ constraints have a say:
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
   comes back when the clash is gone.
+* **colliding keys**: when a life of a key loses to a concurrent insert (merge.py's
+  ``GENERATION``), the rows referencing that key that were written for the lost life — by its
+  origin, after it, stamped below the insert that replaced it — are on record with it
+  (``REPARENTED``, naming the lost life and the winner) and stay visible. Kept true both ways:
+  when the parent's life loses (``_reparent_children``) and when such a row is written, goes
+  or points elsewhere (``_reparent_child``, also for local changes the publisher shows).
 * **CHECK**: when merging concurrent column writes gives a row a CHECK refuses, the row falls
   back to whole-row last-writer-wins as far as the registers can tell: in every column the
   version of the site of the latest write wins where it has one (``whole_row``). When that
@@ -62,7 +68,7 @@ from . import conflicts, registers, values
 from .capture import CONFLICTS_TABLE, IMAGE_PREFIX
 from .database import StatementCache, quote
 from .guard import APPLY_CONTEXT
-from .merge import LWW, EventId, Head, Life, LossKind, Policy, RowState, Stamp, losses
+from .merge import LWW, EventId, Head, Life, Loss, LossKind, Policy, RowState, Stamp, losses
 from .registers import PREEXISTING
 from .rowwrite import RowWriteError, RowWriter
 from .schema import ForeignKey, Schema, Table
@@ -220,6 +226,9 @@ class Settler:
             conflicts.record(self._cur, number, key, new - old, retracted=old - new,
                              decide=policy.manual)
             self.losses_recorded += len(new - old)
+            if table.referenced_by and any(loss.kind is LossKind.GENERATION
+                                           for loss in new ^ old):
+                self._reparent_children(table, key, before)
 
     def _policy(self, table: Table) -> Policy:
         return self._policies.get(table.name, LWW)
@@ -259,6 +268,9 @@ class Settler:
                 self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash")
             self._delete(table, key)
         self.put(table, key, before, replace(after, current=life))
+        if table.foreign_keys:
+            self._reparent_child(table, key, before.current if was and before else None,
+                                 old_image, life if life.visible else None, policy)
         if life.visible:
             self._put_back((table.name, registers.key_identity(key, table)), depth)
         if depth == 0 and not self._restoring:
@@ -340,6 +352,12 @@ class Settler:
             before.current.visible else {}
         new = merged.current.image(policy) if merged.current.visible else {}
         self._release(table, old, new, 0, hidden_too=True)
+        key = [values_pb2.Value.FromString(old[c]) for c in table.primary_key
+               if old.get(c) is not None]
+        if table.foreign_keys and before is not None and len(key) == len(table.primary_key):
+            # (the key from the row's own image: a row the registers know was inserted whole)
+            self._reparent_child(table, key, before.current if before.current.visible else None,
+                                 old, merged.current if merged.current.visible else None, policy)
         return merged
 
     def _unique_outcome(self, table: Table, key: Key, life: Life, referenced: bool,
@@ -522,6 +540,104 @@ class Settler:
                 state = self.state(table, hidden_key)
                 if state is not None and state.current.evicted_by is not None:
                     self.settle(table, hidden_key, state, state, depth=depth + 1)
+
+    # --- rows whose parent's life lost (DESIGN §3.5) ----------------------------------
+
+    def _reparented(self, table: Table, image: Mapping[str, bytes | None] | None,
+                    generation: Stamp | None,
+                    parents: Mapping[RowId, RowState | None] | None = None) -> set[Loss]:
+        """The ``REPARENTED`` records a row (its image, its life) calls for: for each parent
+        it references, each life of that parent that lost to a concurrent insert, when this
+        row's life began with an insert of that lost life's origin (same site and
+        incarnation) after the lost insert and stamped below the insert that replaced it.
+        Such a row was written for the lost life: its origin knew that life (its own, earlier
+        in its sequence), and could not yet have seen the replacing one, whose stamp is
+        higher (the typical case: an invoice and its lines saved in one transaction at two
+        sites using the same number). A row its origin wrote after seeing the winner but
+        stamped below it (its clock behind) is on record too: a record too many, visible,
+        never a silent re-parenting. Decided from registers only, so every site records the
+        same. ``parents``: parents' registers to use instead of the stored ones."""
+        out: set[Loss] = set()
+        if image is None or generation is None:
+            return out
+        for fk in table.foreign_keys:
+            parent = self._schema.tables.get(fk.parent)
+            if parent is None or fk.parent_columns != parent.primary_key:
+                continue
+            vals = [image.get(c) for c in fk.columns]
+            if any(v is None for v in vals):
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            pkey = _rekey(table, fk, parent, parsed)
+            prow = (parent.name, registers.key_identity(pkey, parent))
+            if parents is not None and prow in parents:
+                pstate = parents[prow]
+            else:
+                pstate = self._rows.get(self._registry[parent.name], prow[1])
+            if pstate is None or not pstate.past:
+                continue
+            for life in pstate.lives:
+                lost = life.generation
+                if not pstate.lost(life) or (lost.site, lost.incarnation) != (
+                        generation.site, generation.incarnation) or lost.seq >= generation.seq:
+                    continue
+                replaced_by = min(g.generation for g in pstate.lives if g.generation > lost)
+                if generation < replaced_by:
+                    out.add(Loss(LossKind.REPARENTED, lost.event, generation.event,
+                                 ", ".join(fk.columns), None, replaced_by.event))
+        return out
+
+    def _reparent_child(self, table: Table, key: Key, was: Life | None,
+                        old_image: Mapping[str, bytes | None], now: Life | None,
+                        policy: Policy) -> None:
+        """Keep a row's ``REPARENTED`` records true after it changed: recorded when it is
+        written referencing a lost life's key, dropped when it goes or points elsewhere."""
+        new_image = now.image(policy) if now is not None else None
+        if was is not None and now is not None and was.generation == now.generation and all(
+                old_image.get(c) == new_image.get(c)  # type: ignore[union-attr]
+                for fk in table.foreign_keys for c in fk.columns):
+            return  # its references did not change (the usual update): nothing to look up
+        had = self._reparented(table, old_image if was is not None else None,
+                               was.generation if was is not None else None)
+        wanted = self._reparented(table, new_image, now.generation if now else None)
+        if had != wanted:
+            conflicts.record(self._cur, self._registry[table.name], key, wanted - had,
+                             retracted=had - wanted)
+            self.losses_recorded += len(wanted - had)
+
+    def _reparent_children(self, table: Table, key: Key, before: RowState | None) -> None:
+        """A life of this row lost to a concurrent insert (or stopped losing): the rows that
+        reference the key and were written for that life go on record with it."""
+        row = (table.name, registers.key_identity(key, table))
+        self.flush()
+        d = self._dialect
+        for fk in table.referenced_by:
+            child = self._schema.tables.get(fk.table)
+            if child is None or fk.parent_columns != table.primary_key:
+                continue
+            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                     f"{self._where(fk.columns, child)}",
+                          self._params(child, fk.columns, key))
+            found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r,
+                                                               strict=True)]
+                     for r in self._cur.fetchall()]
+            policy = self._policy(child)
+            for ckey in found:
+                cstate = self._rows.get(self._registry[child.name],
+                                        registers.key_identity(ckey, child))
+                if cstate is None or not cstate.current.visible:
+                    continue
+                image = cstate.current.image(policy)
+                gen = cstate.current.generation
+                had = self._reparented(child, image, gen, {row: before})
+                wanted = self._reparented(child, image, gen)
+                if had != wanted:
+                    conflicts.record(self._cur, self._registry[child.name], ckey,
+                                     wanted - had, retracted=had - wanted)
+                    self.losses_recorded += len(wanted - had)
 
     # --- the database ------------------------------------------------------------------
 

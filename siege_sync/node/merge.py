@@ -26,7 +26,12 @@ Losses (versions kept on record, DESIGN §3.3, §3.5):
   which the applier decides (``constraints.py``);
 * in an ended life, a head no delete knew was an update the delete did not see
   (``UPDATE_OF_DEAD_ROW``): it died with the row, never re-inserts it;
-* a life replaced by a concurrent insert lost whole (``GENERATION``).
+* a life replaced by a concurrent insert lost whole (``GENERATION``);
+* a row created, by the origin of such a life, referencing it before that origin could have
+  seen the life that replaced it (``REPARENTED``): a line of an invoice whose number another
+  site also used. It stays (its parent's key exists, so hiding it would leave a line whose
+  invoice is nowhere), but the operator sees the whole collision. A function of two rows'
+  registers, so ``constraints.py`` decides it, never ``losses``.
 A head overwritten later by its own origin is no longer a loss: ``losses`` is recomputed
 and the applier stores the difference.
 
@@ -212,6 +217,7 @@ class LossKind(Enum):
     GENERATION = "generation"
     DELETE_OF_REFERENCED_ROW = "kept-by-reference"  # a delete undone: a row references it
     UNIQUE_CLASH = "unique-clash"  # another row took its UNIQUE value with a higher stamp
+    REPARENTED = "reparented"  # references a key whose life it was written for lost
 
 
 @dataclass(frozen=True)
