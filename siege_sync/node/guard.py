@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import re
 
-APPLY_CONTEXT = "SYNC$APPLY"
+APPLY_CONTEXT = "SYNC$APPLY"  # set by the node's transactions: the guards skip them
+# Its value while repairing (``analyse --repair``): no table number, so every capture trigger
+# records the writes as this site's own changes (not flagged as an apply's side effects),
+# while the guarded application triggers skip them like applied changes.
+REPAIR_CONTEXT = "repair"
 GUARD_START = "/*SYNC$GUARD*/"
 GUARD_END = "/*SYNC$GUARD END*/"
 GUARD = (

@@ -18,7 +18,7 @@ What a report can honestly say, and what it cannot:
   are published. A lower bound: rows published between two checks (a pull served, a second
   batch of one stream) are not counted, and neither are writes to tables that are not
   replicated — those leave no trace here. Cascades and triggers configured to fire write
-  such rows too; repairs (repair.py) are left out by their transaction.
+  such rows too; repairs (repair.py) are not flagged (capture tells them apart).
 
 Owns the ``guard:`` rows of ``SYNC$STATE``. Never changes a trigger (capture.install does).
 """
@@ -43,8 +43,6 @@ GUARDED_STATE = "guard:guarded"  # triggers guarded at install (a later stripped
 LOST_STATE = "guard:lost:"  # + trigger: "<first found missing>|<table>"
 EFFECTS_STATE = "guard:effects:"  # + table: rows captured during applies since
 UPTO_STATE = "guard:upto"  # the last image id counted
-REPAIR_STATE = "guard:repair_tx"  # transactions of the last repairs: not side effects
-_REPAIRS_KEPT = 20
 
 
 @dataclass(frozen=True)
@@ -156,21 +154,8 @@ def _forget(cur: Cursor, state: dict[str, str], still_lost: set[str]) -> None:
         cur.execute(f"DELETE FROM {capture.STATE_TABLE} WHERE NAME = ?", (name,))
 
 
-def note_repair(cur: Cursor) -> None:
-    """In a repair's own transaction: its writes are this site's changes, not side effects
-    of an apply (they are captured with the same flag)."""
-    cur.execute(f"SELECT VAL FROM {capture.STATE_TABLE} WHERE NAME = ?", (REPAIR_STATE,))
-    row = cur.fetchone()
-    kept = (row[0] or "").split() if row else []
-    cur.execute("SELECT CURRENT_TRANSACTION FROM RDB$DATABASE")
-    kept = [*kept, str(int(cur.fetchone()[0]))][-_REPAIRS_KEPT:]
-    _put(cur, REPAIR_STATE, " ".join(kept))
-
-
 def _count_effects(cur: Cursor, state: dict[str, str], effects: dict[str, int]) -> None:
     upto = int(state.get(UPTO_STATE) or 0)
-    repairs = [int(t) for t in (state.get(REPAIR_STATE) or "").split()]
-    skip = f" AND SYNC$TX NOT IN ({', '.join(map(str, repairs))})" if repairs else ""
     cur.execute(f"SELECT TBL_NO, NAME FROM {capture.TABLES_TABLE}")
     names = {int(no): str(name) for no, name in cur.fetchall()}
     cur.execute("SELECT TRIM(RDB$RELATION_NAME) FROM RDB$RELATIONS "
@@ -183,7 +168,7 @@ def _count_effects(cur: Cursor, state: dict[str, str], effects: dict[str, int]) 
         # SYNC$ID is the image's primary key: only what arrived since the last check is read.
         cur.execute(f"SELECT COUNT(*), MAX(SYNC$ID) FROM {capture.IMAGE_PREFIX}{no} "
                     f"WHERE SYNC$ID > ? AND BIN_AND(SYNC$FLAGS, "
-                    f"{capture.FLAG_DURING_APPLY}) <> 0{skip}", (upto,))
+                    f"{capture.FLAG_DURING_APPLY}) <> 0", (upto,))
         count, last = cur.fetchone()
         if count:
             effects[name] = effects.get(name, 0) + int(count)

@@ -59,8 +59,10 @@ def _bound(table: Table, con: Connection, key: Key, op: str) -> tuple[str, list[
     params: list[object] = []
     for i in range(len(cols)):
         last = i == len(cols) - 1
-        parts = [f"{quote(c.name, con.sql_dialect)} = ?" for c in cols[:i]]
-        parts.append(f"{quote(cols[i].name, con.sql_dialect)} {op if last else strict} ?")
+        parts = [f"{quote(c.name, con.sql_dialect)} = {values.param_expr(c)}"
+                 for c in cols[:i]]
+        parts.append(f"{quote(cols[i].name, con.sql_dialect)} {op if last else strict} "
+                     f"{values.param_expr(cols[i])}")
         terms.append("(" + " AND ".join(parts) + ")")
         params += params_all[:i + 1]
     return "(" + " OR ".join(terms) + ")", params

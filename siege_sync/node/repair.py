@@ -26,22 +26,17 @@ from dataclasses import dataclass
 from firebird.driver import Connection, Cursor
 
 from ..proto import sync_pb2, values_pb2
-from . import conflicts, guardwatch, values
+from . import conflicts, values
 from .capture import table_registry
 from .database import quote, transaction
 from .digest import hash_encoded
-from .guard import APPLY_CONTEXT
+from .guard import APPLY_CONTEXT, REPAIR_CONTEXT
 from .schema import Table
 from .storage import DatabaseBlobStore
 
 
 class RepairError(Exception):
     pass
-
-
-# The value of ``SYNC$APPLY`` while repairing: not a table number, so every capture trigger
-# records the writes (as this site's changes), while guarded application triggers skip them.
-REPAIR_CONTEXT = "repair"
 
 
 @dataclass(frozen=True)
@@ -70,7 +65,6 @@ def repair(con: Connection, site: str, table: Table, prefer: str,
             cur.execute(f"SELECT RDB$SET_CONTEXT('USER_TRANSACTION', '{APPLY_CONTEXT}', "
                         f"'{REPAIR_CONTEXT}') FROM RDB$DATABASE")
             cur.fetchone()
-            guardwatch.note_repair(cur)
             for fix in fixes:
                 key = list(fix.key.values)
                 if len(key) != len(keys):
