@@ -45,7 +45,7 @@ from pathlib import Path
 from firebird.driver import Connection, connect_server
 
 from ..proto import events_pb2, sync_pb2
-from . import capture, conflicts, eventlog
+from . import capture, conflicts, eventlog, guardwatch
 from .config import NodeConfig
 from .database import connection, transaction
 from .publish import Publisher
@@ -363,5 +363,6 @@ def take_identity(con: Connection, cfg: NodeConfig, mesh: str,
         cur.close()
     # This site's key ranges, guards and capture objects (the generators move forward only).
     capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+    guardwatch.remember_install(con, cfg.fire_triggers)  # what this site fires, not the siège
     return (f"copy of {source} at its event {seq}; {dropped} of its captured entries not "
             "yet published dropped (it publishes them itself)")

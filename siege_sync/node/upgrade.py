@@ -40,7 +40,7 @@ from pathlib import Path
 
 from firebird.driver import Connection
 
-from . import capture
+from . import capture, guardwatch
 from .apply import catch_up
 from .config import NodeConfig
 from .database import READ_COMMITTED_RW, connection, transaction
@@ -239,6 +239,7 @@ def _reinstall(cfg: NodeConfig, failure: str | None) -> tuple[Schema, list[str]]
     try:
         with connection(cfg.database) as con:
             report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
+            guardwatch.remember_install(con, cfg.fire_triggers)
             assert report.schema is not None
             return report.schema, catch_up(con, cfg.site, cfg.policies)
     except Exception as exc:  # said loudly: the database is without capture
