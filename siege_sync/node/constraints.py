@@ -352,12 +352,14 @@ class Settler:
             before.current.visible else {}
         new = merged.current.image(policy) if merged.current.visible else {}
         self._release(table, old, new, 0, hidden_too=True)
-        key = [values_pb2.Value.FromString(old[c]) for c in table.primary_key
-               if old.get(c) is not None]
-        if table.foreign_keys and before is not None and len(key) == len(table.primary_key):
+        image = old or new
+        key = [values_pb2.Value.FromString(image[c]) for c in table.primary_key
+               if image.get(c) is not None]
+        if table.foreign_keys and len(key) == len(table.primary_key):
             # (the key from the row's own image: a row the registers know was inserted whole)
-            self._reparent_child(table, key, before.current if before.current.visible else None,
-                                 old, merged.current if merged.current.visible else None, policy)
+            self._reparent_child(
+                table, key, before.current if old and before is not None else None, old,
+                merged.current if merged.current.visible else None, policy)
         return merged
 
     def _unique_outcome(self, table: Table, key: Key, life: Life, referenced: bool,
