@@ -276,24 +276,8 @@ def converge(appliers: dict, cons: dict, seed: int) -> None:
     assert moved == 0, f"seed {seed}: not quiet"
 
 
-KEY_FROM_EVENT = (
-    "issue 16 item 2: Settler._upsert writes the key bytes of the event being applied, not "
-    "those of the current life (see test_a_late_delete_of_an_older_life_keeps_the_current_"
-    "key_bytes)")
-# Seeds that meet a reported defect (each minimized into a named scenario below).
-KNOWN_DEFECTS = {
-    5: KEY_FROM_EVENT,  # every site ends with lyon's losing key bytes 'straße'
-    13: KEY_FROM_EVENT,  # nice holds b'\x81x', the others b'\x81X ' (a row older than install)
-    17: "issue 16 item 2: a loss recorded under one spelling of a key is not retracted by an "
-        "event naming another (see test_a_life_followed_under_an_engine_equal_key_is_not_"
-        "left_on_record)",
-}
-
-
 def seed_params() -> list:
-    return [pytest.param(s, id=f"seed={s}", marks=[pytest.mark.xfail(
-        strict=True, reason=KNOWN_DEFECTS[s])] if s in KNOWN_DEFECTS else [])
-        for s in SEEDS]
+    return [pytest.param(s, id=f"seed={s}") for s in SEEDS]
 
 
 @pytest.mark.parametrize("seed", seed_params())
@@ -332,10 +316,6 @@ def test_three_sites_converge_on_real_world_text_arrays_and_old_rows(make_db, se
 
 # --- found by the randomized test (seed 5), minimized ------------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 16 item 2: a delete always settles its row, and Settler._upsert writes the key "
-    "from the event being applied (UPDATE OR INSERT ... MATCHING): a late delete of an older, "
-    "ended life rewrites the current row's key to that life's engine-equal bytes"))
 def test_a_late_delete_of_an_older_life_keeps_the_current_key_bytes(make_db):
     """lyon inserts 'straße' and deletes it; nice, later, inserts 'STRASSE' (engine-equal
     under UNICODE_CI_AI). nice's life is the current one everywhere, so its key bytes must
@@ -356,10 +336,6 @@ def test_a_late_delete_of_an_older_life_keeps_the_current_key_bytes(make_db):
     assert held == {name: [(b"STRASSE", b"\x9d", None, None, None, None)] for name in SITES}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 16 item 2: conflicts.record identifies a loss by the exact key bytes of the event "
-    "being applied (_ident, KEY_HASH from key_data), not by the row's identity: a loss put on "
-    "record under one spelling of the key is never retracted by an event naming another"))
 def test_a_life_followed_under_an_engine_equal_key_is_not_left_on_record(make_db):
     """lyon inserts 'STRASSE', then changes the key to 'straße' (one transaction: a delete
     and an insert that follows the first life). The siège, not knowing, inserts 'STRASSE'

@@ -55,27 +55,29 @@ def _ref(eid: EventId) -> str:
     return f"{eid.site}/{eid.incarnation}#{eid.seq}"
 
 
-def _ident(number: int, key: bytes, loss: Loss) -> bytes:
+def _ident(number: int, row: bytes, loss: Loss) -> bytes:
     kind, gen, loser, column = loss.identity
-    return hashlib.sha256(f"{number}|{key.hex()}|{kind.value}|{_ref(gen)}|{_ref(loser)}|"
+    return hashlib.sha256(f"{number}|{row.hex()}|{kind.value}|{_ref(gen)}|{_ref(loser)}|"
                           f"{column}".encode()).digest()
 
 
-def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], new: set[Loss],
-           retracted: set[Loss], decide: bool = False) -> None:
+def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], row: bytes,
+           new: set[Loss], retracted: set[Loss], decide: bool = False) -> None:
     """Put new losses on record; drop those the registers no longer hold (a losing head its
-    own origin later overwrote knowingly)."""
+    own origin later overwrote knowingly). ``row`` is the row's identity
+    (``registers.key_identity``): a loss is the same record whichever engine-equal spelling of
+    the key the event at hand carries (``key``, kept for showing and re-applying)."""
     kdata = registers.key_data(key)
-    khash = hashlib.sha256(kdata).digest()
+    khash = row
     for loss in retracted:
         cur.execute(f"DELETE FROM {CONFLICTS_TABLE} WHERE IDENT = ?",
-                    (_ident(number, kdata, loss),))
+                    (_ident(number, row, loss),))
     for loss in new:
         cur.execute(
             f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
             "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
             "?, ?, ?, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
-            (_ident(number, kdata, loss), number, khash, kdata, loss.kind.value,
+            (_ident(number, row, loss), number, khash, kdata, loss.kind.value,
              _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
              loss.value, 1 if decide else 0))
 

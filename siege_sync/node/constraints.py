@@ -219,11 +219,12 @@ class Settler:
         """Store a row's registers and put the losses that changed on record."""
         number = self._registry[table.name]
         policy = self._policy(table)
-        self._rows.put(number, registers.key_identity(key, table), after)
+        row = registers.key_identity(key, table)
+        self._rows.put(number, row, after)
         old = losses(before, policy) if before is not None else set()
         new = losses(after, policy)
         if new != old:
-            conflicts.record(self._cur, number, key, new - old, retracted=old - new,
+            conflicts.record(self._cur, number, key, row, new - old, retracted=old - new,
                              decide=policy.manual)
             self.losses_recorded += len(new - old)
             if table.referenced_by and any(loss.kind is LossKind.GENERATION
@@ -605,7 +606,8 @@ class Settler:
                                was.generation if was is not None else None)
         wanted = self._reparented(table, new_image, now.generation if now else None)
         if had != wanted:
-            conflicts.record(self._cur, self._registry[table.name], key, wanted - had,
+            conflicts.record(self._cur, self._registry[table.name], key,
+                             registers.key_identity(key, table), wanted - had,
                              retracted=had - wanted)
             self.losses_recorded += len(wanted - had)
 
@@ -638,7 +640,8 @@ class Settler:
                 wanted = self._reparented(child, image, gen)
                 if had != wanted:
                     conflicts.record(self._cur, self._registry[child.name], ckey,
-                                     wanted - had, retracted=had - wanted)
+                                     registers.key_identity(ckey, child), wanted - had,
+                                     retracted=had - wanted)
                     self.losses_recorded += len(wanted - had)
 
     # --- the database ------------------------------------------------------------------
@@ -836,8 +839,13 @@ class Settler:
                 shown: Mapping[str, bytes | None]) -> None:
         number = self._registry[table.name]
         self._check_local(table, number, key)
-        # The key always comes from the event (a row that existed before capture may have
-        # unknown values in its registers); other columns only when known and changed.
+        # The key bytes are the current life's — its insert's, the same at every site —
+        # not the event's: an event of another life of an engine-equal key (a late delete of
+        # an older one) names the row in its own bytes. The event's bytes only where the
+        # life's are unknown (a row that existed before capture). Other columns only when
+        # known and changed.
+        key = [values_pb2.Value.FromString(data) if (data := image.get(name)) else value
+               for name, value in zip(table.primary_key, key, strict=True)]
         columns = {}
         for c in table.columns:
             data = image.get(c.name)

@@ -285,7 +285,7 @@ class Publisher:
                 before = losses(state, policy) if state is not None else set()
                 after = losses(merged, policy)
                 if after != before:
-                    conflicts.record(cur, entry.table_no, event.key, after - before,
+                    conflicts.record(cur, entry.table_no, event.key, khash, after - before,
                                      retracted=before - after, decide=policy.manual)
                 tx_events.append(event)
                 change.event = None  # type: ignore[assignment]  # the body is what stays

@@ -155,14 +155,16 @@ class RowWriter:
                 # Firebird 3 cannot prepare an UPDATE OR INSERT with an ARRAY parameter ("Data
                 # type unknown"), nor describe one in MERGE's UPDATE branch (the driver then
                 # fails to find its bounds): UPDATE, then INSERT when it touched no row.
+                # The key is SET too, as UPDATE OR INSERT writes it: the row found may hold
+                # an engine-equal key in other bytes (case, trailing blanks).
                 keys = pairs[:len(ts.key_columns)]
                 sets = ", ".join(f"{quote(c.name, self._dialect)} = {values.param_expr(c)}"
-                                 for c, _ in cols)
+                                 for c, _ in keys + cols)
                 names = ", ".join(quote(c.name, self._dialect) for c, _ in pairs)
                 marks = ", ".join(values.param_expr(c) for c, _ in pairs)
                 self._add(_Op("upsert", table, tuple(key), None,
                               f"UPDATE {ts.name} SET {sets} WHERE {self._where(keys, None)}",
-                              cols + keys, insert_sql=f"INSERT INTO {ts.name} ({names}) "
+                              keys + cols + keys, insert_sql=f"INSERT INTO {ts.name} ({names}) "
                                                       f"VALUES ({marks})",
                               insert_params=pairs))
             else:
