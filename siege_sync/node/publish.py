@@ -230,6 +230,7 @@ class Publisher:
             rows.prefetch(number, khashes)
         markers = MarkerTable(batch.markers)
         settlers = _LazySettler(self._con, registry, self._policies)
+        blob_store = DatabaseBlobStore(tm)
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
         stored: list[eventlog.StoredEvent] = []
@@ -273,12 +274,14 @@ class Publisher:
                 event.client_address = entry.address or ""
                 registers.link(event, state, policy)
                 merged = merge(state, registers.write_of(event), policy).state
-                if entry.op != OP_INSERT:
-                    settler = settlers.get(cur, rows, statements, DatabaseBlobStore(tm))
-                    table = settler.table(event.table)
-                    if table is not None and (table.foreign_keys or table.uniques or (
-                            state is not None and constrained(state))):
-                        merged = settler.after_local_write(table, state, merged)
+                settler = settlers.get(cur, rows, statements, blob_store)
+                table = settler.table(event.table)
+                # An insert matters too when it references a parent: a row written for a
+                # life its site lost is on record as at the sites that apply it (§3.5).
+                if table is not None and (table.foreign_keys or (
+                        entry.op != OP_INSERT and (table.uniques or (
+                            state is not None and constrained(state))))):
+                    merged = settler.after_local_write(table, state, merged)
                 rows.put(entry.table_no, khash, merged)
                 # A local write can change what is on record too: a delete ends a row
                 # whose losing heads it never saw.
@@ -491,8 +494,8 @@ def published(con: Connection, site: str, after_seq: int = 0,
 
 
 class _LazySettler:
-    """The constraint side of local writes, built at the first update or delete of a step
-    (it needs the schema: foreign keys, UNIQUE constraints)."""
+    """The constraint side of local writes, built at the first write of a step (it needs the
+    schema: foreign keys, UNIQUE constraints)."""
 
     def __init__(self, con: Connection, registry: dict[int, tuple[str, tuple[str, ...]]],
                  policies: Mapping[str, Policy]) -> None:
