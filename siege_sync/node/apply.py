@@ -19,11 +19,19 @@ While applying, ``SYNC$APPLY`` holds the number of the table being written: its 
 trigger skips our own writes, guarded application triggers skip, and any other change (an
 unguarded trigger, a cascade) is captured as a local change flagged as made during an apply.
 
+Inside one source transaction, events go in capture order except where a row depends on a
+later one of the same transaction (a child an application trigger captured before its
+parent, a delete meeting rows the transaction deletes later): it waits for that one, so the
+whole transaction applies whatever the order triggers logged it in. Constraint outcomes
+(DESIGN §3.5) are decided by ``constraints.py`` from the registers, the same everywhere; an
+event of a row that predates install fills the row's unknown pre-existing values from the
+prior image it carries (DESIGN §3.1).
+
 An origin whose events do not chain (rewound, altered) or whose transaction the database
-refuses (a constraint, a schema difference) is stopped with a clear message; the other
-origins go on. Not here yet: the constraint outcomes of DESIGN §3.5 (the same decision
-everywhere instead of stopping), parking with a time limit, large BLOBs arriving by
-reference, received events kept while they wait (the sender resends them next round).
+refuses for a reason no event explains (a schema difference, a lock) is stopped with a clear
+message, and what a waiting origin waits for is said (``SYNC$PARKED``, status, the
+exchange); the other origins go on. Received events are not kept while they wait: the sender
+resends them next round.
 """
 
 from __future__ import annotations
