@@ -23,7 +23,7 @@ from firebird.driver import Connection, DatabaseError
 
 from .. import __version__
 from ..proto import events_pb2, sync_pb2, values_pb2
-from . import blobs, capture, catchup, eventlog, retention, rewind, status
+from . import blobs, capture, catchup, eventlog, keysources, retention, rewind, status
 from .apply import Applier, ApplyResult, catch_up, printable
 from .clock import Clock, SystemClock
 from .config import NodeConfig
@@ -159,6 +159,12 @@ class Replica:
     def schema_drift(self) -> list[str]:
         """Replicated tables and columns changed since capture was installed (upgrade.py)."""
         return self._retrying(lambda: drift(self._con, self._cfg.tables))
+
+    def key_warnings(self) -> list[str]:
+        """Keys this site hands out as every other site does: generators without a per-site
+        range, identity columns, MAX()+1 (keysources.py)."""
+        return self._retrying(lambda: keysources.warnings(
+            self._con, introspect(self._con, self._cfg.tables), self._cfg.generators))
 
     def kept_values(self) -> list[str]:
         """Values other sites wrote that a narrower column here cannot hold yet (catchup.py)."""

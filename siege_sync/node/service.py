@@ -88,13 +88,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._hellos = hellos
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
-        self._key_warnings = keysources.Periodic(self._read_key_warnings)
-
-    def _read_key_warnings(self) -> list[str]:
-        # The replica's config: its ranges and table selection (it has no public accessor).
-        cfg = self._replica._cfg
-        with self._replica.database() as con:
-            return keysources.warnings(con, introspect(con, cfg.tables), cfg.generators)
+        self._key_warnings = keysources.Periodic(self._replica.key_warnings)
 
     def _lost_guards(self) -> list[str]:
         """Checked at every hello and status (guardwatch.py): lost guards double effects."""
