@@ -844,8 +844,11 @@ class Settler:
         # an older one) names the row in its own bytes. The event's bytes only where the
         # life's are unknown (a row that existed before capture). Other columns only when
         # known and changed.
-        key = [values_pb2.Value.FromString(data) if (data := image.get(name)) else value
-               for name, value in zip(table.primary_key, key, strict=True)]
+        kept = [values_pb2.Value.FromString(data) if (data := image.get(name)) else value
+                for name, value in zip(table.primary_key, key, strict=True)]
+        if kept != key and registers.key_identity(kept, table) == registers.key_identity(
+                key, table):
+            key = kept  # (another row's key — an event contradicting itself — stays refused)
         columns = {}
         for c in table.columns:
             data = image.get(c.name)
