@@ -274,14 +274,15 @@ class Publisher:
                 event.client_address = entry.address or ""
                 registers.link(event, state, policy)
                 merged = merge(state, registers.write_of(event), policy).state
-                settler = settlers.get(cur, rows, statements, blob_store)
-                table = settler.table(event.table)
                 # An insert matters too when it references a parent: a row written for a
                 # life its site lost is on record as at the sites that apply it (§3.5).
-                if table is not None and (table.foreign_keys or (
-                        entry.op != OP_INSERT and (table.uniques or (
-                            state is not None and constrained(state))))):
-                    merged = settler.after_local_write(table, state, merged)
+                if entry.op != OP_INSERT or settlers.references(cur, event.table):
+                    settler = settlers.get(cur, rows, statements, blob_store)
+                    table = settler.table(event.table)
+                    if table is not None and (table.foreign_keys or (
+                            entry.op != OP_INSERT and (table.uniques or (
+                                state is not None and constrained(state))))):
+                        merged = settler.after_local_write(table, state, merged)
                 rows.put(entry.table_no, khash, merged)
                 # A local write can change what is on record too: a delete ends a row
                 # whose losing heads it never saw.
@@ -503,6 +504,16 @@ class _LazySettler:
         self._registry = {name: no for no, (name, _k) in registry.items()}
         self._policies = policies
         self._settler: Settler | None = None
+        self._referencing: set[str] | None = None
+
+    def references(self, cur: Cursor, table: str) -> bool:
+        """Whether ``table`` has a foreign key: one query a step, not the whole schema (an
+        insert-only step of tables without references never builds the settler)."""
+        if self._referencing is None:
+            cur.execute("SELECT DISTINCT TRIM(RDB$RELATION_NAME) FROM RDB$RELATION_CONSTRAINTS "
+                        "WHERE RDB$CONSTRAINT_TYPE = 'FOREIGN KEY'")
+            self._referencing = {str(name) for (name,) in cur.fetchall()}
+        return table in self._referencing
 
     def get(self, cur: Cursor, rows: registers.RowStates, statements: StatementCache,
             blobs: DatabaseBlobStore) -> Settler:
