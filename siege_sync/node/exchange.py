@@ -220,8 +220,7 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
         return
     reply = stub.Push(batches(), timeout=timeout)
     out.pushed_events += reply.applied_events
-    out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held,
-                                                        *reply.waiting_for])
+    out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held])
 
 
 def _why(exc: BaseException) -> str:
