@@ -7,7 +7,11 @@ every stamp on its row, a hash linking it to the previous event of this origin, 
 merge needs (its row's life and the writers it overwrote, from the row registers, which it
 updates); an ARRAY the capture trigger recorded on an update (it cannot compare arrays) is
 a write only when it differs from the value the registers hold, and an update left writing
-nothing is not published (before numbering, so the sequence stays dense); it stores the
+nothing is not published (before numbering, so the sequence stays dense); an update or
+delete of a row the registers do not know (it predates install) carries the values its
+origin held in the columns it does not write (``Event.prior``), which also fill the row's
+pre-existing life here; within a transaction an insert goes before the updates of its own
+row an AFTER INSERT trigger logged ahead of it (``_inserts_first``); it stores the
 events verbatim, deletes the captured rows it consumed and advances
 the node's counters — all or nothing. Two publishers on one database cannot both succeed:
 each step first locks the counter rows.

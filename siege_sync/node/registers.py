@@ -5,8 +5,10 @@ row's identity (:func:`key_identity`: the sha256 of its key as the engine compar
 the engine calls equal — 'ABC' and 'abc ' under a case-insensitive collation — are one row),
 and the conversion between wire events and ``merge.Write``.
 A row that changed before capture began has no registers: it is given a *pre-existing* life
-(``PREEXISTING``), the same at every site, whose column values are unknown here (the sites
-adopted with equal data share it, and every later write overwrites it knowingly).
+(``PREEXISTING``), the same at every site, whose column values are read from the row where
+it is here, else taken from the prior image an event of it carries (:func:`with_prior`),
+else unknown (the sites adopted with equal data share it, and every later write overwrites
+it knowingly).
 
 Must never open its own transaction: registers change in the same transaction as the rows.
 """
