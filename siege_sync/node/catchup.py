@@ -121,6 +121,17 @@ def mark_unfit(cur: Cursor, number: int, column: Column, writes: int) -> None:
                 "MATCHING (NAME)", (name, f"{before + writes}|{column.type.ddl()}"))
 
 
+def unfit_columns(cur: Cursor) -> dict[int, set[str]]:
+    """Per table number, the columns marked by :func:`mark_unfit` (in the caller's
+    transaction): where a row may show another value than its registers' winner."""
+    cur.execute(f"SELECT NAME FROM {STATE_TABLE} WHERE NAME STARTING WITH ?", (_UNFIT_STATE,))
+    found: dict[int, set[str]] = {}
+    for (key,) in cur.fetchall():
+        number, _, column = key[len(_UNFIT_STATE):].partition(".")
+        found.setdefault(int(number), set()).add(column)
+    return found
+
+
 def unfit(con: Connection) -> list[Unfit]:
     """Columns with values kept aside because this site's column is narrower."""
     names = {no: name for no, (name, _k) in capture.table_registry(con).items()}

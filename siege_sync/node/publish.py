@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
-from ..proto import events_pb2
-from . import capture, conflicts, eventlog, reader, registers, values
+from ..proto import events_pb2, values_pb2
+from . import capture, catchup, conflicts, eventlog, reader, registers, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from .constraints import LocalChangePending, Settler, constrained
@@ -41,7 +41,7 @@ from .database import (
     is_concurrent_write,
     transaction,
 )
-from .merge import LWW, Policy, losses, merge
+from .merge import LWW, Policy, RowState, losses, merge
 from .reader import Batch, Group, LogEntry, plan
 from .schema import Column, ColumnType, introspect
 from .schema import key_types as schema_key_types
@@ -233,6 +233,7 @@ class Publisher:
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
         markers = MarkerTable(batch.markers)
+        unseen = _Unseen(self._con, registry, catchup.unfit_columns(cur))
         settlers = _LazySettler(self._con, registry, self._policies)
         blob_store = DatabaseBlobStore(tm)
         issuer = StampIssuer(counters.last_stamp)
@@ -276,7 +277,8 @@ class Publisher:
                 event.captured_utc_us = utc
                 event.user = entry.user or ""
                 event.client_address = entry.address or ""
-                registers.link(event, state, policy)
+                registers.link(event, state, policy, unseen.columns(
+                    entry.table_no, event, state, policy) if entry.op == OP_UPDATE else ())
                 merged = merge(state, registers.write_of(event), policy).state
                 # An insert matters too when it references a parent: a row written for a
                 # life its site lost is on record as at the sites that apply it (§3.5).
@@ -366,6 +368,38 @@ class Publisher:
                     change.arrays = tuple(names[i] for i in array_at if mask[i] == "1")
                 by_group.setdefault(group, []).append(change)
         return by_group, columns_of
+
+
+class _Unseen:
+    """Which columns an update writes whose registers' winner the table did not show: a
+    value this site's narrower column could not hold (``catchup.mark_unfit``). Looked at
+    only for the columns so marked, so a site whose columns all fit pays one query."""
+
+    def __init__(self, con: Connection, registry: dict[int, tuple[str, tuple[str, ...]]],
+                 marked: dict[int, set[str]]) -> None:
+        self._con, self._registry, self._marked = con, registry, marked
+        self._types: dict[int, dict[str, ColumnType]] = {}
+
+    def columns(self, table_no: int, event: events_pb2.Event, state: RowState | None,
+                policy: Policy) -> set[str]:
+        marked = self._marked.get(table_no)
+        if not marked or state is None:
+            return set()
+        if table_no not in self._types:
+            name = self._registry[table_no][0]
+            table = introspect(self._con, only=name, columns_only=True).tables.get(name)
+            self._types[table_no] = {c.name: c.type for c in table.columns} if table else {}
+        types = self._types[table_no]
+        out = set()
+        for written in event.columns:
+            name = written.column
+            if name not in marked or name not in types or name not in state.current.heads:
+                continue
+            shown = state.current.winner(name, policy).value
+            if shown is not None and not values.fits(
+                    types[name], values_pb2.Value.FromString(shown)):
+                out.add(name)
+        return out
 
 
 def _inserts_first(changes: list[_Change]) -> list[_Change]:

@@ -330,9 +330,15 @@ class RowStates:
         self._cur.execute("EXECUTE BLOCK AS BEGIN\n" + "\n".join(statements) + "\nEND")
 
 
-def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW) -> None:
+def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW,
+         unseen: Collection[str] = ()) -> None:
     """Fill in what a local event must say for the merge: its life, and the writers it
-    overwrote (its bases), from this site's registers of the row before the change."""
+    overwrote (its bases), from this site's registers of the row before the change.
+
+    An edit replaces knowingly only what the user could see (DESIGN §3.3): a column in
+    ``unseen`` — its winning value is not what the table shows here (a value this site's
+    narrower column could not hold) — gets no base, so the write is concurrent with that
+    value and whichever loses is on record."""
     if event.op == events_pb2.OP_INSERT:
         if state is not None and not state.exists:
             event.follows.CopyFrom(stamp_ref(state.generation))
@@ -343,7 +349,7 @@ def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW) 
     writers = state.current.writers(policy)
     if event.op == events_pb2.OP_UPDATE:
         for column in event.columns:
-            if column.column in writers:
+            if column.column in writers and column.column not in unseen:
                 column.base.CopyFrom(event_ref(writers[column.column]))
     else:
         for name in sorted(writers):
