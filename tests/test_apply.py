@@ -368,6 +368,19 @@ def registers_rows(con) -> int:
     return count(con, "SYNC$ROWS")
 
 
+def register_states(con) -> list:
+    """Every row's registers (merge.RowState), decoded."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT REGS, REGS_BLOB FROM SYNC$ROWS")
+        out = []
+        for inline, blob in cur.fetchall():
+            data = inline if inline is not None else blob
+            out.append(registers.decode_state(data.read() if hasattr(data, "read") else data))
+        cur.close()
+    return out
+
+
 def test_retention_forgets_only_what_every_site_has_settled(make_db):
     from siege_sync.node.retention import purge
 
@@ -387,7 +400,12 @@ def test_retention_forgets_only_what_every_site_has_settled(make_db):
     # Everyone holds the delete and everything published is applied everywhere.
     held, published = mesh_vectors(appliers)
     result = purge(cons["siege"], held, held, published)
-    assert result.rows == 1 and result.segments >= 1 and registers_rows(cons["siege"]) == 1
+    assert result.rows == 1 and result.segments >= 1 and registers_rows(cons["siege"]) == 2
+    # Row 1's registers are down to its stamp floor (issue 17 item 1): the dead life's
+    # generation and delete, no values.
+    [dead] = [s for s in register_states(cons["siege"]) if not s.exists]
+    assert (dead.past, dict(dead.current.heads), len(dead.current.deletes)) == ({}, {}, 1)
+    assert purge(cons["siege"], held, held, published).rows == 0  # compacted once
     # The key can live again, and the sites still agree.
     run_sql(cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'born again')")
     for _ in range(2):

@@ -13,10 +13,21 @@ an event published without knowledge of them can still arrive somewhere:
   event can still look for the life. Each site's part of a snapshot (its applied vector and
   its own published position) must be read at one moment.
 
+A dead key's last life is never forgotten whole: its register row is reduced to a *stub*
+(:func:`stub`: the life's generation and delete stamps, nothing else; issue 17 item 1).
+The stub is the key's stamp floor: the next insert of the key here is stamped above it
+(``registers.max_wall``) and follows it (``registers.link``: ``follows`` and its delete as
+``exist_base``), so that life is ordered after every life purged — at a site that still
+holds the whole dead life as at one that purged it, whatever the clocks. A stub records no
+loss (no column heads; it is the current life, or a past life its re-insert follows), and
+is identical at every site that purged (every event of the life was applied everywhere
+before the purge), so it is written once and never counted again.
+
 The vectors come from the coordinator (it sees every site); a site lagging past the limit or
 decommissioned must be dropped from them (it then needs ``resync``). Conflict records are
 never purged here: they belong to the operators. Never purges anything the vectors do not
-prove safe.
+prove safe, and never deletes a key's register row (the stub stays: without it a re-insert
+stamped by a clock behind the dead life's would lose to it at a site that purges later).
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from firebird.driver import Connection
+from firebird.driver import Connection, Cursor
 
 from . import registers
 from .capture import EVENTS_TABLE, ROWS_TABLE
@@ -36,9 +47,16 @@ Vector = Mapping[tuple[str, int], int]  # (site, incarnation) -> seq
 
 @dataclass
 class PurgeResult:
-    segments: int = 0
-    lives: int = 0
-    rows: int = 0
+    segments: int = 0  # stored event segments deleted
+    lives: int = 0  # ended lives forgotten (a dead key's last life once, when stubbed)
+    rows: int = 0  # register rows of dead keys reduced to their stub
+
+
+def stub(life: Life) -> Life:
+    """What a dead key keeps of its purged last life: the stamps that order its next life
+    after it (generation, deletes). Its values, the writers its deletes saw, the life it
+    followed and the constraint flags go: no event can look for them any more."""
+    return Life(generation=life.generation, deletes=life.deletes, heads={})
 
 
 def _covered(stamp: Stamp, vector: Vector) -> bool:
@@ -88,20 +106,25 @@ def purge(con: Connection, applied_now: Vector, held_then: Vector | None = None,
                 current_gone = (not state.current.visible and not state.exists and not kept
                                 and _stable_end(state, state.current, held_then))
                 if current_gone:
-                    cur.execute(f"DELETE FROM {ROWS_TABLE} WHERE TBL_NO = ? AND KEY_HASH = ?",
-                                (table_no, khash))
+                    compact = RowState(stub(state.current))
+                    if compact == state:
+                        continue  # a stub already: nothing left to forget
                     result.rows += 1
                     result.lives += 1
+                    _write(cur, table_no, khash, compact)
                 elif len(kept) != len(state.past):
-                    data = registers.encode_state(replace(state, past=kept))
-                    inline, blob = ((data, None) if len(data) <= registers.INLINE_REGISTERS
-                                    else (None, data))
-                    cur.execute(f"UPDATE {ROWS_TABLE} SET REGS = ?, REGS_BLOB = ? "
-                                "WHERE TBL_NO = ? AND KEY_HASH = ?",
-                                (inline, blob, table_no, khash))
+                    _write(cur, table_no, khash, replace(state, past=kept))
         finally:
             cur.close()
     return result
+
+
+def _write(cur: Cursor, table_no: int, khash: bytes, state: RowState) -> None:
+    data = registers.encode_state(state)
+    inline, blob = ((data, None) if len(data) <= registers.INLINE_REGISTERS else (None, data))
+    cur.execute(f"UPDATE {ROWS_TABLE} SET MAX_WALL = ?, REGS = ?, REGS_BLOB = ? "
+                "WHERE TBL_NO = ? AND KEY_HASH = ?",
+                (registers.max_wall(state), inline, blob, table_no, khash))
 
 
 def _stable_end(state: RowState, life: Life, held_then: Vector) -> bool:

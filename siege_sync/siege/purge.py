@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -121,19 +122,13 @@ class Purger:
                 log.info("[%s] no purge: %s did not give its vector (%s)", node.cfg.site,
                          entry.site, exc)
                 return
-        everywhere = _minimum(list(vectors.values()))
-        published = Vector({o: n for site, v in vectors.items() for o, n in v.seqs.items()
-                            if o[0] == site})
         with node.replica.database() as con:
             saved = capture.get_long_state(con, _SNAPSHOT)
         before = Snapshot.from_json(saved) if saved else None
-        done = node.replica.purge(everywhere, before.held if before else None,
+        order, now = plan(vectors, before)
+        done = node.replica.purge(now.held, before.held if before else None,
                                   before.published if before else None)
         total = done.segments
-        order = sync_pb2.PurgeRequest(applied_everywhere=everywhere.to_proto())
-        if before is not None:
-            order.held_then.CopyFrom(before.held.to_proto())
-            order.published_then.CopyFrom(before.published.to_proto())
         node.replica.keep_purge_order(order)  # sites that dial in ask for it
         for entry in counted:
             if entry.outcome == DIALS_IN:
@@ -150,7 +145,7 @@ class Purger:
                 entry.errors.append(f"purge not done there: {exc.code().name}: "
                                     f"{exc.details()}")
         with node.replica.database() as con:
-            capture.set_long_state(con, _SNAPSHOT, Snapshot(everywhere, published).to_json())
+            capture.set_long_state(con, _SNAPSHOT, now.to_json())
         report.purged_segments = total
         log.info("[%s] purged %d event segments mesh-wide", node.cfg.site, total)
 
@@ -208,6 +203,22 @@ def _joining_sites(node: Node) -> dict[str, str]:
         return {name[len(JOINING):]: value for name in capture.state_names(con)
                 if name.startswith(JOINING)
                 and (value := capture.get_state(con, name) or "")}
+
+
+def plan(vectors: Mapping[str, Vector], before: Snapshot | None
+         ) -> tuple[sync_pb2.PurgeRequest, Snapshot]:
+    """The purge order for every site, from each counted site's vector (its applied counters
+    and its own published position, read at one moment) and the previous round's snapshot;
+    and this round's snapshot, to keep for the next one. Pure: the rounds and the tests that
+    play them use the same rule."""
+    everywhere = _minimum(list(vectors.values()))
+    published = Vector({o: n for site, v in vectors.items() for o, n in v.seqs.items()
+                        if o[0] == site})
+    order = sync_pb2.PurgeRequest(applied_everywhere=everywhere.to_proto())
+    if before is not None:
+        order.held_then.CopyFrom(before.held.to_proto())
+        order.published_then.CopyFrom(before.published.to_proto())
+    return order, Snapshot(everywhere, published)
 
 
 def _minimum(vectors: list[Vector]) -> Vector:
