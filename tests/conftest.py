@@ -16,8 +16,24 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from firebird.driver import Connection  # noqa: E402
 
-from tests.fbdb import create_db  # noqa: E402
+from tests.fbdb import TEST_DATABASES_ENV, create_db  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Databases made by ``tests/fbdb.py`` in this session are test databases: forced writes
+    off, embedded ones copied from a template in this folder (see that module for why that
+    proves the same). Subprocesses started by tests inherit it."""
+    if os.environ.get(TEST_DATABASES_ENV):  # set by an outer run: share its templates
+        yield Path(os.environ[TEST_DATABASES_ENV])
+        return
+    folder = tmp_path_factory.mktemp("databases")
+    os.environ[TEST_DATABASES_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        del os.environ[TEST_DATABASES_ENV]
 
 
 @pytest.fixture(scope="session")
