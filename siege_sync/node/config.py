@@ -4,6 +4,14 @@ Owns parsing and validation; every mistake becomes a ``ConfigError`` that names 
 key and what to write instead. Secrets may come from the environment or from a file readable
 only by its owner. Must never print a secret.
 
+Also owns what ``[policies]`` *mean*, so that two sites can compare theirs (``PolicyTable``):
+every site must settle a conflict the same way, or they diverge for good; hellos carry each
+side's table and an exchange between sites whose tables differ is refused (exchange.py,
+service.py). Spelling does not count: a table is named as Firebird stores it or as an
+unquoted identifier would be (``prices`` is ``PRICES``), the policy's words in any case and
+spacing (``Prefer-Site  siege``); a table this site does not replicate, or ``lww`` (the
+default) written out, changes nothing.
+
 Example::
 
     site = "lyon"
@@ -48,6 +56,8 @@ Example::
     priority = 1                            # the same ranks at every site
 
 A peer without an address is found by the address it last announced, then by zeroconf.
+Every site must have the same ``[policies]`` (the siège's are the reference): a site whose
+policies differ exchanges nothing until they agree.
 """
 
 from __future__ import annotations
@@ -56,13 +66,13 @@ import os
 import stat
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .database import DatabaseSpec
-from .merge import Policy
+from .merge import LWW, Policy
 from .schema import TableSelection
 
 
@@ -166,12 +176,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         if end is not None and (not isinstance(end, int) or end <= spec_raw["start"]):
             raise ConfigError(f"{where} [generators.{name}]: end must be an integer > start")
         generators.append(GeneratorRange(name, spec_raw["start"], end))
-    policies = {}
-    for table, text in _table(raw, "policies", where).items():
-        try:
-            policies[table] = Policy.parse(text) if isinstance(text, str) else Policy.parse("")
-        except ValueError as exc:
-            raise ConfigError(f"{where} [policies] {table}: {exc}") from None
+    policies = _policies(_table(raw, "policies", where), where)
     unknown = set(raw) - {"site", "database", "tables", "triggers", "generators", "policies",
                           "node", "peers", "siege"}
     if unknown:
@@ -188,6 +193,104 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         service=service,
         role_settings=_table(raw, "siege", where),
     )
+
+
+def _policies(raw: dict[str, Any], where: str) -> dict[str, Policy]:
+    """Table -> policy, as the applier looks them up (by the name Firebird stores)."""
+    given: dict[str, Policy] = {}
+    for table, text in raw.items():
+        words = text.split() if isinstance(text, str) else []
+        if words and words[0].lower() in _POLICY_WORDS:
+            words[0] = words[0].lower()  # "LWW", "Manual": the same words; site ids are not
+        try:
+            given[table.strip()] = Policy.parse(" ".join(words))
+        except ValueError:
+            raise ConfigError(f"{where} [policies] {table}: {text!r} is not a policy: write "
+                              "\"lww\", \"manual\" or \"prefer-site SITE\"") from None
+    # An unquoted identifier is stored in upper case: `prices = ...` means the table PRICES
+    # (a table created with a quoted lower-case name matches its exact spelling first).
+    out = dict(given)
+    for table, policy in given.items():
+        out.setdefault(table.upper(), policy)
+    return out
+
+
+_POLICY_WORDS = ("lww", "manual", "prefer-site")
+
+
+def policy_text(policy: Policy) -> str:
+    """The one spelling of a policy, as configs and hellos show it."""
+    if policy.prefer_site is not None:
+        return f"prefer-site {policy.prefer_site}"
+    return "manual" if policy.manual else "lww"
+
+
+@dataclass(frozen=True)
+class PolicyDifference:
+    table: str
+    mine: str  # the policy text at each side
+    theirs: str
+
+
+@dataclass(frozen=True)
+class PolicyTable:
+    """What a site's ``[policies]`` mean for the merge, in the form two sites compare.
+
+    ``replicated``: every table this site replicates, with the policy it merges it by
+    (``lww`` included: "not replicated here" and "lww" differ). ``elsewhere``: the policies
+    ``[policies]`` gives tables this site does not replicate (yet: a table another site has
+    is merged here with that policy once it is installed — catchup.py), ``lww`` left out.
+    """
+
+    replicated: Mapping[str, str] = field(default_factory=dict)
+    elsewhere: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policies: Mapping[str, Policy], replicated: Iterable[str]) -> PolicyTable:
+        tables = sorted(set(replicated))
+        ours = {t: policy_text(policies.get(t, LWW)) for t in tables}
+        other = {t: policy_text(p) for t, p in policies.items()
+                 if t not in ours and p != LWW
+                 and not (t != t.upper() and policies.get(t.upper()) == p)}  # its alias
+        return cls(ours, dict(sorted(other.items())))
+
+    def policy(self, table: str) -> str | None:
+        """The policy this site merges ``table`` with (None: no say — it neither
+        replicates it nor names it, so it would merge it as ``lww`` if ever)."""
+        return self.replicated.get(table, self.elsewhere.get(table))
+
+    def differences(self, other: PolicyTable) -> list[PolicyDifference]:
+        """The tables at least one side replicates whose policies differ. A table neither
+        replicates is nobody's business now (a line for a table dropped long ago)."""
+        out = []
+        for table in sorted(set(self.replicated) | set(other.replicated)):
+            mine = self.policy(table) or "lww"
+            theirs = other.policy(table) or "lww"
+            if mine != theirs:
+                out.append(PolicyDifference(table, mine, theirs))
+        return out
+
+
+_LISTED = 12  # tables named in a refusal: it must stay readable in a report and an email
+
+
+def policy_refusal(here: str, peer: str, differences: list[PolicyDifference],
+                   siege: str | None) -> str:
+    """Why ``here`` and ``peer`` exchange nothing, naming each table and both sides'
+    policies, and what to do (the siège's policies are the reference)."""
+    listed = "; ".join(f'{d.table}: "{d.mine}" at {here}, "{d.theirs}" at {peer}'
+                       for d in differences[:_LISTED])
+    if len(differences) > _LISTED:
+        listed += f"; and {len(differences) - _LISTED} more tables"
+    if siege == here:
+        fix = f"make {peer}'s [policies] match the siège's and restart its node"
+    elif siege == peer:
+        fix = f"make {here}'s [policies] match the siège's and restart its node"
+    else:
+        fix = "make both [policies] match the siège's and restart their nodes"
+    return (f"merge policies differ between {here} and {peer} ({listed}): they would settle "
+            f"the same conflicts differently and diverge for good, so no events cross between "
+            f"them until the [policies] agree — {fix}")
 
 
 def _address(text: object, where: str) -> str:

@@ -58,7 +58,8 @@ class Announced:
 @dataclass(frozen=True)
 class Greeted:
     """What a site said in a hello here: all the coordinator learns of a site it cannot
-    dial (purge.py counts ``held``; ``siege-ctl test`` shows the rest)."""
+    dial (purge.py counts ``held``; ``siege-ctl test`` shows the rest, rounds report a
+    refusal)."""
 
     held: Vector  # what it had applied then: a lower bound of what it holds now
     epoch: str  # of the database that said it (a resync replaces the database)
@@ -67,6 +68,9 @@ class Greeted:
     cert_not_after: datetime  # of the certificate it presented
     clock_offset_us: int  # its clock minus ours, one way (its send time, our receipt)
     at: float  # UTC seconds
+    # Its merge policies differ from ours: why, naming tables and both sides' policies
+    # (service.py refuses its Pull and Push until they agree). "" when they agree.
+    refused: str = ""
 
 
 @dataclass

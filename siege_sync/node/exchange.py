@@ -4,7 +4,9 @@ Owns the client side of a sync between two nodes. The peer's identity is its cer
 (read and checked before anything is sent); events it sends of origin X are applied only if
 it is X or its certificate carries the relay role; we push others' events only if ours does.
 Batches are applied as they arrive: a cut connection loses at most the batch in flight, and
-the next exchange starts again from the vectors, with nothing applied twice.
+the next exchange starts again from the vectors, with nothing applied twice. A peer whose
+merge policies differ from ours (``[policies]``, compared at every hello both ways) is
+refused before anything crosses: the two would settle the same conflicts differently.
 
 Must never retry forever nor hide a failure: the outcome names what went wrong.
 """
@@ -13,16 +15,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import grpc
 
 from ..certs import Bundle, CertError, PeerIdentity, Role
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import guardwatch, transport
-from .apply import ApplyError
+from . import capture, guardwatch, transport
+from .apply import ApplyError, printable
 from .blobs import BlobError
+from .config import PolicyTable, policy_refusal
+from .merge import Policy
 from .pacing import Pacer
 from .replica import PeerRefused, PurgedHere, Replica
 from .vector import Vector
@@ -116,7 +120,8 @@ def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
         incarnation=mine.incarnation, node_version=mine.node_version,
         schema_fingerprint=mine.schema_fingerprint, epoch=mine.epoch,
         applied=replica.vector(publish=False).to_proto(), t1_us=replica.clock.utc_now_us(),
-        round=round_no, epochs=replica.epochs() if replica.siege == replica.site else {}),
+        round=round_no, epochs=replica.epochs() if replica.siege == replica.site else {},
+        policies=policies_to_proto(local_policies(replica))),
         timeout=timeout)
     t4 = replica.clock.utc_now_us()
     return Greeting(reply, ((reply.t2_us - reply.t1_us) + (reply.t3_us - t4)) // 2,
@@ -155,7 +160,53 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
             replica.learn_epochs(reply.epochs, peer)
     except (PeerRefused, ValueError) as exc:
         raise ExchangeError(str(exc)) from exc
+    refused = policy_check(replica, peer, reply)
+    if refused:
+        log.error("[%s] %s", replica.site, refused)
+        raise ExchangeError(refused)
     return peer_vector
+
+
+# --- merge policies: the same at both ends of an exchange, or nothing crosses -------------
+
+def configured_policies(replica: Replica) -> Mapping[str, Policy]:
+    """This node's ``[policies]``, as its applier merges with them. (Replica has no public
+    accessor for them yet; a ``policies`` property there would replace this.)"""
+    return replica._cfg.policies
+
+
+def local_policies(replica: Replica) -> PolicyTable:
+    """This node's policy table: its [policies] over the tables it replicates (every table
+    ever captured here: the applier merges events of each of them)."""
+    with replica.database() as con:
+        names = [name for name, _keys in capture.table_registry(con).values()
+                 if not name.startswith("SYNC$")]
+    return PolicyTable.of(configured_policies(replica), names)
+
+
+def policies_to_proto(table: PolicyTable) -> sync_pb2.Policies:
+    return sync_pb2.Policies(replicated=dict(table.replicated), elsewhere=dict(table.elsewhere))
+
+
+def policies_from_proto(message: sync_pb2.Policies) -> PolicyTable:
+    """A peer's table; its words end up in logs and reports, so unprintable characters are
+    escaped (a real table name or policy has none)."""
+    return PolicyTable({printable(t, 80): printable(p, 80) for t, p in message.replicated.items()},
+                       {printable(t, 80): printable(p, 80) for t, p in message.elsewhere.items()})
+
+
+def policy_check(replica: Replica, peer: str, reply: sync_pb2.HelloReply | sync_pb2.StatusReply
+                 ) -> str:
+    """Why no events may cross between this node and ``peer``, given what its hello (or
+    status) said ("" when they agree, or when the peer is older than the check). A refusal
+    the peer itself said stands even if this side sees no difference."""
+    own = ""
+    if reply.HasField("policies"):
+        differences = local_policies(replica).differences(policies_from_proto(reply.policies))
+        if differences:
+            own = policy_refusal(replica.site, peer, differences, replica.siege)
+    said = getattr(reply, "refused", "")
+    return own or (f"{peer} refuses this node's events: {printable(said)}" if said else "")
 
 
 def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,

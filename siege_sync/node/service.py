@@ -5,7 +5,10 @@ request field); a revoked certificate is refused on every call. Sites may hello,
 and ask for status; events of origin X are accepted only from X itself or from a caller whose
 certificate carries the *relay* role; admin certificates (``siege-ctl``) may ask for status
 and start an exchange, as may the node itself. Every refusal is logged here with its real
-reason — the caller often sees only a bare status code.
+reason — the caller often sees only a bare status code. A site whose hello carries merge
+policies that differ from this node's (``[policies]``) is told so in the reply, and its Pull
+and Push are refused until a hello whose policies agree: the two would settle the same
+conflicts differently.
 
 Must never apply or send anything the replica has not decided; the database is the
 replica's.
@@ -14,6 +17,7 @@ replica's.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
@@ -27,8 +31,10 @@ from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import capture, guardwatch, keysources, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
+from .config import PolicyTable, policy_refusal
 from .database import DatabaseUnavailable
 from .discovery import Greeted
+from .exchange import local_policies, policies_from_proto, policies_to_proto
 from .join import JoinError, Restorer
 from .replica import NotReady, PeerRefused, PurgedHere, PurgeRefused, Replica
 from .schema import Table, introspect
@@ -89,6 +95,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site)
         self._key_warnings = keysources.Periodic(self._replica.key_warnings)
+        # Sites whose last hello carried policies that differ from ours: why (Pull, Push).
+        self._refused: dict[str, str] = {}
+        self._refused_lock = threading.Lock()
 
     def _lost_guards(self) -> list[str]:
         """Checked at every hello and status (guardwatch.py): lost guards double effects."""
@@ -118,12 +127,41 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                              f"{caller.name} sent events of {origin!r}; only a site whose "
                              "certificate carries the relay role may relay others' events")
 
+    def _compare_policies(self, caller: str, request: sync_pb2.HelloRequest,
+                          mine: PolicyTable) -> str:
+        """Why ``caller``'s events must not be taken nor ours sent to it ("" if its
+        policies agree, or its node is older than the check); remembered for its Pull and
+        Push until its next hello."""
+        why = ""
+        if request.HasField("policies"):
+            differences = mine.differences(policies_from_proto(request.policies))
+            if differences:
+                why = policy_refusal(self._site, caller, differences, self._replica.siege)
+        with self._refused_lock:
+            before = self._refused.pop(caller, "")
+            if why:
+                self._refused[caller] = why
+        if why and why != before:
+            log.warning("[%s] refused: %s", self._site, why)
+        elif before and not why:
+            log.info("[%s] %s's merge policies agree with ours now: exchanges resume",
+                     self._site, caller)
+        return why
+
+    def _refused_policies(self, context: grpc.ServicerContext, caller: PeerIdentity) -> None:
+        with self._refused_lock:
+            why = self._refused.get(caller.name)
+        if why:
+            self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, why)
+
     # --- the calls ---------------------------------------------------------------------
 
     def Hello(self, request: sync_pb2.HelloRequest,
               context: grpc.ServicerContext) -> sync_pb2.HelloReply:
         t2 = self._replica.clock.utc_now_us()
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
+        refused = ""
+        policies = local_policies(self._replica)
         if caller.kind is Kind.SITE:
             try:
                 held = Vector.from_proto(request.applied)
@@ -133,11 +171,12 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                 if request.epochs and caller.name == self._replica.siege \
                         and caller.has_role(Role.RELAY):
                     self._replica.learn_epochs(request.epochs, caller.name)
+                refused = self._compare_policies(caller.name, request, policies)
                 if self._hellos is not None:
                     self._hellos(caller.name, Greeted(
                         held, request.epoch, printable(request.node_version, 40),
                         printable(request.schema_fingerprint, 80), caller.not_after,
-                        request.t1_us - t2, time.time()))
+                        request.t1_us - t2, time.time(), refused=refused))
                 if request.round and caller.has_role(Role.RELAY):  # a coordinator's round
                     self._replica.beat(request.round)
             except PeerRefused as exc:
@@ -155,11 +194,13 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             t3_us=self._replica.clock.utc_now_us(), lost_guards=self._lost_guards(),
             schema_changes=self._replica.schema_drift(),
             kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
-            epochs=self._replica.epochs() if self._replica.siege == self._site else {})
+            epochs=self._replica.epochs() if self._replica.siege == self._site else {},
+            policies=policies_to_proto(policies), refused=refused)
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
         caller = self._caller(context, Kind.SITE)
+        self._refused_policies(context, caller)
         try:
             have = Vector.from_proto(request.have)
         except ValueError as exc:
@@ -179,6 +220,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def Push(self, request_iterator: Iterator[sync_pb2.Batch],
              context: grpc.ServicerContext) -> sync_pb2.PushReply:
         caller = self._caller(context, Kind.SITE)
+        self._refused_policies(context, caller)
         receiver = self._replica.receiver()
         try:
             for batch in request_iterator:
@@ -254,7 +296,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             applied=self._replica.vector(publish=False).to_proto(),
             published=st.published_seq, backlog=st.pending_entries, conflicts=st.conflicts,
             schema_changes=self._replica.schema_drift(), lost_guards=self._lost_guards(),
-            kept_values=self._replica.kept_values(), key_warnings=self._key_warnings())
+            kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
+            policies=policies_to_proto(local_policies(self._replica)))
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
         for p in st.parked:

@@ -1,5 +1,6 @@
 """``siege-ctl status``: per site, the last complete sync, what is pending, what is parked,
-its clock, keys it hands out like every other site; who holds the siège role.
+its clock, keys it hands out like every other site, merge policies that differ from the
+siège's (nothing crosses until they agree); who holds the siège role.
 
 Owns gathering that view at the siège: its own reports and records, and each site's own
 Status (asked with the siège's site certificate). An unreachable site is shown as such with
@@ -15,6 +16,7 @@ import grpc
 
 from ..node import guardwatch, keysources, transport
 from ..node.daemon import Node
+from ..node.exchange import policy_check
 from ..node.parking import listing as parked_listing
 from ..node.schema import introspect
 from ..node.status import capture_status
@@ -78,6 +80,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
             out.kept_values.extend(status.kept_values)
             out.lost_guards.extend(status.lost_guards)
             out.key_warnings.extend(status.key_warnings)
+            out.problem = policy_check(node.replica, site, status)
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"
     return reply
@@ -94,7 +97,12 @@ def _dialling_in(node: Node, rounds: Rounds, out: coordinator_pb2.SiteStatus) ->
                             if origin == out.site)
     since = seen.last if seen.last is not None else rounds.started
     out.reachable = time.time() - since <= DIAL_IN_SILENCE_S
-    if not out.reachable:
+    if seen.greeted is not None and seen.greeted.refused \
+            and time.time() - seen.greeted.at <= DIAL_IN_SILENCE_S:
+        # It says hello but exchanges nothing: its last hello is news, its last exchange old.
+        out.reachable = True
+        out.problem = seen.greeted.refused
+    elif not out.reachable:
         out.problem = (f"it cannot be dialled and has not exchanged here since "
                        f"{datetime.fromtimestamp(since):%Y-%m-%d %H:%M:%S}: check its node and "
                        "its line (it dials the siège itself, [node] dial_every)")

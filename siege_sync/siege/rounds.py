@@ -196,7 +196,14 @@ class Rounds:
         # Announcing is no proof of syncing: without an exchange since this node started,
         # the clock runs from its start.
         last = seen.last if seen.last is not None else self.started
-        if time.time() - last > DIAL_IN_SILENCE_S:
+        greeted = seen.greeted
+        if greeted is not None and greeted.refused \
+                and time.time() - greeted.at <= DIAL_IN_SILENCE_S:
+            # Its hellos come but the siège's service refuses its Pull and Push (its merge
+            # policies differ): that is why nothing moves, not a broken capture.
+            entry.outcome = "failed"
+            entry.errors.append(greeted.refused)
+        elif time.time() - last > DIAL_IN_SILENCE_S:
             entry.outcome = "failed"
             entry.errors.append(
                 f"it cannot be dialled and has not exchanged since "

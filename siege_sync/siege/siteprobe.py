@@ -3,9 +3,10 @@ did, and says what to do about each problem.
 
 Owns the connection test of one site: reachable and presenting the expected certificate
 (days left), node and schema versions equal to the siège's, its database answering, clock
-offset and latency (from the four timestamps of a hello); what its hello warns of (keys
-every site hands out alike). Must never change data: a hello
-only records the peer's epoch, as any exchange would.
+offset and latency (from the four timestamps of a hello); merge policies equal to the siège's
+(a site whose ``[policies]`` differ exchanges nothing: named table by table); what its hello
+warns of (keys every site hands out alike). Must never change data: a hello only records the
+peer's epoch (and whether its policies agree), as any exchange would.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import grpc
 from ..certs import CertError, days_left, days_to_expiry
 from ..node import transport
 from ..node.daemon import Node
-from ..node.exchange import greet
+from ..node.exchange import greet, policy_check
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from .rounds import DIAL_IN_SILENCE_S
 
@@ -65,6 +66,9 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
             out.latency_us = greeting.round_trip_us
             _judge(node, out, hello.node_version, hello.schema_fingerprint,
                    greeting.clock_offset_us)
+            refused = policy_check(node.replica, site, hello)
+            if refused:
+                out.problems.append(refused)
             out.warnings.extend(hello.key_warnings)
             started = time.monotonic()
             stub.Status(sync_pb2.StatusRequest(), timeout=TIMEOUT)
@@ -89,6 +93,8 @@ def _dialling_in(node: Node, site: str) -> coordinator_pb2.SiteTest:
     _judge_certificate(out)
     _judge(node, out, greeted.node_version, greeted.schema_fingerprint,
            greeted.clock_offset_us)
+    if greeted.refused:  # as the siège's service found at that hello
+        out.problems.append(greeted.refused)
     return out
 
 
