@@ -8,6 +8,7 @@ import ipaddress
 import ssl
 import time
 from email import message_from_bytes
+from email.header import decode_header, make_header
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -101,10 +102,10 @@ def test_silent_sites_parked_transactions_and_clock_offsets_are_separate_alerts(
     alerter = Alerter(parse({"alerts": alerts}).alerts, "siege")
     alerter.after_round(report("partial", silent=True, parked=2,
                                clock_offset_us=3_600_000_000))
-    subjects = sorted(m["Subject"] for m in inbox.messages)
+    subjects = sorted(str(make_header(decode_header(m["Subject"]))) for m in inbox.messages)
     assert len(subjects) == 4
     assert any("reachable but silent" in s for s in subjects)
-    assert any("2 transaction(s) of nice parked" in s for s in subjects)
+    assert any("2 transaction(s) of nice held at the siège" in s for s in subjects)
     assert any("clock is off by +3600 s" in s for s in subjects)
 
 

@@ -1,8 +1,11 @@
 """``siege-node``: the site node's command line.
 
 Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, ``status``,
-``conflicts``, ``upgrade`` (a vendor upgrade with capture stepped aside), ``run`` (the mesh
-service) and ``exchange --with SITE`` (asks the running node to sync with a peer now).
+``conflicts``, ``held [--retry]`` (transactions of other sites this database does not apply
+yet: refused by it, or waiting; their rows, its message, what to do — the rows from the
+siège's log, which is told what is held here), ``upgrade`` (a vendor upgrade with capture
+stepped aside), ``run`` (the mesh service) and ``exchange --with SITE`` (asks the running
+node to sync with a peer now).
 Operator mistakes (bad config, unreachable database, refused uninstall) print what is wrong
 and what to do, and exit 2 — never a traceback.
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
-from . import capture, config, conflicts, guardwatch, keysources, values
+from . import capture, config, conflicts, guardwatch, keysources, parking, values
 from .apply import catch_up
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
@@ -166,8 +169,9 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
              if st.awaiting_decision else ""))
     for p in st.parked:
         limit = " — PAST THE TIME LIMIT: fix the cause" if p.past_limit() else ""
-        print(f"  PARKED: {p.origin} (incarnation {p.incarnation}) #{p.seq} since "
-              f"{p.first_seen:%Y-%m-%d %H:%M}, {p.attempts} attempts{limit}: {p.reason}")
+        print(f"  HELD ({parking.state_of(p.reason)}): {p.origin} (incarnation "
+              f"{p.incarnation}) #{p.seq} since {p.first_seen:%Y-%m-%d %H:%M}, {p.attempts} "
+              f"attempts{limit}: {p.reason} — siege-node held says what to do")
     if "restores" in st.state:
         print(f"  restores detected:     {st.state['restores']} "
               f"(last: {st.state.get('last_restores')})")
@@ -204,6 +208,141 @@ def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namesp
     return 0
 
 
+HELD_TIMEOUT = 15.0  # seconds for the siège to describe what is held here
+
+
+def cmd_held(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    """Every transaction of another site held here: refused by this database (its message,
+    what to do) or waiting for something still to come. ``--retry``: the running node
+    exchanges with the siège now (its push carries them again), then the list again."""
+    if not capture.is_installed(con):
+        print("error: capture is not installed here; run siege-node install first",
+              file=sys.stderr)
+        return 2
+    before = parking.held_here(con, cfg.site)
+    if args.retry:
+        if not before:
+            print(f"site {cfg.site}: nothing is held here; nothing to retry")
+            return 0
+        peer = _retry_peer(cfg, before)
+        print(f"retrying now: exchanging with {peer} ...", flush=True)
+        problem = _ask_exchange(cfg, peer, args.timeout)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+        after = parking.held_here(con, cfg.site)
+        still = {(h.parked.origin, h.parked.incarnation, h.parked.seq): h for h in after}
+        for h in before:
+            now = still.get((h.parked.origin, h.parked.incarnation, h.parked.seq))
+            print(f"retry: {h.events}: " + ("APPLIED now" if now is None else
+                                          f"still {now.state} ({now.parked.attempts} "
+                                          f"attempts): {now.message}"))
+        before = after
+        print()
+    if not before:
+        print(f"site {cfg.site}: no transaction is held here")
+        return 0
+    _describe_at_siege(cfg, before)
+    refused = [h for h in before if h.state == parking.REFUSED]
+    print(f"site {cfg.site}: {len(before)} held transaction(s): {len(refused)} refused by "
+          f"this database (an operator must act), {len(before) - len(refused)} waiting for "
+          "something still to come")
+    for h in sorted(before, key=lambda h: h.state != parking.REFUSED):
+        print()
+        print("\n".join(h.lines()))
+    return 1
+
+
+def _retry_peer(cfg: config.NodeConfig, held: list[parking.Held]) -> str:
+    """Who sends the held transactions again: the siège (it relays every origin), else the
+    origin itself."""
+    svc = cfg.service
+    if svc is None:
+        raise config.ConfigError(f"{cfg.path}: `held --retry` needs the [node] section of the "
+                                 "running node")
+    if svc.siege and svc.siege != cfg.site and svc.siege in svc.peers:
+        return svc.siege
+    for h in held:
+        if h.parked.origin in svc.peers:
+            return h.parked.origin
+    raise config.ConfigError(f"{cfg.path}: neither the siège nor {held[0].parked.origin} is "
+                             "in [peers]: no one to ask for the held transactions again")
+
+
+def _ask_exchange(cfg: config.NodeConfig, peer: str, timeout: float) -> str | None:
+    """The running node (over mTLS, as itself) exchanges with ``peer`` now; a problem that
+    stopped it, or None."""
+    import grpc
+
+    from ..certs import load_bundle
+    from ..proto import sync_pb2, sync_pb2_grpc
+    from .transport import channel
+
+    assert cfg.service is not None
+    bundle = load_bundle(cfg.service.bundle)
+    host, _, port = cfg.service.listen.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    with channel(f"{host}:{port}", bundle, cfg.site) as ch:
+        try:
+            reply = sync_pb2_grpc.SyncNodeStub(ch).Exchange(
+                sync_pb2.ExchangeRequest(peer=peer), timeout=timeout)
+        except grpc.RpcError as exc:
+            return (f"the node at {host}:{port} did not answer ({exc.code().name}: "
+                    f"{exc.details()}); is `siege-node run --config {cfg.path}` running?")
+    if reply.unreachable:
+        return f"{peer} is unreachable from this node: {'; '.join(reply.problems)}"
+    return None
+
+
+def _describe_at_siege(cfg: config.NodeConfig, held: list[parking.Held]) -> None:
+    """This site keeps only the events it applied: the siège's log describes the rows and
+    values, and the siège learns what is held here (a site that dials in is never asked)."""
+    svc = cfg.service
+    if svc is None or not svc.siege or svc.siege == cfg.site:
+        return
+    import grpc
+
+    from ..certs import load_bundle
+    from ..proto import coordinator_pb2, coordinator_pb2_grpc
+    from .transport import channel
+
+    address = svc.peers[svc.siege].address if svc.siege in svc.peers else None
+    if address is None:
+        for h in held:
+            h.rows_note = (f"its events are not stored here, and [peers.{svc.siege}] has no "
+                           "address to ask the siège for them: siege-ctl held shows them")
+        return
+    request = coordinator_pb2.HeldReply()
+    for h in held:
+        p = h.parked
+        request.held.add(site=cfg.site, origin=p.origin, incarnation=p.incarnation,
+                         first_seq=p.seq, state=h.state, message=h.message,
+                         since=p.first_seen.isoformat(sep=" ", timespec="seconds"),
+                         last_tried=p.last_seen.isoformat(sep=" ", timespec="seconds"),
+                         attempts=p.attempts, past_limit=p.past_limit(), todo=h.todo,
+                         reason=p.reason)
+    try:
+        with channel(address, load_bundle(svc.bundle), svc.siege) as ch:
+            reply = coordinator_pb2_grpc.CoordinatorStub(ch).ReportHeld(
+                request, timeout=HELD_TIMEOUT)
+    except grpc.RpcError as exc:
+        print(f"warning: the siège {svc.siege} at {address} did not answer ({exc.code().name}"
+              f": {exc.details()}): the rows and values are not shown (this site does not "
+              "store events it has not applied)", file=sys.stderr)
+        return
+    described = {(t.origin, t.incarnation, t.first_seq): t for t in reply.held}
+    for h in held:
+        t = described.get((h.parked.origin, h.parked.incarnation, h.parked.seq))
+        if t is None or not t.rows:
+            if t is not None:
+                h.rows_note = t.rows_note
+            continue
+        h.last_seq = t.last_seq
+        h.rows = [parking.HeldRow(r.table, r.op, r.key, list(r.values), r.key_data)
+                  for r in t.rows]
+        h.rows_note = ""
+
+
 COMMANDS = {
     "install": (cmd_install, "create or upgrade the capture objects for the live schema"),
     "uninstall": (cmd_uninstall, "remove exactly the sync's objects and guards"),
@@ -211,6 +350,8 @@ COMMANDS = {
     "publish": (cmd_publish, "publish the captured changes now"),
     "status": (cmd_status, "backlog, open transactions, capture errors, counters"),
     "conflicts": (cmd_conflicts, "losing versions on record; --reapply ID writes one back"),
+    "held": (cmd_held, "transactions of other sites not applied here yet (refused by this "
+                       "database, or waiting): rows, its message, what to do; --retry"),
 }
 
 
@@ -345,6 +486,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("command_line", nargs=argparse.REMAINDER,
                            help="-- COMMAND ...: the vendor's upgrader instead (it gets "
                                 "SIEGE_SYNC_DSN, ISC_USER, ISC_PASSWORD)")
+        if name == "held":
+            p.add_argument("--retry", action="store_true",
+                           help="the running node asks for them again now (an exchange with "
+                                "the siège), then the list again")
+            p.add_argument("--timeout", type=float, default=600.0, help="seconds")
         if name == "exchange":
             p.add_argument("--with", dest="peer", required=True, metavar="SITE",
                            help="the peer, as named in [peers]")

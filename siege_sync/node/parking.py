@@ -1,28 +1,40 @@
-"""Parked transactions (``SYNC$PARKED``): an origin whose next transaction cannot be applied
+"""Held transactions (``SYNC$PARKED``): an origin whose next transaction cannot be applied
 here for a cause outside the data (DESIGN §3.5).
 
-Owns the record of what is parked, since when, how often it was tried and why: one row per
+Operators read the word *held* (``siege-node held``, ``siege-ctl held``, the round's report
+and email); the table keeps its older name ``SYNC$PARKED`` internally (renaming it would
+need an upgrade step of every installed database for no gain).
+
+Owns the record of what is held, since when, how often it was tried and why: one row per
 origin, the transaction at the head of that origin's stream. It is retried at every exchange
 (its sender sends it again); past ``LIMIT`` it is shown as waiting for an operator, who fixes
 the cause (a missing table or column, a constraint that differs, a rewound site to resync).
 The origin's later events wait behind it — they may depend on it — while every other origin
-goes on. Parking never hides a row and never skips a transaction.
+goes on. Holding never hides a row and never skips a transaction.
 
-An origin whose next transaction waits for something still to come (another site's event it
-names, a parent's insert, a BLOB's bytes) is recorded here too, its reason saying what it
-waits for, so that a wait that lasts is seen in ``status`` and the round's report; it is
-cleared as soon as the transaction applies.
+Two kinds, always said apart: *refused* — the database said no (a constraint from outside
+the mesh, a value that cannot fit, a table it lacks); its own message is kept, and an
+operator must act — and *waiting* — it needs something still to come (another site's event
+it names, a parent's insert, a BLOB's bytes), recorded so that a wait that lasts is seen in
+``status`` and the round's report; it is cleared as soon as the transaction applies.
+
+Also owns saying it to a person (``Held``): the database's own message taken out of the
+record, what to do in words, and the rows and values from the stored events when this
+database has them (``held_rows``).
 
 Records in its own short transaction; must never touch the replicated tables.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from firebird.driver import Connection
 
+from ..proto import events_pb2
+from . import eventlog, registers, values
 from .capture import PARKED_TABLE
 from .database import READ_COMMITTED_RW, transaction
 
@@ -81,4 +93,187 @@ def listing(con: Connection) -> list[Parked]:
         out = [Parked(o, int(i), int(s), r, f, last, int(a))
                for o, i, s, r, f, last, a in cur.fetchall()]
         cur.close()
+    return out
+
+
+# --- saying it to a person ---------------------------------------------------------------
+
+REFUSED = "refused"  # the database said no: an operator acts
+WAITING = "waiting"  # something still to come: it applies by itself once it is here
+
+_OPS = {events_pb2.OP_INSERT: "insert", events_pb2.OP_UPDATE: "update",
+        events_pb2.OP_DELETE: "delete"}
+# What apply.py wraps around the database's message (ApplyError texts).
+_WRAPPED = re.compile(r"^applying \S+#\d+(?: \([^)]*\))?(?: failed)?: (?P<msg>.*?)"
+                      r"(?: \((?:do the sites'|the event names)[^)]*\))?"
+                      r"(?:\.? Nothing of (?:it|that transaction) was applied.*)?$", re.S)
+
+
+@dataclass(frozen=True)
+class HeldRow:
+    """One row a held transaction writes, readable."""
+    table: str
+    op: str
+    key: str
+    values: list[str]  # "COLUMN = value"
+    key_data: bytes  # registers.key_data of the key: the row's exact identity
+
+    def line(self) -> str:
+        return (f"{self.op} {self.table} key {self.key}"
+                + (f": {', '.join(self.values)}" if self.values else ""))
+
+
+@dataclass
+class Held:
+    """A held transaction as an operator reads it."""
+    site: str  # where it is held
+    parked: Parked
+    last_seq: int = 0  # 0: its events are not stored here
+    rows: list[HeldRow] = field(default_factory=list)
+    rows_note: str = ""
+
+    @property
+    def state(self) -> str:
+        return state_of(self.parked.reason)
+
+    @property
+    def message(self) -> str:
+        return database_message(self.parked.reason)
+
+    @property
+    def todo(self) -> str:
+        return what_to_do(self.site, self.parked.origin, self.parked.reason)
+
+    @property
+    def events(self) -> str:
+        p = self.parked
+        last = f"..{self.last_seq}" if self.last_seq > p.seq else ""
+        return f"{p.origin}#{p.seq}{last} (incarnation {p.incarnation})"
+
+    def lines(self) -> list[str]:
+        """The facts, one per line, the same in every place an operator reads them."""
+        p = self.parked
+        return render(self.state, self.site, p.origin, self.events,
+                      f"{p.first_seen:%Y-%m-%d %H:%M:%S}", p.attempts,
+                      f"{p.last_seen:%Y-%m-%d %H:%M:%S}", p.past_limit(), self.message,
+                      [r.line() for r in self.rows], self.rows_note, self.todo)
+
+
+def render(state: str, site: str, origin: str, events: str, since: str, attempts: int,
+           last: str, past_limit: bool, message: str, rows: list[str], rows_note: str,
+           todo: str) -> list[str]:
+    """A held transaction's facts as lines (siege-node held, siege-ctl held, the round's
+    report and email all print these)."""
+    out = [f"{state.upper()} at {site}: {origin}'s transaction {events}",
+           f"  since {since}, {attempts} attempt(s)" + (f", last {last}" if last else "")
+           + (" — PAST THE TIME LIMIT" if past_limit else ""),
+           f"  {'the database says' if state == REFUSED else 'it waits'}: {message}"]
+    out += [f"  row: {row}" for row in rows]
+    if rows_note:
+        out.append(f"  rows: {rows_note}")
+    out.append(f"  what to do: {todo}")
+    return out
+
+
+def state_of(reason: str) -> str:
+    """Waiting (something still to come) or refused (the database, or the events, said no)."""
+    return WAITING if re.match(r"^\S+#\d+ waits: ", reason) else REFUSED
+
+
+def database_message(reason: str) -> str:
+    """The database's own words (or what it waits for), without our wrapping."""
+    waits = re.match(r"^\S+#\d+ waits: (.*)$", reason, re.S)
+    if waits:
+        return waits.group(1)
+    found = _WRAPPED.match(reason)
+    return found.group("msg").strip() if found else reason
+
+
+def what_to_do(site: str, origin: str, reason: str) -> str:
+    """What an operator does about it, in words they can follow."""
+    retry = (f"then `siege-ctl held --retry` at the siège (or `siege-node held --retry` at "
+             f"{site}). Until then {origin}'s later transactions wait behind it at {site}; "
+             "every other site's go on")
+    low = reason.lower()
+    if state_of(reason) == WAITING:
+        return ("nothing, unless it lasts: it applies by itself as soon as what it waits "
+                "for reaches this site (the next exchange). If it lasts past a round, the "
+                "site it waits for does not reach the siège: check it with siege-ctl status")
+    check = re.search(r"check constraint (\S+) on view or table (\S+)", reason, re.I)
+    if check:
+        return (f"{site}'s database refuses these values: its CHECK constraint {check.group(1)} "
+                f"on {check.group(2)} says no, yet {origin} accepted them — that constraint "
+                f"exists at {site} only (added outside the mesh?) or differs between the "
+                f"sites. Make it the same at every site: drop or change it at {site} (or, if "
+                f"it is right, correct the rows at {origin}: the correction travels too), "
+                + retry)
+    if "primary or unique key" in low:
+        return (f"{site} already holds a row with the same value in a UNIQUE key or index "
+                f"that {origin} does not have (an index added outside the mesh, or a row "
+                f"written at {site} behind the sync's back): compare with siege-ctl analyse, "
+                f"remove the duplicate or the extra index at {site}, " + retry)
+    if "foreign key" in low:
+        return (f"a FOREIGN KEY at {site} needs a row {site} lacks (a constraint added "
+                f"outside the mesh, or a row deleted at {site} behind the sync's back): "
+                "compare with siege-ctl analyse, make the constraint the same at every site "
+                "or restore the row, " + retry)
+    if any(w in low for w in ("truncation", "out of range", "arithmetic exception",
+                              "does not fit", "string of", "overflow")):
+        return (f"a value does not fit its column at {site}: the column is narrower there "
+                f"than at {origin}. Give every site the same schema (siege-node upgrade at "
+                f"{site}), " + retry)
+    if "not replicated here" in low or "column unknown" in low or "table unknown" in low:
+        return (f"a table or column {origin} writes is missing at {site}: give every site the "
+                f"same schema (siege-node upgrade, then siege-node install at {site}), " + retry)
+    if "do not chain" in low:
+        return (f"{origin} went back to an older copy of its database: nothing of it applies "
+                f"any more anywhere; rebuild it with `siege-ctl resync {origin}`")
+    if "lock" in low or "deadlock" in low:
+        return (f"a transaction at {site} holds the rows: siege-node status at {site} lists "
+                "the open transactions; end it in the application, " + retry)
+    if "malformed" in low or "not a valid message" in low or "forged" in low:
+        return ("the events themselves are wrong (a bug or a hostile sender): keep the logs "
+                f"of {origin} and {site} and report it; nothing of them was applied")
+    return (f"read the database's message above and fix its cause at {site} (its schema or "
+            f"data differ from {origin}'s), " + retry + ". If the values come from the "
+            "mesh's own merge and every site has the same constraints, it is a bug of "
+            "siege-sync: report it")
+
+
+def held_rows(con: Connection, p: Parked) -> tuple[list[HeldRow], int]:
+    """The rows and values of the transaction ``p`` names, from this database's stored events
+    (a site stores only what it applied: a holding site does not have them, the siège has
+    every event that passed through it). Returns the rows and the transaction's last seq,
+    or ``([], 0)`` when the events are not stored here."""
+    rows: list[HeldRow] = []
+    last = 0
+    count = 0
+    for body in eventlog.read(con, p.origin, p.seq - 1, p.incarnation):
+        event = events_pb2.Event.FromString(body)
+        if not rows:
+            if event.seq != p.seq:
+                break
+            count = max(event.tx.count, 1)
+        rows.append(row_of(event))
+        last = event.seq
+        if len(rows) >= count:
+            break
+    return rows, last
+
+
+def row_of(event: events_pb2.Event) -> HeldRow:
+    return HeldRow(event.table, _OPS.get(event.op, "?"),
+                   ", ".join(values.describe(k) for k in event.key),
+                   [f"{c.column} = {values.describe(c.value)}" for c in event.columns],
+                   registers.key_data(list(event.key)))
+
+
+def held_here(con: Connection, site: str) -> list[Held]:
+    """Every transaction held at this database, described as far as it can be here."""
+    out = []
+    for p in listing(con):
+        rows, last = held_rows(con, p)
+        out.append(Held(site, p, last, rows, "" if rows else
+                        f"its events are not stored at {site} (it keeps only what it "
+                        "applied); the siège describes them (siege-ctl held)"))
     return out

@@ -56,7 +56,7 @@ class SiteReport(_message.Message):
     def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ..., cert_days_left: _Optional[int] = ..., unreachable: bool = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events", "analysis", "note", "siege_lost_guards")
+    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events", "analysis", "note", "siege_lost_guards", "held")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class RoundReport(_message.Message):
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     SIEGE_LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     id: int
     trigger: str
     started: str
@@ -85,10 +86,11 @@ class RoundReport(_message.Message):
     analysis: _containers.RepeatedCompositeFieldContainer[TableAnalysis]
     note: str
     siege_lost_guards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ..., analysis: _Optional[_Iterable[_Union[TableAnalysis, _Mapping]]] = ..., note: _Optional[str] = ..., siege_lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[HeldTransaction]
+    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ..., analysis: _Optional[_Iterable[_Union[TableAnalysis, _Mapping]]] = ..., note: _Optional[str] = ..., siege_lost_guards: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[HeldTransaction, _Mapping]]] = ...) -> None: ...
 
 class TableAnalysis(_message.Message):
-    __slots__ = ("site", "table", "reference", "matched", "missing", "extra", "different", "examples", "repaired", "error", "bytes_moved")
+    __slots__ = ("site", "table", "reference", "matched", "missing", "extra", "different", "examples", "repaired", "error", "bytes_moved", "held", "held_keys")
     SITE_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,8 @@ class TableAnalysis(_message.Message):
     REPAIRED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     BYTES_MOVED_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    HELD_KEYS_FIELD_NUMBER: _ClassVar[int]
     site: str
     table: str
     reference: str
@@ -111,7 +115,9 @@ class TableAnalysis(_message.Message):
     repaired: int
     error: str
     bytes_moved: int
-    def __init__(self, site: _Optional[str] = ..., table: _Optional[str] = ..., reference: _Optional[str] = ..., matched: _Optional[int] = ..., missing: _Optional[int] = ..., extra: _Optional[int] = ..., different: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ..., repaired: _Optional[int] = ..., error: _Optional[str] = ..., bytes_moved: _Optional[int] = ...) -> None: ...
+    held: int
+    held_keys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., table: _Optional[str] = ..., reference: _Optional[str] = ..., matched: _Optional[int] = ..., missing: _Optional[int] = ..., extra: _Optional[int] = ..., different: _Optional[int] = ..., examples: _Optional[_Iterable[str]] = ..., repaired: _Optional[int] = ..., error: _Optional[str] = ..., bytes_moved: _Optional[int] = ..., held: _Optional[int] = ..., held_keys: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnalyseRequest(_message.Message):
     __slots__ = ("tables", "sites", "repair", "prefer", "adopt")
@@ -372,3 +378,73 @@ class JoinEvent(_message.Message):
     progress: JoinProgress
     done: RoundReport
     def __init__(self, progress: _Optional[_Union[JoinProgress, _Mapping]] = ..., done: _Optional[_Union[RoundReport, _Mapping]] = ...) -> None: ...
+
+class HeldRow(_message.Message):
+    __slots__ = ("table", "op", "key", "values", "key_data")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    KEY_DATA_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    op: str
+    key: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    key_data: bytes
+    def __init__(self, table: _Optional[str] = ..., op: _Optional[str] = ..., key: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ..., key_data: _Optional[bytes] = ...) -> None: ...
+
+class HeldTransaction(_message.Message):
+    __slots__ = ("site", "origin", "incarnation", "first_seq", "last_seq", "state", "message", "since", "last_tried", "attempts", "past_limit", "rows", "rows_note", "todo", "reason", "reported", "behind")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_TRIED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    PAST_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_NOTE_FIELD_NUMBER: _ClassVar[int]
+    TODO_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    BEHIND_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    origin: str
+    incarnation: int
+    first_seq: int
+    last_seq: int
+    state: str
+    message: str
+    since: str
+    last_tried: str
+    attempts: int
+    past_limit: bool
+    rows: _containers.RepeatedCompositeFieldContainer[HeldRow]
+    rows_note: str
+    todo: str
+    reason: str
+    reported: str
+    behind: int
+    def __init__(self, site: _Optional[str] = ..., origin: _Optional[str] = ..., incarnation: _Optional[int] = ..., first_seq: _Optional[int] = ..., last_seq: _Optional[int] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., since: _Optional[str] = ..., last_tried: _Optional[str] = ..., attempts: _Optional[int] = ..., past_limit: bool = ..., rows: _Optional[_Iterable[_Union[HeldRow, _Mapping]]] = ..., rows_note: _Optional[str] = ..., todo: _Optional[str] = ..., reason: _Optional[str] = ..., reported: _Optional[str] = ..., behind: _Optional[int] = ...) -> None: ...
+
+class HeldRequest(_message.Message):
+    __slots__ = ("sites", "retry")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    retry: bool
+    def __init__(self, sites: _Optional[_Iterable[str]] = ..., retry: bool = ...) -> None: ...
+
+class HeldReply(_message.Message):
+    __slots__ = ("held", "problems", "retried")
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    RETRIED_FIELD_NUMBER: _ClassVar[int]
+    held: _containers.RepeatedCompositeFieldContainer[HeldTransaction]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    retried: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, held: _Optional[_Iterable[_Union[HeldTransaction, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ..., retried: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -84,6 +84,16 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinEvent.FromString,
                 _registered_method=True)
+        self.Held = channel.unary_unary(
+                '/siege.v1.Coordinator/Held',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
+                _registered_method=True)
+        self.ReportHeld = channel.unary_unary(
+                '/siege.v1.Coordinator/ReportHeld',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -157,6 +167,22 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Held(self, request, context):
+        """Transactions held at every site (refused by its database, or waiting for something),
+        with their rows and values, the database's message and what to do; retry on request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportHeld(self, request, context):
+        """A site (its own certificate) says what is held there — a site that dials in cannot be
+        asked — and gets it back described from the siège's log (siege-node held).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +235,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Join,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.JoinEvent.SerializeToString,
+            ),
+            'Held': grpc.unary_unary_rpc_method_handler(
+                    servicer.Held,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
+            ),
+            'ReportHeld': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportHeld,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -481,6 +517,60 @@ class Coordinator(object):
             '/siege.v1.Coordinator/Join',
             siege__sync_dot_proto_dot_coordinator__pb2.JoinRequest.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.JoinEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Held(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.Coordinator/Held',
+            siege__sync_dot_proto_dot_coordinator__pb2.HeldRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportHeld(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.Coordinator/ReportHeld',
+            siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
             options,
             channel_credentials,
             insecure,

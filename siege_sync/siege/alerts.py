@@ -3,7 +3,10 @@
 Owns deciding which alerts a round's report calls for and sending them: SMTP with STARTTLS
 (always) and login, at most one email per kind of alert per ``every_minutes``. Kinds: a round
 that failed, was partial or was stopped; a site unreachable past its limit; a site reachable
-but silent (broken capture); new losing versions on record; parked transactions; a clock
+but silent (broken capture); new losing versions on record; transactions held at the siège;
+each transaction held at a site and refused by its database (one email each, with its
+origin, events, rows and values, the database's message, since when and what to do — a
+waiting one only past the time limit: it usually applies by itself); a clock
 offset past its limit; a certificate expiring soon; little free disk or a large log at the
 siège; an application trigger that lost its guard (at a site or at the siège). A failure to
 send is logged, never raised into the round.
@@ -20,7 +23,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 
 from ..proto import coordinator_pb2
-from .reports import render_text
+from .reports import held_events, held_lines, render_text
 from .settings import Alerts
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,8 @@ class Alerter:
                               "effects are doubled): run siege-node install there"))
             if site.parked:
                 found.append((f"parked-{site.site}",
-                              f"{site.parked} transaction(s) of {site.site} parked"))
+                              f"{site.parked} transaction(s) of {site.site} held at the "
+                              "siège"))
             if abs(site.clock_offset_us) > s.clock_offset_seconds * 1e6:
                 found.append((f"clock-{site.site}",
                               f"{site.site}'s clock is off by "
@@ -91,6 +95,14 @@ class Alerter:
                                        "record (siege-ctl conflicts)"))
         for kind, subject in found:
             self.send(kind, subject, render_text(report))
+        for held in report.held:
+            if held.state == "refused" or held.past_limit:
+                # One kind per transaction: a new one is never swallowed by an older one's
+                # rate limit; the same one is said again once per every_minutes.
+                self.send(f"held-{held.site}-{held.origin}-{held.incarnation}-{held.first_seq}",
+                          f"{held.origin}'s transaction {held_events(held)} {held.state.upper()} "
+                          f"at {held.site}",
+                          "\n".join(held_lines(held)) + "\n\n" + render_text(report))
 
     def send(self, kind: str, subject: str, body: str) -> bool:
         """Send unless this kind was sent within the rate limit; whether it went out."""

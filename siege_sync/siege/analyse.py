@@ -16,6 +16,12 @@ what still differs was changed behind the sync's back.
 writes (``node/repair.py``): the next round carries them, and every value overwritten or
 deleted is first on record as a conflict loser. Never repairs without a preferred site named
 by the operator.
+
+Rows a held transaction touches (``siege-ctl held``: a transaction a site's database refused,
+or one waiting there) differ until it applies: they are listed as *held*, naming the held
+transaction, never as differences, and ``--repair`` leaves them alone — a repair would write
+over what the held transaction is about to write, and the hold's cause is the operator's
+to fix.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import grpc
+from firebird.driver import Connection
 
 from ..node import capture, registers, transport
 from ..node.daemon import Node
 from ..node.schema import introspect
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
+from .rounds import held_everywhere
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +95,16 @@ class _Diff:
 
 
 class Analyser:
-    def __init__(self, node: Node, progress: Progress) -> None:
+    def __init__(self, node: Node, progress: Progress,
+                 reported: dict[str, tuple[float, coordinator_pb2.HeldReply]] | None = None
+                 ) -> None:
+        """``reported``: what sites that dial in said is held there (rounds.held_reported)."""
         self._node = node
         self._progress = progress
         self._bundle, _ = node.watcher.refresh()
+        self._reported = reported
+        # (site, table) -> key_data -> the held transaction touching it, named
+        self._held: dict[tuple[str, str], dict[bytes, str]] = {}
 
     def run(self, request: coordinator_pb2.AnalyseRequest) -> coordinator_pb2.RoundReport:
         site_id = self._node.cfg.site
@@ -119,6 +133,8 @@ class Analyser:
             raise AnalyseError(f"not replicated tables {missing} (replicated: "
                                f"{', '.join(replicated)})")
         sites = [s for s in (request.sites or everyone) if s != reference]
+        with self._node.replica.database() as con:
+            self._held = _held_keys(con, held_everywhere(self._node, self._reported))
         report = coordinator_pb2.RoundReport(  # its id is taken when it is stored
             trigger="adopt" if request.adopt else
             "analyse" + (" --repair" if request.repair else ""),
@@ -128,8 +144,9 @@ class Analyser:
         report.ended = datetime.now().isoformat(timespec="seconds")
         differing = any(a.missing or a.extra or a.different for a in report.analysis)
         failed = any(a.error for a in report.analysis)
+        held = any(a.held for a in report.analysis)
         report.outcome = ("failed" if failed else "repaired" if request.repair and differing
-                          else "differences" if differing
+                          else "differences" if differing else "held" if held
                           else "adopted" if request.adopt else "equal")
         for site in sites:
             report.sites.add(site=site, outcome="failed" if any(
@@ -171,6 +188,7 @@ class Analyser:
                             diff = self._recheck(ref, other, table, diff)
                             if not (diff.missing or diff.extra or diff.different):
                                 break
+                    self._set_aside_held(site, reference, table, diff, out, repair)
                     out.matched = diff.matched + diff.leaf_matched
                     out.missing, out.extra = len(diff.missing), len(diff.extra)
                     out.different = len(diff.different)
@@ -189,6 +207,26 @@ class Analyser:
                     self._say(site, table, "failed")
                 out.bytes_moved = ref.bytes_in + other.bytes_in
                 ref.bytes_in = other.bytes_in = 0
+
+    def _set_aside_held(self, site: str, reference: str, table: str, diff: _Diff,
+                        out: coordinator_pb2.TableAnalysis, repair: bool) -> None:
+        """Rows a held transaction touches (at either side) are not differences: out of the
+        diff (so never repaired), into ``out.held_keys`` with the transaction named."""
+        from ..node import values
+
+        held = {**self._held.get((reference, table), {}), **self._held.get((site, table), {})}
+        if not held:
+            return
+        for found in (diff.missing, diff.extra, diff.different):
+            for k in [k for k in found if k in held]:
+                image = found.pop(k)
+                diff.theirs.pop(k, None)
+                out.held += 1
+                key = ", ".join(values.describe(v) for v in image.key.values)
+                out.held_keys.append(
+                    f"key {key}: touched by {held[k]}"
+                    + ("; NOT repaired (siege-ctl held; fix its cause, then "
+                       "siege-ctl held --retry)" if repair else ""))
 
     def _sync(self, site: str, reference: str) -> str:
         """Bring the site (and the reference) level with the siège: pending events are not
@@ -284,6 +322,35 @@ class Analyser:
     def _say(self, site: str, table: str, state: str, done: int = 0, total: int = 0) -> None:
         self._progress(coordinator_pb2.AnalyseProgress(site=site, table=table, state=state,
                                                        rows_done=done, rows_total=total))
+
+
+BEHIND = 100_000  # events read behind one held transaction for the keys they touch
+
+
+def _held_keys(con: Connection, held: coordinator_pb2.HeldReply
+               ) -> dict[tuple[str, str], dict[bytes, str]]:
+    """Per (holding site, table): the keys the held transactions touch — and the keys of the
+    origin's later events that wait behind them there (pending, not differences) — each with
+    the transaction named."""
+    from ..node import eventlog
+    from ..proto import events_pb2
+    from .reports import held_events
+
+    out: dict[tuple[str, str], dict[bytes, str]] = {}
+    for t in held.held:
+        name = f"{held_events(t)}, {t.state} at {t.site} since {t.since}"
+        for row in t.rows:
+            out.setdefault((t.site, row.table), {})[row.key_data] = name
+        if not t.last_seq:
+            continue
+        for n, body in enumerate(eventlog.read(con, t.origin, t.last_seq, t.incarnation)):
+            if n >= BEHIND:
+                break
+            event = events_pb2.Event.FromString(body)
+            out.setdefault((t.site, event.table), {}).setdefault(
+                registers.key_data(list(event.key)),
+                f"{t.origin}#{event.seq}, waiting at {t.site} behind {name}")
+    return out
 
 
 def _schemas_differ(ref: _Side, other: _Side) -> str:

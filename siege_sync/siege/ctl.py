@@ -4,6 +4,7 @@ admin certificate (``siege-certs issue-admin NAME``).
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``, ``join SITE``,
 ``resync SITE``, ``adopt``,
 ``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
+``held [--site S] [--retry]`` (transactions a site does not apply yet, why, what to do),
 ``analyse [--table T] [--site S] [--repair --prefer SITE]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
 from a small TOML file (``--config``, default ``siege-ctl.toml`` in the current folder, or the
@@ -42,7 +43,7 @@ from ..certs import Bundle, CertError, load_bundle
 from ..node.transport import channel, health_check
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .printout import render_html, write_pdf
-from .reports import DEFAULT_LIST, render_text
+from .reports import DEFAULT_LIST, held_lines, render_text
 
 
 class CtlError(Exception):
@@ -377,7 +378,33 @@ def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
     return 0
 
 
-COMMANDS = {"manual": cmd_manual, "conflicts": cmd_conflicts, "stop": cmd_stop,
+def cmd_held(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
+    """Every transaction held at every site: refused by its database (an operator acts) or
+    waiting for something still to come; ``--retry``: each holding site's next attempt now."""
+    if args.retry:
+        print("retrying now: the siège exchanges with each holding site ...", flush=True)
+    reply = stub.Held(coordinator_pb2.HeldRequest(sites=args.site or [], retry=args.retry),
+                      timeout=args.timeout)
+    for line in reply.retried:
+        print(f"retry: {line}")
+    if reply.retried:
+        print()
+    refused = [t for t in reply.held if t.state == "refused"]
+    waiting = [t for t in reply.held if t.state != "refused"]
+    if not reply.held:
+        print("no transaction is held at any site" + (" asked" if reply.problems else ""))
+    else:
+        print(f"{len(reply.held)} held transaction(s): {len(refused)} refused by a database "
+              f"(an operator must act), {len(waiting)} waiting for something still to come")
+    for t in [*refused, *waiting]:
+        print()
+        print("\n".join(held_lines(t)))
+    for problem in reply.problems:
+        print(f"\nnot asked: {problem}")
+    return 1 if reply.held or reply.problems else 0
+
+
+COMMANDS = {"manual": cmd_manual, "held": cmd_held, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status,
             "analyse": cmd_analyse, "join": cmd_join, "resync": cmd_join,
@@ -419,7 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
     found = sub.add_parser("conflicts", help="losing versions on record at the siège")
     found.add_argument("--table", help="only this table")
     found.add_argument("--reapply", metavar="ID", help="write this losing version back")
-    status = sub.add_parser("status", help="per site: last complete sync, pending, parked")
+    held = sub.add_parser("held", help="transactions a site does not apply yet (refused by "
+                          "its database, or waiting): rows, the database's message, what to do")
+    held.add_argument("--site", action="append", help="only held at this site (repeatable)")
+    held.add_argument("--retry", action="store_true",
+                      help="the holding sites try again now; then the list again")
+    status = sub.add_parser("status", help="per site: last complete sync, pending, held")
     status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
     status.add_argument("--interval", type=float, default=2.0, help="seconds, with --watch")
     report = sub.add_parser("report", help="stored round reports")

@@ -1,9 +1,10 @@
 """A round's report as something a person files: HTML and PDF (``siege-ctl report show``).
 
 Owns the printable layouts: a title with the outcome, when, the per-site table (events in and
-out, parked, duration, clock), the problems, and — when the round did not complete — the
-sentence that says so. The PDF uses the PDF core fonts (no font files to install, on Windows
-too): text outside Latin-1 is written with the nearest Latin-1 characters.
+out, held at the siège, duration, clock), the problems, every held transaction's facts
+(``reports.held_lines``), and — when the round did not complete — the sentence that says
+so. The PDF uses the PDF core fonts (no font files to install, on Windows too): text outside
+Latin-1 is written with the nearest Latin-1 characters.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 from fpdf import FPDF
 
 from ..proto import coordinator_pb2
-from .reports import ELECTION
+from .reports import ELECTION, HELD_TITLE, held_lines
 
-_HEADERS = ("Site", "Outcome", "Events in", "Events out", "Parked", "Duration", "Clock")
+_HEADERS = ("Site", "Outcome", "Events in", "Events out", "Held", "Duration", "Clock")
 _WIDTHS = (34, 26, 24, 24, 18, 24, 24)
 # An analysis (siege-ctl analyse) is stored as a report too, with its own table.
 _ANALYSIS_HEADERS = ("Site", "Table", "Matched", "Missing", "Extra", "Different", "Repaired")
@@ -98,6 +99,7 @@ Losing versions put on record at the siège: {report.new_conflicts}.</p>
 {rows}
 </table>
 {f"<h2>Problems</h2><ul>{problems}</ul>" if problems else ""}
+{_held_html(report)}
 {f"<p><strong>{e(verdict)}</strong></p>" if verdict else ""}
 </body></html>
 """
@@ -134,12 +136,30 @@ def write_pdf(report: coordinator_pb2.RoundReport, path: Path) -> None:
         pdf.set_font("Helvetica", size=10)
         for problem in problems:
             pdf.multi_cell(0, 6, _latin1(f"- {problem}"), new_x="LMARGIN", new_y="NEXT")
+    if report.held:
+        pdf.ln(4)
+        pdf.set_font("Helvetica", "B", 12)
+        pdf.multi_cell(0, 6, _latin1(HELD_TITLE), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", size=10)
+        for held in report.held:
+            for line in held_lines(held):
+                pdf.multi_cell(0, 5, _latin1(line), new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(2)
     verdict = _verdict(report)
     if verdict:
         pdf.ln(4)
         pdf.set_font("Helvetica", "B", 11)
         pdf.multi_cell(0, 6, _latin1(verdict), new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(path))
+
+
+def _held_html(report: coordinator_pb2.RoundReport) -> str:
+    if not report.held:
+        return ""
+    e = html.escape
+    items = "".join("<li><pre>" + e("\n".join(held_lines(held))) + "</pre></li>"
+                    for held in report.held)
+    return f"<h2>{e(HELD_TITLE)}</h2><ul>{items}</ul>"
 
 
 def _when(iso: str) -> str:

@@ -2,7 +2,9 @@
 text rendering.
 
 Owns storing, listing and showing reports: one row per round with its outcome, the whole
-report as a protobuf message. Reports are what an operator reads to check that a sync really
+report as a protobuf message, and every held transaction's facts as an operator reads them
+(``held_lines``: the same lines in the text, HTML and PDF reports, the email and
+``siege-ctl held``). Reports are what an operator reads to check that a sync really
 happened (the legacy manual's first warning), so the text says plainly what did not.
 
 Runs in the caller's hands: ``store``/``listing``/``get`` take the connection and use their
@@ -15,6 +17,7 @@ from datetime import datetime
 
 from firebird.driver import Connection
 
+from ..node import parking
 from ..node.capture import REPORTS_TABLE
 from ..node.database import READ_COMMITTED_RW, transaction
 from ..proto import coordinator_pb2
@@ -96,7 +99,7 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
              f"  started {report.started}, ended {report.ended}",
              f"  losing versions put on record at the siège: {report.new_conflicts}",
              f"  old event segments purged mesh-wide: {report.purged_segments}", ""]
-    rows = [["site", "outcome", "in", "out", "parked", "time", "clock"]]
+    rows = [["site", "outcome", "in", "out", "held at siège", "time", "clock"]]
     for s in report.sites:
         rows.append([s.site, s.outcome, str(s.events_in), str(s.events_out), str(s.parked),
                      f"{s.duration_ms / 1000:.1f} s", f"{s.clock_offset_us / 1e6:+.2f} s"])
@@ -115,6 +118,10 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
         lines += ["", "Application triggers that fire again for applied changes (their guard "
                       "was lost, as a vendor's trigger upgrade does):"]
         lines += [f"  {site}: {line}" for site, line in guards]
+    if report.held:
+        lines += ["", HELD_TITLE]
+        for held in report.held:
+            lines += ["  " + line for line in held_lines(held)]
     if report.outcome != "complete":
         lines += ["", "This round did NOT complete for every site: the sites above that are "
                       "not 'complete' keep their changes for the next round."]
@@ -125,10 +132,11 @@ def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
     lines = [f"Analysis {report.id} ({report.trigger}): {report.outcome.upper()}",
              f"  started {report.started}, ended {report.ended}", ""]
     rows = [["site", "table", "vs", "matched", "missing", "extra", "different", "repaired",
-             "bytes"]]
+             "bytes", "held"]]
     for a in report.analysis:
         rows.append([a.site, a.table, a.reference, str(a.matched), str(a.missing),
-                     str(a.extra), str(a.different), str(a.repaired), str(a.bytes_moved)])
+                     str(a.extra), str(a.different), str(a.repaired), str(a.bytes_moved),
+                     str(a.held)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
@@ -138,6 +146,11 @@ def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
     if details:
         lines += ["", "Differing rows (first ones):"]
         lines += [f"  {site} {table}: {e}" for site, table, e in details]
+    held = [(a.site, a.table, k) for a in report.analysis for k in a.held_keys]
+    if held:
+        lines += ["", "Held, not differences (a held transaction touches these rows; never "
+                      "repaired — siege-ctl held):"]
+        lines += [f"  {site} {table}: {k}" for site, table, k in held]
     errors = [(a.site, a.table, a.error) for a in report.analysis if a.error]
     if errors:
         lines += ["", "Not compared:"]
@@ -145,6 +158,9 @@ def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
     if report.outcome == "differences":
         lines += ["", "Differences were found and nothing was changed. To make every site hold "
                       "what one site holds: siege-ctl analyse --repair --prefer SITE"]
+    if report.outcome == "held":
+        lines += ["", "No differences, but rows that a held transaction touches differ until it "
+                      "applies: see siege-ctl held."]
     if report.outcome == "adopted":
         lines += ["", "Every site holds the same rows in every replicated table: they are "
                       "adopted, and the rounds carry every change from here on."]
@@ -153,3 +169,41 @@ def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
                       "next round carries them. Overwritten values are on record "
                       "(siege-ctl conflicts)."]
     return "\n".join(lines)
+
+
+HELD_TITLE = ("Held transactions (their origin's later changes wait behind them at that "
+              "site; siege-ctl held):")
+
+
+def held_proto(held: parking.Held) -> coordinator_pb2.HeldTransaction:
+    p = held.parked
+    out = coordinator_pb2.HeldTransaction(
+        site=held.site, origin=p.origin, incarnation=p.incarnation, first_seq=p.seq,
+        last_seq=held.last_seq, state=held.state, message=held.message,
+        since=p.first_seen.isoformat(sep=" ", timespec="seconds"),
+        last_tried=p.last_seen.isoformat(sep=" ", timespec="seconds"),
+        attempts=p.attempts, past_limit=p.past_limit(), rows_note=held.rows_note,
+        todo=held.todo, reason=p.reason)
+    for r in held.rows:
+        out.rows.add(table=r.table, op=r.op, key=r.key, values=r.values, key_data=r.key_data)
+    return out
+
+
+def held_events(t: coordinator_pb2.HeldTransaction) -> str:
+    """``lyon#5..7 (incarnation 1)``: the events of a held transaction."""
+    last = f"..{t.last_seq}" if t.last_seq > t.first_seq else ""
+    return f"{t.origin}#{t.first_seq}{last} (incarnation {t.incarnation})"
+
+
+def held_lines(t: coordinator_pb2.HeldTransaction) -> list[str]:
+    """A held transaction's facts, one per line (parking.render)."""
+    rows = [f"{r.op} {r.table} key {r.key}" + (f": {', '.join(r.values)}" if r.values else "")
+            for r in t.rows]
+    lines = parking.render(t.state, t.site, t.origin, held_events(t), t.since, t.attempts,
+                           t.last_tried, t.past_limit, t.message, rows, t.rows_note, t.todo)
+    if t.reported:
+        lines.insert(1, f"  as {t.site} said at {t.reported} (it dials in: it is not asked)")
+    if t.behind:
+        lines.insert(-1, f"  behind it: {t.behind} later event(s) of {t.origin} wait at {t.site} "
+                         "(they may depend on it; they apply once it does)")
+    return lines

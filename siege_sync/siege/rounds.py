@@ -7,7 +7,10 @@ applied, never a guess), and never lets one failed or unreachable site abort the
 site is reported and keeps its backlog for the next round. ``stop`` ends the round at the next
 batch boundary — every batch is applied whole or not at all — and the report says stopped.
 
-Every round is stored (``reports.py``). Must never apply anything itself: exchanges do.
+Every round is stored (``reports.py``), with every transaction held at any site when it
+ended (``held_everywhere``: the siège's own record, each reachable site's Status, and what a
+site that dials in said last through ``ReportHeld``), described from the siège's log. Must
+never apply anything itself: exchanges do.
 """
 
 from __future__ import annotations
@@ -22,12 +25,17 @@ from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
 
+import grpc
+from firebird.driver import Connection
+
 from ..certs import CertError, days_to_expiry
-from ..node import eventlog, guardwatch, transport
+from ..node import eventlog, guardwatch, parking, transport
+from ..node.capture import EVENTS_TABLE
 from ..node.daemon import Node
+from ..node.database import READ_COMMITTED_RW, transaction
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
-from ..proto import coordinator_pb2, sync_pb2
+from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .purge import decommissioned
 from .reports import DIALS_IN
@@ -60,6 +68,8 @@ class Rounds:
         self.started = time.time()  # UTC seconds: the clock of a site never heard from
         # Per site dialling in: its heartbeat as last seen changing, and its hello count then.
         self._beats: dict[str, tuple[int | None, int]] = {}
+        # Per site dialling in: what it last said is held there (ReportHeld), and when.
+        self.held_reported: dict[str, tuple[float, coordinator_pb2.HeldReply]] = {}
 
     @property
     def sites(self) -> list[str]:
@@ -175,6 +185,10 @@ class Rounds:
                 guardwatch.check(con, self._node.cfg.fire_triggers).lines())
         for entry in report.sites:
             entry.parked = sum(1 for p in parked if p.origin == entry.site)
+        # Not asked again of a site this round could not reach (its Status would time out).
+        gone = {e.site for e in report.sites if e.unreachable}
+        report.held.extend(held_everywhere(self._node, self.held_reported,
+                                           skip=frozenset(gone)).held)
         report.ended = datetime.now().isoformat(timespec="seconds")
         report.new_conflicts = max(self._conflicts() - before, 0)
         report.outcome = _outcome(report, self._stop.is_set())
@@ -279,3 +293,104 @@ def _outcome(report: coordinator_pb2.RoundReport, stopped: bool) -> str:
     if outcomes and all(o == "failed" for o in outcomes):
         return "failed"
     return "partial"
+
+
+STATUS_TIMEOUT = 10.0
+
+
+def held_everywhere(node: Node,
+                    reported: dict[str, tuple[float, coordinator_pb2.HeldReply]] | None = None,
+                    sites: frozenset[str] = frozenset(),
+                    skip: frozenset[str] = frozenset()) -> coordinator_pb2.HeldReply:
+    """Every transaction held at the siège and at each site (``sites``: only those), with
+    its rows and values from the siège's log. A site is asked for its Status (its
+    ``SYNC$PARKED``); a site that dials in cannot be asked: what it said last through
+    ``ReportHeld`` stands, with its time. Sites that could not be asked are in ``problems``."""
+    me = node.cfg.site
+    reply = coordinator_pb2.HeldReply()
+    gone = decommissioned(node)
+    wanted = [s for s in [me, *sorted(node.service_cfg.peers)]
+              if s not in gone and (not sites or s in sites)]
+    bundle, _ = node.watcher.refresh()
+    found: list[coordinator_pb2.HeldTransaction] = []
+    # The sites first, outside the pipeline's lock: a slow site must not hold it up.
+    for site in wanted:
+        if site == me or site in skip:
+            continue
+        announced = node.addresses.announced(site)
+        if announced is not None and announced.dials_out_only:
+            said = (reported or {}).get(site)
+            if said is None:
+                reply.problems.append(
+                    f"{site} dials in and cannot be asked; it has not said what it holds "
+                    f"since the siège started: run `siege-node held` at {site}")
+                continue
+            when, what = said
+            for t in what.held:
+                out = coordinator_pb2.HeldTransaction()
+                out.CopyFrom(t)
+                out.site = site
+                out.reported = datetime.fromtimestamp(when).isoformat(sep=" ",
+                                                                      timespec="seconds")
+                found.append(out)
+            continue
+        address = node.address(site)
+        if address is None:
+            reply.problems.append(f"{site}: no address known (siege-ctl test)")
+            continue
+        try:
+            with transport.channel(address, bundle, site) as ch:
+                status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
+                                                               timeout=STATUS_TIMEOUT)
+        except grpc.RpcError as exc:
+            reply.problems.append(f"{site} could not be asked: {exc.code().name}: "
+                                  f"{exc.details()}")
+            continue
+        for p in status.parked:
+            try:
+                since = datetime.fromisoformat(p.since)
+            except ValueError:
+                since = datetime.now()
+            out = reports.held_proto(parking.Held(site, parking.Parked(
+                p.origin, p.incarnation, p.seq, p.reason, since, since, p.attempts)))
+            out.last_tried = ""  # its Status does not say
+            out.past_limit = p.past_limit
+            found.append(out)
+    with node.replica.database() as con:
+        if me in wanted:
+            for h in parking.held_here(con, me):
+                own = reports.held_proto(h)
+                if not h.rows:
+                    own.rows_note = (f"the siège stores only what it applied: these events "
+                                     f"are at {h.parked.origin}")
+                reply.held.append(own)
+        for out in found:
+            describe_from_log(con, out)
+            reply.held.append(out)
+    return reply
+
+
+def describe_from_log(con: Connection, held: coordinator_pb2.HeldTransaction) -> None:
+    """Fill ``held``'s rows and values from the siège's log (it stores every event that
+    passed through it) when the holding site could not."""
+    if held.rows:
+        return
+    rows, last = parking.held_rows(con, parking.Parked(
+        held.origin, held.incarnation, held.first_seq, held.reason, datetime.now(),
+        datetime.now(), held.attempts))
+    if not rows:
+        held.rows_note = (f"its events are not stored at the siège either (the siège holds "
+                          f"them itself, or never had them): they are at {held.origin}")
+        return
+    held.last_seq = last
+    held.rows_note = ""
+    for r in rows:
+        held.rows.add(table=r.table, op=r.op, key=r.key, values=r.values,
+                      key_data=r.key_data)
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute(f"SELECT MAX(LAST_SEQ) FROM {EVENTS_TABLE} WHERE ORIGIN = ? AND "
+                    "INCARNATION = ?", (held.origin, held.incarnation))
+        newest = cur.fetchone()[0]
+        cur.close()
+    held.behind = max(int(newest or 0) - last, 0)

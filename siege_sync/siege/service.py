@@ -1,8 +1,14 @@
 """The coordinator's gRPC service (``siege.v1.Coordinator``) for ``siege-ctl``.
 
 Owns who may drive the coordinator: admin certificates only (``siege-certs issue-admin``),
-checked like every call of the node (certificate, mesh, revocation). Must never run two
-rounds at once: a second request is refused with the reason.
+checked like every call of the node (certificate, mesh, revocation) — except ``ReportHeld``,
+by which a site (its own certificate, for itself only) says what is held there. Must never
+run two rounds at once: a second request is refused with the reason.
+
+``Held`` lists every held transaction (rounds.held_everywhere); with ``retry``, each holding
+site's next attempt happens now: the siège exchanges with that site (its push carries the
+held transaction again), or — held at the siège itself — with the origin; a site that dials
+in retries at its own next dial, which is said.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -23,7 +30,7 @@ from . import purge, reports, siteprobe
 from .analyse import AnalyseError, Analyser
 from .join import Joiner, JoinRefused
 from .meshstatus import mesh_status
-from .rounds import RoundBusy, Rounds
+from .rounds import RoundBusy, Rounds, describe_from_log, held_everywhere
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 context: grpc.ServicerContext) -> Iterator[coordinator_pb2.AnalyseEvent]:
         self._admin(context)
         return self._stream(context, "analysis",
-                            lambda progress: Analyser(self._node, progress).run(request),
+                            lambda progress: Analyser(self._node, progress,
+                                                     self._rounds.held_reported).run(request),
                             coordinator_pb2.AnalyseEvent,
                             {AnalyseError: grpc.StatusCode.INVALID_ARGUMENT})
 
@@ -167,3 +175,73 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
              context: grpc.ServicerContext) -> coordinator_pb2.TestReply:
         self._admin(context)
         return coordinator_pb2.TestReply(sites=siteprobe.probe_all(self._node))
+
+    # --- held transactions (siege-ctl held, siege-node held) -------------------------------
+
+    def Held(self, request: coordinator_pb2.HeldRequest,
+             context: grpc.ServicerContext) -> coordinator_pb2.HeldReply:
+        self._admin(context)
+        me = self._node.cfg.site
+        everyone = [me, *sorted(self._node.service_cfg.peers)]
+        unknown = [s for s in request.sites if s not in everyone]
+        if unknown:
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"unknown site {', '.join(unknown)} (sites of this siège: "
+                          f"{', '.join(everyone)})")
+        sites = frozenset(request.sites)
+        reported = self._rounds.held_reported
+        if not request.retry:
+            return held_everywhere(self._node, reported, sites)
+        before = held_everywhere(self._node, reported, sites)
+        retried = self._retry(before)
+        after = held_everywhere(self._node, reported, sites)
+        still = {(t.site, t.origin, t.incarnation, t.first_seq): t for t in after.held}
+        for t in before.held:
+            now = still.get((t.site, t.origin, t.incarnation, t.first_seq))
+            retried.append(
+                f"{t.origin}#{t.first_seq} at {t.site}: " + (
+                    "APPLIED now" if now is None else
+                    f"still {now.state} ({now.attempts} attempts): {now.message}"))
+        after.retried.extend(retried)
+        return after
+
+    def _retry(self, held: coordinator_pb2.HeldReply) -> list[str]:
+        """Each holding site's next attempt, now; what each exchange did."""
+        me = self._node.cfg.site
+        done: list[str] = []
+        peers: list[str] = []
+        for t in held.held:
+            peer = t.origin if t.site == me else t.site
+            if peer not in peers and peer != me:
+                peers.append(peer)
+        for peer in peers:
+            announced = self._node.addresses.announced(peer)
+            if announced is not None and announced.dials_out_only:
+                done.append(f"{peer} dials in and cannot be dialled: it tries again at its "
+                            f"next dial (every {self._node.service_cfg.dial_every:.0f} s "
+                            f"there), or now with `siege-node held --retry` at {peer}")
+                continue
+            if peer not in self._node.service_cfg.peers:
+                done.append(f"{peer} is not a peer of the siège: it cannot be asked")
+                continue
+            reply = self._node.exchange(peer)
+            done.append(f"exchanged with {peer}: {reply.pulled_events} events applied at the "
+                        f"siège, {reply.pushed_events} at {peer}"
+                        + (f"; {'; '.join(reply.problems)}" if reply.problems else ""))
+        return done
+
+    def ReportHeld(self, request: coordinator_pb2.HeldReply,
+                   context: grpc.ServicerContext) -> coordinator_pb2.HeldReply:
+        caller = self._gate.caller(context, Kind.SITE)
+        reply = coordinator_pb2.HeldReply()
+        reply.CopyFrom(request)
+        for t in reply.held:
+            t.site = caller.name  # a site speaks for itself only
+        # Kept for the rounds' reports and siege-ctl held: a site that dials in is not asked.
+        kept = coordinator_pb2.HeldReply()
+        kept.CopyFrom(reply)
+        self._rounds.held_reported[caller.name] = (time.time(), kept)
+        with self._node.replica.database() as con:
+            for t in reply.held:
+                describe_from_log(con, t)
+        return reply
