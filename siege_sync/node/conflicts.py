@@ -7,23 +7,35 @@ events hold the same records. Re-applying a losing version is an ordinary local 
 values: the capture trigger records it, and it travels as a new event that knowingly
 overwrites the current value everywhere — nothing is changed behind the merge's back.
 
-``record`` runs inside the applier's transaction; the others open their own.
+What a loser lost to is said in words (``Conflict.lost_to``), built when records are listed
+from the stored events (``SYNC$EVENTS``), so every site that holds the same events says the
+same. The record's WINNER is the head that stands *now*, which is not always what beat the
+loser: a column write that lost to a concurrent write W stays a losing head when W is later
+overwritten knowingly — even by the loser's own site, whose later write names W, the value
+it showed, not the loser — so the winner on record can be a later write of the loser's own
+site. The words follow the winner's bases back to the write that beat the loser ("lost to
+lyon/1#40 (concurrent), which siege/1#337 later overwrote"); a lost life is told the same way
+through the inserts that followed it. Events purged by retention leave plainer words.
+
+``record`` runs inside the applier's transaction; the others open their own. Must never
+change a record's identity or its stored refs when saying it in words.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from firebird.driver import Connection, Cursor
 
-from ..proto import values_pb2
-from . import registers, values
-from .capture import CONFLICTS_TABLE, table_registry
+from ..proto import events_pb2, values_pb2
+from . import eventlog, registers, values
+from .capture import CONFLICTS_TABLE, EVENTS_TABLE, table_registry
 from .database import READ_COMMITTED_RW, quote, transaction
-from .merge import EventId, Loss, LossKind
+from .merge import LWW, EventId, Head, Loss, LossKind, Policy, Write
 from .schema import Table, introspect
 
 
@@ -45,10 +57,17 @@ class Conflict:
     recorded: datetime
     reapplied: datetime | None
     awaiting_decision: bool = False  # a `manual` table: the lww value stands until decided
+    lost_to: str = ""  # what the loser lost to, in words (see the module docstring)
 
     @property
     def short_id(self) -> str:
         return self.ident[:12]
+
+    @property
+    def sentence(self) -> str:
+        """The whole loss in one line: "siege/1#15 (PROJECTED_BUDGET) lost to ..."."""
+        what = f" ({self.column})" if self.column else ""
+        return f"{self.loser}{what} lost to {self.lost_to or self.winner or '?'}"
 
 
 def _ref(eid: EventId) -> str:
@@ -100,10 +119,14 @@ def record_overwritten(cur: Cursor, number: int, key: Sequence[values_pb2.Value]
          winner, body))
 
 
-def listing(con: Connection, table: str | None = None) -> list[Conflict]:
+def listing(con: Connection, table: str | None = None,
+            policies: Mapping[str, Policy] | None = None) -> list[Conflict]:
+    """Every record (of ``table``), oldest first, each with what it lost to in words
+    (``policies``: the tables' merge policies, which rank a column's writes)."""
     names = {no: name for no, (name, _k) in table_registry(con).items()}
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
+        events = _Events(tm.cursor())
         try:
             cur.execute(f"SELECT IDENT, TBL_NO, KEY_DATA, KIND, GEN, LOSER, COL, VAL, WINNER, "
                         f"RECORDED, REAPPLIED, DECIDE FROM {CONFLICTS_TABLE} "
@@ -120,10 +143,179 @@ def listing(con: Connection, table: str | None = None) -> list[Conflict]:
                 out.append(Conflict(ident.hex(), name, registers.key_values(kdata or b""),
                                     kind, gen, loser, col,
                                     values_pb2.Value.FromString(val) if val else None,
-                                    winner, at, again, bool(decide)))
+                                    winner, at, again, bool(decide),
+                                    lost_to(events, kind, loser, col, winner,
+                                            (policies or {}).get(name, LWW))))
             return out
         finally:
+            events.close()
             cur.close()
+
+
+_NO_SEQ = 1 << 62  # above any sequence number: bisects to the run a seq is in
+
+
+class _Events:
+    """The stored events a listing looks at, by id: one query per origin for where its runs
+    of events are, one read per run looked into."""
+
+    def __init__(self, cur: Cursor) -> None:
+        self._cur = cur
+        self._runs: dict[tuple[str, int], list[tuple[int, int]]] = {}  # first, last seq
+        self._segments: dict[tuple[str, int, int], list[bytes]] = {}
+        self._found: dict[EventId, events_pb2.Event | None] = {}
+
+    def get(self, eid: EventId) -> events_pb2.Event | None:
+        """The event, or None when this site holds it no more (purged) or never did."""
+        if eid not in self._found:
+            self._found[eid] = self._read(eid)
+        return self._found[eid]
+
+    def _read(self, eid: EventId) -> events_pb2.Event | None:
+        if not eid.site or eid.seq <= 0:
+            return None  # a row's pre-existing life: no event
+        origin = (eid.site, eid.incarnation)
+        if origin not in self._runs:
+            self._cur.execute(f"SELECT FIRST_SEQ, LAST_SEQ FROM {EVENTS_TABLE} WHERE "
+                              "ORIGIN = ? AND INCARNATION = ? ORDER BY FIRST_SEQ", origin)
+            self._runs[origin] = [(int(a), int(b)) for a, b in self._cur.fetchall()]
+        runs = self._runs[origin]
+        at = bisect.bisect_right(runs, (eid.seq, _NO_SEQ)) - 1
+        if at < 0 or not runs[at][0] <= eid.seq <= runs[at][1]:
+            return None
+        first = runs[at][0]
+        segment = (eid.site, eid.incarnation, first)
+        if segment not in self._segments:
+            self._cur.execute(f"SELECT BODY FROM {EVENTS_TABLE} WHERE ORIGIN = ? AND "
+                              "INCARNATION = ? AND FIRST_SEQ = ?", segment)
+            row = self._cur.fetchone()
+            body = row[0] if row is not None else b""
+            if hasattr(body, "read"):
+                reader = body
+                body = reader.read()
+                reader.close()
+            self._segments[segment] = list(eventlog.split(body))
+        bodies = self._segments[segment]
+        at = eid.seq - first
+        return events_pb2.Event.FromString(bodies[at]) if 0 <= at < len(bodies) else None
+
+    def write(self, eid: EventId) -> Write | None:
+        event = self.get(eid)
+        return registers.write_of(event) if event is not None else None
+
+    def close(self) -> None:
+        self._cur.close()
+
+
+def _parse_ref(text: str | None) -> EventId | None:
+    """The inverse of ``_ref`` ("site/incarnation#seq"); None for other words."""
+    if not text:
+        return None
+    head, hash_, seq = text.rpartition("#")
+    site, slash, incarnation = head.rpartition("/")
+    if not hash_ or not slash or not seq.isdigit() or not incarnation.isdigit():
+        return None
+    return EventId(site, int(incarnation), int(seq))
+
+
+def _same_origin(a: EventId, b: EventId) -> bool:
+    return a.site == b.site and a.incarnation == b.incarnation
+
+
+def _then(refs: list[str]) -> str:
+    """"a", "a then b", "a, 3 more, then z": who overwrote, in order."""
+    if len(refs) <= 3:
+        return " then ".join(refs)
+    return f"{refs[0]}, {len(refs) - 2} more, then {refs[-1]}"
+
+
+# Longest chain of knowing overwrites followed back from a winner (a guard, not a limit met
+# in practice: each step is one more write of the same column that saw the one before).
+_MAX_STEPS = 10_000
+
+
+def lost_to(events: _Events, kind: str, loser: str, column: str | None, winner: str | None,
+            policy: Policy = LWW) -> str:
+    """What ``loser`` lost to, in words an operator can follow (module docstring)."""
+    lid, wid = _parse_ref(loser), _parse_ref(winner)
+    if wid is None or lid is None:
+        return winner or ""  # a repair's or a resync's record: its own words
+    if kind == LossKind.COLUMN.value and column is not None:
+        return _column_words(events, lid, wid, column, policy)
+    if kind == LossKind.GENERATION.value:
+        return _life_words(events, lid, wid)
+    if kind == LossKind.UPDATE_OF_DEAD_ROW.value:
+        if _same_origin(lid, wid) and lid.seq < wid.seq:
+            return (f"{winner}, a later delete of the row by the same site (this update had "
+                    "lost its column to another value there; that loss is on record too)")
+        return f"{winner}, a delete of the row that had not seen this update"
+    if kind == LossKind.DELETE_OF_REFERENCED_ROW.value:
+        return f"{winner}, a write that made another row reference this one: the row stays"
+    if kind == LossKind.UNIQUE_CLASH.value:
+        return f"{winner}, a later write of the same unique value in another row"
+    if kind == LossKind.REPARENTED.value:
+        return (f"{winner}, an insert of the key this row references: the row it was "
+                "written for lost to it")
+    return winner or ""
+
+
+def _column_words(events: _Events, lid: EventId, wid: EventId, column: str,
+                  policy: Policy) -> str:
+    """A column write that lost: the winner standing now, followed back through the writes
+    it knowingly overwrote (their bases) to the one that beat the loser — the deepest that
+    still outranks it. The winner's site, when it is the loser's, had the loser when it wrote
+    and named another value: what it overwrote (its base) is what beat the loser there."""
+    winner = _ref(wid)
+    loser_write = events.write(lid)
+    chain: list[tuple[EventId, Write | None]] = [(wid, events.write(wid))]
+
+    def base_of(write: Write | None) -> EventId | None:
+        base = write.bases.get(column) if write is not None else None
+        return base if base is not None and base != lid and base.site else None
+
+    def outranks(write: Write | None) -> bool:
+        if write is None or loser_write is None:
+            return False
+        return policy.rank(Head(write.stamp, None)) > policy.rank(
+            Head(loser_write.stamp, None))
+
+    own = _same_origin(lid, wid) and lid.seq < wid.seq
+    if own and (base := base_of(chain[0][1])) is not None:
+        chain.append((base, events.write(base)))
+    while len(chain) < _MAX_STEPS and (base := base_of(chain[-1][1])) is not None:
+        write = events.write(base)
+        if not outranks(write):
+            break
+        chain.append((base, write))
+    if len(chain) == 1:
+        if own and chain[0][1] is None:  # the events that tell what stood between are gone
+            return (f"{winner}, a later write of the same site that replaced another "
+                    "site's value shown there, not this one (that value beat this write; "
+                    "its events are purged here)")
+        if own:
+            return f"{winner}, a later write of the same site made without seeing this value"
+        return f"{winner} (concurrent)"
+    later = [_ref(eid) for eid, _w in reversed(chain[:-1])]
+    return f"{_ref(chain[-1][0])} (concurrent), which {_then(later)} later overwrote"
+
+
+def _life_words(events: _Events, lid: EventId, wid: EventId) -> str:
+    """A life that lost to a concurrent insert: the current life, followed back through the
+    lives it knowingly followed (deleted, then inserted again) to the one that beat it."""
+    winner = _ref(wid)
+    lost = events.write(lid)
+    chain: list[EventId] = [wid]
+    write = events.write(wid)
+    while write is not None and write.follows is not None and len(chain) < _MAX_STEPS:
+        if lost is None or not write.follows > lost.stamp:
+            break
+        chain.append(write.follows.event)
+        write = events.write(write.follows.event)
+    if len(chain) == 1:
+        return f"{winner}, a concurrent insert of the same key"
+    later = [_ref(eid) for eid in reversed(chain[:-1])]
+    return (f"{_ref(chain[-1])}, a concurrent insert of the same key; that row was later "
+            f"deleted and inserted again by {_then(later)}")
 
 
 def find(con: Connection, short_id: str) -> Conflict:
