@@ -19,6 +19,7 @@ import pytest
 from siege_sync.node import cli as node_cli
 from siege_sync.node import parking
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.siege.ctl import main as ctl_main
 from tests.test_alerts import smtp  # noqa: F401 (the fixture)
 from tests.test_apply import run_sql
 from tools.localmesh import LocalMesh
@@ -47,10 +48,23 @@ def mesh(tmp_path, smtp):  # noqa: F811 (the fixture)
     m.close()
 
 
-def ctl(mesh, *args: str) -> subprocess.CompletedProcess:
+def ctl_process(mesh, *args: str) -> subprocess.CompletedProcess:
+    """`siege-ctl` as an operator runs it."""
     return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
                            str(mesh.folder / "siege-ctl.toml"), *args],
                           capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def ctl(mesh, capsys):
+    """`siege-ctl`'s own main, in this process (a new interpreter costs seconds each)."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()
+        code = ctl_main(["--config", str(mesh.folder / "siege-ctl.toml"), *args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+    return run
 
 
 def node_held(mesh, capsys, *args: str) -> tuple[int, str, str]:
@@ -81,10 +95,11 @@ def assert_facts(text: str) -> None:
     assert "held --retry" in text, text
 
 
-def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, capsys):
+def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, capsys,
+                                                                           ctl):
     lyon, nice = mesh.cons["lyon"], mesh.cons["nice"]
     run_sql(lyon, "INSERT INTO ITEM (ID, QTY, NOTE) VALUES (1, 5, 'small')")
-    assert ctl(mesh, "manual").returncode == 0
+    assert ctl("manual").returncode == 0
     assert rows(nice) == [(1, 5, "small")]
 
     # nice's operator adds a constraint outside the mesh; lyon writes what it refuses, then
@@ -93,7 +108,7 @@ def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, 
     run_sql(lyon, "UPDATE ITEM SET QTY = 500, NOTE = 'big order' WHERE ID = 1")
     run_sql(lyon, "INSERT INTO ITEM (ID, QTY, NOTE) VALUES (2, 7, 'later')")
     sent = len(mesh.inbox.messages)
-    round_ = ctl(mesh, "manual")
+    round_ = ctl("manual")
     assert "Held transactions" in round_.stdout, round_.stdout
     assert_facts(round_.stdout)
     assert rows(nice) == [(1, 5, "small")], "nothing of lyon's later work is applied at nice"
@@ -105,7 +120,7 @@ def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, 
     assert "1 refused by this database" in out and "0 waiting" in out, out
     assert_facts(out)
     # At the siège: every site.
-    listed = ctl(mesh, "held")
+    listed = ctl_process(mesh, "held")
     assert listed.returncode == 1, listed.stdout + listed.stderr
     assert "1 refused by a database" in listed.stdout, listed.stdout
     assert_facts(listed.stdout)
@@ -115,10 +130,10 @@ def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, 
 
     # The stored report, as text, HTML and PDF; and its email.
     report_id = re.search(r"^report (\d+): ", round_.stdout, re.M).group(1)
-    shown = ctl(mesh, "report", "show", report_id)
+    shown = ctl("report", "show", report_id)
     assert_facts(shown.stdout)
     page, pdf = mesh.folder / "round.html", mesh.folder / "round.pdf"
-    assert ctl(mesh, "report", "show", report_id, "--html", str(page),
+    assert ctl("report", "show", report_id, "--html", str(page),
                "--pdf", str(pdf)).returncode == 0
     assert_facts(page.read_text().replace("&#x27;", "'"))
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1500
@@ -128,7 +143,7 @@ def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, 
     assert_facts(mails[0].get_payload(decode=True).decode("utf-8"))
 
     # analyse: key 1 is held at nice, not a difference; --repair refuses it, naming it.
-    found = ctl(mesh, "analyse", "--table", "ITEM", "--site", "nice")
+    found = ctl("analyse", "--table", "ITEM", "--site", "nice")
     assert found.returncode == 1, found.stdout + found.stderr
     assert "HELD" in found.stdout and "DIFFERENCES" not in found.stdout, found.stdout
     assert "nice ITEM: key 1: touched by lyon#" in found.stdout, found.stdout
@@ -136,35 +151,51 @@ def test_a_refused_transaction_is_shown_everywhere_and_retried_once_fixed(mesh, 
     assert re.search(r"nice ITEM: key 2: touched by lyon#\d+, waiting at nice behind lyon#",
                      found.stdout), found.stdout
     assert "Differing rows" not in found.stdout, found.stdout
-    fixed = ctl(mesh, "analyse", "--table", "ITEM", "--site", "nice", "--repair",
+    fixed = ctl("analyse", "--table", "ITEM", "--site", "nice", "--repair",
                 "--prefer", "siege")
     assert "key 1: touched by lyon#" in fixed.stdout and "NOT repaired" in fixed.stdout, \
         fixed.stdout
     assert rows(nice) == [(1, 5, "small")], "the held row was not repaired over"
 
     # Retrying before the cause is fixed: still held, one attempt more, said so.
-    again = ctl(mesh, "held", "--retry")
+    again = ctl("held", "--retry")
     assert again.returncode == 1 and "still refused" in again.stdout, again.stdout
 
     # The operator drops the constraint; the retry applies it and the list is empty.
     run_sql(nice, "ALTER TABLE ITEM DROP CONSTRAINT QTY_SMALL")
-    retried = ctl(mesh, "held", "--retry")
+    retried = ctl("held", "--retry")
     assert retried.returncode == 0, retried.stdout + retried.stderr
     assert "APPLIED now" in retried.stdout, retried.stdout
     assert "no transaction is held at any site" in retried.stdout, retried.stdout
     code, out, _err = node_held(mesh, capsys)
     assert code == 0 and "no transaction is held here" in out, out
-    assert ctl(mesh, "manual").returncode == 0
+    assert ctl("manual").returncode == 0
     expected = [(1, 500, "big order"), (2, 7, "later")]
     for site, con in mesh.cons.items():
         assert rows(con) == expected, site
 
 
-def test_held_at_the_site_retries_through_its_own_node(mesh, capsys):
+def test_a_site_that_dials_in_says_what_it_holds_and_retries_through_its_own_node(
+        mesh, capsys, ctl):
     lyon, nice = mesh.cons["lyon"], mesh.cons["nice"]
     run_sql(nice, "ALTER TABLE ITEM ADD CONSTRAINT QTY_SMALL CHECK (QTY < 100)")
     run_sql(lyon, "INSERT INTO ITEM (ID, QTY, NOTE) VALUES (1, 500, 'big order')")
-    ctl(mesh, "manual")
+    ctl("manual")
+    # From now on nice cannot be dialled (CGNAT): it announced so, as its node does.
+    mesh.nodes["siege"].addresses.record_announce("nice", f"127.0.0.1:{mesh.ports['nice']}",
+                                                  True)
+    unknown = ctl("held")
+    assert "not asked: nice dials in and cannot be asked" in unknown.stdout, unknown.stdout
+    assert unknown.returncode == 1
+    code, out, _err = node_held(mesh, capsys)  # nice tells the siège what it holds
+    assert code == 1 and "insert ITEM key 1: ID = 1, QTY = 500, NOTE = big order" in out, out
+    told = ctl("held")
+    assert "REFUSED at nice: lyon's transaction lyon#" in told.stdout, told.stdout
+    assert "as nice said at 20" in told.stdout and "QTY_SMALL" in told.stdout, told.stdout
+    retry = ctl("held", "--retry")
+    assert "nice dials in and cannot be dialled" in retry.stdout, retry.stdout
+    assert "siege-node held --retry` at nice" in retry.stdout, retry.stdout
+
     code, out, _err = node_held(mesh, capsys, "--retry")
     assert code == 1 and "still refused" in out and "insert ITEM key 1" in out, out
     run_sql(nice, "ALTER TABLE ITEM DROP CONSTRAINT QTY_SMALL")
@@ -174,13 +205,13 @@ def test_held_at_the_site_retries_through_its_own_node(mesh, capsys):
     assert rows(nice) == [(1, 500, "big order")]
 
 
-def test_operator_mistakes_are_said_without_a_traceback(mesh, tmp_path):
-    unknown = ctl(mesh, "held", "--site", "paris")
+def test_operator_mistakes_are_said_without_a_traceback(mesh, tmp_path, ctl):
+    unknown = ctl("held", "--site", "paris")  # a traceback would fail the test here
     assert unknown.returncode == 2 and "paris" in unknown.stderr, unknown.stderr
     assert "Traceback" not in unknown.stderr
     gone = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--address",
                            "127.0.0.1:1", "--siege", "siege", "--bundle",
-                           str(tmp_path / "bundles" / "ops"), "--timeout", "5", "held"],
+                           str(tmp_path / "bundles" / "ops"), "--timeout", "3", "held"],
                           capture_output=True, text=True, timeout=60)
     assert gone.returncode == 2 and "UNAVAILABLE" in gone.stderr, gone.stderr
     assert "Traceback" not in gone.stderr
