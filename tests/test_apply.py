@@ -104,36 +104,206 @@ def exchange(appliers: dict, cons: dict, src: str, dst: str) -> int:
     return result.applied_events
 
 
-@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
-def test_three_sites_converge_to_what_the_rules_predict(make_db, seed):
-    rng = random.Random(seed)
-    cons = {name: make_db(name, ddl=DDL) for name in SITES}
-    for con in cons.values():
-        capture.install(con)
-    appliers = {name: Applier(con, name) for name, con in cons.items()}
-    for _ in range(40):
+HOUR_US = 3600 * 1_000_000
+CLOCK_OFFSETS = (0, HOUR_US, -HOUR_US)  # clocks off by an hour, either way
+RESTORE_SEEDS = [int(s) for s in os.environ.get("SIEGE_APPLY_RESTORE_SEEDS", "1,2").split(",")]
+
+
+class Coordinator:
+    """The siège's purge rounds (siege/purge.py): an order planned from every site's vector
+    and the previous round's snapshot; the snapshot kept for the next round."""
+
+    def __init__(self, appliers: dict) -> None:
+        self._appliers = appliers
+        self._before = None
+
+    def round(self):
+        from siege_sync.node.vector import Vector
+        from siege_sync.siege.purge import plan
+
+        vectors = {name: Vector(a.vector()[0]) for name, a in self._appliers.items()}
+        order, self._before = plan(vectors, self._before)
+        return order
+
+
+def obey(con, applier: Applier, order):
+    """What a site does with a purge order (Replica.obey_purge): refused when it claims
+    events this site has not applied, else ``retention.purge``."""
+    from siege_sync.node.retention import purge
+    from siege_sync.node.vector import Vector
+
+    def dec(v) -> dict:
+        return dict(Vector.from_proto(v).seqs)
+
+    applied, mine = dec(order.applied_everywhere), applier.vector()[0]
+    if any(n > mine.get(o, 0) for o, n in applied.items()):
+        return None
+    return purge(con, applied, dec(order.held_then) if order.HasField("held_then") else None,
+                 dec(order.published_then) if order.HasField("published_then") else None)
+
+
+class Model:
+    """Three sites (their databases, appliers, clocks) driven at random: local
+    transactions, exchanges through the siège, purges at different moments at different
+    sites, clocks set an hour off, a site's database replaced by an older copy of it.
+    Keeps every event the siège ever held (a purge deletes stored events)."""
+
+    def __init__(self, make_db, folder, rng: random.Random, clocks: bool) -> None:
+        from siege_sync.node.clock import SkewedClock, SystemClock
+
+        self.rng = rng
+        self.folder = folder
+        self.cons = {name: make_db(name, ddl=DDL) for name in SITES}
+        for con in self.cons.values():
+            capture.install(con)
+        self.clocks = {name: SkewedClock(SystemClock(), rng.choice(CLOCK_OFFSETS) if clocks
+                                         else 0) for name in SITES}
+        self.appliers = {name: self._applier(name) for name in SITES}
+        self.coordinator = Coordinator(self.appliers)
+        self.pending: dict = {}  # site -> the last purge order it has not asked for yet
+        self.archive: dict = {}  # (origin, incarnation, seq) -> body
+        self.backup: tuple[str, str] | None = None  # (site, how) waiting to come back
+        self.restores = 0
+
+    def _applier(self, site: str) -> Applier:
+        from siege_sync.node.publish import Publisher
+
+        con = self.cons[site]
+        return Applier(con, site, publisher=Publisher(con, site, clock=self.clocks[site]))
+
+    def keep_events(self) -> None:
+        for body in all_events(self.cons["siege"]):
+            event = events_pb2.Event.FromString(body)
+            at = (event.origin.site, event.origin.incarnation, event.seq)
+            assert self.archive.setdefault(at, body) == body, f"{at} published twice"
+
+    def exchange(self, src: str, dst: str) -> int:
+        moved = exchange(self.appliers, self.cons, src, dst)
+        # A site that dials in asks for the last purge order after its exchange.
+        dialled = dst if src == "siege" else src
+        if dialled in self.pending:
+            obey(self.cons[dialled], self.appliers[dialled], self.pending.pop(dialled))
+        return moved
+
+    def purge_round(self, everywhere: bool = False) -> None:
+        """A round's purge: the siège and the sites it dials follow the order now; a site
+        that dials in follows it when it next exchanges (maybe after other rounds)."""
+        self.keep_events()
+        order = self.coordinator.round()
+        for site in SITES:
+            if site == "siege" or everywhere or self.rng.random() < 0.5:
+                self.pending.pop(site, None)
+                obey(self.cons[site], self.appliers[site], order)
+            else:
+                self.pending[site] = order
+
+    def take_backup(self, site: str, how: str) -> None:
+        """A change is captured at ``site``, and the database copied: before the change is
+        published ("captured"), or after it is but before the siège holds it ("published");
+        then the change reaches the siège."""
+        run_sql(self.cons[site], "UPDATE OR INSERT INTO T (ID, A) VALUES (?, ?) MATCHING (ID)",
+                (self.rng.randint(1, 6), f"{site}-backup-{self.restores}"))
+        if how == "published":
+            self.appliers[site].apply([])
+        copy_then_reopen(self.cons, self.appliers, self.folder, site, f"{site}.fdb",
+                         f"{site}-backup.fdb")
+        self.appliers[site] = self._applier(site)
+        self.backup = (site, how)
+        self.exchange(site, "siege")
+
+    def restore(self) -> None:
+        """The site's disk is replaced by its backup; at its next hello the siège's vector
+        tells it whether it was rewound (new incarnation) — before it publishes anything."""
+        from siege_sync.node.config import NodeConfig
+        from siege_sync.node.database import DatabaseSpec
+        from siege_sync.node.replica import Replica
+        from siege_sync.node.vector import Vector
+
+        assert self.backup is not None
+        site, _how = self.backup
+        copy_then_reopen(self.cons, self.appliers, self.folder, site, f"{site}-backup.fdb",
+                         f"{site}.fdb")
+        self.appliers[site] = self._applier(site)
+        seqs, heads = self.appliers["siege"].vector()
+        epoch = capture.get_state(self.cons["siege"], "epoch") or "siege"
+        replica = Replica(NodeConfig(site=site, database=DatabaseSpec(
+            str(self.folder / f"{site}.fdb"))), self.cons[site])
+        replica.meet("siege", epoch, Vector(seqs, heads))  # raises on a diverged chain
+        self.backup = None
+        self.restores += 1
+
+    def step(self, purges: bool, restores: bool) -> None:
+        rng = self.rng
         site = rng.choice(SITES)
-        if rng.random() < 0.6:
-            local_tx(cons[site], rng, site)
-        else:
+        action = rng.choices(["local", "exchange", "purge", "clock", "backup"],
+                             [55, 35, 10 if purges and self.backup is None else 0,
+                              3 if any(c.offset_us for c in self.clocks.values()) else 0,
+                              8 if restores else 0])[0]
+        if action == "local":
+            local_tx(self.cons[site], rng, site)
+        elif action == "exchange":
             # Sites talk through the siège only (as the coordinator's rounds do).
             other = "siege" if site != "siege" else rng.choice(SITES[1:])
-            exchange(appliers, cons, *rng.choice([(site, other), (other, site)]))
-    for _ in range(4):  # rounds until quiet: gather at the siège, then redistribute
-        for site in SITES[1:]:
-            exchange(appliers, cons, site, "siege")
-        for site in SITES[1:]:
-            exchange(appliers, cons, "siege", site)
-    moved = sum(exchange(appliers, cons, a, b) for a in SITES for b in SITES if a != b)
-    assert moved == 0, f"seed {seed}: not quiet"
+            self.exchange(*rng.choice([(site, other), (other, site)]))
+        elif action == "purge":
+            self.purge_round()
+        elif action == "clock":
+            self.clocks[site].offset_us = rng.choice(CLOCK_OFFSETS)  # a clock set
+        elif self.backup is None:  # (no purge round while a backup may come back: §3.6)
+            # The first backup of a run is taken between capture and publish.
+            how = "captured" if not self.restores else rng.choice(["captured", "published"])
+            self.take_backup(rng.choice(SITES[1:]), how)
+        else:
+            self.restore()
 
+    def rounds(self, n: int) -> None:
+        for _ in range(n):  # gather at the siège, then redistribute
+            for site in SITES[1:]:
+                self.exchange(site, "siege")
+            for site in SITES[1:]:
+                self.exchange("siege", site)
+
+    def close(self) -> None:
+        for con in self.cons.values():
+            if not con.is_closed():
+                con.close()
+
+
+def converge_and_check(make_db, folder, seed: int, restores: bool = False) -> None:
+    """The model's run: random steps, then rounds until quiet with purges everywhere; every
+    site holds the same rows, equal to what the rules predict from every event published,
+    and the siège has every loss on record."""
+    model = Model(make_db, folder, random.Random(seed), clocks=True)
+    try:
+        for _ in range(40):
+            model.step(purges=True, restores=restores)
+        if model.backup is not None:
+            model.restore()
+        model.rounds(3)
+        model.purge_round()
+        model.rounds(1)
+        model.purge_round(everywhere=True)  # the dead rows' lives are stubs everywhere now
+        model.rounds(1)
+        cons, appliers = model.cons, model.appliers
+        moved = sum(exchange(appliers, cons, a, b) for a in SITES for b in SITES if a != b)
+        assert moved == 0, f"seed {seed}: not quiet"
+        model.keep_events()
+        check(cons, list(model.archive.values()), seed)
+        if restores:
+            assert model.restores >= 1
+            assert_published_once(model.archive.values())
+    finally:
+        model.close()
+
+
+def check(cons: dict, bodies: list[bytes], seed: int) -> None:
     states = {name: snapshot(con) for name, con in cons.items()}
     assert states["lyon"] == states["siege"] == states["nice"], f"seed {seed}: sites differ"
     digests = {table_digest(con, introspect(con).tables["T"]) for con in cons.values()}
     assert len(digests) == 1, f"seed {seed}: digests differ"
 
     by_row: dict[bytes, list] = defaultdict(list)
-    for body in all_events(cons["siege"]):
+    for body in bodies:
         event = events_pb2.Event.FromString(body)
         by_row[event.key[0].SerializeToString()].append(registers.write_of(event))
     expected = {}
@@ -148,10 +318,52 @@ def test_three_sites_converge_to_what_the_rules_predict(make_db, seed):
     assert conflicts(cons["siege"]) == expected_losses, f"seed {seed}: losses on record"
 
 
+class PublishedTwice(AssertionError):
+    """One captured change was published as two events (issue 17 item 5)."""
+
+
+def assert_published_once(bodies) -> None:
+    """A change captured once is published once, whatever restore happened (issue 17 item 5):
+    no two events hold the same captured change (its transaction, capture time, row, op and
+    values)."""
+    seen: dict = {}
+    for body in bodies:
+        event = events_pb2.Event.FromString(body)
+        change = (event.origin.site, event.tx.tx_id, event.captured_local, event.table,
+                  registers.key_data(event.key), event.op,
+                  tuple(c.SerializeToString(deterministic=True) for c in event.columns))
+        at = (event.origin.incarnation, event.seq)
+        if seen.setdefault(change, at) != at:
+            raise PublishedTwice(f"{event.origin.site}'s change published twice: (incarnation, "
+                                 f"seq) {seen[change]} and {at}")
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
+def test_three_sites_converge_to_what_the_rules_predict(make_db, tmp_path, seed):
+    """Purges at different moments at different sites, clocks an hour off either way."""
+    converge_and_check(make_db, tmp_path, seed)
+
+
+# Only the published-once check is expected to fail (PublishedTwice): the sites converge and
+# match the rules' prediction today; any other failure is a real one. Strict: once item 5 is
+# fixed this marker must go.
+@pytest.mark.xfail(strict=True, raises=PublishedTwice,
+                   reason="issue 17 item 5: a restored site republishes a change its backup "
+                          "holds captured but not published (under its new incarnation)")
+@pytest.mark.parametrize("seed", RESTORE_SEEDS, ids=[f"seed={s}" for s in RESTORE_SEEDS])
+def test_three_sites_converge_after_restores_to_what_the_rules_predict(make_db, tmp_path, seed):
+    """As above, and a shop's database replaced by an older copy of it (taken between a
+    change's capture and its publish, or between its publish and the siège's receipt)."""
+    converge_and_check(make_db, tmp_path, seed, restores=True)
+
+
 def reference_for(writes):
-    """The merge reference of test_merge over the real columns of T."""
+    """The merge reference of test_merge over the real columns of T. A key's next life is
+    ordered after the lives it follows, whatever purges happened in between (issue 17 item
+    1): no insert is stamped below the life it knowingly replaced."""
     import tests.test_merge as model
 
+    assert all(w.stamp > w.follows for w in writes if w.follows is not None)
     saved = model.COLUMNS
     model.COLUMNS = ("ID", "A", "B", "C")
     try:

@@ -8,50 +8,24 @@ site must end holding the re-inserted row (read by a plain SELECT of the applica
 table at each site), whatever the clocks and the order of purges.
 
 Real embedded Firebird, the real Applier/Publisher, purge orders planned as the siège plans
-them (``siege.purge.plan``) and followed with ``retention.purge`` as a site does.
+them (``siege.purge.plan``, test_apply's ``Coordinator``) and followed as a site does
+(``retention.purge`` after the check of ``Replica.obey_purge``, test_apply's ``obey``).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from siege_sync.node import capture, retention
+from siege_sync.node import capture
 from siege_sync.node.apply import Applier
 from siege_sync.node.clock import SkewedClock, SystemClock
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from siege_sync.node.publish import Publisher
-from siege_sync.node.vector import Vector
-from siege_sync.proto import sync_pb2
-from siege_sync.siege.purge import Snapshot, plan
-from tests.test_apply import conflicts, exchange, run_sql
+from tests.test_apply import Coordinator, conflicts, exchange, obey, run_sql
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20), B INTEGER)"]
 HOUR_US = 3600 * 1_000_000
 
-
-class Coordinator:
-    """The siège's purge rounds: plan an order from every site's vector and the previous
-    round's snapshot (siege/purge.py), keep the snapshot for the next round."""
-
-    def __init__(self, appliers: dict[str, Applier]) -> None:
-        self._appliers = appliers
-        self._before: Snapshot | None = None
-        self.order: sync_pb2.PurgeRequest | None = None
-
-    def round(self) -> sync_pb2.PurgeRequest:
-        vectors = {name: Vector(a.vector()[0]) for name, a in self._appliers.items()}
-        self.order, self._before = plan(vectors, self._before)
-        return self.order
-
-
-def obey(con, order: sync_pb2.PurgeRequest) -> retention.PurgeResult:
-    """What a site does with a purge order (Replica.obey_purge)."""
-    def dec(v: sync_pb2.Vector) -> dict:
-        return dict(Vector.from_proto(v).seqs)
-    return retention.purge(con, dec(order.applied_everywhere),
-                           dec(order.held_then) if order.HasField("held_then") else None,
-                           dec(order.published_then) if order.HasField("published_then")
-                           else None)
 
 
 def rows_of(con) -> dict[int, tuple[str | None, int | None]]:
@@ -108,7 +82,7 @@ def test_a_key_lives_again_after_a_purge_at_every_site_whatever_the_clocks(make_
 
     # The next round reaches the siège and lyon; nice dials in and has not asked yet.
     order = coordinator.round()
-    purged = {site: obey(cons[site], order) for site in ("siege", "lyon")}
+    purged = {site: obey(cons[site], appliers[site], order) for site in ("siege", "lyon")}
     assert all(p.lives == 1 for p in purged.values()), purged  # the dead life is forgotten
 
     # The key lives again at a site whose clock is an hour behind that life's stamps.
@@ -119,15 +93,16 @@ def test_a_key_lives_again_after_a_purge_at_every_site_whatever_the_clocks(make_
     # nice dials in: its exchange brings the re-insert while it still holds the dead life,
     # then it asks for the purge order and follows it.
     exchange(appliers, cons, "siege", "nice")
-    obey(cons["nice"], order)
+    obey(cons["nice"], appliers["nice"], order)
     sync_all(appliers, cons)
     # A later round purges again everywhere (the re-insert ended nothing: the row stays).
     coordinator.round()
     sync_all(appliers, cons)
     order = coordinator.round()
     for site in names:
-        obey(cons[site], order)
-        again = obey(cons[site], order)  # a stub is compacted once, never counted again
+        obey(cons[site], appliers[site], order)
+        # A stub is compacted once, never rewritten or counted again.
+        again = obey(cons[site], appliers[site], order)
         assert (again.lives, again.rows) == (0, 0), f"{site}: {again}"
     run_sql(cons["nice"], "UPDATE T SET B = 23 WHERE ID = 1")
     sync_all(appliers, cons)
