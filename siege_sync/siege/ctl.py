@@ -306,7 +306,7 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
               + (f", {reply.awaiting_decision} awaiting a decision"
                  if reply.awaiting_decision else ""))
         rows = [["site", "reachable", "last complete sync", "published", "at siège", "pending",
-                 "backlog", "parked", "clock", "schema"]]
+                 "backlog", "held at siège", "clock", "schema"]]
         rows.append([f"{reply.coordinator} (siège)", "yes", "", "", "", "", "", "", "",
                      reply.schema_fingerprint])
         for s in reply.sites:

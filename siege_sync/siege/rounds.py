@@ -313,6 +313,7 @@ def held_everywhere(node: Node,
               if s not in gone and (not sites or s in sites)]
     bundle, _ = node.watcher.refresh()
     found: list[coordinator_pb2.HeldTransaction] = []
+    asked: list[str] = []
     # The sites first, outside the pipeline's lock: a slow site must not hold it up.
     for site in wanted:
         if site == me or site in skip:
@@ -334,28 +335,37 @@ def held_everywhere(node: Node,
                                                                       timespec="seconds")
                 found.append(out)
             continue
+        asked.append(site)
+
+    def ask(site: str) -> tuple[list[coordinator_pb2.HeldTransaction], str]:
         address = node.address(site)
         if address is None:
-            reply.problems.append(f"{site}: no address known (siege-ctl test)")
-            continue
+            return [], f"{site}: no address known (siege-ctl test)"
         try:
             with transport.channel(address, bundle, site) as ch:
                 status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
                                                                timeout=STATUS_TIMEOUT)
         except grpc.RpcError as exc:
-            reply.problems.append(f"{site} could not be asked: {exc.code().name}: "
-                                  f"{exc.details()}")
-            continue
+            return [], f"{site} could not be asked: {exc.code().name}: {exc.details()}"
+        out = []
         for p in status.parked:
             try:
                 since = datetime.fromisoformat(p.since)
             except ValueError:
                 since = datetime.now()
-            out = reports.held_proto(parking.Held(site, parking.Parked(
+            held = reports.held_proto(parking.Held(site, parking.Parked(
                 p.origin, p.incarnation, p.seq, p.reason, since, since, p.attempts)))
-            out.last_tried = ""  # its Status does not say
-            out.past_limit = p.past_limit
-            found.append(out)
+            held.last_tried = ""  # its Status does not say
+            held.past_limit = p.past_limit
+            out.append(held)
+        return out, ""
+
+    # Several at once, as the round's exchanges: N sites cost about one Status, not N.
+    with ThreadPoolExecutor(max_workers=PARALLEL_SITES, thread_name_prefix="held") as pool:
+        for held_there, problem in pool.map(ask, asked):
+            found.extend(held_there)
+            if problem:
+                reply.problems.append(problem)
     with node.replica.database() as con:
         if me in wanted:
             for h in parking.held_here(con, me):
