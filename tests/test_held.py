@@ -205,6 +205,23 @@ def test_a_site_that_dials_in_says_what_it_holds_and_retries_through_its_own_nod
     assert rows(nice) == [(1, 500, "big order")]
 
 
+def test_held_at_the_siege_itself_is_described_from_its_origin(mesh, ctl):
+    siege = mesh.cons["siege"]
+    run_sql(siege, "ALTER TABLE ITEM ADD CONSTRAINT QTY_SMALL CHECK (QTY < 100)")
+    run_sql(mesh.cons["lyon"], "INSERT INTO ITEM (ID, QTY, NOTE) VALUES (1, 500, 'big')")
+    ctl("manual")
+    listed = ctl("held")
+    assert "REFUSED at siege: lyon's transaction lyon#" in listed.stdout, listed.stdout
+    # The siège stores only what it applied: the row comes from lyon itself.
+    assert "insert ITEM key 1: ID = 1, QTY = 500, NOTE = big" in listed.stdout, listed.stdout
+    assert "QTY_SMALL" in listed.stdout and "drop or change it at siege" in listed.stdout
+    run_sql(siege, "ALTER TABLE ITEM DROP CONSTRAINT QTY_SMALL")
+    retried = ctl("held", "--retry")
+    assert "exchanged with lyon" in retried.stdout and "APPLIED now" in retried.stdout, \
+        retried.stdout
+    assert retried.returncode == 0 and rows(siege) == [(1, 500, "big")]
+
+
 def test_operator_mistakes_are_said_without_a_traceback(mesh, tmp_path, ctl):
     unknown = ctl("held", "--site", "paris")  # a traceback would fail the test here
     assert unknown.returncode == 2 and "paris" in unknown.stderr, unknown.stderr

@@ -28,14 +28,14 @@ from pathlib import Path
 import grpc
 from firebird.driver import Connection
 
-from ..certs import CertError, days_to_expiry
+from ..certs import Bundle, CertError, days_to_expiry
 from ..node import eventlog, guardwatch, parking, transport
 from ..node.capture import EVENTS_TABLE
 from ..node.daemon import Node
 from ..node.database import READ_COMMITTED_RW, transaction
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
-from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
+from ..proto import coordinator_pb2, events_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .purge import decommissioned
 from .reports import DIALS_IN
@@ -366,18 +366,65 @@ def held_everywhere(node: Node,
             found.extend(held_there)
             if problem:
                 reply.problems.append(problem)
+    own: list[coordinator_pb2.HeldTransaction] = []
     with node.replica.database() as con:
         if me in wanted:
-            for h in parking.held_here(con, me):
-                own = reports.held_proto(h)
-                if not h.rows:
-                    own.rows_note = (f"the siège stores only what it applied: these events "
-                                     f"are at {h.parked.origin}")
-                reply.held.append(own)
+            own = [reports.held_proto(h) for h in parking.held_here(con, me)]
         for out in found:
             describe_from_log(con, out)
             reply.held.append(out)
+    for out in own:
+        if not out.rows:  # the siège stores only what it applied: ask the origin
+            describe_from_origin(node, bundle, out)
+        reply.held.append(out)
     return reply
+
+
+def describe_from_origin(node: Node, bundle: Bundle,
+                         held: coordinator_pb2.HeldTransaction) -> None:
+    """Fill the rows of a transaction held at the siège itself from its origin (a Pull of
+    what the siège lacks, read only as far as that transaction, then cancelled)."""
+    where = (f"these events are at {held.origin}; the siège stores only what it applied")
+    announced = node.addresses.announced(held.origin)
+    address = node.address(held.origin) if held.origin in node.service_cfg.peers else None
+    if address is None or (announced is not None and announced.dials_out_only):
+        held.rows_note = f"{where}, and {held.origin} cannot be dialled to read them"
+        return
+    have = node.replica.vector(publish=False).to_proto()
+    events: list[events_pb2.Event] = []
+    count = 0
+    try:
+        with transport.channel(address, bundle, held.origin) as ch:
+            stream = sync_pb2_grpc.SyncNodeStub(ch).Pull(
+                sync_pb2.PullRequest(have=have, max_events_per_batch=500),
+                timeout=STATUS_TIMEOUT)
+            for batch in stream:
+                for body in batch.events:
+                    event = events_pb2.Event.FromString(body)
+                    if (event.origin.site, event.origin.incarnation) != (
+                            held.origin, held.incarnation) or event.seq < held.first_seq:
+                        continue
+                    if event.seq == held.first_seq:
+                        count = max(event.tx.count, 1)
+                    if count and len(events) < count:
+                        events.append(event)
+                if count and len(events) >= count:
+                    stream.cancel()
+                    break
+    except grpc.RpcError as exc:
+        if exc.code() is not grpc.StatusCode.CANCELLED:
+            held.rows_note = (f"{where}, and {held.origin} could not be asked: "
+                              f"{exc.code().name}: {exc.details()}")
+            return
+    if not events:
+        held.rows_note = f"{where}, and it did not send them"
+        return
+    held.rows_note = ""
+    held.last_seq = events[-1].seq
+    for event in events:
+        r = parking.row_of(event)
+        held.rows.add(table=r.table, op=r.op, key=r.key, values=r.values,
+                      key_data=r.key_data)
 
 
 def describe_from_log(con: Connection, held: coordinator_pb2.HeldTransaction) -> None:
