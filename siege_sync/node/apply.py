@@ -568,6 +568,8 @@ class Applier:
             settler.settle(table, key, state, outcome.state)
         else:
             settler.put(table, key, state, outcome.state)
+        if table.foreign_keys and write.op is not Op.DELETE:
+            settler.note_references(table, write.id, write.columns)
 
 
 # The longest CHAR/VARCHAR value Firebird stores, in bytes. A longer string parameter is not

@@ -4,11 +4,13 @@
 Owns the step from a row's merged registers to the row in its table, when the database's
 constraints have a say:
 
-* **foreign keys**: a row referenced by a visible row is visible. A child written while its
-  parent is deleted brings the parent back from its tombstone; a parent delete meeting rows
-  that still reference it does not happen. Either way the delete is on record as a loser
-  (``held_by`` on the parent's life). When the last referencing row goes (deleted, or
-  pointing elsewhere), the delete takes effect after all.
+* **foreign keys**: every write that makes a row reference a parent is counted in the
+  parent's registers (``note_references``); a parent delete that did not know one of them is
+  overruled for good (merge.py): on record, the parent lives on as an ordinary row — a child
+  written while its parent is deleted brings it back from its tombstone — and it stays when
+  the referencing rows go later. A row referenced by a visible row is visible: a delete
+  that knew every reference but meets a row whose removal has not arrived here yet keeps
+  the row while it waits (``held_by``); when that row goes, the delete takes effect.
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
   comes back when the clash is gone.
@@ -68,7 +70,19 @@ from . import conflicts, registers, values
 from .capture import CONFLICTS_TABLE, IMAGE_PREFIX
 from .database import StatementCache, quote
 from .guard import APPLY_CONTEXT
-from .merge import LWW, EventId, Head, Life, Loss, LossKind, Policy, RowState, Stamp, losses
+from .merge import (
+    LWW,
+    EventId,
+    Head,
+    Life,
+    Loss,
+    LossKind,
+    Policy,
+    RowState,
+    Stamp,
+    losses,
+    referenced,
+)
 from .registers import PREEXISTING
 from .rowwrite import RowWriteError, RowWriter
 from .schema import ForeignKey, Schema, Table
@@ -233,6 +247,44 @@ class Settler:
 
     def _policy(self, table: Table) -> Policy:
         return self._policies.get(table.name, LWW)
+
+    def note_references(self, table: Table, writer: EventId,
+                        written: Mapping[str, bytes | None], create: bool = True,
+                        depth: int = 0) -> bool:
+        """Count a write of ``table`` (``written``: the columns it wrote, encoded) in the
+        registers of each parent whose whole key it sets: a delete of that parent that did
+        not know the write is overruled, and the parent comes back if it was gone. Called
+        once the row itself is settled. ``create=False``: return False, doing nothing, when
+        a parent has no registers yet (the publisher waits for the end of the transaction,
+        whose later events may insert it). The reference is decided from the event's own
+        values, so that every site counts the same writes."""
+        for fk in table.foreign_keys:
+            parent = self._schema.tables.get(fk.parent)
+            raw = [written.get(c) for c in fk.columns]
+            if parent is None or fk.parent_columns != parent.primary_key or \
+                    parent.name not in self._registry or any(v is None for v in raw):
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in raw]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            try:
+                pkey = _rekey(table, fk, parent, parsed)
+            except ValueError:
+                continue  # a value no parent key can hold: the row itself was refused
+            number = self._registry[parent.name]
+            if self._rows.get(number, registers.key_identity(pkey, parent)) is None \
+                    and not create:
+                return False
+            pstate = self.state(parent, pkey)
+            assert pstate is not None
+            after = referenced(pstate, writer)
+            if after is pstate:
+                continue
+            if after.current.exists and not pstate.current.exists:
+                self.settle(parent, pkey, pstate, after, depth=depth + 1)
+            else:
+                self.put(parent, pkey, pstate, after)
+        return True
 
     # --- settling ----------------------------------------------------------------------
 

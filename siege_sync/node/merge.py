@@ -21,9 +21,15 @@ The applier guarantees that causal order; an event that arrives early waits.
 
 Losses (versions kept on record, DESIGN §3.3, §3.5):
 * a head that is not the column's winner lost a concurrent conflict (``COLUMN``);
-* a delete that a referencing row kept from happening (``DELETE_OF_REFERENCED_ROW``), and a
-  row hidden by a UNIQUE clash it lost (``UNIQUE_CLASH``): the constraint flags of a life,
-  which the applier decides (``constraints.py``);
+* a delete of a row that rows reference (``DELETE_OF_REFERENCED_ROW``). A row counts the
+  writes that made a row reference it (``RowState.refs``: per origin, the highest seq; the
+  applier notes them, ``referenced``), and a delete carries the count its origin knew
+  (``Write.known_refs``). A delete that did not know every reference is *overruled* for
+  good: it is on record and the row lives on as an ordinary row, whatever happens to the
+  referencing rows later. Being a function of the set of events (counts only grow), every
+  site decides it alike. A delete that knew every reference, but meets one here whose
+  removal has not arrived yet, waits with the row kept (``held_by``, decided by
+  ``constraints.py`` like a row hidden by a UNIQUE clash it lost, ``UNIQUE_CLASH``);
 * in an ended life, a head no delete knew was an update the delete did not see
   (``UPDATE_OF_DEAD_ROW``): it died with the row, never re-inserts it;
 * a life replaced by a concurrent insert lost whole (``GENERATION``);
@@ -43,6 +49,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
+
+Origin = tuple[str, int]  # (site, incarnation)
+Refs = Mapping[Origin, int]  # per origin, the highest seq of a write that referenced a row
 
 
 @dataclass(frozen=True, order=True)
@@ -115,6 +124,9 @@ class Write:
     # dependency) and that life's generation (the re-insert follows it, no conflict).
     exist_base: EventId | None = None
     follows: Stamp | None = None
+    # DELETE: the references to the row its origin knew (None: an event that does not say,
+    # never overruled).
+    known_refs: Refs | None = None
 
     @property
     def id(self) -> EventId:
@@ -150,11 +162,21 @@ class Life:
     held_by: EventId | None = None  # deleted, but a row referencing it keeps it (its writer)
     evicted_by: EventId | None = None  # alive, but hidden by a UNIQUE clash it lost
     whole_row: str | None = None  # merged columns broke a CHECK: this site's versions win
+    # Per delete that said so, the references to the row its origin knew; the deletes that
+    # did not know every reference the row has (``overruled``: a function of these and
+    # ``RowState.refs``, kept up to date by ``merge`` and ``referenced``) did not happen.
+    delete_refs: Mapping[Stamp, Refs] = field(default_factory=dict)
+    overruled: frozenset[Stamp] = frozenset()
+
+    @property
+    def ended(self) -> frozenset[Stamp]:
+        """The deletes that took effect (not overruled by a reference they did not know)."""
+        return self.deletes - self.overruled
 
     @property
     def exists(self) -> bool:
         """Alive as far as inserts and deletes go."""
-        return not self.deletes
+        return not self.ended
 
     @property
     def visible(self) -> bool:
@@ -179,6 +201,7 @@ class Life:
 class RowState:
     current: Life
     past: Mapping[Stamp, Life] = field(default_factory=dict)
+    refs: Refs = field(default_factory=dict)  # writes that made a row reference this one
 
     @property
     def generation(self) -> Stamp:
@@ -265,7 +288,8 @@ def merge(state: RowState | None, write: Write, policy: Policy = LWW) -> Outcome
     if state is None or life is None:
         raise CausalityError(f"{write.op.value} {write.id} before its generation's insert")
     before = life.image(policy), life.exists
-    new_life = _update(life, write) if write.op is Op.UPDATE else _delete(life, write)
+    new_life = (_update(life, write) if write.op is Op.UPDATE
+                else _overrule(_delete(life, write), state.refs))
     changed = life is state.current and (new_life.image(policy), new_life.exists) != before
     return Outcome(state.with_life(new_life), changed)
 
@@ -283,7 +307,8 @@ def _insert(state: RowState | None, write: Write) -> Outcome:
         return Outcome(state, False)  # already merged
     old = state.current
     if write.stamp > old.generation:
-        return Outcome(RowState(born, {**state.past, old.generation: old}), True)
+        return Outcome(replace(state, current=born,
+                               past={**state.past, old.generation: old}), True)
     return Outcome(state.with_life(born), False)  # an older life arriving late
 
 
@@ -297,8 +322,41 @@ def _update(life: Life, write: Write) -> Life:
 
 
 def _delete(life: Life, write: Write) -> Life:
-    return replace(life, deletes=life.deletes | {write.stamp},
+    known = life.delete_refs
+    if write.known_refs is not None:
+        known = {**known, write.stamp: dict(write.known_refs)}
+    return replace(life, deletes=life.deletes | {write.stamp}, delete_refs=known,
                    known_by_delete=life.known_by_delete | frozenset(write.bases.values()))
+
+
+def _unknown_ref(refs: Refs, known: Refs) -> EventId | None:
+    """A reference ``known`` does not cover (the first origin's latest), or None."""
+    for origin in sorted(refs):
+        if refs[origin] > known.get(origin, 0):
+            return EventId(origin[0], origin[1], refs[origin])
+    return None
+
+
+def _overrule(life: Life, refs: Refs) -> Life:
+    overruled = frozenset(d for d, known in life.delete_refs.items()
+                          if _unknown_ref(refs, known) is not None)
+    return life if overruled == life.overruled else replace(life, overruled=overruled)
+
+
+def with_refs(state: RowState, refs: Refs) -> RowState:
+    """``state`` counting the references ``refs`` (what it has stored), every life's
+    overruled deletes decided again."""
+    return replace(state, refs=dict(refs), current=_overrule(state.current, refs),
+                   past={g: _overrule(life, refs) for g, life in state.past.items()})
+
+
+def referenced(state: RowState, by: EventId) -> RowState:
+    """``state`` once a write (``by``) made a row reference it: a delete that did not know
+    that write is overruled. Idempotent; a function of the set of such writes."""
+    origin = (by.site, by.incarnation)
+    if state.refs.get(origin, 0) >= by.seq:
+        return state
+    return with_refs(state, {**state.refs, origin: by.seq})
 
 
 def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
@@ -312,10 +370,16 @@ def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
         current = life is state.current
         if current and life.evicted_by is not None:
             out.add(Loss(LossKind.UNIQUE_CLASH, gen, gen, None, None, life.evicted_by))
-        ended_by = max(life.deletes).event if life.deletes else None
-        if current and life.deletes and life.held_by is not None:
+        ended_by = max(life.ended).event if life.ended else None
+        if current:
+            for d in life.overruled:
+                winner = _unknown_ref(state.refs, life.delete_refs[d])
+                assert winner is not None
+                out.add(Loss(LossKind.DELETE_OF_REFERENCED_ROW, gen, d.event, None, None,
+                             winner))
+        if current and life.ended and life.held_by is not None:
             out.update(Loss(LossKind.DELETE_OF_REFERENCED_ROW, gen, d.event, None, None,
-                            life.held_by) for d in life.deletes)
+                            life.held_by) for d in life.ended)
             ended_by = None  # the row lives on: updates a delete did not see still count
         rank = life.rank_policy(policy).rank
         for name, hs in life.heads.items():

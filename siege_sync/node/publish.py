@@ -41,9 +41,9 @@ from .database import (
     is_concurrent_write,
     transaction,
 )
-from .merge import LWW, Policy, RowState, losses, merge
+from .merge import LWW, Policy, RowState, Write, losses, merge
 from .reader import Batch, Group, LogEntry, plan
-from .schema import Column, ColumnType, introspect
+from .schema import Column, ColumnType, Table, introspect
 from .schema import key_types as schema_key_types
 from .storage import DatabaseBlobStore
 
@@ -245,6 +245,7 @@ class Publisher:
             if not tx_changes:
                 continue  # only capture errors in it
             first_seq = counters.seq + 1
+            unplaced: list[tuple[Table, Write]] = []
             # Serialized once the transaction's event count is known: an update that only
             # re-saved an array is not published.
             tx_events: list[events_pb2.Event] = []
@@ -279,7 +280,8 @@ class Publisher:
                 event.client_address = entry.address or ""
                 registers.link(event, state, policy, unseen.columns(
                     entry.table_no, event, state, policy) if entry.op == OP_UPDATE else ())
-                merged = merge(state, registers.write_of(event), policy).state
+                write = registers.write_of(event)
+                merged = merge(state, write, policy).state
                 # An insert matters too when it references a parent: a row written for a
                 # life its site lost is on record as at the sites that apply it (§3.5).
                 if entry.op != OP_INSERT or settlers.references(cur, event.table):
@@ -297,8 +299,20 @@ class Publisher:
                 if after != before:
                     conflicts.record(cur, entry.table_no, event.key, khash, after - before,
                                      retracted=before - after, decide=policy.manual)
+                if entry.op != OP_DELETE and settlers.references(cur, event.table):
+                    # Counted in the parents' registers, as where it is applied (a delete
+                    # of them that did not know it is overruled); a parent this transaction
+                    # inserts later (an application trigger's order) at its end.
+                    settler = settlers.get(cur, rows, statements, blob_store)
+                    table = settler.table(event.table)
+                    if table is not None and not settler.note_references(
+                            table, write.id, write.columns, create=False):
+                        unplaced.append((table, write))
                 tx_events.append(event)
                 change.event = None  # type: ignore[assignment]  # the body is what stays
+            for table, write in unplaced:
+                settlers.get(cur, rows, statements, blob_store).note_references(
+                    table, write.id, write.columns)
             if not tx_events:
                 continue  # nothing but arrays saved unchanged
             source_tx = events_pb2.SourceTx(tx_id=tx.tx_id, first_seq=first_seq,

@@ -26,7 +26,7 @@ from . import values
 from .capture import INLINE_REGISTERS, ROWS_TABLE
 from .collation import identity_value
 from .database import StatementCache, quote
-from .merge import LWW, EventId, Head, Life, Op, Policy, RowState, Stamp, Write
+from .merge import LWW, EventId, Head, Life, Op, Policy, Refs, RowState, Stamp, Write, with_refs
 from .schema import ColumnType, Kind, Table
 
 # The life of a row that existed before capture: stamp zero, no site.
@@ -138,7 +138,22 @@ def write_of(event: events_pb2.Event) -> Write:
         bases=bases,
         exist_base=event_id(event.exist_base) if event.HasField("exist_base") else None,
         follows=stamp_of(event.follows) if event.HasField("follows") else None,
+        known_refs=(_refs(event.known_refs.refs) if event.HasField("known_refs")
+                    else None),
     )
+
+
+def _refs(refs: Iterable[events_pb2.EventRef]) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    for ref in refs:
+        origin = (ref.site, ref.incarnation)
+        out[origin] = max(out.get(origin, 0), ref.seq)
+    return out
+
+
+def _ref_list(refs: Refs) -> list[events_pb2.EventRef]:
+    return [events_pb2.EventRef(site=site, incarnation=inc, seq=seq)
+            for (site, inc), seq in sorted(refs.items())]
 
 
 def preexisting(columns: Iterable[str]) -> RowState:
@@ -198,6 +213,9 @@ def _life_record(life: Life) -> registers_pb2.LifeRecord:
     if life.evicted_by is not None:
         rec.evicted_by.CopyFrom(event_ref(life.evicted_by))
     rec.whole_row = life.whole_row or ""
+    for stamp in sorted(life.delete_refs):
+        rec.delete_refs.add(delete=stamp_ref(stamp)).known.extend(
+            _ref_list(life.delete_refs[stamp]))
     return rec
 
 
@@ -212,19 +230,22 @@ def _life(rec: registers_pb2.LifeRecord) -> Life:
         held_by=event_id(rec.held_by) if rec.HasField("held_by") else None,
         evicted_by=event_id(rec.evicted_by) if rec.HasField("evicted_by") else None,
         whole_row=rec.whole_row or None,
+        delete_refs={stamp_of(d.delete): _refs(d.known) for d in rec.delete_refs},
     )
 
 
 def encode_state(state: RowState) -> bytes:
     msg = registers_pb2.RowRegisters(current=_life_record(state.current))
     msg.past.extend(_life_record(state.past[g]) for g in sorted(state.past))
+    msg.refs.extend(_ref_list(state.refs))
     return msg.SerializeToString(deterministic=True)
 
 
 def decode_state(data: bytes) -> RowState:
     msg = registers_pb2.RowRegisters.FromString(data)
     past = {life.generation: life for life in (_life(p) for p in msg.past)}
-    return RowState(_life(msg.current), past)
+    state = RowState(_life(msg.current), past)
+    return with_refs(state, _refs(msg.refs)) if msg.refs else state
 
 
 def max_wall(state: RowState) -> int:
@@ -342,7 +363,7 @@ def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW,
     if event.op == events_pb2.OP_INSERT:
         if state is not None and not state.exists:
             event.follows.CopyFrom(stamp_ref(state.generation))
-            event.exist_base.CopyFrom(event_ref(max(state.current.deletes).event))
+            event.exist_base.CopyFrom(event_ref(max(state.current.ended).event))
         return
     assert state is not None
     event.generation.CopyFrom(stamp_ref(state.generation))
@@ -354,6 +375,9 @@ def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW,
     else:
         for name in sorted(writers):
             event.delete_bases.add(column=name, base=event_ref(writers[name]))
+        # The references it knew: a delete that did not know one is overruled (merge.py).
+        event.known_refs.SetInParent()
+        event.known_refs.refs.extend(_ref_list(state.refs))
 
 
 def drop_unchanged(event: events_pb2.Event, state: RowState, columns: Collection[str],

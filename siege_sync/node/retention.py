@@ -56,7 +56,7 @@ def stub(life: Life) -> Life:
     """What a dead key keeps of its purged last life: the stamps that order its next life
     after it (generation, deletes). Its values, the writers its deletes saw, the life it
     followed and the constraint flags go: no event can look for them any more."""
-    return Life(generation=life.generation, deletes=life.deletes, heads={})
+    return Life(generation=life.generation, deletes=life.ended, heads={})
 
 
 def _covered(stamp: Stamp, vector: Vector) -> bool:
@@ -69,8 +69,8 @@ def _settled(published_then: Vector, applied_now: Vector) -> bool:
 
 def _ended_by(state: RowState, life: Life) -> Stamp | None:
     """The event that ended a life: its (earliest) delete, or the insert that replaced it."""
-    if life.deletes:
-        return min(life.deletes)
+    if life.ended:  # (a delete overruled by a reference it did not know ended nothing)
+        return min(life.ended)
     later = [other.generation for other in state.lives if other.generation > life.generation]
     return min(later) if later else None
 
@@ -106,7 +106,9 @@ def purge(con: Connection, applied_now: Vector, held_then: Vector | None = None,
                 current_gone = (not state.current.visible and not state.exists and not kept
                                 and _stable_end(state, state.current, held_then))
                 if current_gone:
-                    compact = RowState(stub(state.current))
+                    # (The references it had stay counted: a later life's delete names
+                    # what its origin knew, at sites that purged or not.)
+                    compact = RowState(stub(state.current), refs=state.refs)
                     if compact == state:
                         continue  # a stub already: nothing left to forget
                     result.rows += 1

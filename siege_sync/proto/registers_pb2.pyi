@@ -25,7 +25,7 @@ class ColumnHeads(_message.Message):
     def __init__(self, column: _Optional[str] = ..., heads: _Optional[_Iterable[_Union[HeadRecord, _Mapping]]] = ...) -> None: ...
 
 class LifeRecord(_message.Message):
-    __slots__ = ("generation", "deletes", "columns", "known_by_delete", "follows", "held_by", "evicted_by", "whole_row")
+    __slots__ = ("generation", "deletes", "columns", "known_by_delete", "follows", "held_by", "evicted_by", "whole_row", "delete_refs")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     DELETES_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class LifeRecord(_message.Message):
     HELD_BY_FIELD_NUMBER: _ClassVar[int]
     EVICTED_BY_FIELD_NUMBER: _ClassVar[int]
     WHOLE_ROW_FIELD_NUMBER: _ClassVar[int]
+    DELETE_REFS_FIELD_NUMBER: _ClassVar[int]
     generation: _events_pb2.StampRef
     deletes: _containers.RepeatedCompositeFieldContainer[_events_pb2.StampRef]
     columns: _containers.RepeatedCompositeFieldContainer[ColumnHeads]
@@ -42,12 +43,23 @@ class LifeRecord(_message.Message):
     held_by: _events_pb2.EventRef
     evicted_by: _events_pb2.EventRef
     whole_row: str
-    def __init__(self, generation: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., deletes: _Optional[_Iterable[_Union[_events_pb2.StampRef, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnHeads, _Mapping]]] = ..., known_by_delete: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ..., follows: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., held_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., evicted_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., whole_row: _Optional[str] = ...) -> None: ...
+    delete_refs: _containers.RepeatedCompositeFieldContainer[DeleteRefs]
+    def __init__(self, generation: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., deletes: _Optional[_Iterable[_Union[_events_pb2.StampRef, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnHeads, _Mapping]]] = ..., known_by_delete: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ..., follows: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., held_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., evicted_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., whole_row: _Optional[str] = ..., delete_refs: _Optional[_Iterable[_Union[DeleteRefs, _Mapping]]] = ...) -> None: ...
+
+class DeleteRefs(_message.Message):
+    __slots__ = ("delete", "known")
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    delete: _events_pb2.StampRef
+    known: _containers.RepeatedCompositeFieldContainer[_events_pb2.EventRef]
+    def __init__(self, delete: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., known: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ...) -> None: ...
 
 class RowRegisters(_message.Message):
-    __slots__ = ("current", "past")
+    __slots__ = ("current", "past", "refs")
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     PAST_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
     current: LifeRecord
     past: _containers.RepeatedCompositeFieldContainer[LifeRecord]
-    def __init__(self, current: _Optional[_Union[LifeRecord, _Mapping]] = ..., past: _Optional[_Iterable[_Union[LifeRecord, _Mapping]]] = ...) -> None: ...
+    refs: _containers.RepeatedCompositeFieldContainer[_events_pb2.EventRef]
+    def __init__(self, current: _Optional[_Union[LifeRecord, _Mapping]] = ..., past: _Optional[_Iterable[_Union[LifeRecord, _Mapping]]] = ..., refs: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ...) -> None: ...
