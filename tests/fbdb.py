@@ -46,8 +46,9 @@ def create_db(path: Path, dialect: int = 3, ddl: list[str] | None = None,
     templates = os.environ.get(TEST_DATABASES_ENV)
     if (templates and dsn is None and user.upper() == "SYSDBA"
             and not Path(path).exists()):  # an existing file: the engine's own refusal
-        template = _template(Path(templates), dialect, charset)
-        shutil.copyfile(template, path)
+        # shutil.copy keeps the file mode the engine gave the template (0660), as a
+        # CREATE DATABASE would.
+        shutil.copy(_template(Path(templates), dialect, charset), path)
     else:
         with _LOCK:
             _create(target, dialect, charset, user, password,
