@@ -303,7 +303,7 @@ def _describe_at_siege(cfg: config.NodeConfig, held: list[parking.Held]) -> None
     import grpc
 
     from ..certs import load_bundle
-    from ..proto import coordinator_pb2, coordinator_pb2_grpc
+    from ..proto import coordinator_pb2_grpc
     from .transport import channel
 
     address = svc.peers[svc.siege].address if svc.siege in svc.peers else None
@@ -312,15 +312,7 @@ def _describe_at_siege(cfg: config.NodeConfig, held: list[parking.Held]) -> None
             h.rows_note = (f"its events are not stored here, and [peers.{svc.siege}] has no "
                            "address to ask the siège for them: siege-ctl held shows them")
         return
-    request = coordinator_pb2.HeldReply()
-    for h in held:
-        p = h.parked
-        request.held.add(site=cfg.site, origin=p.origin, incarnation=p.incarnation,
-                         first_seq=p.seq, state=h.state, message=h.message,
-                         since=p.first_seen.isoformat(sep=" ", timespec="seconds"),
-                         last_tried=p.last_seen.isoformat(sep=" ", timespec="seconds"),
-                         attempts=p.attempts, past_limit=p.past_limit(), todo=h.todo,
-                         reason=p.reason)
+    request = parking.report(held)
     try:
         with channel(address, load_bundle(svc.bundle), svc.siege) as ch:
             reply = coordinator_pb2_grpc.CoordinatorStub(ch).ReportHeld(

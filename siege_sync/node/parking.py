@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from firebird.driver import Connection
 
-from ..proto import events_pb2
+from ..proto import coordinator_pb2, events_pb2
 from . import eventlog, registers, values
 from .capture import PARKED_TABLE
 from .database import READ_COMMITTED_RW, transaction
@@ -277,3 +277,24 @@ def held_here(con: Connection, site: str) -> list[Held]:
                         f"its events are not stored at {site} (it keeps only what it "
                         "applied); the siège describes them (siege-ctl held)"))
     return out
+
+
+def to_proto(h: Held) -> coordinator_pb2.HeldTransaction:
+    """A held transaction as the wire carries it (siege-ctl held, reports, ReportHeld)."""
+    p = h.parked
+    out = coordinator_pb2.HeldTransaction(
+        site=h.site, origin=p.origin, incarnation=p.incarnation, first_seq=p.seq,
+        last_seq=h.last_seq, state=h.state, message=h.message,
+        since=p.first_seen.isoformat(sep=" ", timespec="seconds"),
+        last_tried=p.last_seen.isoformat(sep=" ", timespec="seconds"),
+        attempts=p.attempts, past_limit=p.past_limit(), rows_note=h.rows_note, todo=h.todo,
+        reason=p.reason)
+    for r in h.rows:
+        out.rows.add(table=r.table, op=r.op, key=r.key, values=r.values, key_data=r.key_data)
+    return out
+
+
+def report(held: list[Held]) -> coordinator_pb2.HeldReply:
+    """What a site tells the siège is held there (``Coordinator.ReportHeld``): a site that
+    dials in cannot be asked. An empty report says nothing is held any more."""
+    return coordinator_pb2.HeldReply(held=[to_proto(h) for h in held])

@@ -175,20 +175,6 @@ HELD_TITLE = ("Held transactions (their origin's later changes wait behind them 
               "site; siege-ctl held):")
 
 
-def held_proto(held: parking.Held) -> coordinator_pb2.HeldTransaction:
-    p = held.parked
-    out = coordinator_pb2.HeldTransaction(
-        site=held.site, origin=p.origin, incarnation=p.incarnation, first_seq=p.seq,
-        last_seq=held.last_seq, state=held.state, message=held.message,
-        since=p.first_seen.isoformat(sep=" ", timespec="seconds"),
-        last_tried=p.last_seen.isoformat(sep=" ", timespec="seconds"),
-        attempts=p.attempts, past_limit=p.past_limit(), rows_note=held.rows_note,
-        todo=held.todo, reason=p.reason)
-    for r in held.rows:
-        out.rows.add(table=r.table, op=r.op, key=r.key, values=r.values, key_data=r.key_data)
-    return out
-
-
 def held_events(t: coordinator_pb2.HeldTransaction) -> str:
     """``lyon#5..7 (incarnation 1)``: the events of a held transaction."""
     last = f"..{t.last_seq}" if t.last_seq > t.first_seq else ""

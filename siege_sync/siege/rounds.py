@@ -353,7 +353,7 @@ def held_everywhere(node: Node,
                 since = datetime.fromisoformat(p.since)
             except ValueError:
                 since = datetime.now()
-            held = reports.held_proto(parking.Held(site, parking.Parked(
+            held = parking.to_proto(parking.Held(site, parking.Parked(
                 p.origin, p.incarnation, p.seq, p.reason, since, since, p.attempts)))
             held.last_tried = ""  # its Status does not say
             held.past_limit = p.past_limit
@@ -369,7 +369,7 @@ def held_everywhere(node: Node,
     own: list[coordinator_pb2.HeldTransaction] = []
     with node.replica.database() as con:
         if me in wanted:
-            own = [reports.held_proto(h) for h in parking.held_here(con, me)]
+            own = [parking.to_proto(h) for h in parking.held_here(con, me)]
         for out in found:
             describe_from_log(con, out)
             reply.held.append(out)
