@@ -164,6 +164,7 @@ class _Events:
         self._runs: dict[tuple[str, int], list[tuple[int, int]]] = {}  # first, last seq
         self._segments: dict[tuple[str, int, int], list[bytes]] = {}
         self._found: dict[EventId, events_pb2.Event | None] = {}
+        self._writes: dict[EventId, Write | None] = {}
 
     def get(self, eid: EventId) -> events_pb2.Event | None:
         """The event, or None when this site holds it no more (purged) or never did."""
@@ -200,8 +201,11 @@ class _Events:
         return events_pb2.Event.FromString(bodies[at]) if 0 <= at < len(bodies) else None
 
     def write(self, eid: EventId) -> Write | None:
-        event = self.get(eid)
-        return registers.write_of(event) if event is not None else None
+        """The merge's view of the event (None as for ``get``)."""
+        if eid not in self._writes:
+            event = self.get(eid)
+            self._writes[eid] = registers.write_of(event) if event is not None else None
+        return self._writes[eid]
 
     def close(self) -> None:
         self._cur.close()
