@@ -156,8 +156,10 @@ class Model:
         self.cons = {name: make_db(name, ddl=DDL) for name in SITES}
         for con in self.cons.values():
             capture.install(con)
-        self.clocks = {name: SkewedClock(SystemClock(), rng.choice(CLOCK_OFFSETS) if clocks
-                                         else 0) for name in SITES}
+        # One site's clock is right, one runs an hour ahead, one an hour behind.
+        offsets = rng.sample(CLOCK_OFFSETS, len(SITES)) if clocks else [0] * len(SITES)
+        self.clocks = {name: SkewedClock(SystemClock(), offset)
+                       for name, offset in zip(SITES, offsets, strict=True)}
         self.appliers = {name: self._applier(name) for name in SITES}
         self.coordinator = Coordinator(self.appliers)
         self.pending: dict = {}  # site -> the last purge order it has not asked for yet
@@ -235,8 +237,8 @@ class Model:
     def step(self, purges: bool, restores: bool) -> None:
         rng = self.rng
         site = rng.choice(SITES)
-        action = rng.choices(["local", "exchange", "purge", "clock", "backup"],
-                             [55, 35, 10 if purges and self.backup is None else 0,
+        action = rng.choices(["local", "exchange", "round", "clock", "backup"],
+                             [50, 30, 12 if purges and self.backup is None else 0,
                               3 if any(c.offset_us for c in self.clocks.values()) else 0,
                               8 if restores else 0])[0]
         if action == "local":
@@ -245,7 +247,15 @@ class Model:
             # Sites talk through the siège only (as the coordinator's rounds do).
             other = "siege" if site != "siege" else rng.choice(SITES[1:])
             self.exchange(*rng.choice([(site, other), (other, site)]))
-        elif action == "purge":
+        elif action == "round":
+            # A coordinator's round: it exchanges with the sites it dials, then orders the
+            # purge (the sites that dial in follow it after their next exchange).
+            for other in SITES[1:]:
+                if rng.random() < 0.7:
+                    self.exchange(other, "siege")
+            for other in SITES[1:]:
+                if rng.random() < 0.7:
+                    self.exchange("siege", other)
             self.purge_round()
         elif action == "clock":
             self.clocks[site].offset_us = rng.choice(CLOCK_OFFSETS)  # a clock set
