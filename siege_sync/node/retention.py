@@ -14,7 +14,9 @@ an event published without knowledge of them can still arrive somewhere:
   its own published position) must be read at one moment.
 
 A dead key's last life is never forgotten whole: its register row is reduced to a *stub*
-(:func:`stub`: the life's generation and delete stamps, nothing else; issue 17 item 1).
+(:func:`stub`: the life's generation and the stamps of the deletes that ended it, and the
+row's reference counts ``RowState.refs``, which a later life's delete is judged by; issue 17
+item 1).
 The stub is the key's stamp floor: the next insert of the key here is stamped above it
 (``registers.max_wall``) and follows it (``registers.link``: ``follows`` and its delete as
 ``exist_base``), so that life is ordered after every life purged — at a site that still
@@ -54,8 +56,9 @@ class PurgeResult:
 
 def stub(life: Life) -> Life:
     """What a dead key keeps of its purged last life: the stamps that order its next life
-    after it (generation, deletes). Its values, the writers its deletes saw, the life it
-    followed and the constraint flags go: no event can look for them any more."""
+    after it (generation, the deletes that took effect). Its values, the writers its
+    deletes saw, overruled deletes, the life it followed and the constraint flags go: no
+    event can look for them any more."""
     return Life(generation=life.generation, deletes=life.ended, heads={})
 
 
