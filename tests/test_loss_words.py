@@ -102,6 +102,12 @@ def test_a_write_that_lost_then_saw_its_own_site_overwrite_the_winner_says_so(ma
         assert found.lost_to == "lyon/1#1 (concurrent), which siege/1#3 later overwrote", site
         assert found.sentence == ("siege/1#2 (PROJECTED_BUDGET) lost to lyon/1#1 (concurrent), "
                                   "which siege/1#3 later overwrote")
+    # Once retention purged the events, the words are plainer, and still true.
+    run_sql(cons["nice"], "DELETE FROM SYNC$EVENTS")
+    (found,) = conflicts.listing(cons["nice"])
+    assert found.lost_to == ("siege/1#3, a later write of the same site that replaced another "
+                             "site's value shown there, not this one (that value beat this "
+                             "write; its events are purged here)")
 
 
 def test_a_life_lost_to_an_insert_its_own_site_later_replaced_says_so(make_db):
