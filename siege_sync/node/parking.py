@@ -197,7 +197,7 @@ def what_to_do(site: str, origin: str, reason: str) -> str:
     low = reason.lower()
     if state_of(reason) == WAITING:
         return ("nothing, unless it lasts: it applies by itself as soon as what it waits "
-                "for reaches this site (the next exchange). If it lasts past a round, the "
+                f"for reaches {site} (the next exchange). If it lasts past a round, the "
                 "site it waits for does not reach the siège: check it with siege-ctl status")
     check = re.search(r"check constraint (\S+) on view or table (\S+)", reason, re.I)
     if check:
