@@ -31,8 +31,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..certs import CertError, Role, verify_chain
-from ..proto import sync_pb2, sync_pb2_grpc
-from . import capture, transport
+from ..proto import coordinator_pb2_grpc, sync_pb2, sync_pb2_grpc
+from . import capture, parking, transport
 from .announce import AnnounceError, Announcer, Browser
 from .clock import Clock, SystemClock
 from .config import NodeConfig, ServiceConfig
@@ -192,10 +192,28 @@ class Node:
                          f"; problems: {'; '.join(reply.problems)}" if reply.problems else "")
                 if not reply.unreachable:  # problems said, or not: the order is checked
                     self.follow_purge_order(site)
+                    self.report_held(site)
                 return reply
         log.warning("[%s] no site that may coordinate is reachable (%s)", self.cfg.site,
                     ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
         return None
+
+    def report_held(self, coordinator: str) -> None:
+        """A coordinator cannot ask this site what it holds (it cannot dial it): this site
+        tells it after each exchange it starts (an empty report clears the siège's copy)."""
+        address = self.address(coordinator)
+        if address is None:
+            return
+        with self.replica.database() as con:
+            held = parking.held_here(con, self.cfg.site)
+        bundle, _ = self.watcher.refresh()
+        try:
+            with transport.channel(address, bundle, coordinator) as ch:
+                coordinator_pb2_grpc.CoordinatorStub(ch).ReportHeld(parking.report(held),
+                                                                    timeout=30)
+        except grpc.RpcError as exc:
+            log.info("[%s] could not tell %s what is held here: %s", self.cfg.site,
+                     coordinator, exc.details())
 
     def follow_purge_order(self, coordinator: str) -> None:
         """A coordinator cannot order a purge here (it cannot dial this site): this site
