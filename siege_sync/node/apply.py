@@ -13,7 +13,10 @@ them). Inside the apply transaction, a row that still has a captured change not 
 (committed between the two steps) aborts the transaction, which is retried after publishing
 again; a change committed after the apply transaction began makes our write fail with an
 update conflict, retried the same way. A local edit is never overwritten as if it did not
-exist.
+exist. After a restore (``rewind.py``) this site's own older events come back: one that the
+restored copy had captured is already in the rows, so it is merged into the registers only
+and its restored entries are dropped (never published twice); another origin's change of a
+row whose restored or new local change waits for those events waits with it.
 
 While applying, ``SYNC$APPLY`` holds the number of the table being written: its capture
 trigger skips our own writes, guarded application triggers skip, and any other change (an
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError
 
 from ..proto import events_pb2
-from . import capture, catchup, eventlog, lockholder, parking, registers
+from . import capture, catchup, eventlog, lockholder, parking, registers, rewind
 from .capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
     ConstraintError,
@@ -335,7 +338,18 @@ class Applier:
             try:
                 return self._apply_tx(tx)
             except LocalChangePending:
-                pass
+                restored = rewind.holding_back(self._con, self._site)
+                if restored is not None:
+                    origin = tx[0].event.origin
+                    if origin.site != self._site:
+                        # Published once this site's own older events are back: it waits.
+                        raise NotArrived("a row it changes has a captured change not "
+                                         f"published yet; this site was {restored}") from None
+                    # This site's own older event meets a change made here since the
+                    # restore: waiting for the gate would wait for this very event.
+                    rewind.release(self._con, self._site, f"{origin.site}#{tx[0].event.seq} "
+                                   f"(incarnation {origin.incarnation}) changes a row with "
+                                   "a local change made since the restore")
             except ValueError as exc:  # values.decode: a value that does not fit its column
                 first = tx[0].event
                 raise ApplyError(f"applying {first.origin.site}#{first.seq}: {exc} (do the "
@@ -401,6 +415,10 @@ class Applier:
                 if not replay and row is not None and int(row[0]) >= tx[0].event.seq:
                     return 0
                 self._check_blob_lengths(cur, tx)
+                # This site's own older transaction, captured in the copy it was restored
+                # from: its rows show it already; its restored entries go (rewind.py).
+                in_rows = not replay and rewind.forget_republished(
+                    self._con, cur, self._site, [item.event for item in tx])
                 rows = registers.RowStates(cur, self._sql)
                 registry = self._registry
                 touched = {registry[i.event.table] for i in tx if i.event.table in registry}
@@ -426,7 +444,7 @@ class Applier:
                         catchup.defer(cur, item.event, item.body)
                         kept_aside.append(item)
                 self._apply_in_engine_order(
-                    settler, [item for item in tx if item not in kept_aside])
+                    settler, [item for item in tx if item not in kept_aside], in_rows)
                 settler.flush()
                 recorded = settler.losses_recorded
                 rows.flush()
@@ -447,7 +465,8 @@ class Applier:
                 cur.close()
         return recorded
 
-    def _apply_in_engine_order(self, settler: Settler, tx: list[_Incoming]) -> None:
+    def _apply_in_engine_order(self, settler: Settler, tx: list[_Incoming],
+                               in_rows: bool = False) -> None:
         """Apply a source transaction's events in the order the engine needs, which is not
         always the capture order (DESIGN §3.1): an event whose row must wait for a later
         event of the transaction (``Deferred``: a parent inserted later, a referencing row
@@ -468,7 +487,8 @@ class Applier:
         def attempt(at: int, untie: bool = False, force: bool = False) -> bool:
             settler.untie, settler.force = untie, force
             try:
-                self._apply_event(settler, self._table(tx[at].event.table), tx[at].event)
+                self._apply_event(settler, self._table(tx[at].event.table), tx[at].event,
+                                  in_rows)
             except Deferred as exc:
                 waiters.setdefault(exc.row, []).append(rows[at])
                 return False
@@ -549,7 +569,10 @@ class Applier:
                 found.add(number)
         return found
 
-    def _apply_event(self, settler: Settler, table: Table, event: events_pb2.Event) -> None:
+    def _apply_event(self, settler: Settler, table: Table, event: events_pb2.Event,
+                     in_rows: bool = False) -> None:
+        """``in_rows``: the event is this site's own, already in the rows (a restored copy
+        captured it): merged into the registers only, as its publisher did."""
         key = list(event.key)
         if len(key) != len(table.primary_key):
             # Said plainly (it surfaced as "zip() argument 2 is shorter than argument 1").
@@ -563,7 +586,13 @@ class Applier:
             # (the row is not in this database) become known, so a restore is whole.
             state = registers.with_prior(state, registers.prior_of(event))
         outcome = merge(state, write, self._policies.get(table.name, LWW))
-        if outcome.changed or write.op is Op.DELETE or (
+        if in_rows:
+            merged = outcome.state
+            if table.foreign_keys or (write.op is not Op.INSERT and (
+                    table.uniques or (state is not None and constrained(state)))):
+                merged = settler.after_local_write(table, state, merged)
+            settler.put(table, key, state, merged)
+        elif outcome.changed or write.op is Op.DELETE or (
                 state is not None and constrained(state)):
             settler.settle(table, key, state, outcome.state)
         else:

@@ -209,8 +209,9 @@ class Replica:
                 f"an operator runs `siege-ctl resync {peer}`")
         ident = self.identity()
         origin = (self.site, ident.incarnation)
-        check = rewind.confirm_own_chain(self._con, self.site, peer_vector.seq(origin),
-                                         peer_vector.heads.get(origin, b""))
+        check = rewind.confirm_own_chain(
+            self._con, self.site, peer_vector.seq(origin), peer_vector.heads.get(origin, b""),
+            {inc: seq for (site, inc), seq in peer_vector.seqs.items() if site == self.site})
         if check is rewind.ChainCheck.DIVERGED:
             raise PeerRefused(
                 f"{peer} holds other events under this site's numbers: this database "
