@@ -343,7 +343,8 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
             for line in lines:
                 print(f"{site}: WARNING: {line}")
         if not args.watch:
-            return 0 if all(s.reachable and not s.parked for s in reply.sites) and not any(
+            return 0 if all(s.reachable and not s.parked and not s.problem
+                            for s in reply.sites) and not any(
                 changes for _site, changes in drifted) and not any(
                 lines for _site, lines in kept) and not any(
                 lines for _site, lines in guards) else 1
