@@ -20,8 +20,6 @@ Rows and records are read with plain SELECTs.
 
 from __future__ import annotations
 
-import pytest
-
 from siege_sync.node import capture, conflicts
 from siege_sync.node.apply import Applier
 from siege_sync.node.clock import SkewedClock, SystemClock
@@ -132,8 +130,6 @@ def test_a_life_lost_to_an_insert_its_own_site_later_replaced_says_so(make_db):
                                  "later deleted and inserted again by siege/1#3"), site
 
 
-@pytest.mark.xfail(strict=True, reason="needs the merge.py patch of issue 17 item 7 (a delete "
-                   "knew every earlier write of its own origin): the lead engineer's file")
 def test_an_update_lost_before_its_own_site_deleted_the_row_is_on_record_once(make_db):
     cons, appliers = sites(make_db)
     run_sql(cons["siege"], "INSERT INTO PROJ_DEPT_BUDGET (FISCAL_YEAR, PROJ_ID, DEPT_NO, "
@@ -156,8 +152,6 @@ def test_an_update_lost_before_its_own_site_deleted_the_row_is_on_record_once(ma
         assert found.lost_to == "lyon/1#1 (concurrent)", site
 
 
-@pytest.mark.xfail(strict=True, reason="needs the node/cli.py patch of issue 17 item 7 (the "
-                   "'lost to' column shows Conflict.lost_to): another engineer's file")
 def test_the_operators_listing_says_what_the_loser_lost_to(make_db, tmp_path, capsys):
     from siege_sync.node.cli import main
 

@@ -100,8 +100,9 @@ def reference(writes: list[Write], prefer: str | None = None):
     """What the rules say, computed directly from the set of events (no merge code): the
     life with the highest insert stamp is current; per life and column, the heads are the
     writes no other write named as its base; a column's value is its highest head; losses are
-    the other heads, the heads of an ended life that no delete saw, and the past lives no
-    insert followed."""
+    the other heads, the heads of an ended life that no delete saw (a delete saw the writers
+    it names and every earlier write of its own origin), and the past lives no insert
+    followed."""
     inserts = sorted((w for w in writes if w.op is Op.INSERT), key=lambda w: w.stamp)
     current = inserts[-1].stamp
     followed = {w.follows for w in inserts}
@@ -125,7 +126,11 @@ def reference(writes: list[Write], prefer: str | None = None):
             for h in heads:
                 if h is not win:
                     recorded.add((LossKind.COLUMN, gen, h.id, column))
-                if deletes and h.op is not Op.INSERT and h.id not in seen_by_delete:
+                own_delete_after = any(
+                    d.id.site == h.id.site and d.id.incarnation == h.id.incarnation
+                    and d.id.seq > h.id.seq for d in deletes)
+                if (deletes and h.op is not Op.INSERT and h.id not in seen_by_delete
+                        and not own_delete_after):
                     recorded.add((LossKind.UPDATE_OF_DEAD_ROW, gen, h.id, column))
         if ins.stamp == current:
             result = (not deletes, values)

@@ -193,14 +193,14 @@ def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namesp
               f"{values.describe(done.value)} as a new local change; the next sync carries "
               "it to every site")
         return 0
-    found = conflicts.listing(con, args.table)
+    found = conflicts.listing(con, args.table, cfg.policies)
     if not found:
         print(f"site {cfg.site}: no losing versions on record")
         return 0
     rows = [[c.short_id, f"{c.recorded:%Y-%m-%d %H:%M}", c.table,
              ",".join(values.describe(k) for k in c.key), c.kind, c.column or "(row)",
              values.describe(c.value),
-             c.loser, c.winner or "",
+             c.loser, c.lost_to or c.winner or "",
              "re-applied" if c.reapplied else ("DECIDE" if c.awaiting_decision else "")]
             for c in found]
     print(_table(rows, ["id", "recorded", "table", "key", "kind", "column", "losing value",

@@ -31,7 +31,10 @@ Losses (versions kept on record, DESIGN §3.3, §3.5):
   removal has not arrived yet, waits with the row kept (``held_by``, decided by
   ``constraints.py`` like a row hidden by a UNIQUE clash it lost, ``UNIQUE_CLASH``);
 * in an ended life, a head no delete knew was an update the delete did not see
-  (``UPDATE_OF_DEAD_ROW``): it died with the row, never re-inserts it;
+  (``UPDATE_OF_DEAD_ROW``): it died with the row, never re-inserts it. A delete knew the
+  writers it names (the values its origin showed) and every earlier write of its own origin
+  (``_own_earlier``): one that lost there to a concurrent value is on record once, as a
+  ``COLUMN`` loss, not again as an update its own site's delete "did not see";
 * a life replaced by a concurrent insert lost whole (``GENERATION``);
 * a row created, by the origin of such a life, referencing it before that origin could have
   seen the life that replaced it (``REPARENTED``): a line of an invoice whose number another
@@ -359,6 +362,14 @@ def referenced(state: RowState, by: EventId) -> RowState:
     return with_refs(state, {**state.refs, origin: by.seq})
 
 
+def _own_earlier(write: Stamp, deletes: frozenset[Stamp]) -> bool:
+    """Whether a delete of the write's own origin came after it: that origin had merged the
+    write before it deleted (each origin merges its own writes in order), although the delete
+    names only the value it showed for the column, not a losing head."""
+    return any(d.site == write.site and d.incarnation == write.incarnation
+               and d.seq > write.seq for d in deletes)
+
+
 def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
     """Every version on record as lost in this row: a function of the registers alone."""
     out: set[Loss] = set()
@@ -390,7 +401,9 @@ def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
                                  win.writer))
             if ended_by is not None:
                 for head in hs:
-                    if head.stamp != life.generation and head.writer not in life.known_by_delete:
+                    if (head.stamp != life.generation
+                            and head.writer not in life.known_by_delete
+                            and not _own_earlier(head.stamp, life.deletes)):
                         out.add(Loss(LossKind.UPDATE_OF_DEAD_ROW, gen, head.writer, name,
                                      head.value, ended_by))
     return out

@@ -150,7 +150,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
                 log.info("[%s] an operator re-applied losing version %s", self._node.cfg.site,
                          reply.reapplied)
-            for c in conflicts.listing(con, request.table or None):
+            for c in conflicts.listing(con, request.table or None,
+                                       self._node.cfg.policies):
                 state = ("re-applied" if c.reapplied else
                          "awaiting a decision" if c.awaiting_decision else "")
                 reply.conflicts.add(
@@ -158,7 +159,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     key=",".join(values.describe(k) for k in c.key), kind=c.kind,
                     column=c.column or "", losing_value=values.describe(c.value),
                     current_value=values.describe(conflicts.current_value(con, c))
-                    if c.column else "", loser=c.loser, winner=c.winner or "", state=state)
+                    if c.column else "", loser=c.loser,
+                    winner=c.lost_to or c.winner or "", state=state)
         return reply
 
     def Decommission(self, request: coordinator_pb2.DecommissionRequest,
