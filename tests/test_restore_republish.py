@@ -38,12 +38,13 @@ SITES = ("siege", "lyon", "nice")
 class Mesh:
     """Each site's database and pipeline; a restart opens both again."""
 
-    def __init__(self, make_db, folder: Path) -> None:
+    def __init__(self, make_db, folder: Path, sites: tuple[str, ...] = SITES) -> None:
         self.folder = folder
-        self.cons = {name: make_db(name, ddl=DDL) for name in SITES}
+        self.sites = sites
+        self.cons = {name: make_db(name, ddl=DDL) for name in sites}
         for con in self.cons.values():
             capture.install(con)
-        self.replicas = {name: self._replica(name) for name in SITES}
+        self.replicas = {name: self._replica(name) for name in sites}
 
     def path(self, site: str) -> Path:
         return self.folder / f"{site}.fdb"
@@ -74,10 +75,9 @@ class Mesh:
                 receiver.close()
 
     def round(self) -> None:
-        for site in ("lyon", "nice"):
-            self.exchange(site, "siege")
-        for site in ("lyon", "nice"):
-            self.exchange(site, "siege")
+        for _ in range(2):  # gather at the siège, then redistribute
+            for site in self.sites[1:]:
+                self.exchange(site, "siege")
 
 
 def run_sql(con, sql: str, params: tuple = ()) -> None:
@@ -162,4 +162,49 @@ def test_a_restored_site_publishes_each_change_once(make_db, tmp_path, moment, h
     assert [(e.origin.site, e.origin.incarnation) for e in inserts] == [("lyon", 1)]
     assert capture.pending_entries(mesh.cons["lyon"]) == 0
     for site in SITES:
+        mesh.stop(site)
+
+
+def test_another_sites_change_of_a_restored_row_waits_for_the_restored_sites_events(
+        make_db, tmp_path):
+    """lyon's backup holds a captured transaction (a new row 5, and B of row 0) that lyon
+    published after the backup; the siège had changed A of row 0 at the same time, and
+    edits row 5 once it has it. Back from the backup, lyon receives the siège's events
+    before its own older ones: the change of row 0 waits for them (lyon's restored change of
+    that row is not published yet, and must not be published again) instead of stopping the
+    siège's stream, and everything converges with each change published once."""
+    mesh = Mesh(make_db, tmp_path, ("siege", "lyon"))
+    run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A, B) VALUES (0, 'lyon before', 0)")
+    mesh.round()
+    with transaction(mesh.cons["lyon"]) as tm:
+        cur = tm.cursor()
+        cur.execute("INSERT INTO T (ID, A, B) VALUES (5, 'lyon five', 50)")
+        cur.execute("UPDATE T SET B = 1 WHERE ID = 0")
+        cur.close()
+    run_sql(mesh.cons["siege"], "UPDATE T SET A = 'siege edit' WHERE ID = 0")
+    backup(mesh, "copy", tmp_path / "lyon.backup")
+    mesh.round()
+    run_sql(mesh.cons["siege"], "UPDATE T SET A = 'siege edits five' WHERE ID = 5")
+    mesh.round()
+    expected = [(0, "siege edit", 1), (5, "siege edits five", 50)]
+    assert select(mesh.cons["lyon"], "SELECT ID, A, B FROM T ORDER BY ID") == expected
+
+    restore(mesh, "copy", tmp_path / "lyon.backup")
+    lyon, siege = mesh.replicas["lyon"], mesh.replicas["siege"]
+    lyon.meet("siege", siege.identity().epoch, siege.vector(publish=False))
+    siege_events = [b for b in all_events(mesh.cons["siege"])
+                    if events_pb2.Event.FromString(b).origin.site == "siege"]
+    first = lyon.apply(siege_events)
+    assert not first.refused, first.refused
+    assert any("restored from a copy" in reason for reason in first.waiting_for), first
+    assert first.pending, "the siège's changes of lyon's restored rows wait"
+    for _ in range(2):
+        mesh.round()
+    for site in mesh.sites:
+        assert select(mesh.cons[site], "SELECT ID, A, B FROM T ORDER BY ID") == expected, site
+        assert select(mesh.cons[site], "SELECT COUNT(*) FROM SYNC$CONFLICTS") == [(0,)], site
+    lyon_inserts = [e for e in map(events_pb2.Event.FromString, all_events(mesh.cons["siege"]))
+                    if e.origin.site == "lyon" and e.op == events_pb2.OP_INSERT]
+    assert sorted(e.key[0].integer for e in lyon_inserts) == [0, 5]
+    for site in mesh.sites:
         mesh.stop(site)
