@@ -354,12 +354,6 @@ def test_three_sites_converge_to_what_the_rules_predict(make_db, tmp_path, seed)
     converge_and_check(make_db, tmp_path, seed)
 
 
-# Only the published-once check is expected to fail (PublishedTwice): the sites converge and
-# match the rules' prediction today; any other failure is a real one. Strict: once item 5 is
-# fixed this marker must go.
-@pytest.mark.xfail(strict=True, raises=PublishedTwice,
-                   reason="issue 17 item 5: a restored site republishes a change its backup "
-                          "holds captured but not published (under its new incarnation)")
 @pytest.mark.parametrize("seed", RESTORE_SEEDS, ids=[f"seed={s}" for s in RESTORE_SEEDS])
 def test_three_sites_converge_after_restores_to_what_the_rules_predict(make_db, tmp_path, seed):
     """As above, and a shop's database replaced by an older copy of it (taken between a
