@@ -45,7 +45,7 @@ from pathlib import Path
 from firebird.driver import Connection, connect_server
 
 from ..proto import events_pb2, sync_pb2
-from . import capture, conflicts, eventlog, guardwatch
+from . import capture, conflicts, eventlog, guardwatch, rewind
 from .config import NodeConfig
 from .database import connection, transaction
 from .publish import Publisher
@@ -278,6 +278,10 @@ def _unsynced(old: Connection, cfg: NodeConfig, held: dict[int, int],
                         + "; ".join(others) + ". Close the application first (what it "
                         "writes now would be lost); nothing was changed")
     try:  # what users wrote and capture holds becomes events first
+        # A restored copy waiting for its own older events (rewind.py) never gets them now:
+        # every captured change goes on record instead (a change published twice is only
+        # recorded twice there, never applied).
+        rewind.release(old, site, "resync: its captured changes are put on record")
         Publisher(old, site, policies=cfg.policies).publish()
     except Exception as exc:  # noqa: BLE001 - the old database may be damaged
         log.warning("[%s] resync: publishing the old database's captured changes failed "

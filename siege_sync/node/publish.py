@@ -16,6 +16,9 @@ events verbatim, deletes the captured rows it consumed and advances
 the node's counters — all or nothing. Two publishers on one database cannot both succeed:
 each step first locks the counter rows.
 
+After a restore nothing is published until the site's own older events are back
+(``rewind.holding_back``).
+
 Must never publish part of a source transaction, renumber or re-stamp a published event, or
 decode raw bytes (values go through ``values.py`` exactly as stored).
 """
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
 from ..proto import events_pb2, values_pb2
-from . import capture, catchup, conflicts, eventlog, reader, registers, values
+from . import capture, catchup, conflicts, eventlog, reader, registers, rewind, values
 from .capture import LOG_TABLE, OP_DELETE, OP_INSERT, OP_MARKER, OP_UPDATE, STATE_TABLE
 from .clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from .constraints import LocalChangePending, Settler, constrained
@@ -186,8 +189,6 @@ class Publisher:
         raise AssertionError("unreachable")
 
     def _publish_step(self) -> PublishResult:
-        from . import rewind
-
         self._mark_clock()
         boundary = self._restore_boundary()
         waiting = rewind.holding_back(self._con, self._site)
