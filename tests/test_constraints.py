@@ -162,6 +162,10 @@ def test_a_child_whose_parent_has_not_arrived_waits_for_it(mesh):
 def test_a_unique_clash_hides_the_lower_stamp_until_the_clash_is_gone(mesh, order):
     cons, _ = mesh
     run_sql(cons["lyon"], "INSERT INTO P (ID, CODE, NAME) VALUES (1, 'X', 'first')")
+    # Capture times have millisecond resolution and each site's engine clock is mapped to UTC
+    # on its own: space the writes so their order is sure (the fsync of a commit with forced
+    # writes used to space them by accident).
+    time.sleep(0.02)
     run_sql(cons["nice"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'X', 'second')")
     round_trip(mesh, order)
     round_trip(mesh)
