@@ -8,6 +8,8 @@ everywhere. Real embedded databases, rows and records read independently at each
 
 from __future__ import annotations
 
+import time
+
 from siege_sync.node import capture, conflicts
 from siege_sync.node.apply import Applier
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
@@ -70,6 +72,9 @@ def test_the_losing_sites_lines_go_on_record_with_its_invoice(make_db):
         capture.install(con)
     appliers = {name: Applier(con, name) for name, con in cons.items()}
     new_invoice(cons["lyon"], "Dupont", {11: 100, 12: 200})
+    # Capture times have millisecond resolution and each site's engine clock is mapped to UTC
+    # on its own: 20 ms apart, nice's insert is surely the later one.
+    time.sleep(0.02)
     new_invoice(cons["nice"], "Martin", {21: 5, 22: 7})  # stamped later: it wins the key
     both_ways(cons, appliers)
 
