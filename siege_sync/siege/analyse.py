@@ -133,8 +133,10 @@ class Analyser:
             raise AnalyseError(f"not replicated tables {missing} (replicated: "
                                f"{', '.join(replicated)})")
         sites = [s for s in (request.sites or everyone) if s != reference]
+        # Asked before the database is taken: asking reads the address book through it.
+        held = held_everywhere(self._node, self._reported)
         with self._node.replica.database() as con:
-            self._held = _held_keys(con, held_everywhere(self._node, self._reported))
+            self._held = _held_keys(con, held)
         report = coordinator_pb2.RoundReport(  # its id is taken when it is stored
             trigger="adopt" if request.adopt else
             "analyse" + (" --repair" if request.repair else ""),
