@@ -22,7 +22,7 @@ import grpc
 
 from ..certs import Bundle, CertError, PeerIdentity, Role
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import capture, guardwatch, transport
+from . import guardwatch, transport
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .config import PolicyTable, policy_refusal
@@ -170,18 +170,14 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
 # --- merge policies: the same at both ends of an exchange, or nothing crosses -------------
 
 def configured_policies(replica: Replica) -> Mapping[str, Policy]:
-    """This node's ``[policies]``, as its applier merges with them. (Replica has no public
-    accessor for them yet; a ``policies`` property there would replace this.)"""
-    return replica._cfg.policies
+    """This node's ``[policies]``, as its applier merges with them."""
+    return replica.policies
 
 
 def local_policies(replica: Replica) -> PolicyTable:
     """This node's policy table: its [policies] over the tables it replicates (every table
     ever captured here: the applier merges events of each of them)."""
-    with replica.database() as con:
-        names = [name for name, _keys in capture.table_registry(con).values()
-                 if not name.startswith("SYNC$")]
-    return PolicyTable.of(configured_policies(replica), names)
+    return PolicyTable.of(configured_policies(replica), replica.replicated_tables())
 
 
 def policies_to_proto(table: PolicyTable) -> sync_pb2.Policies:

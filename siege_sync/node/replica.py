@@ -29,6 +29,7 @@ from .clock import Clock, SystemClock
 from .config import NodeConfig
 from .database import connection_lost, open_connection
 from .digest import TableDigest, table_digest
+from .merge import Policy
 from .publish import Publisher
 from .schema import introspect
 from .upgrade import drift
@@ -148,6 +149,19 @@ class Replica:
                 if connection_lost(exc):
                     self._reconnect()
                 raise
+
+    @property
+    def policies(self) -> Mapping[str, Policy]:
+        """The merge policies of this node's config (``[policies]``)."""
+        return self._cfg.policies
+
+    def replicated_tables(self) -> list[str]:
+        """Every table ever captured here (the applier merges events of each of them); a
+        lost connection is opened again first (a hello is often a restarted server's first
+        caller)."""
+        return self._retrying(lambda: [
+            name for name, _keys in capture.table_registry(self._con).values()
+            if not name.startswith("SYNC$")])
 
     def read_state(self, name: str) -> str | None:
         """A ``SYNC$STATE`` value (a lost connection is opened again first)."""
