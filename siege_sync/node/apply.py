@@ -379,7 +379,7 @@ class Applier:
                         f"{len(tx)} changes, table {first.table}) failed: "
                         f"{' '.join(str(exc).split())}. Nothing of it was applied; it and the "
                         "later events of that site wait (a constraint or schema difference "
-                        "between sites?)") from exc
+                        "between sites: `siege-node held` says what to do)") from exc
                 # The same transaction in the way after a wait and a retry: it is still
                 # open (a form left open), and may stay so for hours. Waiting longer, or
                 # retrying, would only hold every other change up.

@@ -870,6 +870,13 @@ class Settler:
             # site saw in columns it did not write are not in the events.)
             latest = max(h.stamp for hs in life.heads.values() for h in hs)
             fallback = replace(life, whole_row=latest.site)
+            if not any(len(heads) > 1 for heads in life.heads.values()):
+                # Nothing concurrent was merged: not an outcome of ours, but a constraint
+                # this site has and the origin had not (held, DESIGN §3.5).
+                raise ConstraintError(
+                    f"{table.name} {_show(key)}: the database here refuses the row as its "
+                    f"origin wrote it ({' '.join(str(exc).split())}): the constraint "
+                    "differs between sites; `siege-node held` says what to do") from exc
             if fallback.image(policy) == life.image(policy):
                 raise ConstraintError(
                     f"{table.name} {_show(key)}: merging concurrent changes of its columns "
