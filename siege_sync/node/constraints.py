@@ -870,9 +870,10 @@ class Settler:
             # site saw in columns it did not write are not in the events.)
             latest = max(h.stamp for hs in life.heads.values() for h in hs)
             fallback = replace(life, whole_row=latest.site)
-            if not any(len(heads) > 1 for heads in life.heads.values()):
-                # Nothing concurrent was merged: not an outcome of ours, but a constraint
-                # this site has and the origin had not (held, DESIGN §3.5).
+            if len({h.stamp.site for hs in life.heads.values() for h in hs}
+                   - {PREEXISTING.site}) <= 1:
+                # One site wrote every value: nothing was merged, so not an outcome of
+                # ours but a constraint this site has and that site had not (held, §3.5).
                 raise ConstraintError(
                     f"{table.name} {_show(key)}: the database here refuses the row as its "
                     f"origin wrote it ({' '.join(str(exc).split())}): the constraint "
@@ -882,7 +883,8 @@ class Settler:
                     f"{table.name} {_show(key)}: merging concurrent changes of its columns "
                     f"breaks a CHECK constraint ({' '.join(str(exc).split())}) and no site's "
                     "own versions avoid it; an operator must correct the row at one site "
-                    "(or the constraint differs between sites)") from exc
+                    "(or the constraint differs between sites; `siege-node held` says what "
+                    "to do)") from exc
             try:
                 self._upsert(table, key, image(fallback), {})
                 self.flush()
