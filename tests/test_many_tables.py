@@ -21,3 +21,28 @@ def test_a_site_with_more_tables_than_one_statement_takes_publishes_them_all(mak
     result = Publisher(con, "erp").publish()
     assert result.events == TABLES
     assert capture.pending_entries(con) == 0
+
+
+def test_a_foreign_key_to_a_table_left_out_publishes_and_applies(make_db):
+    """A replicated table referencing one that `[tables] exclude` leaves out (each site keeps
+    its own rows there): publish crashed with a KeyError traceback and published nothing."""
+    from siege_sync.node.apply import Applier
+    from siege_sync.node.schema import TableSelection
+    from tests.test_apply import all_events
+
+    ddl = ["CREATE TABLE SHOP_PARAMS (ID INTEGER NOT NULL PRIMARY KEY)",
+           "CREATE TABLE SALE (ID INTEGER NOT NULL PRIMARY KEY, "
+           "PARAMS INTEGER REFERENCES SHOP_PARAMS (ID))",
+           "INSERT INTO SHOP_PARAMS (ID) VALUES (1)"]
+    cons = {name: make_db(name, ddl=ddl) for name in ("siege", "lyon")}
+    for con in cons.values():
+        capture.install(con, TableSelection(exclude=("SHOP_PARAMS",)))
+    cons["lyon"].execute_immediate("INSERT INTO SALE (ID, PARAMS) VALUES (10, 1)")
+    cons["lyon"].commit()
+    assert Publisher(cons["lyon"], "lyon").publish().events == 1
+    result = Applier(cons["siege"], "siege").apply(all_events(cons["lyon"]))
+    assert result.applied_events == 1 and not result.refused, result
+    cur = cons["siege"].cursor()
+    cur.execute("SELECT ID, PARAMS FROM SALE")
+    assert cur.fetchall() == [(10, 1)]
+    cur.close()

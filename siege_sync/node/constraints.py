@@ -217,11 +217,18 @@ class Settler:
 
     # --- registers ---------------------------------------------------------------------
 
+    def _stored(self, table: Table, key: Key) -> RowState | None:
+        """A row's stored registers; None for a table that is not replicated (a foreign key
+        may reference one: its rows are the application's alone)."""
+        number = self._registry.get(table.name)
+        return None if number is None else self._rows.get(
+            number, registers.key_identity(key, table))
+
     def state(self, table: Table, key: Key, inserting: bool = False) -> RowState | None:
         """A row's registers. A row that predates capture (or an insert's) has none: unless
         inserting, it gets a pre-existing life with the values the database holds, so that
         it can be restored or shown later (unknown when the row is not here)."""
-        state = self._rows.get(self._registry[table.name], registers.key_identity(key, table))
+        state = self._stored(table, key)
         if state is None and not inserting:
             image = self._read_row(table, key) or {}
             state = RowState(Life(PREEXISTING, frozenset(), {
@@ -375,7 +382,7 @@ class Settler:
         """Put back the references ``_in_order`` set to NULL, in the rows that stayed (a row
         referencing them from outside the transaction keeps them)."""
         for child, ckey, columns in self._nulled:
-            state = self._rows.get(self._registry[child.name], registers.key_identity(ckey, child))
+            state = self._stored(child, ckey)
             if state is None or not state.current.visible:
                 continue
             self.flush()
@@ -496,9 +503,13 @@ class Settler:
                 raise NotArrived(f"{table.name} references {fk.parent} "
                                     f"({', '.join(fk.parent_columns)}) = {_show(parsed)}, "
                                     "which does not exist here")
+            if parent.name not in self._registry:
+                raise ConstraintError(f"{table.name} references {parent.name} "
+                                      f"{_show(parsed)}, which does not exist here and is not "
+                                      "replicated: include it in [tables], or drop the "
+                                      "foreign key")
             pkey = _rekey(table, fk, parent, parsed)
-            pstate = self._rows.get(self._registry[parent.name],
-                                    registers.key_identity(pkey, parent))
+            pstate = self._stored(parent, pkey)
             if pstate is None:
                 raise NotArrived(f"{table.name} references {parent.name} "
                                     f"{_show(pkey)}, whose insert has not arrived here yet")
@@ -585,8 +596,7 @@ class Settler:
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue
             pkey = _rekey(table, fk, parent, parsed)
-            pstate = self._rows.get(self._registry[parent.name],
-                                    registers.key_identity(pkey, parent))
+            pstate = self._stored(parent, pkey)
             if pstate is not None and pstate.current.held_by is not None:
                 self.settle(parent, pkey, pstate, pstate, depth=depth + 1)
         if hidden_too and any([old.get(c) for c in cols] != [new.get(c) for c in cols]
@@ -630,7 +640,7 @@ class Settler:
             if parents is not None and prow in parents:
                 pstate = parents[prow]
             else:
-                pstate = self._rows.get(self._registry[parent.name], prow[1])
+                pstate = self._stored(parent, pkey)
             if pstate is None or not pstate.past:
                 continue
             for life in pstate.lives:
@@ -682,8 +692,7 @@ class Settler:
                      for r in self._cur.fetchall()]
             policy = self._policy(child)
             for ckey in found:
-                cstate = self._rows.get(self._registry[child.name],
-                                        registers.key_identity(ckey, child))
+                cstate = self._stored(child, ckey)
                 if cstate is None or not cstate.current.visible:
                     continue
                 image = cstate.current.image(policy)
@@ -806,8 +815,7 @@ class Settler:
             if row is not None:
                 ckey = [values.encode(c.type, v) for c, v in zip(child.key_columns, row,
                                                                  strict=True)]
-                cstate = self._rows.get(self._registry[child.name],
-                                        registers.key_identity(ckey, child))
+                cstate = self._stored(child, ckey)
                 return (fk, child, ckey,
                         cstate.current.generation.event if cstate else PREEXISTING.event)
         return None
