@@ -269,6 +269,13 @@ def _retry_peer(cfg: config.NodeConfig, held: list[parking.Held]) -> str:
                              "in [peers]: no one to ask for the held transactions again")
 
 
+def _own_node(listen: str) -> tuple[str, str]:
+    """Where this machine reaches the node listening on ``listen`` (a wildcard address is
+    dialled on loopback)."""
+    host, _, port = listen.rpartition(":")
+    return {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host), port
+
+
 def _ask_exchange(cfg: config.NodeConfig, peer: str, timeout: float) -> str | None:
     """The running node (over mTLS, as itself) exchanges with ``peer`` now; a problem that
     stopped it, or None."""
@@ -280,8 +287,7 @@ def _ask_exchange(cfg: config.NodeConfig, peer: str, timeout: float) -> str | No
 
     assert cfg.service is not None
     bundle = load_bundle(cfg.service.bundle)
-    host, _, port = cfg.service.listen.rpartition(":")
-    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    host, port = _own_node(cfg.service.listen)
     with channel(f"{host}:{port}", bundle, cfg.site) as ch:
         try:
             reply = sync_pb2_grpc.SyncNodeStub(ch).Exchange(
@@ -396,8 +402,7 @@ def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
         raise config.ConfigError(f"{cfg.path}: `exchange` needs the [node] section of the "
                                  "running node")
     bundle = load_bundle(cfg.service.bundle)
-    host, _, port = cfg.service.listen.rpartition(":")
-    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    host, port = _own_node(cfg.service.listen)
     with channel(f"{host}:{port}", bundle, cfg.site) as ch:
         try:
             reply = sync_pb2_grpc.SyncNodeStub(ch).Exchange(
