@@ -1,20 +1,24 @@
 """Publishing: captured changes become immutable, stamped, dense, hash-chained events.
 
-Owns the step from the captured changes (image tables, see ``reader.py``) to ``SYNC$EVENTS``.
-One publish step is one SNAPSHOT transaction that reads whole committed source transactions,
-gives each event the origin's next dense sequence number, a hybrid-logical-clock stamp above
-every stamp on its row, a hash linking it to the previous event of this origin, and what the
-merge needs (its row's life and the writers it overwrote, from the row registers, which it
-updates); an ARRAY the capture trigger recorded on an update (it cannot compare arrays) is
-a write only when it differs from the value the registers hold, and an update left writing
+Owns the step from the captured changes (image tables, see ``reader.py``) to
+``SYNC$EVENTS``. One publish step is one SNAPSHOT transaction that reads whole committed
+source transactions, gives each event the origin's next dense sequence number, a
+hybrid-logical-clock stamp above every stamp on its row, a hash linking it to the previous
+event of this origin, and what the merge needs (its row's life and the writers it overwrote,
+from the row registers, which it updates — a column whose winning value the table could not
+show, ``_Unseen``, names no writer; a delete names the references to its row its origin
+knew, and a write that makes a row reference a parent is counted in the parent's registers,
+``Settler.note_references``, at the end of its transaction when the parent is inserted later
+in it); an ARRAY the capture trigger recorded on an update (it cannot compare arrays) is a
+write only when it differs from the value the registers hold, and an update left writing
 nothing is not published (before numbering, so the sequence stays dense); an update or
 delete of a row the registers do not know (it predates install) carries the values its
 origin held in the columns it does not write (``Event.prior``), which also fill the row's
 pre-existing life here; within a transaction an insert goes before the updates of its own
-row an AFTER INSERT trigger logged ahead of it (``_inserts_first``); it stores the
-events verbatim, deletes the captured rows it consumed and advances
-the node's counters — all or nothing. Two publishers on one database cannot both succeed:
-each step first locks the counter rows.
+row an AFTER INSERT trigger logged ahead of it (``_inserts_first``); it stores the events
+verbatim, deletes the captured rows it consumed and advances the node's counters — all or
+nothing. Two publishers on one database cannot both succeed: each step first locks the
+counter rows.
 
 After a restore nothing is published until the site's own older events are back
 (``rewind.holding_back``).
