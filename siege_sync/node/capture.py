@@ -472,10 +472,11 @@ def _apply_guards(con: Connection, schema: Schema, fire: frozenset[str],
                     report.unguardable.append(trig.name)
                 continue
             want = trig.name not in fire
-            if want == guard.is_guarded(trig.source):
-                continue
             new_source = guard.add_guard(trig.source) if want else guard.remove_guard(
                 trig.source)
+            if new_source == trig.source:
+                continue
+            # Also rewrites a guard an earlier version placed on a line of its own.
             _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} {new_source}")
             if want:
                 report.guarded.append(trig.name)

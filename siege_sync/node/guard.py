@@ -3,9 +3,13 @@
 A remote change arrives as events that already carry every effect its origin's triggers had;
 firing the local copy of those triggers again would duplicate history rows or stamp
 ``DATE_MODIF`` differently per site. The guard is one marked statement inserted right after
-the trigger body's outer ``BEGIN``. This module only rewrites source text: it never runs SQL,
-and removing a guard removes exactly the marked text (the vendor's source is never "restored"
-from a copy).
+the trigger body's outer ``BEGIN``, on the same line: the lines of the application's own
+statements keep their numbers, so "At trigger 'X' line: N" in its errors still points where
+its vendor's source says (only columns after ``BEGIN`` on that one line shift). Guards of
+earlier versions sat on a line of their own; :func:`add_guard` moves such a guard onto the
+``BEGIN`` line (install rewrites them). This module only rewrites source text: it never runs
+SQL, and removing a guard removes exactly the marked text (the vendor's source is never
+"restored" from a copy).
 """
 
 from __future__ import annotations
@@ -62,10 +66,11 @@ def _body_begin(source: str) -> int:
 
 
 def add_guard(source: str) -> str:
-    if is_guarded(source):
-        return source
-    at = _body_begin(source)
-    return f"{source[:at]}\n  {GUARD}{source[at:]}"
+    """``source`` with the guard right after its body's ``BEGIN``, on that line. Idempotent; a
+    guard of an earlier version, on a line of its own, is moved there."""
+    bare = remove_guard(source)
+    at = _body_begin(bare)
+    return f"{bare[:at]} {GUARD}{bare[at:]}"
 
 
 def remove_guard(source: str) -> str:
@@ -75,7 +80,8 @@ def remove_guard(source: str) -> str:
     end = source.find(GUARD_END, start)
     if end < 0:
         raise GuardError("guard start marker without its end marker; edit the trigger by hand")
-    # Remove the newline and indentation add_guard put in front too.
+    # Remove what add_guard put in front too: a space (or, from earlier versions, a newline
+    # and indentation).
     head = source[:start].rstrip(" ")
     if head.endswith("\n"):
         head = head[:-1]
