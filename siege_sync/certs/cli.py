@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..console import quiet_on_closed_pipe
 from . import files
 from .authority import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, Authority, Issued
 from .bundle import check_destination, default_dir, key_file, write_bundle
@@ -220,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -228,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CertError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # the reader of our output went away: quiet_on_closed_pipe ends quietly
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)

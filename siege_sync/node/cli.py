@@ -21,6 +21,7 @@ from pathlib import Path
 from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
+from ..console import quiet_on_closed_pipe
 from . import capture, config, conflicts, guardwatch, keysources, parking, values
 from .apply import catch_up
 from .daemon import NodeError
@@ -495,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -40,6 +40,7 @@ from pathlib import Path
 import grpc
 
 from ..certs import Bundle, CertError, load_bundle
+from ..console import quiet_on_closed_pipe
 from ..node.transport import channel, health_check
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .printout import render_html, write_pdf
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -474,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CtlError, CertError) as exc:
         print(f"siege-ctl: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # the reader of our output went away: quiet_on_closed_pipe ends quietly
     except OSError as exc:
         print(f"siege-ctl: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
