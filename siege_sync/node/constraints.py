@@ -68,6 +68,7 @@ from firebird.driver import Cursor, DatabaseError
 from ..proto import values_pb2
 from . import conflicts, registers, values
 from .capture import CONFLICTS_TABLE, IMAGE_PREFIX
+from .collation import identity_value
 from .database import StatementCache, quote
 from .guard import APPLY_CONTEXT
 from .merge import (
@@ -200,6 +201,11 @@ class Settler:
         # site with a wider column wrote it (DESIGN §3.8). The registers keep it; the row
         # keeps what it had; catchup.py writes it once the column is widened here.
         self.unfit: dict[tuple[str, str], int] = {}
+        # Rows hidden by a UNIQUE clash, by table (read when first needed); rows hidden or
+        # back since, whose value rows reference by a UNIQUE key: (table, key, registers
+        # before, image), for ``_reparent_by_value``.
+        self._hidden_keys: dict[str, list[Key]] = {}
+        self._clashed: list[tuple[Table, Key, RowState | None, dict[str, bytes | None]]] = []
 
     def table(self, name: str) -> Table | None:
         return self._schema.tables.get(name)
@@ -251,6 +257,10 @@ class Settler:
             if table.referenced_by and any(loss.kind is LossKind.GENERATION
                                            for loss in new ^ old):
                 self._reparent_children(table, key, before)
+            if any(loss.kind is LossKind.UNIQUE_CLASH for loss in new ^ old):
+                self._hidden_keys.pop(table.name, None)
+                if any(fk.parent_columns != table.primary_key for fk in table.referenced_by):
+                    self._clashed.append((table, key, before, after.current.image(policy)))
 
     def _policy(self, table: Table) -> Policy:
         return self._policies.get(table.name, LWW)
@@ -268,16 +278,19 @@ class Settler:
         for fk in table.foreign_keys:
             parent = self._schema.tables.get(fk.parent)
             raw = [written.get(c) for c in fk.columns]
-            if parent is None or fk.parent_columns != parent.primary_key or \
-                    parent.name not in self._registry or any(v is None for v in raw):
+            if parent is None or parent.name not in self._registry or \
+                    any(v is None for v in raw):
                 continue
             parsed = [values_pb2.Value.FromString(v) for v in raw]  # type: ignore[arg-type]
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue
             try:
-                pkey = _rekey(table, fk, parent, parsed)
+                # (by a UNIQUE key: the row holding it here, which the child's write met)
+                pkey = self._parent_key(table, fk, parent, parsed)
             except ValueError:
                 continue  # a value no parent key can hold: the row itself was refused
+            if pkey is None:
+                continue  # no row holds it here: the child was refused or is waiting
             number = self._registry[parent.name]
             if self._rows.get(number, registers.key_identity(pkey, parent)) is None \
                     and not create:
@@ -297,11 +310,12 @@ class Settler:
 
     def settle(self, table: Table, key: Key, before: RowState | None, after: RowState,
                holder: EventId | None = None, hide: EventId | None = None,
-               depth: int = 0) -> None:
+               depth: int = 0, hidden_for: tuple[str, ...] = ()) -> None:
         """Decide the constraint flags of ``after`` (the row's merged registers), make the
         database row match, store the registers. ``before``: the registers the database
         row reflects now (None: none). ``holder``: a row about to reference this one;
-        ``hide``: the row about to take this one's UNIQUE value."""
+        ``hide``: the row about to take this one's UNIQUE value (``hidden_for``: those
+        columns; rows referencing them go on referencing whichever row holds it)."""
         if depth > _MAX_DEPTH:
             raise ConstraintError(f"constraints between rows of {table.name} chain deeper than "
                                   f"{_MAX_DEPTH} rows; an operator must look at them")
@@ -315,9 +329,9 @@ class Settler:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
             life = replace(life, held_by=held)
         if life.visible and table.uniques:
-            referenced = holder is not None or life.held_by is not None or (
-                was and self._referencing_row(table, key, old_image) is not None)
-            life = self._unique_outcome(table, key, life, referenced, depth)
+            kept = holder is not None or life.held_by is not None
+            life = self._unique_outcome(table, key, life, kept,
+                                        old_image if was else None, depth)
         if life.visible:
             left = self._ensure_parents(table, key, life.image(policy),
                                         old_image if was else None, life.generation.event,
@@ -325,7 +339,8 @@ class Settler:
             life = self._write(table, key, life, old_image if was else None, left)
         elif was:
             if hide is not None:
-                self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash")
+                self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash",
+                                           besides=hidden_for)
             self._delete(table, key)
         self.put(table, key, before, replace(after, current=life))
         if table.foreign_keys:
@@ -335,6 +350,7 @@ class Settler:
             self._put_back((table.name, registers.key_identity(key, table)), depth)
         if depth == 0 and not self._restoring:
             self._put_back(None, depth)
+            self._reparent_by_value()
         if was:
             new_image = life.image(policy) if life.visible else {}
             # The row that hides this one is not written yet: hidden rows wait for it.
@@ -354,7 +370,7 @@ class Settler:
             for fk, parent, pkey in self._references(table, key, image, shown):
                 row = (parent.name, registers.key_identity(pkey, parent))
                 if self.later(row) and not self._exists(
-                        fk.parent, fk.parent_columns, pkey, parent):
+                        parent.name, parent.primary_key, pkey, parent, table, fk):
                     raise Deferred(row, f"{table.name} {_show(key)} references {parent.name} "
                                         f"{_show(pkey)}, inserted later in its transaction")
             return
@@ -422,10 +438,18 @@ class Settler:
                 merged.current if merged.current.visible else None, policy)
         return merged
 
-    def _unique_outcome(self, table: Table, key: Key, life: Life, referenced: bool,
-                        depth: int) -> Life:
+    def _unique_outcome(self, table: Table, key: Key, life: Life, kept: bool,
+                        shown: Mapping[str, bytes | None] | None, depth: int) -> Life:
         """Hide this row, or the visible row it clashes with: a row that other rows
-        reference stays; otherwise the lower stamp loses."""
+        reference stays; otherwise the lower stamp loses. ``kept``: a row is about to
+        reference this one; ``shown``: what the table shows of it (None: not there).
+
+        References through the clashing columns themselves do not count: they name the
+        value, which stays whichever row holds it (a trip naming a vehicle's code). The
+        loser's row, when it is in the table and such rows reference it, becomes the
+        winner's in place (``_hand_over``): the value never leaves the table, which the
+        engine requires of a referenced UNIQUE key (a delete then an insert is refused, or
+        cascades to the referencing rows)."""
         policy = self._policy(table)
         image = life.image(policy)
         for columns in table.uniques:
@@ -442,8 +466,11 @@ class Settler:
             assert other is not None
             mine, theirs = _unique_stamp(life, columns, policy), \
                 _unique_stamp(other.current, columns, policy)
+            referenced = kept or (shown is not None and self._referencing_row(
+                table, key, shown, besides=columns) is not None)
+            other_image = other.current.image(policy)
             other_referenced = self._referencing_row(
-                table, other_key, other.current.image(policy)) is not None
+                table, other_key, other_image, besides=columns) is not None
             if referenced and other_referenced:
                 raise ConstraintError(
                     f"{table.name} {_show(key)} and {_show(other_key)} hold the same "
@@ -451,8 +478,21 @@ class Settler:
                     "change one of them at one site")
             if other_referenced or (theirs > mine and not referenced):
                 return replace(life, evicted_by=theirs.event)
-            self.settle(table, other_key, other, other, hide=mine.event, depth=depth + 1)
+            if shown is None and self._referencing(
+                    table, other_key, other_image, only=columns) is not None:
+                self._hand_over(table, other_key, key)
+            self.settle(table, other_key, other, other, hide=mine.event, depth=depth + 1,
+                        hidden_for=columns)
         return life
+
+    def _hand_over(self, table: Table, loser: Key, winner: Key) -> None:
+        """The loser's row takes the winner's key in place; the winner's write that follows
+        gives it the winner's values. Rows naming the UNIQUE value never see it go."""
+        number = self._registry[table.name]
+        self._check_local(table, number, loser)
+        self._set_context(number)
+        self._writer.rekey(table, loser, winner)
+        self._written.discard((table.name, registers.key_data(loser)))
 
     def _references(self, table: Table, key: Key, image: Mapping[str, bytes | None],
                     shown: Mapping[str, bytes | None] | None
@@ -469,9 +509,18 @@ class Settler:
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue
             parent = self._schema.tables.get(fk.parent)
-            if parent is None or fk.parent_columns != parent.primary_key:
+            if parent is None or parent.name not in self._registry:
                 continue
-            pkey = _rekey(table, fk, parent, parsed)
+            pkey = self._parent_key(table, fk, parent, parsed)
+            if pkey is None:
+                # A UNIQUE value no row holds here, in the table or the registers: maybe
+                # a row this transaction inserts later (an application trigger wrote the
+                # child first). Wait for the rest of it; a row that is not in it at all
+                # waits for its insert (_ensure_parents, once nothing else is left).
+                raise Deferred((parent.name, b"unique:" + registers.key_data(parsed)),
+                               f"{table.name} {_show(key)} references {parent.name} "
+                               f"({', '.join(fk.parent_columns)}) = {_show(parsed)}, which "
+                               "no row holds yet")
             if not _same_row(table, key, parent, pkey):
                 out.append((fk, parent, pkey))
         return out
@@ -497,22 +546,24 @@ class Settler:
             if parent is not None and fk.parent_columns == parent.primary_key and _same_row(
                     table, key, parent, _rekey(table, fk, parent, parsed)):
                 continue  # the row references itself: it is being written
-            if self._exists(fk.parent, fk.parent_columns, parsed, parent):
+            if self._exists(fk.parent, fk.parent_columns, parsed, parent, table, fk):
                 continue
-            if parent is None or fk.parent_columns != parent.primary_key:
-                raise NotArrived(f"{table.name} references {fk.parent} "
-                                    f"({', '.join(fk.parent_columns)}) = {_show(parsed)}, "
-                                    "which does not exist here")
-            if parent.name not in self._registry:
-                raise ConstraintError(f"{table.name} references {parent.name} "
-                                      f"{_show(parsed)}, which does not exist here and is not "
-                                      "replicated: include it in [tables], or drop the "
-                                      "foreign key")
-            pkey = _rekey(table, fk, parent, parsed)
-            pstate = self._stored(parent, pkey)
-            if pstate is None:
-                raise NotArrived(f"{table.name} references {parent.name} "
-                                    f"{_show(pkey)}, whose insert has not arrived here yet")
+            named = f"{parent.name if parent else fk.parent} " + (
+                _show(parsed) if parent is not None and fk.parent_columns == parent.primary_key
+                else f"({', '.join(fk.parent_columns)}) = {_show(parsed)}")
+            if parent is None or parent.name not in self._registry:
+                raise ConstraintError(
+                    f"{table.name} {_show(key)} references {named}, which does not exist "
+                    f"here, and {fk.parent} is not replicated ([tables] leaves it out: each "
+                    "site keeps its own rows there, so a row another site references may be "
+                    f"missing here): create that row here, or include {fk.parent} in "
+                    "[tables] at every site, or drop the foreign key; then `siege-node held "
+                    "--retry`")
+            pkey = self._parent_key(table, fk, parent, parsed)
+            pstate = self._stored(parent, pkey) if pkey is not None else None
+            if pkey is None or pstate is None:
+                raise NotArrived(f"{table.name} references {named}, whose insert has not "
+                                 "arrived here yet")
             step = _Step((table.name, registers.key_identity(key, table)), table, key, fk,
                          (parent.name, registers.key_identity(pkey, parent)))
             if any(s.parent == step.parent for s in self._restoring):
@@ -589,13 +640,16 @@ class Settler:
         for fk in table.foreign_keys:
             parent = self._schema.tables.get(fk.parent)
             vals = [old.get(c) for c in fk.columns]
-            if parent is None or fk.parent_columns != parent.primary_key or \
+            if parent is None or parent.name not in self._registry or \
                     any(v is None for v in vals) or vals == [new.get(c) for c in fk.columns]:
                 continue
             parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue
-            pkey = _rekey(table, fk, parent, parsed)
+            # (a parent kept for this row is in the table: no need to look further)
+            pkey = self._parent_key(table, fk, parent, parsed, stored_too=False)
+            if pkey is None:
+                continue
             pstate = self._stored(parent, pkey)
             if pstate is not None and pstate.current.held_by is not None:
                 self.settle(parent, pkey, pstate, pstate, depth=depth + 1)
@@ -627,13 +681,17 @@ class Settler:
             return out
         for fk in table.foreign_keys:
             parent = self._schema.tables.get(fk.parent)
-            if parent is None or fk.parent_columns != parent.primary_key:
+            if parent is None or parent.name not in self._registry:
                 continue
             vals = [image.get(c) for c in fk.columns]
             if any(v is None for v in vals):
                 continue
             parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
             if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            if fk.parent_columns != parent.primary_key:
+                out |= self._reparented_by_value(table, fk, parent, parsed, generation,
+                                                 parents)
                 continue
             pkey = _rekey(table, fk, parent, parsed)
             prow = (parent.name, registers.key_identity(pkey, parent))
@@ -653,6 +711,100 @@ class Settler:
                     out.add(Loss(LossKind.REPARENTED, lost.event, generation.event,
                                  ", ".join(fk.columns), None, replaced_by.event))
         return out
+
+    def _reparented_by_value(self, table: Table, fk: ForeignKey, parent: Table,
+                             parsed: Sequence[values_pb2.Value], generation: Stamp,
+                             parents: Mapping[RowId, RowState | None] | None
+                             ) -> set[Loss]:
+        """``_reparented`` for a reference to a UNIQUE key: the row holding the value lost
+        it to a concurrent row (a UNIQUE clash: two sites created a vehicle with the same
+        code) and this row was written for the loser — by the origin of the loser's value,
+        after it, stamped below the winner's value. It now names the winner (the value it
+        names is the winner's): on record with the clash, never re-pointed silently."""
+        out: set[Loss] = set()
+        hidden = self._hidden(parent)
+        if not hidden:
+            return out
+        vals = _rekey(table, fk, parent, parsed)
+        columns = fk.parent_columns
+        types = [parent.column(c).type for c in columns]
+        want = [identity_value(t, v) for t, v in zip(types, vals, strict=True)]
+        policy = self._policy(parent)
+        winner: Stamp | None = None
+        for lkey in hidden:
+            lrow = (parent.name, registers.key_identity(lkey, parent))
+            lstate = parents[lrow] if parents is not None and lrow in parents \
+                else self._stored(parent, lkey)
+            if lstate is None or lstate.current.evicted_by is None:
+                continue
+            image = lstate.current.image(policy)
+            held = [image.get(c) for c in columns]
+            if any(v is None for v in held) or [
+                    identity_value(t, values_pb2.Value.FromString(v))  # type: ignore[arg-type]
+                    for t, v in zip(types, held, strict=True)] != want:
+                continue
+            lost = _unique_stamp(lstate.current, columns, policy)
+            if (lost.site, lost.incarnation) != (generation.site, generation.incarnation) \
+                    or lost.seq >= generation.seq:
+                continue
+            if winner is None:
+                # (the publisher sees the table as it is now, maybe past the change at hand:
+                # then the registers tell)
+                wkey = self._holder_of(parent, columns, vals, None) or \
+                    self._stored_holder(parent, columns, vals, visible=True)
+                wstate = self._stored(parent, wkey) if wkey is not None else None
+                if wstate is None or not wstate.current.visible:
+                    return out
+                winner = _unique_stamp(wstate.current, columns, policy)
+            if generation < winner:
+                out.add(Loss(LossKind.REPARENTED, lstate.current.generation.event,
+                             generation.event, ", ".join(fk.columns), None, winner.event))
+        return out
+
+    def _hidden(self, table: Table) -> list[Key]:
+        """The rows of a table hidden by a UNIQUE clash (on record as such), read once
+        while this settler lives, again once such a record changes."""
+        if table.name not in self._hidden_keys:
+            self._hidden_keys[table.name] = self._hidden_rows(table)
+        return self._hidden_keys[table.name]
+
+    def _reparent_by_value(self) -> None:
+        """Keep the records of ``_reparented_by_value`` true for the rows naming the value of
+        a row that was hidden by a UNIQUE clash, or came back (``put`` noted them): once
+        every row of the change is written, so that the winner is in the table."""
+        while self._clashed:
+            table, key, before, image = self._clashed.pop(0)
+            row = (table.name, registers.key_identity(key, table))
+            for fk in table.referenced_by:
+                child = self._schema.tables.get(fk.table)
+                vals = [image.get(c) for c in fk.parent_columns]
+                if child is None or child.name not in self._registry or \
+                        fk.parent_columns == table.primary_key or any(v is None for v in vals):
+                    continue
+                parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore
+                self.flush()
+                d = self._dialect
+                keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+                self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                         f"{self._where(fk.columns, child)}",
+                              self._params(child, fk.columns, parsed))
+                found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r,
+                                                                   strict=True)]
+                         for r in self._cur.fetchall()]
+                policy = self._policy(child)
+                for ckey in found:
+                    cstate = self._stored(child, ckey)
+                    if cstate is None or not cstate.current.visible:
+                        continue
+                    cimage = cstate.current.image(policy)
+                    gen = cstate.current.generation
+                    had = self._reparented(child, cimage, gen, {row: before})
+                    wanted = self._reparented(child, cimage, gen)
+                    if had != wanted:
+                        conflicts.record(self._cur, self._registry[child.name], ckey,
+                                         registers.key_identity(ckey, child), wanted - had,
+                                         retracted=had - wanted)
+                        self.losses_recorded += len(wanted - had)
 
     def _reparent_child(self, table: Table, key: Key, was: Life | None,
                         old_image: Mapping[str, bytes | None], now: Life | None,
@@ -740,30 +892,32 @@ class Settler:
         return out
 
     def _exists(self, name: str, columns: Sequence[str], vals: Sequence[values_pb2.Value],
-                table: Table | None) -> bool:
-        if table is None:
-            raise ConstraintError(f"a replicated row references {name}, which is not "
-                                  "replicated here; include it, or drop the foreign key")
-        if tuple(columns) == table.primary_key and (
+                table: Table | None, child: Table, fk: ForeignKey) -> bool:
+        """Does the parent row a reference names (the child's values) exist here? Compared
+        by the engine. ``table`` None: a parent table this site does not know (not even
+        one it could replicate: no primary key), compared in the child's types."""
+        if table is not None and tuple(columns) == table.primary_key and (
                 name, registers.key_data(list(vals))) in self._written:
             return True  # written by this transaction (an invoice, then its lines)
         self.flush()
         self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
                                  f"{quote(name, self._dialect)} WHERE "
                                  f"{self._where(columns, table)})",
-                      self._params(table, columns, vals))
+                      self._params(table, columns, vals) if table is not None
+                      else self._params(child, fk.columns, vals))
         return self._cur.fetchone() is not None
 
     def _holder_of(self, table: Table, columns: Sequence[str],
-                   vals: Sequence[values_pb2.Value], key: Key) -> Key | None:
-        """The key of another row holding these UNIQUE values, if any."""
+                   vals: Sequence[values_pb2.Value], key: Key | None) -> Key | None:
+        """The key of another row (than ``key``; None: any row) holding these UNIQUE values
+        in the table, if any. The engine compares them (collation, trailing blanks)."""
         self.flush()
         d = self._dialect
         keys = ", ".join(values.select_expr(c, d) for c in table.key_columns)
         self._sql.run(self._cur, f"SELECT {keys} FROM {quote(table.name, d)} WHERE "
                                  f"{self._where(columns, table)}",
                       self._params(table, columns, vals))
-        mine = registers.key_identity(key, table)
+        mine = registers.key_identity(key, table) if key is not None else None
         for row in self._cur.fetchall():
             found = [values.encode(c.type, v) for c, v in zip(table.key_columns, row,
                                                               strict=True)]
@@ -771,21 +925,77 @@ class Settler:
                 return found
         return None
 
-    def _referencing_row(self, table: Table, key: Key,
-                         image: Mapping[str, bytes | None]) -> EventId | None:
-        """A row (of any table) that references this one: who keeps it from being deleted."""
-        found = self._referencing(table, key, image)
+    def _parent_key(self, table: Table, fk: ForeignKey, parent: Table,
+                    parsed: Sequence[values_pb2.Value], stored_too: bool = True
+                    ) -> Key | None:
+        """The primary key of the parent row a reference (the child's values ``parsed``)
+        names. A reference to the primary key names it itself; one to a UNIQUE key names
+        the row holding those values as the engine compares them: in the table, else
+        (``stored_too``: a row deleted, or hidden by a UNIQUE clash, that the reference may
+        bring back) the registers' row whose current life holds them. None: no such row
+        here (not arrived; or a table this site does not replicate)."""
+        vals = _rekey(table, fk, parent, parsed)
+        if fk.parent_columns == parent.primary_key:
+            return vals
+        found = self._holder_of(parent, fk.parent_columns, vals, None)
+        if found is not None or not stored_too:
+            return found
+        return self._stored_holder(parent, fk.parent_columns, vals)
+
+    def _stored_holder(self, table: Table, columns: Sequence[str],
+                       vals: Sequence[values_pb2.Value], visible: bool = False) -> Key | None:
+        """The key of the row whose registers hold these UNIQUE values in its current life
+        (compared as the engine does, ``collation.identity_value``), not necessarily in
+        the table; of several, the one whose values were written last (the same choice
+        at every site; ``visible``: among the rows the table should show). Reads every
+        register of the table: only asked when the table has no such row."""
+        number = self._registry.get(table.name)
+        if number is None:
+            return None
+        types = [table.column(c).type for c in columns]
+        want = [identity_value(t, v) for t, v in zip(types, vals, strict=True)]
+        policy = self._policy(table)
+        best: tuple[Stamp, Key] | None = None
+        self.flush()
+        for _khash, state in list(self._rows.scan(number)):
+            life = state.current
+            if visible and not life.visible:
+                continue
+            image = life.image(policy)
+            held = [image.get(c) for c in columns]
+            key = [image.get(c) for c in table.primary_key]
+            if any(v is None for v in [*held, *key]):
+                continue  # not known here (a pre-existing value)
+            if [identity_value(t, values_pb2.Value.FromString(v))  # type: ignore[arg-type]
+                    for t, v in zip(types, held, strict=True)] != want:
+                continue
+            stamp = _unique_stamp(life, columns, policy)
+            if best is None or stamp > best[0]:
+                best = (stamp, [values_pb2.Value.FromString(v)  # type: ignore[arg-type]
+                                for v in key])
+        return None if best is None else best[1]
+
+    def _referencing_row(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                         besides: Sequence[str] = ()) -> EventId | None:
+        """A row (of any table) that references this one: who keeps it from being deleted.
+        ``besides``: not through a reference to these columns."""
+        found = self._referencing(table, key, image, besides=besides)
         return None if found is None else found[3]
 
-    def _referencing(self, table: Table, key: Key, image: Mapping[str, bytes | None]
+    def _referencing(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                     besides: Sequence[str] = (), only: Sequence[str] = ()
                      ) -> tuple[ForeignKey, Table | None, Key | None, EventId] | None:
         """A row (of any table) that references this one — never the row itself (a root
         pointing at itself does not keep itself) —: the reference, the referencing table
-        and key (None when that table is not replicated), its writer."""
+        and key (None when that table is not replicated), its writer. ``besides``: not
+        through a reference to these columns; ``only``: through one to these only."""
         if not table.referenced_by:
             return None  # (no flush: a leaf table's deletes stay in the writer's block)
         self.flush()
         for fk in table.referenced_by:
+            if (besides and set(fk.parent_columns) == set(besides)) or (
+                    only and set(fk.parent_columns) != set(only)):
+                continue
             vals = [image.get(c) for c in fk.parent_columns]
             if any(v is None for v in vals):
                 if fk.parent_columns != table.primary_key:
@@ -821,8 +1031,8 @@ class Settler:
         return None
 
     def _refuse_if_referenced(self, table: Table, key: Key, image: Mapping[str, bytes | None],
-                              why: str) -> None:
-        if self._referencing_row(table, key, image) is not None:
+                              why: str, besides: Sequence[str] = ()) -> None:
+        if self._referencing_row(table, key, image, besides=besides) is not None:
             raise ConstraintError(f"{table.name} {_show(key)} would be {why}, but other rows "
                                   "reference it; an operator must decide which row stays")
         # (_unique_outcome hides only unreferenced rows: this is the last line of defence)

@@ -321,6 +321,32 @@ class RowStates:
             for khash in chunk:
                 self._states[(table_no, khash)] = found.get(khash)
 
+    def scan(self, table_no: int) -> Iterable[tuple[bytes, RowState]]:
+        """Every row of a table that has registers, as this transaction sees them (its own
+        changes not written back yet included). Reads them all: for the rare look-up that
+        only the registers can answer (a row no longer in the table, found by a UNIQUE
+        value), never for an ordinary write."""
+        seen: set[bytes] = set()
+        self._cur.execute(f"SELECT KEY_HASH, REGS, REGS_BLOB FROM {ROWS_TABLE} "
+                          f"WHERE TBL_NO = {int(table_no)}")
+        stored = self._cur.fetchall()
+        for khash, inline, blob in stored:
+            seen.add(khash)
+            if (table_no, khash) in self._states:
+                state = self._states[(table_no, khash)]
+                if state is not None:
+                    yield khash, state
+                continue
+            data = inline if inline is not None else blob
+            if hasattr(data, "read"):
+                reader = data
+                data = reader.read()
+                reader.close()
+            yield khash, decode_state(data)
+        for (number, khash), state in list(self._states.items()):
+            if number == table_no and khash not in seen and state is not None:
+                yield khash, state
+
     def put(self, table_no: int, khash: bytes, state: RowState) -> None:
         self._states[(table_no, khash)] = state
         self._dirty.add((table_no, khash))

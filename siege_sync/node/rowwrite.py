@@ -1,12 +1,13 @@
 """Writing many rows per statement, exactly: literal ``EXECUTE BLOCK``s in the caller's order.
 
 Owns :class:`RowWriter`: it buffers row writes (``UPDATE OR INSERT ... MATCHING`` the primary
-key, ``INSERT``, ``UPDATE``, ``DELETE``) and context variable assignments, and emits them in
-exactly the order they were made as ``EXECUTE BLOCK`` statements whose values are SQL
-literals (:mod:`.literal`: each stores exactly what the parameter of :func:`.values.decode`
-would). A parameterized statement costs the driver ~300 µs of per-parameter work a row; a
-block of literal statements costs the server one parse and compile for many rows (measured
-on a 10-column row: ~60 µs a row for UPDATE OR INSERT, ~30 µs for INSERT or UPDATE).
+key, ``INSERT``, ``UPDATE`` — also of the key itself, ``rekey`` —, ``DELETE``) and context
+variable assignments, and emits them in exactly the order they were made as ``EXECUTE
+BLOCK`` statements whose values are SQL literals (:mod:`.literal`: each stores exactly what
+the parameter of :func:`.values.decode` would). A parameterized statement costs the driver
+~300 µs of per-parameter work a row; a block of literal statements costs the server one
+parse and compile for many rows (measured on a 10-column row: ~60 µs a row for UPDATE OR
+INSERT, ~30 µs for INSERT or UPDATE).
 
 It must never:
 
@@ -212,6 +213,26 @@ class RowWriter:
             self._add(_Op("update", table, tuple(key), None, sql, cols + keys))
         else:
             self._add(_Op("update", table, tuple(key), body))
+
+    def rekey(self, table: Table, key: Sequence[Value], new_key: Sequence[Value]) -> None:
+        """``UPDATE table SET key = new_key WHERE key``: the row takes another primary key in
+        place (its other columns, and so its UNIQUE values, never leave the table)."""
+        ts = self._table(table)
+        d = self._dialect
+        sets = tuple(zip(ts.key_columns, new_key, strict=True))
+        keys = tuple(zip(ts.key_columns, key, strict=True))
+        lits = self._literals(sets + keys)
+        if lits is not None:
+            assigned = ", ".join(f"{quote(c.name, d)} = {lit}"
+                                 for (c, _), lit in zip(sets, lits, strict=False))
+            body = f"UPDATE {ts.name} SET {assigned} WHERE {self._where(keys, lits[len(sets):])}"
+            if not _too_long(body):
+                self._add(_Op("update", table, tuple(key), body))
+                return
+        assigned = ", ".join(f"{quote(c.name, d)} = {values.param_expr(c)}" for c, _ in sets)
+        self._add(_Op("update", table, tuple(key), None,
+                      f"UPDATE {ts.name} SET {assigned} WHERE {self._where(keys, None)}",
+                      sets + keys))
 
     def delete(self, table: Table, key: Sequence[Value]) -> None:
         """``DELETE FROM table WHERE key``."""
