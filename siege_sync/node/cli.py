@@ -27,7 +27,7 @@ from .apply import catch_up
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
-from .schema import Schema, introspect
+from .schema import FINGERPRINT_VERSION, Schema, fingerprint_version, introspect
 from .status import capture_status
 from .upgrade import UpgradeError
 
@@ -71,6 +71,13 @@ def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
               "[triggers] fire if that is intended, or have the vendor ship its source.")
     for refusal in schema.refused:
         print(f"  NOT replicated: {refusal.table}: {refusal.reason}")
+    for crossing in schema.crossings:
+        print(f"  WARNING: foreign key {crossing.key.name} {crossing.key.ddl()} crosses the edge "
+              f"of what is replicated: {crossing.meaning()}")
+    for trig in schema.database_triggers:
+        if trig.needs_attention(trig.name in cfg.fire_triggers):
+            print(f"  WARNING: database trigger {trig.name} ({trig.event}): "
+                  f"{trig.effect(trig.name in cfg.fire_triggers)}")
     _warn_key_sources(con, cfg, schema)
     return 0
 
@@ -99,10 +106,21 @@ def cmd_tables(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
             for t in schema.tables.values()]
     print(f"Replicated tables (dialect {schema.dialect}, schema {schema.fingerprint()}):")
     print(_table(rows, ["table", "columns", "primary key", "capture"]))
-    if schema.refused:
-        print("\nRefused:")
-        for refusal in schema.refused:
+    refused = [r for r in schema.refused if not r.temporary]
+    if refused:
+        print("\nRefused (not replicated):")
+        for refusal in refused:
             print(f"  {refusal.table}: {refusal.reason}")
+    temporary = [r.table for r in schema.refused if r.temporary]
+    if temporary:
+        print("\nNever replicated: global temporary tables (their rows are private to one "
+              "connection or transaction; nothing to do):")
+        print(f"  {', '.join(temporary)}")
+    if schema.crossings:
+        print("\nForeign keys between replicated tables and tables that are not:")
+        for crossing in schema.crossings:
+            print(f"  {crossing.key.name}: {crossing.key.ddl()}")
+            print(f"    {crossing.meaning()}")
     trig_rows = []
     for table, triggers in schema.triggers.items():
         for trig in triggers:
@@ -119,6 +137,16 @@ def cmd_tables(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     if trig_rows:
         print("\nApplication triggers on replicated tables:")
         print(_table(trig_rows, ["table", "trigger", "fires", "", "on applied changes"]))
+    if schema.database_triggers:
+        print("\nDatabase triggers (on connect, transactions, DDL) and what they do to "
+              "replication:")
+        print(_table([[t.name, t.event, "active" if t.active else "inactive",
+                       ", ".join(t.writes) or "-"] for t in schema.database_triggers],
+                     ["trigger", "fires", "", "replicated tables it writes"]))
+        for trig in schema.database_triggers:
+            fires = trig.name in cfg.fire_triggers
+            flag = "WARNING: " if trig.needs_attention(fires) else ""
+            print(f"  {flag}{trig.name}: {trig.effect(fires)}")
     findings = keysources.assess(con, keysources.find(con, schema), cfg.generators)
     if findings:
         print("\nWhat hands out key values (generators, identity columns, MAX()+1):")
@@ -149,15 +177,13 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     if not st.installed:
         print(f"site {cfg.site}: capture not installed (run siege-node install)")
         return 1
-    live = introspect(con, cfg.tables).fingerprint()
+    schema = introspect(con, cfg.tables)
+    live = schema.fingerprint()
     print(f"site {cfg.site}")
     print(f"  published events:      {st.published_seq}")
     print(f"  waiting to publish:    {st.pending_entries} captured changes")
-    print(f"  schema:                {live}"
-          + ("" if live == st.state.get("schema_fingerprint")
-             else f" (CHANGED since install {st.state.get('schema_fingerprint')}: "
-                  "run siege-node install)"))
-    for line in keysources.warnings(con, introspect(con, cfg.tables), cfg.generators):
+    print(f"  schema:                {live}{_since_install(schema, st.state)}")
+    for line in keysources.warnings(con, schema, cfg.generators):
         print(f"  WARNING: {line}")
     for line in guardwatch.check(con, cfg.fire_triggers).lines():
         print(f"  WARNING: {line}")
@@ -185,6 +211,23 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
                 for t in st.open_transactions]
         print("    " + _table(rows, ["tx", "since", "user", "from"]).replace("\n", "\n    "))
     return 0
+
+
+def _since_install(schema: Schema, state: dict[str, str]) -> str:
+    """What status says of the live schema against the fingerprint install recorded: an
+    older node recorded it in an older form, compared in that form (a new algorithm is not
+    a schema change)."""
+    recorded = state.get("schema_fingerprint") or ""
+    if not recorded:
+        return " (no fingerprint recorded at install: run siege-node install)"
+    if schema.fingerprint_like(recorded) != recorded:
+        return f" (CHANGED since install {recorded}: run siege-node install)"
+    if fingerprint_version(recorded) != FINGERPRINT_VERSION:
+        return (f" (unchanged since install, which an older node recorded as {recorded}: "
+                "that form does not cover NOT NULL, defaults, CHECKs nor foreign keys' "
+                "actions, and sites compare fingerprints of one form only: run siege-node "
+                "install to record this one)")
+    return ""
 
 
 def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:

@@ -1,10 +1,12 @@
 """Introspection of a live Firebird 3 database: what can be replicated, and why not.
 
 Owns the description of tables, columns, exact column types, primary keys, the constraints
-the applier must decide the same way everywhere (foreign keys, UNIQUE), application triggers
-and the generators that feed keys, read from the system tables. Read-only: it must
-never change the database. The sync's own objects (``SYNC$...``), views, system and temporary
-tables and computed columns are never part of the replicated schema.
+the applier must decide the same way everywhere (foreign keys, UNIQUE, CHECK, NOT NULL,
+defaults), application triggers — on tables and on the database (ON CONNECT, ON TRANSACTION
+COMMIT, DDL) — the foreign keys that cross the edge of what is replicated, the generators that
+feed keys, and the schema fingerprint sites compare, read from the system tables. Read-only:
+it must never change the database. The sync's own objects (``SYNC$...``), views, system and
+temporary tables and computed columns are never part of the replicated schema.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from enum import Enum
 from firebird.driver import Connection
 
 from .database import READ_COMMITTED_RW, quote, transaction
+from .guard import APPLY_CONTEXT, is_guarded
 
 SYNC_PREFIX = "SYNC$"
 _PLAIN_NAME = re.compile(r"^[A-Z][A-Z0-9_$]*$")
@@ -178,8 +181,13 @@ class UnsupportedType(Exception):
 class Column:
     name: str
     type: ColumnType
-    nullable: bool = True
+    nullable: bool = True  # effective: NOT NULL on the column or on its domain
     identity_generator: str | None = None
+    # Effective default (the column's, else its domain's) and the domain's CHECK, as
+    # normalised source text (see ``normalised_source``); None when there is none. Read by a
+    # full introspection only (not ``columns_only``).
+    default: str | None = None
+    domain_check: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,22 @@ class ForeignKey:
     columns: tuple[str, ...]
     parent: str
     parent_columns: tuple[str, ...]
+    # ON UPDATE / ON DELETE: "NO ACTION" (Firebird's RESTRICT is the same rule), "CASCADE",
+    # "SET NULL" or "SET DEFAULT".
+    on_update: str = "NO ACTION"
+    on_delete: str = "NO ACTION"
+
+    @property
+    def actions(self) -> str:
+        """The rules as written in DDL, the default ones left out."""
+        return " ".join(f"ON {what} {rule}" for what, rule in (("DELETE", self.on_delete),
+                                                                ("UPDATE", self.on_update))
+                        if rule != "NO ACTION")
+
+    def ddl(self) -> str:
+        text = (f"{self.table} ({', '.join(self.columns)}) REFERENCES {self.parent} "
+                f"({', '.join(self.parent_columns)})")
+        return f"{text} {self.actions}" if self.actions else text
 
 
 @dataclass(frozen=True)
@@ -203,6 +227,7 @@ class Table:
     referenced_by: tuple[ForeignKey, ...] = ()  # other tables' references to this one
     uniques: tuple[tuple[str, ...], ...] = ()  # UNIQUE constraints and indexes, key excluded
     has_checks: bool = False  # CHECK constraints (a merged row may break them)
+    checks: tuple[str, ...] = ()  # their normalised source texts, sorted
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -225,6 +250,170 @@ class Refusal:
 
     table: str
     reason: str
+    temporary: bool = False  # a global temporary table: never replicated, nothing to do
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A foreign key between a replicated table and one that is not (``[tables]`` leaves it
+    out, or it is refused): changes of the one left out never travel."""
+
+    key: ForeignKey
+    left_out: str  # the table that is not replicated (the key's parent or its child)
+    why: str  # why it is not replicated
+
+    @property
+    def parent_left_out(self) -> bool:
+        return self.left_out == self.key.parent
+
+    def meaning(self) -> str:
+        """What it does to replication, and what the operator can do."""
+        fk = self.key
+        if self.parent_left_out:
+            text = (f"{fk.parent} is not replicated ({self.why}): changes to its rows never "
+                    f"travel, so a {fk.table} row may arrive at a site where the "
+                    f"{fk.parent} row it references does not exist; that transaction is "
+                    "then held there (siege-node held) until the row is created at that "
+                    "site")
+            if fk.on_delete in ("CASCADE", "SET NULL", "SET DEFAULT"):
+                text += (f". Its ON DELETE {fk.on_delete} changes {fk.table} rows when a "
+                         f"{fk.parent} row is deleted at one site, and those changes travel "
+                         "to every site")
+        else:
+            rule = "" if fk.on_delete == "NO ACTION" else f", despite ON DELETE {fk.on_delete}"
+            text = (f"{fk.table} is not replicated ({self.why}): its rows stay at each site, "
+                    f"and a {fk.parent} row deleted at another site while {fk.table} rows "
+                    f"reference it here is kept here{rule} (the delete is put on record as "
+                    f"losing, siege-node conflicts): that {fk.parent} row then differs between "
+                    "sites")
+        return (text + f". To do: replicate {self.left_out} too (add it to [tables]), or "
+                "accept this if its rows are meant to differ between sites")
+
+
+# Database-level trigger types (RDB$TRIGGER_TYPE with RDB$RELATION_NAME NULL, Firebird 3).
+_DB_EVENTS = {8192: "ON CONNECT", 8193: "ON DISCONNECT", 8194: "ON TRANSACTION START",
+              8195: "ON TRANSACTION COMMIT", 8196: "ON TRANSACTION ROLLBACK"}
+_DDL_FLAG = 0x4000  # a DDL trigger; bit 0 is AFTER, bits 1.. the statements it fires for
+_DDL_EVENTS = {
+    1: "CREATE TABLE", 2: "ALTER TABLE", 3: "DROP TABLE", 4: "CREATE PROCEDURE",
+    5: "ALTER PROCEDURE", 6: "DROP PROCEDURE", 7: "CREATE FUNCTION", 8: "ALTER FUNCTION",
+    9: "DROP FUNCTION", 10: "CREATE TRIGGER", 11: "ALTER TRIGGER", 12: "DROP TRIGGER",
+    16: "CREATE EXCEPTION", 17: "ALTER EXCEPTION", 18: "DROP EXCEPTION", 19: "CREATE VIEW",
+    20: "ALTER VIEW", 21: "DROP VIEW", 22: "CREATE DOMAIN", 23: "ALTER DOMAIN",
+    24: "DROP DOMAIN", 25: "CREATE ROLE", 26: "ALTER ROLE", 27: "DROP ROLE",
+    28: "CREATE INDEX", 29: "ALTER INDEX", 30: "DROP INDEX", 31: "CREATE SEQUENCE",
+    32: "ALTER SEQUENCE", 33: "DROP SEQUENCE", 34: "CREATE USER", 35: "ALTER USER",
+    36: "DROP USER", 37: "CREATE COLLATION", 38: "DROP COLLATION", 39: "ALTER CHARACTER SET",
+    40: "CREATE PACKAGE", 41: "ALTER PACKAGE", 42: "DROP PACKAGE", 43: "CREATE PACKAGE BODY",
+    44: "DROP PACKAGE BODY", 45: "CREATE MAPPING", 46: "ALTER MAPPING", 47: "DROP MAPPING",
+}
+_WRITE = re.compile(r'(?:INSERT INTO|UPDATE OR INSERT INTO|MERGE INTO|DELETE FROM|UPDATE) '
+                    r'("(?:[^"]|"")*"|[A-Z0-9_$]+)')
+
+
+@dataclass(frozen=True)
+class DatabaseTrigger:
+    """A trigger of the application on the database itself (connect, transaction, DDL)."""
+
+    name: str
+    type_code: int
+    position: int
+    active: bool
+    source: str | None  # None when the vendor stripped it
+    writes: tuple[str, ...] = ()  # replicated tables it (or a procedure it runs) writes
+    dynamic: bool = False  # EXECUTE STATEMENT: what it writes cannot be read from its source
+
+    @property
+    def is_ddl(self) -> bool:
+        return bool(self.type_code & _DDL_FLAG) and self.type_code not in _DB_EVENTS
+
+    @property
+    def event(self) -> str:
+        if not self.is_ddl:
+            return _DB_EVENTS.get(self.type_code, f"type {self.type_code}")
+        when = "AFTER" if self.type_code & 1 else "BEFORE"
+        bits = [bit for bit in _DDL_EVENTS if self.type_code >> bit & 1]
+        if len(bits) == len(_DDL_EVENTS):
+            return f"{when} ANY DDL STATEMENT"
+        return f"{when} " + " OR ".join(_DDL_EVENTS[bit] for bit in bits)
+
+    def needs_attention(self, fires: bool = False) -> bool:
+        """Whether it changes what replicates (it writes replicated tables, or what it writes
+        cannot be read) and is not guarded against it."""
+        if not self.active:
+            return False
+        if not (self.writes or self.source is None or self.dynamic):
+            return False
+        if self.guardable:
+            return not fires and not (self.source is not None and is_guarded(self.source))
+        return True
+
+    @property
+    def guardable(self) -> bool:
+        """Whether the node's guard can make it skip applied transactions: only a trigger
+        that runs inside the transaction after the node marked it (``SYNC$APPLY`` is set by
+        then). At connect, disconnect and transaction start the mark is not set yet; DDL is
+        the node's own install or upgrade, never an apply."""
+        return self.type_code in (8195, 8196)
+
+    def effect(self, fires: bool = False) -> str:
+        """What it does to replication and what to do (``fires``: the config's [triggers]
+        fire lists it)."""
+        if not self.active:
+            return "inactive: no effect while it stays so"
+        written = ", ".join(self.writes)
+        if self.source is None:
+            what = ("its source is not stored: what it writes cannot be read. If it writes "
+                    "replicated tables, ")
+        elif self.dynamic and not self.writes:
+            what = ("it runs EXECUTE STATEMENT: what that writes cannot be read from its "
+                    "source. If it writes replicated tables, ")
+        elif self.writes:
+            what = f"it writes replicated tables ({written}): "
+        else:
+            what = ""
+        skip = (f"make it skip the node's transactions — first statement IF (RDB$GET_CONTEXT("
+                f"'USER_TRANSACTION', '{APPLY_CONTEXT}') IS NOT NULL) THEN EXIT; — ")
+        if self.is_ddl:
+            base = ("fires for the node's own DDL too (install, upgrade and uninstall create "
+                    "and alter SYNC$ objects and guard application triggers): an exception "
+                    "it raises makes them fail. DDL never travels: run a schema change at "
+                    "every site (siege-node upgrade)")
+            if what:
+                base += (f"; {what}those writes made during the node's DDL are captured as "
+                         "this site's changes and travel to every site")
+            return base
+        if self.guardable:
+            when = "commit" if self.type_code == 8195 else "rollback"
+            if self.source is not None and is_guarded(self.source):
+                return (f"guarded: skips the {when} of transactions the node applies; at the "
+                        "origin its writes are captured and travel with the transaction")
+            if not what:
+                return (f"writes no replicated table: no effect on replication (it also runs "
+                        f"at the {when} of every transaction the node applies)")
+            if fires:
+                return (f"{what}fires at the {when} of every transaction the node applies "
+                        "(config [triggers] fire): those writes are captured as this site's "
+                        "own changes and travel on; at the other sites they fire it again")
+            return (f"{what}it fires at every site, also at the {when} of every transaction "
+                    "the node applies there (and of the node's own, publish and status): "
+                    "those writes are captured as that site's own changes and travel on, and "
+                    "applying them fires it again elsewhere (duplicated rows, a change that "
+                    "never stops travelling); a write at the commit of the node's read-only "
+                    "transactions fails them (IF (RDB$GET_CONTEXT('SYSTEM', 'READ_ONLY') = "
+                    f"'FALSE') avoids it). To do: {skip}or keep what it writes out of "
+                    "[tables]")
+        event = {8192: "connection", 8193: "disconnection",
+                 8194: "transaction start"}.get(self.type_code, "event")
+        if not what:
+            return (f"writes no replicated table: no effect on replication (it also runs for "
+                    f"every {event} of the node; an exception it raises stops the node's work)")
+        return (f"{what}it runs for every {event} of the node too (publish, apply, status), "
+                "before the node can mark its transaction, so it cannot be guarded: those "
+                "writes are captured as this site's changes and travel to every site. To do: "
+                "give the node a user of its own ([database] user) and make the trigger skip "
+                "it (IF (CURRENT_USER = 'THAT_USER') THEN EXIT;), or keep what it writes out "
+                "of [tables]")
 
 
 @dataclass(frozen=True)
@@ -270,6 +459,28 @@ class TableSelection:
         return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
 
 
+# The fingerprint's form: version 1 (no prefix, 16 hex digits) hashed tables, columns, exact
+# types, collations and keys; version 2 adds nullability, defaults, CHECKs, UNIQUE keys and
+# foreign keys with their actions. A fingerprint is only ever compared with one of its own form.
+FINGERPRINT_VERSION = 2
+_FINGERPRINT_PREFIX = f"v{FINGERPRINT_VERSION}-"
+
+
+def fingerprint_version(fingerprint: str) -> int:
+    """The form a fingerprint was computed in (1: by a node before version 2 existed)."""
+    head, sep, _rest = fingerprint.partition("-")
+    if sep and head.startswith("v") and head[1:].isdigit():
+        return int(head[1:])
+    return 1
+
+
+def fingerprints_comparable(a: str, b: str) -> bool:
+    """Two fingerprints say something about each other only in the same form: nodes of
+    different versions (or an install recorded by an older node) are not compared. None
+    recorded ("") compares with anything (and differs from any recorded one)."""
+    return not (a and b) or fingerprint_version(a) == fingerprint_version(b)
+
+
 @dataclass
 class Schema:
     dialect: int
@@ -277,9 +488,36 @@ class Schema:
     refused: list[Refusal] = field(default_factory=list)
     triggers: dict[str, list[AppTrigger]] = field(default_factory=dict)  # by table
     key_generators: dict[str, list[str]] = field(default_factory=dict)  # table -> generators
+    crossings: list[Crossing] = field(default_factory=list)  # FKs across the replicated edge
+    database_triggers: list[DatabaseTrigger] = field(default_factory=list)
 
     def fingerprint(self) -> str:
-        """A hash of what is replicated: tables, column names and exact types, keys."""
+        """A hash of what is replicated and what decides how a row applies: tables, column
+        names, exact types and collations, keys, each column's effective nullability,
+        default and domain CHECK, the tables' CHECKs, UNIQUE keys and foreign keys with their
+        ON UPDATE / ON DELETE rules. Never a name the engine makes up (INTEG_12, RDB$1) nor
+        an internal id: two Firebird builds holding the same schema agree. Needs a full
+        introspection (``columns_only`` leaves the constraints out)."""
+        h = hashlib.sha256(f"siege-sync schema {FINGERPRINT_VERSION}\0".encode())
+        for name in sorted(self.tables):
+            table = self.tables[name]
+            h.update(f"T{name}\0K{','.join(table.primary_key)}\0".encode())
+            for col in table.columns:
+                h.update(f"C{col.name}\0{col.type!r}\0{col.type.collation!r}\0"
+                         f"N{int(col.nullable)}\0I{int(col.identity_generator is not None)}\0"
+                         f"D{col.default}\0V{col.domain_check}\0".encode())
+            for check in sorted(table.checks):
+                h.update(f"X{check}\0".encode())
+            for unique in sorted(set(table.uniques)):
+                h.update(f"U{','.join(unique)}\0".encode())
+            for fk in sorted((fk.columns, fk.parent, fk.parent_columns, fk.on_update,
+                              fk.on_delete) for fk in table.foreign_keys):
+                h.update(f"F{fk!r}\0".encode())
+        return _FINGERPRINT_PREFIX + h.hexdigest()[:16]
+
+    def fingerprint_v1(self) -> str:
+        """The fingerprint as nodes before version 2 computed it (tables, column names, exact
+        types, collations, keys): what a site installed by such a node recorded."""
         h = hashlib.sha256()
         for name in sorted(self.tables):
             table = self.tables[name]
@@ -290,6 +528,36 @@ class Schema:
                 if collate is not None:
                     h.update(f"COLLATE {collate!r}\0".encode())
         return h.hexdigest()[:16]
+
+    def fingerprint_like(self, recorded: str) -> str:
+        """This schema's fingerprint in the form of ``recorded`` (one an older node stored at
+        install), so that the two compare like with like."""
+        return self.fingerprint_v1() if fingerprint_version(recorded) == 1 else \
+            self.fingerprint()
+
+
+_SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|/\*.*?\*/|--[^\n]*|[A-Za-z0-9_$]+|\S",
+                        re.DOTALL)
+
+
+def normalised_source(text: str | None) -> str | None:
+    """Source text (a default, a CHECK) as the engine understands it, the same whatever its
+    layout: comments dropped, words outside quotes in capitals, a space only between two
+    words. ``DEFAULT NULL`` is no default. None for None."""
+    if text is None:
+        return None
+    out: list[str] = []
+    was_word = False
+    for token in _SQL_TOKEN.findall(text):
+        if token.startswith(("/*", "--")):
+            continue
+        word = token[0].isalnum() or token[0] in "_$"
+        if word and was_word:
+            out.append(" ")
+        out.append(token if token[0] in "'\"" else token.upper())
+        was_word = word
+    found = "".join(out)
+    return None if found in ("", "DEFAULT NULL") else found
 
 
 def _rows(con: Connection, sql: str, params: Sequence[object] = ()) -> list[tuple]:
@@ -411,8 +679,15 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
     ):
         keys[_trim(rel)].append(_trim(col))
 
+    if not include_sync and not columns_only:
+        _read_column_sources(con, columns, only)
+
+    left_out: dict[str, str] = {}  # tables not replicated, and why
     for name in sorted(relations):
-        if name.startswith(SYNC_PREFIX) != include_sync or not selection.wants(name):
+        if name.startswith(SYNC_PREFIX) != include_sync:
+            continue
+        if not selection.wants(name):
+            left_out[name] = "[tables] leaves it out"
             continue
         if include_sync:
             schema.tables[name] = Table(name, tuple(columns[name]), tuple(keys.get(name, ())))
@@ -420,15 +695,56 @@ def introspect(con: Connection, selection: TableSelection = TableSelection(),
         refusal = _refusal(name, relations[name], columns[name], keys.get(name, []),
                            unsupported.get(name, []), schema.dialect)
         if refusal:
-            schema.refused.append(Refusal(name, refusal))
+            schema.refused.append(Refusal(name, refusal, relations[name] in _TEMPORARY))
+            left_out[name] = f"refused: {refusal.split(':', 1)[0]}"
             continue
         schema.tables[name] = Table(name, tuple(columns[name]), tuple(keys[name]))
 
     if not include_sync and not columns_only:
-        _read_constraints(con, schema)
+        _read_constraints(con, schema, left_out if only is None else None)
         _read_triggers(con, schema)
         _read_key_generators(con, schema)
+        if only is None:
+            _read_database_triggers(con, schema)
     return schema
+
+
+def _long_text(expr: str, alias: str) -> str:
+    """Select list items for a BLOB of source text: a VARCHAR when it is short (no BLOB round
+    trips through a server, thousands of columns have defaults), the BLOB when it is not."""
+    return (f"CAST(IIF(CHAR_LENGTH({expr}) <= 2000, {expr}, NULL) AS VARCHAR(2000)) {alias}, "
+            f"IIF(CHAR_LENGTH({expr}) > 2000, {expr}, NULL) {alias}_LONG")
+
+
+def _read_column_sources(con: Connection, columns: dict[str, list[Column]],
+                         only: str | None) -> None:
+    """Each column's effective default (its own, else its domain's) and its domain's CHECK."""
+    found: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+    for rel, col, default, default_long, check, check_long in _rows(
+        con,
+        "SELECT rf.RDB$RELATION_NAME, rf.RDB$FIELD_NAME, "
+        + _long_text("COALESCE(rf.RDB$DEFAULT_SOURCE, f.RDB$DEFAULT_SOURCE)", "D") + ", "
+        + _long_text("f.RDB$VALIDATION_SOURCE", "V")
+        + " FROM RDB$RELATION_FIELDS rf "
+        "JOIN RDB$FIELDS f ON f.RDB$FIELD_NAME = rf.RDB$FIELD_SOURCE "
+        "WHERE COALESCE(rf.RDB$SYSTEM_FLAG, 0) = 0 AND (rf.RDB$DEFAULT_SOURCE IS NOT NULL "
+        "OR f.RDB$DEFAULT_SOURCE IS NOT NULL OR f.RDB$VALIDATION_SOURCE IS NOT NULL)"
+        + (" AND rf.RDB$RELATION_NAME = ?" if only is not None else ""),
+        (only,) if only is not None else (),
+    ):
+        found[(_trim(rel), _trim(col))] = (normalised_source(_text(default_long or default)),
+                                           normalised_source(_text(check_long or check)))
+    for rel, cols in columns.items():
+        for i, col in enumerate(cols):
+            if (rel, col.name) in found:
+                default, check = found[(rel, col.name)]
+                cols[i] = replace(col, default=default, domain_check=check)
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
 
 
 # RDB$COLLATION_ATTRIBUTES bits (Firebird's TEXTTYPE_ATTR_*).
@@ -460,14 +776,18 @@ def key_types(con: Connection, table: str) -> tuple[ColumnType, ...] | None:
     return tuple(c.type for c in found.key_columns)
 
 
-def _read_constraints(con: Connection, schema: Schema) -> None:
-    """Foreign keys (both ways), UNIQUE constraints or indexes, and whether CHECK
-    constraints exist, for replicated tables."""
-    fk_parts: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
-    for name, child, col, parent, pcol in _rows(
+def _read_constraints(con: Connection, schema: Schema,
+                      left_out: dict[str, str] | None = None) -> None:
+    """Foreign keys (both ways, with their actions), UNIQUE constraints or indexes and CHECK
+    constraints of replicated tables; with ``left_out`` (the tables that are not replicated,
+    and why) also the foreign keys between those and replicated ones. Every foreign key of
+    the database is read anyway: finding the ones that cross costs nothing more."""
+    fk_parts: dict[str, list[tuple[str, str, str, str, str, str]]] = defaultdict(list)
+    for name, child, col, parent, pcol, on_update, on_delete in _rows(
         con,
         "SELECT rc.RDB$CONSTRAINT_NAME, rc.RDB$RELATION_NAME, s.RDB$FIELD_NAME, "
-        "prc.RDB$RELATION_NAME, ps.RDB$FIELD_NAME FROM RDB$RELATION_CONSTRAINTS rc "
+        "prc.RDB$RELATION_NAME, ps.RDB$FIELD_NAME, ref.RDB$UPDATE_RULE, ref.RDB$DELETE_RULE "
+        "FROM RDB$RELATION_CONSTRAINTS rc "
         "JOIN RDB$REF_CONSTRAINTS ref ON ref.RDB$CONSTRAINT_NAME = rc.RDB$CONSTRAINT_NAME "
         "JOIN RDB$RELATION_CONSTRAINTS prc ON prc.RDB$CONSTRAINT_NAME = ref.RDB$CONST_NAME_UQ "
         "JOIN RDB$INDEX_SEGMENTS s ON s.RDB$INDEX_NAME = rc.RDB$INDEX_NAME "
@@ -476,9 +796,11 @@ def _read_constraints(con: Connection, schema: Schema) -> None:
         "WHERE rc.RDB$CONSTRAINT_TYPE = 'FOREIGN KEY' "
         "ORDER BY rc.RDB$CONSTRAINT_NAME, s.RDB$FIELD_POSITION",
     ):
-        fk_parts[_trim(name)].append((_trim(child), _trim(col), _trim(parent), _trim(pcol)))
+        fk_parts[_trim(name)].append((_trim(child), _trim(col), _trim(parent), _trim(pcol),
+                                      _rule(on_update), _rule(on_delete)))
     fks = [ForeignKey(name, parts[0][0], tuple(p[1] for p in parts), parts[0][2],
-                      tuple(p[3] for p in parts)) for name, parts in sorted(fk_parts.items())]
+                      tuple(p[3] for p in parts), parts[0][4], parts[0][5])
+           for name, parts in sorted(fk_parts.items())]
     unique_parts: dict[tuple[str, str], list[str]] = defaultdict(list)
     for index, rel, col in _rows(
         con,
@@ -491,9 +813,17 @@ def _read_constraints(con: Connection, schema: Schema) -> None:
         "ORDER BY i.RDB$INDEX_NAME, s.RDB$FIELD_POSITION",
     ):
         unique_parts[(_trim(rel), _trim(index))].append(_trim(col))
-    checked = {_trim(rel) for (rel,) in _rows(
-        con, "SELECT DISTINCT RDB$RELATION_NAME FROM RDB$RELATION_CONSTRAINTS "
-             "WHERE RDB$CONSTRAINT_TYPE = 'CHECK'")}
+    checks: dict[str, list[str]] = defaultdict(list)
+    # A CHECK is two system triggers (before insert, type 1, and before update) of one source.
+    for rel, source, source_long in _rows(
+        con,
+        "SELECT rc.RDB$RELATION_NAME, " + _long_text("t.RDB$TRIGGER_SOURCE", "S")
+        + " FROM RDB$RELATION_CONSTRAINTS rc "
+        "JOIN RDB$CHECK_CONSTRAINTS cc ON cc.RDB$CONSTRAINT_NAME = rc.RDB$CONSTRAINT_NAME "
+        "JOIN RDB$TRIGGERS t ON t.RDB$TRIGGER_NAME = cc.RDB$TRIGGER_NAME "
+        "WHERE rc.RDB$CONSTRAINT_TYPE = 'CHECK' AND t.RDB$TRIGGER_TYPE = 1",
+    ):
+        checks[_trim(rel)].append(normalised_source(_text(source_long or source)) or "")
     for name, table in list(schema.tables.items()):
         uniques = tuple(tuple(cols) for (rel, _i), cols in sorted(unique_parts.items())
                         if rel == name and tuple(cols) != table.primary_key)
@@ -502,20 +832,41 @@ def _read_constraints(con: Connection, schema: Schema) -> None:
             foreign_keys=tuple(fk for fk in fks if fk.table == name),
             referenced_by=tuple(fk for fk in fks if fk.parent == name),
             uniques=tuple(dict.fromkeys(uniques)),
-            has_checks=name in checked)
+            has_checks=name in checks,
+            checks=tuple(sorted(checks.get(name, ()))))
+    if left_out is not None:
+        for fk in fks:
+            if fk.table in schema.tables and fk.parent in left_out:
+                schema.crossings.append(Crossing(fk, fk.parent, left_out[fk.parent]))
+            elif fk.parent in schema.tables and fk.table in left_out:
+                schema.crossings.append(Crossing(fk, fk.table, left_out[fk.table]))
+
+
+def _rule(text: str | None) -> str:
+    """A foreign key's rule; Firebird writes RESTRICT for the default, which is NO ACTION."""
+    rule = (text or "").strip().upper()
+    return "NO ACTION" if rule in ("", "RESTRICT") else rule
+
+
+# RDB$RELATION_TYPE of global temporary tables (ON COMMIT PRESERVE / DELETE ROWS).
+_TEMPORARY = (4, 5)
 
 
 def _refusal(name: str, relation_type: int, columns: list[Column], key: list[str],
              unsupported: list[str], dialect: int) -> str | None:
-    if relation_type in (4, 5):
-        return "global temporary table: its rows are private to a session, nothing to sync"
+    if relation_type in _TEMPORARY:
+        return ("global temporary table: never replicated (its rows are private to one "
+                "connection or transaction and vanish with it); nothing to do")
     if relation_type != 0:
         return f"external or virtual table (relation type {relation_type}): cannot be captured"
     if not key:
+        shown = name if _PLAIN_NAME.match(name) else quote(name, dialect)
         return (
-            "no primary key: rows cannot be identified across sites. Add a primary key "
-            f"(ALTER TABLE {name} ADD CONSTRAINT ... PRIMARY KEY (...)) or exclude the table "
-            "in the node's config ([tables] exclude)"
+            "no primary key: its rows cannot be identified across sites, so none of its "
+            "changes is replicated. To do: add a primary key on columns that identify a row "
+            f"(ALTER TABLE {shown} ADD PRIMARY KEY (...), then siege-node install), or list "
+            f"it in the node's config to keep it to each site ([tables] exclude = "
+            f"[\"{name}\"]), which also ends this message"
         )
     if unsupported:
         return f"unsupported column types: {', '.join(unsupported)}; exclude the table"
@@ -550,6 +901,72 @@ def _read_triggers(con: Connection, schema: Schema) -> None:
         schema.triggers.setdefault(rel, []).append(
             AppTrigger(name, rel, ttype, seq or 0, not inactive, source or None)
         )
+
+
+def _read_database_triggers(con: Connection, schema: Schema) -> None:
+    """The application's database-level triggers (connect, transaction, DDL), and which
+    replicated tables each writes — itself or through the procedures it runs."""
+    uses: dict[tuple[str, int], set[tuple[str, int]]] = defaultdict(set)
+    for dependent, dtype, on, on_type in _rows(
+        con,
+        "SELECT DISTINCT RDB$DEPENDENT_NAME, RDB$DEPENDENT_TYPE, RDB$DEPENDED_ON_NAME, "
+        "RDB$DEPENDED_ON_TYPE FROM RDB$DEPENDENCIES WHERE RDB$DEPENDENT_TYPE IN (2, 5) "
+        "AND RDB$DEPENDED_ON_TYPE IN (0, 5)",
+    ):
+        uses[(_trim(dependent), dtype)].add((_trim(on), on_type))
+    found = []
+    for name, ttype, seq, inactive, source in _rows(
+        con,
+        "SELECT RDB$TRIGGER_NAME, RDB$TRIGGER_TYPE, RDB$TRIGGER_SEQUENCE, "
+        "RDB$TRIGGER_INACTIVE, RDB$TRIGGER_SOURCE FROM RDB$TRIGGERS "
+        "WHERE COALESCE(RDB$SYSTEM_FLAG, 0) = 0 AND RDB$RELATION_NAME IS NULL "
+        "ORDER BY RDB$TRIGGER_TYPE, RDB$TRIGGER_SEQUENCE, RDB$TRIGGER_NAME",
+    ):
+        name = _trim(name)
+        if name.startswith(SYNC_PREFIX):
+            continue
+        found.append((name, ttype, seq or 0, not inactive, _text(source) or None))
+    if not found:
+        return
+    # The procedures they run, however deep, and those procedures' sources.
+    reached = {name: _reached(uses, (name, 2)) for name, *_ in found}
+    wanted = sorted(set().union(*reached.values()))
+    sources: dict[str, str] = {}
+    for at in range(0, len(wanted), 500):
+        part = wanted[at:at + 500]
+        for pname, psource in _rows(
+            con,
+            "SELECT RDB$PROCEDURE_NAME, RDB$PROCEDURE_SOURCE FROM RDB$PROCEDURES "
+            f"WHERE RDB$PACKAGE_NAME IS NULL AND RDB$PROCEDURE_NAME IN "
+            f"({', '.join('?' * len(part))})", part,
+        ):
+            sources[_trim(pname)] = _text(psource) or ""
+    for name, ttype, seq, active, source in found:
+        texts = [source or ""] + [sources.get(p, "") for p in sorted(reached[name])]
+        written: set[str] = set()
+        dynamic = False
+        for text in texts:
+            plain = normalised_source(text) or ""
+            dynamic = dynamic or "EXECUTE STATEMENT" in plain
+            for target in _WRITE.findall(plain):
+                table = target[1:-1].replace('""', '"') if target.startswith('"') else target
+                if table in schema.tables:
+                    written.add(table)
+        schema.database_triggers.append(DatabaseTrigger(
+            name, ttype, seq, active, source, tuple(sorted(written)), dynamic))
+
+
+def _reached(uses: dict[tuple[str, int], set[tuple[str, int]]],
+             start: tuple[str, int]) -> set[str]:
+    """The procedures ``start`` runs, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for on, on_type in uses.get(todo.pop(), ()):
+            if on_type == 5 and on not in seen:
+                seen.add(on)
+                todo.append((on, 5))
+    return seen
 
 
 def _read_key_generators(con: Connection, schema: Schema) -> None:
