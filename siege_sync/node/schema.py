@@ -491,6 +491,20 @@ class Schema:
     crossings: list[Crossing] = field(default_factory=list)  # FKs across the replicated edge
     database_triggers: list[DatabaseTrigger] = field(default_factory=list)
 
+    def guard_candidates(self) -> list[AppTrigger | DatabaseTrigger]:
+        """The application's triggers the node's guard is for: every trigger on a replicated
+        table, and the database triggers that run inside a transaction the node applies (ON
+        TRANSACTION COMMIT / ROLLBACK) when they write replicated tables or what they write
+        cannot be read — at every site they would write again what the origin's already
+        wrote and sent. Other database triggers are left alone (a guard could not see the
+        node's mark, or there is nothing to keep from travelling)."""
+        found: list[AppTrigger | DatabaseTrigger] = [
+            trig for triggers in self.triggers.values() for trig in triggers]
+        found += [trig for trig in self.database_triggers
+                  if trig.guardable and (trig.writes or trig.dynamic or trig.source is None
+                                         or (trig.source and is_guarded(trig.source)))]
+        return found
+
     def fingerprint(self) -> str:
         """A hash of what is replicated and what decides how a row applies: tables, column
         names, exact types and collations, keys, each column's effective nullability,
