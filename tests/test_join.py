@@ -32,8 +32,10 @@ SITES = {"siege": True, "lyon": False, "nice": False}
 class Writer:
     """A site's application writing all the time: own rows (journaled) and shared ones."""
 
-    def __init__(self, dsn: str, base: int, seed: int) -> None:
-        self.dsn, self.base, self.rng = dsn, base, random.Random(seed)
+    def __init__(self, dsn: str | DatabaseSpec, base: int, seed: int) -> None:
+        """``dsn``: an embedded path, or the spec of a database on a server."""
+        self.spec = dsn if isinstance(dsn, DatabaseSpec) else DatabaseSpec(dsn)
+        self.base, self.rng = base, random.Random(seed)
         self.journal: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -44,7 +46,7 @@ class Writer:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        con = open_connection(DatabaseSpec(self.dsn))
+        con = open_connection(self.spec)
         try:
             n = 0
             while not self._stop.is_set():
@@ -294,7 +296,7 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
 
         mesh.nodes["lyon"].stop(grace=1)
         report = mesh.join(lyon_cfg, resync=True)
-        assert report.trigger == "resync" and report.outcome == "joined", report
+        assert report.trigger == "resync" and report.outcome == "resynced", report
         mesh.cons["lyon"] = open_connection(DatabaseSpec(str(path)))
         run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (30, 'lyon, after the resync')")
         sync_all(mesh, ["lyon", "nice"])

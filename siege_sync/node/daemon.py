@@ -39,7 +39,7 @@ from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
-from .join import JoinError, Restorer, awaiting, local_path
+from .join import JoinError, Restorer, database_exists
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
@@ -333,8 +333,10 @@ class Awaiting:
     snapshot calls only, and announces itself to the sites that may coordinate, until
     ``siege-ctl join SITE`` at the siège has sent and it has restored the snapshot."""
 
-    def __init__(self, cfg: NodeConfig, resync: bool = False) -> None:
-        """``resync``: the site has a database, replaced by the copy (node/join.py)."""
+    def __init__(self, cfg: NodeConfig, resync: bool = False,
+                 by_server: bool | None = None) -> None:
+        """``resync``: the site has a database, replaced by the copy (node/join.py);
+        ``by_server``: see ``Restorer``."""
         if cfg.service is None:
             raise NodeError(f"{cfg.path or 'config'}: `run` needs a [node] section "
                             "(listen, bundle)")
@@ -345,7 +347,11 @@ class Awaiting:
             raise NodeError(f"the bundle in {cfg.service.bundle} belongs to site "
                             f"{ident.name!r}, but this node is site {cfg.site!r}")
         try:
-            self.restorer = Restorer(cfg, ident.mesh, resync=resync)
+            self.restorer = Restorer(cfg, ident.mesh, resync=resync, by_server=by_server)
+            if self.restorer.resume():  # a copy was being moved into place: it is now
+                log.info("[%s] the copy an earlier attempt prepared is in place",
+                         cfg.site)
+                self.restorer.joined.set()
         except JoinError as exc:
             raise NodeError(str(exc)) from None
         self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, None,
@@ -450,14 +456,18 @@ def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False,
     snapshot — the database must not exist yet —, then serve as the site. ``resync``
     (``siege-node resync``): the same over the site's existing database (node/join.py)."""
     stopping = threading.Event()
-    if join and not awaiting(cfg):
-        raise NodeError(f"{cfg.database.dsn} exists (or is not a path on this machine): "
-                        "a site joins only into a database that does not exist yet; "
-                        "this site has one — start it with `siege-node run`, or rebuild it "
-                        "from the siège with `siege-node resync`")
-    if resync and local_path(cfg) is None:
-        raise NodeError(f"{cfg.database.dsn}: a resync restores this site's database on this "
-                        "machine (an embedded path, or localhost:/path)")
+    try:
+        exists = database_exists(cfg) if join or resync else True
+    except JoinError as exc:
+        raise NodeError(str(exc)) from None
+    if join and exists:
+        raise NodeError(f"{cfg.database.dsn} exists: a site joins only into a database that "
+                        "does not exist yet; this site has one — start it with `siege-node "
+                        "run`, or rebuild it from the siège with `siege-node resync`")
+    if resync and not exists:
+        raise NodeError(f"{cfg.database.dsn} does not exist: a resync replaces this site's "
+                        "database (kept aside); a site with none joins with `siege-node "
+                        "join`")
     if join or resync:
         _on_signals(cfg.site, stopping)
         waiting = Awaiting(cfg, resync=resync)

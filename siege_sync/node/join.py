@@ -33,21 +33,23 @@ coordinator (relay certificate) may send a snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
+import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from firebird.driver import Connection, connect_server
+from firebird.driver import Connection
 
 from ..proto import events_pb2, sync_pb2
-from . import capture, conflicts, eventlog, guardwatch, rewind
+from . import capture, conflicts, dbserver, eventlog, guardwatch, rewind
 from .config import NodeConfig
-from .database import connection, transaction
+from .database import DatabaseSpec, connection, transaction
 from .publish import Publisher
 from .upgrade import others_attached
 
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 _PARTIAL = ".join-partial"  # the backup as received so far, next to the database
 _META = ".join-meta"  # join id, source, total and sha256 of the snapshot being received
+_PLACING = ".join-placing"  # a prepared copy being moved into place through the server
 # Kept: "unfit:" (values the copy's narrower columns hold aside, written when they widen),
 # "columns:", "captured:", "epoch:<peer>" of the other sites. Dropped: what is the siège's
 # alone, and its clock markers (the log they refer to is emptied).
@@ -68,19 +71,19 @@ class JoinError(Exception):
 
 
 def awaiting(cfg: NodeConfig) -> bool:
-    """This site has no database yet: its node waits for the siège's snapshot."""
-    path = local_path(cfg)
-    return path is not None and not path.exists()
+    """This site has no database yet: its node waits for the siège's snapshot. Asked of
+    the server that would hold it (an attach), when the DSN names one."""
+    return not database_exists(cfg)
 
 
-def local_path(cfg: NodeConfig) -> Path | None:
-    """The database file when the DSN names one on this machine (embedded, or a server
-    on this host); None for a remote server."""
-    dsn = cfg.database.dsn
-    host, sep, rest = dsn.partition(":")
-    if sep and len(host) > 1 and host not in ("localhost", "127.0.0.1"):
-        return None
-    return Path(rest if sep and len(host) > 1 else dsn)
+def database_exists(cfg: NodeConfig) -> bool:
+    where = dbserver.served(cfg.database.dsn)
+    if where.embedded:
+        return Path(where.path).exists()
+    try:
+        return dbserver.exists(where, cfg.database)
+    except dbserver.ServerWorkError as exc:
+        raise JoinError(str(exc)) from None
 
 
 @dataclass
@@ -103,15 +106,23 @@ class _Meta:
 
 
 class Restorer:
-    def __init__(self, cfg: NodeConfig, mesh: str, resync: bool = False) -> None:
-        """``resync``: the site has a database, replaced by the copy (module docstring)."""
-        path = local_path(cfg)
-        if path is None:
-            raise JoinError(f"{cfg.database.dsn}: a site joins into a database on its own "
-                            "machine (an embedded path, or localhost:/path)")
-        self._cfg, self._mesh, self._path, self.resync = cfg, mesh, path, resync
-        self._partial = path.with_name(path.name + _PARTIAL)
-        self._meta = path.with_name(path.name + _META)
+    def __init__(self, cfg: NodeConfig, mesh: str, resync: bool = False,
+                 by_server: bool | None = None) -> None:
+        """``resync``: the site has a database, replaced by the copy (module docstring).
+        ``by_server``: move the copy into place through the server even when its files are
+        on this machine (what a server on another machine of the LAN needs; None: only
+        then)."""
+        self._cfg, self._mesh, self.resync = cfg, mesh, resync
+        self._where = dbserver.served(cfg.database.dsn)
+        self._by_server = by_server
+        name = self._where.pure().name
+        # What arrives is kept on this machine: beside an embedded database, else beside
+        # the node's config (a server's folder may be on another machine, or not ours).
+        spool = (Path(self._where.path).parent if self._where.embedded else
+                 cfg.path.parent if cfg.path else Path(tempfile.gettempdir()))
+        self._partial = spool / (name + _PARTIAL)
+        self._meta = spool / (name + _META)
+        self._placing = spool / (name + _PLACING)
         self._lock = threading.Lock()
         self.joined = threading.Event()
 
@@ -130,10 +141,18 @@ class Restorer:
         finally:
             self._lock.release()
 
+    def _exists(self, where: dbserver.Served) -> bool:
+        if where.embedded:
+            return Path(where.path).exists()
+        try:
+            return dbserver.exists(where, self._cfg.database)
+        except dbserver.ServerWorkError as exc:
+            raise JoinError(str(exc)) from None
+
     def _receive(self, chunks: Iterator[sync_pb2.SnapshotChunk]) -> sync_pb2.RestoreReply:
-        if self.joined.is_set() or (self._path.exists() and not self.resync):
-            raise JoinError(f"{self._path} exists: this site has joined already")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        if self.joined.is_set() or (not self.resync and self._exists(self._where)):
+            raise JoinError(f"{self._where.dsn} exists: this site has joined already")
+        self._partial.parent.mkdir(parents=True, exist_ok=True)
         received = 0
         meta: _Meta | None = None
         out = None
@@ -179,69 +198,183 @@ class Restorer:
             self._meta.unlink(missing_ok=True)
             raise JoinError("the snapshot's sha256 does not match what arrived (damaged on "
                             "the way): it is dropped; run siege-ctl join again")
-        log.info("[%s] snapshot of %s received (%d bytes): restoring", self._cfg.site,
-                 meta.source, meta.total)
+        log.info("[%s] snapshot of %s received (%d bytes): restoring into %s",
+                 self._cfg.site, meta.source, meta.total, self._where.dsn)
         summary, epoch = self._install_copy()
         self._partial.unlink(missing_ok=True)
         self._meta.unlink(missing_ok=True)
         self.joined.set()
-        log.info("[%s] joined from %s's snapshot: %s", self._cfg.site, meta.source, summary)
+        log.info("[%s] %s from %s's snapshot: %s", self._cfg.site,
+                 "resynced" if self.resync else "joined", meta.source, summary)
         return sync_pb2.RestoreReply(received=meta.total, joined=True, summary=summary,
                                      epoch=epoch)
 
-    def _restore(self, target: Path) -> None:
-        spec = self._cfg.database
-        host, sep, _rest = spec.dsn.partition(":")
-        server = f"{host}:service_mgr" if sep and len(host) > 1 else "service_mgr"
-        with connect_server(server, user=spec.user, password=spec.password or "") as srv, \
-                open(self._partial, "rb") as stream:
-            srv.database.local_restore(backup_stream=stream, database=str(target))
+    def _drop(self, where: dbserver.Served) -> None:
+        """Remove what a failed attempt left (a restore that fails leaves its database,
+        shut down: only SYSDBA or its owner may open it)."""
+        if where.embedded:
+            Path(where.path).unlink(missing_ok=True)
+        elif self._exists(where):
+            dbserver.drop(where, self._cfg.database)
 
     def _install_copy(self) -> tuple[str, str]:
-        """Everything is done on the copy beside the database — restore, this site's
-        identity and capture, its unsynced work on record — and only then is it renamed
-        into place (the old database, if any, renamed aside first): a crash at any point
-        leaves either the old database or none at the path, never a half-made one; the
-        next attempt starts again. Returns the summary and the new epoch."""
+        """Everything is done on the copy beside the database — restore (through the
+        database's server when the DSN names one), this site's identity and capture, its
+        unsynced work on record — and only then is it moved into place (the old database,
+        if any, kept aside first): a crash at any point leaves either the old database or
+        none usable at the path, never a half-made one; the next attempt starts again.
+        Returns the summary and the new epoch."""
+        self.resume()
         site = self._cfg.site
-        fresh = self._path.with_name(self._path.name + ".copy-new")
-        fresh.unlink(missing_ok=True)
-        self._restore(fresh)
         spec = self._cfg.database
-        host, sep, _rest = spec.dsn.partition(":")
-        fresh_spec = replace(spec, dsn=f"{host}:{fresh}" if sep and len(host) > 1
-                             else str(fresh))
+        fresh = self._where.beside(self._where.pure().name + ".copy-new")
+        self._drop(fresh)
+        with open(self._partial, "rb") as stream:
+            try:
+                dbserver.restore(fresh, spec, stream)
+            except dbserver.ServerWorkError as exc:
+                with contextlib.suppress(Exception):
+                    self._drop(fresh)
+                raise JoinError(str(exc)) from None
+        had_old = self._exists(self._where)
         try:
-            with connection(fresh_spec) as con:
+            with connection(fresh.spec(spec)) as con:
                 held, known = _mesh_view(con, site)
             unsynced: list[events_pb2.Event] = []
             incarnations = set(held)
-            if self._path.exists():
+            if had_old:
                 with connection(spec) as old:
                     found, old_incarnations = _unsynced(old, self._cfg, held, known)
                 unsynced += found
                 incarnations |= old_incarnations
-            with connection(fresh_spec) as con:
+            with connection(fresh.spec(spec)) as con:
                 summary = take_identity(con, self._cfg, self._mesh,
                                         incarnation=max(incarnations, default=0) + 1)
                 numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
                 recorded = _record_unsynced(con, site, unsynced, numbers)
                 epoch = capture.get_state(con, "epoch") or ""
         except BaseException:
-            fresh.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                self._drop(fresh)
             raise
-        aside = None
-        if self._path.exists():
-            aside = self._path.with_name(
-                f"{self._path.stem}.before-resync-{datetime.now():%Y%m%d-%H%M%S}"
-                f"{self._path.suffix}")
-            self._path.rename(aside)
-        fresh.rename(self._path)
-        if aside is not None:
+        pure = self._where.pure()
+        aside = self._where.beside(f"{pure.stem}.before-resync-"
+                                   f"{datetime.now():%Y%m%d-%H%M%S}{pure.suffix}")
+        how = self._place(fresh, aside if had_old else None)
+        if had_old:
             summary += (f"; {recorded} value(s) this site wrote that the mesh did not have "
-                        f"put on record (siege-ctl conflicts); its old database kept as "
-                        f"{aside}")
+                        f"put on record in {site}'s new database as losing versions of kind "
+                        f"resync (`siege-node conflicts --config FILE` at {site} lists them, "
+                        f"`--reapply ID` writes one again); its old database kept as "
+                        f"{aside.path} ({how})")
         return summary, epoch
+
+    # --- moving the prepared copy into place -------------------------------------------
+
+    def _place(self, fresh: dbserver.Served, aside: dbserver.Served | None) -> str:
+        """Put ``fresh`` at the database's path, the old database (if ``aside``) kept
+        under that name. Renamed when the files are on this machine and this user may
+        rename them; else through the server (module docstring). Says which."""
+        where = self._where
+        if where.embedded or (self._by_server is not True and where.on_this_machine
+                              and Path(fresh.path).exists()):
+            try:
+                _rename_into_place(Path(fresh.path), Path(where.path),
+                                   Path(aside.path) if aside else None)
+                return "renamed"
+            except PermissionError as exc:
+                if where.embedded:
+                    raise JoinError(f"cannot rename in {Path(where.path).parent}: {exc}; "
+                                    "the node's user must be allowed to rename files in "
+                                    "the database's folder") from None
+                log.warning("[%s] renaming in %s is not allowed (%s): the copy is moved "
+                            "through the server instead", self._cfg.site,
+                            Path(where.path).parent, exc)
+        self._placing.write_text(f"{fresh.path}\n{aside.path if aside else ''}\n")
+        self.resume()
+        return "copied by the server under that name: its files cannot be renamed from here"
+
+    def resume(self) -> bool:
+        """Finish moving a copy into place through the server if an earlier attempt was
+        cut (``_PLACING`` says what to where); nothing if none was under way.
+
+        Through the server a file cannot be renamed: the old database is copied (backup
+        and restore) to its aside name, dropped once that copy is whole, and the prepared
+        copy restored at the path. A restore cut midway leaves a database only SYSDBA or
+        its owner may open (shut down): never the application's; this finds it and starts
+        that step again. True when it finished one (the site has its database now)."""
+        try:
+            fresh_path, aside_path = self._placing.read_text().split("\n")[:2]
+        except (OSError, ValueError):
+            return False
+        spec, where = self._cfg.database, self._where
+        log.info("[%s] moving the prepared copy %s into place through the server",
+                 self._cfg.site, fresh_path)
+        fresh = where.at(fresh_path)
+        if not self._exists(fresh):  # done, all but forgetting it
+            self._placing.unlink(missing_ok=True)
+            return True
+        if aside_path:
+            aside = where.at(aside_path)
+            if self._exists(where) and not _is_copy_of(where, fresh, spec):
+                if _half_made(where, spec):
+                    self._drop(where)
+                else:  # the old database: copied aside whole before it is dropped
+                    if self._exists(aside) and _half_made(aside, spec):
+                        self._drop(aside)
+                    if not self._exists(aside):
+                        _copy(where, aside, spec, self._partial.parent)
+                    self._drop(where)
+        if self._exists(where) and _half_made(where, spec):
+            self._drop(where)
+        if not self._exists(where):
+            _copy(fresh, where, spec, self._partial.parent)
+        self._drop(fresh)
+        self._placing.unlink(missing_ok=True)
+        return True
+
+
+def _rename_into_place(fresh: Path, path: Path, aside: Path | None) -> None:
+    if aside is not None:
+        path.rename(aside)
+    try:
+        fresh.rename(path)
+    except OSError:
+        if aside is not None:
+            aside.rename(path)  # the old one back where it was
+        raise
+
+
+def _copy(source: dbserver.Served, target: dbserver.Served, spec: DatabaseSpec,
+          spool: Path) -> None:
+    """``target`` made from a backup of ``source``, both on the server; the backup passes
+    through a file here (the services API streams to the client)."""
+    with tempfile.TemporaryFile(dir=spool) as buffer:
+        try:
+            dbserver.backup(source, spec, buffer)
+            buffer.seek(0)
+            dbserver.restore(target, spec, buffer)
+        except dbserver.ServerWorkError as exc:
+            raise JoinError(f"{exc} (moving the copy into place: run the {source.path} "
+                            "resync again once this is fixed, it goes on from here)") from None
+
+
+def _half_made(where: dbserver.Served, spec: DatabaseSpec) -> bool:
+    """A restore that did not finish leaves its database shut down."""
+    with connection(where.spec(spec)) as con, transaction(con) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT MON$SHUTDOWN_MODE FROM MON$DATABASE")
+        mode = cur.fetchone()[0]
+        cur.close()
+    return bool(mode)
+
+
+def _is_copy_of(where: dbserver.Served, fresh: dbserver.Served, spec: DatabaseSpec) -> bool:
+    """``where`` holds the prepared copy already (the same epoch)."""
+    if _half_made(where, spec):
+        return False
+    with connection(where.spec(spec)) as a, connection(fresh.spec(spec)) as b:
+        return capture.get_state(a, "epoch") == capture.get_state(b, "epoch")
 
 
 def _mesh_view(con: Connection, site: str) -> tuple[dict[int, int], dict[tuple[int, int], bytes]]:

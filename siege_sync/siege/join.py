@@ -3,9 +3,12 @@
 Owns the coordinator's side of a join. The new site's node waits with no database
 (``siege-node join``, node/join.py); the siège:
 
-1. publishes what it has captured, then takes a snapshot of its database with the services
-   API (``local_backup``: a gbak backup, consistent — one snapshot transaction — while the
-   node keeps serving and the other sites keep syncing), into a spool file with its sha256;
+1. publishes what it has captured, then takes a snapshot of its database through the
+   services API of the server that serves it, whatever the DSN's form (node/dbserver.py; the
+   embedded engine for a plain path): a gbak backup, consistent — one snapshot transaction —
+   while the application, the node and the other sites keep working; the server streams it
+   into a spool file here, hashed (sha256) as it arrives — the database file is never opened
+   directly (a Firebird Super server holding it would refuse);
 2. streams it to the new site in 1 MiB chunks (gzip on the wire), resuming from the bytes the
    site holds after a cut — within this call (a few retries), or by running ``join`` again
    while the spooled snapshot is recent;
@@ -20,6 +23,7 @@ that serves a database already (the site refuses too).
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import shutil
 import tempfile
@@ -32,9 +36,8 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
-from firebird.driver import connect_server
 
-from ..node import transport
+from ..node import dbserver, transport
 from ..node.daemon import Node
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
@@ -128,7 +131,9 @@ class Joiner:
         report = coordinator_pb2.RoundReport(
             trigger=what, started=started.isoformat(timespec="seconds"),
             ended=datetime.now().isoformat(timespec="seconds"),
-            outcome="joined" if not first.problems else "joined, unsynced",
+            # A resync is titled as one (the report's title is its outcome).
+            outcome=(("resynced" if resync else "joined") if not first.problems
+                     else ("resynced" if resync else "joined") + ", unsynced"),
             note=(f"{site} {'resynced' if resync else 'joined'} from a copy of "
                   f"{node.cfg.site}'s database: "
                   f"{snapshot.size:,} bytes of backup, {sent:,} sent"
@@ -184,17 +189,16 @@ class Joiner:
         node.replica.vector(publish=True)
         path = folder / "snapshot.fbk"
         spec = node.cfg.database
-        host, sep, rest = spec.dsn.partition(":")
-        remote = sep and len(host) > 1
-        server = f"{host}:service_mgr" if remote else "service_mgr"
-        with connect_server(server, user=spec.user, password=spec.password or "") as srv, \
-                open(path, "wb") as out:
-            srv.database.local_backup(database=rest if remote else spec.dsn,
-                                      backup_stream=out)
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(CHUNK), b""):
-                digest.update(block)
+        digest = _Hashing(path)
+        try:
+            # Through the service manager of the server that serves the database (the
+            # embedded engine for a path): the file itself is never opened here.
+            dbserver.backup(dbserver.served(spec.dsn), spec, digest)
+        except dbserver.ServerWorkError as exc:
+            raise JoinRefused(f"the snapshot of {node.cfg.site}'s database failed: {exc}") \
+                from None
+        finally:
+            digest.close()
         snapshot = Snapshot(uuid.uuid4().hex, path, path.stat().st_size, digest.digest(),
                             time.time())
         (folder / "meta").write_text(snapshot.meta())
@@ -293,6 +297,28 @@ class Joiner:
         return sync_pb2.ExchangeReply(peer=site, unreachable=True, problems=[
             f"{site} did not come back serving its database within {timeout:.0f} s: is "
             "its node running? The next round syncs it"])
+
+class _Hashing(io.RawIOBase):
+    """The spool file, hashed as the server's bytes arrive (no second read)."""
+
+    def __init__(self, path: Path) -> None:
+        self._out = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._sha = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._sha.update(data)
+        return self._out.write(data)
+
+    def digest(self) -> bytes:
+        return self._sha.digest()
+
+    def close(self) -> None:
+        self._out.close()
+        super().close()
+
 
 def _read(folder: Path) -> Snapshot | None:
     try:

@@ -1,0 +1,237 @@
+"""Join and resync where every site's database is served by a Firebird server (issue 27):
+the siège's snapshot goes through its server's services API while the application writes
+there; the new site restores through its own server (``siege-node join`` as a process, a
+``host/port:/path`` DSN) and takes part; a site put back from an old backup is resynced
+through its server as if that server were another machine of the LAN (the copy moved into
+place by backup and restore, never renamed), while another site keeps writing and syncing;
+its unsent writes are on record there. Real parts: the private test server
+(tools/fbserver.py), ``siege-node`` processes and in-process nodes on mTLS loopback."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from siege_sync.certs import load_bundle
+from siege_sync.node import capture, config, conflicts, dbserver
+from siege_sync.node.daemon import Awaiting
+from siege_sync.node.database import DatabaseSpec, open_connection
+from siege_sync.node.digest import table_digest
+from siege_sync.node.schema import introspect
+from siege_sync.node.transport import channel
+from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
+from tests.test_apply import run_sql
+from tests.test_join import DDL, Writer
+from tools.localmesh import ProcessMesh, free_port
+
+
+def coordinator(mesh: ProcessMesh):
+    ch = channel(f"127.0.0.1:{mesh.ports['siege']}",
+                 load_bundle(mesh.pki.folder / "bundles" / "ops"), "siege")
+    return ch, coordinator_pb2_grpc.CoordinatorStub(ch)
+
+
+def join(mesh: ProcessMesh, site: str, resync: bool = False) -> coordinator_pb2.RoundReport:
+    """``siege-ctl join|resync SITE``: the Join call, its report."""
+    ch, stub = coordinator(mesh)
+    with ch:
+        report = None
+        for event in stub.Join(coordinator_pb2.JoinRequest(site=site, resync=resync),
+                               timeout=300):
+            if event.HasField("done"):
+                report = event.done
+    assert report is not None
+    return report
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def as_sysdba(mesh: ProcessMesh, site: str) -> DatabaseSpec:
+    return DatabaseSpec(mesh.dsns[site], user="SYSDBA", password=mesh.server.password)
+
+
+def digest(con) -> str:
+    return table_digest(con, introspect(con).tables["T"]).digest
+
+
+def rows(con) -> dict[int, str]:
+    with con.transaction_manager() as tm:
+        tm.begin()
+        cur = tm.cursor()
+        cur.execute("SELECT ID, V FROM T")
+        found = dict(cur.fetchall())
+        cur.close()
+        tm.commit()
+    return found
+
+
+def sync(mesh: ProcessMesh, sites: list[str], passes: int = 2) -> None:
+    for _ in range(passes):
+        for site in sites:
+            assert mesh.exchange_checked(site) >= 0, f"the exchange with {site} failed"
+
+
+def test_join_and_resync_with_every_database_served(fb_server, tmp_path: Path) -> None:
+    mesh = ProcessMesh(fb_server, tmp_path, DDL)
+    spec = DatabaseSpec("", user="SYSDBA", password=fb_server.password)
+    brest_proc = None
+    writers: list[Writer] = []
+    try:
+        for key in range(1, 6):
+            run_sql(mesh.cons["siege"], f"INSERT INTO T VALUES ({key}, 'from the siège é')")
+        sync(mesh, ["lyon", "nice"])
+
+        # --- a new site joins: its database on the server, named host/port:/path ---------
+        brest_port = free_port()
+        brest_path = fb_server.path("brest")
+        brest_dsn = f"localhost/{fb_server.port}:{brest_path}"
+        (tmp_path / "brest.toml").write_text(
+            f'site = "brest"\n[database]\ndsn = "{brest_dsn}"\nuser = "SYSDBA"\n'
+            f'password_file = "db.pw"\n[node]\nlisten = "127.0.0.1:{brest_port}"\n'
+            f'bundle = "{mesh.pki.site("brest")}"\nsiege = "siege"\n'
+            f'[peers.siege]\naddress = "127.0.0.1:{mesh.ports["siege"]}"\n'
+            '[generators.GEN_T]\nstart = 4000000\n')
+        siege_toml = Path(mesh.configs["siege"])
+        siege_toml.write_text(siege_toml.read_text().replace(
+            "[peers.lyon]", f'[peers.brest]\naddress = "127.0.0.1:{brest_port}"\n[peers.lyon]'))
+        mesh.kill("siege")  # [peers] is read at start
+        mesh.start("siege")
+        brest_proc = subprocess.Popen(
+            [sys.executable, "-m", "siege_sync.node.cli", "join", "--config",
+             str(tmp_path / "brest.toml")], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
+        writers = [Writer(as_sysdba(mesh, "siege"), 1_000_000, 1)]
+        wait_listening(brest_port, brest_proc)
+        report = join(mesh, "brest")
+        assert report.outcome == "joined", report
+        writers[0].stop()
+        assert brest_proc.poll() is None, brest_proc.stderr.read().decode()
+        mesh.ports["brest"] = brest_port
+        sync(mesh, ["lyon", "nice", "brest"], passes=3)
+        brest = open_connection(DatabaseSpec(brest_dsn, user="SYSDBA",
+                                             password=fb_server.password))
+        try:
+            assert capture.get_state(brest, "site") == "brest"
+            held = rows(brest)
+            for key, value in writers[0].journal.items():  # written during the snapshot
+                assert held.get(key) == value, (key, value)
+            assert len(writers[0].journal) > 5, "the application barely wrote during the join"
+            run_sql(brest, "INSERT INTO T VALUES (NEXT VALUE FOR GEN_T, 'brest takes part')")
+            sync(mesh, ["brest", "lyon", "nice"], passes=2)
+            assert len({digest(c) for c in (*mesh.cons.values(), brest)}) == 1
+            assert "brest takes part" in rows(mesh.cons["nice"]).values()
+        finally:
+            brest.close()
+
+        # --- lyon is put back from an old backup: resynced through its server --------------
+        lyon = dbserver.served(mesh.dsns["lyon"])
+        old_backup = io.BytesIO()
+        dbserver.backup(lyon, spec, old_backup)
+        run_sql(mesh.cons["lyon"], "INSERT INTO T VALUES (100, 'lyon, synced')")
+        sync(mesh, ["lyon"])
+        mesh.kill("lyon")
+        mesh.cons["lyon"].close()
+        dbserver.drop(lyon, spec)
+        old_backup.seek(0)
+        dbserver.restore(lyon, spec, old_backup)
+        app = mesh.cons["lyon"] = mesh.open_as_sysdba("lyon")
+        capture.set_state(app, "epoch", "a-new-database")  # a new database for the mesh
+        run_sql(app, "INSERT INTO T VALUES (200, 'lyon, after the restore ç')")
+        run_sql(app, "UPDATE T SET V = 'lyon edits row 1' WHERE ID = 1")
+        app.close()
+
+        lyon_cfg = config.load(Path(mesh.configs["lyon"]))
+        waiting = Awaiting(lyon_cfg, resync=True, by_server=True)  # as if on another machine
+        waiting.start()
+        writers.append(Writer(as_sysdba(mesh, "nice"), 3_000_000, 3))
+        stop = threading.Event()
+        outcome: dict = {}
+
+        def rounds() -> None:  # the other sites keep syncing during the resync
+            while not stop.is_set():
+                mesh.exchange("nice")
+                time.sleep(0.2)
+
+        def resync() -> None:
+            outcome["report"] = join(mesh, "lyon", resync=True)
+
+        syncing = threading.Thread(target=rounds, daemon=True)
+        syncing.start()
+        sender = threading.Thread(target=resync, daemon=True)
+        sender.start()
+        try:
+            assert waiting.restorer.joined.wait(120), "lyon never restored the copy"
+        finally:
+            waiting.stop()
+        mesh.start("lyon")  # `siege-node resync` goes on serving as the site
+        sender.join(180)
+        writers[1].stop()
+        stop.set()
+        syncing.join(60)
+        report = outcome["report"]
+        assert report.trigger == "resync" and report.outcome == "resynced", report
+        assert "siege-node conflicts" in report.note and "copied by the server" in report.note
+        aside = report.note.split("its old database kept as ")[1].split(" (")[0]
+        assert dbserver.exists(lyon.at(aside), spec), "the old database is kept on the server"
+
+        mesh.cons["lyon"] = mesh.open_as_sysdba("lyon")
+        sync(mesh, ["lyon", "nice", "brest"], passes=3)
+        brest = open_connection(DatabaseSpec(brest_dsn, user="SYSDBA",
+                                             password=fb_server.password))
+        try:
+            assert len({digest(c) for c in (*mesh.cons.values(), brest)}) == 1
+        finally:
+            brest.close()
+        held = rows(mesh.cons["lyon"])
+        assert held[100] == "lyon, synced" and 200 not in held
+        for key, value in writers[1].journal.items():
+            assert held.get(key) == value, (key, value)
+        on_record = {(c.key[0].integer, c.column, c.value.text if c.value else None)
+                     for c in conflicts.listing(mesh.cons["lyon"]) if c.kind == "resync"}
+        assert (200, "V", "lyon, after the restore ç") in on_record, on_record
+        assert (1, "V", "lyon edits row 1") in on_record, on_record
+    finally:
+        for w in writers:
+            w.stop()
+        if brest_proc is not None and brest_proc.poll() is None:
+            brest_proc.send_signal(signal.SIGKILL)
+            brest_proc.wait()
+        mesh.close()
+
+
+def test_dsn_forms_name_the_server_and_the_path() -> None:
+    cases = {
+        "/srv/shop.fdb": ("", "/srv/shop.fdb", "service_mgr"),
+        r"C:\Shop\shop.fdb": ("", r"C:\Shop\shop.fdb", "service_mgr"),
+        "localhost:/srv/shop.fdb": ("localhost", "/srv/shop.fdb", "localhost:service_mgr"),
+        "backoffice/3051:C:\\Shop\\shop.fdb": ("backoffice", "C:\\Shop\\shop.fdb",
+                                               "backoffice/3051:service_mgr"),
+        "inet://10.0.0.5:3050//srv/shop.fdb": ("10.0.0.5", "/srv/shop.fdb",
+                                               "inet://10.0.0.5:3050/service_mgr"),
+        "inet://[::1]:3050/shop": ("::1", "shop", "inet://[::1]:3050/service_mgr"),
+        "[::1]/3050:/srv/shop.fdb": ("[::1]", "/srv/shop.fdb", "[::1]/3050:service_mgr"),
+    }
+    for dsn, (host, path, service) in cases.items():
+        where = dbserver.served(dsn)
+        assert (where.host, where.path, where.service) == (host, path, service), dsn
+        assert where.prefix + where.path == dsn
+    aside = dbserver.served("backoffice/3051:C:\\Shop\\shop.fdb").beside("shop.old.fdb")
+    assert aside.dsn == "backoffice/3051:C:\\Shop\\shop.old.fdb"
+    assert not dbserver.served("backoffice:/x.fdb").on_this_machine
+    assert dbserver.served("localhost/3051:/x.fdb").on_this_machine
