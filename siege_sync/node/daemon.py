@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from importlib.metadata import entry_points
@@ -43,11 +44,15 @@ from .join import JoinError, Restorer, database_exists
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
+from .vector import Vector
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
 PURGE_ORDER_TIMEOUT = 30.0
+RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
+RESYNC_LOG_S = 3600.0  # the same need said again in the log at most this often
+NEEDS_RESYNC = "needs_resync"  # SYNC$STATE: why this site needs a resync ("" when not)
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
 
 
@@ -100,6 +105,7 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._obeyed = b""  # the last purge order followed (dial_out asks for it each time)
         self._told: set[str] = set()  # coordinators whose missing PurgeOrder was logged
+        self._resync_said = ("", 0.0)  # the need last logged, when (monotonic)
 
     def start(self) -> int:
         try:
@@ -147,6 +153,8 @@ class Node:
             self._every(svc.announce_every, lambda: self.announce(port), "announce")
         if svc.outbound_only:
             self._every(svc.dial_every, self.dial_out, "dial-out")
+        if svc.siege and svc.siege != self.cfg.site:
+            self._every(RESYNC_CHECK_S, self.check_resync, "resync-check")
 
     def _every(self, seconds: float, work: Callable[[], object], name: str) -> None:
         def loop() -> None:
@@ -250,6 +258,60 @@ class Node:
         self._obeyed = order.SerializeToString()
         log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self.cfg.site,
                  coordinator, done.segments, done.lives)
+
+    def check_resync(self) -> str:
+        """Whether this site needs a resync, said in its log and kept in its database
+        (``siege-node status`` shows it); the reason, "" when it does not.
+
+        Why here: a site put back from an older backup, whose missing events the mesh has
+        purged since, is otherwise told nothing — the siège's push to it stops where the
+        purge began and only the round report said so (issue 27). The coordinator's last
+        purge order says what every counted site had applied when it was purged: an origin
+        this site holds less of can never be completed by exchanges."""
+        for coordinator in self.service_cfg.coordinators(self.cfg.site):
+            if coordinator == self.cfg.site:
+                continue
+            address = self.address(coordinator)
+            if address is None:
+                continue
+            bundle, _ = self.watcher.refresh()
+            try:
+                with transport.channel(address, bundle, coordinator) as ch:
+                    order = sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(
+                        sync_pb2.PurgeOrderRequest(), timeout=PURGE_ORDER_TIMEOUT)
+            except grpc.RpcError:
+                continue  # not reachable now, or not upgraded: asked again next time
+            reason = ""
+            if order.HasField("applied_everywhere"):
+                purged = Vector.from_proto(order.applied_everywhere)
+                mine = self.replica.vector(publish=False)
+                lacking = [f"{origin} (incarnation {inc}) after #{mine.seq((origin, inc))} "
+                           f"(purged up to #{purged.seq((origin, inc))})"
+                           for origin, inc in sorted(purged)
+                           if purged.seq((origin, inc)) > mine.seq((origin, inc))]
+                if lacking:
+                    reason = (f"events this database lacks were purged mesh-wide ({coordinator}'s "
+                              f"last purge order): {', '.join(lacking)} — they can never "
+                              "arrive (this database was put back from an older copy, or "
+                              "lagged past the retention limit). Rebuild it: stop this node, "
+                              f"run `siege-node resync --config FILE` here, then "
+                              f"`siege-ctl resync {self.cfg.site}` at the siège; what this "
+                              "site wrote that the mesh lacks goes on record here")
+            self._said_resync(reason)
+            return reason
+        return self.replica.read_state(NEEDS_RESYNC) or ""
+
+    def _said_resync(self, reason: str) -> None:
+        if (self.replica.read_state(NEEDS_RESYNC) or "") != reason:
+            self.replica.write_state(NEEDS_RESYNC, reason)
+        said, when = self._resync_said
+        now = time.monotonic()
+        if reason and (reason != said or now - when >= RESYNC_LOG_S):
+            log.error("[%s] THIS SITE NEEDS A RESYNC: %s", self.cfg.site, reason)
+            self._resync_said = (reason, now)
+        elif not reason and said:
+            log.info("[%s] no resync needed any more", self.cfg.site)
+            self._resync_said = ("", now)
 
     def exchange(self, peer: str, stop: threading.Event | None = None,
                  round_no: int = 0, cap_bits_per_s: float | None = None

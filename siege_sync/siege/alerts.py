@@ -57,6 +57,9 @@ class Alerter:
                                   f"{(now - since) / 60:.0f} minutes"))
             else:
                 self._unreachable_since.pop(site.site, None)
+            todo = next((e for e in site.errors if "NEEDS A RESYNC" in e), None)
+            if todo is not None:  # rounds.resync_todo: the commands to run are in it
+                found.append((f"resync-{site.site}", todo))
             if site.silent:
                 found.append((f"silent-{site.site}",
                               f"{site.site} reachable but silent: its capture is broken"))

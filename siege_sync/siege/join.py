@@ -43,6 +43,7 @@ from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .alerts import Alerter
 from .purge import JOINING
+from .rounds import NEEDS_RESYNC
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,10 @@ class Joiner:
         progress(coordinator_pb2.JoinProgress(site=site, phase="sync",
                                               bytes_done=snapshot.size,
                                               bytes_total=snapshot.size))
-        # Its database is a new one: its epoch replaces any it had (a resync).
+        # Its database is a new one: its epoch replaces any it had (a resync), and what
+        # rounds found it needed is done.
         node.replica.write_state(f"epoch:{site}", epoch)
+        node.replica.write_state(f"{NEEDS_RESYNC}{site}", "")
         first = self._first_exchange(site)
         seconds = time.monotonic() - t0
         report = coordinator_pb2.RoundReport(

@@ -1,6 +1,7 @@
 """``siege-ctl status``: per site, the last complete sync, what is pending, what is parked,
 its clock, keys it hands out like every other site, merge policies that differ from the
-siège's (nothing crosses until they agree); who holds the siège role.
+siège's (nothing crosses until they agree), a site that needs a resync (with what to run,
+first in its problem); who holds the siège role.
 
 Owns gathering that view at the siège: its own reports and records, and each site's own
 Status (asked with the siège's site certificate). An unreachable site is shown as such with
@@ -22,7 +23,7 @@ from ..node.schema import introspect
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
-from .rounds import DIAL_IN_SILENCE_S, Rounds
+from .rounds import DIAL_IN_SILENCE_S, NEEDS_RESYNC, Rounds, resync_todo
 
 TIMEOUT = 10.0
 
@@ -83,6 +84,11 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
             out.problem = policy_check(node.replica, site, status)
         except grpc.RpcError as exc:
             out.problem = f"{exc.code().name}: {exc.details()}"
+    for out in reply.sites:  # first, whatever else is wrong: nothing else helps it
+        since = node.replica.read_state(f"{NEEDS_RESYNC}{out.site}")
+        if since:
+            out.problem = (f"{resync_todo(out.site)}. Found by the round of {since}"
+                           + (f". Also: {out.problem}" if out.problem else ""))
     return reply
 
 

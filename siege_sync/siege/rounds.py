@@ -46,6 +46,10 @@ PARALLEL_SITES = 4
 PHASES = ("gather", "redistribute")
 DIAL_IN_SILENCE_S = 3600.0  # a site dialling in is "failed" after this long without a word
 SILENT_AFTER_HELLOS = 3  # hellos of a site dialling in with the same heartbeat: it is silent
+NEEDS_RESYNC = "needs_resync:"  # SYNC$STATE at the siège, per site: since when, and why
+# What an exchange's problems say when only a resync helps: the events the site lacks are
+# purged here (replica.PurgedHere), or its database is one the mesh no longer takes.
+RESYNC_MARKS = ("needs a resync", "siege-ctl resync")
 
 Progress = Callable[[coordinator_pb2.SiteProgress], None]
 
@@ -185,6 +189,7 @@ class Rounds:
                 guardwatch.check(con, self._node.cfg.fire_triggers).lines())
         for entry in report.sites:
             entry.parked = sum(1 for p in parked if p.origin == entry.site)
+            self._needs_resync(entry)
         # Not asked again of a site this round could not reach (its Status would time out).
         gone = {e.site for e in report.sites if e.unreachable}
         report.held.extend(held_everywhere(self._node, self.held_reported,
@@ -201,6 +206,22 @@ class Rounds:
             reports.store(con, report)
         log.info("[%s] round %d (%s): %s", site_id, report.id, trigger, report.outcome)
         return report
+
+    def _needs_resync(self, entry: coordinator_pb2.SiteReport) -> None:
+        """A site this round found needing a resync (events it lacks purged here, or a
+        database the mesh no longer takes) is said so with the commands to run, and kept
+        on record for ``siege-ctl status`` and the alert (``NEEDS_RESYNC``) until it is
+        resynced (join.py clears it) or syncs completely again."""
+        why = next((e for e in entry.errors if any(m in e for m in RESYNC_MARKS)), None)
+        name = f"{NEEDS_RESYNC}{entry.site}"
+        if why is None:
+            if entry.outcome == "complete" and self._node.replica.read_state(name):
+                self._node.replica.write_state(name, "")
+            return
+        entry.errors.append(resync_todo(entry.site))
+        if not self._node.replica.read_state(name):
+            self._node.replica.write_state(
+                name, f"{datetime.now():%Y-%m-%d %H:%M} {' '.join(why.split())}")
 
     def _dialled_in(self, entry: coordinator_pb2.SiteReport) -> None:
         """A site that dials in: what its own exchanges moved since the last round; failed
@@ -282,6 +303,14 @@ class Rounds:
     def _conflicts(self) -> int:
         with self._node.replica.database() as con:
             return capture_status(con).conflicts
+
+
+def resync_todo(site: str) -> str:
+    """What an operator does for a site that needs a resync (said the same everywhere)."""
+    return (f"{site} NEEDS A RESYNC: at {site}, stop its node (the application may keep "
+            f"running) and start `siege-node resync --config FILE`, then run `siege-ctl "
+            f"resync {site}` at the siège; what {site} wrote that the mesh lacks goes on "
+            f"record in its new database (`siege-node conflicts` there)")
 
 
 def _outcome(report: coordinator_pb2.RoundReport, stopped: bool) -> str:
