@@ -180,6 +180,8 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     schema = introspect(con, cfg.tables)
     live = schema.fingerprint()
     print(f"site {cfg.site}")
+    if st.state.get("needs_resync"):  # written by the running node (daemon.check_resync)
+        print(f"  NEEDS A RESYNC:        {st.state['needs_resync']}")
     print(f"  published events:      {st.published_seq}")
     print(f"  waiting to publish:    {st.pending_entries} captured changes")
     print(f"  schema:                {live}{_since_install(schema, st.state)}")
