@@ -11,6 +11,14 @@ constraints have a say:
   the referencing rows go later. A row referenced by a visible row is visible: a delete
   that knew every reference but meets a row whose removal has not arrived here yet keeps
   the row while it waits (``held_by``); when that row goes, the delete takes effect.
+* **references to a UNIQUE key** (``REFERENCES VEHICLE (CODE)``) work like the others: the
+  parent is the row holding the value as the engine compares it — in the table, else in the
+  registers (a deleted parent a new reference brings back, or one hidden by a clash:
+  ``_parent_key``). Such a reference names the value, not a row: it never keeps a row from
+  losing a UNIQUE clash (the value stays, the winner holds it); the loser's row takes the
+  winner's key in place (``_hand_over``), so the value never leaves the table; the rows
+  written for the loser go on record (``REPARENTED``), and both rows count the references
+  made through the value (``_shared_refs``), whichever row held it where they arrived.
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
   comes back when the clash is gone.
@@ -62,6 +70,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NoReturn
 
 from firebird.driver import Cursor, DatabaseError
 
@@ -79,10 +88,12 @@ from .merge import (
     Loss,
     LossKind,
     Policy,
+    Refs,
     RowState,
     Stamp,
     losses,
     referenced,
+    with_refs,
 )
 from .registers import PREEXISTING
 from .rowwrite import RowWriteError, RowWriter
@@ -295,16 +306,46 @@ class Settler:
             if self._rows.get(number, registers.key_identity(pkey, parent)) is None \
                     and not create:
                 return False
-            pstate = self.state(parent, pkey)
-            assert pstate is not None
-            after = referenced(pstate, writer)
-            if after is pstate:
-                continue
-            if after.current.exists and not pstate.current.exists:
-                self.settle(parent, pkey, pstate, after, depth=depth + 1)
-            else:
-                self.put(parent, pkey, pstate, after)
+            # A value rows clashed over counts on each of them: which one held it when the
+            # write reached a site is not the same everywhere (see _unique_outcome).
+            for held in [pkey, *self._hidden_holders(table, fk, parent, parsed, pkey)]:
+                pstate = self.state(parent, held)
+                assert pstate is not None
+                after = referenced(pstate, writer)
+                if after is pstate:
+                    continue
+                if after.current.exists and not pstate.current.exists:
+                    self.settle(parent, held, pstate, after, depth=depth + 1)
+                else:
+                    self.put(parent, held, pstate, after)
         return True
+
+    def _hidden_holders(self, table: Table, fk: ForeignKey, parent: Table,
+                        parsed: Sequence[values_pb2.Value], besides: Key) -> list[Key]:
+        """The rows hidden by a UNIQUE clash whose value a reference to a UNIQUE key names
+        (``besides`` excepted)."""
+        if fk.parent_columns == parent.primary_key:
+            return []
+        hidden = self._hidden(parent)
+        if not hidden:
+            return []
+        vals = _rekey(table, fk, parent, parsed)
+        mine = registers.key_identity(besides, parent)
+        return [k for k in hidden if registers.key_identity(k, parent) != mine
+                and (state := self._stored(parent, k)) is not None
+                and self._holds(parent, state.current, fk.parent_columns, vals)]
+
+    def _holds(self, table: Table, life: Life, columns: Sequence[str],
+               vals: Sequence[values_pb2.Value]) -> bool:
+        """Does the life hold these values in these columns, as the engine compares them?"""
+        image = life.image(self._policy(table))
+        held = [image.get(c) for c in columns]
+        if any(v is None for v in held):
+            return False  # not known here (a pre-existing value)
+        types = [table.column(c).type for c in columns]
+        return [identity_value(t, values_pb2.Value.FromString(v))  # type: ignore[arg-type]
+                for t, v in zip(types, held, strict=True)] == [
+            identity_value(t, v) for t, v in zip(types, vals, strict=True)]
 
     # --- settling ----------------------------------------------------------------------
 
@@ -330,8 +371,11 @@ class Settler:
             life = replace(life, held_by=held)
         if life.visible and table.uniques:
             kept = holder is not None or life.held_by is not None
-            life = self._unique_outcome(table, key, life, kept,
-                                        old_image if was else None, depth)
+            life, refs = self._unique_outcome(table, key, life, after.refs, kept,
+                                              old_image if was else None, depth)
+            if refs != after.refs:
+                after = with_refs(after, refs)
+                life = replace(life, overruled=after.current.overruled)
         if life.visible:
             left = self._ensure_parents(table, key, life.image(policy),
                                         old_image if was else None, life.generation.event,
@@ -438,11 +482,19 @@ class Settler:
                 merged.current if merged.current.visible else None, policy)
         return merged
 
-    def _unique_outcome(self, table: Table, key: Key, life: Life, kept: bool,
-                        shown: Mapping[str, bytes | None] | None, depth: int) -> Life:
+    def _unique_outcome(self, table: Table, key: Key, life: Life, refs: Refs, kept: bool,
+                        shown: Mapping[str, bytes | None] | None, depth: int
+                        ) -> tuple[Life, Refs]:
         """Hide this row, or the visible row it clashes with: a row that other rows
         reference stays; otherwise the lower stamp loses. ``kept``: a row is about to
         reference this one; ``shown``: what the table shows of it (None: not there).
+        Returns the life and the references to count (``refs``, this row's, and those of
+        the rows it clashed with).
+
+        Rows referencing the value count on whichever row held it when they reached a
+        site — not the same row everywhere when two rows clash — so both rows count the
+        references of both (``_shared_refs``): a delete of either that knew them all is
+        not overruled at one site and obeyed at another.
 
         References through the clashing columns themselves do not count: they name the
         value, which stays whichever row holds it (a trip naming a vehicle's code). The
@@ -464,6 +516,12 @@ class Settler:
                 continue
             other = self.state(table, other_key)
             assert other is not None
+            if any(fk.parent_columns != table.primary_key for fk in table.referenced_by):
+                shared = _shared_refs(refs, other.refs)
+                if shared != other.refs:
+                    self.put(table, other_key, other, with_refs(other, shared))
+                    other = self._stored(table, other_key) or other
+                refs = shared
             mine, theirs = _unique_stamp(life, columns, policy), \
                 _unique_stamp(other.current, columns, policy)
             referenced = kept or (shown is not None and self._referencing_row(
@@ -477,13 +535,13 @@ class Settler:
                     f"{', '.join(columns)} and other rows reference both; an operator must "
                     "change one of them at one site")
             if other_referenced or (theirs > mine and not referenced):
-                return replace(life, evicted_by=theirs.event)
+                return replace(life, evicted_by=theirs.event), refs
             if shown is None and self._referencing(
                     table, other_key, other_image, only=columns) is not None:
                 self._hand_over(table, other_key, key)
             self.settle(table, other_key, other, other, hide=mine.event, depth=depth + 1,
                         hidden_for=columns)
-        return life
+        return life, refs
 
     def _hand_over(self, table: Table, loser: Key, winner: Key) -> None:
         """The loser's row takes the winner's key in place; the winner's write that follows
@@ -562,8 +620,12 @@ class Settler:
             pkey = self._parent_key(table, fk, parent, parsed)
             pstate = self._stored(parent, pkey) if pkey is not None else None
             if pkey is None or pstate is None:
-                raise NotArrived(f"{table.name} references {named}, whose insert has not "
-                                 "arrived here yet")
+                raise NotArrived(
+                    f"{table.name} {_show(key)} references {named}, whose insert has not "
+                    "arrived here yet" + ("" if fk.parent_columns == parent.primary_key else
+                                          " (or which another site changed concurrently "
+                                          "to a value no row names: then it waits until "
+                                          "an operator settles it)"))
             step = _Step((table.name, registers.key_identity(key, table)), table, key, fk,
                          (parent.name, registers.key_identity(pkey, parent)))
             if any(s.parent == step.parent for s in self._restoring):
@@ -727,21 +789,14 @@ class Settler:
             return out
         vals = _rekey(table, fk, parent, parsed)
         columns = fk.parent_columns
-        types = [parent.column(c).type for c in columns]
-        want = [identity_value(t, v) for t, v in zip(types, vals, strict=True)]
         policy = self._policy(parent)
         winner: Stamp | None = None
         for lkey in hidden:
             lrow = (parent.name, registers.key_identity(lkey, parent))
             lstate = parents[lrow] if parents is not None and lrow in parents \
                 else self._stored(parent, lkey)
-            if lstate is None or lstate.current.evicted_by is None:
-                continue
-            image = lstate.current.image(policy)
-            held = [image.get(c) for c in columns]
-            if any(v is None for v in held) or [
-                    identity_value(t, values_pb2.Value.FromString(v))  # type: ignore[arg-type]
-                    for t, v in zip(types, held, strict=True)] != want:
+            if lstate is None or lstate.current.evicted_by is None or \
+                    not self._holds(parent, lstate.current, columns, vals):
                 continue
             lost = _unique_stamp(lstate.current, columns, policy)
             if (lost.site, lost.incarnation) != (generation.site, generation.incarnation) \
@@ -952,8 +1007,6 @@ class Settler:
         number = self._registry.get(table.name)
         if number is None:
             return None
-        types = [table.column(c).type for c in columns]
-        want = [identity_value(t, v) for t, v in zip(types, vals, strict=True)]
         policy = self._policy(table)
         best: tuple[Stamp, Key] | None = None
         self.flush()
@@ -961,14 +1014,9 @@ class Settler:
             life = state.current
             if visible and not life.visible:
                 continue
-            image = life.image(policy)
-            held = [image.get(c) for c in columns]
-            key = [image.get(c) for c in table.primary_key]
-            if any(v is None for v in [*held, *key]):
-                continue  # not known here (a pre-existing value)
-            if [identity_value(t, values_pb2.Value.FromString(v))  # type: ignore[arg-type]
-                    for t, v in zip(types, held, strict=True)] != want:
-                continue
+            key = [life.image(policy).get(c) for c in table.primary_key]
+            if any(v is None for v in key) or not self._holds(table, life, columns, vals):
+                continue  # (a key not known here: a pre-existing row)
             stamp = _unique_stamp(life, columns, policy)
             if best is None or stamp > best[0]:
                 best = (stamp, [values_pb2.Value.FromString(v)  # type: ignore[arg-type]
@@ -1073,46 +1121,96 @@ class Settler:
         def image(of: Life) -> dict[str, bytes | None]:
             return {**of.image(policy), **{c: null for c in left or ()}}
 
-        if table.has_checks:
+        named = self._named_by_old_value(table, key, image(life), shown)
+        if table.has_checks or named:
             self.flush()  # alone in its block: a refusal must undo nothing else
         try:
             self._upsert(table, key, image(life), shown or {})
+            if named:
+                self._writer.flush()
             if table.has_checks:
                 self.flush()
             return life
         except DatabaseError as exc:
+            if named and _FK_VIOLATED in (getattr(exc, "gds_codes", ()) or ()):
+                self._refuse_rename(table, key, named, exc)
             if _CHECK_FAILED not in (getattr(exc, "gds_codes", ()) or ()):
                 raise
-            # Whole-row last-writer-wins, as far as the registers can tell: every column
-            # takes the latest writing site's version where it has one. (The values that
-            # site saw in columns it did not write are not in the events.)
-            latest = max(h.stamp for hs in life.heads.values() for h in hs)
-            fallback = replace(life, whole_row=latest.site)
-            if len({h.stamp.site for hs in life.heads.values() for h in hs}
-                   - {PREEXISTING.site}) <= 1:
-                # One site wrote every value: nothing was merged, so not an outcome of
-                # ours but a constraint this site has and that site had not (held, §3.5).
-                raise ConstraintError(
-                    f"{table.name} {_show(key)}: the database here refuses the row as its "
-                    f"origin wrote it ({' '.join(str(exc).split())}): the constraint "
-                    "differs between sites; `siege-node held` says what to do") from exc
-            if fallback.image(policy) == life.image(policy):
-                raise ConstraintError(
-                    f"{table.name} {_show(key)}: merging concurrent changes of its columns "
-                    f"breaks a CHECK constraint ({' '.join(str(exc).split())}) and no site's "
-                    "own versions avoid it; an operator must correct the row at one site "
-                    "(or the constraint differs between sites; `siege-node held` says what "
-                    "to do)") from exc
-            try:
-                self._upsert(table, key, image(fallback), {})
-                self.flush()
-            except DatabaseError as again:
-                raise ConstraintError(
-                    f"{table.name} {_show(key)}: even the latest site's whole row breaks a "
-                    f"CHECK constraint here ({' '.join(str(again).split())})") from again
-            log.info("%s %s: merged columns broke a CHECK; whole row of %s kept",
-                     table.name, _show(key), latest.site)
-            return fallback
+            return self._check_fallback(table, key, life, image, exc)
+
+    @staticmethod
+    def _refuse_rename(table: Table, key: Key, named: tuple[ForeignKey, str, Key | None],
+                       exc: DatabaseError) -> NoReturn:
+        """The engine refuses to change a UNIQUE value a row here names (a change that did
+        not know that row: the merge does not settle it yet, so it is held, §3.5)."""
+        fk, child, ckey = named
+        raise ConstraintError(
+            f"{table.name} {_show(key)}: its {', '.join(fk.parent_columns)} changes, but "
+            f"{child} {_show(ckey) if ckey else ''} here still names the old value through "
+            f"{fk.name}, which does not follow such changes (ON UPDATE NO ACTION): the change "
+            "did not know that row (written concurrently at another site). An operator must "
+            "point that row elsewhere or delete it at its site, or change the value back "
+            "where it was changed") from exc
+
+    def _check_fallback(self, table: Table, key: Key, life: Life,
+                        image: Callable[[Life], dict[str, bytes | None]],
+                        exc: DatabaseError) -> Life:
+        """The merged row breaks a CHECK: whole-row last-writer-wins, or refused."""
+        policy = self._policy(table)
+        # Whole-row last-writer-wins, as far as the registers can tell: every column
+        # takes the latest writing site's version where it has one. (The values that
+        # site saw in columns it did not write are not in the events.)
+        latest = max(h.stamp for hs in life.heads.values() for h in hs)
+        fallback = replace(life, whole_row=latest.site)
+        if len({h.stamp.site for hs in life.heads.values() for h in hs}
+               - {PREEXISTING.site}) <= 1:
+            # One site wrote every value: nothing was merged, so not an outcome of
+            # ours but a constraint this site has and that site had not (held, §3.5).
+            raise ConstraintError(
+                f"{table.name} {_show(key)}: the database here refuses the row as its "
+                f"origin wrote it ({' '.join(str(exc).split())}): the constraint "
+                "differs between sites; `siege-node held` says what to do") from exc
+        if fallback.image(policy) == life.image(policy):
+            raise ConstraintError(
+                f"{table.name} {_show(key)}: merging concurrent changes of its columns "
+                f"breaks a CHECK constraint ({' '.join(str(exc).split())}) and no site's "
+                "own versions avoid it; an operator must correct the row at one site "
+                "(or the constraint differs between sites; `siege-node held` says what "
+                "to do)") from exc
+        try:
+            self._upsert(table, key, image(fallback), {})
+            self.flush()
+        except DatabaseError as again:
+            raise ConstraintError(
+                f"{table.name} {_show(key)}: even the latest site's whole row breaks a "
+                f"CHECK constraint here ({' '.join(str(again).split())})") from again
+        log.info("%s %s: merged columns broke a CHECK; whole row of %s kept",
+                 table.name, _show(key), latest.site)
+        return fallback
+
+    def _named_by_old_value(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                            shown: Mapping[str, bytes | None] | None
+                            ) -> tuple[ForeignKey, str, Key | None] | None:
+        """A row that references, through a UNIQUE key, a value this write changes (not
+        to an engine-equal one): the reference, the referencing table and key. The engine
+        then cascades the change, or refuses it (the reference's own rule)."""
+        if not shown:
+            return None
+        for columns in table.uniques:
+            if not any(set(fk.parent_columns) == set(columns) for fk in table.referenced_by):
+                continue
+            new = [image.get(c) for c in columns]
+            old = [shown.get(c) for c in columns]
+            if new == old or any(v is None for v in [*new, *old]):
+                continue
+            if self._holds(table, _shown_life(shown), columns,
+                           [values_pb2.Value.FromString(v) for v in new]):  # type: ignore
+                continue  # engine-equal: nothing changes for the references
+            found = self._referencing(table, key, shown, only=columns)
+            if found is not None:
+                fk, child, ckey, _writer = found
+                return fk, child.name if child is not None else fk.table, ckey
+        return None
 
     def _upsert(self, table: Table, key: Key, image: Mapping[str, bytes | None],
                 shown: Mapping[str, bytes | None]) -> None:
@@ -1158,6 +1256,17 @@ def constrained(state: RowState) -> bool:
     life = state.current
     return (life.held_by is not None or life.evicted_by is not None
             or life.whole_row is not None)
+
+
+def _shown_life(image: Mapping[str, bytes | None]) -> Life:
+    """A life holding ``image`` (what the table shows), to compare values with."""
+    return Life(PREEXISTING, frozenset(), {
+        c: frozenset({Head(PREEXISTING, v)}) for c, v in image.items()})
+
+
+def _shared_refs(a: Refs, b: Refs) -> Refs:
+    """The references counted by either of two rows (per origin, the highest)."""
+    return {o: max(a.get(o, 0), b.get(o, 0)) for o in sorted({*a, *b})}
 
 
 def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
