@@ -187,7 +187,7 @@ def drop(where: Served, spec: DatabaseSpec) -> None:
 
 
 def _explain(exc: DatabaseError, where: Served, doing: str) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(str(exc).split()).rstrip(".")
     codes = set(getattr(exc, "gds_codes", ()) or ())
     server = f"the server at {where.host}" if where.host else "the embedded engine"
     hint = ""
