@@ -29,6 +29,7 @@ from .config import PolicyTable, policy_refusal
 from .merge import Policy
 from .pacing import Pacer
 from .replica import PeerRefused, PurgedHere, Replica
+from .schema import fingerprints_comparable
 from .vector import Vector
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,13 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
     out.lost_guards = list(reply.lost_guards)
     for line in reply.lost_guards:
         log.warning("[%s] %s: %s", replica.site, peer, line)
-    if reply.schema_fingerprint != mine.schema_fingerprint:
+    if not fingerprints_comparable(reply.schema_fingerprint, mine.schema_fingerprint):
+        # Recorded by node versions that hash different things: not a schema difference.
+        out.problems.append(f"{peer}'s schema fingerprint ({reply.schema_fingerprint or 'none'}) "
+                            f"and this site's ({mine.schema_fingerprint or 'none'}) were made by "
+                            "different node versions and are not compared: upgrade the older "
+                            "node and run siege-node install there")
+    elif reply.schema_fingerprint != mine.schema_fingerprint:
         out.problems.append(f"{peer}'s schema differs (fingerprint {reply.schema_fingerprint} "
                             f"here {mine.schema_fingerprint}): only what both share applies")
     try:

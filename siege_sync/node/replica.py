@@ -31,7 +31,7 @@ from .database import connection_lost, open_connection
 from .digest import TableDigest, table_digest
 from .merge import Policy
 from .publish import Publisher
-from .schema import introspect
+from .schema import FINGERPRINT_VERSION, fingerprint_version, introspect
 from .upgrade import drift
 from .vector import Origin, Vector
 
@@ -189,8 +189,21 @@ class Replica:
             site=self.site,
             incarnation=int(capture.get_state(self._con, "incarnation") or "1"),
             epoch=capture.get_state(self._con, "epoch") or "",
-            schema_fingerprint=capture.get_state(self._con, "schema_fingerprint") or "",
+            schema_fingerprint=self._schema_fingerprint(),
         ))
+
+    def _schema_fingerprint(self) -> str:
+        """The fingerprint install recorded. One an older node recorded (an older form) is
+        recorded again in this version's form once, when the live schema still matches it
+        in its own form: the schema capture was installed for has not changed, and peers
+        compare fingerprints of one form only (schema.fingerprints_comparable)."""
+        recorded = capture.get_state(self._con, "schema_fingerprint") or ""
+        if recorded and fingerprint_version(recorded) != FINGERPRINT_VERSION:
+            live = introspect(self._con, self._cfg.tables)
+            if live.fingerprint_like(recorded) == recorded:
+                recorded = live.fingerprint()
+                capture.set_state(self._con, "schema_fingerprint", recorded)
+        return recorded
 
     def vector(self, publish: bool = True) -> Vector:
         """What this site holds, after publishing its committed local changes (once the

@@ -19,6 +19,7 @@ from ..certs import CertError, days_left, days_to_expiry
 from ..node import transport
 from ..node.daemon import Node
 from ..node.exchange import greet, policy_check
+from ..node.schema import fingerprints_comparable
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from .rounds import DIAL_IN_SILENCE_S
 
@@ -116,7 +117,11 @@ def _judge(node: Node, out: coordinator_pb2.SiteTest, node_version: str,
     if node_version != mine.node_version:
         out.problems.append(f"node version {node_version}, the siège runs "
                             f"{mine.node_version}: upgrade it")
-    if schema_fingerprint != mine.schema_fingerprint:
+    if not fingerprints_comparable(schema_fingerprint, mine.schema_fingerprint):
+        out.problems.append("its schema fingerprint and the siège's were made by different "
+                            "node versions and are not compared: upgrade the older node, then "
+                            "siege-node install there")
+    elif schema_fingerprint != mine.schema_fingerprint:
         out.problems.append("its schema differs from the siège's: run its vendor "
                             "upgrade, then siege-node install there")
     if abs(clock_offset_us) > WARN_CLOCK_US:
