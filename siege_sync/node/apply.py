@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from firebird.driver import Connection, Cursor, DatabaseError
 
@@ -62,7 +62,7 @@ from .database import SNAPSHOT_APPLY, StatementCache, is_concurrent_write, trans
 from .merge import LWW, CausalityError, EventId, Op, Policy, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
-from .schema import Kind, Schema, Table, introspect
+from .schema import Kind, Schema, Table
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,14 @@ class Applier:
             self._sql.close()
 
     def _load_schema(self) -> None:
-        self._schema = introspect(self._con)
+        # The publisher's schema cache: read again only after DDL (schemacache.py).
+        schemas = self._publisher.schemas
+        schemas.check()
+        shared = schemas.schema()
+        self._schema = replace(shared, tables=dict(shared.tables))
         # The heartbeat table travels like a replicated table (capture.beat).
         self._schema.tables[HEARTBEAT_TABLE] = capture.heartbeat_table(self._con.sql_dialect)
-        self._registry = {name: no for no, (name, _k) in capture.table_registry(
-            self._con).items()}
+        self._registry = {name: no for no, (name, _k) in schemas.registry().items()}
 
     def catch_up(self) -> int:
         """Apply the events kept aside for tables installed here since (catchup.py), in the

@@ -4,8 +4,10 @@ Owns every ``SYNC$`` object: one image table per replicated table (``SYNC$I<n>``
 per captured change — who, when, which transaction, a change mask, and the changed values in
 the table's own column types so every value is kept exactly; ids from ``SYNC$LOG_SEQ``), the
 log ``SYNC$LOG`` (clock markers and capture failures), the generated capture triggers
-(``SYNC$TR<n>``), the state, table-registry, heartbeat, event and BLOB tables, and the
-guards in application triggers.
+(``SYNC$TR<n>``), the state, table-registry, heartbeat, event and BLOB tables, the DDL
+counter (``SYNC$DDL``, filled by the database trigger ``SYNC$DDL_TR``: the node's schema
+cache, ``schemacache.py``, knows from it when the schema may have changed), and the guards
+in application triggers.
 
 Rules this module must keep (DESIGN §3.1):
 * a capture trigger only INSERTs (never updates a sync table: inside an application's
@@ -30,7 +32,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from firebird.driver import Connection
+from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
 from . import guard
 from .config import GeneratorRange
@@ -54,6 +56,10 @@ REPORTS_TABLE = "SYNC$REPORTS"  # sync round reports, kept by whichever node coo
 # Events of tables this site does not have yet (another site upgraded first): kept, applied
 # once the table is installed here (catchup.py).
 DEFERRED_TABLE = "SYNC$DEFERRED"
+# One row per committed DDL statement (AFTER ANY DDL STATEMENT): its row count is the key of
+# the node's schema cache. Rows are never deleted, so a count is never seen twice. A DDL
+# whose row could not be written bumps DDL_MISSED instead, which turns the cache off.
+DDL_TABLE, DDL_TRIGGER, DDL_MISSED = "SYNC$DDL", "SYNC$DDL_TR", "SYNC$DDL_MISSED"
 CAPTURED_STATE = "captured:"  # + table number: its columns and types when capture was installed
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
 IMAGE_PREFIX = "SYNC$I"
@@ -112,6 +118,7 @@ class InstallReport:
     guarded: list[str] = field(default_factory=list)
     unguardable: list[str] = field(default_factory=list)  # source stripped by the vendor
     generators: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. why the schema cache is off
     schema: Schema | None = None
 
 
@@ -204,67 +211,256 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
     ]
 
 
+# Tables installed per transaction: each table's image, capture trigger, grants, registry
+# row and captured shape commit together (a table is captured whole or not at all), and a
+# few dozen per commit keep a 600-table install from paying 4,000 commits.
+INSTALL_BATCH = 40
+
+
 def install(con: Connection, selection: TableSelection = TableSelection(),
             fire: Iterable[str] = (), generators: Iterable[GeneratorRange] = ()) -> InstallReport:
-    """Create or upgrade the capture objects for the live schema. Idempotent."""
+    """Create or upgrade the capture objects for the live schema. Idempotent, and restartable:
+    when a step fails, ``InstallError`` says which step of which table, every table before
+    it is installed whole and that one not at all, and running install again continues."""
     report = InstallReport()
     dialect = con.sql_dialect
     existing = _relation_names(con) | _generator_names(con)
     for name, ddl in _core_ddl(dialect):
         if name not in existing:
-            _ddl(con, ddl)
+            _step(con, [(f"create {name}", ddl)], "the node's own tables")
             report.created.append(name)
+    if ROWS_TABLE not in existing:
+        # Nothing to re-key in a fresh install: registers are keyed by identity from the
+        # first publish, which may run while a long install is still going.
+        set_state(con, KEY_IDENTITY_STATE, KEY_IDENTITY_VERSION)
+    _initial_state(con)
     schema = introspect(con, selection)
     report.schema = schema
     numbers = _table_numbers(con)
+    images = _images(con)
     wanted = {HEARTBEAT_TABLE: heartbeat_table(dialect), **schema.tables}
-    for name, table in wanted.items():
-        number = numbers.get(name)
-        if number is None:
-            number = HEARTBEAT_NO if name == HEARTBEAT_TABLE else max(
-                [n for n in numbers.values()] + [0]) + 1
-            with transaction(con) as tm:
-                tm.cursor().execute(
-                    f"INSERT INTO {TABLES_TABLE} (TBL_NO, NAME, KEY_COLS, ACTIVE) "
-                    "VALUES (?, ?, ?, 1)", (number, name, ",".join(table.primary_key)))
-            numbers[name] = number
-        else:
-            with transaction(con) as tm:
-                tm.cursor().execute(
-                    f"UPDATE {TABLES_TABLE} SET KEY_COLS = ?, ACTIVE = 1 WHERE TBL_NO = ?",
-                    (",".join(table.primary_key), number))
-        changed = _ensure_image(con, table, number, dialect)
-        _ddl(con, capture_trigger_sql(table, number, image_columns(con, number), dialect))
-        _grant(con, number)
-        if changed == "upgraded":
-            report.upgraded.append(f"{name} (as {IMAGE_PREFIX}{number})")
-        elif changed == "created":
-            report.created.append(f"{name} (as {IMAGE_PREFIX}{number})")
-    for name, number in numbers.items():
-        if name not in wanted:
-            _drop_trigger(con, number)
-            with transaction(con) as tm:
-                tm.cursor().execute(f"UPDATE {TABLES_TABLE} SET ACTIVE = 0 WHERE TBL_NO = ?",
-                                    (number,))
-            report.removed.append(f"capture of {name} (no longer replicated)")
+    pending = list(wanted.items())
+    for start in range(0, len(pending), INSTALL_BATCH):
+        _install_tables(con, pending[start:start + INSTALL_BATCH], numbers, images, dialect,
+                        report)
+    gone = [(name, number) for name, number in numbers.items() if name not in wanted]
+    for name, number in gone:
+        statements = []
+        if _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ?",
+                  (f"{TRIGGER_PREFIX}{number}",)):
+            statements.append(("drop its capture trigger",
+                               f"DROP TRIGGER {TRIGGER_PREFIX}{number}"))
+        statements.append(("mark it inactive in " + TABLES_TABLE,
+                           f"UPDATE {TABLES_TABLE} SET ACTIVE = 0 WHERE TBL_NO = {int(number)}"))
+        _step(con, statements, f"table {name}")
+        report.removed.append(f"capture of {name} (no longer replicated)")
     _apply_guards(con, schema, frozenset(fire), report)
     for gen in generators:
         report.generators.append(_set_generator_range(con, gen))
     set_state(con, "schema_version", SCHEMA_VERSION)
     set_state(con, "schema_fingerprint", schema.fingerprint())
-    for name, table in schema.tables.items():
-        # What capture was installed for (upgrade.drift compares the live schema with it).
-        set_state(con, f"{CAPTURED_STATE}{numbers[name]}", captured_shape(table))
-    for name, initial in COUNTERS:
-        if get_state(con, name) is None:
-            set_state(con, name, initial)
     if get_state(con, KEY_IDENTITY_STATE) != KEY_IDENTITY_VERSION:
         _rekey(con, schema, numbers)
-    if get_state(con, "epoch") is None:
-        # A random identity for this database's life; a copy restored elsewhere keeps it,
-        # a fresh install never reuses one (DESIGN §3.6).
-        set_state(con, "epoch", secrets.token_hex(16))
+    problem = install_ddl_counter(con)
+    if problem:
+        report.notes.append(problem)
     return report
+
+
+def _initial_state(con: Connection) -> None:
+    """The publisher's counters and the database's epoch, before any table is captured: a
+    publish during (or after a failed) install then publishes what is captured."""
+    have = set(state_names(con))
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        try:
+            for name, initial in COUNTERS:
+                if name not in have:
+                    cur.execute(f"INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES (?, ?)",
+                                (name, initial))
+            if "epoch" not in have:
+                # A random identity for this database's life; a copy restored elsewhere
+                # keeps it, a fresh install never reuses one (DESIGN §3.6).
+                cur.execute(f"INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES ('epoch', ?)",
+                            (secrets.token_hex(16),))
+        finally:
+            cur.close()
+
+
+def _images(con: Connection) -> dict[str, Table]:
+    """Every image table as it is (one read of the system tables for all of them)."""
+    return {name: table for name, table in introspect(con, include_sync=True).tables.items()
+            if name.startswith(IMAGE_PREFIX)}
+
+
+def _install_tables(con: Connection, batch: list[tuple[str, Table]], numbers: dict[str, int],
+                    images: dict[str, Table], dialect: int, report: InstallReport) -> None:
+    """Install ``batch`` in one transaction; when it fails, again one table per transaction,
+    so that the tables before the failing one are installed and the error names it."""
+    planned = []
+    for name, table in batch:
+        number = numbers.get(name)
+        if number is None:
+            number = HEARTBEAT_NO if name == HEARTBEAT_TABLE else max(
+                [n for n in numbers.values()] + [0]) + 1
+            numbers[name] = number
+        statements, changed = _table_statements(table, number,
+                                                images.get(f"{IMAGE_PREFIX}{number}"), dialect)
+        planned.append((name, number, statements, changed))
+    try:
+        _together(con, [(f"table {name}", statements) for name, _n, statements, _c in planned])
+    except InstallError:
+        if len(planned) == 1:
+            raise
+        for name, number, statements, changed in planned:
+            _together(con, [(f"table {name}", statements)])
+            _installed(report, name, number, changed)
+        return
+    for name, number, _statements, changed in planned:
+        _installed(report, name, number, changed)
+
+
+def _installed(report: InstallReport, name: str, number: int, changed: str | None) -> None:
+    if changed == "upgraded":
+        report.upgraded.append(f"{name} (as {IMAGE_PREFIX}{number})")
+    elif changed == "created":
+        report.created.append(f"{name} (as {IMAGE_PREFIX}{number})")
+
+
+def _together(con: Connection, work: list[tuple[str, list[tuple[str, str]]]]) -> None:
+    """Run the steps of each ``(what, steps)`` in one transaction. The engine checks most of
+    a DDL statement at commit (a row too long, a trigger it cannot compile): a failing commit
+    names every object of the transaction, and it is rolled back."""
+    tm = con.transaction_manager(default_tpb=READ_COMMITTED_RW)
+    tm.begin()
+    try:
+        for what, statements in work:
+            _run(tm, statements, what)
+        try:
+            tm.commit()
+        except DatabaseError as exc:
+            whats = ", ".join(what for what, _s in work)
+            raise InstallError(_failed("commit (the engine checks the new objects then)",
+                                       whats, exc)) from exc
+    finally:
+        if tm.is_active():
+            tm.rollback()
+        tm.close()
+
+
+def _run(tm: TransactionManager, statements: list[tuple[str, str]], what: str) -> None:
+    cur = tm.cursor()
+    try:
+        for step, sql in statements:
+            try:
+                if sql.startswith(("INSERT ", "UPDATE ", "DELETE ")):
+                    cur.execute(sql)
+                else:
+                    tm.execute_immediate(sql)
+            except DatabaseError as exc:
+                raise InstallError(_failed(step, what, exc)) from exc
+    finally:
+        cur.close()
+
+
+def _failed(step: str, what: str, exc: Exception) -> str:
+    reason = " ".join(str(exc).split())
+    hint = ""
+    if "in use" in reason or "lock" in reason.lower():
+        hint = (" Another connection is using it (an open transaction, a prepared statement): "
+                "close the application or wait for it, then")
+    elif "privilege" in reason or "permission" in reason:
+        hint = " Install as the database owner or SYSDBA, then"
+    elif "record size" in reason:
+        hint = (" An image table holds every column of its table plus about 1.4 KB of capture "
+                "data, and Firebird limits a row to 64 KB: list the table in [tables] exclude "
+                "or narrow its columns, then")
+    else:
+        hint = " Fix that cause, then"
+    return (f"install stopped at {what}, step '{step}': {reason}.{hint} run siege-node install "
+            "again: what was installed before stays, nothing of this one was kept, and install "
+            "continues from here.")
+
+
+def _step(con: Connection, statements: list[tuple[str, str]], what: str) -> None:
+    _together(con, [(what, statements)])
+
+
+def _table_statements(table: Table, number: int, image: Table | None, dialect: int
+                      ) -> tuple[list[tuple[str, str]], str | None]:
+    """Every statement that installs or upgrades one table's capture, with a step name
+    each, and whether its image is created, upgraded or left as it was."""
+    name = f"{IMAGE_PREFIX}{number}"
+    keys = literal(",".join(table.primary_key))
+    statements = [(f"register it in {TABLES_TABLE}",
+                   f"UPDATE OR INSERT INTO {TABLES_TABLE} (TBL_NO, NAME, KEY_COLS, ACTIVE) "
+                   f"VALUES ({int(number)}, {literal(table.name)}, {keys}, 1) MATCHING (TBL_NO)")]
+    changed = None
+    if image is None:
+        cols = ", ".join(f"{quote(c.name, dialect)} {c.type.ddl()}" for c in table.columns)
+        idt = id_type(dialect)
+        statements.append((f"create its image table {name}",
+                           f"CREATE TABLE {name} (SYNC$ID {idt} NOT NULL PRIMARY KEY, "
+                           f"SYNC$TX {idt}, SYNC$OP CHAR(1) CHARACTER SET ASCII, "
+                           f"SYNC$AT TIMESTAMP, SYNC$USR VARCHAR(63) CHARACTER SET UTF8, "
+                           f"SYNC$ADDR VARCHAR(255) CHARACTER SET UTF8, SYNC$FLAGS SMALLINT, "
+                           f"SYNC$MASK VARCHAR({_mask_length(len(table.columns))}) "
+                           f"CHARACTER SET ASCII, {cols})"))
+        columns = list(table.columns)
+        changed = "created"
+    else:
+        current = {c.name: c for c in image.columns if c.name not in IMAGE_META}
+        columns = [c for c in image.columns if c.name not in IMAGE_META]
+        for col in table.columns:
+            have = current.get(col.name)
+            if have is None:
+                statements.append((f"add column {col.name} to {name}",
+                                   f"ALTER TABLE {name} ADD {quote(col.name, dialect)} "
+                                   f"{col.type.ddl()}"))
+                columns.append(col)
+                changed = "upgraded"
+            elif have.type.ddl() != col.type.ddl():
+                # Widening keeps the column's position, so old masks stay aligned.
+                statements.append((f"widen column {col.name} of {name}",
+                                   f"ALTER TABLE {name} ALTER {quote(col.name, dialect)} "
+                                   f"TYPE {col.type.ddl()}"))
+                columns[columns.index(have)] = col
+                changed = "upgraded"
+        mask = next((c for c in image.columns if c.name == IMAGE_MASK), None)
+        if mask is not None and (mask.type.char_length or 0) < len(columns):
+            statements.append((f"widen the change mask of {name}",
+                               f"ALTER TABLE {name} ALTER {IMAGE_MASK} TYPE "
+                               f"VARCHAR({_mask_length(len(columns))}) CHARACTER SET ASCII"))
+    trigger = f"{TRIGGER_PREFIX}{number}"
+    statements.append((f"create its capture trigger {trigger}",
+                       capture_trigger_sql(table, number, columns, dialect)))
+    statements += [(f"grant its capture trigger {trigger} what it writes", sql)
+                   for sql in _grants(number)]
+    # What capture was installed for (upgrade.drift compares the live schema with it).
+    if table.name != HEARTBEAT_TABLE:
+        statements += [("record its captured shape", sql) for sql in _long_state_sql(
+            f"{CAPTURED_STATE}{number}", captured_shape(table))]
+    return statements, changed
+
+
+def _long_state_sql(name: str, value: str) -> list[str]:
+    """The statements of ``set_long_state`` (one state row, or parts: a table of hundreds of
+    columns has a longer shape than a row holds), to run in the caller's transaction."""
+    parts = [value[i:i + STATE_PART] for i in range(0, len(value), STATE_PART)]
+    upsert = f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES ({{}}, {{}}) MATCHING (NAME)"
+    out = [f"DELETE FROM {STATE_TABLE} WHERE NAME STARTING WITH {literal(name + '#')}"]
+    if len(parts) <= 1 and not value.startswith(_PARTS):
+        return [*out, upsert.format(literal(name), literal(value))]
+    out.append(upsert.format(literal(name), literal(f"{_PARTS}{len(parts)}")))
+    out += [upsert.format(literal(f"{name}#{n}"), literal(part)) for n, part in
+            enumerate(parts, 1)]
+    return out
+
+
+def _mask_length(columns: int) -> int:
+    """A change mask holds one character per image column: sized to the table (a row of an
+    image table must fit in 64 KB like the table's own), with room to grow."""
+    return min(4000, max(64, -(-columns * 2 // 64) * 64))
 
 
 def _rekey(con: Connection, schema: Schema, numbers: dict[str, int]) -> None:
@@ -308,37 +504,17 @@ def image_columns(con: Connection, number: int) -> list[Column]:
     return [c for c in image.columns if c.name not in IMAGE_META]
 
 
+def all_image_columns(con: Connection) -> dict[int, list[Column]]:
+    """``image_columns`` of every image table, from one read of the system tables."""
+    return {int(name[len(IMAGE_PREFIX):]): [c for c in table.columns if c.name not in IMAGE_META]
+            for name, table in _images(con).items() if name[len(IMAGE_PREFIX):].isdigit()}
+
+
 def image_tables(con: Connection) -> list[int]:
     """Numbers of the image tables that exist (a table no longer replicated keeps its image
     until its captured changes are published)."""
     names = _relation_names(con)
     return sorted(no for no in table_registry(con) if f"{IMAGE_PREFIX}{no}" in names)
-
-
-def _ensure_image(con: Connection, table: Table, number: int, dialect: int) -> str | None:
-    name = f"{IMAGE_PREFIX}{number}"
-    current = {c.name: c for c in image_columns(con, number)}
-    if not current and name not in _relation_names(con):
-        cols = ", ".join(f"{quote(c.name, dialect)} {c.type.ddl()}" for c in table.columns)
-        idt = id_type(dialect)
-        _ddl(con, f"CREATE TABLE {name} (SYNC$ID {idt} NOT NULL PRIMARY KEY, SYNC$TX {idt}, "
-                  f"SYNC$OP CHAR(1) CHARACTER SET ASCII, SYNC$AT TIMESTAMP, "
-                  f"SYNC$USR VARCHAR(63) CHARACTER SET UTF8, "
-                  f"SYNC$ADDR VARCHAR(255) CHARACTER SET UTF8, SYNC$FLAGS SMALLINT, "
-                  f"SYNC$MASK VARCHAR(4000) CHARACTER SET ASCII, {cols})")
-        return "created"
-    changed = None
-    for col in table.columns:
-        have = current.get(col.name)
-        if have is None:
-            _ddl(con, f"ALTER TABLE {name} ADD {quote(col.name, dialect)} {col.type.ddl()}")
-            changed = "upgraded"
-        elif have.type.ddl() != col.type.ddl():
-            # Widening keeps the column's position, so old masks stay aligned.
-            _ddl(con, f"ALTER TABLE {name} ALTER {quote(col.name, dialect)} "
-                      f"TYPE {col.type.ddl()}")
-            changed = "upgraded"
-    return changed
 
 
 def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect: int) -> str:
@@ -447,24 +623,87 @@ def changed_condition(column: Column, dialect: int) -> str:
     return f"NEW.{n} IS DISTINCT FROM OLD.{n}"
 
 
-def _grant(con: Connection, number: int) -> None:
+def _grants(number: int) -> list[str]:
     trigger = f"{TRIGGER_PREFIX}{number}"
-    for sql in (
+    return [
         f"GRANT INSERT ON {LOG_TABLE} TO TRIGGER {trigger}",  # capture failures
         f"GRANT INSERT ON {IMAGE_PREFIX}{number} TO TRIGGER {trigger}",
         f"GRANT USAGE ON SEQUENCE {LOG_SEQ} TO TRIGGER {trigger}",
-    ):
-        _ddl(con, sql)
+    ]
 
 
-def _drop_trigger(con: Connection, number: int) -> None:
-    name = f"{TRIGGER_PREFIX}{number}"
-    if _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ?", (name,)):
-        _ddl(con, f"DROP TRIGGER {name}")
+def _ddl_counter_sql() -> list[tuple[str, str]]:
+    return [
+        ("create its sequence", f"CREATE SEQUENCE {DDL_MISSED}"),
+        ("create its table", f"CREATE TABLE {DDL_TABLE} (DONE_AT TIMESTAMP)"),
+        # Nothing in it can fail the application's DDL: a table without constraints, and any
+        # error swallowed; a row that could not be written bumps DDL_MISSED instead, which
+        # turns the schema cache off for good (schemacache.py).
+        ("create its trigger", f"""CREATE OR ALTER TRIGGER {DDL_TRIGGER}
+ACTIVE AFTER ANY DDL STATEMENT POSITION 32000 AS
+DECLARE N BIGINT;
+BEGIN
+  /* generated by siege-sync: counts committed DDL, so the node knows when to read the
+     schema again; never fails the statement */
+  BEGIN
+    EXECUTE STATEMENT 'INSERT INTO {DDL_TABLE} (DONE_AT) VALUES (CURRENT_TIMESTAMP)';
+    WHEN ANY DO
+    BEGIN
+      BEGIN
+        N = GEN_ID({DDL_MISSED}, 1);
+        WHEN ANY DO N = 0;
+      END
+    END
+  END
+END"""),
+        ("grant its trigger what it writes",
+         f"GRANT INSERT ON {DDL_TABLE} TO PUBLIC"),
+        ("grant its trigger what it writes",
+         f"GRANT USAGE ON SEQUENCE {DDL_MISSED} TO TRIGGER {DDL_TRIGGER}"),
+    ]
+
+
+def install_ddl_counter(con: Connection) -> str | None:
+    """Create the DDL counter (what the schema cache is keyed by) when it is missing; None
+    when it is there, else why the node reads the schema at every publish instead (creating
+    a database trigger takes the database owner, SYSDBA or RDB$ADMIN)."""
+    have = _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ? "
+                       "AND RDB$TRIGGER_INACTIVE = 0", (DDL_TRIGGER,))
+    if have:
+        return None
+    existing = _relation_names(con) | _generator_names(con)
+    statements = [(step, sql) for step, sql in _ddl_counter_sql()
+                  if not sql.startswith(("CREATE SEQUENCE", "CREATE TABLE"))
+                  or sql.split()[2] not in existing]
+    try:
+        _step(con, statements, f"the DDL counter {DDL_TRIGGER}")
+    except InstallError as exc:
+        log.warning("%s", exc)
+        return (f"the schema cache is off ({exc}); every publish and apply reads the schema "
+                "from the system tables, which costs about a second with hundreds of tables")
+    return None
+
+
+def ddl_key(cur: Cursor) -> tuple[int, ...] | None:
+    """The schema cache's key: committed DDL statements so far, and the number of
+    registered tables. None when the counter cannot be trusted: missing, inactive, or a DDL
+    statement whose row could not be written."""
+    try:
+        cur.execute(f"SELECT (SELECT COUNT(*) FROM {DDL_TABLE}), GEN_ID({DDL_MISSED}, 0), "
+                    f"(SELECT COUNT(*) FROM {TABLES_TABLE}), "
+                    "(SELECT RDB$TRIGGER_INACTIVE FROM RDB$TRIGGERS "
+                    f"WHERE RDB$TRIGGER_NAME = '{DDL_TRIGGER}') FROM RDB$DATABASE")
+        count, missed, tables, inactive = cur.fetchone()
+    except DatabaseError:
+        return None
+    if missed or inactive is None or inactive:
+        return None
+    return int(count), int(tables)
 
 
 def _apply_guards(con: Connection, schema: Schema, fire: frozenset[str],
                   report: InstallReport) -> None:
+    changes: list[tuple[str, bool, str]] = []
     for triggers in schema.triggers.values():
         for trig in triggers:
             if trig.source is None:
@@ -477,9 +716,20 @@ def _apply_guards(con: Connection, schema: Schema, fire: frozenset[str],
             if new_source == trig.source:
                 continue
             # Also rewrites a guard an earlier version placed on a line of its own.
-            _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} {new_source}")
-            if want:
-                report.guarded.append(trig.name)
+            changes.append((trig.name, want, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
+                                              f"{new_source}"))
+    for start in range(0, len(changes), INSTALL_BATCH):
+        batch = changes[start:start + INSTALL_BATCH]
+        try:
+            _together(con, [(f"trigger {name}", [("guard it" if want else "remove its guard",
+                                                  sql)]) for name, want, sql in batch])
+        except InstallError:
+            if len(batch) == 1:
+                raise
+            for name, want, sql in batch:  # again one at a time: the error names the trigger
+                _step(con, [("guard it" if want else "remove its guard", sql)],
+                      f"trigger {name}")
+        report.guarded += [name for name, want, _sql in batch if want]
 
 
 def _set_generator_range(con: Connection, gen: GeneratorRange) -> str:
@@ -504,9 +754,19 @@ class InstallError(Exception):
 
 def pending_entries(con: Connection) -> int:
     """Committed captured changes not yet published (capture failures included)."""
-    counts = [f"SELECT COUNT(*) FROM {IMAGE_PREFIX}{no}" for no in image_tables(con)]
-    counts.append(f"SELECT COUNT(*) FROM {LOG_TABLE} WHERE OP = '{OP_ERROR}'")
-    return sum(_query(con, sql)[0][0] for sql in counts)
+    counts = [f"(SELECT COUNT(*) FROM {IMAGE_PREFIX}{no})" for no in image_tables(con)]
+    counts.append(f"(SELECT COUNT(*) FROM {LOG_TABLE} WHERE OP = '{OP_ERROR}')")
+    total = 0
+    with transaction(con, SNAPSHOT_RW) as tm:
+        cur = tm.cursor()
+        try:
+            # A statement takes at most 255 contexts: a hundred tables a statement.
+            for start in range(0, len(counts), 100):
+                cur.execute(f"SELECT {' + '.join(counts[start:start + 100])} FROM RDB$DATABASE")
+                total += int(cur.fetchone()[0])
+        finally:
+            cur.close()
+    return total
 
 
 def captured_shape(table: Table) -> str:
@@ -518,12 +778,13 @@ def captured_shape(table: Table) -> str:
 def drop_capture_triggers(con: Connection) -> list[str]:
     """Drop every capture trigger (nothing else): what a vendor's DROP COLUMN would trip on.
     ``install`` creates them again."""
-    dropped = []
-    for (name,) in _query(con, "SELECT RDB$TRIGGER_NAME FROM RDB$TRIGGERS "
-                               f"WHERE RDB$TRIGGER_NAME STARTING WITH '{TRIGGER_PREFIX}'"):
-        _ddl(con, f"DROP TRIGGER {name.strip()}")
-        dropped.append(name.strip())
-    return dropped
+    names = [str(name).strip() for (name,) in _query(
+        con, "SELECT RDB$TRIGGER_NAME FROM RDB$TRIGGERS "
+             f"WHERE RDB$TRIGGER_NAME STARTING WITH '{TRIGGER_PREFIX}'")]
+    for start in range(0, len(names), INSTALL_BATCH):
+        _step(con, [(f"drop {name}", f"DROP TRIGGER {name}")
+                    for name in names[start:start + INSTALL_BATCH]], "the capture triggers")
+    return names
 
 
 def uninstall(con: Connection, force: bool = False) -> list[str]:
@@ -543,6 +804,9 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
                 _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
                           f"{guard.remove_guard(trig.source)}")
                 removed.append(f"guard in {trig.name}")
+    if _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ?", (DDL_TRIGGER,)):
+        _ddl(con, f"DROP TRIGGER {DDL_TRIGGER}")
+        removed.append(DDL_TRIGGER)
     removed += drop_capture_triggers(con)
     for name in sorted(_relation_names(con)):
         if name.startswith(IMAGE_PREFIX) or name in (LOG_TABLE, STATE_TABLE, TABLES_TABLE,
@@ -550,12 +814,13 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
                                                      BLOBS_TABLE, ROWS_TABLE,
                                                      CONFLICTS_TABLE, VECTOR_TABLE,
                                                      PARKED_TABLE, REPORTS_TABLE,
-                                                     DEFERRED_TABLE):
+                                                     DEFERRED_TABLE, DDL_TABLE):
             _ddl(con, f"DROP TABLE {name}")
             removed.append(name)
-    if LOG_SEQ in _generator_names(con):
-        _ddl(con, f"DROP SEQUENCE {LOG_SEQ}")
-        removed.append(LOG_SEQ)
+    for sequence in (LOG_SEQ, DDL_MISSED):
+        if sequence in _generator_names(con):
+            _ddl(con, f"DROP SEQUENCE {sequence}")
+            removed.append(sequence)
     return removed
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -50,8 +51,8 @@ from .database import (
 )
 from .merge import LWW, Policy, RowState, Write, losses, merge
 from .reader import Batch, Group, LogEntry, plan
-from .schema import Column, ColumnType, Table, introspect
-from .schema import key_types as schema_key_types
+from .schema import Column, ColumnType, Table
+from .schemacache import READ_ONLY, SchemaCache
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,12 @@ class Publisher:
         self._site = site
         self._clock = clock or SystemClock()
         self._max_entries = max_entries
+        # Kept across publishes until DDL commits (schemacache.py); the applier shares it.
+        self.schemas = SchemaCache(con)
+        # The planning reads of every image table, prepared once per schema (reader.plan);
+        # freed with the publisher, while its connection is normally still open.
+        self._plan_statements = StatementCache()
+        weakref.finalize(self, _free_quietly, self._plan_statements)
 
     def publish(self) -> PublishResult:
         """Publish everything committed so far (in steps of at most ``max_entries``)."""
@@ -130,6 +137,17 @@ class Publisher:
     def _restore_boundary(self) -> int | None:
         """Detect a gbak restore (a new creation date): transaction numbers start again, so
         entries restored from the backup must not be grouped with new transactions."""
+        with transaction(self._con, READ_ONLY) as tm:
+            cur = tm.cursor()
+            try:
+                # Nearly always: nothing to write, and a read-only commit writes nothing.
+                cur.execute("SELECT MON$CREATION_DATE FROM MON$DATABASE")
+                created = cur.fetchone()[0].isoformat()
+                state = _read_state(cur, ("db_created", "restore_boundary"))
+            finally:
+                cur.close()
+        if state.get("db_created") == created and state.get("restore_boundary") is None:
+            return None
         with transaction(self._con, READ_COMMITTED_RW) as tm:
             cur = tm.cursor()
             try:
@@ -158,7 +176,7 @@ class Publisher:
     def _mark_clock(self) -> None:
         """Write a clock marker when the engine's UTC offset moved (DST, a clock set) or the
         last one is old; otherwise the log would fill with identical markers."""
-        with transaction(self._con, READ_COMMITTED_RW) as tm:
+        with transaction(self._con, READ_ONLY) as tm:
             cur = tm.cursor()
             try:
                 cur.execute("SELECT CAST('NOW' AS TIMESTAMP) FROM RDB$DATABASE")
@@ -193,6 +211,8 @@ class Publisher:
         raise AssertionError("unreachable")
 
     def _publish_step(self) -> PublishResult:
+        if not self.schemas.check():
+            _free_quietly(self._plan_statements)
         self._mark_clock()
         boundary = self._restore_boundary()
         waiting = rewind.holding_back(self._con, self._site)
@@ -205,8 +225,8 @@ class Publisher:
             cur = tm.cursor()
             try:
                 counters = _lock_counters(cur)
-                batch = plan(cur, self._max_entries, boundary,
-                             capture.image_tables(self._con))
+                batch = plan(cur, self._max_entries, boundary, self.schemas.image_tables(),
+                             self._plan_statements)
                 result = PublishResult(more=batch.pending_groups > len(batch.transactions))
                 if not batch.transactions:
                     return result
@@ -218,7 +238,7 @@ class Publisher:
 
     def _publish_batch(self, tm: TransactionManager, cur: Cursor, batch: Batch,
                        counters: _Counters, result: PublishResult) -> None:
-        registry = capture.table_registry(self._con)
+        registry = self.schemas.registry()
         changes, columns_of = self._read_changes(cur, batch, registry, DatabaseBlobStore(tm))
         statements = StatementCache()
         try:
@@ -240,14 +260,14 @@ class Publisher:
                 number = change.entry.table_no
                 if number not in by_table:  # the key's collations (image tables have none)
                     by_table[number] = []
-                    key_types[number] = schema_key_types(self._con, registry[number][0])
+                    key_types[number] = self.schemas.key_types(registry[number][0])
                 change.khash = registers.key_identity(change.event.key, key_types[number])
                 by_table[number].append(change.khash)
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
         markers = MarkerTable(batch.markers)
-        unseen = _Unseen(self._con, registry, catchup.unfit_columns(cur))
-        settlers = _LazySettler(self._con, registry, self._policies)
+        unseen = _Unseen(self.schemas, registry, catchup.unfit_columns(cur))
+        settlers = _LazySettler(self.schemas, registry, self._policies)
         blob_store = DatabaseBlobStore(tm)
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
@@ -366,7 +386,7 @@ class Publisher:
         by_group: dict[Group, list[_Change]] = {}
         columns_of: dict[int, list[str]] = {}
         for number in sorted(batch.tables):
-            columns = capture.image_columns(self._con, number)
+            columns = self.schemas.image_columns(number)
             if not columns:
                 raise PublishError(
                     f"captured changes of table #{number} have no image table: the capture "
@@ -402,9 +422,9 @@ class _Unseen:
     value this site's narrower column could not hold (``catchup.mark_unfit``). Looked at
     only for the columns so marked, so a site whose columns all fit pays one query."""
 
-    def __init__(self, con: Connection, registry: dict[int, tuple[str, tuple[str, ...]]],
+    def __init__(self, schemas: SchemaCache, registry: dict[int, tuple[str, tuple[str, ...]]],
                  marked: dict[int, set[str]]) -> None:
-        self._con, self._registry, self._marked = con, registry, marked
+        self._schemas, self._registry, self._marked = schemas, registry, marked
         self._types: dict[int, dict[str, ColumnType]] = {}
 
     def columns(self, table_no: int, event: events_pb2.Event, state: RowState | None,
@@ -414,7 +434,7 @@ class _Unseen:
             return set()
         if table_no not in self._types:
             name = self._registry[table_no][0]
-            table = introspect(self._con, only=name, columns_only=True).tables.get(name)
+            table = self._schemas.table(name)
             self._types[table_no] = {c.name: c.type for c in table.columns} if table else {}
         types = self._types[table_no]
         out = set()
@@ -427,6 +447,15 @@ class _Unseen:
                     types[name], values_pb2.Value.FromString(shown)):
                 out.add(name)
         return out
+
+
+def _free_quietly(statements: StatementCache) -> None:
+    """Free prepared statements; their connection may be gone (closed, lost, the database
+    restored): then the engine freed them already."""
+    try:
+        statements.close()
+    except DatabaseError:
+        log.debug("prepared statements of a closed connection", exc_info=True)
 
 
 def _inserts_first(changes: list[_Change]) -> list[_Change]:
@@ -563,29 +592,25 @@ class _LazySettler:
     """The constraint side of local writes, built at the first write of a step (it needs the
     schema: foreign keys, UNIQUE constraints)."""
 
-    def __init__(self, con: Connection, registry: dict[int, tuple[str, tuple[str, ...]]],
+    def __init__(self, schemas: SchemaCache, registry: dict[int, tuple[str, tuple[str, ...]]],
                  policies: Mapping[str, Policy]) -> None:
-        self._con = con
+        self._schemas = schemas
         self._registry = {name: no for no, (name, _k) in registry.items()}
         self._policies = policies
         self._settler: Settler | None = None
-        self._referencing: set[str] | None = None
 
     def references(self, cur: Cursor, table: str) -> bool:
-        """Whether ``table`` has a foreign key: one query a step, not the whole schema (an
-        insert-only step of tables without references never builds the settler)."""
-        if self._referencing is None:
-            cur.execute("SELECT DISTINCT TRIM(RDB$RELATION_NAME) FROM RDB$RELATION_CONSTRAINTS "
-                        "WHERE RDB$CONSTRAINT_TYPE = 'FOREIGN KEY'")
-            self._referencing = {str(name) for (name,) in cur.fetchall()}
-        return table in self._referencing
+        """Whether ``table`` has a foreign key (an insert-only step of tables without
+        references never builds the settler)."""
+        found = self._schemas.table(table)
+        return found is not None and bool(found.foreign_keys)
 
     def get(self, cur: Cursor, rows: registers.RowStates, statements: StatementCache,
             blobs: DatabaseBlobStore) -> Settler:
         if self._settler is None:
             # Rows written here are other rows (parents, hidden rows) that the change lets
             # go of; everything captured so far is being published in this transaction.
-            self._settler = Settler(cur, introspect(self._con), self._registry, rows,
+            self._settler = Settler(cur, self._schemas.schema(), self._registry, rows,
                                     statements, self._policies, set(),
                                     blobs)
         return self._settler

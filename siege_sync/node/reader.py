@@ -31,6 +31,7 @@ from firebird.driver import Cursor
 
 from .capture import IMAGE_META, IMAGE_PREFIX, LOG_TABLE, OP_ERROR, OP_MARKER
 from .clock import Marker, local_us
+from .database import StatementCache
 
 Group = tuple[int, int]  # (era, tx_id): era 0 = restored from a backup, 1 = this life
 
@@ -105,13 +106,18 @@ _FAILURES = _Source(LOG_TABLE, "LOG_ID", "TX_ID", f"OP = '{OP_ERROR}'")
 # A statement may hold at most 255 contexts ("Too many Contexts"), and each grouped SELECT
 # takes two (its table and its grouping): measured, 141 selects in one UNION fail.
 _UNION_TABLES = 100
+# Straddling transactions one statement excludes at most (each adds a condition and one or
+# two parameters to the reads and deletes of the taken rows).
+_MAX_STRADDLERS = 200
 
 
 def plan(cur: Cursor, max_entries: int, restore_boundary: int | None,
-         tables: list[int]) -> Batch:
+         tables: list[int], statements: StatementCache | None = None) -> Batch:
     """Choose the next whole transactions to publish, at most ``max_entries`` entries
     (at least one transaction however large), from the image tables numbered ``tables``.
-    ``cur`` must belong to a SNAPSHOT transaction."""
+    ``cur`` must belong to a SNAPSHOT transaction. ``statements``: where the grouped reads
+    stay prepared between publishes (preparing them is most of their cost with hundreds of
+    image tables; what they read is still exactly this snapshot's)."""
     selects = [
         f"SELECT {src.era(restore_boundary)}, {src.tx_col}, {no}, MIN({src.id_col}), "
         f"MAX({src.id_col}), COUNT(*) FROM {src.table} WHERE {src.where} GROUP BY 1, 2"
@@ -122,7 +128,11 @@ def plan(cur: Cursor, max_entries: int, restore_boundary: int | None,
         f"COUNT(*) FROM {LOG_TABLE} WHERE {_FAILURES.where} GROUP BY 1, 2, 3")
     found: list[tuple] = []
     for start in range(0, len(selects), _UNION_TABLES):
-        cur.execute(" UNION ALL ".join(selects[start:start + _UNION_TABLES]))
+        sql = " UNION ALL ".join(selects[start:start + _UNION_TABLES])
+        if statements is None:
+            cur.execute(sql)
+        else:
+            statements.run(cur, sql)
         found.extend(cur.fetchall())
     groups: dict[Group, PlannedTx] = {}
     for era, tx, table_no, first, last, n in found:
@@ -140,11 +150,20 @@ def plan(cur: Cursor, max_entries: int, restore_boundary: int | None,
             break
         taken.append(planned)
         total += planned.count
-    cutoff = taken[-1].last_id if taken else 0
     # Groups not taken whose entries start at or below the cutoff: their later entries are
-    # beyond it, so their rows must be left alone this time.
-    straddlers = sorted(p.group for p in ordered[len(taken):] if p.first_id <= cutoff)
+    # beyond it, so their rows must be left alone this time. Each is a condition of every
+    # read and delete of the taken rows: fewer transactions are taken when they would be
+    # too many for one statement (many long transactions open at once).
+    cutoff, straddlers = _straddlers(ordered, len(taken))
+    while len(straddlers) > _MAX_STRADDLERS and len(taken) > 1:
+        taken.pop()
+        cutoff, straddlers = _straddlers(ordered, len(taken))
     return Batch(taken, cutoff, straddlers, _markers(cur), len(ordered), restore_boundary)
+
+
+def _straddlers(ordered: list[PlannedTx], taken: int) -> tuple[int, list[Group]]:
+    cutoff = ordered[taken - 1].last_id if taken else 0
+    return cutoff, sorted(p.group for p in ordered[taken:] if p.first_id <= cutoff)
 
 
 def _taken(batch: Batch, src: _Source) -> tuple[str, list[object]]:

@@ -100,7 +100,7 @@ def drift(con: Connection, selection: TableSelection = TableSelection()) -> list
     out = [f"table {name} is new and not captured" for name in sorted(live.tables)
            if name not in registry]
     for name, number in sorted(registry.items()):
-        recorded = capture.get_state(con, f"{capture.CAPTURED_STATE}{number}")
+        recorded = capture.get_long_state(con, f"{capture.CAPTURED_STATE}{number}")
         table = live.tables.get(name)
         if table is None:
             out.append(f"table {name} was dropped")
