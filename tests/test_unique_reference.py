@@ -150,12 +150,17 @@ def test_a_parent_deleted_while_a_child_names_its_code_comes_back(make_db):
     assert [v[0] for v in vehicles] == [1] and trips == [], "the delete lost for good"
 
 
-def test_two_sites_create_the_same_code_the_later_one_stays(make_db):
+@pytest.mark.parametrize("action", ["", "ON UPDATE CASCADE ON DELETE CASCADE"])
+def test_two_sites_create_the_same_code_the_later_one_stays(make_db, action):
     """(c) A UNIQUE clash between two new vehicles whose trips name the code: the vehicle
     whose code was written later stays everywhere, the other is on record (unique-clash);
     every trip stays (the code it names exists) and the trips written for the losing
-    vehicle are on record with it, never re-pointed silently."""
-    cons, appliers = _setup(make_db)
+    vehicle are on record with it, never re-pointed silently. Also when the foreign key
+    cascades: the loser's row is never deleted while trips name its code (a cascade would
+    delete them)."""
+    ddl = [DDL[0], DDL[1].replace("REFERENCES VEHICLE (CODE)",
+                                  f"REFERENCES VEHICLE (CODE) {action}")]
+    cons, appliers = _setup(make_db, ddl=ddl)
     _run(cons["lyon"], "INSERT INTO VEHICLE (ID, CODE, LABEL) VALUES (1, 'Camión 7', 'lyon')",
          "INSERT INTO TRIP (ID, VEHICLE_CODE, KM) VALUES (10, 'CAMION 7', 1)")
     time.sleep(0.02)  # nice's code is written later, whatever the engine clocks' mapping
@@ -310,3 +315,24 @@ def test_a_delete_after_a_code_clash_knows_the_trips_of_both_vehicles(make_db):
     vehicles, trips = _same(cons)
     assert [(v[0], v[2]) for v in vehicles] == [(1, "lyon")] and trips == []
     assert ("VEHICLE", "kept-by-reference") not in _records(cons["siege"])
+
+
+def test_a_parent_table_left_out_at_one_site_only_is_said_where_it_blocks(make_db):
+    """Item 2: VEHICLE is replicated at lyon, left out at nice (a policy mismatch). nice's
+    trip names a vehicle only nice has: lyon cannot place it and says why; nothing of lyon's
+    vehicles is lost at nice (kept aside for when nice replicates the table)."""
+    cons = {"lyon": make_db("lyon", ddl=DDL), "nice": make_db("nice", ddl=DDL)}
+    capture.install(cons["lyon"])
+    capture.install(cons["nice"], LOCAL_PARENT)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    _run(cons["lyon"], "INSERT INTO VEHICLE (ID, CODE, LABEL) VALUES (1, 'Camión 7', 'lyon')")
+    _run(cons["nice"], "INSERT INTO VEHICLE (ID, CODE, LABEL) VALUES (5, 'Grúa', 'nice')",
+         "INSERT INTO TRIP (ID, VEHICLE_CODE, KM) VALUES (50, 'GRUA', 9)")
+    nice, lyon = _own(appliers, cons, "nice"), _own(appliers, cons, "lyon")
+    result = appliers["lyon"].apply(nice)
+    said = " ".join([*result.refused, *result.waiting_for])
+    assert result.applied_events == 0 and "VEHICLE" in said and "GRUA" in said, result
+    assert "[tables]" in said, said
+    result = appliers["nice"].apply(lyon)
+    assert not result.refused, result
+    assert _rows(cons["nice"], "SELECT ID FROM VEHICLE") == [(5,)], "nice's own rows only"

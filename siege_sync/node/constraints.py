@@ -622,10 +622,11 @@ class Settler:
             if pkey is None or pstate is None:
                 raise NotArrived(
                     f"{table.name} {_show(key)} references {named}, whose insert has not "
-                    "arrived here yet" + ("" if fk.parent_columns == parent.primary_key else
-                                          " (or which another site changed concurrently "
-                                          "to a value no row names: then it waits until "
-                                          "an operator settles it)"))
+                    f"arrived here yet. If it never does: the site that wrote {table.name} "
+                    f"may leave {parent.name} out of [tables] (the sites' [tables] must agree "
+                    "on it)" + ("" if fk.parent_columns == parent.primary_key else
+                                ", or another site changed that value concurrently (an "
+                                "operator settles it)"))
             step = _Step((table.name, registers.key_identity(key, table)), table, key, fk,
                          (parent.name, registers.key_identity(pkey, parent)))
             if any(s.parent == step.parent for s in self._restoring):
