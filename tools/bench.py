@@ -26,6 +26,13 @@ process, because these machines are noisy; the last line is one JSON object.
   ÷ a local backup and restore of the same database, and the bytes on the line per row
   (``tools/bench_join.py``). Reported like the mesh part when it fails.
 
+* ``install_seconds_600_tables``, ``publish_ms_one_change_600_tables`` (and
+  ``publish_ms_one_change_2_tables``, ``publish_ms_600_vs_2_tables``,
+  ``publish_ms_first_600_tables``): ``capture.install`` of an ERP-shaped 600-table database
+  and the publish of one captured change among those tables by a running node's publisher,
+  through a private Firebird server, against the same publish on a two-table database
+  (``tools/bench_tables.py``; aim: under 50 ms). Reported like the mesh part when it fails.
+
 Each figure is the median of ``--repeat`` runs (the mesh figures: one run).
 """
 
@@ -219,6 +226,8 @@ def main() -> None:
                         help="rows of the analyse benchmark's table (tools/bench_analyse.py)")
     parser.add_argument("--join-rows", type=int, default=1_000_000,
                         help="rows of the join benchmark's siège (tools/bench_join.py)")
+    parser.add_argument("--tables", type=int, default=600,
+                        help="tables of the table-count benchmark (tools/bench_tables.py)")
     args = parser.parse_args()
     mesh_preload()
     out: dict[str, float] = {}
@@ -245,7 +254,8 @@ def main() -> None:
         print(f"server publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
     out.update(mesh_figures(args))
-    for part in (analyse_figures(args.analyse_rows), join_figures(args.join_rows)):
+    for part in (analyse_figures(args.analyse_rows), join_figures(args.join_rows),
+                 tables_figures(args.tables)):
         if "errors" in part and "errors" in out:
             part["errors"] = [*out["errors"], *part["errors"]]
         out.update(part)
@@ -264,6 +274,13 @@ def join_figures(rows: int) -> dict:
     from tools import bench_join
 
     return _part("join", bench_join.run, bench_join.KEYS, rows)
+
+
+def tables_figures(tables: int) -> dict:
+    """The table-count part (tools/bench_tables.py)."""
+    from tools import bench_tables
+
+    return _part("tables", bench_tables.run, bench_tables.KEYS, tables)
 
 
 def _part(name: str, run: Callable[[int], dict], keys: tuple[str, ...], rows: int) -> dict:

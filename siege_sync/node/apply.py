@@ -686,11 +686,14 @@ def catch_up(con: Connection, site: str, policies: Mapping[str, Policy] | None =
     new tables. Returns what it did."""
     # What users wrote is published first: a widened column is written only where the
     # registers know the row's latest value.
-    Publisher(con, site, policies=policies).publish()
-    done = catchup.fill_new_columns(con, dict(policies or {}))
+    publisher = Publisher(con, site, policies=policies)
+    publisher.publish()
+    # One schema read for all of it (a second each with hundreds of tables).
+    schema = publisher.schemas.schema()
+    done = catchup.fill_new_columns(con, dict(policies or {}), schema)
     done += [f"values kept for a narrower column written: {item}"
-             for item in catchup.write_widened(con, dict(policies or {}))]
-    applied = Applier(con, site, policies=policies).catch_up()
+             for item in catchup.write_widened(con, dict(policies or {}), schema)]
+    applied = Applier(con, site, publisher, policies=policies).catch_up()
     if applied:
         done.append(f"{applied} kept events of newly installed tables applied")
     return done

@@ -123,8 +123,17 @@ class InstallReport:
 
 
 def _ddl(con: Connection, sql: str) -> None:
-    with transaction(con, READ_COMMITTED_RW) as tm:
+    """One DDL statement in its own transaction, rolled back when it fails — at commit too,
+    where the engine checks most of it (an object in use, a row too long)."""
+    tm = con.transaction_manager(default_tpb=READ_COMMITTED_RW)
+    tm.begin()
+    try:
         tm.execute_immediate(sql)
+        tm.commit()
+    finally:
+        if tm.is_active():
+            tm.rollback()
+        tm.close()
 
 
 def _query(con: Connection, sql: str, params: Iterable[object] = ()) -> list[tuple]:
@@ -815,7 +824,14 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
                                                      CONFLICTS_TABLE, VECTOR_TABLE,
                                                      PARKED_TABLE, REPORTS_TABLE,
                                                      DEFERRED_TABLE, DDL_TABLE):
-            _ddl(con, f"DROP TABLE {name}")
+            try:
+                _ddl(con, f"DROP TABLE {name}")
+            except DatabaseError as exc:
+                # A running node keeps its reads of the image tables prepared.
+                raise InstallError(
+                    f"uninstall stopped at dropping {name}: {' '.join(str(exc).split())}. Stop "
+                    "siege-node run (and every other connection using the sync's tables), "
+                    "then run uninstall again; it goes on from there") from exc
             removed.append(name)
     for sequence in (LOG_SEQ, DDL_MISSED):
         if sequence in _generator_names(con):

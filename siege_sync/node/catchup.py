@@ -34,7 +34,7 @@ from .capture import DEFERRED_TABLE, STATE_TABLE
 from .database import StatementCache, quote, transaction
 from .guard import APPLY_CONTEXT
 from .merge import LWW, Policy
-from .schema import Column, Table, introspect
+from .schema import Column, Schema, Table, introspect
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -149,10 +149,12 @@ def unfit(con: Connection) -> list[Unfit]:
     return sorted(found, key=lambda u: (u.table, u.column))
 
 
-def write_widened(con: Connection, policies: dict[str, Policy] | None = None) -> list[str]:
+def write_widened(con: Connection, policies: dict[str, Policy] | None = None,
+                  schema: Schema | None = None) -> list[str]:
     """Columns with values kept aside whose type changed here since: each row whose merged
-    value it now holds gets it. Returns ``TABLE.COLUMN (n rows)`` for each column done."""
-    schema = introspect(con)
+    value it now holds gets it. Returns ``TABLE.COLUMN (n rows)`` for each column done.
+    ``schema``: the live schema, when the caller has read it."""
+    schema = schema or introspect(con)
     done: list[str] = []
     for item in unfit(con):
         table = schema.tables.get(item.table)
@@ -178,23 +180,51 @@ def write_widened(con: Connection, policies: dict[str, Policy] | None = None) ->
     return done
 
 
+def _states(con: Connection, prefix: str) -> dict[str, str]:
+    """The state values named ``prefix`` + something, by that something."""
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME STARTING WITH ?",
+                        (prefix,))
+            return {str(n)[len(prefix):]: str(v) for n, v in cur.fetchall()}
+        finally:
+            cur.close()
+
+
 def _drop_state(con: Connection, name: str) -> None:
     with transaction(con) as tm:
         tm.cursor().execute(f"DELETE FROM {STATE_TABLE} WHERE NAME = ?", (name,))
 
 
-def fill_new_columns(con: Connection, policies: dict[str, Policy] | None = None
-                     ) -> list[str]:
+def fill_new_columns(con: Connection, policies: dict[str, Policy] | None = None,
+                     schema: Schema | None = None) -> list[str]:
     """Columns that appeared since the last call get each row's merged value from its
-    registers; returns ``TABLE.COLUMN (n rows)`` for each column filled."""
-    schema = introspect(con)
+    registers; returns ``TABLE.COLUMN (n rows)`` for each column filled. ``schema``: the
+    live schema, when the caller has read it."""
+    schema = schema or introspect(con)
     numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
     done: list[str] = []
+    # Every table's known columns in one read, and those seen for the first time written in
+    # one transaction: one query and commit per table cost seconds with hundreds of tables.
+    known_columns = _states(con, _COLUMNS_STATE)
+    first_seen = {name: ",".join(c.name for c in table.columns)
+                  for name, table in schema.tables.items()
+                  if name in numbers and name not in known_columns}
+    if first_seen:
+        with transaction(con) as tm:
+            cur = tm.cursor()
+            try:
+                for name, columns in first_seen.items():
+                    cur.execute(f"UPDATE OR INSERT INTO {STATE_TABLE} (NAME, VAL) VALUES "
+                                "(?, ?) MATCHING (NAME)", (_COLUMNS_STATE + name, columns))
+            finally:
+                cur.close()
     for name, table in sorted(schema.tables.items()):
-        if name not in numbers:
+        if name not in numbers or name in first_seen:
             continue
         current = [c.name for c in table.columns]
-        known = capture.get_state(con, _COLUMNS_STATE + name)
+        known = known_columns.get(name)
         if known is not None:
             added = [c for c in current if c not in known.split(",")]
             if added:

@@ -20,13 +20,13 @@ get the shared objects: read-only by contract; ``Applier`` copies before adding 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from firebird.driver import TPB, Connection, Isolation, TraAccessMode
 
 from . import capture
 from .database import transaction
-from .schema import Column, ColumnType, Schema, Table, introspect
+from .schema import Column, ColumnType, Schema, Table, TableSelection, introspect
 
 # The key is only read: a read-only transaction costs no write at its commit.
 READ_ONLY = TPB(isolation=Isolation.READ_COMMITTED_RECORD_VERSION,
@@ -79,6 +79,16 @@ class SchemaCache:
             self._kept.schema = introspect(self._con)
             self.reads += 1
         return self._kept.schema
+
+    def selected(self, selection: TableSelection) -> Schema:
+        """What ``introspect(con, selection)`` returns, from the kept schema (a copy)."""
+        full = self.schema()
+        tables = {n: t for n, t in full.tables.items() if selection.wants(n)}
+        return replace(full, tables=tables,
+                       refused=[r for r in full.refused if selection.wants(r.table)],
+                       triggers={n: t for n, t in full.triggers.items() if n in tables},
+                       key_generators={n: g for n, g in full.key_generators.items()
+                                       if n in tables})
 
     def table(self, name: str) -> Table | None:
         return self.schema().tables.get(name)
