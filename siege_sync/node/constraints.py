@@ -216,6 +216,9 @@ class Settler:
         # back since, whose value rows reference by a UNIQUE key: (table, key, registers
         # before, image), for ``_reparent_by_value``.
         self._hidden_keys: dict[str, list[Key]] = {}
+        # By table: the key of the row holding a UNIQUE value (columns, its identity),
+        # looked up in the table; forgotten when this settler writes the table.
+        self._unique_cache: dict[str, dict[tuple[tuple[str, ...], bytes], Key]] = {}
         self._clashed: list[tuple[Table, Key, RowState | None, dict[str, bytes | None]]] = []
 
     def table(self, name: str) -> Table | None:
@@ -434,6 +437,7 @@ class Settler:
                 raise Deferred(row, f"{table.name} {_show(key)} is referenced by {child.name} "
                                     f"{_show(ckey)}, deleted later in its transaction")
             self._set_context(self._registry[child.name])
+            self._unique_cache.pop(child.name, None)
             self._writer.update(child, ckey, {c: values_pb2.Value(null=True)
                                               for c in fk.columns})
             self._nulled.append((child, ckey, fk.columns))
@@ -452,6 +456,7 @@ class Settler:
             left = self._ensure_parents(child, ckey, image, None,
                                         state.current.generation.event, 0)
             self._set_context(self._registry[child.name])
+            self._unique_cache.pop(child.name, None)
             self._writer.update(child, ckey, {c: values_pb2.Value.FromString(image[c])
                                               for c in columns if image.get(c) is not None
                                               and c not in left})
@@ -549,6 +554,7 @@ class Settler:
         number = self._registry[table.name]
         self._check_local(table, number, loser)
         self._set_context(number)
+        self._unique_cache.pop(table.name, None)
         self._writer.rekey(table, loser, winner)
         self._written.discard((table.name, registers.key_data(loser)))
 
@@ -692,6 +698,7 @@ class Settler:
                 still = self._ensure_parents(step.table, step.key, mine, None,
                                              state.current.generation.event, depth + 1)
                 self._set_context(self._registry[step.table.name])
+                self._unique_cache.pop(step.table.name, None)
                 self._writer.update(step.table, step.key, {
                     c: values_pb2.Value.FromString(v) for c, v in mine.items()
                     if v is not None and c not in still})
@@ -955,6 +962,9 @@ class Settler:
         if table is not None and tuple(columns) == table.primary_key and (
                 name, registers.key_data(list(vals))) in self._written:
             return True  # written by this transaction (an invoice, then its lines)
+        if table is not None and tuple(columns) != table.primary_key:
+            return self._unique_holder(table, columns, _rekey(child, fk, table, vals)) \
+                is not None
         self.flush()
         self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
                                  f"{quote(name, self._dialect)} WHERE "
@@ -993,10 +1003,26 @@ class Settler:
         vals = _rekey(table, fk, parent, parsed)
         if fk.parent_columns == parent.primary_key:
             return vals
-        found = self._holder_of(parent, fk.parent_columns, vals, None)
+        found = self._unique_holder(parent, fk.parent_columns, vals)
         if found is not None or not stored_too:
             return found
         return self._stored_holder(parent, fk.parent_columns, vals)
+
+    def _unique_holder(self, table: Table, columns: Sequence[str],
+                       vals: Sequence[values_pb2.Value]) -> Key | None:
+        """``_holder_of`` any row, remembered until this settler writes that table: the
+        lines of an invoice name the same few codes, and each look-up would also flush the
+        writes buffered so far (measured: +40% on publish and apply of 2,000 trips)."""
+        types = [table.column(c).type for c in columns]
+        ident = (tuple(columns), registers.key_data(
+            [identity_value(t, v) for t, v in zip(types, vals, strict=True)]))
+        known = self._unique_cache.setdefault(table.name, {})
+        if ident in known:
+            return known[ident]
+        found = self._holder_of(table, columns, vals, None)
+        if found is not None:
+            known[ident] = found
+        return found
 
     def _stored_holder(self, table: Table, columns: Sequence[str],
                        vals: Sequence[values_pb2.Value], visible: bool = False) -> Key | None:
@@ -1108,6 +1134,7 @@ class Settler:
         number = self._registry[table.name]
         self._check_local(table, number, key)
         self._set_context(number)
+        self._unique_cache.pop(table.name, None)
         self._writer.delete(table, key)
         self._written.discard((table.name, registers.key_data(key)))
 
@@ -1246,6 +1273,7 @@ class Settler:
             columns[c.name] = value
         self._set_context(number)
         try:
+            self._unique_cache.pop(table.name, None)
             self._writer.upsert(table, key, columns)
         except ValueError as exc:  # a value that does not fit its column
             raise ValueError(f"{table.name} {_show(key)}: {exc}") from exc
