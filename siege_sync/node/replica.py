@@ -32,6 +32,7 @@ from .digest import TableDigest, table_digest
 from .merge import Policy
 from .publish import Publisher
 from .schema import FINGERPRINT_VERSION, fingerprint_version, introspect
+from .schemacache import SchemaCache
 from .upgrade import drift
 from .vector import Origin, Vector
 
@@ -134,6 +135,12 @@ class Replica:
                 self._con.close()
 
     @property
+    def schemas(self) -> SchemaCache:
+        """The publisher's schema cache (schemacache.py): use it inside ``database()``, it is
+        not thread-safe."""
+        return self._publisher.schemas
+
+    @property
     def lock(self) -> threading.RLock:
         return self._lock
 
@@ -172,13 +179,21 @@ class Replica:
 
     def schema_drift(self) -> list[str]:
         """Replicated tables and columns changed since capture was installed (upgrade.py)."""
-        return self._retrying(lambda: drift(self._con, self._cfg.tables))
+        # Every hello asks: from the publisher's schema cache, not a fresh read of the system
+        # tables (a second with 600 tables; issue 18).
+        return self._retrying(lambda: drift(self._con, self._cfg.tables,
+                                            self._publisher.schemas))
 
     def key_warnings(self) -> list[str]:
         """Keys this site hands out as every other site does: generators without a per-site
         range, identity columns, MAX()+1 (keysources.py)."""
-        return self._retrying(lambda: keysources.warnings(
-            self._con, introspect(self._con, self._cfg.tables), self._cfg.generators))
+        def warnings() -> list[str]:
+            schemas = self._publisher.schemas  # read again only after DDL (schemacache.py)
+            schemas.check()
+            return keysources.warnings(self._con, schemas.selected(self._cfg.tables),
+                                       self._cfg.generators)
+
+        return self._retrying(warnings)
 
     def kept_values(self) -> list[str]:
         """Values other sites wrote that a narrower column here cannot hold yet (catchup.py)."""

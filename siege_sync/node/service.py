@@ -37,7 +37,7 @@ from .discovery import Greeted
 from .exchange import local_policies, policies_from_proto, policies_to_proto
 from .join import JoinError, Restorer
 from .replica import NotReady, PeerRefused, PurgedHere, PurgeRefused, Replica
-from .schema import Table, introspect
+from .schema import Table
 from .transport import BundleWatcher
 from .vector import Vector
 
@@ -338,7 +338,12 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def _table(self, con: Connection, name: str, context: grpc.ServicerContext) -> Table:
         # Replicated tables only: a table the config excludes is nobody else's business.
         replicated = {n for n, _k in capture.table_registry(con).values()}
-        table = introspect(con, only=name).tables.get(name) if name in replicated else None
+        # The node's schema cache (inside database(): the replica's lock is held): analyse
+        # asks for every range of every table, and reading one table's description with
+        # its constraints costs most of a second with hundreds of tables (issue 18).
+        schemas = self._replica.schemas
+        schemas.check()
+        table = schemas.table(name) if name in replicated else None
         if table is None:
             self._refuse(context, grpc.StatusCode.NOT_FOUND,
                          f"no replicated table {printable(name, 80)!r} at {self._site}")

@@ -220,7 +220,7 @@ def cmd_join(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
         raise CtlError("the siège ended the join without a report")
     print()
     print(render_text(report))
-    return 0 if report.outcome == "joined" else 1
+    return 0 if report.outcome in ("joined", "resynced") else 1
 
 
 def _transfer_bar(p: coordinator_pb2.JoinProgress, elapsed: float, width: int = 30) -> str:
