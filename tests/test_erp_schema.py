@@ -1,0 +1,157 @@
+"""Real ERP shapes (issue 18, "Tests and benchmark"): three embedded sites hold the same
+ERP-shaped schema (``tools/erpschema.py``'s erp-mini: ~50 tables with id triggers on
+generators, audit triggers writing history tables, an AFTER INSERT trigger inserting child
+rows, foreign-key chains ON DELETE CASCADE / SET NULL / NO ACTION, a foreign key to a UNIQUE
+key, one to a table the node leaves out, CHECKs, domains, NUMERIC, DOUBLE, WIN1252 and UTF8
+text under case-insensitive collations, text and binary BLOBs, keyless and global temporary
+tables, a key-allocating procedure, an ON CONNECT trigger, rows that predate install). Each
+site installs capture with its own generator ranges, runs the application's own transactions
+(concurrent edits of shared rows, deletes with cascades), and the sites sync through the siège
+by the node's real pipeline (``Replica``: publish, batches with their BLOB chunks, apply).
+Convergence is checked by an independent digest of every replicated application table
+(``tools.erpschema.digest``: the tables read with its own SQL, not the node's digest).
+
+Known and left out of the random workload, each with its own test or reproduction:
+* rows that predate install and are named through a UNIQUE key (vehicles by plate) are not
+  deleted (``Workload(delete_old_code_parents=False)``): deleted together with the orders
+  naming them, they stay at the other sites; deleted while another site opens an order for
+  them, that site's stream stops — the two strict xfails below (issue 18 item 3, H3's list:
+  foreign keys to UNIQUE keys);
+* a payment (PAID) racing another site's recomputed TOTAL under CHECK (PAID <= TOTAL) holds
+  both streams: constraints.py documents that hold, DESIGN §3.5 forbids it
+  (/tmp/patches/H1-findings.md F2); the workload's sites pay only their own invoices.
+
+Seeded (SIEGE_ERP_SEEDS="1,2" to choose; SIEGE_ERP_ROUNDS, SIEGE_ERP_TRANSACTIONS).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from tools import erpschema
+from tools.erpschema import SiegeRounds, Workload, WorkloadStats
+
+SEEDS = [int(s) for s in os.environ.get("SIEGE_ERP_SEEDS", "1").split(",")]
+ROUNDS = int(os.environ.get("SIEGE_ERP_ROUNDS", "3"))
+TRANSACTIONS = int(os.environ.get("SIEGE_ERP_TRANSACTIONS", "30"))
+SITES = ("siege", "lyon", "nice")
+
+
+def conflicts_on_record(con) -> int:
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT COUNT(*) FROM SYNC$CONFLICTS")
+        (n,) = cur.fetchone()
+        cur.close()
+    return n
+
+
+def sites(make_db, tmp_path, erp, names=SITES):
+    """The sites' databases, installed as each site's config says; the node's view of the
+    schema is checked against what the generator made."""
+    cons = {}
+    for no, name in enumerate(names):
+        cons[name] = make_db(name, ddl=erp.ddl)
+        report = erpschema.install(cons[name], erp, no)
+        refused = erpschema.refusals(report)
+        assert set(report.schema.tables) == set(erp.replicated), name
+        assert set(refused) == set(erp.keyless) | set(erp.temporary), refused
+        for table in erp.keyless:
+            assert "no primary key" in refused[table] and "exclude" in refused[table]
+        for table in erp.temporary:
+            assert "global temporary" in refused[table]
+    return cons, SiegeRounds(cons, erp, {n: tmp_path / f"{n}.fdb" for n in names})
+
+
+def test_the_generator_is_deterministic_and_makes_every_feature():
+    erp = erpschema.build("erp-mini", seed=3)
+    assert erpschema.build("erp-mini", seed=3).ddl == erp.ddl
+    assert erpschema.build("erp-mini", seed=4).ddl != erp.ddl
+    f = erp.features
+    assert 40 <= f["tables"] <= 60, f
+    for feature in ("keyless", "temporary", "cascade", "set_null", "to_unique_key", "checks",
+                    "generators", "procedures"):
+        assert f[feature] > 0, feature
+    assert f["foreign_keys"] > f["cascade"] + f["set_null"], "NO ACTION keys too"
+    text = "\n".join(erp.ddl)
+    for needed in ("ON CONNECT", "AFTER INSERT OR UPDATE OR DELETE", "BEFORE INSERT",
+                   "GEN_ID(", "CREATE DOMAIN", "COLLATE WIN_PTBR", "UNICODE_CI_AI",
+                   "BLOB SUB_TYPE TEXT", "BLOB SUB_TYPE 0", "NUMERIC(18,4)", "NUMERIC(15,2)",
+                   "DOUBLE PRECISION", "REFERENCES VEHICLE (CODE)", "GLOBAL TEMPORARY",
+                   "CREATE PROCEDURE NEW_INVOICE_ID"):
+        assert needed in text, needed
+    big = erpschema.build("erp600")
+    assert big.features["tables"] >= 600 and big.features["triggers"] >= 500
+    assert big.features["foreign_keys"] >= 400
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
+def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, seed):
+    erp = erpschema.build("erp-mini", seed=seed)
+    cons, rounds = sites(make_db, tmp_path, erp)
+    workloads = {s: Workload(erp, s, no, seed) for no, s in enumerate(SITES)}
+    stats = WorkloadStats()
+    for round_no in range(ROUNDS):
+        for site, workload in workloads.items():
+            stats.add(workload.run(cons[site], TRANSACTIONS))
+        reports = rounds.until_quiet()
+        assert not reports[-1].moved, f"round {round_no}: not quiet after {len(reports)} syncs"
+        for report in reports:
+            assert not report.refused, report.refused
+            assert not report.waiting and not report.pending, report.waiting
+        assert not rounds.held(), rounds.held()
+
+    # The application's own rules refused some of its transactions (a NO ACTION key, a
+    # CHECK); capture never did.
+    assert stats.committed > len(SITES) * ROUNDS * TRANSACTIONS // 2, stats
+    assert not [e for e in stats.errors if "SYNC$" in e], stats.errors
+    digests = {s: erpschema.digest(con, erp, keep=True) for s, con in cons.items()}
+    assert erpschema.differences(digests) == []
+    assert sum(d.rows for d in digests["siege"].values()) > 300
+    # Concurrent edits of shared rows did meet (the merge recorded losers).
+    assert conflicts_on_record(cons["siege"]) > 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 3 (H3: foreign keys to UNIQUE keys): "
+                   "the delete of a row that predates install, made after its origin deleted "
+                   "the row naming it by its UNIQUE key, is kept by reference elsewhere "
+                   "(/tmp/patches/H1-findings.md F1)")
+def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywhere(
+        make_db, tmp_path):
+    erp = erpschema.build("erp-mini")
+    cons, rounds = sites(make_db, tmp_path, erp, ("siege", "lyon"))
+    with transaction(cons["lyon"]) as tm:
+        tm.cursor().execute("INSERT INTO SERVICE_ORDER (VEHICLE_CODE, CUSTOMER_ID) "
+                            "VALUES ('AB-001-CD', 1)")
+    with transaction(cons["lyon"]) as tm:
+        cur = tm.cursor()
+        cur.execute("DELETE FROM SERVICE_ORDER WHERE VEHICLE_CODE = 'AB-001-CD'")
+        cur.execute("DELETE FROM VEHICLE WHERE CODE = 'AB-001-CD'")
+        cur.close()
+    reports = rounds.until_quiet()
+    assert not any(r.refused for r in reports) and not rounds.held()
+    digests = {s: erpschema.digest(con, erp, keep=True) for s, con in cons.items()}
+    assert erpschema.differences(digests) == []
+
+
+@pytest.mark.xfail(strict=True, reason="issue 18 item 3 (H3: foreign keys to UNIQUE keys): an "
+                   "order naming, by its UNIQUE plate, a vehicle that predates install and was "
+                   "deleted concurrently waits for good ('whose insert has not arrived here "
+                   "yet') instead of restoring it (/tmp/patches/H1-findings.md F3)")
+def test_an_order_for_a_vehicle_from_before_install_deleted_concurrently_keeps_it(
+        make_db, tmp_path):
+    erp = erpschema.build("erp-mini")
+    cons, rounds = sites(make_db, tmp_path, erp, ("siege", "lyon"))
+    with transaction(cons["siege"]) as tm:
+        tm.cursor().execute("DELETE FROM VEHICLE WHERE CODE = 'AB-002-CD'")
+    with transaction(cons["lyon"]) as tm:
+        tm.cursor().execute("INSERT INTO SERVICE_ORDER (VEHICLE_CODE, CUSTOMER_ID) "
+                            "VALUES ('AB-002-CD', 2)")
+    reports = rounds.until_quiet()
+    assert not any(r.refused or r.waiting or r.pending for r in reports), reports[-1]
+    digests = {s: erpschema.digest(con, erp, keep=True) for s, con in cons.items()}
+    assert erpschema.differences(digests) == []
+    assert digests["siege"]["VEHICLE"].rows == 4, "the delete lost to the order"
