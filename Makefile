@@ -22,6 +22,12 @@ TRIALS ?= 100
 chaos: os-deps venv
 	$(VENV)/bin/python tools/chaos.py --trials $(TRIALS)
 
+# The 600-table ERP run (issue 18): three sites install an ERP-shaped schema, work, sync
+# through the siège and are compared by an independent digest; prints the timings.
+.PHONY: erp
+erp: os-deps venv
+	$(VENV)/bin/python -m tools.erpschema --shape erp600 --sites 3
+
 proto: venv
 	$(VENV)/bin/python tools/gen_proto.py
 
