@@ -53,20 +53,27 @@ class Writer:
                 key = self.base + (n if self.rng.random() < 0.6 or not self.journal
                                    else self.rng.randrange(n))
                 value = f"v{self.rng.randrange(10**9)}"
+                # Rolled back explicitly on a conflict: the driver's transaction manager
+                # commits what was done when it is closed (its default action), and the
+                # journal would miss a write the database holds.
+                tm = con.transaction_manager()
                 try:
-                    with con.transaction_manager() as tm:
-                        tm.begin()
-                        cur = tm.cursor()
-                        cur.execute("UPDATE OR INSERT INTO T (ID, V) VALUES (?, ?) "
-                                    "MATCHING (ID)", (key, value))
-                        cur.execute("UPDATE T SET V = ? WHERE ID = ?",
-                                    (value, self.rng.randrange(1, 20)))
-                        cur.close()
-                        tm.commit()
+                    tm.begin()
+                    cur = tm.cursor()
+                    cur.execute("UPDATE OR INSERT INTO T (ID, V) VALUES (?, ?) "
+                                "MATCHING (ID)", (key, value))
+                    cur.execute("UPDATE T SET V = ? WHERE ID = ?",
+                                (value, self.rng.randrange(1, 20)))
+                    cur.close()
+                    tm.commit()
                     self.journal[key] = value
                     n = max(n, key - self.base + 1)
                 except DatabaseError as exc:
+                    if tm.is_active():
+                        tm.rollback()
                     assert "conflict" in str(exc) or "deadlock" in str(exc), exc
+                finally:
+                    tm.close()
                 time.sleep(0.02)
         finally:
             con.close()

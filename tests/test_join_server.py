@@ -235,3 +235,46 @@ def test_dsn_forms_name_the_server_and_the_path() -> None:
     assert aside.dsn == "backoffice/3051:C:\\Shop\\shop.old.fdb"
     assert not dbserver.served("backoffice:/x.fdb").on_this_machine
     assert dbserver.served("localhost/3051:/x.fdb").on_this_machine
+
+
+def test_a_move_through_the_server_cut_midway_is_finished_at_the_next_start(
+        fb_server, tmp_path: Path) -> None:
+    """The node stopped while the server moved a resync's copy into place: the old database
+    already copied aside and dropped, a restore at the path cut short (its database shut
+    down, half made). The next start drops that, restores the prepared copy at the path and
+    forgets the move; the old database stays aside."""
+    from siege_sync.node.join import _PLACING, Restorer
+
+    spec = DatabaseSpec("", user="SYSDBA", password=fb_server.password)
+    name = f"shop{os.getpid()}"
+    path = fb_server.path(name)
+    where = dbserver.served(fb_server.dsn(name))
+    fresh, aside = where.beside(f"{name}.fdb.copy-new"), where.beside(f"{name}.before.fdb")
+    for target, epoch in ((fresh, "the copy"), (aside, "the old one")):
+        con = fb_server.create_database(Path(target.path), ddl=DDL)
+        capture.install(con)
+        capture.set_state(con, "epoch", epoch)
+        run_sql(con, "INSERT INTO T VALUES (1, 'déjà vu')")
+        con.close()
+    backup = io.BytesIO()
+    dbserver.backup(fresh, spec, backup)
+    half = io.BytesIO(backup.getvalue()[: len(backup.getvalue()) // 2])
+    try:
+        dbserver.restore(where, spec, half)
+        raise AssertionError("a truncated backup restored")
+    except dbserver.ServerWorkError:
+        pass
+    assert path.exists(), "a cut restore leaves its database (shut down)"
+    cfg = config.parse({"site": "lyon", "database": {
+        "dsn": where.dsn, "user": "SYSDBA", "password": fb_server.password}},
+        tmp_path / "lyon.toml")
+    (tmp_path / f"{name}.fdb{_PLACING}").write_text(f"{fresh.path}\n{aside.path}\n")
+    assert Restorer(cfg, "acme", resync=True, by_server=True).resume()
+    con = open_connection(where.spec(spec))
+    try:
+        assert capture.get_state(con, "epoch") == "the copy"
+        assert rows(con) == {1: "déjà vu"}
+    finally:
+        con.close()
+    assert not dbserver.exists(fresh, spec) and dbserver.exists(aside, spec)
+    assert not (tmp_path / f"{name}.fdb{_PLACING}").exists()

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 10.0
 PURGE_ORDER_TIMEOUT = 30.0
 RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
+RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come first)
 RESYNC_LOG_S = 3600.0  # the same need said again in the log at most this often
 NEEDS_RESYNC = "needs_resync"  # SYNC$STATE: why this site needs a resync ("" when not)
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
@@ -154,10 +155,14 @@ class Node:
         if svc.outbound_only:
             self._every(svc.dial_every, self.dial_out, "dial-out")
         if svc.siege and svc.siege != self.cfg.site:
-            self._every(RESYNC_CHECK_S, self.check_resync, "resync-check")
+            self._every(RESYNC_CHECK_S, self.check_resync, "resync-check",
+                        first_after=RESYNC_FIRST_S)
 
-    def _every(self, seconds: float, work: Callable[[], object], name: str) -> None:
+    def _every(self, seconds: float, work: Callable[[], object], name: str,
+               first_after: float = 0.0) -> None:
         def loop() -> None:
+            if first_after and self._stopping.wait(first_after):
+                return
             while not self._stopping.is_set():
                 try:
                     work()

@@ -1,9 +1,11 @@
 """A new site joins from a copy of the siège's database (DESIGN §3.6, §5).
 
 Owns the new site's side of ``siege-ctl join``: ``Restorer`` receives the siège's snapshot (a
-gbak backup stream, siege/join.py) next to where the database will live, chunk by chunk and
-resumable — a cut transfer goes on from the bytes already held, as long as it is the same
-snapshot —, checks its sha256, restores it through the Firebird services API, and
+gbak backup stream, siege/join.py) into a file on this machine (beside an embedded database,
+else beside the node's config), chunk by chunk and resumable — a cut transfer goes on from
+the bytes already held, as long as it is the same snapshot —; restores it as it arrives
+through the services API of the server the DSN names (node/dbserver.py) into ``.copy-new``
+beside the database; checks its sha256 once whole (a mismatch drops the copy); and
 ``take_identity`` makes the copy this site's own:
 
 * the site id, the mesh, a fresh epoch, incarnation 1 and an empty log sequence: nothing the
@@ -26,6 +28,12 @@ past what the siège had applied — is put on record in the new database as los
 database is kept beside, renamed ``*.before-resync-<time>``; the site takes a new
 incarnation.
 
+The prepared copy is moved into place by renaming files when they are on this machine and
+this user may rename them; else — the server is another machine of the LAN — through the
+server, which cannot rename: the old database is copied to its aside name by backup and
+restore, dropped once that copy is whole, and the copy restored at the path (``resume``,
+which also finishes a move a stopped node left half done).
+
 Must never overwrite a database: a join restores only while the database file does not
 exist, a resync only beside it (the old one is renamed, never deleted); and only a
 coordinator (relay certificate) may send a snapshot.
@@ -35,11 +43,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +134,7 @@ class Restorer:
         self._meta = spool / (name + _META)
         self._placing = spool / (name + _PLACING)
         self._lock = threading.Lock()
+        self._worker: _RestoreWorker | None = None
         self.joined = threading.Event()
 
     def status(self, join_id: str) -> int:
@@ -161,32 +172,72 @@ class Restorer:
                 if meta is None:
                     meta = self._begin(chunk)
                     received = self.status(meta.join_id)
-                    out = open(self._partial, "ab")  # noqa: SIM115 (closed below)
+                    # Unbuffered: the restore follows the file as it grows (_Follower).
+                    out = open(self._partial, "ab", buffering=0)  # noqa: SIM115 (below)
+                    self._restoring(meta.join_id)
                 if chunk.join_id != meta.join_id or chunk.offset != received:
                     raise JoinError(f"a chunk of {chunk.join_id} at byte {chunk.offset}, "
                                     f"expected {meta.join_id} at {received}")
+                if chunk.sha256 and not meta.sha256:  # a streamed snapshot's last chunk
+                    meta = _Meta(meta.join_id, meta.source, chunk.total, chunk.sha256)
+                    self._meta.write_text(meta.text())
                 assert out is not None
                 out.write(chunk.data)
                 received += len(chunk.data)
-                if received > meta.total:
+                if meta.sha256 and received > meta.total:
                     raise JoinError(f"more bytes than the snapshot's {meta.total}")
         finally:
             if out is not None:
                 out.close()
-        if meta is None or received < meta.total:
+        if meta is None or not meta.sha256 or received < meta.total:
             return sync_pb2.RestoreReply(received=received)
         return self._finish(meta)
 
     def _begin(self, chunk: sync_pb2.SnapshotChunk) -> _Meta:
+        """The snapshot's first chunk of this call. Its total and sha256 come with it, or
+        — a snapshot streamed while the siège's server still writes it — with its last."""
         meta = _Meta(chunk.join_id, chunk.source, chunk.total, chunk.sha256)
-        if not meta.join_id or not meta.source or len(meta.sha256) != 32:
-            raise JoinError("the first chunk must name the snapshot (id, source, sha256)")
+        if not meta.join_id or not meta.source or len(meta.sha256) not in (0, 32):
+            raise JoinError("the first chunk must name the snapshot (id, source)")
         held = _Meta.read(self._meta)
         if held is None or held.join_id != meta.join_id:
             # Another snapshot: what was held of an older one is of no use.
+            self._stop_restoring()
             self._partial.unlink(missing_ok=True)
             self._meta.write_text(meta.text())
+            return meta
+        if held.sha256 or not meta.sha256:
+            return held
+        self._meta.write_text(meta.text())  # its total and sha256, known now
         return meta
+
+    # --- the restore, as the bytes arrive ----------------------------------------------
+
+    def _restoring(self, join_id: str) -> None:
+        """Restore the copy through the server while the snapshot still arrives (the
+        engine's restore and the transfer overlap). Into ``.copy-new``, never the
+        database: checked against the sha256 before anything uses it (``_finish``)."""
+        worker = self._worker
+        if worker is not None and worker.join_id == join_id and not worker.failed():
+            return
+        self._stop_restoring()
+        self._worker = _RestoreWorker(join_id, self._partial, self._meta, self._fresh(),
+                                      self._cfg.database, self._prepare_fresh)
+        self._worker.start()
+
+    def _stop_restoring(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+
+    def _fresh(self) -> dbserver.Served:
+        return self._where.beside(self._where.pure().name + ".copy-new")
+
+    def _prepare_fresh(self) -> None:
+        """Before a restore into ``.copy-new``: an earlier move into place finished, what
+        an earlier attempt left dropped."""
+        self.resume()
+        self._drop(self._fresh())
 
     def _finish(self, meta: _Meta) -> sync_pb2.RestoreReply:
         digest = hashlib.sha256()
@@ -194,13 +245,18 @@ class Restorer:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         if digest.digest() != meta.sha256:
+            self._stop_restoring()
+            with contextlib.suppress(Exception):
+                self._drop(self._fresh())
             self._partial.unlink(missing_ok=True)
             self._meta.unlink(missing_ok=True)
             raise JoinError("the snapshot's sha256 does not match what arrived (damaged on "
                             "the way): it is dropped; run siege-ctl join again")
         log.info("[%s] snapshot of %s received (%d bytes): restoring into %s",
                  self._cfg.site, meta.source, meta.total, self._where.dsn)
-        summary, epoch = self._install_copy()
+        worker, self._worker = self._worker, None
+        restored = worker is not None and worker.join_id == meta.join_id and worker.finish()
+        summary, epoch = self._install_copy(restored)
         self._partial.unlink(missing_ok=True)
         self._meta.unlink(missing_ok=True)
         self.joined.set()
@@ -217,25 +273,26 @@ class Restorer:
         elif self._exists(where):
             dbserver.drop(where, self._cfg.database)
 
-    def _install_copy(self) -> tuple[str, str]:
+    def _install_copy(self, restored: bool = False) -> tuple[str, str]:
         """Everything is done on the copy beside the database — restore (through the
         database's server when the DSN names one), this site's identity and capture, its
         unsynced work on record — and only then is it moved into place (the old database,
         if any, kept aside first): a crash at any point leaves either the old database or
         none usable at the path, never a half-made one; the next attempt starts again.
-        Returns the summary and the new epoch."""
-        self.resume()
+        ``restored``: the copy was restored as the snapshot arrived. Returns the summary
+        and the new epoch."""
         site = self._cfg.site
         spec = self._cfg.database
-        fresh = self._where.beside(self._where.pure().name + ".copy-new")
-        self._drop(fresh)
-        with open(self._partial, "rb") as stream:
-            try:
-                dbserver.restore(fresh, spec, stream)
-            except dbserver.ServerWorkError as exc:
-                with contextlib.suppress(Exception):
-                    self._drop(fresh)
-                raise JoinError(str(exc)) from None
+        fresh = self._fresh()
+        if not restored:  # (the restore that followed the transfer failed, or none ran)
+            self._prepare_fresh()
+            with open(self._partial, "rb") as stream:
+                try:
+                    dbserver.restore(fresh, spec, stream)
+                except dbserver.ServerWorkError as exc:
+                    with contextlib.suppress(Exception):
+                        self._drop(fresh)
+                    raise JoinError(str(exc)) from None
         had_old = self._exists(self._where)
         try:
             with connection(fresh.spec(spec)) as con:
@@ -332,6 +389,86 @@ class Restorer:
         self._drop(fresh)
         self._placing.unlink(missing_ok=True)
         return True
+
+
+class _RestoreWorker:
+    """A restore through the server fed from the snapshot file as it is received."""
+
+    def __init__(self, join_id: str, partial: Path, meta: Path, fresh: dbserver.Served,
+                 spec: DatabaseSpec, prepare: Callable[[], None]) -> None:
+        self.join_id = join_id
+        self._follower = _Follower(partial, meta, join_id)
+        self._fresh, self._spec, self._prepare = fresh, spec, prepare
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="restore", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._prepare()
+            dbserver.restore(self._fresh, self._spec, self._follower)
+        except BaseException as exc:  # noqa: BLE001 - finish() says it and restores again
+            self._error = exc
+            if not self._follower.cancelled.is_set():
+                log.warning("restoring as the snapshot arrives failed (%s): it is restored "
+                            "again once whole", exc)
+
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def finish(self) -> bool:
+        """Wait for the restore (the snapshot is whole); whether it made the copy."""
+        self._thread.join()
+        return self._error is None
+
+    def cancel(self) -> None:
+        self._follower.cancelled.set()
+        self._thread.join(timeout=600)
+
+
+class _Follower(io.RawIOBase):
+    """The snapshot file read while it grows: a read waits for bytes until the snapshot is
+    whole (its total known and read), is cancelled, or nothing came for ``IDLE_S`` (a cut
+    that is not resumed: the restore gives up, and runs again once the file is whole)."""
+
+    IDLE_S = 600.0
+
+    def __init__(self, path: Path, meta: Path, join_id: str) -> None:
+        self._path, self._meta, self._join_id = path, meta, join_id
+        self._file = None
+        self._read = 0
+        self.cancelled = threading.Event()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        waited = 0.0
+        while True:
+            if self.cancelled.is_set():
+                raise OSError("the snapshot being restored was replaced or dropped")
+            if self._file is None and self._path.exists():
+                self._file = open(self._path, "rb")  # noqa: SIM115 (closed by close())
+            data = self._file.read(size if size > 0 else 1 << 20) if self._file else b""
+            if data:
+                self._read += len(data)
+                return data
+            meta = _Meta.read(self._meta)
+            if meta is None or meta.join_id != self._join_id:
+                raise OSError("the snapshot being restored was replaced")
+            if meta.sha256 and self._read >= meta.total:
+                return b""
+            if waited >= self.IDLE_S:
+                raise OSError(f"no bytes of the snapshot for {self.IDLE_S:.0f} s")
+            time.sleep(0.02)
+            waited += 0.02
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        super().close()
 
 
 def _rename_into_place(fresh: Path, path: Path, aside: Path | None) -> None:

@@ -9,9 +9,11 @@ Owns the coordinator's side of a join. The new site's node waits with no databas
    while the application, the node and the other sites keep working; the server streams it
    into a spool file here, hashed (sha256) as it arrives — the database file is never opened
    directly (a Firebird Super server holding it would refuse);
-2. streams it to the new site in 1 MiB chunks (gzip on the wire), resuming from the bytes the
-   site holds after a cut — within this call (a few retries), or by running ``join`` again
-   while the spooled snapshot is recent;
+2. streams it to the new site in 1 MiB chunks (gzip on the wire) *while the server still
+   writes it* — its size and sha256 go with the last chunk (with the first too, when it is
+   whole by then; a node of an earlier version that wants them first gets the whole file
+   after the backup) —, resuming from the bytes the site holds after a cut — within this
+   call (a few retries), or by running ``join`` again while the spooled snapshot is recent;
 3. once the site has restored it and taken its own identity, exchanges with it: it takes
    part in the rounds from then on. The join is stored as a report and emailed.
 
@@ -120,8 +122,9 @@ class Joiner:
         # No purge until the site has synced once: the events after the copy must still be
         # there for it (purge.py reads this mark).
         node.replica.write_state(f"{JOINING}{site}", datetime.now().isoformat())
-        snapshot = self._snapshot(progress, site)
-        sent, summary, resumes, epoch = self._send(site, snapshot, progress)
+        spool = self._snapshot(progress, site)
+        sent, summary, resumes, epoch = self._send(site, spool, progress)
+        snapshot = spool.whole()
         progress(coordinator_pb2.JoinProgress(site=site, phase="sync",
                                               bytes_done=snapshot.size,
                                               bytes_total=snapshot.size))
@@ -174,15 +177,15 @@ class Joiner:
 
     # --- the snapshot ---------------------------------------------------------------------
 
-    def _snapshot(self, progress: Progress, site: str) -> Snapshot:
+    def _snapshot(self, progress: Progress, site: str) -> _Spooling:
         """The spooled snapshot for ``site`` if recent (a cut join resumes on it), else a new
-        one."""
+        one — being written by the server while it is sent (``_Spooling``)."""
         folder = self._spool / site
         held = _read(folder)
         if held is not None and time.time() - held.made < REUSE_SNAPSHOT_S:
             log.info("[%s] join %s: resuming snapshot %s", self._node.cfg.site, site,
                      held.join_id)
-            return held
+            return _Spooling(held.join_id, held.path, held)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         progress(coordinator_pb2.JoinProgress(site=site, phase="snapshot"))
@@ -190,59 +193,84 @@ class Joiner:
         # Published first — through the replica, which publishes only once a peer has
         # confirmed this node's chain (a rewound siège must not ship reused numbers).
         node.replica.vector(publish=True)
-        path = folder / "snapshot.fbk"
-        spec = node.cfg.database
-        digest = _Hashing(path)
+        spool = _Spooling(uuid.uuid4().hex, folder / "snapshot.fbk")
+        threading.Thread(target=self._backup, args=(spool, folder), name="snapshot",
+                         daemon=True).start()
+        return spool
+
+    def _backup(self, spool: _Spooling, folder: Path) -> None:
+        spec = self._node.cfg.database
+        out = _Hashing(spool.path)
         try:
             # Through the service manager of the server that serves the database (the
             # embedded engine for a path): the file itself is never opened here.
-            dbserver.backup(dbserver.served(spec.dsn), spec, digest)
-        except dbserver.ServerWorkError as exc:
-            raise JoinRefused(f"the snapshot of {node.cfg.site}'s database failed: {exc}") \
-                from None
+            dbserver.backup(dbserver.served(spec.dsn), spec, out)
+            out.close()
+            snapshot = Snapshot(spool.join_id, spool.path, spool.path.stat().st_size,
+                                out.digest(), time.time())
+            (folder / "meta").write_text(snapshot.meta())
+            spool.snapshot = snapshot
+        except Exception as exc:  # noqa: BLE001 - said by the join (_send)
+            spool.error = (f"the snapshot of {self._node.cfg.site}'s database failed: "
+                           f"{' '.join(str(exc).split())}")
         finally:
-            digest.close()
-        snapshot = Snapshot(uuid.uuid4().hex, path, path.stat().st_size, digest.digest(),
-                            time.time())
-        (folder / "meta").write_text(snapshot.meta())
-        return snapshot
+            out.close()
+            spool.done.set()
 
     # --- the transfer ---------------------------------------------------------------------
 
-    def _send(self, site: str, snapshot: Snapshot, progress: Progress
+    def _send(self, site: str, spool: _Spooling, progress: Progress
               ) -> tuple[int, str, list[int], str]:
         """Stream until the site has restored it: bytes sent, the site's summary, where
         each transfer after a cut resumed, and its new database's epoch."""
         sent = 0
         resumes: list[int] = []
         last_problem = ""
-        for attempt in range(RETRIES + 1):
+        whole_first = False  # a site whose node wants the sha256 in the first chunk
+        attempt = 0
+        while attempt <= RETRIES:
             if attempt:
                 time.sleep(RETRY_PAUSE_S)
+            attempt += 1
+            if spool.error:
+                raise JoinRefused(spool.error)
             try:
                 address = self._reach(site)
             except JoinRefused as exc:
                 last_problem = str(exc)
                 continue
+            if whole_first:
+                spool.done.wait()
+                if spool.error:
+                    raise JoinRefused(spool.error)
             bundle, _ = self._node.watcher.refresh()
             with transport.channel(address, bundle, site) as ch:
                 stub = sync_pb2_grpc.SyncNodeStub(ch)
                 counter = [0]  # bytes handed to gRPC in this attempt
                 try:
                     status = stub.RestoreStatus(
-                        sync_pb2.RestoreStatusRequest(join_id=snapshot.join_id), timeout=30)
-                    if attempt and status.joined:
+                        sync_pb2.RestoreStatusRequest(join_id=spool.join_id), timeout=30)
+                    if attempt > 1 and status.joined:
                         # Restored, but the reply was lost on the way back.
                         return sent, "restored (its reply was lost on the way)", resumes, \
                             status.epoch
                     held = status.received
-                    if attempt:
+                    if attempt > 1 and held:
                         resumes.append(held)
-                    reply = stub.Restore(self._chunks(site, snapshot, held, progress,
-                                                      counter), timeout=24 * 3600)
+                    reply = stub.Restore(self._chunks(site, spool, held, progress, counter),
+                                         timeout=24 * 3600)
                     sent += counter[0]
                 except grpc.RpcError as exc:
                     sent += counter[0]
+                    if spool.error:
+                        raise JoinRefused(spool.error) from exc
+                    if exc.code() is grpc.StatusCode.FAILED_PRECONDITION and \
+                            "must name the snapshot (id, source, sha256)" in (exc.details()
+                                                                             or ""):
+                        # A node of an earlier version: it takes a whole snapshot only.
+                        whole_first = True
+                        attempt -= 1
+                        continue
                     if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION,
                                       grpc.StatusCode.PERMISSION_DENIED):
                         raise JoinRefused(f"{site} refused the snapshot: {exc.details()}") \
@@ -253,31 +281,46 @@ class Joiner:
                     continue
             if reply.joined:
                 return sent, reply.summary, resumes, reply.epoch
-            last_problem = f"the transfer ended at byte {reply.received} of {snapshot.size}"
+            if spool.error:
+                raise JoinRefused(spool.error)
+            size = spool.whole().size if spool.snapshot else "a snapshot still growing"
+            last_problem = f"the transfer ended at byte {reply.received} of {size}"
         raise JoinRefused(f"the transfer to {site} failed {RETRIES + 1} times (last: "
                           f"{last_problem}); run siege-ctl join {site} again: it resumes "
                           "from what the site holds")
 
-    def _chunks(self, site: str, snapshot: Snapshot, start: int, progress: Progress,
+    def _chunks(self, site: str, spool: _Spooling, start: int, progress: Progress,
                 counter: list[int]) -> Iterator[sync_pb2.SnapshotChunk]:
-        with open(snapshot.path, "rb") as f:
+        """From byte ``start``, following the spool file while the server writes it. The
+        total and sha256 go with the first chunk when the snapshot is whole by then, and
+        always with the last (empty) one."""
+        with open(spool.path, "rb") as f:
             f.seek(start)
             offset = start
             first = True
-            while offset < snapshot.size or first:
+            while True:
                 data = f.read(CHUNK)
-                chunk = sync_pb2.SnapshotChunk(join_id=snapshot.join_id, offset=offset,
+                if not data and not spool.done.is_set():
+                    time.sleep(0.02)
+                    continue
+                if not data:
+                    if spool.error:
+                        return  # said by _send; the site keeps what it has
+                    data = f.read(CHUNK)  # written between the read and the end
+                chunk = sync_pb2.SnapshotChunk(join_id=spool.join_id, offset=offset,
                                                data=data)
+                whole = spool.snapshot
                 if first:
-                    chunk.total, chunk.sha256 = snapshot.size, snapshot.sha256
                     chunk.source = self._node.cfg.site
-                    first = False
+                if whole is not None and (first or not data):
+                    chunk.total, chunk.sha256 = whole.size, whole.sha256
+                first = False
                 yield chunk
                 offset += len(data)
                 counter[0] += len(data)
-                progress(coordinator_pb2.JoinProgress(site=site, phase="transfer",
-                                                      bytes_done=offset,
-                                                      bytes_total=snapshot.size))
+                progress(coordinator_pb2.JoinProgress(
+                    site=site, phase="transfer", bytes_done=offset,
+                    bytes_total=whole.size if whole is not None else 0))
                 if not data:
                     return
 
@@ -301,11 +344,29 @@ class Joiner:
             f"{site} did not come back serving its database within {timeout:.0f} s: is "
             "its node running? The next round syncs it"])
 
+class _Spooling:
+    """A snapshot in the spool: whole (``snapshot``), or still being written by the server
+    (``done`` not set), or failed (``error``)."""
+
+    def __init__(self, join_id: str, path: Path, whole: Snapshot | None = None) -> None:
+        self.join_id, self.path = join_id, path
+        self.snapshot = whole
+        self.error = ""
+        self.done = threading.Event()
+        if whole is not None:
+            self.done.set()
+
+    def whole(self) -> Snapshot:
+        assert self.snapshot is not None, "the snapshot is not whole yet"
+        return self.snapshot
+
+
 class _Hashing(io.RawIOBase):
-    """The spool file, hashed as the server's bytes arrive (no second read)."""
+    """The spool file, hashed as the server's bytes arrive (no second read); unbuffered,
+    so what is written can be sent at once."""
 
     def __init__(self, path: Path) -> None:
-        self._out = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._out = open(path, "wb", buffering=0)  # noqa: SIM115 (closed by close())
         self._sha = hashlib.sha256()
 
     def writable(self) -> bool:
@@ -319,7 +380,8 @@ class _Hashing(io.RawIOBase):
         return self._sha.digest()
 
     def close(self) -> None:
-        self._out.close()
+        if not self.closed:
+            self._out.close()
         super().close()
 
 
