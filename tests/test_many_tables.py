@@ -160,6 +160,39 @@ def test_the_schema_is_read_once_until_ddl_commits_whoever_runs_it(make_db, tmp_
         assert not _rows(con, f"SELECT 1 FROM {table} WHERE {column} STARTING WITH 'SYNC$'")
 
 
+def test_the_schema_cache_never_outlives_ddl_the_counter_missed(make_db, tmp_path):
+    """DDL run with database triggers off (``isql -nodbtriggers``, the owner's tool to get
+    past a broken ON CONNECT trigger) writes no counter row: table and column changes are
+    still seen. Without the counter (dropped, or install lacked the privilege) the schema is
+    read at every publish, never kept."""
+    from firebird.driver import connect
+
+    con = make_db("erp", ddl=["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(10))"])
+    capture.install(con)
+    publisher = Publisher(con, "erp")
+    assert publisher.publish().events == 0 and publisher.schemas.reads == 0
+    publisher.schemas.schema()
+    owner = connect(str(tmp_path / "erp.fdb"), user="SYSDBA", no_db_triggers=True,
+                    charset="UTF8")
+    try:
+        owner.execute_immediate("ALTER TABLE T ADD W INTEGER")
+        owner.commit()
+    finally:
+        owner.close()
+    assert not publisher.schemas.check()
+    assert [c.name for c in publisher.schemas.table("T").columns] == ["ID", "V", "W"]
+
+    con.execute_immediate(f"DROP TRIGGER {capture.DDL_TRIGGER}")
+    con.commit()
+    for n in range(2):
+        con.execute_immediate(f"INSERT INTO T (ID, V) VALUES ({n}, 'a')")
+        con.commit()
+        assert publisher.publish().events == 1
+    assert not publisher.schemas.trusted and publisher.schemas.reads == 4  # 2, then 1 each
+    assert capture.install(con).notes == []  # puts the counter back
+    assert publisher.schemas.check() is False and publisher.schemas.trusted
+
+
 # --- the long checks: SIEGE_MANY_TABLES=600 .venv/bin/python -m pytest tests/test_many_tables.py
 LONG_TABLES = int(os.environ.get("SIEGE_MANY_TABLES", "0"))
 long_only = pytest.mark.skipif(not LONG_TABLES, reason="long: set SIEGE_MANY_TABLES=600")

@@ -694,20 +694,24 @@ def install_ddl_counter(con: Connection) -> str | None:
 
 
 def ddl_key(cur: Cursor) -> tuple[int, ...] | None:
-    """The schema cache's key: committed DDL statements so far, and the number of
-    registered tables. None when the counter cannot be trusted: missing, inactive, or a DDL
-    statement whose row could not be written."""
+    """The schema cache's key: committed DDL statements so far, the number of registered
+    tables, and — for DDL run where database triggers are switched off (``isql
+    -nodbtriggers``, as the owner) — the tables' format versions and count, which move with
+    every table or column change. None when the counter cannot be trusted: missing,
+    inactive, or a DDL statement whose row could not be written."""
     try:
         cur.execute(f"SELECT (SELECT COUNT(*) FROM {DDL_TABLE}), GEN_ID({DDL_MISSED}, 0), "
                     f"(SELECT COUNT(*) FROM {TABLES_TABLE}), "
                     "(SELECT RDB$TRIGGER_INACTIVE FROM RDB$TRIGGERS "
-                    f"WHERE RDB$TRIGGER_NAME = '{DDL_TRIGGER}') FROM RDB$DATABASE")
-        count, missed, tables, inactive = cur.fetchone()
+                    f"WHERE RDB$TRIGGER_NAME = '{DDL_TRIGGER}'), "
+                    "(SELECT SUM(RDB$FORMAT) FROM RDB$RELATIONS), "
+                    "(SELECT COUNT(*) FROM RDB$RELATIONS) FROM RDB$DATABASE")
+        count, missed, tables, inactive, formats, relations = cur.fetchone()
     except DatabaseError:
         return None
     if missed or inactive is None or inactive:
         return None
-    return int(count), int(tables)
+    return int(count), int(tables), int(formats or 0), int(relations)
 
 
 def _apply_guards(con: Connection, schema: Schema, fire: frozenset[str],

@@ -7,12 +7,15 @@ and every publish and apply needs them.
 
 Validity: ``check()`` reads ``capture.ddl_key`` — the number of committed DDL statements
 (one row each in ``SYNC$DDL``, written by the database trigger install creates; rows are only
-ever added, so a count never comes back) and the number of registered tables — in one
-query, and forgets everything when it moved. The key is read *before* anything it guards, so
-what is kept is at least as new as its key: a DDL committing in between makes the next key
-differ and the next check read again. Without a trustworthy key (no trigger: install lacked
-the privilege; a DDL whose row could not be written) nothing outlives one ``check``: the
-schema is still read once per publish or apply, not once per use.
+ever added, so a count never comes back), the number of registered tables, and the tables'
+format versions and count (table and column changes made with database triggers switched
+off) — in one query, and forgets everything when it moved. The key is read *before*
+anything it guards, so what is kept is at least as new as its key: a DDL committing in
+between makes the next key differ and the next check read again. Without a trustworthy
+key (no trigger: install lacked the privilege; a DDL whose row could not be written) nothing
+outlives one ``check``: the schema is still read once per publish or apply, not once per
+use. A running publisher also keeps its planning reads prepared (``reader.plan``): a DROP
+of an image table (uninstall) waits until that node stops.
 
 Must never hand out a schema older than its key, nor let callers change what it keeps (they
 get the shared objects: read-only by contract; ``Applier`` copies before adding to it).
