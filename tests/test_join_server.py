@@ -118,9 +118,21 @@ def test_join_and_resync_with_every_database_served(fb_server, tmp_path: Path) -
             stderr=subprocess.PIPE, env={**os.environ, "GRPC_VERBOSITY": "ERROR"})
         writers = [Writer(as_sysdba(mesh, "siege"), 1_000_000, 1)]
         wait_listening(brest_port, brest_proc)
+        stop = threading.Event()
+
+        def rounds(sites: list[str]) -> None:  # the other sites keep syncing meanwhile
+            while not stop.is_set():
+                for site in sites:
+                    mesh.exchange(site)
+                time.sleep(0.2)
+
+        syncing = threading.Thread(target=rounds, args=(["lyon", "nice"],), daemon=True)
+        syncing.start()
         report = join(mesh, "brest")
         assert report.outcome == "joined", report
         writers[0].stop()
+        stop.set()
+        syncing.join(60)
         assert brest_proc.poll() is None, brest_proc.stderr.read().decode()
         mesh.ports["brest"] = brest_port
         sync(mesh, ["lyon", "nice", "brest"], passes=3)
@@ -160,18 +172,13 @@ def test_join_and_resync_with_every_database_served(fb_server, tmp_path: Path) -
         waiting = Awaiting(lyon_cfg, resync=True, by_server=True)  # as if on another machine
         waiting.start()
         writers.append(Writer(as_sysdba(mesh, "nice"), 3_000_000, 3))
-        stop = threading.Event()
+        stop.clear()
         outcome: dict = {}
-
-        def rounds() -> None:  # the other sites keep syncing during the resync
-            while not stop.is_set():
-                mesh.exchange("nice")
-                time.sleep(0.2)
 
         def resync() -> None:
             outcome["report"] = join(mesh, "lyon", resync=True)
 
-        syncing = threading.Thread(target=rounds, daemon=True)
+        syncing = threading.Thread(target=rounds, args=(["nice", "brest"],), daemon=True)
         syncing.start()
         sender = threading.Thread(target=resync, daemon=True)
         sender.start()
