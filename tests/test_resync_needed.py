@@ -17,6 +17,7 @@ from firebird.driver import SrvRestoreFlag
 from siege_sync.node import conflicts, dbserver
 from siege_sync.node.daemon import NEEDS_RESYNC, Node
 from siege_sync.node.database import DatabaseSpec, open_connection
+from siege_sync.proto import coordinator_pb2
 from siege_sync.siege.meshstatus import mesh_status
 from tests.test_alerts import smtp  # noqa: F401 (the fixture)
 from tests.test_apply import run_sql
@@ -78,6 +79,12 @@ def test_a_site_restored_behind_a_purge_says_it_needs_a_resync(
         assert "THIS SITE NEEDS A RESYNC" in caplog.text
         assert mesh.nodes["lyon"].replica.read_state(NEEDS_RESYNC) == reason
         assert mesh.nodes["nice"].check_resync() == ""  # nice is whole
+        # A transaction of lyon held at nice names lyon's resync: nice itself needs none.
+        held_at_nice = coordinator_pb2.SiteReport(site="nice", outcome="failed", errors=[
+            "at nice: lyon went back to an older copy of its database: nothing of it "
+            "applies any more anywhere; rebuild it with `siege-ctl resync lyon`"])
+        role.rounds._needs_resync(held_at_nice)
+        assert not any("NEEDS A RESYNC" in e for e in held_at_nice.errors)
 
         mesh.nodes["lyon"].stop(grace=1)
         mesh.cons["lyon"].close()

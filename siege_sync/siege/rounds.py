@@ -47,9 +47,6 @@ PHASES = ("gather", "redistribute")
 DIAL_IN_SILENCE_S = 3600.0  # a site dialling in is "failed" after this long without a word
 SILENT_AFTER_HELLOS = 3  # hellos of a site dialling in with the same heartbeat: it is silent
 NEEDS_RESYNC = "needs_resync:"  # SYNC$STATE at the siège, per site: since when, and why
-# What an exchange's problems say when only a resync helps: the events the site lacks are
-# purged here (replica.PurgedHere), or its database is one the mesh no longer takes.
-RESYNC_MARKS = ("needs a resync", "siege-ctl resync")
 
 Progress = Callable[[coordinator_pb2.SiteProgress], None]
 
@@ -212,7 +209,8 @@ class Rounds:
         database the mesh no longer takes) is said so with the commands to run, and kept
         on record for ``siege-ctl status`` and the alert (``NEEDS_RESYNC``) until it is
         resynced (join.py clears it) or syncs completely again."""
-        why = next((e for e in entry.errors if any(m in e for m in RESYNC_MARKS)), None)
+        why = next((e for e in entry.errors if any(m in e for m in _resync_marks(entry.site))),
+                   None)
         name = f"{NEEDS_RESYNC}{entry.site}"
         if why is None:
             if entry.outcome == "complete" and self._node.replica.read_state(name):
@@ -303,6 +301,14 @@ class Rounds:
     def _conflicts(self) -> int:
         with self._node.replica.database() as con:
             return capture_status(con).conflicts
+
+
+def _resync_marks(site: str) -> tuple[str, ...]:
+    """What an exchange's problems say when only a resync of ``site`` helps: the events it
+    lacks are purged here (replica.PurgedHere), or its database is one the mesh no longer
+    takes (replica.meet). Not a held transaction of *another* origin that needs one
+    (parking.py names that origin)."""
+    return ("needs a resync", f"siege-ctl resync {site}`", "`siege-ctl resync` for this site")
 
 
 def resync_todo(site: str) -> str:
