@@ -200,6 +200,15 @@ class Settler:
         self.later: Callable[[RowId], bool] | None = None
         self.untie = False
         self.force = False
+        # References to a UNIQUE key: the parent row's primary key its origin met, by
+        # foreign key name, as the event at hand names them (the applier sets it for each
+        # event; empty: look the parent up by its value). Every site then counts the
+        # reference on that row, and brings it back from its tombstone, whatever row holds
+        # the value here. ``resolved``: what ``note_references`` found, for the publisher
+        # to put in the event (foreign key name -> the parent's primary key).
+        self.named: Mapping[str, Key] = {}
+        self._named_values: dict[str, bytes] = {}  # the value each named key was met for
+        self.resolved: dict[str, Key] = {}
         # References set to NULL to untie a cycle of deletes: (table, key, columns).
         self._nulled: list[tuple[Table, Key, tuple[str, ...]]] = []
         # Rows being brought back because a row references them, outermost first. A parent
@@ -305,13 +314,19 @@ class Settler:
                 continue  # a value no parent key can hold: the row itself was refused
             if pkey is None:
                 continue  # no row holds it here: the child was refused or is waiting
+            if fk.parent_columns != parent.primary_key:
+                self.resolved[fk.name] = pkey
             number = self._registry[parent.name]
             if self._rows.get(number, registers.key_identity(pkey, parent)) is None \
                     and not create:
                 return False
-            # A value rows clashed over counts on each of them: which one held it when the
-            # write reached a site is not the same everywhere (see _unique_outcome).
-            for held in [pkey, *self._hidden_holders(table, fk, parent, parsed, pkey)]:
+            # A value rows clashed over counts on each of them when the event does not
+            # name the row its origin met: which one held it when the write reached a site
+            # is not the same everywhere (see _unique_outcome).
+            also = [] if fk.parent_columns == parent.primary_key or self._named(
+                table, fk, parent, _rekey(table, fk, parent, parsed)) is not None \
+                else self._hidden_holders(table, fk, parent, parsed, pkey)
+            for held in [pkey, *also]:
                 pstate = self.state(parent, held)
                 assert pstate is not None
                 after = referenced(pstate, writer)
@@ -625,6 +640,18 @@ class Settler:
                     "--retry`")
             pkey = self._parent_key(table, fk, parent, parsed)
             pstate = self._stored(parent, pkey) if pkey is not None else None
+            if pkey is not None and pstate is not None and \
+                    fk.parent_columns != parent.primary_key and not self._holds(
+                        parent, pstate.current, fk.parent_columns,
+                        _rekey(table, fk, parent, parsed)):
+                # The row its origin met holds another value now: changed concurrently.
+                raise ConstraintError(
+                    f"{table.name} {_show(key)} names {named}, which {parent.name} "
+                    f"{_show(pkey)} held where it was written; that row holds another value "
+                    "here now (changed at another site that did not know "
+                    f"{table.name} {_show(key)}), and no row holds the old one. An operator "
+                    f"must point {table.name} {_show(key)} at the new value or delete it at "
+                    "its site, or change the value back where it was changed")
             if pkey is None or pstate is None:
                 raise NotArrived(
                     f"{table.name} {_show(key)} references {named}, whose insert has not "
@@ -1003,10 +1030,43 @@ class Settler:
         vals = _rekey(table, fk, parent, parsed)
         if fk.parent_columns == parent.primary_key:
             return vals
+        named = self._named(table, fk, parent, vals)
+        if named is not None:
+            return named
         found = self._unique_holder(parent, fk.parent_columns, vals)
         if found is not None or not stored_too:
             return found
         return self._stored_holder(parent, fk.parent_columns, vals)
+
+    def _named(self, table: Table, fk: ForeignKey, parent: Table,
+               vals: Sequence[values_pb2.Value]) -> Key | None:
+        """The parent key the event at hand names for this reference, when it names one
+        and the value is its own (a reference the event writes, not an older one)."""
+        key = self.named.get(fk.name)
+        if key is None or len(key) != len(parent.primary_key) or fk.name not in \
+                self._named_values:
+            return None
+        return key if self._named_values[fk.name] == _identity(parent, fk, vals) else None
+
+    def name_parents(self, table: Table, named: Mapping[str, Key],
+                     written: Mapping[str, bytes | None]) -> None:
+        """The parent keys an event names (``named``), for the values it writes
+        (``written``: its encoded columns); empty for an event that names none."""
+        self.named = named
+        self._named_values = {}
+        for fk in table.foreign_keys:
+            parent = self._schema.tables.get(fk.parent)
+            raw = [written.get(c) for c in fk.columns]
+            if fk.name not in named or parent is None or any(v is None for v in raw):
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in raw]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            try:
+                self._named_values[fk.name] = _identity(
+                    parent, fk, _rekey(table, fk, parent, parsed))
+            except ValueError:
+                continue
 
     def _unique_holder(self, table: Table, columns: Sequence[str],
                        vals: Sequence[values_pb2.Value]) -> Key | None:
@@ -1285,6 +1345,12 @@ def constrained(state: RowState) -> bool:
     life = state.current
     return (life.held_by is not None or life.evicted_by is not None
             or life.whole_row is not None)
+
+
+def _identity(parent: Table, fk: ForeignKey, vals: Sequence[values_pb2.Value]) -> bytes:
+    """A UNIQUE value (in the parent's types) as the engine compares it."""
+    return registers.key_data([identity_value(parent.column(c).type, v)
+                               for c, v in zip(fk.parent_columns, vals, strict=True)])
 
 
 def _shown_life(image: Mapping[str, bytes | None]) -> Life:
