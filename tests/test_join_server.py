@@ -285,3 +285,48 @@ def test_a_move_through_the_server_cut_midway_is_finished_at_the_next_start(
         con.close()
     assert not dbserver.exists(fresh, spec) and dbserver.exists(aside, spec)
     assert not (tmp_path / f"{name}.fdb{_PLACING}").exists()
+
+
+def test_a_streamed_snapshot_is_restored_as_it_arrives_and_a_damaged_one_dropped(
+        make_db, tmp_path: Path) -> None:
+    """The siège sends the snapshot while its server writes it: the size and sha256 come
+    with the last chunk. The site restores as the bytes arrive, into ``.copy-new`` only; a
+    snapshot whose bytes do not match its sha256 leaves nothing: no copy, no database."""
+    import hashlib
+
+    from siege_sync.node.join import JoinError, Restorer
+    from siege_sync.proto import sync_pb2
+
+    source = make_db("siege", ddl=DDL)
+    capture.install(source)
+    capture.set_state(source, "site", "siege")
+    run_sql(source, "INSERT INTO T VALUES (1, 'à la carte')")
+    source.close()
+    backup = io.BytesIO()
+    dbserver.backup(dbserver.served(str(tmp_path / "siege.fdb")), DatabaseSpec(""), backup)
+    data = backup.getvalue()
+
+    def chunks(join_id: str, sha: bytes):
+        for offset in range(0, len(data), 1 << 16):
+            yield sync_pb2.SnapshotChunk(join_id=join_id, offset=offset, source="siege",
+                                         data=data[offset:offset + (1 << 16)])
+        yield sync_pb2.SnapshotChunk(join_id=join_id, offset=len(data), total=len(data),
+                                     sha256=sha)
+
+    cfg = config.parse({"site": "brest", "database": {"dsn": str(tmp_path / "brest.fdb")}},
+                       tmp_path / "brest.toml")
+    restorer = Restorer(cfg, "acme")
+    try:
+        restorer.receive(chunks("damaged", hashlib.sha256(b"not it").digest()))
+        raise AssertionError("a damaged snapshot was taken")
+    except JoinError as exc:
+        assert "sha256 does not match" in str(exc)
+    assert not list(tmp_path.glob("brest.fdb*")), list(tmp_path.glob("brest.fdb*"))
+    reply = restorer.receive(chunks("whole", hashlib.sha256(data).digest()))
+    assert reply.joined and restorer.joined.is_set()
+    con = open_connection(DatabaseSpec(str(tmp_path / "brest.fdb")))
+    try:
+        assert capture.get_state(con, "site") == "brest" and rows(con) == {1: "à la carte"}
+    finally:
+        con.close()
+    assert not list(tmp_path.glob("brest.fdb.*")), "nothing left beside the database"
