@@ -191,6 +191,11 @@ def test_the_schema_cache_never_outlives_ddl_the_counter_missed(make_db, tmp_pat
     assert not publisher.schemas.trusted and publisher.schemas.reads == 4  # 2, then 1 each
     assert capture.install(con).notes == []  # puts the counter back
     assert publisher.schemas.check() is False and publisher.schemas.trusted
+    # A DDL whose counter row could not be written turns the cache off until install.
+    _rows(con, f"SELECT GEN_ID({capture.DDL_MISSED}, 1) FROM RDB$DATABASE")
+    assert publisher.schemas.check() is False and not publisher.schemas.trusted
+    capture.install(con)
+    assert publisher.schemas.check() is False and publisher.schemas.trusted
 
 
 # --- the long checks: SIEGE_MANY_TABLES=600 .venv/bin/python -m pytest tests/test_many_tables.py

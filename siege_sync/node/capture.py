@@ -676,11 +676,16 @@ def install_ddl_counter(con: Connection) -> str | None:
     """Create the DDL counter (what the schema cache is keyed by) when it is missing; None
     when it is there, else why the node reads the schema at every publish instead (creating
     a database trigger takes the database owner, SYSDBA or RDB$ADMIN)."""
+    existing = _relation_names(con) | _generator_names(con)
+    if DDL_MISSED in existing and _query(con, f"SELECT GEN_ID({DDL_MISSED}, 0) "
+                                              "FROM RDB$DATABASE")[0][0]:
+        # A DDL statement's row could not be written once: the cache was off since. Every
+        # cache reads the schema again after this (the restart is DDL, counted too).
+        _ddl(con, f"ALTER SEQUENCE {DDL_MISSED} RESTART WITH 0")
     have = _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ? "
                        "AND RDB$TRIGGER_INACTIVE = 0", (DDL_TRIGGER,))
     if have:
         return None
-    existing = _relation_names(con) | _generator_names(con)
     statements = [(step, sql) for step, sql in _ddl_counter_sql()
                   if not sql.startswith(("CREATE SEQUENCE", "CREATE TABLE"))
                   or sql.split()[2] not in existing]
