@@ -65,6 +65,8 @@ def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
                   "from other sites meanwhile (their effects were doubled)")
     if len(still) < len(before.lost):
         print(f"  {before.lines()[-1]}")  # what was seen of their effects
+    for note in report.notes:  # e.g. the schema cache is off (no privilege for a DB trigger)
+        print(f"  WARNING: {note}")
     for item in report.unguardable:
         print(f"  WARNING: trigger {item} has no stored source and cannot be guarded: it will "
               "fire again for changes applied from other sites (duplicated effects). Add it to "
