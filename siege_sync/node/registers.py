@@ -402,8 +402,17 @@ def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW,
         for name in sorted(writers):
             event.delete_bases.add(column=name, base=event_ref(writers[name]))
         # The references it knew: a delete that did not know one is overruled (merge.py).
+        # It knew every earlier write of its own origin: a row its site made reference the
+        # row and that still did would have stopped the delete there (or gone with it). Said
+        # outright: such a write may not be counted here (a reference by a UNIQUE value to
+        # a row gone from the table when the publisher looked), while a site that applies
+        # it counts it (issue 18, H1's F1: a vehicle kept at the other sites for good).
+        known = dict(state.refs)
+        own = (event.origin.site, event.origin.incarnation)
+        if event.origin.site and event.seq > 1:
+            known[own] = max(known.get(own, 0), event.seq - 1)
         event.known_refs.SetInParent()
-        event.known_refs.refs.extend(_ref_list(state.refs))
+        event.known_refs.refs.extend(_ref_list(known))
 
 
 def drop_unchanged(event: events_pb2.Event, state: RowState, columns: Collection[str],
