@@ -435,8 +435,10 @@ def test_a_trip_for_a_preexisting_vehicle_deleted_concurrently_brings_it_back(ma
 
 # --- random workload ----------------------------------------------------------------------
 
-# Seeds 2 and 7 meet the case of the strict xfail below (a deleted vehicle's code reused).
-SEEDS = [int(s) for s in os.environ.get("SIEGE_UNIQUE_REF_SEEDS", "1,3").split(",")]
+# One seed in `make test` (its time budget); 1-16 pass with /tmp/patches/H3-parent-keys.diff,
+# without it seeds 2 and 7 meet the case of the strict xfail above (a deleted vehicle's code
+# reused). SIEGE_UNIQUE_REF_SEEDS=1,2,3 for more.
+SEEDS = [int(s) for s in os.environ.get("SIEGE_UNIQUE_REF_SEEDS", "1").split(",")]
 # Spellings of three codes the engine calls equal in pairs (case, accents, trailing blanks).
 SPELLINGS = ["Camión 7", "CAMION 7 ", "Grúa", "grua", "Äb", "ab  "]
 
@@ -502,3 +504,26 @@ def test_random_workload_by_code_converges(make_db, seed):
         _deliver(appliers, site, [])
     _same(cons)
     assert len(all_events(cons["siege"])) > 15, f"seed {seed}: the workload did little"
+
+
+def test_a_reference_to_a_two_column_unique_key(make_db):
+    """A WIN1252 site code and a number together name a depot: the deleted depot comes back
+    at the site that deleted it, with its exact bytes, when another site's delivery names
+    it ('é' travels as its WIN1252 byte)."""
+    ddl = ["CREATE TABLE DEPOT (ID INTEGER NOT NULL PRIMARY KEY, SITE CHAR(4) CHARACTER SET "
+           "WIN1252 NOT NULL COLLATE WIN_PTBR, NUM SMALLINT NOT NULL, NAME VARCHAR(20), "
+           "CONSTRAINT DEPOT_SITE_NUM UNIQUE (SITE, NUM))",
+           "CREATE TABLE DELIVERY (ID INTEGER NOT NULL PRIMARY KEY, DSITE CHAR(4) CHARACTER "
+           "SET WIN1252 COLLATE WIN_PTBR, DNUM SMALLINT, "
+           "FOREIGN KEY (DSITE, DNUM) REFERENCES DEPOT (SITE, NUM))"]
+    cons, appliers = _setup(make_db, ddl=ddl, sites=("lyon", "nice"))
+    _run(cons["lyon"], "INSERT INTO DEPOT (ID, SITE, NUM, NAME) VALUES (1, 'Sète', 2, 'port')")
+    _everywhere(cons, appliers)
+    _run(cons["lyon"], "DELETE FROM DEPOT WHERE ID = 1")
+    _run(cons["nice"], "INSERT INTO DELIVERY (ID, DSITE, DNUM) VALUES (7, 'SETE', 2)")
+    _everywhere(cons, appliers)
+    for con in cons.values():
+        assert _rows(con, "SELECT ID, CAST(SITE AS CHAR(4) CHARACTER SET OCTETS), NUM, NAME "
+                          "FROM DEPOT") == [(1, "Sète".encode("cp1252"), 2, "port")]
+        assert _rows(con, "SELECT ID FROM DELIVERY") == [(7,)]
+        assert [c.kind for c in conflicts.listing(con)] == ["kept-by-reference"]
