@@ -6,22 +6,25 @@ key, one to a table the node leaves out, CHECKs, domains, NUMERIC, DOUBLE, WIN12
 text under case-insensitive collations, text and binary BLOBs, keyless and global temporary
 tables, a key-allocating procedure, an ON CONNECT trigger, rows that predate install). Each
 site installs capture with its own generator ranges, runs the application's own transactions
-(concurrent edits of shared rows, deletes with cascades), and the sites sync through the siège
-by the node's real pipeline (``Replica``: publish, batches with their BLOB chunks, apply).
+(concurrent edits of shared rows, deletes with cascades), and the sites sync through the siège:
+real nodes over mTLS gRPC on loopback (``MeshRounds``), or the nodes' pipeline called without
+the wire (``SiegeRounds``: ``Replica`` publish, batches with their BLOB chunks, apply — it says
+why a transaction waits, used by the focused tests below).
 Convergence is checked by an independent digest of every replicated application table
 (``tools.erpschema.digest``: the tables read with its own SQL, not the node's digest).
 
 Known and left out of the random workload, each with its own test or reproduction:
 * rows that predate install and are named through a UNIQUE key (vehicles by plate) are not
-  deleted (``Workload(delete_old_code_parents=False)``): deleted together with the orders
-  naming them, they stay at the other sites; deleted while another site opens an order for
-  them, that site's stream stops — the two strict xfails below (issue 18 item 3, H3's list:
-  foreign keys to UNIQUE keys);
+  deleted (``Workload(delete_old_code_parents=False)``): deleted while another site opens an
+  order for them, that site's stream stops — the strict xfail below (issue 18 item 3, H3's
+  list: foreign keys to UNIQUE keys). Deleted together with the orders naming them, they
+  stayed at the other sites until 0e2dbf4 (the test below);
 * a payment (PAID) racing another site's recomputed TOTAL under CHECK (PAID <= TOTAL) holds
   both streams: constraints.py documents that hold, DESIGN §3.5 forbids it
   (/tmp/patches/H1-findings.md F2); the workload's sites pay only their own invoices.
 
-Seeded (SIEGE_ERP_SEEDS="1,2" to choose; SIEGE_ERP_ROUNDS, SIEGE_ERP_TRANSACTIONS).
+Seeded (SIEGE_ERP_SEEDS="1,2" to choose; SIEGE_ERP_ROUNDS, SIEGE_ERP_TRANSACTIONS;
+SIEGE_ERP_SYNC="mesh,pipeline" for both ways of syncing).
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ import pytest
 
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from tools import erpschema
-from tools.erpschema import SiegeRounds, Workload, WorkloadStats
+from tools.erpschema import MeshRounds, SiegeRounds, Workload, WorkloadStats
 
 SEEDS = [int(s) for s in os.environ.get("SIEGE_ERP_SEEDS", "1").split(",")]
 ROUNDS = int(os.environ.get("SIEGE_ERP_ROUNDS", "3"))
 TRANSACTIONS = int(os.environ.get("SIEGE_ERP_TRANSACTIONS", "30"))
+SYNCS = os.environ.get("SIEGE_ERP_SYNC", "mesh").split(",")
 SITES = ("siege", "lyon", "nice")
 
 
@@ -49,9 +53,9 @@ def conflicts_on_record(con) -> int:
     return n
 
 
-def sites(make_db, tmp_path, erp, names=SITES):
-    """The sites' databases, installed as each site's config says; the node's view of the
-    schema is checked against what the generator made."""
+def sites(make_db, tmp_path, erp, names=SITES, sync="pipeline"):
+    """The sites' databases, installed as each site's config says (the node's view of the
+    schema checked against what the generator made), and how they sync."""
     cons = {}
     for no, name in enumerate(names):
         cons[name] = make_db(name, ddl=erp.ddl)
@@ -63,7 +67,27 @@ def sites(make_db, tmp_path, erp, names=SITES):
             assert "no primary key" in refused[table] and "exclude" in refused[table]
         for table in erp.temporary:
             assert "global temporary" in refused[table]
-    return cons, SiegeRounds(cons, erp, {n: tmp_path / f"{n}.fdb" for n in names})
+    paths = {n: tmp_path / f"{n}.fdb" for n in names}
+    if sync == "mesh":
+        return cons, MeshRounds(cons, erp, paths, tmp_path)
+    return cons, SiegeRounds(cons, erp, paths)
+
+
+def work_and_sync(erp, cons, rounds, seed: int) -> WorkloadStats:
+    """Rounds of the application's transactions at every site, each followed by syncs
+    until quiet: nothing refused, waiting or held, ever."""
+    workloads = {s: Workload(erp, s, no, seed) for no, s in enumerate(SITES)}
+    stats = WorkloadStats()
+    for round_no in range(ROUNDS):
+        for site, workload in workloads.items():
+            stats.add(workload.run(cons[site], TRANSACTIONS))
+        reports = rounds.until_quiet()
+        assert not reports[-1].moved, f"round {round_no}: not quiet after {len(reports)} syncs"
+        for report in reports:
+            assert not report.refused, report.refused
+            assert not report.waiting and not report.pending, report.waiting
+        assert not rounds.held(), rounds.held()
+    return stats
 
 
 def test_the_generator_is_deterministic_and_makes_every_feature():
@@ -88,21 +112,15 @@ def test_the_generator_is_deterministic_and_makes_every_feature():
     assert big.features["foreign_keys"] >= 400
 
 
+@pytest.mark.parametrize("sync", SYNCS)
 @pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
-def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, seed):
+def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, seed, sync):
     erp = erpschema.build("erp-mini", seed=seed)
-    cons, rounds = sites(make_db, tmp_path, erp)
-    workloads = {s: Workload(erp, s, no, seed) for no, s in enumerate(SITES)}
-    stats = WorkloadStats()
-    for round_no in range(ROUNDS):
-        for site, workload in workloads.items():
-            stats.add(workload.run(cons[site], TRANSACTIONS))
-        reports = rounds.until_quiet()
-        assert not reports[-1].moved, f"round {round_no}: not quiet after {len(reports)} syncs"
-        for report in reports:
-            assert not report.refused, report.refused
-            assert not report.waiting and not report.pending, report.waiting
-        assert not rounds.held(), rounds.held()
+    cons, rounds = sites(make_db, tmp_path, erp, sync=sync)
+    try:
+        stats = work_and_sync(erp, cons, rounds, seed)
+    finally:
+        rounds.close()
 
     # The application's own rules refused some of its transactions (a NO ACTION key, a
     # CHECK); capture never did.
@@ -115,12 +133,10 @@ def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, seed):
     assert conflicts_on_record(cons["siege"]) > 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 3 (H3: foreign keys to UNIQUE keys): "
-                   "the delete of a row that predates install, made after its origin deleted "
-                   "the row naming it by its UNIQUE key, is kept by reference elsewhere "
-                   "(/tmp/patches/H1-findings.md F1)")
 def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywhere(
         make_db, tmp_path):
+    """The other site kept the vehicle, the delete 'kept by reference' by its own origin's
+    earlier order (/tmp/patches/H1-findings.md F1; fails before 0e2dbf4)."""
     erp = erpschema.build("erp-mini")
     cons, rounds = sites(make_db, tmp_path, erp, ("siege", "lyon"))
     with transaction(cons["lyon"]) as tm:
