@@ -84,10 +84,12 @@ class SchemaCache:
         return self._kept.schema
 
     def selected(self, selection: TableSelection) -> Schema:
-        """What ``introspect(con, selection)`` returns, from the kept schema (a copy)."""
+        """What ``introspect(con, selection)`` returns, from the kept schema (a copy), but
+        for ``crossings`` (foreign keys across the edge of what is replicated depend on the
+        selection: left empty here, ``introspect`` says them)."""
         full = self.schema()
         tables = {n: t for n, t in full.tables.items() if selection.wants(n)}
-        return replace(full, tables=tables,
+        return replace(full, tables=tables, crossings=[],
                        refused=[r for r in full.refused if selection.wants(r.table)],
                        triggers={n: t for n, t in full.triggers.items() if n in tables},
                        key_generators={n: g for n, g in full.key_generators.items()

@@ -100,9 +100,10 @@ def drift(con: Connection, selection: TableSelection = TableSelection(),
     second)."""
     if schemas is not None:
         schemas.check()
-        live_tables = schemas.selected(selection).tables
+        live = schemas.selected(selection)
     else:
-        live_tables = introspect(con, selection).tables
+        live = introspect(con, selection)
+    live_tables = live.tables
     registry = {name: no for no, (name, _k) in capture.table_registry(con).items()
                 if name != capture.HEARTBEAT_TABLE}
     out = [f"table {name} is new and not captured" for name in sorted(live_tables)
@@ -122,6 +123,13 @@ def drift(con: Connection, selection: TableSelection = TableSelection(),
         out += [f"column {name}.{c} was dropped" for c in names if c not in now]
         if set(names) == set(now):
             out.append(f"columns of {name} changed type")
+    recorded_fingerprint = capture.get_state(con, "schema_fingerprint") or ""
+    if (not out and recorded_fingerprint
+            and live.fingerprint_like(recorded_fingerprint) != recorded_fingerprint):
+        # Same tables, columns and types: what changed is a rule the fingerprint covers.
+        out.append("a NOT NULL, default, CHECK, UNIQUE key or foreign key (or its ON DELETE / "
+                   "ON UPDATE rule) of a replicated table changed since install: make the same "
+                   "change at every site (siege-node upgrade), then siege-node install here")
     return out
 
 

@@ -37,7 +37,7 @@ from firebird.driver import Connection
 
 from ..node import capture, registers, transport
 from ..node.daemon import Node
-from ..node.schema import introspect
+from ..node.schema import fingerprints_comparable, introspect
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .rounds import held_everywhere
@@ -364,6 +364,10 @@ def _schemas_differ(ref: _Side, other: _Side) -> str:
         theirs = other.stub.Status(sync_pb2.StatusRequest(), timeout=60).schema_fingerprint
     except grpc.RpcError as exc:
         return f"not compared: {exc.code().name}: {exc.details()}"
+    if not fingerprints_comparable(mine, theirs):
+        return (f"{other.site}'s schema fingerprint ({theirs}) and {ref.site}'s ({mine}) were "
+                "made by different node versions: upgrade the older node and run siege-node "
+                "install there first")
     if mine != theirs:
         return (f"{other.site}'s schema ({theirs}) is not {ref.site}'s ({mine}): upgrade the "
                 "sites to the same version first (siege-node upgrade)")
