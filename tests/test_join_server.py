@@ -330,3 +330,25 @@ def test_a_streamed_snapshot_is_restored_as_it_arrives_and_a_damaged_one_dropped
     finally:
         con.close()
     assert not list(tmp_path.glob("brest.fdb.*")), "nothing left beside the database"
+
+
+def test_join_refuses_a_database_its_server_already_holds(fb_server, tmp_path: Path) -> None:
+    """`siege-node join` asks the server the DSN names: an existing database is refused
+    (exit 2, what to do instead), never overwritten."""
+    from tools.localmesh import Pki
+
+    name = f"held{os.getpid()}"
+    fb_server.create_database(name, ddl=DDL).close()
+    bundle = Pki(tmp_path).site("brest")
+    (tmp_path / "db.pw").write_text(fb_server.password)
+    (tmp_path / "db.pw").chmod(0o600)
+    (tmp_path / "brest.toml").write_text(
+        f'site = "brest"\n[database]\ndsn = "localhost/{fb_server.port}:'
+        f'{fb_server.path(name)}"\nuser = "SYSDBA"\npassword_file = "db.pw"\n'
+        f'[node]\nlisten = "127.0.0.1:{free_port()}"\nbundle = "{bundle}"\nsiege = "siege"\n')
+    done = subprocess.run([sys.executable, "-m", "siege_sync.node.cli", "join", "--config",
+                           str(tmp_path / "brest.toml")], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "exists: a site joins only into a database that does not exist" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -40,7 +40,7 @@ from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
-from .join import JoinError, Restorer, database_exists
+from .join import JoinError, Restorer, database_exists, move_under_way
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
 from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
@@ -523,18 +523,18 @@ def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False,
     snapshot — the database must not exist yet —, then serve as the site. ``resync``
     (``siege-node resync``): the same over the site's existing database (node/join.py)."""
     stopping = threading.Event()
-    try:
-        exists = database_exists(cfg) if join or resync else True
-    except JoinError as exc:
-        raise NodeError(str(exc)) from None
-    if join and exists:
-        raise NodeError(f"{cfg.database.dsn} exists: a site joins only into a database that "
-                        "does not exist yet; this site has one — start it with `siege-node "
-                        "run`, or rebuild it from the siège with `siege-node resync`")
-    if resync and not exists:
-        raise NodeError(f"{cfg.database.dsn} does not exist: a resync replaces this site's "
-                        "database (kept aside); a site with none joins with `siege-node "
-                        "join`")
+    # A move into place left half done is finished by the waiting node (join.py). A resync
+    # of a site whose database is gone altogether restores it as a join does.
+    if join and not move_under_way(cfg):
+        try:
+            exists = database_exists(cfg)
+        except JoinError as exc:
+            raise NodeError(str(exc)) from None
+        if exists:
+            raise NodeError(f"{cfg.database.dsn} exists: a site joins only into a database "
+                            "that does not exist yet; this site has one — start it with "
+                            "`siege-node run`, or rebuild it from the siège with "
+                            "`siege-node resync`")
     if join or resync:
         _on_signals(cfg.site, stopping)
         waiting = Awaiting(cfg, resync=resync)

@@ -80,13 +80,23 @@ class JoinError(Exception):
     """The snapshot cannot be taken as it came (out of order, damaged, no place to go)."""
 
 
-def awaiting(cfg: NodeConfig) -> bool:
-    """This site has no database yet: its node waits for the siège's snapshot. Asked of
-    the server that would hold it (an attach), when the DSN names one."""
-    return not database_exists(cfg)
+def move_under_way(cfg: NodeConfig) -> bool:
+    """An earlier join or resync was stopped while its copy was moved into place through
+    the server: the node's next start finishes that (``Restorer.resume``)."""
+    where = dbserver.served(cfg.database.dsn)
+    return (_spool_folder(cfg, where) / (where.pure().name + _PLACING)).exists()
+
+
+def _spool_folder(cfg: NodeConfig, where: dbserver.Served) -> Path:
+    """What arrives is kept on this machine: beside an embedded database, else beside the
+    node's config (a server's folder may be on another machine, or not ours)."""
+    return (Path(where.path).parent if where.embedded else
+            cfg.path.parent if cfg.path else Path(tempfile.gettempdir()))
 
 
 def database_exists(cfg: NodeConfig) -> bool:
+    """Whether the DSN's database exists — asked of the server that holds it (an attach)
+    when the DSN names one."""
     where = dbserver.served(cfg.database.dsn)
     if where.embedded:
         return Path(where.path).exists()
@@ -126,10 +136,7 @@ class Restorer:
         self._where = dbserver.served(cfg.database.dsn)
         self._by_server = by_server
         name = self._where.pure().name
-        # What arrives is kept on this machine: beside an embedded database, else beside
-        # the node's config (a server's folder may be on another machine, or not ours).
-        spool = (Path(self._where.path).parent if self._where.embedded else
-                 cfg.path.parent if cfg.path else Path(tempfile.gettempdir()))
+        spool = _spool_folder(cfg, self._where)
         self._partial = spool / (name + _PARTIAL)
         self._meta = spool / (name + _META)
         self._placing = spool / (name + _PLACING)
