@@ -207,6 +207,19 @@ def what_to_do(site: str, origin: str, reason: str) -> str:
                 f"sites. Make it the same at every site: drop or change it at {site} (or, if "
                 f"it is right, correct the rows at {origin}: the correction travels too), "
                 + retry)
+    if "[tables] leaves it out" in low:
+        table = re.search(r"and (\S+) is not replicated \(\[tables\]", reason)
+        name = table.group(1) if table else "the referenced table"
+        return (f"a row {origin} wrote references a row of {name}, which [tables] leaves out "
+                f"(each site keeps its own rows there) and which {site} lacks: create that "
+                f"row at {site} — or replicate {name} at every site (its [tables] "
+                "include/exclude the same everywhere), or drop the foreign key — " + retry)
+    if "does not follow such changes" in low or "holds another value here now" in low:
+        return ("a value of a UNIQUE key that rows name was changed at one site while "
+                "another site wrote a row naming the old value (the merge does not settle "
+                "that yet): point the row that names the old value at another one, or "
+                "delete it, at the site that wrote it — or change the value back where it "
+                "was changed — " + retry)
     if "primary or unique key" in low:
         return (f"{site} already holds a row with the same value in a UNIQUE key or index "
                 f"that {origin} does not have (an index added outside the mesh, or a row "
