@@ -18,7 +18,11 @@ constraints have a say:
   losing a UNIQUE clash (the value stays, the winner holds it); the loser's row takes the
   winner's key in place (``_hand_over``), so the value never leaves the table; the rows
   written for the loser go on record (``REPARENTED``), and both rows count the references
-  made through the value (``_shared_refs``), whichever row held it where they arrived.
+  made through the value (``_shared_refs``), whichever row held it where they arrived. An
+  event can name the parent row its origin met (``name_parents``; the publisher reads
+  ``resolved``): then every site counts the reference on that row, as for a primary key. A
+  change of such a value while a row elsewhere names the old one (ON UPDATE NO ACTION) is
+  not settled by the merge yet: the transaction is held, saying so.
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
   comes back when the clash is gone.
