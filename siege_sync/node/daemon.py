@@ -52,6 +52,7 @@ GRACE_SECONDS = 10.0
 PURGE_ORDER_TIMEOUT = 30.0
 RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
 RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come first)
+RESYNC_ASK_TIMEOUT = 10.0  # a stop waits for a question under way: kept short
 RESYNC_LOG_S = 3600.0  # the same need said again in the log at most this often
 NEEDS_RESYNC = "needs_resync"  # SYNC$STATE: why this site needs a resync ("" when not)
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
@@ -274,7 +275,7 @@ class Node:
         purge order says what every counted site had applied when it was purged: an origin
         this site holds less of can never be completed by exchanges."""
         for coordinator in self.service_cfg.coordinators(self.cfg.site):
-            if coordinator == self.cfg.site:
+            if coordinator == self.cfg.site or self._stopping.is_set():
                 continue
             address = self.address(coordinator)
             if address is None:
@@ -283,7 +284,7 @@ class Node:
             try:
                 with transport.channel(address, bundle, coordinator) as ch:
                     order = sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(
-                        sync_pb2.PurgeOrderRequest(), timeout=PURGE_ORDER_TIMEOUT)
+                        sync_pb2.PurgeOrderRequest(), timeout=RESYNC_ASK_TIMEOUT)
             except grpc.RpcError:
                 continue  # not reachable now, or not upgraded: asked again next time
             reason = ""
