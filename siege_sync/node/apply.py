@@ -679,14 +679,14 @@ def _parse(body: bytes) -> events_pb2.Event:
 _KNOWN_OPS = frozenset({events_pb2.OP_INSERT, events_pb2.OP_UPDATE, events_pb2.OP_DELETE})
 
 
-def catch_up(con: Connection, site: str, policies: Mapping[str, Policy] | None = None
-             ) -> list[str]:
+def catch_up(con: Connection, site: str, policies: Mapping[str, Policy] | None = None,
+             publisher: Publisher | None = None) -> list[str]:
     """After an install that added tables or columns or widened columns (catchup.py): fill
     the new columns and the widened ones from the registers, apply the events kept for the
-    new tables. Returns what it did."""
+    new tables. Returns what it did. ``publisher``: a running node's (its schema cache)."""
     # What users wrote is published first: a widened column is written only where the
     # registers know the row's latest value.
-    publisher = Publisher(con, site, policies=policies)
+    publisher = publisher or Publisher(con, site, policies=policies)
     publisher.publish()
     # One schema read for all of it (a second each with hundreds of tables).
     schema = publisher.schemas.schema()
