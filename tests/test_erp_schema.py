@@ -33,7 +33,7 @@ import os
 
 import pytest
 
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, open_connection, transaction
 from tools import erpschema
 from tools.erpschema import MeshRounds, SiegeRounds, Workload, WorkloadStats
 
@@ -53,13 +53,30 @@ def conflicts_on_record(con) -> int:
     return n
 
 
-def sites(make_db, tmp_path, erp, names=SITES, sync="pipeline"):
+@pytest.fixture
+def app_connections():
+    """The application's own connections, opened after the schema exists (so its ON CONNECT
+    trigger runs for them); closed at the end."""
+    opened = []
+
+    def connect(path):
+        opened.append(open_connection(DatabaseSpec(str(path))))
+        return opened[-1]
+
+    yield connect
+    for con in opened:
+        if not con.is_closed():
+            con.close()
+
+
+def sites(make_db, tmp_path, erp, connect, names=SITES, sync="pipeline"):
     """The sites' databases, installed as each site's config says (the node's view of the
-    schema checked against what the generator made), and how they sync."""
+    schema checked against what the generator made), the application's connections to them,
+    and how they sync."""
     cons = {}
     for no, name in enumerate(names):
-        cons[name] = make_db(name, ddl=erp.ddl)
-        report = erpschema.install(cons[name], erp, no)
+        report = erpschema.install(make_db(name, ddl=erp.ddl), erp, no)
+        cons[name] = connect(tmp_path / f"{name}.fdb")
         refused = erpschema.refusals(report)
         assert set(report.schema.tables) == set(erp.replicated), name
         assert set(refused) == set(erp.keyless) | set(erp.temporary), refused
@@ -114,9 +131,10 @@ def test_the_generator_is_deterministic_and_makes_every_feature():
 
 @pytest.mark.parametrize("sync", SYNCS)
 @pytest.mark.parametrize("seed", SEEDS, ids=[f"seed={s}" for s in SEEDS])
-def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, seed, sync):
+def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, app_connections, seed,
+                                               sync):
     erp = erpschema.build("erp-mini", seed=seed)
-    cons, rounds = sites(make_db, tmp_path, erp, sync=sync)
+    cons, rounds = sites(make_db, tmp_path, erp, app_connections, sync=sync)
     try:
         stats = work_and_sync(erp, cons, rounds, seed)
     finally:
@@ -131,14 +149,18 @@ def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, seed, sync):
     assert sum(d.rows for d in digests["siege"].values()) > 300
     # Concurrent edits of shared rows did meet (the merge recorded losers).
     assert conflicts_on_record(cons["siege"]) > 0
+    # The audit trigger's history rows carry what the ON CONNECT trigger set for the
+    # application's session, at every site (written once, at their origin).
+    history = digests["siege"]["DOC_HIST"].content.values()
+    assert history and {row[-1] for row in history} == {b"erp 7.2"}
 
 
 def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywhere(
-        make_db, tmp_path):
+        make_db, tmp_path, app_connections):
     """The other site kept the vehicle, the delete 'kept by reference' by its own origin's
     earlier order (/tmp/patches/H1-findings.md F1; fails before 0e2dbf4)."""
     erp = erpschema.build("erp-mini")
-    cons, rounds = sites(make_db, tmp_path, erp, ("siege", "lyon"))
+    cons, rounds = sites(make_db, tmp_path, erp, app_connections, ("siege", "lyon"))
     with transaction(cons["lyon"]) as tm:
         tm.cursor().execute("INSERT INTO SERVICE_ORDER (VEHICLE_CODE, CUSTOMER_ID) "
                             "VALUES ('AB-001-CD', 1)")
@@ -158,9 +180,9 @@ def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywher
                    "deleted concurrently waits for good ('whose insert has not arrived here "
                    "yet') instead of restoring it (/tmp/patches/H1-findings.md F3)")
 def test_an_order_for_a_vehicle_from_before_install_deleted_concurrently_keeps_it(
-        make_db, tmp_path):
+        make_db, tmp_path, app_connections):
     erp = erpschema.build("erp-mini")
-    cons, rounds = sites(make_db, tmp_path, erp, ("siege", "lyon"))
+    cons, rounds = sites(make_db, tmp_path, erp, app_connections, ("siege", "lyon"))
     with transaction(cons["siege"]) as tm:
         tm.cursor().execute("DELETE FROM VEHICLE WHERE CODE = 'AB-002-CD'")
     with transaction(cons["lyon"]) as tm:

@@ -1320,6 +1320,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, folder: Path) -> int:
     import json
 
+    from siege_sync.node.database import DatabaseSpec, open_connection
     from tests.fbdb import create_db
 
     erp = build(args.shape, args.tables, args.seed)
@@ -1338,6 +1339,9 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
             started = time.perf_counter()
             report = install(cons[site], erp, no)
             took = time.perf_counter() - started
+            # The application connects once the schema exists: its ON CONNECT trigger runs.
+            cons[site].close()
+            cons[site] = open_connection(DatabaseSpec(str(folder / f"{site}.fdb")))
             numbers["install_seconds"][site] = round(took, 2)
             refused = refusals(report)
             print(f"{site}: schema created in {numbers['create_seconds'][site]:.1f} s, "
