@@ -198,6 +198,23 @@ def test_the_schema_cache_never_outlives_ddl_the_counter_missed(make_db, tmp_pat
     assert publisher.schemas.check() is False and publisher.schemas.trusted
 
 
+def test_the_schema_cache_works_in_dialect_1(make_db):
+    """Dialect 1 has no BIGINT: the DDL counter's trigger must not declare one (install
+    would warn and leave every publish reading the whole schema)."""
+    con = make_db("old", dialect=1,
+                  ddl=["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(10))"])
+    assert capture.install(con).notes == []
+    publisher = Publisher(con, "old")
+    for n in range(2):
+        con.execute_immediate(f"INSERT INTO T (ID, V) VALUES ({n}, 'a')")
+        con.commit()
+        assert publisher.publish().events == 1
+    assert publisher.schemas.trusted and publisher.schemas.reads == 1
+    con.execute_immediate("ALTER TABLE T ADD W INTEGER")
+    con.commit()
+    assert not publisher.schemas.check()
+
+
 # --- the long checks: SIEGE_MANY_TABLES=600 .venv/bin/python -m pytest tests/test_many_tables.py
 LONG_TABLES = int(os.environ.get("SIEGE_MANY_TABLES", "0"))
 long_only = pytest.mark.skipif(not LONG_TABLES, reason="long: set SIEGE_MANY_TABLES=600")
