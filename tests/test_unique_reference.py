@@ -422,9 +422,10 @@ def test_a_preexisting_vehicle_deleted_with_its_last_trip_stays_deleted(make_db)
     assert vehicles == [] and trips == [] and _records(cons["nice"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="needs /tmp/patches/H3-parent-keys.diff: the deleting "
-                   "site's registers of a row that predates install lack its key (a delete's "
-                   "prior image leaves the key out), so the row cannot be found by its code")
+@pytest.mark.xfail(strict=True, reason="the deleting site's registers of a row that predates "
+                   "install lack its key (a delete's prior image leaves the key out), so the "
+                   "row cannot be found by its code: fixed by /tmp/patches/H3-delete-prior-"
+                   "key.diff (one line of publish.py) or H3-parent-keys.diff")
 def test_a_trip_for_a_preexisting_vehicle_deleted_concurrently_brings_it_back(make_db):
     """lyon deletes a vehicle both sites had before install; nice writes a trip naming its
     code. The delete did not know the trip: the vehicle comes back at lyon (it waited there
