@@ -2,11 +2,13 @@
 ERP-shaped schema (``tools/erpschema.py``'s erp-mini: ~50 tables with id triggers on
 generators, audit triggers writing history tables, an AFTER INSERT trigger inserting child
 rows, foreign-key chains ON DELETE CASCADE / SET NULL / NO ACTION, a foreign key to a UNIQUE
-key, one to a table the node leaves out, CHECKs, domains, NUMERIC, DOUBLE, WIN1252 and UTF8
-text under case-insensitive collations, text and binary BLOBs, keyless and global temporary
-tables, a key-allocating procedure, an ON CONNECT trigger, rows that predate install). Each
-site installs capture with its own generator ranges, runs the application's own transactions
-(concurrent edits of shared rows, deletes with cascades), and the sites sync through the siège:
+key, one to a table the node leaves out, a ledger with a text key under a case-insensitive
+collation that references itself and two-column keys, CHECKs, domains, NUMERIC, DOUBLE,
+WIN1252 and UTF8 text under case-insensitive collations, text and binary BLOBs, keyless and
+global temporary tables, a key-allocating procedure, an ON CONNECT trigger, rows that predate
+install). Each site installs capture with its own generator ranges, runs the application's
+own transactions (concurrent edits of shared rows, deletes with cascades), and the sites sync
+through the siège:
 real nodes over mTLS gRPC on loopback (``MeshRounds``), or the nodes' pipeline called without
 the wire (``SiegeRounds``: ``Replica`` publish, batches with their BLOB chunks, apply — it says
 why a transaction waits, used by the focused tests below).
@@ -20,8 +22,11 @@ Known and left out of the random workload, each with its own test or reproductio
   list: foreign keys to UNIQUE keys). Deleted together with the orders naming them, they
   stayed at the other sites until 0e2dbf4 (the test below);
 * a payment (PAID) racing another site's recomputed TOTAL under CHECK (PAID <= TOTAL) holds
-  both streams: constraints.py documents that hold, DESIGN §3.5 forbids it
-  (/tmp/patches/H1-findings.md F2); the workload's sites pay only their own invoices.
+  both streams: constraints.py documents that hold, DESIGN §3.5 forbids it (issue 18, H1's
+  finding F2); the workload's sites pay and correct only their own invoices and journals;
+* two sites creating rows with engine-equal UNIQUE codes that other rows then reference hold
+  both streams ("other rows reference both", H1's finding F4): each site's codes carry its
+  own tag.
 
 Seeded (SIEGE_ERP_SEEDS="1,2" to choose; SIEGE_ERP_ROUNDS, SIEGE_ERP_TRANSACTIONS;
 SIEGE_ERP_SYNC="mesh,pipeline" for both ways of syncing).
@@ -114,7 +119,7 @@ def test_the_generator_is_deterministic_and_makes_every_feature():
     f = erp.features
     assert 40 <= f["tables"] <= 60, f
     for feature in ("keyless", "temporary", "cascade", "set_null", "to_unique_key", "checks",
-                    "generators", "procedures"):
+                    "generators", "procedures", "composite_keys", "text_keys"):
         assert f[feature] > 0, feature
     assert f["foreign_keys"] > f["cascade"] + f["set_null"], "NO ACTION keys too"
     text = "\n".join(erp.ddl)
@@ -158,7 +163,7 @@ def test_three_sites_on_an_erp_schema_converge(make_db, tmp_path, app_connection
 def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywhere(
         make_db, tmp_path, app_connections):
     """The other site kept the vehicle, the delete 'kept by reference' by its own origin's
-    earlier order (/tmp/patches/H1-findings.md F1; fails before 0e2dbf4)."""
+    earlier order (H1's finding F1; fails before 0e2dbf4)."""
     erp = erpschema.build("erp-mini")
     cons, rounds = sites(make_db, tmp_path, erp, app_connections, ("siege", "lyon"))
     with transaction(cons["lyon"]) as tm:
@@ -178,7 +183,7 @@ def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywher
 @pytest.mark.xfail(strict=True, reason="issue 18 item 3 (H3: foreign keys to UNIQUE keys): an "
                    "order naming, by its UNIQUE plate, a vehicle that predates install and was "
                    "deleted concurrently waits for good ('whose insert has not arrived here "
-                   "yet') instead of restoring it (/tmp/patches/H1-findings.md F3)")
+                   "yet') instead of restoring it (H1's finding F3)")
 def test_an_order_for_a_vehicle_from_before_install_deleted_concurrently_keeps_it(
         make_db, tmp_path, app_connections):
     erp = erpschema.build("erp-mini")

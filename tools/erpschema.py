@@ -95,6 +95,10 @@ KINDS: dict[str, tuple[str, int | None]] = {
     "ccy": ("CHAR(3) CHARACTER SET WIN1252", 3),
     "status": ("D_STATUS", 1),
     "app": ("VARCHAR(20) CHARACTER SET UTF8", 80),
+    # A natural text key the engine compares case- and accent-insensitively.
+    "account": ("VARCHAR(12) CHARACTER SET WIN1252 COLLATE WIN_PTBR", 12),
+    "small": ("SMALLINT", None),
+    "kind": ("CHAR(1) CHARACTER SET WIN1252", 1),
     "memo": ("D_MEMO", None),
     "blob": ("BLOB SUB_TYPE 0", None),
     "flag": ("D_FLAG", None),
@@ -371,6 +375,7 @@ class _Builder:
                            "NO ACTION"),
                 ForeignKey("FK_SERVICE_CUSTOMER", "CUSTOMER_ID", "CUSTOMER", "ID",
                            "CASCADE")]))
+        self.ledger()
         self.hist_table("DOC_HIST")
         self.audit("INVOICE", "DOC_HIST", "ID", "TOTAL")
         add(TableSpec("STOCK_MOVE", [ColumnSpec("PRODUCT_ID", "ref"), ColumnSpec("QTY", "rate"),
@@ -422,6 +427,54 @@ class _Builder:
             self.fill.append(
                 f"INSERT INTO VEHICLE (ID, CODE, CUSTOMER_ID, MODEL, KM) VALUES ({i}, "
                 f"'AB-{i:03d}-CD', {i}, 'Peugeot 208 ', {i * 10000})")
+
+    def ledger(self) -> None:
+        """The accounting side: a chart of accounts keyed by its code (a text key under a
+        case-insensitive collation, referencing itself), fiscal periods with a two-column
+        key, journals, and journal lines keyed by (journal, line number)."""
+        self.add(TableSpec("ACCOUNT", [
+            ColumnSpec("CODE", "account", not_null=True), ColumnSpec("NAME", "name"),
+            ColumnSpec("PARENT_CODE", "account"), ColumnSpec("KIND", "kind"),
+            ColumnSpec("BALANCE", "rate")], key=("CODE",), role="account",
+            checks=("KIND IN ('A', 'L', 'E', 'R', 'Q')",),
+            foreign_keys=[ForeignKey("FK_ACCOUNT_PARENT", "PARENT_CODE", "ACCOUNT", "CODE",
+                                     "NO ACTION")]))
+        self.add(TableSpec("FISCAL_PERIOD", [
+            ColumnSpec("FYEAR", "small", not_null=True), ColumnSpec("FMONTH", "small",
+                                                                    not_null=True),
+            ColumnSpec("CLOSED", "flag"), ColumnSpec("CLOSED_AT", "ts")],
+            key=("FYEAR", "FMONTH"), checks=("FMONTH BETWEEN 1 AND 12",), role="period"))
+        self.add(TableSpec("JOURNAL", [
+            ColumnSpec("ID", "id"), ColumnSpec("FYEAR", "small", not_null=True),
+            ColumnSpec("FMONTH", "small", not_null=True), ColumnSpec("DATED", "date"),
+            ColumnSpec("LABEL", "name"), ColumnSpec("STATUS", "status")], role="journal",
+            foreign_keys=[ForeignKey("FK_JOURNAL_PERIOD", "FYEAR, FMONTH", "FISCAL_PERIOD",
+                                     "FYEAR, FMONTH", "NO ACTION")]))
+        self.add(TableSpec("JOURNAL_LINE", [
+            ColumnSpec("JOURNAL_ID", "ref", not_null=True),
+            ColumnSpec("LINE_NO", "small", not_null=True),
+            ColumnSpec("ACCOUNT_CODE", "account", not_null=True),
+            ColumnSpec("DEBIT", "rate", default="0", not_null=True),
+            ColumnSpec("CREDIT", "rate", default="0", not_null=True),
+            ColumnSpec("MEMO", "memo")], key=("JOURNAL_ID", "LINE_NO"), role="journal_line",
+            checks=("DEBIT >= 0 AND CREDIT >= 0 AND (DEBIT = 0 OR CREDIT = 0)",),
+            foreign_keys=[
+                ForeignKey("FK_JLINE_JOURNAL", "JOURNAL_ID", "JOURNAL", "ID", "CASCADE"),
+                ForeignKey("FK_JLINE_ACCOUNT", "ACCOUNT_CODE", "ACCOUNT", "CODE",
+                           "NO ACTION")]))
+        for code, name, parent, kind in (
+                ("1", "Actif", None, "A"), ("10", "Caisse", "1", "A"),
+                ("11", "Banque Crédit Agricole ", "1", "A"), ("4", "Passif", None, "L"),
+                ("40", "Fournisseurs", "4", "L"), ("7", "Produits", None, "R"),
+                ("70", "Ventes de marchandises", "7", "R"), ("6", "Charges", None, "E"),
+                ("60", "Achats", "6", "E")):
+            self.fill.append(
+                "INSERT INTO ACCOUNT (CODE, NAME, PARENT_CODE, KIND, BALANCE) VALUES "
+                f"('{code}', '{name}', {repr(parent) if parent else 'NULL'}, '{kind}', 0)")
+        for year in (2025, 2026):
+            for month in range(1, 13):
+                self.fill.append("INSERT INTO FISCAL_PERIOD (FYEAR, FMONTH, CLOSED) VALUES "
+                                 f"({year}, {month}, 0)")
 
     def cluster(self, k: int) -> None:
         rng = self.rng
@@ -537,8 +590,11 @@ class _Builder:
             "foreign_keys": len(fks),
             "cascade": sum(fk.on_delete == "CASCADE" for fk in fks),
             "set_null": sum(fk.on_delete == "SET NULL" for fk in fks),
-            "to_unique_key": sum(fk.parent_column not in self.tables[fk.parent].key
-                                 for fk in fks),
+            "to_unique_key": sum(
+                tuple(c.strip() for c in fk.parent_column.split(","))
+                != self.tables[fk.parent].key for fk in fks),
+            "composite_keys": sum(len(t.key) > 1 for t in self.tables.values()),
+            "text_keys": sum(t.key == ("CODE",) for t in self.tables.values()),
             "checks": sum(len(t.checks) for t in self.tables.values()),
             "generators": len(self.generators),
             "procedures": len(self.procedures),
@@ -611,7 +667,9 @@ class Workload:
                     ("edit_invoice", 3), ("edit_line", 2), ("edit_product", 2),
                     ("resave", 1), ("delete_customer", 0.6), ("delete_vehicle", 0.5),
                     ("delete_invoice", 1), ("delete_line", 1), ("delete_payment", 0.5),
-                    ("keyless", 1), ("session", 0.5)]
+                    ("keyless", 1), ("session", 0.5), ("post_journal", 3),
+                    ("journal_edit", 1.5), ("journal_delete", 0.7), ("account_new", 0.7),
+                    ("account_edit", 1), ("account_delete", 0.4), ("period_close", 0.6)]
         if erp.clusters:
             ops += [("doc_new", 6), ("doc_edit", 4), ("line_edit", 2), ("doc_delete", 1.5),
                     ("cat_new", 1), ("cat_edit", 1), ("cat_delete", 0.4), ("cluster_log", 0.5)]
@@ -869,6 +927,82 @@ class Workload:
         cur.execute("DELETE FROM INVOICE_LINE WHERE ID = ? RETURNING INVOICE_ID", (line,))
         (invoice,) = cur.fetchone()
         cur.callproc("INVOICE_RECALC", (invoice,))
+
+    # -- the ledger --
+
+    def _accounts(self, cur) -> list[str]:
+        cur.execute("SELECT CODE FROM ACCOUNT")
+        return [r[0] for r in cur.fetchall()]
+
+    def _post_journal(self, cur) -> None:
+        """A balanced entry: one debit line, one or more credit lines."""
+        cur.execute("SELECT FYEAR, FMONTH FROM FISCAL_PERIOD WHERE CLOSED = 0")
+        periods = cur.fetchall()
+        if not periods:
+            raise _Cancel()
+        year, month = self.rng.choice(periods)
+        journal = self._insert(cur, "JOURNAL", {
+            "FYEAR": year, "FMONTH": month, "DATED": date(year, month, 1),
+            "LABEL": self.value("name"), "STATUS": "N"})
+        accounts = self._accounts(cur)
+        credits = [Decimal(self.rng.randint(1, 10**7)).scaleb(-4)
+                   for _ in range(self.rng.randint(1, 3))]
+        lines = [(self.rng.choice(accounts), sum(credits), Decimal(0))]
+        lines += [(self.rng.choice(accounts), Decimal(0), c) for c in credits]
+        for no, (account, debit, credit) in enumerate(lines, 1):
+            self._insert(cur, "JOURNAL_LINE", {
+                "JOURNAL_ID": journal, "LINE_NO": no, "ACCOUNT_CODE": account,
+                "DEBIT": debit, "CREDIT": credit, "MEMO": self.value("memo")})
+            cur.execute("UPDATE ACCOUNT SET BALANCE = BALANCE + ? - ? WHERE CODE = ?",
+                        (debit, credit, account))
+
+    def _own_journal(self, cur):
+        """Entries are corrected by the site that posted them (as payments, see
+        ``race_totals``: a line's DEBIT and CREDIT under one two-column CHECK)."""
+        mine, params = self._invoices()
+        return self._pick(cur, "JOURNAL", f"WHERE {mine}" if mine else "", params)
+
+    def _journal_edit(self, cur) -> None:
+        journal = self._own_journal(cur)
+        if self.rng.random() < 0.5:
+            self._update(cur, "JOURNAL", journal, self._some("JOURNAL", ["LABEL", "STATUS",
+                                                                        "DATED"]))
+            return
+        amount = Decimal(self.rng.randint(1, 10**7)).scaleb(-4)
+        # Both sides of the entry change together: it stays balanced.
+        cur.execute("UPDATE JOURNAL_LINE SET DEBIT = IIF(DEBIT > 0, ?, 0), "
+                    "CREDIT = IIF(CREDIT > 0, ?, 0) WHERE JOURNAL_ID = ? "
+                    "AND LINE_NO IN (1, 2)", (amount, amount, journal))
+        cur.execute("DELETE FROM JOURNAL_LINE WHERE JOURNAL_ID = ? AND LINE_NO > 2",
+                    (journal,))
+
+    def _journal_delete(self, cur) -> None:
+        cur.execute("DELETE FROM JOURNAL WHERE ID = ?", (self._own_journal(cur),))
+
+    def _account_new(self, cur) -> None:
+        parent = self.rng.choice(self._accounts(cur))
+        self._insert(cur, "ACCOUNT", {"CODE": f"{parent[:2]}{self.tag}{self.counter:03d}",
+                                      "NAME": self.value("name"), "PARENT_CODE": parent,
+                                      "KIND": self.rng.choice("ALERQ"), "BALANCE": 0})
+        self.counter += 1
+
+    def _account_edit(self, cur) -> None:
+        self._update(cur, "ACCOUNT", self.rng.choice(self._accounts(cur)),
+                     {"NAME": self.value("name")})
+
+    def _account_delete(self, cur) -> None:
+        """A leaf account nothing was posted to (the NO ACTION keys refuse the others)."""
+        accounts = [a for a in self._accounts(cur) if len(a) > 2]
+        if not accounts:
+            raise _Cancel()
+        cur.execute("DELETE FROM ACCOUNT WHERE CODE = ?", (self.rng.choice(accounts),))
+
+    def _period_close(self, cur) -> None:
+        cur.execute("SELECT FYEAR, FMONTH, CLOSED FROM FISCAL_PERIOD")
+        year, month, closed = self.rng.choice(cur.fetchall())
+        cur.execute("UPDATE FISCAL_PERIOD SET CLOSED = ?, CLOSED_AT = ? "
+                    "WHERE FYEAR = ? AND FMONTH = ?",
+                    (1 - closed, self.value("ts") if not closed else None, year, month))
 
     def _delete_payment(self, cur) -> None:
         cur.execute("DELETE FROM PAYMENT WHERE ID = ?", (self._pick(cur, "PAYMENT"),))
