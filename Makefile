@@ -6,7 +6,7 @@ FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.
 # Multi-host tests: network namespaces (iproute2) and a site that cannot be dialled (nftables).
 NET_PACKAGES := iproute2 nftables
 
-.PHONY: demo test bench chaos os-deps venv proto lint clean
+.PHONY: demo test bench chaos tables-long os-deps venv proto lint clean
 
 demo: os-deps venv
 	$(VENV)/bin/python tools/demo.py
@@ -27,6 +27,10 @@ chaos: os-deps venv
 .PHONY: erp
 erp: os-deps venv
 	$(VENV)/bin/python -m tools.erpschema --shape erp600 --sites 3
+
+# The long checks of issue 18 item 1: 600 tables through a private server, a 500-column table.
+tables-long: os-deps venv
+	SIEGE_MANY_TABLES=600 $(VENV)/bin/python -m pytest -q -s tests/test_many_tables.py
 
 proto: venv
 	$(VENV)/bin/python tools/gen_proto.py

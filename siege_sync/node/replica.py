@@ -418,7 +418,8 @@ class Replica:
             if not self._caught_up:
                 # Tables or columns installed since the node started (or while it was
                 # down, by a plain `install`): catch up first (catchup.py).
-                for line in catch_up(self._con, self.site, self._cfg.policies):
+                for line in catch_up(self._con, self.site, self._cfg.policies,
+                                     self._publisher):  # its schema cache: read once
                     log.info("[%s] caught up with the new schema: %s", self.site, line)
                 self._caught_up = True
             return self._applier.apply(batch, hold)
