@@ -7,25 +7,32 @@ Owns:
   BEFORE INSERT id triggers, audit triggers writing history tables, AFTER INSERT triggers
   inserting child rows, foreign-key chains ON DELETE CASCADE / SET NULL / NO ACTION, a foreign
   key to a UNIQUE key (``REFERENCES VEHICLE (CODE)``) and one to a table the node is told to
-  leave out, CHECKs over one and two columns, NUMERIC(15,2)/(18,4), DOUBLE, DATE/TIMESTAMP,
-  WIN1252 text under a case-insensitive collation, UTF8 under UNICODE_CI_AI, text and binary
-  BLOBs, tables without a primary key, global temporary tables, a stored procedure handing out
-  keys and an ON CONNECT database trigger. ``ErpSchema.ddl`` runs statement by statement
-  (each committed), as ``tests/fbdb.create_db(path, ddl=...)`` does; rows that predate the
-  install are part of it (identical at every site, written before the triggers exist).
+  leave out, a ledger (a chart of accounts keyed by a case-insensitive text code that
+  references itself, two-column keys), CHECKs over one and two columns, NUMERIC(15,2)/(18,4),
+  DOUBLE, DATE/TIMESTAMP, WIN1252 text under a case-insensitive collation, UTF8 under
+  UNICODE_CI_AI, text and binary BLOBs (some past 64 KiB), tables without a primary key,
+  global temporary tables, stored procedures (one hands out keys) and an ON CONNECT database
+  trigger. Shapes: ``erp-mini`` (~50 tables, every feature), ``erp250``, ``erp600`` (the same
+  areas repeated: 600 tables, 700+ triggers, 430 foreign keys), ``flat`` (independent
+  tables, no triggers between them). ``ErpSchema.ddl`` runs statement by statement (each
+  committed), as ``tests/fbdb.create_db(path, ddl=...)`` does; rows that predate the install
+  are part of it (identical at every site, written before the triggers exist).
 * ``Workload``: seeded application transactions at one site, written as the application
   writes them — its own id triggers and key procedure allocate keys (each site's generators
-  get their own range, ``ErpSchema.ranges``), parents before children, amounts and text
-  edited, whole rows re-saved, rows deleted with their cascades, rows of the keyless tables
-  and the temporary tables written too.
-* ``digest``: every replicated application table read with this module's own SQL (text as its
-  stored bytes through a CAST to OCTETS, BLOBs as bytes, DOUBLE by its bits), so sites can be
-  compared without the node's own digest code.
-* ``SiegeRounds``: the sync between embedded sites through the node's real publish and apply
-  (the siège's round: every site publishes, the siège applies what the others published, the
-  others apply what they lack from the siège's log).
-* ``main``: ``python -m tools.erpschema --shape erp600 --sites 3``: install, workload, rounds
-  and the independent convergence check on a big schema, with timings.
+  get their own range, ``ErpSchema.ranges`` / ``config_toml``), parents before children,
+  amounts and text edited, whole rows re-saved, rows deleted with their cascades, rows of the
+  keyless and temporary tables written too. Two patterns the node holds today are kept out
+  unless asked for (``race_totals``, ``delete_old_code_parents``: see ``Workload``).
+* ``digest``: every replicated application table read with this module's own SQL in one
+  snapshot (text as its stored bytes through a CAST to OCTETS, text BLOBs as text with their
+  stored length and the engine's hash, binary BLOBs as bytes, DOUBLE by its bits), so sites
+  are compared without the node's own digest code; ``differences`` says what differs.
+* ``SiegeRounds`` and ``MeshRounds``: the siège's round between embedded sites — through each
+  site's ``Replica`` (the node's pipeline without the wire), or through real nodes over mTLS
+  gRPC on loopback: every site publishes, the siège gathers, then redistributes.
+* ``main``: ``python -m tools.erpschema --shape erp600 --sites 3`` (``make erp``): install,
+  workload, rounds and the independent convergence check, with timings; exit 1 when the
+  sites differ or hold transactions, 2 on a wrong argument.
 
 Must never: read the application tables through ``siege_sync.node.digest`` or ``ranges``
 (the digest here is the independent check), change the node's objects, or depend on the
@@ -1427,6 +1434,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transactions", type=int, default=60,
                         help="application transactions per site per round")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--race-totals", action="store_true",
+                        help="sites pay and correct any invoice (held today: H1's finding F2)")
+    parser.add_argument("--delete-old-code-parents", action="store_true",
+                        help="delete rows from before install that are named through a UNIQUE "
+                             "key (a stream stops today: H1's finding F3)")
     parser.add_argument("--mesh", action="store_true",
                         help="sync through real nodes over mTLS gRPC on loopback (default: "
                              "the nodes' pipeline called directly, no wire)")
@@ -1488,7 +1500,9 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
         paths = {s: folder / f"{s}.fdb" for s in names}
         rounds = (MeshRounds(cons, erp, paths, folder) if args.mesh
                   else SiegeRounds(cons, erp, paths))
-        workloads = {s: Workload(erp, s, no, args.seed) for no, s in enumerate(names)}
+        workloads = {s: Workload(erp, s, no, args.seed, race_totals=args.race_totals,
+                                 delete_old_code_parents=args.delete_old_code_parents)
+                     for no, s in enumerate(names)}
         publish_s: list[float] = []
         apply_s: list[float] = []
         problems: list[str] = []
