@@ -482,6 +482,36 @@ class Settler:
         self._nulled.clear()
         self._put_back(None, 0)
 
+    def release_local_holds(self) -> int:
+        """Rows a delete reached that stayed only because rows of a table this site does not
+        replicate named them (kept, on record, by the pre-existing writer): once those rows
+        are gone - which no event tells - the delete takes effect here too, as it did where
+        it was made. Returns how many rows were released. One read of the records; cheap
+        when there are none."""
+        self.flush()
+        self._sql.run(self._cur, f"SELECT DISTINCT TBL_NO, KEY_DATA FROM {CONFLICTS_TABLE} "
+                                 "WHERE KIND = ? AND WINNER = ?",
+                      (LossKind.DELETE_OF_REFERENCED_ROW.value,
+                       f"{PREEXISTING.site}/{PREEXISTING.incarnation}#{PREEXISTING.seq}"))
+        found = self._cur.fetchall()
+        names = {number: name for name, number in self._registry.items()}
+        released = 0
+        for number, data in found:
+            table = self.table(names.get(number, ""))
+            if table is None:
+                continue
+            key = registers.key_values(data)
+            state = self._stored(table, key)
+            if state is None or state.current.exists or \
+                    state.current.held_by != PREEXISTING.event:
+                continue
+            shown = self._read_row(table, key)
+            if shown is not None and self._referencing_row(table, key, shown) is not None:
+                continue  # still named here
+            self.settle(table, key, state, state)
+            released += 1
+        return released
+
     def after_local_write(self, table: Table, before: RowState | None,
                           merged: RowState) -> RowState:
         """A local change (already in the table) seen by the publisher: a delete here really
