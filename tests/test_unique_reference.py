@@ -374,11 +374,6 @@ def test_a_code_of_a_parent_table_without_a_primary_key(make_db):
     assert _rows(cons["nice"], "SELECT ID FROM TRIP") == [(10,)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 3: a reference by code counts on the "
-                   "row holding the code where it arrives; the siège, where that vehicle was "
-                   "deleted and its code reused, cannot find the deleted one (its registers "
-                   "are not searchable by value cheaply) - the event should name the parent "
-                   "key its origin met (proposed: /tmp/patches/H3-parent-keys.diff)")
 def test_a_trip_naming_a_deleted_vehicles_reused_code_is_counted_alike(make_db):
     """The siège deletes vehicle 1 ('Camión 7') and creates vehicle 2 with the same code;
     meanwhile nice writes a trip naming vehicle 1's code. nice overrules the delete (it did
@@ -422,10 +417,6 @@ def test_a_preexisting_vehicle_deleted_with_its_last_trip_stays_deleted(make_db)
     assert vehicles == [] and trips == [] and _records(cons["nice"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the deleting site's registers of a row that predates "
-                   "install lack its key (a delete's prior image leaves the key out), so the "
-                   "row cannot be found by its code: fixed by /tmp/patches/H3-delete-prior-"
-                   "key.diff (one line of publish.py) or H3-parent-keys.diff")
 def test_a_trip_for_a_preexisting_vehicle_deleted_concurrently_brings_it_back(make_db):
     """lyon deletes a vehicle both sites had before install; nice writes a trip naming its
     code. The delete did not know the trip: the vehicle comes back at lyon (it waited there
@@ -440,9 +431,9 @@ def test_a_trip_for_a_preexisting_vehicle_deleted_concurrently_brings_it_back(ma
 
 # --- random workload ----------------------------------------------------------------------
 
-# One seed in `make test` (its time budget); 1-16 pass with /tmp/patches/H3-parent-keys.diff,
-# without it seeds 2 and 7 meet the case of the strict xfail above (a deleted vehicle's code
-# reused). SIEGE_UNIQUE_REF_SEEDS=1,2,3 for more.
+# One seed in `make test` (its time budget); seeds 1-16 pass (2 and 7 failed before events
+# named the parent key their origin met: a deleted vehicle's code reused).
+# SIEGE_UNIQUE_REF_SEEDS=1,2,3 for more.
 SEEDS = [int(s) for s in os.environ.get("SIEGE_UNIQUE_REF_SEEDS", "1").split(",")]
 # Spellings of three codes the engine calls equal in pairs (case, accents, trailing blanks).
 SPELLINGS = ["Camión 7", "CAMION 7 ", "Grúa", "grua", "Äb", "ab  "]
@@ -549,9 +540,6 @@ def test_a_delete_of_a_row_that_a_table_left_out_references_at_one_site(make_db)
     assert _rows(cons["nice"], "SELECT ID FROM TRIP") == [(10,)]
 
 
-@pytest.mark.xfail(strict=True, reason="needs /tmp/patches/H3-release-local-holds.diff (the "
-                   "applier calls Settler.release_local_holds): no event tells that a row of "
-                   "a table left out stopped naming the kept row")
 def test_a_row_kept_for_a_table_left_out_goes_once_those_rows_go(make_db):
     """... and once nice's own trip goes (no event says so: TRIP is not replicated), the
     delete takes effect at nice too, at its next apply: it stayed there for good."""

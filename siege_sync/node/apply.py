@@ -162,6 +162,7 @@ class Applier:
               hold: frozenset[tuple[str, int]] = frozenset()) -> ApplyResult:
         """``hold``: origins not to try in this call (their events come back as pending),
         e.g. those a held row stopped earlier in the same stream."""
+        self._holds_released = False  # once a call (constraints.Settler.release_local_holds)
         try:
             return self._apply(bodies, hold)
         finally:
@@ -437,6 +438,12 @@ class Applier:
                 settler = Settler(cur, self._schema, registry, rows, self._sql,
                                   self._policies, pending_local,
                                   DatabaseBlobStore(tm))
+                if not getattr(self, "_holds_released", True):
+                    # Deletes that waited for rows of tables [tables] leaves out: released
+                    # once those rows are gone (no event says so). Once a call: it reads
+                    # every such record.
+                    settler.release_local_holds()
+                    self._holds_released = True
                 kept_aside = []
                 for item in tx:
                     if (item.event.table not in registry and not replay
@@ -588,6 +595,9 @@ class Applier:
             # What the origin held in a row that predates install: its unknown values here
             # (the row is not in this database) become known, so a restore is whole.
             state = registers.with_prior(state, registers.prior_of(event))
+        # The parent rows its references to a UNIQUE key met at its origin (constraints).
+        settler.name_parents(table, {p.foreign_key: list(p.key) for p in event.parents},
+                             write.columns)
         outcome = merge(state, write, self._policies.get(table.name, LWW))
         if in_rows:
             merged = outcome.state

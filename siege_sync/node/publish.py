@@ -278,7 +278,7 @@ class Publisher:
             if not tx_changes:
                 continue  # only capture errors in it
             first_seq = counters.seq + 1
-            unplaced: list[tuple[Table, Write]] = []
+            unplaced: list[tuple[Table, Write, events_pb2.Event]] = []
             # Serialized once the transaction's event count is known: an update that only
             # re-saved an array is not published.
             tx_events: list[events_pb2.Event] = []
@@ -338,14 +338,19 @@ class Publisher:
                     # inserts later (an application trigger's order) at its end.
                     settler = settlers.get(cur, rows, statements, blob_store)
                     table = settler.table(event.table)
+                    settler.resolved.clear()
                     if table is not None and not settler.note_references(
                             table, write.id, write.columns, create=False):
-                        unplaced.append((table, write))
+                        unplaced.append((table, write, event))
+                    else:
+                        _name_parents(event, settler.resolved)
                 tx_events.append(event)
                 change.event = None  # type: ignore[assignment]  # the body is what stays
-            for table, write in unplaced:
-                settlers.get(cur, rows, statements, blob_store).note_references(
-                    table, write.id, write.columns)
+            for table, write, event in unplaced:
+                settler = settlers.get(cur, rows, statements, blob_store)
+                settler.resolved.clear()
+                settler.note_references(table, write.id, write.columns)
+                _name_parents(event, settler.resolved)
             if not tx_events:
                 continue  # nothing but arrays saved unchanged
             source_tx = events_pb2.SourceTx(tx_id=tx.tx_id, first_seq=first_seq,
@@ -458,6 +463,13 @@ def _free_quietly(statements: StatementCache) -> None:
         log.debug("prepared statements of a closed connection", exc_info=True)
 
 
+def _name_parents(event: events_pb2.Event, resolved: Mapping[str, list]) -> None:
+    """The parent rows the event's references to a UNIQUE key met here (DESIGN §3.5):
+    every site counts them on those rows, whatever row holds the value there."""
+    for name in sorted(resolved):
+        event.parents.add(foreign_key=name).key.extend(resolved[name])
+
+
 def _inserts_first(changes: list[_Change]) -> list[_Change]:
     """A transaction's changes in log order, except that an insert goes before the updates of
     its own row logged ahead of it.
@@ -491,12 +503,14 @@ def _inserts_first(changes: list[_Change]) -> list[_Change]:
 def _unwritten(columns: list[Column], key_at: list[int], mask: str, raw: tuple,
                op: str) -> list[tuple[str, ColumnType, object]]:
     """The values of a full image (capture.FLAG_FULL_IMAGE) that its event does not write:
-    every non-key column of a delete; an update's unwritten columns but BLOBs (an update
-    copies a BLOB only when written). A large BLOB is not kept (its reader is closed here,
-    inside the reading transaction): it stays unknown."""
+    every column of a delete (the key too: the registers of a row that predates install
+    then know it, so that a reference by a UNIQUE value can find the deleted row and bring
+    it back); an update's unwritten non-key columns but BLOBs (an update copies a BLOB only
+    when written). A large BLOB is not kept (its reader is closed here, inside the reading
+    transaction): it stays unknown."""
     out = []
     for i, col in enumerate(columns):
-        if i in key_at or (op == OP_UPDATE and (mask[i:i + 1] == "1" or col.type.is_blob)):
+        if op == OP_UPDATE and (i in key_at or mask[i:i + 1] == "1" or col.type.is_blob):
             continue
         value = raw[i]
         if hasattr(value, "read"):
