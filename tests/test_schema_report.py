@@ -307,8 +307,6 @@ def test_a_delete_meeting_rows_of_a_table_left_out_is_kept_as_the_report_says(ma
     cur.close()
 
 
-@pytest.mark.xfail(strict=True, reason="until capture.py takes /tmp/patches/H2-guard-database-"
-                                       "triggers.diff: then remove this mark")
 def test_install_guards_a_commit_trigger_that_writes_replicated_tables(make_db):
     """An ON TRANSACTION COMMIT trigger writing replicated tables sees the node's mark at the
     commit of an applied transaction (test above): install guards it like a table trigger,

@@ -722,20 +722,21 @@ def ddl_key(cur: Cursor) -> tuple[int, ...] | None:
 def _apply_guards(con: Connection, schema: Schema, fire: frozenset[str],
                   report: InstallReport) -> None:
     changes: list[tuple[str, bool, str]] = []
-    for triggers in schema.triggers.values():
-        for trig in triggers:
-            if trig.source is None:
-                if trig.name not in fire:
-                    report.unguardable.append(trig.name)
-                continue
-            want = trig.name not in fire
-            new_source = guard.add_guard(trig.source) if want else guard.remove_guard(
-                trig.source)
-            if new_source == trig.source:
-                continue
-            # Also rewrites a guard an earlier version placed on a line of its own.
-            changes.append((trig.name, want, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
-                                              f"{new_source}"))
+    # Table triggers, and ON TRANSACTION COMMIT/ROLLBACK triggers that write replicated
+    # tables (schema.guard_candidates): the node's mark is set when those run.
+    for trig in schema.guard_candidates():
+        if trig.source is None:
+            if trig.name not in fire:
+                report.unguardable.append(trig.name)
+            continue
+        want = trig.name not in fire
+        new_source = guard.add_guard(trig.source) if want else guard.remove_guard(
+            trig.source)
+        if new_source == trig.source:
+            continue
+        # Also rewrites a guard an earlier version placed on a line of its own.
+        changes.append((trig.name, want, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
+                                          f"{new_source}"))
     for start in range(0, len(changes), INSTALL_BATCH):
         batch = changes[start:start + INSTALL_BATCH]
         try:
@@ -816,12 +817,11 @@ def uninstall(con: Connection, force: bool = False) -> list[str]:
             f"{waiting} captured changes are not published yet; run a sync first, or "
             "uninstall --force to drop them (they are lost for the other sites)")
     schema = introspect(con)
-    for triggers in schema.triggers.values():
-        for trig in triggers:
-            if trig.source and guard.is_guarded(trig.source):
-                _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
-                          f"{guard.remove_guard(trig.source)}")
-                removed.append(f"guard in {trig.name}")
+    for trig in schema.guard_candidates():
+        if trig.source and guard.is_guarded(trig.source):
+            _ddl(con, f"ALTER TRIGGER {quote(trig.name, schema.dialect)} "
+                      f"{guard.remove_guard(trig.source)}")
+            removed.append(f"guard in {trig.name}")
     if _query(con, "SELECT 1 FROM RDB$TRIGGERS WHERE RDB$TRIGGER_NAME = ?", (DDL_TRIGGER,)):
         _ddl(con, f"DROP TRIGGER {DDL_TRIGGER}")
         removed.append(DDL_TRIGGER)
