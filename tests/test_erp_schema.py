@@ -16,11 +16,6 @@ Convergence is checked by an independent digest of every replicated application 
 (``tools.erpschema.digest``: the tables read with its own SQL, not the node's digest).
 
 Known and left out of the random workload, each with its own test or reproduction:
-* rows that predate install and are named through a UNIQUE key (vehicles by plate) are not
-  deleted (``Workload(delete_old_code_parents=False)``): deleted while another site opens an
-  order for them, that site's stream stops — the strict xfail below (issue 18 item 3, H3's
-  list: foreign keys to UNIQUE keys). Deleted together with the orders naming them, they
-  stayed at the other sites until 0e2dbf4 (the test below);
 * a payment (PAID) racing another site's recomputed TOTAL under CHECK (PAID <= TOTAL) holds
   both streams: constraints.py documents that hold, DESIGN §3.5 forbids it (issue 18, H1's
   finding F2); the workload's sites pay and correct only their own invoices and journals;
@@ -180,12 +175,10 @@ def test_a_vehicle_from_before_install_deleted_with_its_orders_is_gone_everywher
     assert erpschema.differences(digests) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 18 item 3 (H3: foreign keys to UNIQUE keys): an "
-                   "order naming, by its UNIQUE plate, a vehicle that predates install and was "
-                   "deleted concurrently waits for good ('whose insert has not arrived here "
-                   "yet') instead of restoring it (H1's finding F3)")
 def test_an_order_for_a_vehicle_from_before_install_deleted_concurrently_keeps_it(
         make_db, tmp_path, app_connections):
+    """The site that deleted the vehicle waited for good ('whose insert has not arrived here
+    yet') instead of restoring it (H1's finding F3, issue 18 item 3)."""
     erp = erpschema.build("erp-mini")
     cons, rounds = sites(make_db, tmp_path, erp, app_connections, ("siege", "lyon"))
     with transaction(cons["siege"]) as tm:

@@ -21,8 +21,8 @@ Owns:
   writes them — its own id triggers and key procedure allocate keys (each site's generators
   get their own range, ``ErpSchema.ranges`` / ``config_toml``), parents before children,
   amounts and text edited, whole rows re-saved, rows deleted with their cascades, rows of the
-  keyless and temporary tables written too. Two patterns the node holds today are kept out
-  unless asked for (``race_totals``, ``delete_old_code_parents``: see ``Workload``).
+  keyless and temporary tables written too. A pattern the node holds today is kept out
+  unless asked for (``race_totals``: see ``Workload``).
 * ``digest``: every replicated application table read with this module's own SQL in one
   snapshot (text as its stored bytes through a CAST to OCTETS, text BLOBs as text with their
   stored length and the engine's hash, binary BLOBs as bytes, DOUBLE by its bits), so sites
@@ -646,7 +646,7 @@ class Workload:
     delete the schema's NO ACTION keys would refuse removes the dependent rows first."""
 
     def __init__(self, erp: ErpSchema, site: str, site_no: int, seed: int = 1,
-                 race_totals: bool = False, delete_old_code_parents: bool = False) -> None:
+                 race_totals: bool = False, delete_old_code_parents: bool = True) -> None:
         """``race_totals``: any site pays any invoice and edits any invoice's lines. Off, a
         site pays and recomputes only the invoices it issued (a shop settles its own), so a
         payment (PAID) never races another site's recomputed TOTAL under CHECK (PAID <=
@@ -655,9 +655,8 @@ class Workload:
         writer did not write the other column; DESIGN §3.5 says it must be).
 
         ``delete_old_code_parents``: rows that predate install and are referenced through a
-        UNIQUE key (vehicles by plate, catalogues by code) may be deleted. Off, only rows
-        made since are: today such a delete diverges the sites or stops a stream (issue 18
-        item 3, tests/test_erp_schema.py's strict xfails)."""
+        UNIQUE key (vehicles by plate, catalogues by code) may be deleted (off: only rows
+        made since; such deletes stopped a stream before issue 18 item 3 was fixed)."""
         self.erp = erp
         self.delete_old_code_parents = delete_old_code_parents
         self.site = site
@@ -1436,9 +1435,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--race-totals", action="store_true",
                         help="sites pay and correct any invoice (held today: H1's finding F2)")
-    parser.add_argument("--delete-old-code-parents", action="store_true",
-                        help="delete rows from before install that are named through a UNIQUE "
-                             "key (a stream stops today: H1's finding F3)")
+    parser.add_argument("--keep-old-code-parents", action="store_true",
+                        help="never delete rows from before install that are named through a "
+                             "UNIQUE key")
     parser.add_argument("--mesh", action="store_true",
                         help="sync through real nodes over mTLS gRPC on loopback (default: "
                              "the nodes' pipeline called directly, no wire)")
@@ -1501,7 +1500,7 @@ def _run(args: argparse.Namespace, folder: Path) -> int:
         rounds = (MeshRounds(cons, erp, paths, folder) if args.mesh
                   else SiegeRounds(cons, erp, paths))
         workloads = {s: Workload(erp, s, no, args.seed, race_totals=args.race_totals,
-                                 delete_old_code_parents=args.delete_old_code_parents)
+                                 delete_old_code_parents=not args.keep_old_code_parents)
                      for no, s in enumerate(names)}
         publish_s: list[float] = []
         apply_s: list[float] = []
