@@ -30,7 +30,7 @@ erp: os-deps venv
 
 # The long checks of issue 18 item 1: 600 tables through a private server, a 500-column table.
 tables-long: os-deps venv
-	SIEGE_MANY_TABLES=600 $(VENV)/bin/python -m pytest -q -s tests/test_many_tables.py
+	$(VENV)/bin/python -m pytest -q -s -m long tests/test_many_tables.py
 
 proto: venv
 	$(VENV)/bin/python tools/gen_proto.py

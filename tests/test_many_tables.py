@@ -215,9 +215,10 @@ def test_the_schema_cache_works_in_dialect_1(make_db):
     assert not publisher.schemas.check()
 
 
-# --- the long checks: SIEGE_MANY_TABLES=600 .venv/bin/python -m pytest tests/test_many_tables.py
-LONG_TABLES = int(os.environ.get("SIEGE_MANY_TABLES", "0"))
-long_only = pytest.mark.skipif(not LONG_TABLES, reason="long: set SIEGE_MANY_TABLES=600")
+# --- the long checks, never in make test: `make tables-long` (pytest -m long; the table count
+# from SIEGE_MANY_TABLES, 600 by default)
+LONG_TABLES = int(os.environ.get("SIEGE_MANY_TABLES", "600"))
+long_only = pytest.mark.long
 
 
 @long_only
@@ -249,8 +250,9 @@ def test_hundreds_of_tables_install_publish_and_apply_through_the_server(fb_serv
         assert publisher.publish().events == 1
         took.append(time.perf_counter() - started)
     print(f"publish of one change: {[round(t * 1000) for t in took]} ms")
+    # Timings are printed (and measured by make bench: publish_ms_one_change_600_tables),
+    # not asserted; what makes them small is asserted: one schema read for five publishes.
     assert publisher.schemas.reads == 1
-    assert sorted(took)[2] < 0.25, took  # was 1.1 s (aim: 50 ms)
     siege = cons["siege"]
     applier = Applier(siege, "siege")
     result = applier.apply(all_events(lyon))
