@@ -21,6 +21,7 @@ from siege_sync.node.apply import Applier
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from siege_sync.node.digest import table_digest
 from siege_sync.node.schema import introspect
+from siege_sync.proto import events_pb2
 from tests.test_apply import all_events, run_sql
 from tests.test_capture_random import snapshot
 
@@ -205,20 +206,50 @@ def test_merged_columns_breaking_a_check_fall_back_to_the_latest_sites_row(mesh,
     assert lost == ["nice/1", "nice/1"], "nice's QTY and MAX_QTY are on record"
 
 
-def test_a_check_that_no_sites_versions_satisfy_stops_that_site_clearly(mesh):
-    """Whole-row last-writer-wins would need the values the latest writer saw in columns it
-    did not write; events carry new values only, so this case waits for an operator."""
+@pytest.mark.parametrize("order", [("lyon", "nice"), ("nice", "lyon")])
+def test_a_check_that_no_sites_versions_satisfy_falls_back_to_the_latest_whole_row(mesh, order):
+    """The latest writer (nice) did not write QTY: its event carries the QTY its site saw
+    (2), so the row is nice's whole row, and lyon's QTY 8 is on record everywhere."""
+    cons, _ = mesh
+    run_sql(cons["siege"], "INSERT INTO P (ID, CODE) VALUES (1, 'A')")
+    run_sql(cons["siege"], "INSERT INTO C (ID, PID, QTY, MAX_QTY) VALUES (10, 1, 2, 10)")
+    round_trip(mesh)
+    run_sql(cons["lyon"], "UPDATE C SET QTY = 8 WHERE ID = 10")
+    time.sleep(0.01)
+    run_sql(cons["nice"], "UPDATE C SET MAX_QTY = 5 WHERE ID = 10")
+    round_trip(mesh, order)
+    round_trip(mesh)
+    same_everywhere(cons)
+    for con in cons.values():
+        assert rows(con, "C") == {10: (1, 2, 5)}, "nice's whole row"
+        assert {(k, loser.split("#")[0]) for _i, k, loser in losses(con)} == {
+            ("whole-row", "lyon/1")}
+
+
+def test_a_check_broken_when_the_latest_write_carries_no_whole_row_stops_that_site_clearly(
+        mesh):
+    """An event of an older node does not say what its site saw in the columns it did not
+    write: the whole row is not known, and the transaction is held, saying so."""
     cons, appliers = mesh
     run_sql(cons["siege"], "INSERT INTO P (ID, CODE) VALUES (1, 'A')")
     run_sql(cons["siege"], "INSERT INTO C (ID, PID, QTY, MAX_QTY) VALUES (10, 1, 2, 10)")
     round_trip(mesh)
     run_sql(cons["lyon"], "UPDATE C SET QTY = 8 WHERE ID = 10")
+    time.sleep(0.01)
     run_sql(cons["nice"], "UPDATE C SET MAX_QTY = 5 WHERE ID = 10")
     send(mesh, "lyon", "siege")
     appliers["nice"].apply([])
-    result = appliers["siege"].apply(all_events(cons["nice"]))
+    bodies = all_events(cons["nice"])
+    at = max(i for i, b in enumerate(bodies)
+             if events_pb2.Event.FromString(b).origin.site == "nice")
+    last = events_pb2.Event.FromString(bodies[at])
+    assert last.HasField("seen")
+    last.ClearField("seen")  # as an older node published it (the last of its chain)
+    bodies[at] = last.SerializeToString(deterministic=True)
+    result = appliers["siege"].apply(bodies)
     assert len(result.refused) == 1 and "nice#" in result.refused[0]
     assert "C (10)" in result.refused[0] and "CHECK" in result.refused[0]
+    assert "older node" in result.refused[0]
     assert rows(cons["siege"], "C") == {10: (1, 8, 10)}, "nothing of it applied"
 
 

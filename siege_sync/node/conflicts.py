@@ -260,6 +260,9 @@ def lost_to(events: _Events, kind: str, loser: str, column: str | None, winner: 
     if kind == LossKind.REPARENTED.value:
         return (f"{winner}, an insert of the key this row references: the row it was "
                 "written for lost to it")
+    if kind == LossKind.WHOLE_ROW.value:
+        return (f"{winner}, the latest write of the row: merging the columns broke a CHECK "
+                "constraint, so the row is that write's whole row (the values its site saw)")
     return winner or ""
 
 

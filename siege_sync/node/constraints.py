@@ -387,7 +387,8 @@ class Settler:
         old_image = before.current.image(policy) if was and before is not None else {}
         if depth == 0 and self.later is not None:
             self._in_order(table, key, after, old_image if was else None, policy)
-        life = replace(after.current, held_by=None, evicted_by=hide, whole_row=None)
+        life = replace(after.current, held_by=None, evicted_by=hide, whole_row=None,
+                       whole_row_site=None)
         if not life.exists:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
             life = replace(life, held_by=held)
@@ -1287,13 +1288,8 @@ class Settler:
     def _check_fallback(self, table: Table, key: Key, life: Life,
                         image: Callable[[Life], dict[str, bytes | None]],
                         exc: DatabaseError) -> Life:
-        """The merged row breaks a CHECK: whole-row last-writer-wins, or refused."""
-        policy = self._policy(table)
-        # Whole-row last-writer-wins, as far as the registers can tell: every column
-        # takes the latest writing site's version where it has one. (The values that
-        # site saw in columns it did not write are not in the events.)
+        """The merged row breaks a CHECK: the whole row of its latest write, or refused."""
         latest = max(h.stamp for hs in life.heads.values() for h in hs)
-        fallback = replace(life, whole_row=latest.site)
         if len({h.stamp.site for hs in life.heads.values() for h in hs}
                - {PREEXISTING.site}) <= 1:
             # One site wrote every value: nothing was merged, so not an outcome of
@@ -1302,22 +1298,31 @@ class Settler:
                 f"{table.name} {_show(key)}: the database here refuses the row as its "
                 f"origin wrote it ({' '.join(str(exc).split())}): the constraint "
                 "differs between sites; `siege-node held` says what to do") from exc
-        if fallback.image(policy) == life.image(policy):
+        row = life.latest_row
+        fallback = replace(life, whole_row=latest.event)
+        if row is None or row.stamp != latest:
+            # The latest write did not say what its origin saw in the other columns (an
+            # event of an older node): the row as that origin had it is not known here.
             raise ConstraintError(
                 f"{table.name} {_show(key)}: merging concurrent changes of its columns "
-                f"breaks a CHECK constraint ({' '.join(str(exc).split())}) and no site's "
-                "own versions avoid it; an operator must correct the row at one site "
-                "(or the constraint differs between sites; `siege-node held` says what "
-                "to do)") from exc
+                f"breaks a CHECK constraint ({' '.join(str(exc).split())}) and its latest "
+                f"write ({latest.site}) does not carry the whole row its site saw (an older "
+                "node); an operator must correct the row at one site (or the constraint "
+                "differs between sites; `siege-node held` says what to do)") from exc
         try:
             self._upsert(table, key, image(fallback), {})
             self.flush()
         except DatabaseError as again:
+            if _CHECK_FAILED not in (getattr(again, "gds_codes", ()) or ()):
+                raise
             raise ConstraintError(
-                f"{table.name} {_show(key)}: even the latest site's whole row breaks a "
-                f"CHECK constraint here ({' '.join(str(again).split())})") from again
-        log.info("%s %s: merged columns broke a CHECK; whole row of %s kept",
-                 table.name, _show(key), latest.site)
+                f"{table.name} {_show(key)}: merging concurrent changes of its columns "
+                f"breaks a CHECK constraint, and even the whole row of its latest write "
+                f"({latest.site}) breaks one here ({' '.join(str(again).split())}): the "
+                "constraint differs between sites; `siege-node held` says what to do"
+            ) from again
+        log.info("%s %s: merged columns broke a CHECK; the whole row of %s's latest write "
+                 "kept", table.name, _show(key), latest.site)
         return fallback
 
     def _named_by_old_value(self, table: Table, key: Key, image: Mapping[str, bytes | None],
@@ -1388,7 +1393,7 @@ def constrained(state: RowState) -> bool:
     """A row whose constraint flags may change with any write of it."""
     life = state.current
     return (life.held_by is not None or life.evicted_by is not None
-            or life.whole_row is not None)
+            or life.whole_row is not None or life.whole_row_site is not None)
 
 
 def _identity(parent: Table, fk: ForeignKey, vals: Sequence[values_pb2.Value]) -> bytes:

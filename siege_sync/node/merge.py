@@ -41,6 +41,12 @@ Losses (versions kept on record, DESIGN §3.3, §3.5):
   site also used. It stays (its parent's key exists, so hiding it would leave a line whose
   invoice is nowhere), but the operator sees the whole collision. A function of two rows'
   registers, so ``constraints.py`` decides it, never ``losses``.
+* a head overridden by the whole row of the life's latest write (``WHOLE_ROW``): merging the
+  columns broke a CHECK, so the row is that write's whole row (``Life.whole_row``, decided
+  by ``constraints.py``): its written values and the values its origin saw in the other
+  columns (``Write.seen``, kept per life as ``Life.latest_row``). In a column it wrote, the
+  other heads lose as ``COLUMN`` losses to it; in a column it only saw, every head but the
+  writer it saw there loses to it;
 A head overwritten later by its own origin is no longer a loss: ``losses`` is recomputed
 and the applier stores the difference.
 
@@ -130,10 +136,34 @@ class Write:
     # DELETE: the references to the row its origin knew (None: an event that does not say,
     # never overruled).
     known_refs: Refs | None = None
+    # UPDATE of a table with CHECK constraints: the values its origin held in the columns it
+    # did not write (non-key, non-BLOB) and, per column, the writer it saw there (None: the
+    # event does not carry them — another table, an older node).
+    seen: Mapping[str, bytes | None] | None = None
+    seen_bases: Mapping[str, EventId] = field(default_factory=dict)
 
     @property
     def id(self) -> EventId:
         return self.stamp.event
+
+
+@dataclass(frozen=True)
+class WholeRow:
+    """The whole row one update's origin had after it: its written values and the values it
+    saw in its other columns (BLOBs it did not write are not known: not in an update's image),
+    with, per column, the writer of that value there (the update itself where it wrote)."""
+
+    stamp: Stamp
+    values: Mapping[str, bytes | None]
+    writers: Mapping[str, EventId]
+
+
+def whole_row(write: Write) -> WholeRow | None:
+    """The whole row an update carries, or None."""
+    if write.op is not Op.UPDATE or write.seen is None:
+        return None
+    return WholeRow(write.stamp, {**write.seen, **write.columns},
+                    {**write.seen_bases, **{c: write.id for c in write.columns}})
 
 
 @dataclass(frozen=True, order=True)
@@ -164,12 +194,18 @@ class Life:
     # function of the rows' registers, decided again whenever a row involved changes:
     held_by: EventId | None = None  # deleted, but a row referencing it keeps it (its writer)
     evicted_by: EventId | None = None  # alive, but hidden by a UNIQUE clash it lost
-    whole_row: str | None = None  # merged columns broke a CHECK: this site's versions win
+    # Merged columns broke a CHECK: the row is the whole row of its latest write
+    # (``latest_row``, whose id this is), in every column that row has.
+    whole_row: EventId | None = None
+    whole_row_site: str | None = None  # the same, as stored before whole rows were kept
     # Per delete that said so, the references to the row its origin knew; the deletes that
     # did not know every reference the row has (``overruled``: a function of these and
     # ``RowState.refs``, kept up to date by ``merge`` and ``referenced``) did not happen.
     delete_refs: Mapping[Stamp, Refs] = field(default_factory=dict)
     overruled: frozenset[Stamp] = frozenset()
+    # CHECK tables: the whole row of the life's latest update that carried one (the highest
+    # stamp, whatever the arrival order). One extra copy of the row per life at most.
+    latest_row: WholeRow | None = None
 
     @property
     def ended(self) -> frozenset[Stamp]:
@@ -187,9 +223,24 @@ class Life:
         return (self.exists or self.held_by is not None) and self.evicted_by is None
 
     def rank_policy(self, policy: Policy) -> Policy:
-        return policy if self.whole_row is None else Policy(prefer_site=self.whole_row)
+        return policy if self.whole_row_site is None else Policy(prefer_site=self.whole_row_site)
+
+    @property
+    def shown_row(self) -> WholeRow | None:
+        """The whole row the row shows (merged columns broke a CHECK), or None."""
+        row = self.latest_row
+        return row if row is not None and self.whole_row == row.stamp.event else None
 
     def winner(self, column: str, policy: Policy = LWW) -> Head:
+        """The column's value and its writer: the winning head — or, when the row shows a
+        whole row that has the column, that row's value, as a head of the writer its origin
+        saw there when that writer is a head, else of the whole row's write."""
+        row = self.shown_row
+        if row is not None and column in row.values:
+            seen = row.writers.get(column)
+            stamp = next((h.stamp for h in self.heads.get(column, ()) if h.writer == seen),
+                         row.stamp)
+            return Head(stamp, row.values[column])
         return max(self.heads[column], key=self.rank_policy(policy).rank)
 
     def image(self, policy: Policy = LWW) -> dict[str, bytes | None]:
@@ -244,6 +295,7 @@ class LossKind(Enum):
     DELETE_OF_REFERENCED_ROW = "kept-by-reference"  # a delete undone: a row references it
     UNIQUE_CLASH = "unique-clash"  # another row took its UNIQUE value with a higher stamp
     REPARENTED = "reparented"  # references a key whose life it was written for lost
+    WHOLE_ROW = "whole-row"  # merged columns broke a CHECK: the latest write's whole row won
 
 
 @dataclass(frozen=True)
@@ -321,7 +373,11 @@ def _update(life: Life, write: Write) -> Life:
         kept = {h for h in heads.get(name, frozenset())
                 if h.writer != write.bases.get(name) and h.stamp != write.stamp}
         heads[name] = frozenset(kept | {Head(write.stamp, value)})
-    return replace(life, heads=heads)
+    latest = life.latest_row
+    row = whole_row(write)
+    if row is not None and (latest is None or row.stamp > latest.stamp):
+        latest = row
+    return replace(life, heads=heads, latest_row=latest)
 
 
 def _delete(life: Life, write: Write) -> Life:
@@ -393,12 +449,19 @@ def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
                             life.held_by) for d in life.ended)
             ended_by = None  # the row lives on: updates a delete did not see still count
         rank = life.rank_policy(policy).rank
+        row = life.shown_row
         for name, hs in life.heads.items():
-            win = max(hs, key=rank)
-            for head in hs:
-                if head != win:
-                    out.add(Loss(LossKind.COLUMN, gen, head.writer, name, head.value,
-                                 win.writer))
+            if row is not None and name in row.values:
+                shown, by = row.writers.get(name), row.stamp.event
+                kind = LossKind.COLUMN if shown == by else LossKind.WHOLE_ROW
+                out.update(Loss(kind, gen, head.writer, name, head.value, by)
+                           for head in hs if head.writer != shown)
+            else:
+                win = max(hs, key=rank)
+                for head in hs:
+                    if head != win:
+                        out.add(Loss(LossKind.COLUMN, gen, head.writer, name, head.value,
+                                     win.writer))
             if ended_by is not None:
                 for head in hs:
                     if (head.stamp != life.generation

@@ -33,7 +33,7 @@ import hashlib
 import logging
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
@@ -49,7 +49,7 @@ from .database import (
     is_concurrent_write,
     transaction,
 )
-from .merge import LWW, Policy, RowState, Write, losses, merge
+from .merge import LWW, EventId, Policy, RowState, Write, losses, merge
 from .reader import Batch, Group, LogEntry, plan
 from .schema import Column, ColumnType, Table
 from .schemacache import READ_ONLY, SchemaCache
@@ -124,6 +124,10 @@ class Publisher:
         # freed with the publisher, while its connection is normally still open.
         self._plan_statements = StatementCache()
         weakref.finalize(self, _free_quietly, self._plan_statements)
+
+    def _has_checks(self, name: str) -> bool:
+        table = self.schemas.table(name)
+        return table is not None and table.has_checks
 
     def publish(self) -> PublishResult:
         """Publish everything committed so far (in steps of at most ``max_entries``)."""
@@ -311,10 +315,19 @@ class Publisher:
                 event.captured_utc_us = utc
                 event.user = entry.user or ""
                 event.client_address = entry.address or ""
+                checked = (entry.op == OP_UPDATE and change.unwritten is not None
+                           and state is not None and self._has_checks(event.table))
+                if checked and state is not None and state.current.shown_row is not None:
+                    _as_shown(event, change.unwritten or [], state, policy)
                 registers.link(event, state, policy, unseen.columns(
                     entry.table_no, event, state, policy) if entry.op == OP_UPDATE else ())
+                if checked and state is not None:
+                    _seen(event, change.unwritten or [], state.current.writers(policy))
                 write = registers.write_of(event)
                 merged = merge(state, write, policy).state
+                if merged.current.whole_row is not None and entry.op == OP_UPDATE:
+                    # The table holds what the user saved, and the event writes it (above).
+                    merged = replace(merged, current=replace(merged.current, whole_row=None))
                 # An insert matters too when it references a parent: a row written for a
                 # life its site lost is on record as at the sites that apply it (§3.5).
                 if entry.op != OP_INSERT or settlers.references(cur, event.table):
@@ -532,6 +545,49 @@ def _prior(event: events_pb2.Event,
         event.prior.add(column=name).value.CopyFrom(encoded)
         prior[name] = encoded.SerializeToString()
     return prior
+
+
+def _as_shown(event: events_pb2.Event, unwritten: list[tuple[str, ColumnType, object]],
+              state: RowState, policy: Policy) -> None:
+    """A local update of a row that shows a whole row (its merged columns broke a CHECK,
+    constraints.py): its user saved the row as shown, so it also writes the columns where the
+    shown value is not the merged one (a lost head would come back with the merged columns,
+    here and not where it is applied, or the other way round). Their base is the writer
+    shown, as for any write: the heads the whole row overrode stay concurrent, and lose to
+    this write, on record. Without a full image (an old capture trigger) it writes only what
+    it wrote; the registers then hold the merged columns."""
+    shown = state.current
+    merged = replace(shown, whole_row=None)
+    written = {c.column for c in event.columns}
+    for name, ctype, value in unwritten:
+        if name in written or name not in shown.heads:
+            continue
+        if shown.winner(name, policy) == merged.winner(name, policy) and (
+                shown.winner(name, policy).value == merged.winner(name, policy).value):
+            continue
+        encoded = values.encode(ctype, value)
+        if encoded.WhichOneof("kind") != "blob":
+            event.columns.add(column=name).value.CopyFrom(encoded)
+
+
+def _seen(event: events_pb2.Event, unwritten: list[tuple[str, ColumnType, object]],
+          writers: Mapping[str, EventId]) -> None:
+    """Put what the row held here in the columns an update does not write (non-key,
+    non-BLOB: an update's image has no unwritten BLOB) into ``event.seen``, each with its
+    writer here as base: with the written columns, the whole row its user saw and saved
+    (a row whose merged columns break a CHECK falls back to it, DESIGN §3.5)."""
+    event.seen.SetInParent()
+    written = {c.column for c in event.columns}
+    for name, ctype, value in unwritten:
+        if name in written:
+            continue
+        encoded = values.encode(ctype, value)
+        if encoded.WhichOneof("kind") == "blob":
+            continue
+        column = event.seen.columns.add(column=name)
+        column.value.CopyFrom(encoded)
+        if name in writers:
+            column.base.CopyFrom(registers.event_ref(writers[name]))
 
 
 def _ticks(entry: LogEntry) -> int:

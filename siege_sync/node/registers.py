@@ -26,7 +26,20 @@ from . import values
 from .capture import INLINE_REGISTERS, ROWS_TABLE
 from .collation import identity_value
 from .database import StatementCache, quote
-from .merge import LWW, EventId, Head, Life, Op, Policy, Refs, RowState, Stamp, Write, with_refs
+from .merge import (
+    LWW,
+    EventId,
+    Head,
+    Life,
+    Op,
+    Policy,
+    Refs,
+    RowState,
+    Stamp,
+    WholeRow,
+    Write,
+    with_refs,
+)
 from .schema import ColumnType, Kind, Table
 
 # The life of a row that existed before capture: stamp zero, no site.
@@ -140,6 +153,10 @@ def write_of(event: events_pb2.Event) -> Write:
         follows=stamp_of(event.follows) if event.HasField("follows") else None,
         known_refs=(_refs(event.known_refs.refs) if event.HasField("known_refs")
                     else None),
+        seen=({c.column: c.value.SerializeToString(deterministic=True)
+               for c in event.seen.columns} if event.HasField("seen") else None),
+        seen_bases={c.column: event_id(c.base) for c in event.seen.columns
+                    if c.HasField("base")},
     )
 
 
@@ -212,7 +229,16 @@ def _life_record(life: Life) -> registers_pb2.LifeRecord:
         rec.held_by.CopyFrom(event_ref(life.held_by))
     if life.evicted_by is not None:
         rec.evicted_by.CopyFrom(event_ref(life.evicted_by))
-    rec.whole_row = life.whole_row or ""
+    rec.whole_row = life.whole_row_site or ""
+    if life.whole_row is not None:
+        rec.whole_row_of.CopyFrom(event_ref(life.whole_row))
+    if life.latest_row is not None:
+        row = life.latest_row
+        rec.latest_row.stamp.CopyFrom(stamp_ref(row.stamp))
+        for name in sorted(row.values):
+            col = rec.latest_row.columns.add(column=name, value=row.values[name] or b"")
+            if name in row.writers:
+                col.writer.CopyFrom(event_ref(row.writers[name]))
     for stamp in sorted(life.delete_refs):
         rec.delete_refs.add(delete=stamp_ref(stamp)).known.extend(
             _ref_list(life.delete_refs[stamp]))
@@ -229,7 +255,12 @@ def _life(rec: registers_pb2.LifeRecord) -> Life:
         follows=stamp_of(rec.follows) if rec.HasField("follows") else None,
         held_by=event_id(rec.held_by) if rec.HasField("held_by") else None,
         evicted_by=event_id(rec.evicted_by) if rec.HasField("evicted_by") else None,
-        whole_row=rec.whole_row or None,
+        whole_row_site=rec.whole_row or None,
+        whole_row=event_id(rec.whole_row_of) if rec.HasField("whole_row_of") else None,
+        latest_row=WholeRow(
+            stamp_of(rec.latest_row.stamp), {c.column: c.value for c in rec.latest_row.columns},
+            {c.column: event_id(c.writer) for c in rec.latest_row.columns
+             if c.HasField("writer")}) if rec.HasField("latest_row") else None,
         delete_refs={stamp_of(d.delete): _refs(d.known) for d in rec.delete_refs},
     )
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from siege_sync.proto import events_pb2 as siege__sync_dot_proto_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n siege_sync/proto/registers.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/events.proto\"O\n\nHeadRecord\x12!\n\x05stamp\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07unknown\x18\x03 \x01(\x08\"B\n\x0b\x43olumnHeads\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12#\n\x05heads\x18\x02 \x03(\x0b\x32\x14.siege.v1.HeadRecord\"\xde\x02\n\nLifeRecord\x12&\n\ngeneration\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12#\n\x07\x64\x65letes\x18\x02 \x03(\x0b\x32\x12.siege.v1.StampRef\x12&\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x15.siege.v1.ColumnHeads\x12+\n\x0fknown_by_delete\x18\x04 \x03(\x0b\x32\x12.siege.v1.EventRef\x12#\n\x07\x66ollows\x18\x05 \x01(\x0b\x32\x12.siege.v1.StampRef\x12#\n\x07held_by\x18\x06 \x01(\x0b\x32\x12.siege.v1.EventRef\x12&\n\nevicted_by\x18\x07 \x01(\x0b\x32\x12.siege.v1.EventRef\x12\x11\n\twhole_row\x18\x08 \x01(\t\x12)\n\x0b\x64\x65lete_refs\x18\t \x03(\x0b\x32\x14.siege.v1.DeleteRefs\"S\n\nDeleteRefs\x12\"\n\x06\x64\x65lete\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12!\n\x05known\x18\x02 \x03(\x0b\x32\x12.siege.v1.EventRef\"{\n\x0cRowRegisters\x12%\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x14.siege.v1.LifeRecord\x12\"\n\x04past\x18\x02 \x03(\x0b\x32\x14.siege.v1.LifeRecord\x12 \n\x04refs\x18\x03 \x03(\x0b\x32\x12.siege.v1.EventRefb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n siege_sync/proto/registers.proto\x12\x08siege.v1\x1a\x1dsiege_sync/proto/events.proto\"O\n\nHeadRecord\x12!\n\x05stamp\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07unknown\x18\x03 \x01(\x08\"B\n\x0b\x43olumnHeads\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12#\n\x05heads\x18\x02 \x03(\x0b\x32\x14.siege.v1.HeadRecord\"\xb6\x03\n\nLifeRecord\x12&\n\ngeneration\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12#\n\x07\x64\x65letes\x18\x02 \x03(\x0b\x32\x12.siege.v1.StampRef\x12&\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x15.siege.v1.ColumnHeads\x12+\n\x0fknown_by_delete\x18\x04 \x03(\x0b\x32\x12.siege.v1.EventRef\x12#\n\x07\x66ollows\x18\x05 \x01(\x0b\x32\x12.siege.v1.StampRef\x12#\n\x07held_by\x18\x06 \x01(\x0b\x32\x12.siege.v1.EventRef\x12&\n\nevicted_by\x18\x07 \x01(\x0b\x32\x12.siege.v1.EventRef\x12\x11\n\twhole_row\x18\x08 \x01(\t\x12)\n\x0b\x64\x65lete_refs\x18\t \x03(\x0b\x32\x14.siege.v1.DeleteRefs\x12(\n\x0cwhole_row_of\x18\n \x01(\x0b\x32\x12.siege.v1.EventRef\x12,\n\nlatest_row\x18\x0b \x01(\x0b\x32\x18.siege.v1.WholeRowRecord\"^\n\x0eWholeRowRecord\x12!\n\x05stamp\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12)\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x18.siege.v1.WholeRowColumn\"S\n\x0eWholeRowColumn\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\"\n\x06writer\x18\x03 \x01(\x0b\x32\x12.siege.v1.EventRef\"S\n\nDeleteRefs\x12\"\n\x06\x64\x65lete\x18\x01 \x01(\x0b\x32\x12.siege.v1.StampRef\x12!\n\x05known\x18\x02 \x03(\x0b\x32\x12.siege.v1.EventRef\"{\n\x0cRowRegisters\x12%\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x14.siege.v1.LifeRecord\x12\"\n\x04past\x18\x02 \x03(\x0b\x32\x14.siege.v1.LifeRecord\x12 \n\x04refs\x18\x03 \x03(\x0b\x32\x12.siege.v1.EventRefb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COLUMNHEADS']._serialized_start=158
   _globals['_COLUMNHEADS']._serialized_end=224
   _globals['_LIFERECORD']._serialized_start=227
-  _globals['_LIFERECORD']._serialized_end=577
-  _globals['_DELETEREFS']._serialized_start=579
-  _globals['_DELETEREFS']._serialized_end=662
-  _globals['_ROWREGISTERS']._serialized_start=664
-  _globals['_ROWREGISTERS']._serialized_end=787
+  _globals['_LIFERECORD']._serialized_end=665
+  _globals['_WHOLEROWRECORD']._serialized_start=667
+  _globals['_WHOLEROWRECORD']._serialized_end=761
+  _globals['_WHOLEROWCOLUMN']._serialized_start=763
+  _globals['_WHOLEROWCOLUMN']._serialized_end=846
+  _globals['_DELETEREFS']._serialized_start=848
+  _globals['_DELETEREFS']._serialized_end=931
+  _globals['_ROWREGISTERS']._serialized_start=933
+  _globals['_ROWREGISTERS']._serialized_end=1056
 # @@protoc_insertion_point(module_scope)

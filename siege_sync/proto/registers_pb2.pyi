@@ -25,7 +25,7 @@ class ColumnHeads(_message.Message):
     def __init__(self, column: _Optional[str] = ..., heads: _Optional[_Iterable[_Union[HeadRecord, _Mapping]]] = ...) -> None: ...
 
 class LifeRecord(_message.Message):
-    __slots__ = ("generation", "deletes", "columns", "known_by_delete", "follows", "held_by", "evicted_by", "whole_row", "delete_refs")
+    __slots__ = ("generation", "deletes", "columns", "known_by_delete", "follows", "held_by", "evicted_by", "whole_row", "delete_refs", "whole_row_of", "latest_row")
     GENERATION_FIELD_NUMBER: _ClassVar[int]
     DELETES_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class LifeRecord(_message.Message):
     EVICTED_BY_FIELD_NUMBER: _ClassVar[int]
     WHOLE_ROW_FIELD_NUMBER: _ClassVar[int]
     DELETE_REFS_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_ROW_OF_FIELD_NUMBER: _ClassVar[int]
+    LATEST_ROW_FIELD_NUMBER: _ClassVar[int]
     generation: _events_pb2.StampRef
     deletes: _containers.RepeatedCompositeFieldContainer[_events_pb2.StampRef]
     columns: _containers.RepeatedCompositeFieldContainer[ColumnHeads]
@@ -44,7 +46,27 @@ class LifeRecord(_message.Message):
     evicted_by: _events_pb2.EventRef
     whole_row: str
     delete_refs: _containers.RepeatedCompositeFieldContainer[DeleteRefs]
-    def __init__(self, generation: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., deletes: _Optional[_Iterable[_Union[_events_pb2.StampRef, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnHeads, _Mapping]]] = ..., known_by_delete: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ..., follows: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., held_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., evicted_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., whole_row: _Optional[str] = ..., delete_refs: _Optional[_Iterable[_Union[DeleteRefs, _Mapping]]] = ...) -> None: ...
+    whole_row_of: _events_pb2.EventRef
+    latest_row: WholeRowRecord
+    def __init__(self, generation: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., deletes: _Optional[_Iterable[_Union[_events_pb2.StampRef, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnHeads, _Mapping]]] = ..., known_by_delete: _Optional[_Iterable[_Union[_events_pb2.EventRef, _Mapping]]] = ..., follows: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., held_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., evicted_by: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., whole_row: _Optional[str] = ..., delete_refs: _Optional[_Iterable[_Union[DeleteRefs, _Mapping]]] = ..., whole_row_of: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ..., latest_row: _Optional[_Union[WholeRowRecord, _Mapping]] = ...) -> None: ...
+
+class WholeRowRecord(_message.Message):
+    __slots__ = ("stamp", "columns")
+    STAMP_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    stamp: _events_pb2.StampRef
+    columns: _containers.RepeatedCompositeFieldContainer[WholeRowColumn]
+    def __init__(self, stamp: _Optional[_Union[_events_pb2.StampRef, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[WholeRowColumn, _Mapping]]] = ...) -> None: ...
+
+class WholeRowColumn(_message.Message):
+    __slots__ = ("column", "value", "writer")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    value: bytes
+    writer: _events_pb2.EventRef
+    def __init__(self, column: _Optional[str] = ..., value: _Optional[bytes] = ..., writer: _Optional[_Union[_events_pb2.EventRef, _Mapping]] = ...) -> None: ...
 
 class DeleteRefs(_message.Message):
     __slots__ = ("delete", "known")
