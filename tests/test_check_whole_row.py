@@ -288,3 +288,36 @@ def test_random_concurrent_invoice_edits_converge_with_every_lost_value_on_recor
             assert (now and now[0][c.column] == value
                     or (c.column, (e.origin.site, e.seq)) in overwritten
                     or (c.column, ref) in recorded), f"{ref} {c.column} vanished"
+
+
+# --- the registers, without a database ---------------------------------------------------
+
+def test_the_latest_whole_row_is_the_highest_stamps_whatever_the_order_and_survives_storage():
+    from siege_sync.node import registers
+    from siege_sync.node.merge import LossKind, Op, Stamp, Write, losses, merge
+
+    ins = Stamp(1, "siege", 1, 1)
+    insert = Write(ins, Op.INSERT, ins, {"TOTAL": b"100", "PAID": b"0", "LABEL": b"x"})
+    pay = Write(Stamp(5, "lyon", 1, 1), Op.UPDATE, ins, {"PAID": b"100"},
+                {"PAID": ins.event}, seen={"TOTAL": b"100", "LABEL": b"x"},
+                seen_bases={"TOTAL": ins.event, "LABEL": ins.event})
+    cut = Write(Stamp(7, "nice", 1, 1), Op.UPDATE, ins, {"TOTAL": b"50"},
+                {"TOTAL": ins.event}, seen={"PAID": b"0", "LABEL": b"x"},
+                seen_bases={"PAID": ins.event, "LABEL": ins.event})
+    old = Write(Stamp(6, "old", 1, 1), Op.UPDATE, ins, {"LABEL": b"y"}, {"LABEL": ins.event})
+    states = []
+    for order in ([pay, cut, old], [old, cut, pay], [cut, old, pay]):
+        state = merge(None, insert).state
+        for write in order:
+            state = merge(state, write).state
+        states.append(state)
+    assert all(s == states[0] for s in states)
+    life = states[0].current
+    assert life.latest_row is not None and life.latest_row.stamp == cut.stamp
+    assert life.image() == {"TOTAL": b"50", "PAID": b"100", "LABEL": b"y"}, "merged"
+    shown = registers.decode_state(registers.encode_state(
+        type(states[0])(type(life)(**{**life.__dict__, "whole_row": cut.id}))))
+    assert shown.current.latest_row == life.latest_row
+    assert shown.current.image() == {"TOTAL": b"50", "PAID": b"0", "LABEL": b"x"}
+    assert {(loss.kind, loss.loser.site, loss.column) for loss in losses(shown)} == {
+        (LossKind.WHOLE_ROW, "lyon", "PAID"), (LossKind.WHOLE_ROW, "old", "LABEL")}

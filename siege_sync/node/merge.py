@@ -10,7 +10,12 @@ returns. A row (table + key) holds:
   **heads**: the writes of that column no other write has overwritten knowingly.
 
 Every event names, per column it writes, the writer it overwrote at its origin (its *base*);
-a write removes its base from the heads and becomes a head. The column's value is the head
+a write removes its base from the heads and becomes a head. An update of a table with CHECK
+constraints also carries what its origin's row held in the columns it did not write
+(``Write.seen``, with the writers it saw there); per life the registers keep the whole row of
+the update with the highest stamp that carried one (``Life.latest_row``: whatever the arrival
+order, the same), for the CHECK fall-back (``Life.whole_row``, ``constraints.py``). Seen values
+never change the heads: they are no write. The column's value is the head
 with the highest stamp (``Stamp``: HLC wall time, site, incarnation, seq — a total order).
 
 Because heads are a function of the set of events, and losses are a function of the heads,

@@ -14,11 +14,14 @@ write only when it differs from the value the registers hold, and an update left
 nothing is not published (before numbering, so the sequence stays dense); an update or
 delete of a row the registers do not know (it predates install) carries the values its
 origin held in the columns it does not write (``Event.prior``), which also fill the row's
-pre-existing life here; within a transaction an insert goes before the updates of its own
-row an AFTER INSERT trigger logged ahead of it (``_inserts_first``); it stores the events
-verbatim, deletes the captured rows it consumed and advances the node's counters — all or
-nothing. Two publishers on one database cannot both succeed: each step first locks the
-counter rows.
+pre-existing life here; an update of a table with CHECK constraints carries what the row
+held in the columns it does not write, with their writers here (``Event.seen``, ``_seen``:
+the whole row its user saved, for the CHECK fall-back), and one of a row showing such a whole
+row also writes the columns shown unlike the merge (``_as_shown``); within a transaction an
+insert goes before the updates of its own row an AFTER INSERT trigger logged ahead of it
+(``_inserts_first``); it stores the events verbatim, deletes the captured rows it consumed
+and advances the node's counters — all or nothing. Two publishers on one database cannot both
+succeed: each step first locks the counter rows.
 
 After a restore nothing is published until the site's own older events are back
 (``rewind.holding_back``).

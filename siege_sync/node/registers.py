@@ -10,6 +10,14 @@ it is here, else taken from the prior image an event of it carries (:func:`with_
 else unknown (the sites adopted with equal data share it, and every later write overwrites
 it knowingly).
 
+A row of a table with CHECK constraints also keeps, per life, the whole row of its latest
+update that carried one (``Life.latest_row``, ``Event.seen``: its written values and what its
+origin saw in its other non-key, non-BLOB columns, with their writers): at most one more copy
+of the row per life, in ``LifeRecord.latest_row``, so more such rows' registers exceed
+``INLINE_REGISTERS`` and go to the BLOB column. ``LifeRecord.whole_row`` (a site, as stored
+before whole rows were kept) is still read: such a row ranks that site's versions first until
+it is settled again.
+
 Must never open its own transaction: registers change in the same transaction as the rows.
 """
 
