@@ -565,8 +565,7 @@ def _as_shown(event: events_pb2.Event, unwritten: list[tuple[str, ColumnType, ob
     for name, ctype, value in unwritten:
         if name in written or name not in shown.heads:
             continue
-        if shown.winner(name, policy) == merged.winner(name, policy) and (
-                shown.winner(name, policy).value == merged.winner(name, policy).value):
+        if shown.winner(name, policy).value == merged.winner(name, policy).value:
             continue
         encoded = values.encode(ctype, value)
         if encoded.WhichOneof("kind") != "blob":
