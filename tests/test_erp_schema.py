@@ -15,10 +15,10 @@ why a transaction waits, used by the focused tests below).
 Convergence is checked by an independent digest of every replicated application table
 (``tools.erpschema.digest``: the tables read with its own SQL, not the node's digest).
 
-Known and left out of the random workload, each with its own test or reproduction:
-* a payment (PAID) racing another site's recomputed TOTAL under CHECK (PAID <= TOTAL) holds
-  both streams: constraints.py documents that hold, DESIGN §3.5 forbids it (issue 18, H1's
-  finding F2); the workload's sites pay and correct only their own invoices and journals;
+Payments (PAID) race other sites' recomputed TOTALs under CHECK (PAID <= TOTAL): merged,
+they may break the CHECK and the row falls back to its latest write's whole row (H1's finding
+F2, which held both streams, fixed: tests/test_check_whole_row.py).
+Known and left out of the random workload, with its reproduction:
 * two sites creating rows with engine-equal UNIQUE codes that other rows then reference hold
   both streams ("other rows reference both", H1's finding F4): each site's codes carry its
   own tag.

@@ -21,8 +21,8 @@ Owns:
   writes them — its own id triggers and key procedure allocate keys (each site's generators
   get their own range, ``ErpSchema.ranges`` / ``config_toml``), parents before children,
   amounts and text edited, whole rows re-saved, rows deleted with their cascades, rows of the
-  keyless and temporary tables written too. A pattern the node holds today is kept out
-  unless asked for (``race_totals``: see ``Workload``).
+  keyless and temporary tables written too. Sites pay and correct any invoice (``race_totals``,
+  see ``Workload``), so payments race recomputed totals under their CHECK.
 * ``digest``: every replicated application table read with this module's own SQL in one
   snapshot (text as its stored bytes through a CAST to OCTETS, text BLOBs as text with their
   stored length and the engine's hash, binary BLOBs as bytes, DOUBLE by its bits), so sites
@@ -646,13 +646,12 @@ class Workload:
     delete the schema's NO ACTION keys would refuse removes the dependent rows first."""
 
     def __init__(self, erp: ErpSchema, site: str, site_no: int, seed: int = 1,
-                 race_totals: bool = False, delete_old_code_parents: bool = True) -> None:
-        """``race_totals``: any site pays any invoice and edits any invoice's lines. Off, a
-        site pays and recomputes only the invoices it issued (a shop settles its own), so a
-        payment (PAID) never races another site's recomputed TOTAL under CHECK (PAID <=
-        TOTAL): merged, the two break the CHECK, and the node holds that transaction today
-        (constraints.py says whole-row last-writer-wins cannot be formed when the latest
-        writer did not write the other column; DESIGN §3.5 says it must be).
+                 race_totals: bool = True, delete_old_code_parents: bool = True) -> None:
+        """``race_totals``: any site pays any invoice and edits any invoice's lines, so a
+        payment (PAID) races another site's recomputed TOTAL under CHECK (PAID <= TOTAL):
+        merged, the two can break the CHECK, and the row falls back to its latest write's
+        whole row (constraints.py; held before H1's finding F2 was fixed). Off, a site pays
+        and recomputes only the invoices it issued (a shop settles its own).
 
         ``delete_old_code_parents``: rows that predate install and are referenced through a
         UNIQUE key (vehicles by plate, catalogues by code) may be deleted (off: only rows
@@ -1433,8 +1432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transactions", type=int, default=60,
                         help="application transactions per site per round")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--race-totals", action="store_true",
-                        help="sites pay and correct any invoice (held today: H1's finding F2)")
+    parser.add_argument("--own-totals", dest="race_totals", action="store_false",
+                        help="sites pay and correct only their own invoices (no payment "
+                             "races another site's recomputed total)")
     parser.add_argument("--keep-old-code-parents", action="store_true",
                         help="never delete rows from before install that are named through a "
                              "UNIQUE key")
