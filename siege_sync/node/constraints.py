@@ -915,29 +915,7 @@ class Settler:
                         fk.parent_columns == table.primary_key or any(v is None for v in vals):
                     continue
                 parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore
-                self.flush()
-                d = self._dialect
-                keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
-                self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
-                                         f"{self._where(fk.columns, child)}",
-                              self._params(child, fk.columns, parsed))
-                found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r,
-                                                                   strict=True)]
-                         for r in self._cur.fetchall()]
-                policy = self._policy(child)
-                for ckey in found:
-                    cstate = self._stored(child, ckey)
-                    if cstate is None or not cstate.current.visible:
-                        continue
-                    cimage = cstate.current.image(policy)
-                    gen = cstate.current.generation
-                    had = self._reparented(child, cimage, gen, {row: before})
-                    wanted = self._reparented(child, cimage, gen)
-                    if had != wanted:
-                        conflicts.record(self._cur, self._registry[child.name], ckey,
-                                         registers.key_identity(ckey, child), wanted - had,
-                                         retracted=had - wanted)
-                        self.losses_recorded += len(wanted - had)
+                self._rerecord_children(child, fk, parsed, row, before)
 
     def _reparent_child(self, table: Table, key: Key, was: Life | None,
                         old_image: Mapping[str, bytes | None], now: Life | None,
@@ -962,33 +940,40 @@ class Settler:
         """A life of this row lost to a concurrent insert (or stopped losing): the rows that
         reference the key and were written for that life go on record with it."""
         row = (table.name, registers.key_identity(key, table))
-        self.flush()
-        d = self._dialect
         for fk in table.referenced_by:
             child = self._schema.tables.get(fk.table)
             if child is None or fk.parent_columns != table.primary_key:
                 continue
-            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
-            self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
-                                     f"{self._where(fk.columns, child)}",
-                          self._params(child, fk.columns, key))
-            found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r,
-                                                               strict=True)]
-                     for r in self._cur.fetchall()]
-            policy = self._policy(child)
-            for ckey in found:
-                cstate = self._stored(child, ckey)
-                if cstate is None or not cstate.current.visible:
-                    continue
-                image = cstate.current.image(policy)
-                gen = cstate.current.generation
-                had = self._reparented(child, image, gen, {row: before})
-                wanted = self._reparented(child, image, gen)
-                if had != wanted:
-                    conflicts.record(self._cur, self._registry[child.name], ckey,
-                                     registers.key_identity(ckey, child), wanted - had,
-                                     retracted=had - wanted)
-                    self.losses_recorded += len(wanted - had)
+            self._rerecord_children(child, fk, key, row, before)
+
+    def _rerecord_children(self, child: Table, fk: ForeignKey,
+                           parent_values: Sequence[values_pb2.Value], row: RowId,
+                           before: RowState | None) -> None:
+        """Keep the ``REPARENTED`` records of the visible ``child`` rows naming
+        ``parent_values`` through ``fk`` true, now that the parent ``row`` changed from
+        ``before``."""
+        self.flush()
+        d = self._dialect
+        keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+        self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                 f"{self._where(fk.columns, child)}",
+                      self._params(child, fk.columns, parent_values))
+        found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r, strict=True)]
+                 for r in self._cur.fetchall()]
+        policy = self._policy(child)
+        for ckey in found:
+            cstate = self._stored(child, ckey)
+            if cstate is None or not cstate.current.visible:
+                continue
+            image = cstate.current.image(policy)
+            gen = cstate.current.generation
+            had = self._reparented(child, image, gen, {row: before})
+            wanted = self._reparented(child, image, gen)
+            if had != wanted:
+                conflicts.record(self._cur, self._registry[child.name], ckey,
+                                 registers.key_identity(ckey, child), wanted - had,
+                                 retracted=had - wanted)
+                self.losses_recorded += len(wanted - had)
 
     # --- the database ------------------------------------------------------------------
 
