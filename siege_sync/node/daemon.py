@@ -236,11 +236,8 @@ class Node:
         address = self.address(coordinator)
         if address is None:
             return
-        bundle, _ = self.watcher.refresh()
         try:
-            with transport.channel(address, bundle, coordinator) as ch:
-                order = sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(
-                    sync_pb2.PurgeOrderRequest(), timeout=PURGE_ORDER_TIMEOUT)
+            order = self._purge_order(coordinator, address, PURGE_ORDER_TIMEOUT)
         except grpc.RpcError as exc:
             # A coordinator not upgraded yet lacks the call: said once, not every dial.
             quiet = exc.code() is grpc.StatusCode.UNIMPLEMENTED and coordinator in self._told
@@ -252,6 +249,7 @@ class Node:
         if not order.HasField("applied_everywhere") or order.SerializeToString() == self._obeyed:
             return
         try:
+            bundle, _ = self.watcher.refresh()
             ident = transport.peer_identity(address, bundle, coordinator, PURGE_ORDER_TIMEOUT)
             if not ident.has_role(Role.RELAY):
                 raise PurgeRefused(f"{coordinator}'s certificate has no relay role: only a "
@@ -264,6 +262,14 @@ class Node:
         self._obeyed = order.SerializeToString()
         log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self.cfg.site,
                  coordinator, done.segments, done.lives)
+
+    def _purge_order(self, coordinator: str, address: str,
+                     timeout: float) -> sync_pb2.PurgeRequest:
+        """The last purge ``coordinator`` ordered (raises ``grpc.RpcError``)."""
+        bundle, _ = self.watcher.refresh()
+        with transport.channel(address, bundle, coordinator) as ch:
+            return sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(sync_pb2.PurgeOrderRequest(),
+                                                             timeout=timeout)
 
     def check_resync(self) -> str:
         """Whether this site needs a resync, said in its log and kept in its database
@@ -280,11 +286,8 @@ class Node:
             address = self.address(coordinator)
             if address is None:
                 continue
-            bundle, _ = self.watcher.refresh()
             try:
-                with transport.channel(address, bundle, coordinator) as ch:
-                    order = sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(
-                        sync_pb2.PurgeOrderRequest(), timeout=RESYNC_ASK_TIMEOUT)
+                order = self._purge_order(coordinator, address, RESYNC_ASK_TIMEOUT)
             except grpc.RpcError:
                 continue  # not reachable now, or not upgraded: asked again next time
             reason = ""
