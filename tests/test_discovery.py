@@ -214,6 +214,18 @@ def test_a_stand_in_coordinates_while_the_siege_is_gone_and_gives_the_role_back(
         mesh.write("nice", "INSERT INTO T VALUES (5, 'nice, while the siege is gone')")
         mesh.write("brest", "INSERT INTO T VALUES (6, 'brest, while the siege is gone')")
         mesh.wait_equal(["lyon", "nice", "brest"], "T", rows=6)
+        # While the siège is gone, lyon's rounds are partial (the siège unreachable); one of
+        # them finds brest reached and nice dialled in. Waited for here, not looked for
+        # afterwards: the first stand-in round can come before nice has found lyon.
+        shown: list[str] = []
+        deadline = time.monotonic() + 60
+        while not any(re.search(r"brest\s+complete", t) and re.search(r"nice\s+dials in", t)
+                      for t in shown):
+            assert time.monotonic() < deadline, shown
+            time.sleep(1)
+            listed = mesh.ctl("lyon", "report", "list", "--all").stdout
+            rounds = [line.split()[0] for line in listed.splitlines()[2:] if "partial" in line]
+            shown = [mesh.ctl("lyon", "report", "show", r).stdout for r in rounds]
 
         lan.reconnect("siege")
         wait_for(mesh, "lyon", "standing by")
@@ -225,11 +237,6 @@ def test_a_stand_in_coordinates_while_the_siege_is_gone_and_gives_the_role_back(
                 break
             assert time.monotonic() < deadline, reports
             time.sleep(0.5)
-        rounds = [line.split()[0] for line in reports.splitlines()[2:] if "partial" in line]
-        shown = [mesh.ctl("lyon", "report", "show", r).stdout for r in rounds]
-        # The siège unreachable made them partial; brest was reached, nice dialled in.
-        assert any(re.search(r"brest\s+complete", t) and re.search(r"nice\s+dials in", t)
-                   for t in shown), shown
     finally:
         mesh.close()
 
