@@ -1,11 +1,12 @@
 """The Firebird server behind a site's DSN, and what join and resync ask of it.
 
 Owns reading a DSN (``/path`` or an alias: embedded; ``host:/path``, ``host/port:/path``,
-``[::1]/port:/path``; ``inet://host:port//path`` and its ``inet4``/``inet6``/``wnet``/``xnet``
-siblings: through a server) into the server that serves the database and the name the
-server knows it by, and the services-API work join and resync need on a database they may
-not open as a file: a streamed backup (the server sends the bytes; the caller writes them
-where it wants), a streamed restore into a path *on the server*, whether a database exists
+``[::1]/port:/path``; ``inet://host:port//path`` and its
+``inet4``/``inet6``/``wnet``/``xnet`` siblings: through a server) into the server that
+serves the database and the name the server knows it by, and the services-API work join and
+resync need on a database they may not open as a file: a backup whose bytes reach the caller
+(written by a server of this machine to a file read as it grows, else streamed by its
+service manager), a streamed restore into a path *on the server*, whether a database exists
 there, and dropping one. Everything goes through that server's service manager or an
 ordinary attachment, so it works the same when the server is another machine of the shop's
 LAN; a plain path goes to the embedded engine of this process, as the node opens it.
@@ -17,17 +18,20 @@ the file directly — "Database already opened with engine instance" when a serv
 attachment is made here with the host named instead.
 
 Must never touch a database file directly when the DSN names a server, and never rename or
-delete anything but what its caller names.
+delete anything but what its caller names or the backup file it had the server write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
 from firebird.driver import DatabaseError, connect, driver_config
@@ -142,6 +146,62 @@ def backup(where: Served, spec: DatabaseSpec, out: BinaryIO) -> None:
             srv.database.local_backup(database=where.path, backup_stream=out)
         except DatabaseError as exc:
             raise ServerWorkError(_explain(exc, where, "back up")) from exc
+
+
+def backup_by_server(where: Served, spec: DatabaseSpec, out: BinaryIO,
+                     poll_s: float = 0.02) -> bool:
+    """A gbak backup of ``where`` written by its server to a file beside the database and
+    copied into ``out`` as it grows; False (nothing written) when that cannot be done, and
+    the caller streams (``backup``) instead.
+
+    Why: Firebird 3 hands a service's output to its client in small pieces, so a streamed
+    backup takes three times as long as the server's own (4.8 s against 1.5 s for a 50 MB
+    backup here). Only for a database this machine holds under a path this process may read
+    and whose folder it may write (to remove the file): a server on loopback, or the
+    embedded engine. The file is unlinked as soon as it is open here (the server goes on
+    writing it), so nothing is left beside the database when either side stops.
+    """
+    db = Path(where.path)
+    if not where.on_this_machine or not db.is_absolute() or \
+            not os.access(db, os.R_OK) or not os.access(db.parent, os.W_OK | os.X_OK):
+        return False
+    target = db.with_name(f"{db.name}.snapshot-{uuid.uuid4().hex[:12]}.fbk")
+    reading: BinaryIO | None = None
+    unreadable = False
+    with service_manager(where, spec) as srv:
+        try:
+            srv.database.backup(database=where.path, backup=str(target))
+            while True:
+                running = srv.is_running()
+                if reading is None and not unreadable:
+                    try:
+                        reading = open(target, "rb")  # noqa: SIM115 (closed below)
+                    except FileNotFoundError:
+                        pass  # not created yet
+                    except PermissionError:
+                        unreadable = True  # the server's umask: stream instead
+                    if reading is not None or unreadable:
+                        with contextlib.suppress(OSError):
+                            target.unlink()
+                while reading is not None and (data := reading.read(1 << 20)):
+                    out.write(data)
+                if not running:
+                    break
+                time.sleep(poll_s)
+            srv.wait()  # raises what the server's gbak said when it failed
+        except DatabaseError as exc:
+            raise ServerWorkError(_explain(exc, where, "back up")) from exc
+        finally:
+            if reading is not None:
+                reading.close()
+            with contextlib.suppress(OSError):
+                target.unlink()
+    if reading is None:
+        if not unreadable:
+            raise ServerWorkError(f"the server at {where.host or 'this machine'} said it "
+                                  f"backed up {where.path} but wrote no file {target}")
+        return False
+    return True
 
 
 def restore(where: Served, spec: DatabaseSpec, stream: BinaryIO) -> None:

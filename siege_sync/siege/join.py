@@ -202,9 +202,12 @@ class Joiner:
         spec = self._node.cfg.database
         out = _Hashing(spool.path)
         try:
-            # Through the service manager of the server that serves the database (the
-            # embedded engine for a path): the file itself is never opened here.
-            dbserver.backup(dbserver.served(spec.dsn), spec, out)
+            # By the server that serves the database (the embedded engine for a path),
+            # never by opening its file: written by that server beside it and read as it
+            # grows when this machine may, else streamed through its service manager.
+            where = dbserver.served(spec.dsn)
+            if not dbserver.backup_by_server(where, spec, out):
+                dbserver.backup(where, spec, out)
             out.close()
             snapshot = Snapshot(spool.join_id, spool.path, spool.path.stat().st_size,
                                 out.digest(), time.time())
