@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from tools.chaos import SITES, Mesh, TrialResult, Write, _check, run
+from tools.chaos.first_generation import SITES, Mesh, TrialResult, Write, _check, run
 
 TRIALS = int(os.environ.get("SIEGE_CHAOS_TRIALS", "6"))
 
