@@ -1,0 +1,324 @@
+"""The chaos run's verdict on the data (issue 19 item 4), from the shop's own journal and the
+sites' tables read directly — it owes nothing to the node.
+
+Owns ``check(journal, read, sites, losers) -> Findings``. The tables are read with
+``tools.erpschema.digest`` (text as its stored bytes, DOUBLE by its bits, BLOBs whole), the
+record of losing versions with ``losers(site, table)`` (the node's ``conflicts.listing``:
+the one thing of the node it reads, because "lost, on record" is the product's promise).
+
+The rules, and why each is certain (DESIGN §3.3/§3.5):
+
+* **diverged**: a row the sites do not hold byte for byte alike (the independent digest's
+  rows compared site by site); a row nobody inserted; a column value nobody wrote to that
+  row (the journal holds every committed write — in-doubt commits count as written); a
+  HISTORY row whose marker no committed invoice write made.
+* **lost** / **unrecorded**: every committed value either stands in the final row, or was
+  replaced *knowingly* — some committed write read it as the value it replaced (``RETURNING
+  OLD``, or a delete's image of the whole row) — or is on record as a loser: a conflict
+  record on that row whose loser is an event of the writing site, for that column or for the
+  whole row (a lost life, an update of a dead row, a whole-row fall-back, a unique clash).
+  Reported as **lost** when only one site ever wrote the row (nothing could beat it), else
+  **unrecorded**. A delete is lost when its row stands at the end while no insert of the key
+  followed it and no record names the deleting site's loss on that row (an orphan child
+  restores its parent: that delete is on record). A row that was inserted, never deleted
+  and is gone everywhere without a record on it is lost. History: each committed invoice
+  write's marker (``REV:op``) must be held at every site, exactly once (**duplicated** when
+  more than once: the application trigger fired again where the node applied the write).
+* **wrong_winner**: last-writer-wins by HLC stamp, predicted only where the journal's
+  ordering facts make it certain. A write's stamp is at least its capture time in UTC as its
+  node sees it: ``began + skew`` with skew the lowest the site's node ever had (0 included);
+  and at most ``committed + P``, P the highest skew any node had (0 included) — the
+  node's last stamp and the row's stamps can push a stamp up, never past a clock that ran
+  ahead somewhere. So when another write of the same column has a lower bound above the
+  upper bound of every write of the value that stands (0.25 s margin for millisecond capture
+  times and clock markers), the wrong write won. Checked only on rows whose outcome is pure
+  column LWW: no delete, at most one insert, no in-doubt write, no whole-row record at any
+  site (a CHECK fall-back takes the latest write's whole row, older columns included).
+
+Deliberately not checked (legitimately ambiguous): which write wins when the margins
+overlap; values of columns whose writes repeat a value (ABA: BOOLEAN, DOUBLE edges, totals)
+beyond "somebody wrote it"; the content of a loss record (matched by row, losing site and
+column, not by value); whether every site (rather than some site) holds a record — a
+joined or resynced site starts from a snapshot; writes the journal marks in doubt (a commit
+cut by a dead connection, a site replaced by an older copy) are allowed to be there or not.
+
+Must never: ask the node for its digest, vectors or status, or write to any database.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from tools import erpschema
+from tools.chaos import shop
+
+MARGIN_S = 0.25  # capture times have ms resolution; clock markers convert them
+SHOWN = 5  # differing rows described per table
+
+
+@dataclass
+class Findings:
+    lost: int = 0
+    duplicated: int = 0
+    diverged: int = 0
+    unrecorded: int = 0
+    wrong_winner: int = 0
+    problems: list[str] = field(default_factory=list)  # one line each
+    checked: Counter = field(default_factory=Counter)  # what was looked at, counted
+
+    def add(self, kind: str, text: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        self.problems.append(f"{kind}: {text}")
+
+    @property
+    def total(self) -> int:
+        return self.lost + self.duplicated + self.diverged + self.unrecorded + self.wrong_winner
+
+
+@dataclass(frozen=True)
+class _Record:
+    loser_site: str
+    column: str | None
+    kind: str
+
+
+def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str],
+          losers: Callable[[str, str], list]) -> Findings:
+    """Every check of the module docstring. ``read(site)``: a new SYSDBA connection (closed
+    here); ``losers(site, table)``: that site's conflict records of the table."""
+    out = Findings()
+    erp = shop.digest_schema()
+    held: dict[str, dict[str, dict[int, dict[str, object]]]] = {}
+    for site in sites:
+        con = read(site)
+        try:
+            digests = erpschema.digest(con, erp, keep=True)
+        finally:
+            con.close()
+        held[site] = {t: _rows(t, d.content or {}) for t, d in digests.items()}
+    records: dict[tuple[str, int], set[_Record]] = defaultdict(set)
+    for site in sites:
+        for table in shop.TABLES:
+            for c in losers(site, table):
+                key = _key_of(c)
+                if key is not None:
+                    records[(c.table, key)].add(
+                        _Record(c.loser.split("/")[0] if "/" in c.loser else c.loser,
+                                c.column, c.kind))
+    writes = _unique(journal.writes())
+    doubts = journal.doubts()
+    sure = {id(w): w.certain and not any(
+        d.site == w.site and d.since <= w.committed <= d.until for d in doubts)
+        for w in writes}
+    by_row: dict[tuple[str, int], list[shop.Write]] = defaultdict(list)
+    for w in writes:
+        by_row[(w.table, w.key)].append(w)
+    reference = "siege" if "siege" in sites else sites[0]
+    bounds = _Bounds(journal.skews())
+    for table in shop.TABLES:
+        keys = set().union(*(held[s][table] for s in sites))
+        differing = sorted(k for k in keys if len({repr(held[s][table].get(k))
+                                                   for s in sites}) > 1)
+        for n, key in enumerate(differing):
+            out.add("diverged", f"{table} {key} differs between sites"
+                    + (": " + "; ".join(f"{s}={_short(held[s][table].get(key))}"
+                                        for s in sites) if n < SHOWN else ""))
+        if table == "HISTORY":
+            continue
+        for key in sorted(keys | {k for t, k in by_row if t == table}):
+            if key in differing:
+                continue
+            out.checked["rows"] += 1
+            _check_row(out, table, key, by_row.get((table, key), []),
+                       held[reference][table].get(key), records.get((table, key), set()),
+                       sure, bounds)
+    _check_history(out, writes, sure, {s: held[s]["HISTORY"] for s in sites})
+    return out
+
+
+def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
+               final: dict | None, records: set[_Record], sure: dict[int, bool],
+               bounds: _Bounds) -> None:
+    where = f"{table} {key}"
+    inserts = [w for w in writes if w.op == shop.INSERT]
+    deletes = [w for w in writes if w.op == shop.DELETE]
+    writers = {w.site for w in writes if not w.before_install}
+    single = len(writers) <= 1
+
+    def recorded(site: str, column: str | None) -> bool:
+        return any(r.loser_site == site and (column is None or r.column in (None, column)
+                                             or r.kind != "column") for r in records)
+
+    if final is not None and not inserts:
+        out.add("diverged", f"{where} exists but nobody inserted it: {_short(final)}")
+        return
+    if final is not None:
+        for column, value in final.items():
+            written = {_hashable(_form(w.values[column])) for w in writes if column in w.values}
+            if _hashable(value) not in written:
+                out.add("diverged", f"{where}.{column} holds {_short(value)}, which nobody "
+                                    "wrote there")
+        for d in deletes:
+            if not sure[id(d)]:
+                continue
+            if any(i.committed > d.began for i in inserts) or recorded(d.site, None):
+                continue
+            out.add("lost" if single else "unrecorded",
+                    f"{where}: {d.site}'s delete (tx {d.tx}) is undone, no record of it")
+    elif any(sure[id(i)] for i in inserts) and not deletes and not any(
+            r for r in records):
+        out.add("lost" if single else "unrecorded",
+                f"{where} is gone everywhere: nobody deleted it, no record of it")
+        return
+    replaced = {(column, _hashable(_form(v))) for w in writes for column, v in w.old.items()}
+    for w in writes:
+        if w.op == shop.DELETE or not sure[id(w)]:
+            continue
+        for column, v in w.values.items():
+            if column == "ID":
+                continue
+            out.checked["values"] += 1
+            form = _hashable(_form(v))
+            if final is not None and _hashable(final.get(column)) == form:
+                continue
+            if (column, form) in replaced or recorded(w.site, column):
+                continue
+            out.add("lost" if single else "unrecorded",
+                    f"{where}.{column} = {_short(form)} written by {w.site} (tx {w.tx}, "
+                    f"{w.op}) neither stands, nor was replaced knowingly, nor is on record")
+    if final is None or deletes or len(inserts) > 1 or any(r.kind == "whole-row"
+                                                           for r in records):
+        return
+    if not all(sure[id(w)] for w in writes):
+        return
+    for column, value in final.items():
+        ws = [w for w in writes if column in w.values and column != "ID"]
+        if len({w.site for w in ws}) < 2:
+            continue
+        standing = [w for w in ws if _hashable(_form(w.values[column])) == _hashable(value)]
+        if not standing:
+            continue
+        out.checked["predicted columns"] += 1
+        top = max(bounds.high(w) for w in standing)
+        for w in ws:
+            if _hashable(_form(w.values[column])) != _hashable(value) and bounds.low(w) > top:
+                out.add("wrong_winner",
+                        f"{where}.{column}: {_short(value)} stands, but {w.site}'s "
+                        f"{_short(_form(w.values[column]))} (tx {w.tx}) was certainly later "
+                        f"(its stamp >= {bounds.low(w):.3f}, the standing one's <= {top:.3f})")
+
+
+def _check_history(out: Findings, writes: list[shop.Write], sure: dict[int, bool],
+                   held: dict[str, dict[int, dict]]) -> None:
+    """Each committed invoice write's HISTORY row, exactly once at every site."""
+    expected = {w.marker: w for w in writes if w.marker and sure[id(w)]}
+    maybe = {w.marker for w in writes if w.marker}
+    missing: dict[str, list[str]] = defaultdict(list)
+    twice: dict[str, list[str]] = defaultdict(list)
+    unknown: set[str] = set()
+    for site, rows in held.items():
+        counts = Counter(_text(r["MARKER"]) for r in rows.values())
+        for marker, n in counts.items():
+            if n > 1:
+                twice[marker].append(f"{site}×{n}")
+            if marker not in maybe:
+                unknown.add(marker)
+        for marker in expected:
+            if not counts.get(marker):
+                missing[marker].append(site)
+    out.checked["history markers"] += len(expected)
+    for marker, where in sorted(twice.items()):
+        out.add("duplicated", f"HISTORY marker {marker!r} more than once ({', '.join(where)})")
+    for marker in sorted(unknown):
+        out.add("diverged", f"HISTORY marker {marker!r}: no committed invoice write made it")
+    for marker, at in sorted(missing.items()):
+        w = expected[marker]
+        out.add("lost", f"HISTORY of {w.site}'s invoice write {marker!r} (tx {w.tx}) missing "
+                        f"at {', '.join(at)}")
+
+
+class _Bounds:
+    """A write's HLC stamp bounds in seconds (module docstring, wrong_winner)."""
+
+    def __init__(self, skews: dict[str, list[tuple[float, float]]]) -> None:
+        self.low_skew = {s: min([0.0, *(k for _t, k in v)]) for s, v in skews.items()}
+        self.ahead = max([0.0, *(k for v in skews.values() for _t, k in v)])
+
+    def low(self, w: shop.Write) -> float:
+        if w.before_install:
+            return 0.0
+        return w.began + self.low_skew.get(w.site, 0.0) - MARGIN_S
+
+    def high(self, w: shop.Write) -> float:
+        if w.before_install:
+            return 0.0
+        return w.committed + self.ahead + MARGIN_S
+
+
+# --- reading -------------------------------------------------------------------------------
+
+def _rows(table: str, content: dict) -> dict[int, dict[str, object]]:
+    """The digest's rows of ``table`` as column -> value (a text BLOB: its text)."""
+    spec = shop.BY_NAME[table]
+    places, at = [], 0
+    for c in spec.columns:
+        places.append(at)
+        at += 3 if c.kind == "memo" else 1
+    out = {}
+    for key, row in content.items():
+        values = {c.name: _hashable(row[p]) for c, p in zip(spec.columns, places, strict=True)}
+        out[int(key[0])] = values
+    return out
+
+
+def _key_of(conflict) -> int | None:
+    try:
+        value = conflict.key[0]
+    except (IndexError, TypeError):
+        return None
+    return value.integer if value.WhichOneof("kind") == "integer" else None
+
+
+def _unique(writes: list[shop.Write]) -> list[shop.Write]:
+    """Journal order, rows before install once (every site journals the same ones)."""
+    seen, out = set(), []
+    for w in writes:
+        if w.before_install:
+            if (w.table, w.key) in seen:
+                continue
+            seen.add((w.table, w.key))
+        out.append(w)
+    return out
+
+
+def _form(value: object) -> object:
+    """A journaled value as ``erpschema.digest`` reads it back."""
+    if isinstance(value, float):
+        return "d:" + struct.pack(">d", value).hex()
+    if isinstance(value, Decimal):
+        return "n:" + str(value)
+    if isinstance(value, (date, datetime)):
+        return "t:" + value.isoformat()
+    if isinstance(value, str):  # a text BLOB (other text is journaled as its bytes)
+        return "s:" + value
+    return value
+
+
+def _hashable(value: object) -> object:
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) < 160 else text[:160] + "…"
