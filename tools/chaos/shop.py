@@ -355,19 +355,21 @@ def _stamp(rng: random.Random) -> datetime:
                     rng.randint(0, 59), rng.randint(0, 9999) * 100)
 
 
-def _memo(rng: random.Random, tag: str) -> str | None:
+def _memo(rng: random.Random, tag: str, large: bool = True) -> str | None:
     roll = rng.random()
     if roll < 0.1:
         return None
-    if roll < 0.12:  # past the driver's stream threshold (64 KiB)
+    if roll < 0.12 and large:  # past the driver's stream threshold (64 KiB)
         return ("Relevé détaillé " * 4400)[:70_000] + tag
     return rng.choice(_MEMOS) + tag + " " * rng.randint(0, 2)
 
 
-def _binary(rng: random.Random) -> bytes | None:
+def _binary(rng: random.Random, large: bool = True) -> bytes | None:
     roll = rng.random()
     if roll < 0.3:
         return None
+    if not large:
+        return rng.randbytes(rng.randint(0, 600))
     if roll < 0.302:  # rarely a few MiB
         return rng.randbytes(rng.randint(1, 3) * 1024 * 1024)
     if roll < 0.32:
@@ -436,8 +438,12 @@ class Shop:
     SHARED_CUSTOMERS = range(1, 13)  # before install, edited by every site
 
     def __init__(self, site: str, connect: Callable[[], object], rng: random.Random,
-                 journal: Journal, clock_skew: Callable[[], float]) -> None:
+                 journal: Journal, clock_skew: Callable[[], float],
+                 large_blobs: bool = True) -> None:
+        """``large_blobs``: False keeps every BLOB under 64 KiB (a harness that moves
+        events without their BLOB chunks)."""
         self.site, self.connect, self.rng, self.journal = site, connect, rng, journal
+        self.large_blobs = large_blobs
         self.clock_skew = clock_skew
         self._con = None
         self._held: tuple[object, _Tx] | None = None
@@ -665,8 +671,8 @@ class Shop:
             "ACTIVE": lambda: rng.random() < 0.8,
             "SINCE": lambda: rng.choice(_DATES),
             "SEEN": lambda: _stamp(rng) if rng.random() < 0.9 else None,
-            "NOTE": lambda: _memo(rng, tag),
-            "PHOTO": lambda: _binary(rng),
+            "NOTE": lambda: _memo(rng, tag, self.large_blobs),
+            "PHOTO": lambda: _binary(rng, self.large_blobs),
             "TAGS": lambda: rng.choice(_ARRAYS),
         }
         return {c: make[c]() for c in columns}
@@ -818,7 +824,7 @@ class Shop:
         rev = self._rev()
         values = {"SITE": self.site.encode(UTF8), "CUSTOMER_ID": self.rng.choice(self._customers),
                   "ISSUED": self.rng.choice(_DATES[1:-1] + [date.today()]),
-                  "MEMO": _memo(self.rng, rev), "REV": rev.encode(UTF8)}
+                  "MEMO": _memo(self.rng, rev, self.large_blobs), "REV": rev.encode(UTF8)}
         row = self._insert(tx, BY_NAME["INVOICE"], values, marker_rev=rev,
                            extra=("NUM", "TOTAL", "PAID"))
         key = row[0]
@@ -850,7 +856,7 @@ class Shop:
         values: dict[str, object] = {"REV": rev.encode(UTF8)}
         for column in self.rng.sample(["ISSUED", "MEMO", "CUSTOMER_ID"], self.rng.randint(1, 2)):
             values[column] = {"ISSUED": lambda: self.rng.choice(_DATES[:-1]),
-                              "MEMO": lambda: _memo(self.rng, rev),
+                              "MEMO": lambda: _memo(self.rng, rev, self.large_blobs),
                               "CUSTOMER_ID": lambda: self.rng.choice(self._customers)}[column]()
         self._update(tx, BY_NAME["INVOICE"], key, values, marker=f"{rev}:O")
 
@@ -897,7 +903,7 @@ class Shop:
         self._insert(tx, BY_NAME["PAYMENT"], {
             "INVOICE_ID": invoice, "AMOUNT": Decimal(self.rng.randint(1, 99999)).scaleb(-2),
             "PAID_AT": _stamp(self.rng), "METHOD": self.rng.choice(_METHODS),
-            "RECEIPT": _binary(self.rng)})
+            "RECEIPT": _binary(self.rng, self.large_blobs)})
 
     def _payment(self, tx: _Tx) -> None:
         if not self._invoices:
