@@ -322,3 +322,23 @@ def test_dialect1_database_publishes_exact_double_keys(make_db):
     cols = {c.column: c.value for c in ins.columns}
     assert as_double(cols["PRICE"]) == 19.99 and cols["LABEL"].text == "a"
     assert capture_status(con).pending_entries == 0
+
+
+def test_a_clock_jump_written_to_the_skew_file_moves_a_running_node_s_clock(tmp_path):
+    """The chaos run's clock jump (SIEGE_SYNC_FAULT_CLOCK_SKEW_FILE): the skew is read from
+    its file at most once a second while the node runs; a bad write keeps the last one."""
+    import time as _time
+
+    from siege_sync.node.clock import FileSkewedClock
+
+    skew = tmp_path / "skew"
+    skew.write_text("3600\n")
+    clock = FileSkewedClock(SystemClock(), skew)
+    assert abs(clock.utc_now_us() - SystemClock().utc_now_us() - 3600 * 10**6) < 10**6
+    skew.write_text("-3600")
+    assert clock.utc_now_us() - SystemClock().utc_now_us() > 3000 * 10**6  # not re-read yet
+    _time.sleep(1.05)
+    assert abs(clock.utc_now_us() - SystemClock().utc_now_us() + 3600 * 10**6) < 10**6
+    skew.write_text("an hour")
+    _time.sleep(1.05)
+    assert abs(clock.utc_now_us() - SystemClock().utc_now_us() + 3600 * 10**6) < 10**6

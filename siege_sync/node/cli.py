@@ -401,17 +401,22 @@ COMMANDS = {
 }
 
 
-# Fault injection only (tools/chaos.py): the node runs as if this machine's clock were
-# skewed by that many seconds. Not a setting: a real site's clock is fixed with NTP.
+# Fault injection only (tools/chaos/): the node runs as if this machine's clock were
+# skewed by that many seconds — fixed at start, or read from a file the injector rewrites
+# while the node runs (a clock jump). Not a setting: a real site's clock is fixed with NTP.
 CLOCK_SKEW_ENV = "SIEGE_SYNC_FAULT_CLOCK_SKEW_S"
+CLOCK_SKEW_FILE_ENV = "SIEGE_SYNC_FAULT_CLOCK_SKEW_FILE"
 
 
 def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     import os
 
-    from .clock import SkewedClock, SystemClock
+    from .clock import FileSkewedClock, SkewedClock, SystemClock
     from .daemon import run
 
+    skew_file = os.environ.get(CLOCK_SKEW_FILE_ENV)
+    if skew_file:
+        return run(cfg, FileSkewedClock(SystemClock(), Path(skew_file)))
     skew = os.environ.get(CLOCK_SKEW_ENV)
     if skew:
         try:

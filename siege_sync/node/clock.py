@@ -20,6 +20,7 @@ import bisect
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 _EPOCH = datetime(1970, 1, 1)
@@ -45,6 +46,28 @@ class SkewedClock:
     offset_us: int = 0
 
     def utc_now_us(self) -> int:
+        return self.base.utc_now_us() + self.offset_us
+
+
+@dataclass
+class FileSkewedClock:
+    """Another clock shifted by the seconds written in ``path`` (fault injection: a site's
+    clock set forwards or back while its node runs). The file is read at most once a second;
+    a missing or unreadable file keeps the last skew."""
+
+    base: Clock
+    path: Path
+    offset_us: int = 0
+    _read_at: float = -1.0
+
+    def utc_now_us(self) -> int:
+        now = time.monotonic()
+        if now - self._read_at >= 1.0:
+            self._read_at = now
+            try:
+                self.offset_us = int(float(self.path.read_text().strip() or 0) * 1_000_000)
+            except (OSError, ValueError):
+                pass
         return self.base.utc_now_us() + self.offset_us
 
 
