@@ -37,21 +37,24 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
 
 Deliberately not checked (legitimately ambiguous): which write wins when the margins
 overlap; values of columns whose writes repeat a value (ABA: BOOLEAN, DOUBLE edges, totals)
-beyond "somebody wrote it"; the content of a loss record (matched by row, losing site and
-column, not by value); whether every site (rather than some site) holds a record — a
-joined or resynced site starts from a snapshot; writes the journal marks in doubt (a commit
-cut by a dead connection, a site replaced by an older copy) are allowed to be there or not.
+beyond "somebody wrote it"; a whole-row record's values (a lost life, an update of a dead
+row, a fall-back, a unique clash: matched by row and losing site; a column record is matched
+by its value too when its value can be read); whether every site (rather than some site)
+holds a record — a joined or resynced site starts from a snapshot; writes the journal marks
+in doubt (a commit cut by a dead connection, a site replaced by an older copy) are allowed to
+be there or not.
 
 Must never: ask the node for its digest, vectors or status, or write to any database.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from tools import erpschema
@@ -80,11 +83,27 @@ class Findings:
         return self.lost + self.duplicated + self.diverged + self.unrecorded + self.wrong_winner
 
 
+_UNKNOWN = object()  # a record's value this module cannot read (a BLOB by reference ...)
+
+
 @dataclass(frozen=True)
 class _Record:
     loser_site: str
     column: str | None
     kind: str
+    form: object = _UNKNOWN  # the losing value as the digest reads it
+
+    def names(self, site: str, column: str | None, form: object) -> bool:
+        """Whether this record is the loss of ``site``'s write of ``form`` to ``column``
+        (None: of the row): a column record names its value when it can be read, a record
+        of a whole row (a life, an update of a dead row, a fall-back, a clash) names every
+        write of that site to the row."""
+        if self.loser_site != site:
+            return False
+        if column is None or self.kind != "column" or self.column is None:
+            return True
+        return self.column == column and (self.form is _UNKNOWN or form is _UNKNOWN
+                                          or self.form == form)
 
 
 def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str],
@@ -107,10 +126,10 @@ def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str]
             for c in losers(site, table):
                 key = _key_of(c)
                 if key is not None:
-                    records[(c.table, key)].add(
-                        _Record(c.loser.split("/")[0] if "/" in c.loser else c.loser,
-                                c.column, c.kind))
-    writes = _unique(journal.writes())
+                    records[(c.table, key)].add(_Record(
+                        c.loser.split("/")[0] if "/" in c.loser else c.loser, c.column,
+                        c.kind, _record_form(c.table, c.column, c.value)))
+    writes = [_effective(w) for w in _unique(journal.writes())]
     doubts = journal.doubts()
     sure = {id(w): w.certain and not any(
         d.site == w.site and d.since <= w.committed <= d.until for d in doubts)
@@ -150,9 +169,8 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
     writers = {w.site for w in writes if not w.before_install}
     single = len(writers) <= 1
 
-    def recorded(site: str, column: str | None) -> bool:
-        return any(r.loser_site == site and (column is None or r.column in (None, column)
-                                             or r.kind != "column") for r in records)
+    def recorded(site: str, column: str | None, form: object = _UNKNOWN) -> bool:
+        return any(r.names(site, column, form) for r in records)
 
     if final is not None and not inserts:
         out.add("diverged", f"{where} exists but nobody inserted it: {_short(final)}")
@@ -186,7 +204,7 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
             form = _hashable(_form(v))
             if final is not None and _hashable(final.get(column)) == form:
                 continue
-            if (column, form) in replaced or recorded(w.site, column):
+            if (column, form) in replaced or recorded(w.site, column, form):
                 continue
             out.add("lost" if single else "unrecorded",
                     f"{where}.{column} = {_short(form)} written by {w.site} (tx {w.tx}, "
@@ -282,6 +300,64 @@ def _key_of(conflict) -> int | None:
     except (IndexError, TypeError):
         return None
     return value.integer if value.WhichOneof("kind") == "integer" else None
+
+
+def _record_form(table: str, column: str | None, value) -> object:
+    """A record's losing value as the digest reads the column (``_UNKNOWN`` when it cannot
+    say: no value, a BLOB by reference, text this module would have to guess the bytes of)."""
+    if column is None or value is None or table not in shop.BY_NAME:
+        return _UNKNOWN
+    try:
+        spec = shop.BY_NAME[table].column(column)
+    except StopIteration:
+        return _UNKNOWN
+    kind = value.WhichOneof("kind")
+    if kind == "null":
+        return None
+    if kind == "integer":
+        return int(value.integer)
+    if kind == "boolean":
+        return bool(value.boolean)
+    if kind == "scaled":
+        return "n:" + str(Decimal(value.scaled.unscaled).scaleb(-value.scaled.scale))
+    if kind == "double_bits":
+        return "d:" + struct.pack(">Q", value.double_bits).hex()
+    if kind == "date":
+        return "t:" + date.fromordinal(value.date).isoformat()
+    if kind == "timestamp":
+        return "t:" + (datetime(1, 1, 1) + timedelta(microseconds=value.timestamp * 100)
+                       ).isoformat()
+    if kind == "array":
+        elements = value.array.elements
+        if all(e.WhichOneof("kind") in ("integer", "null") for e in elements):
+            return tuple(None if e.WhichOneof("kind") == "null" else int(e.integer)
+                         for e in elements)
+        return _UNKNOWN
+    if kind == "octets" and spec.charset is not None and not spec.blob:
+        return bytes(value.octets)
+    if kind == "octets" and spec.kind == "blob":
+        return bytes(value.octets)
+    if kind == "text" and spec.kind == "memo":
+        return "s:" + value.text
+    if kind == "text" and spec.charset is not None and not spec.blob:
+        try:
+            return value.text.encode(spec.charset)
+        except UnicodeEncodeError:
+            return _UNKNOWN
+    return _UNKNOWN
+
+
+def _effective(w: shop.Write) -> shop.Write:
+    """The write as the capture sees it: an update's columns that it set to the value they
+    held are no change (not logged, not merged: DESIGN §3.1)."""
+    if w.op != shop.UPDATE:
+        return w
+    same = {c for c, v in w.values.items() if c in w.old
+            and _hashable(_form(w.old[c])) == _hashable(_form(v))}
+    if not same:
+        return w
+    return dataclasses.replace(w, values={c: v for c, v in w.values.items() if c not in same},
+                               old={c: v for c, v in w.old.items() if c not in same})
 
 
 def _unique(writes: list[shop.Write]) -> list[shop.Write]:

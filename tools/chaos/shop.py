@@ -697,8 +697,8 @@ class Shop:
                 marker: str | None = None) -> bool:
         """UPDATE ... RETURNING the values it replaced; journaled when a row matched."""
         names = list(values)
-        arrays = [n for n in names if _is_array(table.column(n))]
-        before = self._lock_arrays(tx, table, key, arrays)
+        arrays = [n for n in names if _read_first(table.column(n))]
+        before = self._lock_read(tx, table, key, arrays)
         if before is None:
             return False
         returned = [n for n in names if n not in arrays]
@@ -734,8 +734,8 @@ class Shop:
     def _delete(self, tx: _Tx, table: Table, key: int, where: str = "ID = ?",
                 params: tuple = ()) -> dict | None:
         """DELETE ... RETURNING the whole row it removed (journaled)."""
-        arrays = [c.name for c in table.columns if _is_array(c)]
-        before = self._lock_arrays(tx, table, key, arrays)
+        arrays = [c.name for c in table.columns if _read_first(c)]
+        before = self._lock_read(tx, table, key, arrays)
         if before is None:
             return None
         returned = [c for c in table.columns if c.name not in arrays]
@@ -750,18 +750,19 @@ class Shop:
         self._add(tx, table.name, key, DELETE, {}, old, marker)
         return old
 
-    def _lock_arrays(self, tx: _Tx, table: Table, key: int, arrays: list[str]
-                     ) -> dict[str, object] | None:
-        """The row's ARRAY values, read under its row lock before it is written (RETURNING
-        OLD of an array reads a slice of a version being replaced: "BLOB not found");
-        None when the row is not here."""
-        if not arrays:
+    def _lock_read(self, tx: _Tx, table: Table, key: int, columns: list[str]
+                   ) -> dict[str, object] | None:
+        """The row's ARRAY and BLOB values, read under its row lock before it is written:
+        ``RETURNING OLD`` of one reads the version being replaced, whose array or BLOB is
+        gone when this transaction wrote the row before ("BLOB not found"). None when the
+        row is not here."""
+        if not columns:
             return {}
-        row = self._statement(tx, f"SELECT {', '.join(arrays)} FROM {table.name} "
+        row = self._statement(tx, f"SELECT {', '.join(columns)} FROM {table.name} "
                                   "WHERE ID = ? WITH LOCK", (key,))
         if row is None:
             return None
-        return {n: _value(table.column(n), v) for n, v in zip(arrays, row, strict=True)}
+        return {n: _value(table.column(n), v) for n, v in zip(columns, row, strict=True)}
 
     def _new_customer(self, tx: _Tx) -> None:
         table = BY_NAME["CUSTOMER"]
@@ -999,8 +1000,9 @@ def _value(col: Column, raw: object) -> object:
     return raw
 
 
-def _is_array(col: Column) -> bool:
-    return "[" in col.sql
+def _read_first(col: Column) -> bool:
+    """An ARRAY or a BLOB: read before a write, never through RETURNING OLD."""
+    return col.blob or "[" in col.sql
 
 
 def _text(value: object) -> str:
