@@ -99,6 +99,23 @@ def test_write_and_read_through_the_server(tmp_path: Path) -> None:
     assert not alive(pid)
 
 
+def test_win1252_columns_keep_every_byte(fb_server: FirebirdServer) -> None:
+    """WIN1252 (like ISO8859_1, WIN1250...) lives in the fbintl module, which the server loads
+    through its private root; reached through a symlink it yielded nothing and WIN1252 was
+    "not installed". The five codes WIN1252 leaves undefined must survive as they are."""
+    accents = "Crème brûlée, Ñandú, Œuvre, 50 €"
+    raw = accents.encode("cp1252") + b" \x81\x8d\x8f\x90\x9d"
+    con = fb_server.create_database("win1252-bytes", ddl=[
+        "CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, "
+        "S VARCHAR(60) CHARACTER SET WIN1252 COLLATE PXW_INTL)"])
+    con.execute_immediate(f"INSERT INTO T VALUES (1, '{accents}')")
+    con.execute_immediate(f"INSERT INTO T VALUES (2, x'{raw.hex()}')")
+    con.commit()
+    assert select_all(con, "SELECT S FROM T WHERE ID = 1") == [(accents,)]
+    assert select_all(con, "SELECT CAST(S AS VARCHAR(60) CHARACTER SET OCTETS) FROM T "
+                           "ORDER BY ID") == [(accents.encode("cp1252"),), (raw,)]
+
+
 def test_restart_breaks_old_connections_new_ones_work(tmp_path: Path) -> None:
     with FirebirdServer(tmp_path) as srv:
         con = srv.create_database("r", ddl=["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY)"])

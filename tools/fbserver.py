@@ -101,7 +101,7 @@ class Layout:
 
     @property
     def root(self) -> Path:
-        """``FIREBIRD``: symlinks to the system root plus our own ``*.conf``."""
+        """``FIREBIRD``: symlinks to the system root plus our own ``*.conf`` and ``intl``."""
         return self.base / "root"
 
     @property
@@ -221,6 +221,30 @@ def _package_file(package: str, suffix: str) -> Path | None:
         if line.endswith(suffix) and Path(line).is_file():
             return Path(line)
     return None
+
+
+def _build_intl(src: Path, dst: Path) -> None:
+    """``dst``: a real folder holding copies of the INTL modules of ``src`` (links for the rest).
+
+    Debian's ``fbintl.conf`` loads ``$(root)/intl/fbintl``, and ``$(root)`` is our private root.
+    Firebird 3's module loader drops every symbol of a module whose ``dladdr`` file name is not
+    its ``realpath`` (``DlfcnModule::findSymbol``): reached through a symlink, ``libfbintl.so``
+    loads but yields nothing, and WIN1252, ISO8859_1, WIN1250... are "not installed" (UTF8 and
+    the other built-in sets still work). A copy reached by its real path is accepted.
+    """
+    if dst.is_symlink():
+        dst.unlink()
+    dst.mkdir(exist_ok=True)
+    dst.chmod(0o755)
+    for s in src.iterdir():
+        d = dst / s.name
+        if d.is_symlink() or d.exists():
+            d.unlink()  # a new inode: never rewrite a library a dead server may have mapped
+        if s.name.endswith(".so") or ".so." in s.name:
+            shutil.copyfile(s, d)
+            d.chmod(0o644)
+        else:
+            d.symlink_to(s)
 
 
 def free_port() -> int:
@@ -441,6 +465,23 @@ class FirebirdServer:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """SIGKILL the server now, as a power cut of its machine would (fault tests): no
+        shutdown at all; open connections fail on their next call. ``start()`` brings a new
+        server up on the same port (forced writes keep what was committed)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                raise FirebirdServerError(
+                    f"the Firebird server pid {proc.pid} survives SIGKILL") from None
+        if self._layout is not None:
+            self._layout.pidfile.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Close the tracked connections, stop the server, remove a ``/tmp`` base folder."""
         self._close_connections()
@@ -485,7 +526,8 @@ class FirebirdServer:
                 raise FirebirdServerError(f"{link} exists and is not a link; remove it")
             link.symlink_to(base, target_is_directory=True)
         base.chmod(0o755)
-        lay = Layout(base)
+        # Resolved: the INTL module must be reached by its real path (see _build_intl).
+        lay = Layout(base.resolve())
         try:
             self._prepare(lay)
         except BaseException:
@@ -526,6 +568,9 @@ class FirebirdServer:
             if src.name in own:
                 continue
             dst = lay.root / src.name
+            if src.name == "intl":
+                _build_intl(src, dst)
+                continue
             if dst.is_symlink() or dst.exists():
                 dst.unlink()
             dst.symlink_to(src)
