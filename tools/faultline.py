@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 
 class FaultyLine:
@@ -20,12 +21,15 @@ class FaultyLine:
         self.target_port = target_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
-        self._flowing = threading.Event()
-        self._flowing.set()
+        # One gate per direction: "up" (caller -> target) and "down" (target -> caller).
+        self._flowing = {"up": threading.Event(), "down": threading.Event()}
+        for gate in self._flowing.values():
+            gate.set()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
         self.forwarded = 0  # bytes carried, both ways (the benchmarks' wire bytes)
+        self.last_carried = 0.0  # time.monotonic() of the last bytes carried (0: never)
         threading.Thread(target=self._accept, daemon=True, name="faultline").start()
 
     # --- faults ------------------------------------------------------------------------
@@ -39,16 +43,34 @@ class FaultyLine:
             _close(s)
         return len(victims) // 2
 
-    def stall(self) -> None:
-        """Stop forwarding (nothing is closed; new connections are accepted and hang)."""
-        self._flowing.clear()
+    def stall(self, direction: str | None = None) -> None:
+        """Stop forwarding (nothing is closed; new connections are accepted and hang).
+        ``direction``: "up" (caller to target) or "down" (target to caller) stalls that
+        way only — a half-dead line; None stalls both."""
+        for way in (direction,) if direction else ("up", "down"):
+            self._flowing[way].clear()
 
     def resume(self) -> None:
-        self._flowing.set()
+        for gate in self._flowing.values():
+            gate.set()
+
+    @property
+    def stalled(self) -> bool:
+        return not all(gate.is_set() for gate in self._flowing.values())
+
+    @property
+    def connections(self) -> int:
+        """Connections open through it now."""
+        with self._lock:
+            return len(self._open) // 2
+
+    def carried_within(self, seconds: float) -> bool:
+        """Whether bytes went through in the last ``seconds`` (work in flight on it)."""
+        return bool(self.last_carried) and time.monotonic() - self.last_carried <= seconds
 
     def close(self) -> None:
         self._closed = True
-        self._flowing.set()
+        self.resume()
         _close(self._listener)
         self.cut()
 
@@ -68,19 +90,20 @@ class FaultyLine:
                 continue
             with self._lock:
                 self._open.update((client, upstream))
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+            for src, dst, way in ((client, upstream, "up"), (upstream, client, "down")):
+                threading.Thread(target=self._pump, args=(src, dst, way), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, way: str) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                self._flowing.wait()  # a stall holds the bytes, as a black hole would
+                self._flowing[way].wait()  # a stall holds the bytes, as a black hole would
                 dst.sendall(data)
                 with self._lock:
                     self.forwarded += len(data)
+                    self.last_carried = time.monotonic()
         except OSError:
             pass
         finally:
