@@ -4,13 +4,12 @@ chooses, and whether it really hit work in flight — observed, never assumed.
 How each kind is struck and how its hit is seen (``Strike.detail`` says what was seen):
 
 * ``kill_mid_publish`` / ``kill_mid_apply`` / ``kill_mid_purge`` — SIGKILL of a node while its
-  own attachment runs a statement of that phase: ``MON$STATEMENTS`` (state 1, active) joined
-  to ``MON$ATTACHMENTS`` whose ``MON$REMOTE_PID`` is the node's pid, read as SYSDBA in a
-  loop (a new monitoring snapshot each time) and the kill sent as soon as one is seen. The
-  phase is told by the statement's text: the capture log read or events written (publish),
-  the apply block that sets the sync's context (apply), events deleted or registers trimmed
-  (purge). Not seen within ``WAIT_S``: the node is killed anyway, ``hit`` False. The node
-  comes back 0.5–4 s later (a background restart).
+  own attachment runs a statement of that phase: ``MON$STATEMENTS`` (state 1, running, or
+  2, its cursor open between fetches) joined to ``MON$ATTACHMENTS`` whose
+  ``MON$REMOTE_PID`` is the node's pid, read as SYSDBA in a loop (a new monitoring snapshot
+  each time), the kill sent as soon as one is seen. The phase is told by the statement's
+  text (``phase_of``). Not seen within ``WAIT_S``: the node is killed anyway, ``hit``
+  False. The node comes back 0.5–4 s later (a background restart).
 * ``server_kill`` / ``server_restart`` — the Firebird server SIGKILLed (or stopped and
   started) while a node's statement is active on any site's database or a faulty line
   carried bytes in the last ``IN_FLIGHT_S``; back 0.5–3 s later. Done in the caller's thread:
@@ -79,7 +78,7 @@ DISK_FULL_AFTER_S = (1.0, 4.0)  # and full this much longer
 
 _ACTIVE = ("SELECT a.MON$REMOTE_PID, s.MON$SQL_TEXT FROM MON$STATEMENTS s "
            "JOIN MON$ATTACHMENTS a ON a.MON$ATTACHMENT_ID = s.MON$ATTACHMENT_ID "
-           "WHERE s.MON$STATE = 1 AND a.MON$ATTACHMENT_ID <> CURRENT_CONNECTION")
+           "WHERE s.MON$STATE > 0 AND a.MON$ATTACHMENT_ID <> CURRENT_CONNECTION")
 _OFFSET = re.compile(r"exchange with (\w+): .*clock offset ([-+]?\d+(?:\.\d+)?) s")
 _PURGED = re.compile(r"purged (\d+) event segments mesh-wide")
 _NO_SPACE = ("No space left on device", "disk full", "Disk full")
@@ -359,7 +358,7 @@ class Faults:
         ok, said = self.mesh.join(JOINER)
         wrote = self._keys_handed_out(SIEGE) - before
         return Strike("join", ok and wrote > 0,
-                      (f"{JOINER} joined" if ok else f"the join failed: {said[-600:]}")
+                      (f"{JOINER}: {said}" if ok else f"the join failed: {said}")
                       + f"; the application took {wrote} keys at the siège meanwhile")
 
     def _resync(self) -> Strike:
@@ -370,8 +369,8 @@ class Faults:
         ok, said = self.mesh.replace_and_resync(site, copy)
         wrote = self._keys_handed_out(SIEGE) - before
         return Strike("resync", ok and wrote > 0,
-                      (f"{site} put back from an old copy and resynced" if ok else
-                       f"the resync failed: {said[-600:]}")
+                      (f"{site} put back from an old copy: {said}" if ok else
+                       f"the resync failed: {said}")
                       + f"; the application took {wrote} keys at the siège meanwhile")
 
     def _keys_handed_out(self, site: str) -> int:
@@ -422,19 +421,26 @@ class Faults:
                                            ("siege-node status", status.stdout),
                                            ("siege-ctl status", ctl.stdout))
                  if "disk full" in text.lower() or "no space" in text.lower()]
-        before = self._published(site)
-        deadline = time.monotonic() + 20
-        recovered = False
-        while time.monotonic() < deadline and not recovered:
-            time.sleep(0.5)
-            now = self._published(site)
-            recovered = before is not None and now is not None and now > before
-        return Strike("disk_full", bool(seen) and recovered,
+        recovered = self._works_again(site, logs[site])
+        return Strike("disk_full", bool(seen),
                       f"{site}'s disk filled ({filled >> 20} MiB of ballast) for {held:.1f} s; "
                       f"a write failed for lack of space in: {', '.join(seen) or 'nothing seen'}"
                       f"; said in words by: {', '.join(words) or 'nothing but tracebacks'}; "
-                      f"published again after the space returned: "
-                      f"{'yes' if recovered else 'no'}")
+                      f"published again after the space returned: {recovered}")
+
+    def _works_again(self, site: str, offset: int) -> str:
+        """Whether ``site`` publishes again (within 20 s): "yes", or "no" and why not."""
+        before = self._published(site)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self._published(site)
+            if before is not None and now is not None and now > before:
+                return "yes"
+        lines = [name for name in self.mesh.sites_[site].lines_in
+                 if self.mesh.lines[name].stalled]
+        return ("no (its line is black-holed: " + ", ".join(lines) + ")" if lines
+                else "no within 20 s")
 
     # --- watching ------------------------------------------------------------------------
 

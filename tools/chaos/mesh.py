@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,6 +223,8 @@ class ShippedMesh:
         self._app_gate: dict[str, threading.Event] = {}  # cleared: the app must wait
         self._joined: list[str] = []
         self._closed = False
+        # (seconds into the last quiet(), what it waited for): where the time went
+        self.quiet_trace: list[tuple[float, str]] = []
         pw = self.folder / "db.pw"
         pw.write_text(server.password)
         pw.chmod(0o600)
@@ -317,10 +320,14 @@ class ShippedMesh:
         ``limit_s``."""
         import grpc
 
-        deadline = time.monotonic() + limit_s
+        began = time.monotonic()
+        deadline = began + limit_s
         why = "not asked yet"
         target: dict[tuple[str, int], int] | None = None
+        self.quiet_trace = []
         while time.monotonic() < deadline:
+            if not self.quiet_trace or self.quiet_trace[-1][1] != why:
+                self.quiet_trace.append((round(time.monotonic() - began, 1), why))
             try:
                 statuses = {site: self.status(site) for site in self.sites()}
             except grpc.RpcError as exc:
@@ -489,13 +496,13 @@ class ShippedMesh:
         done = self.ctl("join", site)
         if worker is not None:
             worker.join(60)
-        said = (done.stdout + done.stderr).strip()
-        if done.returncode != 0:
-            return False, said[-2000:]
+        said = _outcome(done)
+        if not said.startswith("JOINED"):
+            return False, said
         self._wait_serving(site)
         s.command = "run"
         self._joined.append(site)
-        return True, said[-2000:]
+        return True, said
 
     def old_copy(self, site: str) -> bytes:
         """A backup of ``site``'s database now (to put it back later: ``replace``)."""
@@ -523,11 +530,11 @@ class ShippedMesh:
             self._spawn(site)
             _wait_listening(s.port, s, START_LIMIT_S)
             done = self.ctl("resync", site)
-            said = (done.stdout + done.stderr).strip()
-            if done.returncode != 0:
-                return False, said[-2000:]
+            said = _outcome(done)
+            if not said.startswith("RESYNCED"):
+                return False, said
             self._wait_serving(site)
-            return True, said[-2000:]
+            return True, said
         finally:
             s.command = "run"
             gate.set()
@@ -706,6 +713,17 @@ def _grant_generators_and_procedures(con, user: str) -> None:
         for (name,) in cur.fetchall():
             cur.execute(f'GRANT EXECUTE ON PROCEDURE "{name}" TO USER {user}')
         cur.close()
+
+
+def _outcome(done: subprocess.CompletedProcess) -> str:
+    """What ``siege-ctl join|resync`` said: its report's outcome ("JOINED", "RESYNCED,
+    UNSYNCED"...) and the report's problems, or its error."""
+    text = done.stdout + done.stderr
+    found = re.search(r"^\S.*?: ((?:JOINED|RESYNCED|FAILED)[^\n]*)$", text, re.M)
+    head = found.group(1) if found else f"no report (exit {done.returncode})"
+    problems = [line.strip() for line in text.splitlines()
+                if "failed" in line or "error" in line.lower()]
+    return " ".join([head, *problems[:3]])[:1500]
 
 
 def _open_gate() -> threading.Event:
