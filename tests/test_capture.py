@@ -222,6 +222,22 @@ def test_guard_goes_after_the_body_begin_and_comes_out_exactly(source, body_begi
     assert guard.remove_guard(guarded) == source
 
 
+def test_an_update_between_minus_zero_and_zero_is_captured(make_db):
+    """-0.0 equals 0.0 by value but not by its bits, which is what travels: a DOUBLE or
+    FLOAT set from one to the other is a change (found by the chaos oracle, issue 19: the
+    sites kept 0.0 and -0.0 for ever, nothing on record)."""
+    con = make_db(ddl=["CREATE TABLE Z (ID INTEGER NOT NULL PRIMARY KEY, D DOUBLE PRECISION, "
+                       "F FLOAT)"])
+    capture.install(con)
+    run(con, "INSERT INTO Z (ID, D, F) VALUES (1, ?, ?)", (-0.0, 0.0))
+    run(con, "UPDATE Z SET D = ?", (0.0,))
+    run(con, "UPDATE Z SET F = ?", (-0.0,))
+    run(con, "UPDATE Z SET D = ?, F = ?", (0.0, -0.0))  # no change at all: not logged
+    assert [op for op, *_ in log_rows(con)] == ["I", "U", "U"]
+    masks = [row[1] for row in image_rows(con, table_no(con, "Z"))]
+    assert masks[1:] == ["010", "001"]
+
+
 def test_capture_failure_never_fails_the_application(make_db):
     con = make_db(ddl=APP_DDL)
     capture.install(con)

@@ -599,6 +599,12 @@ BEGIN
     IF (M <> {unchanged}) THEN
       {change_insert(OP_UPDATE, new_changed, ":M", full_image)}
   END
+  WHEN GDSCODE io_error DO
+    /* The database cannot be written (a full disk, a failing one): the application's own
+       write fails, as it would without capture. Recording the failure below would commit
+       a change the mesh never receives — the row written, its log entry not (a full disk
+       let the smaller error row in): the chaos run found hundreds so (issue 19). */
+    EXCEPTION;
   WHEN ANY DO
     /* Never fail the application's transaction: record that capture failed, loudly. */
     INSERT INTO {LOG_TABLE} (LOG_ID, TX_ID, TBL_NO, OP, CAPTURED, USR, ADDR, FLAGS, DETAIL)
@@ -617,7 +623,8 @@ def changed_condition(column: Column, dialect: int) -> str:
     ``Hélène`` to ``helene`` in a ``*_CI_AI`` column, or ``'abc'`` to ``'abc  '``, compares
     equal. Text is therefore compared as OCTETS, plus its byte length (OCTETS pads with NUL
     when comparing: ``'ab'`` equals ``'ab' || x'00'``). Text BLOBs compare as binary BLOBs
-    (contents, byte for byte). Other types compare by value, which is their stored value.
+    (contents, byte for byte). DOUBLE and FLOAT compare by value and by the sign of a zero
+    (-0.0 equals 0.0 by value). Other types compare by value, which is their stored value.
     """
     n = quote(column.name, dialect)
     ctype = column.type
@@ -629,6 +636,11 @@ def changed_condition(column: Column, dialect: int) -> str:
     if kind is Kind.BLOB_TEXT:
         return (f"CAST(NEW.{n} AS BLOB SUB_TYPE BINARY) IS DISTINCT FROM "
                 f"CAST(OLD.{n} AS BLOB SUB_TYPE BINARY)")
+    if kind in (Kind.DOUBLE, Kind.FLOAT) and not ctype.dimensions:
+        # -0.0 = 0.0 by value, yet the stored bits differ (and travel as bits): the sign of
+        # a zero shows in ATAN2(zero, -1), -pi or +pi.
+        return (f"(NEW.{n} IS DISTINCT FROM OLD.{n} OR (NEW.{n} = 0 AND "
+                f"ATAN2(NEW.{n}, -1) <> ATAN2(OLD.{n}, -1)))")
     return f"NEW.{n} IS DISTINCT FROM OLD.{n}"
 
 

@@ -142,6 +142,28 @@ def is_concurrent_write(exc: BaseException) -> bool:
         set(getattr(exc, "gds_codes", ()) or ()) & CONCURRENT_WRITE_CODES)
 
 
+IO_ERROR = 335544344  # isc_io_error: the engine could not read or write a database file
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why the database could not be written, in words an operator acts on, when ``exc``
+    says so (a full disk, a failing one); None for any other error.
+
+    Why: with a full disk the node's calls died with a traceback and the coordinator's
+    round said only "UNKNOWN: Exception calling application: I/O error during "write"
+    operation for file ..." — the words "No space left on device" were in the traceback's
+    last lines only (found by the chaos run, issue 19)."""
+    if not isinstance(exc, DatabaseError) or IO_ERROR not in set(
+            getattr(exc, "gds_codes", ()) or ()):
+        return None
+    text = " ".join(str(exc).split())
+    if "no space left" in text.lower() or "disk full" in text.lower():
+        return (f"DISK FULL: the database cannot grow ({text}). Nothing half-done was kept; "
+                "free space on that disk — the next exchange resumes by itself")
+    return (f"the database file could not be read or written ({text}): check its disk; "
+            "the next exchange tries again")
+
+
 class StatementCache:
     """Statements prepared once per connection and reused across transactions.
 

@@ -32,7 +32,7 @@ from . import capture, guardwatch, keysources, ranges, repair
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .config import PolicyTable, policy_refusal
-from .database import DatabaseUnavailable
+from .database import DatabaseUnavailable, cannot_write
 from .discovery import Greeted
 from .exchange import local_policies, policies_from_proto, policies_to_proto
 from .join import JoinError, Restorer
@@ -112,6 +112,16 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
                 why: str) -> NoReturn:
         self._gate.refuse(context, code, why)
+
+    def _database_cannot_write(self, context: grpc.ServicerContext,
+                               exc: DatabaseError) -> None:
+        """A database that cannot be written (a full disk) is said in words, here and to
+        the caller (RESOURCE_EXHAUSTED), instead of a traceback; other errors go on."""
+        why = cannot_write(exc)
+        if why is None:
+            return
+        log.error("[%s] %s", self._site, why)
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at {self._site}: {why}")
 
     def _check_origins(self, context: grpc.ServicerContext, caller: PeerIdentity,
                        bodies: Iterable[bytes]) -> None:
@@ -216,6 +226,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                 self._traffic(caller.name, 0, sent)
         except PurgedHere as exc:
             self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except DatabaseError as exc:
+            self._database_cannot_write(context, exc)
+            raise
 
     def Push(self, request_iterator: Iterator[sync_pb2.Batch],
              context: grpc.ServicerContext) -> sync_pb2.PushReply:
@@ -233,6 +246,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                 except NotReady as exc:
                     self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
                                  f"from {caller.name}: {exc}")
+        except DatabaseError as exc:
+            self._database_cannot_write(context, exc)
+            raise
         finally:
             receiver.close()
         reply = sync_pb2.PushReply(applied_events=receiver.applied_events,
