@@ -20,7 +20,7 @@ bench: os-deps venv
 # The long fault-injection run (root: it starts a private Firebird server). TRIALS=100 default.
 TRIALS ?= 100
 chaos: os-deps venv
-	$(VENV)/bin/python -m tools.chaos.first_generation --trials $(TRIALS)
+	$(VENV)/bin/python -m tools.chaos --trials $(TRIALS)
 
 # The 600-table ERP run (issue 18): three sites install an ERP-shaped schema, work, sync
 # through the siège and are compared by an independent digest; prints the timings.
