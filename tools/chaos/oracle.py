@@ -26,14 +26,20 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
   more than once: the application trigger fired again where the node applied the write).
 * **wrong_winner**: last-writer-wins by HLC stamp, predicted only where the journal's
   ordering facts make it certain. A write's stamp is at least its capture time in UTC as its
-  node sees it: ``began + skew`` with skew the lowest the site's node ever had (0 included);
-  and at most ``committed + P``, P the highest skew any node had (0 included) — the
-  node's last stamp and the row's stamps can push a stamp up, never past a clock that ran
-  ahead somewhere. So when another write of the same column has a lower bound above the
-  upper bound of every write of the value that stands (0.25 s margin for millisecond capture
-  times and clock markers), the wrong write won. Checked only on rows whose outcome is pure
+  node sees it (a clock marker written before the capture converts it): ``began + skew``
+  with skew the lowest the site's node had up to the commit (0 included); and at most
+  ``committed + P``, P the highest skew any node had up to the commit (0 included) — the
+  node's last stamp and the row's stamps (which a node publishes its committed writes
+  before it merges others') can push a stamp up, never past a clock that ran ahead
+  somewhere before. Skews come from the journal (each commit notes its site's, a fault that
+  jumps a clock should note it at once: ``Journal.note_skew``; else a 2 s lag is allowed).
+  So when another write of the same column has a lower bound above the upper bound of every
+  write of the value that stands (0.25 s margin for millisecond capture times and clock
+  markers), the wrong write won. Checked only on rows whose outcome is pure
   column LWW: no delete, at most one insert, no in-doubt write, no whole-row record at any
-  site (a CHECK fall-back takes the latest write's whole row, older columns included).
+  site, and the columns of a CHECK over several columns (``shop.CHECK_SPANS``) written by
+  one site only — a CHECK fall-back takes the latest write's whole row, older columns
+  included, and its losses may be on record as column losses.
 
 Deliberately not checked (legitimately ambiguous): which write wins when the margins
 overlap; values of columns whose writes repeat a value (ABA: BOOLEAN, DOUBLE edges, totals)
@@ -61,6 +67,7 @@ from tools import erpschema
 from tools.chaos import shop
 
 MARGIN_S = 0.25  # capture times have ms resolution; clock markers convert them
+NOTE_LAG_S = 2.0  # a clock jump is in the journal within this (the next commit notes it)
 SHOWN = 5  # differing rows described per table
 
 
@@ -212,6 +219,9 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
     if final is None or deletes or len(inserts) > 1 or any(r.kind == "whole-row"
                                                            for r in records):
         return
+    spans = set(shop.CHECK_SPANS.get(table, ()))
+    if len({w.site for w in writes if spans & set(w.values) and not w.before_install}) > 1:
+        return  # a fall-back may have made any write the winner of any column
     if not all(sure[id(w)] for w in writes):
         return
     for column, value in final.items():
@@ -261,21 +271,27 @@ def _check_history(out: Findings, writes: list[shop.Write], sure: dict[int, bool
 
 
 class _Bounds:
-    """A write's HLC stamp bounds in seconds (module docstring, wrong_winner)."""
+    """A write's HLC stamp bounds in seconds (module docstring, wrong_winner), from the skews
+    noted in the journal up to its commit (plus ``NOTE_LAG_S``: a jump is noted at the next
+    commit after it, unless whoever makes it notes it at once)."""
 
     def __init__(self, skews: dict[str, list[tuple[float, float]]]) -> None:
-        self.low_skew = {s: min([0.0, *(k for _t, k in v)]) for s, v in skews.items()}
-        self.ahead = max([0.0, *(k for v in skews.values() for _t, k in v)])
+        self._skews = {s: sorted(v) for s, v in skews.items()}
+        self._all = sorted((t, k) for v in skews.values() for t, k in v)
 
     def low(self, w: shop.Write) -> float:
         if w.before_install:
             return 0.0
-        return w.began + self.low_skew.get(w.site, 0.0) - MARGIN_S
+        until = w.committed + NOTE_LAG_S
+        lowest = min([0.0, *(k for t, k in self._skews.get(w.site, ()) if t <= until)])
+        return w.began + lowest - MARGIN_S
 
     def high(self, w: shop.Write) -> float:
         if w.before_install:
             return 0.0
-        return w.committed + self.ahead + MARGIN_S
+        until = w.committed + NOTE_LAG_S
+        ahead = max([0.0, *(k for t, k in self._all if t <= until)])
+        return w.committed + ahead + MARGIN_S
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -143,6 +143,9 @@ SHOP_TABLES: tuple[Table, ...] = (
         Column("STAMPED", "TIMESTAMP", "ts"))),
 )
 TABLES: tuple[str, ...] = tuple(t.name for t in SHOP_TABLES)
+# CHECKs over several columns that merging concurrent writes can break (the row then falls
+# back to whole-row last-writer-wins: DESIGN §3.5): table -> the columns.
+CHECK_SPANS: dict[str, tuple[str, ...]] = {"CUSTOMER": ("ACTIVE", "BALANCE")}
 BY_NAME: dict[str, Table] = {t.name: t for t in SHOP_TABLES}
 
 # Every generator feeds keys (BEFORE INSERT triggers, and CONTACT's renumbering): each needs
