@@ -68,6 +68,7 @@ KINDS: tuple[str, ...] = (
     "clock_jump", "join", "resync", "disk_full")
 LONG_KINDS = ("black_hole",)  # a minute or more of the trial
 WAIT_S = 8.0  # how long a strike looks for work in flight before it strikes anyway
+PURGE_WAIT_S = 15.0
 IN_FLIGHT_S = 0.3  # bytes on a line this recently: an exchange in flight
 BLACK_HOLE_S = (62.0, 75.0)
 SKEW_STEP_S = 3600.0
@@ -76,7 +77,11 @@ POLL_S = 0.01
 DISK_FULL_S = (0.0, 12.0)  # full until a write fails for lack of space, at most this long
 DISK_FULL_AFTER_S = (1.0, 4.0)  # and full this much longer
 
-_ACTIVE = ("SELECT a.MON$REMOTE_PID, s.MON$SQL_TEXT FROM MON$STATEMENTS s "
+# The statement's head only: its text is a BLOB (a long apply block would come back as a
+# reader to drain), and the head tells the phase.
+_ACTIVE = ("SELECT a.MON$REMOTE_PID, "
+           "CAST(SUBSTRING(s.MON$SQL_TEXT FROM 1 FOR 200) AS VARCHAR(200) CHARACTER SET UTF8) "
+           "FROM MON$STATEMENTS s "
            "JOIN MON$ATTACHMENTS a ON a.MON$ATTACHMENT_ID = s.MON$ATTACHMENT_ID "
            "WHERE s.MON$STATE > 0 AND a.MON$ATTACHMENT_ID <> CURRENT_CONNECTION")
 _OFFSET = re.compile(r"exchange with (\w+): .*clock offset ([-+]?\d+(?:\.\d+)?) s")
@@ -156,7 +161,13 @@ class Faults:
         if not sites:
             return Strike(kind, False, "no node is up")
         self.rng.shuffle(sites)
-        seen = self._watch(sites, lambda site, found: phase in found)
+        wait = WAIT_S
+        if phase == "purge":
+            # A purge is short and comes once a round: the coordinator's own, then the
+            # sites it orders (brest purges when it dials in); watched longer.
+            sites = [s for s in (SIEGE, STAND_IN, LINED) if s in sites] or sites
+            wait = PURGE_WAIT_S
+        seen = self._watch(sites, lambda site, found: phase in found, wait=wait)
         if seen is not None:
             site, sql, pid = seen
             self._kill_node(site, pid)
@@ -165,7 +176,7 @@ class Faults:
         else:
             site = sites[0]
             self._kill_node(site, self.mesh.pid(site))
-            detail = f"no {phase} statement seen in {WAIT_S:g} s; {site} SIGKILLed anyway"
+            detail = f"no {phase} statement seen in {wait:g} s; {site} SIGKILLed anyway"
             hit = False
         self._later(self.rng.uniform(0.5, 4.0), lambda s=site: self._revive(s))
         return Strike(kind, hit, detail)
@@ -445,7 +456,8 @@ class Faults:
     # --- watching ------------------------------------------------------------------------
 
     def _watch(self, sites: list[str], wanted: Callable[[str, str], bool],
-               lines: bool = False) -> tuple[str, str, int | None] | None:
+               lines: bool = False, wait: float = WAIT_S
+               ) -> tuple[str, str, int | None] | None:
         """Poll the monitoring tables of ``sites``' databases (and the lines) until a
         node's active statement whose phase ``wanted(site, phase)`` accepts is seen: its
         site, phase and SQL, and the node's pid. None after ``WAIT_S``."""
@@ -460,7 +472,7 @@ class Faults:
                     cons[site] = self.mesh.sysdba(site)
                 except (DatabaseError, DatabaseUnavailable):
                     continue
-            deadline = time.monotonic() + WAIT_S
+            deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 pids = self.mesh.pids()
                 for con in cons.values():
