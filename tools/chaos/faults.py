@@ -29,8 +29,8 @@ How each kind is struck and how its hit is seen (``Strike.detail`` says what was
   3 purges, some segments purged, while it was down.
 * ``clock_jump`` — a site's node clock jumps ±1 h (``ShippedMesh.set_skew``: at runtime if
   the product has the skew file, else a restart with the new skew — said in the detail).
-  Hit: an exchange with that site logged a clock offset within 60 s of the new difference
-  and the site published after the jump.
+  Hit: an exchange with that site (its hello stamped by the jumped clock) logged a clock
+  offset within 60 s of the new difference; whether it published since is in the detail.
 * ``join`` — vannes joins (``ShippedMesh.join``) while the application writes; hit: joined
   and application attachments were writing at the siège during the copy (MON$).
 * ``resync`` — lyon put back from a copy taken 2–5 s earlier and resynced
@@ -121,13 +121,18 @@ class Faults:
         self._ending = threading.Event()  # settle(): tails end their fault now
         self._undo: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        # Every strike, in order. A fault with a tail (black hole, the siège's return) adds
+        # to its detail until it ends: read them again after settle() for the whole story.
+        self.struck: list[Strike] = []
 
     # --- the trial's calls ---------------------------------------------------------------
 
     def strike(self, kind: str) -> Strike:
         if kind not in KINDS:
             raise ValueError(f"unknown fault kind {kind!r} (known: {', '.join(KINDS)})")
-        return getattr(self, f"_{kind}")()
+        strike = getattr(self, f"_{kind}")()
+        self.struck.append(strike)
+        return strike
 
     def settle(self) -> None:
         """End every fault still in progress (lines resumed, nodes and server back, ballast
@@ -336,7 +341,7 @@ class Faults:
         how_said = ("while it ran" if how == "runtime" else
                     "by a restart with the new skew (its process, siege-node join or resync, "
                     "reads no skew file: /tmp/patches/B-clockjump.diff)")
-        return Strike("clock_jump", offset_seen is not None and published,
+        return Strike("clock_jump", offset_seen is not None,
                       f"{site}'s clock {now:+.0f} s -> {now + step:+.0f} s {how_said}; "
                       + (f"an exchange measured {offset_seen}" if offset_seen else
                          "no exchange measured the new offset")
