@@ -467,7 +467,10 @@ class Shop:
             out = Outcome()
             out.expected_errors["connection lost"] += 1
             return out
-        tx = self._begin(con)
+        try:
+            tx = self._begin(con)
+        except DatabaseError as exc:  # the connection died since its last transaction
+            return self._not_begun(exc, con)
         out = tx.outcome
         try:
             if self._refreshed <= 0:
@@ -498,7 +501,11 @@ class Shop:
             con = self.connect()
         except DatabaseError:
             return
-        tx = self._begin(con)
+        try:
+            tx = self._begin(con)
+        except DatabaseError:
+            _close(con)
+            return
         try:
             self._refresh(tx.cur)
             self._edit_customer(tx)  # its row lock also stands in the node's way
@@ -546,6 +553,19 @@ class Shop:
             except DatabaseError:
                 return None
         return self._con
+
+    def _not_begun(self, exc: DatabaseError, con) -> Outcome:
+        out = Outcome()
+        kind, expected = classify(exc)
+        if expected:
+            out.expected_errors[kind] += 1
+        else:
+            out.failures.append(f"an application transaction at {self.site} could not "
+                                f"begin ({kind}): {_first_lines(exc)}")
+        if con is self._con:  # a new connection next time
+            _close(con)
+            self._con = None
+        return out
 
     def _begin(self, con) -> _Tx:
         tm = con.transaction_manager(default_tpb=APP_TPB)
