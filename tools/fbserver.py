@@ -483,9 +483,12 @@ class FirebirdServer:
             self._layout.pidfile.unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Close the tracked connections, stop the server, remove a ``/tmp`` base folder."""
+        """Close the tracked connections, stop the server, remove a ``/tmp`` base folder
+        (after unmounting what a caller mounted under it: the chaos run's small disk)."""
         self._close_connections()
         self.stop()
+        if self._layout is not None:
+            _unmount_under(self._layout.base)
         if self._layout is not None and self._external_base and not self.keep_files:
             link = self.workdir / "fbserver"
             if link.is_symlink() and link.resolve() == self._layout.base.resolve():
@@ -749,6 +752,19 @@ class FirebirdServer:
     def _close_connections(self) -> None:
         close_quietly(self._connections)
         self._connections.clear()
+
+
+def _unmount_under(base: Path) -> None:
+    """Unmount (lazily) every filesystem mounted at or under ``base`` in this namespace."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    root = str(base.resolve())
+    points = [line.split()[4] for line in lines if len(line.split()) > 4]
+    for point in sorted((p for p in points if p == root or p.startswith(root + "/")),
+                        reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
 
 
 def close_quietly(connections: Iterable[Connection]) -> None:

@@ -148,7 +148,8 @@ def small_disk(server) -> ServerDisk:
     """The server's small filesystem: a size-limited tmpfs owned by ``firebird`` under its
     data folder, mounted once for the server's life. The server runs in its own mount
     namespace (tools/fbserver.py) which copied the mounts at its start: after mounting, it
-    is restarted once so that it sees the tmpfs (and every later start copies it too)."""
+    is restarted once so that it sees the tmpfs (and every later start copies it too).
+    ``FirebirdServer.close()`` unmounts it (or ``release_small_disk``, to keep the server)."""
     import pwd
 
     path = server.data_dir / SMALL_DISK_DIR
