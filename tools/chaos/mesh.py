@@ -20,6 +20,13 @@ The mesh (``ShippedMesh``):
   siège never dials it.
 * ``vannes`` — joins during the workload (``join()``: ``siege-node join`` there, the siège's
   ``[peers]`` extended and its node restarted, ``siege-ctl join vannes``).
+* a replaced site — ``replace_and_resync``: lyon's database put back from an older copy
+  (``old_copy``) with its application shut out, then ``siege-node resync`` there and
+  ``siege-ctl resync lyon``.
+
+``quiet`` waits on the nodes' own status (nothing waiting to publish, nothing held, every
+site's vector past what every origin had published at one moment); the oracle's checks owe
+nothing to it.
 
 Settings and their trade-off (the chaos run must fit ~30 s a trial): rounds back to back
 (pause 1 s) so that faults meet rounds and purges all the time; ``takeover_after = 5`` s
@@ -33,15 +40,17 @@ would turn every long fault into a resync. gRPC keepalive is the product's (30 s
 Every node writes its log (its stderr) to ``<folder>/logs/<site>.log``; ``log_since`` reads
 it (faults.py observes the nodes' work there).
 
-A node's clock: ``SIEGE_SYNC_FAULT_CLOCK_SKEW_S`` at its start. A jump while it runs needs
-the product to re-read the skew (``/tmp/patches/B-clockjump.diff``: a file named by
-``SIEGE_SYNC_FAULT_CLOCK_SKEW_FILE``); when the product has it (``RUNTIME_CLOCK``) the skew
-file is rewritten, otherwise the node is restarted with its new skew (said by ``set_skew``).
+A node's clock: ``siege-node run`` reads its skew from a file the harness rewrites
+(``SIEGE_SYNC_FAULT_CLOCK_SKEW_FILE``, re-read at most once a second), so ``set_skew`` makes
+a running node's clock jump. ``siege-node join``/``resync`` (which go on serving as the site)
+read no skew file yet (/tmp/patches/B-clockjump.diff): a site whose process is one of those
+is restarted as ``run`` with its new skew, and ``set_skew`` says so ("restart"). A product
+without the skew file (``RUNTIME_CLOCK`` False) gets the same restart.
 
 What it must never do: write application data (the application is the caller's, through
-``app_connect``), start an exchange itself (only ``quiet`` may ask the siège for a manual
-round, and does not need to while it runs continuously), end a process it did not start
-(every process is ended by its pid), touch a mount it did not make.
+``app_connect``), start an exchange itself (the siège's own rounds and brest's dial-ins move
+everything), end a process it did not start (every process is ended by its pid), touch a
+mount it did not make.
 """
 
 from __future__ import annotations
