@@ -191,8 +191,19 @@ class Faults:
             self.mesh.kill(site)
 
     def _revive(self, site: str) -> None:
-        if not self.mesh.up(site) and site in self.mesh.sites():
-            self.mesh.start(site)
+        """Start ``site``'s node again, as its service manager would: a node whose database
+        server is down at that moment exits (siege-node run cannot open it), so it is tried
+        again for a while."""
+        from tools.chaos.mesh import MeshError
+
+        deadline = time.monotonic() + 60
+        while not self.mesh.up(site) and site in self.mesh.sites():
+            try:
+                self.mesh.start(site)
+            except MeshError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
 
     # --- the server ----------------------------------------------------------------------
 
@@ -292,7 +303,7 @@ class Faults:
         def back() -> None:
             self._ending.wait(self.rng.uniform(3.0, 8.0))  # a few stand-in rounds
             after = self.mesh.log_size(STAND_IN)
-            self.mesh.start(SIEGE)
+            self._revive(SIEGE)
             limit = time.monotonic() + TAKEOVER_AFTER_S * 3 + 20
             gave = False
             while time.monotonic() < limit and not gave:
