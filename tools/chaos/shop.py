@@ -493,30 +493,37 @@ class Shop:
             out.seconds = time.monotonic() - started
         return out
 
-    def hold(self) -> None:
-        """Begin a transaction on a connection of its own and leave it open (``release``)."""
+    def hold(self) -> Outcome:
+        """Begin a transaction on a connection of its own, write, and leave it open
+        (``release`` ends it); what went wrong beginning it is in the Outcome."""
+        out = Outcome()
         if self._held is not None:
-            return
+            return out
         try:
             con = self.connect()
         except DatabaseError:
-            return
+            out.expected_errors["connection lost"] += 1
+            return out
         try:
             tx = self._begin(con)
-        except DatabaseError:
+        except DatabaseError as exc:
             _close(con)
-            return
+            return self._not_begun(exc, con)
         try:
             self._refresh(tx.cur)
-            self._edit_customer(tx)  # its row lock also stands in the node's way
+            try:
+                self._edit_customer(tx)  # its row lock also stands in the node's way
+            except _Refused:
+                pass
             if self._invoices:
                 self._add_lines(tx, self.rng.choice(self._invoices), 1)
         except DatabaseError as exc:
             self._failed(tx, exc, con)
             self._end(tx)
             _close(con)
-            return
+            return tx.outcome
         self._held = (con, tx)
+        return out
 
     def release(self, commit: bool) -> Outcome:
         """End the held transaction (committed or rolled back)."""
