@@ -271,6 +271,28 @@ def test_generator_range(make_db):
         capture.install(con, generators=[GeneratorRange("NOPE", 1)])
 
 
+def test_a_generator_starts_past_the_site_s_keys_that_came_back_in_a_copy(make_db):
+    """After a join or resync the database is the siège's copy: its generator is the
+    siège's, but this site's own rows came back in it. The generator must start past them,
+    not at the range start (the application's inserts failed on the primary key after a
+    resync: found by the chaos run, issue 19)."""
+    from siege_sync.node.config import GeneratorRange
+
+    con = make_db(ddl=APP_DDL)
+    for key in (2_000_000, 2_000_007, 3_500_000):  # this site's two, another site's one
+        run(con, "INSERT INTO CUSTOMER (ID, NAME) VALUES (?, 'déjà là')", (key,))
+    report = capture.install(con, generators=[GeneratorRange("GEN_CUST", 2_000_000,
+                                                             2_999_999)])
+    assert "past its keys in use (up to 2000007)" in report.generators[0], report.generators
+    run(con, "INSERT INTO CUSTOMER (NAME) VALUES ('nouveau')")  # no primary-key clash
+    with con.transaction_manager() as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT ID FROM CUSTOMER WHERE NAME = 'nouveau'")
+        assert cur.fetchone()[0] == 2_000_008
+        cur.close()
+        tm.commit()
+
+
 def test_a_long_state_value_is_kept_whole_and_replaced_whole(make_db):
     """Vectors of a large mesh outgrow one SYNC$STATE row (VARCHAR(4000)): the value is
     split in parts written in one transaction, and read back whole; a shorter value

@@ -770,13 +770,52 @@ def _set_generator_range(con: Connection, gen: GeneratorRange) -> str:
         raise InstallError(f"generator {gen.name} (config [generators]) does not exist")
     name = quote(gen.name, con.sql_dialect)
     current = _query(con, f"SELECT GEN_ID({name}, 0) FROM RDB$DATABASE")[0][0]
-    if current < gen.start - 1:
+    # After a join or resync the database is the siège's copy: its generator is the siège's,
+    # but this site's own rows came back in it. Restarting at the range start re-handed
+    # their keys (the application's inserts failed on the primary key after a resync: found
+    # by the chaos run, issue 19), so the floor is also the highest key of the range in use.
+    used = _highest_key_in_range(con, gen.start, gen.end)
+    floor = max(gen.start - 1, used if used is not None else gen.start - 1)
+    if current < floor:
         # Never moves a generator backwards: numbers already handed out stay unique.
-        _ddl(con, f"ALTER SEQUENCE {name} RESTART WITH {gen.start - 1}")
-        return f"{gen.name}: moved from {int(current)} to the site's range starting {gen.start}"
+        _ddl(con, f"ALTER SEQUENCE {name} RESTART WITH {floor}")
+        return (f"{gen.name}: moved from {int(current)} to the site's range starting "
+                f"{gen.start}" + (f", past its keys in use (up to {used})" if used else ""))
     if gen.end is not None and current >= gen.end:
         return f"{gen.name}: at {int(current)}, PAST the site's range end {gen.end}"
     return f"{gen.name}: at {int(current)}, inside the site's range"
+
+
+def _highest_key_in_range(con: Connection, start: int, end: int | None) -> int | None:
+    """The highest value within [start, end] of any user table's single-column integer
+    primary key (what a site's generator handed out before, when its rows came back in a
+    copy); None when no key lies there. Keys a generator feeds elsewhere (a composite key,
+    a non-key column) are not seen: a generator's own value is all that counts for them."""
+    rows = _query(con, """
+        SELECT TRIM(rc.RDB$RELATION_NAME), TRIM(MIN(s.RDB$FIELD_NAME)), MIN(f.RDB$FIELD_TYPE)
+        FROM RDB$RELATION_CONSTRAINTS rc
+        JOIN RDB$INDEX_SEGMENTS s ON s.RDB$INDEX_NAME = rc.RDB$INDEX_NAME
+        JOIN RDB$RELATION_FIELDS rf ON rf.RDB$RELATION_NAME = rc.RDB$RELATION_NAME
+             AND rf.RDB$FIELD_NAME = s.RDB$FIELD_NAME
+        JOIN RDB$FIELDS f ON f.RDB$FIELD_NAME = rf.RDB$FIELD_SOURCE
+        WHERE rc.RDB$CONSTRAINT_TYPE = 'PRIMARY KEY'
+          AND rc.RDB$RELATION_NAME NOT STARTING WITH 'SYNC$'
+          AND f.RDB$FIELD_TYPE IN (7, 8, 16) AND COALESCE(f.RDB$FIELD_SCALE, 0) = 0
+        GROUP BY rc.RDB$RELATION_NAME
+        HAVING COUNT(*) = 1""")
+    top = None
+    for table, column, field_type in rows:
+        widest = {7: 2**15 - 1, 8: 2**31 - 1}.get(field_type, 2**63 - 1)
+        high = min(end if end is not None else widest, widest)
+        if start > high:
+            continue  # the column cannot hold a key of this range
+        found = _query(con, f"SELECT MAX({quote(column, con.sql_dialect)}) FROM "
+                            f"{quote(table, con.sql_dialect)} WHERE "
+                            f"{quote(column, con.sql_dialect)} BETWEEN ? AND ?",
+                       (start, high))[0][0]
+        if found is not None and (top is None or found > top):
+            top = int(found)
+    return top
 
 
 class InstallError(Exception):

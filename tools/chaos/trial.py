@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tools.chaos import faults as fault_kinds
 from tools.chaos import oracle, shop
-from tools.chaos.mesh import ShippedMesh
+from tools.chaos.mesh import STAND_IN, ShippedMesh
 
 APP_USER = "SIEGE_APP"
 QUIET_LIMIT_S = 240.0  # after healing: a trial still moving then is a FAILED trial
@@ -143,7 +143,13 @@ def trial(seed: int, server, folder: Path, seconds: float, faults_per_trial: int
         struck: list[fault_kinds.Strike] = []
         for kind, at in zip(out.kinds, moments, strict=True):
             time.sleep(max(0.0, began + at - time.monotonic()))
+            struck_at = time.time()
             struck.append(strikes.strike(kind))
+            if kind == "resync":  # what lyon committed after its old copy may be gone
+                journal.doubt(STAND_IN, struck_at, time.time(),
+                              "put back from an older copy, then resynced")
+            for site in mesh.sites():  # a clock jump is in the journal at once
+                journal.note_skew(site, mesh.skew(site))
             work_everywhere()
         # The application works on while a fault with a tail (a black hole of a minute, the
         # siège away past takeover_after) runs its course.
@@ -170,6 +176,11 @@ def trial(seed: int, server, folder: Path, seconds: float, faults_per_trial: int
         if not quiet:
             out.not_quiet = True
             out.problems.append(f"not quiet {QUIET_LIMIT_S:.0f} s after healing: {why}")
+            for site in mesh.sites():  # what an operator would look at first
+                held = mesh.node_cmd(site, "held")
+                if "nothing" not in held.stdout.lower():
+                    out.problems.append(f"siege-node held at {site}: "
+                                        f"{(held.stdout + held.stderr).strip()[:3000]}")
         out.findings = oracle.check(journal, mesh.sysdba, mesh.sites(), mesh.losers)
         out.problems.extend(out.findings.problems)
     except Exception as exc:  # noqa: BLE001 - a harness failure fails the trial, with its seed
