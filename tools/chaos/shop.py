@@ -24,7 +24,10 @@ Owns:
   (or the delete), the values it replaced where it ran (``RETURNING OLD`` or a read under the
   row lock in the same transaction), when its transaction began and committed
   (``time.time()``), and the site node's clock skew then. A commit whose outcome is unknown
-  (the connection died during it) is journaled as in doubt (``certain=False``).
+  (the connection died during it) is journaled as in doubt (``certain=False``). Whoever
+  makes a fault tells it what the application cannot see: a clock jump
+  (``Journal.note_skew``), a site put back from an older copy (``Journal.doubt``: what it
+  committed since may be gone).
 
 Must never: connect as SYSDBA from a ``Shop``, raise for a database error (an error is
 counted in the ``Outcome``), journal a write that did not commit, or read the node's objects.
