@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -441,12 +442,12 @@ class Faults:
         time.sleep(self.rng.uniform(*DISK_FULL_AFTER_S))
         held = time.monotonic() - began
         said_node = self.mesh.log_since(site, logs[site])
-        status = self.mesh.node_cmd(site, "status")
-        ctl = self.mesh.ctl("status", timeout=60)
+        status = self._said(lambda: self.mesh.node_cmd(site, "status", timeout=20))
+        ctl = self._said(lambda: self.mesh.ctl("status", timeout=20))
         self.mesh.disk.empty()
         words = [where for where, text in (("its log", _clean_log(said_node)),
-                                           ("siege-node status", status.stdout),
-                                           ("siege-ctl status", ctl.stdout))
+                                           ("siege-node status", status),
+                                           ("siege-ctl status", ctl))
                  if "disk full" in text.lower() or "no space" in text.lower()]
         recovered = self._works_again(site, logs[site])
         return Strike("disk_full", bool(seen),
@@ -454,6 +455,14 @@ class Faults:
                       f"a write failed for lack of space in: {', '.join(seen) or 'nothing seen'}"
                       f"; said in words by: {', '.join(words) or 'nothing but tracebacks'}; "
                       f"published again after the space returned: {recovered}")
+
+    @staticmethod
+    def _said(run: Callable[[], subprocess.CompletedProcess]) -> str:
+        """What a command printed; "" when it did not answer in time (a busy siège)."""
+        try:
+            return run().stdout
+        except subprocess.TimeoutExpired:
+            return ""
 
     def _works_again(self, site: str, offset: int) -> str:
         """Whether ``site`` publishes again (within 20 s): "yes", or "no" and why not."""

@@ -461,10 +461,18 @@ class ShippedMesh:
         return ch, sync_pb2_grpc.SyncNodeStub(ch)
 
     def ctl(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
-        """``siege-ctl`` as the operator runs it (admin certificate "ops")."""
+        """``siege-ctl`` as the operator runs it (admin certificate "ops"). Raises
+        ``subprocess.TimeoutExpired`` after ``timeout``."""
         return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
                                str(self.ctl_config), *args], capture_output=True, text=True,
                               timeout=timeout, env=self._env(None))
+
+    def _procedure(self, *args: str) -> str:
+        """``siege-ctl join|resync SITE``: its report's outcome, or why there is none."""
+        try:
+            return _outcome(self.ctl(*args))
+        except subprocess.TimeoutExpired as exc:
+            return f"no report: siege-ctl {' '.join(args)} did not end in {exc.timeout:.0f} s"
 
     def node_cmd(self, site: str, *args: str, timeout: float = 120.0
                  ) -> subprocess.CompletedProcess:
@@ -503,10 +511,9 @@ class ShippedMesh:
         if during is not None:
             worker = threading.Thread(target=during, daemon=True)
             worker.start()
-        done = self.ctl("join", site)
+        said = self._procedure("join", site)
         if worker is not None:
             worker.join(60)
-        said = _outcome(done)
         if not said.startswith("JOINED"):
             return False, said
         self._wait_serving(site)
@@ -539,8 +546,7 @@ class ShippedMesh:
             s.command = "resync"
             self._spawn(site)
             _wait_listening(s.port, s, START_LIMIT_S)
-            done = self.ctl("resync", site)
-            said = _outcome(done)
+            said = self._procedure("resync", site)
             if not said.startswith("RESYNCED"):
                 return False, said
             self._wait_serving(site)
