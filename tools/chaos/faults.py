@@ -483,53 +483,60 @@ class Faults:
     def _watch(self, sites: list[str], wanted: Callable[[str, str], bool],
                lines: bool = False, wait: float = WAIT_S
                ) -> tuple[str, str, int | None] | None:
-        """Poll the monitoring tables of ``sites``' databases (and the lines) until a
-        node's active statement whose phase ``wanted(site, phase)`` accepts is seen: its
-        site, phase and SQL, and the node's pid. None after ``WAIT_S``."""
-        from firebird.driver import DatabaseError
+        """Poll the monitoring tables of ``sites``' databases — one thread and connection
+        each, so that a short statement is not missed while another database is read — (and
+        the lines) until a node's statement whose phase ``wanted(site, phase)`` accepts is
+        seen: its site, phase and SQL, and the node's pid. None after ``wait``."""
+        found: list[tuple[str, str, int | None]] = []
+        done = threading.Event()
+        deadline = time.monotonic() + wait
 
-        from siege_sync.node.database import DatabaseUnavailable
-
-        cons = {}
-        try:
-            for site in sites:
-                try:
-                    cons[site] = self.mesh.sysdba(site)
-                except (DatabaseError, DatabaseUnavailable):
-                    continue
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                pids = self.mesh.pids()
-                for con in cons.values():
-                    try:
-                        with con.transaction_manager() as tm:
-                            tm.begin()
-                            cur = tm.cursor()
-                            cur.execute(_ACTIVE)
-                            rows = cur.fetchall()
-                            cur.close()
-                            tm.commit()
-                    except DatabaseError:
-                        continue
+        def poll(site: str) -> None:
+            try:
+                con = self.mesh.sysdba(site)
+            except Exception:  # noqa: BLE001 - its server is down: nothing to see there
+                return
+            try:
+                while not done.is_set() and time.monotonic() < deadline:
+                    pids = self.mesh.pids()
+                    with con.transaction_manager() as tm:
+                        tm.begin()
+                        cur = tm.cursor()
+                        cur.execute(_ACTIVE)
+                        rows = cur.fetchall()
+                        cur.close()
+                        tm.commit()
                     for pid, sql in rows:
                         node = pids.get(pid)
-                        if node is None:
-                            continue
-                        found = phase_of(sql or "")
-                        if wanted(node, found):
-                            return node, f"{found}: {sql or ''}", pid
-                if lines:
-                    for name, line in self.mesh.lines.items():
-                        if line.carried_within(IN_FLIGHT_S / 3):
-                            return name.split(">")[0], f"exchange on line {name}", None
-                time.sleep(POLL_S)
-            return None
-        finally:
-            for con in cons.values():
+                        phase = phase_of(sql or "")
+                        if node is not None and wanted(node, phase):
+                            found.append((node, f"{phase}: {sql or ''}", pid))
+                            done.set()
+                            return
+                    time.sleep(POLL_S)
+            except Exception:  # noqa: BLE001 - a connection lost midway: stop looking there
+                return
+            finally:
                 try:
                     con.close()
-                except DatabaseError:
+                except Exception:  # noqa: BLE001
                     pass
+
+        pollers = [threading.Thread(target=poll, args=(site,), daemon=True) for site in sites]
+        for poller in pollers:
+            poller.start()
+        while not done.is_set() and time.monotonic() < deadline:
+            if lines:
+                for name, line in self.mesh.lines.items():
+                    if line.carried_within(IN_FLIGHT_S / 3):
+                        found.append((name.split(">")[0], f"exchange on line {name}", None))
+                        done.set()
+                        break
+            done.wait(POLL_S)
+        done.set()
+        for poller in pollers:
+            poller.join(5)
+        return found[0] if found else None
 
     # --- tails ---------------------------------------------------------------------------
 
