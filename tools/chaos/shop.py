@@ -352,7 +352,6 @@ _DATES = [date(1, 1, 1), date(9999, 12, 31), date(1899, 12, 30), date(2000, 2, 2
 _ARRAYS = [(1, 2, 3), (0, 0, 0), (-2147483648, 2147483647, 0), (3, 2, 1), None]
 POPULAR_TAXIDS = [b"FR-0000000001", b"FR-0000000002", b"BR-0000000003"]  # sites collide
 POPULAR_TAXID_SHARE = 0.05  # of new customers: two sites may register the same one at once
-FIRST_FREE_KEY = RANGE_SIZE  # keys below are the rows before install (generators: above)
 
 
 def _stamp(rng: random.Random) -> datetime:
