@@ -24,7 +24,8 @@ CHECKS = ("lost", "duplicated", "diverged", "unrecorded", "wrong_winner")
 
 
 def run(trials: int, first_seed: int = 1, seconds: float = 20.0, faults_per_trial: int = 3,
-        kinds: list[str] | None = None, plans: list[list[str]] | None = None) -> dict:
+        kinds: list[str] | None = None, plans: list[list[str]] | None = None,
+        verbose: bool = False) -> dict:
     """``trials`` trials from seed ``first_seed``; each strikes ``kinds`` (all the same), or
     the kinds ``plans`` gives it (one list per trial), or ``faults_per_trial`` kinds taken in
     turn (``trial.plan``)."""
@@ -42,7 +43,7 @@ def run(trials: int, first_seed: int = 1, seconds: float = 20.0, faults_per_tria
                            plans[n] if plans is not None else kinds)
             results.append(result)
             print(line(result), flush=True)
-            if result.failed:
+            if result.failed or verbose:
                 for problem in result.problems[:12] + result.struck:
                     print("   " + problem.rstrip().replace("\n", "\n   "), flush=True)
     summary = summarize(results, time.monotonic() - started)
@@ -112,9 +113,12 @@ def main() -> int:
                         help="seconds of application work a trial, faults included")
     parser.add_argument("--faults", type=int, default=3, help="faults a trial")
     parser.add_argument("--kinds", help="comma-separated fault kinds (all trials)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="what each fault hit and how the mesh went quiet, every trial")
     args = parser.parse_args()
     kinds = args.kinds.split(",") if args.kinds else None
-    summary = run(args.trials, args.seed, args.seconds, args.faults, kinds)
+    summary = run(args.trials, args.seed, args.seconds, args.faults, kinds,
+                  verbose=args.verbose)
     print(json.dumps(summary))
     return 0 if not summary["failed_seeds"] else 1
 

@@ -173,6 +173,8 @@ def trial(seed: int, server, folder: Path, seconds: float, faults_per_trial: int
         healed = time.monotonic()
         quiet, why = mesh.quiet(QUIET_LIMIT_S)
         out.converge_s = time.monotonic() - healed
+        out.struck.append("quiet: " + "; ".join(
+            f"{at} s {why}" for at, why in getattr(mesh, "quiet_trace", [])))
         if not quiet:
             out.not_quiet = True
             out.problems.append(f"not quiet {QUIET_LIMIT_S:.0f} s after healing: {why}")
