@@ -24,6 +24,7 @@ from ..certs import CertError
 from ..console import quiet_on_closed_pipe
 from . import capture, config, conflicts, guardwatch, keysources, parking, values
 from .apply import catch_up
+from .clock import Clock
 from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
@@ -408,15 +409,16 @@ CLOCK_SKEW_ENV = "SIEGE_SYNC_FAULT_CLOCK_SKEW_S"
 CLOCK_SKEW_FILE_ENV = "SIEGE_SYNC_FAULT_CLOCK_SKEW_FILE"
 
 
-def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+def fault_clock() -> Clock:
+    """The node's clock: the system's, unless fault injection skews it (above) — for
+    ``run``, and for ``join``/``resync``, which go on serving as the site."""
     import os
 
     from .clock import FileSkewedClock, SkewedClock, SystemClock
-    from .daemon import run
 
     skew_file = os.environ.get(CLOCK_SKEW_FILE_ENV)
     if skew_file:
-        return run(cfg, FileSkewedClock(SystemClock(), Path(skew_file)))
+        return FileSkewedClock(SystemClock(), Path(skew_file))
     skew = os.environ.get(CLOCK_SKEW_ENV)
     if skew:
         try:
@@ -424,15 +426,21 @@ def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
         except ValueError:
             raise config.ConfigError(f"{CLOCK_SKEW_ENV}={skew!r}: give seconds, e.g. -3600"
                                      ) from None
-        return run(cfg, SkewedClock(SystemClock(), offset_us))
-    return run(cfg)
+        return SkewedClock(SystemClock(), offset_us)
+    return SystemClock()
+
+
+def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
+    from .daemon import run
+
+    return run(cfg, fault_clock())
 
 
 def cmd_join(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     """A new site: wait for the siège's snapshot (siege-ctl join SITE there), then serve."""
     from .daemon import run
 
-    return run(cfg, join=True)
+    return run(cfg, fault_clock(), join=True)
 
 
 def cmd_resync(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
@@ -440,7 +448,7 @@ def cmd_resync(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     there), keep this database beside it and what it wrote on record, then serve."""
     from .daemon import run
 
-    return run(cfg, resync=True)
+    return run(cfg, fault_clock(), resync=True)
 
 
 def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
