@@ -21,7 +21,10 @@ Rules this module must keep (DESIGN §3.1):
 * it never touches the application's own objects except the marked guards.
 
 Image tables only ever gain columns (never dropped or reordered), so the change mask of an
-old entry still lines up with the image columns after an upgrade.
+old entry still lines up with the image columns after an upgrade. Besides its data columns
+(one per column of its table, the mask's order) an image has one more per ARRAY column
+(``before_column``): an update's old value of that array, which the trigger cannot compare
+with the new one (the publisher does).
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ IMAGE_MASK = "SYNC$MASK"
 # extra INSERT costs the application about as much as its own row).
 IMAGE_META = ("SYNC$ID", "SYNC$TX", "SYNC$OP", "SYNC$AT", "SYNC$USR", "SYNC$ADDR",
               "SYNC$FLAGS", "SYNC$MASK")
+# + an ARRAY column's position in the change mask (from 0): that array's old value in an
+# update's image row (see FLAG_ARRAYS_BEFORE).
+IMAGE_BEFORE = "SYNC$OLD"
 SCHEMA_VERSION = "1"
 # The publisher's state rows (publish.py), created here so that concurrent publishers only
 # ever update (and lock) them: two first inserts of one row would clash.
@@ -91,6 +97,37 @@ OP_INSERT, OP_UPDATE, OP_DELETE, OP_MARKER, OP_ERROR = "I", "U", "D", "M", "E"
 # written) — image rows captured by older triggers hold the written columns only.
 FLAG_DURING_APPLY = 1
 FLAG_FULL_IMAGE = 2
+# An update's image holds each ARRAY column's old value too (``before_column``): Firebird
+# cannot compare two arrays, so the trigger records every non-null one as written and the
+# publisher compares it with the old value. Rows captured by older triggers lack it (NULL
+# there is not an old value).
+FLAG_ARRAYS_BEFORE = 4
+
+
+@dataclass(frozen=True)
+class Image:
+    """What an image table holds besides its metadata."""
+
+    columns: list[Column]  # the data columns, in position order (the change mask's order)
+    # The ARRAY columns whose old value an update's row holds (``before_column``).
+    befores: frozenset[str] = frozenset()
+
+
+def before_column(position: int) -> str:
+    """The image column holding the old value of the ARRAY at ``position`` in the mask.
+    Named by position: a name of 31 characters leaves no room for a prefix."""
+    return f"{IMAGE_BEFORE}{position}"
+
+
+def _is_before(name: str) -> bool:
+    return name.startswith(IMAGE_BEFORE) and name[len(IMAGE_BEFORE):].isdigit()
+
+
+def _image_of(table: Table) -> Image:
+    data = [c for c in table.columns if c.name not in IMAGE_META and not _is_before(c.name)]
+    names = {c.name for c in table.columns}
+    return Image(data, frozenset(c.name for i, c in enumerate(data)
+                                 if c.type.dimensions and before_column(i) in names))
 
 
 def id_type(dialect: int) -> str:
@@ -406,7 +443,9 @@ def _table_statements(table: Table, number: int, image: Table | None, dialect: i
                    f"VALUES ({int(number)}, {literal(table.name)}, {keys}, 1) MATCHING (TBL_NO)")]
     changed = None
     if image is None:
-        cols = ", ".join(f"{quote(c.name, dialect)} {c.type.ddl()}" for c in table.columns)
+        cols = ", ".join([f"{quote(c.name, dialect)} {c.type.ddl()}" for c in table.columns]
+                         + [f"{before_column(i)} {c.type.ddl()}"
+                            for i, c in enumerate(table.columns) if c.type.dimensions])
         idt = id_type(dialect)
         statements.append((f"create its image table {name}",
                            f"CREATE TABLE {name} (SYNC$ID {idt} NOT NULL PRIMARY KEY, "
@@ -417,9 +456,11 @@ def _table_statements(table: Table, number: int, image: Table | None, dialect: i
                            f"CHARACTER SET ASCII, {cols})"))
         columns = list(table.columns)
         changed = "created"
+        befores = frozenset(c.name for c in table.columns if c.type.dimensions)
     else:
-        current = {c.name: c for c in image.columns if c.name not in IMAGE_META}
-        columns = [c for c in image.columns if c.name not in IMAGE_META]
+        shape = _image_of(image)
+        columns, befores = list(shape.columns), shape.befores
+        current = {c.name: c for c in columns}
         for col in table.columns:
             have = current.get(col.name)
             if have is None:
@@ -435,11 +476,23 @@ def _table_statements(table: Table, number: int, image: Table | None, dialect: i
                                    f"TYPE {col.type.ddl()}"))
                 columns[columns.index(have)] = col
                 changed = "upgraded"
+                if col.name in befores:
+                    statements.append((
+                        f"widen column {before_column(columns.index(col))} of {name}",
+                        f"ALTER TABLE {name} ALTER {before_column(columns.index(col))} "
+                        f"TYPE {col.type.ddl()}"))
         mask = next((c for c in image.columns if c.name == IMAGE_MASK), None)
         if mask is not None and (mask.type.char_length or 0) < len(columns):
             statements.append((f"widen the change mask of {name}",
                                f"ALTER TABLE {name} ALTER {IMAGE_MASK} TYPE "
                                f"VARCHAR({_mask_length(len(columns))}) CHARACTER SET ASCII"))
+    live = {c.name for c in table.columns}
+    for i, col in enumerate(columns):
+        if col.type.dimensions and col.name in live and col.name not in befores:
+            # Also an upgrade from a version without them (the trigger below fills it).
+            statements.append((f"add column {before_column(i)} to {name}",
+                               f"ALTER TABLE {name} ADD {before_column(i)} {col.type.ddl()}"))
+            changed = changed or "upgraded"
     trigger = f"{TRIGGER_PREFIX}{number}"
     statements.append((f"create its capture trigger {trigger}",
                        capture_trigger_sql(table, number, columns, dialect)))
@@ -504,19 +557,22 @@ def table_registry(con: Connection) -> dict[int, tuple[str, tuple[str, ...]]]:
     }
 
 
+def image(con: Connection, number: int) -> Image:
+    """An image table's data columns and ARRAY old values (none when it does not exist)."""
+    name = f"{IMAGE_PREFIX}{number}"
+    table = introspect(con, include_sync=True, only=name).tables.get(name)
+    return Image([]) if table is None else _image_of(table)
+
+
+def all_images(con: Connection) -> dict[int, Image]:
+    """``image`` of every image table, from one read of the system tables."""
+    return {int(name[len(IMAGE_PREFIX):]): _image_of(table)
+            for name, table in _images(con).items() if name[len(IMAGE_PREFIX):].isdigit()}
+
+
 def image_columns(con: Connection, number: int) -> list[Column]:
     """The data columns of an image table, in position order (the change mask's order)."""
-    name = f"{IMAGE_PREFIX}{number}"
-    image = introspect(con, include_sync=True, only=name).tables.get(name)
-    if image is None:
-        return []
-    return [c for c in image.columns if c.name not in IMAGE_META]
-
-
-def all_image_columns(con: Connection) -> dict[int, list[Column]]:
-    """``image_columns`` of every image table, from one read of the system tables."""
-    return {int(name[len(IMAGE_PREFIX):]): [c for c in table.columns if c.name not in IMAGE_META]
-            for name, table in _images(con).items() if name[len(IMAGE_PREFIX):].isdigit()}
+    return image(con, number).columns
 
 
 def image_tables(con: Connection) -> list[int]:
@@ -534,12 +590,15 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
     key = table.primary_key
     image_names = [c.name for c in image]
 
-    def change_insert(op: str, values: list[str], mask: str, flags: str = ":F") -> str:
-        cols = ", ".join(list(IMAGE_META) + [q(n) for n in image_names])
+    def change_insert(op: str, values: list[str], mask: str, flags: str = ":F",
+                      extra: Iterable[tuple[str, str]] = ()) -> str:
+        more = list(extra)
+        cols = ", ".join(list(IMAGE_META) + [q(n) for n in image_names]
+                         + [name for name, _v in more])
         return (f"INSERT INTO {IMAGE_PREFIX}{number} ({cols}) VALUES (NEXT VALUE FOR {LOG_SEQ}, "
                 f"CURRENT_TRANSACTION, '{op}', CAST('NOW' AS TIMESTAMP), CURRENT_USER, "
                 f"RDB$GET_CONTEXT('SYSTEM', 'CLIENT_ADDRESS'), {flags}, {mask}, "
-                f"{', '.join(values)});")
+                f"{', '.join(values + [v for _n, v in more])});")
 
     full_mask = literal("".join("1" if n in live else "0" for n in image_names))
     key_mask = literal("".join("1" if n in key else "0" for n in image_names))
@@ -549,6 +608,10 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
     # predates install — so that the row can be restored whole anywhere (DESIGN §3.1).
     old_full = [f"OLD.{q(n)}" if n in live else "NULL" for n in image_names]
     full_image = f":F + {FLAG_FULL_IMAGE}"
+    # Every live ARRAY's old value (install creates these columns with the trigger).
+    befores = [(before_column(i), f"OLD.{q(c.name)}") for i, c in enumerate(image)
+               if c.type.dimensions and c.name in live]
+    update_flags = f"{full_image} + {FLAG_ARRAYS_BEFORE}" if befores else full_image
     key_changed = " OR ".join(changed_condition(table.column(k), dialect) for k in key)
     mask_parts = []
     new_changed = []
@@ -564,7 +627,9 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
             if col.type.dimensions:
                 # Firebird cannot compare two ARRAYs (it fails the statement at run time)
                 # nor put one in an expression: any non-null array counts as written here,
-                # and the publisher drops it when it equals the registers' value.
+                # its old value goes along (``befores``), and the publisher drops it when
+                # it equals that (a row that predates install: its registers do not know
+                # the array) or the registers' value.
                 mask_parts.append(f"IIF(NEW.{q(n)} IS NULL AND OLD.{q(n)} IS NULL, '0', '1')")
                 new_changed.append(f"NEW.{q(n)}")
                 continue
@@ -597,7 +662,7 @@ BEGIN
   BEGIN
     M = {mask_expr};
     IF (M <> {unchanged}) THEN
-      {change_insert(OP_UPDATE, new_changed, ":M", full_image)}
+      {change_insert(OP_UPDATE, new_changed, ":M", update_flags, befores)}
   END
   WHEN GDSCODE io_error DO
     /* The database cannot be written (a full disk, a failing one): the application's own

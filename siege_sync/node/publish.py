@@ -10,18 +10,19 @@ show, ``_Unseen``, names no writer; a delete names the references to its row its
 knew, and a write that makes a row reference a parent is counted in the parent's registers,
 ``Settler.note_references``, at the end of its transaction when the parent is inserted later
 in it); an ARRAY the capture trigger recorded on an update (it cannot compare arrays) is a
-write only when it differs from the value the registers hold, and an update left writing
-nothing is not published (before numbering, so the sequence stays dense); an update or
-delete of a row the registers do not know (it predates install) carries the values its
-origin held in the columns it does not write (``Event.prior``), which also fill the row's
-pre-existing life here; an update of a table with CHECK constraints carries what the row
-held in the columns it does not write, with their writers here (``Event.seen``, ``_seen``:
-the whole row its user saved, for the CHECK fall-back), and one of a row showing such a whole
-row also writes the columns shown unlike the merge (``_as_shown``); within a transaction an
-insert goes before the updates of its own row an AFTER INSERT trigger logged ahead of it
-(``_inserts_first``); it stores the events verbatim, deletes the captured rows it consumed
-and advances the node's counters — all or nothing. Two publishers on one database cannot both
-succeed: each step first locks the counter rows.
+write only when it differs from the value the registers hold — where they do not know it (a
+row that predates install), from its old value, which the trigger records with it —, and an
+update left writing nothing is not published (before numbering, so the sequence stays
+dense); an update or delete of a row the registers do not know (it predates install)
+carries the values its origin held in the columns it does not write (``Event.prior``), which
+also fill the row's pre-existing life here; an update of a table with CHECK constraints
+carries what the row held in the columns it does not write, with their writers here
+(``Event.seen``, ``_seen``: the whole row its user saved, for the CHECK fall-back), and one
+of a row showing such a whole row also writes the columns shown unlike the merge
+(``_as_shown``); within a transaction an insert goes before the updates of its own row an
+AFTER INSERT trigger logged ahead of it (``_inserts_first``); it stores the events verbatim,
+deletes the captured rows it consumed and advances the node's counters — all or nothing.
+Two publishers on one database cannot both succeed: each step first locks the counter rows.
 
 After a restore nothing is published until the site's own older events are back
 (``rewind.holding_back``).
@@ -65,6 +66,7 @@ _OPS = {OP_INSERT: events_pb2.OP_INSERT, OP_UPDATE: events_pb2.OP_UPDATE,
 _MARKER_DRIFT_US = 1_000_000  # an offset change this large needs a new marker
 _MARKER_EVERY_US = 600 * 1_000_000  # and one every ten minutes anyway
 _MAX_ATTEMPTS = 5
+_IN_LIST = 500  # values in one IN (...) list (Firebird 3 takes at most 1,500)
 
 
 class PublishError(Exception):
@@ -272,6 +274,7 @@ class Publisher:
                 by_table[number].append(change.khash)
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
+        befores = _arrays_before(cur, self.schemas, changes, rows, self._policies)
         markers = MarkerTable(batch.markers)
         unseen = _Unseen(self.schemas, registry, catchup.unfit_columns(cur))
         settlers = _LazySettler(self.schemas, registry, self._policies)
@@ -296,6 +299,11 @@ class Publisher:
                 khash = change.khash
                 state = rows.get(entry.table_no, khash)
                 event = change.event
+                if entry.log_id in befores:
+                    _drop_resaved(change, befores[entry.log_id])
+                    if not event.columns:
+                        change.event = None  # type: ignore[assignment]
+                        continue  # it only re-saved arrays
                 if entry.op != OP_INSERT and not registers.knows_preexisting(state):
                     # A row that predates install: the values it held travel with the
                     # event, so that any site can restore it whole (DESIGN §3.1).
@@ -407,7 +415,7 @@ class Publisher:
         by_group: dict[Group, list[_Change]] = {}
         columns_of: dict[int, list[str]] = {}
         for number in sorted(batch.tables):
-            columns = self.schemas.image_columns(number)
+            columns = self.schemas.image(number).columns
             if not columns:
                 raise PublishError(
                     f"captured changes of table #{number} have no image table: the capture "
@@ -514,6 +522,61 @@ def _inserts_first(changes: list[_Change]) -> list[_Change]:
             first_update.pop(row, None)
         out.append(change)
     return out
+
+
+def _arrays_before(cur: Cursor, schemas: SchemaCache, changes: dict[Group, list[_Change]],
+                   rows: registers.RowStates, policies: Mapping[str, Policy]
+                   ) -> dict[int, list[tuple[str, ColumnType, object]]]:
+    """The old values of the ARRAYs that updates recorded (capture.FLAG_ARRAYS_BEFORE) where
+    the row's registers do not know the array — a row that predates install —, by log id.
+    Elsewhere the registers' value tells a re-save (registers.drop_unchanged); so only these
+    are read (fetching an array costs a round trip into the engine per value): one query
+    per table and ``_IN_LIST`` of them, none at all in the common case."""
+    wanted: dict[int, list[int]] = {}
+    for tx_changes in changes.values():
+        for change in tx_changes:
+            entry = change.entry
+            if change.arrays and entry.flags & capture.FLAG_ARRAYS_BEFORE and (
+                    not registers.knows_values(rows.get(entry.table_no, change.khash),
+                                               change.arrays,
+                                               policies.get(change.event.table, LWW))):
+                wanted.setdefault(entry.table_no, []).append(entry.log_id)
+    out: dict[int, list[tuple[str, ColumnType, object]]] = {}
+    for number, log_ids in wanted.items():
+        image = schemas.image(number)
+        at = [(i, c) for i, c in enumerate(image.columns) if c.name in image.befores]
+        if not at:
+            continue
+        select = ", ".join(f"I.{capture.before_column(i)}" for i, _c in at)
+        for start in range(0, len(log_ids), _IN_LIST):
+            ids = ", ".join(str(int(i)) for i in log_ids[start:start + _IN_LIST])
+            cur.execute(f"SELECT I.{capture.IMAGE_ID}, {select} FROM {capture.IMAGE_PREFIX}"
+                        f"{number} I WHERE I.{capture.IMAGE_ID} IN ({ids})")
+            for log_id, *raw in cur.fetchall():
+                out[int(log_id)] = [(c.name, c.type, value)
+                                    for (_i, c), value in zip(at, raw, strict=True)]
+    return out
+
+
+def _drop_resaved(change: _Change, before: list[tuple[str, ColumnType, object]]) -> None:
+    """Remove from an update's event the ARRAYs it re-saved unchanged: the same bytes as
+    their old value (the trigger cannot compare arrays; encoded, as they travel, so -0.0 is
+    not 0.0). Each becomes a column the update does not write, whose value then tells the
+    registers of a row that predates install what it holds (``_prior``, with_prior): a
+    re-save never overwrites another site's concurrent change of it (DESIGN §3.3)."""
+    event = change.event
+    olds = {name: (ctype, value) for name, ctype, value in before}
+    for i in reversed(range(len(event.columns))):
+        name = event.columns[i].column
+        if name not in olds:
+            continue
+        ctype, value = olds[name]
+        if (event.columns[i].value.SerializeToString(deterministic=True)
+                == values.encode(ctype, value).SerializeToString(deterministic=True)):
+            del event.columns[i]
+            change.arrays = tuple(a for a in change.arrays if a != name)
+            if change.unwritten is not None:
+                change.unwritten.append((name, ctype, value))
 
 
 def _unwritten(columns: list[Column], key_at: list[int], mask: str, raw: tuple,

@@ -454,14 +454,25 @@ def link(event: events_pb2.Event, state: RowState | None, policy: Policy = LWW,
         event.known_refs.refs.extend(_ref_list(known))
 
 
+def knows_values(state: RowState | None, columns: Collection[str], policy: Policy = LWW
+                 ) -> bool:
+    """Whether the registers hold the current value of each of ``columns`` (else
+    :func:`drop_unchanged` cannot tell a re-saved value from a written one)."""
+    if state is None:
+        return False
+    life = state.current
+    return all(c in life.heads and life.winner(c, policy).value is not None for c in columns)
+
+
 def drop_unchanged(event: events_pb2.Event, state: RowState, columns: Collection[str],
                    policy: Policy = LWW) -> bool:
     """Remove from a local UPDATE event those of ``columns`` whose value is the one this
     site's registers hold for them (its own earlier write or an applied one): the capture
     trigger cannot compare ARRAYs, so it records one on every update of its row, and such a
     copy must not overwrite another site's concurrent change (DESIGN §3.1). A column whose
-    value the registers do not know (a row that predates capture) stays a write. Returns
-    whether the event still writes a column."""
+    value the registers do not know (a row that predates capture: the publisher compares
+    it with the old value the trigger recorded first) stays a write. Returns whether the
+    event still writes a column."""
     life = state.current
     for i in reversed(range(len(event.columns))):
         column = event.columns[i]

@@ -29,7 +29,7 @@ from firebird.driver import TPB, Connection, Isolation, TraAccessMode
 
 from . import capture
 from .database import transaction
-from .schema import Column, ColumnType, Schema, Table, TableSelection, introspect
+from .schema import ColumnType, Schema, Table, TableSelection, introspect
 
 # The key is only read: a read-only transaction costs no write at its commit.
 READ_ONLY = TPB(isolation=Isolation.READ_COMMITTED_RECORD_VERSION,
@@ -43,7 +43,7 @@ class _Kept:
     schema: Schema | None = None
     registry: dict[int, tuple[str, tuple[str, ...]]] | None = None
     image_tables: list[int] | None = None
-    images: dict[int, list[Column]] = field(default_factory=dict)
+    images: dict[int, capture.Image] = field(default_factory=dict)
     all_images: bool = False
 
 
@@ -116,14 +116,14 @@ class SchemaCache:
             self._kept.image_tables = capture.image_tables(self._con)
         return self._kept.image_tables
 
-    def image_columns(self, number: int) -> list[Column]:
-        """As ``capture.image_columns``. Kept: every image table is read at once (one
-        system-table read instead of one per table and publish)."""
+    def image(self, number: int) -> capture.Image:
+        """As ``capture.image``. Kept: every image table is read at once (one system-table
+        read instead of one per table and publish)."""
         kept = self._kept
         if number not in kept.images:
             if self.trusted and not kept.all_images:
-                kept.images.update(capture.all_image_columns(self._con))
+                kept.images.update(capture.all_images(self._con))
                 kept.all_images = True
             if number not in kept.images:
-                kept.images[number] = capture.image_columns(self._con, number)
+                kept.images[number] = capture.image(self._con, number)
         return kept.images[number]
