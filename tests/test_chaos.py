@@ -1,4 +1,4 @@
-"""The short chaos run of `make test` (the long one is `make chaos`, tools/chaos/): the
+"""The short chaos run (`make chaos-short`; the long one is `make chaos`, tools/chaos/): the
 product as shipped — `siege-node run` processes, a siège running its own continuous rounds
 and purges, a stand-in, a site behind faulty lines, one dialling in, every database on a
 private Firebird server — under every fault kind of tools/chaos/faults.py at least once,
@@ -19,6 +19,7 @@ SECONDS = float(os.environ.get("SIEGE_CHAOS_SECONDS", "30"))
 DDL = ["CREATE TABLE ITEM (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(60))"]
 
 
+@pytest.mark.long  # minutes a trial today: `make chaos-short` (issue 19: not in make test yet)
 def test_short_chaos_run_meets_every_fault_kind_and_loses_nothing():
     half = (len(faults.KINDS) + 1) // 2
     summary = run(2, first_seed=1, seconds=SECONDS,
