@@ -124,13 +124,18 @@ def run_mesh(server, folder: Path, kinds: tuple[str, ...]):
             w.start()
         faults = Faults(mesh, random.Random(19))
         time.sleep(1.0)
-        struck = {kind: faults.strike(kind) for kind in kinds}
+        struck = {}
+        for kind in kinds:
+            for _attempt in range(3):  # a busy machine can make a strike miss its moment
+                struck[kind] = faults.strike(kind)
+                if struck[kind].hit:
+                    break
         stop.set()
         for w in writers:
             w.join(30)
         faults.settle()
         mesh.heal()
-        quiet, why = mesh.quiet(60)
+        quiet, why = mesh.quiet(180)
         assert quiet, why
     except BaseException:
         stop.set()
