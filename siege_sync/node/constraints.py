@@ -574,6 +574,13 @@ class Settler:
             parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
             if any(p.WhichOneof("kind") == "null" for p in parsed):
                 continue  # NULLs never clash
+            if (shown is not None and [shown.get(c) for c in columns] == vals
+                    and self._registry[table.name] not in self._local_pending):
+                # The table's row already holds these values (no local change pending in
+                # it): the engine's own UNIQUE lets no other row hold them. Asked anyway,
+                # every update of such a table (totals kept by triggers) flushed the
+                # buffered writes and read the table: one statement per event, not a block.
+                continue
             other_key = self._holder_of(table, columns, parsed, key)
             if other_key is None:
                 continue
