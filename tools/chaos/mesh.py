@@ -232,6 +232,7 @@ class ShippedMesh:
         self._lock = threading.RLock()
         self._app_gate: dict[str, threading.Event] = {}  # cleared: the app must wait
         self._joined: list[str] = []
+        self._unfinished: dict[str, str] = {}  # site -> the procedure a fault broke
         self._closed = False
         # (seconds into the last quiet(), what it waited for): where the time went
         self.quiet_trace: list[tuple[float, str]] = []
@@ -315,10 +316,31 @@ class ShippedMesh:
             self.server.start()
         for site in self.sites():
             self._app_gate[site].set()
-            if not self.up(site):
+            if not self.up(site) and site not in self._unfinished:
                 self.start(site)
+        self._finish_procedures()
         for site in self.sites():
             self._wait_serving(site)
+
+    def _finish_procedures(self) -> None:
+        """A join or resync that another fault broke (the siège away, a black hole) is run
+        again, as an operator would once the mesh is whole; MeshError if it fails again."""
+        for site, kind in sorted(self._unfinished.items()):
+            s = self.sites_[site]
+            if self.up(site) and s.command != kind:
+                self.stop(site)
+            s.command = kind
+            if not self.up(site):
+                self._spawn(site)
+            _wait_listening(s.port, s, START_LIMIT_S)
+            said = self._procedure(kind, site)
+            if not said.startswith(("JOINED", "RESYNCED")):
+                raise MeshError(f"siege-ctl {kind} {site}, run again once the mesh was "
+                                f"whole, failed: {said}")
+            del self._unfinished[site]
+            s.command = "run"
+            if kind == "join":
+                self._joined.append(site)
 
     def quiet(self, limit_s: float) -> tuple[bool, str]:
         """Wait (the siège's own continuous rounds, brest's dial-ins) until every site holds
@@ -515,6 +537,7 @@ class ShippedMesh:
         if worker is not None:
             worker.join(60)
         if not said.startswith("JOINED"):
+            self._unfinished[site] = "join"  # heal() runs it again
             return False, said
         self._wait_serving(site)
         s.command = "run"
@@ -548,6 +571,7 @@ class ShippedMesh:
             _wait_listening(s.port, s, START_LIMIT_S)
             said = self._procedure("resync", site)
             if not said.startswith("RESYNCED"):
+                self._unfinished[site] = "resync"  # heal() runs it again
                 return False, said
             self._wait_serving(site)
             return True, said

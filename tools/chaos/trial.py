@@ -141,11 +141,13 @@ def trial(seed: int, server, folder: Path, seconds: float, faults_per_trial: int
         moments = sorted(rng.uniform(0.1, 0.8) * seconds for _ in out.kinds)
         began = time.monotonic()
         struck: list[fault_kinds.Strike] = []
+        resync_struck: float | None = None
         for kind, at in zip(out.kinds, moments, strict=True):
             time.sleep(max(0.0, began + at - time.monotonic()))
             struck_at = time.time()
             struck.append(strikes.strike(kind))
             if kind == "resync":  # what lyon committed after its old copy may be gone
+                resync_struck = struck_at
                 journal.doubt(STAND_IN, struck_at, time.time(),
                               "put back from an older copy, then resynced")
             for site in mesh.sites():  # a clock jump is in the journal at once
@@ -170,6 +172,9 @@ def trial(seed: int, server, folder: Path, seconds: float, faults_per_trial: int
                 raise worker.error
         strikes.settle()
         mesh.heal()
+        if resync_struck is not None:  # a resync another fault broke is finished by heal()
+            journal.doubt(STAND_IN, resync_struck, time.time(),
+                          "put back from an older copy, resynced when the mesh healed")
         healed = time.monotonic()
         quiet, why = mesh.quiet(QUIET_LIMIT_S)
         out.converge_s = time.monotonic() - healed
