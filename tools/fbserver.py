@@ -205,6 +205,15 @@ class Programs:
         return [*cmd, "--", *argv]
 
 
+def _sigkill(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise FirebirdServerError(f"the Firebird server pid {proc.pid} survives SIGKILL"
+                                  ) from None
+
+
 def _existing(path: str | Path) -> Path | None:
     p = Path(path)
     return p if p.exists() else None
@@ -473,12 +482,7 @@ class FirebirdServer:
         if proc is None:
             return
         if proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                raise FirebirdServerError(
-                    f"the Firebird server pid {proc.pid} survives SIGKILL") from None
+            _sigkill(proc)
         if self._layout is not None:
             self._layout.pidfile.unlink(missing_ok=True)
 
@@ -739,12 +743,7 @@ class FirebirdServer:
                 proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.forced_stops += 1
-                proc.kill()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    raise FirebirdServerError(
-                        f"the Firebird server pid {proc.pid} survives SIGKILL") from None
+                _sigkill(proc)
         self.stop_seconds = time.monotonic() - began
         if self._layout is not None:
             self._layout.pidfile.unlink(missing_ok=True)
