@@ -513,3 +513,16 @@ def test_a_row_held_by_an_open_local_transaction_delays_only_what_needs_it(mesh,
     assert snapshot(mesh.cons["lyon"]) == snapshot(mesh.cons["siege"])
     merged = [row for row in snapshot(mesh.cons["lyon"]).values() if row["ID"] == b"\x10\x02"]
     assert merged and merged[0]["B"] == b"\x10\x0a" and b"edited at the siege" in merged[0]["A"]
+
+
+def test_a_node_accepts_the_keepalive_pings_of_a_call_that_carries_no_data():
+    """A client pings every keepalive_time while a call is silent (a join's restore, a
+    resync); the server must allow it, or gRPC answers with GOAWAY "too_many_pings" and the
+    call dies (siege-ctl resync was cut so in the chaos run, issue 19). The real run takes
+    minutes of silence: `make chaos-short` meets it; here the settings that decide it."""
+    from siege_sync.node.transport import CHANNEL_OPTIONS, SERVER_OPTIONS
+
+    client, server = dict(CHANNEL_OPTIONS), dict(SERVER_OPTIONS)
+    assert server["grpc.http2.min_ping_interval_without_data_ms"] < \
+        client["grpc.keepalive_time_ms"]
+    assert server["grpc.keepalive_permit_without_calls"] == 1

@@ -43,7 +43,7 @@ from .exchange import ExchangeError, exchange
 from .join import JoinError, Restorer, database_exists, move_under_way
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
-from .transport import CHANNEL_OPTIONS, BundleWatcher, server_credentials
+from .transport import SERVER_OPTIONS, BundleWatcher, server_credentials
 from .vector import Vector
 
 log = logging.getLogger(__name__)
@@ -476,7 +476,7 @@ def _listen(listen: str, watcher: BundleWatcher, workers: int) -> tuple[grpc.Ser
     """A gRPC server on mutual TLS only, bound to ``listen`` (not started); its port."""
     # No SO_REUSEPORT: a second node on the same port must fail, not share it.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                         options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)],
+                         options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)],
                          compression=grpc.Compression.Gzip)
     try:
         port = server.add_secure_port(listen, server_credentials(watcher))

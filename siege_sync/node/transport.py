@@ -32,6 +32,15 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 20_000),
 ]
+# A server accepts the keepalive pings its clients send (every 30 s, above) also while a
+# call carries no data — a join's restore, a resync, a long apply. gRPC's default (one ping
+# in 5 minutes) answered the third with GOAWAY "too_many_pings" and cut `siege-ctl resync`
+# after about a minute of silence (found by the chaos run, issue 19).
+SERVER_OPTIONS = [
+    *CHANNEL_OPTIONS,
+    ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
 
 
 class BundleWatcher:

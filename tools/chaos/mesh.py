@@ -330,10 +330,14 @@ class ShippedMesh:
             if self.up(site) and s.command != kind:
                 self.stop(site)
             s.command = kind
+            if kind == "resync":  # the restore refuses while the application is attached
+                self._app_gate[site].clear()
+                self.shut_out_application(site)
             if not self.up(site):
                 self._spawn(site)
             _wait_listening(s.port, s, START_LIMIT_S)
             said = self._procedure(kind, site)
+            self._app_gate[site].set()
             if not said.startswith(("JOINED", "RESYNCED")):
                 raise MeshError(f"siege-ctl {kind} {site}, run again once the mesh was "
                                 f"whole, failed: {said}")
