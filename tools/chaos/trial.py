@@ -24,6 +24,7 @@ from tools.chaos.mesh import STAND_IN, ShippedMesh
 APP_USER = "SIEGE_APP"
 QUIET_LIMIT_S = 240.0  # after healing: a trial still moving then is a FAILED trial
 WORK_PAUSE_S = (0.02, 0.25)  # between two application transactions at a site
+TAIL_PAUSE_S = (1.0, 3.0)  # the same while faults run out past the planned work
 HOLD_CHANCE = 0.02  # per transaction: begin one left open across rounds instead
 RELEASE_AFTER_S = (2.0, 12.0)  # how long a held transaction stays open
 FAULT_TAIL_LIMIT_S = 150.0  # the longest a fault may run past the planned work
@@ -75,6 +76,7 @@ class _Site(threading.Thread):
         self.site, self.app, self.rng, self.stop, self.out, self.lock = \
             site, app, rng, stop, out, lock
         self.error: BaseException | None = None
+        self.slow = threading.Event()  # set: the planned work is done, faults run out
 
     def run(self) -> None:
         held_until = 0.0
@@ -88,7 +90,8 @@ class _Site(threading.Thread):
                     self.app.hold()
                     held_until = now + self.rng.uniform(*RELEASE_AFTER_S)
                 self._count(self.app.transaction())
-                self.stop.wait(self.rng.uniform(*WORK_PAUSE_S))
+                self.stop.wait(self.rng.uniform(*(TAIL_PAUSE_S if self.slow.is_set()
+                                                  else WORK_PAUSE_S)))
             if held_until:
                 self._count(self.app.release(commit=True))
         except BaseException as exc:  # noqa: BLE001 - reaches the trial (join)
@@ -160,6 +163,9 @@ def trial(seed: int, server, folder: Path, seconds: float, faults_per_trial: int
                 time.monotonic() < began + seconds or not all(s.ended for s in struck)):
             time.sleep(0.2)
             work_everywhere()
+            if time.monotonic() >= began + seconds:
+                for worker in workers.values():
+                    worker.slow.set()
         stop.set()
         for strike in struck:
             out.injected[strike.kind] += 1
