@@ -160,7 +160,9 @@ def test_issue_site_writes_a_bundle_with_identity_roles_and_sans(
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == [
         "spiffe://acme/lyon", "urn:siege-sync:role:relay", "urn:siege-sync:role:site"
     ]
-    assert san.get_values_for_type(x509.DNSName) == ["lyon", "lyon.example.net"]
+    assert san.get_values_for_type(x509.DNSName) == [
+        "lyon.site.siege-sync.internal", "lyon", "lyon.example.net"
+    ]
     assert san.get_values_for_type(x509.IPAddress) == [
         ip_address("192.0.2.10"), ip_address("2001:db8::1")
     ]

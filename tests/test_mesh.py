@@ -9,7 +9,7 @@ import random
 import grpc
 import pytest
 
-from siege_sync.certs import load_bundle
+from siege_sync.certs import load_bundle, pinned_name
 from siege_sync.node.digest import table_digest
 from siege_sync.node.schema import introspect
 from siege_sync.node.transport import channel
@@ -350,7 +350,7 @@ def test_a_client_without_certificate_is_refused(mesh):
     ca = (mesh.pki.folder / "bundles" / "lyon" / "ca.crt").read_bytes()
     creds = grpc.ssl_channel_credentials(root_certificates=ca)
     ch = grpc.secure_channel(f"127.0.0.1:{mesh.ports['siege']}", creds,
-                             options=[("grpc.ssl_target_name_override", "siege")])
+                             options=[("grpc.ssl_target_name_override", pinned_name("siege"))])
     with ch, pytest.raises(grpc.RpcError) as err:
         sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
     assert err.value.code() is grpc.StatusCode.UNAVAILABLE

@@ -12,8 +12,9 @@ One module per concept:
 * ``bundle``     — what a site installs, written and loaded with every check;
 * ``cli``        — the ``siege-certs`` command.
 
-A node needs only: ``load_bundle``, ``from_auth_context`` (who is calling), ``parse_crl`` /
-``is_revoked``, ``verify_chain``, ``days_to_expiry`` and ``days_left``.
+A node needs only: ``load_bundle``, ``from_auth_context`` (who is calling), ``pinned_name``
+(the name a client pins a server's site id by), ``parse_crl`` / ``is_revoked``,
+``verify_chain``, ``days_to_expiry`` and ``days_left``.
 """
 
 from .authority import Authority, Issued
@@ -26,6 +27,7 @@ from .identity import (
     Role,
     from_auth_context,
     from_pem,
+    pinned_name,
     validate_site_id,
 )
 from .revocation import Reason, RevocationList, is_revoked, parse_crl
@@ -47,6 +49,7 @@ __all__ = [
     "is_revoked",
     "load_bundle",
     "parse_crl",
+    "pinned_name",
     "validate_site_id",
     "verify_chain",
     "write_bundle",

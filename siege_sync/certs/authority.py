@@ -32,6 +32,7 @@ from .identity import (
     PeerIdentity,
     Role,
     from_certificate,
+    pinned_name,
     role_uri,
     roles_for,
     spiffe_id,
@@ -93,6 +94,25 @@ class Listed:
     record: Record
     status: Status
     days_left: int
+
+
+def _check_extra_names(index: Index, site: str, dns: Sequence[str]) -> None:
+    """A site's extra DNS names never name another site, and no other site's names name it:
+    a certificate answering to another site's id is an impostor's (issue 20)."""
+    for other in index.names():
+        if other == site:
+            continue
+        if other in dns:
+            raise CertError(
+                f"--dns {other!r} is the id of another site of this mesh: a certificate with "
+                "that name could pass for it; give the host name this site is reached by"
+            )
+        if any(site in r.dns for r in index.for_name(other)):
+            raise CertError(
+                f"{other!r}'s certificate carries the DNS name {site!r}: a site with that id "
+                f"could be mistaken for it; choose another site id, or renew {other!r} "
+                "without that name"
+            )
 
 
 def _now(now: datetime | None) -> datetime:
@@ -291,7 +311,8 @@ class Authority:
         ]
         sans += [x509.UniformResourceIdentifier(role_uri(r)) for r in sorted(roles)]
         if kind is Kind.SITE:
-            sans += [x509.DNSName(d) for d in (name, *[d for d in dns if d != name])]
+            sans += [x509.DNSName(d)
+                     for d in (pinned_name(name), name, *[d for d in dns if d != name])]
             sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
         if kind is Kind.SITE:
@@ -408,6 +429,7 @@ class Authority:
         with files.locked(self.paths.root):
             index = self.index()
             self._check_new_name(index, site, Kind.SITE, at)
+            _check_extra_names(index, site, dns_names)
             issued, index = self._issue(
                 index, site, Kind.SITE, roles_for(Kind.SITE, relay), dns_names, ip_texts, days, at
             )
@@ -454,8 +476,11 @@ class Authority:
                     f"the certificate of {name!r} was revoked on {old.revoked_at:%Y-%m-%d}: "
                     f"issue a new one with siege-certs {command} {name}"
                 )
+            # Names another site could be mistaken by, which older versions let in, go.
+            others = set(index.names()) - {name}
+            dns = tuple(d for d in old.dns if d not in others)
             issued, index = self._issue(
-                index, name, old.kind, old.roles, old.dns, old.ips, days, at, old.serial
+                index, name, old.kind, old.roles, dns, old.ips, days, at, old.serial
             )
             superseded = replace(old, superseded_by=issued.record.serial)
             if revoke_old:

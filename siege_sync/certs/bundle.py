@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from . import files
 from .authority import Issued
 from .chain import days_left, verify_certificate
 from .errors import CertError
-from .identity import Kind, PeerIdentity, from_certificate, load_certificate
+from .identity import Kind, PeerIdentity, from_certificate, load_certificate, pinned_name
 from .index import serial_hex
 from .revocation import RevocationList, parse_crl
 
@@ -181,6 +182,15 @@ def load_bundle(directory: Path) -> Bundle:
         raise CertError(
             f"{directory / MANIFEST} describes {manifest.get('name')!r} but the certificate is "
             f"{identity.spiffe_id!r}: install one complete bundle"
+        )
+    if identity.kind is Kind.SITE and pinned_name(identity.name) not in [
+            d.lower() for d in cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)]:
+        raise CertError(
+            f"the certificate in {directory} ({identity.name}) lacks the name "
+            f"{pinned_name(identity.name)} that peers check a site's identity by (it was "
+            f"issued by an older siege-certs): run `siege-certs renew {identity.name}` and "
+            "install the new bundle"
         )
     revocations = parse_crl(crl_pem, ca_pem)
     if revocations.is_revoked(identity.serial):

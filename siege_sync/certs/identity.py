@@ -10,8 +10,14 @@ and the layout of a certificate's subject alternative names:
   SAN, so for these certificates it is absent; all URIs are in ``peer_uri`` and
   ``x509_subject_alternative_name``, and ``from_auth_context`` reads the PEM
   (``x509_pem_cert``) anyway;
-* for a site, a DNS name equal to the site id, so a client dialling an address can pin the
-  server with ``grpc.ssl_target_name_override=<site>``, plus any extra DNS names / IPs.
+* for a site, the DNS name ``<site>.site.siege-sync.internal`` (``pinned_name``): a client
+  dialling any address pins the server with ``grpc.ssl_target_name_override`` set to it, so
+  the TLS handshake of the very connection it uses proves the server is that site (Python's
+  gRPC shows a client no server certificate to read a SPIFFE id from). No other certificate
+  may carry that name: the namespace is reserved (``validate_dns_name`` refuses it as an
+  extra name and ``from_certificate`` refuses a certificate naming another site in it).
+  Also the bare site id (what certificates before issue 20 were pinned by; no client pins it
+  any more), plus any extra DNS names / IPs.
 
 Reads that identity back from a certificate (``from_pem``) or from a gRPC server's
 ``context.auth_context()`` (``from_auth_context``).
@@ -42,6 +48,10 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE = re.compile(rf"^{_LABEL}$")
 _MESH_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,61}[a-z0-9])?$")
 _DNS_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+# Reserved for the names clients pin (".internal": a top-level name for private use, never
+# delegated in public DNS).
+PINNED_SUFFIX = ".site.siege-sync.internal"
+RESERVED_SUFFIX = ".siege-sync.internal"
 
 
 class Kind(StrEnum):
@@ -108,7 +118,8 @@ def validate_mesh(mesh: str) -> str:
 
 
 def validate_dns_name(name: str) -> str:
-    """Return ``name`` lowercased if it is a valid host name for a DNS SAN."""
+    """Return ``name`` lowercased if it is a valid host name for an extra DNS SAN (never one
+    of the reserved names clients pin a site by)."""
     lowered = name.strip().lower().rstrip(".")
     if not lowered.isascii():
         raise CertError(f"bad DNS name {name!r}: give its ASCII (punycode, 'xn--...') form")
@@ -117,7 +128,18 @@ def validate_dns_name(name: str) -> str:
             f"bad DNS name {name!r}: use labels of letters, digits and '-' separated by dots "
             "(e.g. 'lyon.example.net'), no wildcard"
         )
+    if lowered.endswith(RESERVED_SUFFIX) or lowered == RESERVED_SUFFIX[1:]:
+        raise CertError(
+            f"bad DNS name {name!r}: names ending in {RESERVED_SUFFIX} are reserved for the "
+            "identity siege-certs gives every site; give the host name the site is reached by"
+        )
     return lowered
+
+
+def pinned_name(site: str) -> str:
+    """The DNS name a client pins the server of ``site`` by (``lyon.site.siege-sync.internal``);
+    only the certificate of ``site`` carries it."""
+    return f"{site}{PINNED_SUFFIX}"
 
 
 def validate_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -207,6 +229,13 @@ def from_certificate(cert: x509.Certificate) -> PeerIdentity:
         raise CertError(
             f"the certificate of {kind.value} {name!r} carries roles "
             f"{sorted(r.value for r in roles)} that do not fit a {kind.value}: refusing it"
+        )
+    pinned = [d for d in san.get_values_for_type(x509.DNSName)
+              if d.lower().endswith(RESERVED_SUFFIX)]
+    if any(d.lower() != pinned_name(name) for d in pinned) or kind is Kind.ADMIN and pinned:
+        raise CertError(
+            f"the certificate of {kind.value} {name!r} also claims {sorted(pinned)}, names "
+            "reserved for other sites' identities: refusing it (an impostor's certificate)"
         )
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(cns) != 1 or cns[0].value != name:

@@ -1,14 +1,18 @@
 """Mutual TLS for the node: server credentials, channels to peers, the peer's certificate.
 
 Owns how a node presents its bundle (written by ``siege-certs issue``) and how it dials a
-peer: only the mesh CA is trusted, every channel pins the peer's site id (the certificate's
-DNS name) whatever address it dials, messages are gzip-compressed. The server re-reads the
+peer: only the mesh CA is trusted, every channel pins the peer's site id whatever address it
+dials (the reserved DNS name ``<site>.site.siege-sync.internal`` only that site's certificate
+carries, checked by the TLS handshake of the connection the calls use), messages are
+gzip-compressed. The server re-reads the
 bundle when its files change, so a renewed certificate or a new revocation list applies
 without a restart.
 
 gRPC's Python API cannot check a revocation list inside the handshake nor show a client the
 server's certificate: the service checks the caller's serial on every call (``service.py``),
-and ``peer_identity`` reads the server's certificate with one plain TLS handshake first.
+and ``peer_identity`` reads the server's certificate with one plain TLS handshake first — for
+its revocation and expiry only; who the server is, the pinned name proves on the very
+connection.
 Must never accept a plaintext connection.
 """
 
@@ -23,7 +27,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..certs import Bundle, CertError, PeerIdentity, from_pem, load_bundle, verify_chain
+from ..certs import (
+    Bundle,
+    CertError,
+    PeerIdentity,
+    from_pem,
+    load_bundle,
+    pinned_name,
+    verify_chain,
+)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -107,7 +119,7 @@ def channel(address: str, bundle: Bundle, peer_site: str, paced: bool = False) -
                                          certificate_chain=bundle.cert_pem)
     extra = [("grpc.http2.bdp_probe", 0)] if paced else []
     return grpc.secure_channel(address, creds, options=[
-        *CHANNEL_OPTIONS, *extra, ("grpc.ssl_target_name_override", peer_site)],
+        *CHANNEL_OPTIONS, *extra, ("grpc.ssl_target_name_override", pinned_name(peer_site))],
         compression=grpc.Compression.Gzip)
 
 
@@ -129,7 +141,7 @@ def peer_certificate(address: str, bundle: Bundle, peer_site: str,
     ctx.set_alpn_protocols(["h2"])
     ctx.check_hostname = True
     with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock, \
-            ctx.wrap_socket(sock, server_hostname=peer_site) as tls:
+            ctx.wrap_socket(sock, server_hostname=pinned_name(peer_site)) as tls:
         der = tls.getpeercert(binary_form=True)
     if not der:
         raise CertError(f"{address} presented no certificate")
