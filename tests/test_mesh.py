@@ -309,6 +309,14 @@ def test_health_and_reflection_are_served_over_mtls_only(mesh):
         reply = health.Check(health_pb2.HealthCheckRequest(service="siege.v1.SyncNode"),
                              timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # Reflection describes every call served: an operator's tool (issue 20).
+        with pytest.raises(grpc.RpcError) as err:
+            ProtoReflectionDescriptorDatabase(ch).get_services()
+        assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    if not (mesh.pki.folder / "bundles" / "ops").exists():
+        mesh.pki.admin("ops")
+    ch, _stub = stub_as(mesh, "ops", "siege")
+    with ch:
         services = ProtoReflectionDescriptorDatabase(ch).get_services()
         assert "siege.v1.SyncNode" in services and "grpc.health.v1.Health" in services
     # No plaintext: a plain HTTP/2 client gets no gRPC answer.

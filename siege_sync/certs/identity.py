@@ -230,12 +230,14 @@ def from_certificate(cert: x509.Certificate) -> PeerIdentity:
             f"the certificate of {kind.value} {name!r} carries roles "
             f"{sorted(r.value for r in roles)} that do not fit a {kind.value}: refusing it"
         )
-    pinned = [d for d in san.get_values_for_type(x509.DNSName)
-              if d.lower().endswith(RESERVED_SUFFIX)]
-    if any(d.lower() != pinned_name(name) for d in pinned) or kind is Kind.ADMIN and pinned:
+    own = pinned_name(name) if kind is Kind.SITE else None
+    foreign = sorted(d for d in san.get_values_for_type(x509.DNSName)
+                     if d.lower().endswith(RESERVED_SUFFIX) and d.lower() != own)
+    if foreign:
         raise CertError(
-            f"the certificate of {kind.value} {name!r} also claims {sorted(pinned)}, names "
-            "reserved for other sites' identities: refusing it (an impostor's certificate)"
+            f"the certificate of {kind.value} {name!r} also claims {', '.join(foreign)}, "
+            "names reserved for other sites' identities: refusing it (an impostor's "
+            "certificate)"
         )
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if len(cns) != 1 or cns[0].value != name:

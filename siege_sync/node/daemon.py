@@ -1,7 +1,8 @@
 """``siege-node run``: the node as a long-running service.
 
 Owns the process: the database connection, the gRPC server (the sync service, the standard
-health service, server reflection) on mutual TLS only, exchanges started through the service,
+health service, server reflection) on mutual TLS only, every call admitted first
+(admission.py), exchanges started through the service,
 and a clean stop — on SIGTERM or SIGINT the server stops taking calls, lets the running ones
 finish (grace period), then the database is closed.
 
@@ -34,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 from ..certs import CertError, Role, verify_chain
 from ..proto import coordinator_pb2_grpc, sync_pb2, sync_pb2_grpc
 from . import capture, parking, transport
+from .admission import Admission, Limits
 from .announce import AnnounceError, Announcer, Browser
 from .clock import Clock, SystemClock
 from .config import NodeConfig, ServiceConfig
@@ -49,6 +51,8 @@ from .vector import Vector
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
+# A node waiting for its copy serves few calls: the siège's Restore and health checks.
+JOIN_LIMITS = Limits(workers=6, reserve=3, per_peer=2)
 PURGE_ORDER_TIMEOUT = 30.0
 RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
 RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come first)
@@ -98,6 +102,7 @@ class Node:
         self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, self.replica,
                                      lambda: self.watcher.refresh()[0])
         self._server: grpc.Server | None = None
+        self._admission: Admission | None = None
         self._health = health.HealthServicer()
         self._exchange_lock = threading.Lock()
         self._peer_locks: dict[str, threading.Lock] = {}
@@ -117,7 +122,9 @@ class Node:
             raise
 
     def _start(self) -> int:
-        server, port = _listen(self.service_cfg.listen, self.watcher, workers=8)
+        self._admission = Admission(self.watcher, self.cfg.site, Limits(),
+                                    lambda: set(self.service_cfg.coordinators(self.cfg.site)))
+        server, port = _listen(self.service_cfg.listen, self.watcher, self._admission)
         self._server = server
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
         add_to_server(SyncService(self.replica, self.watcher, self.exchange,
@@ -372,6 +379,9 @@ class Node:
             self._health.enter_graceful_shutdown()
             self._server.stop(grace).wait()
             self._server = None
+        if self._admission is not None:
+            self._admission.close()
+            self._admission = None
         self.replica.close()
 
 
@@ -428,11 +438,14 @@ class Awaiting:
         self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, None,
                                      lambda: self.watcher.refresh()[0])
         self._server: grpc.Server | None = None
+        self._admission: Admission | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> int:
-        server, port = _listen(self.service_cfg.listen, self.watcher, workers=4)
+        self._admission = Admission(self.watcher, self.cfg.site, JOIN_LIMITS,
+                                    lambda: set(self.service_cfg.coordinators(self.cfg.site)))
+        server, port = _listen(self.service_cfg.listen, self.watcher, self._admission)
         add_to_server(JoinService(self.restorer, self.watcher, self.cfg.site,
                                   self.service_cfg.siege), server)
         health_servicer = health.HealthServicer()
@@ -468,16 +481,23 @@ class Awaiting:
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None
+        if self._admission is not None:
+            self._admission.close()
+            self._admission = None
         if self._thread is not None:
             self._thread.join(timeout=30)
 
 
-def _listen(listen: str, watcher: BundleWatcher, workers: int) -> tuple[grpc.Server, int]:
-    """A gRPC server on mutual TLS only, bound to ``listen`` (not started); its port."""
+def _listen(listen: str, watcher: BundleWatcher, admission: Admission
+            ) -> tuple[grpc.Server, int]:
+    """A gRPC server on mutual TLS only, bound to ``listen`` (not started); its port. Every
+    call goes through ``admission`` first (who, how many at once)."""
     # No SO_REUSEPORT: a second node on the same port must fail, not share it.
+    workers = admission.limits.workers
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)],
-                         compression=grpc.Compression.Gzip)
+                         compression=grpc.Compression.Gzip, interceptors=[admission],
+                         maximum_concurrent_rpcs=2 * workers)
     try:
         port = server.add_secure_port(listen, server_credentials(watcher))
     except RuntimeError:

@@ -1,0 +1,226 @@
+"""Who may start a call on this node, and how many at once: checked before any work.
+
+Owns the one server interceptor every service of a node goes through — the sync service,
+the coordinator's, health checks and reflection alike. Before a request is parsed (the
+handlers receive bytes and decode them only after admission), it:
+
+* reads the caller's identity from its TLS certificate (the handshake already checked the
+  chain against the mesh CA) and refuses a certificate of another mesh, a malformed one, or
+  one the node's revocation list names (UNAUTHENTICATED);
+* keeps reflection, which describes every call this node serves, to admin certificates
+  (PERMISSION_DENIED);
+* bounds the calls in progress: at most ``per_peer`` per plain site (one that does not
+  coordinate), and plain sites together leave ``reserve`` worker threads free, so a flood
+  of streams from one or several sites never keeps the siège, a stand-in, an operator or
+  the node itself from being answered (RESOURCE_EXHAUSTED, retried by the caller's next
+  round);
+* closes a call streaming requests (Push) whose caller sends nothing for ``idle_s`` seconds.
+
+Which call a caller's kind may make (a site may not start an exchange...) stays with each
+service (``service.Gatekeeper``): this module decides only whether to start the work.
+Must never read or write the database, and never keep a refused call's bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ..certs import CertError, Kind, PeerIdentity, from_auth_context
+from .transport import BundleWatcher
+
+log = logging.getLogger(__name__)
+
+REFLECTION_PREFIX = "/grpc.reflection."
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``workers``: the server's threads (each call in progress holds one); ``reserve``:
+    how many of them only the privileged may take; ``per_peer``: calls in progress per
+    certificate holder; ``idle_s``: a stream's longest silence."""
+
+    workers: int = 16
+    reserve: int = 6
+    per_peer: int = 4
+    idle_s: float = 120.0
+
+
+@dataclass
+class _Call:
+    who: str
+    privileged: bool
+    context: grpc.ServicerContext
+    streaming: bool
+    last: float = field(default_factory=time.monotonic)
+
+
+class Admission(grpc.ServerInterceptor):
+    """The interceptor (``interceptors=[Admission(...)]`` when the server is built).
+
+    ``privileged()``: the sites whose calls may use the reserve — the configured siège and
+    the stand-ins; admin certificates and the node's own certificate always may."""
+
+    def __init__(self, watcher: BundleWatcher, site: str, limits: Limits,
+                 privileged: Callable[[], set[str]]) -> None:
+        self._watcher = watcher
+        self._site = site
+        self._limits = limits
+        self._privileged = privileged
+        self._lock = threading.Lock()
+        self._calls: dict[int, _Call] = {}
+        self._ids = iter(range(1, 2**63))
+        self._identities: dict[bytes, PeerIdentity] = {}  # parsed certificates, by PEM
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._close_idle, name="idle-streams",
+                                          daemon=True)
+        self._watchdog.start()
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._watchdog.join(timeout=5)
+
+    # --- the interceptor --------------------------------------------------------------
+
+    def intercept_service(self, continuation: Callable[[Any], Any],
+                          details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        return _admitted(handler, self, details.method)
+
+    def admit(self, context: grpc.ServicerContext, method: str, streaming: bool) -> int:
+        """Check the caller and take a slot; the slot's id (``release`` it), or abort.
+        ``streaming``: the caller streams requests (the idle watchdog looks after it)."""
+        ident = self._identity(context)
+        if method.startswith(REFLECTION_PREFIX) and ident.kind is not Kind.ADMIN:
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{ident.name} ({ident.kind}) may not use reflection; it needs an "
+                         "admin certificate")
+        privileged = (ident.kind is Kind.ADMIN or ident.name == self._site
+                      or ident.name in self._privileged())
+        limits = self._limits
+        with self._lock:
+            mine = sum(1 for c in self._calls.values() if c.who == ident.name)
+            plain = sum(1 for c in self._calls.values() if not c.privileged)
+            total = len(self._calls)
+            why = None
+            if not privileged and mine >= limits.per_peer:
+                why = f"{mine} calls of {ident.name} are in progress (at most {limits.per_peer})"
+            elif total >= limits.workers:
+                why = f"{total} calls are in progress (at most {limits.workers})"
+            elif not privileged and plain >= limits.workers - limits.reserve:
+                why = (f"{plain} calls of sites are in progress; the last {limits.reserve} "
+                       "threads are kept for the siège, its stand-ins and operators")
+            else:
+                slot = next(self._ids)
+                self._calls[slot] = _Call(ident.name, privileged, context, streaming)
+        if why is not None:
+            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{method} from {ident.name} refused: {why}; try again later")
+        return slot
+
+    def heard(self, slot: int) -> None:
+        """The caller of a streaming call sent a message."""
+        call = self._calls.get(slot)
+        if call is not None:
+            call.last = time.monotonic()
+
+    def release(self, slot: int) -> None:
+        with self._lock:
+            self._calls.pop(slot, None)
+
+    # --- the parts --------------------------------------------------------------------
+
+    def _identity(self, context: grpc.ServicerContext) -> PeerIdentity:
+        bundle, changed = self._watcher.refresh()
+        auth = context.auth_context()
+        pem = next(iter(auth.get("x509_pem_cert", ()) or ()), b"")
+        if changed:
+            self._identities.clear()  # a new CA or revocation list: judge them again
+        ident = self._identities.get(pem)
+        if ident is None:
+            try:
+                ident = from_auth_context(auth, mesh=bundle.identity.mesh)
+            except CertError as exc:
+                self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
+                             f"{context.peer()}: {exc}")
+            if len(self._identities) > 256:
+                self._identities.clear()
+            self._identities[pem] = ident
+        if bundle.revocations.is_revoked(ident.serial):
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
+                         f"{ident.name}'s certificate (serial {ident.serial:x}) is revoked")
+        return ident
+
+    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, why: str):
+        log.warning("[%s] refused: %s", self._site, why)
+        context.abort(code, why)
+        raise AssertionError("abort raises")
+
+    def _close_idle(self) -> None:
+        while not self._stopping.wait(min(5.0, self._limits.idle_s / 4)):
+            now = time.monotonic()
+            with self._lock:
+                idle = [c for c in self._calls.values()
+                        if c.streaming and now - c.last > self._limits.idle_s]
+            for call in idle:
+                log.warning("[%s] closed a stream of %s silent for %.0f s", self._site,
+                            call.who, now - call.last)
+                call.context.cancel()
+
+
+def _admitted(handler: grpc.RpcMethodHandler, gate: Admission,
+              method: str) -> grpc.RpcMethodHandler:
+    """``handler``, receiving bytes and decoding them only once ``gate`` admitted the call."""
+    decode = handler.request_deserializer or (lambda raw: raw)
+    encode = handler.response_serializer
+    streaming = handler.request_streaming  # (what the idle watchdog looks at)
+
+    def requests(slot: int, raw: Iterator[bytes]) -> Iterator[Any]:
+        for message in raw:
+            gate.heard(slot)
+            yield decode(message)
+
+    if handler.request_streaming and handler.response_streaming:
+        def stream_stream(raw: Iterator[bytes], context: grpc.ServicerContext) -> Iterator:
+            slot = gate.admit(context, method, streaming)
+            try:
+                yield from handler.stream_stream(requests(slot, raw), context)
+            finally:
+                gate.release(slot)
+        return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=encode)
+    if handler.request_streaming:
+        def stream_unary(raw: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            slot = gate.admit(context, method, streaming)
+            try:
+                return handler.stream_unary(requests(slot, raw), context)
+            finally:
+                gate.release(slot)
+        return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=encode)
+    if handler.response_streaming:
+        def unary_stream(raw: bytes, context: grpc.ServicerContext) -> Iterator:
+            slot = gate.admit(context, method, streaming)
+            try:
+                yield from handler.unary_stream(decode(raw), context)
+            finally:
+                gate.release(slot)
+        return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=encode)
+
+    def unary_unary(raw: bytes, context: grpc.ServicerContext) -> Any:
+        slot = gate.admit(context, method, streaming)
+        try:
+            return handler.unary_unary(decode(raw), context)
+        finally:
+            gate.release(slot)
+    return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=encode)

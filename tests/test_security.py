@@ -1,0 +1,323 @@
+"""Attacks on a closed mesh, made against real ``siege-node run`` processes (issue 20).
+
+Three sites on a real Firebird server, each a ``siege-node run`` process serving gRPC over
+mutual TLS on loopback. The certificates of the attacks are forged here with the
+``cryptography`` package and the mesh CA's own key (what an operator's careless command or a
+stolen CA directory gives an attacker) or issued by ``siege-certs`` and then revoked. What
+this file proves:
+
+* **Impostors by name.** A certificate carrying another site's id as an extra DNS name no
+  longer passes for that site (clients pin the reserved name
+  ``<site>.site.siege-sync.internal``, on the very connection they call over); one carrying
+  another site's reserved name is refused by every node it calls and by the node it would
+  run; ``siege-certs`` refuses to issue either.
+* **Authorization before work.** A revoked certificate gets no health check, no health
+  watch, no reflection, and its bytes are not parsed (garbage is refused as
+  UNAUTHENTICATED, not INVALID_ARGUMENT); a site certificate gets no reflection.
+* **Floods.** Idle Push streams from several site certificates at once do not keep the
+  siège, an operator or the node's own health check from being answered; the surplus is
+  refused (RESOURCE_EXHAUSTED) and silent streams are closed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from siege_sync.certs import CertError, from_pem, load_bundle, pinned_name, write_bundle
+from siege_sync.node import transport
+from siege_sync.node.admission import Admission, Limits
+from siege_sync.node.transport import BundleWatcher, channel
+from siege_sync.proto import sync_pb2, sync_pb2_grpc
+from tools.localmesh import MESH, Pki, ProcessMesh
+
+DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20))"]
+
+
+@pytest.fixture(scope="module")
+def mesh(fb_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessMesh]:
+    built = ProcessMesh(fb_server, tmp_path_factory.mktemp("mesh"), DDL)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def address(mesh: ProcessMesh, site: str) -> str:
+    return f"127.0.0.1:{mesh.ports[site]}"
+
+
+def bundle_dir(mesh: ProcessMesh, name: str) -> Path:
+    return mesh.pki.folder / "bundles" / name
+
+
+def forge(mesh: ProcessMesh, site: str, extra_dns: list[str], out: Path) -> Path:
+    """A bundle for ``site`` whose certificate the mesh CA's key signs directly (no
+    siege-certs check), carrying ``extra_dns`` besides the site's own names."""
+    ca_dir = mesh.pki.folder / "ca"
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    names: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(f"spiffe://{MESH}/{site}"),
+        x509.UniformResourceIdentifier("urn:siege-sync:role:site"),
+        *[x509.DNSName(d) for d in (pinned_name(site), site, *extra_dns)]]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    shutil.copytree(bundle_dir(mesh, site), out)
+    (out / "site.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / "site.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return out
+
+
+def run_with_bundle(mesh: ProcessMesh, site: str, bundle: Path) -> None:
+    """Restart ``site``'s node with another bundle (its config rewritten)."""
+    config = Path(mesh.configs[site])
+    text = config.read_text()
+    start = text.index('bundle = "') + len('bundle = "')
+    config.write_text(text[:start] + str(bundle) + text[text.index('"', start):])
+    if mesh.up(site):
+        mesh.kill(site)
+    mesh.start(site)
+
+
+def status(addr: str, bundle: Path, site: str) -> grpc.StatusCode:
+    with channel(addr, load_bundle(bundle), site) as ch:
+        try:
+            sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+# --- 1. impostors by name --------------------------------------------------------------------
+
+
+def test_a_certificate_naming_another_site_cannot_pass_for_it(mesh, tmp_path: Path) -> None:
+    ops = bundle_dir(mesh, "ops")
+    assert status(address(mesh, "siege"), ops, "siege") is grpc.StatusCode.OK
+    # siege-certs refuses to issue it, and names why.
+    done = subprocess.run([sys.executable, "-m", "siege_sync.certs.cli", "issue", "shop",
+                           "--dns", "siege", "--dir", str(mesh.pki.folder / "ca"),
+                           "--out", str(tmp_path / "shop")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "another site" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    # Forged anyway (the CA's key, no siege-certs): nice's node now presents a certificate
+    # that also says "siege" (an address of the siège taken over, a DNS answer forged).
+    forged = forge(mesh, "nice", ["siege"], tmp_path / "nice-forged")
+    try:
+        run_with_bundle(mesh, "nice", forged)
+        nice = address(mesh, "nice")
+        assert status(nice, ops, "nice") is grpc.StatusCode.OK  # it serves as nice
+        # Dialled as the siège — what siege-ctl, health checks, the election and join do —
+        # the connection is refused: its certificate does not carry the siège's name.
+        assert status(nice, ops, "siege") is grpc.StatusCode.UNAVAILABLE
+        assert transport.health_check(nice, load_bundle(ops), "siege", 5) is not None
+        with pytest.raises((CertError, OSError)):
+            transport.peer_identity(nice, load_bundle(ops), "siege", timeout=5)
+        done = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--address",
+                               nice, "--siege", "siege", "--bundle", str(ops), "--timeout",
+                               "10", "test"], capture_output=True, text=True, timeout=180,
+                              cwd=tmp_path)
+        assert done.returncode != 0, done.stdout
+        assert "Traceback" not in done.stderr, done.stderr
+    finally:
+        run_with_bundle(mesh, "nice", bundle_dir(mesh, "nice"))
+
+
+def test_a_certificate_claiming_another_sites_reserved_name_is_refused(
+        mesh, tmp_path: Path) -> None:
+    forged = forge(mesh, "nice", [pinned_name("siege")], tmp_path / "nice-claims-siege")
+    with pytest.raises(CertError, match="reserved for other sites"):
+        from_pem((forged / "site.crt").read_bytes())
+    # As a client, every node refuses it before anything else.
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(forged / "ca.crt").read_bytes(),
+        private_key=(forged / "site.key").read_bytes(),
+        certificate_chain=(forged / "site.crt").read_bytes())
+    with grpc.secure_channel(address(mesh, "lyon"), creds, options=[
+            ("grpc.ssl_target_name_override", pinned_name("lyon"))]) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # Its own node will not run with it: one paragraph, exit 2.
+    config = Path(mesh.configs["nice"]).with_name("nice-forged.toml")  # (beside db.pw)
+    text = Path(mesh.configs["nice"]).read_text()
+    start = text.index('bundle = "') + len('bundle = "')
+    config.write_text(text[:start] + str(forged) + text[text.index('"', start):])
+    done = subprocess.run([sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(mesh.configs["nice"]).parent)
+    assert done.returncode == 2 and "reserved for other sites" in done.stderr, done.stderr
+    # And siege-certs refuses the reserved namespace as an extra name.
+    done = subprocess.run([sys.executable, "-m", "siege_sync.certs.cli", "issue", "shop",
+                           "--dns", pinned_name("siege"), "--dir",
+                           str(mesh.pki.folder / "ca"), "--out", str(tmp_path / "shop")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "reserved" in done.stderr, done.stderr
+
+
+# --- 2. authorization before work ------------------------------------------------------------
+
+
+def test_a_revoked_certificate_gets_nothing_and_its_bytes_are_not_read(
+        mesh, tmp_path: Path) -> None:
+    rogue = write_bundle(tmp_path / "rogue", mesh.pki.ca.issue_site("rogue"))
+    nice = address(mesh, "nice")
+    assert transport.health_check(nice, load_bundle(rogue), "nice", 5) is None  # before
+    mesh.pki.ca.revoke("rogue")
+    for site in ProcessMesh.SITES:  # the operator installs the new list at every site
+        (bundle_dir(mesh, site) / "crl.pem").write_bytes(mesh.pki.ca.crl_pem)
+    with channel(nice, load_bundle(rogue), "nice") as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(health.Watch(health_pb2.HealthCheckRequest(), timeout=10)))
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as err:
+            ProtoReflectionDescriptorDatabase(ch).get_services()
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        # Bytes that are no HelloRequest: refused for who sends them, before being read
+        # (a caller the node would serve gets INVALID_ARGUMENT for the same bytes).
+        garbage = ch.unary_unary("/siege.v1.SyncNode/Hello")
+        with pytest.raises(grpc.RpcError) as err:
+            garbage(b"\xff\xff\xff not a message", timeout=10)
+        assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with channel(nice, load_bundle(bundle_dir(mesh, "lyon")), "nice") as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            ch.unary_unary("/siege.v1.SyncNode/Hello")(b"\xff\xff\xff not a message",
+                                                       timeout=10)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --- 3. floods ---------------------------------------------------------------------------------
+
+
+def test_idle_push_streams_from_sites_do_not_stall_the_node(mesh, tmp_path: Path) -> None:
+    """Four site certificates open six silent Push streams each against nice (24; the node
+    has 16 threads): each site gets at most 4, sites together at most 10, and the siège,
+    an operator and the health check are answered at once."""
+    floods = [bundle_dir(mesh, "lyon")] + [
+        write_bundle(tmp_path / name, mesh.pki.ca.issue_site(name))
+        for name in ("flood-a", "flood-b", "flood-c")]
+    nice = address(mesh, "nice")
+    release = threading.Event()
+    outcomes: list[grpc.StatusCode] = []
+    errors: list[BaseException] = []
+
+    def silent() -> Iterator[sync_pb2.Batch]:
+        release.wait(60)
+        return
+        yield
+
+    def hold(bundle: Path) -> None:
+        try:
+            with channel(nice, load_bundle(bundle), "nice") as ch:
+                try:
+                    sync_pb2_grpc.SyncNodeStub(ch).Push(silent(), timeout=90)
+                    outcomes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    outcomes.append(exc.code())
+        except BaseException as exc:  # reaches the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hold, args=(b,), daemon=True)
+               for b in floods for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10  # every stream opened, refused or held
+        while time.monotonic() < deadline and outcomes.count(
+                grpc.StatusCode.RESOURCE_EXHAUSTED) < 14:
+            time.sleep(0.2)
+        started = time.monotonic()
+        assert transport.health_check(nice, load_bundle(bundle_dir(mesh, "siege")), "nice",
+                                      5) is None, "the siège's health check is answered"
+        assert status(nice, bundle_dir(mesh, "ops"), "nice") is grpc.StatusCode.OK
+        assert mesh.exchange_checked("nice") >= 0, "the siège's exchange is answered"
+        assert time.monotonic() - started < 20
+        # 4 held per site (16 would be asked for), 10 for the sites together: 14 refused.
+        assert outcomes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 14, outcomes
+    finally:
+        release.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not errors, errors
+
+
+def test_a_silent_push_stream_is_closed(tmp_path: Path) -> None:
+    """A stream whose caller sends nothing is closed after ``idle_s`` (here 1 s; a node
+    waits 120 s), freeing its thread: the admission of a real server on mutual TLS."""
+    pki = Pki(tmp_path)
+    watcher = BundleWatcher(pki.site("nice"))
+    gate = Admission(watcher, "nice", Limits(workers=4, reserve=1, per_peer=2, idle_s=1.0),
+                     set)
+    server = grpc.server(ThreadPoolExecutor(max_workers=4), interceptors=[gate])
+    received: list[int] = []
+
+    def push(requests: Iterator[sync_pb2.Batch], context: grpc.ServicerContext
+             ) -> sync_pb2.PushReply:
+        received.append(sum(1 for _ in requests))
+        return sync_pb2.PushReply()
+
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "siege.v1.SyncNode", {"Push": grpc.stream_unary_rpc_method_handler(
+            push, request_deserializer=sync_pb2.Batch.FromString,
+            response_serializer=sync_pb2.PushReply.SerializeToString)}),))
+    port = server.add_secure_port("127.0.0.1:0", transport.server_credentials(watcher))
+    server.start()
+    release = threading.Event()
+
+    def one_then_silent() -> Iterator[sync_pb2.Batch]:
+        yield sync_pb2.Batch()
+        release.wait(30)
+
+    try:
+        with channel(f"127.0.0.1:{port}", load_bundle(pki.site("lyon")), "nice") as ch:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as err:
+                sync_pb2_grpc.SyncNodeStub(ch).Push(one_then_silent(), timeout=30)
+            assert err.value.code() is grpc.StatusCode.CANCELLED
+            assert 1.0 <= time.monotonic() - started < 10
+    finally:
+        release.set()
+        server.stop(0).wait()
+        gate.close()
