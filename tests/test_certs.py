@@ -315,7 +315,7 @@ def test_renew_supersedes_then_revoke_by_name_covers_the_superseded(
 ) -> None:
     first = ca.issue_site("lyon", relay=True, dns=["lyon.example.net"], ips=["192.0.2.10"])
     out = write_bundle(tmp_path / "lyon", first)
-    renewed, old = ca.renew("lyon", days=30)
+    renewed, old = ca.renew("lyon", days=30, revoke_old=False)
     write_bundle(out, renewed)  # rotated in place: the site re-reads it
     bundle = load_bundle(out)
     assert bundle.identity.serial == renewed.record.serial != first.record.serial
@@ -336,7 +336,7 @@ def test_renew_supersedes_then_revoke_by_name_covers_the_superseded(
 
 def test_renew_with_revoke_old_and_unknown_name(ca: Authority, tmp_path: Path) -> None:
     first = ca.issue_admin("alice")
-    renewed, old = ca.renew("alice", revoke_old=True)
+    renewed, old = ca.renew("alice")  # the previous one is revoked (issue 20)
     assert old.reason is Reason.SUPERSEDED
     assert is_revoked(renewed.crl_pem, first.record.serial, ca.ca_pem)
     assert renewed.identity.kind is Kind.ADMIN
@@ -531,13 +531,13 @@ def test_cli_flow_init_issue_list_revoke_crl_renew(
     assert code == 0 and out.startswith("-----BEGIN X509 CRL-----")
 
     code, out, _ = cli(capsys, "renew", "paris", "--dir", d)
-    assert code == 0 and "superseded" in out
+    assert code == 0 and "revoked" in out and "crl.pem" in out
     renewed = load_bundle(tmp_path / "ca" / "bundles" / "paris")
     assert renewed.identity.serial != bundle.identity.serial
     assert renewed.identity.roles == bundle.identity.roles
     code, out, _ = cli(capsys, "list", "--dir", d)
     statuses = [(line.split()[0], line.split()[-1]) for line in out.splitlines()[2:6]]
-    assert statuses == [("alice", "valid"), ("lyon", "revoked"), ("paris", "superseded"),
+    assert statuses == [("alice", "valid"), ("lyon", "revoked"), ("paris", "revoked"),
                         ("paris", "valid")]
 
 

@@ -321,3 +321,18 @@ def test_a_silent_push_stream_is_closed(tmp_path: Path) -> None:
         release.set()
         server.stop(0).wait()
         gate.close()
+
+
+def test_a_password_written_in_a_config_others_may_read_is_refused(tmp_path: Path) -> None:
+    from siege_sync.node import config
+
+    (tmp_path / "bundle").mkdir()
+    path = tmp_path / "nice.toml"
+    path.write_text('site = "nice"\n[database]\ndsn = "/srv/shop.fdb"\nuser = "SYSDBA"\n'
+                    'password = "masterkey"\n[node]\nlisten = "127.0.0.1:1"\n'
+                    'bundle = "bundle"\n')
+    path.chmod(0o644)
+    with pytest.raises(config.ConfigError, match="others may read: chmod 600 nice.toml"):
+        config.load(path)
+    path.chmod(0o600)
+    assert config.load(path).database.password == "masterkey"

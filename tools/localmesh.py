@@ -221,6 +221,7 @@ class ProcessMesh:
                             port = self.lines[peer].port
                         lines += [f"[peers.{peer}]", f'address = "127.0.0.1:{port}"']
                 path = folder / f"{site}.toml"
+                path.touch(0o600)  # (it may hold a password: the node refuses it otherwise)
                 path.write_text("\n".join(lines) + "\n"
                                 + (siege_toml if site == "siege" else ""))
                 self.configs[site] = str(path)

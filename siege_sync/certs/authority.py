@@ -455,13 +455,15 @@ class Authority:
         self,
         name: str,
         days: int = DEFAULT_LEAF_DAYS,
-        revoke_old: bool = False,
+        revoke_old: bool = True,
         now: datetime | None = None,
     ) -> tuple[Issued, Record]:
         """A fresh key and certificate for the same identity, roles and SANs.
 
-        The previous certificate is marked superseded — it keeps working until it expires —
-        or revoked as well with ``revoke_old``. Returns the new certificate and the old record.
+        The previous certificate is revoked (reason: superseded) and the CRL written — a
+        renewal after a lost laptop or a departed employee must not leave the old key valid
+        for months (issue 20) — or, with ``revoke_old=False``, only marked superseded: it
+        keeps working until it expires. Returns the new certificate and the old record.
         """
         at = _now(now)
         with files.locked(self.paths.root):

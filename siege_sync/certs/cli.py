@@ -87,10 +87,11 @@ def cmd_renew(args: argparse.Namespace) -> int:
     auth = Authority.open(args.dir)
     out = _out_dir(args, args.name)
     check_destination(out, auth.mesh, args.name)
-    issued, old = auth.renew(args.name, args.days, args.revoke_old)
+    issued, old = auth.renew(args.name, args.days, revoke_old=not args.keep_old)
     write_bundle(out, issued)
     _print_issued(issued, out, "renewed")
-    fate = "revoked" if old.revoked_at else "superseded (still accepted until it expires)"
+    fate = ("revoked (copy the new crl.pem into every site's bundle)" if old.revoked_at
+            else "superseded (still accepted until it expires)")
     print(f"  previous:  {serial_hex(old.serial)} {fate}")
     return 0
 
@@ -207,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="new key and certificate for the same identity and roles")
     p.add_argument("name", metavar="SITE")
     p.add_argument("--days", type=_positive, default=DEFAULT_LEAF_DAYS)
-    p.add_argument("--revoke-old", action="store_true",
-                   help="revoke the previous certificate instead of letting it expire")
+    p.add_argument("--keep-old", action="store_true",
+                   help="let the previous certificate work until it expires instead of "
+                        "revoking it (a staged rollout; copy the new CRL to every site later)")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="bundle directory (default CA_DIR/bundles/SITE)")
     p.set_defaults(func=cmd_renew)

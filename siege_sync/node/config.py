@@ -434,4 +434,11 @@ def _secret(db: dict[str, Any], where: str, config_path: Path | None) -> str | N
             raise ConfigError(
                 f"{where}: password_file {pw_path} is readable by others; chmod 600 it")
         return pw_path.read_text(encoding="utf-8").strip()
+    if "password" in db and config_path is not None and config_path.is_file() and \
+            sys.platform != "win32" and \
+            config_path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{where}: password = is written in {config_path}, which others may read: "
+            f"chmod 600 {config_path.name}, or move the password to a password_file (0600) "
+            "or a password_env variable")
     return db.get("password")
