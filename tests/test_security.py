@@ -336,3 +336,59 @@ def test_a_password_written_in_a_config_others_may_read_is_refused(tmp_path: Pat
         config.load(path)
     path.chmod(0o600)
     assert config.load(path).database.password == "masterkey"
+
+
+# --- 7. revocation that holds -------------------------------------------------------------------
+
+
+def install_crl(mesh: ProcessMesh, site: str, pem: bytes) -> None:
+    (bundle_dir(mesh, site) / "crl.pem").write_bytes(pem)
+
+
+def test_an_older_revocation_list_copied_back_does_not_unrevoke(mesh, tmp_path: Path) -> None:
+    nice = address(mesh, "nice")
+    gone = write_bundle(tmp_path / "gone", mesh.pki.ca.issue_site("gone"))
+    before = mesh.pki.ca.crl_pem  # does not name "gone"
+    install_crl(mesh, "nice", before)
+    assert status(nice, gone, "nice") is grpc.StatusCode.OK
+    mesh.pki.ca.revoke("gone")
+    install_crl(mesh, "nice", mesh.pki.ca.crl_pem)
+    assert status(nice, gone, "nice") is grpc.StatusCode.UNAUTHENTICATED
+    install_crl(mesh, "nice", before)  # copied back while the node runs: kept the newer one
+    assert status(nice, gone, "nice") is grpc.StatusCode.UNAUTHENTICATED
+    mesh.kill("nice")  # ... and while it is stopped: it will not start with it
+    with pytest.raises(RuntimeError, match="older than number"):
+        mesh.start("nice")
+    install_crl(mesh, "nice", mesh.pki.ca.crl_pem)
+    mesh.start("nice")
+    assert status(nice, gone, "nice") is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_stale_revocation_list_is_said_then_sites_are_refused(mesh, tmp_path: Path) -> None:
+    nice = address(mesh, "nice")
+    ops = bundle_dir(mesh, "ops")
+    lyon = bundle_dir(mesh, "lyon")
+    try:
+        # Due 10 days ago: said (siege-ctl test, Status), calls still served.
+        install_crl(mesh, "nice", mesh.pki.ca.refresh_crl(
+            days=30, now=datetime.now(UTC) - timedelta(days=40)))
+        assert status(nice, lyon, "nice") is grpc.StatusCode.OK
+        done = subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--address",
+                               address(mesh, "siege"), "--siege", "siege", "--bundle",
+                               str(ops), "test"], capture_output=True, text=True, timeout=180,
+                              cwd=tmp_path)
+        assert "nice: WARNING: the revocation list" in done.stdout, done.stdout + done.stderr
+        # Due 20 days ago, past the 14 days of grace: sites are refused, operators get in.
+        install_crl(mesh, "nice", mesh.pki.ca.refresh_crl(
+            days=30, now=datetime.now(UTC) - timedelta(days=50)))
+        with channel(nice, load_bundle(lyon), "nice") as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
+        assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "siege-certs crl" in err.value.details()
+        with channel(nice, load_bundle(ops), "nice") as ch:
+            reply = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
+        assert any("revocation list" in w for w in reply.security_warnings)
+    finally:
+        install_crl(mesh, "nice", mesh.pki.ca.refresh_crl())
+    assert status(nice, lyon, "nice") is grpc.StatusCode.OK

@@ -23,6 +23,9 @@ from .errors import CertError
 from .identity import load_certificate
 
 DEFAULT_CRL_DAYS = 30
+# A list past its next update is said at once; this long after, nodes refuse sites' calls
+# (a revocation made since may not have reached them).
+STALE_GRACE = timedelta(days=14)
 
 
 class Reason(StrEnum):
@@ -72,6 +75,22 @@ class RevocationList:
         """True once ``next_update`` has passed: fetch a newer CRL (``siege-certs crl``)."""
         at = now if now is not None else datetime.now(UTC)
         return self.next_update is not None and at > self.next_update
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """True once ``STALE_GRACE`` past ``next_update``: too old to be trusted."""
+        at = now if now is not None else datetime.now(UTC)
+        return self.next_update is not None and at > self.next_update + STALE_GRACE
+
+    def staleness(self, now: datetime | None = None) -> str | None:
+        """What an operator must read when the list is past its next update, else None."""
+        if not self.is_stale(now) or self.next_update is None:
+            return None
+        refused = self.next_update + STALE_GRACE
+        when = ("since " if self.is_expired(now) else "from ") + f"{refused:%Y-%m-%d}"
+        return (f"the revocation list (number {self.number}) was due for renewal on "
+                f"{self.next_update:%Y-%m-%d}: sites' calls are refused {when}; write a "
+                "current one with `siege-certs crl --dir CA_DIR` and copy it into every "
+                "site's bundle as crl.pem")
 
 
 def build_crl(

@@ -9,6 +9,8 @@ handlers receive bytes and decode them only after admission), it:
   one the node's revocation list names (UNAUTHENTICATED);
 * keeps reflection, which describes every call this node serves, to admin certificates
   (PERMISSION_DENIED);
+* says when the node's revocation list is past its next update, and once it is
+  ``STALE_GRACE`` past, refuses sites' calls (FAILED_PRECONDITION; operators still get in);
 * bounds the calls in progress: at most ``per_peer`` per plain site (one that does not
   coordinate), and plain sites together leave ``reserve`` worker threads free, so a flood
   of streams from one or several sites never keeps the siège, a stand-in, an operator or
@@ -38,6 +40,7 @@ from .transport import BundleWatcher
 log = logging.getLogger(__name__)
 
 REFLECTION_PREFIX = "/grpc.reflection."
+STALE_LOG_S = 3600.0  # a revocation list past its next update is logged this often
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Admission(grpc.ServerInterceptor):
         self._calls: dict[int, _Call] = {}
         self._ids = iter(range(1, 2**63))
         self._identities: dict[bytes, PeerIdentity] = {}  # parsed certificates, by PEM
+        self._stale_said = float("-inf")
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._close_idle, name="idle-streams",
                                           daemon=True)
@@ -161,6 +165,15 @@ class Admission(grpc.ServerInterceptor):
         if bundle.revocations.is_revoked(ident.serial):
             self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
                          f"{ident.name}'s certificate (serial {ident.serial:x}) is revoked")
+        stale = bundle.revocations.staleness()
+        if stale is not None:
+            if time.monotonic() - self._stale_said > STALE_LOG_S:
+                self._stale_said = time.monotonic()
+                log.warning("[%s] %s", self._site, stale)
+            if bundle.revocations.is_expired() and ident.kind is not Kind.ADMIN and \
+                    ident.name != self._site:
+                self._refuse(context, grpc.StatusCode.FAILED_PRECONDITION,
+                             f"at {self._site}: {stale}")
         return ident
 
     def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, why: str):

@@ -59,6 +59,7 @@ RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come 
 RESYNC_ASK_TIMEOUT = 10.0  # a stop waits for a question under way: kept short
 RESYNC_LOG_S = 3600.0  # the same need said again in the log at most this often
 NEEDS_RESYNC = "needs_resync"  # SYNC$STATE: why this site needs a resync ("" when not)
+CRL_NUMBER = "crl_number"  # SYNC$STATE: the highest revocation list number this node used
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
 
 
@@ -98,6 +99,12 @@ class Node:
             self._con.close()
             raise
         self.replica = Replica(cfg, self._con, clock)
+        try:
+            self.watcher.guard_crl(int(capture.get_state(self._con, CRL_NUMBER) or 0),
+                                   self._keep_crl_number)
+        except CertError as exc:
+            self._con.close()
+            raise NodeError(str(exc)) from None
         self.mesh = ident.mesh
         self.addresses = AddressBook(cfg.site, lambda: self.service_cfg, self.replica,
                                      lambda: self.watcher.refresh()[0])
@@ -113,6 +120,15 @@ class Node:
         self._obeyed = b""  # the last purge order followed (dial_out asks for it each time)
         self._told: set[str] = set()  # coordinators whose missing PurgeOrder was logged
         self._resync_said = ("", 0.0)  # the need last logged, when (monotonic)
+
+    def _keep_crl_number(self, number: int) -> None:
+        """Kept on a connection of its own: the list changes rarely, and whoever noticed
+        (any thread, perhaps inside the replica's database lock) must not wait for it."""
+        con = open_connection(self.cfg.database)
+        try:
+            capture.set_state(con, CRL_NUMBER, str(number))
+        finally:
+            con.close()
 
     def start(self) -> int:
         try:

@@ -314,6 +314,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             schema_changes=self._replica.schema_drift(), lost_guards=self._lost_guards(),
             kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
             policies=policies_to_proto(local_policies(self._replica)))
+        stale = self._watcher.refresh()[0].revocations.staleness()
+        if stale is not None:
+            reply.security_warnings.append(stale)
         for d in digests:
             reply.digests.add(table=d.table, digest=d.digest, rows=d.rows)
         for p in st.parked:

@@ -18,10 +18,12 @@ Must never accept a plaintext connection.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -36,6 +38,8 @@ from ..certs import (
     pinned_name,
     verify_chain,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -63,6 +67,22 @@ class BundleWatcher:
         self._lock = threading.Lock()
         self._stamp = self._files_stamp()
         self._bundle = load_bundle(directory)
+        self._crl_floor = 0
+        self._crl_newer: Callable[[int], None] | None = None
+
+    def guard_crl(self, floor: int, newer: Callable[[int], None]) -> None:
+        """Revocation lists only go forward: one numbered below ``floor`` (the highest this
+        node used, kept by the caller) is refused — copying an older ``crl.pem`` back would
+        un-revoke; ``newer(number)`` is told each higher number to keep."""
+        number = _crl_number(self._bundle)
+        if number < floor:
+            raise CertError(
+                f"the revocation list in {self._directory} is number {number}, older than "
+                f"number {floor} this node already used (an older crl.pem copied back would "
+                "un-revoke certificates): install the current one (`siege-certs crl`)")
+        self._crl_floor, self._crl_newer = number, newer
+        if number > floor:
+            newer(number)
 
     def _files_stamp(self) -> tuple[tuple[str, int, int], ...]:
         out = []
@@ -86,8 +106,22 @@ class BundleWatcher:
                 bundle = load_bundle(self._directory)
             except CertError:
                 return self._bundle, False  # half-written: keep the old one until it loads
+            number = _crl_number(bundle)
+            if number < self._crl_floor:
+                log.error("%s: the revocation list copied in is number %d, older than number "
+                          "%d in use: kept the newer one; install the current crl.pem",
+                          self._directory, number, self._crl_floor)
+                self._stamp = stamp  # (said once per change of the files)
+                return self._bundle, False
+            if number > self._crl_floor and self._crl_newer is not None:
+                self._crl_floor = number
+                self._crl_newer(number)
             self._bundle, self._stamp = bundle, stamp
             return bundle, True
+
+
+def _crl_number(bundle: Bundle) -> int:
+    return bundle.revocations.number or 0
 
 
 def server_credentials(watcher: BundleWatcher) -> grpc.ServerCredentials:

@@ -72,8 +72,9 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
                 out.problems.append(refused)
             out.warnings.extend(hello.key_warnings)
             started = time.monotonic()
-            stub.Status(sync_pb2.StatusRequest(), timeout=TIMEOUT)
+            status = stub.Status(sync_pb2.StatusRequest(), timeout=TIMEOUT)
             out.database_ok = time.monotonic() - started < TIMEOUT
+            out.warnings.extend(status.security_warnings)
         except grpc.RpcError as exc:
             out.problems.append(f"{exc.code().name}: {exc.details()}")
     return out
