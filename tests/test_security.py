@@ -21,6 +21,8 @@ this file proves:
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +47,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from siege_sync.certs import CertError, from_pem, load_bundle, pinned_name, write_bundle
 from siege_sync.node import transport
 from siege_sync.node.admission import Admission, Limits
+from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from siege_sync.node.transport import BundleWatcher, channel
 from siege_sync.proto import sync_pb2, sync_pb2_grpc
 from tools.localmesh import MESH, Pki, ProcessMesh
@@ -392,3 +395,37 @@ def test_a_stale_revocation_list_is_said_then_sites_are_refused(mesh, tmp_path: 
     finally:
         install_crl(mesh, "nice", mesh.pki.ca.refresh_crl())
     assert status(nice, lyon, "nice") is grpc.StatusCode.OK
+
+
+# --- 4. BLOB chunks nobody refers to ----------------------------------------------------------
+
+
+def blob_rows(mesh: ProcessMesh, site: str) -> tuple[int, int]:
+    con = mesh.open_as_sysdba(site)
+    try:
+        with transaction(con, READ_COMMITTED_RW) as tm:
+            cur = tm.cursor()
+            cur.execute("SELECT COUNT(*), COALESCE(SUM(LEN), 0) FROM SYNC$BLOBS")
+            count, size = cur.fetchone()
+            cur.close()
+    finally:
+        con.close()
+    return count, size
+
+
+def test_blob_chunks_no_event_refers_to_are_not_kept(mesh) -> None:
+    """16 complete 1 MiB BLOBs and no event, pushed by a site: the call may succeed, the
+    database keeps none of them (it used to keep 16 MiB per call, for ever)."""
+    before = blob_rows(mesh, "nice")
+    batch = sync_pb2.Batch()
+    for _ in range(16):
+        data = os.urandom(1024 * 1024)
+        batch.blobs.add(sha256=hashlib.sha256(data).digest(), offset=0, total=len(data),
+                        data=data)
+    with channel(address(mesh, "nice"), load_bundle(bundle_dir(mesh, "lyon")), "nice") as ch:
+        try:
+            sync_pb2_grpc.SyncNodeStub(ch).Push(iter([batch]), timeout=60)
+        except grpc.RpcError as exc:
+            assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT,
+                                  grpc.StatusCode.FAILED_PRECONDITION), exc
+    assert blob_rows(mesh, "nice") == before

@@ -7,6 +7,11 @@ whole against its sha256 and stores it in its own ``SYNC$BLOBS`` — so the appl
 and so this node can relay it further. A BLOB is read whole into a spool file (memory up to a
 few MiB, disk beyond) in one short transaction: no transaction stays open while it travels.
 
+A stream may carry BLOBs only for its own events: those it stored that no event of the stream
+refers to are bounded while it lasts (``MAX_UNREFERENCED``) and deleted when it ends — a peer
+cannot fill the database with chunks nobody needs (issue 20); a BLOB dropped this way is sent
+again with the events that need it.
+
 Must never store bytes whose hash does not match their name.
 """
 
@@ -26,6 +31,7 @@ from .storage import DatabaseBlobStore
 
 CHUNK_BYTES = 1024 * 1024
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
+MAX_UNREFERENCED = 512 * 1024 * 1024  # BLOB bytes a stream may hold before their events
 
 
 class BlobError(Exception):
@@ -78,10 +84,21 @@ class Assembler:
         self._database = database
         self._open: dict[bytes, tuple[IO[bytes], int]] = {}
         self.stored = 0
+        # Stored by this stream, no event of it referring to them yet: sha256 -> bytes.
+        self.unreferenced: dict[bytes, int] = {}
+
+    def referenced(self, shas: Iterable[bytes]) -> None:
+        """Events of the stream refer to these BLOBs: they stay."""
+        for sha in shas:
+            self.unreferenced.pop(sha, None)
 
     def add(self, chunk: values_pb2.BlobChunk) -> None:
         if len(chunk.sha256) != 32:
             raise BlobError("a BLOB chunk without a proper sha256")
+        held = sum(self.unreferenced.values()) + sum(n for _s, n in self._open.values())
+        if held + len(chunk.data) > MAX_UNREFERENCED:
+            raise BlobError(f"more than {MAX_UNREFERENCED // 2**20} MiB of BLOBs that no event "
+                            "sent so far refers to: send the events with their BLOBs")
         spool, expected = self._open.get(chunk.sha256, (None, 0))
         if spool is None:
             if chunk.offset != 0:
@@ -112,11 +129,20 @@ class Assembler:
                             "its sha256); it is sent again next time")
         spool.seek(0)
         with self._database() as con, transaction(con) as tm:
-            ref = DatabaseBlobStore(tm).put(spool, text=False)
+            store = DatabaseBlobStore(tm)
+            if store.has(sha):
+                return  # (its events refer to it already: it stays)
+            ref = store.put(spool, text=False)
         assert ref.sha256 == sha and ref.length == length
         self.stored += 1
+        self.unreferenced[sha] = length
 
     def close(self) -> None:
+        """The stream ended: the BLOBs it stored for no event of it go."""
         for spool, _n in self._open.values():
             spool.close()
         self._open.clear()
+        if self.unreferenced:
+            with self._database() as con, transaction(con) as tm:
+                DatabaseBlobStore(tm).drop(list(self.unreferenced))
+            self.unreferenced.clear()

@@ -462,6 +462,8 @@ class Receiver:
             self._assembler.add(chunk)
         if not batch.events:
             return None
+        if self._assembler.unreferenced:  # (events are read for their BLOBs only then)
+            self._assembler.referenced(r.sha256 for r in blobs.refs(batch.events))
         result = self._replica.apply([*self._carry, *batch.events], frozenset(self.busy))
         self.busy.update(result.busy)
         # Events waiting for others are kept for the next batches, within a bound: beyond

@@ -74,6 +74,15 @@ class DatabaseBlobStore:
             cur.close()
         return values_pb2.BlobRef(sha256=sha, length=reader.length)
 
+    def drop(self, shas: list[bytes]) -> None:
+        """Delete these BLOBs (a stream's that no event refers to, ``blobs.Assembler``)."""
+        cur = self._tm.cursor()
+        try:
+            for sha in shas:
+                cur.execute(f"DELETE FROM {BLOBS_TABLE} WHERE SHA256 = ?", (sha,))
+        finally:
+            cur.close()
+
     def has(self, sha256: bytes) -> bool:
         cur = self._tm.cursor()
         try:
