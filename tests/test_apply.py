@@ -570,6 +570,19 @@ def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db,
         cur.close()
     # A copy that went on publishing under old numbers is not repaired automatically.
     assert confirm_own_chain(cons["lyon"], "lyon", 1, b"\x00" * 32) is ChainCheck.DIVERGED
+    # A peer that holds none of lyon's events (an empty vector: a new site, or one lifting
+    # the safety net on purpose) confirms nothing (issue 20); lyon waits for one that does.
+    assert confirm_own_chain(cons["lyon"], "lyon", 0, b"") is ChainCheck.UNCONFIRMED
+    assert confirm_own_chain(cons["lyon"], "lyon", 1, peer_head_now(appliers, "lyon")) is \
+        ChainCheck.CONFIRMED
+
+
+def peer_head_now(appliers: dict, site: str) -> bytes:
+    """The siège's head of ``site``'s current incarnation, at its first event."""
+    seqs, heads = appliers["siege"].vector()
+    incarnation = max(inc for (origin, inc) in seqs if origin == site)
+    assert seqs[(site, incarnation)] == 1
+    return heads[(site, incarnation)]
 
 
 def mesh_vectors(appliers: dict) -> tuple[dict, dict]:

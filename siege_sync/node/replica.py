@@ -261,6 +261,11 @@ class Replica:
         if check is rewind.ChainCheck.NEW_INCARNATION:
             log.warning("[%s] rewound (a peer held more of our events): new incarnation %d",
                         self.site, self.identity().incarnation)
+        if check is rewind.ChainCheck.UNCONFIRMED:
+            if not self._confirmed:
+                log.info("[%s] %s holds none of this site's events: waiting for a peer that "
+                         "does to confirm its chain", self.site, peer)
+            return
         self._confirmed = True
 
     @property

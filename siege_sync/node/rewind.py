@@ -14,7 +14,10 @@ the last one) and that matches the site's own chain (DESIGN §3.6):
   send the rest of it back, and it is applied like any other site's events;
 * the peer's hash differs at a number we also published: our copy went on publishing
   different events under the same numbers. Nothing is changed automatically; it needs an
-  operator's ``resync``.
+  operator's ``resync``;
+* the peer holds none of our events while we published some (a new site, a peer that lost
+  its vector, or one that says nothing to lift the safety net — issue 20): it confirms
+  nothing; a peer that holds them must (it may pull what we published meanwhile).
 
 **Restored captured changes** (issue 17 item 5). The copy may hold captured changes (image
 tables) that the old incarnation published *after* the copy was taken: their events are among
@@ -85,6 +88,7 @@ class ChainCheck(Enum):
     CONFIRMED = "confirmed"
     NEW_INCARNATION = "new-incarnation"
     DIVERGED = "diverged"
+    UNCONFIRMED = "unconfirmed"  # the peer holds none of our events: it proves nothing
 
 
 @dataclass
@@ -153,6 +157,8 @@ def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: byte
                               "database went on from an older copy; run resync", site,
                               peer_seq)
                     return ChainCheck.DIVERGED
+            if newer is None and peer_seq == 0 and seq > 0 and not holds:
+                return ChainCheck.UNCONFIRMED
             if newer is None and peer_seq <= seq:
                 return ChainCheck.CONFIRMED
             # The peer holds events of ours we do not (or a later incarnation of this site):
