@@ -13,10 +13,17 @@ this file proves:
   run; ``siege-certs`` refuses to issue either.
 * **Authorization before work.** A revoked certificate gets no health check, no health
   watch, no reflection, and its bytes are not parsed (garbage is refused as
-  UNAUTHENTICATED, not INVALID_ARGUMENT); a site certificate gets no reflection.
+  UNAUTHENTICATED, not INVALID_ARGUMENT); a site certificate gets no reflection; a site no
+  node lists in its [peers] gets nothing (a closed mesh).
 * **Floods.** Idle Push streams from several site certificates at once do not keep the
   siège, an operator or the node's own health check from being answered; the surplus is
-  refused (RESOURCE_EXHAUSTED) and silent streams are closed.
+  refused (RESOURCE_EXHAUSTED) and silent streams are closed. BLOB chunks no event refers
+  to are not kept.
+* **Revocation that holds.** An older revocation list copied back does not un-revoke
+  (running or restarted); a stale one is said, then enforced; renewing revokes the old
+  certificate; a password in a config others may read is refused.
+* **Safety net after a restore.** (tests/test_apply.py) A peer holding none of a site's
+  events does not confirm its chain.
 """
 
 from __future__ import annotations
@@ -53,12 +60,20 @@ from siege_sync.proto import sync_pb2, sync_pb2_grpc
 from tools.localmesh import MESH, Pki, ProcessMesh
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20))"]
+MEMBERS = ("rogue", "flood-a", "flood-b", "flood-c", "gone")
 
 
 @pytest.fixture(scope="module")
 def mesh(fb_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessMesh]:
     built = ProcessMesh(fb_server, tmp_path_factory.mktemp("mesh"), DDL)
     try:
+        # Sites of the mesh the attacks below issue certificates for: nice serves them
+        # (listed in its [peers], no address: they would announce themselves).
+        config = Path(built.configs["nice"])
+        config.write_text(config.read_text() + "".join(
+            f"[peers.{name}]\n" for name in MEMBERS))
+        built.kill("nice")
+        built.start("nice")
         yield built
     finally:
         built.close()
@@ -229,6 +244,19 @@ def test_a_revoked_certificate_gets_nothing_and_its_bytes_are_not_read(
             ch.unary_unary("/siege.v1.SyncNode/Hello")(b"\xff\xff\xff not a message",
                                                        timeout=10)
         assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_site_nobody_configured_gets_nothing(mesh, tmp_path: Path) -> None:
+    """A certificate the CA issued to a site no node lists in its [peers]: refused by
+    every node, health checks included; the operator's admin certificate still gets in."""
+    stranger = write_bundle(tmp_path / "stranger", mesh.pki.ca.issue_site("stranger"))
+    for site in ProcessMesh.SITES:
+        assert status(address(mesh, site), stranger, site) is \
+            grpc.StatusCode.PERMISSION_DENIED
+        assert transport.health_check(address(mesh, site), load_bundle(stranger), site, 5) \
+            is not None
+        assert status(address(mesh, site), bundle_dir(mesh, "ops"), site) is \
+            grpc.StatusCode.OK
 
 
 # --- 3. floods ---------------------------------------------------------------------------------

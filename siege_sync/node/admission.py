@@ -7,6 +7,8 @@ handlers receive bytes and decode them only after admission), it:
 * reads the caller's identity from its TLS certificate (the handshake already checked the
   chain against the mesh CA) and refuses a certificate of another mesh, a malformed one, or
   one the node's revocation list names (UNAUTHENTICATED);
+* serves only the sites of its ``[peers]`` and its siège (a closed mesh: a certificate the
+  CA issued to a site nobody configured gets nothing), and admin certificates;
 * keeps reflection, which describes every call this node serves, to admin certificates
   (PERMISSION_DENIED);
 * says when the node's revocation list is past its next update, and once it is
@@ -71,11 +73,15 @@ class Admission(grpc.ServerInterceptor):
     the stand-ins; admin certificates and the node's own certificate always may."""
 
     def __init__(self, watcher: BundleWatcher, site: str, limits: Limits,
-                 privileged: Callable[[], set[str]]) -> None:
+                 privileged: Callable[[], set[str]],
+                 members: Callable[[], set[str]] | None = None) -> None:
+        """``members()``: the sites this node serves (its ``[peers]``, the siège); None:
+        every site of the mesh (a node waiting for its copy serves the siège's)."""
         self._watcher = watcher
         self._site = site
         self._limits = limits
         self._privileged = privileged
+        self._members = members
         self._lock = threading.Lock()
         self._calls: dict[int, _Call] = {}
         self._ids = iter(range(1, 2**63))
@@ -107,6 +113,12 @@ class Admission(grpc.ServerInterceptor):
         """Check the caller and take a slot; the slot's id (``release`` it), or abort.
         ``streaming``: the caller streams requests (the idle watchdog looks after it)."""
         ident = self._identity(context)
+        if ident.kind is Kind.SITE and ident.name != self._site and \
+                self._members is not None and ident.name not in self._members():
+            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"{ident.name} is not a site this node serves: add [peers.{ident.name}] "
+                         f"to {self._site}'s config and restart its node, if it belongs to "
+                         "the mesh")
         if method.startswith(REFLECTION_PREFIX) and ident.kind is not Kind.ADMIN:
             self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
                          f"{ident.name} ({ident.kind}) may not use reflection; it needs an "

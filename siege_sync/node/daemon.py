@@ -121,6 +121,11 @@ class Node:
         self._told: set[str] = set()  # coordinators whose missing PurgeOrder was logged
         self._resync_said = ("", 0.0)  # the need last logged, when (monotonic)
 
+    def _members(self) -> set[str]:
+        """The sites this node serves: its ``[peers]`` and the sites that may coordinate."""
+        svc = self.service_cfg
+        return {*svc.peers, *svc.coordinators(self.cfg.site)}
+
     def _keep_crl_number(self, number: int) -> None:
         """Kept on a connection of its own: the list changes rarely, and whoever noticed
         (any thread, perhaps inside the replica's database lock) must not wait for it."""
@@ -139,7 +144,8 @@ class Node:
 
     def _start(self) -> int:
         self._admission = Admission(self.watcher, self.cfg.site, Limits(),
-                                    lambda: set(self.service_cfg.coordinators(self.cfg.site)))
+                                    lambda: set(self.service_cfg.coordinators(self.cfg.site)),
+                                    self._members)
         server, port = _listen(self.service_cfg.listen, self.watcher, self._admission)
         self._server = server
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
