@@ -19,6 +19,7 @@ this file proves:
   siège, an operator or the node's own health check from being answered; the surplus is
   refused (RESOURCE_EXHAUSTED) and silent streams are closed. BLOB chunks no event refers
   to are not kept.
+* **Chains.** A certificate under an intermediate CA the mesh CA signed is refused.
 * **Revocation that holds.** An older revocation list copied back does not un-revoke
   (running or restarted); a stale one is said, then enforced; renewing revokes the old
   certificate; a password in a config others may read is refused.
@@ -51,7 +52,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from siege_sync.certs import CertError, from_pem, load_bundle, pinned_name, write_bundle
+from siege_sync.certs import (
+    CertError,
+    from_pem,
+    load_bundle,
+    pinned_name,
+    verify_chain,
+    write_bundle,
+)
 from siege_sync.node import transport
 from siege_sync.node.admission import Admission, Limits
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
@@ -457,3 +465,60 @@ def test_blob_chunks_no_event_refers_to_are_not_kept(mesh) -> None:
             assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT,
                                   grpc.StatusCode.FAILED_PRECONDITION), exc
     assert blob_rows(mesh, "nice") == before
+
+
+def test_a_certificate_under_an_intermediate_ca_is_refused(mesh, tmp_path: Path) -> None:
+    """The mesh CA says pathlen:0: a certificate issued by a CA it signed (its key misused
+    once) is refused. gRPC's handshake lets that chain pass (measured with grpcio 1.85):
+    the node's admission checks that the mesh CA signed the caller's certificate itself."""
+    ca_dir = mesh.pki.folder / "ca"
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    now = datetime.now(UTC)
+    sub_key = ec.generate_private_key(ec.SECP256R1())
+    sub = (x509.CertificateBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sub-ca")]))
+           .issuer_name(ca_cert.subject).public_key(sub_key.public_key())
+           .serial_number(x509.random_serial_number())
+           .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=9))
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                        False), critical=True)
+           .add_extension(x509.SubjectKeyIdentifier.from_public_key(sub_key.public_key()),
+                          critical=False)
+           .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+               ca_cert.public_key()), critical=False)  # type: ignore[arg-type]
+           .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lyon")]))
+            .issuer_name(sub.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=9))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.UniformResourceIdentifier(f"spiffe://{MESH}/lyon"),
+                x509.UniformResourceIdentifier("urn:siege-sync:role:site"),
+                x509.DNSName(pinned_name("lyon"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
+                                                  ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                sub_key.public_key()), critical=False)
+            .sign(sub_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    chain = leaf.public_bytes(pem) + sub.public_bytes(pem)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca_cert.public_bytes(pem),
+        private_key=key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()),
+        certificate_chain=chain)
+    with grpc.secure_channel(address(mesh, "nice"), creds, options=[
+            ("grpc.ssl_target_name_override", pinned_name("nice"))]) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(), timeout=10)
+    assert err.value.code() in (grpc.StatusCode.UNAVAILABLE,
+                                grpc.StatusCode.UNAUTHENTICATED), err.value
+    with pytest.raises(CertError):
+        verify_chain(chain, ca_cert.public_bytes(pem))

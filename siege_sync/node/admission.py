@@ -4,9 +4,10 @@ Owns the one server interceptor every service of a node goes through — the syn
 the coordinator's, health checks and reflection alike. Before a request is parsed (the
 handlers receive bytes and decode them only after admission), it:
 
-* reads the caller's identity from its TLS certificate (the handshake already checked the
-  chain against the mesh CA) and refuses a certificate of another mesh, a malformed one, or
-  one the node's revocation list names (UNAUTHENTICATED);
+* reads the caller's identity from its TLS certificate and refuses a certificate of another
+  mesh, a malformed one, one the mesh CA did not sign itself (the handshake lets a chain
+  through an intermediate CA pass) or one the node's revocation list names
+  (UNAUTHENTICATED);
 * serves only the sites of its ``[peers]`` and its siège (a closed mesh: a certificate the
   CA issued to a site nobody configured gets nothing), and admin certificates;
 * keeps reflection, which describes every call this node serves, to admin certificates
@@ -36,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from ..certs import CertError, Kind, PeerIdentity, from_auth_context
+from ..certs import CertError, Kind, PeerIdentity, from_auth_context, verify_chain
 from .transport import BundleWatcher
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,9 @@ class Admission(grpc.ServerInterceptor):
         if ident is None:
             try:
                 ident = from_auth_context(auth, mesh=bundle.identity.mesh)
+                # Issued by the mesh CA itself: the handshake accepts a chain through a CA
+                # the mesh CA signed, whatever its pathlen:0 says (measured, grpcio 1.85).
+                verify_chain(bytes(pem), bundle.ca_pem)
             except CertError as exc:
                 self._refuse(context, grpc.StatusCode.UNAUTHENTICATED,
                              f"{context.peer()}: {exc}")
