@@ -68,7 +68,7 @@ from siege_sync.proto import sync_pb2, sync_pb2_grpc
 from tools.localmesh import MESH, Pki, ProcessMesh
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20))"]
-MEMBERS = ("rogue", "flood-a", "flood-b", "flood-c", "gone")
+MEMBERS = ("rogue", "flood-a", "flood-b", "flood-c", "gone", "relay-x")
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +265,24 @@ def test_a_site_nobody_configured_gets_nothing(mesh, tmp_path: Path) -> None:
             is not None
         assert status(address(mesh, site), bundle_dir(mesh, "ops"), site) is \
             grpc.StatusCode.OK
+
+
+def test_a_relay_certificate_of_a_site_that_may_not_coordinate_relays_nothing(
+        mesh, tmp_path: Path) -> None:
+    """relay-x holds a certificate with the relay role, but no config lets it coordinate:
+    it may not order a purge (nor relay, repair or tell epochs) — the siège may."""
+    relay = write_bundle(tmp_path / "relay-x", mesh.pki.ca.issue_site("relay-x", relay=True))
+    nice = address(mesh, "nice")
+    with channel(nice, load_bundle(relay), "nice") as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            sync_pb2_grpc.SyncNodeStub(ch).Purge(sync_pb2.PurgeRequest(), timeout=10)
+    assert err.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "may not order a purge" in err.value.details()
+    with channel(nice, load_bundle(bundle_dir(mesh, "siege")), "nice") as ch:
+        try:
+            sync_pb2_grpc.SyncNodeStub(ch).Purge(sync_pb2.PurgeRequest(), timeout=10)
+        except grpc.RpcError as exc:  # (an empty order is refused for what it says)
+            assert exc.code() is not grpc.StatusCode.PERMISSION_DENIED, exc
 
 
 # --- 3. floods ---------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ handlers receive bytes and decode them only after admission), it:
 * closes a call streaming requests (Push) whose caller sends nothing for ``idle_s`` seconds.
 
 Which call a caller's kind may make (a site may not start an exchange...) stays with each
-service (``service.Gatekeeper``): this module decides only whether to start the work.
+service (``service.Gatekeeper``): this module decides only whether to start the work — and
+says whose relay role counts here (``relaying_only_if_coordinator``).
 Must never read or write the database, and never keep a refused call's bytes.
 """
 
@@ -32,12 +33,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
 
-from ..certs import CertError, Kind, PeerIdentity, from_auth_context, verify_chain
+from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context, verify_chain
 from .transport import BundleWatcher
 
 log = logging.getLogger(__name__)
@@ -253,3 +254,13 @@ def _admitted(handler: grpc.RpcMethodHandler, gate: Admission,
         finally:
             gate.release(slot)
     return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=encode)
+
+
+def relaying_only_if_coordinator(ident: PeerIdentity, coordinators: set[str]) -> PeerIdentity:
+    """``ident`` without its relay role unless it is one of ``coordinators`` (the siège and
+    stand-ins of this node's config): a relay certificate gives its powers — other sites'
+    events, purge orders, repairs, epochs — only where the config lets that site coordinate
+    (issue 20). Used by the service for callers and by exchanges for the peer called."""
+    if ident.has_role(Role.RELAY) and ident.name not in coordinators:
+        return replace(ident, roles=ident.roles - {Role.RELAY})
+    return ident

@@ -23,6 +23,7 @@ import grpc
 from ..certs import Bundle, CertError, PeerIdentity, Role
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import guardwatch, transport
+from .admission import relaying_only_if_coordinator
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .config import PolicyTable, policy_refusal
@@ -78,7 +79,9 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
     writes its heartbeat. ``cap_bits_per_s``: a bandwidth cap for the whole exchange."""
     pacer = Pacer(cap_bits_per_s, stop=stop) if cap_bits_per_s else None
     try:
-        ident = transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0))
+        ident = relaying_only_if_coordinator(
+            transport.peer_identity(address, bundle, peer, timeout=min(timeout, 10.0)),
+            replica.coordinators())
     except (OSError, CertError) as exc:
         raise ExchangeError(f"{peer} at {address}: {_why(exc)}",
                             unreachable=isinstance(exc, OSError)) from exc

@@ -268,6 +268,11 @@ class Replica:
             return
         self._confirmed = True
 
+    def coordinators(self) -> set[str]:
+        """The sites this node's config says may coordinate: the siège and the stand-ins."""
+        svc = self._cfg.service
+        return set(svc.coordinators(self.site)) if svc is not None else set()
+
     @property
     def siege(self) -> str | None:
         """The configured siège (``[node] siege``): the only site whose word on other sites'

@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
 from . import capture, guardwatch, keysources, ranges, repair
+from .admission import relaying_only_if_coordinator
 from .apply import ApplyError, printable
 from .blobs import BlobError
 from .config import PolicyTable, policy_refusal
@@ -50,11 +51,16 @@ Hellos = Callable[[str, Greeted], None]  # site, what its hello said
 
 
 class Gatekeeper:
-    """Who is calling, from the TLS certificate only; refusals logged with their reason."""
+    """Who is calling, from the TLS certificate only; refusals logged with their reason.
 
-    def __init__(self, watcher: BundleWatcher, site: str) -> None:
+    ``coordinators()``: the sites this node's config says may coordinate; a caller's relay
+    role counts only for them (relaying, purges, repairs, epochs: issue 20)."""
+
+    def __init__(self, watcher: BundleWatcher, site: str,
+                 coordinators: Callable[[], set[str]] | None = None) -> None:
         self._watcher = watcher
         self._site = site
+        self._coordinators = coordinators
 
     def caller(self, context: grpc.ServicerContext, *kinds: Kind) -> PeerIdentity:
         bundle, _changed = self._watcher.refresh()
@@ -69,6 +75,8 @@ class Gatekeeper:
             self.refuse(context, grpc.StatusCode.PERMISSION_DENIED,
                         f"{ident.name} ({ident.kind}) may not call this; it needs a "
                         f"{' or '.join(k.value for k in kinds)} certificate")
+        if self._coordinators is not None:
+            ident = relaying_only_if_coordinator(ident, self._coordinators())
         return ident
 
     def refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
@@ -93,7 +101,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._traffic = traffic
         self._hellos = hellos
         self._site = replica.site
-        self._gate = Gatekeeper(watcher, replica.site)
+        self._gate = Gatekeeper(watcher, replica.site, replica.coordinators)
         self._key_warnings = keysources.Periodic(self._replica.key_warnings)
         # Sites whose last hello carried policies that differ from ours: why (Pull, Push).
         self._refused: dict[str, str] = {}
@@ -331,7 +339,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         if not caller.has_role(Role.RELAY):
             self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
                          f"{caller.name} may not order a purge: only a coordinator (a "
-                         "certificate with the relay role) may")
+                         "certificate with the relay role, of a site this node's config "
+                         "lets coordinate) may")
         try:
             done = self._replica.obey_purge(request, caller.name)
         except PurgeRefused as exc:
