@@ -357,3 +357,24 @@ def test_random_constrained_workload_converges_everywhere(mesh, seed):
     assert len(digests) == 1, f"seed {seed}: digests differ"
     assert len(all_events(cons["siege"])) > 30, f"seed {seed}: the workload did little"
     del state
+
+
+def test_a_key_inserted_again_where_its_row_is_hidden_keeps_the_local_insert(mesh):
+    """lyon's row 2 lost a UNIQUE clash at the siège (hidden there: not in its table), so
+    the siège's application may insert a row 2 of its own. If the clash ends in the same
+    publish (the winner's code changed first), the hidden row comes back — it must not
+    overwrite the later local insert, which is the newer life everywhere (issue 19)."""
+    cons, appliers = mesh
+    run_sql(cons["lyon"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'X', 'lyon')")
+    time.sleep(0.02)
+    run_sql(cons["siege"], "INSERT INTO P (ID, CODE, NAME) VALUES (1, 'X', 'siege')")
+    send(mesh, "siege", "lyon")
+    send(mesh, "lyon", "siege")
+    assert rows(cons["siege"], "P") == {1: ("X", "siege")}, "row 2 is hidden at the siège"
+    run_sql(cons["siege"], "UPDATE P SET CODE = 'Z' WHERE ID = 1")  # the clash ends...
+    run_sql(cons["siege"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'new', 'siege')")
+    round_trip(mesh)
+    round_trip(mesh)
+    for con in cons.values():
+        assert rows(con, "P") == {1: ("Z", "siege"), 2: ("new", "siege")}
+    same_everywhere(cons)

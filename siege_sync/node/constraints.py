@@ -235,6 +235,11 @@ class Settler:
         # reference on that row, and brings it back from its tombstone, whatever row holds
         # the value here. ``resolved``: what ``note_references`` found, for the publisher
         # to put in the event (foreign key name -> the parent's primary key).
+        # The publisher's view: rows a later local transaction of the step being published
+        # writes (table number, key identity). The table shows what the application saved
+        # there since: this step never writes them (that transaction's own event settles
+        # them), e.g. a hidden row coming back where the application inserted its key anew.
+        self.later_local: set[tuple[int, bytes]] = set()
         self.named: Mapping[str, Key] = {}
         self._named_values: dict[str, bytes] = {}  # the value each named key was met for
         self.resolved: dict[str, Key] = {}
@@ -1256,7 +1261,15 @@ class Settler:
         if self._cur.fetchone() is not None:
             raise LocalChangePending
 
+    def _saved_later(self, table: Table, key: Key) -> bool:
+        """Did the application save this row in a later transaction of the step being
+        published (``later_local``)? Then the table keeps what it saved."""
+        return bool(self.later_local) and (
+            self._registry[table.name], registers.key_identity(key, table)) in self.later_local
+
     def _delete(self, table: Table, key: Key) -> None:
+        if self._saved_later(table, key):
+            return
         number = self._registry[table.name]
         self._check_local(table, number, key)
         self._set_context(number)
@@ -1269,6 +1282,8 @@ class Settler:
         """Write the row's image (only the columns that differ from what is shown), the
         ``left`` columns as NULL for now (a cycle's reference, put back later); on a CHECK
         refusal, fall back to whole-row last-writer-wins."""
+        if self._saved_later(table, key):
+            return life
         policy = self._policy(table)
         null = values_pb2.Value(null=True).SerializeToString(deterministic=True)
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import weakref
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -282,9 +283,19 @@ class Publisher:
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
         stored: list[eventlog.StoredEvent] = []
+        # Rows the transactions not published yet in this step write (settlers never
+        # write them: the table shows what the application saved there since).
+        ahead = Counter((c.entry.table_no, c.khash) for group in changes.values()
+                        for c in group)
+        settlers.later_local = set(ahead)  # (kept up to date in place below)
         for tx in batch.transactions:
             tx_changes = _inserts_first(
                 sorted(changes.get(tx.group, []), key=lambda c: c.entry.log_id))
+            for c in tx_changes:
+                row = (c.entry.table_no, c.khash)
+                ahead[row] -= 1
+                if ahead[row] == 0:
+                    settlers.later_local.discard(row)
             if not tx_changes:
                 continue  # only capture errors in it
             first_seq = counters.seq + 1
@@ -733,6 +744,18 @@ class _LazySettler:
         self._registry = {name: no for no, (name, _k) in registry.items()}
         self._policies = policies
         self._settler: Settler | None = None
+        self._later_local: set[tuple[int, bytes]] = set()
+
+    @property
+    def later_local(self) -> set[tuple[int, bytes]]:
+        return self._later_local
+
+    @later_local.setter
+    def later_local(self, rows: set[tuple[int, bytes]]) -> None:
+        """Rows later transactions of the step write (``Settler.later_local``)."""
+        self._later_local = rows
+        if self._settler is not None:
+            self._settler.later_local = rows
 
     def references(self, cur: Cursor, table: str) -> bool:
         """Whether ``table`` has a foreign key (an insert-only step of tables without
@@ -748,6 +771,7 @@ class _LazySettler:
             self._settler = Settler(cur, self._schemas.schema(), self._registry, rows,
                                     statements, self._policies, set(),
                                     blobs)
+            self._settler.later_local = self._later_local
         return self._settler
 
     def flush(self) -> None:
