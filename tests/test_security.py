@@ -23,8 +23,8 @@ this file proves:
 * **Revocation that holds.** An older revocation list copied back does not un-revoke
   (running or restarted); a stale one is said, then enforced; renewing revokes the old
   certificate; a password in a config others may read is refused.
-* **Safety net after a restore.** (tests/test_apply.py) A peer holding none of a site's
-  events does not confirm its chain.
+* **Safety net after a restore.** (tests/test_apply.py) An empty vector does not confirm
+  a site's chain.
 """
 
 from __future__ import annotations

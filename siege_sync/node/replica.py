@@ -253,7 +253,10 @@ class Replica:
         origin = (self.site, ident.incarnation)
         check = rewind.confirm_own_chain(
             self._con, self.site, peer_vector.seq(origin), peer_vector.heads.get(origin, b""),
-            {inc: seq for (site, inc), seq in peer_vector.seqs.items() if site == self.site})
+            {inc: seq for (site, inc), seq in peer_vector.seqs.items() if site == self.site},
+            # (the siège's or a stand-in's empty vector still confirms: a new mesh's first
+            # round, before the siège published anything, must not fail)
+            peer_holds_anything=any(peer_vector.seqs.values()) or peer in self.coordinators())
         if check is rewind.ChainCheck.DIVERGED:
             raise PeerRefused(
                 f"{peer} holds other events under this site's numbers: this database "
@@ -263,8 +266,8 @@ class Replica:
                         self.site, self.identity().incarnation)
         if check is rewind.ChainCheck.UNCONFIRMED:
             if not self._confirmed:
-                log.info("[%s] %s holds none of this site's events: waiting for a peer that "
-                         "does to confirm its chain", self.site, peer)
+                log.info("[%s] %s's vector is empty: it confirms nothing; waiting for a peer "
+                         "that holds events to confirm this site's chain", self.site, peer)
             return
         self._confirmed = True
 

@@ -15,9 +15,10 @@ the last one) and that matches the site's own chain (DESIGN §3.6):
 * the peer's hash differs at a number we also published: our copy went on publishing
   different events under the same numbers. Nothing is changed automatically; it needs an
   operator's ``resync``;
-* the peer holds none of our events while we published some (a new site, a peer that lost
-  its vector, or one that says nothing to lift the safety net — issue 20): it confirms
-  nothing; a peer that holds them must (it may pull what we published meanwhile).
+* the peer's vector is empty while we published events (a peer that lost its vector, or a
+  site that says nothing to lift the safety net — issue 20): it confirms nothing; a peer
+  that holds events must. The caller decides whose empty vector still counts (the
+  replica: the siège's and the stand-ins', or a new mesh's first round would fail).
 
 **Restored captured changes** (issue 17 item 5). The copy may hold captured changes (image
 tables) that the old incarnation published *after* the copy was taken: their events are among
@@ -130,10 +131,12 @@ def _event_hash(con: Connection, site: str, incarnation: int, seq: int) -> bytes
 
 
 def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: bytes,
-                      peer_holds: Mapping[int, int] | None = None) -> ChainCheck:
+                      peer_holds: Mapping[int, int] | None = None,
+                      peer_holds_anything: bool = True) -> ChainCheck:
     """Compare what a peer holds of this site's current incarnation with our own chain.
     ``peer_holds``: the seq the peer holds of each incarnation of this site (by default
-    only the current one's, ``peer_seq``)."""
+    only the current one's, ``peer_seq``); ``peer_holds_anything``: whether its vector
+    names any event at all (an empty one confirms nothing)."""
     with transaction(con, SNAPSHOT_RW) as tm:
         cur = tm.cursor()
         try:
@@ -157,7 +160,7 @@ def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: byte
                               "database went on from an older copy; run resync", site,
                               peer_seq)
                     return ChainCheck.DIVERGED
-            if newer is None and peer_seq == 0 and seq > 0 and not holds:
+            if newer is None and seq > 0 and not holds and not peer_holds_anything:
                 return ChainCheck.UNCONFIRMED
             if newer is None and peer_seq <= seq:
                 return ChainCheck.CONFIRMED
