@@ -51,7 +51,7 @@ STALE_LOG_S = 3600.0  # a revocation list past its next update is logged this of
 class Limits:
     """``workers``: the server's threads (each call in progress holds one); ``reserve``:
     how many of them only the privileged may take; ``per_peer``: calls in progress per
-    certificate holder; ``idle_s``: a stream's longest silence."""
+    plain site; ``idle_s``: the longest silence of a caller streaming requests."""
 
     workers: int = 16
     reserve: int = 6
