@@ -44,10 +44,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from siege_sync.certs import Authority, write_bundle
+from siege_sync.certs import Authority, CertError, load_bundle, validate_site_id, write_bundle
 from siege_sync.node import capture, catchup
 from siege_sync.node.daemon import Node
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.seal import Sealer
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc, values_pb2
 from tests.fbdb import create_db
 from tests.test_apply import all_events, run_sql
@@ -68,6 +69,33 @@ REFUSALS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITIO
             grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.RESOURCE_EXHAUSTED}
 CLEAN = REFUSALS | {grpc.StatusCode.OK}
 Callers = dict[str, grpc.Channel]  # a channel to the target per certificate
+
+
+def as_origin(mesh: LocalMesh, event: events_pb2.Event) -> bytes:
+    """``event`` as its origin's node would send it: the last event of its transaction
+    signed with the origin's key (node/seal.py) — what a compromised or buggy node of that
+    site can do; a site without a certificate gets one (a new site, e.g. the ghosts)."""
+    event.ClearField("seal")
+    body = event.SerializeToString(deterministic=True)
+    try:
+        validate_site_id(event.origin.site)
+    except CertError:
+        return body  # (a malformed origin: no site can sign for it)
+    bundle_dir = mesh.pki.folder / "bundles" / event.origin.site
+    if not bundle_dir.exists():
+        mesh.pki.site(event.origin.site)
+    if event.seq == event.tx.first_seq + event.tx.count - 1:
+        bundle = load_bundle(bundle_dir)
+        body = Sealer(lambda: bundle).seal(body)
+    return body
+
+
+def certificates(mesh: LocalMesh) -> sync_pb2.Batch:
+    """What a stream carries first: every site certificate of the mesh (node/seal.py)."""
+    return sync_pb2.Batch(certificates=[
+        (folder / "site.crt").read_bytes()
+        for folder in sorted((mesh.pki.folder / "bundles").iterdir())
+        if (folder / "site.crt").exists()])
 
 
 def fuzz(examples: int) -> settings:
@@ -499,7 +527,7 @@ def test_hostile_events_are_refused_or_wait_and_nothing_is_applied(
     rows, applied = snapshot(mesh.cons[TARGET]), vector(mesh)
     assert applied[("lyon", 1)] == 1, "the real #2 never reached the target"
     batches = [sync_pb2.Batch(blobs=[c]) for c in chunks]
-    batches.append(sync_pb2.Batch(events=[event.SerializeToString()]))
+    batches.append(sync_pb2.Batch(events=[as_origin(mesh, event)]))
     reply = push(callers[who], batches)
     if isinstance(reply, grpc.RpcError):
         assert reply.code() in REFUSALS, (hostile, reply.code(), reply.details())
@@ -525,7 +553,7 @@ def _one(mesh: LocalMesh, callers: Callers, lyon_next: events_pb2.Event,
     event = events_pb2.Event()
     event.CopyFrom(lyon_next)
     _fields(**fields)(event)
-    return push(callers["lyon"], [sync_pb2.Batch(events=[event.SerializeToString()])])
+    return push(callers["lyon"], [sync_pb2.Batch(events=[as_origin(mesh, event)])])
 
 
 def test_a_transaction_of_zero_events_is_refused_not_a_crash_regression(
@@ -605,7 +633,7 @@ def test_a_string_of_65536_characters_is_refused_not_written_empty_regression(
         event = events_pb2.Event()
         event.CopyFrom(lyon_next)
         _setting("A", V(text="x" * n))(event)
-        reply = push(callers["lyon"], [sync_pb2.Batch(events=[event.SerializeToString()])])
+        reply = push(callers["lyon"], [sync_pb2.Batch(events=[as_origin(mesh, event)])])
         assert not isinstance(reply, grpc.RpcError), reply
         assert reply.applied_events == 0, n
         assert f"A gets a string of {n} bytes" in reply.refused[0], reply.refused[0]
@@ -624,7 +652,7 @@ def test_a_blob_reference_lying_about_its_length_is_refused_regression(
     event.CopyFrom(lyon_next)
     chunks = _blob(ref, _chunks(data))(event)
     reply = push(callers["lyon"], [sync_pb2.Batch(blobs=chunks),
-                                   sync_pb2.Batch(events=[event.SerializeToString()])])
+                                   sync_pb2.Batch(events=[as_origin(mesh, event)])])
     assert not isinstance(reply, grpc.RpcError), reply
     assert reply.applied_events == 0 and "says 0 bytes" in reply.refused[0], reply.refused
     assert rows_of(mesh.cons[TARGET], 2, 2) == {}
@@ -637,7 +665,7 @@ def test_a_blob_reference_for_a_varchar_is_refused_not_left_waiting_regression(
     event = events_pb2.Event()
     event.CopyFrom(lyon_next)
     _setting("A", V(blob=values_pb2.BlobRef(sha256=b"\1" * 32, length=10)))(event)
-    reply = push(callers["lyon"], [sync_pb2.Batch(events=[event.SerializeToString()])])
+    reply = push(callers["lyon"], [sync_pb2.Batch(events=[as_origin(mesh, event)])])
     assert not isinstance(reply, grpc.RpcError), reply
     assert reply.applied_events == 0 and not reply.waiting_for
     assert "A gets a BLOB reference" in reply.refused[0], reply.refused
@@ -651,7 +679,7 @@ def test_a_table_named_with_control_characters_is_refused_readably_regression(
         event = events_pb2.Event()
         event.CopyFrom(lyon_next)
         event.table = name
-        reply = push(callers["lyon"], [sync_pb2.Batch(events=[event.SerializeToString()])])
+        reply = push(callers["lyon"], [sync_pb2.Batch(events=[as_origin(mesh, event)])])
         assert not isinstance(reply, grpc.RpcError), reply
         assert reply.applied_events == 0 and readable(reply.refused[0]), reply.refused[0][:200]
     assert_serving(callers)
@@ -664,7 +692,7 @@ def test_a_wrong_key_is_refused_with_a_readable_reason(
         event = events_pb2.Event()
         event.CopyFrom(lyon_next)
         _key(key)(event)
-        reply = push(callers["lyon"], [sync_pb2.Batch(events=[event.SerializeToString()])])
+        reply = push(callers["lyon"], [sync_pb2.Batch(events=[as_origin(mesh, event)])])
         assert not isinstance(reply, grpc.RpcError), reply
         assert reply.applied_events == 0 and reply.refused
         assert f"{len(key)} key values" in reply.refused[0], reply.refused[0]
@@ -676,10 +704,11 @@ def test_a_wrong_key_is_refused_with_a_readable_reason(
 GHOSTS = itertools.count(1)
 
 
-def forge(bodies: list[bytes], site: str, key_offset: int,
+def forge(mesh: LocalMesh, bodies: list[bytes], site: str, key_offset: int,
           column: tuple[str, values_pb2.Value] | None = None) -> list[bytes]:
     """The events ``bodies`` (inserts of one integer key) as those of a new origin ``site``,
-    rows moved by ``key_offset``, chained again: what a relay may legitimately forward."""
+    rows moved by ``key_offset``, chained again and signed by ``site``: what a relay may
+    legitimately forward."""
     out: list[bytes] = []
     for body in bodies:
         event = events_pb2.Event.FromString(body)
@@ -692,7 +721,7 @@ def forge(bodies: list[bytes], site: str, key_offset: int,
                 c.value.integer += key_offset
         if column is not None:
             event.columns.add(column=column[0], value=column[1])
-        out.append(event.SerializeToString())
+        out.append(as_origin(mesh, event))
     return out
 
 
@@ -704,11 +733,11 @@ def test_replayed_and_reordered_batches_apply_every_event_once(
         cuts: set[int], again: list[int]) -> None:
     n = next(GHOSTS)
     offset = 10_000 * n
-    bodies = forge(siege_history, f"ghost{n}", offset)
+    bodies = forge(mesh, siege_history, f"ghost{n}", offset)
     sent = [bodies[i] for i in order] + [bodies[i] for i in again]
     edges = [0, *sorted(c for c in cuts if c < len(sent)), len(sent)]
     batches = [sync_pb2.Batch(events=sent[a:b]) for a, b in itertools.pairwise(edges) if b > a]
-    first = push(callers["siege"], batches)
+    first = push(callers["siege"], [certificates(mesh), *batches])
     assert not isinstance(first, grpc.RpcError), first
     assert (first.applied_events, first.waiting, list(first.refused)) == (6, 0, [])
     assert vector(mesh)[(f"ghost{n}", 1)] == 6
@@ -728,8 +757,8 @@ def test_an_unknown_column_is_kept_aside_never_written(
     n = next(GHOSTS)
     offset = 10_000 * n
     name = 'X" VARCHAR(1)); DROP TABLE T; --'
-    bodies = forge(siege_history[:1], f"ghost{n}", offset, (name, V(text="kept aside")))
-    reply = push(callers["siege"], [sync_pb2.Batch(events=bodies)])
+    bodies = forge(mesh, siege_history[:1], f"ghost{n}", offset, (name, V(text="kept aside")))
+    reply = push(callers["siege"], [certificates(mesh), sync_pb2.Batch(events=bodies)])
     assert not isinstance(reply, grpc.RpcError), reply
     assert reply.applied_events == 1
     key = offset + 500

@@ -197,7 +197,7 @@ def test_malformed_pushes_are_refused_and_the_node_stays_up(mesh):
         bad = events_pb2.Event(origin=events_pb2.Origin(site="lyon", incarnation=1), seq=1,
                                table="NO_SUCH_TABLE", op=events_pb2.OP_INSERT)
         bad.tx.first_seq, bad.tx.count = 1, 1
-        reply = stub.Push(iter([sync_pb2.Batch(events=[bad.SerializeToString()])]),
+        reply = stub.Push(iter([sync_pb2.Batch(events=[sealed(mesh, "lyon", bad)])]),
                           timeout=10)
         assert reply.applied_events == 1 and not reply.refused
         # A table this site does not have: kept aside until it has it (a site upgraded
@@ -365,9 +365,22 @@ def test_a_client_without_certificate_is_refused(mesh):
 
 
 def publish(mesh, site: str) -> None:
+    """What ``site``'s node publishes, signed with its key as the node does."""
     from siege_sync.node.publish import Publisher
+    from siege_sync.node.seal import sealer_for
 
-    Publisher(mesh.cons[site], site).publish()
+    Publisher(mesh.cons[site], site,
+              sealer=sealer_for(mesh.pki.folder / "bundles" / site)).publish()
+
+
+def sealed(mesh, site: str, event: events_pb2.Event) -> bytes:
+    """``event`` as ``site``'s node would send it: signed with its key (node/seal.py) — what
+    a compromised or buggy node of that site can do."""
+    from siege_sync.node.seal import Sealer
+
+    bundle = load_bundle(mesh.pki.folder / "bundles" / site)
+    event.ClearField("seal")
+    return Sealer(lambda: bundle).seal(event.SerializeToString(deterministic=True))
 
 
 def lyon_event(mesh, **fields) -> bytes:
@@ -385,7 +398,7 @@ def lyon_event(mesh, **fields) -> bytes:
                 if col.column == "B":
                     col.value.CopyFrom(value)
     assert capture.get_state(mesh.cons["lyon"], "seq") == str(event.seq)
-    return event.SerializeToString()
+    return sealed(mesh, "lyon", event)
 
 
 def test_wrong_value_types_huge_values_and_replays_are_refused_or_ignored(mesh):

@@ -63,8 +63,10 @@ from siege_sync.certs import (
 from siege_sync.node import transport
 from siege_sync.node.admission import Admission, Limits
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.seal import Sealer
 from siege_sync.node.transport import BundleWatcher, channel
-from siege_sync.proto import sync_pb2, sync_pb2_grpc
+from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc
+from tests.test_apply import all_events
 from tools.localmesh import MESH, Pki, ProcessMesh
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20))"]
@@ -540,3 +542,70 @@ def test_a_certificate_under_an_intermediate_ca_is_refused(mesh, tmp_path: Path)
                                 grpc.StatusCode.UNAUTHENTICATED), err.value
     with pytest.raises(CertError):
         verify_chain(chain, ca_cert.public_bytes(pem))
+
+
+# --- 6. signed origins ------------------------------------------------------------------------
+
+
+def lyon_events_at_siege(mesh: ProcessMesh) -> list[bytes]:
+    con = mesh.open_as_sysdba("siege")
+    try:
+        return [b for b in all_events(con) if events_pb2.Event.FromString(b).origin.site == "lyon"]
+    finally:
+        con.close()
+
+
+def push_as(mesh: ProcessMesh, who: str, to: str, *batches: sync_pb2.Batch
+            ) -> sync_pb2.PushReply:
+    with channel(address(mesh, to), load_bundle(bundle_dir(mesh, who)), to) as ch:
+        return sync_pb2_grpc.SyncNodeStub(ch).Push(iter(batches), timeout=60)
+
+
+def test_a_relay_can_neither_forge_nor_alter_another_sites_transaction(mesh) -> None:
+    """The siège relays (its certificate has the relay role, nice's config lets it
+    coordinate), yet: lyon's next transaction made up by it — unsigned, or signed with its
+    own key — and lyon's real transaction altered on the way are refused at nice, blamed on
+    the sender; lyon is not held up there: its genuine transaction applies next."""
+    app = mesh.connection("lyon")
+    with transaction(app, READ_COMMITTED_RW) as tm:
+        tm.cursor().execute("INSERT INTO T (ID, A) VALUES (901, 'genuine')")
+    assert mesh.exchange("lyon") > 0 and mesh.exchange("nice") >= 0
+    real = lyon_events_at_siege(mesh)[-1]
+    made_up = events_pb2.Event.FromString(real)
+    made_up.ClearField("seal")
+    made_up.seq = made_up.tx.first_seq = made_up.seq + 1
+    made_up.tx.count = 1
+    made_up.prev_hash = hashlib.sha256(real).digest()
+    made_up.key[0].integer = 902
+    for c in made_up.columns:
+        if c.column == "ID":
+            c.value.integer = 902
+    unsigned = made_up.SerializeToString(deterministic=True)
+    siege_key = load_bundle(bundle_dir(mesh, "siege"))
+    signed_by_siege = Sealer(lambda: siege_key).seal(unsigned)
+    for forged, says in ((unsigned, "carries no signature of lyon"),
+                         (signed_by_siege, "signed with siege's certificate, not lyon's")):
+        reply = push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[forged]))
+        assert reply.applied_events == 0 and any(says in r for r in reply.refused), reply
+    # lyon's next real transaction, altered by the relay on its way to nice.
+    with transaction(app, READ_COMMITTED_RW) as tm:
+        tm.cursor().execute("INSERT INTO T (ID, A) VALUES (903, 'genuine too')")
+    assert mesh.exchange("lyon") > 0
+    genuine = lyon_events_at_siege(mesh)[-1]
+    assert genuine.count(b"genuine too") == 1
+    altered = genuine.replace(b"genuine too", b"altered too")
+    reply = push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[altered]))
+    assert reply.applied_events == 0
+    assert any("signature does not match its bytes" in r for r in reply.refused), reply
+    con = mesh.open_as_sysdba("nice")
+    try:
+        with transaction(con, READ_COMMITTED_RW) as tm:
+            cur = tm.cursor()
+            cur.execute("SELECT ID, A FROM T WHERE ID >= 901 ORDER BY ID")
+            assert cur.fetchall() == [(901, "genuine")]
+            cur.execute("SELECT COUNT(*) FROM SYNC$PARKED WHERE ORIGIN = 'lyon'")
+            assert cur.fetchone()[0] == 0, "lyon is not held up at nice"
+            cur.close()
+    finally:
+        con.close()
+    assert push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[genuine])).applied_events == 1

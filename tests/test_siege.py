@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_apply import run_sql
 from tests.test_capture_random import snapshot
-from tests.test_mesh import transaction_of
+from tests.test_mesh import publish, transaction_of
 from tools.localmesh import LocalMesh
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(40), B INTEGER)"]
@@ -151,9 +151,7 @@ def test_status_shows_each_sites_last_sync_and_what_is_pending(mesh):
     assert "siège role: siege" in never.stdout
     assert ctl(mesh, "manual").returncode == 0
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'not yet at the siège')")
-    from siege_sync.node.publish import Publisher
-
-    Publisher(mesh.cons["lyon"], "lyon").publish()
+    publish(mesh, "lyon")
     done = ctl(mesh, "status")
     assert done.returncode == 0, done.stdout
     lyon = next(line for line in done.stdout.splitlines() if line.startswith("lyon"))
@@ -213,9 +211,8 @@ def test_rounds_purge_what_every_site_holds_and_nothing_else(mesh):
     for i in range(3):
         run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (?, 'x')", (i,))
     run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (3, 'siege')")
-    from siege_sync.node.publish import Publisher
 
-    Publisher(mesh.cons["lyon"], "lyon").publish()
+    publish(mesh, "lyon")
     assert stored_segments(mesh.cons["lyon"]) > 0
     # The round brings everything everywhere, then asks every site what it holds: what all
     # hold is no longer needed for relaying.

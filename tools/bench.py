@@ -13,6 +13,9 @@ process, because these machines are noisy; the last line is one JSON object.
 * ``apply_events_per_s``, ``apply_vs_executemany``, ``apply_vs_engine``: another site's
   insert events applied here (merge, registers, rows, relay log, vector), against a naive
   driver ``executemany`` of the same rows and the engine's own PSQL insert rate.
+* ``seal_us_per_tx``, ``verify_us_per_tx``, ``signature_share``: signing one transaction at
+  its origin, checking its seal at a receiver, and the share of apply time that check takes
+  when every transaction is one event (the worst case; issue 20 aims below 0.05).
 * ``e2e_events_per_s``, ``wire_bytes_per_event``, ``slow_link_efficiency`` (and a few more
   ``e2e_*`` / ``slow_link_*``): the mesh, site to site over mTLS with apply, on loopback and
   through a 2 Mbit/s link between network namespaces (``tools/bench_mesh.py`` says how). If
@@ -206,6 +209,42 @@ def apply_rates(tmp: Path, n: int) -> dict[str, float]:
     }
 
 
+def signature_costs(tmp: Path, apply_events_per_s: float, n: int = 2000) -> dict[str, float]:
+    """What signing costs (issue 20): sealing and checking one transaction's seal, over
+    real events of the apply benchmark, and the share of apply time the check takes when
+    every transaction is one event (the worst case: one seal per event)."""
+    from siege_sync.certs import load_bundle
+    from siege_sync.node.eventlog import read
+    from siege_sync.node.seal import Sealer, Verifier
+    from siege_sync.proto import events_pb2
+    from tools.localmesh import Pki
+
+    pki = Pki(tmp / "sig-pki")
+    src_bundle, dst_bundle = load_bundle(pki.site("src")), load_bundle(pki.site("dst"))
+    con = create_db(tmp / "sig.fdb", ddl=DDL)
+    setup(con)
+    psql_inserts(con, "CAPTURED", 0, 1)
+    Publisher(con, "src").publish()
+    event = events_pb2.Event.FromString(next(iter(read(con, "src"))))
+    event.ClearField("seal")
+    unsigned = event.SerializeToString(deterministic=True)
+    sealer = Sealer(lambda: src_bundle)
+    bodies: list[bytes] = []
+    t_seal = timed(lambda: bodies.extend(sealer.seal(unsigned) for _ in range(n)))
+    verifier = Verifier(lambda: dst_bundle)
+    verifier.learn(con, [src_bundle.cert_pem])
+    parsed = [events_pb2.Event.FromString(b) for b in bodies]
+    t_check = timed(lambda: [verifier.check(con, "src", [e], [b])
+                             for e, b in zip(parsed, bodies, strict=True)])
+    con.close()
+    verify_s = t_check / n
+    return {
+        "seal_us_per_tx": round(t_seal / n * 1e6, 1),
+        "verify_us_per_tx": round(verify_s * 1e6, 1),
+        "signature_share": round(verify_s / (verify_s + 1 / apply_events_per_s), 3),
+    }
+
+
 def setup(con: Connection) -> None:
     capture.install(con, TableSelection(include=("CAPTURED",)))
 
@@ -243,6 +282,7 @@ def main() -> None:
         print(f"embedded publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
         out.update(apply_rates(Path(tmp), args.rows_apply))
+        out.update(signature_costs(Path(tmp), out["apply_events_per_s"]))
         print(f"apply: {out['apply_events_per_s']} events/s", flush=True)
         with FirebirdServer(Path(tmp) / "server") as server:
             scon = server.create_database("bench", ddl=DDL)

@@ -122,12 +122,14 @@ class Site:
     publish_s: float
 
 
-def build_site(path: Path, site: str, n_events: int) -> Site:
+def build_site(path: Path, site: str, n_events: int, bundle: Path) -> Site:
     """A new embedded database with capture installed, ``n_events`` (rounded up to whole
-    invoices) captured and published as ``site``; closed again."""
+    invoices) captured and published as ``site`` (signed with ``bundle``'s key, as its node
+    does); closed again."""
     from siege_sync.node import capture
     from siege_sync.node.database import transaction
     from siege_sync.node.publish import Publisher
+    from siege_sync.node.seal import sealer_for
     from tests.fbdb import create_db
 
     con = create_db(path, ddl=DDL)
@@ -140,7 +142,8 @@ def build_site(path: Path, site: str, n_events: int) -> Site:
                 tm.execute_immediate(TX_BLOCK.format(
                     start=start, end=min(start + INVOICES_PER_TX, invoices + 1)))
         t1 = time.perf_counter()
-        result = Publisher(con, site).publish() if invoices else None
+        result = Publisher(con, site, sealer=sealer_for(bundle)).publish() if invoices \
+            else None
         t2 = time.perf_counter()
     finally:
         con.close()
@@ -256,8 +259,8 @@ def e2e(tmp: Path, n_events: int, log: Log = _print) -> dict[str, float | int | 
 
     pki = Pki(tmp / "pki")
     bundles = {s: pki.site(s) for s in (SITE_A, SITE_B)}
-    a = build_site(tmp / f"{SITE_A}.fdb", SITE_A, n_events)
-    build_site(tmp / f"{SITE_B}.fdb", SITE_B, 0)
+    a = build_site(tmp / f"{SITE_A}.fdb", SITE_A, n_events, bundles[SITE_A])
+    build_site(tmp / f"{SITE_B}.fdb", SITE_B, 0, bundles[SITE_B])
     log(f"e2e: {a.events} events in {a.transactions} transactions captured at {SITE_A} in "
         f"{a.workload_s:.1f} s, published in {a.publish_s:.1f} s "
         f"({a.events / a.publish_s:.0f} events/s, not part of the exchange time)")
@@ -414,8 +417,8 @@ def slow_link(tmp: Path, n_events: int, log: Log = _print) -> dict[str, float | 
     pki = Pki(tmp / "pki")
     bundles = {s: pki.site(s) for s in (SITE_A, SITE_B)}
     admin = pki.admin("ops")
-    a = build_site(tmp / f"{SITE_A}.fdb", SITE_A, n_events)
-    build_site(tmp / f"{SITE_B}.fdb", SITE_B, 0)
+    a = build_site(tmp / f"{SITE_A}.fdb", SITE_A, n_events, bundles[SITE_A])
+    build_site(tmp / f"{SITE_B}.fdb", SITE_B, 0, bundles[SITE_B])
     log(f"slow link: {a.events} events captured at {SITE_A} in {a.workload_s:.1f} s, "
         f"published in {a.publish_s:.1f} s (before the nodes start)")
     configs = {

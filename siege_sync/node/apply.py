@@ -63,6 +63,7 @@ from .merge import LWW, CausalityError, EventId, Op, Policy, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Kind, Schema, Table
+from .seal import Forged, Sealer, Unknown, Verifier
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,13 @@ class Applier:
     the vector rows serialize concurrent appliers)."""
 
     def __init__(self, con: Connection, site: str, publisher: Publisher | None = None,
-                 policies: Mapping[str, Policy] | None = None) -> None:
+                 policies: Mapping[str, Policy] | None = None,
+                 verifier: Verifier | None = None) -> None:
+        """``verifier``: checks each transaction's seal before it applies (seal.py); a node
+        always has one."""
         self._con = con
         self._site = site
+        self._verifier = verifier
         self._policies = dict(policies or {})
         self._publisher = publisher or Publisher(con, site, policies=self._policies)
         self._schema: Schema | None = None
@@ -248,8 +253,22 @@ class Applier:
                 if tx is None:
                     continue
                 try:
+                    if self._verifier is not None:
+                        self._verifier.check(self._con, origin[0], [i.event for i in tx],
+                                             [i.body for i in tx])
                     _check_chain(origin, tx, heads.get(origin, b""))
                     result.losses_recorded += self._apply_with_retries(tx, result)
+                except Forged as exc:
+                    # The sender's fault, not the origin's: not parked (the genuine copy may
+                    # come by another path); its later events wait for this call.
+                    message = printable(f"refused: {exc}; nothing of it was applied")
+                    log.error("[%s] %s", self._site, message)
+                    result.refused.append(message)
+                    stopped.add(origin)
+                    continue
+                except Unknown as exc:
+                    waiting[origin] = printable(f"{origin[0]}#{tx[0].event.seq} waits: {exc}")
+                    continue
                 except NotArrived as exc:
                     # A parent's insert from another origin, or a BLOB's bytes, maybe
                     # later in this batch: try again after the others progressed.
@@ -690,13 +709,14 @@ _KNOWN_OPS = frozenset({events_pb2.OP_INSERT, events_pb2.OP_UPDATE, events_pb2.O
 
 
 def catch_up(con: Connection, site: str, policies: Mapping[str, Policy] | None = None,
-             publisher: Publisher | None = None) -> list[str]:
+             publisher: Publisher | None = None, sealer: Sealer | None = None) -> list[str]:
     """After an install that added tables or columns or widened columns (catchup.py): fill
     the new columns and the widened ones from the registers, apply the events kept for the
-    new tables. Returns what it did. ``publisher``: a running node's (its schema cache)."""
+    new tables. Returns what it did. ``publisher``: a running node's (its schema cache);
+    otherwise one signing with ``sealer`` (seal.py)."""
     # What users wrote is published first: a widened column is written only where the
     # registers know the row's latest value.
-    publisher = publisher or Publisher(con, site, policies=policies)
+    publisher = publisher or Publisher(con, site, policies=policies, sealer=sealer)
     publisher.publish()
     # One schema read for all of it (a second each with hundreds of tables).
     schema = publisher.schemas.schema()

@@ -29,6 +29,7 @@ from .daemon import NodeError
 from .database import DatabaseUnavailable, connection
 from .publish import Publisher, PublishError
 from .schema import FINGERPRINT_VERSION, Schema, fingerprint_version, introspect
+from .seal import sealer_for
 from .status import capture_status
 from .upgrade import UpgradeError
 
@@ -47,7 +48,8 @@ def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
     report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
     guardwatch.remember_install(con, cfg.fire_triggers)
     after = guardwatch.check(con, cfg.fire_triggers)
-    for line in catch_up(con, cfg.site, cfg.policies):
+    for line in catch_up(con, cfg.site, cfg.policies, sealer=sealer_for(
+            cfg.service.bundle if cfg.service else None)):
         print(f"  caught up with the new schema: {line}")
     schema = report.schema
     assert schema is not None
@@ -166,7 +168,8 @@ def cmd_publish(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
         print("error: capture is not installed here; run siege-node install first",
               file=sys.stderr)
         return 2
-    result = Publisher(con, cfg.site, policies=cfg.policies).publish()
+    result = Publisher(con, cfg.site, policies=cfg.policies,
+                       sealer=sealer_for(cfg.service.bundle if cfg.service else None)).publish()
     print(f"site {cfg.site}: published {result.events} events from {result.transactions} "
           f"transactions" + (f" (seq {result.first_seq}..{result.last_seq})"
                              if result.events else ""))

@@ -98,7 +98,7 @@ class Node:
         except BaseException:
             self._con.close()
             raise
-        self.replica = Replica(cfg, self._con, clock)
+        self.replica = Replica(cfg, self._con, clock, lambda: self.watcher.refresh()[0])
         try:
             self.watcher.guard_crl(int(capture.get_state(self._con, CRL_NUMBER) or 0),
                                    self._keep_crl_number)

@@ -61,6 +61,7 @@ from . import capture, conflicts, dbserver, eventlog, guardwatch, rewind
 from .config import NodeConfig
 from .database import DatabaseSpec, connection, transaction
 from .publish import Publisher
+from .seal import sealer_for
 from .upgrade import others_attached
 
 log = logging.getLogger(__name__)
@@ -559,7 +560,8 @@ def _unsynced(old: Connection, cfg: NodeConfig, held: dict[int, int],
         # every captured change goes on record instead (a change published twice is only
         # recorded twice there, never applied).
         rewind.release(old, site, "resync: its captured changes are put on record")
-        Publisher(old, site, policies=cfg.policies).publish()
+        Publisher(old, site, policies=cfg.policies, sealer=sealer_for(
+            cfg.service.bundle if cfg.service else None)).publish()
     except Exception as exc:  # noqa: BLE001 - the old database may be damaged
         log.warning("[%s] resync: publishing the old database's captured changes failed "
                     "(%s); its published events are kept on record", site, exc)

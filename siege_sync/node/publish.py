@@ -58,6 +58,7 @@ from .merge import LWW, EventId, Policy, RowState, Write, losses, merge
 from .reader import Batch, Group, LogEntry, plan
 from .schema import Column, ColumnType, Table
 from .schemacache import READ_ONLY, SchemaCache
+from .seal import Sealer
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,11 @@ class Publisher:
     """Publishes one site's captured changes. One per database; not thread-safe."""
 
     def __init__(self, con: Connection, site: str, clock: Clock | None = None,
-                 max_entries: int = 20_000, policies: Mapping[str, Policy] | None = None
-                 ) -> None:
+                 max_entries: int = 20_000, policies: Mapping[str, Policy] | None = None,
+                 sealer: Sealer | None = None) -> None:
+        """``sealer``: signs the last event of each transaction (seal.py) — every node does;
+        None only where no peer checks (tests of the merge alone)."""
+        self._sealer = sealer
         self._policies = dict(policies or {})
         self._con = con
         self._site = site
@@ -394,6 +398,8 @@ class Publisher:
                 event.tx.CopyFrom(source_tx)
                 event.prev_hash = counters.chain_head
                 body = event.SerializeToString(deterministic=True)
+                if self._sealer is not None and event is tx_events[-1]:
+                    body = self._sealer.seal(body)
                 counters.chain_head = hashlib.sha256(body).digest()
                 stored.append(eventlog.StoredEvent(event.seq, event.stamp,
                                                    counters.chain_head, body))

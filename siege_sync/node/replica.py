@@ -22,6 +22,7 @@ from typing import TypeVar
 from firebird.driver import Connection, DatabaseError
 
 from .. import __version__
+from ..certs import Bundle
 from ..proto import events_pb2, sync_pb2, values_pb2
 from . import blobs, capture, catchup, eventlog, keysources, retention, rewind, status
 from .apply import Applier, ApplyResult, catch_up, printable
@@ -33,6 +34,7 @@ from .merge import Policy
 from .publish import Publisher
 from .schema import FINGERPRINT_VERSION, fingerprint_version, introspect
 from .schemacache import SchemaCache
+from .seal import Sealer, Verifier
 from .upgrade import drift
 from .vector import Origin, Vector
 
@@ -83,9 +85,15 @@ class Replica:
     is opened again, and the step that met it is run again once — every step is all or
     nothing, and applying again what was applied is a no-op."""
 
-    def __init__(self, cfg: NodeConfig, con: Connection, clock: Clock = SystemClock()) -> None:
+    def __init__(self, cfg: NodeConfig, con: Connection, clock: Clock = SystemClock(),
+                 credentials: Callable[[], Bundle] | None = None) -> None:
+        """``credentials()``: the node's certificate bundle (the daemon's, reloaded when it
+        changes): its transactions are signed with it and others' checked (seal.py). None:
+        neither (a replica no peer talks to: tests of the merge)."""
         self.site = cfg.site
         self._cfg = cfg
+        self._sealer = Sealer(credentials) if credentials is not None else None
+        self.verifier = Verifier(credentials) if credentials is not None else None
         self.clock = clock  # the node's one notion of time (fault injection skews it)
         self._lock = threading.RLock()
         # After a start nothing is published until a peer has confirmed our chain head:
@@ -98,8 +106,9 @@ class Replica:
     def _attach(self, con: Connection) -> None:
         self._con = con
         self._publisher = Publisher(con, self._cfg.site, policies=self._cfg.policies,
-                                    clock=self.clock)
-        self._applier = Applier(con, self._cfg.site, self._publisher, self._cfg.policies)
+                                    clock=self.clock, sealer=self._sealer)
+        self._applier = Applier(con, self._cfg.site, self._publisher, self._cfg.policies,
+                                verifier=self.verifier)
 
     def _reconnect(self) -> None:
         log.warning("[%s] the database connection was lost: opening it again", self.site)
@@ -276,6 +285,20 @@ class Replica:
         svc = self._cfg.service
         return set(svc.coordinators(self.site)) if svc is not None else set()
 
+    def learn_certificates(self, pems: Iterable[bytes]) -> list[str]:
+        """Keep the site certificates a stream brought (checked against the mesh CA)."""
+        if self.verifier is None:
+            return []
+        verifier = self.verifier
+        return self._retrying(lambda: verifier.learn(self._con, pems))
+
+    def certificates(self) -> list[bytes]:
+        """What a stream this node sends carries first: the certificates its seals need."""
+        if self.verifier is None:
+            return []
+        verifier = self.verifier
+        return self._retrying(lambda: verifier.certificates(self._con))
+
     @property
     def siege(self) -> str | None:
         """The configured siège (``[node] siege``): the only site whose word on other sites'
@@ -327,10 +350,15 @@ class Replica:
 
     def outgoing(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
                  only_origin: str | None = None) -> Iterator[sync_pb2.Batch]:
-        """``batches_for`` as messages: the large BLOBs a batch refers to go first, in
-        messages of their own."""
+        """``batches_for`` as messages: the certificates the seals need in the first one
+        (seal.py), the large BLOBs a batch refers to first, in messages of their own."""
         sent: set[bytes] = set()
+        certificates: list[bytes] | None = None
         for bodies in self.batches_for(have, max_events, only_origin):
+            if certificates is None:
+                certificates = self.certificates()
+                if certificates:
+                    yield sync_pb2.Batch(certificates=certificates)
             chunks: list[values_pb2.BlobChunk] = []
             size = 0
             for ref in blobs.refs(bodies):
@@ -471,6 +499,8 @@ class Receiver:
     def take(self, batch: sync_pb2.Batch) -> ApplyResult | None:
         """Raises ``blobs.BlobError`` for damaged BLOBs, ``ApplyError`` for malformed
         events, ``NotReady`` before the chain is confirmed."""
+        if batch.certificates:
+            self.refused.extend(self._replica.learn_certificates(batch.certificates))
         for chunk in batch.blobs:
             self._assembler.add(chunk)
         if not batch.events:

@@ -243,6 +243,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         caller = self._caller(context, Kind.SITE)
         self._refused_policies(context, caller)
         receiver = self._replica.receiver()
+        # The caller's own certificate checks the seals of its own transactions (seal.py),
+        # whatever its first batch carries.
+        receiver.refused.extend(self._replica.learn_certificates(
+            list(context.auth_context().get("x509_pem_cert", ()))[:1]))
         try:
             for batch in request_iterator:
                 self._check_origins(context, caller, batch.events)

@@ -47,6 +47,7 @@ from .database import READ_COMMITTED_RW, SNAPSHOT_RW, connection, transaction
 from .publish import Publisher
 from .schema import Schema, TableSelection, introspect
 from .schemacache import SchemaCache
+from .seal import sealer_for
 
 ISQL = "isql-fb"
 GFIX = "gfix"
@@ -212,7 +213,8 @@ def upgrade(cfg: NodeConfig, script: Path | None = None,
     try:
         with connection(cfg.database) as con:
             _refuse_if_others(con)  # SYSDBA or the owner may still have come in
-            published = Publisher(con, cfg.site, policies=cfg.policies).publish().events
+            published = Publisher(con, cfg.site, policies=cfg.policies, sealer=sealer_for(
+                cfg.service.bundle if cfg.service else None)).publish().events
             waiting = capture.pending_entries(con)
             if waiting:
                 raise UpgradeError(f"{waiting} captured changes could not be published (see "
@@ -281,7 +283,8 @@ def _reinstall(cfg: NodeConfig, failure: str | None) -> tuple[Schema, list[str]]
             report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
             guardwatch.remember_install(con, cfg.fire_triggers)
             assert report.schema is not None
-            return report.schema, catch_up(con, cfg.site, cfg.policies)
+            return report.schema, catch_up(con, cfg.site, cfg.policies, sealer=sealer_for(
+                cfg.service.bundle if cfg.service else None))
     except Exception as exc:  # said loudly: the database is without capture
         raise UpgradeError(
             f"capture could NOT be reinstalled after the upgrade ({exc}). The database "

@@ -69,7 +69,7 @@ class SourceTx(_message.Message):
     def __init__(self, tx_id: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("origin", "seq", "prev_hash", "stamp", "table", "op", "key", "columns", "tx", "captured_local", "captured_utc_us", "user", "client_address", "generation", "delete_bases", "follows", "exist_base", "prior", "known_refs", "parents", "seen")
+    __slots__ = ("origin", "seq", "prev_hash", "stamp", "table", "op", "key", "columns", "tx", "captured_local", "captured_utc_us", "user", "client_address", "generation", "delete_bases", "follows", "exist_base", "prior", "known_refs", "parents", "seen", "seal")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class Event(_message.Message):
     KNOWN_REFS_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     SEEN_FIELD_NUMBER: _ClassVar[int]
+    SEAL_FIELD_NUMBER: _ClassVar[int]
     origin: Origin
     seq: int
     prev_hash: bytes
@@ -112,7 +113,16 @@ class Event(_message.Message):
     known_refs: KnownRefs
     parents: _containers.RepeatedCompositeFieldContainer[ParentKey]
     seen: SeenRow
-    def __init__(self, origin: _Optional[_Union[Origin, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., stamp: _Optional[int] = ..., table: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., tx: _Optional[_Union[SourceTx, _Mapping]] = ..., captured_local: _Optional[int] = ..., captured_utc_us: _Optional[int] = ..., user: _Optional[str] = ..., client_address: _Optional[str] = ..., generation: _Optional[_Union[StampRef, _Mapping]] = ..., delete_bases: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., follows: _Optional[_Union[StampRef, _Mapping]] = ..., exist_base: _Optional[_Union[EventRef, _Mapping]] = ..., prior: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., known_refs: _Optional[_Union[KnownRefs, _Mapping]] = ..., parents: _Optional[_Iterable[_Union[ParentKey, _Mapping]]] = ..., seen: _Optional[_Union[SeenRow, _Mapping]] = ...) -> None: ...
+    seal: Seal
+    def __init__(self, origin: _Optional[_Union[Origin, _Mapping]] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[bytes] = ..., stamp: _Optional[int] = ..., table: _Optional[str] = ..., op: _Optional[_Union[Op, str]] = ..., key: _Optional[_Iterable[_Union[_values_pb2.Value, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., tx: _Optional[_Union[SourceTx, _Mapping]] = ..., captured_local: _Optional[int] = ..., captured_utc_us: _Optional[int] = ..., user: _Optional[str] = ..., client_address: _Optional[str] = ..., generation: _Optional[_Union[StampRef, _Mapping]] = ..., delete_bases: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., follows: _Optional[_Union[StampRef, _Mapping]] = ..., exist_base: _Optional[_Union[EventRef, _Mapping]] = ..., prior: _Optional[_Iterable[_Union[ColumnValue, _Mapping]]] = ..., known_refs: _Optional[_Union[KnownRefs, _Mapping]] = ..., parents: _Optional[_Iterable[_Union[ParentKey, _Mapping]]] = ..., seen: _Optional[_Union[SeenRow, _Mapping]] = ..., seal: _Optional[_Union[Seal, _Mapping]] = ...) -> None: ...
+
+class Seal(_message.Message):
+    __slots__ = ("serial", "signature")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    serial: bytes
+    signature: bytes
+    def __init__(self, serial: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class SeenRow(_message.Message):
     __slots__ = ("columns",)
