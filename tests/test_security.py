@@ -609,3 +609,34 @@ def test_a_relay_can_neither_forge_nor_alter_another_sites_transaction(mesh) -> 
     finally:
         con.close()
     assert push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[genuine])).applied_events == 1
+
+
+# --- bounded: events of tables this site lacks -------------------------------------------------
+
+
+def test_events_of_a_table_this_site_lacks_are_kept_within_a_bound(
+        make_db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site may write a table another site has not installed yet: its events are kept
+    aside (DESIGN §3.8) — up to a bound per origin (here 3; a node keeps 200,000), beyond
+    which that origin's next such transaction holds, saying what to do. Before, a site could
+    fill the receiver's disk with events of a table nobody else has."""
+    from siege_sync.node import capture, catchup, parking
+    from siege_sync.node.apply import Applier
+    from tests.test_apply import run_sql
+
+    monkeypatch.setattr(catchup, "MAX_DEFERRED_PER_ORIGIN", 3)
+    base = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20))"]
+    lyon = make_db("lyon", ddl=[*base, "CREATE TABLE EXTRA (ID INTEGER NOT NULL PRIMARY KEY)"])
+    nice = make_db("nice", ddl=base)
+    for con in (lyon, nice):
+        capture.install(con)
+    for i in range(5):
+        run_sql(lyon, "INSERT INTO EXTRA (ID) VALUES (?)", (i,))
+    run_sql(lyon, "INSERT INTO T (ID, A) VALUES (1, 'after')")
+    Applier(lyon, "lyon").apply([])
+    bodies = [b for b in all_events(lyon) if events_pb2.Event.FromString(b).origin.site == "lyon"]
+    result = Applier(nice, "nice").apply(bodies)
+    assert result.applied_events == 3, result
+    assert catchup.waiting(nice) == {"EXTRA": 3}
+    assert any("the most kept aside per site" in r for r in result.refused), result.refused
+    assert [p.origin for p in parking.listing(nice)] == ["lyon"]

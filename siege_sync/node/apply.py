@@ -132,6 +132,7 @@ class Applier:
         self._con = con
         self._site = site
         self._verifier = verifier
+        self._deferred: dict[str, int] | None = None  # events kept aside per origin
         self._policies = dict(policies or {})
         self._publisher = publisher or Publisher(con, site, policies=self._policies)
         self._schema: Schema | None = None
@@ -199,8 +200,25 @@ class Applier:
             self._sql.close()
         return done
 
+    def _keep_aside(self, cur: Cursor, item: _Incoming) -> None:
+        """An event of a table this site lacks, kept aside (catchup.py), within its origin's
+        bound."""
+        if self._deferred is None:
+            self._deferred = catchup.deferred_counts(cur)
+        site = item.event.origin.site
+        kept = self._deferred.get(site, 0)
+        if kept >= catchup.MAX_DEFERRED_PER_ORIGIN:
+            raise ApplyError(printable(
+                f"{site} sent {kept} events of tables this site lacks (now "
+                f"{item.event.table}), the most kept aside per site: install those tables "
+                "here (siege-node install after the vendor's upgrade) or leave them out of "
+                "every site's [tables]; its transaction waits until then"))
+        catchup.defer(cur, item.event, item.body)
+        self._deferred[site] = kept + 1
+
     def _apply(self, bodies: Iterable[bytes], hold: frozenset[tuple[str, int]]) -> ApplyResult:
         result = ApplyResult()
+        self._deferred = None  # counted again at the first event kept aside in this call
         self._publisher.publish()
         self._load_schema()
         applied, heads = self.vector()
@@ -470,7 +488,7 @@ class Applier:
                         # A table another site has and this one not yet (DESIGN §3.8): kept
                         # aside, the rest of the transaction applies; applied once the table
                         # is installed here (catchup.py).
-                        catchup.defer(cur, item.event, item.body)
+                        self._keep_aside(cur, item)
                         kept_aside.append(item)
                 self._apply_in_engine_order(
                     settler, [item for item in tx if item not in kept_aside], in_rows)

@@ -12,7 +12,9 @@ schema, and how it catches up once it has upgraded too.
   ``write_widened`` writes each such row's merged value from its registers.
 * **A table this site lacks**: its events are kept in ``SYNC$DEFERRED`` (the rest of their
   transaction applies; the origin is not held up) and applied, in the order they arrived,
-  once the table is installed here (``Applier.catch_up``).
+  once the table is installed here (``Applier.catch_up``) — at most
+  ``MAX_DEFERRED_PER_ORIGIN`` per origin: beyond, that origin's transaction holds, saying
+  so.
 
 ``catch_up`` does all three; ``siege-node install``, ``upgrade`` and ``run`` call it. The
 writes it makes are the applier's (not captured: they are other sites' changes arriving
@@ -54,6 +56,17 @@ def plausible_table(name: str) -> bool:
             and name == name.strip()
             and all(c.isascii() and (c.isalnum() or c in "_$ ") for c in name)
             and not name.upper().startswith(_SYSTEM_PREFIXES))
+
+
+# Events of tables this site lacks, kept per origin at most: beyond, the origin's next such
+# transaction holds (a site flooding a table nobody else has cannot fill the disk; issue 20).
+MAX_DEFERRED_PER_ORIGIN = 200_000
+
+
+def deferred_counts(cur: Cursor) -> dict[str, int]:
+    """Events kept aside per origin site (one read: the applier counts on from there)."""
+    cur.execute(f"SELECT ORIGIN, COUNT(*) FROM {DEFERRED_TABLE} GROUP BY ORIGIN")
+    return {str(site): int(n) for site, n in cur.fetchall()}
 
 
 def defer(cur: Cursor, event: events_pb2.Event, body: bytes) -> None:
