@@ -30,11 +30,12 @@ whole transaction applies whatever the order triggers logged it in. Constraint o
 event of a row that predates install fills the row's unknown pre-existing values from the
 prior image it carries (DESIGN §3.1).
 
-An origin whose events do not chain (rewound, altered) or whose transaction the database
-refuses for a reason no event explains (a schema difference, a lock) is stopped with a clear
-message, and what a waiting origin waits for is said (``SYNC$PARKED``, status, the
-exchange); the other origins go on. Received events are not kept while they wait: the sender
-resends them next round.
+A node's applier checks each transaction's signature first (``seal.py``): one its origin did
+not sign as it is is refused as the sender's fault and its origin is not stopped. An origin
+whose events do not chain (rewound) or whose transaction the database refuses for a reason
+no event explains (a schema difference, a lock) is stopped with a clear message, and what a
+waiting origin waits for is said (``SYNC$PARKED``, status, the exchange); the other origins
+go on. Received events are not kept while they wait: the sender resends them next round.
 """
 
 from __future__ import annotations

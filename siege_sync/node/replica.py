@@ -6,6 +6,10 @@ database goes through a lock, publish before serve and publish before apply, so 
 threads never interleave two database steps. Batches handed out are read in short
 transactions — no Firebird transaction stays open while a batch travels.
 
+With the node's bundle, its transactions are signed as they are published and others'
+checked before they apply (``seal.py``); the certificates that takes go first in every
+stream it sends.
+
 Must never decide whom to trust: the service and the exchange check who may send what.
 """
 
