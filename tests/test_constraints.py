@@ -378,3 +378,25 @@ def test_a_key_inserted_again_where_its_row_is_hidden_keeps_the_local_insert(mes
     for con in cons.values():
         assert rows(con, "P") == {1: ("Z", "siege"), 2: ("new", "siege")}
     same_everywhere(cons)
+
+
+def test_a_value_let_go_and_taken_back_in_one_publish_step_publishes(mesh):
+    """The siège's row 1 holds the code X that lyon's older row 2 lost (row 2 hidden there);
+    the application changes row 1's code and then sets it back, both before a publish. The
+    step publishes (row 2 comes back, then loses again) and every site ends the same. (The
+    publisher skips only rows a later local transaction of the step *inserts*; skipping
+    updated rows too failed a whole publish on a UNIQUE key in the random workload of
+    branch fix-unique, seed 26 — a sequence this simpler one does not reproduce.)"""
+    cons, appliers = mesh
+    run_sql(cons["lyon"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'X', 'lyon')")
+    time.sleep(0.02)
+    run_sql(cons["siege"], "INSERT INTO P (ID, CODE, NAME) VALUES (1, 'X', 'siege')")
+    send(mesh, "siege", "lyon")
+    send(mesh, "lyon", "siege")
+    assert rows(cons["siege"], "P") == {1: ("X", "siege")}
+    run_sql(cons["siege"], "UPDATE P SET CODE = 'Z' WHERE ID = 1")
+    run_sql(cons["siege"], "UPDATE P SET CODE = 'X' WHERE ID = 1")
+    round_trip(mesh)
+    round_trip(mesh)
+    same_everywhere(cons)
+    assert rows(cons["siege"], "P")[1] == ("X", "siege")

@@ -236,7 +236,7 @@ class Settler:
         # the value here. ``resolved``: what ``note_references`` found, for the publisher
         # to put in the event (foreign key name -> the parent's primary key).
         # The publisher's view: rows a later local transaction of the step being published
-        # writes (table number, key identity). The table shows what the application saved
+        # inserts (table number, key identity). The table shows what the application saved
         # there since: this step never writes them (that transaction's own event settles
         # them), e.g. a hidden row coming back where the application inserted its key anew.
         self.later_local: set[tuple[int, bytes]] = set()

@@ -287,15 +287,21 @@ class Publisher:
         issuer = StampIssuer(counters.last_stamp)
         origin = events_pb2.Origin(site=self._site, incarnation=counters.incarnation)
         stored: list[eventlog.StoredEvent] = []
-        # Rows the transactions not published yet in this step write (settlers never
-        # write them: the table shows what the application saved there since).
+        # Rows the transactions not published yet in this step insert (settlers never
+        # write them: the table shows what the application saved there since — a key it
+        # could insert because the row was hidden). Inserts only: a later update means the
+        # row was in the table, and skipping an earlier write of it would leave the table
+        # holding a value the registers let go of (a row coming back then collides on a
+        # UNIQUE key and the whole publish fails).
         ahead = Counter((c.entry.table_no, c.khash) for group in changes.values()
-                        for c in group)
+                        for c in group if c.entry.op == OP_INSERT)
         settlers.later_local = set(ahead)  # (kept up to date in place below)
         for tx in batch.transactions:
             tx_changes = _inserts_first(
                 sorted(changes.get(tx.group, []), key=lambda c: c.entry.log_id))
             for c in tx_changes:
+                if c.entry.op != OP_INSERT:
+                    continue
                 row = (c.entry.table_no, c.khash)
                 ahead[row] -= 1
                 if ahead[row] == 0:
