@@ -257,10 +257,34 @@ def _build_intl(src: Path, dst: Path) -> None:
 
 
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 free right now (the server's start checks it really got it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port of 127.0.0.1 free right now (whoever binds it checks it really got it).
+
+    Chosen below the kernel's range of ephemeral ports: a port the kernel hands out (bind to
+    port 0) is also what it gives the outgoing connections of every test that runs until
+    the server binds it — a node of the suite lost its port that way ("the port is in use").
+    Only an explicit bind can take a port below that range."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = secrets.randbelow(low - 10_000) + 10_000
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # (a crowded machine)
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    return max(low, 11_000)
 
 
 def _listen_inodes(port: int) -> set[str]:

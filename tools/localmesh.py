@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,11 @@ from siege_sync.node import capture, config
 from siege_sync.node.config import Peer
 from siege_sync.node.daemon import Node
 from tests.fbdb import create_db
+from tools.fbserver import free_port
 
 MESH = "acme"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Pki:
