@@ -359,18 +359,25 @@ def test_random_constrained_workload_converges_everywhere(mesh, seed):
     del state
 
 
-def test_a_key_inserted_again_where_its_row_is_hidden_keeps_the_local_insert(mesh):
-    """lyon's row 2 lost a UNIQUE clash at the siège (hidden there: not in its table), so
-    the siège's application may insert a row 2 of its own. If the clash ends in the same
-    publish (the winner's code changed first), the hidden row comes back — it must not
-    overwrite the later local insert, which is the newer life everywhere (issue 19)."""
-    cons, appliers = mesh
+def _lyon_row_hidden_at_the_siege(mesh) -> dict:
+    """lyon's row 2 and, later, the siège's row 1 take the code X: row 2 loses, hidden at
+    the siège (not in its table). Returns the connections."""
+    cons, _appliers = mesh
     run_sql(cons["lyon"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'X', 'lyon')")
     time.sleep(0.02)
     run_sql(cons["siege"], "INSERT INTO P (ID, CODE, NAME) VALUES (1, 'X', 'siege')")
     send(mesh, "siege", "lyon")
     send(mesh, "lyon", "siege")
     assert rows(cons["siege"], "P") == {1: ("X", "siege")}, "row 2 is hidden at the siège"
+    return cons
+
+
+def test_a_key_inserted_again_where_its_row_is_hidden_keeps_the_local_insert(mesh):
+    """lyon's row 2 lost a UNIQUE clash at the siège (hidden there: not in its table), so
+    the siège's application may insert a row 2 of its own. If the clash ends in the same
+    publish (the winner's code changed first), the hidden row comes back — it must not
+    overwrite the later local insert, which is the newer life everywhere (issue 19)."""
+    cons = _lyon_row_hidden_at_the_siege(mesh)
     run_sql(cons["siege"], "UPDATE P SET CODE = 'Z' WHERE ID = 1")  # the clash ends...
     run_sql(cons["siege"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'new', 'siege')")
     round_trip(mesh)
@@ -387,13 +394,7 @@ def test_a_value_let_go_and_taken_back_in_one_publish_step_publishes(mesh):
     publisher skips only rows a later local transaction of the step *inserts*; skipping
     updated rows too failed a whole publish on a UNIQUE key in the random workload of
     branch fix-unique, seed 26 — a sequence this simpler one does not reproduce.)"""
-    cons, appliers = mesh
-    run_sql(cons["lyon"], "INSERT INTO P (ID, CODE, NAME) VALUES (2, 'X', 'lyon')")
-    time.sleep(0.02)
-    run_sql(cons["siege"], "INSERT INTO P (ID, CODE, NAME) VALUES (1, 'X', 'siege')")
-    send(mesh, "siege", "lyon")
-    send(mesh, "lyon", "siege")
-    assert rows(cons["siege"], "P") == {1: ("X", "siege")}
+    cons = _lyon_row_hidden_at_the_siege(mesh)
     run_sql(cons["siege"], "UPDATE P SET CODE = 'Z' WHERE ID = 1")
     run_sql(cons["siege"], "UPDATE P SET CODE = 'X' WHERE ID = 1")
     round_trip(mesh)
