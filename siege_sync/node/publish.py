@@ -20,7 +20,10 @@ carries what the row held in the columns it does not write, with their writers h
 (``Event.seen``, ``_seen``: the whole row its user saved, for the CHECK fall-back), and one
 of a row showing such a whole row also writes the columns shown unlike the merge
 (``_as_shown``); within a transaction an insert goes before the updates of its own row an
-AFTER INSERT trigger logged ahead of it (``_inserts_first``); it stores the events verbatim,
+AFTER INSERT trigger logged ahead of it (``_inserts_first``); the last event of each
+transaction is signed with the node's key (``seal.py``; a node's publisher always signs);
+rows a later transaction of the step inserts are never written by the settlers (the table
+shows what the application saved); it stores the events verbatim,
 deletes the captured rows it consumed and advances the node's counters — all or nothing.
 Two publishers on one database cannot both succeed: each step first locks the counter rows.
 
