@@ -232,7 +232,11 @@ class Model:
         epoch = capture.get_state(self.cons["siege"], "epoch") or "siege"
         replica = Replica(NodeConfig(site=site, database=DatabaseSpec(
             str(self.folder / f"{site}.fdb"))), self.cons[site])
-        replica.meet("siege", epoch, Vector(seqs, heads))  # raises on a diverged chain
+        # (the siège's hello reply: with the transaction of this site that proves it)
+        proof = Replica(NodeConfig(site="siege", database=DatabaseSpec(
+            str(self.folder / "siege.fdb"))), self.cons["siege"]).proof_for(
+                site, Vector(*self.appliers[site].vector()))
+        replica.meet("siege", epoch, Vector(seqs, heads), proof=proof)  # raises if diverged
         self.backup = None
         self.restores += 1
 

@@ -65,6 +65,7 @@ from siege_sync.node.admission import Admission, Limits
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from siege_sync.node.seal import Sealer
 from siege_sync.node.transport import BundleWatcher, channel
+from siege_sync.node.vector import Vector
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc
 from tests.test_apply import all_events
 from tools.localmesh import MESH, Pki, ProcessMesh
@@ -547,10 +548,11 @@ def test_a_certificate_under_an_intermediate_ca_is_refused(mesh, tmp_path: Path)
 # --- 6. signed origins ------------------------------------------------------------------------
 
 
-def lyon_events_at_siege(mesh: ProcessMesh) -> list[bytes]:
+def events_at_siege(mesh: ProcessMesh, origin: str = "lyon") -> list[bytes]:
     con = mesh.open_as_sysdba("siege")
     try:
-        return [b for b in all_events(con) if events_pb2.Event.FromString(b).origin.site == "lyon"]
+        return [b for b in all_events(con)
+                if events_pb2.Event.FromString(b).origin.site == origin]
     finally:
         con.close()
 
@@ -570,7 +572,7 @@ def test_a_relay_can_neither_forge_nor_alter_another_sites_transaction(mesh) -> 
     with transaction(app, READ_COMMITTED_RW) as tm:
         tm.cursor().execute("INSERT INTO T (ID, A) VALUES (901, 'genuine')")
     assert mesh.exchange("lyon") > 0 and mesh.exchange("nice") >= 0
-    real = lyon_events_at_siege(mesh)[-1]
+    real = events_at_siege(mesh)[-1]
     made_up = events_pb2.Event.FromString(real)
     made_up.ClearField("seal")
     made_up.seq = made_up.tx.first_seq = made_up.seq + 1
@@ -591,7 +593,7 @@ def test_a_relay_can_neither_forge_nor_alter_another_sites_transaction(mesh) -> 
     with transaction(app, READ_COMMITTED_RW) as tm:
         tm.cursor().execute("INSERT INTO T (ID, A) VALUES (903, 'genuine too')")
     assert mesh.exchange("lyon") > 0
-    genuine = lyon_events_at_siege(mesh)[-1]
+    genuine = events_at_siege(mesh)[-1]
     assert genuine.count(b"genuine too") == 1
     altered = genuine.replace(b"genuine too", b"altered too")
     reply = push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[altered]))
@@ -609,6 +611,63 @@ def test_a_relay_can_neither_forge_nor_alter_another_sites_transaction(mesh) -> 
     finally:
         con.close()
     assert push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[genuine])).applied_events == 1
+
+
+# --- 5. a new incarnation only on proof ------------------------------------------------------
+
+
+def sysdba_query(mesh: ProcessMesh, site: str, sql: str) -> list[tuple]:
+    con = mesh.open_as_sysdba(site)
+    try:
+        with transaction(con, READ_COMMITTED_RW) as tm:
+            cur = tm.cursor()
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        con.close()
+
+
+def chain_of(mesh: ProcessMesh, site: str) -> dict[str, str]:
+    return dict(sysdba_query(mesh, site, "SELECT NAME, VAL FROM SYNC$STATE WHERE NAME IN "
+                                         "('incarnation', 'seq', 'epoch')"))
+
+
+def test_a_peers_word_alone_does_not_rewind_a_site(mesh) -> None:
+    """A peer says in its hello that it holds nice's events far beyond what nice published
+    (nice would be an older copy of its database): lyon (a plain site) is not acted on; the
+    siège (a coordinator) must show one such transaction signed by nice, and the one it
+    makes up, signed with its own key, is refused. nice keeps its incarnation and its next
+    change still reaches the siège. (Before: a new incarnation at either hello.)"""
+    app = mesh.connection("nice")
+    with transaction(app, READ_COMMITTED_RW) as tm:
+        tm.cursor().execute("INSERT INTO T (ID, A) VALUES (911, 'before the claims')")
+    assert mesh.exchange("nice") > 0
+    before = chain_of(mesh, "nice")
+    inc, seq = int(before["incarnation"]), int(before["seq"])
+    last = events_at_siege(mesh, "nice")[-1]
+    claim = Vector({("nice", inc): seq + 50}, {("nice", inc): b"\x07" * 32})
+    for who in ("lyon", "siege"):
+        with channel(address(mesh, "nice"), load_bundle(bundle_dir(mesh, who)), "nice") as ch:
+            sync_pb2_grpc.SyncNodeStub(ch).Hello(sync_pb2.HelloRequest(
+                epoch=chain_of(mesh, who)["epoch"], applied=claim.to_proto()), timeout=60)
+        assert chain_of(mesh, "nice")["incarnation"] == str(inc), f"{who}'s word alone"
+    # The siège's "proof": nice's next transaction, made up, signed with the siège's key.
+    made_up = events_pb2.Event.FromString(last)
+    made_up.ClearField("seal")
+    made_up.seq = made_up.tx.first_seq = seq + 1
+    made_up.tx.count = 1
+    made_up.prev_hash = hashlib.sha256(last).digest()
+    siege_key = load_bundle(bundle_dir(mesh, "siege"))
+    forged = Sealer(lambda: siege_key).seal(made_up.SerializeToString(deterministic=True))
+    reply = push_as(mesh, "siege", "nice", sync_pb2.Batch(events=[forged]))
+    assert reply.applied_events == 0, reply
+    assert chain_of(mesh, "nice")["incarnation"] == str(inc), "a proof signed by the siège"
+    with transaction(app, READ_COMMITTED_RW) as tm:
+        tm.cursor().execute("INSERT INTO T (ID, A) VALUES (912, 'after the claims')")
+    assert mesh.exchange("nice") > 0
+    assert sysdba_query(mesh, "siege", "SELECT A FROM T WHERE ID = 912") == \
+        [("after the claims",)]
+    assert chain_of(mesh, "nice")["incarnation"] == str(inc)
 
 
 # --- bounded: events of tables this site lacks -------------------------------------------------

@@ -165,7 +165,7 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
                             f"here {mine.schema_fingerprint}): only what both share applies")
     try:
         peer_vector = Vector.from_proto(reply.applied)
-        replica.meet(peer, reply.epoch, peer_vector)
+        replica.meet(peer, reply.epoch, peer_vector, proof=list(reply.yours))
         if reply.epochs and peer == replica.siege:  # once its own database is accepted
             replica.learn_epochs(reply.epochs, peer)
     except (PeerRefused, ValueError) as exc:
@@ -244,6 +244,8 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
                     pacer.after(batch.SerializeToString())
             except (ApplyError, BlobError) as exc:
                 raise ExchangeError(f"from {ident.name}: {exc}") from exc
+        else:
+            receiver.finish(ident.name)
     finally:
         out.pulled_events += receiver.applied_events
         out.problems.extend(m for m in [*receiver.refused, *receiver.busy.values()]

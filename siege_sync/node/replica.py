@@ -10,6 +10,10 @@ With the node's bundle, its transactions are signed as they are published and ot
 checked before they apply (``seal.py``); the certificates that takes go first in every
 stream it sends.
 
+After a start it publishes nothing until a peer has confirmed its own chain (``rewind.py``);
+a peer that says this database is an older copy is believed only when it shows one of this
+site's own signed transactions the database lacks (``_claimed``).
+
 Must never decide whom to trust: the service and the exchange check who may send what.
 """
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from firebird.driver import Connection, DatabaseError
+from google.protobuf.message import DecodeError
 
 from .. import __version__
 from ..certs import Bundle
@@ -38,7 +43,7 @@ from .merge import Policy
 from .publish import Publisher
 from .schema import FINGERPRINT_VERSION, fingerprint_version, introspect
 from .schemacache import SchemaCache
-from .seal import Sealer, Verifier
+from .seal import Forged, Sealer, Unknown, Verifier
 from .upgrade import drift
 from .vector import Origin, Vector
 
@@ -84,6 +89,18 @@ class PeerRefused(Exception):
     diverged chain)."""
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """A peer said it holds more of this site's events than this database published (it
+    would have been rewound): nothing is published until the claim is proved or refuted."""
+
+    peer: str
+    seq: int  # of our current incarnation, as the peer holds it
+    head: bytes
+    holds: dict[int, int]  # every incarnation of ours the peer holds, and how far
+    was_confirmed: bool  # publishing went on before the claim (again if it is refuted)
+
+
 class Replica:
     """A lost database connection (the Firebird server restarted, the attachment was killed)
     is opened again, and the step that met it is run again once — every step is all or
@@ -103,6 +120,7 @@ class Replica:
         # After a start nothing is published until a peer has confirmed our chain head:
         # a database restored from an old copy must not reuse sequence numbers (rewind.py).
         self._confirmed = False
+        self._claim: _Claim | None = None
         self._caught_up = False
         self._shut = False  # closed for good (the node stops): never reopened
         self._attach(con)
@@ -244,15 +262,19 @@ class Replica:
 
         return self._retrying(step)
 
-    def meet(self, peer: str, epoch: str, peer_vector: Vector) -> None:
+    def meet(self, peer: str, epoch: str, peer_vector: Vector,
+             proof: list[bytes] | None = None) -> None:
         """What a hello tells us: the peer's database epoch (a changed one means it was
         restored or replaced: refused until an operator resyncs it) and how far it holds
-        our own events (confirms our chain, or reveals that we were rewound)."""
+        our own events (confirms our chain, or says that we were rewound). ``proof``: what
+        a hello *reply* brought of our own events beyond our chain (None for a hello
+        request, whose sender could not know what we hold): see ``_claimed``."""
         if not epoch:
             raise ValueError(f"{peer}'s hello names no database epoch")
-        self._retrying(lambda: self._meet(peer, epoch, peer_vector))
+        self._retrying(lambda: self._meet(peer, epoch, peer_vector, proof))
 
-    def _meet(self, peer: str, epoch: str, peer_vector: Vector) -> None:
+    def _meet(self, peer: str, epoch: str, peer_vector: Vector,
+              proof: list[bytes] | None) -> None:
         known = capture.get_state(self._con, f"{_EPOCH_OF}{peer}")
         if known is None:
             capture.set_state(self._con, f"{_EPOCH_OF}{peer}", epoch)
@@ -264,25 +286,126 @@ class Replica:
                 f"an operator runs `siege-ctl resync {peer}`")
         ident = self.identity()
         origin = (self.site, ident.incarnation)
+        seq, head = peer_vector.seq(origin), peer_vector.heads.get(origin, b"")
+        holds = {inc: n for (site, inc), n in peer_vector.seqs.items() if site == self.site}
         check = rewind.confirm_own_chain(
-            self._con, self.site, peer_vector.seq(origin), peer_vector.heads.get(origin, b""),
-            {inc: seq for (site, inc), seq in peer_vector.seqs.items() if site == self.site},
+            self._con, self.site, seq, head, holds,
             # (the siège's or a stand-in's empty vector still confirms: a new mesh's first
             # round, before the siège published anything, must not fail)
-            peer_holds_anything=any(peer_vector.seqs.values()) or peer in self.coordinators())
+            peer_holds_anything=any(peer_vector.seqs.values()) or peer in self.coordinators(),
+            proved=False)
+        if check is rewind.ChainCheck.CLAIMED:
+            self._claimed(_Claim(peer, seq, head, holds, self._confirmed or (
+                self._claim is not None and self._claim.was_confirmed)), proof)
+            return
         if check is rewind.ChainCheck.DIVERGED:
             raise PeerRefused(
                 f"{peer} holds other events under this site's numbers: this database "
                 "went on from an older copy; run `siege-ctl resync` for this site")
-        if check is rewind.ChainCheck.NEW_INCARNATION:
-            log.warning("[%s] rewound (a peer held more of our events): new incarnation %d",
-                        self.site, self.identity().incarnation)
         if check is rewind.ChainCheck.UNCONFIRMED:
             if not self._confirmed:
                 log.info("[%s] %s's vector is empty: it confirms nothing; waiting for a peer "
                          "that holds events to confirm this site's chain", self.site, peer)
             return
         self._confirmed = True
+
+    # --- a peer says this database is an older copy: believed on proof only ------------
+
+    def _claimed(self, claim: _Claim, proof: list[bytes] | None) -> None:
+        """A peer says it holds more of our events than we published. Taken for true only
+        when it shows one of those transactions, signed by this site's own certificate and
+        chaining from our head (a relay or any site could otherwise push this site into a
+        new incarnation: issue 20). A hello reply brings it along (``proof``); a peer that
+        dialled us can only bring it in the stream that follows, and only a coordinator
+        sends us our own events: another site's word is not acted on. Until then nothing is
+        published; a proof never shown lets publishing go on as before."""
+        if proof is None and claim.peer not in self.coordinators():
+            log.warning("[%s] %s says it holds this site's events beyond #%d, but only the "
+                        "siège or a stand-in can send them back: not acted on", self.site,
+                        claim.peer, claim.seq)
+            return
+        if self._claim is None:
+            log.warning("[%s] %s says it holds this site's events beyond #%d (this database "
+                        "would be an older copy): publishing waits until it shows them",
+                        self.site, claim.peer, claim.seq)
+        self._claim = claim
+        self._confirmed = False
+        if proof is not None and self._prove(proof) is False:
+            self._refute(f"its hello brought no transaction of this site beyond #{claim.seq}")
+
+    @property
+    def claim_pending(self) -> bool:
+        return self._claim is not None
+
+    def prove_claim(self, bodies: list[bytes]) -> bool:
+        """Whether the claim is settled (none pending, or ``bodies`` proved it: a new
+        incarnation is taken). A forged proof refutes it."""
+        return self._claim is None or self._retrying(lambda: self._prove(bodies)) is True
+
+    def claim_unproved(self, peer: str) -> None:
+        """``peer``'s stream ended without the events it claimed: its claim is refuted."""
+        if self._claim is not None and self._claim.peer == peer:
+            self._retrying(lambda: self._refute("its stream ended without them"))
+
+    def _prove(self, bodies: list[bytes]) -> bool | None:
+        """True: proved and acted on; False: no proof there (or a forged one, refuted);
+        None: signed with a certificate of ours not received yet (still pending)."""
+        claim = self._claim
+        assert claim is not None
+        incarnation, seq, head = rewind.own_chain(self._con)
+        found = rewind.claimed_transaction(self.site, incarnation, seq, head, bodies)
+        if found is None:
+            return False
+        events, tx = found
+        if self.verifier is not None:
+            try:
+                self.verifier.check(self._con, self.site, events, tx)
+            except Forged as exc:
+                self._refute(f"what it sent as proof is refused: {exc}")
+                return False
+            except Unknown:
+                return None
+        check = rewind.confirm_own_chain(self._con, self.site, claim.seq, claim.head,
+                                         claim.holds, proved=True)
+        if check is rewind.ChainCheck.DIVERGED:
+            self._refute("our chains differ (run `siege-ctl resync` for this site)")
+            return False
+        if check is rewind.ChainCheck.NEW_INCARNATION:
+            log.warning("[%s] rewound: %s showed this site's transaction #%d-%d (incarnation "
+                        "%d), signed by this site, which this database never published; new "
+                        "incarnation %d", self.site, claim.peer, events[0].seq,
+                        events[-1].seq, events[0].origin.incarnation,
+                        self.identity().incarnation)
+        self._claim = None
+        self._confirmed = True
+        return True
+
+    def _refute(self, why: str) -> None:
+        claim = self._claim
+        assert claim is not None
+        log.error("[%s] %s says it holds this site's events beyond #%d, but %s: not "
+                  "believed%s", self.site, claim.peer, claim.seq, why,
+                  "; publishing goes on" if claim.was_confirmed else "")
+        self._claim = None
+        self._confirmed = claim.was_confirmed
+
+    def proof_for(self, peer: str, peer_vector: Vector) -> list[bytes]:
+        """For a hello reply: when ``peer``'s vector shows that we hold more of its events
+        than it published (it was rewound), the transaction that proves it (``_claimed``)."""
+        mine = {inc: n for (site, inc), n in peer_vector.seqs.items() if site == peer}
+        if not mine:
+            return []
+        current = max(mine)
+
+        def read() -> list[bytes]:
+            held, _heads = self._applier.vector()
+            ours = {inc: n for (site, inc), n in held.items() if site == peer}
+            newer = max((inc for inc in ours if inc > current), default=None)
+            if ours.get(current, 0) <= mine[current] and newer is None:
+                return []
+            return rewind.transaction_beyond(self._con, peer, current, mine[current], newer)
+
+        return self._retrying(read)
 
     def coordinators(self) -> set[str]:
         """The sites this node's config says may coordinate: the siège and the stand-ins."""
@@ -481,6 +604,13 @@ class Replica:
         return self._retrying(step)
 
 
+def _origin_site(body: bytes) -> str:
+    try:
+        return events_pb2.Event.FromString(body).origin.site
+    except DecodeError:
+        return ""  # (the applier says what is wrong with it)
+
+
 class Receiver:
     """One stream of incoming batches (a pull or a push)."""
 
@@ -488,6 +618,7 @@ class Receiver:
         self._replica = replica
         self._assembler = blobs.Assembler(replica.database)
         self._carry: list[bytes] = []
+        self._mine: list[bytes] = []  # this site's own events, while a claim waits for them
         self.applied_events = 0
         self.already_applied = 0
         self.refused: list[str] = []
@@ -511,6 +642,14 @@ class Receiver:
             return None
         if self._assembler.unreferenced:  # (events are read for their BLOBs only then)
             self._assembler.referenced(r.sha256 for r in blobs.refs(batch.events))
+        if self._replica.claim_pending:
+            # A peer says we were rewound: its stream should bring the proof (replica.py);
+            # until then nothing applies, and what came is kept for when it does.
+            self._mine += [b for b in batch.events if _origin_site(b) == self._replica.site]
+            held = [*self._carry, *batch.events]
+            if not self._replica.prove_claim(self._mine):
+                self._carry = held[:MAX_CARRIED]
+                return None
         result = self._replica.apply([*self._carry, *batch.events], frozenset(self.busy))
         self.busy.update(result.busy)
         # Events waiting for others are kept for the next batches, within a bound: beyond
@@ -521,6 +660,10 @@ class Receiver:
         self.refused.extend(r for r in result.refused if r not in self.refused)
         self.waiting_for = result.waiting_for
         return result
+
+    def finish(self, peer: str) -> None:
+        """``peer``'s stream ended normally: a claim of it not proved by now is refuted."""
+        self._replica.claim_unproved(peer)
 
     def close(self) -> None:
         self._assembler.close()

@@ -8,10 +8,14 @@ the last one) and that matches the site's own chain (DESIGN §3.6):
 
 * the peer holds nothing newer, and the hashes agree: confirmed, publishing may go on;
 * the peer holds *more* of our events than we published, or an incarnation of this site
-  newer than ours: we were rewound. We take a new incarnation above every one the peer
-  knows (a new origin identity: its numbers start again at 1, so none is ever reused) and
-  record that our old incarnation is applied up to where our copy stops — the peers then
-  send the rest of it back, and it is applied like any other site's events;
+  newer than ours: we were rewound — *if* it is true. A peer's word alone proves nothing
+  (any site could push another into a new incarnation: issue 20), so the check first only
+  says ``CLAIMED``; the replica acts once the claimant has sent one of those transactions,
+  signed by this site's own certificate and chaining from our head (``replica.py``). Then
+  we take a new incarnation above every one the peer knows (a new origin identity: its
+  numbers start again at 1, so none is ever reused) and record that our old incarnation is
+  applied up to where our copy stops — the peers then send the rest of it back, and it is
+  applied like any other site's events;
 * the peer's hash differs at a number we also published: our copy went on publishing
   different events under the same numbers. Nothing is changed automatically; it needs an
   operator's ``resync``;
@@ -51,12 +55,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
 from firebird.driver import Connection, Cursor
+from google.protobuf.message import DecodeError
 
 from ..proto import events_pb2
 from . import values
@@ -90,6 +95,7 @@ class ChainCheck(Enum):
     NEW_INCARNATION = "new-incarnation"
     DIVERGED = "diverged"
     UNCONFIRMED = "unconfirmed"  # the peer holds none of our events: it proves nothing
+    CLAIMED = "claimed"  # the peer says it holds more of ours: nothing done until proved
 
 
 @dataclass
@@ -132,11 +138,13 @@ def _event_hash(con: Connection, site: str, incarnation: int, seq: int) -> bytes
 
 def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: bytes,
                       peer_holds: Mapping[int, int] | None = None,
-                      peer_holds_anything: bool = True) -> ChainCheck:
+                      peer_holds_anything: bool = True, proved: bool = True) -> ChainCheck:
     """Compare what a peer holds of this site's current incarnation with our own chain.
     ``peer_holds``: the seq the peer holds of each incarnation of this site (by default
     only the current one's, ``peer_seq``); ``peer_holds_anything``: whether its vector
-    names any event at all (an empty one confirms nothing)."""
+    names any event at all (an empty one confirms nothing). ``proved``: whether the peer
+    showed the events it claims (else a claim of more is only ``CLAIMED``, nothing
+    changed)."""
     with transaction(con, SNAPSHOT_RW) as tm:
         cur = tm.cursor()
         try:
@@ -164,6 +172,8 @@ def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: byte
                 return ChainCheck.UNCONFIRMED
             if newer is None and peer_seq <= seq:
                 return ChainCheck.CONFIRMED
+            if not proved:
+                return ChainCheck.CLAIMED
             # The peer holds events of ours we do not (or a later incarnation of this site):
             # we are an older copy. Our old incarnation is ours up to `seq`; the rest comes
             # back from the peers.
@@ -185,6 +195,89 @@ def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: byte
             return ChainCheck.NEW_INCARNATION
         finally:
             cur.close()
+
+
+def own_chain(con: Connection) -> tuple[int, int, bytes]:
+    """This site's current incarnation, the seq it published last, and that event's hash."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        try:
+            cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
+                        "('seq', 'incarnation', 'chain_head')")
+            state = dict(cur.fetchall())
+        finally:
+            cur.close()
+    return (int(state.get("incarnation", "1")), int(state.get("seq", "0")),
+            bytes.fromhex(state.get("chain_head", "") or ""))
+
+
+def _ends_transaction(event: events_pb2.Event) -> bool:
+    return event.seq == event.tx.first_seq + event.tx.count - 1
+
+
+def claimed_transaction(site: str, incarnation: int, seq: int, head: bytes,
+                        bodies: Iterable[bytes]
+                        ) -> tuple[list[events_pb2.Event], list[bytes]] | None:
+    """Among ``bodies``, the first whole transaction of this site that it did not publish
+    in this database: its next event (#``seq`` + 1 of ``incarnation``, chaining from
+    ``head``) up to its transaction's last, else the first transaction of a newer
+    incarnation of this site. None when there is none (or not whole yet). Signed by this
+    site's certificate (checked by the caller), it proves that a peer holds more of this
+    site than this database published: this database is an older copy."""
+    ours: dict[tuple[int, int], tuple[events_pb2.Event, bytes]] = {}
+    for body in bodies:
+        try:
+            event = events_pb2.Event.FromString(body)
+        except DecodeError:
+            continue  # (the applier says what is wrong with it)
+        if event.origin.site == site:
+            ours[(event.origin.incarnation, event.seq)] = (event, body)
+    start: tuple[int, int] | None = None
+    following = ours.get((incarnation, seq + 1))
+    if following is not None and following[0].prev_hash == head:
+        start = (incarnation, seq + 1)
+    else:
+        start = next(((inc, 1) for inc in sorted({i for i, _n in ours if i > incarnation})
+                      if (inc, 1) in ours), None)
+    if start is None:
+        return None
+    events: list[events_pb2.Event] = []
+    found: list[bytes] = []
+    inc, n = start
+    while (inc, n) in ours:
+        event, body = ours[(inc, n)]
+        events.append(event)
+        found.append(body)
+        if _ends_transaction(event):
+            return events, found
+        n += 1
+    return None
+
+
+def transaction_beyond(con: Connection, site: str, incarnation: int, seq: int,
+                       newer: int | None, limit: int = 5_000) -> list[bytes]:
+    """What a peer that holds more of ``site`` than ``site`` published (its vector says
+    ``seq`` of ``incarnation``) sends it in a hello reply as proof: the transaction after
+    ``seq``, else the first one of incarnation ``newer``; empty when not stored here or
+    longer than ``limit`` events (the streams that follow bring it then)."""
+    for inc, after in ((incarnation, seq), (newer, 0)):
+        if inc is None:
+            continue
+        out: list[bytes] = []
+        reader = read(con, site, after, inc)
+        try:
+            for body in reader:
+                event = events_pb2.Event.FromString(body)
+                if not out and event.seq != after + 1:
+                    break  # purged here
+                out.append(body)
+                if _ends_transaction(event):
+                    return out
+                if len(out) >= limit:
+                    break
+        finally:
+            reader.close()
+    return []
 
 
 def _load(cur: Cursor) -> Restored | None:

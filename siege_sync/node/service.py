@@ -182,6 +182,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         caller = self._caller(context, Kind.SITE, Kind.ADMIN)
         refused = ""
         policies = local_policies(self._replica)
+        held: Vector | None = None
         if caller.kind is Kind.SITE:
             try:
                 held = Vector.from_proto(request.applied)
@@ -207,7 +208,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         ident = self._replica.identity()
         # Not published first: a long backlog must not hold the hello up (a pull publishes).
         vector = self._replica.vector(publish=False)
-        return sync_pb2.HelloReply(
+        yours = self._replica.proof_for(caller.name, held) if caller.kind is Kind.SITE \
+            and held is not None else []
+        return sync_pb2.HelloReply(yours=yours,
             site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
@@ -263,6 +266,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         except DatabaseError as exc:
             self._database_cannot_write(context, exc)
             raise
+            receiver.finish(caller.name)
         finally:
             receiver.close()
         reply = sync_pb2.PushReply(applied_events=receiver.applied_events,

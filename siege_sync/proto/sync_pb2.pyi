@@ -77,7 +77,7 @@ class HelloRequest(_message.Message):
     def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ..., epochs: _Optional[_Mapping[str, str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards", "policies", "refused")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards", "policies", "refused", "yours")
     class EpochsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,7 @@ class HelloReply(_message.Message):
     LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
+    YOURS_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -117,7 +118,8 @@ class HelloReply(_message.Message):
     lost_guards: _containers.RepeatedScalarFieldContainer[str]
     policies: Policies
     refused: str
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ...) -> None: ...
+    yours: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ..., yours: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("events", "blobs", "certificates")
