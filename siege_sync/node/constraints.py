@@ -263,6 +263,15 @@ class Settler:
         # primary key found there (no columns); forgotten when this settler writes the table.
         self._unique_cache: dict[str, dict[tuple[tuple[str, ...], bytes], Key]] = {}
         self._clashed: list[tuple[Table, Key, RowState | None, dict[str, bytes | None]]] = []
+        # Two referenced rows holding one UNIQUE value (DESIGN §3.5): by the winner not yet
+        # written, the losers (key, registers, the winner's value event, the columns) whose
+        # rows are re-pointed to it once it is; by child row, the reference columns written
+        # with the winner's key instead of a hidden loser's; the rows re-pointed, whose
+        # ``REPARENTED`` records follow once the loser's registers are stored.
+        self._merge_after: dict[RowId, list[tuple[Key, RowState, EventId, tuple[str, ...]]]] \
+            = {}
+        self._repoint_to: dict[RowId, dict[str, bytes]] = {}
+        self._repointed: list[tuple[Table, Key, Table, Key]] = []
 
     def table(self, name: str) -> Table | None:
         return self._schema.tables.get(name)
@@ -438,6 +447,11 @@ class Settler:
                                         old_image if was else None, life.generation.event,
                                         depth)
             life = self._write(table, key, life, old_image if was else None, left)
+            for loser, lstate, event, columns in self._merge_after.pop(
+                    (table.name, registers.key_identity(key, table)), ()):
+                self._repoint(table, loser, key)
+                self.settle(table, loser, lstate, lstate, hide=event, depth=depth + 1,
+                            hidden_for=columns)
         elif was:
             if hide is not None:
                 self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash",
@@ -452,6 +466,7 @@ class Settler:
         if depth == 0 and not self._restoring:
             self._put_back(None, depth)
             self._reparent_by_value()
+            self._rerecord_repointed()
         if was:
             new_image = life.image(policy) if life.visible else {}
             # The row that hides this one is not written yet: hidden rows wait for it.
@@ -626,10 +641,27 @@ class Settler:
             other_referenced = self._referencing_row(
                 table, other_key, other_image, besides=columns) is not None
             if referenced and other_referenced:
-                raise ConstraintError(
-                    f"{table.name} {_show(key)} and {_show(other_key)} hold the same "
-                    f"{', '.join(columns)} and other rows reference both; an operator must "
-                    "change one of them at one site")
+                # The same real-world row registered twice: the lower stamp loses, and the
+                # rows referencing it are re-pointed to the winner (``_repoint``).
+                if theirs > mine:
+                    if shown is not None:
+                        self._repoint(table, key, other_key)
+                    # (a row about to reference this one is re-pointed by _ensure_parents)
+                    return replace(life, evicted_by=theirs.event), refs
+                if shown is not None:
+                    self._repoint(table, other_key, key)
+                else:
+                    # This row is not in the table yet and the loser's rows cannot point
+                    # at it before it is: the loser lets go of the value first, its rows
+                    # follow once this row is written (settle, ``_merge_after``).
+                    self._free_value(table, other_key, columns, key)
+                    self._merge_after.setdefault(
+                        (table.name, registers.key_identity(key, table)), []).append(
+                        (other_key, other, mine.event, columns))
+                    continue
+                self.settle(table, other_key, other, other, hide=mine.event,
+                            depth=depth + 1, hidden_for=columns)
+                continue
             if other_referenced or (theirs > mine and not referenced):
                 return replace(life, evicted_by=theirs.event), refs
             if shown is None and self._referencing(
@@ -748,6 +780,8 @@ class Settler:
             self._restoring.append(step)
             try:
                 self.settle(parent, pkey, pstate, pstate, holder=holder, depth=depth + 1)
+                if fk.parent_columns == parent.primary_key:
+                    self._repoint_child(table, key, fk, parent, pkey)
             except _Untie as untie:
                 if untie.step is not step:
                     raise
@@ -872,6 +906,13 @@ class Settler:
                 pstate = parents[prow]
             else:
                 pstate = self._stored(parent, pkey)
+            if pstate is not None and pstate.current.exists and \
+                    pstate.current.evicted_by is not None:
+                # Its parent lost a UNIQUE clash while referenced: the row references the
+                # winner instead (``_repoint``), its own reference on record.
+                out.add(Loss(LossKind.REPARENTED, pstate.current.generation.event,
+                             generation.event, ", ".join(fk.columns), None,
+                             pstate.current.evicted_by))
             if pstate is None or not pstate.past:
                 continue
             for life in pstate.lives:
@@ -1001,6 +1042,129 @@ class Settler:
             image = cstate.current.image(policy)
             gen = cstate.current.generation
             had = self._reparented(child, image, gen, {row: before})
+            wanted = self._reparented(child, image, gen)
+            if had != wanted:
+                conflicts.record(self._cur, self._registry[child.name], ckey,
+                                 registers.key_identity(ckey, child), wanted - had,
+                                 retracted=had - wanted)
+                self.losses_recorded += len(wanted - had)
+
+    # --- two referenced rows holding one UNIQUE value (DESIGN §3.5) --------------------
+
+    def _clash_winner(self, table: Table, key: Key) -> Key | None:
+        """The row in the table holding a UNIQUE value of the hidden row ``key``."""
+        state = self._stored(table, key)
+        if state is None:
+            return None
+        image = state.current.image(self._policy(table))
+        for columns in table.uniques:
+            vals = [image.get(c) for c in columns]
+            if any(v is None for v in vals):
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            found = self._holder_of(table, columns, parsed, key)
+            if found is not None:
+                return found
+        return None
+
+    def _repoint_child(self, table: Table, key: Key, fk: ForeignKey, parent: Table,
+                       pkey: Key) -> None:
+        """A row referencing ``pkey``, which stayed hidden by a UNIQUE clash with a row
+        other rows reference: it is written referencing that row instead (on record)."""
+        pstate = self._stored(parent, pkey)
+        if pstate is None or pstate.current.visible or pstate.current.evicted_by is None:
+            return
+        winner = self._clash_winner(parent, pkey)
+        if winner is None:
+            raise ConstraintError(
+                f"{table.name} {_show(key)} references {parent.name} {_show(pkey)}, hidden "
+                "by a UNIQUE clash, and no row holds its value here; an operator must look "
+                "at them")
+        row = (table.name, registers.key_identity(key, table))
+        self._repoint_to.setdefault(row, {}).update({
+            c: v.SerializeToString(deterministic=True)
+            for c, v in zip(fk.columns, _child_values(parent, fk, table, winner), strict=True)})
+
+    def _repoint(self, table: Table, loser: Key, winner: Key) -> None:
+        """The rows of the table that reference ``loser`` by its primary key reference
+        ``winner`` instead: the loser goes (a UNIQUE clash with a row other rows reference
+        too), they stay. Their registers keep their own reference; the records follow
+        (``_rerecord_repointed``). Rows of a table this site does not replicate cannot be
+        re-pointed from events: held, saying so."""
+        self.flush()
+        d = self._dialect
+        for fk in table.referenced_by:
+            if fk.parent_columns != table.primary_key:
+                continue  # (a reference to a UNIQUE value names the value: it stays)
+            child = self._schema.tables.get(fk.table)
+            if child is None or child.name not in self._registry:
+                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
+                                         f"FROM {quote(fk.table, d)} WHERE "
+                                         f"{self._where(fk.columns, None)})",
+                              self._params(table, table.primary_key, loser))
+                if self._cur.fetchone() is not None:
+                    raise ConstraintError(
+                        f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
+                        f"UNIQUE value and other rows reference both; {fk.table}, which is "
+                        "not replicated, references the one that loses: an operator must "
+                        "point those rows at the other one at this site")
+                continue
+            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            loser_vals = _child_values(table, fk, child, loser)
+            where = self._where(fk.columns, child)
+            params = self._params(child, fk.columns, loser_vals)
+            if child.name == table.name:
+                where += f" AND NOT ({self._where(table.primary_key, table)})"
+                params += self._params(table, table.primary_key, loser)
+            self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                     f"{where}", params)
+            found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r,
+                                                               strict=True)]
+                     for r in self._cur.fetchall()]
+            number = self._registry[child.name]
+            to = dict(zip(fk.columns, _child_values(table, fk, child, winner), strict=True))
+            for ckey in found:
+                self._check_local(child, number, ckey)
+                self._set_context(number)
+                self._unique_cache.pop(child.name, None)
+                self._writer.update(child, ckey, to)
+                self._repointed.append((child, ckey, table, loser))
+
+    def _free_value(self, table: Table, loser: Key, columns: Sequence[str],
+                    winner: Key) -> None:
+        """The loser, still in the table with rows referencing it, lets go of its UNIQUE
+        value (its nullable columns of it set to NULL) so that the winner can be written
+        before those rows are re-pointed to it and the loser goes, in this transaction."""
+        nullable = [c for c in columns if table.column(c).nullable]
+        if not nullable:
+            raise ConstraintError(
+                f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
+                f"{', '.join(columns)} and other rows reference both: the rows of "
+                f"{_show(loser)} (lower stamp) go to {_show(winner)}, but no column of that "
+                "UNIQUE key can be NULL, so the engine cannot hold both rows while they move. "
+                "An operator must change the value of one of them at one site")
+        number = self._registry[table.name]
+        self._check_local(table, number, loser)
+        self._set_context(number)
+        self._unique_cache.pop(table.name, None)
+        self._writer.update(table, loser, {c: values_pb2.Value(null=True) for c in nullable})
+
+    def _rerecord_repointed(self) -> None:
+        """The ``REPARENTED`` records of the rows ``_repoint`` moved, now that their
+        loser's registers say it is hidden."""
+        while self._repointed:
+            child, ckey, parent, pkey = self._repointed.pop(0)
+            cstate = self._stored(child, ckey)
+            pstate = self._stored(parent, pkey)
+            if cstate is None or not cstate.current.visible or pstate is None:
+                continue
+            image = cstate.current.image(self._policy(child))
+            gen = cstate.current.generation
+            prow = (parent.name, registers.key_identity(pkey, parent))
+            shown = replace(pstate, current=replace(pstate.current, evicted_by=None))
+            had = self._reparented(child, image, gen, {prow: shown})
             wanted = self._reparented(child, image, gen)
             if had != wanted:
                 conflicts.record(self._cur, self._registry[child.name], ckey,
@@ -1287,8 +1451,10 @@ class Settler:
         policy = self._policy(table)
         null = values_pb2.Value(null=True).SerializeToString(deterministic=True)
 
+        instead = self._repoint_to.pop((table.name, registers.key_identity(key, table)), {})
+
         def image(of: Life) -> dict[str, bytes | None]:
-            return {**of.image(policy), **{c: null for c in left or ()}}
+            return {**of.image(policy), **instead, **{c: null for c in left or ()}}
 
         named = self._named_by_old_value(table, key, image(life), shown)
         # Alone in its block when a refusal must undo nothing else: a rename a row here
@@ -1461,6 +1627,12 @@ def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
 
 def _same_row(table: Table, key: Key, other: Table, other_key: Key) -> bool:
     return table.name == other.name and registers.key_data(key) == registers.key_data(other_key)
+
+
+def _child_values(parent: Table, fk: ForeignKey, child: Table, pkey: Key) -> Key:
+    """A parent's primary key (``fk`` references it) in the child's column types."""
+    return [values.encode(child.column(c).type, values.decode(parent.column(p).type, v))
+            for c, p, v in zip(fk.columns, fk.parent_columns, pkey, strict=True)]
 
 
 def _rekey(table: Table, fk: ForeignKey, parent: Table,
