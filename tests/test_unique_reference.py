@@ -663,3 +663,44 @@ def test_a_child_arriving_after_the_merge_references_the_winner(make_db):
                   for c in conflicts.listing(cons["nice"])) == [
         ("CONTACT", "reparented", "12"), ("CUSTOMER", "unique-clash", "3000000005"),
         ("INVOICE", "reparented", "10"), ("INVOICE", "reparented", "11")]
+
+
+def test_the_loser_comes_back_with_its_rows_once_the_clash_is_gone(make_db):
+    """nice corrects its customer's TAXID: lyon's customer comes back everywhere and its
+    invoice references it again (its registers never changed), the records go. nice
+    corrects it before it hears of lyon's customer, the siège after it merged them."""
+    cons, appliers = _setup(make_db, ddl=SHOP_DDL)
+    _register_twice(cons)
+    lyon, nice = _own(appliers, cons, "lyon"), _own(appliers, cons, "nice")
+    _deliver(appliers, "siege", lyon)
+    _deliver(appliers, "siege", nice)
+    assert [i[1] for i in _shop(cons["siege"])[1]] == [4000000013, 4000000013]
+    _run(cons["nice"], "UPDATE CUSTOMER SET TAXID = 'FR-0000000002' WHERE ID = 4000000013")
+    _everywhere(cons, appliers)
+    customers, invoices, contacts = _shop_same(cons)
+    assert [(c[0], c[1]) for c in customers] == [(3000000005, b"FR-0000000001"),
+                                                 (4000000013, b"FR-0000000002")]
+    assert [(i[0], i[1]) for i in invoices] == [(10, 3000000005), (20, 4000000013)]
+    assert conflicts.listing(cons["siege"]) == []
+
+
+@pytest.mark.parametrize("first", ["lyon", "nice"])
+def test_the_winner_deleted_where_the_loser_was_not_seen_gives_its_rows_back(make_db, first):
+    """nice deletes its customer (and its rows) before it hears of lyon's: there, lyon's
+    customer simply arrives. The siège, which had merged them, ends the same: lyon's
+    customer back with its invoice, nothing on record but the delete's own outcome."""
+    cons, appliers = _setup(make_db, ddl=SHOP_DDL)
+    _register_twice(cons)
+    _run(cons["nice"], "DELETE FROM CONTACT WHERE ID = 21", "DELETE FROM INVOICE WHERE ID = 20",
+         "DELETE FROM CUSTOMER WHERE ID = 4000000013")
+    lyon, nice = _own(appliers, cons, "lyon"), _own(appliers, cons, "nice")
+    bodies = {"lyon": lyon, "nice": nice}
+    _deliver(appliers, "siege", bodies[first])
+    _deliver(appliers, "siege", bodies["nice" if first == "lyon" else "lyon"])
+    _deliver(appliers, "nice", lyon)
+    _deliver(appliers, "lyon", nice)
+    _everywhere(cons, appliers)
+    customers, invoices, contacts = _shop_same(cons)
+    assert [c[0] for c in customers] == [3000000005]
+    assert [(i[0], i[1]) for i in invoices] == [(10, 3000000005)] and contacts == []
+    assert conflicts.listing(cons["siege"]) == []

@@ -25,7 +25,18 @@ constraints have a say:
   not settled by the merge yet: the transaction is held, saying so.
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
-  comes back when the clash is gone.
+  comes back when the clash is gone. A row other rows reference stays over one they do
+  not. When rows reference both, they are the same thing registered twice (two sites
+  registered one customer at once): the lower stamp is hidden all the same and the rows
+  referencing it by its primary key reference the winner instead (``_repoint``; a row
+  arriving later for the loser too, ``_repoint_child``) — in the table only: their
+  registers keep their own reference, on record (``REPARENTED``, naming the loser's
+  life). So the table follows from the registers: when the loser comes back, they
+  reference it again (``_repoint_back``); a winner deleted where the loser was never seen
+  gives them back (``_give_back``). The engine checks each statement, so the loser lets go
+  of its value (its nullable columns of the UNIQUE key set to NULL, in this transaction
+  only) while the rows move; a UNIQUE key without a nullable column, or rows of a table
+  this site does not replicate referencing the loser, hold the transaction, saying so.
 * **colliding keys**: when a life of a key loses to a concurrent insert (merge.py's
   ``GENERATION``), the rows referencing that key that were written for the lost life — by its
   origin, after it, stamped below the insert that replaced it — are on record with it
@@ -432,6 +443,8 @@ class Settler:
             self._in_order(table, key, after, old_image if was else None, policy)
         life = replace(after.current, held_by=None, evicted_by=hide, whole_row=None,
                        whole_row_site=None)
+        if not life.exists and was and table.uniques and table.referenced_by:
+            self._give_back(table, key, old_image, depth)
         if not life.exists:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
             life = replace(life, held_by=held)
@@ -458,6 +471,9 @@ class Settler:
                                            besides=hidden_for)
             self._delete(table, key)
         self.put(table, key, before, replace(after, current=life))
+        if life.visible and before is not None and before.current.exists and \
+                before.current.evicted_by is not None and table.referenced_by:
+            self._repoint_back(table, key, before)
         if table.foreign_keys:
             self._reparent_child(table, key, before.current if was and before else None,
                                  old_image, life if life.visible else None, policy)
@@ -590,8 +606,10 @@ class Settler:
                         shown: Mapping[str, bytes | None] | None, depth: int
                         ) -> tuple[Life, Refs]:
         """Hide this row, or the visible row it clashes with: a row that other rows
-        reference stays; otherwise the lower stamp loses. ``kept``: a row is about to
-        reference this one; ``shown``: what the table shows of it (None: not there).
+        reference stays over one they do not; otherwise the lower stamp loses (when rows
+        reference both, those of the loser are re-pointed to the winner). ``kept``: a row
+        is about to reference this one; ``shown``: what the table shows of it (None: not
+        there).
         Returns the life and the references to count (``refs``, this row's, and those of
         the rows it clashed with).
 
@@ -1151,6 +1169,110 @@ class Settler:
         self._unique_cache.pop(table.name, None)
         self._writer.update(table, loser, {c: values_pb2.Value(null=True) for c in nullable})
 
+    def _give_back(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                   depth: int) -> None:
+        """A row deleted while rows re-pointed to it from a row it hid in a UNIQUE clash
+        reference it: that row comes back first (its value let go here), and its rows
+        reference it again (``_repoint_back``), as where the delete was made before the
+        clash was seen. Only when nothing else keeps the deleted row: otherwise it stays
+        (``held_by``) and the hidden row with it, until the rows keeping it go."""
+        losers = [k for k in self._hidden(table)
+                  if (st := self._stored(table, k)) is not None and st.current.exists
+                  and st.current.evicted_by is not None and self._reparented_rows(st)
+                  and any(self._holds(table, st.current, cols, parsed)
+                          for cols in table.uniques
+                          if (parsed := _parsed(image, cols)) is not None)]
+        if not losers or self._kept_besides(table, key, losers):
+            return
+        for columns in table.uniques:
+            if _parsed(image, columns) is not None:
+                self._free_value(table, key, columns, losers[0])
+        for loser in losers:
+            state = self._stored(table, loser)
+            assert state is not None
+            self.settle(table, loser, state, state, depth=depth + 1)
+
+    def _reparented_rows(self, state: RowState) -> list[tuple[int, bytes]]:
+        """The rows on record as re-pointed from this row's life (table number, key)."""
+        gen = state.current.generation.event
+        self.flush()
+        self._sql.run(self._cur, f"SELECT DISTINCT TBL_NO, KEY_DATA FROM {CONFLICTS_TABLE} "
+                                 "WHERE KIND = ? AND GEN = ?",
+                      (LossKind.REPARENTED.value, f"{gen.site}/{gen.incarnation}#{gen.seq}"))
+        return [(number, data) for number, data in self._cur.fetchall()]
+
+    def _kept_besides(self, table: Table, key: Key, losers: Sequence[Key]) -> bool:
+        """Does a row reference ``key`` other than the rows re-pointed to it from
+        ``losers`` (rows whose own reference names one of them)?"""
+        self.flush()
+        d = self._dialect
+        theirs = {registers.key_identity(k, table) for k in losers}
+        for fk in table.referenced_by:
+            if fk.parent_columns != table.primary_key:
+                continue
+            child = self._schema.tables.get(fk.table)
+            if child is None or child.name not in self._registry:
+                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
+                                         f"FROM {quote(fk.table, d)} WHERE "
+                                         f"{self._where(fk.columns, None)})",
+                              self._params(table, table.primary_key, key))
+                if self._cur.fetchone() is not None:
+                    return True
+                continue
+            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                     f"{self._where(fk.columns, child)}",
+                          self._params(child, fk.columns, _child_values(table, fk, child, key)))
+            for r in self._cur.fetchall():
+                ckey = [values.encode(c.type, v) for c, v in zip(child.key_columns, r,
+                                                                 strict=True)]
+                if _same_row(child, ckey, table, key):
+                    continue
+                cstate = self._stored(child, ckey)
+                parsed = _parsed(cstate.current.image(self._policy(child)), fk.columns) \
+                    if cstate is not None else None
+                if parsed is None or registers.key_identity(
+                        _rekey(child, fk, table, parsed), table) not in theirs:
+                    return True
+        return False
+
+    def _repoint_back(self, table: Table, key: Key, hidden: RowState) -> None:
+        """A row hidden by a UNIQUE clash is back (the clash is gone): the rows re-pointed
+        from it (its ``REPARENTED`` records name its life) reference it again, as their
+        registers say, and their records go."""
+        found = self._reparented_rows(hidden)
+        names = {number: name for name, number in self._registry.items()}
+        row = (table.name, registers.key_identity(key, table))
+        mine = registers.key_identity(key, table)
+        for number, data in found:
+            child = self.table(names.get(number, ""))
+            if child is None:
+                continue
+            ckey = registers.key_values(data)
+            cstate = self._stored(child, ckey)
+            if cstate is None or not cstate.current.visible:
+                continue
+            image = cstate.current.image(self._policy(child))
+            for fk in child.foreign_keys:
+                vals = [image.get(c) for c in fk.columns]
+                if fk.parent != table.name or fk.parent_columns != table.primary_key or \
+                        any(v is None for v in vals):
+                    continue
+                parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore
+                if any(p.WhichOneof("kind") == "null" for p in parsed) or \
+                        registers.key_identity(_rekey(child, fk, table, parsed), table) != mine:
+                    continue
+                self._check_local(child, number, ckey)
+                self._set_context(number)
+                self._unique_cache.pop(child.name, None)
+                self._writer.update(child, ckey, dict(zip(fk.columns, parsed, strict=True)))
+            had = self._reparented(child, image, cstate.current.generation, {row: hidden})
+            wanted = self._reparented(child, image, cstate.current.generation)
+            if had != wanted:
+                conflicts.record(self._cur, number, ckey, registers.key_identity(ckey, child),
+                                 wanted - had, retracted=had - wanted)
+                self.losses_recorded += len(wanted - had)
+
     def _rerecord_repointed(self) -> None:
         """The ``REPARENTED`` records of the rows ``_repoint`` moved, now that their
         loser's registers say it is hidden."""
@@ -1627,6 +1749,16 @@ def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
 
 def _same_row(table: Table, key: Key, other: Table, other_key: Key) -> bool:
     return table.name == other.name and registers.key_data(key) == registers.key_data(other_key)
+
+
+def _parsed(image: Mapping[str, bytes | None], columns: Sequence[str]
+            ) -> list[values_pb2.Value] | None:
+    """The image's values of these columns; None when one is unknown or NULL."""
+    raw = [image.get(c) for c in columns]
+    if any(v is None for v in raw):
+        return None
+    parsed = [values_pb2.Value.FromString(v) for v in raw]  # type: ignore[arg-type]
+    return None if any(p.WhichOneof("kind") == "null" for p in parsed) else parsed
 
 
 def _child_values(parent: Table, fk: ForeignKey, child: Table, pkey: Key) -> Key:
