@@ -329,6 +329,9 @@ class Settler:
         policy = self._policy(table)
         row = registers.key_identity(key, table)
         self._rows.put(number, row, after)
+        if table.referenced_by and before is not None and _hidden_as(before.current) \
+                not in (None, _hidden_as(after.current)):
+            self._rerecord_from(table, key, before)
         old = losses(before, policy) if before is not None else set()
         new = losses(after, policy)
         if new != old:
@@ -470,10 +473,10 @@ class Settler:
                 self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash",
                                            besides=hidden_for)
             self._delete(table, key)
-        self.put(table, key, before, replace(after, current=life))
         if life.visible and before is not None and before.current.exists and \
                 before.current.evicted_by is not None and table.referenced_by:
-            self._repoint_back(table, key, before)
+            self._repoint_back(table, key, before)  # (before ``put`` drops their records)
+        self.put(table, key, before, replace(after, current=life))
         if table.foreign_keys:
             self._reparent_child(table, key, before.current if was and before else None,
                                  old_image, life if life.visible else None, policy)
@@ -592,6 +595,17 @@ class Settler:
             before.current.visible else {}
         new = merged.current.image(policy) if merged.current.visible else {}
         self._release(table, old, new, 0, hidden_too=True)
+        if table.referenced_by and before is not None and _hidden_as(before.current) \
+                not in (None, _hidden_as(merged.current)):
+            # A row hidden by a UNIQUE clash written here (inserted again by its key): the
+            # rows re-pointed from it reference it again, as at the sites that apply it.
+            key = [values_pb2.Value.FromString(new[c]) for c in table.primary_key
+                   if new.get(c) is not None]  # type: ignore[arg-type]
+            if len(key) == len(table.primary_key):
+                # (the table may be past the change at hand: the row deleted since)
+                if merged.current.visible and self._read_row(table, key) is not None:
+                    self._repoint_back(table, key, before)
+                self._rerecord_from(table, key, before, now=merged)
         image = old or new
         key = [values_pb2.Value.FromString(image[c]) for c in table.primary_key
                if image.get(c) is not None]
@@ -653,26 +667,26 @@ class Settler:
                 refs = shared
             mine, theirs = _unique_stamp(life, columns, policy), \
                 _unique_stamp(other.current, columns, policy)
-            referenced = kept or (shown is not None and self._referencing_row(
-                table, key, shown, besides=columns) is not None)
+            # The lower stamp loses, referenced or not: the rows referencing it by its
+            # primary key reference the winner instead (``_repoint``; a row about to
+            # reference it, ``_repoint_child``) — the same row registered twice.
             other_image = other.current.image(policy)
-            other_referenced = self._referencing_row(
-                table, other_key, other_image, besides=columns) is not None
-            if referenced and other_referenced:
-                # The same real-world row registered twice: the lower stamp loses, and the
-                # rows referencing it are re-pointed to the winner (``_repoint``).
-                if theirs > mine:
-                    if shown is not None:
-                        self._repoint(table, key, other_key)
-                    # (a row about to reference this one is re-pointed by _ensure_parents)
-                    return replace(life, evicted_by=theirs.event), refs
+            if theirs > mine:
+                if shown is not None and self._referencing_row(
+                        table, key, shown, besides=columns) is not None:
+                    self._repoint(table, key, other_key)
+                    self._refuse_if_referenced(table, key, shown, "hidden by a UNIQUE clash",
+                                               besides=columns)
+                return replace(life, evicted_by=theirs.event), refs
+            if self._referencing_row(table, other_key, other_image,
+                                     besides=columns) is not None:
                 if shown is not None:
                     self._repoint(table, other_key, key)
                 else:
                     # This row is not in the table yet and the loser's rows cannot point
                     # at it before it is: the loser lets go of the value first, its rows
                     # follow once this row is written (settle, ``_merge_after``).
-                    self._free_value(table, other_key, columns, key)
+                    self._free_value(table, other_key, other_image, columns, key)
                     self._merge_after.setdefault(
                         (table.name, registers.key_identity(key, table)), []).append(
                         (other_key, other, mine.event, columns))
@@ -680,8 +694,6 @@ class Settler:
                 self.settle(table, other_key, other, other, hide=mine.event,
                             depth=depth + 1, hidden_for=columns)
                 continue
-            if other_referenced or (theirs > mine and not referenced):
-                return replace(life, evicted_by=theirs.event), refs
             if shown is None and self._referencing(
                     table, other_key, other_image, only=columns) is not None:
                 self._hand_over(table, other_key, key)
@@ -1150,12 +1162,19 @@ class Settler:
                 self._writer.update(child, ckey, to)
                 self._repointed.append((child, ckey, table, loser))
 
-    def _free_value(self, table: Table, loser: Key, columns: Sequence[str],
-                    winner: Key) -> None:
+    def _free_value(self, table: Table, loser: Key, image: Mapping[str, bytes | None],
+                    columns: Sequence[str], winner: Key) -> None:
         """The loser, still in the table with rows referencing it, lets go of its UNIQUE
         value (its nullable columns of it set to NULL) so that the winner can be written
         before those rows are re-pointed to it and the loser goes, in this transaction."""
         nullable = [c for c in columns if table.column(c).nullable]
+        if self._referencing(table, loser, image, only=columns) is not None:
+            # (rows naming the value itself: NULL would be refused, or cascade to them)
+            raise ConstraintError(
+                f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
+                f"{', '.join(columns)}; rows reference the first by its primary key and "
+                "others name that value itself, so the engine cannot hold both rows while "
+                "they move. An operator must change the value of one of them at one site")
         if not nullable:
             raise ConstraintError(
                 f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
@@ -1186,7 +1205,7 @@ class Settler:
             return
         for columns in table.uniques:
             if _parsed(image, columns) is not None:
-                self._free_value(table, key, columns, losers[0])
+                self._free_value(table, key, image, columns, losers[0])
         for loser in losers:
             state = self._stored(table, loser)
             assert state is not None
@@ -1239,10 +1258,9 @@ class Settler:
     def _repoint_back(self, table: Table, key: Key, hidden: RowState) -> None:
         """A row hidden by a UNIQUE clash is back (the clash is gone): the rows re-pointed
         from it (its ``REPARENTED`` records name its life) reference it again, as their
-        registers say, and their records go."""
+        registers say (their records follow when ``put`` stores the row)."""
         found = self._reparented_rows(hidden)
         names = {number: name for name, number in self._registry.items()}
-        row = (table.name, registers.key_identity(key, table))
         mine = registers.key_identity(key, table)
         for number, data in found:
             child = self.table(names.get(number, ""))
@@ -1266,8 +1284,25 @@ class Settler:
                 self._set_context(number)
                 self._unique_cache.pop(child.name, None)
                 self._writer.update(child, ckey, dict(zip(fk.columns, parsed, strict=True)))
+
+    def _rerecord_from(self, table: Table, key: Key, hidden: RowState,
+                       now: RowState | None = None) -> None:
+        """A row hidden by a UNIQUE clash changed (back, deleted, another life, another
+        winner): the ``REPARENTED`` records of the rows re-pointed from it follow."""
+        row = (table.name, registers.key_identity(key, table))
+        names = {number: name for name, number in self._registry.items()}
+        for number, data in self._reparented_rows(hidden):
+            child = self.table(names.get(number, ""))
+            if child is None:
+                continue
+            ckey = registers.key_values(data)
+            cstate = self._stored(child, ckey)
+            if cstate is None or not cstate.current.visible:
+                continue
+            image = cstate.current.image(self._policy(child))
             had = self._reparented(child, image, cstate.current.generation, {row: hidden})
-            wanted = self._reparented(child, image, cstate.current.generation)
+            wanted = self._reparented(child, image, cstate.current.generation,
+                                      {row: now} if now is not None else None)
             if had != wanted:
                 conflicts.record(self._cur, number, ckey, registers.key_identity(ckey, child),
                                  wanted - had, retracted=had - wanted)
@@ -1527,7 +1562,8 @@ class Settler:
         if self._referencing_row(table, key, image, besides=besides) is not None:
             raise ConstraintError(f"{table.name} {_show(key)} would be {why}, but other rows "
                                   "reference it; an operator must decide which row stays")
-        # (_unique_outcome hides only unreferenced rows: this is the last line of defence)
+        # (_unique_outcome re-points the rows referencing a loser by its primary key first:
+        # this is the last line of defence)
 
     def _hidden_rows(self, table: Table) -> list[Key]:
         self.flush()
@@ -1749,6 +1785,13 @@ def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
 
 def _same_row(table: Table, key: Key, other: Table, other_key: Key) -> bool:
     return table.name == other.name and registers.key_data(key) == registers.key_data(other_key)
+
+
+def _hidden_as(life: Life) -> tuple[Stamp, EventId] | None:
+    """A life hidden by a UNIQUE clash: its insert and the write it lost to."""
+    if not life.exists or life.evicted_by is None:
+        return None
+    return life.generation, life.evicted_by
 
 
 def _parsed(image: Mapping[str, bytes | None], columns: Sequence[str]

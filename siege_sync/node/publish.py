@@ -365,12 +365,14 @@ class Publisher:
                     merged = replace(merged, current=replace(merged.current, whole_row=None))
                 # An insert matters too when it references a parent: a row written for a
                 # life its site lost is on record as at the sites that apply it (§3.5).
-                if entry.op != OP_INSERT or settlers.references(cur, event.table):
+                # So does an insert over a row hidden by a UNIQUE clash (rows may have been
+                # re-pointed from it).
+                hidden = state is not None and constrained(state)
+                if entry.op != OP_INSERT or hidden or settlers.references(cur, event.table):
                     settler = settlers.get(cur, rows, statements, blob_store)
                     table = settler.table(event.table)
-                    if table is not None and (table.foreign_keys or (
-                            entry.op != OP_INSERT and (table.uniques or (
-                                state is not None and constrained(state))))):
+                    if table is not None and (table.foreign_keys or hidden or (
+                            entry.op != OP_INSERT and table.uniques)):
                         merged = settler.after_local_write(table, state, merged)
                 rows.put(entry.table_no, khash, merged)
                 # A local write can change what is on record too: a delete ends a row
