@@ -25,13 +25,13 @@ constraints have a say:
   not settled by the merge yet: the transaction is held, saying so.
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
-  comes back when the clash is gone. A row other rows reference stays over one they do
-  not. When rows reference both, they are the same thing registered twice (two sites
-  registered one customer at once): the lower stamp is hidden all the same and the rows
-  referencing it by its primary key reference the winner instead (``_repoint``; a row
-  arriving later for the loser too, ``_repoint_child``) — in the table only: their
-  registers keep their own reference, on record (``REPARENTED``, naming the loser's
-  life). So the table follows from the registers: when the loser comes back, they
+  comes back when the clash is gone. Referenced or not: two referenced rows holding one
+  value are the same thing registered twice (two sites registered one customer at once),
+  and the rows referencing the loser by its primary key reference the winner instead
+  (``_repoint``; a row arriving later for the loser too, ``_repoint_child``) — in the
+  table only: their registers keep their own reference, on record (``REPARENTED``, naming
+  the loser's life; kept true by ``_rerecord_from`` when the hidden row changes). So the
+  table follows from the registers: when the loser's key shows a row again, they
   reference it again (``_repoint_back``); a winner deleted where the loser was never seen
   gives them back (``_give_back``). The engine checks each statement, so the loser lets go
   of its value (its nullable columns of the UNIQUE key set to NULL, in this transaction
@@ -619,11 +619,10 @@ class Settler:
     def _unique_outcome(self, table: Table, key: Key, life: Life, refs: Refs, kept: bool,
                         shown: Mapping[str, bytes | None] | None, depth: int
                         ) -> tuple[Life, Refs]:
-        """Hide this row, or the visible row it clashes with: a row that other rows
-        reference stays over one they do not; otherwise the lower stamp loses (when rows
-        reference both, those of the loser are re-pointed to the winner). ``kept``: a row
-        is about to reference this one; ``shown``: what the table shows of it (None: not
-        there).
+        """Hide this row, or the visible row it clashes with: the lower stamp loses; the
+        rows referencing the loser by its primary key are re-pointed to the winner.
+        ``kept``: a row is about to reference this one (it is re-pointed the same way by
+        ``_ensure_parents``); ``shown``: what the table shows of it (None: not there).
         Returns the life and the references to count (``refs``, this row's, and those of
         the rows it clashed with).
 
