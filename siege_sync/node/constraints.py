@@ -1194,12 +1194,14 @@ class Settler:
         reference it again (``_repoint_back``), as where the delete was made before the
         clash was seen. Only when nothing else keeps the deleted row: otherwise it stays
         (``held_by``) and the hidden row with it, until the rows keeping it go."""
+        # (the value first: a table may have many hidden rows, each a read of the records)
         losers = [k for k in self._hidden(table)
                   if (st := self._stored(table, k)) is not None and st.current.exists
-                  and st.current.evicted_by is not None and self._reparented_rows(st)
+                  and st.current.evicted_by is not None
                   and any(self._holds(table, st.current, cols, parsed)
                           for cols in table.uniques
-                          if (parsed := _parsed(image, cols)) is not None)]
+                          if (parsed := _parsed(image, cols)) is not None)
+                  and self._reparented_rows(st)]
         if not losers or self._kept_besides(table, key, losers):
             return
         for columns in table.uniques:
