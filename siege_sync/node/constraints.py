@@ -283,6 +283,7 @@ class Settler:
             = {}
         self._repoint_to: dict[RowId, dict[str, bytes]] = {}
         self._repointed: list[tuple[Table, Key, Table, Key]] = []
+        self._rewon: list[tuple[Table, Key]] = []  # hidden rows another row hides now
 
     def table(self, name: str) -> Table | None:
         return self._schema.tables.get(name)
@@ -332,6 +333,10 @@ class Settler:
         if table.referenced_by and before is not None and _hidden_as(before.current) \
                 not in (None, _hidden_as(after.current)):
             self._rerecord_from(table, key, before)
+            if _hidden_as(after.current) is not None:
+                # Still hidden, by another row now (the winner let go of the value): the
+                # rows re-pointed from it follow the new winner (``_follow_new_winners``).
+                self._rewon.append((table, key))
         old = losses(before, policy) if before is not None else set()
         new = losses(after, policy)
         if new != old:
@@ -490,6 +495,8 @@ class Settler:
             new_image = life.image(policy) if life.visible else {}
             # The row that hides this one is not written yet: hidden rows wait for it.
             self._release(table, old_image, new_image, depth, hidden_too=hide is None)
+        if depth == 0 and not self._restoring:
+            self._follow_new_winners()
 
     def _in_order(self, table: Table, key: Key, after: RowState,
                   shown: Mapping[str, bytes | None] | None, policy: Policy) -> None:
@@ -1308,6 +1315,42 @@ class Settler:
                 conflicts.record(self._cur, number, ckey, registers.key_identity(ckey, child),
                                  wanted - had, retracted=had - wanted)
                 self.losses_recorded += len(wanted - had)
+
+    def _follow_new_winners(self) -> None:
+        """Rows hidden by a UNIQUE clash that another row hides now (the winner changed
+        its value or went, and an older holder came back): the rows re-pointed from them
+        reference the new winner, as at a site that never saw the old one win."""
+        while self._rewon:
+            table, key = self._rewon.pop(0)
+            state = self._stored(table, key)
+            if state is None or _hidden_as(state.current) is None:
+                continue
+            winner = self._clash_winner(table, key)
+            if winner is None:
+                continue
+            mine = registers.key_identity(key, table)
+            names = {number: name for name, number in self._registry.items()}
+            for number, data in self._reparented_rows(state):
+                child = self.table(names.get(number, ""))
+                if child is None:
+                    continue
+                ckey = registers.key_values(data)
+                cstate = self._stored(child, ckey)
+                if cstate is None or not cstate.current.visible:
+                    continue
+                image = cstate.current.image(self._policy(child))
+                for fk in child.foreign_keys:
+                    if fk.parent != table.name or fk.parent_columns != table.primary_key:
+                        continue
+                    parsed = _parsed(image, fk.columns)
+                    if parsed is None or registers.key_identity(
+                            _rekey(child, fk, table, parsed), table) != mine:
+                        continue
+                    self._check_local(child, number, ckey)
+                    self._set_context(number)
+                    self._unique_cache.pop(child.name, None)
+                    self._writer.update(child, ckey, dict(zip(
+                        fk.columns, _child_values(table, fk, child, winner), strict=True)))
 
     def _rerecord_repointed(self) -> None:
         """The ``REPARENTED`` records of the rows ``_repoint`` moved, now that their
