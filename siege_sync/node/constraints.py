@@ -251,6 +251,9 @@ class Settler:
         # there since: this step never writes them (that transaction's own event settles
         # them), e.g. a hidden row coming back where the application inserted its key anew.
         self.later_local: set[tuple[int, bytes]] = set()
+        # Rows whose reference a local change of the step not published yet writes (even
+        # later in the transaction being published): the table holds what it saved.
+        self.later_refs: set[tuple[int, bytes]] = set()
         self.named: Mapping[str, Key] = {}
         self._named_values: dict[str, bytes] = {}  # the value each named key was met for
         self.resolved: dict[str, Key] = {}
@@ -942,10 +945,12 @@ class Settler:
                 pstate = parents[prow]
             else:
                 pstate = self._stored(parent, pkey)
-            if pstate is not None and pstate.current.exists and \
+            if pstate is not None and not pstate.current.visible and \
                     pstate.current.evicted_by is not None:
                 # Its parent lost a UNIQUE clash while referenced: the row references the
-                # winner instead (``_repoint``), its own reference on record.
+                # winner instead (``_repoint``, ``_repoint_child``: also while the parent's
+                # delete has not yet been overruled by the reference), its own reference on
+                # record.
                 out.add(Loss(LossKind.REPARENTED, pstate.current.generation.event,
                              generation.event, ", ".join(fk.columns), None,
                              pstate.current.evicted_by))
@@ -1122,6 +1127,9 @@ class Settler:
         self._repoint_to.setdefault(row, {}).update({
             c: v.SerializeToString(deterministic=True)
             for c, v in zip(fk.columns, _child_values(parent, fk, table, winner), strict=True)})
+        # Its records are decided again once both rows' registers are stored: the parent
+        # may have come back and lost its clash only while this row was being written.
+        self._repointed.append((table, key, parent, pkey))
 
     def _repoint(self, table: Table, loser: Key, winner: Key) -> None:
         """The rows of the table that reference ``loser`` by its primary key reference
@@ -1276,7 +1284,8 @@ class Settler:
                 continue
             ckey = registers.key_values(data)
             cstate = self._stored(child, ckey)
-            if cstate is None or not cstate.current.visible:
+            if cstate is None or not cstate.current.visible or \
+                    (number, registers.key_identity(ckey, child)) in self.later_refs:
                 continue
             image = cstate.current.image(self._policy(child))
             for fk in child.foreign_keys:
