@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from decimal import Decimal
 
 import pytest
 from firebird.driver import DatabaseError
@@ -554,3 +555,152 @@ def test_a_row_kept_for_a_table_left_out_goes_once_those_rows_go(make_db):
     _deliver(appliers, "nice", _own(appliers, cons, "lyon"))
     vehicles, _trips = _same(cons)
     assert [v[0] for v in vehicles] == [2]
+
+
+# --- one customer registered twice, each referenced (issue 19; DESIGN §3.5) --------------
+
+SHOP_DDL = [
+    "CREATE TABLE CUSTOMER (ID BIGINT NOT NULL PRIMARY KEY, "
+    "TAXID VARCHAR(16) CHARACTER SET WIN1252, NAME VARCHAR(40) CHARACTER SET WIN1252, "
+    "CONSTRAINT CUSTOMER_TAXID UNIQUE (TAXID))",
+    "CREATE TABLE INVOICE (ID BIGINT NOT NULL PRIMARY KEY, CUSTOMER_ID BIGINT NOT NULL, "
+    "TOTAL NUMERIC(15, 2), CONSTRAINT INVOICE_CUSTOMER FOREIGN KEY (CUSTOMER_ID) "
+    "REFERENCES CUSTOMER (ID))",
+    "CREATE TABLE CONTACT (ID BIGINT NOT NULL PRIMARY KEY, CUSTOMER_ID BIGINT NOT NULL, "
+    "NAME VARCHAR(40) CHARACTER SET WIN1252, CONSTRAINT CONTACT_CUSTOMER FOREIGN KEY "
+    "(CUSTOMER_ID) REFERENCES CUSTOMER (ID))",
+]
+
+
+def _shop(con) -> tuple[list[tuple], ...]:
+    return (_rows(con, "SELECT ID, CAST(TAXID AS VARCHAR(16) CHARACTER SET OCTETS), NAME "
+                       "FROM CUSTOMER ORDER BY ID"),
+            _rows(con, "SELECT ID, CUSTOMER_ID, TOTAL FROM INVOICE ORDER BY ID"),
+            _rows(con, "SELECT ID, CUSTOMER_ID, NAME FROM CONTACT ORDER BY ID"))
+
+
+def _shop_same(cons: dict) -> tuple[list[tuple], ...]:
+    states = {site: _shop(con) for site, con in cons.items()}
+    first = next(iter(states.values()))
+    assert all(s == first for s in states.values()), states
+    full = {site: sorted((c.table, c.kind, _show_key(c.key), c.generation, c.loser,
+                          c.column or "", c.winner) for c in conflicts.listing(con))
+            for site, con in cons.items()}
+    assert all(f == next(iter(full.values())) for f in full.values()), full
+    for site, con in cons.items():
+        assert parking.held_here(con, site) == [], site
+    return first
+
+
+def _register_twice(cons: dict) -> None:
+    """lyon then nice register the same customer (same TAXID, other keys), each invoicing
+    it; nice also records a contact."""
+    _run(cons["lyon"], "INSERT INTO CUSTOMER (ID, TAXID, NAME) VALUES "
+                       "(3000000005, 'FR-0000000001', 'Société Générale ')",
+         "INSERT INTO INVOICE (ID, CUSTOMER_ID, TOTAL) VALUES (10, 3000000005, 120.50)")
+    time.sleep(0.02)  # nice's TAXID is written later, whatever the engine clocks' mapping
+    _run(cons["nice"], "INSERT INTO CUSTOMER (ID, TAXID, NAME) VALUES "
+                       "(4000000013, 'FR-0000000001', 'Societe Generale')",
+         "INSERT INTO INVOICE (ID, CUSTOMER_ID, TOTAL) VALUES (20, 4000000013, 7.05)",
+         "INSERT INTO CONTACT (ID, CUSTOMER_ID, NAME) VALUES (21, 4000000013, 'Zoé')")
+
+
+@pytest.mark.parametrize("first", ["lyon", "nice"])
+def test_one_customer_registered_twice_and_referenced_at_both_sites_merges(make_db, first):
+    """Both rows referenced: the lower stamp (lyon's) goes everywhere, on record whole; its
+    invoice now references nice's customer, its own reference on record; nothing is held.
+    Whichever registration reaches the siège first (the winner brought back by its invoice
+    while the loser is in the table with its own, or the loser by its invoice while the
+    winner is)."""
+    cons, appliers = _setup(make_db, ddl=SHOP_DDL)
+    _register_twice(cons)
+    lyon, nice = _own(appliers, cons, "lyon"), _own(appliers, cons, "nice")
+    second = "nice" if first == "lyon" else "lyon"
+    bodies = {"lyon": lyon, "nice": nice}
+    _deliver(appliers, "siege", bodies[first])
+    _deliver(appliers, "siege", bodies[second])
+    _deliver(appliers, "lyon", nice)
+    _deliver(appliers, "nice", lyon)
+    _everywhere(cons, appliers)
+    customers, invoices, contacts = _shop_same(cons)
+    assert customers == [(4000000013, b"FR-0000000001", "Societe Generale")]
+    assert invoices == [(10, 4000000013, Decimal("120.50")), (20, 4000000013, Decimal("7.05"))]
+    assert contacts == [(21, 4000000013, "Zoé")]
+    records = conflicts.listing(cons["siege"])
+    assert sorted((c.table, c.kind, _show_key(c.key)) for c in records) == [
+        ("CUSTOMER", "unique-clash", "3000000005"), ("INVOICE", "reparented", "10")]
+    clash = next(c for c in records if c.kind == "unique-clash")
+    moved = next(c for c in records if c.kind == "reparented")
+    assert moved.generation == clash.generation, "the invoice's old customer is named"
+    assert moved.column == "CUSTOMER_ID"
+
+
+def test_a_child_arriving_after_the_merge_references_the_winner(make_db):
+    """lyon invoices its customer again before it hears of nice's: that invoice reaches the
+    siège after the clash was settled. It references nice's customer there too (the loser
+    is not brought back from its registers), on record; every site the same."""
+    cons, appliers = _setup(make_db, ddl=SHOP_DDL)
+    _register_twice(cons)
+    early = _own(appliers, cons, "lyon")
+    _run(cons["lyon"], "INSERT INTO INVOICE (ID, CUSTOMER_ID, TOTAL) VALUES (11, 3000000005, 3)",
+         "INSERT INTO CONTACT (ID, CUSTOMER_ID, NAME) VALUES (12, 3000000005, 'Chloé')")
+    late = _own(appliers, cons, "lyon")
+    nice = _own(appliers, cons, "nice")
+    _deliver(appliers, "siege", early)
+    _deliver(appliers, "siege", nice)
+    assert [c[0] for c in _shop(cons["siege"])[0]] == [4000000013], "settled before"
+    _deliver(appliers, "siege", late)
+    customers, invoices, contacts = _shop(cons["siege"])
+    assert [c[0] for c in customers] == [4000000013], "the loser stays gone"
+    assert [(i[0], i[1]) for i in invoices] == [(10, 4000000013), (11, 4000000013),
+                                               (20, 4000000013)]
+    assert [(c[0], c[1]) for c in contacts] == [(12, 4000000013), (21, 4000000013)]
+    _deliver(appliers, "lyon", nice)
+    _deliver(appliers, "nice", late)
+    _everywhere(cons, appliers)
+    _shop_same(cons)
+    assert sorted((c.table, c.kind, _show_key(c.key))
+                  for c in conflicts.listing(cons["nice"])) == [
+        ("CONTACT", "reparented", "12"), ("CUSTOMER", "unique-clash", "3000000005"),
+        ("INVOICE", "reparented", "10"), ("INVOICE", "reparented", "11")]
+
+
+def test_the_loser_comes_back_with_its_rows_once_the_clash_is_gone(make_db):
+    """nice corrects its customer's TAXID: lyon's customer comes back everywhere and its
+    invoice references it again (its registers never changed), the records go. nice
+    corrects it before it hears of lyon's customer, the siège after it merged them."""
+    cons, appliers = _setup(make_db, ddl=SHOP_DDL)
+    _register_twice(cons)
+    lyon, nice = _own(appliers, cons, "lyon"), _own(appliers, cons, "nice")
+    _deliver(appliers, "siege", lyon)
+    _deliver(appliers, "siege", nice)
+    assert [i[1] for i in _shop(cons["siege"])[1]] == [4000000013, 4000000013]
+    _run(cons["nice"], "UPDATE CUSTOMER SET TAXID = 'FR-0000000002' WHERE ID = 4000000013")
+    _everywhere(cons, appliers)
+    customers, invoices, contacts = _shop_same(cons)
+    assert [(c[0], c[1]) for c in customers] == [(3000000005, b"FR-0000000001"),
+                                                 (4000000013, b"FR-0000000002")]
+    assert [(i[0], i[1]) for i in invoices] == [(10, 3000000005), (20, 4000000013)]
+    assert conflicts.listing(cons["siege"]) == []
+
+
+@pytest.mark.parametrize("first", ["lyon", "nice"])
+def test_the_winner_deleted_where_the_loser_was_not_seen_gives_its_rows_back(make_db, first):
+    """nice deletes its customer (and its rows) before it hears of lyon's: there, lyon's
+    customer simply arrives. The siège, which had merged them, ends the same: lyon's
+    customer back with its invoice, nothing on record but the delete's own outcome."""
+    cons, appliers = _setup(make_db, ddl=SHOP_DDL)
+    _register_twice(cons)
+    _run(cons["nice"], "DELETE FROM CONTACT WHERE ID = 21", "DELETE FROM INVOICE WHERE ID = 20",
+         "DELETE FROM CUSTOMER WHERE ID = 4000000013")
+    lyon, nice = _own(appliers, cons, "lyon"), _own(appliers, cons, "nice")
+    bodies = {"lyon": lyon, "nice": nice}
+    _deliver(appliers, "siege", bodies[first])
+    _deliver(appliers, "siege", bodies["nice" if first == "lyon" else "lyon"])
+    _deliver(appliers, "nice", lyon)
+    _deliver(appliers, "lyon", nice)
+    _everywhere(cons, appliers)
+    customers, invoices, contacts = _shop_same(cons)
+    assert [c[0] for c in customers] == [3000000005]
+    assert [(i[0], i[1]) for i in invoices] == [(10, 3000000005)] and contacts == []
+    assert conflicts.listing(cons["siege"]) == []

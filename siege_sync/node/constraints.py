@@ -25,7 +25,18 @@ constraints have a say:
   not settled by the merge yet: the transaction is held, saying so.
 * **UNIQUE** (other than the key): of two rows holding the same value, the one whose value
   was written with the lower stamp is hidden everywhere and on record (``evicted_by``); it
-  comes back when the clash is gone.
+  comes back when the clash is gone. Referenced or not: two referenced rows holding one
+  value are the same thing registered twice (two sites registered one customer at once),
+  and the rows referencing the loser by its primary key reference the winner instead
+  (``_repoint``; a row arriving later for the loser too, ``_repoint_child``) — in the
+  table only: their registers keep their own reference, on record (``REPARENTED``, naming
+  the loser's life; kept true by ``_rerecord_from`` when the hidden row changes). So the
+  table follows from the registers: when the loser's key shows a row again, they
+  reference it again (``_repoint_back``); a winner deleted where the loser was never seen
+  gives them back (``_give_back``). The engine checks each statement, so the loser lets go
+  of its value (its nullable columns of the UNIQUE key set to NULL, in this transaction
+  only) while the rows move; a UNIQUE key without a nullable column, or rows of a table
+  this site does not replicate referencing the loser, hold the transaction, saying so.
 * **colliding keys**: when a life of a key loses to a concurrent insert (merge.py's
   ``GENERATION``), the rows referencing that key that were written for the lost life — by its
   origin, after it, stamped below the insert that replaced it — are on record with it
@@ -240,6 +251,9 @@ class Settler:
         # there since: this step never writes them (that transaction's own event settles
         # them), e.g. a hidden row coming back where the application inserted its key anew.
         self.later_local: set[tuple[int, bytes]] = set()
+        # Rows whose reference a local change of the step not published yet writes (even
+        # later in the transaction being published): the table holds what it saved.
+        self.later_refs: set[tuple[int, bytes]] = set()
         self.named: Mapping[str, Key] = {}
         self._named_values: dict[str, bytes] = {}  # the value each named key was met for
         self.resolved: dict[str, Key] = {}
@@ -263,6 +277,16 @@ class Settler:
         # primary key found there (no columns); forgotten when this settler writes the table.
         self._unique_cache: dict[str, dict[tuple[tuple[str, ...], bytes], Key]] = {}
         self._clashed: list[tuple[Table, Key, RowState | None, dict[str, bytes | None]]] = []
+        # Two referenced rows holding one UNIQUE value (DESIGN §3.5): by the winner not yet
+        # written, the losers (key, registers, the winner's value event, the columns) whose
+        # rows are re-pointed to it once it is; by child row, the reference columns written
+        # with the winner's key instead of a hidden loser's; the rows re-pointed, whose
+        # ``REPARENTED`` records follow once the loser's registers are stored.
+        self._merge_after: dict[RowId, list[tuple[Key, RowState, EventId, tuple[str, ...]]]] \
+            = {}
+        self._repoint_to: dict[RowId, dict[str, bytes]] = {}
+        self._repointed: list[tuple[Table, Key, Table, Key]] = []
+        self._rewon: list[tuple[Table, Key]] = []  # hidden rows another row hides now
 
     def table(self, name: str) -> Table | None:
         return self._schema.tables.get(name)
@@ -309,6 +333,13 @@ class Settler:
         policy = self._policy(table)
         row = registers.key_identity(key, table)
         self._rows.put(number, row, after)
+        if table.referenced_by and before is not None and _hidden_as(before.current) \
+                not in (None, _hidden_as(after.current)):
+            self._rerecord_from(table, key, before)
+            if _hidden_as(after.current) is not None:
+                # Still hidden, by another row now (the winner let go of the value): the
+                # rows re-pointed from it follow the new winner (``_follow_new_winners``).
+                self._rewon.append((table, key))
         old = losses(before, policy) if before is not None else set()
         new = losses(after, policy)
         if new != old:
@@ -423,6 +454,8 @@ class Settler:
             self._in_order(table, key, after, old_image if was else None, policy)
         life = replace(after.current, held_by=None, evicted_by=hide, whole_row=None,
                        whole_row_site=None)
+        if not life.exists and was and table.uniques and table.referenced_by:
+            self._give_back(table, key, old_image, depth)
         if not life.exists:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
             life = replace(life, held_by=held)
@@ -438,11 +471,19 @@ class Settler:
                                         old_image if was else None, life.generation.event,
                                         depth)
             life = self._write(table, key, life, old_image if was else None, left)
+            for loser, lstate, event, columns in self._merge_after.pop(
+                    (table.name, registers.key_identity(key, table)), ()):
+                self._repoint(table, loser, key)
+                self.settle(table, loser, lstate, lstate, hide=event, depth=depth + 1,
+                            hidden_for=columns)
         elif was:
             if hide is not None:
                 self._refuse_if_referenced(table, key, old_image, "hidden by a UNIQUE clash",
                                            besides=hidden_for)
             self._delete(table, key)
+        if life.visible and before is not None and before.current.exists and \
+                before.current.evicted_by is not None and table.referenced_by:
+            self._repoint_back(table, key, before)  # (before ``put`` drops their records)
         self.put(table, key, before, replace(after, current=life))
         if table.foreign_keys:
             self._reparent_child(table, key, before.current if was and before else None,
@@ -452,10 +493,13 @@ class Settler:
         if depth == 0 and not self._restoring:
             self._put_back(None, depth)
             self._reparent_by_value()
+            self._rerecord_repointed()
         if was:
             new_image = life.image(policy) if life.visible else {}
             # The row that hides this one is not written yet: hidden rows wait for it.
             self._release(table, old_image, new_image, depth, hidden_too=hide is None)
+        if depth == 0 and not self._restoring:
+            self._follow_new_winners()
 
     def _in_order(self, table: Table, key: Key, after: RowState,
                   shown: Mapping[str, bytes | None] | None, policy: Policy) -> None:
@@ -561,6 +605,17 @@ class Settler:
             before.current.visible else {}
         new = merged.current.image(policy) if merged.current.visible else {}
         self._release(table, old, new, 0, hidden_too=True)
+        if table.referenced_by and before is not None and _hidden_as(before.current) \
+                not in (None, _hidden_as(merged.current)):
+            # A row hidden by a UNIQUE clash written here (inserted again by its key): the
+            # rows re-pointed from it reference it again, as at the sites that apply it.
+            key = [values_pb2.Value.FromString(new[c]) for c in table.primary_key
+                   if new.get(c) is not None]  # type: ignore[arg-type]
+            if len(key) == len(table.primary_key):
+                # (the table may be past the change at hand: the row deleted since)
+                if merged.current.visible and self._read_row(table, key) is not None:
+                    self._repoint_back(table, key, before)
+                self._rerecord_from(table, key, before, now=merged)
         image = old or new
         key = [values_pb2.Value.FromString(image[c]) for c in table.primary_key
                if image.get(c) is not None]
@@ -574,9 +629,10 @@ class Settler:
     def _unique_outcome(self, table: Table, key: Key, life: Life, refs: Refs, kept: bool,
                         shown: Mapping[str, bytes | None] | None, depth: int
                         ) -> tuple[Life, Refs]:
-        """Hide this row, or the visible row it clashes with: a row that other rows
-        reference stays; otherwise the lower stamp loses. ``kept``: a row is about to
-        reference this one; ``shown``: what the table shows of it (None: not there).
+        """Hide this row, or the visible row it clashes with: the lower stamp loses; the
+        rows referencing the loser by its primary key are re-pointed to the winner.
+        ``kept``: a row is about to reference this one (it is re-pointed the same way by
+        ``_ensure_parents``); ``shown``: what the table shows of it (None: not there).
         Returns the life and the references to count (``refs``, this row's, and those of
         the rows it clashed with).
 
@@ -620,18 +676,33 @@ class Settler:
                 refs = shared
             mine, theirs = _unique_stamp(life, columns, policy), \
                 _unique_stamp(other.current, columns, policy)
-            referenced = kept or (shown is not None and self._referencing_row(
-                table, key, shown, besides=columns) is not None)
+            # The lower stamp loses, referenced or not: the rows referencing it by its
+            # primary key reference the winner instead (``_repoint``; a row about to
+            # reference it, ``_repoint_child``) — the same row registered twice.
             other_image = other.current.image(policy)
-            other_referenced = self._referencing_row(
-                table, other_key, other_image, besides=columns) is not None
-            if referenced and other_referenced:
-                raise ConstraintError(
-                    f"{table.name} {_show(key)} and {_show(other_key)} hold the same "
-                    f"{', '.join(columns)} and other rows reference both; an operator must "
-                    "change one of them at one site")
-            if other_referenced or (theirs > mine and not referenced):
+            if theirs > mine:
+                if shown is not None and self._referencing_row(
+                        table, key, shown, besides=columns) is not None:
+                    self._repoint(table, key, other_key)
+                    self._refuse_if_referenced(table, key, shown, "hidden by a UNIQUE clash",
+                                               besides=columns)
                 return replace(life, evicted_by=theirs.event), refs
+            if self._referencing_row(table, other_key, other_image,
+                                     besides=columns) is not None:
+                if shown is not None:
+                    self._repoint(table, other_key, key)
+                else:
+                    # This row is not in the table yet and the loser's rows cannot point
+                    # at it before it is: the loser lets go of the value first, its rows
+                    # follow once this row is written (settle, ``_merge_after``).
+                    self._free_value(table, other_key, other_image, columns, key)
+                    self._merge_after.setdefault(
+                        (table.name, registers.key_identity(key, table)), []).append(
+                        (other_key, other, mine.event, columns))
+                    continue
+                self.settle(table, other_key, other, other, hide=mine.event,
+                            depth=depth + 1, hidden_for=columns)
+                continue
             if shown is None and self._referencing(
                     table, other_key, other_image, only=columns) is not None:
                 self._hand_over(table, other_key, key)
@@ -748,6 +819,8 @@ class Settler:
             self._restoring.append(step)
             try:
                 self.settle(parent, pkey, pstate, pstate, holder=holder, depth=depth + 1)
+                if fk.parent_columns == parent.primary_key:
+                    self._repoint_child(table, key, fk, parent, pkey)
             except _Untie as untie:
                 if untie.step is not step:
                     raise
@@ -872,6 +945,15 @@ class Settler:
                 pstate = parents[prow]
             else:
                 pstate = self._stored(parent, pkey)
+            if pstate is not None and not pstate.current.visible and \
+                    pstate.current.evicted_by is not None:
+                # Its parent lost a UNIQUE clash while referenced: the row references the
+                # winner instead (``_repoint``, ``_repoint_child``: also while the parent's
+                # delete has not yet been overruled by the reference), its own reference on
+                # record.
+                out.add(Loss(LossKind.REPARENTED, pstate.current.generation.event,
+                             generation.event, ", ".join(fk.columns), None,
+                             pstate.current.evicted_by))
             if pstate is None or not pstate.past:
                 continue
             for life in pstate.lives:
@@ -1001,6 +1083,298 @@ class Settler:
             image = cstate.current.image(policy)
             gen = cstate.current.generation
             had = self._reparented(child, image, gen, {row: before})
+            wanted = self._reparented(child, image, gen)
+            if had != wanted:
+                conflicts.record(self._cur, self._registry[child.name], ckey,
+                                 registers.key_identity(ckey, child), wanted - had,
+                                 retracted=had - wanted)
+                self.losses_recorded += len(wanted - had)
+
+    # --- two referenced rows holding one UNIQUE value (DESIGN §3.5) --------------------
+
+    def _clash_winner(self, table: Table, key: Key) -> Key | None:
+        """The row in the table holding a UNIQUE value of the hidden row ``key``."""
+        state = self._stored(table, key)
+        if state is None:
+            return None
+        image = state.current.image(self._policy(table))
+        for columns in table.uniques:
+            vals = [image.get(c) for c in columns]
+            if any(v is None for v in vals):
+                continue
+            parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore[arg-type]
+            if any(p.WhichOneof("kind") == "null" for p in parsed):
+                continue
+            found = self._holder_of(table, columns, parsed, key)
+            if found is not None:
+                return found
+        return None
+
+    def _repoint_child(self, table: Table, key: Key, fk: ForeignKey, parent: Table,
+                       pkey: Key) -> None:
+        """A row referencing ``pkey``, which stayed hidden by a UNIQUE clash with a row
+        other rows reference: it is written referencing that row instead (on record)."""
+        pstate = self._stored(parent, pkey)
+        if pstate is None or pstate.current.visible or pstate.current.evicted_by is None:
+            return
+        winner = self._clash_winner(parent, pkey)
+        if winner is None:
+            raise ConstraintError(
+                f"{table.name} {_show(key)} references {parent.name} {_show(pkey)}, hidden "
+                "by a UNIQUE clash, and no row holds its value here; an operator must look "
+                "at them")
+        row = (table.name, registers.key_identity(key, table))
+        self._repoint_to.setdefault(row, {}).update({
+            c: v.SerializeToString(deterministic=True)
+            for c, v in zip(fk.columns, _child_values(parent, fk, table, winner), strict=True)})
+        # Its records are decided again once both rows' registers are stored: the parent
+        # may have come back and lost its clash only while this row was being written.
+        self._repointed.append((table, key, parent, pkey))
+
+    def _repoint(self, table: Table, loser: Key, winner: Key) -> None:
+        """The rows of the table that reference ``loser`` by its primary key reference
+        ``winner`` instead: the loser goes (a UNIQUE clash with a row other rows reference
+        too), they stay. Their registers keep their own reference; the records follow
+        (``_rerecord_repointed``). Rows of a table this site does not replicate cannot be
+        re-pointed from events: held, saying so."""
+        self.flush()
+        d = self._dialect
+        for fk in table.referenced_by:
+            if fk.parent_columns != table.primary_key:
+                continue  # (a reference to a UNIQUE value names the value: it stays)
+            child = self._schema.tables.get(fk.table)
+            if child is None or child.name not in self._registry:
+                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
+                                         f"FROM {quote(fk.table, d)} WHERE "
+                                         f"{self._where(fk.columns, None)})",
+                              self._params(table, table.primary_key, loser))
+                if self._cur.fetchone() is not None:
+                    raise ConstraintError(
+                        f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
+                        f"UNIQUE value and other rows reference both; {fk.table}, which is "
+                        "not replicated, references the one that loses: an operator must "
+                        "point those rows at the other one at this site")
+                continue
+            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            loser_vals = _child_values(table, fk, child, loser)
+            where = self._where(fk.columns, child)
+            params = self._params(child, fk.columns, loser_vals)
+            if child.name == table.name:
+                where += f" AND NOT ({self._where(table.primary_key, table)})"
+                params += self._params(table, table.primary_key, loser)
+            self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                     f"{where}", params)
+            found = [[values.encode(c.type, v) for c, v in zip(child.key_columns, r,
+                                                               strict=True)]
+                     for r in self._cur.fetchall()]
+            number = self._registry[child.name]
+            to = dict(zip(fk.columns, _child_values(table, fk, child, winner), strict=True))
+            for ckey in found:
+                self._check_local(child, number, ckey)
+                self._set_context(number)
+                self._unique_cache.pop(child.name, None)
+                self._writer.update(child, ckey, to)
+                self._repointed.append((child, ckey, table, loser))
+
+    def _free_value(self, table: Table, loser: Key, image: Mapping[str, bytes | None],
+                    columns: Sequence[str], winner: Key) -> None:
+        """The loser, still in the table with rows referencing it, lets go of its UNIQUE
+        value (its nullable columns of it set to NULL) so that the winner can be written
+        before those rows are re-pointed to it and the loser goes, in this transaction."""
+        nullable = [c for c in columns if table.column(c).nullable]
+        if self._referencing(table, loser, image, only=columns) is not None:
+            # (rows naming the value itself: NULL would be refused, or cascade to them)
+            raise ConstraintError(
+                f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
+                f"{', '.join(columns)}; rows reference the first by its primary key and "
+                "others name that value itself, so the engine cannot hold both rows while "
+                "they move. An operator must change the value of one of them at one site")
+        if not nullable:
+            raise ConstraintError(
+                f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
+                f"{', '.join(columns)} and other rows reference both: the rows of "
+                f"{_show(loser)} (lower stamp) go to {_show(winner)}, but no column of that "
+                "UNIQUE key can be NULL, so the engine cannot hold both rows while they move. "
+                "An operator must change the value of one of them at one site")
+        number = self._registry[table.name]
+        self._check_local(table, number, loser)
+        self._set_context(number)
+        self._unique_cache.pop(table.name, None)
+        self._writer.update(table, loser, {c: values_pb2.Value(null=True) for c in nullable})
+
+    def _give_back(self, table: Table, key: Key, image: Mapping[str, bytes | None],
+                   depth: int) -> None:
+        """A row deleted while rows re-pointed to it from a row it hid in a UNIQUE clash
+        reference it: that row comes back first (its value let go here), and its rows
+        reference it again (``_repoint_back``), as where the delete was made before the
+        clash was seen. Only when nothing else keeps the deleted row: otherwise it stays
+        (``held_by``) and the hidden row with it, until the rows keeping it go."""
+        # (the value first: a table may have many hidden rows, each a read of the records)
+        losers = [k for k in self._hidden(table)
+                  if (st := self._stored(table, k)) is not None and st.current.exists
+                  and st.current.evicted_by is not None
+                  and any(self._holds(table, st.current, cols, parsed)
+                          for cols in table.uniques
+                          if (parsed := _parsed(image, cols)) is not None)
+                  and self._reparented_rows(st)]
+        if not losers or self._kept_besides(table, key, losers):
+            return
+        for columns in table.uniques:
+            if _parsed(image, columns) is not None:
+                self._free_value(table, key, image, columns, losers[0])
+        for loser in losers:
+            state = self._stored(table, loser)
+            assert state is not None
+            self.settle(table, loser, state, state, depth=depth + 1)
+
+    def _reparented_rows(self, state: RowState) -> list[tuple[int, bytes]]:
+        """The rows on record as re-pointed from this row's life (table number, key)."""
+        gen = state.current.generation.event
+        self.flush()
+        self._sql.run(self._cur, f"SELECT DISTINCT TBL_NO, KEY_DATA FROM {CONFLICTS_TABLE} "
+                                 "WHERE KIND = ? AND GEN = ?",
+                      (LossKind.REPARENTED.value, f"{gen.site}/{gen.incarnation}#{gen.seq}"))
+        return [(number, data) for number, data in self._cur.fetchall()]
+
+    def _kept_besides(self, table: Table, key: Key, losers: Sequence[Key]) -> bool:
+        """Does a row reference ``key`` other than the rows re-pointed to it from
+        ``losers`` (rows whose own reference names one of them)?"""
+        self.flush()
+        d = self._dialect
+        theirs = {registers.key_identity(k, table) for k in losers}
+        for fk in table.referenced_by:
+            if fk.parent_columns != table.primary_key:
+                continue
+            child = self._schema.tables.get(fk.table)
+            if child is None or child.name not in self._registry:
+                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
+                                         f"FROM {quote(fk.table, d)} WHERE "
+                                         f"{self._where(fk.columns, None)})",
+                              self._params(table, table.primary_key, key))
+                if self._cur.fetchone() is not None:
+                    return True
+                continue
+            keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)
+            self._sql.run(self._cur, f"SELECT {keys} FROM {quote(child.name, d)} WHERE "
+                                     f"{self._where(fk.columns, child)}",
+                          self._params(child, fk.columns, _child_values(table, fk, child, key)))
+            for r in self._cur.fetchall():
+                ckey = [values.encode(c.type, v) for c, v in zip(child.key_columns, r,
+                                                                 strict=True)]
+                if _same_row(child, ckey, table, key):
+                    continue
+                cstate = self._stored(child, ckey)
+                parsed = _parsed(cstate.current.image(self._policy(child)), fk.columns) \
+                    if cstate is not None else None
+                if parsed is None or registers.key_identity(
+                        _rekey(child, fk, table, parsed), table) not in theirs:
+                    return True
+        return False
+
+    def _repoint_back(self, table: Table, key: Key, hidden: RowState) -> None:
+        """A row hidden by a UNIQUE clash is back (the clash is gone): the rows re-pointed
+        from it (its ``REPARENTED`` records name its life) reference it again, as their
+        registers say (their records follow when ``put`` stores the row)."""
+        found = self._reparented_rows(hidden)
+        names = {number: name for name, number in self._registry.items()}
+        mine = registers.key_identity(key, table)
+        for number, data in found:
+            child = self.table(names.get(number, ""))
+            if child is None:
+                continue
+            ckey = registers.key_values(data)
+            cstate = self._stored(child, ckey)
+            if cstate is None or not cstate.current.visible or \
+                    (number, registers.key_identity(ckey, child)) in self.later_refs:
+                continue
+            image = cstate.current.image(self._policy(child))
+            for fk in child.foreign_keys:
+                vals = [image.get(c) for c in fk.columns]
+                if fk.parent != table.name or fk.parent_columns != table.primary_key or \
+                        any(v is None for v in vals):
+                    continue
+                parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore
+                if any(p.WhichOneof("kind") == "null" for p in parsed) or \
+                        registers.key_identity(_rekey(child, fk, table, parsed), table) != mine:
+                    continue
+                self._check_local(child, number, ckey)
+                self._set_context(number)
+                self._unique_cache.pop(child.name, None)
+                self._writer.update(child, ckey, dict(zip(fk.columns, parsed, strict=True)))
+
+    def _rerecord_from(self, table: Table, key: Key, hidden: RowState,
+                       now: RowState | None = None) -> None:
+        """A row hidden by a UNIQUE clash changed (back, deleted, another life, another
+        winner): the ``REPARENTED`` records of the rows re-pointed from it follow."""
+        row = (table.name, registers.key_identity(key, table))
+        names = {number: name for name, number in self._registry.items()}
+        for number, data in self._reparented_rows(hidden):
+            child = self.table(names.get(number, ""))
+            if child is None:
+                continue
+            ckey = registers.key_values(data)
+            cstate = self._stored(child, ckey)
+            if cstate is None or not cstate.current.visible:
+                continue
+            image = cstate.current.image(self._policy(child))
+            had = self._reparented(child, image, cstate.current.generation, {row: hidden})
+            wanted = self._reparented(child, image, cstate.current.generation,
+                                      {row: now} if now is not None else None)
+            if had != wanted:
+                conflicts.record(self._cur, number, ckey, registers.key_identity(ckey, child),
+                                 wanted - had, retracted=had - wanted)
+                self.losses_recorded += len(wanted - had)
+
+    def _follow_new_winners(self) -> None:
+        """Rows hidden by a UNIQUE clash that another row hides now (the winner changed
+        its value or went, and an older holder came back): the rows re-pointed from them
+        reference the new winner, as at a site that never saw the old one win."""
+        while self._rewon:
+            table, key = self._rewon.pop(0)
+            state = self._stored(table, key)
+            if state is None or _hidden_as(state.current) is None:
+                continue
+            winner = self._clash_winner(table, key)
+            if winner is None:
+                continue
+            mine = registers.key_identity(key, table)
+            names = {number: name for name, number in self._registry.items()}
+            for number, data in self._reparented_rows(state):
+                child = self.table(names.get(number, ""))
+                if child is None:
+                    continue
+                ckey = registers.key_values(data)
+                cstate = self._stored(child, ckey)
+                if cstate is None or not cstate.current.visible:
+                    continue
+                image = cstate.current.image(self._policy(child))
+                for fk in child.foreign_keys:
+                    if fk.parent != table.name or fk.parent_columns != table.primary_key:
+                        continue
+                    parsed = _parsed(image, fk.columns)
+                    if parsed is None or registers.key_identity(
+                            _rekey(child, fk, table, parsed), table) != mine:
+                        continue
+                    self._check_local(child, number, ckey)
+                    self._set_context(number)
+                    self._unique_cache.pop(child.name, None)
+                    self._writer.update(child, ckey, dict(zip(
+                        fk.columns, _child_values(table, fk, child, winner), strict=True)))
+
+    def _rerecord_repointed(self) -> None:
+        """The ``REPARENTED`` records of the rows ``_repoint`` moved, now that their
+        loser's registers say it is hidden."""
+        while self._repointed:
+            child, ckey, parent, pkey = self._repointed.pop(0)
+            cstate = self._stored(child, ckey)
+            pstate = self._stored(parent, pkey)
+            if cstate is None or not cstate.current.visible or pstate is None:
+                continue
+            image = cstate.current.image(self._policy(child))
+            gen = cstate.current.generation
+            prow = (parent.name, registers.key_identity(pkey, parent))
+            shown = replace(pstate, current=replace(pstate.current, evicted_by=None))
+            had = self._reparented(child, image, gen, {prow: shown})
             wanted = self._reparented(child, image, gen)
             if had != wanted:
                 conflicts.record(self._cur, self._registry[child.name], ckey,
@@ -1241,7 +1615,8 @@ class Settler:
         if self._referencing_row(table, key, image, besides=besides) is not None:
             raise ConstraintError(f"{table.name} {_show(key)} would be {why}, but other rows "
                                   "reference it; an operator must decide which row stays")
-        # (_unique_outcome hides only unreferenced rows: this is the last line of defence)
+        # (_unique_outcome re-points the rows referencing a loser by its primary key first:
+        # this is the last line of defence)
 
     def _hidden_rows(self, table: Table) -> list[Key]:
         self.flush()
@@ -1287,8 +1662,10 @@ class Settler:
         policy = self._policy(table)
         null = values_pb2.Value(null=True).SerializeToString(deterministic=True)
 
+        instead = self._repoint_to.pop((table.name, registers.key_identity(key, table)), {})
+
         def image(of: Life) -> dict[str, bytes | None]:
-            return {**of.image(policy), **{c: null for c in left or ()}}
+            return {**of.image(policy), **instead, **{c: null for c in left or ()}}
 
         named = self._named_by_old_value(table, key, image(life), shown)
         # Alone in its block when a refusal must undo nothing else: a rename a row here
@@ -1461,6 +1838,29 @@ def _unique_stamp(life: Life, columns: Sequence[str], policy: Policy) -> Stamp:
 
 def _same_row(table: Table, key: Key, other: Table, other_key: Key) -> bool:
     return table.name == other.name and registers.key_data(key) == registers.key_data(other_key)
+
+
+def _hidden_as(life: Life) -> tuple[Stamp, EventId] | None:
+    """A life hidden by a UNIQUE clash: its insert and the write it lost to."""
+    if not life.exists or life.evicted_by is None:
+        return None
+    return life.generation, life.evicted_by
+
+
+def _parsed(image: Mapping[str, bytes | None], columns: Sequence[str]
+            ) -> list[values_pb2.Value] | None:
+    """The image's values of these columns; None when one is unknown or NULL."""
+    raw = [image.get(c) for c in columns]
+    if any(v is None for v in raw):
+        return None
+    parsed = [values_pb2.Value.FromString(v) for v in raw]  # type: ignore[arg-type]
+    return None if any(p.WhichOneof("kind") == "null" for p in parsed) else parsed
+
+
+def _child_values(parent: Table, fk: ForeignKey, child: Table, pkey: Key) -> Key:
+    """A parent's primary key (``fk`` references it) in the child's column types."""
+    return [values.encode(child.column(c).type, values.decode(parent.column(p).type, v))
+            for c, p, v in zip(fk.columns, fk.parent_columns, pkey, strict=True)]
 
 
 def _rekey(table: Table, fk: ForeignKey, parent: Table,

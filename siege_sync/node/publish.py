@@ -299,6 +299,12 @@ class Publisher:
         ahead = Counter((c.entry.table_no, c.khash) for group in changes.values()
                         for c in group if c.entry.op == OP_INSERT)
         settlers.later_local = set(ahead)  # (kept up to date in place below)
+        # Rows whose reference a change not published yet writes (that change, even later
+        # in the same transaction, is what the application saved there: a row coming back
+        # from a UNIQUE clash never takes it back to itself, ``Settler._repoint_back``).
+        refs_ahead = Counter((c.entry.table_no, c.khash) for group in changes.values()
+                             for c in group if _writes_reference(c, self.schemas))
+        settlers.later_refs = set(refs_ahead)
         for tx in batch.transactions:
             tx_changes = _inserts_first(
                 sorted(changes.get(tx.group, []), key=lambda c: c.entry.log_id))
@@ -318,6 +324,11 @@ class Publisher:
             tx_events: list[events_pb2.Event] = []
             for change in tx_changes:
                 entry = change.entry
+                row = (entry.table_no, change.khash)
+                if row in refs_ahead and _writes_reference(change, self.schemas):
+                    refs_ahead[row] -= 1
+                    if refs_ahead[row] == 0:
+                        settlers.later_refs.discard(row)
                 # The row's registers: the stamp must exceed every stamp on the row, and the
                 # event names the life and the writers it overwrote (DESIGN §3.2, §3.3).
                 khash = change.khash
@@ -365,12 +376,14 @@ class Publisher:
                     merged = replace(merged, current=replace(merged.current, whole_row=None))
                 # An insert matters too when it references a parent: a row written for a
                 # life its site lost is on record as at the sites that apply it (§3.5).
-                if entry.op != OP_INSERT or settlers.references(cur, event.table):
+                # So does an insert over a row hidden by a UNIQUE clash (rows may have been
+                # re-pointed from it).
+                hidden = state is not None and constrained(state)
+                if entry.op != OP_INSERT or hidden or settlers.references(cur, event.table):
                     settler = settlers.get(cur, rows, statements, blob_store)
                     table = settler.table(event.table)
-                    if table is not None and (table.foreign_keys or (
-                            entry.op != OP_INSERT and (table.uniques or (
-                                state is not None and constrained(state))))):
+                    if table is not None and (table.foreign_keys or hidden or (
+                            entry.op != OP_INSERT and table.uniques)):
                         merged = settler.after_local_write(table, state, merged)
                 rows.put(entry.table_no, khash, merged)
                 # A local write can change what is on record too: a delete ends a row
@@ -518,6 +531,17 @@ def _name_parents(event: events_pb2.Event, resolved: Mapping[str, list]) -> None
     every site counts them on those rows, whatever row holds the value there."""
     for name in sorted(resolved):
         event.parents.add(foreign_key=name).key.extend(resolved[name])
+
+
+def _writes_reference(change: _Change, schemas: SchemaCache) -> bool:
+    """Does the change (an insert or update) write a column of a foreign key of its table?"""
+    if change.entry.op == OP_DELETE or change.event is None:
+        return False
+    table = schemas.table(change.event.table)
+    if table is None or not table.foreign_keys:
+        return False
+    written = {c.column for c in change.event.columns}
+    return any(col in written for fk in table.foreign_keys for col in fk.columns)
 
 
 def _inserts_first(changes: list[_Change]) -> list[_Change]:
@@ -760,6 +784,18 @@ class _LazySettler:
         self._policies = policies
         self._settler: Settler | None = None
         self._later_local: set[tuple[int, bytes]] = set()
+        self._later_refs: set[tuple[int, bytes]] = set()
+
+    @property
+    def later_refs(self) -> set[tuple[int, bytes]]:
+        return self._later_refs
+
+    @later_refs.setter
+    def later_refs(self, rows: set[tuple[int, bytes]]) -> None:
+        """Rows whose reference a change not published yet writes (``Settler.later_refs``)."""
+        self._later_refs = rows
+        if self._settler is not None:
+            self._settler.later_refs = rows
 
     @property
     def later_local(self) -> set[tuple[int, bytes]]:
@@ -787,6 +823,7 @@ class _LazySettler:
                                     statements, self._policies, set(),
                                     blobs)
             self._settler.later_local = self._later_local
+            self._settler.later_refs = self._later_refs
         return self._settler
 
     def flush(self) -> None:
