@@ -233,10 +233,10 @@ class Model:
         replica = Replica(NodeConfig(site=site, database=DatabaseSpec(
             str(self.folder / f"{site}.fdb"))), self.cons[site])
         # (the siège's hello reply: with the transaction of this site that proves it)
-        proof = Replica(NodeConfig(site="siege", database=DatabaseSpec(
+        proof, purged = Replica(NodeConfig(site="siege", database=DatabaseSpec(
             str(self.folder / "siege.fdb"))), self.cons["siege"]).proof_for(
                 site, Vector(*self.appliers[site].vector()))
-        replica.meet("siege", epoch, Vector(seqs, heads), proof=proof)  # raises if diverged
+        replica.meet("siege", epoch, Vector(seqs, heads), proof, purged)  # raises if diverged
         self.backup = None
         self.restores += 1
 

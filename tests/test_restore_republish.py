@@ -64,14 +64,14 @@ class Mesh:
         """What exchange.py does: hello both ways (the chain check), pull, then push."""
         mine, theirs = self.replicas[site], self.replicas[peer]
         theirs.meet(site, mine.identity().epoch, mine.vector(publish=False))
-        mine.meet(peer, theirs.identity().epoch, theirs.vector(publish=False),
-                  proof=theirs.proof_for(site, mine.vector(publish=False)))  # (a reply)
+        proof, purged = theirs.proof_for(site, mine.vector(publish=False))  # (a reply)
+        mine.meet(peer, theirs.identity().epoch, theirs.vector(publish=False), proof, purged)
         for src, dst in ((theirs, mine), (mine, theirs)):
-            receiver = dst.receiver()
+            receiver = dst.receiver(src.site)
             try:
                 for batch in src.outgoing(dst.vector()):
                     receiver.take(batch)
-                receiver.finish(src.site)
+                receiver.finish()
                 assert not receiver.refused, receiver.refused
             finally:
                 receiver.close()
@@ -194,7 +194,7 @@ def test_another_sites_change_of_a_restored_row_waits_for_the_restored_sites_eve
     restore(mesh, "copy", tmp_path / "lyon.backup")
     lyon, siege = mesh.replicas["lyon"], mesh.replicas["siege"]
     lyon.meet("siege", siege.identity().epoch, siege.vector(publish=False),
-              proof=siege.proof_for("lyon", lyon.vector(publish=False)))
+              *siege.proof_for("lyon", lyon.vector(publish=False)))
     siege_events = [b for b in all_events(mesh.cons["siege"])
                     if events_pb2.Event.FromString(b).origin.site == "siege"]
     first = lyon.apply(siege_events)

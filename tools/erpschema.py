@@ -1275,7 +1275,7 @@ class SiegeRounds:
         mine, theirs = self.replicas[site], self.replicas[peer]
         theirs.meet(site, mine.identity().epoch, mine.vector(publish=False))
         mine.meet(peer, theirs.identity().epoch, theirs.vector(publish=False),
-                  proof=theirs.proof_for(site, mine.vector(publish=False)))  # (a reply)
+                  *theirs.proof_for(site, mine.vector(publish=False)))  # (a reply)
 
     def _exchange(self, report: RoundReport, site: str, peer: str) -> None:
         """What exchange.py does: hello, pull, then push."""

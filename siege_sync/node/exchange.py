@@ -165,7 +165,8 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
                             f"here {mine.schema_fingerprint}): only what both share applies")
     try:
         peer_vector = Vector.from_proto(reply.applied)
-        replica.meet(peer, reply.epoch, peer_vector, proof=list(reply.yours))
+        replica.meet(peer, reply.epoch, peer_vector, proof=list(reply.yours),
+                     purged=reply.yours_purged)
         if reply.epochs and peer == replica.siege:  # once its own database is accepted
             replica.learn_epochs(reply.epochs, peer)
     except (PeerRefused, ValueError) as exc:
@@ -219,7 +220,7 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
           out: ExchangeOutcome, timeout: float, batch_events: int,
           stop: threading.Event | None, pacer: Pacer | None = None) -> None:
     have = replica.vector()
-    receiver = replica.receiver()
+    receiver = replica.receiver(ident.name)
     request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events)
     stream = stub.Pull(request, timeout=timeout)
     try:
@@ -245,7 +246,7 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
             except (ApplyError, BlobError) as exc:
                 raise ExchangeError(f"from {ident.name}: {exc}") from exc
         else:
-            receiver.finish(ident.name)
+            receiver.finish()
     finally:
         out.pulled_events += receiver.applied_events
         out.problems.extend(m for m in [*receiver.refused, *receiver.busy.values()]
@@ -264,6 +265,9 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
 
     def batches() -> Iterator[sync_pb2.Batch]:
         try:
+            if only is None and replica.proof_for(out.peer, peer_vector)[1]:
+                # (its own events we held and purged: what proves it was rewound, replica.py)
+                yield sync_pb2.Batch(purged_yours=True)
             for batch in replica.outgoing(peer_vector, batch_events, only_origin=only):
                 if stop is not None and stop.is_set():
                     out.stopped = True

@@ -524,14 +524,17 @@ def _is_copy_of(where: dbserver.Served, fresh: dbserver.Served, spec: DatabaseSp
 
 def _mesh_view(con: Connection, site: str) -> tuple[dict[int, int], dict[tuple[int, int], bytes]]:
     """In the siège's copy: how far it applied each incarnation of ``site``, and the hash
-    of each of that site's events it still stores."""
+    of each of that site's events it still stores, and of the last one it applied (its
+    vector's head: known even once purged)."""
     with transaction(con) as tm:
         cur = tm.cursor()
-        cur.execute(f"SELECT INCARNATION, APPLIED FROM {capture.VECTOR_TABLE} "
+        cur.execute(f"SELECT INCARNATION, APPLIED, HEAD FROM {capture.VECTOR_TABLE} "
                     "WHERE ORIGIN = ?", (site,))
-        held = {int(i): int(n) for i, n in cur.fetchall()}
+        rows = cur.fetchall()
         cur.close()
-    known: dict[tuple[int, int], bytes] = {}
+    held = {int(i): int(n) for i, n, _h in rows}
+    known: dict[tuple[int, int], bytes] = {(int(i), int(n)): bytes(h) for i, n, h in rows
+                                           if h and int(n) > 0}
     for inc in held:
         for body in eventlog.read(con, site, 0, incarnation=inc):
             known[(inc, events_pb2.Event.FromString(body).seq)] = hashlib.sha256(body).digest()

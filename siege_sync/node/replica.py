@@ -263,18 +263,19 @@ class Replica:
         return self._retrying(step)
 
     def meet(self, peer: str, epoch: str, peer_vector: Vector,
-             proof: list[bytes] | None = None) -> None:
+             proof: list[bytes] | None = None, purged: bool = False) -> None:
         """What a hello tells us: the peer's database epoch (a changed one means it was
         restored or replaced: refused until an operator resyncs it) and how far it holds
         our own events (confirms our chain, or says that we were rewound). ``proof``: what
         a hello *reply* brought of our own events beyond our chain (None for a hello
-        request, whose sender could not know what we hold): see ``_claimed``."""
+        request, whose sender could not know what we hold) and whether it said it no longer
+        stores them (``purged``): see ``_claimed``."""
         if not epoch:
             raise ValueError(f"{peer}'s hello names no database epoch")
-        self._retrying(lambda: self._meet(peer, epoch, peer_vector, proof))
+        self._retrying(lambda: self._meet(peer, epoch, peer_vector, proof, purged))
 
     def _meet(self, peer: str, epoch: str, peer_vector: Vector,
-              proof: list[bytes] | None) -> None:
+              proof: list[bytes] | None, purged: bool) -> None:
         known = capture.get_state(self._con, f"{_EPOCH_OF}{peer}")
         if known is None:
             capture.set_state(self._con, f"{_EPOCH_OF}{peer}", epoch)
@@ -296,7 +297,7 @@ class Replica:
             proved=False)
         if check is rewind.ChainCheck.CLAIMED:
             self._claimed(_Claim(peer, seq, head, holds, self._confirmed or (
-                self._claim is not None and self._claim.was_confirmed)), proof)
+                self._claim is not None and self._claim.was_confirmed)), proof, purged)
             return
         if check is rewind.ChainCheck.DIVERGED:
             raise PeerRefused(
@@ -311,14 +312,18 @@ class Replica:
 
     # --- a peer says this database is an older copy: believed on proof only ------------
 
-    def _claimed(self, claim: _Claim, proof: list[bytes] | None) -> None:
+    def _claimed(self, claim: _Claim, proof: list[bytes] | None, purged: bool) -> None:
         """A peer says it holds more of our events than we published. Taken for true only
         when it shows one of those transactions, signed by this site's own certificate and
         chaining from our head (a relay or any site could otherwise push this site into a
         new incarnation: issue 20). A hello reply brings it along (``proof``); a peer that
         dialled us can only bring it in the stream that follows, and only a coordinator
-        sends us our own events: another site's word is not acted on. Until then nothing is
-        published; a proof never shown lets publishing go on as before."""
+        sends us our own events: another site's word is not acted on. Events purged
+        mesh-wide can no longer be shown: a coordinator's word that it purged them
+        (``purged``) is taken, as its purge orders are — staying on the old numbers would
+        publish new changes under numbers the mesh already used, and a resync would then
+        take them for synced. Until then nothing is published; a proof never shown lets
+        publishing go on as before."""
         if proof is None and claim.peer not in self.coordinators():
             log.warning("[%s] %s says it holds this site's events beyond #%d, but only the "
                         "siège or a stand-in can send them back: not acted on", self.site,
@@ -330,7 +335,11 @@ class Replica:
                         self.site, claim.peer, claim.seq)
         self._claim = claim
         self._confirmed = False
-        if proof is not None and self._prove(proof) is False:
+        if proof is None:
+            return
+        if purged:
+            self.claim_purged(claim.peer)
+        elif self._prove(proof) is False and self._claim is not None:
             self._refute(f"its hello brought no transaction of this site beyond #{claim.seq}")
 
     @property
@@ -341,6 +350,30 @@ class Replica:
         """Whether the claim is settled (none pending, or ``bodies`` proved it: a new
         incarnation is taken). A forged proof refutes it."""
         return self._claim is None or self._retrying(lambda: self._prove(bodies)) is True
+
+    def claim_purged(self, peer: str) -> None:
+        """``peer`` says it no longer stores the events of ours it claims (``_claimed``)."""
+        claim = self._claim
+        if claim is None or claim.peer != peer:
+            return
+        if peer not in self.coordinators():
+            self._retrying(lambda: self._refute("says it purged them, and only a coordinator's "
+                                                "word on purges counts"))
+            return
+
+        def accept() -> None:
+            check = rewind.confirm_own_chain(self._con, self.site, claim.seq, claim.head,
+                                             claim.holds, proved=True)
+            if check is rewind.ChainCheck.DIVERGED:
+                self._refute("our chains differ (run `siege-ctl resync` for this site)")
+                return
+            log.warning("[%s] rewound: coordinator %s held this site's events up to #%d and "
+                        "purged them (every site had them); new incarnation %d", self.site,
+                        peer, claim.seq, self.identity().incarnation)
+            self._claim = None
+            self._confirmed = True
+
+        self._retrying(accept)
 
     def claim_unproved(self, peer: str) -> None:
         """``peer``'s stream ended without the events it claimed: its claim is refuted."""
@@ -389,21 +422,23 @@ class Replica:
         self._claim = None
         self._confirmed = claim.was_confirmed
 
-    def proof_for(self, peer: str, peer_vector: Vector) -> list[bytes]:
-        """For a hello reply: when ``peer``'s vector shows that we hold more of its events
-        than it published (it was rewound), the transaction that proves it (``_claimed``)."""
+    def proof_for(self, peer: str, peer_vector: Vector) -> tuple[list[bytes], bool]:
+        """When ``peer``'s vector shows that we hold more of its own events than it
+        published (it was rewound): the transaction that proves it (``_claimed``), or
+        ([], True) when we no longer store them (purged). ([], False) otherwise."""
         mine = {inc: n for (site, inc), n in peer_vector.seqs.items() if site == peer}
         if not mine:
-            return []
+            return [], False
         current = max(mine)
 
-        def read() -> list[bytes]:
+        def read() -> tuple[list[bytes], bool]:
             held, _heads = self._applier.vector()
             ours = {inc: n for (site, inc), n in held.items() if site == peer}
             newer = max((inc for inc in ours if inc > current), default=None)
             if ours.get(current, 0) <= mine[current] and newer is None:
-                return []
-            return rewind.transaction_beyond(self._con, peer, current, mine[current], newer)
+                return [], False
+            found = rewind.transaction_beyond(self._con, peer, current, mine[current], newer)
+            return found, not found
 
         return self._retrying(read)
 
@@ -504,10 +539,10 @@ class Replica:
                 yield sync_pb2.Batch(blobs=chunks)
             yield sync_pb2.Batch(events=bodies)
 
-    def receiver(self) -> Receiver:
-        """Takes incoming batches: stores the BLOBs, applies the events (those that cannot
-        be applied yet are tried again with the next batch)."""
-        return Receiver(self)
+    def receiver(self, peer: str = "") -> Receiver:
+        """Takes incoming batches from ``peer``: stores the BLOBs, applies the events (those
+        that cannot be applied yet are tried again with the next batch)."""
+        return Receiver(self, peer)
 
     def _read_batch(self, origin: Origin, after: int, max_events: int) -> list[bytes]:
         out: list[bytes] = []
@@ -614,8 +649,9 @@ def _origin_site(body: bytes) -> str:
 class Receiver:
     """One stream of incoming batches (a pull or a push)."""
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Replica, peer: str = "") -> None:
         self._replica = replica
+        self.peer = peer  # who sends the stream (its claims are settled by it)
         self._assembler = blobs.Assembler(replica.database)
         self._carry: list[bytes] = []
         self._mine: list[bytes] = []  # this site's own events, while a claim waits for them
@@ -638,6 +674,8 @@ class Receiver:
             self.refused.extend(self._replica.learn_certificates(batch.certificates))
         for chunk in batch.blobs:
             self._assembler.add(chunk)
+        if batch.purged_yours and self.peer:
+            self._replica.claim_purged(self.peer)
         if not batch.events:
             return None
         if self._assembler.unreferenced:  # (events are read for their BLOBs only then)
@@ -661,9 +699,10 @@ class Receiver:
         self.waiting_for = result.waiting_for
         return result
 
-    def finish(self, peer: str) -> None:
-        """``peer``'s stream ended normally: a claim of it not proved by now is refuted."""
-        self._replica.claim_unproved(peer)
+    def finish(self) -> None:
+        """The stream ended normally: a claim of its sender not proved by now is refuted."""
+        if self.peer:
+            self._replica.claim_unproved(self.peer)
 
     def close(self) -> None:
         self._assembler.close()

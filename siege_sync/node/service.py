@@ -208,9 +208,9 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         ident = self._replica.identity()
         # Not published first: a long backlog must not hold the hello up (a pull publishes).
         vector = self._replica.vector(publish=False)
-        yours = self._replica.proof_for(caller.name, held) if caller.kind is Kind.SITE \
-            and held is not None else []
-        return sync_pb2.HelloReply(yours=yours,
+        yours, purged = self._replica.proof_for(caller.name, held) \
+            if caller.kind is Kind.SITE and held is not None else ([], False)
+        return sync_pb2.HelloReply(yours=yours, yours_purged=purged,
             site=self._site, incarnation=ident.incarnation, node_version=ident.node_version,
             schema_fingerprint=ident.schema_fingerprint, epoch=ident.epoch,
             applied=vector.to_proto(), t1_us=request.t1_us, t2_us=t2,
@@ -247,7 +247,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
              context: grpc.ServicerContext) -> sync_pb2.PushReply:
         caller = self._caller(context, Kind.SITE)
         self._refused_policies(context, caller)
-        receiver = self._replica.receiver()
+        receiver = self._replica.receiver(caller.name)
         # The caller's own certificate checks the seals of its own transactions (seal.py),
         # whatever its first batch carries.
         receiver.refused.extend(self._replica.learn_certificates(
@@ -266,7 +266,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         except DatabaseError as exc:
             self._database_cannot_write(context, exc)
             raise
-            receiver.finish(caller.name)
+            receiver.finish()
         finally:
             receiver.close()
         reply = sync_pb2.PushReply(applied_events=receiver.applied_events,

@@ -77,7 +77,7 @@ class HelloRequest(_message.Message):
     def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ..., epochs: _Optional[_Mapping[str, str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards", "policies", "refused", "yours")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards", "policies", "refused", "yours", "yours_purged")
     class EpochsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class HelloReply(_message.Message):
     POLICIES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     YOURS_FIELD_NUMBER: _ClassVar[int]
+    YOURS_PURGED_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -119,17 +120,20 @@ class HelloReply(_message.Message):
     policies: Policies
     refused: str
     yours: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ..., yours: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    yours_purged: bool
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ..., yours: _Optional[_Iterable[bytes]] = ..., yours_purged: bool = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("events", "blobs", "certificates")
+    __slots__ = ("events", "blobs", "certificates", "purged_yours")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    PURGED_YOURS_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedScalarFieldContainer[bytes]
     blobs: _containers.RepeatedCompositeFieldContainer[_values_pb2.BlobChunk]
     certificates: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, events: _Optional[_Iterable[bytes]] = ..., blobs: _Optional[_Iterable[_Union[_values_pb2.BlobChunk, _Mapping]]] = ..., certificates: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    purged_yours: bool
+    def __init__(self, events: _Optional[_Iterable[bytes]] = ..., blobs: _Optional[_Iterable[_Union[_values_pb2.BlobChunk, _Mapping]]] = ..., certificates: _Optional[_Iterable[bytes]] = ..., purged_yours: bool = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("have", "max_events_per_batch")
