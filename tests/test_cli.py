@@ -11,6 +11,7 @@ import pytest
 
 from siege_sync.node import config
 from siege_sync.node.cli import main
+from tools.localmesh import Pki
 
 DDL = [
     "CREATE TABLE CUSTOMER (ID INTEGER NOT NULL PRIMARY KEY, NAME VARCHAR(40))",
@@ -35,7 +36,7 @@ def node_config(make_db, tmp_path):
                                   '[generators.GEN_CUST]\nstart = 5000\nend = 5999\n')
 
 
-def test_install_tables_publish_status_uninstall(node_config, capsys):
+def test_install_tables_publish_status_uninstall(node_config, capsys, tmp_path):
     assert main(["install", "--config", str(node_config)]) == 0
     out = capsys.readouterr().out
     assert "capture installed on 1 tables" in out and "NOT replicated: LOOSE" in out
@@ -52,6 +53,15 @@ def test_install_tables_publish_status_uninstall(node_config, capsys):
     con.close()
     assert main(["status", "-c", str(node_config)]) == 0
     assert "waiting to publish:    1" in capsys.readouterr().out
+    # Without the node's bundle nothing is signed, so nothing is published (peers would
+    # refuse it); with it, the change is.
+    assert main(["publish", "-c", str(node_config)]) == 2
+    assert "names no [node] bundle" in capsys.readouterr().err
+    assert main(["status", "-c", str(node_config)]) == 0
+    assert "waiting to publish:    1" in capsys.readouterr().out
+    bundle = Pki(tmp_path / "pki").site("lyon")
+    with open(node_config, "a") as f:
+        f.write(f'[node]\nlisten = "127.0.0.1:1"\nbundle = "{bundle}"\nsiege = "lyon"\n')
     assert main(["publish", "-c", str(node_config)]) == 0
     assert "published 1 events from 1 transactions (seq 1..1)" in capsys.readouterr().out
     assert main(["status", "-c", str(node_config)]) == 0

@@ -168,8 +168,15 @@ def cmd_publish(cfg: config.NodeConfig, con: Connection, args: argparse.Namespac
         print("error: capture is not installed here; run siege-node install first",
               file=sys.stderr)
         return 2
-    result = Publisher(con, cfg.site, policies=cfg.policies,
-                       sealer=sealer_for(cfg.service.bundle if cfg.service else None)).publish()
+    sealer = sealer_for(cfg.service.bundle if cfg.service else None)
+    if sealer is None:
+        # Unsigned, they would be refused by every peer (seal.py) and hold this site's
+        # later transactions there: nothing is published.
+        print("error: publishing signs every transaction with this site's certificate, and "
+              "this config names no [node] bundle; add it (the node's bundle directory) or "
+              "let `siege-node run` publish. Nothing was published", file=sys.stderr)
+        return 2
+    result = Publisher(con, cfg.site, policies=cfg.policies, sealer=sealer).publish()
     print(f"site {cfg.site}: published {result.events} events from {result.transactions} "
           f"transactions" + (f" (seq {result.first_seq}..{result.last_seq})"
                              if result.events else ""))
