@@ -333,3 +333,36 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
             tm.commit()
     finally:
         mesh.close()
+
+
+def test_a_joined_site_points_rows_back_when_a_unique_clash_ends(tmp_path: Path) -> None:
+    """A customer registered at two shops at once (one tax id), each with invoices: the
+    later keeps the id, the other's invoices point at it (on record) — and back to their own
+    customer once the clash ends, at a site that joined in between too (its copy keeps the
+    records the merge reads back: issue 19, found by the chaos run's join)."""
+    ddl = ["CREATE TABLE P (ID INTEGER NOT NULL PRIMARY KEY, CODE VARCHAR(10), "
+           "CONSTRAINT P_CODE UNIQUE (CODE))",
+           "CREATE TABLE C (ID INTEGER NOT NULL PRIMARY KEY, PID INTEGER REFERENCES P (ID))"]
+    mesh = LocalMesh(tmp_path, SITES, ddl)
+    try:
+        run_sql(mesh.cons["lyon"], "INSERT INTO P VALUES (1, 'X')")
+        run_sql(mesh.cons["lyon"], "INSERT INTO C VALUES (10, 1)")
+        time.sleep(0.02)
+        run_sql(mesh.cons["nice"], "INSERT INTO P VALUES (2, 'X')")
+        run_sql(mesh.cons["nice"], "INSERT INTO C VALUES (20, 2)")
+        sync_all(mesh, ["lyon", "nice"])
+        cfg, _port = mesh.joining_site("vannes")
+        report = mesh.join(cfg)
+        assert report.outcome == "joined", report
+        mesh.cons["vannes"] = open_connection(DatabaseSpec(cfg.database.dsn))
+        run_sql(mesh.cons["nice"], "UPDATE P SET CODE = 'Y' WHERE ID = 2")  # the clash ends
+        sync_all(mesh, ["lyon", "nice", "vannes"])
+        for site, con in mesh.cons.items():
+            with con.transaction_manager() as tm:
+                tm.begin()
+                cur = tm.cursor()
+                cur.execute("SELECT ID, PID FROM C ORDER BY ID")
+                assert cur.fetchall() == [(10, 1), (20, 2)], site
+                tm.commit()
+    finally:
+        mesh.close()

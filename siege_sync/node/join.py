@@ -14,8 +14,10 @@ beside the database; checks its sha256 once whole (a mismatch drops the copy); a
   siège's own published ones (its counters in the copy), are applied here — what happened
   during the copy arrives with the next round, nothing is applied twice;
 * what belongs to the siège alone is dropped: its captured changes not yet published (the
-  siège publishes them itself), its conflicts on record, its parked transactions, its
-  reports and what it learnt of other sites' addresses;
+  siège publishes them itself), what its operator put on record (``analyse``, ``resync``),
+  its parked transactions, its reports and what it learnt of other sites' addresses. The
+  merge's records stay (the same at every site, and read back: a row a UNIQUE clash hides
+  comes back through them — dropped, it never came back at a joined site);
 * capture is installed again for this site, which moves the key generators into its own
   range (``[generators]``).
 
@@ -60,6 +62,7 @@ from ..proto import events_pb2, sync_pb2
 from . import capture, conflicts, dbserver, eventlog, guardwatch, rewind
 from .config import NodeConfig
 from .database import DatabaseSpec, connection, transaction
+from .merge import LossKind
 from .publish import Publisher
 from .seal import sealer_for
 from .upgrade import others_attached
@@ -632,8 +635,16 @@ def take_identity(con: Connection, cfg: NodeConfig, mesh: str,
         cur.execute(f"DELETE FROM {capture.LOG_TABLE}")
         for number in capture.image_tables(con):
             cur.execute(f"DELETE FROM {capture.IMAGE_PREFIX}{number}")
-        for table in (capture.CONFLICTS_TABLE, capture.PARKED_TABLE, capture.REPORTS_TABLE):
+        for table in (capture.PARKED_TABLE, capture.REPORTS_TABLE):
             cur.execute(f"DELETE FROM {table}")
+        # The merge's records are the same at every site, and it reads some back (the rows
+        # a UNIQUE clash hides come back through them, and the rows re-pointed from those;
+        # constraints.py): kept, as never re-applied here. An operator's records (analyse,
+        # resync) are the siège's own.
+        merge_kinds = [k.value for k in LossKind]
+        cur.execute(f"DELETE FROM {capture.CONFLICTS_TABLE} WHERE KIND NOT IN "
+                    f"({', '.join('?' * len(merge_kinds))})", merge_kinds)
+        cur.execute(f"UPDATE {capture.CONFLICTS_TABLE} SET REAPPLIED = NULL")
         for prefix in (*_SIEGE_ONLY_STATES, f"epoch:{cfg.site}"):
             cur.execute(f"DELETE FROM {capture.STATE_TABLE} WHERE NAME STARTING WITH ?",
                         (prefix,))
