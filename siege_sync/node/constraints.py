@@ -91,7 +91,7 @@ the registers do not decide.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
@@ -1227,6 +1227,19 @@ class Settler:
             assert state is not None
             self.settle(table, loser, state, state, depth=depth + 1)
 
+    def _repointed_from(self, hidden: RowState) -> Iterator[tuple[Table, int, Key, RowState]]:
+        """The visible rows on record as re-pointed from the life of ``hidden`` (a row a
+        UNIQUE clash hides): table, table number, key, registers."""
+        names = {number: name for name, number in self._registry.items()}
+        for number, data in self._reparented_rows(hidden):
+            child = self.table(names.get(number, ""))
+            if child is None:
+                continue
+            ckey = registers.key_values(data)
+            cstate = self._stored(child, ckey)
+            if cstate is not None and cstate.current.visible:
+                yield child, number, ckey, cstate
+
     def _reparented_rows(self, state: RowState) -> list[tuple[int, bytes]]:
         """The rows on record as re-pointed from this row's life (table number, key)."""
         gen = state.current.generation.event
@@ -1275,26 +1288,16 @@ class Settler:
         """A row hidden by a UNIQUE clash is back (the clash is gone): the rows re-pointed
         from it (its ``REPARENTED`` records name its life) reference it again, as their
         registers say (their records follow when ``put`` stores the row)."""
-        found = self._reparented_rows(hidden)
-        names = {number: name for name, number in self._registry.items()}
         mine = registers.key_identity(key, table)
-        for number, data in found:
-            child = self.table(names.get(number, ""))
-            if child is None:
-                continue
-            ckey = registers.key_values(data)
-            cstate = self._stored(child, ckey)
-            if cstate is None or not cstate.current.visible or \
-                    (number, registers.key_identity(ckey, child)) in self.later_refs:
+        for child, number, ckey, cstate in self._repointed_from(hidden):
+            if (number, registers.key_identity(ckey, child)) in self.later_refs:
                 continue
             image = cstate.current.image(self._policy(child))
             for fk in child.foreign_keys:
-                vals = [image.get(c) for c in fk.columns]
-                if fk.parent != table.name or fk.parent_columns != table.primary_key or \
-                        any(v is None for v in vals):
+                if fk.parent != table.name or fk.parent_columns != table.primary_key:
                     continue
-                parsed = [values_pb2.Value.FromString(v) for v in vals]  # type: ignore
-                if any(p.WhichOneof("kind") == "null" for p in parsed) or \
+                parsed = _parsed(image, fk.columns)
+                if parsed is None or \
                         registers.key_identity(_rekey(child, fk, table, parsed), table) != mine:
                     continue
                 self._check_local(child, number, ckey)
@@ -1307,15 +1310,7 @@ class Settler:
         """A row hidden by a UNIQUE clash changed (back, deleted, another life, another
         winner): the ``REPARENTED`` records of the rows re-pointed from it follow."""
         row = (table.name, registers.key_identity(key, table))
-        names = {number: name for name, number in self._registry.items()}
-        for number, data in self._reparented_rows(hidden):
-            child = self.table(names.get(number, ""))
-            if child is None:
-                continue
-            ckey = registers.key_values(data)
-            cstate = self._stored(child, ckey)
-            if cstate is None or not cstate.current.visible:
-                continue
+        for child, number, ckey, cstate in self._repointed_from(hidden):
             image = cstate.current.image(self._policy(child))
             had = self._reparented(child, image, cstate.current.generation, {row: hidden})
             wanted = self._reparented(child, image, cstate.current.generation,
@@ -1338,15 +1333,7 @@ class Settler:
             if winner is None:
                 continue
             mine = registers.key_identity(key, table)
-            names = {number: name for name, number in self._registry.items()}
-            for number, data in self._reparented_rows(state):
-                child = self.table(names.get(number, ""))
-                if child is None:
-                    continue
-                ckey = registers.key_values(data)
-                cstate = self._stored(child, ckey)
-                if cstate is None or not cstate.current.visible:
-                    continue
+            for child, number, ckey, cstate in self._repointed_from(state):
                 image = cstate.current.image(self._policy(child))
                 for fk in child.foreign_keys:
                     if fk.parent != table.name or fk.parent_columns != table.primary_key:
