@@ -34,7 +34,7 @@ from firebird.driver import Connection, Cursor
 from ..proto import events_pb2, values_pb2
 from . import eventlog, registers, values
 from .capture import CONFLICTS_TABLE, EVENTS_TABLE, table_registry
-from .database import READ_COMMITTED_RW, quote, transaction
+from .database import READ_COMMITTED_RW, SNAPSHOT_RW, quote, transaction
 from .merge import LWW, EventId, Head, Loss, LossKind, Policy, Write
 from .schema import Table, introspect
 
@@ -124,7 +124,10 @@ def listing(con: Connection, table: str | None = None,
     """Every record (of ``table``), oldest first, each with what it lost to in words
     (``policies``: the tables' merge policies, which rank a column's writes)."""
     names = {no: name for no, (name, _k) in table_registry(con).items()}
-    with transaction(con, READ_COMMITTED_RW) as tm:
+    # A snapshot: a record the node rewrites meanwhile (UPDATE OR INSERT) frees its old
+    # value BLOB, which a read-committed cursor may still be about to open ("BLOB not
+    # found": the chaos run's oracle, reading while a site applied).
+    with transaction(con, SNAPSHOT_RW) as tm:
         cur = tm.cursor()
         events = _Events(tm.cursor())
         try:
