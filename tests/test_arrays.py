@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-from siege_sync.node import capture
+from siege_sync.node import capture, guard
 from siege_sync.node.apply import Applier
 from siege_sync.node.database import READ_COMMITTED_RW, transaction
 from siege_sync.node.publish import Publisher, published
@@ -208,3 +208,29 @@ def test_a_re_saved_array_is_told_from_a_changed_one_by_its_bytes(make_db):
                                     (events_pb2.OP_UPDATE, ["AD"]),
                                     (events_pb2.OP_UPDATE, ["AV"]),
                                     (events_pb2.OP_UPDATE, ["AV"])]
+
+
+def test_an_array_saved_back_to_what_the_registers_hold_is_a_write_where_the_row_moved_on(
+        make_db):
+    """A joined site's copy holds rows ahead of their registers (the siège's changes
+    captured but not yet published when the copy was taken: their events come later). A
+    user there saving the registers' older array changed the row: a write, not a re-save
+    (chaos seed 2: such a write vanished, neither standing nor on record)."""
+    con = make_db(ddl=DDL)
+    capture.install(con)
+    pub = Publisher(con, "lyon")
+    run_sql(con, "INSERT INTO T (ID, A, ARR) VALUES (1, 'x', ?)", ([1, 2, 3],))
+    pub.publish()
+    number = {name: no for no, (name, _k) in capture.table_registry(con).items()}["T"]
+    with transaction(con) as tm:  # the row moves on where capture does not see it
+        cur = tm.cursor()
+        cur.execute("SELECT RDB$SET_CONTEXT('USER_TRANSACTION', ?, ?) FROM RDB$DATABASE",
+                    (guard.APPLY_CONTEXT, str(number)))
+        cur.fetchone()
+        cur.execute("UPDATE T SET ARR = ? WHERE ID = 1", ([7, 8, 9],))
+        cur.close()
+    run_sql(con, "UPDATE T SET ARR = ? WHERE ID = 1", ([1, 2, 3],))  # the user's change
+    pub.publish()
+    assert written(con, "lyon", after=1) == [(events_pb2.OP_UPDATE, ["ARR"])]
+    run_sql(con, "UPDATE T SET ARR = ? WHERE ID = 1", ([1, 2, 3],))  # a re-save: nothing
+    assert pub.publish().events == 0

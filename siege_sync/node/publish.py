@@ -282,7 +282,7 @@ class Publisher:
                 by_table[number].append(change.khash)
         for number, khashes in by_table.items():
             rows.prefetch(number, khashes)
-        befores = _arrays_before(cur, self.schemas, changes, rows, self._policies)
+        befores = _arrays_before(cur, self.schemas, changes)
         markers = MarkerTable(batch.markers)
         unseen = _Unseen(self.schemas, registry, catchup.unfit_columns(cur))
         settlers = _LazySettler(self.schemas, registry, self._policies)
@@ -346,7 +346,8 @@ class Publisher:
                     state = registers.with_prior(
                         state or registers.preexisting(columns_of[entry.table_no]), prior)
                 policy = self._policies.get(event.table, LWW)
-                if change.arrays and state is not None and not registers.drop_unchanged(
+                if change.arrays and state is not None and entry.log_id not in befores \
+                        and not registers.drop_unchanged(
                         event, state, change.arrays, policy):
                     change.event = None  # type: ignore[assignment]
                     continue
@@ -574,22 +575,22 @@ def _inserts_first(changes: list[_Change]) -> list[_Change]:
     return out
 
 
-def _arrays_before(cur: Cursor, schemas: SchemaCache, changes: dict[Group, list[_Change]],
-                   rows: registers.RowStates, policies: Mapping[str, Policy]
+def _arrays_before(cur: Cursor, schemas: SchemaCache, changes: dict[Group, list[_Change]]
                    ) -> dict[int, list[tuple[str, ColumnType, object]]]:
-    """The old values of the ARRAYs that updates recorded (capture.FLAG_ARRAYS_BEFORE) where
-    the row's registers do not know the array — a row that predates install —, by log id.
-    Elsewhere the registers' value tells a re-save (registers.drop_unchanged); so only these
-    are read (fetching an array costs a round trip into the engine per value): one query
-    per table and ``_IN_LIST`` of them, none at all in the common case."""
+    """The old values of the ARRAYs that updates recorded (capture.FLAG_ARRAYS_BEFORE), by
+    log id: what the row held where its user saved it tells a re-save. Not the registers'
+    value: a joined site's copy holds rows ahead of their registers (the siège's changes
+    captured but not yet published when the copy was taken), and a user saving there the
+    registers' older value changed the row — dropped as a re-save, that write vanished
+    without record (chaos seed 2). Only for rows an update of an array touched (fetching an
+    array costs a round trip into the engine per value): one query per table and
+    ``_IN_LIST`` of them. Rows captured by older triggers (no flag) fall back to the
+    registers (registers.drop_unchanged)."""
     wanted: dict[int, list[int]] = {}
     for tx_changes in changes.values():
         for change in tx_changes:
             entry = change.entry
-            if change.arrays and entry.flags & capture.FLAG_ARRAYS_BEFORE and (
-                    not registers.knows_values(rows.get(entry.table_no, change.khash),
-                                               change.arrays,
-                                               policies.get(change.event.table, LWW))):
+            if change.arrays and entry.flags & capture.FLAG_ARRAYS_BEFORE:
                 wanted.setdefault(entry.table_no, []).append(entry.log_id)
     out: dict[int, list[tuple[str, ColumnType, object]]] = {}
     for number, log_ids in wanted.items():
