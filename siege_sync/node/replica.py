@@ -14,7 +14,9 @@ After a start it publishes nothing until a peer has confirmed its own chain (``r
 a peer that says this database is an older copy is believed only when it shows one of this
 site's own signed transactions the database lacks (``_claimed``).
 
-Must never decide whom to trust: the service and the exchange check who may send what.
+Must never decide whom to trust: the service and the exchange check who may send what. (The
+one exception: whose word on this site's own chain counts — the coordinators its config names,
+as for purges.)
 """
 
 from __future__ import annotations
