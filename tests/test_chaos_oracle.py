@@ -207,3 +207,12 @@ def test_the_shop_runs_as_an_ordinary_user_and_journals_what_it_commits(make_db,
             _sql(denied, "SELECT COUNT(*) FROM SYNC$CONFLICTS")
     finally:
         denied.close()
+
+
+def test_a_record_names_its_loser_site_whoever_wrote_it():
+    """The merge names an event, a resync and an analyse their own way: each names its site
+    (the oracle read a resync's records as nobody's: chaos seed 5 called the writes a resync
+    put on record lost)."""
+    assert [oracle.loser_site(x) for x in (
+        "lyon/1#5", "lyon#117 (not synced before the resync)", "lyon (drifted)")] == \
+        ["lyon"] * 3

@@ -56,6 +56,7 @@ Must never: ask the node for its digest, vectors or status, or write to any data
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -113,6 +114,13 @@ class _Record:
                                           or self.form == form)
 
 
+def loser_site(loser: str) -> str:
+    """The site a record's loser names: ``lyon/1#5`` (an event), or what a resync or an
+    analyse put on record: ``lyon#117 (not synced before the resync)``, ``lyon (drifted)``
+    (site ids hold no space)."""
+    return re.split(r"[/# ]", loser, maxsplit=1)[0]
+
+
 def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str],
           losers: Callable[[str, str], list]) -> Findings:
     """Every check of the module docstring. ``read(site)``: a new SYSDBA connection (closed
@@ -134,8 +142,8 @@ def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str]
                 key = _key_of(c)
                 if key is not None:
                     records[(c.table, key)].add(_Record(
-                        c.loser.split("/")[0] if "/" in c.loser else c.loser, c.column,
-                        c.kind, _record_form(c.table, c.column, c.value)))
+                        loser_site(c.loser), c.column, c.kind,
+                        _record_form(c.table, c.column, c.value)))
     writes = [_effective(w) for w in _unique(journal.writes())]
     doubts = journal.doubts()
     sure = {id(w): w.certain and not any(
