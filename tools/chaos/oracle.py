@@ -136,9 +136,13 @@ def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str]
             con.close()
         held[site] = {t: _rows(t, d.content or {}) for t, d in digests.items()}
     records: dict[tuple[str, int], set[_Record]] = defaultdict(set)
+    on_record: set[tuple[str, str]] = set()  # HISTORY markers a record holds (site, marker)
     for site in sites:
         for table in shop.TABLES:
             for c in losers(site, table):
+                if table == "HISTORY" and c.column == "MARKER" and c.value is not None \
+                        and c.value.WhichOneof("kind") == "text":
+                    on_record.add((loser_site(c.loser), c.value.text))
                 key = _key_of(c)
                 if key is not None:
                     records[(c.table, key)].add(_Record(
@@ -171,7 +175,7 @@ def check(journal: shop.Journal, read: Callable[[str], object], sites: list[str]
             _check_row(out, table, key, by_row.get((table, key), []),
                        held[reference][table].get(key), records.get((table, key), set()),
                        sure, bounds)
-    _check_history(out, writes, sure, {s: held[s]["HISTORY"] for s in sites})
+    _check_history(out, writes, sure, {s: held[s]["HISTORY"] for s in sites}, on_record)
     return out
 
 
@@ -250,9 +254,11 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
 
 
 def _check_history(out: Findings, writes: list[shop.Write], sure: dict[int, bool],
-                   held: dict[str, dict[int, dict]]) -> None:
-    """Each committed invoice write's HISTORY row, exactly once at every site."""
-    expected = {w.marker: w for w in writes if w.marker and sure[id(w)]}
+                   held: dict[str, dict[int, dict]], on_record: set[tuple[str, str]]) -> None:
+    """Each committed invoice write's HISTORY row, exactly once at every site — or, nowhere,
+    on record at its site (what a resync found unsynced is put on record, not applied)."""
+    expected = {w.marker: w for w in writes if w.marker and sure[id(w)]
+                and (w.site, w.marker) not in on_record}
     maybe = {w.marker for w in writes if w.marker}
     missing: dict[str, list[str]] = defaultdict(list)
     twice: dict[str, list[str]] = defaultdict(list)
