@@ -10,8 +10,9 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
 
 * **diverged**: a row the sites do not hold byte for byte alike (the independent digest's
   rows compared site by site); a row nobody inserted; a column value nobody wrote to that
-  row (the journal holds every committed write — in-doubt commits count as written); a
-  HISTORY row whose marker no committed invoice write made.
+  row (the journal holds every committed write — in-doubt commits count as written), unless
+  a ``reparented`` record of that column says the reference points at the winner of a
+  UNIQUE clash; a HISTORY row whose marker no committed invoice write made.
 * **lost** / **unrecorded**: every committed value either stands in the final row, or was
   replaced *knowingly* — some committed write read it as the value it replaced (``RETURNING
   OLD``, or a delete's image of the whole row) — or is on record as a loser: a conflict
@@ -197,7 +198,10 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
     if final is not None:
         for column, value in final.items():
             written = {_hashable(_form(w.values[column])) for w in writes if column in w.values}
-            if _hashable(value) not in written:
+            if _hashable(value) not in written and not any(
+                    # (a reference re-pointed to the row that won a UNIQUE clash against the
+                    # one it names: a value nobody wrote, on record as such — DESIGN §3.5)
+                    r.kind == "reparented" and r.column == column for r in records):
                 out.add("diverged", f"{where}.{column} holds {_short(value)}, which nobody "
                                     "wrote there")
         for d in deletes:
