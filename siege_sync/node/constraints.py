@@ -1144,11 +1144,7 @@ class Settler:
                 continue  # (a reference to a UNIQUE value names the value: it stays)
             child = self._schema.tables.get(fk.table)
             if child is None or child.name not in self._registry:
-                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
-                                         f"FROM {quote(fk.table, d)} WHERE "
-                                         f"{self._where(fk.columns, None)})",
-                              self._params(table, table.primary_key, loser))
-                if self._cur.fetchone() is not None:
+                if self._unreplicated_refers(table, fk, loser):
                     raise ConstraintError(
                         f"{table.name} {_show(loser)} and {_show(winner)} hold the same "
                         f"UNIQUE value and other rows reference both; {fk.table}, which is "
@@ -1227,6 +1223,15 @@ class Settler:
             assert state is not None
             self.settle(table, loser, state, state, depth=depth + 1)
 
+    def _unreplicated_refers(self, table: Table, fk: ForeignKey, key: Key) -> bool:
+        """Does a row of ``fk``'s table, which this site does not replicate, reference
+        ``key``? (Such rows cannot be moved from events.)"""
+        self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 FROM "
+                                 f"{quote(fk.table, self._dialect)} WHERE "
+                                 f"{self._where(fk.columns, None)})",
+                      self._params(table, table.primary_key, key))
+        return self._cur.fetchone() is not None
+
     def _repointed_from(self, hidden: RowState) -> Iterator[tuple[Table, int, Key, RowState]]:
         """The visible rows on record as re-pointed from the life of ``hidden`` (a row a
         UNIQUE clash hides): table, table number, key, registers."""
@@ -1260,11 +1265,7 @@ class Settler:
                 continue
             child = self._schema.tables.get(fk.table)
             if child is None or child.name not in self._registry:
-                self._sql.run(self._cur, f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS (SELECT 1 "
-                                         f"FROM {quote(fk.table, d)} WHERE "
-                                         f"{self._where(fk.columns, None)})",
-                              self._params(table, table.primary_key, key))
-                if self._cur.fetchone() is not None:
+                if self._unreplicated_refers(table, fk, key):
                     return True
                 continue
             keys = ", ".join(values.select_expr(c, d) for c in child.key_columns)

@@ -148,12 +148,7 @@ def confirm_own_chain(con: Connection, site: str, peer_seq: int, peer_head: byte
     with transaction(con, SNAPSHOT_RW) as tm:
         cur = tm.cursor()
         try:
-            cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
-                        "('seq', 'incarnation', 'chain_head')")
-            state = dict(cur.fetchall())
-            seq = int(state.get("seq", "0"))
-            incarnation = int(state.get("incarnation", "1"))
-            head = bytes.fromhex(state.get("chain_head", "") or "")
+            incarnation, seq, head = _chain(cur)
             holds = {inc: s for inc, s in (peer_holds or {}).items() if s > 0}
             if peer_seq:
                 holds[incarnation] = peer_seq
@@ -202,11 +197,15 @@ def own_chain(con: Connection) -> tuple[int, int, bytes]:
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
         try:
-            cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
-                        "('seq', 'incarnation', 'chain_head')")
-            state = dict(cur.fetchall())
+            return _chain(cur)
         finally:
             cur.close()
+
+
+def _chain(cur: Cursor) -> tuple[int, int, bytes]:
+    cur.execute(f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME IN "
+                "('seq', 'incarnation', 'chain_head')")
+    state = dict(cur.fetchall())
     return (int(state.get("incarnation", "1")), int(state.get("seq", "0")),
             bytes.fromhex(state.get("chain_head", "") or ""))
 
