@@ -246,10 +246,24 @@ class Life:
             stamp = next((h.stamp for h in self.heads.get(column, ()) if h.writer == seen),
                          row.stamp)
             return Head(stamp, row.values[column])
-        return max(self.heads[column], key=self.rank_policy(policy).rank)
+        heads = self.heads[column]
+        if len(heads) == 1:  # (most columns: one writer, nothing to rank)
+            for head in heads:
+                return head
+        return max(heads, key=self.rank_policy(policy).rank)
 
     def image(self, policy: Policy = LWW) -> dict[str, bytes | None]:
-        return {name: self.winner(name, policy).value for name in self.heads}
+        # Computed once per life and policy (a life never changes; asked for several times
+        # for each event applied), returned as a copy the caller may change.
+        images = self.__dict__.get("_images")
+        if images is None:
+            images = {}
+            object.__setattr__(self, "_images", images)
+        image = images.get(policy)
+        if image is None:
+            image = images[policy] = {name: self.winner(name, policy).value
+                                      for name in self.heads}
+        return dict(image)
 
     def writers(self, policy: Policy = LWW) -> dict[str, EventId]:
         """The writer of each column's value (what a local write names as its base)."""

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 
 from firebird.driver import Connection
 
@@ -103,7 +104,7 @@ class ColumnType:
     # a column with the default collation stays what it was before collations were read.
     collation: Collation | None = field(default=None, repr=False)
 
-    @property
+    @cached_property  # (per instance: a frozen type; asked for every value applied)
     def element_kind(self) -> Kind:
         """The kind of one value (of one element, for an ARRAY)."""
         if self.field_type == _FT_BLOB:
@@ -230,12 +231,15 @@ class Table:
     checks: tuple[str, ...] = ()  # their normalised source texts, sorted
 
     def column(self, name: str) -> Column:
-        for col in self.columns:
-            if col.name == name:
-                return col
-        raise KeyError(name)
+        return self.by_name[name]
 
-    @property
+    # Computed once per instance (the table is frozen; ``replace`` makes a new one): asked
+    # for several times for every event applied.
+    @cached_property
+    def by_name(self) -> dict[str, Column]:
+        return {col.name: col for col in self.columns}
+
+    @cached_property
     def key_columns(self) -> tuple[Column, ...]:
         return tuple(self.column(name) for name in self.primary_key)
 
