@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -320,7 +321,7 @@ def test_the_latest_whole_row_is_the_highest_stamps_whatever_the_order_and_survi
     assert life.latest_row is not None and life.latest_row.stamp == cut.stamp
     assert life.image() == {"TOTAL": b"50", "PAID": b"100", "LABEL": b"y"}, "merged"
     shown = registers.decode_state(registers.encode_state(
-        type(states[0])(type(life)(**{**life.__dict__, "whole_row": cut.id}))))
+        type(states[0])(replace(life, whole_row=cut.id))))
     assert shown.current.latest_row == life.latest_row
     assert shown.current.image() == {"TOTAL": b"50", "PAID": b"0", "LABEL": b"x"}
     assert {(loss.kind, loss.loser.site, loss.column) for loss in losses(shown)} == {

@@ -20,6 +20,11 @@ process, because these machines are noisy; the last line is one JSON object.
   ``e2e_*`` / ``slow_link_*``): the mesh, site to site over mTLS with apply, on loopback and
   through a 2 Mbit/s link between network namespaces (``tools/bench_mesh.py`` says how). If
   that part fails, its keys are null and ``errors`` says why; the rest is still printed.
+* ``apply_mixed_vs_insert``, ``apply_small_tx_events_per_s``, ``storage_overhead_ratio`` (and
+  a few more ``apply_*`` / ``storage_*``): apply under a shop's mix of small transactions,
+  updates, deletes, conflicts and BLOBs against insert-only, and the database's size with
+  sync against without (``tools/bench_apply.py`` says how). Reported like the mesh part when
+  it fails.
 * ``analyse_bytes_ratio``, ``analyse_time_vs_scan`` (and ``analyse_seconds``,
   ``analyse_found``): ``siege-ctl analyse`` on a ``--analyse-rows`` table (1,000,000) with 10
   scattered differences: bytes moved ÷ the table's bytes, time ÷ one local full-table SELECT
@@ -261,6 +266,10 @@ def main() -> None:
     parser.add_argument("--mesh-slow-events", default="auto",
                         help="events over the 2 Mbit/s link (auto: 100000 or 30000)")
     parser.add_argument("--skip-slow-link", action="store_true")
+    parser.add_argument("--apply-mix-events", type=int, default=10_000,
+                        help="events of the shop's mix applied (tools/bench_apply.py)")
+    parser.add_argument("--storage-rows", type=int, default=100_000,
+                        help="rows inserted then updated for storage_overhead_ratio")
     parser.add_argument("--analyse-rows", type=int, default=1_000_000,
                         help="rows of the analyse benchmark's table (tools/bench_analyse.py)")
     parser.add_argument("--join-rows", type=int, default=1_000_000,
@@ -294,12 +303,21 @@ def main() -> None:
         print(f"server publish: {rate:.0f} events/s (read+encode {read_rate:.0f}/s)",
               flush=True)
     out.update(mesh_figures(args))
-    for part in (analyse_figures(args.analyse_rows), join_figures(args.join_rows),
+    for part in (apply_mix_figures(args.apply_mix_events, args.storage_rows),
+                 analyse_figures(args.analyse_rows), join_figures(args.join_rows),
                  tables_figures(args.tables)):
         if "errors" in part and "errors" in out:
             part["errors"] = [*out["errors"], *part["errors"]]
         out.update(part)
     print(json.dumps(out, sort_keys=True))
+
+
+def apply_mix_figures(events: int, storage_rows: int) -> dict:
+    """The shop's mix and the storage part (tools/bench_apply.py)."""
+    from tools import bench_apply
+
+    return _part("apply-mix", lambda n: bench_apply.run(n, storage_rows), bench_apply.KEYS,
+                 events)
 
 
 def analyse_figures(rows: int) -> dict:

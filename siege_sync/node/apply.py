@@ -44,6 +44,7 @@ import hashlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
@@ -60,7 +61,7 @@ from .constraints import (
     constrained,
 )
 from .database import SNAPSHOT_APPLY, StatementCache, is_concurrent_write, transaction
-from .merge import LWW, CausalityError, EventId, Op, Policy, dependencies, merge
+from .merge import LWW, CausalityError, EventId, Op, Policy, Write, dependencies, merge
 from .publish import Publisher
 from .registers import PREEXISTING
 from .schema import Kind, Schema, Table
@@ -124,6 +125,11 @@ class _Incoming:
     @property
     def origin(self) -> tuple[str, int]:
         return self.event.origin.site, self.event.origin.incarnation
+
+    @cached_property
+    def write(self) -> Write:
+        """The merge's view of the event (read for its dependencies, then to apply it)."""
+        return registers.write_of(self.event)
 
 
 # Events applied in one database transaction when many small source transactions are ready
@@ -466,7 +472,7 @@ class Applier:
         ready = [item for item in tx if item is not None]
         inside = {EventId(origin[0], origin[1], item.event.seq) for item in ready}
         for item in ready:
-            for dep in dependencies(registers.write_of(item.event)):
+            for dep in dependencies(item.write):
                 if dep.site == PREEXISTING.site or dep in inside:
                     continue
                 if dep.seq > applied.get((dep.site, dep.incarnation), 0):
@@ -668,7 +674,7 @@ class Applier:
         def attempt(at: int, untie: bool = False, force: bool = False) -> bool:
             settler.untie, settler.force = untie, force
             try:
-                self._apply_event(settler, self._table(tx[at].event.table), tx[at].event,
+                self._apply_event(settler, self._table(tx[at].event.table), tx[at],
                                   in_rows)
             except Deferred as exc:
                 waiters.setdefault(exc.row, []).append(rows[at])
@@ -750,17 +756,18 @@ class Applier:
                 found.add(number)
         return found
 
-    def _apply_event(self, settler: Settler, table: Table, event: events_pb2.Event,
+    def _apply_event(self, settler: Settler, table: Table, item: _Incoming,
                      in_rows: bool = False) -> None:
         """``in_rows``: the event is this site's own, already in the rows (a restored copy
         captured it): merged into the registers only, as its publisher did."""
+        event = item.event
         key = list(event.key)
         if len(key) != len(table.primary_key):
             # Said plainly (it surfaced as "zip() argument 2 is shorter than argument 1").
             raise ValueError(f"{len(key)} key values for {table.name}, whose primary key has "
                              f"{len(table.primary_key)} ({', '.join(table.primary_key)})")
         _check_values(table, event)
-        write = registers.write_of(event)
+        write = item.write
         state = settler.state(table, key, inserting=write.op is Op.INSERT)
         if event.prior and state is not None and not registers.knows_preexisting(state):
             # What the origin held in a row that predates install: its unknown values here

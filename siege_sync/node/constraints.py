@@ -470,7 +470,8 @@ class Settler:
             left = self._ensure_parents(table, key, life.image(policy),
                                         old_image if was else None, life.generation.event,
                                         depth)
-            life = self._write(table, key, life, old_image if was else None, left)
+            life = self._write(table, key, life, old_image if was else None, left,
+                               fresh=before is None)
             for loser, lstate, event, columns in self._merge_after.pop(
                     (table.name, registers.key_identity(key, table)), ()):
                 self._repoint(table, loser, key)
@@ -1641,10 +1642,12 @@ class Settler:
         self._written.discard((table.name, registers.key_data(key)))
 
     def _write(self, table: Table, key: Key, life: Life,
-               shown: Mapping[str, bytes | None] | None, left: set[str] | None = None) -> Life:
+               shown: Mapping[str, bytes | None] | None, left: set[str] | None = None,
+               fresh: bool = False) -> Life:
         """Write the row's image (only the columns that differ from what is shown), the
         ``left`` columns as NULL for now (a cycle's reference, put back later); on a CHECK
-        refusal, fall back to whole-row last-writer-wins."""
+        refusal, fall back to whole-row last-writer-wins. ``fresh``: the row has no
+        registers here (usually not in the table either: written as new)."""
         if self._saved_later(table, key):
             return life
         policy = self._policy(table)
@@ -1666,7 +1669,7 @@ class Settler:
         if alone:
             self.flush()
         try:
-            self._upsert(table, key, image(life), shown or {})
+            self._upsert(table, key, image(life), shown or {}, fresh=fresh)
             if named:
                 self._writer.flush()
             if alone and table.has_checks:
@@ -1756,7 +1759,7 @@ class Settler:
         return None
 
     def _upsert(self, table: Table, key: Key, image: Mapping[str, bytes | None],
-                shown: Mapping[str, bytes | None]) -> None:
+                shown: Mapping[str, bytes | None], fresh: bool = False) -> None:
         number = self._registry[table.name]
         self._check_local(table, number, key)
         # The key bytes are the current life's — its insert's, the same at every site —
@@ -1789,7 +1792,7 @@ class Settler:
         self._set_context(number)
         try:
             self._unique_cache.pop(table.name, None)
-            self._writer.upsert(table, key, columns)
+            (self._writer.write_new if fresh else self._writer.upsert)(table, key, columns)
         except ValueError as exc:  # a value that does not fit its column
             raise ValueError(f"{table.name} {_show(key)}: {exc}") from exc
         self._written.add((table.name, registers.key_data(key)))

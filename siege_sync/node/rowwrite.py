@@ -1,7 +1,8 @@
 """Writing many rows per statement, exactly: literal ``EXECUTE BLOCK``s in the caller's order.
 
 Owns :class:`RowWriter`: it buffers row writes (``UPDATE OR INSERT ... MATCHING`` the primary
-key, ``INSERT``, ``UPDATE`` — also of the key itself, ``rekey`` —, ``DELETE``) and context
+key, or an ``INSERT`` standing for it for a row thought new, ``write_new``; ``INSERT``,
+``UPDATE`` — also of the key itself, ``rekey`` —, ``DELETE``) and context
 variable assignments, and emits them in exactly the order they were made as ``EXECUTE
 BLOCK`` statements whose values are SQL literals (:mod:`.literal`: each stores exactly what
 the parameter of :func:`.values.decode` would). A parameterized statement costs the driver
@@ -64,6 +65,8 @@ _SAVEPOINT = "SYNC$ROWWRITE"
 # gds codes of a lost attachment (see FIREBIRD_NOTES.md): nothing to re-run.
 _LOST_CONNECTION = frozenset({335544856, 335544726, 335544727, 335544721, 335544741})
 _BLOCK_OVERHEAD = 100  # bytes of EXECUTE BLOCK text around one statement
+# "violation of PRIMARY or UNIQUE KEY constraint", "attempt to store duplicate value"
+_DUPLICATE_KEY = frozenset({335544665, 335544349})
 
 
 class RowWriteError(DatabaseError):
@@ -89,6 +92,9 @@ class _Op:
     context: tuple[str, str, str | None] | None = None  # namespace, name, value
     insert_sql: str = ""  # run when param_sql (an UPDATE) touched no row
     insert_params: tuple[tuple[Column, Value], ...] = ()
+    # An INSERT of a row thought new: the UPDATE OR INSERT run instead when the row is
+    # there after all (``RowWriter.write_new``).
+    instead: str | None = None
 
     @property
     def contexts(self) -> int:
@@ -173,6 +179,30 @@ class RowWriter:
                 self._add(_Op("upsert", table, tuple(key), None, sql, pairs))
         else:
             self._add(_Op("upsert", table, tuple(key), body))
+
+    def write_new(self, table: Table, key: Sequence[Value],
+                  columns: Mapping[str, Value]) -> None:
+        """``upsert`` for a row thought not to be in the table (no registers here), written
+        as an ``INSERT``: the server compiles it in half the time and a block holds three
+        times as many. When a block of them meets a row that is there after all (a duplicate
+        key), the whole block — undone by the engine — runs again as ``upsert``s, so the
+        outcome is ``upsert``'s in every case."""
+        ts = self._table(table)
+        shape = self._shape(ts, columns)
+        pairs = tuple(zip(ts.key_columns, key, strict=True)) + tuple(
+            zip(shape.columns, columns.values(), strict=True))
+        lits = self._literals(pairs)
+        if lits is None:
+            self.upsert(table, key, columns)
+            return
+        values_text = ", ".join(lits)
+        head = "INSERT" + shape.upsert_head[len("UPDATE OR INSERT"):]
+        body = head + values_text + ")"
+        if _too_long(body):
+            self.upsert(table, key, columns)
+            return
+        self._add(_Op("insert", table, tuple(key), body, instead=(
+            f"{shape.upsert_head}{values_text}) MATCHING ({ts.matching})")))
 
     def insert(self, table: Table, key: Sequence[Value], columns: Mapping[str, Value]) -> None:
         """``INSERT INTO table (key..., columns...) VALUES (...)``: for rows known not to
@@ -280,6 +310,16 @@ class RowWriter:
         try:
             self._execute(_block(ops))
         except DatabaseError as exc:
+            if _DUPLICATE_KEY & set(getattr(exc, "gds_codes", ()) or ()) and any(
+                    op.instead for op in ops):
+                # A row written as new was there: the block again, each such row as an
+                # upsert (the engine undid the whole block; order kept).
+                self._restore_contexts(ops)
+                for op in ops:
+                    self._add(op if op.instead is None else
+                              _Op("upsert", op.table, op.key, op.instead))
+                self.flush()
+                return
             self._recover(ops, exc)
         else:
             self._note_contexts(ops)
