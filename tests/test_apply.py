@@ -481,6 +481,59 @@ def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_messag
     assert result.applied_events == 2 and parking.listing(cons["siege"]) == []
 
 
+def test_transactions_applied_together_go_one_by_one_when_one_of_them_is_refused(make_db,
+                                                                                caplog):
+    """Ready source transactions are applied together, in one database transaction
+    (apply.GROUP_EVENTS): when one of them is refused, nothing of the group stays and each
+    goes again alone — those before it applied whole, it and its origin's later ones
+    waiting, other origins' applied; the relay log and the counters say exactly that."""
+    cons = {"siege": make_db("siege", ddl=[DDL[0].replace("C DOUBLE PRECISION)",
+                                                          "C DOUBLE PRECISION, CHECK (B < 5))")]),
+            "lyon": make_db("lyon", ddl=DDL), "nice": make_db("nice", ddl=DDL)}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    for sql in ("INSERT INTO T (ID, A, B) VALUES (2, 'Zoé', 1)",
+                "INSERT INTO T (ID, A, B) VALUES (1, 'refusée ici', 7)",
+                "INSERT INTO T (ID, A, B) VALUES (4, 'après', 1)"):
+        run_sql(cons["lyon"], sql)
+    for n in (10, 11):
+        run_sql(cons["nice"], f"INSERT INTO T (ID, A, B) VALUES ({n}, 'Nice {n}', 2)")
+    appliers["lyon"].apply([])
+    appliers["nice"].apply([])
+    bodies = all_events(cons["lyon"]) + all_events(cons["nice"])
+    with caplog.at_level("INFO", logger="siege_sync.node.apply"):
+        result = appliers["siege"].apply(bodies)
+    assert "5 source transactions applied together failed" in caplog.text
+    assert result.applied_transactions == 3 and len(result.pending) == 2
+    assert "lyon#2" in result.refused[0] and "CHECK" in result.refused[0].upper()
+    assert ids(cons["siege"]) == [2, 10, 11]
+    assert appliers["siege"].applied()[("lyon", 1)] == 1
+    logged = [(e.origin.site, e.seq) for e in map(events_pb2.Event.FromString,
+                                                 all_events(cons["siege"]))]
+    assert logged == [("lyon", 1), ("nice", 1), ("nice", 2)]
+
+    constraint = introspect_checks(cons["siege"])[0]
+    run_sql(cons["siege"], f"ALTER TABLE T DROP CONSTRAINT {constraint}")
+    result = appliers["siege"].apply(bodies)
+    assert result.applied_transactions == 2 and not result.refused and not result.pending
+    assert ids(cons["siege"]) == [1, 2, 4, 10, 11]
+    logged = [(e.origin.site, e.seq) for e in map(events_pb2.Event.FromString,
+                                                 all_events(cons["siege"]))]
+    assert logged == [("lyon", 1), ("lyon", 2), ("lyon", 3), ("nice", 1), ("nice", 2)]
+    assert snapshot(cons["siege"]) == {**snapshot(cons["lyon"]), **snapshot(cons["nice"])}
+
+
+def ids(con) -> list[int]:
+    """The keys of T, read as the application reads them."""
+    with transaction(con, READ_COMMITTED_RW) as tm:
+        cur = tm.cursor()
+        cur.execute("SELECT ID FROM T ORDER BY ID")
+        found = [r[0] for r in cur.fetchall()]
+        cur.close()
+    return found
+
+
 def introspect_checks(con) -> list[str]:
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()

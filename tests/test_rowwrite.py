@@ -385,3 +385,63 @@ def test_concurrent_write_is_raised_as_is(make_db: Callable[..., Connection],
     finally:
         other.rollback()
         other.close()
+
+
+def test_a_row_written_as_new_that_is_there_after_all_is_upserted_in_order(site: Site) -> None:
+    """``write_new`` is an INSERT standing for an upsert: a block meeting a row that is in the
+    table (no registers: it predates capture) runs again as upserts, in order, and the rows
+    end as upserts would leave them; the context variables it set are as before."""
+    site.cur.execute("INSERT INTO T (ID, A, S) VALUES (2, 1, 'avant l''installation')")
+    w = site.writer()
+    w.set_context("SYNC$APPLY", "3")
+    w.write_new(site.t, [i(1)], {"A": i(10), "S": Value(text="neuf")})
+    w.write_new(site.t, [i(2)], {"A": i(20)})  # there already: its S stays
+    w.set_context("SYNC$APPLY", "4")
+    w.write_new(site.t, [i(3)], {"A": i(30), "S": Value(text="Éloïse ")})
+    w.update(site.t, [i(1)], {"A": i(11)})
+    w.flush()
+    assert site.rows("SELECT ID, A, S FROM T ORDER BY ID") == [
+        (1, 11, "neuf"), (2, 20, "avant l'installation"), (3, 30, "Éloïse ")]
+    assert site.log() == [("T", "I", 2, None), ("T", "I", 1, "3"), ("T", "U", 2, "3"),
+                          ("T", "I", 3, "4"), ("T", "U", 1, "4")]
+    w.write_new(site.t, [i(4)], {"A": i(-1)})  # a CHECK refusal is still named as ever
+    with pytest.raises(rowwrite.RowWriteError, match=r"T key \(ID=4\)"):
+        w.flush()
+    assert site.rows("SELECT COUNT(*) FROM T") == [(3,)]
+
+
+def test_registers_of_rows_new_here_stored_by_another_writer_meanwhile_are_overwritten(
+        make_db: Callable[..., Connection]) -> None:
+    """Registers of a row found without any are written with INSERTs; should the row's
+    registers be there by the time they are written (another writer of the same
+    transaction), the block goes again as UPDATE OR INSERTs: the last state wins, as ever."""
+    from siege_sync.node import capture, registers
+    from siege_sync.node.capture import ROWS_TABLE
+    from siege_sync.node.database import transaction
+    from siege_sync.node.merge import Head, Life, RowState, Stamp
+    from siege_sync.node.schema import TableSelection
+
+    def state(site_name: str) -> RowState:
+        stamp = Stamp(1_700_000_000_000, site_name, 1, 1)
+        return RowState(Life(stamp, frozenset(), {"A": frozenset({Head(stamp, b"x")})}))
+
+    con = make_db("regs", ddl=DDL)
+    capture.install(con, TableSelection(include=("T",)))
+    cache = StatementCache()
+    hashes = [n.to_bytes(2, "big") * 16 for n in range(300)]
+    with transaction(con) as tm:
+        cur = tm.cursor()
+        rows = registers.RowStates(cur, cache)
+        rows.prefetch(7, hashes)
+        assert all(rows.get(7, h) is None for h in hashes)
+        cur.execute(f"INSERT INTO {ROWS_TABLE} (TBL_NO, KEY_HASH, MAX_WALL, REGS) "
+                    "VALUES (7, ?, 0, ?)", (hashes[250], b"stale"))
+        for h in hashes:
+            rows.put(7, h, state("lyon"))
+        rows.flush()
+        cur.execute(f"SELECT KEY_HASH, REGS FROM {ROWS_TABLE} WHERE TBL_NO = 7")
+        stored = dict(cur.fetchall())
+        cur.close()
+    cache.close()
+    assert len(stored) == 300
+    assert all(registers.decode_state(v) == state("lyon") for v in stored.values())
