@@ -14,9 +14,10 @@ Part of ``make bench`` (issue 21); the JSON keys:
   (what a site catching up on a day of sales meets).
 * ``storage_overhead_ratio`` (and ``storage_bytes_synced``, ``storage_bytes_plain``): the
   database file after ``--storage-rows`` inserted rows, each then updated once, published
-  as a running node would (every 10,000 changes) and the stored events purged, ÷ the same
-  database and workload without capture. Issue 21 asks for 1,000,000 rows; the default is
-  smaller to keep ``make bench`` near ten minutes (``--storage-rows 1000000`` runs it).
+  and purged as a running node's rounds would (every 10,000 changes; a lone site has
+  applied everything it published), ÷ the same database and workload without capture.
+  Issue 21 asks for 1,000,000 rows; the default is smaller to keep ``make bench`` near ten
+  minutes (``--storage-rows 1000000`` runs it).
 
 Databases are embedded, made as a site makes them (``tests.fbdb.create_db`` outside pytest).
 """
@@ -170,11 +171,9 @@ def storage(tmp: Path, rows: int) -> dict[str, float]:
                     else:
                         cur.executemany(sql, [(Decimal(i) / 100, i % 7, i) for i in block])
                     cur.close()
-                if synced:
+                if synced:  # a node's round: publish, then purge what every site has
                     Publisher(con, "site", max_entries=chunk * 2).publish()
-        if synced:
-            seq = int(capture.get_state(con, "seq") or "0")
-            retention.purge(con, {("site", 1): seq})
+                    retention.purge(con, {("site", 1): int(capture.get_state(con, "seq"))})
         con.close()
         sizes[synced] = path.stat().st_size
     return {"storage_overhead_ratio": round(sizes[True] / sizes[False], 2),

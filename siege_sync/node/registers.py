@@ -223,13 +223,20 @@ def prior_of(event: events_pb2.Event) -> dict[str, bytes]:
 # --- storage -----------------------------------------------------------------------------
 
 def _life_record(life: Life) -> registers_pb2.LifeRecord:
-    rec = registers_pb2.LifeRecord(generation=stamp_ref(life.generation))
+    generation = life.generation
+    rec = registers_pb2.LifeRecord(generation=stamp_ref(generation))
     rec.deletes.extend(stamp_ref(s) for s in sorted(life.deletes))
+    refs: dict[Stamp, events_pb2.StampRef] = {}
     for name in sorted(life.heads):
         col = rec.columns.add(column=name)
         for head in sorted(life.heads[name]):
-            col.heads.add(stamp=stamp_ref(head.stamp), value=head.value or b"",
-                          unknown=head.value is None)
+            if head.stamp == generation:  # (the stamp a head without one has)
+                col.heads.add(value=head.value or b"", unknown=head.value is None)
+                continue
+            ref = refs.get(head.stamp)
+            if ref is None:
+                ref = refs[head.stamp] = stamp_ref(head.stamp)
+            col.heads.add(stamp=ref, value=head.value or b"", unknown=head.value is None)
     rec.known_by_delete.extend(event_ref(e) for e in sorted(life.known_by_delete))
     if life.follows is not None:
         rec.follows.CopyFrom(stamp_ref(life.follows))
@@ -254,10 +261,12 @@ def _life_record(life: Life) -> registers_pb2.LifeRecord:
 
 
 def _life(rec: registers_pb2.LifeRecord) -> Life:
+    generation = stamp_of(rec.generation)
     return Life(
-        generation=stamp_of(rec.generation),
+        generation=generation,
         deletes=frozenset(stamp_of(s) for s in rec.deletes),
-        heads={c.column: frozenset(Head(stamp_of(h.stamp), None if h.unknown else h.value)
+        heads={c.column: frozenset(Head(stamp_of(h.stamp) if h.HasField("stamp") else generation,
+                                        None if h.unknown else h.value)
                                    for h in c.heads) for c in rec.columns},
         known_by_delete=frozenset(event_id(e) for e in rec.known_by_delete),
         follows=stamp_of(rec.follows) if rec.HasField("follows") else None,
