@@ -769,6 +769,14 @@ class Applier:
         _check_values(table, event)
         write = item.write
         state = settler.state(table, key, inserting=write.op is Op.INSERT)
+        if (state is None and write.op is Op.INSERT and not in_rows and not event.prior
+                and not event.parents and write.follows is None and write.exist_base is None
+                and settler.plain(table)):
+            # A new row of a table without constraints between rows: most events a site
+            # catching up applies. Its registers are the merge's, as ever.
+            settler.write_new(table, key, merge(None, write, self._policies.get(
+                table.name, LWW)).state, {c.column: c.value for c in event.columns})
+            return
         if event.prior and state is not None and not registers.knows_preexisting(state):
             # What the origin held in a row that predates install: its unknown values here
             # (the row is not in this database) become known, so a restore is whole.

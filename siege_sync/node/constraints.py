@@ -1758,6 +1758,52 @@ class Settler:
                 return fk, child.name if child is not None else fk.table, ckey
         return None
 
+    @staticmethod
+    def plain(table: Table) -> bool:
+        """A table no constraint between rows involves (no foreign key either way, no
+        UNIQUE besides its key): a new row of it is settled by ``write_new``."""
+        return not (table.foreign_keys or table.referenced_by or table.uniques)
+
+    def write_new(self, table: Table, key: Key, state: RowState,
+                  given: Mapping[str, values_pb2.Value]) -> None:
+        """A row new here (no registers) of a ``plain`` table, whose registers ``state`` are
+        one insert's: what ``settle`` does for it, without its general steps — nothing can
+        be lost (one write per column) or refer to it, so no flag changes and nothing is
+        put on record. ``given``: the insert's values by column (the registers hold the same
+        bytes). A CHECK refusing it is final: only its origin wrote it."""
+        assert state.current.visible and not state.past
+        if not self._saved_later(table, key):
+            number = self._registry[table.name]
+            self._check_local(table, number, key)
+            columns = {}
+            for c in table.columns:
+                value = given.get(c.name)
+                if value is None or c.name in table.primary_key:
+                    continue
+                if not values.fits(c.type, value):
+                    where = (table.name, c.name)
+                    self.unfit[where] = self.unfit.get(where, 0) + 1
+                    continue
+                if value.WhichOneof("kind") == "blob" and self._blobs is not None:
+                    try:
+                        self._blobs.open(value.blob).close()
+                    except KeyError as exc:
+                        raise NotArrived(f"{table.name} {_show(key)}: the {c.name} BLOB "
+                                         f"({value.blob.length} bytes) has not arrived") from exc
+                columns[c.name] = value
+            self._set_context(number)
+            self._unique_cache.pop(table.name, None)
+            try:
+                self._writer.write_new(table, key, columns)
+            except ValueError as exc:  # a value that does not fit its column
+                raise ValueError(f"{table.name} {_show(key)}: {exc}") from exc
+            except RowWriteError as exc:  # another buffered row, flushed to make room
+                if _CHECK_FAILED in (exc.gds_codes or ()):
+                    raise _unmerged_check(exc.table or "?", exc.key, exc) from exc
+                raise
+            self._written.add((table.name, registers.key_data(key)))
+        self._rows.put(self._registry[table.name], registers.key_identity(key, table), state)
+
     def _upsert(self, table: Table, key: Key, image: Mapping[str, bytes | None],
                 shown: Mapping[str, bytes | None], fresh: bool = False) -> None:
         number = self._registry[table.name]
