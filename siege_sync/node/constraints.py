@@ -120,7 +120,7 @@ from .merge import (
 )
 from .registers import PREEXISTING
 from .rowwrite import RowWriteError, RowWriter
-from .schema import ForeignKey, Schema, Table
+from .schema import Column, ForeignKey, Schema, Table
 from .storage import DatabaseBlobStore
 
 log = logging.getLogger(__name__)
@@ -1778,19 +1778,9 @@ class Settler:
             columns = {}
             for c in table.columns:
                 value = given.get(c.name)
-                if value is None or c.name in table.primary_key:
-                    continue
-                if not values.fits(c.type, value):
-                    where = (table.name, c.name)
-                    self.unfit[where] = self.unfit.get(where, 0) + 1
-                    continue
-                if value.WhichOneof("kind") == "blob" and self._blobs is not None:
-                    try:
-                        self._blobs.open(value.blob).close()
-                    except KeyError as exc:
-                        raise NotArrived(f"{table.name} {_show(key)}: the {c.name} BLOB "
-                                         f"({value.blob.length} bytes) has not arrived") from exc
-                columns[c.name] = value
+                if (value is not None and c.name not in table.primary_key
+                        and self._writable(table, key, c, value)):
+                    columns[c.name] = value
             self._set_context(number)
             self._unique_cache.pop(table.name, None)
             try:
@@ -1803,6 +1793,23 @@ class Settler:
                 raise
             self._written.add((table.name, registers.key_data(key)))
         self._rows.put(self._registry[table.name], registers.key_identity(key, table), state)
+
+    def _writable(self, table: Table, key: Key, column: Column,
+                  value: values_pb2.Value) -> bool:
+        """Whether the row's value goes into its column now: not when this site's column
+        cannot hold it (counted in ``unfit``: the registers keep it, DESIGN §3.8); a BLOB
+        whose bytes have not arrived stops the transaction (``NotArrived``)."""
+        if not values.fits(column.type, value):
+            where = (table.name, column.name)
+            self.unfit[where] = self.unfit.get(where, 0) + 1
+            return False
+        if value.WhichOneof("kind") == "blob" and self._blobs is not None:
+            try:
+                self._blobs.open(value.blob).close()
+            except KeyError as exc:
+                raise NotArrived(f"{table.name} {_show(key)}: the {column.name} BLOB "
+                                 f"({value.blob.length} bytes) has not arrived") from exc
+        return True
 
     def _upsert(self, table: Table, key: Key, image: Mapping[str, bytes | None],
                 shown: Mapping[str, bytes | None], fresh: bool = False) -> None:
@@ -1824,17 +1831,8 @@ class Settler:
             if c.name in table.primary_key or data is None or shown.get(c.name) == data:
                 continue
             value = values_pb2.Value.FromString(data)
-            if not values.fits(c.type, value):
-                where = (table.name, c.name)
-                self.unfit[where] = self.unfit.get(where, 0) + 1
-                continue
-            if value.WhichOneof("kind") == "blob" and self._blobs is not None:
-                try:
-                    self._blobs.open(value.blob).close()
-                except KeyError as exc:
-                    raise NotArrived(f"{table.name} {_show(key)}: the {c.name} BLOB "
-                                     f"({value.blob.length} bytes) has not arrived") from exc
-            columns[c.name] = value
+            if self._writable(table, key, c, value):
+                columns[c.name] = value
         self._set_context(number)
         try:
             self._unique_cache.pop(table.name, None)
