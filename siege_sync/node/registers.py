@@ -18,6 +18,10 @@ of the row per life, in ``LifeRecord.latest_row``, so more such rows' registers 
 before whole rows were kept) is still read: such a row ranks that site's versions first until
 it is settled again.
 
+Stored as ``registers.proto`` says, with one economy: a head written by the insert that began
+its life (most heads) leaves its stamp out — it is the life's generation. Records stored
+before that still carry it and read the same.
+
 Must never open its own transaction: registers change in the same transaction as the rows.
 """
 
