@@ -34,7 +34,7 @@ from firebird.driver import Connection, Cursor
 from ..proto import events_pb2, values_pb2
 from . import eventlog, registers, values
 from .capture import CONFLICTS_TABLE, EVENTS_TABLE, table_registry
-from .database import READ_COMMITTED_RW, SNAPSHOT_RW, quote, transaction
+from .database import READ_COMMITTED_RW, SNAPSHOT_RW, StatementCache, quote, transaction
 from .merge import LWW, EventId, Head, Loss, LossKind, Policy, Write
 from .schema import Table, introspect
 
@@ -80,25 +80,34 @@ def _ident(number: int, row: bytes, loss: Loss) -> bytes:
                           f"{column}".encode()).digest()
 
 
+_RETRACT = f"DELETE FROM {CONFLICTS_TABLE} WHERE IDENT = ?"
+_RECORD = (f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
+           "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+           "?, ?, ?, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)")
+
+
 def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], row: bytes,
-           new: set[Loss], retracted: set[Loss], decide: bool = False) -> None:
+           new: set[Loss], retracted: set[Loss], decide: bool = False,
+           cache: StatementCache | None = None) -> None:
     """Put new losses on record; drop those the registers no longer hold (a losing head its
     own origin later overwrote knowingly). ``row`` is the row's identity
     (``registers.key_identity``): a loss is the same record whichever engine-equal spelling of
-    the key the event at hand carries (``key``, kept for showing and re-applying)."""
+    the key the event at hand carries (``key``, kept for showing and re-applying).
+    ``cache``: the caller's prepared statements (an apply records many)."""
+    def run(sql: str, params: Sequence[object]) -> None:
+        if cache is None:
+            cur.execute(sql, params)
+        else:
+            cache.run(cur, sql, params)
+
     kdata = registers.key_data(key)
     khash = row
     for loss in retracted:
-        cur.execute(f"DELETE FROM {CONFLICTS_TABLE} WHERE IDENT = ?",
-                    (_ident(number, row, loss),))
+        run(_RETRACT, (_ident(number, row, loss),))
     for loss in new:
-        cur.execute(
-            f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
-            "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)",
-            (_ident(number, row, loss), number, khash, kdata, loss.kind.value,
-             _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
-             loss.value, 1 if decide else 0))
+        run(_RECORD, (_ident(number, row, loss), number, khash, kdata, loss.kind.value,
+                      _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
+                      loss.value, 1 if decide else 0))
 
 
 def record_overwritten(cur: Cursor, number: int, key: Sequence[values_pb2.Value],

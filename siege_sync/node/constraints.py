@@ -344,7 +344,7 @@ class Settler:
         new = losses(after, policy)
         if new != old:
             conflicts.record(self._cur, number, key, row, new - old, retracted=old - new,
-                             decide=policy.manual)
+                             decide=policy.manual, cache=self._sql)
             self.losses_recorded += len(new - old)
             if table.referenced_by and any(loss.kind is LossKind.GENERATION
                                            for loss in new ^ old):
@@ -1049,7 +1049,7 @@ class Settler:
         if had != wanted:
             conflicts.record(self._cur, self._registry[table.name], key,
                              registers.key_identity(key, table), wanted - had,
-                             retracted=had - wanted)
+                             retracted=had - wanted, cache=self._sql)
             self.losses_recorded += len(wanted - had)
 
     def _reparent_children(self, table: Table, key: Key, before: RowState | None) -> None:
@@ -1088,7 +1088,7 @@ class Settler:
             if had != wanted:
                 conflicts.record(self._cur, self._registry[child.name], ckey,
                                  registers.key_identity(ckey, child), wanted - had,
-                                 retracted=had - wanted)
+                                 retracted=had - wanted, cache=self._sql)
                 self.losses_recorded += len(wanted - had)
 
     # --- two referenced rows holding one UNIQUE value (DESIGN §3.5) --------------------
@@ -1319,7 +1319,7 @@ class Settler:
                                       {row: now} if now is not None else None)
             if had != wanted:
                 conflicts.record(self._cur, number, ckey, registers.key_identity(ckey, child),
-                                 wanted - had, retracted=had - wanted)
+                                 wanted - had, retracted=had - wanted, cache=self._sql)
                 self.losses_recorded += len(wanted - had)
 
     def _follow_new_winners(self) -> None:
@@ -1368,7 +1368,7 @@ class Settler:
             if had != wanted:
                 conflicts.record(self._cur, self._registry[child.name], ckey,
                                  registers.key_identity(ckey, child), wanted - had,
-                                 retracted=had - wanted)
+                                 retracted=had - wanted, cache=self._sql)
                 self.losses_recorded += len(wanted - had)
 
     # --- the database ------------------------------------------------------------------
