@@ -47,6 +47,7 @@ go on. Received events are not kept while they wait: the sender resends them nex
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -54,7 +55,7 @@ from functools import cached_property
 
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
-from ..proto import events_pb2
+from ..proto import events_pb2, values_pb2
 from . import capture, catchup, eventlog, lockholder, parking, registers, rewind
 from .capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from .constraints import (
@@ -133,9 +134,15 @@ class _Incoming:
         return self.event.origin.site, self.event.origin.incarnation
 
     @cached_property
+    def values(self) -> dict[str, values_pb2.Value]:
+        """The values it writes, by column (read from the message once: each read of a
+        value from it costs as much as using it)."""
+        return {c.column: c.value for c in self.event.columns}
+
+    @cached_property
     def write(self) -> Write:
         """The merge's view of the event (read for its dependencies, then to apply it)."""
-        return registers.write_of(self.event)
+        return registers.write_of(self.event, self.values)
 
 
 # Events applied in one database transaction when many small source transactions are ready
@@ -772,7 +779,7 @@ class Applier:
             # Said plainly (it surfaced as "zip() argument 2 is shorter than argument 1").
             raise ValueError(f"{len(key)} key values for {table.name}, whose primary key has "
                              f"{len(table.primary_key)} ({', '.join(table.primary_key)})")
-        _check_values(table, event)
+        _check_values(table, zip(table.primary_key, key, strict=True), item.values.items())
         write = item.write
         state = settler.state(table, key, inserting=write.op is Op.INSERT)
         if (state is None and write.op is Op.INSERT and not in_rows and not event.prior
@@ -781,7 +788,7 @@ class Applier:
             # A new row of a table without constraints between rows: most events a site
             # catching up applies. Its registers are the merge's, as ever.
             settler.write_new(table, key, merge(None, write, self._policies.get(
-                table.name, LWW)).state, {c.column: c.value for c in event.columns})
+                table.name, LWW)).state, item.values)
             return
         if event.prior and state is not None and not registers.knows_preexisting(state):
             # What the origin held in a row that predates install: its unknown values here
@@ -813,14 +820,13 @@ class Applier:
 _MAX_STRING_BYTES = 32767
 
 
-def _check_values(table: Table, event: events_pb2.Event) -> None:
+def _check_values(table: Table, *given: Iterable[tuple[str, values_pb2.Value]]) -> None:
     """Refuse (ValueError) what the writer cannot be trusted to refuse: a CHAR/VARCHAR value
     no such column holds, and a BLOB reference for a column that is not a BLOB (it waited
-    for those bytes forever instead of being refused as the wrong type)."""
+    for those bytes forever instead of being refused as the wrong type). ``given``: the
+    event's values by column name, its key's included."""
     columns = table.by_name
-    given = [*zip(table.primary_key, event.key, strict=True),
-             *((c.column, c.value) for c in event.columns)]
-    for name, value in given:
+    for name, value in itertools.chain(*given):
         column = columns.get(name)
         if column is None:  # a column this site lacks: kept in the registers (DESIGN §3.8)
             continue

@@ -149,10 +149,15 @@ def stamp_ref(stamp: Stamp) -> events_pb2.StampRef:
                                incarnation=stamp.incarnation, seq=stamp.seq)
 
 
-def write_of(event: events_pb2.Event) -> Write:
-    """The merge's view of a wire event."""
+def write_of(event: events_pb2.Event,
+             values: Mapping[str, values_pb2.Value] | None = None) -> Write:
+    """The merge's view of a wire event. ``values``: its columns' values by name, when the
+    caller has them already."""
     stamp = Stamp(event.stamp, event.origin.site, event.origin.incarnation, event.seq)
-    columns = {c.column: c.value.SerializeToString(deterministic=True) for c in event.columns}
+    if values is None:
+        values = {c.column: c.value for c in event.columns}
+    columns = {name: value.SerializeToString(deterministic=True)
+               for name, value in values.items()}
     bases = {c.column: event_id(c.base) for c in event.columns if c.HasField("base")}
     bases.update({c.column: event_id(c.base) for c in event.delete_bases})
     return Write(
