@@ -380,20 +380,25 @@ class Publisher:
                 # So does an insert over a row hidden by a UNIQUE clash (rows may have been
                 # re-pointed from it).
                 hidden = state is not None and constrained(state)
+                settled = False
                 if entry.op != OP_INSERT or hidden or settlers.references(cur, event.table):
                     settler = settlers.get(cur, rows, statements, blob_store)
                     table = settler.table(event.table)
                     if table is not None and (table.foreign_keys or hidden or (
                             entry.op != OP_INSERT and table.uniques)):
                         merged = settler.after_local_write(table, state, merged)
+                        settled = True
                 rows.put(entry.table_no, khash, merged)
                 # A local write can change what is on record too: a delete ends a row
-                # whose losing heads it never saw.
-                before = losses(state, policy) if state is not None else set()
-                after = losses(merged, policy)
-                if after != before:
-                    conflicts.record(cur, entry.table_no, event.key, khash, after - before,
-                                     retracted=before - after, decide=policy.manual)
+                # whose losing heads it never saw. (Not the first write of a row, which
+                # nothing else wrote: one write per column, nothing lost.)
+                if state is not None or settled:
+                    before = losses(state, policy) if state is not None else set()
+                    after = losses(merged, policy)
+                    if after != before:
+                        conflicts.record(cur, entry.table_no, event.key, khash, after - before,
+                                         retracted=before - after, decide=policy.manual,
+                                         cache=statements)
                 if entry.op != OP_DELETE and settlers.references(cur, event.table):
                     # Counted in the parents' registers, as where it is applied (a delete
                     # of them that did not know it is overruled); a parent this transaction
