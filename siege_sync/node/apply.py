@@ -301,7 +301,6 @@ class Applier:
 
     def _apply(self, bodies: Iterable[bytes], hold: frozenset[tuple[str, int]]) -> ApplyResult:
         result = ApplyResult()
-        self._deferred = None  # counted again at the first event kept aside in this call
         self._publisher.publish()
         self._load_schema()
         applied, heads = self.vector()
@@ -575,6 +574,9 @@ class Applier:
         assert self._schema is not None
         recorded = 0
         everything = [item for tx in txs for item in tx]
+        # Counted again from what this transaction sees, at the first event kept aside: a
+        # count kept from an attempt rolled back (a failed group) refused the next for good.
+        self._deferred = None
         with transaction(self._con, SNAPSHOT_APPLY) as tm:
             cur = tm.cursor()
             try:
