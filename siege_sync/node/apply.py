@@ -194,6 +194,7 @@ class _Pace:
     def alone_after_failure(self, group: list[tuple[tuple[str, int], list[_Incoming]]],
                             applied: dict[tuple[str, int], int],
                             heads: dict[tuple[str, int], bytes]) -> None:
+        """The group failed, nothing of it applied: its transactions go one by one."""
         for origin in list(self._before):
             self.undo(origin, applied, heads)
         self.alone = len(group)
@@ -571,12 +572,21 @@ class Applier:
         nothing); returns the losses put on record. Several only when each is ready once the
         ones before it are applied (``_ready_group``): one that another applier applied
         meanwhile then fails the whole group (``Superseded``), which goes again one by one."""
-        assert self._schema is not None
-        recorded = 0
         everything = [item for tx in txs for item in tx]
         # Counted again from what this transaction sees, at the first event kept aside: a
         # count kept from an attempt rolled back (a failed group) refused the next for good.
         self._deferred = None
+        released = getattr(self, "_holds_released", True)
+        try:
+            return self._apply_txs_once(txs, replay, everything)
+        except BaseException:
+            self._holds_released = released  # (released in what was rolled back)
+            raise
+
+    def _apply_txs_once(self, txs: list[list[_Incoming]], replay: bool,
+                        everything: list[_Incoming]) -> int:
+        assert self._schema is not None
+        recorded = 0
         with transaction(self._con, SNAPSHOT_APPLY) as tm:
             cur = tm.cursor()
             try:
