@@ -93,10 +93,23 @@ def key_identity(key: Sequence[values_pb2.Value],
     identity they had before collations counted. Without types (a table this site lacks) the
     exact values are the identity."""
     if isinstance(types, Table):
-        types = [c.type for c in types.key_columns]
+        # Asked for many times for each event applied (a dozen for a row with a parent):
+        # kept per table, by the key's exact bytes, which decide it.
+        seen = types.identities
+        data = tuple(v.SerializeToString(deterministic=True) for v in key)
+        identity = seen.get(data)
+        if identity is None:
+            identity = key_identity(key, [c.type for c in types.key_columns])
+            if len(seen) >= _IDENTITIES_KEPT:
+                seen.clear()
+            seen[data] = identity
+        return identity
     if types is None or len(types) != len(key):
         return key_hash(key)
     return key_hash([identity_value(t, v) for t, v in zip(types, key, strict=True)])
+
+
+_IDENTITIES_KEPT = 20_000  # per table: a few MB at most
 
 
 def rekey(cur: Cursor, table_no: int, table: Table, dialect: int) -> int:

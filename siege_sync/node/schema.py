@@ -243,6 +243,12 @@ class Table:
     def key_columns(self) -> tuple[Column, ...]:
         return tuple(self.column(name) for name in self.primary_key)
 
+    @cached_property
+    def identities(self) -> dict[tuple[bytes, ...], bytes]:
+        """Row identities computed for keys of this table (``registers.key_identity``, a
+        function of the key's bytes and this table's key types), kept while it is in use."""
+        return {}
+
     @property
     def has_blobs(self) -> bool:
         return any(c.type.is_blob or c.type.dimensions for c in self.columns)
