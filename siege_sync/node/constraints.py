@@ -84,6 +84,11 @@ say, whichever row went first. A cycle with no nullable reference cannot be writ
 after the other (the engine checks each reference at once): ``ConstraintError`` names its
 rows and the transaction is held.
 
+A row new here in a table none of this involves (no foreign key either way, no UNIQUE besides
+its key: ``plain``) has no outcome to decide: ``write_new`` writes it straight from its
+insert, with the merge's registers — the applier's short path for most of a catching-up
+site's events; the general path gives the same rows and registers (a test holds them equal).
+
 Runs inside the applier's transaction; must never commit or open one, and never write a row
 the registers do not decide.
 """
