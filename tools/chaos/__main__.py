@@ -1,4 +1,4 @@
-"""``python -m tools.chaos [--trials N] [--seed S] [--seconds T] [--faults F]`` (``make
+"""``python -m tools.chaos [--trials N] [--seed S] [--seconds T] [--faults F] [--keep]`` (``make
 chaos``): trials one after another on one private Firebird server; a line per trial (its seed
 replays its plan), a table per fault kind and per check, and last a line of JSON."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -25,30 +26,45 @@ CHECKS = ("lost", "duplicated", "diverged", "unrecorded", "wrong_winner")
 
 def run(trials: int, first_seed: int = 1, seconds: float = 20.0, faults_per_trial: int = 3,
         kinds: list[str] | None = None, plans: list[list[str]] | None = None,
-        verbose: bool = False) -> dict:
+        verbose: bool = False, keep: bool = False) -> dict:
     """``trials`` trials from seed ``first_seed``; each strikes ``kinds`` (all the same), or
     the kinds ``plans`` gives it (one list per trial), or ``faults_per_trial`` kinds taken in
-    turn (``trial.plan``)."""
+    turn (``trial.plan``). ``keep``: the folder (databases, nodes' logs) stays, and is
+    printed, when a trial fails."""
     if plans is not None:
         trials = len(plans)
     results: list[TrialResult] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="siege-chaos-") as tmp, \
-            FirebirdServer(Path(tmp) / "fb") as server:
-        for n in range(trials):
-            seed = first_seed + n
-            folder = Path(tmp) / f"trial{seed}"
-            folder.mkdir()
-            result = trial(seed, server, folder, seconds, faults_per_trial,
-                           plans[n] if plans is not None else kinds)
-            results.append(result)
-            print(line(result), flush=True)
-            if result.failed or verbose:
-                for problem in result.problems[:12] + result.struck:
-                    print("   " + problem.rstrip().replace("\n", "\n   "), flush=True)
+    tmp = tempfile.mkdtemp(prefix="siege-chaos-")
+    try:
+        with FirebirdServer(Path(tmp) / "fb") as server:
+            _trials(trials, first_seed, seconds, faults_per_trial, kinds, plans, verbose,
+                    server, Path(tmp), results)
+    finally:
+        if keep and any(r.failed for r in results):
+            print(f"kept for inspection: {tmp} (its server is stopped: open the trial's "
+                  "databases embedded)", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     summary = summarize(results, time.monotonic() - started)
     print(table(summary), flush=True)
     return summary
+
+
+def _trials(trials: int, first_seed: int, seconds: float, faults_per_trial: int,
+            kinds: list[str] | None, plans: list[list[str]] | None, verbose: bool,
+            server: FirebirdServer, tmp: Path, results: list[TrialResult]) -> None:
+    for n in range(trials):
+        seed = first_seed + n
+        folder = tmp / f"trial{seed}"
+        folder.mkdir()
+        result = trial(seed, server, folder, seconds, faults_per_trial,
+                       plans[n] if plans is not None else kinds)
+        results.append(result)
+        print(line(result), flush=True)
+        if result.failed or verbose:
+            for problem in result.problems[:12] + result.struck:
+                print("   " + problem.rstrip().replace("\n", "\n   "), flush=True)
 
 
 def line(r: TrialResult) -> str:
@@ -115,10 +131,12 @@ def main() -> int:
     parser.add_argument("--kinds", help="comma-separated fault kinds (all trials)")
     parser.add_argument("--verbose", action="store_true",
                         help="what each fault hit and how the mesh went quiet, every trial")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the databases and logs when a trial fails (printed)")
     args = parser.parse_args()
     kinds = args.kinds.split(",") if args.kinds else None
     summary = run(args.trials, args.seed, args.seconds, args.faults, kinds,
-                  verbose=args.verbose)
+                  verbose=args.verbose, keep=args.keep)
     print(json.dumps(summary))
     return 0 if not summary["failed_seeds"] else 1
 
