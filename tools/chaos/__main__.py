@@ -40,10 +40,12 @@ def run(trials: int, first_seed: int = 1, seconds: float = 20.0, faults_per_tria
         with FirebirdServer(Path(tmp) / "fb") as server:
             _trials(trials, first_seed, seconds, faults_per_trial, kinds, plans, verbose,
                     server, Path(tmp), results)
+            if keep and any(r.failed for r in results):  # (the server's folder goes with it)
+                shutil.copytree(server.data_dir, Path(tmp) / "databases")
     finally:
         if keep and any(r.failed for r in results):
-            print(f"kept for inspection: {tmp} (its server is stopped: open the trial's "
-                  "databases embedded)", flush=True)
+            print(f"kept for inspection: {tmp} (the trials' databases are in databases/: "
+                  "open them embedded)", flush=True)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     summary = summarize(results, time.monotonic() - started)
