@@ -449,13 +449,19 @@ def test_a_rewound_site_is_refused_by_its_chain_and_others_go_on(make_db, tmp_pa
         b"R\x04kept", b"R\x12lost with the disk", b"R\tfrom nice"}
 
 
-def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_message(make_db):
+def check_at_the_siege(make_db) -> tuple[dict, dict]:
+    """Three sites, the siège's T with a CHECK (B < 5) the others lack: their connections and
+    appliers."""
     cons = {"siege": make_db("siege", ddl=[DDL[0].replace("C DOUBLE PRECISION)",
                                                           "C DOUBLE PRECISION, CHECK (B < 5))")]),
             "lyon": make_db("lyon", ddl=DDL), "nice": make_db("nice", ddl=DDL)}
     for con in cons.values():
         capture.install(con)
-    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    return cons, {name: Applier(con, name) for name, con in cons.items()}
+
+
+def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_message(make_db):
+    cons, appliers = check_at_the_siege(make_db)
     run_sql(cons["lyon"], "INSERT INTO T (ID, B) VALUES (1, 7)")
     run_sql(cons["lyon"], "INSERT INTO T (ID, B) VALUES (2, 1)")
     run_sql(cons["nice"], "INSERT INTO T (ID, B) VALUES (3, 1)")
@@ -487,12 +493,7 @@ def test_transactions_applied_together_go_one_by_one_when_one_of_them_is_refused
     (apply.GROUP_EVENTS): when one of them is refused, nothing of the group stays and each
     goes again alone — those before it applied whole, it and its origin's later ones
     waiting, other origins' applied; the relay log and the counters say exactly that."""
-    cons = {"siege": make_db("siege", ddl=[DDL[0].replace("C DOUBLE PRECISION)",
-                                                          "C DOUBLE PRECISION, CHECK (B < 5))")]),
-            "lyon": make_db("lyon", ddl=DDL), "nice": make_db("nice", ddl=DDL)}
-    for con in cons.values():
-        capture.install(con)
-    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    cons, appliers = check_at_the_siege(make_db)
     for sql in ("INSERT INTO T (ID, A, B) VALUES (2, 'Zoé', 1)",
                 "INSERT INTO T (ID, A, B) VALUES (1, 'refusée ici', 7)",
                 "INSERT INTO T (ID, A, B) VALUES (4, 'après', 1)"):
