@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from siege_sync.node import capture, conflicts
 from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.constraints import Settler
+from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, open_connection, transaction
+from siege_sync.node.publish import Publisher
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events
 
@@ -126,6 +128,63 @@ def test_a_delete_that_knew_the_reference_takes_effect_once_it_is_gone(make_db):
     assert _rows(cons["shop"], "SELECT ID FROM CUSTOMER") == [(1,)], "kept while referenced"
     _deliver(appliers, "shop", cancel)
     _deliver(appliers, "nice", delete)
+    for site, con in cons.items():
+        assert _rows(con, "SELECT ID FROM CUSTOMER") == [], site
+        assert _rows(con, "SELECT ID FROM ORDERS") == [], site
+        assert [c for c in conflicts.listing(con) if c.kind == "kept-by-reference"] == [], site
+
+
+def test_a_hold_decided_while_the_shop_removes_the_last_reference_is_released(
+        make_db, monkeypatch):
+    """Chaos seed 4 (issue 19): the applier decides that a delete waits for a row of its
+    own snapshot, while the shop's user removes that row and the node publishes the removal
+    before the hold is committed. Neither transaction sees the other (write skew): the
+    publisher finds no hold to release, the applier commits one no row keeps. The applier
+    checks the holds it decided once they are committed, so the customer goes, here as
+    everywhere else."""
+    cons = {name: make_db(name, ddl=DDL) for name in SITES}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    _run(cons["shop"], "INSERT INTO CUSTOMER (ID, NAME) VALUES (1, 'Martin')",
+         "INSERT INTO ORDERS (ID, CUST_ID, TOTAL) VALUES (10, 1, 5)")
+    created = _of(_events(appliers, cons, "shop"), "shop")
+    for site in ("siege", "nice"):
+        _deliver(appliers, site, created)
+    _run(cons["nice"], "DELETE FROM ORDERS WHERE ID = 10")
+    cancel = _of(_events(appliers, cons, "nice"), "nice")
+    _deliver(appliers, "siege", cancel)
+    _run(cons["siege"], "DELETE FROM CUSTOMER WHERE ID = 1")
+    delete = _of(_events(appliers, cons, "siege"), "siege")
+
+    # The shop's user cancels the order too, committed after the applier's snapshot began
+    # and published (by a second connection, as the node's publisher would) before the
+    # applier commits the hold it decided from that snapshot.
+    shop_path = cons["shop"].info.name
+    second = open_connection(DatabaseSpec(shop_path))
+    raced: list[int] = []
+    decide = Settler._referencing_row
+
+    def racing(self, table, key, image, besides=()):
+        if table.name == "CUSTOMER" and not raced:
+            raced.append(1)
+            _run(second, "DELETE FROM ORDERS WHERE ID = 10")
+            Publisher(second, "shop").publish()
+        return decide(self, table, key, image, besides)
+
+    monkeypatch.setattr(Settler, "_referencing_row", racing)
+    try:
+        _deliver(appliers, "shop", delete)
+    finally:
+        monkeypatch.undo()
+        second.close()
+    assert raced, "the applier never looked for a row keeping the customer"
+
+    mine = _of(_events(appliers, cons, "shop"), "shop")
+    _deliver(appliers, "siege", mine)
+    _deliver(appliers, "nice", mine)
+    _deliver(appliers, "nice", delete)
+    _deliver(appliers, "shop", cancel)
     for site, con in cons.items():
         assert _rows(con, "SELECT ID FROM CUSTOMER") == [], site
         assert _rows(con, "SELECT ID FROM ORDERS") == [], site

@@ -61,6 +61,7 @@ from .capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VE
 from .constraints import (
     ConstraintError,
     Deferred,
+    Key,
     LocalChangePending,
     NotArrived,
     RowId,
@@ -224,6 +225,11 @@ class Applier:
         self._publisher = publisher or Publisher(con, site, policies=self._policies)
         self._schema: Schema | None = None
         self._registry: dict[str, int] = {}  # table name -> number, read once per apply
+        # Deletes made to wait for a row read in an apply's snapshot, checked again once
+        # committed (``_release_holds``); None: every hold on record, at the first call (a
+        # node stopped between the two).
+        self._holds: dict[RowId, Key] | None = None
+        self._tx_holds: dict[RowId, Key] = {}  # those of the transaction under way
         self._sql = StatementCache()
 
     # --- vectors ---------------------------------------------------------------------
@@ -255,9 +261,10 @@ class Applier:
               hold: frozenset[tuple[str, int]] = frozenset()) -> ApplyResult:
         """``hold``: origins not to try in this call (their events come back as pending),
         e.g. those a held row stopped earlier in the same stream."""
-        self._holds_released = False  # once a call (constraints.Settler.release_local_holds)
         try:
-            return self._apply(bodies, hold)
+            result = self._apply(bodies, hold)
+            self._release_holds()
+            return result
         finally:
             self._sql.close()
 
@@ -579,12 +586,11 @@ class Applier:
         # Counted again from what this transaction sees, at the first event kept aside: a
         # count kept from an attempt rolled back (a failed group) refused the next for good.
         self._deferred = None
-        released = getattr(self, "_holds_released", True)
-        try:
-            return self._apply_txs_once(txs, replay, everything)
-        except BaseException:
-            self._holds_released = released  # (released in what was rolled back)
-            raise
+        self._tx_holds = {}
+        recorded = self._apply_txs_once(txs, replay, everything)
+        if self._holds is not None:
+            self._holds.update(self._tx_holds)
+        return recorded
 
     def _apply_txs_once(self, txs: list[list[_Incoming]], replay: bool,
                         everything: list[_Incoming]) -> int:
@@ -649,6 +655,45 @@ class Applier:
                 cur.close()
         return recorded
 
+    def _release_holds(self) -> None:
+        """Deletes that wait for a row no longer there take effect (``Settler.release_holds``),
+        in a transaction of their own begun after the holds were committed: those decided by
+        this call's transactions (a local transaction may have removed the row their
+        snapshot saw, unseen by both the applier and the publisher), at the first call every
+        hold on record, and at every call those kept by rows of tables this site does not
+        replicate (no event says when those go). Kept for the next call if that fails."""
+        if self._schema is None:
+            return
+        holds = self._holds
+        try:
+            with transaction(self._con, SNAPSHOT_APPLY) as tm:
+                cur = tm.cursor()
+                try:
+                    rows = registers.RowStates(cur, self._sql)
+                    pending = self._tables_with_pending_changes(
+                        cur, {self._registry[name] for name, _i in holds or ()
+                              if name in self._registry} if holds is not None
+                        else self._registry.values())
+                    settler = Settler(cur, self._schema, self._registry, rows, self._sql,
+                                      self._policies, pending, DatabaseBlobStore(tm))
+                    found = settler.held_rows() if holds is None else [
+                        (table, key) for (name, _i), key in holds.items()
+                        if (table := self._schema.tables.get(name)) is not None]
+                    released = settler.release_holds(found)
+                    released += settler.release_local_holds()
+                    settler.flush()
+                    rows.flush()
+                finally:
+                    cur.close()
+        except (LocalChangePending, DatabaseError) as exc:
+            log.info("[%s] deletes waiting for rows that may be gone are checked again at the "
+                     "next apply (%s)", self._site, " ".join(str(exc).split())[:300])
+            return
+        self._holds = {}
+        if released:
+            log.info("[%s] %d deletes that waited for rows no longer here took effect",
+                     self._site, released)
+
     def _settle_tx(self, tm: TransactionManager, cur: Cursor, rows: registers.RowStates,
                    pending_local: set[int], tx: list[_Incoming], replay: bool,
                    in_rows: bool) -> int:
@@ -659,11 +704,6 @@ class Applier:
         registry = self._registry
         settler = Settler(cur, self._schema, registry, rows, self._sql, self._policies,
                           pending_local, DatabaseBlobStore(tm))
-        if not getattr(self, "_holds_released", True):
-            # Deletes that waited for rows of tables [tables] leaves out: released once those
-            # rows are gone (no event says so). Once a call: it reads every such record.
-            settler.release_local_holds()
-            self._holds_released = True
         kept_aside = []
         for item in tx:
             if (item.event.table not in registry and not replay
@@ -676,6 +716,7 @@ class Applier:
         self._apply_in_engine_order(
             settler, [item for item in tx if item not in kept_aside], in_rows)
         settler.flush()
+        self._tx_holds.update(settler.holds)
         for (name, column), count in settler.unfit.items():
             catchup.mark_unfit(cur, registry[name], self._table(name).column(column), count)
         return settler.losses_recorded

@@ -10,7 +10,9 @@ constraints have a say:
   written while its parent is deleted brings it back from its tombstone — and it stays when
   the referencing rows go later. A row referenced by a visible row is visible: a delete
   that knew every reference but meets a row whose removal has not arrived here yet keeps
-  the row while it waits (``held_by``); when that row goes, the delete takes effect.
+  the row while it waits (``held_by``); when that row goes, the delete takes effect — also
+  when a local transaction removed it unseen by the apply's snapshot that decided the wait
+  (checked again once committed: ``release_holds``).
 * **references to a UNIQUE key** (``REFERENCES VEHICLE (CODE)``) work like the others: the
   parent is the row holding the value as the engine compares it — in the table, else in the
   registers (a deleted parent a new reference brings back, or one hidden by a clash:
@@ -96,7 +98,7 @@ the registers do not decide.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
@@ -239,6 +241,10 @@ class Settler:
         self._set_context = _writer_context(self._writer)
         self._written: set[tuple[str, bytes]] = set()  # rows written (present) in this tx
         self.losses_recorded = 0
+        # Rows whose delete this settler made wait for a row it read in the table (not one
+        # it is writing): decided from this transaction's snapshot, so to be checked again
+        # once committed (``release_holds``; the applier does).
+        self.holds: dict[RowId, Key] = {}
         # The applier's view of the source transaction (None outside one): does a row still
         # have events of it to apply; whether to untie a cycle of deletes before deferring,
         # and whether to defer nothing at all (the last resort for a cycle).
@@ -464,6 +470,8 @@ class Settler:
         if not life.exists:
             held = holder or (self._referencing_row(table, key, old_image) if was else None)
             life = replace(life, held_by=held)
+            if held is not None and holder is None:
+                self.holds[(table.name, registers.key_identity(key, table))] = key
         if life.visible and table.uniques:
             kept = holder is not None or life.held_by is not None
             life, refs = self._unique_outcome(table, key, life, after.refs, kept,
@@ -567,28 +575,41 @@ class Settler:
         self._nulled.clear()
         self._put_back(None, 0)
 
-    def release_local_holds(self) -> int:
-        """Rows a delete reached that stayed only because rows of a table this site does not
-        replicate named them (kept, on record, by the pre-existing writer): once those rows
-        are gone - which no event tells - the delete takes effect here too, as it did where
-        it was made. Returns how many rows were released. One read of the records; cheap
-        when there are none."""
+    def held_rows(self, by: EventId | None = None) -> list[tuple[Table, Key]]:
+        """The rows on record as kept by a reference (``kept-by-reference``), some held now;
+        ``by``: only those kept by that writer. One read of the records."""
         self.flush()
-        self._sql.run(self._cur, f"SELECT DISTINCT TBL_NO, KEY_DATA FROM {CONFLICTS_TABLE} "
-                                 "WHERE KIND = ? AND WINNER = ?",
-                      (LossKind.DELETE_OF_REFERENCED_ROW.value,
-                       f"{PREEXISTING.site}/{PREEXISTING.incarnation}#{PREEXISTING.seq}"))
-        found = self._cur.fetchall()
+        sql = (f"SELECT DISTINCT TBL_NO, KEY_DATA FROM {CONFLICTS_TABLE} WHERE KIND = ?"
+               + (" AND WINNER = ?" if by is not None else ""))
+        params: tuple[object, ...] = (LossKind.DELETE_OF_REFERENCED_ROW.value,)
+        if by is not None:
+            params += (f"{by.site}/{by.incarnation}#{by.seq}",)
+        self._sql.run(self._cur, sql, params)
         names = {number: name for name, number in self._registry.items()}
-        released = 0
-        for number, data in found:
+        out = []
+        for number, data in self._cur.fetchall():
             table = self.table(names.get(number, ""))
-            if table is None:
-                continue
-            key = registers.key_values(data)
+            if table is not None:
+                out.append((table, registers.key_values(data)))
+        return out
+
+    def release_holds(self, rows: Iterable[tuple[Table, Key]],
+                      by: EventId | None = None) -> int:
+        """Deletes that wait (``held_by``; ``by``: only for that writer) for rows no longer
+        there take effect, as they did where they were made. No event says so when:
+
+        * the rows keeping them belong to a table this site does not replicate (kept, on
+          record, by the pre-existing writer; ``release_local_holds``);
+        * the hold was decided from an apply's snapshot while a local transaction removed
+          the row it saw, and the publisher saw that removal before the hold was committed:
+          neither transaction saw the other (chaos seed 4, issue 19).
+
+        Returns how many rows were released."""
+        released = 0
+        for table, key in rows:
             state = self._stored(table, key)
-            if state is None or state.current.exists or \
-                    state.current.held_by != PREEXISTING.event:
+            if state is None or state.current.exists or state.current.held_by is None or \
+                    (by is not None and state.current.held_by != by):
                 continue
             shown = self._read_row(table, key)
             if shown is not None and self._referencing_row(table, key, shown) is not None:
@@ -596,6 +617,12 @@ class Settler:
             self.settle(table, key, state, state)
             released += 1
         return released
+
+    def release_local_holds(self) -> int:
+        """Rows a delete reached that stayed only because rows of a table this site does not
+        replicate named them: released once those rows are gone (``release_holds``). One
+        read of the records; cheap when there are none."""
+        return self.release_holds(self.held_rows(PREEXISTING.event), by=PREEXISTING.event)
 
     def after_local_write(self, table: Table, before: RowState | None,
                           merged: RowState) -> RowState:
