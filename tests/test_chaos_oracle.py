@@ -216,3 +216,17 @@ def test_a_record_names_its_loser_site_whoever_wrote_it():
     assert [oracle.loser_site(x) for x in (
         "lyon/1#5", "lyon#117 (not synced before the resync)", "lyon (drifted)")] == \
         ["lyon"] * 3
+
+
+def test_a_hidden_row_and_a_moved_reference_are_on_record_for_every_writer():
+    """Chaos seed 4: a customer hidden by a UNIQUE clash had been edited by three sites,
+    and an invoice's reference to it, written by an update at another site than the one
+    that inserted the invoice, was re-pointed to the winner. Both records are the row's (the
+    loser they name is the row's insert), so they name every site's writes there — and a
+    column loss still names only its own site's."""
+    clash = oracle._Record("lyon", None, "unique-clash")
+    assert clash.names("nice", "NAME", b"x") and clash.names("siege", None, b"x")
+    moved = oracle._Record("lyon", "CUSTOMER_ID", "reparented")
+    assert moved.names("nice", "CUSTOMER_ID", 5) and not moved.names("nice", "TOTAL", 5)
+    column = oracle._Record("lyon", "NAME", "column", b"x")
+    assert column.names("lyon", "NAME", b"x") and not column.names("nice", "NAME", b"x")

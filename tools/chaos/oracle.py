@@ -17,7 +17,9 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
   replaced *knowingly* — some committed write read it as the value it replaced (``RETURNING
   OLD``, or a delete's image of the whole row) — or is on record as a loser: a conflict
   record on that row whose loser is an event of the writing site, for that column or for the
-  whole row (a lost life, an update of a dead row, a whole-row fall-back, a unique clash).
+  whole row (a lost life, an update of a dead row, a whole-row fall-back) — or of any site
+  for a row hidden by a unique clash and for a reference re-pointed after one (``reparented``,
+  for that column): those records are the row's, not one write's (``_Record.names``).
   Reported as **lost** when only one site ever wrote the row (nothing could beat it), else
   **unrecorded**. A delete is lost when its row stands at the end while no insert of the key
   followed it and no record names the deleting site's loss on that row (an orphan child
@@ -45,7 +47,7 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
 Deliberately not checked (legitimately ambiguous): which write wins when the margins
 overlap; values of columns whose writes repeat a value (ABA: BOOLEAN, DOUBLE edges, totals)
 beyond "somebody wrote it"; a whole-row record's values (a lost life, an update of a dead
-row, a fall-back, a unique clash: matched by row and losing site; a column record is matched
+row, a fall-back: matched by row and losing site; a unique clash: by row; a column record is matched
 by its value too when its value can be read); whether every site (rather than some site)
 holds a record — a joined or resynced site starts from a snapshot; writes the journal marks
 in doubt (a commit cut by a dead connection, a site replaced by an older copy) are allowed to
@@ -105,8 +107,19 @@ class _Record:
     def names(self, site: str, column: str | None, form: object) -> bool:
         """Whether this record is the loss of ``site``'s write of ``form`` to ``column``
         (None: of the row): a column record names its value when it can be read, a record
-        of a whole row (a life, an update of a dead row, a fall-back, a clash) names every
-        write of that site to the row."""
+        of a whole row (a life, an update of a dead row, a fall-back) names every write of
+        that site to the row. Two records are about the row, not one site's write: a
+        ``unique-clash`` (the row is hidden with all it holds; its loser names the row's
+        insert) names every site's write to the row, and a ``reparented`` record (the
+        reference moved; its loser names the referencing row's insert) every site's write
+        of that reference (found by chaos seed 4: updates of a hidden customer by three
+        sites, a reference re-pointed after another site wrote it)."""
+        if self.kind == "unique-clash":
+            return True  # the whole row hidden: every site's writes to it (see below)
+        if self.kind == "reparented":
+            # The row's reference (its foreign key's columns) moved to a clash's winner,
+            # whichever site wrote the value it held (see below).
+            return column is None or column in (self.column or "").split(", ")
         if self.loser_site != site:
             return False
         if column is None or self.kind != "column" or self.column is None:
