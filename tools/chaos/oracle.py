@@ -15,7 +15,8 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
   UNIQUE clash; a HISTORY row whose marker no committed invoice write made.
 * **lost** / **unrecorded**: every committed value either stands in the final row, or was
   replaced *knowingly* — some committed write read it as the value it replaced (``RETURNING
-  OLD``, or a delete's image of the whole row) — or is on record as a loser: a conflict
+  OLD``, or a delete's image of the whole row; or read a reference nobody wrote there — the
+  merge re-pointed it — after the value was written) — or is on record as a loser: a conflict
   record on that row whose loser is an event of the writing site, for that column or for the
   whole row (a lost life, an update of a dead row, a whole-row fall-back) — or of any site
   for a row hidden by a unique clash and for a reference re-pointed after one (``reparented``,
@@ -95,6 +96,11 @@ class Findings:
 
 
 _UNKNOWN = object()  # a record's value this module cannot read (a BLOB by reference ...)
+
+
+# References to CUSTOMER, whose UNIQUE TAXID two sites may register at once: the merge
+# re-points them from the row that loses the clash to the one that wins (DESIGN §3.5).
+_REPOINTABLE = frozenset({"CUSTOMER_ID"})
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,14 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
                 f"{where} is gone everywhere: nobody deleted it, no record of it")
         return
     replaced = {(column, _hashable(_form(v))) for w in writes for column, v in w.old.items()}
+    # A write that read, as the value it replaced, one nobody wrote to the row: a reference
+    # re-pointed to the winner of a UNIQUE clash (on record as ``reparented`` while the row
+    # held it; the record goes with the row). It replaced knowingly what stood before the
+    # re-pointing: the column's writes committed before it began (chaos seed 4: invoices of
+    # a hidden customer, re-pointed, then deleted by the shop).
+    written = {(column, _hashable(_form(v))) for w in writes for column, v in w.values.items()}
+    repointed = [(column, w.began) for w in writes for column, v in w.old.items()
+                 if column in _REPOINTABLE and (column, _hashable(_form(v))) not in written]
     for w in writes:
         if w.op == shop.DELETE or not sure[id(w)]:
             continue
@@ -240,7 +254,8 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
             form = _hashable(_form(v))
             if final is not None and _hashable(final.get(column)) == form:
                 continue
-            if (column, form) in replaced or recorded(w.site, column, form):
+            if (column, form) in replaced or recorded(w.site, column, form) or any(
+                    c == column and w.committed <= t for c, t in repointed):
                 continue
             out.add("lost" if single else "unrecorded",
                     f"{where}.{column} = {_short(form)} written by {w.site} (tx {w.tx}, "
