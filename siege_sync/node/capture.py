@@ -65,6 +65,9 @@ DEFERRED_TABLE = "SYNC$DEFERRED"
 DDL_TABLE, DDL_TRIGGER, DDL_MISSED = "SYNC$DDL", "SYNC$DDL_TR", "SYNC$DDL_MISSED"
 CAPTURED_STATE = "captured:"  # + table number: its columns and types when capture was installed
 HEARTBEAT_NO = 0  # the heartbeat table's number: it travels through the capture path too
+# Posted by the capture triggers for the application's changes (never for the node's own
+# writes, nor for heartbeats): delivered once per commit to the node listening (news.py).
+NEWS_EVENT = "SIEGE$NEWS"
 IMAGE_PREFIX = "SYNC$I"
 TRIGGER_PREFIX = "SYNC$TR"
 IMAGE_ID = "SYNC$ID"
@@ -641,6 +644,9 @@ def capture_trigger_sql(table: Table, number: int, image: list[Column], dialect:
                 new_changed.append(f"NEW.{q(n)}")
     unchanged = literal("0" * len(image_names))
     mask_expr = " || ".join(mask_parts) if mask_parts else "''"
+    # (Firebird delivers a transaction's posts once, at commit, and none on rollback.)
+    news = "" if number == HEARTBEAT_NO else f"""
+  IF (F = 0) THEN POST_EVENT '{NEWS_EVENT}';"""
     return f"""CREATE OR ALTER TRIGGER {TRIGGER_PREFIX}{number} FOR {q(table.name)}
 ACTIVE AFTER INSERT OR UPDATE OR DELETE POSITION 32000 AS
 DECLARE F SMALLINT;
@@ -663,7 +669,7 @@ BEGIN
     M = {mask_expr};
     IF (M <> {unchanged}) THEN
       {change_insert(OP_UPDATE, new_changed, ":M", update_flags, befores)}
-  END
+  END{news}
   WHEN GDSCODE io_error DO
     /* The database cannot be written (a full disk, a failing one): the application's own
        write fails, as it would without capture. Recording the failure below would commit

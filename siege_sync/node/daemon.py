@@ -6,6 +6,10 @@ health service, server reflection) on mutual TLS only, every call admitted first
 and a clean stop — on SIGTERM or SIGINT the server stops taking calls, lets the running ones
 finish (grace period), then the database is closed.
 
+Wake on commit (news.py): when the application commits changes here, a coordinator hears of
+it at once — this node's own role (``news_hooks``), else the first coordinator that takes it
+(``News``), or, for a site that dials out, its next exchange starts now.
+
 Also the node's presence on the mesh (discovery.py): zeroconf on the LAN interfaces it is
 given, its port announced to the sites that may coordinate every ``announce_every``, and —
 for a site that cannot be dialled (``outbound_only``) — its own exchange with the best
@@ -43,6 +47,7 @@ from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
 from .join import JoinError, Restorer, database_exists, move_under_way
+from .news import CommitWatch
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
 from .transport import SERVER_OPTIONS, BundleWatcher, server_credentials
@@ -54,6 +59,7 @@ GRACE_SECONDS = 10.0
 # A node waiting for its copy serves few calls: the siège's Restore and health checks.
 JOIN_LIMITS = Limits(workers=6, reserve=3, per_peer=2)
 PURGE_ORDER_TIMEOUT = 30.0
+NEWS_TIMEOUT = 5.0  # a coordinator's answer to news (a stop waits for one under way)
 RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
 RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come first)
 RESYNC_ASK_TIMEOUT = 10.0  # a stop waits for a question under way: kept short
@@ -114,6 +120,10 @@ class Node:
         self._exchange_lock = threading.Lock()
         self._peer_locks: dict[str, threading.Lock] = {}
         self.roles: list[object] = []  # what roles attached (e.g. the coordinator)
+        # A role's ear for news (a site committed changes): whether a round follows now.
+        self.news_hooks: list[Callable[[str], bool]] = []
+        self._commits: CommitWatch | None = None
+        self._dial_now = threading.Event()  # the dial-out loop's wake
         self._announcer: Announcer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -151,7 +161,8 @@ class Node:
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
         add_to_server(SyncService(self.replica, self.watcher, self.exchange,
                                   self.addresses.record_announce,
-                                  self.addresses.note_traffic, self.addresses.note_hello),
+                                  self.addresses.note_traffic, self.addresses.note_hello,
+                                  self.heard_news),
                       server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = (sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name,
@@ -183,13 +194,16 @@ class Node:
         if svc.announce_every:
             self._every(svc.announce_every, lambda: self.announce(port), "announce")
         if svc.outbound_only:
-            self._every(svc.dial_every, self.dial_out, "dial-out")
+            self._every(svc.dial_every, self.dial_out, "dial-out", wake=self._dial_now)
+        self._commits = CommitWatch(self.cfg.site, self.cfg.database, self.on_commit)
+        self._commits.start()
         if svc.siege and svc.siege != self.cfg.site:
             self._every(RESYNC_CHECK_S, self.check_resync, "resync-check",
                         first_after=RESYNC_FIRST_S)
 
     def _every(self, seconds: float, work: Callable[[], object], name: str,
-               first_after: float = 0.0) -> None:
+               first_after: float = 0.0, wake: threading.Event | None = None) -> None:
+        """``wake``: set, the next run starts at once (``stop`` sets it too)."""
         def loop() -> None:
             if first_after and self._stopping.wait(first_after):
                 return
@@ -198,8 +212,12 @@ class Node:
                     work()
                 except Exception:  # a loop of the node must outlive one failure
                     log.exception("[%s] %s failed", self.cfg.site, name)
-                if self._stopping.wait(seconds):
-                    return
+                if wake is None:
+                    if self._stopping.wait(seconds):
+                        return
+                    continue
+                wake.wait(seconds)
+                wake.clear()
 
         thread = threading.Thread(target=loop, name=name, daemon=True)
         thread.start()
@@ -240,6 +258,39 @@ class Node:
         log.warning("[%s] no site that may coordinate is reachable (%s)", self.cfg.site,
                     ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
         return None
+
+    def heard_news(self, site: str) -> bool:
+        """``site`` (this one, or one that said so) committed changes: whether a round with
+        it follows now (a role that coordinates, in continuous mode)."""
+        taken = False
+        for hook in self.news_hooks:
+            taken = hook(site) or taken
+        return taken
+
+    def on_commit(self) -> None:
+        """The application committed changes here (news.py): a site that dials out
+        exchanges now; otherwise this node's own role, or the first coordinator that takes
+        it, runs a round with this site now. None taking it: the schedule brings them."""
+        if self.service_cfg.outbound_only:
+            self._dial_now.set()
+            return
+        if self.heard_news(self.cfg.site):
+            return
+        bundle, _ = self.watcher.refresh()
+        for site in self.service_cfg.coordinators(self.cfg.site):
+            address = self.address(site) if site != self.cfg.site else None
+            if address is None:
+                continue
+            try:
+                with transport.channel(address, bundle, site) as ch:
+                    reply = sync_pb2_grpc.SyncNodeStub(ch).News(sync_pb2.NewsRequest(),
+                                                                timeout=NEWS_TIMEOUT)
+            except grpc.RpcError as exc:
+                log.debug("[%s] could not tell %s of new changes: %s", self.cfg.site, site,
+                          exc.details())
+                continue
+            if reply.taken:
+                return
 
     def report_held(self, coordinator: str) -> None:
         """A coordinator cannot ask this site what it holds (it cannot dial it): this site
@@ -384,6 +435,10 @@ class Node:
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self._stopping.set()
+        self._dial_now.set()
+        if self._commits is not None:
+            self._commits.close()
+            self._commits = None
         for role in self.roles:
             if hasattr(role, "close"):
                 role.close()

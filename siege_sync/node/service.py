@@ -50,6 +50,7 @@ Exchanger = Callable[[str], sync_pb2.ExchangeReply]
 Announced = Callable[[str, str, bool], None]  # site, host:port, dials out only
 Traffic = Callable[[str, int, int], None]  # site, events it pushed here, events it pulled
 Hellos = Callable[[str, Greeted], None]  # site, what its hello said
+News = Callable[[str], bool]  # site with news -> whether a round with it follows now
 
 
 class Gatekeeper:
@@ -92,16 +93,19 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
     def __init__(self, replica: Replica, watcher: BundleWatcher,
                  exchanger: Exchanger | None = None,
                  announced: Announced | None = None,
-                 traffic: Traffic | None = None, hellos: Hellos | None = None) -> None:
+                 traffic: Traffic | None = None, hellos: Hellos | None = None,
+                 news: News | None = None) -> None:
         """``announced``: where a site's announcement goes; ``traffic``: what a site moved
         in exchanges it started, ``hellos``: what its hellos said (a site that dials in;
-        discovery.AddressBook)."""
+        discovery.AddressBook); ``news``: a site's word that it committed changes (the
+        daemon hands it to the coordinator role, if any)."""
         self._replica = replica
         self._watcher = watcher
         self._exchanger = exchanger
         self._announced = announced
         self._traffic = traffic
         self._hellos = hellos
+        self._news = news
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site, replica.coordinators)
         self._key_warnings = keysources.Periodic(self._replica.key_warnings)
@@ -301,6 +305,11 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                              f"{self._site} cannot record it now: its database is "
                              f"unavailable ({' '.join(str(exc).split())})")
         return sync_pb2.AnnounceReply(seen=seen)
+
+    def News(self, request: sync_pb2.NewsRequest,
+             context: grpc.ServicerContext) -> sync_pb2.NewsReply:
+        caller = self._caller(context, Kind.SITE)
+        return sync_pb2.NewsReply(taken=self._news is not None and self._news(caller.name))
 
     def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,
                       context: grpc.ServicerContext) -> sync_pb2.RestoreStatusReply:

@@ -399,6 +399,16 @@ class AnnounceReply(_message.Message):
     seen: str
     def __init__(self, seen: _Optional[str] = ...) -> None: ...
 
+class NewsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class NewsReply(_message.Message):
+    __slots__ = ("taken",)
+    TAKEN_FIELD_NUMBER: _ClassVar[int]
+    taken: bool
+    def __init__(self, taken: bool = ...) -> None: ...
+
 class SnapshotChunk(_message.Message):
     __slots__ = ("join_id", "offset", "data", "total", "sha256", "source")
     JOIN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -89,6 +89,11 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.FromString,
                 _registered_method=True)
+        self.News = channel.unary_unary(
+                '/siege.v1.SyncNode/News',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.NewsRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.NewsReply.FromString,
+                _registered_method=True)
         self.RestoreStatus = channel.unary_unary(
                 '/siege.v1.SyncNode/RestoreStatus',
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.RestoreStatusRequest.SerializeToString,
@@ -176,6 +181,14 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def News(self, request, context):
+        """Any site: its application committed changes; a coordinator in continuous mode
+        exchanges with it now instead of after its pause.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RestoreStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -245,6 +258,11 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.Announce,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.SerializeToString,
+            ),
+            'News': grpc.unary_unary_rpc_method_handler(
+                    servicer.News,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.NewsRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.NewsReply.SerializeToString,
             ),
             'RestoreStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.RestoreStatus,
@@ -554,6 +572,33 @@ class SyncNode(object):
             '/siege.v1.SyncNode/Announce',
             siege__sync_dot_proto_dot_sync__pb2.AnnounceRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.AnnounceReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def News(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.SyncNode/News',
+            siege__sync_dot_proto_dot_sync__pb2.NewsRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.NewsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,4 +95,5 @@ def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
         server)
     role.scheduler.start()
     role.election.start()
+    node.news_hooks.append(role.scheduler.news)
     return role

@@ -19,7 +19,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from datetime import time as dtime
@@ -98,16 +98,21 @@ class Rounds:
         if self._running.acquire(timeout=timeout):
             self._running.release()
 
-    def run(self, trigger: str, progress: Progress | None = None) -> coordinator_pb2.RoundReport:
+    def run(self, trigger: str, progress: Progress | None = None,
+            news: Collection[str] | None = None) -> coordinator_pb2.RoundReport:
+        """``news``: a round for sites that said they committed changes (wake on commit,
+        node/news.py): it gathers from those only, then redistributes to every site, and
+        asks for no heartbeat (the scheduled rounds do)."""
         if not self._running.acquire(blocking=False):
             raise RoundBusy("a round is already running; wait for it or `siege-ctl stop` it")
         try:
             self._stop.clear()
-            return self._run(trigger, progress or (lambda _p: None))
+            return self._run(trigger, progress or (lambda _p: None), news)
         finally:
             self._running.release()
 
-    def _run(self, trigger: str, progress: Progress) -> coordinator_pb2.RoundReport:
+    def _run(self, trigger: str, progress: Progress,
+             news: Collection[str] | None = None) -> coordinator_pb2.RoundReport:
         site_id = self._node.cfg.site
         started = datetime.now()
         before = self._conflicts()
@@ -144,7 +149,8 @@ class Rounds:
             try:
                 # Gathering asks each site for its heartbeat of this round (see below).
                 reply = self._node.exchange(site, stop=self._stop,
-                                            round_no=round_no if phase == "gather" else 0,
+                                            round_no=round_no if phase == "gather"
+                                            and news is None else 0,
                                             cap_bits_per_s=self._cap(site))
             except Exception as exc:  # one site's surprise must not lose the whole round
                 log.exception("[%s] exchange with %s", site_id, site)
@@ -171,11 +177,12 @@ class Rounds:
                     error="; ".join(reply.problems)))
 
         for phase in PHASES:
+            sites = [s for s in self.sites if news is None or phase != "gather" or s in news]
             with ThreadPoolExecutor(max_workers=PARALLEL_SITES,
                                     thread_name_prefix=f"round-{phase}") as pool:
-                for future in [pool.submit(one, s, phase) for s in self.sites]:
+                for future in [pool.submit(one, s, phase) for s in sites]:
                     future.result()
-            if phase == "gather" and not self._stop.is_set():
+            if phase == "gather" and news is None and not self._stop.is_set():
                 self._check_heartbeats(report, round_no)
         if not self._stop.is_set():  # a stopped round ends now
             self._health(report)
