@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from ctypes import memmove, pointer
 
-from firebird.driver import Connection, DatabaseError
+from firebird.driver import Connection, DatabaseError, fbapi
 
 from .capture import NEWS_EVENT
 from .database import DatabaseSpec, DatabaseUnavailable, open_connection
@@ -43,6 +44,7 @@ class CommitWatch:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="commit-watch", daemon=True)
         self.listening = threading.Event()  # set while a listener is registered
+        self._registrations: tuple[_Registration, ...] = ()
 
     def start(self) -> None:
         self._thread.start()
@@ -73,23 +75,24 @@ class CommitWatch:
                     con.close()
                 except DatabaseError:
                     pass  # (the connection is already gone)
+                self._registrations = ()
 
     def _listen(self, con: Connection) -> None:
-        with con.event_collector([NEWS_EVENT, _READY]) as collector:
-            # The engine registers a listener asynchronously: commits just after ``begin``
-            # go unheard. Listening is said once one of our own posts has come back.
-            while not collector.wait(timeout=0).get(_READY, 0):
+        news = _Registration(con, NEWS_EVENT)
+        ready = _Registration(con, _READY)
+        try:
+            # The engine registers interest asynchronously: commits just after it go
+            # unheard. Listening is said once one of our own posts has come back.
+            while not ready.take(WAKE_S):
                 if self._stopping.is_set():
                     return
                 con.execute_immediate(f"EXECUTE BLOCK AS BEGIN POST_EVENT '{_READY}'; END")
                 con.commit()
-                collector.wait(timeout=WAKE_S)
-            collector.flush()
+            news.take(0)  # (a commit meanwhile: the node is starting, it publishes anyway)
             self.listening.set()
             quiet = 0.0
             while not self._stopping.is_set():
-                heard = collector.wait(timeout=WAKE_S).get(NEWS_EVENT, 0)
-                if not heard:
+                if not news.take(WAKE_S):
                     quiet += WAKE_S
                     if quiet >= ALIVE_CHECK_S:
                         quiet = 0.0
@@ -101,11 +104,18 @@ class CommitWatch:
                 quiet = 0.0
                 if self._stopping.wait(self._debounce):
                     return
-                collector.flush()  # (what came meanwhile is in what on_news will see)
+                while news.take(0.02):
+                    pass  # (what came meanwhile is in what on_news will see)
                 try:
                     self._on_news()
                 except Exception:  # what news leads to must not stop the listening
                     log.exception("[%s] acting on committed changes failed", self._site)
+        finally:
+            news.cancel()
+            ready.cancel()
+            # The registrations (their callbacks and buffers) stay referenced by the caller
+            # until the connection is closed: the client library may call back until then.
+            self._registrations = (news, ready)
 
     def _wait_after_failure(self, failures: int, exc: Exception) -> None:
         wait = RETRY_S[min(failures, len(RETRY_S) - 1)]
@@ -114,3 +124,63 @@ class CommitWatch:
                      "follow their schedule meanwhile", self._site,
                      " ".join(str(exc).split())[:200], wait)
         self._stopping.wait(wait)
+
+
+class _Registration:
+    """Interest in one Firebird event on one attachment, with the client library's own calls
+    (``isc_que_events``): the library calls back from its thread when the event was posted
+    (and once at registration); ``take`` counts and registers again, in the caller's thread.
+
+    Not firebird-driver's ``EventCollector``: its queue compares two plain objects when two
+    notifications wait (TypeError in its thread, then SIGABRT when the connection closes), and
+    it frees its callback while the library may still call it. Here the callback lives as long
+    as the registration, which the watch keeps until the connection is closed. Uses the
+    driver's ``_get_handle`` (the attachment's old-API handle, which these calls need).
+    """
+
+    def __init__(self, con: Connection, name: str) -> None:
+        self._api = fbapi.get_api()
+        self._handle = con._get_handle()  # noqa: SLF001 - see the class docstring
+        self._status = fbapi.ISC_STATUS_ARRAY(0)
+        self._event_buf = pointer(fbapi.ISC_UCHAR(0))
+        self._result_buf = pointer(fbapi.ISC_UCHAR(0))
+        self._length = self._api.isc_event_block(pointer(self._event_buf),
+                                                 pointer(self._result_buf), name.encode())
+        self._id = fbapi.ISC_LONG(0)
+        self._counts = fbapi.RESULT_VECTOR(0)
+        self._delivered = threading.Event()
+        self._first = True  # the library's first call reports the registration, not a post
+        self._callback = fbapi.ISC_EVENT_CALLBACK(self._on_delivery)
+        self._queued = False
+        self._queue()
+
+    def _on_delivery(self, result, length, updated) -> None:  # noqa: ANN001 - ctypes
+        memmove(result, updated, length)
+        self._delivered.set()
+
+    def _queue(self) -> None:
+        self._api.isc_que_events(self._status, self._handle, self._id, self._length,
+                                 self._event_buf, self._callback, self._result_buf)
+        if fbapi.db_api_error(self._status):
+            raise fbapi.exception_from_status(DatabaseError, self._status,
+                                              "listening for database events")
+        self._queued = True
+
+    def take(self, timeout: float) -> bool:
+        """Whether the event was posted since the last call (waits up to ``timeout``)."""
+        if not self._delivered.wait(timeout):
+            return False
+        self._delivered.clear()
+        self._queued = False
+        self._api.isc_event_counts(self._counts, self._length, self._event_buf,
+                                   self._result_buf)
+        self._queue()
+        if self._first:
+            self._first = False
+            return self.take(0)
+        return self._counts[0] > 0
+
+    def cancel(self) -> None:
+        if self._queued:
+            self._queued = False
+            self._api.isc_cancel_events(self._status, self._handle, self._id)
