@@ -6,7 +6,7 @@ FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.
 # Multi-host tests: network namespaces (iproute2) and a site that cannot be dialled (nftables).
 NET_PACKAGES := iproute2 nftables
 
-.PHONY: demo test bench chaos chaos-short tables-long os-deps venv proto lint clean
+.PHONY: demo test bench bench-latency chaos chaos-short tables-long os-deps venv proto lint clean
 
 demo: os-deps venv
 	$(VENV)/bin/python tools/demo.py
@@ -16,6 +16,11 @@ test: os-deps venv
 
 bench: os-deps venv
 	$(VENV)/bin/python tools/bench.py
+
+# Seconds from a commit at one shop to every other (issue 22): five node processes, continuous
+# mode with wake on commit (root: a private Firebird server). Prints JSON last.
+bench-latency: os-deps venv
+	$(VENV)/bin/python tools/bench_latency.py
 
 # The long fault-injection run (root: it starts a private Firebird server). TRIALS=100 default.
 TRIALS ?= 100

@@ -1,0 +1,156 @@
+"""Latency benchmark (issue 22): seconds from a commit at one shop until every other shop
+holds it, in continuous mode with wake on commit.
+
+``.venv/bin/python tools/bench_latency.py [--commits 60] [--rate 1.0] [--pause 30]`` (``make
+bench-latency``; root: it starts a private Firebird server). Measures, asserts nothing.
+
+Five ``siege-node run`` processes on loopback (``tools.localmesh.ProcessMesh``), each
+database on one private Firebird server; the siège in continuous mode with a ``--pause``
+between its scheduled rounds. A writer commits small transactions (one sale: an INTEGER key,
+WIN1252 text, NUMERIC) at random sites, ``--rate`` a second; an independent reader polls every
+site's table directly (its own SYSDBA connections, every 20 ms) and notes when each sale first
+shows there. Per commit: the time until the last of the four other sites holds it.
+
+Keys (the last line is one JSON object): ``commit_to_visible_p50_s``, ``_p95_s``, ``_max_s``
+(aim: p50 < 1 s, p95 < 3 s), ``commits``, ``not_visible`` (sales some site lacked at the end),
+``news_rounds`` and ``scheduled_rounds`` (from the siège's reports), and as the baseline of the
+same run ``scheduled_round_s`` (the median duration of its scheduled rounds: what a commit
+would wait on top of up to a pause without wake on commit) and ``p50_vs_round`` (p50 ÷ that).
+
+Not measured here: a site that dials out (``outbound_only``): it exchanges as soon as it
+commits, but what others commit reaches it at its next ``dial_every`` (its long-lived stream
+is not built yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # before site-packages: another `tests` package may be there
+os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
+from siege_sync.siege import reports  # noqa: E402
+from tools.fbserver import FirebirdServer  # noqa: E402
+from tools.localmesh import ProcessMesh  # noqa: E402
+
+DDL = ["CREATE TABLE SALE (ID INTEGER NOT NULL PRIMARY KEY, LABEL VARCHAR(40) CHARACTER "
+       "SET WIN1252, AMOUNT NUMERIC(15, 2))"]
+LABELS = ["Caf\u00e9 cr\u00e8me", "Cr\u00eape sucr\u00e9e", "Th\u00e9 \u00e0 la menthe",
+          "Br\u00fbl\u00e9e"]
+POLL_S = 0.02
+
+
+class FiveSites(ProcessMesh):
+    SITES = ("siege", "lyon", "nice", "brest", "vannes")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(commits: int, rate: float, pause: float) -> dict:
+    seen: dict[str, dict[int, float]] = {s: {} for s in FiveSites.SITES}
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="siege-latency-") as tmp, \
+            FirebirdServer(Path(tmp) / "server") as server:
+        mesh = FiveSites(server, Path(tmp) / "mesh", DDL,
+                         siege_toml=f"[siege]\ncontinuous = true\npause_seconds = {pause}\n")
+        readers = {s: mesh.open_as_sysdba(s) for s in FiveSites.SITES}
+
+        def poll() -> None:
+            while not stop.is_set():
+                for site, con in readers.items():
+                    with transaction(con, READ_COMMITTED_RW) as tm:
+                        cur = tm.cursor()
+                        cur.execute("SELECT ID FROM SALE")
+                        now = time.monotonic()
+                        for (key,) in cur.fetchall():
+                            seen[site].setdefault(key, now)
+                        cur.close()
+                stop.wait(POLL_S)
+
+        reader = threading.Thread(target=poll, name="reader", daemon=True)
+        try:
+            reader.start()
+            rng = random.Random(22)
+            committed: dict[int, tuple[str, float]] = {}
+            time.sleep(3)  # the nodes' first scheduled round, and their watches, settle
+            for key in range(1, commits + 1):
+                site = rng.choice(FiveSites.SITES)
+                with transaction(mesh.connection(site), READ_COMMITTED_RW) as tm:
+                    cur = tm.cursor()
+                    cur.execute("INSERT INTO SALE (ID, LABEL, AMOUNT) VALUES (?, ?, ?)",
+                                (key, rng.choice(LABELS), round(rng.uniform(1, 99), 2)))
+                    cur.close()
+                committed[key] = (site, time.monotonic())
+                time.sleep(rng.expovariate(rate))
+            deadline = time.monotonic() + max(pause, 30) + 30
+            while time.monotonic() < deadline and not all(
+                    key in seen[s] for key in committed for s in FiveSites.SITES):
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            reader.join(timeout=10)
+            for con in readers.values():
+                con.close()
+            siege = mesh.open_as_sysdba("siege")
+            try:
+                done = reports.listing(siege, limit=0)
+            finally:
+                siege.close()
+            mesh.close()
+    latencies, missing = [], 0
+    for key, (site, at) in committed.items():
+        others = [seen[s].get(key) for s in FiveSites.SITES if s != site]
+        if any(t is None for t in others):
+            missing += 1
+            continue
+        latencies.append(max(others) - at)  # type: ignore[type-var]
+    scheduled = [_seconds(r) for r in done if r.trigger == "schedule" and r.ended]
+    round_s = statistics.median(scheduled) if scheduled else None
+    p50 = _percentile(latencies, 0.5) if latencies else None
+    return {
+        "commit_to_visible_p50_s": None if p50 is None else round(p50, 3),
+        "commit_to_visible_p95_s": round(_percentile(latencies, 0.95), 3) if latencies
+        else None,
+        "commit_to_visible_max_s": round(max(latencies), 3) if latencies else None,
+        "commits": len(committed), "not_visible": missing,
+        "news_rounds": sum(1 for r in done if r.trigger == "news"),
+        "scheduled_rounds": len(scheduled),
+        "scheduled_round_s": None if round_s is None else round(round_s, 3),
+        "p50_vs_round": None if p50 is None or not round_s else round(p50 / round_s, 3),
+        "pause_seconds": pause, "sites": len(FiveSites.SITES),
+    }
+
+
+def _seconds(report) -> float:
+    return (datetime.fromisoformat(report.ended)
+            - datetime.fromisoformat(report.started)).total_seconds()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commits", type=int, default=60)
+    parser.add_argument("--rate", type=float, default=1.0, help="commits a second")
+    parser.add_argument("--pause", type=float, default=30.0,
+                        help="the siège's pause between scheduled rounds (s)")
+    args = parser.parse_args()
+    print(json.dumps(run(args.commits, args.rate, args.pause), sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
