@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from zeroconf import (
+    DNSQuestionType,
     IPVersion,
     NonUniqueNameException,
     ServiceBrowser,
@@ -176,6 +177,9 @@ def _host_name(site: str) -> str:
     return f"siege-{label}-{digest}.local."
 
 
+ASK_FIRST_MS = 1500  # how long a starting node listens for another answering to its name
+
+
 def _open(interfaces: tuple[str, ...]) -> Zeroconf:
     try:
         return Zeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
@@ -188,8 +192,8 @@ def _open(interfaces: tuple[str, ...]) -> Zeroconf:
 class Announcer:
     """Publishes this site on the LAN while open; closing withdraws it (goodbye).
 
-    ``start`` blocks about 2 s: zeroconf probes that no other live node already uses the
-    name before claiming it."""
+    ``start`` blocks about 3.5 s: it asks for its name by multicast (``ASK_FIRST_MS``), then
+    zeroconf probes that no other live node already uses the name before claiming it."""
 
     def __init__(self, site: str, mesh: str, port: int, interfaces: Sequence[str]) -> None:
         self.announcement = Announcement(site, mesh, port, check_interfaces(interfaces))
@@ -219,6 +223,12 @@ class Announcer:
             )
             zc = _open(a.interfaces)
             try:
+                # Asked first, by multicast: zeroconf's own probe is answered by unicast,
+                # which a second node on the same host may never receive (both listen on
+                # port 5353; the kernel hands a unicast datagram to one of them).
+                if zc.get_service_info(SERVICE_TYPE, a.service_name, timeout=ASK_FIRST_MS,
+                                       question_type=DNSQuestionType.QM) is not None:
+                    raise NonUniqueNameException
                 # No renaming on conflict: a site has exactly one name, and two live nodes
                 # claiming it is a misconfiguration to surface, not to paper over.
                 zc.register_service(info, allow_name_change=False)
