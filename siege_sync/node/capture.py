@@ -980,6 +980,14 @@ def state_names(con: Connection) -> list[str]:
     return [str(r[0]) for r in _query(con, f"SELECT NAME FROM {STATE_TABLE}")]
 
 
+def states_starting(con: Connection, prefix: str) -> dict[str, str]:
+    """Every state whose name starts with ``prefix`` (name -> value), in one read: what a
+    coordinator asks at every exchange (certificates, epochs) grows with the sites."""
+    return {str(n): v for n, v in _query(
+        con, f"SELECT NAME, VAL FROM {STATE_TABLE} WHERE NAME STARTING WITH ?", (prefix,))
+        if v is not None}
+
+
 def set_state(con: Connection, name: str, value: str) -> None:
     with transaction(con) as tm:
         tm.cursor().execute(

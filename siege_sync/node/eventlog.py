@@ -71,23 +71,29 @@ def read(con: Connection, origin: str, after_seq: int = 0,
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
         try:
-            sql = (f"SELECT FIRST_SEQ, BODY FROM {EVENTS_TABLE} WHERE ORIGIN = ? "
-                   "AND LAST_SEQ > ?" + (" AND INCARNATION = ?" if incarnation is not None
-                                         else "") + " ORDER BY INCARNATION, FIRST_SEQ")
-            params: list[object] = [origin, after_seq]
-            if incarnation is not None:
-                params.append(incarnation)
-            cur.execute(sql, params)
-            for first, body in cur:
-                if hasattr(body, "read"):
-                    data = body.read()
-                    body.close()
-                    body = data
-                for seq, event in enumerate(split(body), start=int(first)):
-                    if seq > after_seq:
-                        yield event
+            yield from read_with(cur, origin, after_seq, incarnation)
         finally:
             cur.close()
+
+
+def read_with(cur: Cursor, origin: str, after_seq: int = 0,
+              incarnation: int | None = None) -> Iterator[bytes]:
+    """``read`` in the caller's transaction (its cursor: one read of many origins)."""
+    sql = (f"SELECT FIRST_SEQ, BODY FROM {EVENTS_TABLE} WHERE ORIGIN = ? "
+           "AND LAST_SEQ > ?" + (" AND INCARNATION = ?" if incarnation is not None
+                                 else "") + " ORDER BY INCARNATION, FIRST_SEQ")
+    params: list[object] = [origin, after_seq]
+    if incarnation is not None:
+        params.append(incarnation)
+    cur.execute(sql, params)
+    for first, body in cur:
+        if hasattr(body, "read"):
+            data = body.read()
+            body.close()
+            body = data
+        for seq, event in enumerate(split(body), start=int(first)):
+            if seq > after_seq:
+                yield event
 
 
 def stored_events(con: Connection) -> int:

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from firebird.driver import Connection, DatabaseError
+from firebird.driver import Connection, Cursor, DatabaseError
 from google.protobuf.message import DecodeError
 
 from .. import __version__
@@ -39,7 +39,7 @@ from . import blobs, capture, catchup, eventlog, keysources, retention, rewind, 
 from .apply import Applier, ApplyResult, catch_up, printable
 from .clock import Clock, SystemClock
 from .config import NodeConfig
-from .database import connection_lost, open_connection
+from .database import READ_COMMITTED_RW, connection_lost, open_connection, transaction
 from .digest import TableDigest, table_digest
 from .merge import Policy
 from .publish import Publisher
@@ -472,9 +472,8 @@ class Replica:
     def epochs(self) -> dict[str, str]:
         """The database epoch this node holds for each site it met (or joined)."""
         def read() -> dict[str, str]:
-            return {name[len(_EPOCH_OF):]: value for name in capture.state_names(self._con)
-                    if name.startswith(_EPOCH_OF)
-                    and (value := capture.get_state(self._con, name))}
+            return {name[len(_EPOCH_OF):]: value for name, value in
+                    capture.states_starting(self._con, _EPOCH_OF).items() if value}
 
         return self._retrying(read)
 
@@ -501,9 +500,20 @@ class Replica:
         """What a peer holding ``have`` lacks (of ``only_origin``'s events, when given), in
         batches of whole source transactions, each origin in order."""
         mine = self.vector()
-        for origin, after in sorted(have.lacks(mine).items()):
-            if only_origin is not None and origin[0] != only_origin:
-                continue
+        lacks = [(origin, after) for origin, after in sorted(have.lacks(mine).items())
+                 if only_origin is None or origin[0] == only_origin]
+        # Origins the peer lacks little of — in a quiet round, every other site's heartbeat
+        # — are read together, in one transaction: one each made a round's cost grow with
+        # the square of the sites (tools/bench_scale.py).
+        small = self._retrying(lambda: self._read_small(
+            [(o, a) for o, a in lacks if mine.seq(o) - a <= max_events], max_events))
+        for origin, after in lacks:
+            read = small.get(origin)
+            if isinstance(read, PurgedHere):
+                raise read
+            if read:
+                after += len(read)
+                yield read
             while after < mine.seq(origin):
                 batch = self._retrying(
                     lambda o=origin, a=after: self._read_batch(o, a, max_events))
@@ -546,9 +556,31 @@ class Replica:
         that cannot be applied yet are tried again with the next batch)."""
         return Receiver(self, peer)
 
-    def _read_batch(self, origin: Origin, after: int, max_events: int) -> list[bytes]:
+    def _read_small(self, wants: list[tuple[Origin, int]], max_events: int
+                    ) -> dict[Origin, list[bytes] | PurgedHere]:
+        """``_read_batch`` of each origin in ``wants``, in one transaction; an origin whose
+        events are purged here maps to its ``PurgedHere`` (raised in its turn)."""
+        out: dict[Origin, list[bytes] | PurgedHere] = {}
+        if not wants:
+            return out
+        with transaction(self._con, READ_COMMITTED_RW) as tm:
+            cur = tm.cursor()
+            try:
+                for origin, after in wants:
+                    try:
+                        out[origin] = self._read_batch(origin, after, max_events, cur)
+                    except PurgedHere as exc:
+                        out[origin] = exc
+            finally:
+                cur.close()
+        return out
+
+    def _read_batch(self, origin: Origin, after: int, max_events: int,
+                    cur: Cursor | None = None) -> list[bytes]:
+        """``cur``: read in the caller's transaction."""
         out: list[bytes] = []
-        reader = eventlog.read(self._con, origin[0], after, origin[1])
+        reader = (eventlog.read(self._con, origin[0], after, origin[1]) if cur is None
+                  else eventlog.read_with(cur, origin[0], after, origin[1]))
         try:
             for body in reader:
                 if not out and events_pb2.Event.FromString(body).seq != after + 1:

@@ -150,8 +150,7 @@ class Verifier:
 
     def certificates(self, con: Connection) -> list[bytes]:
         """Every certificate kept here, and this node's own: what a stream sends first."""
-        kept = [capture.get_state(con, name) for name in capture.state_names(con)
-                if name.startswith(_STATE)]
+        kept = list(capture.states_starting(con, _STATE).values())
         own = self._bundle().cert_pem
         return [own, *(p.encode("ascii") for p in kept if p and p.encode("ascii") != own)]
 

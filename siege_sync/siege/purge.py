@@ -62,8 +62,8 @@ class Snapshot:
 
 def decommissioned(node: Node) -> set[str]:
     with node.replica.database() as con:
-        return {name[len(_DECOMMISSIONED):] for name in capture.state_names(con)
-                if name.startswith(_DECOMMISSIONED)}
+        return {name[len(_DECOMMISSIONED):] for name in capture.states_starting(
+            con, _DECOMMISSIONED)}
 
 
 def decommission(node: Node, site: str) -> None:
@@ -200,9 +200,8 @@ def _greeted_by_its_database(node: Node, site: str) -> Greeted | None:
 
 def _joining_sites(node: Node) -> dict[str, str]:
     with node.replica.database() as con:
-        return {name[len(JOINING):]: value for name in capture.state_names(con)
-                if name.startswith(JOINING)
-                and (value := capture.get_state(con, name) or "")}
+        return {name[len(JOINING):]: value
+                for name, value in capture.states_starting(con, JOINING).items() if value}
 
 
 def plan(vectors: Mapping[str, Vector], before: Snapshot | None
