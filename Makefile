@@ -6,7 +6,7 @@ FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.
 # Multi-host tests: network namespaces (iproute2) and a site that cannot be dialled (nftables).
 NET_PACKAGES := iproute2 nftables
 
-.PHONY: demo test bench bench-latency chaos chaos-short tables-long os-deps venv proto lint clean
+.PHONY: demo test bench bench-latency bench-scale chaos chaos-short tables-long os-deps venv proto lint clean
 
 demo: os-deps venv
 	$(VENV)/bin/python tools/demo.py
@@ -21,6 +21,11 @@ bench: os-deps venv
 # mode with wake on commit (root: a private Firebird server). Prints JSON last.
 bench-latency: os-deps venv
 	$(VENV)/bin/python tools/bench_latency.py
+
+# How rounds and the siège's memory grow with 5, 20, 50 sites and a 100k-event backlog
+# (issue 22; ~15 minutes; root: a private Firebird server). Prints JSON last.
+bench-scale: os-deps venv
+	$(VENV)/bin/python tools/bench_scale.py
 
 # The long fault-injection run (root: it starts a private Firebird server). TRIALS=100 default.
 TRIALS ?= 100
