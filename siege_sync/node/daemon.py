@@ -60,6 +60,7 @@ GRACE_SECONDS = 10.0
 JOIN_LIMITS = Limits(workers=6, reserve=3, per_peer=2)
 PURGE_ORDER_TIMEOUT = 30.0
 NEWS_TIMEOUT = 5.0  # a coordinator's answer to news (a stop waits for one under way)
+NEWS_UNWANTED_S = 60.0  # no coordinator took news: how long before telling them again
 RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
 RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come first)
 RESYNC_ASK_TIMEOUT = 10.0  # a stop waits for a question under way: kept short
@@ -124,6 +125,7 @@ class Node:
         self.news_hooks: list[Callable[[str], bool]] = []
         self._commits: CommitWatch | None = None
         self._dial_now = threading.Event()  # the dial-out loop's wake
+        self._news_unwanted_until = 0.0  # (monotonic) no coordinator took news
         self._announcer: Announcer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -276,6 +278,8 @@ class Node:
             return
         if self.heard_news(self.cfg.site):
             return
+        if time.monotonic() < self._news_unwanted_until:
+            return
         bundle, _ = self.watcher.refresh()
         for site in self.service_cfg.coordinators(self.cfg.site):
             address = self.address(site) if site != self.cfg.site else None
@@ -291,6 +295,9 @@ class Node:
                 continue
             if reply.taken:
                 return
+        # No coordinator runs continuously now: asked again after a while, not at every
+        # commit of a busy shop.
+        self._news_unwanted_until = time.monotonic() + NEWS_UNWANTED_S
 
     def report_held(self, coordinator: str) -> None:
         """A coordinator cannot ask this site what it holds (it cannot dial it): this site
