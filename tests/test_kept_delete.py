@@ -56,6 +56,26 @@ def _of(bodies: list[bytes], site: str) -> list[bytes]:
     return [b for b in bodies if events_pb2.Event.FromString(b).origin.site == site]
 
 
+def _deleted_knowing_the_cancel(make_db) -> tuple[dict, dict, list[bytes], list[bytes]]:
+    """The shop takes an order for a new customer; nice cancels it; head office, having
+    seen the cancellation, deletes the customer. Returns the sites, their appliers, the
+    cancellation's events and the delete's (the shop has neither yet)."""
+    cons = {name: make_db(name, ddl=DDL) for name in SITES}
+    for con in cons.values():
+        capture.install(con)
+    appliers = {name: Applier(con, name) for name, con in cons.items()}
+    _run(cons["shop"], "INSERT INTO CUSTOMER (ID, NAME) VALUES (1, 'Martin')",
+         "INSERT INTO ORDERS (ID, CUST_ID, TOTAL) VALUES (10, 1, 5)")
+    created = _of(_events(appliers, cons, "shop"), "shop")
+    for site in ("siege", "nice"):
+        _deliver(appliers, site, created)
+    _run(cons["nice"], "DELETE FROM ORDERS WHERE ID = 10")
+    cancel = _of(_events(appliers, cons, "nice"), "nice")
+    _deliver(appliers, "siege", cancel)
+    _run(cons["siege"], "DELETE FROM CUSTOMER WHERE ID = 1")
+    return cons, appliers, cancel, _of(_events(appliers, cons, "siege"), "siege")
+
+
 def test_a_delete_kept_by_a_reference_never_strikes_later(make_db):
     cons = {name: make_db(name, ddl=DDL) for name in SITES}
     for con in cons.values():
@@ -109,20 +129,7 @@ def test_a_delete_that_knew_the_reference_takes_effect_once_it_is_gone(make_db):
     """The other side of the rule: a delete whose origin saw the order go first is an
     ordinary delete, also at a site where the order's cancellation (by a third site) arrives
     after it: the customer waits there, kept, and goes when the cancellation arrives."""
-    cons = {name: make_db(name, ddl=DDL) for name in SITES}
-    for con in cons.values():
-        capture.install(con)
-    appliers = {name: Applier(con, name) for name, con in cons.items()}
-    _run(cons["shop"], "INSERT INTO CUSTOMER (ID, NAME) VALUES (1, 'Martin')",
-         "INSERT INTO ORDERS (ID, CUST_ID, TOTAL) VALUES (10, 1, 5)")
-    created = _of(_events(appliers, cons, "shop"), "shop")
-    _deliver(appliers, "siege", created)
-    _deliver(appliers, "nice", created)
-    _run(cons["nice"], "DELETE FROM ORDERS WHERE ID = 10")
-    cancel = _of(_events(appliers, cons, "nice"), "nice")
-    _deliver(appliers, "siege", cancel)
-    _run(cons["siege"], "DELETE FROM CUSTOMER WHERE ID = 1")
-    delete = _of(_events(appliers, cons, "siege"), "siege")
+    cons, appliers, cancel, delete = _deleted_knowing_the_cancel(make_db)
 
     _deliver(appliers, "shop", delete)  # before the cancellation it knew
     assert _rows(cons["shop"], "SELECT ID FROM CUSTOMER") == [(1,)], "kept while referenced"
@@ -142,20 +149,7 @@ def test_a_hold_decided_while_the_shop_removes_the_last_reference_is_released(
     publisher finds no hold to release, the applier commits one no row keeps. The applier
     checks the holds it decided once they are committed, so the customer goes, here as
     everywhere else."""
-    cons = {name: make_db(name, ddl=DDL) for name in SITES}
-    for con in cons.values():
-        capture.install(con)
-    appliers = {name: Applier(con, name) for name, con in cons.items()}
-    _run(cons["shop"], "INSERT INTO CUSTOMER (ID, NAME) VALUES (1, 'Martin')",
-         "INSERT INTO ORDERS (ID, CUST_ID, TOTAL) VALUES (10, 1, 5)")
-    created = _of(_events(appliers, cons, "shop"), "shop")
-    for site in ("siege", "nice"):
-        _deliver(appliers, site, created)
-    _run(cons["nice"], "DELETE FROM ORDERS WHERE ID = 10")
-    cancel = _of(_events(appliers, cons, "nice"), "nice")
-    _deliver(appliers, "siege", cancel)
-    _run(cons["siege"], "DELETE FROM CUSTOMER WHERE ID = 1")
-    delete = _of(_events(appliers, cons, "siege"), "siege")
+    cons, appliers, cancel, delete = _deleted_knowing_the_cancel(make_db)
 
     # The shop's user cancels the order too, committed after the applier's snapshot began
     # and published (by a second connection, as the node's publisher would) before the

@@ -38,11 +38,10 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
 from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc  # noqa: E402
+from tools.bench_latency import DDL  # noqa: E402 - the same shop's sales
 from tools.fbserver import FirebirdServer  # noqa: E402
 from tools.localmesh import ProcessMesh  # noqa: E402
 
-DDL = ["CREATE TABLE SALE (ID INTEGER NOT NULL PRIMARY KEY, LABEL VARCHAR(40) CHARACTER "
-       "SET WIN1252, AMOUNT NUMERIC(15, 2))"]
 BACKLOG_TX = 1000
 
 
