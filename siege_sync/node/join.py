@@ -72,6 +72,8 @@ log = logging.getLogger(__name__)
 _PARTIAL = ".join-partial"  # the backup as received so far, next to the database
 _META = ".join-meta"  # join id, source, total and sha256 of the snapshot being received
 _PLACING = ".join-placing"  # a prepared copy being moved into place through the server
+_DROP_ATTEMPTS = 5  # a damaged snapshot's copy: dropped until it stays away, this many times
+_DROP_SETTLE_S = 0.3
 # Kept: "unfit:" (values the copy's narrower columns hold aside, written when they widen),
 # "columns:", "captured:", "epoch:<peer>" of the other sites. Dropped: what is the siège's
 # alone, and its clock markers (the log they refer to is emptied).
@@ -257,8 +259,16 @@ class Restorer:
                 digest.update(block)
         if digest.digest() != meta.sha256:
             self._stop_restoring()
-            with contextlib.suppress(Exception):
-                self._drop(self._fresh())
+            # The engine's restore service may end after the call that fed it returned (seen
+            # under load: the copy was there again after it was dropped): dropped until it
+            # stays away.
+            for _attempt in range(_DROP_ATTEMPTS):
+                with contextlib.suppress(Exception):
+                    self._drop(self._fresh())
+                time.sleep(_DROP_SETTLE_S)
+                with contextlib.suppress(Exception):
+                    if not self._exists(self._fresh()):
+                        break
             self._partial.unlink(missing_ok=True)
             self._meta.unlink(missing_ok=True)
             raise JoinError("the snapshot's sha256 does not match what arrived (damaged on "
