@@ -16,6 +16,13 @@ Keys (the last line is one JSON object): ``commit_to_visible_p50_s``, ``_p95_s``
 ``news_rounds`` and ``scheduled_rounds`` (from the siège's reports), and as the baseline of the
 same run ``scheduled_round_s`` (the median duration of its scheduled rounds: what a commit
 would wait on top of up to a pause without wake on commit) and ``p50_vs_round`` (p50 ÷ that).
+What continuous mode costs: ``idle_cpu_siege`` / ``idle_cpu_site`` (share of one core a node
+process used over ``--idle`` seconds before the commits; a site's is the mean of the four) and
+``busy_cpu_siege`` / ``busy_cpu_site`` (the same while the commits ran), and
+``idle_line_bytes_per_s_site`` / ``busy_line_bytes_per_s_site``: the bytes a site's line to the
+siège carries a second, both ways, with ``--line`` (the siège dials each site through a
+counting proxy, ``tools.faultline``, which adds latency; a site's own ``News`` call goes
+around it: a few hundred bytes each); null without it.
 
 Not measured here: a site that dials out (``outbound_only``): it exchanges as soon as it
 commits, but what others commit reaches it at its next ``dial_every`` (its long-lived stream
@@ -62,12 +69,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(commits: int, rate: float, pause: float) -> dict:
+def run(commits: int, rate: float, pause: float, idle: float, line: bool = False) -> dict:
     seen: dict[str, dict[int, float]] = {s: {} for s in FiveSites.SITES}
     stop = threading.Event()
     with tempfile.TemporaryDirectory(prefix="siege-latency-") as tmp, \
             FirebirdServer(Path(tmp) / "server") as server:
-        mesh = FiveSites(server, Path(tmp) / "mesh", DDL,
+        mesh = FiveSites(server, Path(tmp) / "mesh", DDL, faulty_lines=line,
                          siege_toml=f"[siege]\ncontinuous = true\npause_seconds = {pause}\n")
         readers = {s: mesh.open_as_sysdba(s) for s in FiveSites.SITES}
 
@@ -89,6 +96,14 @@ def run(commits: int, rate: float, pause: float) -> dict:
             rng = random.Random(22)
             committed: dict[int, tuple[str, float]] = {}
             time.sleep(3)  # the nodes' first scheduled round, and their watches, settle
+            pids = {s: mesh.procs[s].pid for s in FiveSites.SITES}
+            idle_from = _cpu(pids), time.monotonic()
+            idle_bytes = _carried(mesh)
+            time.sleep(idle)
+            idle_share = _shares(idle_from, _cpu(pids))
+            idle_line = (_carried(mesh) - idle_bytes) / (time.monotonic() - idle_from[1])
+            busy_from = _cpu(pids), time.monotonic()
+            busy_bytes = _carried(mesh)
             for key in range(1, commits + 1):
                 site = rng.choice(FiveSites.SITES)
                 with transaction(mesh.connection(site), READ_COMMITTED_RW) as tm:
@@ -98,6 +113,8 @@ def run(commits: int, rate: float, pause: float) -> dict:
                     cur.close()
                 committed[key] = (site, time.monotonic())
                 time.sleep(rng.expovariate(rate))
+            busy_share = _shares(busy_from, _cpu(pids))
+            busy_line = (_carried(mesh) - busy_bytes) / (time.monotonic() - busy_from[1])
             deadline = time.monotonic() + max(pause, 30) + 30
             while time.monotonic() < deadline and not all(
                     key in seen[s] for key in committed for s in FiveSites.SITES):
@@ -134,7 +151,39 @@ def run(commits: int, rate: float, pause: float) -> dict:
         "scheduled_round_s": None if round_s is None else round(round_s, 3),
         "p50_vs_round": None if p50 is None or not round_s else round(p50 / round_s, 3),
         "pause_seconds": pause, "sites": len(FiveSites.SITES),
+        "idle_cpu_siege": idle_share["siege"],
+        "idle_cpu_site": round(statistics.mean(v for k, v in idle_share.items()
+                                               if k != "siege"), 4),
+        "busy_cpu_siege": busy_share["siege"],
+        "busy_cpu_site": round(statistics.mean(v for k, v in busy_share.items()
+                                               if k != "siege"), 4),
+        "idle_line_bytes_per_s_site": round(idle_line / (len(FiveSites.SITES) - 1))
+        if line else None,
+        "busy_line_bytes_per_s_site": round(busy_line / (len(FiveSites.SITES) - 1))
+        if line else None,
     }
+
+
+def _carried(mesh: ProcessMesh) -> int:
+    """Bytes the siège's lines to the sites carried so far, both ways (TLS included)."""
+    return sum(line.forwarded for line in mesh.lines.values())
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each node process used so far (``/proc``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for site, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        out[site] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _shares(since: tuple[dict[str, float], float], now: dict[str, float]) -> dict[str, float]:
+    """Each node's share of one core between ``since`` and now."""
+    before, at = since
+    wall = time.monotonic() - at
+    return {site: round((now[site] - before[site]) / wall, 4) for site in now}
 
 
 def _seconds(report) -> float:
@@ -148,8 +197,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="commits a second")
     parser.add_argument("--pause", type=float, default=30.0,
                         help="the siège's pause between scheduled rounds (s)")
+    parser.add_argument("--idle", type=float, default=30.0,
+                        help="seconds of nothing committed, before the commits (CPU measured)")
+    parser.add_argument("--line", action="store_true",
+                        help="count the bytes on the siège's lines (through proxies in this "
+                             "process, which add latency: measure latency without it)")
     args = parser.parse_args()
-    print(json.dumps(run(args.commits, args.rate, args.pause), sort_keys=True))
+    print(json.dumps(run(args.commits, args.rate, args.pause, args.idle, args.line),
+                     sort_keys=True))
 
 
 if __name__ == "__main__":
