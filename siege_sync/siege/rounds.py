@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 from firebird.driver import Connection
 
-from ..certs import Bundle, CertError, days_to_expiry
+from ..certs import Bundle, CertError, days_left, from_pem
 from ..node import eventlog, guardwatch, parking, transport
 from ..node.capture import EVENTS_TABLE
 from ..node.daemon import Node
@@ -43,6 +43,9 @@ from .reports import DIALS_IN
 log = logging.getLogger(__name__)
 
 PARALLEL_SITES = 4
+# A site's certificate is read (one more TLS connection) at most this often: continuous
+# rounds every few seconds spent a handshake a site each on a number that changes daily.
+CERT_CHECK_S = 3600.0
 PHASES = ("gather", "redistribute")
 DIAL_IN_SILENCE_S = 3600.0  # a site dialling in is "failed" after this long without a word
 SILENT_AFTER_HELLOS = 3  # hellos of a site dialling in with the same heartbeat: it is silent
@@ -71,6 +74,8 @@ class Rounds:
         self._beats: dict[str, tuple[int | None, int]] = {}
         # Per site dialling in: what it last said is held there (ReportHeld), and when.
         self.held_reported: dict[str, tuple[float, coordinator_pb2.HeldReply]] = {}
+        # Per site: when its certificate was last read (monotonic) and when it expires.
+        self._expiries: dict[str, tuple[float, datetime]] = {}
 
     @property
     def sites(self) -> list[str]:
@@ -278,14 +283,20 @@ class Rounds:
         for entry in report.sites:
             if entry.outcome != "complete":
                 continue
+            known = self._expiries.get(entry.site)
+            if known is not None and time.monotonic() - known[0] < CERT_CHECK_S:
+                entry.cert_days_left = days_left(known[1])
+                continue
             address = node.address(entry.site)
             if address is None:
                 continue
             try:
                 pem = transport.peer_certificate(address, bundle, entry.site, timeout=10)
-                entry.cert_days_left = days_to_expiry(pem)
+                not_after = from_pem(pem).not_after
             except (OSError, CertError):
-                pass
+                continue
+            self._expiries[entry.site] = (time.monotonic(), not_after)
+            entry.cert_days_left = days_left(not_after)
         folder = Path(node.cfg.database.dsn).parent
         if folder.is_dir():  # a local database (not "host:/path" through a server)
             report.siege_disk_free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
