@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -89,12 +89,12 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
     with transport.channel(address, bundle, peer, paced=pacer is not None) as channel:
         stub = sync_pb2_grpc.SyncNodeStub(channel)
         try:
-            peer_vector = _hello(replica, stub, peer, out, timeout, round_no)
+            peer_vector, peer_holds = _hello(replica, stub, peer, out, timeout, round_no)
             # Streams carry as much as there is: no deadline on the whole stream (keepalive
             # pings notice a dead line), only on each call that is not a stream.
             _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop, pacer)
             _push(replica, stub, bundle, peer_vector, out, STREAM_TIMEOUT, batch_events, stop,
-                  pacer)
+                  pacer, peer_holds)
         except grpc.RpcError as exc:
             raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
                                 + _hint(exc), out) from exc
@@ -133,7 +133,7 @@ def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
 
 
 def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
-           out: ExchangeOutcome, timeout: float, round_no: int = 0) -> Vector:
+           out: ExchangeOutcome, timeout: float, round_no: int = 0) -> tuple[Vector, list[str]]:
     mine = replica.identity()
     # Our own guards, before the pull publishes what the last applies wrote (guardwatch.py
     # counts those side effects); a lost one is logged there and shown by `status`.
@@ -175,7 +175,7 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
     if refused:
         log.error("[%s] %s", replica.site, refused)
         raise ExchangeError(refused)
-    return peer_vector
+    return peer_vector, list(reply.certificates_held)
 
 
 # --- merge policies: the same at both ends of an exchange, or nothing crosses -------------
@@ -221,7 +221,8 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
           stop: threading.Event | None, pacer: Pacer | None = None) -> None:
     have = replica.vector()
     receiver = replica.receiver(ident.name)
-    request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events)
+    request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events,
+                                   certificates_held=replica.certificates_held())
     stream = stub.Pull(request, timeout=timeout)
     try:
         for batch in stream:
@@ -260,7 +261,9 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
 
 def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
           peer_vector: Vector, out: ExchangeOutcome, timeout: float,
-          batch_events: int, stop: threading.Event | None, pacer: Pacer | None = None) -> None:
+          batch_events: int, stop: threading.Event | None, pacer: Pacer | None = None,
+          peer_holds: Sequence[str] = ()) -> None:
+    """``peer_holds``: the certificates the peer keeps (its hello), not sent again."""
     only = None if bundle.identity.has_role(Role.RELAY) else replica.site
 
     def batches() -> Iterator[sync_pb2.Batch]:
@@ -268,7 +271,8 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
             if only is None and replica.proof_for(out.peer, peer_vector)[1]:
                 # (its own events we held and purged: what proves it was rewound, replica.py)
                 yield sync_pb2.Batch(purged_yours=True)
-            for batch in replica.outgoing(peer_vector, batch_events, only_origin=only):
+            for batch in replica.outgoing(peer_vector, batch_events, only_origin=only,
+                                          peer_holds=peer_holds):
                 if stop is not None and stop.is_set():
                     out.stopped = True
                     return

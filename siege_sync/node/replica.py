@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -33,7 +33,7 @@ from firebird.driver import Connection, Cursor, DatabaseError
 from google.protobuf.message import DecodeError
 
 from .. import __version__
-from ..certs import Bundle
+from ..certs import Bundle, from_pem
 from ..proto import events_pb2, sync_pb2, values_pb2
 from . import blobs, capture, catchup, eventlog, keysources, retention, rewind, status
 from .apply import Applier, ApplyResult, catch_up, printable
@@ -456,6 +456,13 @@ class Replica:
         verifier = self.verifier
         return self._retrying(lambda: verifier.learn(self._con, pems))
 
+    def certificates_held(self) -> list[str]:
+        """The serials (hex) of the certificates this node keeps (told to its peers)."""
+        if self.verifier is None:
+            return []
+        verifier = self.verifier
+        return self._retrying(lambda: verifier.held(self._con))
+
     def certificates(self) -> list[bytes]:
         """What a stream this node sends carries first: the certificates its seals need."""
         if self.verifier is None:
@@ -523,9 +530,11 @@ class Replica:
                 yield batch
 
     def outgoing(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
-                 only_origin: str | None = None) -> Iterator[sync_pb2.Batch]:
+                 only_origin: str | None = None,
+                 peer_holds: Collection[str] = ()) -> Iterator[sync_pb2.Batch]:
         """``batches_for`` as messages: the certificates the seals need in the first one
-        (seal.py), the large BLOBs a batch refers to first, in messages of their own."""
+        (seal.py) but those the peer said it keeps (``peer_holds``: serials in hex), the
+        large BLOBs a batch refers to first, in messages of their own."""
         sent: set[bytes] = set()
         certificates: list[bytes] | None = None
         # Small batches of several origins travel as one message, applied in one call: in a
@@ -534,7 +543,9 @@ class Replica:
         events: list[bytes] = []
         for bodies in self.batches_for(have, max_events, only_origin):
             if certificates is None:
-                certificates = self.certificates()
+                held = set(peer_holds)
+                certificates = [pem for pem in self.certificates()
+                                if not held or f"{from_pem(pem).serial:x}" not in held]
                 if certificates:
                     yield sync_pb2.Batch(certificates=certificates)
             chunks: list[values_pb2.BlobChunk] = []

@@ -148,6 +148,10 @@ class Verifier:
             self._remember(ident.serial, pem)
         return problems
 
+    def held(self, con: Connection) -> list[str]:
+        """The serials (hex) of the certificates kept here: a peer need not send them."""
+        return [name[len(_STATE):] for name in capture.states_starting(con, _STATE)]
+
     def certificates(self, con: Connection) -> list[bytes]:
         """Every certificate kept here, and this node's own: what a stream sends first."""
         kept = list(capture.states_starting(con, _STATE).values())

@@ -222,7 +222,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             schema_changes=self._replica.schema_drift(),
             kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
             epochs=self._replica.epochs() if self._replica.siege == self._site else {},
-            policies=policies_to_proto(policies), refused=refused)
+            policies=policies_to_proto(policies), refused=refused,
+            certificates_held=self._replica.certificates_held())
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
@@ -236,7 +237,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         limit = min(max(request.max_events_per_batch or 500, 1), 5000)
         sent = 0
         try:
-            for batch in self._replica.outgoing(have, limit, only_origin=only):
+            for batch in self._replica.outgoing(have, limit, only_origin=only,
+                                                peer_holds=request.certificates_held):
                 sent += len(batch.events)
                 yield batch
             if self._traffic is not None:
