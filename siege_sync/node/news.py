@@ -78,8 +78,12 @@ class CommitWatch:
                 self._registrations = ()
 
     def _listen(self, con: Connection) -> None:
+        # Kept referenced until the connection is closed (``_loop``): the client library may
+        # call a registration back until then, even after it was cancelled.
         news = _Registration(con, NEWS_EVENT)
+        self._registrations = (news,)
         ready = _Registration(con, _READY)
+        self._registrations = (news, ready)
         try:
             # The engine registers interest asynchronously: commits just after it go
             # unheard. Listening is said once one of our own posts has come back.
@@ -113,9 +117,6 @@ class CommitWatch:
         finally:
             news.cancel()
             ready.cancel()
-            # The registrations (their callbacks and buffers) stay referenced by the caller
-            # until the connection is closed: the client library may call back until then.
-            self._registrations = (news, ready)
 
     def _wait_after_failure(self, failures: int, exc: Exception) -> None:
         wait = RETRY_S[min(failures, len(RETRY_S) - 1)]
