@@ -11,7 +11,9 @@ in application triggers.
 
 Rules this module must keep (DESIGN §3.1):
 * a capture trigger only INSERTs (never updates a sync table: inside an application's
-  SNAPSHOT transaction that would raise update conflicts and fail the customer's invoice);
+  SNAPSHOT transaction that would raise update conflicts and fail the customer's invoice),
+  and posts ``NEWS_EVENT`` for the application's own changes (delivered at commit, none on
+  rollback: the node's wake on commit, news.py);
 * its privileges are granted to the trigger itself, so an application connecting as an
   ordinary user needs nothing more;
 * an update that changes no byte is not logged, and any byte change is (text is compared

@@ -8,7 +8,8 @@ transactions — no Firebird transaction stays open while a batch travels.
 
 With the node's bundle, its transactions are signed as they are published and others'
 checked before they apply (``seal.py``); the certificates that takes go first in every
-stream it sends.
+stream it sends, but those the peer said it keeps. What a peer lacks of many origins travels
+in few messages (one apply call each at the peer, not one per origin).
 
 After a start it publishes nothing until a peer has confirmed its own chain (``rewind.py``);
 a peer that says this database is an older copy is believed only when it shows one of this

@@ -2,7 +2,8 @@
 
 Owns the coordinator's round on the node that holds the siège role: each phase exchanges
 with every configured site (several at once, bounded — the network overlaps, the database
-work stays serialized by the node), reports each site's progress as it goes (events actually
+work stays serialized by the node; a ``news`` round gathers only from the sites that said
+they committed changes, wake on commit), reports each site's progress as it goes (events actually
 applied, never a guess), and never lets one failed or unreachable site abort the others: the
 site is reported and keeps its backlog for the next round. ``stop`` ends the round at the next
 batch boundary — every batch is applied whole or not at all — and the report says stopped.
