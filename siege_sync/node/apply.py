@@ -670,17 +670,20 @@ class Applier:
                 cur = tm.cursor()
                 try:
                     rows = registers.RowStates(cur, self._sql)
-                    pending = self._tables_with_pending_changes(
-                        cur, {self._registry[name] for name, _i in holds or ()
-                              if name in self._registry} if holds is not None
-                        else self._registry.values())
+                    pending: set[int] = set()  # (filled below, before any row is written)
                     settler = Settler(cur, self._schema, self._registry, rows, self._sql,
                                       self._policies, pending, DatabaseBlobStore(tm))
+                    # At the first call every hold on record, those of tables left out too.
                     found = settler.held_rows() if holds is None else [
                         (table, key) for (name, _i), key in holds.items()
                         if (table := self._schema.tables.get(name)) is not None]
+                    local = [] if holds is None else settler.held_rows(PREEXISTING.event)
+                    # A row with a local change not published yet: the whole check waits
+                    # for the next call (LocalChangePending, below).
+                    pending |= self._tables_with_pending_changes(
+                        cur, {self._registry[t.name] for t, _k in found + local})
                     released = settler.release_holds(found)
-                    released += settler.release_local_holds()
+                    released += settler.release_holds(local, by=PREEXISTING.event)
                     settler.flush()
                     rows.flush()
                 finally:

@@ -599,7 +599,7 @@ class Settler:
         there take effect, as they did where they were made. No event says so when:
 
         * the rows keeping them belong to a table this site does not replicate (kept, on
-          record, by the pre-existing writer; ``release_local_holds``);
+          record, by the pre-existing writer: ``held_rows(PREEXISTING.event)``);
         * the hold was decided from an apply's snapshot while a local transaction removed
           the row it saw, and the publisher saw that removal before the hold was committed:
           neither transaction saw the other (chaos seed 4, issue 19).
@@ -617,12 +617,6 @@ class Settler:
             self.settle(table, key, state, state)
             released += 1
         return released
-
-    def release_local_holds(self) -> int:
-        """Rows a delete reached that stayed only because rows of a table this site does not
-        replicate named them: released once those rows are gone (``release_holds``). One
-        read of the records; cheap when there are none."""
-        return self.release_holds(self.held_rows(PREEXISTING.event), by=PREEXISTING.event)
 
     def after_local_write(self, table: Table, before: RowState | None,
                           merged: RowState) -> RowState:
