@@ -7,6 +7,9 @@ waiting for the siège's pause.
 2. Three ``siege-node run`` processes on a Firebird server, the siège in continuous mode
    with a pause of ten minutes: a shop's commit, and one at the siège, are at every other
    site long before the first scheduled round (read directly from their tables).
+3. A site that cannot be dialled (``outbound_only``) hears of the others' news through its
+   ``Listen`` call (tidings.py), and what it commits is passed on at once, though it dials
+   only every ten minutes; and the bulletin such a call waits on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from siege_sync.node import capture
 from siege_sync.node.apply import Applier
 from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, transaction
 from siege_sync.node.news import CommitWatch
+from siege_sync.node.tidings import Bulletin
 from tests.test_apply import all_events
 from tools.localmesh import ProcessMesh
 
@@ -86,6 +90,38 @@ def test_the_watch_hears_the_applications_commits_only(make_db, tmp_path: Path):
         watch.close()
 
 
+def test_a_bulletin_tells_a_listener_of_the_others_news_only():
+    """What ``Listen`` waits on: a site's own changes never wake it; the posts that follow
+    the first closely go in one answer; a closed bulletin ends every wait at once."""
+    bulletin = Bulletin()
+    since = bulletin.mark()
+    bulletin.post(["nice"])
+    started = time.monotonic()
+    since, sites = bulletin.wait("nice", since, 0.5)
+    assert sites == [] and time.monotonic() - started >= 0.5, "its own change woke nice"
+
+    def later() -> None:
+        time.sleep(0.2)
+        bulletin.post(["lyon"])
+        time.sleep(0.02)
+        bulletin.post(["siege", "nice"])
+
+    poster = threading.Thread(target=later)
+    poster.start()
+    since, sites = bulletin.wait("nice", since, 10)
+    poster.join()
+    assert sites == ["lyon", "siege"]
+    assert bulletin.wait("nice", since, 0.1) == (since, [])
+
+    waiter: list[tuple[int, list[str]]] = []
+    blocked = threading.Thread(target=lambda: waiter.append(bulletin.wait("nice", since, 60)))
+    blocked.start()
+    time.sleep(0.1)
+    bulletin.close()
+    blocked.join(timeout=5)
+    assert waiter == [(since, [])]
+
+
 def test_a_commit_reaches_every_site_without_waiting_for_the_pause(fb_server, tmp_path):
     pause = 600
     mesh = ProcessMesh(fb_server, tmp_path, DDL,
@@ -114,3 +150,55 @@ def test_a_commit_reaches_every_site_without_waiting_for_the_pause(fb_server, tm
         assert time.monotonic() - started < pause
     finally:
         mesh.close()
+
+
+def test_a_site_that_cannot_be_dialled_hears_of_news_without_waiting_for_its_dial(
+        fb_server, tmp_path):
+    """nice dials out (``outbound_only``) every ten minutes and nobody can dial it: what
+    lyon commits reaches it through its Listen call, and what it commits reaches lyon
+    through the news round its push starts — both long before a dial or a pause."""
+    pause = dial_every = 600
+    mesh = ProcessMesh(fb_server, tmp_path, DDL, outbound={"nice"}, dial_every=dial_every,
+                       siege_toml=f"[siege]\ncontinuous = true\npause_seconds = {pause}\n")
+    try:
+        # Its first dial (at start) is over, and its call to the siège is open.
+        _until_rows(mesh, [])
+        _until_listening(mesh, "nice")
+        started = time.monotonic()
+        _run(mesh.connection("lyon"), "INSERT INTO SALE VALUES (1, 'Cr\u00eape', 4.20)")
+        _until_rows(mesh, [(1, "Cr\u00eape", 4.20)])
+        _run(mesh.connection("nice"), "INSERT INTO SALE VALUES (2, '\u00e0 emporter', 9.9)")
+        _until_rows(mesh, [(1, "Cr\u00eape", 4.20), (2, "\u00e0 emporter", 9.9)])
+        assert time.monotonic() - started < 120  # a fifth of the dial and of the pause
+    finally:
+        mesh.close()
+
+
+def _until_rows(mesh: ProcessMesh, wanted: list, seconds: float = 120) -> None:
+    """Until every site's SALE holds ``wanted`` (read directly from each database)."""
+    seen: dict[str, list] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for site in mesh.SITES:
+            con = mesh.open_as_sysdba(site)
+            try:
+                with transaction(con, READ_COMMITTED_RW) as tm:
+                    cur = tm.cursor()
+                    cur.execute("SELECT ID, LABEL, AMOUNT FROM SALE ORDER BY ID")
+                    seen[site] = [(i, label, float(a)) for i, label, a in cur.fetchall()]
+            finally:
+                con.close()
+        if all(rows == wanted for rows in seen.values()):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not every site holds {wanted}: {seen}")
+
+
+def _until_listening(mesh: ProcessMesh, site: str, seconds: float = 60) -> None:
+    """Until ``site``'s node logs that it listens to the siège for news."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if "listening to siege for news" in mesh.logs[site].read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{site} never listened to the siège")

@@ -383,6 +383,77 @@ def test_a_silent_push_stream_is_closed(tmp_path: Path) -> None:
         gate.close()
 
 
+def test_calls_that_wait_for_news_are_one_per_site_and_never_take_working_threads(
+        tmp_path: Path) -> None:
+    """``Listen`` calls (tidings.py) wait for a long time: each site keeps one (a second one
+    ends the first, as after a dead line), a bounded number in all, and while one is open
+    the same site's other calls are admitted as if it were not (per_peer 1 here)."""
+    from siege_sync.node.tidings import Bulletin
+
+    pki = Pki(tmp_path)
+    watcher = BundleWatcher(pki.site("nice"))
+    listen = "/siege.v1.SyncNode/Listen"
+    gate = Admission(watcher, "nice", Limits(workers=2, reserve=1, per_peer=1, listeners=2),
+                     set, waiting=frozenset({listen}))
+    server = grpc.server(ThreadPoolExecutor(max_workers=gate.limits.threads),
+                         interceptors=[gate])
+    bulletin = Bulletin()
+
+    def listening(request: sync_pb2.ListenRequest, context: grpc.ServicerContext
+                  ) -> Iterator[sync_pb2.Tidings]:
+        yield sync_pb2.Tidings(bulletin=bulletin.id)
+        since = 0
+        while context.is_active() and not bulletin.closed:
+            since, sites = bulletin.wait("", since, 0.2)
+            if sites:
+                yield sync_pb2.Tidings(from_sites=sites, mark=since)
+
+    def status_(request: sync_pb2.StatusRequest, context: grpc.ServicerContext
+                ) -> sync_pb2.StatusReply:
+        return sync_pb2.StatusReply(site="nice")
+
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "siege.v1.SyncNode", {
+            "Listen": grpc.unary_stream_rpc_method_handler(
+                listening, request_deserializer=sync_pb2.ListenRequest.FromString,
+                response_serializer=sync_pb2.Tidings.SerializeToString),
+            "Status": grpc.unary_unary_rpc_method_handler(
+                status_, request_deserializer=sync_pb2.StatusRequest.FromString,
+                response_serializer=sync_pb2.StatusReply.SerializeToString)}),))
+    port = server.add_secure_port("127.0.0.1:0", transport.server_credentials(watcher))
+    server.start()
+    address = f"127.0.0.1:{port}"
+    bundles = {s: load_bundle(pki.site(s)) for s in ("lyon", "brest", "vannes")}
+    channels = [channel(address, bundles[s], "nice") for s in ("lyon", "lyon", "brest", "vannes")]
+    try:
+        stubs = [sync_pb2_grpc.SyncNodeStub(ch) for ch in channels]
+        first = stubs[0].Listen(sync_pb2.ListenRequest(), timeout=30)
+        assert next(first).bulletin == bulletin.id
+        # lyon listens, yet its one working call is admitted.
+        assert stubs[0].Status(sync_pb2.StatusRequest(), timeout=5).site == "nice"
+        second = stubs[1].Listen(sync_pb2.ListenRequest(), timeout=30)
+        assert next(second).bulletin == bulletin.id
+        with pytest.raises(grpc.RpcError) as ended:
+            next(first)
+        assert ended.value.code() is grpc.StatusCode.CANCELLED, "lyon's older call ended"
+        brest = stubs[2].Listen(sync_pb2.ListenRequest(), timeout=30)
+        next(brest)
+        vannes = stubs[3].Listen(sync_pb2.ListenRequest(), timeout=30)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(vannes)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "waiting for news" in refused.value.details()
+        bulletin.post(["lyon"])
+        assert list(next(second).from_sites) == ["lyon"]
+        assert list(next(brest).from_sites) == ["lyon"]
+    finally:
+        bulletin.close()
+        for ch in channels:
+            ch.close()
+        server.stop(0).wait()
+        gate.close()
+
+
 def test_a_password_written_in_a_config_others_may_read_is_refused(tmp_path: Path) -> None:
     from siege_sync.node import config
 

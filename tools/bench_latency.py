@@ -24,9 +24,12 @@ siège carries a second, both ways, with ``--line`` (the siège dials each site 
 counting proxy, ``tools.faultline``, which adds latency; a site's own ``News`` call goes
 around it: a few hundred bytes each); null without it.
 
-Not measured here: a site that dials out (``outbound_only``): it exchanges as soon as it
-commits, but what others commit reaches it at its next ``dial_every`` (its long-lived stream
-is not built yet).
+One of the five, ``vannes``, cannot be dialled (``outbound_only``, ``dial_every`` 600 s:
+its dials never come within the run): what it commits goes out through the exchange its
+commit starts, and what the others commit reaches it through its ``Listen`` call to the
+siège (node/tidings.py). ``commit_to_outbound_p50_s`` / ``_p95_s``: the time until vannes
+holds a sale committed elsewhere; ``commit_from_outbound_p50_s``: until the four others hold
+one committed at vannes. Its line is not counted by ``--line`` (it dials the siège itself).
 """
 
 from __future__ import annotations
@@ -64,6 +67,10 @@ class FiveSites(ProcessMesh):
     SITES = ("siege", "lyon", "nice", "brest", "vannes")
 
 
+OUTBOUND = "vannes"
+DIAL_EVERY_S = 600.0
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -75,8 +82,10 @@ def run(commits: int, rate: float, pause: float, idle: float, line: bool = False
     with tempfile.TemporaryDirectory(prefix="siege-latency-") as tmp, \
             FirebirdServer(Path(tmp) / "server") as server:
         mesh = FiveSites(server, Path(tmp) / "mesh", DDL, faulty_lines=line,
+                         outbound={OUTBOUND}, dial_every=DIAL_EVERY_S,
                          siege_toml=f"[siege]\ncontinuous = true\npause_seconds = {pause}\n")
         readers = {s: mesh.open_as_sysdba(s) for s in FiveSites.SITES}
+        lines = max(len(mesh.lines), 1)  # the dialled sites' (vannes dials the siège itself)
 
         def poll() -> None:
             while not stop.is_set():
@@ -130,13 +139,17 @@ def run(commits: int, rate: float, pause: float, idle: float, line: bool = False
             finally:
                 siege.close()
             mesh.close()
-    latencies, missing = [], 0
+    latencies, missing, to_outbound, from_outbound = [], 0, [], []
     for key, (site, at) in committed.items():
         others = [seen[s].get(key) for s in FiveSites.SITES if s != site]
         if any(t is None for t in others):
             missing += 1
             continue
         latencies.append(max(others) - at)  # type: ignore[type-var]
+        if site == OUTBOUND:
+            from_outbound.append(latencies[-1])
+        else:
+            to_outbound.append(seen[OUTBOUND][key] - at)
     scheduled = [_seconds(r) for r in done if r.trigger == "schedule" and r.ended]
     round_s = statistics.median(scheduled) if scheduled else None
     p50 = _percentile(latencies, 0.5) if latencies else None
@@ -146,6 +159,9 @@ def run(commits: int, rate: float, pause: float, idle: float, line: bool = False
         else None,
         "commit_to_visible_max_s": round(max(latencies), 3) if latencies else None,
         "commits": len(committed), "not_visible": missing,
+        "commit_to_outbound_p50_s": _rounded(to_outbound, 0.5),
+        "commit_to_outbound_p95_s": _rounded(to_outbound, 0.95),
+        "commit_from_outbound_p50_s": _rounded(from_outbound, 0.5),
         "news_rounds": sum(1 for r in done if r.trigger == "news"),
         "scheduled_rounds": len(scheduled),
         "scheduled_round_s": None if round_s is None else round(round_s, 3),
@@ -157,11 +173,15 @@ def run(commits: int, rate: float, pause: float, idle: float, line: bool = False
         "busy_cpu_siege": busy_share["siege"],
         "busy_cpu_site": round(statistics.mean(v for k, v in busy_share.items()
                                                if k != "siege"), 4),
-        "idle_line_bytes_per_s_site": round(idle_line / (len(FiveSites.SITES) - 1))
+        "idle_line_bytes_per_s_site": round(idle_line / lines)
         if line else None,
-        "busy_line_bytes_per_s_site": round(busy_line / (len(FiveSites.SITES) - 1))
+        "busy_line_bytes_per_s_site": round(busy_line / lines)
         if line else None,
     }
+
+
+def _rounded(values: list[float], q: float) -> float | None:
+    return round(_percentile(values, q), 3) if values else None
 
 
 def _carried(mesh: ProcessMesh) -> int:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -167,14 +167,17 @@ class ProcessMesh:
     what an application is granted on the user tables, instead of SYSDBA.
     ``faulty_lines``: the siège reaches each site through a ``tools.faultline.FaultyLine``
     (``self.lines[site]``), which can cut or stall the connections.
-    ``env``: extra environment of a site's node process (e.g. a skewed clock)."""
+    ``env``: extra environment of a site's node process (e.g. a skewed clock).
+    ``outbound``: sites that cannot be dialled (``outbound_only``, dialling in every
+    ``dial_every`` seconds); the others' configs give them a port nobody listens on."""
 
     SITES = ("siege", "lyon", "nice")
     APP_PASSWORD = "app-pw"
 
     def __init__(self, server, folder: Path, ddl: list[str], siege_toml: str = "",
                  app_user: str | None = None, faulty_lines: bool = False,
-                 env: dict[str, dict[str, str]] | None = None) -> None:
+                 env: dict[str, dict[str, str]] | None = None,
+                 outbound: Collection[str] = (), dial_every: float = 60.0) -> None:
         import uuid
 
         from tools.faultline import FaultyLine
@@ -183,6 +186,7 @@ class ProcessMesh:
         self.app_user = app_user
         self.env = env or {}
         self.lines: dict[str, FaultyLine] = {}
+        self.logs: dict[str, Path] = {}
         self.pki = Pki(folder)
         self.pki.admin("ops")
         self.ports = {s: free_port() for s in self.SITES}
@@ -209,10 +213,12 @@ class ProcessMesh:
                          'user = "SYSDBA"', 'password_file = "db.pw"', "[node]",
                          f'listen = "127.0.0.1:{self.ports[site]}"', f'bundle = "{bundle}"',
                          'siege = "siege"']
+                if site in outbound:
+                    lines += ["outbound_only = true", f"dial_every = {dial_every:g}"]
                 for peer in self.SITES:
                     if peer != site:
-                        port = self.ports[peer]
-                        if faulty_lines and site == "siege":
+                        port = self.ports[peer] if peer not in outbound else free_port()
+                        if faulty_lines and site == "siege" and peer not in outbound:
                             self.lines[peer] = FaultyLine(port)
                             port = self.lines[peer].port
                         lines += [f"[peers.{peer}]", f'address = "127.0.0.1:{port}"']
@@ -238,19 +244,24 @@ class ProcessMesh:
         return ch, sync_pb2_grpc.SyncNodeStub(ch)
 
     def start(self, site: str) -> None:
-        """Start ``site``'s node and wait until it serves (its stderr if it exits)."""
+        """Start ``site``'s node and wait until it serves (its log if it exits). Its log
+        goes to ``self.logs[site]`` (appended at each start): a pipe nobody reads would
+        stop a chatty node once full."""
         import grpc
 
         from siege_sync.proto import sync_pb2
 
-        proc = self.procs[site] = subprocess.Popen(
-            [sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
-             self.configs[site]], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "GRPC_VERBOSITY": "ERROR", **self.env.get(site, {})})
+        log = self.logs[site] = self.folder / f"{site}.log"
+        with log.open("ab") as out:
+            proc = self.procs[site] = subprocess.Popen(
+                [sys.executable, "-m", "siege_sync.node.cli", "run", "--config",
+                 self.configs[site]], stdout=subprocess.DEVNULL, stderr=out,
+                env={**os.environ, "GRPC_VERBOSITY": "ERROR", **self.env.get(site, {})})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{site}'s node exited: {proc.stderr.read().decode()}")
+                said = log.read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"{site}'s node exited: {said}")
             ch, stub = self.stub(site)
             with ch:
                 try:

@@ -19,7 +19,10 @@ handlers receive bytes and decode them only after admission), it:
   of streams from one or several sites never keeps the siège, a stand-in, an operator or
   the node itself from being answered (RESOURCE_EXHAUSTED, retried by the caller's next
   round);
-* closes a call streaming requests (Push) whose caller sends nothing for ``idle_s`` seconds.
+* closes a call streaming requests (Push) whose caller sends nothing for ``idle_s`` seconds;
+* keeps apart the calls that only wait (``waiting`` methods: ``Listen``, tidings.py): at most
+  one per caller — a new one ends the one before (a listener calls again after a dead line)
+  — and ``listeners`` in all, on threads of their own, never counted with the others.
 
 Which call a caller's kind may make (a site may not start an exchange...) stays with each
 service (``service.Gatekeeper``): this module decides only whether to start the work — and
@@ -51,12 +54,19 @@ STALE_LOG_S = 3600.0  # a revocation list past its next update is logged this of
 class Limits:
     """``workers``: the server's threads (each call in progress holds one); ``reserve``:
     how many of them only the privileged may take; ``per_peer``: calls in progress per
-    plain site; ``idle_s``: the longest silence of a caller streaming requests."""
+    plain site; ``idle_s``: the longest silence of a caller streaming requests;
+    ``listeners``: waiting calls at once, on threads added to ``workers``."""
 
     workers: int = 16
     reserve: int = 6
     per_peer: int = 4
     idle_s: float = 120.0
+    listeners: int = 0
+
+    @property
+    def threads(self) -> int:
+        """The server's thread pool."""
+        return self.workers + self.listeners
 
 
 @dataclass
@@ -65,6 +75,7 @@ class _Call:
     privileged: bool
     context: grpc.ServicerContext
     streaming: bool
+    waiting: bool = False
     last: float = field(default_factory=time.monotonic)
 
 
@@ -76,9 +87,13 @@ class Admission(grpc.ServerInterceptor):
 
     def __init__(self, watcher: BundleWatcher, site: str, limits: Limits,
                  privileged: Callable[[], set[str]],
-                 members: Callable[[], set[str]] | None = None) -> None:
+                 members: Callable[[], set[str]] | None = None,
+                 waiting: frozenset[str] = frozenset()) -> None:
         """``members()``: the sites this node serves (its ``[peers]``, the siège); None:
-        every site of the mesh (a node waiting for its copy serves the siège's)."""
+        every site of the mesh (a node waiting for its copy serves the siège's).
+        ``waiting``: the full names of the methods whose calls only wait
+        (``/siege.v1.SyncNode/Listen``)."""
+        self._waiting = waiting
         self._watcher = watcher
         self._site = site
         self._limits = limits
@@ -127,11 +142,14 @@ class Admission(grpc.ServerInterceptor):
                          "admin certificate")
         privileged = (ident.kind is Kind.ADMIN or ident.name == self._site
                       or ident.name in self._privileged())
+        if method in self._waiting:
+            return self._admit_waiting(context, method, ident.name)
         limits = self._limits
         with self._lock:
-            mine = sum(1 for c in self._calls.values() if c.who == ident.name)
-            plain = sum(1 for c in self._calls.values() if not c.privileged)
-            total = len(self._calls)
+            working = [c for c in self._calls.values() if not c.waiting]
+            mine = sum(1 for c in working if c.who == ident.name)
+            plain = sum(1 for c in working if not c.privileged)
+            total = len(working)
             why = None
             if not privileged and mine >= limits.per_peer:
                 why = f"{mine} calls of {ident.name} are in progress (at most {limits.per_peer})"
@@ -146,6 +164,24 @@ class Admission(grpc.ServerInterceptor):
         if why is not None:
             self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"{method} from {ident.name} refused: {why}; try again later")
+        return slot
+
+    def _admit_waiting(self, context: grpc.ServicerContext, method: str, who: str) -> int:
+        with self._lock:
+            before = [s for s, c in self._calls.items() if c.waiting and c.who == who]
+            listening = sum(1 for c in self._calls.values() if c.waiting)
+            if not before and listening >= self._limits.listeners:
+                why = f"{listening} calls waiting for news are open (at most " \
+                      f"{self._limits.listeners})"
+            else:
+                why = None
+                for old in before:  # its line died, or it called again: the new one counts
+                    self._calls.pop(old).context.cancel()
+                slot = next(self._ids)
+                self._calls[slot] = _Call(who, False, context, False, waiting=True)
+        if why is not None:
+            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{method} from {who} refused: {why}; try again later")
         return slot
 
     def heard(self, slot: int) -> None:

@@ -123,6 +123,8 @@ class ApplyResult:
     refused: list[str] = field(default_factory=list)  # per origin: why its events stopped
     # Per origin: its next transaction needs a row an open local transaction holds.
     busy: dict[tuple[str, int], str] = field(default_factory=dict)
+    # The sites whose applied transactions changed more than their heartbeat (tidings.py).
+    news_from: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -387,6 +389,8 @@ class Applier:
                     del incoming[origin][item.event.seq]
                 result.applied_events += len(tx)
                 result.applied_transactions += 1
+                if len(tx) > 1 or tx[0].event.table != HEARTBEAT_TABLE:
+                    result.news_from.add(origin[0])
             pace.applied()
         for origin, reason in sorted(waiting.items()):
             log.info("[%s] %s", self._site, reason)

@@ -50,6 +50,7 @@ from .join import JoinError, Restorer, database_exists, move_under_way
 from .news import CommitWatch
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
+from .tidings import Listener
 from .transport import SERVER_OPTIONS, BundleWatcher, server_credentials
 from .vector import Vector
 
@@ -68,6 +69,7 @@ RESYNC_LOG_S = 3600.0  # the same need said again in the log at most this often
 NEEDS_RESYNC = "needs_resync"  # SYNC$STATE: why this site needs a resync ("" when not)
 CRL_NUMBER = "crl_number"  # SYNC$STATE: the highest revocation list number this node used
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
+LISTEN_METHOD = "/" + sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name + "/Listen"
 
 
 class NodeError(Exception):
@@ -124,6 +126,7 @@ class Node:
         # A role's ear for news (a site committed changes): whether a round follows now.
         self.news_hooks: list[Callable[[str], bool]] = []
         self._commits: CommitWatch | None = None
+        self._listener: Listener | None = None  # (a site that dials out: tidings.py)
         self._dial_now = threading.Event()  # the dial-out loop's wake
         self._news_unwanted_until = 0.0  # (monotonic) no coordinator took news
         self._announcer: Announcer | None = None
@@ -155,9 +158,12 @@ class Node:
             raise
 
     def _start(self) -> int:
-        self._admission = Admission(self.watcher, self.cfg.site, Limits(),
+        # Every site it serves may keep one Listen call open (tidings.py), on threads that
+        # are added for them.
+        self._admission = Admission(self.watcher, self.cfg.site,
+                                    Limits(listeners=len(self._members())),
                                     lambda: set(self.service_cfg.coordinators(self.cfg.site)),
-                                    self._members)
+                                    self._members, waiting=frozenset({LISTEN_METHOD}))
         server, port = _listen(self.service_cfg.listen, self.watcher, self._admission)
         self._server = server
         # Requests are decoded by the service, so garbage is refused as INVALID_ARGUMENT.
@@ -197,6 +203,9 @@ class Node:
             self._every(svc.announce_every, lambda: self.announce(port), "announce")
         if svc.outbound_only:
             self._every(svc.dial_every, self.dial_out, "dial-out", wake=self._dial_now)
+            self._listener = Listener(self.cfg.site, self._listen_to,
+                                      lambda: self.watcher.refresh()[0], self._dial_now.set)
+            self._listener.start()
         self._commits = CommitWatch(self.cfg.site, self.cfg.database, self.on_commit)
         self._commits.start()
         if svc.siege and svc.siege != self.cfg.site:
@@ -261,6 +270,16 @@ class Node:
                     ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
         return None
 
+    def _listen_to(self) -> list[tuple[str, str]]:
+        """Where a site that dials out listens for news: the coordinator it would dial."""
+        for site in self.service_cfg.coordinators(self.cfg.site):
+            if site == self.cfg.site:
+                continue
+            reached = self.addresses.reach(site).candidate
+            if reached is not None:
+                return [(site, reached.address)]
+        return []
+
     def heard_news(self, site: str) -> bool:
         """``site`` (this one, or one that said so) committed changes: whether a round with
         it follows now (a role that coordinates, in continuous mode)."""
@@ -272,7 +291,9 @@ class Node:
     def on_commit(self) -> None:
         """The application committed changes here (news.py): a site that dials out
         exchanges now; otherwise this node's own role, or the first coordinator that takes
-        it, runs a round with this site now. None taking it: the schedule brings them."""
+        it, runs a round with this site now. None taking it: the schedule brings them.
+        Sites that dial out and listen here are told (tidings.py)."""
+        self.replica.bulletin.post((self.cfg.site,))
         if self.service_cfg.outbound_only:
             self._dial_now.set()
             return
@@ -446,6 +467,10 @@ class Node:
         if self._commits is not None:
             self._commits.close()
             self._commits = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self.replica.bulletin.close()  # the calls listening here end now, not at the grace
         for role in self.roles:
             if hasattr(role, "close"):
                 role.close()
@@ -577,7 +602,7 @@ def _listen(listen: str, watcher: BundleWatcher, admission: Admission
     """A gRPC server on mutual TLS only, bound to ``listen`` (not started); its port. Every
     call goes through ``admission`` first (who, how many at once)."""
     # No SO_REUSEPORT: a second node on the same port must fail, not share it.
-    workers = admission.limits.workers
+    workers = admission.limits.threads
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[*SERVER_OPTIONS, ("grpc.so_reuseport", 0)],
                          compression=grpc.Compression.Gzip, interceptors=[admission],

@@ -47,6 +47,7 @@ from .publish import Publisher
 from .schema import FINGERPRINT_VERSION, fingerprint_version, introspect
 from .schemacache import SchemaCache
 from .seal import Forged, Sealer, Unknown, Verifier
+from .tidings import Bulletin
 from .upgrade import drift
 from .vector import Origin, Vector
 
@@ -126,6 +127,8 @@ class Replica:
         self._claim: _Claim | None = None
         self._caught_up = False
         self._shut = False  # closed for good (the node stops): never reopened
+        # Whose changes this site got: told to the sites listening (tidings.py).
+        self.bulletin = Bulletin()
         self._attach(con)
 
     def _attach(self, con: Connection) -> None:
@@ -682,7 +685,10 @@ class Replica:
                 self._caught_up = True
             return self._applier.apply(batch, hold)
 
-        return self._retrying(step)
+        result = self._retrying(step)
+        if result.news_from:
+            self.bulletin.post(result.news_from)
+        return result
 
     def status(self, digests: bool = False) -> tuple[status.CaptureStatus, list[TableDigest]]:
         def step() -> tuple[status.CaptureStatus, list[TableDigest]]:
@@ -717,6 +723,7 @@ class Receiver:
         # Origins whose next transaction needs a row an open local transaction holds: not
         # tried again in this stream (each try would wait for the lock again).
         self.busy: dict[tuple[str, int], str] = {}
+        self.news_from: set[str] = set()  # whose changes (not only heartbeats) it applied
 
     @property
     def waiting(self) -> int:
@@ -752,6 +759,7 @@ class Receiver:
         self.already_applied += result.already_applied
         self.refused.extend(r for r in result.refused if r not in self.refused)
         self.waiting_for = result.waiting_for
+        self.news_from |= result.news_from
         return result
 
     def finish(self) -> None:

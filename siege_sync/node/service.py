@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError, Message
 
 from ..certs import CertError, Kind, PeerIdentity, Role, from_auth_context
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import capture, guardwatch, keysources, ranges, repair
+from . import capture, guardwatch, keysources, ranges, repair, tidings
 from .admission import relaying_only_if_coordinator
 from .apply import ApplyError, printable
 from .blobs import BlobError
@@ -272,6 +272,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         except DatabaseError as exc:
             self._database_cannot_write(context, exc)
             raise
+        else:
             receiver.finish()
         finally:
             receiver.close()
@@ -286,6 +287,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
                      caller.name)
         if self._traffic is not None:
             self._traffic(caller.name, reply.applied_events, 0)
+        if receiver.news_from and self._news is not None:
+            # A site that dials in brought changes: a coordinator in continuous mode passes
+            # them on now (a round gathering from it), not after its pause.
+            self._news(caller.name)
         return reply
 
     def Announce(self, request: sync_pb2.AnnounceRequest,
@@ -312,6 +317,23 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
              context: grpc.ServicerContext) -> sync_pb2.NewsReply:
         caller = self._caller(context, Kind.SITE)
         return sync_pb2.NewsReply(taken=self._news is not None and self._news(caller.name))
+
+    def Listen(self, request: sync_pb2.ListenRequest,
+               context: grpc.ServicerContext) -> Iterator[sync_pb2.Tidings]:
+        caller = self._caller(context, Kind.SITE)
+        bulletin = self._replica.bulletin
+        ends = time.monotonic() + min(request.seconds or tidings.CALL_S, tidings.CALL_S)
+        mark = bulletin.mark()
+        since = request.after if request.bulletin == bulletin.id and request.after <= mark \
+            else mark
+        yield sync_pb2.Tidings(bulletin=bulletin.id, mark=since)  # (the call is open)
+        while context.is_active() and not bulletin.closed:
+            left = ends - time.monotonic()
+            if left <= 0:
+                return
+            since, sites = bulletin.wait(caller.name, since, min(left, tidings.CHECK_S))
+            if sites:
+                yield sync_pb2.Tidings(from_sites=sites, bulletin=bulletin.id, mark=since)
 
     def RestoreStatus(self, request: sync_pb2.RestoreStatusRequest,
                       context: grpc.ServicerContext) -> sync_pb2.RestoreStatusReply:

@@ -413,6 +413,26 @@ class NewsReply(_message.Message):
     taken: bool
     def __init__(self, taken: bool = ...) -> None: ...
 
+class ListenRequest(_message.Message):
+    __slots__ = ("seconds", "bulletin", "after")
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BULLETIN_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    seconds: int
+    bulletin: str
+    after: int
+    def __init__(self, seconds: _Optional[int] = ..., bulletin: _Optional[str] = ..., after: _Optional[int] = ...) -> None: ...
+
+class Tidings(_message.Message):
+    __slots__ = ("from_sites", "bulletin", "mark")
+    FROM_SITES_FIELD_NUMBER: _ClassVar[int]
+    BULLETIN_FIELD_NUMBER: _ClassVar[int]
+    MARK_FIELD_NUMBER: _ClassVar[int]
+    from_sites: _containers.RepeatedScalarFieldContainer[str]
+    bulletin: str
+    mark: int
+    def __init__(self, from_sites: _Optional[_Iterable[str]] = ..., bulletin: _Optional[str] = ..., mark: _Optional[int] = ...) -> None: ...
+
 class SnapshotChunk(_message.Message):
     __slots__ = ("join_id", "offset", "data", "total", "sha256", "source")
     JOIN_ID_FIELD_NUMBER: _ClassVar[int]

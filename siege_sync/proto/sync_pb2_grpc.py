@@ -94,6 +94,11 @@ class SyncNodeStub(object):
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.NewsRequest.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_sync__pb2.NewsReply.FromString,
                 _registered_method=True)
+        self.Listen = channel.unary_stream(
+                '/siege.v1.SyncNode/Listen',
+                request_serializer=siege__sync_dot_proto_dot_sync__pb2.ListenRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_sync__pb2.Tidings.FromString,
+                _registered_method=True)
         self.RestoreStatus = channel.unary_unary(
                 '/siege.v1.SyncNode/RestoreStatus',
                 request_serializer=siege__sync_dot_proto_dot_sync__pb2.RestoreStatusRequest.SerializeToString,
@@ -189,6 +194,13 @@ class SyncNodeServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Listen(self, request, context):
+        """A site that cannot be dialled: told as soon as this node holds other sites' changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RestoreStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -263,6 +275,11 @@ def add_SyncNodeServicer_to_server(servicer, server):
                     servicer.News,
                     request_deserializer=siege__sync_dot_proto_dot_sync__pb2.NewsRequest.FromString,
                     response_serializer=siege__sync_dot_proto_dot_sync__pb2.NewsReply.SerializeToString,
+            ),
+            'Listen': grpc.unary_stream_rpc_method_handler(
+                    servicer.Listen,
+                    request_deserializer=siege__sync_dot_proto_dot_sync__pb2.ListenRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_sync__pb2.Tidings.SerializeToString,
             ),
             'RestoreStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.RestoreStatus,
@@ -599,6 +616,33 @@ class SyncNode(object):
             '/siege.v1.SyncNode/News',
             siege__sync_dot_proto_dot_sync__pb2.NewsRequest.SerializeToString,
             siege__sync_dot_proto_dot_sync__pb2.NewsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Listen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/siege.v1.SyncNode/Listen',
+            siege__sync_dot_proto_dot_sync__pb2.ListenRequest.SerializeToString,
+            siege__sync_dot_proto_dot_sync__pb2.Tidings.FromString,
             options,
             channel_credentials,
             insecure,
