@@ -13,7 +13,8 @@ it at once — this node's own role (``news_hooks``), else the first coordinator
 Also the node's presence on the mesh (discovery.py): zeroconf on the LAN interfaces it is
 given, its port announced to the sites that may coordinate every ``announce_every``, and —
 for a site that cannot be dialled (``outbound_only``) — its own exchange with the best
-reachable coordinator every ``dial_every``.
+reachable coordinator every ``dial_every``, and at once when that coordinator tells it, on
+the one call the site keeps open to it, that it holds others' changes (tidings.py).
 
 Signals are installed after the database is attached: the Firebird client library installs
 its own handlers at the first attach and would otherwise replace ours. On Windows SIGTERM is

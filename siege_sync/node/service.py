@@ -3,9 +3,11 @@
 Owns authorization per call. The caller's identity comes from its TLS certificate only
 (never a request field); ``admission.py`` already refused unknown, revoked and unconfigured
 callers before any byte was read, and this module checks again what each call needs. Sites
-may hello, pull, push and ask for status; events of origin X are accepted only from X itself
-or from a caller whose certificate carries the *relay* role and whom this node's config lets
-coordinate (and only as X signed them: ``seal.py``, in the applier); admin certificates
+may hello, pull, push, ask for status, say they have news and listen for others' (a push
+that brings a site's changes is news too: a coordinator passes them on at once); events of
+origin X are accepted only from X itself or from a caller whose certificate carries the
+*relay* role and whom this node's config lets coordinate (and only as X signed them:
+``seal.py``, in the applier); admin certificates
 (``siege-ctl``) may ask for status and start an exchange, as may the node itself. Every
 refusal is logged here with its real reason — the caller often sees only a bare status code.
 A site whose hello carries merge policies that differ from this node's (``[policies]``) is
