@@ -66,7 +66,7 @@ os-deps:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard siege_sync/i18n/locale/*/LC_MESSAGES/*.po)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
@@ -74,3 +74,9 @@ $(VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The operator's texts (issue 23): extract them from the code into the French catalog
+# (siege_sync/i18n/locale/fr/LC_MESSAGES/siege_sync.po) and list the untranslated ones.
+.PHONY: catalog
+catalog: venv
+	$(VENV)/bin/python tools/catalog.py

@@ -90,7 +90,7 @@ def test_a_partial_round_is_emailed_once_per_rate_limit(smtp):
     alerter.after_round(report("partial", errors=["UNAVAILABLE: connection refused"]))
     assert len(inbox.messages) == 1
     msg = inbox.messages[0]
-    assert "round 7 PARTIAL" in msg["Subject"] and msg["To"] == "it@example.net"
+    assert "sync 7 PARTIAL" in msg["Subject"] and msg["To"] == "it@example.net"
     body = msg.get_payload()
     assert "nice" in body and "connection refused" in body and "did NOT complete" in body
     alerter.after_round(report("partial"))  # the same kind again, within the hour
@@ -105,7 +105,7 @@ def test_silent_sites_parked_transactions_and_clock_offsets_are_separate_alerts(
     subjects = sorted(str(make_header(decode_header(m["Subject"]))) for m in inbox.messages)
     assert len(subjects) == 4
     assert any("reachable but silent" in s for s in subjects)
-    assert any("2 transaction(s) of nice held at the siège" in s for s in subjects)
+    assert any("2 transactions of nice held at the siège" in s for s in subjects)
     assert any("clock is off by +3600 s" in s for s in subjects)
 
 
@@ -178,7 +178,7 @@ def test_expiring_certificates_little_disk_and_a_large_log_are_alerts(smtp):
     assert len(subjects) == 3, subjects
     assert any("lyon's certificate expires in 12 days" in s for s in subjects)
     assert any("only 50 MB free" in s for s in subjects)
-    assert any("log holds 5000 events" in s for s in subjects)
+    assert any("log holds 5,000 changes" in s for s in subjects)
 
 
 def test_continuous_mode_runs_rounds_back_to_back(tmp_path):

@@ -64,7 +64,7 @@ def digests(mesh, table: str) -> set[str]:
 def line_of(out: str, site: str, table: str) -> list[str]:
     """The report's row for ``site`` and ``table`` (after the progress bars)."""
     for line in out.split("matched  missing", 1)[1].splitlines():
-        cells = line.split()
+        cells = line.replace(",", "").split()  # (numbers are written 19,995)
         if cells[:2] == [site, table]:
             return cells
     raise AssertionError(f"no line for {site} {table} in:\n{out}")

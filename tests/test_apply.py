@@ -631,7 +631,7 @@ def test_a_losing_version_is_listed_and_reapplied_by_hand(make_db, tmp_path, cap
     assert "column" in line and loser_value in line
     assert main(["status", "-c", str(node)]) == 0
     out = capsys.readouterr().out
-    assert "losing versions:       1 on record" in out and "applied from siege" in out
+    assert "changes set aside:     1 on record" in out and "applied from siege" in out
     assert main(["conflicts", "-c", str(node), "--reapply", line.split()[0]]) == 0
     assert "re-applied" in capsys.readouterr().out
     appliers["lyon"].apply([])

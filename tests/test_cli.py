@@ -63,10 +63,10 @@ def test_install_tables_publish_status_uninstall(node_config, capsys, tmp_path):
     with open(node_config, "a") as f:
         f.write(f'[node]\nlisten = "127.0.0.1:1"\nbundle = "{bundle}"\nsiege = "lyon"\n')
     assert main(["publish", "-c", str(node_config)]) == 0
-    assert "published 1 events from 1 transactions (seq 1..1)" in capsys.readouterr().out
+    assert "published 1 change (1 transaction) (seq 1..1)" in capsys.readouterr().out
     assert main(["status", "-c", str(node_config)]) == 0
     out = capsys.readouterr().out
-    assert "published events:      1" in out and "waiting to publish:    0" in out
+    assert "published changes:     1" in out and "waiting to publish:    0" in out
     assert main(["uninstall", "-c", str(node_config)]) == 0
     assert "SYNC$LOG" in capsys.readouterr().out
 

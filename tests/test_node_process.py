@@ -76,8 +76,9 @@ def test_three_node_processes_converge_and_stop_cleanly(processes):
     assert next(iter(digests))[0][2] > 0
     for site, proc in procs.items():
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, f"{site}: {proc.stderr.read().decode()[-2000:]}"
-        assert f"site={site}" in proc.stderr.read().decode()
+        said = mesh.logs[site]  # (the node's log: ProcessMesh writes it to a file)
+        assert proc.wait(timeout=30) == 0, f"{site}: {said.read_text()[-2000:]}"
+        assert f"site={site}" in said.read_text()
 
 
 def test_run_refuses_a_bundle_of_another_site_clearly(processes, tmp_path):
@@ -207,7 +208,7 @@ def test_the_siege_as_processes_a_site_down_is_partial_emailed_and_caught_up(fb_
             cur.execute("SELECT ID FROM ITEMS ORDER BY ID")
             assert [r[0] for r in cur.fetchall()] == [1, 2]
         listed = ctl("report", "list")
-        assert [line.split()[3] for line in listed.stdout.splitlines()[2:]] == [
+        assert [line.split()[6] for line in listed.stdout.splitlines()[2:]] == [
             "complete", "partial", "complete"]
     finally:
         if mesh is not None:

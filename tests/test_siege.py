@@ -174,7 +174,7 @@ def test_a_report_prints_as_html_and_as_a_pdf_a_person_can_read(mesh, tmp_path):
     assert "PARTIAL" in page_html and "nice" in page_html and "did NOT complete" in page_html
     pdf = pypdfium2.PdfDocument(str(pdf_file))
     text = pdf[0].get_textpage().get_text_range()
-    assert "Sync round 1: PARTIAL" in text and "lyon" in text and "nice" in text
+    assert "Sync 1: PARTIAL" in text and "lyon" in text and "nice" in text
     assert "did NOT complete" in text.replace("\r\n", " ").replace("\n", " ")
     image = pdf[0].render(scale=1).to_pil()  # the page renders: a person can look at it
     image.save(tmp_path / "r.png")
@@ -220,7 +220,7 @@ def test_rounds_purge_what_every_site_holds_and_nothing_else(mesh):
     assert all(stored_segments(c) == 0 for c in mesh.cons.values()), \
         [stored_segments(c) for c in mesh.cons.values()]
     shown = ctl(mesh, "report", "show", "1")
-    assert "purged mesh-wide: " in shown.stdout and "purged mesh-wide: 0" not in shown.stdout
+    assert "purged everywhere: " in shown.stdout and "purged everywhere: 0" not in shown.stdout
     # Life goes on after a purge: new events flow (the siège's own too: its chain is checked
     # against peers whose last event of it is purged everywhere), old rows stay.
     run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (10, 'after')")

@@ -8,10 +8,11 @@ drives it as an operator would with ``siege-ctl``: ``test``, ``manual`` rounds w
 and their reports, while the sites' users work — sales everywhere, one customer and one
 invoice edited at two sites at once, an invoice deleted at one site while another records a
 payment for it, a transaction held open across a round. Ends with what each site holds
-(digests) and the versions on record.
+(digests) and the changes set aside on record.
 
 Everything lives in a temporary folder (``--keep DIR`` keeps it). No network beyond
-127.0.0.1.
+127.0.0.1. It speaks the shell's language (``LANG=fr_FR.UTF-8 make demo``: French), and so
+do the siège's reports (its ``[operator] language``) and ``siege-ctl``.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from siege_sync.i18n import _, use_for_command_line  # noqa: E402
 from siege_sync.node import conflicts  # noqa: E402
 from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
 from siege_sync.node.digest import table_digest  # noqa: E402
 from siege_sync.node.schema import introspect  # noqa: E402
+from siege_sync.siege.reports import word  # noqa: E402
 from tools.localmesh import LocalMesh  # noqa: E402
 
 SCHEMA = [
@@ -103,15 +106,18 @@ def sell(con, site: str, n: int) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", type=Path, help="keep the mesh's files in this folder")
+    language = use_for_command_line()
+    parser = argparse.ArgumentParser(description=_(
+        "make demo: a local mesh of three sites on embedded Firebird, syncing over mTLS."))
+    parser.add_argument("--keep", type=Path, help=_("keep the mesh's files in this folder"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     folder = Path(tempfile.mkdtemp(prefix="siege-demo-")) if args.keep is None else args.keep
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"demo mesh in {folder}: sites {', '.join(SITES)} (siège relays), mTLS on loopback")
+    print(_("demo mesh in {folder}: sites {sites} (the siège relays), mTLS on loopback").format(
+        folder=folder, sites=", ".join(SITES)))
     started = time.monotonic()
-    mesh = LocalMesh(folder, SITES, SCHEMA)
+    mesh = LocalMesh(folder, SITES, SCHEMA, language=language)
     mesh.pki.admin("ops")
     (folder / "siege-ctl.toml").write_text(
         f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\n'
@@ -129,9 +135,9 @@ def main() -> int:
         ctl(folder, "test")
         ctl(folder, "manual")
 
-        print("... a day of work: sales everywhere, two sites editing the same customer and "
-              "invoice, an invoice deleted while another site pays it, a transaction left "
-              "open at lyon\n")
+        print(_("... a day of work: sales everywhere, two sites editing the same customer and "
+                "invoice, an invoice deleted while another site pays it, a transaction left "
+                "open at lyon") + "\n")
         for n in range(1, 41):
             sell(cons[("lyon", "nice")[n % 2]], ("lyon", "nice")[n % 2], n)
         sql(cons["lyon"], ("UPDATE CUSTOMER SET PHONE = '0472999999' WHERE ID = 1", ()))
@@ -149,18 +155,19 @@ def main() -> int:
         cur = held.cursor()
         cur.execute("INSERT INTO CUSTOMER (ID, NAME, CITY) VALUES (3, 'Fleurs Dubois', 'Lyon')")
         ctl(folder, "manual")
-        print("... lyon's open transaction commits now; the next round carries it\n")
+        print(_("... lyon's open transaction commits now; the next sync carries it") + "\n")
         cur.close()
         held.commit()
         held.close()
         ctl(folder, "manual")
         ctl(folder, "report", "list")
         ctl(folder, "status")
-        ctl(folder, "report", "show", "2", "--pdf", str(folder / "round-2.pdf"))
+        ctl(folder, "report", "show", "2", "--pdf", str(folder / _("sync-2.pdf")))
 
         tables = ("CUSTOMER", "PRODUCT", "INVOICE", "INVOICE_LINE", "PAYMENT",
                   "ACCOUNT_ENTRY")
-        header = f"{'site':<7}" + "".join(f"{t.lower():>15}" for t in tables) + "  digest"
+        header = f"{_('site'):<14}" + "".join(f"{t.lower():>15}" for t in tables) + "  " + _(
+            "digest")
         print(header)
         print("-" * len(header))
         digests = set()
@@ -168,18 +175,18 @@ def main() -> int:
             schema = introspect(con).tables
             digest = "".join(table_digest(con, schema[t]).digest[:4] for t in tables)
             digests.add(digest)
-            print(f"{site:<7}" + "".join(f"{count(con, t):>15}" for t in tables)
+            print(f"{site:<14}" + "".join(f"{count(con, t):>15}" for t in tables)
                   + f"  {digest}")
         print()
-        print("versions on record at the siège (who lost to whom):")
+        print(_("changes set aside, on record at the siège (whose change gave way to whose):"))
         for c in conflicts.listing(cons["siege"]):
-            what = c.column or "whole row"
-            print(f"  {c.short_id}  {c.table:<13} {c.kind:<18} {what:<10} "
-                  f"{c.loser} lost to {c.winner}")
+            what = c.column or _("whole row")
+            print(f"  {c.short_id}  {c.table:<13} {word(c.kind):<18} {what:<12} "
+                  + _("{loser} gave way to {winner}").format(loser=c.loser, winner=c.winner))
         same = len(digests) == 1
         print()
-        print("every site holds the same data" if same else "SITES DIFFER")
-        print(f"demo done in {time.monotonic() - started:.0f} s")
+        print(_("every site holds the same data") if same else _("SITES DIFFER"))
+        print(_("demo done in {seconds} s").format(seconds=round(time.monotonic() - started)))
         return 0 if same else 1
     finally:
         mesh.close()

@@ -47,12 +47,13 @@ class Pki:
 
 def node_config(folder: Path, site: str, dsn: str, bundle: Path, port: int,
                 peers: dict[str, int] | None = None, siege: dict | None = None,
-                **database: str) -> config.NodeConfig:
+                language: str = "en", **database: str) -> config.NodeConfig:
     raw: dict = {
         "site": site,
         "database": {"dsn": dsn, **database},
         "node": {"listen": f"127.0.0.1:{port}", "bundle": str(bundle), "siege": "siege"},
         "peers": {p: {"address": f"127.0.0.1:{pp}"} for p, pp in (peers or {}).items()},
+        "operator": {"language": language},
     }
     if siege:
         raw["siege"] = siege
@@ -63,9 +64,10 @@ class LocalMesh:
     """Sites with embedded databases and nodes started in this process."""
 
     def __init__(self, folder: Path, sites: dict[str, bool], ddl: list[str],
-                 siege_settings: dict | None = None) -> None:
+                 siege_settings: dict | None = None, language: str = "en") -> None:
         """``sites``: site id -> relay role; the site "siege" coordinates, with
-        ``siege_settings`` as its ``[siege]`` section."""
+        ``siege_settings`` as its ``[siege]`` section; ``language``: every node's
+        ``[operator] language``."""
         self.pki = Pki(folder)
         self.folder = folder
         self.ports = {s: free_port() for s in sites}
@@ -79,7 +81,8 @@ class LocalMesh:
             peers = {p: port for p, port in self.ports.items() if p != site}
             cfg = node_config(folder, site, str(folder / f"{site}.fdb"), bundle,
                               self.ports[site], peers,
-                              siege=siege_settings if site == "siege" else None)
+                              siege=siege_settings if site == "siege" else None,
+                              language=language)
             self.nodes[site] = Node(cfg)
             self.nodes[site].start()
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..console import quiet_on_closed_pipe
+from ..i18n import _, use_for_command_line
 from . import files
 from .authority import DEFAULT_CA_DAYS, DEFAULT_LEAF_DAYS, Authority, Issued
 from .bundle import check_destination, default_dir, key_file, write_bundle
@@ -163,83 +164,87 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="The siege-sync mesh PKI: CA, site and admin certificates, CRL."
-    )
+    """Built once the language is chosen: its help speaks it."""
+    parser = argparse.ArgumentParser(prog=PROG, description=_(
+        "The siege-sync mesh PKI: CA, site and admin certificates, CRL."))
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", required=True, type=Path, metavar="CA_DIR",
-                        help="the CA directory (ca.key, ca.crt, crl.pem, index.json)")
+                        help=_("the CA directory (ca.key, ca.crt, crl.pem, index.json)"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", parents=[common], help="create the mesh CA")
-    p.add_argument("--mesh", required=True, help="mesh name (the SPIFFE trust domain)")
+    p = sub.add_parser("init", parents=[common], help=_("create the mesh CA"))
+    p.add_argument("--mesh", required=True, help=_("mesh name (the SPIFFE trust domain)"))
     p.add_argument("--days", type=_positive, default=DEFAULT_CA_DAYS)
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("issue", parents=[common], help="issue a site certificate and bundle")
-    p.add_argument("site", help="site id: lowercase letters, digits, '-'")
-    p.add_argument("--relay", action="store_true", help="may relay other sites' events")
+    p = sub.add_parser("issue", parents=[common],
+                       help=_("issue a site certificate and bundle"))
+    p.add_argument("site", help=_("site id: lowercase letters, digits, '-'"))
+    p.add_argument("--relay", action="store_true", help=_("may relay other sites' events"))
     p.add_argument("--dns", action="append", default=[], metavar="NAME",
-                   help="extra DNS name (repeatable), e.g. the site's DDNS host name")
+                   help=_("extra DNS name (repeatable), e.g. the site's DDNS host name"))
     p.add_argument("--ip", action="append", default=[], metavar="ADDR",
-                   help="extra IP address (repeatable)")
+                   help=_("extra IP address (repeatable)"))
     p.add_argument("--days", type=_positive, default=DEFAULT_LEAF_DAYS)
-    p.add_argument("--out", type=Path, metavar="DIR", help="bundle directory "
-                   "(default CA_DIR/bundles/SITE)")
+    p.add_argument("--out", type=Path, metavar="DIR", help=_("bundle directory "
+                   "(default CA_DIR/bundles/SITE)"))
     p.set_defaults(func=cmd_issue)
 
-    p = sub.add_parser("issue-admin", parents=[common], help="issue an admin certificate")
+    p = sub.add_parser("issue-admin", parents=[common], help=_("issue an admin certificate"))
     p.add_argument("name")
     p.add_argument("--days", type=_positive, default=DEFAULT_LEAF_DAYS)
     p.add_argument("--out", type=Path, metavar="DIR",
-                   help="bundle directory (default CA_DIR/bundles/NAME)")
+                   help=_("bundle directory (default CA_DIR/bundles/NAME)"))
     p.set_defaults(func=cmd_issue_admin)
 
-    p = sub.add_parser("revoke", parents=[common], help="revoke a certificate, update the CRL")
+    p = sub.add_parser("revoke", parents=[common],
+                       help=_("revoke a certificate, update the CRL"))
     p.add_argument("target", metavar="NAME_OR_SERIAL",
-                   help="a name (revokes all its unexpired certificates) or a hex serial")
+                   help=_("a name (revokes all its unexpired certificates) or a hex serial"))
     p.add_argument("--reason", choices=[r.value for r in Reason], default=Reason.UNSPECIFIED.value)
     p.set_defaults(func=cmd_revoke)
 
-    p = sub.add_parser("list", parents=[common], help="list issued certificates")
+    p = sub.add_parser("list", parents=[common], help=_("list issued certificates"))
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("renew", parents=[common],
-                       help="new key and certificate for the same identity and roles")
+                       help=_("new key and certificate for the same identity and roles"))
     p.add_argument("name", metavar="SITE")
     p.add_argument("--days", type=_positive, default=DEFAULT_LEAF_DAYS)
     p.add_argument("--keep-old", action="store_true",
-                   help="let the previous certificate work until it expires instead of "
-                        "revoking it (a staged rollout; copy the new CRL to every site later)")
+                   help=_("let the previous certificate work until it expires instead of "
+                        "revoking it (a staged rollout; copy the new CRL to every site later)"))
     p.add_argument("--out", type=Path, metavar="DIR",
-                   help="bundle directory (default CA_DIR/bundles/SITE)")
+                   help=_("bundle directory (default CA_DIR/bundles/SITE)"))
     p.set_defaults(func=cmd_renew)
 
-    p = sub.add_parser("crl", parents=[common], help="re-sign and write the current CRL")
-    p.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
+    p = sub.add_parser("crl", parents=[common], help=_("re-sign and write the current CRL"))
+    p.add_argument("--out", type=Path, metavar="FILE", help=_("default: standard output"))
     p.add_argument("--days", type=_positive, default=DEFAULT_CRL_DAYS,
-                   help="days until the CRL's next update")
+                   help=_("days until the CRL's next update"))
     p.set_defaults(func=cmd_crl)
     return parser
 
 
 @quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
+    use_for_command_line()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except CertError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: " + _("error: {problem}").format(problem=exc), file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise  # the reader of our output went away: quiet_on_closed_pipe ends quietly
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"{PROG}: " + _("error: {problem}").format(problem=f"{exc.strerror or exc}{where}"),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: " + _("interrupted"), file=sys.stderr)
         return 130
 
 

@@ -22,6 +22,7 @@ from firebird.driver import Connection, DatabaseError
 
 from ..certs import CertError
 from ..console import quiet_on_closed_pipe
+from ..i18n import N_, _, ngettext, use_for_command_line, when
 from . import capture, config, conflicts, guardwatch, keysources, parking, values
 from .apply import catch_up
 from .clock import Clock
@@ -95,8 +96,9 @@ def _warn_key_sources(con: Connection, cfg: config.NodeConfig, schema: Schema) -
 
 def cmd_uninstall(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
     removed = capture.uninstall(con, force=args.force)
-    print(f"site {cfg.site}: removed {len(removed)} objects" if removed
-          else f"site {cfg.site}: nothing to remove")
+    print(ngettext("site {site}: removed {count} object", "site {site}: removed {count} objects",
+                   len(removed)).format(site=cfg.site, count=len(removed)) if removed
+          else _("site {site}: nothing to remove").format(site=cfg.site))
     for item in removed:
         print(f"  {item}")
     return 0
@@ -165,67 +167,90 @@ def cmd_tables(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
 
 def cmd_publish(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
     if not capture.is_installed(con):
-        print("error: capture is not installed here; run siege-node install first",
-              file=sys.stderr)
+        print(_("error: {problem}").format(problem=_(
+            "capture is not installed here; run siege-node install first")), file=sys.stderr)
         return 2
     sealer = sealer_for(cfg.service.bundle if cfg.service else None)
     if sealer is None:
         # Unsigned, they would be refused by every peer (seal.py) and hold this site's
         # later transactions there: nothing is published.
-        print("error: publishing signs every transaction with this site's certificate, and "
-              "this config names no [node] bundle; add it (the node's bundle directory) or "
-              "let `siege-node run` publish. Nothing was published", file=sys.stderr)
+        print(_("error: {problem}").format(problem=_(
+            "publishing signs every transaction with this site's certificate, and this config "
+            "names no [node] bundle; add it (the node's bundle directory) or let `siege-node "
+            "run` publish. Nothing was published")), file=sys.stderr)
         return 2
     result = Publisher(con, cfg.site, policies=cfg.policies, sealer=sealer).publish()
-    print(f"site {cfg.site}: published {result.events} events from {result.transactions} "
-          f"transactions" + (f" (seq {result.first_seq}..{result.last_seq})"
-                             if result.events else ""))
+    print(ngettext("site {site}: published {events} change ({transactions} transaction)",
+                   "site {site}: published {events} changes (transactions: {transactions})",
+                   result.events).format(site=cfg.site, events=result.events,
+                                         transactions=result.transactions)
+          + (f" (seq {result.first_seq}..{result.last_seq})" if result.events else ""))
     for message in result.capture_errors:
-        print(f"  CAPTURE ERROR: {message}")
+        print("  " + _("CAPTURE ERROR: {message}").format(message=message))
     return 1 if result.capture_errors else 0
 
 
 def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
     st = capture_status(con)
     if not st.installed:
-        print(f"site {cfg.site}: capture not installed (run siege-node install)")
+        print(_("site {site}: capture not installed (run siege-node install)").format(
+            site=cfg.site))
         return 1
     schema = introspect(con, cfg.tables)
     live = schema.fingerprint()
-    print(f"site {cfg.site}")
+    facts: list[tuple[str, str]] = []
+    print(_("site {site}").format(site=cfg.site))
     if st.state.get("needs_resync"):  # written by the running node (daemon.check_resync)
-        print(f"  NEEDS A RESYNC:        {st.state['needs_resync']}")
-    print(f"  published events:      {st.published_seq}")
-    print(f"  waiting to publish:    {st.pending_entries} captured changes")
-    print(f"  schema:                {live}{_since_install(schema, st.state)}")
+        facts.append((_("NEEDS A RESYNC"), st.state["needs_resync"]))
+    facts += [(_("published changes"), str(st.published_seq)),
+              (_("waiting to publish"), _("{count} captured changes").format(
+                  count=st.pending_entries)),
+              (_("schema"), f"{live}{_since_install(schema, st.state)}")]
+    _facts(facts)
     for line in keysources.warnings(con, schema, cfg.generators):
-        print(f"  WARNING: {line}")
+        print("  " + _("WARNING: {warning}").format(warning=line))
     for line in guardwatch.check(con, cfg.fire_triggers).lines():
-        print(f"  WARNING: {line}")
-    print(f"  capture errors:        {st.capture_errors}"
-          + (f" (last: {st.state.get('last_capture_errors')})" if st.capture_errors else ""))
-    for (origin, incarnation), seq in st.applied.items():
-        print(f"  applied from {origin} (incarnation {incarnation}): up to #{seq}")
-    print(f"  losing versions:       {st.conflicts} on record"
-          + (f", {st.awaiting_decision} AWAITING A DECISION (siege-node conflicts)"
-             if st.awaiting_decision else ""))
+        print("  " + _("WARNING: {warning}").format(warning=line))
+    facts = [(_("capture errors"), str(st.capture_errors) + (
+        " " + _("(last: {when})").format(when=st.state.get("last_capture_errors"))
+        if st.capture_errors else ""))]
+    facts += [(_("applied from {site}").format(site=origin),
+               _("up to #{seq} (incarnation {incarnation})").format(
+                   seq=seq, incarnation=incarnation))
+              for (origin, incarnation), seq in st.applied.items()]
+    facts.append((_("changes set aside"), _("{count} on record").format(count=st.conflicts)
+                  + (", " + _("{count} AWAITING A DECISION (siege-node conflicts)").format(
+                      count=st.awaiting_decision) if st.awaiting_decision else "")))
+    _facts(facts)
     for p in st.parked:
-        limit = " — PAST THE TIME LIMIT: fix the cause" if p.past_limit() else ""
-        print(f"  HELD ({parking.state_of(p.reason)}): {p.origin} (incarnation "
-              f"{p.incarnation}) #{p.seq} since {p.first_seen:%Y-%m-%d %H:%M}, {p.attempts} "
-              f"attempts{limit}: {p.reason} — siege-node held says what to do")
+        limit = " — " + _("PAST THE TIME LIMIT: fix the cause") if p.past_limit() else ""
+        print("  " + _("HELD ({state}): {origin} (incarnation {incarnation}) #{seq} since "
+                       "{since}, {attempts} attempts{limit}: {reason} — siege-node held says "
+                       "what to do").format(
+            state=_(parking.state_of(p.reason)), origin=p.origin, incarnation=p.incarnation,
+            seq=p.seq, since=when(p.first_seen, seconds=False), attempts=p.attempts,
+            limit=limit, reason=p.reason))
     if "restores" in st.state:
-        print(f"  restores detected:     {st.state['restores']} "
-              f"(last: {st.state.get('last_restores')})")
+        _facts([(_("restores detected"), _("{count} (last: {when})").format(
+            count=st.state["restores"], when=st.state.get("last_restores")))])
     if st.limbo_transactions:
-        print(f"  LIMBO transactions:    {st.limbo_transactions} (their changes wait; resolve "
-              "with gfix -commit/-rollback)")
+        _facts([(_("LIMBO transactions"), _(
+            "{count} (their changes wait; resolve with gfix -commit/-rollback)").format(
+                count=st.limbo_transactions))])
     if st.open_transactions:
-        print("  open transactions (their captured changes wait for their commit):")
-        rows = [[str(t.tx_id), f"{t.started:%Y-%m-%d %H:%M:%S}", t.user, t.address or "local"]
+        print("  " + _("open transactions (their captured changes wait for their commit):"))
+        rows = [[str(t.tx_id), when(t.started), t.user, t.address or _("local")]
                 for t in st.open_transactions]
-        print("    " + _table(rows, ["tx", "since", "user", "from"]).replace("\n", "\n    "))
+        print("    " + _table(rows, [_("tx"), _("since"), _("user"), _("from")]
+                              ).replace("\n", "\n    "))
     return 0
+
+
+def _facts(facts: list[tuple[str, str]]) -> None:
+    """``  label:   value`` lines, the values aligned."""
+    width = max(22, *(len(label) + 2 for label, _value in facts))
+    for label, value in facts:
+        print(f"  {label + ':':<{width}} {value}")
 
 
 def _since_install(schema: Schema, state: dict[str, str]) -> str:
@@ -248,22 +273,23 @@ def _since_install(schema: Schema, state: dict[str, str]) -> str:
 def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
     if args.reapply:
         done = conflicts.reapply(con, args.reapply)
-        print(f"re-applied {done.short_id}: {done.table}.{done.column} = "
-              f"{values.describe(done.value)} as a new local change; the next sync carries "
-              "it to every site")
+        print(_("re-applied {id}: {column} = {value} as a new local change; the next sync "
+                "carries it to every site").format(
+            id=done.short_id, column=f"{done.table}.{done.column}",
+            value=values.describe(done.value)))
         return 0
     found = conflicts.listing(con, args.table, cfg.policies)
     if not found:
-        print(f"site {cfg.site}: no losing versions on record")
+        print(_("site {site}: no change set aside on record").format(site=cfg.site))
         return 0
-    rows = [[c.short_id, f"{c.recorded:%Y-%m-%d %H:%M}", c.table,
-             ",".join(values.describe(k) for k in c.key), c.kind, c.column or "(row)",
+    rows = [[c.short_id, when(c.recorded, seconds=False), c.table,
+             ",".join(values.describe(k) for k in c.key), _(c.kind), c.column or _("(row)"),
              values.describe(c.value),
              c.loser, c.lost_to or c.winner or "",
-             "re-applied" if c.reapplied else ("DECIDE" if c.awaiting_decision else "")]
+             _("re-applied") if c.reapplied else (_("DECIDE") if c.awaiting_decision else "")]
             for c in found]
-    print(_table(rows, ["id", "recorded", "table", "key", "kind", "column", "losing value",
-                        "loser", "lost to", "state"]))
+    print(_table(rows, [_("id"), _("recorded"), _("table"), _("key"), _("kind"), _("column"),
+                        _("value set aside"), _("from"), _("lost to"), _("state")]))
     return 0
 
 
@@ -275,37 +301,43 @@ def cmd_held(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) 
     what to do) or waiting for something still to come. ``--retry``: the running node
     exchanges with the siège now (its push carries them again), then the list again."""
     if not capture.is_installed(con):
-        print("error: capture is not installed here; run siege-node install first",
-              file=sys.stderr)
+        print(_("error: {problem}").format(problem=_(
+            "capture is not installed here; run siege-node install first")), file=sys.stderr)
         return 2
     before = parking.held_here(con, cfg.site)
     if args.retry:
         if not before:
-            print(f"site {cfg.site}: nothing is held here; nothing to retry")
+            print(_("site {site}: nothing is held here; nothing to retry").format(
+                site=cfg.site))
             return 0
         peer = _retry_peer(cfg, before)
-        print(f"retrying now: exchanging with {peer} ...", flush=True)
+        print(_("retrying now: exchanging with {peer} ...").format(peer=peer), flush=True)
         problem = _ask_exchange(cfg, peer, args.timeout)
         if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
+            print(_("error: {problem}").format(problem=problem), file=sys.stderr)
             return 2
         after = parking.held_here(con, cfg.site)
         still = {(h.parked.origin, h.parked.incarnation, h.parked.seq): h for h in after}
         for h in before:
             now = still.get((h.parked.origin, h.parked.incarnation, h.parked.seq))
-            print(f"retry: {h.events}: " + ("APPLIED now" if now is None else
-                                          f"still {now.state} ({now.parked.attempts} "
-                                          f"attempts): {now.message}"))
+            print(_("retry: {line}").format(line=f"{h.events}: " + (
+                _("APPLIED now") if now is None else
+                _("still {state} ({attempts} attempts): {message}").format(
+                    state=_(now.state), attempts=now.parked.attempts, message=now.message))))
         before = after
         print()
     if not before:
-        print(f"site {cfg.site}: no transaction is held here")
+        print(_("site {site}: no transaction is held here").format(site=cfg.site))
         return 0
     _describe_at_siege(cfg, before)
     refused = [h for h in before if h.state == parking.REFUSED]
-    print(f"site {cfg.site}: {len(before)} held transaction(s): {len(refused)} refused by "
-          f"this database (an operator must act), {len(before) - len(refused)} waiting for "
-          "something still to come")
+    print(ngettext("site {site}: {count} held transaction: {refused} refused by this database "
+                   "(an operator must act), {waiting} waiting for something still to come",
+                   "site {site}: {count} held transactions: {refused} refused by this "
+                   "database (an operator must act), {waiting} waiting for something still "
+                   "to come", len(before)).format(site=cfg.site, count=len(before),
+                                                  refused=len(refused),
+                                                  waiting=len(before) - len(refused)))
     for h in sorted(before, key=lambda h: h.state != parking.REFUSED):
         print()
         print("\n".join(h.lines()))
@@ -401,14 +433,16 @@ def _describe_at_siege(cfg: config.NodeConfig, held: list[parking.Held]) -> None
 
 
 COMMANDS = {
-    "install": (cmd_install, "create or upgrade the capture objects for the live schema"),
-    "uninstall": (cmd_uninstall, "remove exactly the sync's objects and guards"),
-    "tables": (cmd_tables, "what is replicated, refused and why, triggers, key generators"),
-    "publish": (cmd_publish, "publish the captured changes now"),
-    "status": (cmd_status, "backlog, open transactions, capture errors, counters"),
-    "conflicts": (cmd_conflicts, "losing versions on record; --reapply ID writes one back"),
-    "held": (cmd_held, "transactions of other sites not applied here yet (refused by this "
-                       "database, or waiting): rows, its message, what to do; --retry"),
+    "install": (cmd_install, N_("create or upgrade the capture objects for the live schema")),
+    "uninstall": (cmd_uninstall, N_("remove exactly the sync's objects and guards")),
+    "tables": (cmd_tables, N_("what is replicated, refused and why, triggers, key "
+                              "generators")),
+    "publish": (cmd_publish, N_("publish the captured changes now")),
+    "status": (cmd_status, N_("backlog, open transactions, capture errors, counters")),
+    "conflicts": (cmd_conflicts, N_("changes set aside, on record; --reapply ID writes one "
+                                    "back")),
+    "held": (cmd_held, N_("transactions of other sites not applied here yet (refused by this "
+                          "database, or waiting): rows, its message, what to do; --retry")),
 }
 
 
@@ -479,15 +513,17 @@ def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
             reply = sync_pb2_grpc.SyncNodeStub(ch).Exchange(
                 sync_pb2.ExchangeRequest(peer=args.peer), timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(f"error: the node at {host}:{port} did not answer ({exc.code().name}: "
-                  f"{exc.details()}); is `siege-node run --config {cfg.path}` running?",
-                  file=sys.stderr)
+            print(_("error: {problem}").format(problem=_(
+                "the node at {address} did not answer ({code}: {details}); is `siege-node run "
+                "--config {config}` running?").format(
+                    address=f"{host}:{port}", code=exc.code().name, details=exc.details(),
+                    config=cfg.path)), file=sys.stderr)
             return 2
     print(_table([[reply.peer, str(reply.pulled_events), str(reply.pushed_events),
                    f"{reply.clock_offset_us / 1e6:+.3f} s"]],
-                 ["peer", "applied here", "applied there", "clock offset"]))
+                 [_("peer"), _("applied here"), _("applied there"), _("clock offset")]))
     for problem in reply.problems:
-        print(f"problem: {problem}")
+        print(_("problem: {problem}").format(problem=problem))
     return 1 if reply.problems else 0
 
 
@@ -520,59 +556,63 @@ def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
 
 
 SERVICE_COMMANDS = {
-    "upgrade": (cmd_upgrade, "run a vendor upgrade script (or -- COMMAND) with capture "
-                             "stepped aside, then reinstall it"),
-    "run": (cmd_run, "serve this site on the mesh (mTLS gRPC) until SIGTERM"),
-    "join": (cmd_join, "a new site: wait for the siège's copy of the database (siege-ctl "
-                       "join SITE there), restore it as this site's own, then serve"),
-    "resync": (cmd_resync, "rebuild this site from the siège's copy (siege-ctl resync SITE "
-                           "there): its database kept beside, what it wrote that the mesh "
-                           "lacks put on record, then serve"),
-    "exchange": (cmd_exchange, "ask the running node to sync with a peer now"),
+    "upgrade": (cmd_upgrade, N_("run a vendor upgrade script (or -- COMMAND) with capture "
+                                "stepped aside, then reinstall it")),
+    "run": (cmd_run, N_("serve this site on the mesh (mTLS gRPC) until SIGTERM")),
+    "join": (cmd_join, N_("a new site: wait for the siège's copy of the database (siege-ctl "
+                          "join SITE there), restore it as this site's own, then serve")),
+    "resync": (cmd_resync, N_("rebuild this site from the siège's copy (siege-ctl resync "
+                              "SITE there): its database kept beside, what it wrote that the "
+                              "mesh lacks put on record, then serve")),
+    "exchange": (cmd_exchange, N_("ask the running node to sync with a peer now")),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siege-node", description=__doc__.splitlines()[0])
+    """Built once the language is chosen: its help speaks it."""
+    parser = argparse.ArgumentParser(prog="siege-node",
+                                     description=_("The site node's command line."))
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_func, help_text) in [*COMMANDS.items(), *SERVICE_COMMANDS.items()]:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", "-c", type=Path, required=True, help="the node's TOML file")
+        p = sub.add_parser(name, help=_(help_text))
+        p.add_argument("--config", "-c", type=Path, required=True,
+                       help=_("the node's TOML file"))
         p.add_argument("--verbose", "-v", action="store_true")
         if name == "uninstall":
             p.add_argument("--force", action="store_true",
-                           help="also drop captured changes not yet published")
+                           help=_("also drop captured changes not yet published"))
         if name == "conflicts":
-            p.add_argument("--table", help="only this table")
+            p.add_argument("--table", help=_("only this table"))
             p.add_argument("--reapply", metavar="ID",
-                           help="write this losing version back as a new local change")
+                           help=_("write this change set aside back as a new local change"))
         if name == "upgrade":
-            p.add_argument("--script", type=Path, help="an SQL script, run with isql-fb")
+            p.add_argument("--script", type=Path, help=_("an SQL script, run with isql-fb"))
             p.add_argument("--backup-dir", type=Path, default=None,
-                           help="where the backup taken before the upgrade goes (default: "
-                                "the system's temporary folder); removed afterwards")
+                           help=_("where the backup taken before the upgrade goes (default: "
+                                  "the system's temporary folder); removed afterwards"))
             p.add_argument("command_line", nargs=argparse.REMAINDER,
-                           help="-- COMMAND ...: the vendor's upgrader instead (it gets "
-                                "SIEGE_SYNC_DSN, ISC_USER, ISC_PASSWORD)")
+                           help=_("-- COMMAND ...: the vendor's upgrader instead (it gets "
+                                  "SIEGE_SYNC_DSN, ISC_USER, ISC_PASSWORD)"))
         if name == "held":
             p.add_argument("--retry", action="store_true",
-                           help="the running node asks for them again now (an exchange with "
-                                "the siège), then the list again")
-            p.add_argument("--timeout", type=float, default=600.0, help="seconds")
+                           help=_("the running node asks for them again now (an exchange "
+                                  "with the siège), then the list again"))
+            p.add_argument("--timeout", type=float, default=600.0, help=_("seconds"))
         if name == "exchange":
             p.add_argument("--with", dest="peer", required=True, metavar="SITE",
-                           help="the peer, as named in [peers]")
-            p.add_argument("--timeout", type=float, default=600.0, help="seconds")
+                           help=_("the peer, as named in [peers]"))
+            p.add_argument("--timeout", type=float, default=600.0, help=_("seconds"))
     return parser
 
 
 @quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
+    use_for_command_line()
     args = build_parser().parse_args(argv)
     try:
         cfg = config.load(args.config)
     except config.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {problem}").format(problem=exc), file=sys.stderr)
         return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -586,11 +626,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DatabaseUnavailable, capture.InstallError, PublishError,
             conflicts.ConflictError, config.ConfigError, CertError, NodeError,
             UpgradeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {problem}").format(problem=exc), file=sys.stderr)
         return 2
     except DatabaseError as exc:
-        print(f"error: the database refused the operation: {str(exc).strip()}",
-              file=sys.stderr)
+        print(_("error: {problem}").format(problem=_(
+            "the database refused the operation: {message}").format(
+                message=str(exc).strip())), file=sys.stderr)
         return 2
 
 

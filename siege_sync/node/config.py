@@ -50,6 +50,10 @@ Example::
     announce_every = 300                    # tells the coordinators its port this often
                                             # (0: never — a LAN-only mesh)
 
+    [operator]
+    language = "fr"                         # what the siège writes: reports, emails
+                                            # ("en" by default; "fr")
+
     [peers.siege]
     address = "siege.example.net:7443"      # optional: a fixed or DDNS name, re-resolved
     coordinator = true                      # (the siège always is; stand-ins are listed)
@@ -71,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..i18n import LanguageError, check_language
 from .database import DatabaseSpec
 from .merge import LWW, Policy
 from .schema import TableSelection
@@ -137,6 +142,7 @@ class NodeConfig:
     # [siege]: the coordinator role's own settings (schedule, alerts), validated by the role
     # itself (siege_sync/siege) when it attaches — node/ does not interpret them.
     role_settings: Mapping[str, Any] = field(default_factory=dict)
+    language: str = "en"  # [operator] language: what this node writes for operators
 
 
 def load(path: Path) -> NodeConfig:
@@ -178,10 +184,18 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         generators.append(GeneratorRange(name, spec_raw["start"], end))
     policies = _policies(_table(raw, "policies", where), where)
     unknown = set(raw) - {"site", "database", "tables", "triggers", "generators", "policies",
-                          "node", "peers", "siege"}
+                          "node", "peers", "siege", "operator"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
     service = _service(raw, where, path, site)
+    operator = _table(raw, "operator", where)
+    if set(operator) - {"language"}:
+        raise ConfigError(f"{where} [operator]: unknown keys "
+                          f"{sorted(set(operator) - {'language'})}")
+    try:
+        language = check_language(str(operator.get("language", "en")), f"{where} [operator]")
+    except LanguageError as exc:
+        raise ConfigError(str(exc)) from None
     return NodeConfig(
         site=site,
         database=spec,
@@ -192,6 +206,7 @@ def parse(raw: dict[str, Any], path: Path | None = None) -> NodeConfig:
         path=path,
         service=service,
         role_settings=_table(raw, "siege", where),
+        language=language,
     )
 
 

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 
 from firebird.driver import Connection
 
+from ..i18n import _, ngettext, when
 from ..proto import coordinator_pb2, events_pb2
 from . import eventlog, registers, values
 from .capture import PARKED_TABLE
@@ -164,14 +165,18 @@ def render(state: str, site: str, origin: str, events: str, since: str, attempts
            todo: str) -> list[str]:
     """A held transaction's facts as lines (siege-node held, siege-ctl held, the round's
     report and email all print these)."""
-    out = [f"{state.upper()} at {site}: {origin}'s transaction {events}",
-           f"  since {since}, {attempts} attempt(s)" + (f", last {last}" if last else "")
-           + (" — PAST THE TIME LIMIT" if past_limit else ""),
-           f"  {'the database says' if state == REFUSED else 'it waits'}: {message}"]
-    out += [f"  row: {row}" for row in rows]
+    out = [_("{state} at {site}: {origin}'s transaction {events}").format(
+               state=_(state).upper(), site=site, origin=origin, events=events),
+           "  " + ngettext("since {since}, {count} attempt", "since {since}, {count} attempts",
+                           attempts).format(since=when(since), count=attempts)
+           + (", " + _("last {when}").format(when=when(last)) if last else "")
+           + (" — " + _("PAST THE TIME LIMIT") if past_limit else ""),
+           "  " + (_("the database says: {message}") if state == REFUSED
+                   else _("it waits: {message}")).format(message=message)]
+    out += ["  " + _("row: {row}").format(row=row) for row in rows]
     if rows_note:
-        out.append(f"  rows: {rows_note}")
-    out.append(f"  what to do: {todo}")
+        out.append("  " + _("rows: {note}").format(note=rows_note))
+    out.append("  " + _("what to do: {todo}").format(todo=todo))
     return out
 
 

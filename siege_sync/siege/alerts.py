@@ -22,19 +22,23 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 
+from ..i18n import _, ngettext, number, speaking
 from ..proto import coordinator_pb2
-from .reports import held_events, held_lines, render_text
+from .reports import held_lines, render_text, word
 from .settings import Alerts
 
 log = logging.getLogger(__name__)
 
 
 class Alerter:
+    """``language``: what the emails speak (the siège's ``[operator] language``)."""
+
     def __init__(self, settings: Alerts, siege: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, language: str = "en") -> None:
         self._settings = settings
         self._siege = siege
         self._clock = clock
+        self._language = language
         self._lock = threading.Lock()
         self._last_sent: dict[str, float] = {}
         self._unreachable_since: dict[str, float] = {}
@@ -42,60 +46,71 @@ class Alerter:
 
     def after_round(self, report: coordinator_pb2.RoundReport) -> None:
         """Send the alerts this round calls for."""
+        with speaking(self._language):
+            self._after_round(report)
+
+    def _after_round(self, report: coordinator_pb2.RoundReport) -> None:
         s = self._settings
         now = self._clock()
         found: list[tuple[str, str]] = []
         if report.outcome in ("failed", "partial", "stopped"):
-            found.append((f"round-{report.outcome}",
-                          f"sync round {report.id} {report.outcome.upper()}"))
+            found.append((f"round-{report.outcome}", _("sync {id} {outcome}").format(
+                id=report.id, outcome=word(report.outcome).upper())))
         for site in report.sites:
             if site.unreachable:
                 since = self._unreachable_since.setdefault(site.site, now)
                 if now - since >= s.unreachable_after_minutes * 60:
-                    found.append((f"unreachable-{site.site}",
-                                  f"{site.site} unreachable for "
-                                  f"{(now - since) / 60:.0f} minutes"))
+                    found.append((f"unreachable-{site.site}", _(
+                        "{site} unreachable for {minutes} minutes").format(
+                            site=site.site, minutes=number((now - since) / 60))))
             else:
                 self._unreachable_since.pop(site.site, None)
             todo = next((e for e in site.errors if "NEEDS A RESYNC" in e), None)
             if todo is not None:  # rounds.resync_todo: the commands to run are in it
                 found.append((f"resync-{site.site}", todo))
             if site.silent:
-                found.append((f"silent-{site.site}",
-                              f"{site.site} reachable but silent: its capture is broken"))
+                found.append((f"silent-{site.site}", _(
+                    "{site} reachable but silent: its capture is broken").format(site=site.site)))
             if site.lost_guards:
-                found.append((f"guards-{site.site}",
-                              f"{site.site}: application triggers lost their guard (their "
-                              "effects are doubled): run siege-node install there"))
+                found.append((f"guards-{site.site}", _(
+                    "{site}: application triggers lost their guard (their effects are "
+                    "doubled): run siege-node install there").format(site=site.site)))
             if site.parked:
-                found.append((f"parked-{site.site}",
-                              f"{site.parked} transaction(s) of {site.site} held at the "
-                              "siège"))
+                found.append((f"parked-{site.site}", ngettext(
+                    "{count} transaction of {site} held at the siège",
+                    "{count} transactions of {site} held at the siège",
+                    site.parked).format(count=site.parked, site=site.site)))
             if abs(site.clock_offset_us) > s.clock_offset_seconds * 1e6:
-                found.append((f"clock-{site.site}",
-                              f"{site.site}'s clock is off by "
-                              f"{site.clock_offset_us / 1e6:+.0f} s"))
+                found.append((f"clock-{site.site}", _(
+                    "{site}'s clock is off by {seconds} s").format(
+                        site=site.site, seconds=f"{site.clock_offset_us / 1e6:+.0f}")))
         for site in report.sites:
             if site.HasField("cert_days_left") and site.cert_days_left <= s.cert_days:
-                found.append((f"cert-{site.site}", f"{site.site}'s certificate expires in "
-                              f"{site.cert_days_left} days: siege-certs renew {site.site}"))
+                found.append((f"cert-{site.site}", _(
+                    "{site}'s certificate expires in {days} days: siege-certs renew {site}"
+                ).format(site=site.site, days=site.cert_days_left)))
         if report.HasField("siege_cert_days_left") and \
                 report.siege_cert_days_left <= s.cert_days:
-            found.append(("cert-siege", f"the siège's certificate expires in "
-                                        f"{report.siege_cert_days_left} days: siege-certs renew"))
+            found.append(("cert-siege", _(
+                "the siège's certificate expires in {days} days: siege-certs renew").format(
+                    days=report.siege_cert_days_left)))
         if report.HasField("siege_disk_free_mb") and report.siege_disk_free_mb < s.disk_free_mb:
-            found.append(("disk", f"only {report.siege_disk_free_mb} MB free where the siège's "
-                                  "database lives"))
+            found.append(("disk", _(
+                "only {mb} MB free where the siège's database lives").format(
+                    mb=number(report.siege_disk_free_mb))))
         if report.siege_stored_events > s.log_events:
-            found.append(("log-size", f"the siège's log holds {report.siege_stored_events} "
-                                      "events: a site lagging behind keeps them (status)"))
+            found.append(("log-size", _(
+                "the siège's log holds {count} changes: a site lagging behind keeps them "
+                "(status)").format(count=number(report.siege_stored_events))))
         if report.siege_lost_guards:
-            found.append(("guards-siege", "the siège: application triggers lost their guard "
-                                          "(their effects are doubled): run siege-node "
-                                          "install there"))
+            found.append(("guards-siege", _(
+                "the siège: application triggers lost their guard (their effects are "
+                "doubled): run siege-node install there")))
         if report.new_conflicts:
-            found.append(("conflicts", f"{report.new_conflicts} losing version(s) put on "
-                                       "record (siege-ctl conflicts)"))
+            found.append(("conflicts", ngettext(
+                "{count} change set aside, on record (siege-ctl conflicts)",
+                "{count} changes set aside, on record (siege-ctl conflicts)",
+                report.new_conflicts).format(count=report.new_conflicts)))
         for kind, subject in found:
             self.send(kind, subject, render_text(report))
         for held in report.held:
@@ -103,8 +118,9 @@ class Alerter:
                 # One kind per transaction: a new one is never swallowed by an older one's
                 # rate limit; the same one is said again once per every_minutes.
                 self.send(f"held-{held.site}-{held.origin}-{held.incarnation}-{held.first_seq}",
-                          f"{held.origin}'s transaction {held_events(held)} {held.state.upper()} "
-                          f"at {held.site}",
+                          _("a transaction of {origin} {state} at {site}").format(
+                              origin=held.origin, state=word(held.state).upper(),
+                              site=held.site),
                           "\n".join(held_lines(held)) + "\n\n" + render_text(report))
 
     def send(self, kind: str, subject: str, body: str) -> bool:
@@ -120,8 +136,10 @@ class Alerter:
         msg["Subject"] = f"[siege-sync {self._siege}] {subject}"
         msg["From"] = self._settings.sender
         msg["To"] = ", ".join(self._settings.to)
-        msg.set_content(f"{subject}\n\n{body}\n\n-- \nsiege-sync, the siège node "
-                        f"{self._siege}\n")
+        with speaking(self._language):
+            signature = _("siege-sync, the siège node {site}").format(site=self._siege)
+        msg.set_content(f"{subject}\n\n{body}\n\n-- \n{signature}\n")
+        msg["Content-Language"] = self._language  # (after: set_content resets Content-*)
         try:
             self._deliver(msg)
         except (OSError, smtplib.SMTPException) as exc:

@@ -41,10 +41,11 @@ import grpc
 
 from ..certs import Bundle, CertError, load_bundle
 from ..console import quiet_on_closed_pipe
+from ..i18n import _, ngettext, number, use_for_command_line, when
 from ..node.transport import channel, health_check
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .printout import render_html, write_pdf
-from .reports import DEFAULT_LIST, held_lines, render_text
+from .reports import DEFAULT_LIST, held_lines, kind_of, render_text, word
 
 
 class CtlError(Exception):
@@ -71,26 +72,29 @@ def _target(args: argparse.Namespace) -> Target:
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise CtlError(f"{path}: no such file") from None
+            raise CtlError(_("{path}: no such file").format(path=path)) from None
         except tomllib.TOMLDecodeError as exc:
-            raise CtlError(f"{path}: not valid TOML: {exc}") from None
+            raise CtlError(_("{path}: not valid TOML: {error}").format(path=path, error=exc)
+                           ) from None
     values = {k: getattr(args, k) or raw.get(k) for k in ("address", "siege", "bundle")}
     missing = [k for k, v in values.items() if not v]
     if missing:
-        raise CtlError(f"missing {', '.join(missing)}: give --{missing[0]} or write a "
-                       "siege-ctl.toml (address, siege, bundle)")
+        raise CtlError(_("missing {names}: give --{first} or write a siege-ctl.toml "
+                         "(address, siege, bundle)").format(names=", ".join(missing),
+                                                            first=missing[0]))
     bundle = Path(str(values["bundle"]))
     if path is not None and not bundle.is_absolute():
         bundle = Path(path).parent / bundle
     if not bundle.is_dir():
         # Said with what to do (the bundle loader only says it does not exist).
-        raise CtlError(f"bundle {bundle}: no such folder; give the folder `siege-certs "
-                       "issue-admin NAME` wrote (--bundle, or bundle = in siege-ctl.toml)")
+        raise CtlError(_("bundle {bundle}: no such folder; give the folder `siege-certs "
+                         "issue-admin NAME` wrote (--bundle, or bundle = in siege-ctl.toml)"
+                         ).format(bundle=bundle))
     stand_ins = raw.get("stand_ins", {})
     if not isinstance(stand_ins, dict) or not all(
             isinstance(v, str) and v for v in stand_ins.values()):
-        raise CtlError(f"{path}: [stand_ins] must map site ids to addresses, e.g. "
-                       'lyon = "lyon.example.net:7443"')
+        raise CtlError(_("{path}: [stand_ins] must map site ids to addresses, e.g. "
+                         'lyon = "lyon.example.net:7443"').format(path=path))
     return Target(str(values["address"]), str(values["siege"]), bundle,
                   tuple((str(k), str(v)) for k, v in stand_ins.items()))
 
@@ -116,21 +120,26 @@ def _coordinator(target: Target, bundle: Bundle, command: str) -> tuple[str, str
     if problem is None:
         return target.siege, target.address
     if command in SIEGE_ONLY:
-        raise CtlError(f"the siège {target.siege} at {target.address} does not answer "
-                       f"({problem}), and `{command}` is recorded by the siège alone: run it "
-                       "once the siège is back")
-    tried = [f"the siège {target.siege} at {target.address}: {problem}"]
+        raise CtlError(_("the siège {siege} at {address} does not answer ({problem}), and "
+                         "`{command}` is recorded by the siège alone: run it once the siège "
+                         "is back").format(siege=target.siege, address=target.address,
+                                           problem=problem, command=command))
+    tried = [_("the siège {siege} at {address}: {problem}").format(
+        siege=target.siege, address=target.address, problem=problem)]
     for site, address in target.stand_ins:
         answer = health_check(address, bundle, site, HEALTH_TIMEOUT)
         if answer is None:
-            print(f"siege-ctl: the siège {target.siege} at {target.address} does not answer "
-                  f"({problem}); talking to the stand-in {site} at {address}",
-                  file=sys.stderr)
+            print("siege-ctl: " + _("the siège {siege} at {address} does not answer "
+                                    "({problem}); talking to the stand-in {site} at "
+                                    "{stand_in}").format(
+                siege=target.siege, address=target.address, problem=problem, site=site,
+                stand_in=address), file=sys.stderr)
             return site, address
-        tried.append(f"the stand-in {site} at {address}: {answer}")
-    raise CtlError("no node that may coordinate answers — " + "; ".join(tried)
-                   + ". Are their nodes running, and is the admin certificate from the same "
-                   "mesh CA and not revoked?")
+        tried.append(_("the stand-in {site} at {address}: {problem}").format(
+            site=site, address=address, problem=answer))
+    raise CtlError(_("no node that may coordinate answers — {tried}. Are their nodes "
+                     "running, and is the admin certificate from the same mesh CA and not "
+                     "revoked?").format(tried="; ".join(tried)))
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -149,17 +158,19 @@ def cmd_manual(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                             timeout=args.timeout):
         if event.HasField("progress"):
             p = event.progress
-            counts = (f"  {p.events_in} in, {p.events_out} out"
+            counts = ("  " + _("{n_in} in, {n_out} out").format(n_in=p.events_in,
+                                                               n_out=p.events_out)
                       if p.state in ("done", "failed") else "")
             error = f"  ({p.error})" if p.error else ""
-            print(f"{p.phase:<13} {p.site:<16} {p.state:<8}{counts}{error}", flush=True)
+            print(f"{word(p.phase):<13} {p.site:<16} {word(p.state):<8}{counts}{error}",
+                  flush=True)
         else:
             report = event.done
     if report is None:
-        raise CtlError("the siège ended the round without a report")
+        raise CtlError(_("the siège ended the sync without a report"))
     print()
     print(render_text(report))
-    print(f"\nreport {report.id}: siege-ctl report show {report.id}")
+    print("\n" + _("report {id}: siege-ctl report show {id}").format(id=report.id))
     return 0 if report.outcome == "complete" else 1
 
 
@@ -180,10 +191,10 @@ def cmd_analyse(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Names
             bars[(p.site, p.table)] = line
             print(line, flush=True)
     if report is None:
-        raise CtlError("the siège ended the analysis without a report")
+        raise CtlError(_("the siège ended the analysis without a report"))
     print()
     print(render_text(report))
-    print(f"\nreport {report.id}: siege-ctl report show {report.id}")
+    print("\n" + _("report {id}: siege-ctl report show {id}").format(id=report.id))
     return 0 if report.outcome in ("equal", "repaired", "adopted") else 1
 
 
@@ -199,7 +210,7 @@ def _bar(p: coordinator_pb2.AnalyseProgress, width: int = 30) -> str:
     share = p.rows_done / p.rows_total if p.rows_total else (1.0 if p.state == "done" else 0.0)
     filled = int(round(min(share, 1.0) * width))
     return (f"{p.site:<12} {p.table:<20} [{'#' * filled}{'-' * (width - filled)}] "
-            f"{share:4.0%}  {p.state}")
+            f"{share:4.0%}  {word(p.state)}")
 
 
 def cmd_join(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
@@ -217,7 +228,7 @@ def cmd_join(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
             shown = step
             print(_transfer_bar(p, time.monotonic() - started), flush=True)
     if report is None:
-        raise CtlError("the siège ended the join without a report")
+        raise CtlError(_("the siège ended the join without a report"))
     print()
     print(render_text(report))
     return 0 if report.outcome in ("joined", "resynced") else 1
@@ -226,44 +237,49 @@ def cmd_join(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
 def _transfer_bar(p: coordinator_pb2.JoinProgress, elapsed: float, width: int = 30) -> str:
     """``transfer  [#######-------]  41%  12.0 of 29.3 MB  ETA 0:42``."""
     if p.phase != "transfer" or not p.bytes_total:
-        return f"{p.site}: {p.phase}"
+        return f"{p.site}: {word(p.phase)}"
     share = min(p.bytes_done / p.bytes_total, 1.0)
     filled = int(share * width)
     eta = (elapsed / share - elapsed) if share > 0.01 else None
-    return (f"{p.site}: transfer [{'#' * filled}{'-' * (width - filled)}] {int(share * 100):3d}%"
-            f"  {p.bytes_done / 1e6:.1f} of {p.bytes_total / 1e6:.1f} MB"
-            + (f"  ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else ""))
+    return (f"{p.site}: {word('transfer')} [{'#' * filled}{'-' * (width - filled)}] "
+            f"{int(share * 100):3d}%  "
+            + _("{done} of {total} MB").format(done=number(p.bytes_done / 1e6, 1),
+                                               total=number(p.bytes_total / 1e6, 1))
+            + ("  " + _("ETA {minutes}:{seconds:02d}").format(minutes=int(eta // 60),
+                                                               seconds=int(eta % 60))
+               if eta is not None else ""))
 
 
 def cmd_stop(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     reply = stub.Stop(coordinator_pb2.StopRequest(), timeout=30)
-    print("the running round stops at the next transaction boundary" if reply.was_running
-          else "no round is running")
+    print(_("the running sync stops at the next transaction boundary") if reply.was_running
+          else _("no sync is running"))
     return 0
 
 
 def cmd_report(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     if args.action == "show":
         if args.id is None:
-            raise CtlError("report show needs the report's id (siege-ctl report list)")
+            raise CtlError(_("report show needs the report's id (siege-ctl report list)"))
         report = stub.Report(coordinator_pb2.ReportRequest(id=args.id), timeout=30)
         if args.html:
             Path(args.html).write_text(render_html(report), encoding="utf-8")
-            print(f"report {report.id} written to {args.html}")
+            print(_("report {id} written to {path}").format(id=report.id, path=args.html))
         if args.pdf:
             write_pdf(report, Path(args.pdf))
-            print(f"report {report.id} written to {args.pdf}")
+            print(_("report {id} written to {path}").format(id=report.id, path=args.pdf))
         if not (args.html or args.pdf):
             print(render_text(report))
         return 0
     reply = stub.Reports(coordinator_pb2.ReportsRequest(limit=0 if args.all else DEFAULT_LIST),
                          timeout=30)
     if not reply.reports:
-        print("no sync round yet")
+        print(_("no sync yet"))
         return 0
-    rows = [["id", "started", "ended", "outcome", "sites", "in", "out", "problems"]]
+    rows = [[_("id"), _("kind"), _("started"), _("ended"), _("outcome"), _("sites"),
+             _("in"), _("out"), _("problems")]]
     for r in reply.reports:
-        rows.append([str(r.id), r.started, r.ended, r.outcome,
+        rows.append([str(r.id), kind_of(r), when(r.started), when(r.ended), word(r.outcome),
                      f"{sum(s.outcome == 'complete' for s in r.sites)}/{len(r.sites)}",
                      str(sum(s.events_in for s in r.sites)),
                      str(sum(s.events_out for s in r.sites)),
@@ -274,14 +290,14 @@ def cmd_report(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
 
 def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     reply = stub.Test(coordinator_pb2.TestRequest(), timeout=args.timeout)
-    rows = [["site", "address", "found by", "reachable", "identity", "cert days", "versions",
-             "database", "clock", "latency"]]
+    rows = [[_("site"), _("address"), _("found by"), _("reachable"), _("identity"),
+             _("cert days"), _("versions"), _("database"), _("clock"), _("latency")]]
     for t in reply.sites:
         rows.append([t.site, t.address or "-", t.address_source or "-",
-                     "yes" if t.reachable else "NO", t.identity or "-",
+                     _("yes") if t.reachable else _("NO"), t.identity or "-",
                      str(t.cert_days_left) if t.reachable else "-",
-                     "match" if t.versions_match else ("DIFFER" if t.reachable else "-"),
-                     "ok" if t.database_ok else ("NO" if t.reachable else "-"),
+                     _("match") if t.versions_match else (_("DIFFER") if t.reachable else "-"),
+                     _("ok") if t.database_ok else (_("NO") if t.reachable else "-"),
                      f"{t.clock_offset_us / 1e6:+.3f} s" if t.reachable else "-",
                      f"{t.latency_us / 1000:.1f} ms" if t.reachable else "-"])
     print(_table(rows))
@@ -291,7 +307,7 @@ def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     # Risks, not connection problems: the exit code stays the connection test's.
     for t in reply.sites:
         for warning in t.warnings:
-            print(f"{t.site}: WARNING: {warning}")
+            print(f"{t.site}: " + _("WARNING: {warning}").format(warning=warning))
     return 1 if problems else 0
 
 
@@ -300,22 +316,25 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         reply = stub.MeshStatus(coordinator_pb2.MeshStatusRequest(), timeout=60)
         if args.watch:
             print("\033[2J\033[H", end="")
-        print(f"siège role: {reply.coordinator}"
+        print(_("siège role: {site}").format(site=reply.coordinator)
               + (f", {reply.role}" if reply.role else "")
-              + ("  (a round is running)" if reply.round_running else ""))
-        print(f"losing versions on record at the siège: {reply.conflicts}"
-              + (f", {reply.awaiting_decision} awaiting a decision"
+              + ("  " + _("(a sync is running)") if reply.round_running else ""))
+        print(_("changes set aside, on record at the siège: {count}").format(
+            count=reply.conflicts)
+              + (", " + _("{count} awaiting a decision").format(count=reply.awaiting_decision)
                  if reply.awaiting_decision else ""))
-        rows = [["site", "reachable", "last complete sync", "published", "at siège", "pending",
-                 "backlog", "held at siège", "clock", "schema"]]
-        rows.append([f"{reply.coordinator} (siège)", "yes", "", "", "", "", "", "", "",
-                     reply.schema_fingerprint])
+        rows = [[_("site"), _("reachable"), _("last complete sync"), _("published"),
+                 _("at siège"), _("pending"), _("backlog"), _("held at siège"), _("clock"),
+                 _("schema")]]
+        rows.append([_("{site} (siège)").format(site=reply.coordinator), _("yes"), "", "", "",
+                     "", "", "", "", reply.schema_fingerprint])
         for s in reply.sites:
             pending = str(max(s.published - s.held_here, 0)) if s.reachable else "?"
-            reachable = "yes" if s.reachable else "NO"
+            reachable = _("yes") if s.reachable else _("NO")
             backlog = str(s.backlog) if s.reachable and not s.dials_in else "?"
-            rows.append([s.site, f"{reachable}, dials in" if s.dials_in else reachable,
-                         s.last_complete_sync or "never", str(s.published or "?"),
+            rows.append([s.site, _("{reachable}, dials in").format(reachable=reachable)
+                         if s.dials_in else reachable,
+                         when(s.last_complete_sync) or _("never"), str(s.published or "?"),
                          str(s.held_here), pending, backlog,
                          str(s.parked), f"{s.clock_offset_us / 1e6:+.2f} s",
                          s.schema_fingerprint or "?"])
@@ -327,8 +346,9 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                    *((s.site, s.schema_changes) for s in reply.sites)]
         for site, changes in drifted:
             for change in changes:
-                print(f"{site}: schema changed since capture was installed: {change} — "
-                      "run siege-node upgrade (or install) there")
+                print(f"{site}: " + _("schema changed since capture was installed: {change} "
+                                      "— run siege-node upgrade (or install) there").format(
+                    change=change))
         kept = [(reply.coordinator, reply.kept_values),
                 *((s.site, s.kept_values) for s in reply.sites)]
         for site, lines in kept:
@@ -338,11 +358,11 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                   *((s.site, s.lost_guards) for s in reply.sites)]
         for site, lines in guards:
             for line in lines:
-                print(f"{site}: WARNING: {line}")
+                print(f"{site}: " + _("WARNING: {warning}").format(warning=line))
         for site, lines in [(reply.coordinator, reply.key_warnings),
                             *((s.site, s.key_warnings) for s in reply.sites)]:
             for line in lines:
-                print(f"{site}: WARNING: {line}")
+                print(f"{site}: " + _("WARNING: {warning}").format(warning=line))
         if not args.watch:
             return 0 if all(s.reachable and not s.parked and not s.problem
                             for s in reply.sites) and not any(
@@ -357,16 +377,17 @@ def cmd_conflicts(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Nam
                                                             reapply=args.reapply or ""),
                            timeout=60)
     if reply.reapplied:
-        print(f"re-applied {reply.reapplied} as a new change at the siège: the next round "
-              "carries it to every site\n")
+        print(_("re-applied {id} as a new change at the siège: the next sync carries it to "
+                "every site").format(id=reply.reapplied) + "\n")
     if not reply.conflicts:
-        print("no losing versions on record")
+        print(_("no change set aside on record"))
         return 0
-    rows = [["id", "recorded", "table", "key", "kind", "column", "losing value", "now",
-             "loser", "lost to", "state"]]
+    rows = [[_("id"), _("recorded"), _("table"), _("key"), _("kind"), _("column"),
+             _("value set aside"), _("now"), _("from"), _("lost to"), _("state")]]
     for c in reply.conflicts:
-        rows.append([c.id, c.recorded, c.table, c.key, c.kind, c.column or "(row)",
-                     c.losing_value, c.current_value or "-", c.loser, c.winner, c.state])
+        rows.append([c.id, when(c.recorded), c.table, c.key, word(c.kind),
+                     c.column or _("(row)"), c.losing_value, c.current_value or "-", c.loser,
+                     c.winner, word(c.state)])
     print(_table(rows))
     return 0
 
@@ -374,9 +395,9 @@ def cmd_conflicts(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Nam
 def cmd_decommission(stub: coordinator_pb2_grpc.CoordinatorStub,
                      args: argparse.Namespace) -> int:
     stub.Decommission(coordinator_pb2.DecommissionRequest(site=args.site), timeout=30)
-    print(f"{args.site} is decommissioned: no more rounds with it, and it no longer holds back "
-          "the purge of old events. Remove it from the siège's [peers] and revoke its "
-          f"certificate (siege-certs revoke {args.site}).")
+    print(_("{site} is decommissioned: no more syncs with it, and it no longer holds back "
+            "the purge of old changes. Remove it from the siège's [peers] and revoke its "
+            "certificate (siege-certs revoke {site}).").format(site=args.site))
     return 0
 
 
@@ -384,25 +405,30 @@ def cmd_held(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     """Every transaction held at every site: refused by its database (an operator acts) or
     waiting for something still to come; ``--retry``: each holding site's next attempt now."""
     if args.retry:
-        print("retrying now: the siège exchanges with each holding site ...", flush=True)
+        print(_("retrying now: the siège exchanges with each holding site ..."), flush=True)
     reply = stub.Held(coordinator_pb2.HeldRequest(sites=args.site or [], retry=args.retry),
                       timeout=args.timeout)
     for line in reply.retried:
-        print(f"retry: {line}")
+        print(_("retry: {line}").format(line=line))
     if reply.retried:
         print()
     refused = [t for t in reply.held if t.state == "refused"]
     waiting = [t for t in reply.held if t.state != "refused"]
     if not reply.held:
-        print("no transaction is held at any site" + (" asked" if reply.problems else ""))
+        print(_("no transaction is held at any site asked") if reply.problems
+              else _("no transaction is held at any site"))
     else:
-        print(f"{len(reply.held)} held transaction(s): {len(refused)} refused by a database "
-              f"(an operator must act), {len(waiting)} waiting for something still to come")
+        print(ngettext("{count} held transaction: {refused} refused by a database (an operator "
+                       "must act), {waiting} waiting for something still to come",
+                       "{count} held transactions: {refused} refused by a database (an "
+                       "operator must act), {waiting} waiting for something still to come",
+                       len(reply.held)).format(count=len(reply.held), refused=len(refused),
+                                               waiting=len(waiting)))
     for t in [*refused, *waiting]:
         print()
         print("\n".join(held_lines(t)))
     for problem in reply.problems:
-        print(f"\nnot asked: {problem}")
+        print("\n" + _("not asked: {problem}").format(problem=problem))
     return 1 if reply.held or reply.problems else 0
 
 
@@ -414,59 +440,72 @@ COMMANDS = {"manual": cmd_manual, "held": cmd_held, "conflicts": cmd_conflicts, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siege-ctl", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="siege-ctl TOML (address, siege, bundle)")
-    parser.add_argument("--address", help="the siège node's host:port")
-    parser.add_argument("--siege", help="the siège's site id")
-    parser.add_argument("--bundle", help="the admin bundle folder")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds")
+    """Built once the language is chosen: its help speaks it."""
+    parser = argparse.ArgumentParser(
+        prog="siege-ctl", description=_("The operator's command line: it talks to the siège's "
+                                        "node over mTLS with an admin certificate."))
+    parser.add_argument("--config", help=_("siege-ctl TOML (address, siege, bundle)"))
+    parser.add_argument("--address", help=_("the siège node's host:port"))
+    parser.add_argument("--siege", help=_("the siège's site id"))
+    parser.add_argument("--bundle", help=_("the admin bundle folder"))
+    parser.add_argument("--timeout", type=float, default=3600.0, help=_("seconds"))
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("test", help="connection test of every site")
-    sub.add_parser("manual", help="a sync round now, with progress; the report at the end")
-    sub.add_parser("stop", help="stop the running round between transactions")
-    analyse = sub.add_parser("analyse", help="compare every site's tables with the siège's "
-                             "(or --prefer SITE's) by range checksums; --repair fixes them")
-    analyse.add_argument("--table", action="append", help="only this table (repeatable)")
-    analyse.add_argument("--site", action="append", help="only this site (repeatable)")
-    analyse.add_argument("--repair", action="store_true",
-                         help="write the preferred site's rows where they differ (next round "
-                              "carries them; overwritten values go on record)")
+    sub.add_parser("test", help=_("connection test of every site"))
+    sub.add_parser("manual", help=_("a sync now, with progress; the report at the end"))
+    sub.add_parser("stop", help=_("stop the running sync between transactions"))
+    analyse = sub.add_parser("analyse", help=_(
+        "compare every site's tables with the siège's (or --prefer SITE's) by range "
+        "checksums; --repair fixes them"))
+    analyse.add_argument("--table", action="append", help=_("only this table (repeatable)"))
+    analyse.add_argument("--site", action="append", help=_("only this site (repeatable)"))
+    analyse.add_argument("--repair", action="store_true", help=_(
+        "write the preferred site's rows where they differ (the next sync carries them; "
+        "overwritten values go on record)"))
     analyse.add_argument("--prefer", metavar="SITE",
-                         help="the site whose rows are right (needed by --repair)")
-    sub.add_parser("adopt", help="sites kept in step by another tool, installed where they "
-                   "stand: prove every table holds the same rows everywhere (lists the "
-                   "differences to settle with analyse --repair --prefer SITE)")
-    join = sub.add_parser("join", help="send a copy of the siège's database to a new site "
-                          "(its node waits: siege-node join), which takes it as its own")
+                         help=_("the site whose rows are right (needed by --repair)"))
+    sub.add_parser("adopt", help=_(
+        "sites kept in step by another tool, installed where they stand: prove every table "
+        "holds the same rows everywhere (lists the differences to settle with analyse "
+        "--repair --prefer SITE)"))
+    join = sub.add_parser("join", help=_(
+        "send a copy of the siège's database to a new site (its node waits: siege-node "
+        "join), which takes it as its own"))
     join.add_argument("site")
-    resync = sub.add_parser("resync", help="rebuild a site the mesh no longer takes from a "
-                            "copy of the siège's database (its node waits: siege-node "
-                            "resync); what it wrote that the mesh lacks goes on record")
+    resync = sub.add_parser("resync", help=_(
+        "rebuild a site the mesh no longer takes from a copy of the siège's database (its "
+        "node waits: siege-node resync); what it wrote that the mesh lacks goes on record"))
     resync.add_argument("site")
-    gone = sub.add_parser("decommission", help="remove a site for good")
+    gone = sub.add_parser("decommission", help=_("remove a site for good"))
     gone.add_argument("site")
-    found = sub.add_parser("conflicts", help="losing versions on record at the siège")
-    found.add_argument("--table", help="only this table")
-    found.add_argument("--reapply", metavar="ID", help="write this losing version back")
-    held = sub.add_parser("held", help="transactions a site does not apply yet (refused by "
-                          "its database, or waiting): rows, the database's message, what to do")
-    held.add_argument("--site", action="append", help="only held at this site (repeatable)")
+    found = sub.add_parser("conflicts", help=_("changes set aside, on record at the siège"))
+    found.add_argument("--table", help=_("only this table"))
+    found.add_argument("--reapply", metavar="ID",
+                       help=_("write this change set aside back, as a new change"))
+    held = sub.add_parser("held", help=_(
+        "transactions a site does not apply yet (refused by its database, or waiting): rows, "
+        "the database's message, what to do"))
+    held.add_argument("--site", action="append",
+                      help=_("only held at this site (repeatable)"))
     held.add_argument("--retry", action="store_true",
-                      help="the holding sites try again now; then the list again")
-    status = sub.add_parser("status", help="per site: last complete sync, pending, held")
-    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    status.add_argument("--interval", type=float, default=2.0, help="seconds, with --watch")
-    report = sub.add_parser("report", help="stored round reports")
+                      help=_("the holding sites try again now; then the list again"))
+    status = sub.add_parser("status", help=_("per site: last complete sync, pending, held"))
+    status.add_argument("--watch", action="store_true", help=_("refresh until Ctrl-C"))
+    status.add_argument("--interval", type=float, default=2.0,
+                        help=_("seconds, with --watch"))
+    report = sub.add_parser("report", help=_("stored sync reports"))
     report.add_argument("action", choices=["list", "show"])
     report.add_argument("id", nargs="?", type=int)
-    report.add_argument("--all", action="store_true", help="every report, not the 10 newest")
-    report.add_argument("--html", metavar="FILE", help="with show: write it as HTML")
-    report.add_argument("--pdf", metavar="FILE", help="with show: write it as PDF, to print")
+    report.add_argument("--all", action="store_true",
+                        help=_("every report, not the 10 newest"))
+    report.add_argument("--html", metavar="FILE", help=_("with show: write it as HTML"))
+    report.add_argument("--pdf", metavar="FILE",
+                        help=_("with show: write it as PDF, to print"))
     return parser
 
 
 @quiet_on_closed_pipe
 def main(argv: Sequence[str] | None = None) -> int:
+    use_for_command_line()
     args = build_parser().parse_args(argv)
     try:
         target = _target(args)
@@ -474,12 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ch:
             return COMMANDS[args.command](stub, args)
     except (CtlError, CertError) as exc:
-        print(f"siege-ctl: error: {exc}", file=sys.stderr)
+        print("siege-ctl: " + _("error: {problem}").format(problem=exc), file=sys.stderr)
         return 2
     except BrokenPipeError:
         raise  # the reader of our output went away: quiet_on_closed_pipe ends quietly
     except OSError as exc:
-        print(f"siege-ctl: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+        print("siege-ctl: " + _("error: {problem}").format(
+            problem=f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")),
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -487,11 +527,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except grpc.RpcError as exc:
         hint = ""
         if exc.code() is grpc.StatusCode.UNAVAILABLE:
-            hint = (" — is the siège's node running at that address, and is the admin "
-                    "certificate from the same mesh CA and not revoked?")
+            hint = " — " + _("is the siège's node running at that address, and is the "
+                             "admin certificate from the same mesh CA and not revoked?")
         elif exc.code() is grpc.StatusCode.UNIMPLEMENTED:
-            hint = " — that node does not hold the siège role ([node] siege in its config)"
-        print(f"siege-ctl: error: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
+            hint = " — " + _("that node does not hold the siège role ([node] siege in its "
+                             "config)")
+        print("siege-ctl: " + _("error: {problem}").format(
+            problem=f"{exc.code().name}: {exc.details()}{hint}"), file=sys.stderr)
         return 2
 
 

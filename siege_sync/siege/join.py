@@ -39,6 +39,7 @@ from pathlib import Path
 
 import grpc
 
+from ..i18n import _, speaking
 from ..node import dbserver, transport
 from ..node.daemon import Node
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
@@ -112,7 +113,7 @@ class Joiner:
                               "node waiting with `siege-node resync`), so that nothing it "
                               "wrote is lost and its old numbers are never reused")
         address = self._reach(site)
-        bundle, _ = node.watcher.refresh()
+        bundle, _changed = node.watcher.refresh()
         with transport.channel(address, bundle, site) as ch:
             if sync_pb2_grpc.SyncNodeStub(ch).RestoreStatus(
                     sync_pb2.RestoreStatusRequest(), timeout=30).joined:
@@ -156,9 +157,10 @@ class Joiner:
         with node.replica.database() as con:
             reports.store(con, report)
         if self._alerter is not None:
-            self._alerter.send(f"{what} {site}", f"{site} "
-                               f"{'was resynced' if resync else 'joined the mesh'}",
-                               report.note)
+            with speaking(node.cfg.language):
+                subject = (_("{site} was resynced") if resync
+                           else _("{site} joined the mesh")).format(site=site)
+            self._alerter.send(f"{what} {site}", subject, report.note)
         shutil.rmtree(self._spool / site, ignore_errors=True)
         if not first.problems:  # synced once: the purge may go on (else: at its first round)
             node.replica.write_state(f"{JOINING}{site}", "")
@@ -246,7 +248,7 @@ class Joiner:
                 spool.done.wait()
                 if spool.error:
                     raise JoinRefused(spool.error)
-            bundle, _ = self._node.watcher.refresh()
+            bundle, _changed = self._node.watcher.refresh()
             with transport.channel(address, bundle, site) as ch:
                 stub = sync_pb2_grpc.SyncNodeStub(ch)
                 counter = [0]  # bytes handed to gRPC in this attempt
@@ -334,7 +336,7 @@ class Joiner:
         while time.monotonic() < deadline:
             address = self._node.address(site)
             if address is not None:
-                bundle, _ = self._node.watcher.refresh()
+                bundle, _changed = self._node.watcher.refresh()
                 try:
                     with transport.channel(address, bundle, site) as ch:
                         if sync_pb2_grpc.SyncNodeStub(ch).RestoreStatus(

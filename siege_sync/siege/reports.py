@@ -17,6 +17,7 @@ from datetime import datetime
 
 from firebird.driver import Connection
 
+from ..i18n import N_, _, ngettext, number, when
 from ..node import parking
 from ..node.capture import REPORTS_TABLE
 from ..node.database import READ_COMMITTED_RW, transaction
@@ -86,110 +87,180 @@ def _bytes(value: object) -> bytes:
 ELECTION = "election"  # the trigger of a role change's report (election.py)
 DIALS_IN = "dials in"  # a site's outcome when it cannot be dialled and exchanges by itself
 
+# The words a report stores (outcomes, triggers, states, phases: stable values, also read by
+# scripts) as an operator reads them; ``word`` translates them when shown, others pass as
+# they are.
+_WORDS = frozenset((
+    N_("complete"), N_("partial"), N_("failed"), N_("stopped"), N_("skipped"),
+    N_("running"), N_("done"), N_("dials in"), N_("equal"), N_("differences"),
+    N_("repaired"), N_("adopted"), N_("held"), N_("joined"), N_("resynced"),
+    N_("schedule"), N_("manual"), N_("news"), N_("election"), N_("join"), N_("resync"),
+    N_("analyse"), N_("adopt"), N_("gather"), N_("redistribute"), N_("transfer"),
+    N_("comparing"), N_("waiting"), N_("refused"), N_("new"), N_("reapplied"),
+    N_("column"), N_("row"), N_("delete"), N_("insert"), N_("update"), N_("snapshot"),
+    N_("restore"), N_("backup"), N_("check"), N_("unique"), N_("kept"),
+    # Conflict kinds (merge.LossKind) and states (siege-ctl conflicts).
+    N_("update-of-dead-row"), N_("generation"), N_("kept-by-reference"), N_("unique-clash"),
+    N_("reparented"), N_("whole-row"), N_("re-applied"), N_("awaiting a decision"),
+    N_("took the role"), N_("stood by")))
+
+
+def word(value: str) -> str:
+    """A stored word (``complete``, ``schedule``...) in the operator's language."""
+    return _(value) if value in _WORDS else value
+
+
+def kind_of(report: coordinator_pb2.RoundReport) -> str:
+    """What a stored report is about: a sync, an analysis, a join, a role change."""
+    if report.trigger.startswith(("analyse", "adopt")):
+        return _("analysis")
+    return {ELECTION: _("role change"), "join": _("join"),
+            "resync": _("resync")}.get(report.trigger, _("sync"))
+
+
+def _columns(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if n == 0:
+            lines.append("  " + "  ".join("-" * w for w in widths))
+    return lines
+
 
 def render_text(report: coordinator_pb2.RoundReport) -> str:
+    """The report as an operator reads it, in the language of the work in progress
+    (siege-ctl: the shell's; an email: the siège's ``[operator] language``)."""
     if report.trigger.startswith(("analyse", "adopt")):
         return _render_analysis(report)
     if report.trigger in (ELECTION, "join", "resync"):
-        kind = {"join": "Join", "resync": "Resync"}.get(report.trigger, "Role change")
-        return (f"{kind} {report.id}: {report.outcome.upper()}\n  at {report.started}"
-                f"{', ended ' + report.ended if report.ended != report.started else ''}\n"
-                f"  {report.note}")
-    lines = [f"Sync round {report.id} ({report.trigger}): {report.outcome.upper()}",
-             f"  started {report.started}, ended {report.ended}",
-             f"  losing versions put on record at the siège: {report.new_conflicts}",
-             f"  old event segments purged mesh-wide: {report.purged_segments}", ""]
-    rows = [["site", "outcome", "in", "out", "held at siège", "time", "clock"]]
+        ended = (", " + _("ended {when}").format(when=when(report.ended))
+                 if report.ended != report.started else "")
+        return (_("{kind} {id}: {outcome}").format(kind=kind_of(report).capitalize(),
+                                                   id=report.id,
+                                                   outcome=word(report.outcome).upper())
+                + "\n  " + _("at {when}").format(when=when(report.started)) + ended
+                + f"\n  {report.note}")
+    lines = [_("Sync {id} ({trigger}): {outcome}").format(
+                 id=report.id, trigger=word(report.trigger),
+                 outcome=word(report.outcome).upper()),
+             "  " + _("started {started}, ended {ended}").format(started=when(report.started),
+                                                                ended=when(report.ended)),
+             "  " + _("changes set aside (on record at the siège): {count}").format(
+                 count=report.new_conflicts),
+             "  " + _("old changes purged everywhere: {count} segment(s)").format(
+                 count=report.purged_segments), ""]
+    rows = [[_("site"), _("outcome"), _("in"), _("out"), _("held at siège"), _("time"),
+             _("clock")]]
     for s in report.sites:
-        rows.append([s.site, s.outcome, str(s.events_in), str(s.events_out), str(s.parked),
-                     f"{s.duration_ms / 1000:.1f} s", f"{s.clock_offset_us / 1e6:+.2f} s"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if n == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
+        rows.append([s.site, word(s.outcome), number(s.events_in), number(s.events_out),
+                     number(s.parked), _("{seconds} s").format(
+                         seconds=number(s.duration_ms / 1000, 1)),
+                     _("{seconds} s").format(seconds=_signed(s.clock_offset_us / 1e6))])
+    lines += _columns(rows)
     problems = [(s.site, e) for s in report.sites for e in s.errors]
     if problems:
-        lines += ["", "Problems:"]
+        lines += ["", _("Problems:")]
         lines += [f"  {site}: {error}" for site, error in problems]
-    guards = [("the siège", g) for g in report.siege_lost_guards]
+    guards = [(_("the siège"), g) for g in report.siege_lost_guards]
     guards += [(s.site, g) for s in report.sites for g in s.lost_guards]
     if guards:
-        lines += ["", "Application triggers that fire again for applied changes (their guard "
-                      "was lost, as a vendor's trigger upgrade does):"]
+        lines += ["", _("Application triggers that fire again for applied changes (their "
+                        "guard was lost, as a vendor's trigger upgrade does):")]
         lines += [f"  {site}: {line}" for site, line in guards]
     if report.held:
-        lines += ["", HELD_TITLE]
+        lines += ["", held_title()]
         for held in report.held:
             lines += ["  " + line for line in held_lines(held)]
     if report.outcome != "complete":
-        lines += ["", "This round did NOT complete for every site: the sites above that are "
-                      "not 'complete' keep their changes for the next round."]
+        lines += ["", _("This sync did NOT complete for every site: the sites above that are "
+                        "not 'complete' keep their changes for the next sync.")]
     return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "-") + number(abs(value), 2)
 
 
 def _render_analysis(report: coordinator_pb2.RoundReport) -> str:
-    lines = [f"Analysis {report.id} ({report.trigger}): {report.outcome.upper()}",
-             f"  started {report.started}, ended {report.ended}", ""]
-    rows = [["site", "table", "vs", "matched", "missing", "extra", "different", "repaired",
-             "bytes", "held"]]
+    lines = [_("Analysis {id} ({trigger}): {outcome}").format(
+                 id=report.id, trigger=word(report.trigger),
+                 outcome=word(report.outcome).upper()),
+             "  " + _("started {started}, ended {ended}").format(started=when(report.started),
+                                                                ended=when(report.ended)),
+             ""]
+    rows = [[_("site"), _("table"), _("vs"), _("matched"), _("missing"), _("extra"),
+             _("different"), _("repaired"), _("bytes"), _("held")]]
     for a in report.analysis:
-        rows.append([a.site, a.table, a.reference, str(a.matched), str(a.missing),
-                     str(a.extra), str(a.different), str(a.repaired), str(a.bytes_moved),
-                     str(a.held)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for n, row in enumerate(rows):
-        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if n == 0:
-            lines.append("  " + "  ".join("-" * w for w in widths))
+        rows.append([a.site, a.table, a.reference, number(a.matched), number(a.missing),
+                     number(a.extra), number(a.different), number(a.repaired),
+                     number(a.bytes_moved), number(a.held)])
+    lines += _columns(rows)
     details = [(a.site, a.table, e) for a in report.analysis for e in a.examples]
     if details:
-        lines += ["", "Differing rows (first ones):"]
+        lines += ["", _("Differing rows (first ones):")]
         lines += [f"  {site} {table}: {e}" for site, table, e in details]
     held = [(a.site, a.table, k) for a in report.analysis for k in a.held_keys]
     if held:
-        lines += ["", "Held, not differences (a held transaction touches these rows; never "
-                      "repaired — siege-ctl held):"]
+        lines += ["", _("Held, not differences (a held transaction touches these rows; never "
+                        "repaired — siege-ctl held):")]
         lines += [f"  {site} {table}: {k}" for site, table, k in held]
     errors = [(a.site, a.table, a.error) for a in report.analysis if a.error]
     if errors:
-        lines += ["", "Not compared:"]
+        lines += ["", _("Not compared:")]
         lines += [f"  {site} {table}: {e}" for site, table, e in errors]
-    if report.outcome == "differences":
-        lines += ["", "Differences were found and nothing was changed. To make every site hold "
-                      "what one site holds: siege-ctl analyse --repair --prefer SITE"]
-    if report.outcome == "held":
-        lines += ["", "No differences, but rows that a held transaction touches differ until it "
-                      "applies: see siege-ctl held."]
-    if report.outcome == "adopted":
-        lines += ["", "Every site holds the same rows in every replicated table: they are "
-                      "adopted, and the rounds carry every change from here on."]
-    if report.outcome == "repaired":
-        lines += ["", "The repairs are written at the differing sites as ordinary changes; the "
-                      "next round carries them. Overwritten values are on record "
-                      "(siege-ctl conflicts)."]
+    verdict = analysis_verdict(report.outcome, long=True)
+    if verdict:
+        lines += ["", verdict]
     return "\n".join(lines)
 
 
-HELD_TITLE = ("Held transactions (their origin's later changes wait behind them at that "
-              "site; siege-ctl held):")
+def analysis_verdict(outcome: str, long: bool = False) -> str | None:
+    """What an analysis's outcome means for the operator (``long``: with what to do)."""
+    if outcome == "differences":
+        return _("Differences were found and nothing was changed.") + (
+            " " + _("To make every site hold what one site holds: siege-ctl analyse --repair "
+                    "--prefer SITE") if long else "")
+    if outcome == "held":
+        return _("No differences, but rows that a held transaction touches differ until it "
+                 "applies: see siege-ctl held.")
+    if outcome == "adopted":
+        return _("Every site holds the same rows in every replicated table: they are "
+                 "adopted, and the syncs carry every change from here on.")
+    if outcome == "repaired":
+        return _("The repairs are written at the differing sites as ordinary changes; the "
+                 "next sync carries them. Overwritten values are on record "
+                 "(siege-ctl conflicts).")
+    if outcome == "failed":
+        return _("Some tables could not be compared (see above).")
+    return None
+
+
+def held_title() -> str:
+    return _("Held transactions (their origin's later changes wait behind them at that "
+             "site; siege-ctl held):")
 
 
 def held_events(t: coordinator_pb2.HeldTransaction) -> str:
-    """``lyon#5..7 (incarnation 1)``: the events of a held transaction."""
+    """``lyon#5..7 (incarnation 1)``: the events of a held transaction (a detail)."""
     last = f"..{t.last_seq}" if t.last_seq > t.first_seq else ""
     return f"{t.origin}#{t.first_seq}{last} (incarnation {t.incarnation})"
 
 
 def held_lines(t: coordinator_pb2.HeldTransaction) -> list[str]:
     """A held transaction's facts, one per line (parking.render)."""
-    rows = [f"{r.op} {r.table} key {r.key}" + (f": {', '.join(r.values)}" if r.values else "")
-            for r in t.rows]
+    rows = [f"{word(r.op)} {r.table} " + _("key {key}").format(key=r.key)
+            + (f": {', '.join(r.values)}" if r.values else "") for r in t.rows]
     lines = parking.render(t.state, t.site, t.origin, held_events(t), t.since, t.attempts,
                            t.last_tried, t.past_limit, t.message, rows, t.rows_note, t.todo)
     if t.reported:
-        lines.insert(1, f"  as {t.site} said at {t.reported} (it dials in: it is not asked)")
+        lines.insert(1, "  " + _("as {site} said at {when} (it dials in: it is not asked)"
+                                 ).format(site=t.site, when=when(t.reported)))
     if t.behind:
-        lines.insert(-1, f"  behind it: {t.behind} later event(s) of {t.origin} wait at {t.site} "
-                         "(they may depend on it; they apply once it does)")
+        lines.insert(-1, "  " + ngettext(
+            "behind it: {count} later change of {origin} waits at {site} (it may depend on "
+            "it; it applies once it does)",
+            "behind it: {count} later changes of {origin} wait at {site} (they may depend on "
+            "it; they apply once it does)", t.behind).format(count=t.behind, origin=t.origin,
+                                                             site=t.site))
     return lines

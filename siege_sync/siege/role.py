@@ -14,6 +14,7 @@ from datetime import datetime
 import grpc
 
 from ..certs import Role
+from ..i18n import _, speaking
 from ..node.daemon import Node, NodeError
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .alerts import Alerter
@@ -39,7 +40,8 @@ class CoordinatorRole:
         self._node = node
         self.purger = Purger(node, self.settings.retention_lag_days)
         self.rounds = Rounds(node, finish=self.purger.after_round, cap=self.settings.cap)
-        self.alerter = (Alerter(self.settings.alerts, node.cfg.site)
+        self.alerter = (Alerter(self.settings.alerts, node.cfg.site,
+                                language=node.cfg.language)
                         if self.settings.alerts else None)
         self.election = Election(node, self.role_changed)
         self.scheduler = Scheduler(self.rounds, self.settings.schedule, self.after_round,
@@ -53,9 +55,10 @@ class CoordinatorRole:
         """Said everywhere an operator looks: the log (election.py), a report, an email."""
         if self.alerter is not None:  # first: the email goes out even if the store fails
             # One kind per direction: the rate limit must not swallow the way back.
-            self.alerter.send("role taken" if active else "role given back",
-                              f"{self._node.cfg.site} "
-                              f"{'now coordinates' if active else 'stands by'}", why)
+            with speaking(self._node.cfg.language):
+                subject = (_("{site} now coordinates") if active
+                           else _("{site} stands by")).format(site=self._node.cfg.site)
+            self.alerter.send("role taken" if active else "role given back", subject, why)
         now = datetime.now().isoformat(timespec="seconds")
         report = coordinator_pb2.RoundReport(
             trigger=ELECTION, started=now, ended=now,

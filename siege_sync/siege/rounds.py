@@ -16,6 +16,7 @@ never apply anything itself: exchanges do.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import shutil
 import threading
@@ -30,6 +31,7 @@ import grpc
 from firebird.driver import Connection
 
 from ..certs import Bundle, CertError, days_left, from_pem
+from ..i18n import _, speaking, when
 from ..node import eventlog, guardwatch, parking, transport
 from ..node.capture import EVENTS_TABLE
 from ..node.daemon import Node
@@ -113,7 +115,8 @@ class Rounds:
             raise RoundBusy("a round is already running; wait for it or `siege-ctl stop` it")
         try:
             self._stop.clear()
-            return self._run(trigger, progress or (lambda _p: None), news)
+            with speaking(self._node.cfg.language):  # what the report says
+                return self._run(trigger, progress or (lambda _p: None), news)
         finally:
             self._running.release()
 
@@ -186,7 +189,9 @@ class Rounds:
             sites = [s for s in self.sites if news is None or phase != "gather" or s in news]
             with ThreadPoolExecutor(max_workers=PARALLEL_SITES,
                                     thread_name_prefix=f"round-{phase}") as pool:
-                for future in [pool.submit(one, s, phase) for s in sites]:
+                # Each in a copy of this context: they speak the report's language.
+                for future in [pool.submit(contextvars.copy_context().run, one, s, phase)
+                               for s in sites]:
                     future.result()
             if phase == "gather" and news is None and not self._stop.is_set():
                 self._check_heartbeats(report, round_no)
@@ -251,18 +256,19 @@ class Rounds:
             entry.errors.append(greeted.refused)
         elif time.time() - last > DIAL_IN_SILENCE_S:
             entry.outcome = "failed"
-            entry.errors.append(
-                f"it cannot be dialled and has not exchanged since "
-                f"{datetime.fromtimestamp(last):%Y-%m-%d %H:%M:%S}: check its node and its "
-                "line (it dials the siège itself, [node] dial_every)")
+            entry.errors.append(_(
+                "it cannot be dialled and has not exchanged since {when}: check its node and "
+                "its line (it dials the siège itself, [node] dial_every)").format(
+                    when=when(datetime.fromtimestamp(last))))
         elif self._silent(entry.site, seen.hellos):
             entry.outcome = "failed"
             entry.silent = True
-            entry.errors.append(
-                f"it dials in but its heartbeat has not changed over its last "
-                f"{SILENT_AFTER_HELLOS} exchanges — its capture is broken or not installed "
+            entry.errors.append(_(
+                "it dials in but its heartbeat has not changed over its last {count} "
+                "exchanges — its capture is broken or not installed "
                 "(or every one of its exchanges was cut before it sent its changes); run "
-                "`siege-node status` and `siege-node install` there")
+                "`siege-node status` and `siege-node install` there").format(
+                    count=SILENT_AFTER_HELLOS))
         else:
             entry.outcome = DIALS_IN
 
@@ -279,7 +285,7 @@ class Rounds:
     def _health(self, report: coordinator_pb2.RoundReport) -> None:
         """Certificates' days left, the siège's free disk and log size, for the alerts."""
         node = self._node
-        bundle, _ = node.watcher.refresh()
+        bundle, _changed = node.watcher.refresh()
         report.siege_cert_days_left = bundle.days_to_expiry()
         for entry in report.sites:
             if entry.outcome != "complete":
@@ -312,10 +318,10 @@ class Rounds:
             if entry.outcome == "complete" and beats.get(entry.site, 0) != round_no:
                 entry.outcome = "failed"
                 entry.silent = True
-                entry.errors.append(
-                    f"reachable but silent: its heartbeat for round {round_no} did not arrive "
-                    "— its capture is broken or not installed; run `siege-node status` and "
-                    "`siege-node install` there")
+                entry.errors.append(_(
+                    "reachable but silent: its heartbeat for sync {id} did not arrive — its "
+                    "capture is broken or not installed; run `siege-node status` and "
+                    "`siege-node install` there").format(id=round_no))
 
     def _conflicts(self) -> int:
         with self._node.replica.database() as con:
@@ -365,7 +371,7 @@ def held_everywhere(node: Node,
     gone = decommissioned(node)
     wanted = [s for s in [me, *sorted(node.service_cfg.peers)]
               if s not in gone and (not sites or s in sites)]
-    bundle, _ = node.watcher.refresh()
+    bundle, _changed = node.watcher.refresh()
     found: list[coordinator_pb2.HeldTransaction] = []
     asked: list[str] = []
     # The sites first, outside the pipeline's lock: a slow site must not hold it up.
