@@ -64,9 +64,16 @@ os-deps:
 	  || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null; }; \
 	fi
 
-venv: $(VENV)/.installed
+# The compiled translations (.mo) come from the package build (setup.py): made again when a
+# catalog changed or they are missing (a `git clean`).
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard siege_sync/i18n/locale/*/LC_MESSAGES/*.po))
 
-$(VENV)/.installed: pyproject.toml setup.py $(wildcard siege_sync/i18n/locale/*/LC_MESSAGES/*.po)
+venv: $(VENV)/.installed $(CATALOGS)
+
+%.mo: %.po $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[test]'
+
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'

@@ -13,6 +13,10 @@ import pytest
 # file must use the same one, so it is fixed before the client library loads.
 os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# The programs speak the shell's language (siege_sync/i18n): the tests read English unless
+# one asks for another (tests/test_i18n.py), whatever the machine's LANG.
+for _name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+    os.environ.pop(_name, None)
 
 from firebird.driver import Connection  # noqa: E402
 

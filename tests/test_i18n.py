@@ -110,6 +110,25 @@ def test_siege_ctl_speaks_the_shells_language(tmp_path: Path):
     assert "missing address" in _ctl({}, "status", cwd=tmp_path).stderr
 
 
+def test_the_sieges_service_answers_in_the_callers_language(tmp_path: Path):
+    """An English siège: ``siege-ctl status`` from a French shell reads the siège's own
+    words (its role) in French, from an English one in English."""
+    from tests.test_siege import mesh_with
+
+    mesh = mesh_with(tmp_path)
+    try:
+        french = _ctl({"LANG": "fr_FR.UTF-8"}, "--config", str(tmp_path / "siege-ctl.toml"),
+                      "status", cwd=tmp_path)
+        english = _ctl({}, "--config", str(tmp_path / "siege-ctl.toml"), "status",
+                       cwd=tmp_path)
+    finally:
+        mesh.close()
+    with speaking("fr"):
+        role, reachable = _("the configured siège"), _("reachable")
+    assert french.returncode == 0 and role in french.stdout and reachable in french.stdout
+    assert english.returncode == 0 and "the configured siège" in english.stdout
+
+
 def _report() -> coordinator_pb2.RoundReport:
     report = coordinator_pb2.RoundReport(id=12, trigger="schedule", outcome="partial",
                                          started="2026-12-07T09:30:05",

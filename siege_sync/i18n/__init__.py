@@ -13,8 +13,10 @@ locale's way of writing dates and numbers (Babel).
   speaks that language. ``use(language)`` for a whole command-line run.
 * ``_(text)`` translates now; ``N_(text)`` only marks a text for the catalog (a constant
   translated where it is shown); ``ngettext(one, many, n)``.
-* ``when(iso_or_datetime)``, ``number(n)``: a date and time, a number, as the language
-  writes them.
+* ``LANGUAGE_KEY``: the gRPC metadata by which ``siege-ctl`` asks the siège's service for
+  its texts in its own language.
+* ``when(iso_or_datetime)``, ``number(n)``, ``signed(n)``: a date and time, a number (with
+  its sign), as the language writes them.
 
 Texts use ``str.format`` placeholders (``{site}``), never positional ones, so a translation
 may reorder them; tests/test_i18n.py fails when a marked text has no French translation or
@@ -37,6 +39,7 @@ from babel.dates import format_datetime
 from babel.numbers import format_decimal
 
 DOMAIN = "siege_sync"
+LANGUAGE_KEY = "accept-language"  # gRPC metadata: the language a caller reads
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 LANGUAGES = ("en", "fr")  # English first: the texts in the code, and the default
 _BABEL_LOCALE = {"en": "en_GB", "fr": "fr_FR"}  # (en_GB: 24-hour clock, day first)
@@ -152,6 +155,11 @@ def number(value: float, digits: int = 0) -> str:
     """A number with the language's separators (``1 234,5`` in French)."""
     fmt = "#,##0" + ("." + "0" * digits if digits else "")
     return format_decimal(value, fmt, locale=_locale())
+
+
+def signed(value: float, digits: int = 0) -> str:
+    """``number`` with its sign always written (``+0,25``, ``-1,50``): a clock offset."""
+    return ("-" if value < 0 else "+") + number(abs(value), digits)
 
 
 def _locale() -> Locale:

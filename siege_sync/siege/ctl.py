@@ -33,7 +33,7 @@ import os
 import sys
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ import grpc
 
 from ..certs import Bundle, CertError, load_bundle
 from ..console import quiet_on_closed_pipe
-from ..i18n import _, ngettext, number, use_for_command_line, when
+from ..i18n import LANGUAGE_KEY, _, current, ngettext, number, signed, use_for_command_line, when
 from ..node.transport import channel, health_check
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .printout import render_html, write_pdf
@@ -109,7 +109,18 @@ def _stub(target: Target, command: str
     bundle = load_bundle(target.bundle)
     site, address = _coordinator(target, bundle, command)
     ch = channel(address, bundle, site)
-    return ch, coordinator_pb2_grpc.CoordinatorStub(ch)
+    return ch, _Speaking(coordinator_pb2_grpc.CoordinatorStub(ch))
+
+
+class _Speaking:
+    """The stub, each call asking for the texts in this shell's language."""
+
+    def __init__(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> None:
+        self._stub = stub
+
+    def __getattr__(self, name: str) -> Callable:
+        call = getattr(self._stub, name)
+        return lambda request, **kw: call(request, metadata=((LANGUAGE_KEY, current()),), **kw)
 
 
 def _coordinator(target: Target, bundle: Bundle, command: str) -> tuple[str, str]:
@@ -293,13 +304,15 @@ def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     rows = [[_("site"), _("address"), _("found by"), _("reachable"), _("identity"),
              _("cert days"), _("versions"), _("database"), _("clock"), _("latency")]]
     for t in reply.sites:
-        rows.append([t.site, t.address or "-", t.address_source or "-",
+        rows.append([t.site, t.address or "-", word(t.address_source) or "-",
                      _("yes") if t.reachable else _("NO"), t.identity or "-",
                      str(t.cert_days_left) if t.reachable else "-",
                      _("match") if t.versions_match else (_("DIFFER") if t.reachable else "-"),
                      _("ok") if t.database_ok else (_("NO") if t.reachable else "-"),
-                     f"{t.clock_offset_us / 1e6:+.3f} s" if t.reachable else "-",
-                     f"{t.latency_us / 1000:.1f} ms" if t.reachable else "-"])
+                     _("{seconds} s").format(seconds=signed(t.clock_offset_us / 1e6, 3))
+                     if t.reachable else "-",
+                     _("{ms} ms").format(ms=number(t.latency_us / 1000, 1))
+                     if t.reachable else "-"])
     print(_table(rows))
     problems = [(t.site, p) for t in reply.sites for p in t.problems]
     for site, problem in problems:
@@ -336,7 +349,8 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                          if s.dials_in else reachable,
                          when(s.last_complete_sync) or _("never"), str(s.published or "?"),
                          str(s.held_here), pending, backlog,
-                         str(s.parked), f"{s.clock_offset_us / 1e6:+.2f} s",
+                         str(s.parked),
+                         _("{seconds} s").format(seconds=signed(s.clock_offset_us / 1e6, 2)),
                          s.schema_fingerprint or "?"])
         print(_table(rows))
         for s in reply.sites:

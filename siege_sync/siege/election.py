@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from ..i18n import _, when
 from ..node.daemon import Node
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,16 @@ class Election:
             return self._active
 
     def describe(self) -> str:
+        """In the language of the work in progress (siege-ctl's, for status)."""
         with self._lock:
-            since = f"{self._since:%Y-%m-%d %H:%M:%S}"
+            since = when(self._since)
             if self.configured:
-                return "the configured siège"
+                return _("the configured siège")
             if self._active:
-                return (f"stand-in since {since}: {', '.join(self.above)} unreachable; the "
-                        "role goes back as soon as one answers")
-            return (f"standing by since {since}: {self.above[0] if self.above else '?'} "
-                    "coordinates")
+                return _("stand-in since {since}: {sites} unreachable; the role goes back as "
+                         "soon as one answers").format(since=since, sites=", ".join(self.above))
+            return _("standing by since {since}: {site} coordinates").format(
+                since=since, site=self.above[0] if self.above else "?")
 
     def start(self) -> None:
         if not self.configured:

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import grpc
 
+from ..i18n import _, when
 from ..node import guardwatch, keysources, transport
 from ..node.daemon import Node
 from ..node.exchange import policy_check
@@ -23,6 +24,7 @@ from ..node.schema import introspect
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
+from .reports import word
 from .rounds import DIAL_IN_SILENCE_S, NEEDS_RESYNC, Rounds, resync_todo
 
 TIMEOUT = 10.0
@@ -46,7 +48,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                                             kept_values=node.replica.kept_values(),
                                             key_warnings=own_keys)
     reply.lost_guards.extend(own_guards)
-    bundle, _ = node.watcher.refresh()
+    bundle, _changed = node.watcher.refresh()
     for site in sorted(node.service_cfg.peers):
         out = reply.sites.add(site=site)
         for report in history:  # newest first
@@ -68,7 +70,7 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
         if reached.candidate is None:
             out.problem = reached.explain(site)
             continue
-        out.address = f"{reached.candidate.address} ({reached.candidate.source})"
+        out.address = f"{reached.candidate.address} ({word(reached.candidate.source)})"
         try:
             with transport.channel(reached.candidate.address, bundle, site) as ch:
                 status = sync_pb2_grpc.SyncNodeStub(ch).Status(sync_pb2.StatusRequest(),
@@ -87,8 +89,10 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
     for out in reply.sites:  # first, whatever else is wrong: nothing else helps it
         since = node.replica.read_state(f"{NEEDS_RESYNC}{out.site}")
         if since:
-            out.problem = (f"{resync_todo(out.site)}. Found by the round of {since}"
-                           + (f". Also: {out.problem}" if out.problem else ""))
+            out.problem = (f"{resync_todo(out.site)}. "
+                           + _("Found by the sync of {when}").format(when=since)
+                           + (". " + _("Also: {problem}").format(problem=out.problem)
+                              if out.problem else ""))
     return reply
 
 
@@ -109,6 +113,6 @@ def _dialling_in(node: Node, rounds: Rounds, out: coordinator_pb2.SiteStatus) ->
         out.reachable = True
         out.problem = seen.greeted.refused
     elif not out.reachable:
-        out.problem = (f"it cannot be dialled and has not exchanged here since "
-                       f"{datetime.fromtimestamp(since):%Y-%m-%d %H:%M:%S}: check its node and "
-                       "its line (it dials the siège itself, [node] dial_every)")
+        out.problem = _("it cannot be dialled and has not exchanged since {when}: check its "
+                        "node and its line (it dials the siège itself, [node] dial_every)"
+                        ).format(when=when(datetime.fromtimestamp(since)))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fpdf import FPDF
 
-from ..i18n import N_, _, current, number, when
+from ..i18n import N_, _, current, number, signed, when
 from ..proto import coordinator_pb2
 from .reports import ELECTION, analysis_verdict, held_lines, held_title, kind_of, word
 
@@ -48,8 +48,7 @@ def _rows(report: coordinator_pb2.RoundReport) -> list[tuple[str, ...]]:
                  number(a.different), number(a.repaired)) for a in report.analysis]
     return [(s.site, word(s.outcome), number(s.events_in), number(s.events_out),
              number(s.parked), _("{seconds} s").format(seconds=number(s.duration_ms / 1000, 1)),
-             _("{seconds} s").format(seconds=("+" if s.clock_offset_us >= 0 else "-")
-                                     + number(abs(s.clock_offset_us) / 1e6, 2)))
+             _("{seconds} s").format(seconds=signed(s.clock_offset_us / 1e6, 2)))
             for s in report.sites]
 
 

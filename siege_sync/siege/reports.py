@@ -17,7 +17,7 @@ from datetime import datetime
 
 from firebird.driver import Connection
 
-from ..i18n import N_, _, ngettext, number, when
+from ..i18n import N_, _, ngettext, number, signed, when
 from ..node import parking
 from ..node.capture import REPORTS_TABLE
 from ..node.database import READ_COMMITTED_RW, transaction
@@ -102,7 +102,9 @@ _WORDS = frozenset((
     # Conflict kinds (merge.LossKind) and states (siege-ctl conflicts).
     N_("update-of-dead-row"), N_("generation"), N_("kept-by-reference"), N_("unique-clash"),
     N_("reparented"), N_("whole-row"), N_("re-applied"), N_("awaiting a decision"),
-    N_("took the role"), N_("stood by")))
+    N_("took the role"), N_("stood by"),
+    # Where a site's address came from (discovery.py).
+    N_("configured"), N_("announced"), N_("zeroconf"), N_("last")))
 
 
 def word(value: str) -> str:
@@ -156,7 +158,7 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
         rows.append([s.site, word(s.outcome), number(s.events_in), number(s.events_out),
                      number(s.parked), _("{seconds} s").format(
                          seconds=number(s.duration_ms / 1000, 1)),
-                     _("{seconds} s").format(seconds=_signed(s.clock_offset_us / 1e6))])
+                     _("{seconds} s").format(seconds=signed(s.clock_offset_us / 1e6, 2))])
     lines += _columns(rows)
     problems = [(s.site, e) for s in report.sites for e in s.errors]
     if problems:
@@ -176,10 +178,6 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
         lines += ["", _("This sync did NOT complete for every site: the sites above that are "
                         "not 'complete' keep their changes for the next sync.")]
     return "\n".join(lines)
-
-
-def _signed(value: float) -> str:
-    return ("+" if value >= 0 else "-") + number(abs(value), 2)
 
 
 def _render_analysis(report: coordinator_pb2.RoundReport) -> str:

@@ -13,6 +13,7 @@ in retries at its own next dial, which is said.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from ..certs import Kind
+from ..i18n import LANGUAGE_KEY, LanguageError, check_language, speaking, use
 from ..node import conflicts, values
 from ..node.daemon import Node
 from ..node.service import Gatekeeper
@@ -47,6 +49,39 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self._role = role
         self._joiner = joiner or Joiner(node)
         self._gate = Gatekeeper(node.watcher, node.cfg.site)
+        for method in coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].methods:
+            setattr(self, method.name, self._in_callers_language(
+                getattr(self, method.name), method.server_streaming))
+
+    def _in_callers_language(self, handler: Callable, streaming: bool) -> Callable:
+        """``handler``, speaking the language its caller asks for (``siege-ctl`` sends its
+        shell's in the ``accept-language`` metadata), else the siège's ``[operator]
+        language``. Stored reports speak the siège's whoever asks (rounds.py)."""
+        def language(context: grpc.ServicerContext) -> str:
+            asked = dict(context.invocation_metadata() or ()).get(LANGUAGE_KEY, "")
+            try:
+                return check_language(str(asked), "accept-language") if asked \
+                    else self._node.cfg.language
+            except LanguageError:
+                return self._node.cfg.language
+
+        if not streaming:
+            def unary(request: object, context: grpc.ServicerContext) -> object:
+                with speaking(language(context)):
+                    return handler(request, context)
+            return unary
+
+        def stream(request: object, context: grpc.ServicerContext) -> Iterator:
+            spoken = contextvars.copy_context()  # each step runs in it (and what it starts)
+            spoken.run(use, language(context))
+            steps = spoken.run(handler, request, context)
+            while True:
+                try:
+                    item = spoken.run(next, steps)
+                except StopIteration:
+                    return
+                yield item
+        return stream
 
     def _admin(self, context: grpc.ServicerContext) -> None:
         self._gate.caller(context, Kind.ADMIN)
@@ -97,7 +132,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             except BaseException as exc:  # handed to the caller's stream below
                 events.put(exc)
 
-        threading.Thread(target=run, name=what, daemon=True).start()
+        # In a copy of this context: the work speaks the caller's language.
+        threading.Thread(target=contextvars.copy_context().run, args=(run,), name=what,
+                         daemon=True).start()
         while True:
             item = events.get()
             for kind, code in refusals.items():

@@ -16,6 +16,7 @@ import time
 import grpc
 
 from ..certs import CertError, days_left, days_to_expiry
+from ..i18n import _
 from ..node import transport
 from ..node.daemon import Node
 from ..node.exchange import greet, policy_check
@@ -39,17 +40,18 @@ def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
     out = coordinator_pb2.SiteTest(site=site)
     reached = node.addresses.reach(site, timeout=TIMEOUT)
     if reached.candidate is None:
-        out.problems.append(reached.explain(site) + ": is its node running, is the address "
-                            "right, is the port open?")
+        out.problems.append(reached.explain(site) + ": " + _(
+            "is its node running, is the address right, is the port open?"))
         return out
     address = out.address = reached.candidate.address
     out.address_source = reached.candidate.source
-    bundle, _ = node.watcher.refresh()
+    bundle, _changed = node.watcher.refresh()
     try:
         ident = transport.peer_identity(address, bundle, site, timeout=TIMEOUT)
     except (OSError, CertError) as exc:
-        out.problems.append(f"not reachable at {address} ({exc}): is its node running, is the "
-                            "address right, is the port open?")
+        out.problems.append(_("not reachable at {address} ({problem}): is its node running, "
+                              "is the address right, is the port open?").format(
+            address=address, problem=exc))
         return out
     out.reachable = True
     out.identity = ident.name
@@ -85,9 +87,9 @@ def _dialling_in(node: Node, site: str) -> coordinator_pb2.SiteTest:
     out = coordinator_pb2.SiteTest(site=site, address="-", address_source="dials in")
     greeted = node.addresses.dialled_in(site).greeted
     if greeted is None or time.time() - greeted.at > DIAL_IN_SILENCE_S:
-        out.problems.append("it cannot be dialled and has not exchanged here within the hour: "
-                            "check its node and its line (it dials the siège itself, [node] "
-                            "dial_every there)")
+        out.problems.append(_("it cannot be dialled and has not exchanged here within the "
+                              "hour: check its node and its line (it dials the siège itself, "
+                              "[node] dial_every there)"))
         return out
     out.reachable = out.database_ok = True  # its hello came, read from its database
     out.identity = site  # its certificate said so at that hello
@@ -102,8 +104,8 @@ def _dialling_in(node: Node, site: str) -> coordinator_pb2.SiteTest:
 
 def _judge_certificate(out: coordinator_pb2.SiteTest) -> None:
     if out.cert_days_left < WARN_CERT_DAYS:
-        out.problems.append(f"its certificate expires in {out.cert_days_left} days: "
-                            f"siege-certs renew {out.site}")
+        out.problems.append(_("its certificate expires in {days} days: siege-certs renew "
+                              "{site}").format(days=out.cert_days_left, site=out.site))
 
 
 def _judge(node: Node, out: coordinator_pb2.SiteTest, node_version: str,
@@ -116,15 +118,16 @@ def _judge(node: Node, out: coordinator_pb2.SiteTest, node_version: str,
     out.versions_match = (node_version == mine.node_version
                           and schema_fingerprint == mine.schema_fingerprint)
     if node_version != mine.node_version:
-        out.problems.append(f"node version {node_version}, the siège runs "
-                            f"{mine.node_version}: upgrade it")
+        out.problems.append(_("node version {version}, the siège runs {siege_version}: "
+                              "upgrade it").format(version=node_version,
+                                                   siege_version=mine.node_version))
     if not fingerprints_comparable(schema_fingerprint, mine.schema_fingerprint):
-        out.problems.append("its schema fingerprint and the siège's were made by different "
-                            "node versions and are not compared: upgrade the older node, then "
-                            "siege-node install there")
+        out.problems.append(_("its schema fingerprint and the siège's were made by different "
+                              "node versions and are not compared: upgrade the older node, "
+                              "then siege-node install there"))
     elif schema_fingerprint != mine.schema_fingerprint:
-        out.problems.append("its schema differs from the siège's: run its vendor "
-                            "upgrade, then siege-node install there")
+        out.problems.append(_("its schema differs from the siège's: run its vendor upgrade, "
+                              "then siege-node install there"))
     if abs(clock_offset_us) > WARN_CLOCK_US:
-        out.problems.append(f"its clock is off by {clock_offset_us / 1e6:+.0f} s: "
-                            "fix its time (NTP)")
+        out.problems.append(_("its clock is off by {seconds} s: fix its time (NTP)").format(
+            seconds=f"{clock_offset_us / 1e6:+.0f}"))
