@@ -27,6 +27,7 @@ Must never import anything else of siege_sync: every layer speaks through it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gettext as _gettext
 import os
 from collections.abc import Iterator
@@ -45,7 +46,6 @@ LANGUAGES = ("en", "fr")  # English first: the texts in the code, and the defaul
 _BABEL_LOCALE = {"en": "en_GB", "fr": "fr_FR"}  # (en_GB: 24-hour clock, day first)
 
 _speaking: ContextVar[str] = ContextVar("siege_sync_language", default="en")
-_catalogs: dict[str, _gettext.NullTranslations] = {}
 
 
 class LanguageError(ValueError):
@@ -110,12 +110,9 @@ def current() -> str:
     return _speaking.get()
 
 
+@functools.cache  # (read once per process: the files do not change under it)
 def _catalog(language: str) -> _gettext.NullTranslations:
-    found = _catalogs.get(language)
-    if found is None:
-        found = _catalogs[language] = _gettext.translation(
-            DOMAIN, LOCALE_DIR, languages=[language], fallback=True)
-    return found
+    return _gettext.translation(DOMAIN, LOCALE_DIR, languages=[language], fallback=True)
 
 
 def _(text: str) -> str:
