@@ -55,6 +55,8 @@ def node_config(folder: Path, site: str, dsn: str, bundle: Path, port: int,
         "peers": {p: {"address": f"127.0.0.1:{pp}"} for p, pp in (peers or {}).items()},
         "operator": {"language": language},
     }
+    if site != "siege":  # the siège it names is a peer (found by its announcements if none)
+        raw["peers"].setdefault("siege", {})
     if siege:
         raw["siege"] = siege
     return config.parse(raw, folder / f"{site}.toml")

@@ -23,7 +23,7 @@ from firebird.driver import Connection, DatabaseError
 from ..certs import CertError
 from ..console import quiet_on_closed_pipe
 from ..i18n import N_, _, ngettext, use_for_command_line, when
-from . import capture, config, conflicts, guardwatch, keysources, parking, values
+from . import capture, config, conflicts, guardwatch, keysources, occupant, parking, values
 from .apply import catch_up
 from .clock import Clock
 from .daemon import NodeError
@@ -44,6 +44,10 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def cmd_install(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace) -> int:
+    # Another site's database (its node recorded whose): refused before anything changes,
+    # as `run` refuses it — install would move its generators into this site's range.
+    occupant.check_site(con, cfg.site, None, cfg.database.dsn, str(cfg.path or "the config"),
+                        record=False)
     # Guards a vendor's upgrade dropped, and what fired meanwhile: said once they are back.
     before = guardwatch.check(con, cfg.fire_triggers)
     report = capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
@@ -625,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return func(cfg, con, args)
     except (DatabaseUnavailable, capture.InstallError, PublishError,
             conflicts.ConflictError, config.ConfigError, CertError, NodeError,
-            UpgradeError) as exc:
+            UpgradeError, occupant.Occupied) as exc:
         print(_("error: {problem}").format(problem=exc), file=sys.stderr)
         return 2
     except DatabaseError as exc:

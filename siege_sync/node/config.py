@@ -355,6 +355,13 @@ def _service(raw: dict[str, Any], where: str, path: Path | None,
                    else None)
         peers[name] = Peer(name, address, _bool(spec, "coordinator", name == siege, at),
                            _int(spec, "priority", 100, at))
+    if siege is not None and siege != site and siege not in peers:
+        # Else the node would serve, and wait for a siège it can never reach or admit.
+        known = ", ".join(sorted(peers)) or "none"
+        raise ConfigError(f"{where} [node] siege = {siege!r}: no [peers.{siege}] section "
+                          f"names that site (peers: {known}); add [peers.{siege}] (its "
+                          "address, or none to find it by its announcements) or correct "
+                          "the name")
     lan = _str_list(node, "lan", f"{where} [node]")
     for item in lan:
         if item in ("0.0.0.0", "") or not all(p.isdigit() for p in item.split(".")) \

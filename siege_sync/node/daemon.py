@@ -33,13 +33,12 @@ from concurrent import futures
 from importlib.metadata import entry_points
 
 import grpc
-from firebird.driver import Connection
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..certs import CertError, Role, verify_chain
 from ..proto import coordinator_pb2_grpc, sync_pb2, sync_pb2_grpc
-from . import capture, parking, transport
+from . import capture, occupant, parking, transport
 from .admission import Admission, Limits
 from .announce import AnnounceError, Announcer, Browser
 from .clock import Clock, SystemClock
@@ -103,12 +102,19 @@ class Node:
             self._con.close()
             raise NodeError(f"capture is not installed in {cfg.database.dsn}: run "
                             "`siege-node install` first")
+        where = str(cfg.path or "the config")
         try:
-            _claim(self._con, cfg, ident.mesh)
+            occupant.check_site(self._con, cfg.site, ident.mesh, cfg.database.dsn, where)
+            occupant.occupy(self._con, cfg.site, cfg.database.dsn)
+        except occupant.Occupied as exc:
+            self._con.close()
+            raise NodeError(str(exc)) from None
         except BaseException:
             self._con.close()
             raise
-        self.replica = Replica(cfg, self._con, clock, lambda: self.watcher.refresh()[0])
+        self.replica = Replica(cfg, self._con, clock, lambda: self.watcher.refresh()[0],
+                               on_reconnect=lambda con: occupant.occupy(
+                                   con, cfg.site, cfg.database.dsn))
         try:
             self.watcher.guard_crl(int(capture.get_state(self._con, CRL_NUMBER) or 0),
                                    self._keep_crl_number)
@@ -493,30 +499,6 @@ class Node:
             self._admission.close()
             self._admission = None
         self.replica.close()
-
-
-def _claim(con: Connection, cfg: NodeConfig, mesh: str) -> None:
-    """A database serves one site of one mesh: the first node to serve it records them
-    (``SYNC$STATE`` site, mesh), every later start checks them.
-
-    Why: nothing else tied a database to its site. A config pointing at another site's
-    database, or at one that served another mesh, was served as is — that database's
-    changes published under this site's name and numbers, its peers' epochs and vectors
-    taken for this mesh's (found by tests/test_hostile.py). The mesh is the name in the
-    certificates (not the CA's key), so a renewed CA or certificate changes nothing."""
-    wanted = {"site": cfg.site, "mesh": mesh}
-    recorded = {name: capture.get_state(con, name) for name in wanted}
-    if any(recorded[name] not in (None, value) for name, value in wanted.items()):
-        raise NodeError(
-            f"{cfg.database.dsn} is the database of site {recorded['site']!r} of mesh "
-            f"{recorded['mesh']!r} (its node recorded that), but this node is site "
-            f"{cfg.site!r} of mesh {mesh!r} ({cfg.path or 'the config'}): point [database] "
-            "dsn at this site's own database. Nothing was changed. If that database really "
-            "is to become this site's, it must join as a new site (its unsynced changes "
-            "would otherwise be lost): ask for a resync of this site from the siège")
-    for name, value in wanted.items():
-        if recorded[name] is None:
-            capture.set_state(con, name, value)
 
 
 class Awaiting:

@@ -111,10 +111,14 @@ class Replica:
     nothing, and applying again what was applied is a no-op."""
 
     def __init__(self, cfg: NodeConfig, con: Connection, clock: Clock = SystemClock(),
-                 credentials: Callable[[], Bundle] | None = None) -> None:
+                 credentials: Callable[[], Bundle] | None = None,
+                 on_reconnect: Callable[[Connection], None] | None = None) -> None:
         """``credentials()``: the node's certificate bundle (the daemon's, reloaded when it
         changes): its transactions are signed with it and others' checked (seal.py). None:
-        neither (a replica no peer talks to: tests of the merge)."""
+        neither (a replica no peer talks to: tests of the merge). ``on_reconnect(con)``:
+        run on each connection opened again before it is used (the daemon marks it as
+        the node's own: occupant.py)."""
+        self._on_reconnect = on_reconnect
         self.site = cfg.site
         self._cfg = cfg
         self._sealer = Sealer(credentials) if credentials is not None else None
@@ -145,7 +149,14 @@ class Replica:
                 self._con.close()
         except Exception:  # it is dead: closing may fail too
             pass
-        self._attach(open_connection(self._cfg.database))
+        con = open_connection(self._cfg.database)
+        if self._on_reconnect is not None:
+            try:
+                self._on_reconnect(con)
+            except BaseException:
+                con.close()
+                raise
+        self._attach(con)
 
     def _ensure_open(self) -> None:
         """A reopen that failed (the server was still down) left the connection closed:
