@@ -108,3 +108,19 @@ def test_operator_mistakes_exit_2_without_traceback(tmp_path):
     result = run_cli("install", "--config", str(bad_db))
     assert result.returncode == 2 and "cannot open database" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("program", ["siege-node", "siege-ctl", "siege-certs"])
+def test_every_program_says_its_version_and_a_plain_help(program):
+    from siege_sync import __version__
+
+    module = {"siege-node": "siege_sync.node.cli", "siege-ctl": "siege_sync.siege.ctl",
+              "siege-certs": "siege_sync.certs.cli"}[program]
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"{program} {__version__}"
+    shown = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                           text=True, timeout=60)
+    description = shown.stdout.split("\n\n")[1]
+    assert shown.returncode == 0 and description.rstrip().endswith("."), description
+    assert "``" not in shown.stdout, "RST markup in the help"

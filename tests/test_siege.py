@@ -73,7 +73,9 @@ def test_a_site_down_makes_a_partial_round_and_catches_up_next_time(mesh):
     assert snapshot(mesh.cons["nice"]) == snapshot(mesh.cons["lyon"])
     test = ctl(mesh, "test")
     assert test.returncode == 0, test.stdout
-    assert test.stdout.count("match") == 2 and "ok" in test.stdout
+    assert test.stdout.count("match") == 3 and "ok" in test.stdout  # the siège too
+    siege_row = next(line for line in test.stdout.splitlines() if line.startswith("siege"))
+    assert siege_row.startswith("siege (siège)") and "this node" in siege_row
 
 
 @pytest.fixture
@@ -420,5 +422,10 @@ def test_a_decommissioned_site_is_left_out_of_rounds(mesh):
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'x')")
     again = ctl(mesh, "manual")
     assert again.returncode == 0 and "COMPLETE" in again.stdout and "nice" not in again.stdout
+    # status says so (not "unreachable"), and its exit code does not count it.
+    status = ctl(mesh, "status")
+    nice = next(line for line in status.stdout.splitlines() if line.startswith("nice"))
+    assert "decommissioned 20" in nice and "NO" not in nice, status.stdout
+    assert status.returncode == 0, status.stdout
     bad = ctl(mesh, "decommission", "paris")
     assert bad.returncode == 2 and "not a site" in bad.stderr

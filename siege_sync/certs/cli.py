@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import __version__
 from ..console import quiet_on_closed_pipe
 from ..i18n import _, use_for_command_line
 from . import files
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Built once the language is chosen: its help speaks it."""
     parser = argparse.ArgumentParser(prog=PROG, description=_(
         "The siege-sync mesh PKI: CA, site and admin certificates, CRL."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", required=True, type=Path, metavar="CA_DIR",
                         help=_("the CA directory (ca.key, ca.crt, crl.pem, index.json)"))

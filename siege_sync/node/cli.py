@@ -20,6 +20,7 @@ from pathlib import Path
 
 from firebird.driver import Connection, DatabaseError
 
+from .. import __version__
 from ..certs import CertError
 from ..console import quiet_on_closed_pipe
 from ..i18n import N_, _, ngettext, use_for_command_line, when
@@ -576,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Built once the language is chosen: its help speaks it."""
     parser = argparse.ArgumentParser(prog="siege-node",
                                      description=_("The site node's command line."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (_func, help_text) in [*COMMANDS.items(), *SERVICE_COMMANDS.items()]:
         p = sub.add_parser(name, help=_(help_text))

@@ -41,6 +41,8 @@ def check_site(con: Connection, site: str, mesh: str | None, dsn: str, where: st
                record: bool = True) -> None:
     """``site`` (of ``mesh``; None: not checked) may serve this database; recorded the first
     time when ``record``."""
+    if not capture.is_installed(con):
+        return  # no node ever served it (install first, then run, records it)
     wanted = {"site": site, "mesh": mesh} if mesh is not None else {"site": site}
     recorded = {name: capture.get_state(con, name) for name in ("site", "mesh")}
     if any(recorded[name] not in (None, value) for name, value in wanted.items()):

@@ -196,7 +196,7 @@ class TestRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteTest(_message.Message):
-    __slots__ = ("site", "address", "reachable", "identity", "cert_days_left", "node_version", "schema_fingerprint", "versions_match", "database_ok", "clock_offset_us", "latency_us", "problems", "address_source", "warnings")
+    __slots__ = ("site", "address", "reachable", "identity", "cert_days_left", "node_version", "schema_fingerprint", "versions_match", "database_ok", "clock_offset_us", "latency_us", "problems", "address_source", "warnings", "coordinator")
     SITE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
@@ -211,6 +211,7 @@ class SiteTest(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_SOURCE_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     site: str
     address: str
     reachable: bool
@@ -225,7 +226,8 @@ class SiteTest(_message.Message):
     problems: _containers.RepeatedScalarFieldContainer[str]
     address_source: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., address: _Optional[str] = ..., reachable: bool = ..., identity: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., versions_match: bool = ..., database_ok: bool = ..., clock_offset_us: _Optional[int] = ..., latency_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., address_source: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    coordinator: bool
+    def __init__(self, site: _Optional[str] = ..., address: _Optional[str] = ..., reachable: bool = ..., identity: _Optional[str] = ..., cert_days_left: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., versions_match: bool = ..., database_ok: bool = ..., clock_offset_us: _Optional[int] = ..., latency_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., address_source: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., coordinator: bool = ...) -> None: ...
 
 class TestReply(_message.Message):
     __slots__ = ("sites",)
@@ -238,7 +240,7 @@ class MeshStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SiteStatus(_message.Message):
-    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values", "address", "dials_in", "key_warnings", "lost_guards")
+    __slots__ = ("site", "reachable", "last_complete_sync", "published", "held_here", "backlog", "parked", "clock_offset_us", "problem", "schema_fingerprint", "schema_changes", "kept_values", "address", "dials_in", "key_warnings", "lost_guards", "decommissioned")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
     LAST_COMPLETE_SYNC_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +257,7 @@ class SiteStatus(_message.Message):
     DIALS_IN_FIELD_NUMBER: _ClassVar[int]
     KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
+    DECOMMISSIONED_FIELD_NUMBER: _ClassVar[int]
     site: str
     reachable: bool
     last_complete_sync: str
@@ -271,7 +274,8 @@ class SiteStatus(_message.Message):
     dials_in: bool
     key_warnings: _containers.RepeatedScalarFieldContainer[str]
     lost_guards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
+    decommissioned: str
+    def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., decommissioned: _Optional[str] = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
     __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role", "key_warnings", "lost_guards")

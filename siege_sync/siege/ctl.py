@@ -39,6 +39,7 @@ from pathlib import Path
 
 import grpc
 
+from .. import __version__
 from ..certs import Bundle, CertError, load_bundle
 from ..console import quiet_on_closed_pipe
 from ..i18n import LANGUAGE_KEY, _, current, ngettext, number, signed, use_for_command_line, when
@@ -304,7 +305,8 @@ def cmd_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     rows = [[_("site"), _("address"), _("found by"), _("reachable"), _("identity"),
              _("cert days"), _("versions"), _("database"), _("clock"), _("latency")]]
     for t in reply.sites:
-        rows.append([t.site, t.address or "-", word(t.address_source) or "-",
+        rows.append([_("{site} (siège)").format(site=t.site) if t.coordinator else t.site,
+                     t.address or "-", word(t.address_source) or "-",
                      _("yes") if t.reachable else _("NO"), t.identity or "-",
                      str(t.cert_days_left) if t.reachable else "-",
                      _("match") if t.versions_match else (_("DIFFER") if t.reachable else "-"),
@@ -342,15 +344,21 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         rows.append([_("{site} (siège)").format(site=reply.coordinator), _("yes"), "", "", "",
                      "", "", "", "", reply.schema_fingerprint])
         for s in reply.sites:
+            if s.decommissioned:
+                rows.append([s.site, _("decommissioned {when}").format(
+                    when=when(s.decommissioned, seconds=False))] + [""] * 8)
+                continue
             pending = str(max(s.published - s.held_here, 0)) if s.reachable else "?"
             reachable = _("yes") if s.reachable else _("NO")
             backlog = str(s.backlog) if s.reachable and not s.dials_in else "?"
+            clock = _("{seconds} s").format(seconds=signed(s.clock_offset_us / 1e6, 2))
             rows.append([s.site, _("{reachable}, dials in").format(reachable=reachable)
                          if s.dials_in else reachable,
                          when(s.last_complete_sync) or _("never"), str(s.published or "?"),
-                         str(s.held_here), pending, backlog,
-                         str(s.parked),
-                         _("{seconds} s").format(seconds=signed(s.clock_offset_us / 1e6, 2)),
+                         str(s.held_here), pending, backlog, str(s.parked),
+                         # Not reachable: the offset its last sync measured, said as old.
+                         clock if s.reachable else _("{clock} (last sync)").format(
+                             clock=clock) if s.clock_offset_us else "?",
                          s.schema_fingerprint or "?"])
         print(_table(rows))
         for s in reply.sites:
@@ -379,7 +387,7 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                 print(f"{site}: " + _("WARNING: {warning}").format(warning=line))
         if not args.watch:
             return 0 if all(s.reachable and not s.parked and not s.problem
-                            for s in reply.sites) and not any(
+                            for s in reply.sites if not s.decommissioned) and not any(
                 changes for _site, changes in drifted) and not any(
                 lines for _site, lines in kept) and not any(
                 lines for _site, lines in guards) else 1
@@ -458,6 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siege-ctl", description=_("The operator's command line: it talks to the siège's "
                                         "node over mTLS with an admin certificate."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", help=_("siege-ctl TOML (address, siege, bundle)"))
     parser.add_argument("--address", help=_("the siège node's host:port"))
     parser.add_argument("--siege", help=_("the siège's site id"))

@@ -24,6 +24,7 @@ from ..node.schema import introspect
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
+from .purge import decommissioned
 from .reports import word
 from .rounds import DIAL_IN_SILENCE_S, NEEDS_RESYNC, Rounds, resync_todo
 
@@ -49,8 +50,12 @@ def mesh_status(node: Node, rounds: Rounds) -> coordinator_pb2.MeshStatusReply:
                                             key_warnings=own_keys)
     reply.lost_guards.extend(own_guards)
     bundle, _changed = node.watcher.refresh()
+    gone = decommissioned(node)
     for site in sorted(node.service_cfg.peers):
         out = reply.sites.add(site=site)
+        if site in gone:
+            out.decommissioned = gone[site]
+            continue
         for report in history:  # newest first
             entry = next((s for s in report.sites if s.site == site), None)
             if entry is None:

@@ -60,10 +60,11 @@ class Snapshot:
         return cls(dec(raw["held"]), dec(raw["published"]))
 
 
-def decommissioned(node: Node) -> set[str]:
+def decommissioned(node: Node) -> dict[str, str]:
+    """The sites decommissioned, with when."""
     with node.replica.database() as con:
-        return {name[len(_DECOMMISSIONED):] for name in capture.states_starting(
-            con, _DECOMMISSIONED)}
+        return {name[len(_DECOMMISSIONED):]: when for name, when in capture.states_starting(
+            con, _DECOMMISSIONED).items()}
 
 
 def decommission(node: Node, site: str) -> None:

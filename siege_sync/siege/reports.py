@@ -104,7 +104,7 @@ _WORDS = frozenset((
     N_("reparented"), N_("whole-row"), N_("re-applied"), N_("awaiting a decision"),
     N_("took the role"), N_("stood by"),
     # Where a site's address came from (discovery.py).
-    N_("configured"), N_("announced"), N_("zeroconf"), N_("last")))
+    N_("configured"), N_("announced"), N_("zeroconf"), N_("last"), N_("this node")))
 
 
 def word(value: str) -> str:

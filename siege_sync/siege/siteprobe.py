@@ -30,7 +30,31 @@ TIMEOUT = 10.0
 
 
 def probe_all(node: Node) -> list[coordinator_pb2.SiteTest]:
-    return [probe(node, site) for site in sorted(node.service_cfg.peers)]
+    """The node that coordinates first (its own certificate, versions, database), then every
+    site it coordinates."""
+    return [probe_self(node), *(probe(node, site) for site in sorted(node.service_cfg.peers))]
+
+
+def probe_self(node: Node) -> coordinator_pb2.SiteTest:
+    """This node, judged as the sites are, by itself: its certificate's days, its database
+    answering, what it warns of. Its clock is the reference; nothing travels."""
+    bundle, _changed = node.watcher.refresh()
+    out = coordinator_pb2.SiteTest(site=node.cfg.site, address=node.service_cfg.listen,
+                                   address_source="this node", coordinator=True,
+                                   identity=bundle.identity.name,
+                                   cert_days_left=days_to_expiry(bundle.cert_pem),
+                                   versions_match=True)
+    _judge_certificate(out)
+    started = time.monotonic()
+    try:
+        node.replica.status()
+        out.reachable = out.database_ok = True
+    except Exception as exc:  # noqa: BLE001 - said as the test's finding, with what to do
+        out.problems.append(_("its database does not answer: {problem}").format(
+            problem=" ".join(str(exc).split())))
+    out.latency_us = int((time.monotonic() - started) * 1e6)
+    out.warnings.extend(node.replica.key_warnings())
+    return out
 
 
 def probe(node: Node, site: str) -> coordinator_pb2.SiteTest:
