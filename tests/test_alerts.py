@@ -97,23 +97,32 @@ def test_a_partial_round_is_emailed_once_per_rate_limit(smtp):
     assert len(inbox.messages) == 1
 
 
-def test_silent_sites_parked_transactions_and_clock_offsets_are_separate_alerts(smtp):
+def test_every_alert_a_round_calls_for_goes_in_one_email(smtp):
     inbox, alerts = smtp
     alerter = Alerter(parse({"alerts": alerts}).alerts, "siege")
     alerter.after_round(report("partial", silent=True, parked=2,
                                clock_offset_us=3_600_000_000))
-    subjects = sorted(str(make_header(decode_header(m["Subject"]))) for m in inbox.messages)
-    assert len(subjects) == 4
-    assert any("reachable but silent" in s for s in subjects)
-    assert any("2 transactions of nice held at the siège" in s for s in subjects)
-    assert any("clock is off by +3600 s" in s for s in subjects)
+    assert len(inbox.messages) == 1
+    msg = inbox.messages[0]
+    assert "4 alerts: sync 7 PARTIAL" in str(make_header(decode_header(msg["Subject"])))
+    body = msg.get_payload(decode=True).decode()
+    listed = [line for line in body.splitlines() if line.startswith("- ")]
+    assert len(listed) == 4 and "did NOT complete" in body, body
+    assert any("reachable but silent" in s for s in listed)
+    assert any("2 transactions of nice held at the siège" in s for s in listed)
+    assert any("clock is off by +3600 s" in s for s in listed)
+    assert msg["Date"] and msg["Message-ID"].endswith("@example.net>"), msg.items()
 
 
 def test_a_wrong_password_is_logged_not_raised(smtp, caplog):
     inbox, alerts = smtp
     alerter = Alerter(parse({"alerts": {**alerts, "password": "wrong"}}).alerts, "siege")
-    assert alerter.send("round-failed", "test", "body") is False
-    assert not inbox.messages and "could not send the alert" in caplog.text
+    try:
+        assert alerter.send("round-failed", "test", "body") is False
+        assert not inbox.messages and "could not send the alert" in caplog.text
+        assert "refused the login of alerts" in alerter.problems()[0]
+    finally:
+        alerter.close()
 
 
 def test_settings_mistakes_name_the_key():
@@ -174,11 +183,13 @@ def test_expiring_certificates_little_disk_and_a_large_log_are_alerts(smtp):
     r.siege_disk_free_mb = 50
     r.siege_stored_events = 5000
     alerter.after_round(r)
-    subjects = sorted(" ".join(m["Subject"].split()) for m in inbox.messages)  # unfolded
-    assert len(subjects) == 3, subjects
-    assert any("lyon's certificate expires in 12 days" in s for s in subjects)
-    assert any("only 50 MB free" in s for s in subjects)
-    assert any("log holds 5,000 changes" in s for s in subjects)
+    assert len(inbox.messages) == 1
+    listed = [line for line in inbox.messages[0].get_payload(decode=True).decode().splitlines()
+              if line.startswith("- ")]
+    assert len(listed) == 3, listed
+    assert any("lyon's certificate expires in 12 days" in s for s in listed)
+    assert any("only 50 MB free" in s for s in listed)
+    assert any("log holds 5,000 changes" in s for s in listed)
 
 
 def test_continuous_mode_runs_rounds_back_to_back(tmp_path):
@@ -264,5 +275,123 @@ def test_a_capped_exchange_is_paced(tmp_path):
         assert not reply.problems and reply.pulled_events == 1500
         # 1,500 events of ~120 random hex characters: well over 150 kB after gzip.
         assert took >= 3.0, took
+    finally:
+        mesh.close()
+
+
+# --- alerts that arrive: each TLS mode, a refused mode, a send tried again, alert-test --------
+
+
+def _server(inbox: Inbox, tmp_path, mode: str, port: int | None = None) -> Controller:
+    """aiosmtpd on loopback: STARTTLS required, implicit TLS, or a plain relay."""
+    cert, key = tls_files(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    options = {"starttls": {"tls_context": ctx, "require_starttls": True},
+               "tls": {"ssl_context": ctx}, "none": {}}[mode]
+    controller = Controller(inbox, hostname="127.0.0.1", port=port or free_port(), **options)
+    controller.start()
+    return controller
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls", "none"])
+def test_each_tls_mode_delivers_to_a_self_signed_server(tmp_path, mode):
+    inbox = Inbox()
+    controller = _server(inbox, tmp_path, mode)
+    try:
+        settings = {"smtp_host": "127.0.0.1", "smtp_port": controller.port, "tls": mode,
+                    "sender": "siege-sync <alerts@example.net>", "to": ["it@example.net"]}
+        if mode != "none":
+            settings["ca_file"] = str(tmp_path / "smtp.crt")  # its self-signed certificate
+        alerter = Alerter(parse({"alerts": settings}).alerts, "siege")
+        done, problem = alerter.test()
+        assert problem == "" and len(inbox.messages) == 1, (problem, done)
+        assert done.said[-1].startswith("DATA: 250"), done.said
+        assert ("STARTTLS: 220" in " ".join(done.said)) == (mode == "starttls")
+        assert inbox.messages[0]["Date"] and inbox.messages[0]["Message-ID"]
+    finally:
+        controller.stop()
+
+
+def test_a_plain_relay_is_refused_unless_near():
+    base = {"smtp_host": "8.8.8.8", "sender": "a@example.net", "to": ["b@example.net"],
+            "tls": "none"}
+    with pytest.raises(SettingsError, match="in clear: only to a relay on loopback or the LAN"):
+        parse({"alerts": base})
+    with pytest.raises(SettingsError, match='write "starttls"'):
+        parse({"alerts": {**base, "tls": "ssl"}})
+    near = parse({"alerts": {**base, "smtp_host": "192.168.1.10"}}).alerts
+    assert near.tls == "none" and near.smtp_port == 25
+    assert parse({"alerts": {**base, "tls": "tls"}}).alerts.smtp_port == 465
+
+
+def test_an_email_not_sent_is_tried_again_and_takes_the_alerts_that_came_meanwhile(tmp_path):
+    """The server is down: the round's email waits (said by ``problems``, as status and the
+    next report say it), a later round's alerts join it, and once the server answers one
+    email carries both; the problem is gone."""
+    port = free_port()
+    settings = {"smtp_host": "127.0.0.1", "smtp_port": port, "tls": "none",
+                "sender": "siege-sync <alerts@example.net>", "to": ["it@example.net"]}
+    alerter = Alerter(parse({"alerts": settings}).alerts, "siege", retry_s=(0.3,))
+    inbox = Inbox()
+    controller = None
+    try:
+        assert alerter.after_round(report("partial")) is False
+        assert "cannot reach 127.0.0.1" in alerter.problems()[0]
+        late = report("complete")
+        late.sites[1].outcome = "complete"
+        late.sites[1].clock_offset_us = 3_600_000_000
+        alerter.after_round(late)
+        assert "2 alert emails not sent" in alerter.problems()[0]
+        controller = _server(inbox, tmp_path, "none", port)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not inbox.messages:
+            time.sleep(0.1)
+        assert len(inbox.messages) == 1
+        body = inbox.messages[0].get_payload(decode=True).decode()
+        listed = [line for line in body.splitlines() if line.startswith("- ")]
+        assert any("PARTIAL" in s for s in listed) and any("clock is off" in s for s in listed)
+        assert alerter.problems() == []
+    finally:
+        alerter.close()
+        if controller is not None:
+            controller.stop()
+
+
+def test_siege_ctl_alert_test_says_what_the_server_answered(tmp_path, smtp):
+    import subprocess
+    import sys
+
+    inbox, alerts = smtp
+    mesh = LocalMesh(tmp_path, {"siege": True, "lyon": False},
+                     ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(10))"],
+                     siege_settings={"alerts": alerts})
+    mesh.pki.admin("ops")
+    (tmp_path / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\nbundle = "bundles/ops"\n')
+
+    def ctl() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                               str(tmp_path / "siege-ctl.toml"), "alert-test"],
+                              capture_output=True, text=True, timeout=120)
+    try:
+        done = ctl()
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "STARTTLS: 220" in done.stdout and "login: 235" in done.stdout
+        assert "DATA: 250" in done.stdout and "it@example.net" in done.stdout
+        assert len(inbox.messages) == 1 and "test email" in inbox.messages[0]["Subject"]
+    finally:
+        mesh.close()
+    # A wrong password: said with the server's answer, exit 1.
+    mesh = LocalMesh(tmp_path / "again", {"siege": True, "lyon": False},
+                     ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(10))"],
+                     siege_settings={"alerts": {**alerts, "password": "wrong"}})
+    (tmp_path / "siege-ctl.toml").write_text(
+        f'address = "127.0.0.1:{mesh.ports["siege"]}"\nsiege = "siege"\n'
+        f'bundle = "{mesh.pki.admin("ops")}"\n')
+    try:
+        wrong = ctl()
+        assert wrong.returncode == 1 and "refused the login of alerts" in wrong.stderr
+        assert "535" in wrong.stdout, wrong.stdout
     finally:
         mesh.close()

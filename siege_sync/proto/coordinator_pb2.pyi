@@ -56,7 +56,7 @@ class SiteReport(_message.Message):
     def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ..., cert_days_left: _Optional[int] = ..., unreachable: bool = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RoundReport(_message.Message):
-    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events", "analysis", "note", "siege_lost_guards", "held")
+    __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events", "analysis", "note", "siege_lost_guards", "held", "alert_problems")
     ID_FIELD_NUMBER: _ClassVar[int]
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class RoundReport(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     SIEGE_LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    ALERT_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     id: int
     trigger: str
     started: str
@@ -87,7 +88,8 @@ class RoundReport(_message.Message):
     note: str
     siege_lost_guards: _containers.RepeatedScalarFieldContainer[str]
     held: _containers.RepeatedCompositeFieldContainer[HeldTransaction]
-    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ..., analysis: _Optional[_Iterable[_Union[TableAnalysis, _Mapping]]] = ..., note: _Optional[str] = ..., siege_lost_guards: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[HeldTransaction, _Mapping]]] = ...) -> None: ...
+    alert_problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., trigger: _Optional[str] = ..., started: _Optional[str] = ..., ended: _Optional[str] = ..., outcome: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteReport, _Mapping]]] = ..., new_conflicts: _Optional[int] = ..., purged_segments: _Optional[int] = ..., siege_cert_days_left: _Optional[int] = ..., siege_disk_free_mb: _Optional[int] = ..., siege_stored_events: _Optional[int] = ..., analysis: _Optional[_Iterable[_Union[TableAnalysis, _Mapping]]] = ..., note: _Optional[str] = ..., siege_lost_guards: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[_Union[HeldTransaction, _Mapping]]] = ..., alert_problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TableAnalysis(_message.Message):
     __slots__ = ("site", "table", "reference", "matched", "missing", "extra", "different", "examples", "repaired", "error", "bytes_moved", "held", "held_keys")
@@ -278,7 +280,7 @@ class SiteStatus(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., decommissioned: _Optional[str] = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
-    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role", "key_warnings", "lost_guards")
+    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role", "key_warnings", "lost_guards", "alert_problems")
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     AWAITING_DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +292,7 @@ class MeshStatusReply(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
+    ALERT_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     coordinator: str
     conflicts: int
     awaiting_decision: int
@@ -301,7 +304,8 @@ class MeshStatusReply(_message.Message):
     role: str
     key_warnings: _containers.RepeatedScalarFieldContainer[str]
     lost_guards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
+    alert_problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., alert_problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConflictsRequest(_message.Message):
     __slots__ = ("table", "reapply")
@@ -452,3 +456,19 @@ class HeldReply(_message.Message):
     problems: _containers.RepeatedScalarFieldContainer[str]
     retried: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, held: _Optional[_Iterable[_Union[HeldTransaction, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ..., retried: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AlertTestRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AlertTestReply(_message.Message):
+    __slots__ = ("sent", "said", "problem", "to")
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    SAID_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    sent: bool
+    said: _containers.RepeatedScalarFieldContainer[str]
+    problem: str
+    to: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sent: bool = ..., said: _Optional[_Iterable[str]] = ..., problem: _Optional[str] = ..., to: _Optional[_Iterable[str]] = ...) -> None: ...

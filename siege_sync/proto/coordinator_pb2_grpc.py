@@ -94,6 +94,11 @@ class CoordinatorStub(object):
                 request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
                 response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
                 _registered_method=True)
+        self.AlertTest = channel.unary_unary(
+                '/siege.v1.Coordinator/AlertTest',
+                request_serializer=siege__sync_dot_proto_dot_coordinator__pb2.AlertTestRequest.SerializeToString,
+                response_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.AlertTestReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer(object):
@@ -183,6 +188,13 @@ class CoordinatorServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AlertTest(self, request, context):
+        """siege-ctl alert-test: an email sent now to [siege.alerts] to, and what the server said.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +257,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.ReportHeld,
                     request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
                     response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
+            ),
+            'AlertTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.AlertTest,
+                    request_deserializer=siege__sync_dot_proto_dot_coordinator__pb2.AlertTestRequest.FromString,
+                    response_serializer=siege__sync_dot_proto_dot_coordinator__pb2.AlertTestReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -571,6 +588,33 @@ class Coordinator(object):
             '/siege.v1.Coordinator/ReportHeld',
             siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.SerializeToString,
             siege__sync_dot_proto_dot_coordinator__pb2.HeldReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AlertTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/siege.v1.Coordinator/AlertTest',
+            siege__sync_dot_proto_dot_coordinator__pb2.AlertTestRequest.SerializeToString,
+            siege__sync_dot_proto_dot_coordinator__pb2.AlertTestReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -385,12 +385,14 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
                             *((s.site, s.key_warnings) for s in reply.sites)]:
             for line in lines:
                 print(f"{site}: " + _("WARNING: {warning}").format(warning=line))
+        for line in reply.alert_problems:
+            print(f"{reply.coordinator}: " + _("WARNING: {warning}").format(warning=line))
         if not args.watch:
             return 0 if all(s.reachable and not s.parked and not s.problem
                             for s in reply.sites if not s.decommissioned) and not any(
                 changes for _site, changes in drifted) and not any(
                 lines for _site, lines in kept) and not any(
-                lines for _site, lines in guards) else 1
+                lines for _site, lines in guards) and not reply.alert_problems else 1
         time.sleep(args.interval)
 
 
@@ -454,11 +456,26 @@ def cmd_held(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespac
     return 1 if reply.held or reply.problems else 0
 
 
+def cmd_alert_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace
+                   ) -> int:
+    """An email now from the siège to its [siege.alerts] recipients, and every answer of
+    the SMTP server: what to fix when alerts do not arrive."""
+    reply = stub.AlertTest(coordinator_pb2.AlertTestRequest(), timeout=120)
+    for line in reply.said:
+        print(f"  {line}")
+    if reply.sent:
+        print(_("test email sent to {to}: check that it arrived").format(
+            to=", ".join(reply.to)))
+        return 0
+    print("siege-ctl: " + _("error: {problem}").format(problem=reply.problem), file=sys.stderr)
+    return 1
+
+
 COMMANDS = {"manual": cmd_manual, "held": cmd_held, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status,
             "analyse": cmd_analyse, "join": cmd_join, "resync": cmd_join,
-            "adopt": cmd_adopt}
+            "adopt": cmd_adopt, "alert-test": cmd_alert_test}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -476,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("test", help=_("connection test of every site"))
     sub.add_parser("manual", help=_("a sync now, with progress; the report at the end"))
     sub.add_parser("stop", help=_("stop the running sync between transactions"))
+    sub.add_parser("alert-test", help=_(
+        "send a test alert email now and show what the mail server answered"))
     analyse = sub.add_parser("analyse", help=_(
         "compare every site's tables with the siège's (or --prefer SITE's) by range "
         "checksums; --repair fixes them"))

@@ -57,7 +57,8 @@ def _problems(report: coordinator_pb2.RoundReport) -> list[str]:
         return ([f"{a.site} {a.table}: {x}" for a in report.analysis for x in a.examples]
                 + [f"{a.site} {a.table}: " + _("not compared: {error}").format(error=a.error)
                    for a in report.analysis if a.error])
-    return [f"{s.site}: {e}" for s in report.sites for e in s.errors]
+    return ([f"{s.site}: {e}" for s in report.sites for e in s.errors]
+            + list(report.alert_problems))
 
 
 def _verdict(report: coordinator_pb2.RoundReport) -> str | None:

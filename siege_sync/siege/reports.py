@@ -174,6 +174,9 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
         lines += ["", held_title()]
         for held in report.held:
             lines += ["  " + line for line in held_lines(held)]
+    if report.alert_problems:
+        lines += ["", _("Alert emails:")]
+        lines += [f"  {line}" for line in report.alert_problems]
     if report.outcome != "complete":
         lines += ["", _("This sync did NOT complete for every site: the sites above that are "
                         "not 'complete' keep their changes for the next sync.")]

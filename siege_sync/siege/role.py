@@ -39,13 +39,22 @@ class CoordinatorRole:
             raise NodeError(str(exc)) from None
         self._node = node
         self.purger = Purger(node, self.settings.retention_lag_days)
-        self.rounds = Rounds(node, finish=self.purger.after_round, cap=self.settings.cap)
         self.alerter = (Alerter(self.settings.alerts, node.cfg.site,
                                 language=node.cfg.language)
                         if self.settings.alerts else None)
+        self.rounds = Rounds(node, finish=self._finish, cap=self.settings.cap)
         self.election = Election(node, self.role_changed)
         self.scheduler = Scheduler(self.rounds, self.settings.schedule, self.after_round,
                                    may_run=lambda: self.election.active)
+
+    def _finish(self, report: coordinator_pb2.RoundReport) -> None:
+        """Before the round's report is stored: the purge, and the alert emails that could
+        not be sent so far (the report says so)."""
+        self.purger.after_round(report)
+        report.alert_problems.extend(self.alert_problems())
+
+    def alert_problems(self) -> list[str]:
+        return self.alerter.problems() if self.alerter is not None else []
 
     def after_round(self, report: coordinator_pb2.RoundReport) -> None:
         if self.alerter is not None:
@@ -71,6 +80,8 @@ class CoordinatorRole:
         self.election.stop()
         self.scheduler.stop()
         self.rounds.close()  # and stores its report before the database closes
+        if self.alerter is not None:
+            self.alerter.close()
 
 
 def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
@@ -94,7 +105,7 @@ def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
                         "siège's (interval_minutes, times or continuous)")
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
         CoordinatorService(node, role.rounds, role.after_round, role.election.describe,
-                           Joiner(node, role.alerter)),
+                           Joiner(node, role.alerter), role.alerter),
         server)
     role.scheduler.start()
     role.election.start()

@@ -23,12 +23,13 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from ..certs import Kind
-from ..i18n import LANGUAGE_KEY, LanguageError, check_language, speaking, use
+from ..i18n import LANGUAGE_KEY, LanguageError, _, check_language, speaking, use
 from ..node import conflicts, values
 from ..node.daemon import Node
 from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import purge, reports, siteprobe
+from .alerts import Alerter
 from .analyse import AnalyseError, Analyser
 from .join import Joiner, JoinRefused
 from .meshstatus import mesh_status
@@ -41,8 +42,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, node: Node, rounds: Rounds,
                  after_round: Callable[[coordinator_pb2.RoundReport], None],
                  role: Callable[[], str] = lambda: "the configured siège",
-                 joiner: Joiner | None = None) -> None:
-        """``role``: how this node holds the role now (election.py), for status."""
+                 joiner: Joiner | None = None, alerter: Alerter | None = None) -> None:
+        """``role``: how this node holds the role now (election.py), for status;
+        ``alerter``: the emails of ``[siege.alerts]`` (None: not configured)."""
+        self._alerter = alerter
         self._node = node
         self._rounds = rounds
         self._after_round = after_round
@@ -173,6 +176,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         self._admin(context)
         reply = mesh_status(self._node, self._rounds)
         reply.role = self._role()
+        if self._alerter is not None:
+            reply.alert_problems.extend(self._alerter.problems())
         return reply
 
     def Conflicts(self, request: coordinator_pb2.ConflictsRequest,
@@ -268,6 +273,18 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                         f"siège, {reply.pushed_events} at {peer}"
                         + (f"; {'; '.join(reply.problems)}" if reply.problems else ""))
         return done
+
+    def AlertTest(self, request: coordinator_pb2.AlertTestRequest,
+                  context: grpc.ServicerContext) -> coordinator_pb2.AlertTestReply:
+        self._admin(context)
+        if self._alerter is None:
+            return coordinator_pb2.AlertTestReply(problem=_(
+                "{site} sends no alerts: its config has no [siege.alerts] section (smtp_host, "
+                "sender, to...)").format(site=self._node.cfg.site))
+        done, problem = self._alerter.test()
+        return coordinator_pb2.AlertTestReply(sent=not problem, problem=problem,
+                                              said=done.said if done else [],
+                                              to=self._alerter.recipients)
 
     def ReportHeld(self, request: coordinator_pb2.HeldReply,
                    context: grpc.ServicerContext) -> coordinator_pb2.HeldReply:

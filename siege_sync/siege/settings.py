@@ -19,7 +19,9 @@ the node serves anything. Must never print a secret.
 
     [siege.alerts]
     smtp_host = "smtp.example.net"
-    smtp_port = 587                      # STARTTLS is always used
+    tls = "starttls"                     # "starttls" (port 587), "tls" (implicit, port 465)
+                                         # or "none" (port 25: a relay on loopback or LAN only)
+    smtp_port = 587                      # by default the port of the tls mode
     user = "alerts@example.net"
     password_env = "SIEGE_SMTP_PASSWORD" # or password_file = "smtp.pw" (0600)
     sender = "siege-sync <alerts@example.net>"
@@ -35,6 +37,8 @@ the node serves anything. Must never print a secret.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time as daytime
@@ -46,6 +50,9 @@ from ..node.config import ConfigError, secret
 
 class SettingsError(Exception):
     pass
+
+
+TLS_MODES = {"starttls": 587, "tls": 465, "none": 25}  # mode -> its usual port
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class Alerts:
     ca_file: Path | None = None
     disk_free_mb: float = 1024.0  # below this, where the siège's database lives
     log_events: float = 5_000_000  # more events than this kept in the siège's log
+    tls: str = "starttls"  # TLS_MODES
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,8 @@ def _bandwidth(raw: object, where: str) -> Bandwidth:
 def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts:
     known = {"smtp_host", "smtp_port", "user", "password", "password_env", "password_file",
              "sender", "to", "every_minutes", "unreachable_after_minutes",
-             "clock_offset_seconds", "cert_days", "ca_file", "disk_free_mb", "log_events"}
+             "clock_offset_seconds", "cert_days", "ca_file", "disk_free_mb", "log_events",
+             "tls"}
     unknown = set(raw) - known
     if unknown:
         raise SettingsError(f"{where}: unknown keys {sorted(unknown)}")
@@ -183,9 +192,19 @@ def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts
     if not isinstance(to, list) or not to or not all(isinstance(t, str) and "@" in t
                                                      for t in to):
         raise SettingsError(f"{where}: to = [\"someone@example.net\", ...] is required")
-    port = raw.get("smtp_port", 587)
+    tls = raw.get("tls", "starttls")
+    if tls not in TLS_MODES:
+        raise SettingsError(f"{where}: tls = {tls!r}: write \"starttls\" (port 587), \"tls\" "
+                            "(implicit TLS, port 465) or \"none\" (a relay on loopback or the "
+                            "LAN only)")
+    if tls == "none" and not _near(raw["smtp_host"]):
+        raise SettingsError(f"{where}: tls = \"none\" sends the alerts and the SMTP password "
+                            f"in clear: only to a relay on loopback or the LAN, and "
+                            f"{raw['smtp_host']} is not one; use \"starttls\" or \"tls\"")
+    port = raw.get("smtp_port", TLS_MODES[tls])
     if not isinstance(port, int) or not 0 < port < 65536:
-        raise SettingsError(f"{where}: smtp_port must be a port number (587 usually)")
+        raise SettingsError(f"{where}: smtp_port must be a port number ({TLS_MODES[tls]} "
+                            f"with tls = {tls!r})")
     try:
         password = secret(raw, where, config_path)
     except ConfigError as exc:
@@ -211,4 +230,15 @@ def _alerts(raw: dict[str, Any], where: str, config_path: Path | None) -> Alerts
                   clock_offset_seconds=float(numbers["clock_offset_seconds"]),
                   cert_days=int(numbers["cert_days"]), ca_file=ca_path,
                   disk_free_mb=float(numbers["disk_free_mb"]),
-                  log_events=float(numbers["log_events"]))
+                  log_events=float(numbers["log_events"]), tls=tls)
+
+
+def _near(host: str) -> bool:
+    """Whether ``host`` is this machine or on a private network (every address it has)."""
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(found) and all(
+        ipaddress.ip_address(a.split("%")[0]).is_loopback
+        or ipaddress.ip_address(a.split("%")[0]).is_private for a in found)
