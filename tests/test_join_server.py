@@ -345,7 +345,8 @@ def test_join_refuses_a_database_its_server_already_holds(fb_server, tmp_path: P
     (tmp_path / "brest.toml").write_text(
         f'site = "brest"\n[database]\ndsn = "localhost/{fb_server.port}:'
         f'{fb_server.path(name)}"\nuser = "SYSDBA"\npassword_file = "db.pw"\n'
-        f'[node]\nlisten = "127.0.0.1:{free_port()}"\nbundle = "{bundle}"\nsiege = "siege"\n')
+        f'[node]\nlisten = "127.0.0.1:{free_port()}"\nbundle = "{bundle}"\nsiege = "siege"\n'
+        '[peers.siege]\n')
     done = subprocess.run([sys.executable, "-m", "siege_sync.node.cli", "join", "--config",
                            str(tmp_path / "brest.toml")], capture_output=True, text=True,
                           timeout=60)

@@ -476,8 +476,20 @@ def test_a_transaction_larger_than_several_batches_arrives_whole(mesh):
 def test_a_second_node_on_the_same_port_is_refused_clearly(mesh):
     from siege_sync.node.daemon import Node, NodeError
 
-    with pytest.raises(NodeError, match="port is in use"):
+    # The same config: its database is refused first (occupant.py), then its port.
+    with pytest.raises(NodeError, match="another node already serves"):
         Node(mesh.nodes["siege"].cfg).start()
+    other = mesh.nodes["siege"].cfg
+    copy = mesh.folder / "siege-copy.fdb"
+    import shutil
+
+    shutil.copy(other.database.dsn, copy)
+    import dataclasses
+
+    from siege_sync.node.database import DatabaseSpec
+
+    with pytest.raises(NodeError, match="port is in use"):
+        Node(dataclasses.replace(other, database=DatabaseSpec(str(copy)))).start()
     assert ok(mesh.exchange("lyon", "siege")) is not None  # the first one still serves
 
 
