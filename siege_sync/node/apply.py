@@ -125,6 +125,7 @@ class ApplyResult:
     busy: dict[tuple[str, int], str] = field(default_factory=dict)
     # The sites whose applied transactions changed more than their heartbeat (tidings.py).
     news_from: set[str] = field(default_factory=set)
+    heartbeats: int = 0  # of applied_events: heartbeats (not changes an operator counts)
 
 
 @dataclass
@@ -391,6 +392,8 @@ class Applier:
                 result.applied_transactions += 1
                 if len(tx) > 1 or tx[0].event.table != HEARTBEAT_TABLE:
                     result.news_from.add(origin[0])
+                else:
+                    result.heartbeats += 1
             pace.applied()
         for origin, reason in sorted(waiting.items()):
             log.info("[%s] %s", self._site, reason)

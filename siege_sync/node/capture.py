@@ -51,6 +51,9 @@ LOG_SEQ = "SYNC$LOG_SEQ"
 STATE_TABLE = "SYNC$STATE"
 TABLES_TABLE = "SYNC$TABLES"
 HEARTBEAT_TABLE = "SYNC$HEARTBEAT"
+# Event.table = HEARTBEAT_TABLE as serialized (field 5, length-delimited): how a stream's
+# heartbeats are told apart without parsing them (is_heartbeat; tests/test_counts.py).
+_HEARTBEAT_FIELD = bytes([5 << 3 | 2, len(HEARTBEAT_TABLE)]) + HEARTBEAT_TABLE.encode()
 EVENTS_TABLE = "SYNC$EVENTS"  # published events, stored verbatim (see eventlog.py)
 BLOBS_TABLE = "SYNC$BLOBS"  # large BLOB values referenced by events, by sha256
 ROWS_TABLE = "SYNC$ROWS"  # each row's merge registers (see registers.py)
@@ -1057,6 +1060,13 @@ def beat(con: Connection, site: str, round_no: int) -> None:
         tm.cursor().execute(
             f"UPDATE OR INSERT INTO {HEARTBEAT_TABLE} (SITE, BEAT_AT, ROUND_NO) "
             "VALUES (?, CAST('NOW' AS TIMESTAMP), ?) MATCHING (SITE)", (site, round_no))
+
+
+def is_heartbeat(body: bytes) -> bool:
+    """Whether a serialized event is a heartbeat, without parsing it (counting what a stream
+    carries): its table field as serialized. Only a count depends on it (another event whose
+    value held those 16 bytes would be counted as a heartbeat)."""
+    return _HEARTBEAT_FIELD in body
 
 
 def heartbeats(con: Connection) -> dict[str, int]:

@@ -249,7 +249,7 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
         else:
             receiver.finish()
     finally:
-        out.pulled_events += receiver.applied_events
+        out.pulled_events += receiver.changes  # (heartbeats are not changes: not counted)
         out.problems.extend(m for m in [*receiver.refused, *receiver.busy.values()]
                             if m not in out.problems)
         receiver.close()
@@ -286,7 +286,7 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
         out.stopped = True
         return
     reply = stub.Push(batches(), timeout=timeout)
-    out.pushed_events += reply.applied_events
+    out.pushed_events += reply.applied_events - reply.applied_heartbeats
     out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held])
 
 

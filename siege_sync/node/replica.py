@@ -735,6 +735,7 @@ class Receiver:
         # tried again in this stream (each try would wait for the lock again).
         self.busy: dict[tuple[str, int], str] = {}
         self.news_from: set[str] = set()  # whose changes (not only heartbeats) it applied
+        self.heartbeats = 0  # of applied_events
 
     @property
     def waiting(self) -> int:
@@ -771,7 +772,13 @@ class Receiver:
         self.refused.extend(r for r in result.refused if r not in self.refused)
         self.waiting_for = result.waiting_for
         self.news_from |= result.news_from
+        self.heartbeats += result.heartbeats
         return result
+
+    @property
+    def changes(self) -> int:
+        """The events applied that an operator counts: heartbeats left out."""
+        return self.applied_events - self.heartbeats
 
     def finish(self) -> None:
         """The stream ended normally: a claim of its sender not proved by now is refuted."""

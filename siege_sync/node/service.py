@@ -241,7 +241,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         try:
             for batch in self._replica.outgoing(have, limit, only_origin=only,
                                                 peer_holds=request.certificates_held):
-                sent += len(batch.events)
+                sent += sum(1 for body in batch.events if not capture.is_heartbeat(body))
                 yield batch
             if self._traffic is not None:
                 self._traffic(caller.name, 0, sent)
@@ -279,6 +279,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         finally:
             receiver.close()
         reply = sync_pb2.PushReply(applied_events=receiver.applied_events,
+                                   applied_heartbeats=receiver.heartbeats,
                                    already_applied=receiver.already_applied,
                                    waiting=receiver.waiting, refused=receiver.refused,
                                    waiting_for=receiver.waiting_for,
@@ -288,7 +289,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             log.info("[%s] applied %d events pushed by %s", self._site, reply.applied_events,
                      caller.name)
         if self._traffic is not None:
-            self._traffic(caller.name, reply.applied_events, 0)
+            self._traffic(caller.name, receiver.changes, 0)
         if receiver.news_from and self._news is not None:
             # A site that dials in brought changes: a coordinator in continuous mode passes
             # them on now (a round gathering from it), not after its pause.

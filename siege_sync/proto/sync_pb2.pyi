@@ -148,7 +148,7 @@ class PullRequest(_message.Message):
     def __init__(self, have: _Optional[_Union[Vector, _Mapping]] = ..., max_events_per_batch: _Optional[int] = ..., certificates_held: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PushReply(_message.Message):
-    __slots__ = ("applied", "applied_events", "already_applied", "waiting", "refused", "waiting_for", "held")
+    __slots__ = ("applied", "applied_events", "already_applied", "waiting", "refused", "waiting_for", "held", "applied_heartbeats")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class PushReply(_message.Message):
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
     applied: Vector
     applied_events: int
     already_applied: int
@@ -163,7 +164,8 @@ class PushReply(_message.Message):
     refused: _containers.RepeatedScalarFieldContainer[str]
     waiting_for: _containers.RepeatedScalarFieldContainer[str]
     held: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, applied: _Optional[_Union[Vector, _Mapping]] = ..., applied_events: _Optional[int] = ..., already_applied: _Optional[int] = ..., waiting: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[str]] = ...) -> None: ...
+    applied_heartbeats: int
+    def __init__(self, applied: _Optional[_Union[Vector, _Mapping]] = ..., applied_events: _Optional[int] = ..., already_applied: _Optional[int] = ..., waiting: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[str]] = ..., applied_heartbeats: _Optional[int] = ...) -> None: ...
 
 class PurgeRequest(_message.Message):
     __slots__ = ("applied_everywhere", "held_then", "published_then")

@@ -1,0 +1,38 @@
+"""Counts that mean what they say (issue 24 item 3): heartbeats travel in every round, but a
+round, its report, its progress lines and a site's dial-in traffic count only the changes
+the shops made — an idle round is 0 in, 0 out at every site.
+"""
+
+from __future__ import annotations
+
+from siege_sync.node import capture
+from siege_sync.proto import events_pb2
+from tests.test_apply import run_sql
+from tests.test_siege import mesh_with
+
+
+def test_heartbeats_are_told_apart_without_parsing():
+    beat = events_pb2.Event(seq=9, table=capture.HEARTBEAT_TABLE, stamp=12345)
+    sale = events_pb2.Event(seq=9, table="SALE", stamp=12345)
+    assert capture.is_heartbeat(beat.SerializeToString())
+    assert not capture.is_heartbeat(sale.SerializeToString())
+
+
+def test_an_idle_round_moves_nothing_an_operator_counts(tmp_path):
+    mesh = mesh_with(tmp_path)
+    try:
+        rounds = mesh.nodes["siege"].roles[0].rounds
+        progress: list = []
+        first = rounds.run("manual")  # settles what the start left (announcements...)
+        assert first.outcome == "complete", first
+        idle = rounds.run("manual", progress.append)
+        assert idle.outcome == "complete", idle  # the heartbeats came back: not silent
+        assert [(s.site, s.events_in, s.events_out) for s in idle.sites] == [
+            ("lyon", 0, 0), ("nice", 0, 0)], idle
+        assert all(p.events_in == 0 and p.events_out == 0 for p in progress)
+        run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'un')")
+        busy = rounds.run("manual")
+        assert [(s.site, s.events_in, s.events_out) for s in busy.sites] == [
+            ("lyon", 1, 0), ("nice", 0, 1)], busy
+    finally:
+        mesh.close()
