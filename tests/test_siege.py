@@ -5,8 +5,10 @@ shown, the connection test."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -429,3 +431,22 @@ def test_a_decommissioned_site_is_left_out_of_rounds(mesh):
     assert status.returncode == 0, status.stdout
     bad = ctl(mesh, "decommission", "paris")
     assert bad.returncode == 2 and "not a site" in bad.stderr
+
+
+def test_status_says_when_the_next_scheduled_sync_runs(tmp_path):
+    for name in ("hourly", "by-hand"):
+        (tmp_path / name).mkdir()
+    hourly = mesh_with(tmp_path / "hourly", {"interval_minutes": 60})
+    try:
+        status = ctl(hourly, "status")
+        found = re.search(r"next scheduled sync: (\S+ \S+)", status.stdout)
+        assert found, status.stdout
+        due = datetime.fromisoformat(found.group(1))
+        assert timedelta(minutes=58) < due - datetime.now() <= timedelta(minutes=60)
+    finally:
+        hourly.close()
+    by_hand = mesh_with(tmp_path / "by-hand")
+    try:
+        assert "no sync scheduled: they run by hand" in ctl(by_hand, "status").stdout
+    finally:
+        by_hand.close()

@@ -280,7 +280,7 @@ class SiteStatus(_message.Message):
     def __init__(self, site: _Optional[str] = ..., reachable: bool = ..., last_complete_sync: _Optional[str] = ..., published: _Optional[int] = ..., held_here: _Optional[int] = ..., backlog: _Optional[int] = ..., parked: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problem: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., address: _Optional[str] = ..., dials_in: bool = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., decommissioned: _Optional[str] = ...) -> None: ...
 
 class MeshStatusReply(_message.Message):
-    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role", "key_warnings", "lost_guards", "alert_problems")
+    __slots__ = ("coordinator", "conflicts", "awaiting_decision", "sites", "round_running", "schema_fingerprint", "schema_changes", "kept_values", "role", "key_warnings", "lost_guards", "alert_problems", "next_round", "continuous")
     COORDINATOR_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     AWAITING_DECISION_FIELD_NUMBER: _ClassVar[int]
@@ -293,6 +293,8 @@ class MeshStatusReply(_message.Message):
     KEY_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
     ALERT_PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ROUND_FIELD_NUMBER: _ClassVar[int]
+    CONTINUOUS_FIELD_NUMBER: _ClassVar[int]
     coordinator: str
     conflicts: int
     awaiting_decision: int
@@ -305,7 +307,9 @@ class MeshStatusReply(_message.Message):
     key_warnings: _containers.RepeatedScalarFieldContainer[str]
     lost_guards: _containers.RepeatedScalarFieldContainer[str]
     alert_problems: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., alert_problems: _Optional[_Iterable[str]] = ...) -> None: ...
+    next_round: str
+    continuous: bool
+    def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., alert_problems: _Optional[_Iterable[str]] = ..., next_round: _Optional[str] = ..., continuous: bool = ...) -> None: ...
 
 class ConflictsRequest(_message.Message):
     __slots__ = ("table", "reapply")

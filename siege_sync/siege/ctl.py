@@ -334,6 +334,12 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
         print(_("siège role: {site}").format(site=reply.coordinator)
               + (f", {reply.role}" if reply.role else "")
               + ("  " + _("(a sync is running)") if reply.round_running else ""))
+        if reply.next_round:
+            print((_("next scheduled sync: {when} (continuous: a shop's changes start one at "
+                     "once)") if reply.continuous else _("next scheduled sync: {when}")).format(
+                when=when(reply.next_round)))
+        else:
+            print(_("no sync scheduled: they run by hand (siege-ctl manual)"))
         print(_("changes set aside, on record at the siège: {count}").format(
             count=reply.conflicts)
               + (", " + _("{count} awaiting a decision").format(count=reply.awaiting_decision)

@@ -105,7 +105,7 @@ def attach(node: Node, server: grpc.Server) -> CoordinatorRole | None:
                         "siège's (interval_minutes, times or continuous)")
     coordinator_pb2_grpc.add_CoordinatorServicer_to_server(
         CoordinatorService(node, role.rounds, role.after_round, role.election.describe,
-                           Joiner(node, role.alerter), role.alerter),
+                           Joiner(node, role.alerter), role.alerter, role.scheduler),
         server)
     role.scheduler.start()
     role.election.start()

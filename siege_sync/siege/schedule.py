@@ -54,7 +54,18 @@ class Scheduler:
         self._woken = threading.Event()  # news came (or the node stops)
         self._news: set[str] = set()
         self._news_lock = threading.Lock()
+        self._due: datetime | None = None  # the next scheduled round (None: none planned)
         self._thread = threading.Thread(target=self._loop, name="schedule", daemon=True)
+
+    @property
+    def continuous(self) -> bool:
+        return self._schedule.continuous
+
+    @property
+    def next_round(self) -> datetime | None:
+        """When the next scheduled round starts (``siege-ctl status``); None without a
+        schedule, or while this node does not coordinate."""
+        return self._due if self._thread.is_alive() and self._may_run() else None
 
     def start(self) -> None:
         if self._schedule.active:
@@ -85,6 +96,7 @@ class Scheduler:
     def _loop(self) -> None:
         due = next_due(self._schedule, datetime.now())
         while due is not None:
+            self._due = due
             wait = max((due - datetime.now()).total_seconds(), 0.0)
             self._woken.wait(wait)
             if self._stopping.is_set():

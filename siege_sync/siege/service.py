@@ -34,6 +34,7 @@ from .analyse import AnalyseError, Analyser
 from .join import Joiner, JoinRefused
 from .meshstatus import mesh_status
 from .rounds import RoundBusy, Rounds, describe_from_log, held_everywhere
+from .schedule import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(self, node: Node, rounds: Rounds,
                  after_round: Callable[[coordinator_pb2.RoundReport], None],
                  role: Callable[[], str] = lambda: "the configured siège",
-                 joiner: Joiner | None = None, alerter: Alerter | None = None) -> None:
+                 joiner: Joiner | None = None, alerter: Alerter | None = None,
+                 scheduler: Scheduler | None = None) -> None:
         """``role``: how this node holds the role now (election.py), for status;
         ``alerter``: the emails of ``[siege.alerts]`` (None: not configured)."""
         self._alerter = alerter
+        self._scheduler = scheduler
         self._node = node
         self._rounds = rounds
         self._after_round = after_round
@@ -178,6 +181,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         reply.role = self._role()
         if self._alerter is not None:
             reply.alert_problems.extend(self._alerter.problems())
+        if self._scheduler is not None:
+            due = self._scheduler.next_round
+            reply.next_round = due.isoformat(timespec="seconds") if due else ""
+            reply.continuous = self._scheduler.continuous
         return reply
 
     def Conflicts(self, request: coordinator_pb2.ConflictsRequest,
