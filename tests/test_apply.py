@@ -640,7 +640,7 @@ def test_a_losing_version_is_listed_and_reapplied_by_hand(make_db, tmp_path, cap
         rows = list(snapshot(con).values())
         assert loser_value.encode() in rows[0]["A"]
     assert main(["conflicts", "-c", str(node), "--reapply", "ffffffffffff"]) == 2
-    assert "no conflict" in capsys.readouterr().err
+    assert "no change set aside" in capsys.readouterr().err
 
 
 def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db, tmp_path):

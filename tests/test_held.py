@@ -89,7 +89,7 @@ def assert_facts(text: str) -> None:
     """What an operator must read about the held transaction, wherever it is shown."""
     assert "REFUSED at nice: lyon's transaction lyon#" in text, text
     assert "QTY_SMALL" in text, "the database's own message"  # the constraint's name
-    assert "update ITEM key 1: QTY = 500, NOTE = big order" in text, "rows and values"
+    assert "update ITEM key 1: QTY = 500, NOTE = 'big order'" in text, "rows and values"
     assert "since 20" in text and "attempt" in text, "since when, attempts"
     assert "what to do:" in text and "drop or change it at nice" in text, text
     assert "held --retry" in text, text
@@ -189,7 +189,7 @@ def test_a_site_that_dials_in_says_what_it_holds_and_retries_through_its_own_nod
     assert "not asked: nice dials in and cannot be asked" in unknown.stdout, unknown.stdout
     assert unknown.returncode == 1
     code, out, _err = node_held(mesh, capsys)  # nice tells the siège what it holds
-    assert code == 1 and "insert ITEM key 1: ID = 1, QTY = 500, NOTE = big order" in out, out
+    assert code == 1 and "insert ITEM key 1: ID = 1, QTY = 500, NOTE = 'big order'" in out, out
     told = ctl("held")
     assert "REFUSED at nice: lyon's transaction lyon#" in told.stdout, told.stdout
     assert "as nice said at 20" in told.stdout and "QTY_SMALL" in told.stdout, told.stdout
@@ -214,7 +214,7 @@ def test_held_at_the_siege_itself_is_described_from_its_origin(mesh, ctl):
     listed = ctl("held")
     assert "REFUSED at siege: lyon's transaction lyon#" in listed.stdout, listed.stdout
     # The siège stores only what it applied: the row comes from lyon itself.
-    assert "insert ITEM key 1: ID = 1, QTY = 500, NOTE = big" in listed.stdout, listed.stdout
+    assert "insert ITEM key 1: ID = 1, QTY = 500, NOTE = 'big'" in listed.stdout, listed.stdout
     assert "QTY_SMALL" in listed.stdout and "drop or change it at siege" in listed.stdout
     run_sql(siege, "ALTER TABLE ITEM DROP CONSTRAINT QTY_SMALL")
     retried = ctl("held", "--retry")

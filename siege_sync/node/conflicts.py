@@ -17,6 +17,10 @@ site. The words follow the winner's bases back to the write that beat the loser 
 lyon/1#40 (concurrent), which siege/1#337 later overwrote"); a lost life is told the same way
 through the inserts that followed it. Events purged by retention leave plainer words.
 
+An operator marks records seen (``mark_seen``, ``mark_seen_before``: ``siege-ctl conflicts
+--ack``): they stay on record, and listings leave them out unless asked. The marks live in
+``SYNC$STATE`` at the node that was asked (the siège), not in the records.
+
 ``record`` runs inside the applier's transaction; the others open their own. Must never
 change a record's identity or its stored refs when saying it in words.
 """
@@ -33,10 +37,23 @@ from firebird.driver import Connection, Cursor
 
 from ..proto import events_pb2, values_pb2
 from . import eventlog, registers, values
-from .capture import CONFLICTS_TABLE, EVENTS_TABLE, table_registry
+from .capture import (
+    CONFLICTS_TABLE,
+    EVENTS_TABLE,
+    get_state,
+    set_state,
+    states_starting,
+    table_registry,
+)
 from .database import READ_COMMITTED_RW, SNAPSHOT_RW, StatementCache, quote, transaction
 from .merge import LWW, EventId, Head, Loss, LossKind, Policy, Write
 from .schema import Table, introspect
+
+# Records an operator marked seen (SYNC$STATE: the record table's columns stay as
+# installed): one state per record, and a date before which every record counts as seen.
+SEEN = "conflict_seen:"
+SEEN_BEFORE = "conflicts_seen_before"
+_SEEN_ID = 48  # hex digits of a record's identity in its mark (a state's name: 63 at most)
 
 
 class ConflictError(Exception):
@@ -58,6 +75,7 @@ class Conflict:
     reapplied: datetime | None
     awaiting_decision: bool = False  # a `manual` table: the lww value stands until decided
     lost_to: str = ""  # what the loser lost to, in words (see the module docstring)
+    seen: bool = False  # an operator marked it seen (mark_seen): kept, listed on demand
 
     @property
     def short_id(self) -> str:
@@ -133,6 +151,9 @@ def listing(con: Connection, table: str | None = None,
     """Every record (of ``table``), oldest first, each with what it lost to in words
     (``policies``: the tables' merge policies, which rank a column's writes)."""
     names = {no: name for no, (name, _k) in table_registry(con).items()}
+    seen = set(states_starting(con, SEEN))
+    seen_before = get_state(con, SEEN_BEFORE)
+    before = datetime.fromisoformat(seen_before) if seen_before else None
     # A snapshot: a record the node rewrites meanwhile (UPDATE OR INSERT) frees its old
     # value BLOB, which a read-committed cursor may still be about to open ("BLOB not
     # found": the chaos run's oracle, reading while a site applied).
@@ -157,7 +178,9 @@ def listing(con: Connection, table: str | None = None,
                                     values_pb2.Value.FromString(val) if val else None,
                                     winner, at, again, bool(decide),
                                     lost_to(events, kind, loser, col, winner,
-                                            (policies or {}).get(name, LWW))))
+                                            (policies or {}).get(name, LWW)),
+                                    f"{SEEN}{ident.hex()[:_SEEN_ID]}" in seen
+                                    or (before is not None and at is not None and at < before)))
             return out
         finally:
             events.close()
@@ -340,10 +363,30 @@ def _life_words(events: _Events, lid: EventId, wid: EventId) -> str:
 def find(con: Connection, short_id: str) -> Conflict:
     found = [c for c in listing(con) if c.ident.startswith(short_id.lower())]
     if not found:
-        raise ConflictError(f"no conflict {short_id!r}; `siege-node conflicts` lists them")
+        raise ConflictError(f"no change set aside {short_id!r} is on record here; `conflicts` "
+                            "lists them (siege-ctl at the siège, siege-node at a site)")
     if len(found) > 1:
         raise ConflictError(f"{short_id!r} names {len(found)} conflicts; give more characters")
     return found[0]
+
+
+def mark_seen(con: Connection, short_id: str) -> Conflict:
+    """An operator has seen this record: kept on record, left out of listings unless asked
+    (``siege-ctl conflicts --ack``)."""
+    conflict = find(con, short_id)
+    set_state(con, f"{SEEN}{conflict.ident[:_SEEN_ID]}",
+              datetime.now().isoformat(timespec="seconds"))
+    return conflict
+
+
+def mark_seen_before(con: Connection, before: datetime) -> int:
+    """Every record made before ``before`` seen (``--ack-before``); how many that marks."""
+    earlier = get_state(con, SEEN_BEFORE)
+    if earlier and datetime.fromisoformat(earlier) > before:
+        before = datetime.fromisoformat(earlier)  # (never taken back by an older date)
+    marked = sum(1 for c in listing(con) if not c.seen and c.recorded < before)
+    set_state(con, SEEN_BEFORE, before.isoformat(timespec="seconds"))
+    return marked
 
 
 def reapply(con: Connection, short_id: str) -> Conflict:

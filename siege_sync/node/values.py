@@ -820,8 +820,15 @@ def fits(ctype: ColumnType, value: values_pb2.Value) -> bool:
     return True
 
 
+DESCRIBE_TEXT = 60  # characters of a text shown; longer ones are cut, their length said
+DESCRIBE_ARRAY = 8  # elements of an array shown
+
+
 def describe(value: values_pb2.Value | None) -> str:
-    """A value for a person to read (not exact: records keep the exact one)."""
+    """A value for a person to read, on one line, by its type: amounts exact, dates and times
+    as such, text with its line breaks and control characters escaped and long text cut,
+    bytes and BLOBs as their size, a sha256 prefix and a short preview. Not exact (records
+    keep the exact value)."""
     if value is None:
         return "-"
     kind = value.WhichOneof("kind")
@@ -831,9 +838,58 @@ def describe(value: values_pb2.Value | None) -> str:
         return str(decimal.Decimal(value.scaled.unscaled).scaleb(-value.scaled.scale))
     if kind == "double_bits":
         return repr(struct.unpack("<d", struct.pack("<Q", value.double_bits))[0])
+    if kind == "float_bits":
+        return repr(struct.unpack("<f", struct.pack("<I", value.float_bits))[0])
+    if kind == "boolean":
+        return "TRUE" if value.boolean else "FALSE"
+    if kind == "date":
+        return _ordinal_text(value.date)
+    if kind == "time":
+        return _ticks_text(value.time)
+    if kind == "timestamp":
+        days, ticks = divmod(value.timestamp, 864_000_000)
+        return f"{_ordinal_text(days + 1)} {_ticks_text(ticks)}"
+    if kind == "text":
+        return _text(value.text)
     if kind == "octets":
-        return value.octets.hex()
+        data = value.octets
+        if len(data) <= 16:
+            return f"x'{data.hex()}'"
+        return (f"<{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}, "
+                f"x'{data[:8].hex()}…'>")
     if kind == "blob":
-        return f"<BLOB {value.blob.length} bytes>"
-    shown = str(getattr(value, kind)) if kind else "?"
-    return shown if len(shown) <= 40 else shown[:37] + "..."
+        return f"<BLOB {value.blob.length} bytes, sha256 {value.blob.sha256.hex()[:12]}>"
+    if kind == "array":
+        items = value.array.elements
+        shown = ", ".join(describe(e) for e in items[:DESCRIBE_ARRAY])
+        more = f", … ({len(items)} elements)" if len(items) > DESCRIBE_ARRAY else ""
+        return f"[{shown}{more}]"
+    return str(getattr(value, kind)) if kind else "?"
+
+
+def _ordinal_text(ordinal: int) -> str:
+    try:
+        return _dt.date.fromordinal(ordinal).isoformat()
+    except (ValueError, OverflowError):
+        return f"day {ordinal}"
+
+
+def _ticks_text(ticks: int) -> str:
+    """100-microsecond ticks since midnight: ``HH:MM:SS`` (``.ffff`` when not whole)."""
+    seconds, frac = divmod(ticks, 10_000)
+    hours, rest = divmod(seconds, 3600)
+    text = f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{text}.{frac:04d}" if frac else text
+
+
+def _text(text: str) -> str:
+    """One line: line breaks, tabs and other control characters escaped (\\n, \\t, \\x07),
+    trailing blanks made visible by the quotes; long text cut, its length said."""
+    escaped = "".join(_ESCAPES.get(c, c) if c < " " or c == "\x7f" else c for c in text)
+    if len(escaped) > DESCRIBE_TEXT:
+        return f"'{escaped[:DESCRIBE_TEXT]}…' ({len(text)} characters)"
+    return f"'{escaped}'"
+
+
+_ESCAPES = {**{chr(i): f"\\x{i:02x}" for i in range(32)}, "\x7f": "\\x7f", "\n": "\\n",
+            "\r": "\\r", "\t": "\\t"}

@@ -312,15 +312,21 @@ class MeshStatusReply(_message.Message):
     def __init__(self, coordinator: _Optional[str] = ..., conflicts: _Optional[int] = ..., awaiting_decision: _Optional[int] = ..., sites: _Optional[_Iterable[_Union[SiteStatus, _Mapping]]] = ..., round_running: bool = ..., schema_fingerprint: _Optional[str] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., role: _Optional[str] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., alert_problems: _Optional[_Iterable[str]] = ..., next_round: _Optional[str] = ..., continuous: bool = ...) -> None: ...
 
 class ConflictsRequest(_message.Message):
-    __slots__ = ("table", "reapply")
+    __slots__ = ("table", "reapply", "ack", "ack_before", "all")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     REAPPLY_FIELD_NUMBER: _ClassVar[int]
+    ACK_FIELD_NUMBER: _ClassVar[int]
+    ACK_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
     table: str
     reapply: str
-    def __init__(self, table: _Optional[str] = ..., reapply: _Optional[str] = ...) -> None: ...
+    ack: str
+    ack_before: str
+    all: bool
+    def __init__(self, table: _Optional[str] = ..., reapply: _Optional[str] = ..., ack: _Optional[str] = ..., ack_before: _Optional[str] = ..., all: bool = ...) -> None: ...
 
 class ConflictRecord(_message.Message):
-    __slots__ = ("id", "recorded", "table", "key", "kind", "column", "losing_value", "current_value", "loser", "winner", "state")
+    __slots__ = ("id", "recorded", "table", "key", "kind", "column", "losing_value", "current_value", "loser", "winner", "state", "seen")
     ID_FIELD_NUMBER: _ClassVar[int]
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +338,7 @@ class ConflictRecord(_message.Message):
     LOSER_FIELD_NUMBER: _ClassVar[int]
     WINNER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    SEEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     recorded: str
     table: str
@@ -343,15 +350,20 @@ class ConflictRecord(_message.Message):
     loser: str
     winner: str
     state: str
-    def __init__(self, id: _Optional[str] = ..., recorded: _Optional[str] = ..., table: _Optional[str] = ..., key: _Optional[str] = ..., kind: _Optional[str] = ..., column: _Optional[str] = ..., losing_value: _Optional[str] = ..., current_value: _Optional[str] = ..., loser: _Optional[str] = ..., winner: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+    seen: bool
+    def __init__(self, id: _Optional[str] = ..., recorded: _Optional[str] = ..., table: _Optional[str] = ..., key: _Optional[str] = ..., kind: _Optional[str] = ..., column: _Optional[str] = ..., losing_value: _Optional[str] = ..., current_value: _Optional[str] = ..., loser: _Optional[str] = ..., winner: _Optional[str] = ..., state: _Optional[str] = ..., seen: bool = ...) -> None: ...
 
 class ConflictsReply(_message.Message):
-    __slots__ = ("conflicts", "reapplied")
+    __slots__ = ("conflicts", "reapplied", "acknowledged", "seen_left_out")
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
     REAPPLIED_FIELD_NUMBER: _ClassVar[int]
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    SEEN_LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
     conflicts: _containers.RepeatedCompositeFieldContainer[ConflictRecord]
     reapplied: str
-    def __init__(self, conflicts: _Optional[_Iterable[_Union[ConflictRecord, _Mapping]]] = ..., reapplied: _Optional[str] = ...) -> None: ...
+    acknowledged: int
+    seen_left_out: int
+    def __init__(self, conflicts: _Optional[_Iterable[_Union[ConflictRecord, _Mapping]]] = ..., reapplied: _Optional[str] = ..., acknowledged: _Optional[int] = ..., seen_left_out: _Optional[int] = ...) -> None: ...
 
 class DecommissionRequest(_message.Message):
     __slots__ = ("site",)

@@ -403,22 +403,31 @@ def cmd_status(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
 
 
 def cmd_conflicts(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
-    reply = stub.Conflicts(coordinator_pb2.ConflictsRequest(table=args.table or "",
-                                                            reapply=args.reapply or ""),
-                           timeout=60)
+    reply = stub.Conflicts(coordinator_pb2.ConflictsRequest(
+        table=args.table or "", reapply=args.reapply or "", ack=args.ack or "",
+        ack_before=args.ack_before or "", all=args.all), timeout=60)
     if reply.reapplied:
         print(_("re-applied {id} as a new change at the siège: the next sync carries it to "
                 "every site").format(id=reply.reapplied) + "\n")
+    if args.ack or args.ack_before:
+        print(ngettext("{count} change set aside marked seen (kept on record)",
+                       "{count} changes set aside marked seen (kept on record)",
+                       reply.acknowledged).format(count=reply.acknowledged) + "\n")
+    left_out = ("\n" + ngettext("{count} seen left out: --all lists it",
+                                "{count} seen left out: --all lists them",
+                                reply.seen_left_out).format(count=reply.seen_left_out)
+                if reply.seen_left_out else "")
     if not reply.conflicts:
-        print(_("no change set aside on record"))
+        print(_("no change set aside on record") + left_out)
         return 0
     rows = [[_("id"), _("recorded"), _("table"), _("key"), _("kind"), _("column"),
              _("value set aside"), _("now"), _("from"), _("lost to"), _("state")]]
     for c in reply.conflicts:
         rows.append([c.id, when(c.recorded), c.table, c.key, word(c.kind),
                      c.column or _("(row)"), c.losing_value, c.current_value or "-", c.loser,
-                     c.winner, word(c.state)])
-    print(_table(rows))
+                     c.winner, ", ".join(w for w in (word(c.state), _("seen") if c.seen
+                                                     else "") if w)])
+    print(_table(rows) + left_out)
     return 0
 
 
@@ -529,6 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     found.add_argument("--table", help=_("only this table"))
     found.add_argument("--reapply", metavar="ID",
                        help=_("write this change set aside back, as a new change"))
+    found.add_argument("--ack", metavar="ID",
+                       help=_("mark it seen: kept on record, left out of the list"))
+    found.add_argument("--ack-before", metavar="DATE",
+                       help=_("mark every one recorded before DATE (YYYY-MM-DD) seen"))
+    found.add_argument("--all", action="store_true",
+                       help=_("list the ones marked seen too"))
     held = sub.add_parser("held", help=_(
         "transactions a site does not apply yet (refused by its database, or waiting): rows, "
         "the database's message, what to do"))

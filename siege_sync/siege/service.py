@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 import grpc
 
@@ -26,6 +27,7 @@ from ..certs import Kind
 from ..i18n import LANGUAGE_KEY, LanguageError, _, check_language, speaking, use
 from ..node import conflicts, values
 from ..node.daemon import Node
+from ..node.schema import introspect
 from ..node.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import purge, reports, siteprobe
@@ -199,13 +201,33 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
                 log.info("[%s] an operator re-applied losing version %s", self._node.cfg.site,
                          reply.reapplied)
+            try:
+                if request.ack:
+                    conflicts.mark_seen(con, request.ack)
+                    reply.acknowledged = 1
+                if request.ack_before:
+                    reply.acknowledged += conflicts.mark_seen_before(
+                        con, datetime.fromisoformat(request.ack_before))
+            except conflicts.ConflictError as exc:
+                context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            except ValueError:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, _(
+                    "--ack-before {when}: not a date; write YYYY-MM-DD (or YYYY-MM-DD HH:MM)"
+                ).format(when=request.ack_before))
+            keys = {name: table.primary_key for name, table in introspect(con).tables.items()}
             for c in conflicts.listing(con, request.table or None,
                                        self._node.cfg.policies):
+                if c.seen and not request.all:
+                    reply.seen_left_out += 1
+                    continue
                 state = ("re-applied" if c.reapplied else
                          "awaiting a decision" if c.awaiting_decision else "")
+                named = keys.get(c.table) or [""] * len(c.key)
                 reply.conflicts.add(
-                    id=c.short_id, recorded=f"{c.recorded:%Y-%m-%d %H:%M}", table=c.table,
-                    key=",".join(values.describe(k) for k in c.key), kind=c.kind,
+                    id=c.short_id, recorded=c.recorded.isoformat(timespec="seconds"),
+                    table=c.table, kind=c.kind, seen=c.seen,
+                    key=", ".join(f"{n}={values.describe(k)}" if n else values.describe(k)
+                                  for n, k in zip(named, c.key, strict=False)),
                     column=c.column or "", losing_value=values.describe(c.value),
                     current_value=values.describe(conflicts.current_value(con, c))
                     if c.column else "", loser=c.loser,
