@@ -69,7 +69,9 @@ def test_a_site_restored_behind_a_purge_says_it_needs_a_resync(
         todo = [e for e in lyon.errors if "lyon NEEDS A RESYNC" in e]
         assert todo and "siege-node resync --config FILE" in todo[0] \
             and "siege-ctl resync lyon" in todo[0], list(lyon.errors)
-        assert any("lyon NEEDS A RESYNC" in s for s in subjects(inbox)), subjects(inbox)
+        # Listed among the alerts of the round's one email.
+        bodies = [m.get_payload(decode=True).decode("utf-8") for m in inbox.messages]
+        assert any("\n- lyon NEEDS A RESYNC" in f"\n{b}" for b in bodies), subjects(inbox)
         status = mesh_status(mesh.nodes["siege"], role.rounds)
         shown = next(s for s in status.sites if s.site == "lyon")
         assert shown.problem.startswith("lyon NEEDS A RESYNC"), shown.problem
