@@ -94,6 +94,11 @@ def test_analyse_finds_exactly_what_drifted_and_repair_converges(mesh):
     for table in ("ITEM", "PAIR"):
         assert line_of(found.stdout, "nice", table)[4:7] == ["0", "0", "0"], found.stdout
     assert "missing: key 5" in found.stdout and "extra: key 50000" in found.stdout
+    # A row that differs names its columns, with both values.
+    assert "different: key 7000: A: 'item 7000' at siege, 'edited by hand' at lyon" \
+        in found.stdout or "A: " in found.stdout.split("different: key 7000", 1)[1][:120], \
+        found.stdout
+    assert "PAIR: different: key 3, 'k13': V: " in found.stdout, found.stdout
     moved = int(item[8])
     assert moved < 0.05 * ROWS * 60, f"{moved} bytes moved: only differing ranges travel"
     assert "[#" in found.stdout, "progress bars"

@@ -195,7 +195,7 @@ class Analyser:
                     out.matched = diff.matched + diff.leaf_matched
                     out.missing, out.extra = len(diff.missing), len(diff.extra)
                     out.different = len(diff.different)
-                    out.examples.extend(_examples(diff))
+                    out.examples.extend(_examples(diff, ref, other, table))
                     if repair and (diff.missing or diff.extra or diff.different):
                         self._say(site, table, "repairing")
                         out.repaired = self._repair(ref, other, table, diff)
@@ -422,12 +422,41 @@ def _rows_diff(ref: _Side, other: _Side, table: str, rng: _Range, diff: _Diff) -
             diff.extra[k] = row
 
 
-def _examples(diff: _Diff) -> list[str]:
+def _examples(diff: _Diff, ref: _Side, other: _Side, table: str) -> list[str]:
+    """The first differing rows, for the operator; a row that differs names its columns
+    that differ, with both values (both sides' rows read again, these only)."""
     from ..node import values
 
     out: list[str] = []
-    for kind, found in (("missing", diff.missing), ("extra", diff.extra),
-                        ("different", diff.different)):
+    for kind, found in (("missing", diff.missing), ("extra", diff.extra)):
         for image in list(found.values())[:EXAMPLES]:
             out.append(f"{kind}: key {', '.join(values.describe(v) for v in image.key.values)}")
+    shown = list(diff.different.values())[:max(EXAMPLES - len(out), 0)]
+    if shown:
+        request = sync_pb2.RowsRequest(table=table, keys=[i.key for i in shown])
+        try:
+            here = {_key(r.key): r for r in ref.rows(request).rows}
+            there = {_key(r.key): r for r in other.rows(request).rows}
+        except grpc.RpcError:
+            here, there = {}, {}
+        for image in shown:
+            key = ", ".join(values.describe(v) for v in image.key.values)
+            columns = _differing(here.get(_key(image.key)), there.get(_key(image.key)),
+                                 ref.site, other.site)
+            out.append(f"different: key {key}" + (f": {columns}" if columns else ""))
     return out[:EXAMPLES]
+
+
+def _differing(ref: sync_pb2.RowImage | None, other: sync_pb2.RowImage | None,
+               ref_site: str, other_site: str) -> str:
+    """``A: 'x' at siege, 'y' at lyon; B: ...`` for the columns whose values differ."""
+    from ..node import values
+
+    if ref is None or other is None:
+        return ""
+    theirs = {c.column: c.value for c in other.columns}
+    parts = [f"{c.column}: {values.describe(c.value)} at {ref_site}, "
+             f"{values.describe(theirs.get(c.column))} at {other_site}"
+             for c in ref.columns
+             if c.column not in theirs or theirs[c.column] != c.value]
+    return "; ".join(parts)
