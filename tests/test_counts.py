@@ -36,3 +36,25 @@ def test_an_idle_round_moves_nothing_an_operator_counts(tmp_path):
             ("lyon", 1, 0), ("nice", 0, 1)], busy
     finally:
         mesh.close()
+
+
+def test_a_report_counts_the_changes_of_each_table(tmp_path):
+    mesh = mesh_with(tmp_path)
+    try:
+        rounds = mesh.nodes["siege"].roles[0].rounds
+        rounds.run("manual")
+        for key in range(3):
+            run_sql(mesh.cons["lyon"], f"INSERT INTO T (ID, A) VALUES ({key}, 'lyon')")
+        report = rounds.run("manual")
+        lyon = next(s for s in report.sites if s.site == "lyon")
+        nice = next(s for s in report.sites if s.site == "nice")
+        assert dict(lyon.tables_in) == {"T": 3} and dict(nice.tables_out) == {"T": 3}
+        assert "SYNC$HEARTBEAT" not in lyon.tables_in
+        from siege_sync.siege.reports import per_table, render_text
+
+        assert per_table(report) == [("T", 3, 3)]
+        text = render_text(report)
+        assert "Per table:" in text and any(
+            line.split() == ["T", "3", "3"] for line in text.splitlines()), text
+    finally:
+        mesh.close()

@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -126,6 +127,7 @@ class ApplyResult:
     # The sites whose applied transactions changed more than their heartbeat (tidings.py).
     news_from: set[str] = field(default_factory=set)
     heartbeats: int = 0  # of applied_events: heartbeats (not changes an operator counts)
+    tables: Counter[str] = field(default_factory=Counter)  # the other ones, per table
 
 
 @dataclass
@@ -392,6 +394,8 @@ class Applier:
                 result.applied_transactions += 1
                 if len(tx) > 1 or tx[0].event.table != HEARTBEAT_TABLE:
                     result.news_from.add(origin[0])
+                    for item in tx:
+                        result.tables[item.event.table] += 1
                 else:
                     result.heartbeats += 1
             pace.applied()

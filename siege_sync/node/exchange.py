@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -61,13 +62,17 @@ class ExchangeOutcome:
     problems: list[str] = field(default_factory=list)
     stopped: bool = False  # ended early on request
     lost_guards: list[str] = field(default_factory=list)  # the peer's, as its hello said
+    pulled_tables: Counter[str] = field(default_factory=Counter)  # pulled_events per table
+    pushed_tables: Counter[str] = field(default_factory=Counter)
 
     def to_proto(self) -> sync_pb2.ExchangeReply:
         return sync_pb2.ExchangeReply(peer=self.peer, pulled_events=self.pulled_events,
                                       pushed_events=self.pushed_events,
                                       clock_offset_us=self.clock_offset_us,
                                       problems=self.problems, stopped=self.stopped,
-                                      lost_guards=self.lost_guards)
+                                      lost_guards=self.lost_guards,
+                                      pulled_tables=dict(self.pulled_tables),
+                                      pushed_tables=dict(self.pushed_tables))
 
 
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
@@ -250,6 +255,7 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
             receiver.finish()
     finally:
         out.pulled_events += receiver.changes  # (heartbeats are not changes: not counted)
+        out.pulled_tables.update(receiver.tables)
         out.problems.extend(m for m in [*receiver.refused, *receiver.busy.values()]
                             if m not in out.problems)
         receiver.close()
@@ -287,6 +293,7 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
         return
     reply = stub.Push(batches(), timeout=timeout)
     out.pushed_events += reply.applied_events - reply.applied_heartbeats
+    out.pushed_tables.update(dict(reply.applied_tables))
     out.problems.extend(f"at {out.peer}: {m}" for m in [*reply.refused, *reply.held])
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -736,6 +737,7 @@ class Receiver:
         self.busy: dict[tuple[str, int], str] = {}
         self.news_from: set[str] = set()  # whose changes (not only heartbeats) it applied
         self.heartbeats = 0  # of applied_events
+        self.tables: Counter[str] = Counter()  # the changes, per table
 
     @property
     def waiting(self) -> int:
@@ -773,6 +775,7 @@ class Receiver:
         self.waiting_for = result.waiting_for
         self.news_from |= result.news_from
         self.heartbeats += result.heartbeats
+        self.tables.update(result.tables)
         return result
 
     @property

@@ -280,6 +280,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             receiver.close()
         reply = sync_pb2.PushReply(applied_events=receiver.applied_events,
                                    applied_heartbeats=receiver.heartbeats,
+                                   applied_tables=dict(receiver.tables),
                                    already_applied=receiver.already_applied,
                                    waiting=receiver.waiting, refused=receiver.refused,
                                    waiting_for=receiver.waiting_for,

@@ -28,7 +28,21 @@ class SiteProgress(_message.Message):
     def __init__(self, site: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class SiteReport(_message.Message):
-    __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us", "silent", "cert_days_left", "unreachable", "lost_guards")
+    __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us", "silent", "cert_days_left", "unreachable", "lost_guards", "tables_in", "tables_out")
+    class TablesInEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class TablesOutEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SITE_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     EVENTS_IN_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +55,8 @@ class SiteReport(_message.Message):
     CERT_DAYS_LEFT_FIELD_NUMBER: _ClassVar[int]
     UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
     LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_IN_FIELD_NUMBER: _ClassVar[int]
+    TABLES_OUT_FIELD_NUMBER: _ClassVar[int]
     site: str
     outcome: str
     events_in: int
@@ -53,7 +69,9 @@ class SiteReport(_message.Message):
     cert_days_left: int
     unreachable: bool
     lost_guards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ..., cert_days_left: _Optional[int] = ..., unreachable: bool = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
+    tables_in: _containers.ScalarMap[str, int]
+    tables_out: _containers.ScalarMap[str, int]
+    def __init__(self, site: _Optional[str] = ..., outcome: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., parked: _Optional[int] = ..., errors: _Optional[_Iterable[str]] = ..., duration_ms: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., silent: bool = ..., cert_days_left: _Optional[int] = ..., unreachable: bool = ..., lost_guards: _Optional[_Iterable[str]] = ..., tables_in: _Optional[_Mapping[str, int]] = ..., tables_out: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RoundReport(_message.Message):
     __slots__ = ("id", "trigger", "started", "ended", "outcome", "sites", "new_conflicts", "purged_segments", "siege_cert_days_left", "siege_disk_free_mb", "siege_stored_events", "analysis", "note", "siege_lost_guards", "held", "alert_problems")

@@ -148,7 +148,14 @@ class PullRequest(_message.Message):
     def __init__(self, have: _Optional[_Union[Vector, _Mapping]] = ..., max_events_per_batch: _Optional[int] = ..., certificates_held: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PushReply(_message.Message):
-    __slots__ = ("applied", "applied_events", "already_applied", "waiting", "refused", "waiting_for", "held", "applied_heartbeats")
+    __slots__ = ("applied", "applied_events", "already_applied", "waiting", "refused", "waiting_for", "held", "applied_heartbeats", "applied_tables")
+    class AppliedTablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     ALREADY_APPLIED_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +164,7 @@ class PushReply(_message.Message):
     WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     APPLIED_HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_TABLES_FIELD_NUMBER: _ClassVar[int]
     applied: Vector
     applied_events: int
     already_applied: int
@@ -165,7 +173,8 @@ class PushReply(_message.Message):
     waiting_for: _containers.RepeatedScalarFieldContainer[str]
     held: _containers.RepeatedScalarFieldContainer[str]
     applied_heartbeats: int
-    def __init__(self, applied: _Optional[_Union[Vector, _Mapping]] = ..., applied_events: _Optional[int] = ..., already_applied: _Optional[int] = ..., waiting: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[str]] = ..., applied_heartbeats: _Optional[int] = ...) -> None: ...
+    applied_tables: _containers.ScalarMap[str, int]
+    def __init__(self, applied: _Optional[_Union[Vector, _Mapping]] = ..., applied_events: _Optional[int] = ..., already_applied: _Optional[int] = ..., waiting: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ..., waiting_for: _Optional[_Iterable[str]] = ..., held: _Optional[_Iterable[str]] = ..., applied_heartbeats: _Optional[int] = ..., applied_tables: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class PurgeRequest(_message.Message):
     __slots__ = ("applied_everywhere", "held_then", "published_then")
@@ -268,7 +277,21 @@ class ExchangeRequest(_message.Message):
     def __init__(self, peer: _Optional[str] = ...) -> None: ...
 
 class ExchangeReply(_message.Message):
-    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems", "unreachable", "stopped", "lost_guards")
+    __slots__ = ("peer", "pulled_events", "pushed_events", "clock_offset_us", "problems", "unreachable", "stopped", "lost_guards", "pulled_tables", "pushed_tables")
+    class PulledTablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class PushedTablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     PEER_FIELD_NUMBER: _ClassVar[int]
     PULLED_EVENTS_FIELD_NUMBER: _ClassVar[int]
     PUSHED_EVENTS_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +300,8 @@ class ExchangeReply(_message.Message):
     UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
     STOPPED_FIELD_NUMBER: _ClassVar[int]
     LOST_GUARDS_FIELD_NUMBER: _ClassVar[int]
+    PULLED_TABLES_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_TABLES_FIELD_NUMBER: _ClassVar[int]
     peer: str
     pulled_events: int
     pushed_events: int
@@ -285,7 +310,9 @@ class ExchangeReply(_message.Message):
     unreachable: bool
     stopped: bool
     lost_guards: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreachable: bool = ..., stopped: bool = ..., lost_guards: _Optional[_Iterable[str]] = ...) -> None: ...
+    pulled_tables: _containers.ScalarMap[str, int]
+    pushed_tables: _containers.ScalarMap[str, int]
+    def __init__(self, peer: _Optional[str] = ..., pulled_events: _Optional[int] = ..., pushed_events: _Optional[int] = ..., clock_offset_us: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreachable: bool = ..., stopped: bool = ..., lost_guards: _Optional[_Iterable[str]] = ..., pulled_tables: _Optional[_Mapping[str, int]] = ..., pushed_tables: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Key(_message.Message):
     __slots__ = ("values",)

@@ -17,7 +17,16 @@ from fpdf import FPDF
 
 from ..i18n import N_, _, current, number, signed, when
 from ..proto import coordinator_pb2
-from .reports import ELECTION, analysis_verdict, held_lines, held_title, kind_of, word
+from .reports import (
+    ELECTION,
+    PER_TABLE,
+    analysis_verdict,
+    held_lines,
+    held_title,
+    kind_of,
+    per_table,
+    word,
+)
 
 _HEADERS = (N_("Site"), N_("Outcome"), N_("Changes in"), N_("Changes out"), N_("Held"),
             N_("Duration"), N_("Clock"))
@@ -103,6 +112,7 @@ th, td {{ border: 1px solid #999; padding: 0.3em 0.8em; text-align: left; }}
 <table><tr>{"".join(f"<th>{e(h)}</th>" for h in _headers(report))}</tr>
 {rows}
 </table>
+{_per_table_html(report)}
 {f"<h2>{e(_('Problems'))}</h2><ul>{problems}</ul>" if problems else ""}
 {_held_html(report)}
 {f"<p><strong>{e(verdict)}</strong></p>" if verdict else ""}
@@ -132,6 +142,20 @@ def write_pdf(report: coordinator_pb2.RoundReport, path: Path) -> None:
         for cell, width in zip(row, widths, strict=True):
             pdf.cell(width, 7, _latin1(cell), border=1)
         pdf.ln()
+    counted = [] if _is_analysis(report) else per_table(report)[:PER_TABLE]
+    if counted:
+        pdf.ln(4)
+        pdf.set_font("Helvetica", "B", 10)
+        for header, width in zip((_("Table"), _("Changes in"), _("Changes out")),
+                                 (60, 30, 30), strict=True):
+            pdf.cell(width, 7, _latin1(header), border=1)
+        pdf.ln()
+        pdf.set_font("Helvetica", size=10)
+        for table, got, sent in counted:
+            for cell, width in zip((table, number(got), number(sent)), (60, 30, 30),
+                                   strict=True):
+                pdf.cell(width, 6, _latin1(cell), border=1)
+            pdf.ln()
     problems = _problems(report)
     if problems:
         pdf.ln(4)
@@ -155,6 +179,17 @@ def write_pdf(report: coordinator_pb2.RoundReport, path: Path) -> None:
         pdf.set_font("Helvetica", "B", 11)
         pdf.multi_cell(0, 6, _latin1(verdict), new_x="LMARGIN", new_y="NEXT")
     pdf.output(str(path))
+
+
+def _per_table_html(report: coordinator_pb2.RoundReport) -> str:
+    counted = [] if _is_analysis(report) else per_table(report)[:PER_TABLE]
+    if not counted:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(t)}</td><td>{e(number(i))}</td><td>{e(number(o))}</td></tr>"
+                   for t, i, o in counted)
+    return (f"<h2>{e(_('Per table:').rstrip(' :'))}</h2><table><tr><th>{e(_('Table'))}</th>"
+            f"<th>{e(_('Changes in'))}</th><th>{e(_('Changes out'))}</th></tr>{rows}</table>")
 
 
 def _held_html(report: coordinator_pb2.RoundReport) -> str:

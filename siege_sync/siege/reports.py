@@ -160,6 +160,7 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
                          seconds=number(s.duration_ms / 1000, 1)),
                      _("{seconds} s").format(seconds=signed(s.clock_offset_us / 1e6, 2))])
     lines += _columns(rows)
+    lines += _per_table(report)
     problems = [(s.site, e) for s in report.sites for e in s.errors]
     if problems:
         lines += ["", _("Problems:")]
@@ -181,6 +182,33 @@ def render_text(report: coordinator_pb2.RoundReport) -> str:
         lines += ["", _("This sync did NOT complete for every site: the sites above that are "
                         "not 'complete' keep their changes for the next sync.")]
     return "\n".join(lines)
+
+
+PER_TABLE = 20  # tables listed in a report's per-table counts (the busiest first)
+
+
+def per_table(report: coordinator_pb2.RoundReport) -> list[tuple[str, int, int]]:
+    """(table, changes gathered from the sites, changes sent to them), busiest first."""
+    tables: dict[str, list[int]] = {}
+    for s in report.sites:
+        for table, count in s.tables_in.items():
+            tables.setdefault(table, [0, 0])[0] += count
+        for table, count in s.tables_out.items():
+            tables.setdefault(table, [0, 0])[1] += count
+    return sorted(((t, i, o) for t, (i, o) in tables.items()),
+                  key=lambda row: (-(row[1] + row[2]), row[0]))
+
+
+def _per_table(report: coordinator_pb2.RoundReport) -> list[str]:
+    rows = per_table(report)
+    if not rows:
+        return []
+    lines = ["", _("Per table:")]
+    lines += _columns([[_("table"), _("in"), _("out")]]
+                      + [[t, number(i), number(o)] for t, i, o in rows[:PER_TABLE]])
+    if len(rows) > PER_TABLE:
+        lines.append("  " + _("… and {count} more tables").format(count=len(rows) - PER_TABLE))
+    return lines
 
 
 def _render_analysis(report: coordinator_pb2.RoundReport) -> str:

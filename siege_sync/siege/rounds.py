@@ -171,6 +171,10 @@ class Rounds:
                     entry.outcome = "stopped"
                 entry.events_in += reply.pulled_events
                 entry.events_out += reply.pushed_events
+                for table, count in reply.pulled_tables.items():
+                    entry.tables_in[table] += count
+                for table, count in reply.pushed_tables.items():
+                    entry.tables_out[table] += count
                 entry.duration_ms += int((time.monotonic() - t0) * 1000)
                 entry.clock_offset_us = reply.clock_offset_us
                 if reply.lost_guards:  # as its latest hello said (a failed one says nothing)
