@@ -2,8 +2,9 @@
 admin certificate (``siege-certs issue-admin NAME``).
 
 Commands that exist work: ``test``, ``manual``, ``stop``, ``status [--watch]``, ``join SITE``,
-``resync SITE``, ``adopt``,
-``conflicts [--table T] [--reapply ID]``, ``decommission SITE``,
+``resync SITE``, ``adopt``, ``alert-test``,
+``conflicts [--table T] [--reapply ID] [--ack ID] [--ack-before DATE] [--all]``,
+``decommission SITE``,
 ``held [--site S] [--retry]`` (transactions a site does not apply yet, why, what to do),
 ``analyse [--table T] [--site S] [--repair --prefer SITE]``,
 ``report list [--all]``, ``report show ID [--html FILE] [--pdf FILE]``. The siège is found
@@ -23,7 +24,8 @@ while the siège is gone, that is the node running the rounds. ``join``, ``resyn
 ``decommission`` wait for the siège: it alone records them.
 
 Mistakes (no config, no bundle, siège unreachable, refused certificate) print what is wrong
-and what to do and exit 2; a round or a test that finds problems exits 1.
+and what to do and exit 2; a round or a test that finds problems exits 1. It speaks the
+shell's language (i18n), and asks the siège for its answers in it.
 """
 
 from __future__ import annotations

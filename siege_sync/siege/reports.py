@@ -4,8 +4,11 @@ text rendering.
 Owns storing, listing and showing reports: one row per round with its outcome, the whole
 report as a protobuf message, and every held transaction's facts as an operator reads them
 (``held_lines``: the same lines in the text, HTML and PDF reports, the email and
-``siege-ctl held``). Reports are what an operator reads to check that a sync really
-happened (the legacy manual's first warning), so the text says plainly what did not.
+``siege-ctl held``), the changes per table, the alert emails not sent. Reports are what an
+operator reads to check that a sync really happened (the legacy manual's first warning), so
+the text says plainly what did not. A report stores its words (outcome, trigger) as data:
+``word`` and ``kind_of`` say them in the language of the work in progress (i18n), as every
+rendering here does.
 
 Runs in the caller's hands: ``store``/``listing``/``get`` take the connection and use their
 own short transactions.

@@ -5,6 +5,10 @@ checked like every call of the node (certificate, mesh, revocation) — except `
 by which a site (its own certificate, for itself only) says what is held there. Must never
 run two rounds at once: a second request is refused with the reason.
 
+Every call answers in the language its caller asks for (``accept-language`` metadata, sent
+by ``siege-ctl``), else the siège's ``[operator] language``. ``AlertTest`` sends an alert
+email now and returns the mail server's every answer.
+
 ``Held`` lists every held transaction (rounds.held_everywhere); with ``retry``, each holding
 site's next attempt happens now: the siège exchanges with that site (its push carries the
 held transaction again), or — held at the siège itself — with the origin; a site that dials
