@@ -58,3 +58,48 @@ def test_a_report_counts_the_changes_of_each_table(tmp_path):
             line.split() == ["T", "3", "3"] for line in text.splitlines()), text
     finally:
         mesh.close()
+
+
+def test_a_long_phase_says_how_far_it_is_as_it_goes(tmp_path):
+    """``siege-ctl manual`` printed nothing during a long exchange: now each batch says the
+    changes moved so far and about how many there are (for an ETA)."""
+    mesh = mesh_with(tmp_path)
+    try:
+        rounds = mesh.nodes["siege"].roles[0].rounds
+        rounds.run("manual")
+        rounds.progress_every = 0.0  # every batch (a node says it every 2 s)
+        for first in range(0, 3000, 100):  # a day of sales: 30 transactions of 100 rows
+            with mesh.cons["lyon"].transaction_manager() as tm:
+                cur = tm.cursor()
+                cur.executemany("INSERT INTO T (ID, A) VALUES (?, 'vente')",
+                                [(key,) for key in range(first, first + 100)])
+                tm.commit()
+        said: list = []
+        report = rounds.run("manual", said.append)
+        assert report.outcome == "complete", report
+        gathering = [p for p in said if p.site == "lyon" and p.phase == "gather"
+                     and p.state == "running" and p.expected_in]
+        assert len(gathering) >= 3, said
+        assert all(p.expected_in >= 3000 for p in gathering)
+        counts = [p.events_in for p in gathering]
+        assert counts == sorted(counts) and any(0 < c < 3000 for c in counts), counts
+        sending = [p for p in said if p.site == "nice" and p.phase == "redistribute"
+                   and p.state == "running" and p.expected_out]
+        assert sending and sending[-1].events_out >= 2500, sending
+        done = next(p for p in said if p.site == "lyon" and p.phase == "gather"
+                    and p.state == "done")
+        assert done.events_in == 3000
+    finally:
+        mesh.close()
+
+
+def test_siege_ctl_writes_a_long_phase_with_an_eta():
+    from siege_sync.i18n import speaking
+    from siege_sync.proto import coordinator_pb2
+    from siege_sync.siege.ctl import _moving
+
+    p = coordinator_pb2.SiteProgress(site="lyon", phase="gather", state="running",
+                                     events_in=1200, expected_in=13000)
+    assert _moving(p, elapsed=12.0) == "1,200 of ~13,000 in, 0 of ~0 out, ETA 1:58"
+    with speaking("fr"):
+        assert "sur ~13" in _moving(p, elapsed=12.0)

@@ -46,6 +46,7 @@ from .config import NodeConfig, ServiceConfig
 from .database import open_connection
 from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
+from .exchange import Progress as ExchangeProgress
 from .join import JoinError, Restorer, database_exists, move_under_way
 from .news import CommitWatch
 from .replica import PurgeRefused, Replica
@@ -438,10 +439,11 @@ class Node:
             self._resync_said = ("", now)
 
     def exchange(self, peer: str, stop: threading.Event | None = None,
-                 round_no: int = 0, cap_bits_per_s: float | None = None
-                 ) -> sync_pb2.ExchangeReply:
+                 round_no: int = 0, cap_bits_per_s: float | None = None,
+                 progress: ExchangeProgress | None = None) -> sync_pb2.ExchangeReply:
         """One exchange with a configured peer (one at a time per peer; exchanges with
-        different peers overlap on the network, the database work stays serialized)."""
+        different peers overlap on the network, the database work stays serialized).
+        ``progress``: how far it is, after each batch (exchange.Moving)."""
         spec = self.service_cfg.peers.get(peer)
         if spec is None:
             known = ", ".join(sorted(self.service_cfg.peers)) or "none"
@@ -458,8 +460,8 @@ class Node:
             try:
                 bundle, _ = self.watcher.refresh()
                 return exchange(self.replica, bundle, peer, reached.candidate.address,
-                                stop=stop, round_no=round_no,
-                                cap_bits_per_s=cap_bits_per_s).to_proto()
+                                stop=stop, round_no=round_no, cap_bits_per_s=cap_bits_per_s,
+                                progress=progress).to_proto()
             except ExchangeError as exc:
                 log.error("[%s] exchange with %s failed: %s", self.cfg.site, peer, exc)
                 reply = (exc.outcome.to_proto() if exc.outcome is not None

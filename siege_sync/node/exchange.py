@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
 
 from ..certs import Bundle, CertError, PeerIdentity, Role
 from ..proto import events_pb2, sync_pb2, sync_pb2_grpc
-from . import guardwatch, transport
+from . import capture, guardwatch, transport
 from .admission import relaying_only_if_coordinator
 from .apply import ApplyError, printable
 from .blobs import BlobError
@@ -53,6 +53,27 @@ class ExchangeError(Exception):
 
 
 @dataclass
+class Moving:
+    """How far an exchange is, told to ``progress`` after each batch: the changes applied
+    here so far of about ``expected_in`` (what the peer's vector holds beyond ours), and
+    those sent of about ``expected_out``. Heartbeats are counted in the expectations only
+    (one per origin and round at most): they are estimates, for an ETA."""
+
+    progress: Progress | None
+    pulled: int = 0
+    expected_in: int = 0
+    sent: int = 0
+    expected_out: int = 0
+
+    def tell(self) -> None:
+        if self.progress is not None:
+            self.progress(self)
+
+
+Progress = Callable[[Moving], None]
+
+
+@dataclass
 class ExchangeOutcome:
     peer: str
     pulled_events: int = 0
@@ -78,10 +99,12 @@ class ExchangeOutcome:
 def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
              timeout: float = CALL_TIMEOUT, batch_events: int = 500,
              stop: threading.Event | None = None, round_no: int = 0,
-             cap_bits_per_s: float | None = None) -> ExchangeOutcome:
+             cap_bits_per_s: float | None = None,
+             progress: Progress | None = None) -> ExchangeOutcome:
     """``stop``: when set, the exchange ends at the next batch boundary (every batch is
     applied whole or not at all). ``round_no``: a coordinator's round, for which the peer
-    writes its heartbeat. ``cap_bits_per_s``: a bandwidth cap for the whole exchange."""
+    writes its heartbeat. ``cap_bits_per_s``: a bandwidth cap for the whole exchange.
+    ``progress``: told after each batch how far it is (``Moving``)."""
     pacer = Pacer(cap_bits_per_s, stop=stop) if cap_bits_per_s else None
     try:
         ident = relaying_only_if_coordinator(
@@ -97,9 +120,11 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
             peer_vector, peer_holds = _hello(replica, stub, peer, out, timeout, round_no)
             # Streams carry as much as there is: no deadline on the whole stream (keepalive
             # pings notice a dead line), only on each call that is not a stream.
-            _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop, pacer)
+            moving = Moving(progress)
+            _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop, pacer,
+                  peer_vector, moving)
             _push(replica, stub, bundle, peer_vector, out, STREAM_TIMEOUT, batch_events, stop,
-                  pacer, peer_holds)
+                  pacer, peer_holds, moving)
         except grpc.RpcError as exc:
             raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
                                 + _hint(exc), out) from exc
@@ -223,8 +248,13 @@ def policy_check(replica: Replica, peer: str, reply: sync_pb2.HelloReply | sync_
 
 def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,
           out: ExchangeOutcome, timeout: float, batch_events: int,
-          stop: threading.Event | None, pacer: Pacer | None = None) -> None:
+          stop: threading.Event | None, pacer: Pacer | None = None,
+          peer_vector: Vector | None = None, moving: Moving | None = None) -> None:
     have = replica.vector()
+    moving = moving or Moving(None)
+    if peer_vector is not None:
+        moving.expected_in = sum(max(peer_vector.seq(o) - have.seq(o), 0) for o in peer_vector)
+        moving.tell()
     receiver = replica.receiver(ident.name)
     request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events,
                                    certificates_held=replica.certificates_held())
@@ -249,6 +279,11 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
                 receiver.take(batch)
                 if pacer is not None:
                     pacer.after(batch.SerializeToString())
+                if batch.expected:
+                    moving.expected_in = batch.expected
+                if batch.events:
+                    moving.pulled = receiver.changes
+                    moving.tell()
             except (ApplyError, BlobError) as exc:
                 raise ExchangeError(f"from {ident.name}: {exc}") from exc
         else:
@@ -268,9 +303,13 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
 def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
           peer_vector: Vector, out: ExchangeOutcome, timeout: float,
           batch_events: int, stop: threading.Event | None, pacer: Pacer | None = None,
-          peer_holds: Sequence[str] = ()) -> None:
+          peer_holds: Sequence[str] = (), moving: Moving | None = None) -> None:
     """``peer_holds``: the certificates the peer keeps (its hello), not sent again."""
     only = None if bundle.identity.has_role(Role.RELAY) else replica.site
+    moving = moving or Moving(None)
+    mine = replica.vector(publish=False)
+    moving.expected_out = sum(max(mine.seq(o) - peer_vector.seq(o), 0) for o in mine
+                              if only is None or o[0] == only)
 
     def batches() -> Iterator[sync_pb2.Batch]:
         try:
@@ -285,6 +324,9 @@ def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
                 if pacer is not None:
                     pacer.after(batch.SerializeToString())
                 yield batch
+                if batch.events:
+                    moving.sent += sum(1 for b in batch.events if not capture.is_heartbeat(b))
+                    moving.tell()
         except PurgedHere as exc:  # (raised here, in gRPC's thread: ends the stream cleanly)
             out.problems.append(f"{out.peer}: {exc}")
 

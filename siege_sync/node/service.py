@@ -241,6 +241,10 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         try:
             for batch in self._replica.outgoing(have, limit, only_origin=only,
                                                 peer_holds=request.certificates_held):
+                if not sent and batch.events:  # (published by now: the stream's size)
+                    mine = self._replica.vector(publish=False)
+                    batch.expected = sum(max(mine.seq(o) - have.seq(o), 0) for o in mine
+                                         if only is None or o[0] == only)
                 sent += sum(1 for body in batch.events if not capture.is_heartbeat(body))
                 yield batch
             if self._traffic is not None:

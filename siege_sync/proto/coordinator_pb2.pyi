@@ -12,20 +12,24 @@ class RoundRequest(_message.Message):
     def __init__(self, trigger: _Optional[str] = ...) -> None: ...
 
 class SiteProgress(_message.Message):
-    __slots__ = ("site", "phase", "state", "events_in", "events_out", "error")
+    __slots__ = ("site", "phase", "state", "events_in", "events_out", "error", "expected_in", "expected_out")
     SITE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_IN_FIELD_NUMBER: _ClassVar[int]
     EVENTS_OUT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_IN_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_OUT_FIELD_NUMBER: _ClassVar[int]
     site: str
     phase: str
     state: str
     events_in: int
     events_out: int
     error: str
-    def __init__(self, site: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    expected_in: int
+    expected_out: int
+    def __init__(self, site: _Optional[str] = ..., phase: _Optional[str] = ..., state: _Optional[str] = ..., events_in: _Optional[int] = ..., events_out: _Optional[int] = ..., error: _Optional[str] = ..., expected_in: _Optional[int] = ..., expected_out: _Optional[int] = ...) -> None: ...
 
 class SiteReport(_message.Message):
     __slots__ = ("site", "outcome", "events_in", "events_out", "parked", "errors", "duration_ms", "clock_offset_us", "silent", "cert_days_left", "unreachable", "lost_guards", "tables_in", "tables_out")

@@ -126,16 +126,18 @@ class HelloReply(_message.Message):
     def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ..., yours: _Optional[_Iterable[bytes]] = ..., yours_purged: bool = ..., certificates_held: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("events", "blobs", "certificates", "purged_yours")
+    __slots__ = ("events", "blobs", "certificates", "purged_yours", "expected")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     BLOBS_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
     PURGED_YOURS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedScalarFieldContainer[bytes]
     blobs: _containers.RepeatedCompositeFieldContainer[_values_pb2.BlobChunk]
     certificates: _containers.RepeatedScalarFieldContainer[bytes]
     purged_yours: bool
-    def __init__(self, events: _Optional[_Iterable[bytes]] = ..., blobs: _Optional[_Iterable[_Union[_values_pb2.BlobChunk, _Mapping]]] = ..., certificates: _Optional[_Iterable[bytes]] = ..., purged_yours: bool = ...) -> None: ...
+    expected: int
+    def __init__(self, events: _Optional[_Iterable[bytes]] = ..., blobs: _Optional[_Iterable[_Union[_values_pb2.BlobChunk, _Mapping]]] = ..., certificates: _Optional[_Iterable[bytes]] = ..., purged_yours: bool = ..., expected: _Optional[int] = ...) -> None: ...
 
 class PullRequest(_message.Message):
     __slots__ = ("have", "max_events_per_batch", "certificates_held")

@@ -168,13 +168,17 @@ def _table(rows: list[list[str]]) -> str:
 
 def cmd_manual(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace) -> int:
     report = None
+    began: dict[tuple[str, str], float] = {}  # (site, phase) -> when it started running
     for event in stub.Round(coordinator_pb2.RoundRequest(trigger="manual"),
                             timeout=args.timeout):
         if event.HasField("progress"):
             p = event.progress
+            started = began.setdefault((p.site, p.phase), time.monotonic())
             counts = ("  " + _("{n_in} in, {n_out} out").format(n_in=p.events_in,
                                                                n_out=p.events_out)
-                      if p.state in ("done", "failed") else "")
+                      if p.state in ("done", "failed") else
+                      "  " + _moving(p, time.monotonic() - started)
+                      if p.expected_in or p.expected_out else "")
             error = f"  ({p.error})" if p.error else ""
             print(f"{word(p.phase):<13} {p.site:<16} {word(p.state):<8}{counts}{error}",
                   flush=True)
@@ -186,6 +190,19 @@ def cmd_manual(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namesp
     print(render_text(report))
     print("\n" + _("report {id}: siege-ctl report show {id}").format(id=report.id))
     return 0 if report.outcome == "complete" else 1
+
+
+def _moving(p: coordinator_pb2.SiteProgress, elapsed: float) -> str:
+    """``1 200 of ~13 000 in, 0 of ~0 out, ETA 0:15``: a long phase as it goes."""
+    done, expected = p.events_in + p.events_out, p.expected_in + p.expected_out
+    line = _("{n_in} of ~{e_in} in, {n_out} of ~{e_out} out").format(
+        n_in=number(p.events_in), e_in=number(p.expected_in), n_out=number(p.events_out),
+        e_out=number(p.expected_out))
+    if 0 < done < expected and elapsed > 0:
+        left = (expected - done) * elapsed / done
+        line += ", " + _("ETA {minutes}:{seconds:02d}").format(minutes=int(left // 60),
+                                                              seconds=int(left % 60))
+    return line
 
 
 def cmd_analyse(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Namespace,

@@ -36,6 +36,7 @@ from ..node import eventlog, guardwatch, parking, transport
 from ..node.capture import EVENTS_TABLE
 from ..node.daemon import Node
 from ..node.database import READ_COMMITTED_RW, transaction
+from ..node.exchange import Moving
 from ..node.parking import listing as parked_listing
 from ..node.status import capture_status
 from ..proto import coordinator_pb2, events_pb2, sync_pb2, sync_pb2_grpc
@@ -46,6 +47,7 @@ from .reports import DIALS_IN
 log = logging.getLogger(__name__)
 
 PARALLEL_SITES = 4
+PROGRESS_S = 2.0  # a running exchange says how far it is this often (siege-ctl manual)
 # A site's certificate is read (one more TLS connection) at most this often: continuous
 # rounds every few seconds spent a handshake a site each on a number that changes daily.
 CERT_CHECK_S = 3600.0
@@ -72,6 +74,7 @@ class Rounds:
         self._caps = cap
         self._running = threading.Lock()
         self._stop = threading.Event()
+        self.progress_every = PROGRESS_S
         self.started = time.time()  # UTC seconds: the clock of a site never heard from
         # Per site dialling in: its heartbeat as last seen changing, and its hello count then.
         self._beats: dict[str, tuple[int | None, int]] = {}
@@ -155,12 +158,25 @@ class Rounds:
             with lock:
                 progress(coordinator_pb2.SiteProgress(site=site, phase=phase, state="running"))
             t0 = time.monotonic()
+            said = [t0]  # when progress was last said
+
+            def moving(now: Moving) -> None:
+                """A long phase never goes quiet: how far it is, every PROGRESS_S."""
+                if time.monotonic() - said[0] < self.progress_every:
+                    return
+                said[0] = time.monotonic()
+                with lock:
+                    progress(coordinator_pb2.SiteProgress(
+                        site=site, phase=phase, state="running", events_in=now.pulled,
+                        events_out=now.sent, expected_in=now.expected_in,
+                        expected_out=now.expected_out))
+
             try:
                 # Gathering asks each site for its heartbeat of this round (see below).
                 reply = self._node.exchange(site, stop=self._stop,
                                             round_no=round_no if phase == "gather"
                                             and news is None else 0,
-                                            cap_bits_per_s=self._cap(site))
+                                            cap_bits_per_s=self._cap(site), progress=moving)
             except Exception as exc:  # one site's surprise must not lose the whole round
                 log.exception("[%s] exchange with %s", site_id, site)
                 reply = sync_pb2.ExchangeReply(peer=site, problems=[
