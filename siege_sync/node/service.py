@@ -237,11 +237,12 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed vector: {exc}")
         only = None if self._watcher.bundle.identity.has_role(Role.RELAY) else self._site
         limit = min(max(request.max_events_per_batch or 500, 1), 5000)
-        sent = 0
+        sent, told = 0, False
         try:
             for batch in self._replica.outgoing(have, limit, only_origin=only,
                                                 peer_holds=request.certificates_held):
-                if not sent and batch.events:  # (published by now: the stream's size)
+                if not told and batch.events:  # (published by now: the stream's size)
+                    told = True
                     mine = self._replica.vector(publish=False)
                     batch.expected = sum(max(mine.seq(o) - have.seq(o), 0) for o in mine
                                          if only is None or o[0] == only)
