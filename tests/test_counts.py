@@ -44,7 +44,7 @@ def test_a_report_counts_the_changes_of_each_table(tmp_path):
         rounds = mesh.nodes["siege"].roles[0].rounds
         rounds.run("manual")
         for key in range(3):
-            run_sql(mesh.cons["lyon"], f"INSERT INTO T (ID, A) VALUES ({key}, 'lyon')")
+            run_sql(mesh.cons["lyon"], f"INSERT INTO T (ID, A) VALUES ({key}, 'Crêpe à {key} ')")
         report = rounds.run("manual")
         lyon = next(s for s in report.sites if s.site == "lyon")
         nice = next(s for s in report.sites if s.site == "nice")
@@ -71,8 +71,9 @@ def test_a_long_phase_says_how_far_it_is_as_it_goes(tmp_path):
         for first in range(0, 3000, 100):  # a day of sales: 30 transactions of 100 rows
             with mesh.cons["lyon"].transaction_manager() as tm:
                 cur = tm.cursor()
-                cur.executemany("INSERT INTO T (ID, A) VALUES (?, 'vente')",
-                                [(key,) for key in range(first, first + 100)])
+                cur.executemany("INSERT INTO T (ID, A) VALUES (?, ?)",
+                                [(key, f"vente {key} à crédit, crème brûlée ")
+                                 for key in range(first, first + 100)])
                 tm.commit()
         said: list = []
         report = rounds.run("manual", said.append)
@@ -89,6 +90,12 @@ def test_a_long_phase_says_how_far_it_is_as_it_goes(tmp_path):
         done = next(p for p in said if p.site == "lyon" and p.phase == "gather"
                     and p.state == "done")
         assert done.events_in == 3000
+        # What the counts say is what nice holds, read from its table (trailing blank kept).
+        with mesh.cons["nice"].transaction_manager() as tm:
+            cur = tm.cursor()
+            cur.execute("SELECT COUNT(*), MIN(A) FROM T WHERE A LIKE 'vente %'")
+            assert cur.fetchone() == (3000, "vente 0 à crédit, crème brûlée ")
+            tm.commit()
     finally:
         mesh.close()
 

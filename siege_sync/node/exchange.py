@@ -7,6 +7,9 @@ Batches are applied as they arrive: a cut connection loses at most the batch in 
 the next exchange starts again from the vectors, with nothing applied twice. A peer whose
 merge policies differ from ours (``[policies]``, compared at every hello both ways) is
 refused before anything crosses: the two would settle the same conflicts differently.
+What it counts (``pulled_events``, ``pushed_events``, per table) are the shops' changes:
+heartbeats cross but are not counted. ``progress`` hears how far it is after each batch
+(``Moving``: of about how many), so a long exchange never goes quiet.
 
 Must never retry forever nor hide a failure: the outcome names what went wrong.
 """

@@ -11,6 +11,10 @@ checked before they apply (``seal.py``); the certificates that takes go first in
 stream it sends, but those the peer said it keeps. What a peer lacks of many origins travels
 in few messages (one apply call each at the peer, not one per origin).
 
+What it applies from whom is posted to its ``bulletin`` (tidings.py: the sites that dial out
+and listen here are told). A connection it opens again is marked as the node's own first
+(``on_reconnect``: occupant.py).
+
 After a start it publishes nothing until a peer has confirmed its own chain (``rewind.py``);
 a peer that says this database is an older copy is believed only when it shows one of this
 site's own signed transactions the database lacks (``_claimed``).

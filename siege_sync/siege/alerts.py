@@ -195,7 +195,7 @@ class Alerter:
                 self._report = report
         return self._flush()
 
-    def test(self) -> tuple[Delivery | None, str]:
+    def test(self) -> tuple[Delivery, str]:
         """``siege-ctl alert-test``: an email now, whatever the rate limit; what the server
         said, and the problem ("" when it went)."""
         with speaking(self._language):

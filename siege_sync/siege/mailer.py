@@ -17,6 +17,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.utils import parseaddr
 
 from .settings import Alerts
 
@@ -47,8 +48,6 @@ def deliver(settings: Alerts, msg: EmailMessage) -> Delivery:
     done = Delivery()
     try:
         _conversation(settings, msg, done)
-    except MailError:
-        raise
     except smtplib.SMTPException as exc:
         code = getattr(exc, "smtp_code", None)
         answer = getattr(exc, "smtp_error", b"")
@@ -107,8 +106,6 @@ def _conversation(settings: Alerts, msg: EmailMessage, done: Delivery) -> None:
 
 
 def _address(header: str) -> str:
-    from email.utils import parseaddr
-
     return parseaddr(header)[1] or header
 
 

@@ -1,7 +1,7 @@
 """``siege-ctl status``: per site, the last complete sync, what is pending, what is parked,
 its clock, keys it hands out like every other site, merge policies that differ from the
 siège's (nothing crosses until they agree), a site that needs a resync (with what to run,
-first in its problem); who holds the siège role.
+first in its problem), a decommissioned site as such; who holds the siège role.
 
 Owns gathering that view at the siège: its own reports and records, and each site's own
 Status (asked with the siège's site certificate). An unreachable site is shown as such with

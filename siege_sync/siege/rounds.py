@@ -3,15 +3,17 @@
 Owns the coordinator's round on the node that holds the siège role: each phase exchanges
 with every configured site (several at once, bounded — the network overlaps, the database
 work stays serialized by the node; a ``news`` round gathers only from the sites that said
-they committed changes, wake on commit), reports each site's progress as it goes (events actually
-applied, never a guess), and never lets one failed or unreachable site abort the others: the
+they committed changes, wake on commit), reports each site's progress as it goes (changes
+actually applied, of about how many, every ``PROGRESS_S``; heartbeats never counted), counts
+the changes per table, and never lets one failed or unreachable site abort the others: the
 site is reported and keeps its backlog for the next round. ``stop`` ends the round at the next
 batch boundary — every batch is applied whole or not at all — and the report says stopped.
 
 Every round is stored (``reports.py``), with every transaction held at any site when it
 ended (``held_everywhere``: the siège's own record, each reachable site's Status, and what a
-site that dials in said last through ``ReportHeld``), described from the siège's log. Must
-never apply anything itself: exchanges do.
+site that dials in said last through ``ReportHeld``), described from the siège's log. The
+report's sentences speak the siège's ``[operator] language``. Must never apply anything
+itself: exchanges do.
 """
 
 from __future__ import annotations

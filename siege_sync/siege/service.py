@@ -316,7 +316,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                 "sender, to...)").format(site=self._node.cfg.site))
         done, problem = self._alerter.test()
         return coordinator_pb2.AlertTestReply(sent=not problem, problem=problem,
-                                              said=done.said if done else [],
+                                              said=done.said,
                                               to=self._alerter.recipients)
 
     def ReportHeld(self, request: coordinator_pb2.HeldReply,

@@ -1,5 +1,5 @@
-"""``siege-ctl test``: the siège checks every site it coordinates, as the legacy "Test" button
-did, and says what to do about each problem.
+"""``siege-ctl test``: the siège checks itself (its certificate, its database) and every site
+it coordinates, as the legacy "Test" button did, and says what to do about each problem.
 
 Owns the connection test of one site: reachable and presenting the expected certificate
 (days left), node and schema versions equal to the siège's, its database answering, clock
