@@ -5,13 +5,15 @@ VENV := .venv
 FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.0-server
 # Multi-host tests: network namespaces (iproute2) and a site that cannot be dialled (nftables).
 NET_PACKAGES := iproute2 nftables
+# The deployment guide's test (tests/test_guide.py) runs it on Debian's own Python, as a site does.
+GUIDE_PACKAGES := python3-venv python3-pip
 
-.PHONY: demo test bench bench-latency bench-scale chaos chaos-short tables-long os-deps venv proto lint clean
+.PHONY: demo test wheelhouse bench bench-latency bench-scale chaos chaos-short tables-long os-deps venv proto lint clean
 
 demo: os-deps venv
 	$(VENV)/bin/python tools/demo.py
 
-test: os-deps venv
+test: os-deps venv wheelhouse
 	$(VENV)/bin/python -m pytest -q
 
 bench: os-deps venv
@@ -54,7 +56,7 @@ lint: venv
 	$(VENV)/bin/ruff check siege_sync tools tests
 
 os-deps:
-	@missing=""; for p in $(FB_PACKAGES) $(NET_PACKAGES); do \
+	@missing=""; for p in $(FB_PACKAGES) $(NET_PACKAGES) $(GUIDE_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -77,6 +79,17 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+# The wheels of every dependency (and of the build's own: setuptools, wheel, Babel), so that
+# tests/test_guide.py installs the package as the README's deployment guide says, offline.
+WHEELHOUSE := $(VENV)/wheelhouse
+wheelhouse: $(WHEELHOUSE)/.done
+
+$(WHEELHOUSE)/.done: pyproject.toml | $(VENV)/.installed
+	rm -rf $(WHEELHOUSE)
+	$(VENV)/bin/pip wheel -q --wheel-dir $(WHEELHOUSE) . 'setuptools>=68' wheel
+	rm -f $(WHEELHOUSE)/siege_sync-*.whl
 	touch $@
 
 clean:

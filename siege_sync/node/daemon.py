@@ -16,6 +16,9 @@ for a site that cannot be dialled (``outbound_only``) — its own exchange with 
 reachable coordinator every ``dial_every``, and at once when that coordinator tells it, on
 the one call the site keeps open to it, that it holds others' changes (tidings.py).
 
+Under systemd (``Type=notify``) it says READY once it listens and STOPPING when it drains
+(readiness.py).
+
 Signals are installed after the database is attached: the Firebird client library installs
 its own handlers at the first attach and would otherwise replace ours. On Windows SIGTERM is
 not delivered by services; SIGINT (Ctrl-C / the service wrapper's break) stops it the same way.
@@ -49,6 +52,7 @@ from .exchange import ExchangeError, exchange
 from .exchange import Progress as ExchangeProgress
 from .join import JoinError, Restorer, database_exists, move_under_way
 from .news import CommitWatch
+from .readiness import notify
 from .replica import PurgeRefused, Replica
 from .service import JoinService, SyncService, add_to_server
 from .tidings import Listener
@@ -657,6 +661,8 @@ def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False,
         _on_signals(cfg.site, stopping)
         waiting = Awaiting(cfg, resync=resync)
         waiting.start()
+        notify("READY=1", f"STATUS=waiting for the siège's copy: siege-ctl "
+               f"{'resync' if resync else 'join'} {cfg.site} at the siège")
         try:
             joined = waiting.wait(stopping)
         finally:
@@ -668,9 +674,11 @@ def run(cfg: NodeConfig, clock: Clock = SystemClock(), join: bool = False,
     # After the first attach: the Firebird client library installs its own handlers then.
     _on_signals(cfg.site, stopping)
     node.start()
+    notify("READY=1", f"STATUS=serving {cfg.site}")
     try:
         stopping.wait()
     finally:
+        notify("STOPPING=1")
         node.stop()
         log.info("[%s] stopped", cfg.site)
     return 0
