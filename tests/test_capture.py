@@ -119,6 +119,24 @@ def test_install_is_idempotent_and_upgrades(make_db):
     assert rows[0][1] == "1111" and rows[1][1] == "00001" and rows[1][-1] == "a@b.c"
 
 
+def test_a_database_installed_before_a_column_of_the_nodes_tables_gets_it(make_db):
+    """A node's own table that gained a column since (SYNC$CONFLICTS.CHANGED_US: when the
+    losing write was made): install and every start of the node add it, once."""
+    con = make_db(ddl=APP_DDL)
+    capture.install(con)
+    con.execute_immediate("ALTER TABLE SYNC$CONFLICTS DROP CHANGED_US")
+    con.commit()
+    assert capture.upgrade_core(con) == ["SYNC$CONFLICTS.CHANGED_US"]
+    assert capture.upgrade_core(con) == []
+    con.execute_immediate("ALTER TABLE SYNC$CONFLICTS DROP CHANGED_US")
+    con.commit()
+    assert "SYNC$CONFLICTS.CHANGED_US" in capture.install(con).created
+    cur = con.cursor()
+    cur.execute("SELECT CHANGED_US FROM SYNC$CONFLICTS")
+    assert cur.fetchall() == []
+    cur.close()
+
+
 def test_capture_as_ordinary_user_in_both_isolations(make_db, tmp_path):
     con = make_db(ddl=APP_DDL + ["GRANT ALL ON CUSTOMER TO CLERK",
                                  "GRANT USAGE ON SEQUENCE GEN_CUST TO CLERK",

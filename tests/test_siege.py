@@ -214,6 +214,7 @@ def test_conflicts_read_on_one_line_each_and_are_marked_seen(mesh):
     run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (1, 'start')")
     run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A) VALUES (2, 'start')")
     assert ctl(mesh, "manual").returncode == 0
+    written = {datetime.now().strftime("%Y-%m-%d %H:%M")}
     for key in (1, 2):
         run_sql(mesh.cons["lyon"], f"UPDATE T SET A = 'lyon\nligne 2\tfin' WHERE ID = {key}")
         _time.sleep(0.02)
@@ -223,6 +224,10 @@ def test_conflicts_read_on_one_line_each_and_are_marked_seen(mesh):
     rows = listed.stdout.splitlines()[2:]
     assert len(rows) == 2, listed.stdout  # one line per record
     assert "ID=1" in rows[0] and "'lyon\\nligne 2\\tfin'" in rows[0], listed.stdout
+    # When lyon wrote the losing value, in this machine's local time (issue 24 item 2).
+    written.add(datetime.now().strftime("%Y-%m-%d %H:%M"))
+    assert any("lyon/1#" in rows[0] and minute in rows[0] for minute in written), rows[0]
+    assert "changed" in listed.stdout.splitlines()[0]
     first = rows[0].split()[0]
     seen = ctl(mesh, "conflicts", "--ack", first)
     assert seen.returncode == 0 and "1 change set aside marked seen" in seen.stdout

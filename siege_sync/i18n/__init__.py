@@ -134,7 +134,8 @@ def has_catalog(language: str) -> bool:
 
 def when(value: str | datetime, seconds: bool = True) -> str:
     """A date and time as the language writes them (``07/12/2026 21:05:03`` in French);
-    an ISO text that does not parse is shown as it is."""
+    an ISO text that does not parse is shown as it is. A time that says its offset (a
+    change's, from another site) is shown in this machine's local time."""
     if isinstance(value, str):
         if not value:
             return ""
@@ -142,6 +143,8 @@ def when(value: str | datetime, seconds: bool = True) -> str:
             value = datetime.fromisoformat(value)
         except ValueError:
             return value
+    if value.tzinfo is not None:
+        value = value.astimezone()
     pattern = "dd/MM/yyyy HH:mm:ss" if seconds else "dd/MM/yyyy HH:mm"
     if _speaking.get() == "en":
         pattern = "yyyy-MM-dd HH:mm:ss" if seconds else "yyyy-MM-dd HH:mm"

@@ -203,6 +203,28 @@ def is_installed(con: Connection) -> bool:
     return LOG_TABLE in _relation_names(con)
 
 
+def _added_columns(dialect: int) -> list[tuple[str, str, str]]:
+    """Columns of the node's own tables added after those tables first shipped: (table,
+    column, type). ``upgrade_core`` adds the missing ones to a database installed earlier."""
+    # CHANGED_US: when the losing write was made (its HLC stamp, µs UTC), for the listings.
+    return [(CONFLICTS_TABLE, "CHANGED_US", id_type(dialect))]
+
+
+def upgrade_core(con: Connection) -> list[str]:
+    """Add to the node's own tables the columns a later version of the node writes; returns
+    what it added. Run by ``install`` and at every start of the node (the application never
+    uses these tables, so the ALTER waits for nobody)."""
+    added = []
+    for table, column, type_ in _added_columns(con.sql_dialect):
+        if table in _relation_names(con) and not _query(
+                con, "SELECT 1 FROM RDB$RELATION_FIELDS WHERE RDB$RELATION_NAME = ? "
+                     "AND RDB$FIELD_NAME = ?", (table, column)):
+            _step(con, [(f"add {column} to {table}", f"ALTER TABLE {table} ADD {column} {type_}")],
+                  "the node's own tables")
+            added.append(f"{table}.{column}")
+    return added
+
+
 def _core_ddl(dialect: int) -> list[tuple[str, str]]:
     idt = id_type(dialect)
     hb = heartbeat_table(dialect)
@@ -245,7 +267,7 @@ def _core_ddl(dialect: int) -> list[tuple[str, str]]:
                           f"WINNER VARCHAR(200) CHARACTER SET UTF8, "
                           f"VAL BLOB SUB_TYPE 0, RECORDED TIMESTAMP, "
                           f"KEY_DATA VARCHAR(4000) CHARACTER SET OCTETS, REAPPLIED TIMESTAMP, "
-                          f"DECIDE SMALLINT)"),
+                          f"DECIDE SMALLINT, CHANGED_US {idt})"),
         (VECTOR_TABLE, f"CREATE TABLE {VECTOR_TABLE} (ORIGIN VARCHAR(63) CHARACTER SET UTF8 "
                        f"NOT NULL, INCARNATION INTEGER NOT NULL, APPLIED {idt} NOT NULL, "
                        f"HEAD CHAR(32) CHARACTER SET OCTETS, PRIMARY KEY (ORIGIN, INCARNATION))"),
@@ -283,6 +305,7 @@ def install(con: Connection, selection: TableSelection = TableSelection(),
         if name not in existing:
             _step(con, [(f"create {name}", ddl)], "the node's own tables")
             report.created.append(name)
+    report.created += upgrade_core(con)
     if ROWS_TABLE not in existing:
         # Nothing to re-key in a fresh install: registers are keyed by identity from the
         # first publish, which may run while a long install is still going.

@@ -290,11 +290,12 @@ def cmd_conflicts(cfg: config.NodeConfig, con: Connection, args: argparse.Namesp
     rows = [[c.short_id, when(c.recorded, seconds=False), c.table,
              ",".join(values.describe(k) for k in c.key), _(c.kind), c.column or _("(row)"),
              values.describe(c.value),
-             c.loser, c.lost_to or c.winner or "",
+             c.loser, when(c.changed) if c.changed else "?", c.lost_to or c.winner or "",
              _("re-applied") if c.reapplied else (_("DECIDE") if c.awaiting_decision else "")]
             for c in found]
     print(_table(rows, [_("id"), _("recorded"), _("table"), _("key"), _("kind"), _("column"),
-                        _("value set aside"), _("from"), _("lost to"), _("state")]))
+                        _("value set aside"), _("from"), _("changed"), _("lost to"),
+                        _("state")]))
     return 0
 
 
@@ -628,6 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return SERVICE_COMMANDS[args.command][0](cfg, args)
         func = COMMANDS[args.command][0]
         with connection(cfg.database) as con:
+            if args.command != "install" and capture.is_installed(con):
+                capture.upgrade_core(con)  # (install does it itself, and says so)
             return func(cfg, con, args)
     except (DatabaseUnavailable, capture.InstallError, PublishError,
             conflicts.ConflictError, config.ConfigError, CertError, NodeError,

@@ -31,7 +31,7 @@ import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from firebird.driver import Connection, Cursor
 
@@ -76,6 +76,9 @@ class Conflict:
     awaiting_decision: bool = False  # a `manual` table: the lww value stands until decided
     lost_to: str = ""  # what the loser lost to, in words (see the module docstring)
     seen: bool = False  # an operator marked it seen (mark_seen): kept, listed on demand
+    # When the losing write was made at its site (UTC; None: not known — recorded by a node
+    # older than the column, or an analyse or resync record).
+    changed: datetime | None = None
 
     @property
     def short_id(self) -> str:
@@ -100,8 +103,8 @@ def _ident(number: int, row: bytes, loss: Loss) -> bytes:
 
 _RETRACT = f"DELETE FROM {CONFLICTS_TABLE} WHERE IDENT = ?"
 _RECORD = (f"UPDATE OR INSERT INTO {CONFLICTS_TABLE} (IDENT, TBL_NO, KEY_HASH, KEY_DATA, KIND, "
-           "GEN, LOSER, COL, WINNER, VAL, DECIDE, RECORDED) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
-           "?, ?, ?, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)")
+           "GEN, LOSER, COL, WINNER, VAL, DECIDE, CHANGED_US, RECORDED) VALUES (?, ?, ?, ?, ?, "
+           "?, ?, ?, ?, ?, ?, ?, CAST('NOW' AS TIMESTAMP)) MATCHING (IDENT)")
 
 
 def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], row: bytes,
@@ -125,7 +128,7 @@ def record(cur: Cursor, number: int, key: Sequence[values_pb2.Value], row: bytes
     for loss in new:
         run(_RECORD, (_ident(number, row, loss), number, khash, kdata, loss.kind.value,
                       _ref(loss.generation), _ref(loss.loser), loss.column, _ref(loss.winner),
-                      loss.value, 1 if decide else 0))
+                      loss.value, 1 if decide else 0, loss.at or None))
 
 
 def record_overwritten(cur: Cursor, number: int, key: Sequence[values_pb2.Value],
@@ -162,10 +165,11 @@ def listing(con: Connection, table: str | None = None,
         events = _Events(tm.cursor())
         try:
             cur.execute(f"SELECT IDENT, TBL_NO, KEY_DATA, KIND, GEN, LOSER, COL, VAL, WINNER, "
-                        f"RECORDED, REAPPLIED, DECIDE FROM {CONFLICTS_TABLE} "
+                        f"RECORDED, REAPPLIED, DECIDE, CHANGED_US FROM {CONFLICTS_TABLE} "
                         "ORDER BY RECORDED, IDENT")
             out = []
-            for ident, no, kdata, kind, gen, loser, col, val, winner, at, again, decide in cur:
+            for (ident, no, kdata, kind, gen, loser, col, val, winner, at, again, decide,
+                 changed) in cur:
                 if hasattr(val, "read"):
                     blob = val
                     val = blob.read()
@@ -180,7 +184,8 @@ def listing(con: Connection, table: str | None = None,
                                     lost_to(events, kind, loser, col, winner,
                                             (policies or {}).get(name, LWW)),
                                     f"{SEEN}{ident.hex()[:_SEEN_ID]}" in seen
-                                    or (before is not None and at is not None and at < before)))
+                                    or (before is not None and at is not None and at < before),
+                                    _moment(changed)))
             return out
         finally:
             events.close()
@@ -244,6 +249,13 @@ class _Events:
 
     def close(self) -> None:
         self._cur.close()
+
+
+def _moment(stamp_us: int | None) -> datetime | None:
+    """A stamp's wall time (µs since the epoch, UTC) as an aware datetime."""
+    if not stamp_us:
+        return None
+    return datetime.fromtimestamp(int(stamp_us) / 1_000_000, tz=UTC)
 
 
 def _parse_ref(text: str | None) -> EventId | None:

@@ -980,7 +980,7 @@ class Settler:
                 # record.
                 out.add(Loss(LossKind.REPARENTED, pstate.current.generation.event,
                              generation.event, ", ".join(fk.columns), None,
-                             pstate.current.evicted_by))
+                             pstate.current.evicted_by, generation.wall))
             if pstate is None or not pstate.past:
                 continue
             for life in pstate.lives:
@@ -991,7 +991,8 @@ class Settler:
                 replaced_by = min(g.generation for g in pstate.lives if g.generation > lost)
                 if generation < replaced_by:
                     out.add(Loss(LossKind.REPARENTED, lost.event, generation.event,
-                                 ", ".join(fk.columns), None, replaced_by.event))
+                                 ", ".join(fk.columns), None, replaced_by.event,
+                                 generation.wall))
         return out
 
     def _reparented_by_value(self, table: Table, fk: ForeignKey, parent: Table,
@@ -1033,7 +1034,8 @@ class Settler:
                 winner = _unique_stamp(wstate.current, columns, policy)
             if generation < winner:
                 out.add(Loss(LossKind.REPARENTED, lstate.current.generation.event,
-                             generation.event, ", ".join(fk.columns), None, winner.event))
+                             generation.event, ", ".join(fk.columns), None, winner.event,
+                             generation.wall))
         return out
 
     def _hidden(self, table: Table) -> list[Key]:

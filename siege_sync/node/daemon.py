@@ -109,6 +109,8 @@ class Node:
                             "`siege-node install` first")
         where = str(cfg.path or "the config")
         try:
+            for column in capture.upgrade_core(self._con):
+                log.info("[%s] added %s (this version of the node writes it)", cfg.site, column)
             occupant.check_site(self._con, cfg.site, ident.mesh, cfg.database.dsn, where)
             occupant.occupy(self._con, cfg.site, cfg.database.dsn)
         except occupant.Occupied as exc:

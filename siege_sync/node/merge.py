@@ -327,6 +327,9 @@ class Loss:
     column: str | None  # None for a whole life
     value: bytes | None
     winner: EventId  # what it lost to: the winning head, the delete, the winning insert
+    # When the losing write was made (its stamp's wall time, µs UTC; 0: not known). Shown to
+    # operators only: never part of what makes two losses the same.
+    at: int = field(default=0, compare=False)
 
     @property
     def identity(self) -> tuple[LossKind, EventId, EventId, str | None]:
@@ -451,21 +454,23 @@ def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
     for life in state.lives:
         gen = life.generation.event
         if state.lost(life):
-            out.add(Loss(LossKind.GENERATION, gen, gen, None, None, state.generation.event))
+            out.add(Loss(LossKind.GENERATION, gen, gen, None, None, state.generation.event,
+                          life.generation.wall))
             continue
         current = life is state.current
         if current and life.evicted_by is not None:
-            out.add(Loss(LossKind.UNIQUE_CLASH, gen, gen, None, None, life.evicted_by))
+            out.add(Loss(LossKind.UNIQUE_CLASH, gen, gen, None, None, life.evicted_by,
+                          life.generation.wall))
         ended_by = max(life.ended).event if life.ended else None
         if current:
             for d in life.overruled:
                 winner = _unknown_ref(state.refs, life.delete_refs[d])
                 assert winner is not None
                 out.add(Loss(LossKind.DELETE_OF_REFERENCED_ROW, gen, d.event, None, None,
-                             winner))
+                             winner, d.wall))
         if current and life.ended and life.held_by is not None:
             out.update(Loss(LossKind.DELETE_OF_REFERENCED_ROW, gen, d.event, None, None,
-                            life.held_by) for d in life.ended)
+                            life.held_by, d.wall) for d in life.ended)
             ended_by = None  # the row lives on: updates a delete did not see still count
         rank = life.rank_policy(policy).rank
         row = life.shown_row
@@ -473,19 +478,19 @@ def losses(state: RowState, policy: Policy = LWW) -> set[Loss]:
             if row is not None and name in row.values:
                 shown, by = row.writers.get(name), row.stamp.event
                 kind = LossKind.COLUMN if shown == by else LossKind.WHOLE_ROW
-                out.update(Loss(kind, gen, head.writer, name, head.value, by)
+                out.update(Loss(kind, gen, head.writer, name, head.value, by, head.stamp.wall)
                            for head in hs if head.writer != shown)
             else:
                 win = max(hs, key=rank)
                 for head in hs:
                     if head != win:
                         out.add(Loss(LossKind.COLUMN, gen, head.writer, name, head.value,
-                                     win.writer))
+                                     win.writer, head.stamp.wall))
             if ended_by is not None:
                 for head in hs:
                     if (head.stamp != life.generation
                             and head.writer not in life.known_by_delete
                             and not _own_earlier(head.stamp, life.deletes)):
                         out.add(Loss(LossKind.UPDATE_OF_DEAD_ROW, gen, head.writer, name,
-                                     head.value, ended_by))
+                                     head.value, ended_by, head.stamp.wall))
     return out

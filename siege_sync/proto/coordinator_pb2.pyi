@@ -348,7 +348,7 @@ class ConflictsRequest(_message.Message):
     def __init__(self, table: _Optional[str] = ..., reapply: _Optional[str] = ..., ack: _Optional[str] = ..., ack_before: _Optional[str] = ..., all: bool = ...) -> None: ...
 
 class ConflictRecord(_message.Message):
-    __slots__ = ("id", "recorded", "table", "key", "kind", "column", "losing_value", "current_value", "loser", "winner", "state", "seen")
+    __slots__ = ("id", "recorded", "table", "key", "kind", "column", "losing_value", "current_value", "loser", "winner", "state", "seen", "changed")
     ID_FIELD_NUMBER: _ClassVar[int]
     RECORDED_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +361,7 @@ class ConflictRecord(_message.Message):
     WINNER_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SEEN_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
     id: str
     recorded: str
     table: str
@@ -373,7 +374,8 @@ class ConflictRecord(_message.Message):
     winner: str
     state: str
     seen: bool
-    def __init__(self, id: _Optional[str] = ..., recorded: _Optional[str] = ..., table: _Optional[str] = ..., key: _Optional[str] = ..., kind: _Optional[str] = ..., column: _Optional[str] = ..., losing_value: _Optional[str] = ..., current_value: _Optional[str] = ..., loser: _Optional[str] = ..., winner: _Optional[str] = ..., state: _Optional[str] = ..., seen: bool = ...) -> None: ...
+    changed: str
+    def __init__(self, id: _Optional[str] = ..., recorded: _Optional[str] = ..., table: _Optional[str] = ..., key: _Optional[str] = ..., kind: _Optional[str] = ..., column: _Optional[str] = ..., losing_value: _Optional[str] = ..., current_value: _Optional[str] = ..., loser: _Optional[str] = ..., winner: _Optional[str] = ..., state: _Optional[str] = ..., seen: bool = ..., changed: _Optional[str] = ...) -> None: ...
 
 class ConflictsReply(_message.Message):
     __slots__ = ("conflicts", "reapplied", "acknowledged", "seen_left_out")

@@ -440,12 +440,13 @@ def cmd_conflicts(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Nam
         print(_("no change set aside on record") + left_out)
         return 0
     rows = [[_("id"), _("recorded"), _("table"), _("key"), _("kind"), _("column"),
-             _("value set aside"), _("now"), _("from"), _("lost to"), _("state")]]
+             _("value set aside"), _("now"), _("from"), _("changed"), _("lost to"),
+             _("state")]]
     for c in reply.conflicts:
         rows.append([c.id, when(c.recorded), c.table, c.key, word(c.kind),
                      c.column or _("(row)"), c.losing_value, c.current_value or "-", c.loser,
-                     c.winner, ", ".join(w for w in (word(c.state), _("seen") if c.seen
-                                                     else "") if w)])
+                     when(c.changed) or "?", c.winner,
+                     ", ".join(w for w in (word(c.state), _("seen") if c.seen else "") if w)])
     print(_table(rows) + left_out)
     return 0
 

@@ -235,7 +235,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     column=c.column or "", losing_value=values.describe(c.value),
                     current_value=values.describe(conflicts.current_value(con, c))
                     if c.column else "", loser=c.loser,
-                    winner=c.lost_to or c.winner or "", state=state)
+                    winner=c.lost_to or c.winner or "", state=state,
+                    changed=c.changed.isoformat(timespec="seconds") if c.changed else "")
         return reply
 
     def Decommission(self, request: coordinator_pb2.DecommissionRequest,
