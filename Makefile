@@ -7,6 +7,8 @@ FB_PACKAGES := libfbclient2 firebird3.0-server-core firebird3.0-utils firebird3.
 NET_PACKAGES := iproute2 nftables
 # The deployment guide's test (tests/test_guide.py) runs it on Debian's own Python, as a site does.
 GUIDE_PACKAGES := python3-venv python3-pip
+# The dashboard's browser test (tests/test_dashboard.py): the OS's Chromium and its driver.
+BROWSER_PACKAGES := chromium chromium-driver
 
 .PHONY: demo test wheelhouse bench bench-latency bench-scale chaos chaos-short tables-long os-deps venv proto lint clean
 
@@ -56,7 +58,7 @@ lint: venv
 	$(VENV)/bin/ruff check siege_sync tools tests
 
 os-deps:
-	@missing=""; for p in $(FB_PACKAGES) $(NET_PACKAGES) $(GUIDE_PACKAGES); do \
+	@missing=""; for p in $(FB_PACKAGES) $(NET_PACKAGES) $(GUIDE_PACKAGES) $(BROWSER_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \

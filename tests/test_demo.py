@@ -16,3 +16,4 @@ def test_the_demo_mesh_converges(tmp_path):
     assert "every site holds the same data" in done.stdout
     assert "kept-by-reference" in done.stdout and "column" in done.stdout
     assert "$ siege-ctl manual" in done.stdout and "COMPLETE" in done.stdout
+    assert "python tools/demo.py --dashboard" in done.stdout  # the head office's screen

@@ -2,8 +2,9 @@
 catalog up to date (``make catalog``), and say what still lacks a translation.
 
 ``python tools/catalog.py`` extracts every text marked ``_()``, ``N_()`` or ``ngettext()``
-in ``siege_sync/`` and ``tools/demo.py`` with Babel, merges it into
-``siege_sync/i18n/locale/fr/LC_MESSAGES/siege_sync.po`` (new texts come in untranslated,
+in ``siege_sync/`` (the dashboard's templates included) and ``tools/demo.py`` with Babel,
+merges it into ``siege_sync/i18n/locale/fr/LC_MESSAGES/siege_sync.po`` (new texts come in
+untranslated,
 texts gone from the code are dropped, translations kept), and prints the texts without a
 French translation. argparse's own words (``usage:``, ``options``...) are kept in the same
 catalog: it asks gettext's default domain, which the command-line programs bind to ours.
@@ -35,8 +36,10 @@ ARGPARSE = ("usage: ", "positional arguments", "options", "show this help messag
 def extract() -> Catalog:
     """Every marked text of the package and the demo, with argparse's."""
     template = Catalog(project="siege-sync", charset="utf-8")
-    found = list(extract_from_dir(ROOT / "siege_sync", method_map=[("**.py", "python")],
-                                  keywords=KEYWORDS, comment_tags=("TRANSLATORS:",)))
+    # The dashboard's pages too (Jinja2 templates, Jinja2's own Babel extractor).
+    found = list(extract_from_dir(ROOT / "siege_sync", method_map=[
+        ("**.py", "python"), ("**/templates/**.html", "jinja2")],
+        keywords=KEYWORDS, comment_tags=("TRANSLATORS:",)))
     for lineno, message, comments, context in extract_from_file(
             "python", ROOT / "tools" / "demo.py", keywords=KEYWORDS):
         found.append(("../tools/demo.py", lineno, message, comments, context))

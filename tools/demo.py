@@ -110,6 +110,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=_(
         "make demo: a local mesh of three sites on embedded Firebird, syncing over mTLS."))
     parser.add_argument("--keep", type=Path, help=_("keep the mesh's files in this folder"))
+    parser.add_argument("--dashboard", action="store_true", help=_(
+        "after the demo, keep the mesh running and serve the head office's screen "
+        "(siege-ctl dashboard) until Ctrl-C"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     folder = Path(tempfile.mkdtemp(prefix="siege-demo-")) if args.keep is None else args.keep
@@ -187,6 +190,14 @@ def main() -> int:
         print()
         print(_("every site holds the same data") if same else _("SITES DIFFER"))
         print(_("demo done in {seconds} s").format(seconds=round(time.monotonic() - started)))
+        if args.dashboard:
+            try:
+                ctl(folder, "dashboard")
+            except KeyboardInterrupt:
+                pass
+        else:
+            print(_("the head office's screen on this mesh: python tools/demo.py --dashboard "
+                    "(siege-ctl dashboard: a web page on 127.0.0.1, until Ctrl-C)"))
         return 0 if same else 1
     finally:
         mesh.close()

@@ -34,126 +34,30 @@ import argparse
 import os
 import sys
 import time
-import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
 
 from .. import __version__
-from ..certs import Bundle, CertError, load_bundle
+from ..certs import CertError
 from ..console import quiet_on_closed_pipe
-from ..i18n import LANGUAGE_KEY, _, current, ngettext, number, signed, use_for_command_line, when
-from ..node.transport import channel, health_check
+from ..i18n import _, current, ngettext, number, signed, use_for_command_line, when
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .printout import render_html, write_pdf
+from .reach import CtlError, Target, connect, find_target
 from .reports import DEFAULT_LIST, held_lines, kind_of, render_text, word
 
 
-class CtlError(Exception):
-    pass
-
-
-HEALTH_TIMEOUT = 5.0  # seconds for the siège to answer before a stand-in is tried
-
-
-@dataclass(frozen=True)
-class Target:
-    address: str
-    siege: str
-    bundle: Path
-    stand_ins: tuple[tuple[str, str], ...] = ()  # (site, address), in the order to try
-
-
 def _target(args: argparse.Namespace) -> Target:
-    raw: dict[str, object] = {}
-    path = args.config or os.environ.get("SIEGE_CTL_CONFIG")
-    if path is None and Path("siege-ctl.toml").exists():
-        path = "siege-ctl.toml"
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CtlError(_("{path}: no such file").format(path=path)) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CtlError(_("{path}: not valid TOML: {error}").format(path=path, error=exc)
-                           ) from None
-    values = {k: getattr(args, k) or raw.get(k) for k in ("address", "siege", "bundle")}
-    missing = [k for k, v in values.items() if not v]
-    if missing:
-        raise CtlError(_("missing {names}: give --{first} or write a siege-ctl.toml "
-                         "(address, siege, bundle)").format(names=", ".join(missing),
-                                                            first=missing[0]))
-    bundle = Path(str(values["bundle"]))
-    if path is not None and not bundle.is_absolute():
-        bundle = Path(path).parent / bundle
-    if not bundle.is_dir():
-        # Said with what to do (the bundle loader only says it does not exist).
-        raise CtlError(_("bundle {bundle}: no such folder; give the folder `siege-certs "
-                         "issue-admin NAME` wrote (--bundle, or bundle = in siege-ctl.toml)"
-                         ).format(bundle=bundle))
-    stand_ins = raw.get("stand_ins", {})
-    if not isinstance(stand_ins, dict) or not all(
-            isinstance(v, str) and v for v in stand_ins.values()):
-        raise CtlError(_("{path}: [stand_ins] must map site ids to addresses, e.g. "
-                         'lyon = "lyon.example.net:7443"').format(path=path))
-    return Target(str(values["address"]), str(values["siege"]), bundle,
-                  tuple((str(k), str(v)) for k, v in stand_ins.items()))
-
-
-# What only the configured siège records (a new site's epoch, a decommissioned site, a copy
-# only it may send): never sent to a stand-in.
-SIEGE_ONLY = frozenset({"join", "resync", "decommission"})
+    return find_target(args.config, args.address, args.siege, args.bundle)
 
 
 def _stub(target: Target, command: str
           ) -> tuple[grpc.Channel, coordinator_pb2_grpc.CoordinatorStub]:
-    bundle = load_bundle(target.bundle)
-    site, address = _coordinator(target, bundle, command)
-    ch = channel(address, bundle, site)
-    return ch, _Speaking(coordinator_pb2_grpc.CoordinatorStub(ch))
-
-
-class _Speaking:
-    """The stub, each call asking for the texts in this shell's language."""
-
-    def __init__(self, stub: coordinator_pb2_grpc.CoordinatorStub) -> None:
-        self._stub = stub
-
-    def __getattr__(self, name: str) -> Callable:
-        call = getattr(self._stub, name)
-        return lambda request, **kw: call(request, metadata=((LANGUAGE_KEY, current()),), **kw)
-
-
-def _coordinator(target: Target, bundle: Bundle, command: str) -> tuple[str, str]:
-    """The siège, or while it does not answer, the first listed stand-in that does."""
-    if not target.stand_ins:
-        return target.siege, target.address
-    problem = health_check(target.address, bundle, target.siege, HEALTH_TIMEOUT)
-    if problem is None:
-        return target.siege, target.address
-    if command in SIEGE_ONLY:
-        raise CtlError(_("the siège {siege} at {address} does not answer ({problem}), and "
-                         "`{command}` is recorded by the siège alone: run it once the siège "
-                         "is back").format(siege=target.siege, address=target.address,
-                                           problem=problem, command=command))
-    tried = [_("the siège {siege} at {address}: {problem}").format(
-        siege=target.siege, address=target.address, problem=problem)]
-    for site, address in target.stand_ins:
-        answer = health_check(address, bundle, site, HEALTH_TIMEOUT)
-        if answer is None:
-            print("siege-ctl: " + _("the siège {siege} at {address} does not answer "
-                                    "({problem}); talking to the stand-in {site} at "
-                                    "{stand_in}").format(
-                siege=target.siege, address=target.address, problem=problem, site=site,
-                stand_in=address), file=sys.stderr)
-            return site, address
-        tried.append(_("the stand-in {site} at {address}: {problem}").format(
-            site=site, address=address, problem=answer))
-    raise CtlError(_("no node that may coordinate answers — {tried}. Are their nodes "
-                     "running, and is the admin certificate from the same mesh CA and not "
-                     "revoked?").format(tried="; ".join(tried)))
+    link = connect(target, command, on_stand_in=lambda notice: print(
+        "siege-ctl: " + notice, file=sys.stderr))
+    return link.channel, link.stub
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -506,6 +410,22 @@ def cmd_alert_test(stub: coordinator_pb2_grpc.CoordinatorStub, args: argparse.Na
     return 1
 
 
+def cmd_dashboard(target: Target, args: argparse.Namespace) -> int:
+    """Serve the dashboard until Ctrl-C; its actions run this program with the same way to
+    the siège (the same config, so the same stand-ins)."""
+    from .dashboard import serve
+
+    ctl = [sys.executable, "-m", "siege_sync.siege.ctl", "--address", target.address,
+           "--siege", target.siege, "--bundle", str(target.bundle)]
+    config = args.config or os.environ.get("SIEGE_CTL_CONFIG") or (
+        "siege-ctl.toml" if Path("siege-ctl.toml").exists() else None)
+    if config:
+        ctl += ["--config", str(Path(config).absolute())]
+    return serve(target, args.port, current(), ctl, say=lambda url: print(_(
+        "the dashboard is at {url} (open it on this machine; Ctrl-C stops it)").format(
+            url=url), flush=True))
+
+
 COMMANDS = {"manual": cmd_manual, "held": cmd_held, "conflicts": cmd_conflicts, "stop": cmd_stop,
             "decommission": cmd_decommission,
             "report": cmd_report, "test": cmd_test, "status": cmd_status,
@@ -575,6 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true", help=_("refresh until Ctrl-C"))
     status.add_argument("--interval", type=float, default=2.0,
                         help=_("seconds, with --watch"))
+    board = sub.add_parser("dashboard", help=_(
+        "the head office's screen: a web page on this machine (127.0.0.1 only) with every "
+        "site's state, the syncs and their reports, the changes set aside and the actions"))
+    board.add_argument("--port", type=int, default=8470,
+                       help=_("the local port (0: any free one)"))
     report = sub.add_parser("report", help=_("stored sync reports"))
     report.add_argument("action", choices=["list", "show"])
     report.add_argument("id", nargs="?", type=int)
@@ -592,6 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         target = _target(args)
+        if args.command == "dashboard":
+            return cmd_dashboard(target, args)
         ch, stub = _stub(target, args.command)
         with ch:
             return COMMANDS[args.command](stub, args)
