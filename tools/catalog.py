@@ -4,9 +4,8 @@ catalog up to date (``make catalog``), and say what still lacks a translation.
 ``python tools/catalog.py`` extracts every text marked ``_()``, ``N_()`` or ``ngettext()``
 in ``siege_sync/`` (the dashboard's templates included) and ``tools/demo.py`` with Babel,
 merges it into ``siege_sync/i18n/locale/fr/LC_MESSAGES/siege_sync.po`` (new texts come in
-untranslated,
-texts gone from the code are dropped, translations kept), and prints the texts without a
-French translation. argparse's own words (``usage:``, ``options``...) are kept in the same
+untranslated, texts gone from the code are dropped, translations kept), and prints the texts
+without a French translation. argparse's own words (``usage:``, ``options``...) are kept in the same
 catalog: it asks gettext's default domain, which the command-line programs bind to ours.
 tests/test_i18n.py uses ``extract()`` to fail on a text without its translation. The package
 build (setup.py) compiles the ``.po``.
