@@ -17,5 +17,9 @@ the role attaches to a running node through the ``siege_sync.roles`` entry point
 * ``service``    — the ``siege.v1.Coordinator`` gRPC service (admin certificates only),
   answering in the caller's language;
 * ``role``       — whether this node coordinates, and attaching the service;
-* ``ctl``        — the ``siege-ctl`` command.
+* ``reach``      — how ``siege-ctl`` and the dashboard find the siège (or a stand-in) and
+  ask it in the operator's language;
+* ``ctl``        — the ``siege-ctl`` command;
+* ``dashboard/`` — ``siege-ctl dashboard``, the head office's screen (its ``__init__`` lists
+  its modules).
 """
