@@ -20,6 +20,8 @@ Rows and records are read with plain SELECTs.
 
 from __future__ import annotations
 
+import re
+
 from siege_sync.node import capture, conflicts
 from siege_sync.node.apply import Applier
 from siege_sync.node.clock import SkewedClock, SystemClock
@@ -168,4 +170,6 @@ def test_the_operators_listing_says_what_the_loser_lost_to(make_db, tmp_path, ca
     node.write_text(f'site = "siege"\n[database]\ndsn = "{tmp_path / "siege.fdb"}"\n')
     assert main(["conflicts", "-c", str(node)]) == 0
     (line,) = [x for x in capsys.readouterr().out.splitlines() if "PROJ_DEPT_BUDGET" in x]
-    assert "siege/1#2  lyon/1#1 (concurrent), which siege/1#3 later overwrote" in line
+    # who wrote the value set aside, when (the "changed" column), what it lost to
+    assert re.search(r"siege/1#2  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d  lyon/1#1 \(concurrent\), "
+                     r"which siege/1#3 later overwrote", line), line
