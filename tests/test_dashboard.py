@@ -74,6 +74,7 @@ def browser(tmp_path) -> Iterator[webdriver.Chrome]:
     options.add_experimental_option("prefs", {"intl.accept_languages": "en-GB,en"})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(60)
+    driver.implicitly_wait(10)  # an element looked for right after a click: the page loads
     yield driver
     driver.quit()
 
@@ -134,6 +135,8 @@ def test_a_manager_sees_every_site_runs_a_sync_reads_its_report_and_acknowledges
     after = states(browser)
     assert after == {"lyon": ("ok", "in step"), "nice": ("ok", "in step")}, after
     assert snapshot(mesh.cons["nice"]) == snapshot(mesh.cons["siege"])  # read independently
+    certs = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".badge.cert")]
+    assert len(certs) == 3 and all(re.fullmatch(r"36[45] days left", c) for c in certs), certs
     shot(browser, "4-overview-in-step")
 
     browser.find_element(By.LINK_TEXT, "Syncs").click()
@@ -182,7 +185,8 @@ def test_a_manager_sees_every_site_runs_a_sync_reads_its_report_and_acknowledges
     assert "Vue d'ensemble" in browser.page_source
     shot(browser, "9-overview-fr")
     browser.get(base + "actions")  # the choice is kept
-    assert "Synchronisation manuelle" in browser.page_source
+    WebDriverWait(browser, 20).until(lambda d: "Synchronisation manuelle" in d.page_source)
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "fr"
 
 
 def test_the_dashboard_refuses_requests_without_its_token_and_listens_on_loopback_only(
@@ -254,6 +258,20 @@ def test_while_the_siege_is_gone_the_dashboard_talks_to_the_stand_in_and_says_so
             proc.terminate()
             proc.wait(15)
         mesh.close()
+
+
+def test_a_certificate_near_its_end_is_shown_from_the_newest_sync_that_read_it():
+    from siege_sync.proto import coordinator_pb2 as pb
+    from siege_sync.siege.dashboard.states import certificates
+
+    newest = pb.RoundReport(id=2, siege_cert_days_left=200, sites=[
+        pb.SiteReport(site="lyon", cert_days_left=12), pb.SiteReport(site="nice")])
+    older = pb.RoundReport(id=1, siege_cert_days_left=201, sites=[
+        pb.SiteReport(site="lyon", cert_days_left=13),
+        pb.SiteReport(site="nice", cert_days_left=-1)])
+    found = certificates([newest, older], "siege")
+    assert {k: (c.days, c.level) for k, c in found.items()} == {
+        "lyon": (12, "warn"), "nice": (-1, "bad"), "siege": (200, "ok")}
 
 
 def _listening(port: int) -> set[str]:

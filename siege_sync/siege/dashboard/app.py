@@ -42,7 +42,7 @@ from ..reach import CtlError, Link, Target, connect
 from ..reports import DEFAULT_LIST, held_lines, kind_of, per_table, word
 from .access import FIELD, Access
 from .actions import Actions
-from .states import site_state, warnings
+from .states import certificates, site_state, warnings
 
 LANGUAGE_COOKIE = "siege_dashboard_lang"
 HERE = Path(__file__).resolve().parent
@@ -144,11 +144,17 @@ def make_app(target: Target, access: Access, actions: Actions, language: str) ->
     @page("overview.html")
     def overview(request: Request, stub: object) -> dict[str, object]:
         status = stub.MeshStatus(coordinator_pb2.MeshStatusRequest(), timeout=RPC_TIMEOUT)
-        last = stub.Reports(coordinator_pb2.ReportsRequest(limit=1), timeout=RPC_TIMEOUT)
+        recent = list(stub.Reports(coordinator_pb2.ReportsRequest(limit=DEFAULT_LIST),
+                                   timeout=RPC_TIMEOUT).reports)
+        certs = certificates(recent, status.coordinator)
+        expiring = [_("{site}'s certificate expires in {days} days: siege-certs renew {site}"
+                      ).format(site=site, days=c.days) for site, c in certs.items()
+                    if c.level != "ok"]
         return {"status": status, "sites": [site_state(s) for s in status.sites],
-                "warnings": warnings(status), "problems": [
+                "warnings": expiring + warnings(status), "problems": [
                     f"{s.site}: {s.problem}" for s in status.sites if s.problem],
-                "last": last.reports[0] if last.reports else None,
+                "last": recent[0] if recent else None,
+                "certificates": certs,
                 "running": [a for a in actions.recent() if a.running]}
 
     @page("rounds.html")

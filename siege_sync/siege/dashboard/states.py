@@ -4,7 +4,9 @@ From the siège's ``MeshStatusReply`` only (what ``siege-ctl status`` shows), on
 per site: a level (``ok``, ``warn``, ``bad``, ``off``) for the colour, and one sentence in the
 operator's language — *in step*, *behind by N changes*, *unreachable*, *silent* (a site that
 dials in and has not for an hour), *N held transactions*, *never synced*, *decommissioned* —
-with the last complete sync. Must never ask the mesh anything itself: a pure function.
+with the last complete sync; and each site's certificate as the last syncs found it (days
+left, ``warn`` within ``CERT_WARN_DAYS``). Must never ask the mesh anything itself: pure
+functions.
 """
 
 from __future__ import annotations
@@ -52,6 +54,36 @@ def site_state(s: coordinator_pb2.SiteStatus) -> SiteState:
     if not s.last_complete_sync:
         return state("warn", _("never synced"))
     return state("ok", _("in step"))
+
+
+CERT_WARN_DAYS = 30  # as [siege.alerts] cert_days by default
+
+
+@dataclass(frozen=True)
+class Certificate:
+    days: int  # left before it expires, as the last sync that read it found
+    level: str  # "ok", or "warn" within CERT_WARN_DAYS, "bad" expired
+
+
+def certificates(reports: list[coordinator_pb2.RoundReport], coordinator: str
+                 ) -> dict[str, Certificate]:
+    """Each site's certificate as the newest sync that read it found (a sync reads every
+    site's certificate it reached; ``reports`` newest first, kept by ``coordinator``, whose
+    own certificate they give too)."""
+    found: dict[str, Certificate] = {}
+
+    def note(site: str, days: int) -> None:
+        if site not in found:
+            level = "bad" if days < 0 else "warn" if days <= CERT_WARN_DAYS else "ok"
+            found[site] = Certificate(days, level)
+
+    for report in reports:
+        for site in report.sites:
+            if site.HasField("cert_days_left"):
+                note(site.site, site.cert_days_left)
+        if report.HasField("siege_cert_days_left") and report.sites:
+            note(coordinator, report.siege_cert_days_left)
+    return found
 
 
 def warnings(reply: coordinator_pb2.MeshStatusReply) -> list[str]:
