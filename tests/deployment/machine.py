@@ -31,6 +31,7 @@ from tools.netns import Host, Lan
 # Real path -> the machine's folder for it.
 MASKED = {"/etc": "etc", "/opt": "opt", "/srv": "srv", "/tmp": "tmp",
           "/var/lib/firebird": "var-lib-firebird", "/var/log/firebird": "var-log-firebird"}
+ROOT = Path(__file__).resolve().parents[2]  # this repository
 BIN = Path(__file__).resolve().parent / "bin"  # the systemctl and scp stand-ins
 MACHINES_ENV = "SIEGE_GUIDE_MACHINES"  # the folder of every machine (for scp)
 UNITS_ENV = "SIEGE_GUIDE_UNITS"  # this machine's units/ (for systemctl)
@@ -38,6 +39,15 @@ FIREBIRD_PORT = 3050
 # root's PATH on a fresh Debian: its own python3 (whatever runs this test may live under /root,
 # where the node's user cannot reach it).
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _outside_paths() -> list[Path]:
+    """This repository and the test's Python environment, each once (the outermost)."""
+    found: list[Path] = []
+    for path in sorted({ROOT, Path(sys.prefix).resolve()}, key=lambda p: len(p.parts)):
+        if not any(path == f or f in path.parents for f in found):
+            found.append(path)
+    return found
 
 
 def inside(machines: Path, machine: str, path: str) -> Path:
@@ -79,11 +89,21 @@ class Machine:
             hosts.writelines(f"{address}\t{name}\n" for name, address in names.items())
 
     def wrap(self, argv: list[str]) -> list[str]:
-        """``argv`` run with the machine's folders over the real paths."""
-        mounts = " && ".join(f"mount --bind {shlex.quote(str(self.root / folder))} {real}"
-                             for real, folder in MASKED.items())
+        """``argv`` run with the machine's folders over the real paths — the test's own
+        files (this repository: the wheelhouse, the stand-ins; the Python running the test)
+        still seen where they are, even under a masked path (a clone in /tmp)."""
+        q = shlex.quote
+        steps = []
+        for path in _outside_paths():
+            for real, folder in MASKED.items():
+                if str(path).startswith(real + "/"):
+                    seen_at = self.root / folder / str(path)[len(real) + 1:]
+                    steps.append(f"mkdir -p {q(str(seen_at))} && "
+                                 f"mount --bind {q(str(path))} {q(str(seen_at))}")
+        steps += [f"mount --rbind {q(str(self.root / folder))} {real}"
+                  for real, folder in MASKED.items()]
         return ["unshare", "--mount", "--propagation", "private", "--",
-                "sh", "-c", f'{mounts} && exec "$@"', "machine", *argv]
+                "sh", "-c", " && ".join(steps) + ' && exec "$@"', "machine", *argv]
 
     def start_firebird(self, timeout: float = 30.0) -> None:
         """The shop's Firebird server, as Debian's package runs it (user firebird, port 3050
