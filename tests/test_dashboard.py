@@ -260,6 +260,17 @@ def test_while_the_siege_is_gone_the_dashboard_talks_to_the_stand_in_and_says_so
         mesh.close()
 
 
+def test_a_port_already_taken_is_said_with_what_to_do(mesh):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = ctl(mesh, "dashboard", "--port", str(port), timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_a_certificate_near_its_end_is_shown_from_the_newest_sync_that_read_it():
     from siege_sync.proto import coordinator_pb2 as pb
     from siege_sync.siege.dashboard.states import certificates

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from ...i18n import _
 from ..reach import Target
 from .access import FIELD, Access
 from .actions import Actions
@@ -36,7 +37,9 @@ def serve(target: Target, port: int, language: str, ctl: list[str],
         sock.bind((HOST, port))
     except OSError as exc:
         sock.close()
-        raise OSError(exc.errno, f"{HOST}:{port}: {exc.strerror}") from None
+        raise OSError(exc.errno, _("{address}: {problem} — give another port with --port (0: "
+                                   "any free one)").format(address=f"{HOST}:{port}",
+                                                           problem=exc.strerror)) from None
     sock.listen(64)
     bound = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(make_app(target, access, actions, language),
