@@ -21,6 +21,7 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,25 @@ def ctl(folder: Path, *args: str) -> int:
                            str(folder / "siege-ctl.toml"), *args], text=True)
     print(flush=True)
     return done.returncode
+
+
+def dashboard(folder: Path) -> None:
+    """``siege-ctl dashboard`` on the demo mesh until Ctrl-C (or SIGTERM). Ctrl-C stops the
+    dashboard, never the mesh under it: the embedded Firebird engine's own SIGINT handler
+    would shut this process's connections, so ours replaces it meanwhile."""
+    print("$ siege-ctl dashboard", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
+                             str(folder / "siege-ctl.toml"), "dashboard"])
+
+    def stop(signum: int, frame: object) -> None:
+        proc.terminate()
+
+    before = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proc.wait()
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def sell(con, site: str, n: int) -> None:
@@ -191,10 +211,7 @@ def main() -> int:
         print(_("every site holds the same data") if same else _("SITES DIFFER"))
         print(_("demo done in {seconds} s").format(seconds=round(time.monotonic() - started)))
         if args.dashboard:
-            try:
-                ctl(folder, "dashboard")
-            except KeyboardInterrupt:
-                pass
+            dashboard(folder)
         else:
             print(_("the head office's screen on this mesh: python tools/demo.py --dashboard "
                     "(siege-ctl dashboard: a web page on 127.0.0.1, until Ctrl-C)"))
