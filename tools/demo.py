@@ -88,13 +88,13 @@ def ctl(folder: Path, *args: str) -> int:
     return done.returncode
 
 
-def dashboard(folder: Path) -> None:
+def dashboard(folder: Path, port: int) -> None:
     """``siege-ctl dashboard`` on the demo mesh until Ctrl-C (or SIGTERM). Ctrl-C stops the
     dashboard, never the mesh under it: the embedded Firebird engine's own SIGINT handler
     would shut this process's connections, so ours replaces it meanwhile."""
     print("$ siege-ctl dashboard", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "siege_sync.siege.ctl", "--config",
-                             str(folder / "siege-ctl.toml"), "dashboard"])
+                             str(folder / "siege-ctl.toml"), "dashboard", "--port", str(port)])
 
     def stop(signum: int, frame: object) -> None:
         proc.terminate()
@@ -130,7 +130,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=_(
         "make demo: a local mesh of three sites on embedded Firebird, syncing over mTLS."))
     parser.add_argument("--keep", type=Path, help=_("keep the mesh's files in this folder"))
-    parser.add_argument("--dashboard", action="store_true", help=_(
+    parser.add_argument("--dashboard", nargs="?", type=int, const=8470, metavar="PORT", help=_(
         "after the demo, keep the mesh running and serve the head office's screen "
         "(siege-ctl dashboard) until Ctrl-C"))
     args = parser.parse_args()
@@ -210,8 +210,8 @@ def main() -> int:
         print()
         print(_("every site holds the same data") if same else _("SITES DIFFER"))
         print(_("demo done in {seconds} s").format(seconds=round(time.monotonic() - started)))
-        if args.dashboard:
-            dashboard(folder)
+        if args.dashboard is not None:
+            dashboard(folder, args.dashboard)
         else:
             print(_("the head office's screen on this mesh: python tools/demo.py --dashboard "
                     "(siege-ctl dashboard: a web page on 127.0.0.1, until Ctrl-C)"))
