@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
-from . import guard
+from . import guard, registers
 from .config import GeneratorRange
 from .database import READ_COMMITTED_RW, SNAPSHOT_RW, literal, quote, transaction
+from .registers import INLINE_REGISTERS, ROWS_TABLE  # (its table, created with the others)
 from .schema import Column, ColumnType, Kind, Schema, Table, TableSelection, introspect
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ HEARTBEAT_TABLE = "SYNC$HEARTBEAT"
 _HEARTBEAT_FIELD = bytes([5 << 3 | 2, len(HEARTBEAT_TABLE)]) + HEARTBEAT_TABLE.encode()
 EVENTS_TABLE = "SYNC$EVENTS"  # published events, stored verbatim (see eventlog.py)
 BLOBS_TABLE = "SYNC$BLOBS"  # large BLOB values referenced by events, by sha256
-ROWS_TABLE = "SYNC$ROWS"  # each row's merge registers (see registers.py)
 CONFLICTS_TABLE = "SYNC$CONFLICTS"  # losing versions on record (see apply.py)
 VECTOR_TABLE = "SYNC$VECTOR"  # per origin: what this database applied (see apply.py)
 PARKED_TABLE = "SYNC$PARKED"  # origins whose next transaction cannot apply (parking.py)
@@ -93,8 +93,6 @@ COUNTERS = (("seq", "0"), ("chain_head", ""), ("last_stamp", "0"), ("incarnation
 # Registers are keyed by the engine's identity of each key since this version (install
 # moves those of an older install once).
 KEY_IDENTITY_STATE, KEY_IDENTITY_VERSION = "key_identity", "1"
-# A row's registers up to this size stay inline (no BLOB round trip), larger in REGS_BLOB.
-INLINE_REGISTERS = 4000
 
 # Operations: I/U/D in image rows; in SYNC$LOG, 'M' is a clock marker written by the node
 # (see clock.py) and 'E' records that a capture trigger failed (the application's change
@@ -560,9 +558,6 @@ def _rekey(con: Connection, schema: Schema, numbers: dict[str, int]) -> None:
     """Once per database: move the registers of rows whose key the engine compares other
     than by bytes (collations, trailing blanks) to their identity (registers.key_identity).
     Registers were keyed by exact bytes before; a fresh install has none to move."""
-    # registers builds on this module's tables: imported here to keep the import one-way.
-    from . import registers
-
     with transaction(con) as tm:
         cur = tm.cursor()
         try:

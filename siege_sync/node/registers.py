@@ -35,7 +35,6 @@ from firebird.driver import Cursor, DatabaseError
 
 from ..proto import events_pb2, registers_pb2, values_pb2
 from . import values
-from .capture import INLINE_REGISTERS, ROWS_TABLE
 from .collation import identity_value
 from .database import StatementCache, quote
 from .merge import (
@@ -53,6 +52,10 @@ from .merge import (
     with_refs,
 )
 from .schema import ColumnType, Kind, Table
+
+ROWS_TABLE = "SYNC$ROWS"  # each row's merge registers (capture.py creates it)
+# A row's registers up to this size stay inline (no BLOB round trip), larger in REGS_BLOB.
+INLINE_REGISTERS = 4000
 
 # The life of a row that existed before capture: stamp zero, no site.
 PREEXISTING = Stamp(0, "", 0, 0)
