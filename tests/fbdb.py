@@ -29,7 +29,7 @@ from pathlib import Path
 
 from firebird.driver import Connection, create_database, driver_config
 
-from siege_sync.node.database import DatabaseSpec, open_connection
+from siege_sync.node.db.database import DatabaseSpec, open_connection
 
 # The folder of the session's templates; set (by tests/conftest.py) means "a test database".
 TEST_DATABASES_ENV = "SIEGE_TEST_DATABASES"

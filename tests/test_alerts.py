@@ -241,7 +241,7 @@ def test_bandwidth_caps_by_site_and_time_of_day():
 def test_the_pacer_keeps_the_average_under_the_cap():
     import os as _os
 
-    from siege_sync.node.pacing import Pacer
+    from siege_sync.node.mesh.pacing import Pacer
 
     now = [0.0]
     slept = []

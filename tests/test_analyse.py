@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from siege_sync.node.conflicts import listing
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal.conflicts import listing
+from siege_sync.node.journal.digest import table_digest
 from tests.test_apply import run_sql
 from tools.localmesh import LocalMesh, behind_the_triggers_back
 
@@ -249,8 +249,8 @@ def test_keys_equal_for_the_engine_are_repaired_not_deleted_regression(tmp_path)
 
 def test_a_row_changed_since_it_was_compared_is_left_alone(make_db):
     """A user's newer work between the comparison and the repair is never overwritten."""
-    from siege_sync.node import capture
-    from siege_sync.node.repair import repair
+    from siege_sync.node.journal import capture
+    from siege_sync.node.operations.repair import repair
     from siege_sync.proto import sync_pb2, values_pb2
 
     con = make_db(ddl=["CREATE TABLE R (ID INTEGER NOT NULL PRIMARY KEY, V INTEGER)"])

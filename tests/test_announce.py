@@ -1,4 +1,4 @@
-"""Zeroconf announce/browse (siege_sync/node/announce.py) with real zeroconf.
+"""Zeroconf announce/browse (siege_sync/node/mesh/announce.py) with real zeroconf.
 
 On loopback in this process, and across network namespaces (tools/netns.py, needs root) with
 the module run as a program inside each host. Every test uses a mesh name of its own, so
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from zeroconf import IPVersion, ServiceInfo, Zeroconf
 
-from siege_sync.node.announce import (
+from siege_sync.node.mesh.announce import (
     SERVICE_TYPE,
     AnnounceError,
     Announcer,
@@ -127,7 +127,7 @@ def test_parse_service_names_what_is_malformed(name: str, txt: dict, port: int,
 # -- across namespaces -------------------------------------------------------------------------
 
 def _module(lan: Lan, host: Host, *args: str) -> subprocess.Popen:
-    return lan.run(host, [PYTHON, "-m", "siege_sync.node.announce", *args],
+    return lan.run(host, [PYTHON, "-m", "siege_sync.node.mesh.announce", *args],
                    env={"PYTHONPATH": str(REPO)}, cwd=REPO,
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -13,15 +13,16 @@ from collections import defaultdict
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture, registers
-from siege_sync.node.apply import Applier
-from siege_sync.node.capture import EVENTS_TABLE
-from siege_sync.node.conflicts import listing as conflicts_listing
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.digest import table_digest
-from siege_sync.node.eventlog import split
-from siege_sync.node.merge import Op
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.capture import EVENTS_TABLE
+from siege_sync.node.journal.conflicts import listing as conflicts_listing
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.journal.eventlog import split
+from siege_sync.node.model import registers
+from siege_sync.node.model.merge import Op
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import events_pb2, values_pb2
 from tests.test_capture_random import snapshot
 from tests.test_merge import reference
@@ -51,7 +52,7 @@ def copy_then_reopen(cons: dict, appliers: dict, folder, site: str, src: str, ds
     restored), reopen the site's database."""
     import shutil
 
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     cons[site].close()
     shutil.copy(folder / src, folder / dst)
@@ -120,7 +121,7 @@ class Coordinator:
         self._before = None
 
     def round(self):
-        from siege_sync.node.vector import Vector
+        from siege_sync.node.model.vector import Vector
         from siege_sync.siege.purge import plan
 
         vectors = {name: Vector(a.vector()[0]) for name, a in self._appliers.items()}
@@ -131,8 +132,8 @@ class Coordinator:
 def obey(con, applier: Applier, order):
     """What a site does with a purge order (Replica.obey_purge): refused when it claims
     events this site has not applied, else ``retention.purge``."""
-    from siege_sync.node.retention import purge
-    from siege_sync.node.vector import Vector
+    from siege_sync.node.journal.retention import purge
+    from siege_sync.node.model.vector import Vector
 
     def dec(v) -> dict:
         return dict(Vector.from_proto(v).seqs)
@@ -151,7 +152,7 @@ class Model:
     Keeps every event the siège ever held (a purge deletes stored events)."""
 
     def __init__(self, make_db, folder, rng: random.Random, clocks: bool) -> None:
-        from siege_sync.node.clock import SkewedClock, SystemClock
+        from siege_sync.node.model.clock import SkewedClock, SystemClock
 
         self.rng = rng
         self.folder = folder
@@ -170,7 +171,7 @@ class Model:
         self.restores = 0
 
     def _applier(self, site: str) -> Applier:
-        from siege_sync.node.publish import Publisher
+        from siege_sync.node.pipeline.publish import Publisher
 
         con = self.cons[site]
         return Applier(con, site, publisher=Publisher(con, site, clock=self.clocks[site]))
@@ -218,10 +219,10 @@ class Model:
     def restore(self) -> None:
         """The site's disk is replaced by its backup; at its next hello the siège's vector
         tells it whether it was rewound (new incarnation) — before it publishes anything."""
-        from siege_sync.node.config import NodeConfig
-        from siege_sync.node.database import DatabaseSpec
-        from siege_sync.node.replica import Replica
-        from siege_sync.node.vector import Vector
+        from siege_sync.node.db.database import DatabaseSpec
+        from siege_sync.node.mesh.replica import Replica
+        from siege_sync.node.model.config import NodeConfig
+        from siege_sync.node.model.vector import Vector
 
         assert self.backup is not None
         site, _how = self.backup
@@ -474,8 +475,8 @@ def test_a_constraint_refusing_a_change_stops_that_site_only_with_a_clear_messag
     assert conflicts(cons["siege"]) == 0 and len(snapshot(cons["siege"])) == 1
 
     # Parked: on record with its reason, tried again each time, until the cause is fixed.
-    from siege_sync.node import parking
-    from siege_sync.node.status import capture_status
+    from siege_sync.node.journal import parking
+    from siege_sync.node.journal.status import capture_status
 
     appliers["siege"].apply(all_events(cons["lyon"]))
     [parked] = capture_status(cons["siege"]).parked
@@ -503,7 +504,7 @@ def test_transactions_applied_together_go_one_by_one_when_one_of_them_is_refused
     appliers["lyon"].apply([])
     appliers["nice"].apply([])
     bodies = all_events(cons["lyon"]) + all_events(cons["nice"])
-    with caplog.at_level("INFO", logger="siege_sync.node.apply"):
+    with caplog.at_level("INFO", logger="siege_sync.node.pipeline.apply"):
         result = appliers["siege"].apply(bodies)
     assert "5 source transactions applied together failed" in caplog.text
     assert result.applied_transactions == 3 and len(result.pending) == 2
@@ -596,7 +597,7 @@ def introspect_checks(con) -> list[str]:
 
 
 def test_a_malformed_event_is_refused_with_a_clear_error(make_db):
-    from siege_sync.node.apply import ApplyError
+    from siege_sync.node.pipeline.apply import ApplyError
 
     con = make_db("siege", ddl=DDL)
     capture.install(con)
@@ -645,7 +646,7 @@ def test_a_losing_version_is_listed_and_reapplied_by_hand(make_db, tmp_path, cap
 
 def test_a_rewound_site_takes_a_new_incarnation_and_recovers_its_events(make_db, tmp_path):
 
-    from siege_sync.node.rewind import ChainCheck, confirm_own_chain
+    from siege_sync.node.journal.rewind import ChainCheck, confirm_own_chain
 
     cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
     for con in cons.values():
@@ -722,7 +723,7 @@ def register_states(con) -> list:
 
 
 def test_retention_forgets_only_what_every_site_has_settled(make_db):
-    from siege_sync.node.retention import purge
+    from siege_sync.node.journal.retention import purge
 
     cons = {name: make_db(name, ddl=DDL) for name in SITES}
     for con in cons.values():
@@ -757,8 +758,8 @@ def test_retention_forgets_only_what_every_site_has_settled(make_db):
 
 
 def test_table_policies_prefer_a_site_or_wait_for_a_decision(make_db):
-    from siege_sync.node.conflicts import listing
-    from siege_sync.node.merge import Policy
+    from siege_sync.node.journal.conflicts import listing
+    from siege_sync.node.model.merge import Policy
 
     ddl = DDL + ["CREATE TABLE STOCK (ID INTEGER NOT NULL PRIMARY KEY, QTY INTEGER)"]
     policies = {"T": Policy.parse("prefer-site lyon"), "STOCK": Policy.parse("manual")}
@@ -787,7 +788,7 @@ def test_table_policies_prefer_a_site_or_wait_for_a_decision(make_db):
 def test_two_appliers_on_one_database_apply_everything_once(make_db, tmp_path):
     import threading
 
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     cons = {name: make_db(name, ddl=DDL) for name in ("siege", "lyon")}
     for con in cons.values():

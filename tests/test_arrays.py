@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import hashlib
 
-from siege_sync.node import capture, guard
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.publish import Publisher, published
+from siege_sync.node.db import guard
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.apply import Applier
+from siege_sync.node.pipeline.publish import Publisher, published
 from siege_sync.proto import events_pb2, values_pb2
 from tests.test_apply import conflicts, exchange, run_sql
 from tests.test_publish import events

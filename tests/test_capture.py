@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from firebird.driver import Connection, Isolation, tpb
 
-from siege_sync.node import capture, guard
-from siege_sync.node.database import DatabaseSpec, open_connection
-from siege_sync.node.schema import TableSelection, introspect
+from siege_sync.node.db import guard
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.db.schema import TableSelection, introspect
+from siege_sync.node.journal import capture
 
 APP_DDL = [
     'CREATE TABLE CUSTOMER (ID INTEGER NOT NULL PRIMARY KEY, NAME VARCHAR(40), '
@@ -270,7 +271,7 @@ def test_capture_failure_never_fails_the_application(make_db):
 
 
 def test_generator_range(make_db):
-    from siege_sync.node.config import GeneratorRange
+    from siege_sync.node.model.config import GeneratorRange
 
     con = make_db(ddl=APP_DDL)
     report = capture.install(con, generators=[GeneratorRange("GEN_CUST", 2_000_000, 2_999_999)])
@@ -294,7 +295,7 @@ def test_a_generator_starts_past_the_site_s_keys_that_came_back_in_a_copy(make_d
     siège's, but this site's own rows came back in it. The generator must start past them,
     not at the range start (the application's inserts failed on the primary key after a
     resync: found by the chaos run, issue 19)."""
-    from siege_sync.node.config import GeneratorRange
+    from siege_sync.node.model.config import GeneratorRange
 
     con = make_db(ddl=APP_DDL)
     for key in (2_000_000, 2_000_007, 3_500_000):  # this site's two, another site's one

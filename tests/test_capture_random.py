@@ -16,10 +16,11 @@ import random
 import pytest
 from firebird.driver import TPB, DatabaseError, Isolation
 
-from siege_sync.node import capture, values
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.publish import Publisher, published
-from siege_sync.node.schema import introspect
+from siege_sync.node.db import values
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.publish import Publisher, published
 from siege_sync.proto import events_pb2
 
 DDL = [

@@ -50,7 +50,7 @@ def mesh(tmp_path):
 def test_nodes_reconnect_after_the_firebird_server_restarts(mesh):
     """Found by the first chaos run: a node's connection died with the server and every
     call failed until the node was restarted."""
-    from siege_sync.node.database import DatabaseSpec, open_connection, transaction
+    from siege_sync.node.db.database import DatabaseSpec, open_connection, transaction
     from siege_sync.proto import sync_pb2
 
     mesh.server.restart()  # every open connection dies

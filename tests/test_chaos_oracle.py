@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture, conflicts
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import DatabaseSpec, open_connection, transaction
+from siege_sync.node.db.database import DatabaseSpec, open_connection, transaction
+from siege_sync.node.journal import capture, conflicts
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import values_pb2
 from tests.test_apply import exchange
 from tools.chaos import oracle, shop

@@ -15,10 +15,10 @@ from decimal import Decimal
 
 import pytest
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.rowwrite import RowWriter
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.rowwrite import RowWriter
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.apply import Applier
 from tests.test_apply import all_events
 from tests.test_check_whole_row import invoice
 

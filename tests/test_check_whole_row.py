@@ -18,9 +18,9 @@ from decimal import Decimal
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events, run_sql
 from tests.test_capture_random import snapshot
@@ -298,8 +298,8 @@ def test_random_concurrent_invoice_edits_converge_with_every_lost_value_on_recor
 # --- the registers, without a database ---------------------------------------------------
 
 def test_the_latest_whole_row_is_the_highest_stamps_whatever_the_order_and_survives_storage():
-    from siege_sync.node import registers
-    from siege_sync.node.merge import LossKind, Op, Stamp, Write, losses, merge
+    from siege_sync.node.model import registers
+    from siege_sync.node.model.merge import LossKind, Op, Stamp, Write, losses, merge
 
     ins = Stamp(1, "siege", 1, 1)
     insert = Write(ins, Op.INSERT, ins, {"TOTAL": b"100", "PAID": b"0", "LABEL": b"x"})

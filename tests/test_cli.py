@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from siege_sync.node import config
 from siege_sync.node.cli import main
+from siege_sync.node.model import config
 from tools.localmesh import Pki
 
 DDL = [

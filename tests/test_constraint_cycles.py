@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from siege_sync.node import status
+from siege_sync.node.journal import status
 from tests.test_apply import all_events, run_sql
 from tests.test_tx_order import make_mesh, send, spread, table
 
@@ -34,7 +34,7 @@ TABLES = ("A", "B", "NOTE_A", "NOTE_B")
 
 def records(con) -> set[tuple[str, str, str, str]]:
     """What is on record (kind, table number, loser, winner), read independently."""
-    from siege_sync.node.database import READ_COMMITTED_RW, transaction
+    from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
         cur.execute("SELECT KIND, TBL_NO, LOSER, WINNER FROM SYNC$CONFLICTS")

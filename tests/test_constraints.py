@@ -16,11 +16,11 @@ import time
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events, run_sql
 from tests.test_capture_random import snapshot

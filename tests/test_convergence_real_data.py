@@ -29,12 +29,13 @@ import pytest
 from firebird.driver import DatabaseError
 
 import tests.test_merge as model
-from siege_sync.node import capture, registers
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.digest import table_digest
-from siege_sync.node.merge import Op, Write
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.model import registers
+from siege_sync.node.model.merge import Op, Write
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import events_pb2, values_pb2
 from tests.test_apply import all_events, conflicts, exchange, run_sql
 from tests.test_capture_random import snapshot

@@ -5,7 +5,7 @@ the shops made — an idle round is 0 in, 0 out at every site.
 
 from __future__ import annotations
 
-from siege_sync.node import capture
+from siege_sync.node.journal import capture
 from siege_sync.proto import events_pb2
 from tests.test_apply import run_sql
 from tests.test_siege import mesh_with

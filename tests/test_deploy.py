@@ -1,5 +1,5 @@
 """The shipped systemd unit starts the node the way the command line expects, and the node
-tells a ``Type=notify`` service manager when it is ready (node/readiness.py). The whole
+tells a ``Type=notify`` service manager when it is ready (node/mesh/readiness.py). The whole
 deployment, unit included, is run by tests/test_guide.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from siege_sync.node.readiness import NOTIFY_SOCKET, notify
+from siege_sync.node.mesh.readiness import NOTIFY_SOCKET, notify
 
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "siege-node@.service"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from siege_sync.node.database import transaction
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import transaction
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal.digest import table_digest
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, X DOUBLE PRECISION, "
        "N NUMERIC(18,4), R VARCHAR(5) CHARACTER SET NONE, B BLOB SUB_TYPE BINARY)"]

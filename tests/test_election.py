@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from siege_sync.node.config import ConfigError, parse
-from siege_sync.node.daemon import Node, NodeError
+from siege_sync.node.mesh.daemon import Node, NodeError
+from siege_sync.node.model.config import ConfigError, parse
 from siege_sync.proto import sync_pb2
 from siege_sync.siege import reports
 from tests.test_alerts import smtp  # noqa: F401 (the fixture)

@@ -33,7 +33,12 @@ import os
 
 import pytest
 
-from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, open_connection, transaction
+from siege_sync.node.db.database import (
+    READ_COMMITTED_RW,
+    DatabaseSpec,
+    open_connection,
+    transaction,
+)
 from tools import erpschema
 from tools.erpschema import MeshRounds, SiegeRounds, Workload, WorkloadStats
 

@@ -6,11 +6,11 @@ through a CAST to OCTETS, independently of the node's codec.
 
 from __future__ import annotations
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.pipeline.apply import Applier
 from tests.test_apply import exchange, run_sql
 
 DDL = [

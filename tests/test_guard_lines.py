@@ -10,7 +10,8 @@ import re
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture, guard
+from siege_sync.node.db import guard
+from siege_sync.node.journal import capture
 
 # The vendor's trigger fails on its fourth line (counted from the AS of its source) with an
 # arithmetic error, as a pricing trigger dividing by a zero quantity does.

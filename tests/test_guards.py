@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
-from siege_sync.node import capture, cli, guard
-from siege_sync.node.database import transaction
+from siege_sync.node import cli
+from siege_sync.node.db import guard
+from siege_sync.node.db.database import transaction
+from siege_sync.node.journal import capture
 from tests.test_alerts import smtp  # noqa: F401 (a fixture: a real SMTP server)
 from tests.test_analyse import _analyse
 from tests.test_apply import run_sql

@@ -17,8 +17,8 @@ import sys
 import pytest
 
 from siege_sync.node import cli as node_cli
-from siege_sync.node import parking
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import parking
 from siege_sync.siege.ctl import main as ctl_main
 from tests.test_alerts import smtp  # noqa: F401 (the fixture)
 from tests.test_apply import run_sql

@@ -45,10 +45,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from siege_sync.certs import Authority, CertError, load_bundle, validate_site_id, write_bundle
-from siege_sync.node import capture, catchup
-from siege_sync.node.daemon import Node
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.seal import Sealer
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture, catchup
+from siege_sync.node.journal.seal import Sealer
+from siege_sync.node.mesh.daemon import Node
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc, values_pb2
 from tests.fbdb import create_db
 from tests.test_apply import all_events, run_sql
@@ -73,7 +73,7 @@ Callers = dict[str, grpc.Channel]  # a channel to the target per certificate
 
 def as_origin(mesh: LocalMesh, event: events_pb2.Event) -> bytes:
     """``event`` as its origin's node would send it: the last event of its transaction
-    signed with the origin's key (node/seal.py) — what a compromised or buggy node of that
+    signed with the origin's key (node/journal/seal.py) — what a compromised or buggy node of that
     site can do; a site without a certificate gets one (a new site, e.g. the ghosts)."""
     event.ClearField("seal")
     body = event.SerializeToString(deterministic=True)
@@ -91,7 +91,7 @@ def as_origin(mesh: LocalMesh, event: events_pb2.Event) -> bytes:
 
 
 def certificates(mesh: LocalMesh) -> sync_pb2.Batch:
-    """What a stream carries first: every site certificate of the mesh (node/seal.py)."""
+    """What a stream carries first: every site certificate of the mesh (node/journal/seal.py)."""
     return sync_pb2.Batch(certificates=[
         (folder / "site.crt").read_bytes()
         for folder in sorted((mesh.pki.folder / "bundles").iterdir())
@@ -763,7 +763,7 @@ def test_an_unknown_column_is_kept_aside_never_written(
     assert reply.applied_events == 1
     key = offset + 500
     assert rows_of(mesh.cons[TARGET], key, key) == {key: ("siege 500", 500)}
-    from siege_sync.node.schema import introspect
+    from siege_sync.node.db.schema import introspect
 
     assert [c.name for c in introspect(mesh.cons[TARGET]).tables["T"].columns] == \
         ["ID", "A", "B", "D"]
@@ -979,7 +979,7 @@ def test_a_database_serves_the_site_and_mesh_that_first_served_it(operator: Oper
     renewed, _old = operator.pki.ca.renew("lyon")
     write_bundle(operator.bundles["lyon"], renewed)
     operator.served_once("lyon", lyon, operator.bundles["lyon"])
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     con = open_connection(DatabaseSpec(str(lyon)))
     try:

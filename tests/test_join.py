@@ -14,11 +14,11 @@ import grpc
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture
-from siege_sync.node.daemon import Awaiting, Node
-from siege_sync.node.database import DatabaseSpec, open_connection
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.mesh.daemon import Awaiting, Node
 from siege_sync.siege import reports
 from siege_sync.siege.join import Joiner, JoinRefused
 from tests.test_apply import run_sql
@@ -182,7 +182,7 @@ def test_a_join_cut_mid_transfer_resumes_where_the_site_stopped(tmp_path: Path) 
         waiting.start()
         # A copy carries the whole database: only the configured siège may send one.
         from siege_sync.certs import load_bundle
-        from siege_sync.node.transport import channel
+        from siege_sync.node.mesh.transport import channel
         from siege_sync.proto import sync_pb2, sync_pb2_grpc
 
         with channel(f"127.0.0.1:{port}", load_bundle(mesh.pki.site("nantes", relay=True)),
@@ -263,7 +263,7 @@ def test_a_replaced_database_is_refused_until_resync_then_converges_its_work_on_
     one too, told by the siège."""
     from firebird.driver import SrvRestoreFlag, connect_server
 
-    from siege_sync.node import conflicts
+    from siege_sync.node.journal import conflicts
 
     mesh = LocalMesh(tmp_path, SITES, DDL)
     try:

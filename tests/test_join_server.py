@@ -20,12 +20,14 @@ import time
 from pathlib import Path
 
 from siege_sync.certs import load_bundle
-from siege_sync.node import capture, config, conflicts, dbserver
-from siege_sync.node.daemon import Awaiting
-from siege_sync.node.database import DatabaseSpec, open_connection
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
-from siege_sync.node.transport import channel
+from siege_sync.node.db import dbserver
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture, conflicts
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.mesh.daemon import Awaiting
+from siege_sync.node.mesh.transport import channel
+from siege_sync.node.model import config
 from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
 from tests.test_apply import run_sql
 from tests.test_join import DDL, Writer
@@ -250,7 +252,7 @@ def test_a_move_through_the_server_cut_midway_is_finished_at_the_next_start(
     already copied aside and dropped, a restore at the path cut short (its database shut
     down, half made). The next start drops that, restores the prepared copy at the path and
     forgets the move; the old database stays aside."""
-    from siege_sync.node.join import _PLACING, Restorer
+    from siege_sync.node.operations.join import _PLACING, Restorer
 
     spec = DatabaseSpec("", user="SYSDBA", password=fb_server.password)
     name = f"shop{os.getpid()}"
@@ -294,7 +296,7 @@ def test_a_streamed_snapshot_is_restored_as_it_arrives_and_a_damaged_one_dropped
     snapshot whose bytes do not match its sha256 leaves nothing: no copy, no database."""
     import hashlib
 
-    from siege_sync.node.join import JoinError, Restorer
+    from siege_sync.node.operations.join import JoinError, Restorer
     from siege_sync.proto import sync_pb2
 
     source = make_db("siege", ddl=DDL)

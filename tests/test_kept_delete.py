@@ -9,11 +9,16 @@ order and its cancellation before the delete). Checked by reading the applicatio
 
 from __future__ import annotations
 
-from siege_sync.node import capture, conflicts
-from siege_sync.node.apply import Applier
-from siege_sync.node.constraints import Settler
-from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, open_connection, transaction
-from siege_sync.node.publish import Publisher
+from siege_sync.node.db.database import (
+    READ_COMMITTED_RW,
+    DatabaseSpec,
+    open_connection,
+    transaction,
+)
+from siege_sync.node.journal import capture, conflicts
+from siege_sync.node.pipeline.apply import Applier
+from siege_sync.node.pipeline.constraints import Settler
+from siege_sync.node.pipeline.publish import Publisher
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 
-from siege_sync.node import capture, conflicts
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture, conflicts
+from siege_sync.node.pipeline.apply import Applier
 from tests.test_apply import all_events, run_sql
 from tests.test_tx_order import table
 

@@ -15,11 +15,12 @@ import unicodedata
 
 import pytest
 
-from siege_sync.node import capture, registers
-from siege_sync.node.apply import Applier
-from siege_sync.node.collation import identity_value
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.schema import Collation, ColumnType, introspect
+from siege_sync.node.db.collation import identity_value
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import Collation, ColumnType, introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.model import registers
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import values_pb2
 from tests.test_apply import exchange, run_sql
 
@@ -274,7 +275,7 @@ def _encodes(s: str, codec: str) -> bool:
 def test_an_install_before_collations_counted_moves_its_registers_to_the_identity(make_db):
     """Registers stored under the exact key's hash (a CHAR's padding, a case-insensitive
     key) move to the row's identity; keys whose identity did not change stay."""
-    from siege_sync.node import values
+    from siege_sync.node.db import values
 
     con = make_db("old", ddl=[
         "CREATE TABLE C (K CHAR(6) CHARACTER SET UTF8 NOT NULL PRIMARY KEY, V INTEGER)",

@@ -14,10 +14,11 @@ import sys
 
 import pytest
 
-from siege_sync.node import capture, keysources
 from siege_sync.node.cli import main
-from siege_sync.node.config import GeneratorRange
-from siege_sync.node.schema import TableSelection, introspect
+from siege_sync.node.db.schema import TableSelection, introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.model import keysources
+from siege_sync.node.model.config import GeneratorRange
 
 # The shop's schema: invoice numbers come from a procedure its BEFORE INSERT trigger calls
 # (no trigger names the generator), lines from NEXT VALUE FOR, payments from an identity
@@ -201,7 +202,7 @@ def ctl(mesh, *args: str) -> subprocess.CompletedProcess:
 
 def give_range(mesh, site: str, start: int) -> None:
     """What the operator does: [generators.G_INVOICE] in the site's config, install, restart."""
-    from siege_sync.node.daemon import Node
+    from siege_sync.node.mesh.daemon import Node
 
     node = mesh.nodes[site]
     node.stop(grace=1)

@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 from firebird.driver import Connection
 
-from siege_sync.node import values
-from siege_sync.node.database import quote
-from siege_sync.node.literal import (
+from siege_sync.node.db import values
+from siege_sync.node.db.database import quote
+from siege_sync.node.db.literal import (
     MAX_HEX_LITERAL_BYTES,
     MAX_TEXT_LITERAL_CHARS,
     double_literal,
     general_literal,
     literal,
 )
-from siege_sync.node.schema import Column, ColumnType, Kind, Table, introspect
+from siege_sync.node.db.schema import Column, ColumnType, Kind, Table, introspect
 from siege_sync.proto import values_pb2
 
 Value = values_pb2.Value

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import re
 
-from siege_sync.node import capture, conflicts
-from siege_sync.node.apply import Applier
-from siege_sync.node.clock import SkewedClock, SystemClock
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.publish import Publisher
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture, conflicts
+from siege_sync.node.model.clock import SkewedClock, SystemClock
+from siege_sync.node.pipeline.apply import Applier
+from siege_sync.node.pipeline.publish import Publisher
 from tests.test_apply import exchange, run_sql
 
 # Firebird's employee sample's PROJ_DEPT_BUDGET, without its references to other tables.

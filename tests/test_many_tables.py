@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from siege_sync.node import capture
-from siege_sync.node.publish import Publisher
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.publish import Publisher
 
 TABLES = 140
 
@@ -31,8 +31,8 @@ def test_a_site_with_more_tables_than_one_statement_takes_publishes_them_all(mak
 def test_a_foreign_key_to_a_table_left_out_publishes_and_applies(make_db):
     """A replicated table referencing one that `[tables] exclude` leaves out (each site keeps
     its own rows there): publish crashed with a KeyError traceback and published nothing."""
-    from siege_sync.node.apply import Applier
-    from siege_sync.node.schema import TableSelection
+    from siege_sync.node.db.schema import TableSelection
+    from siege_sync.node.pipeline.apply import Applier
     from tests.test_apply import all_events
 
     ddl = ["CREATE TABLE SHOP_PARAMS (ID INTEGER NOT NULL PRIMARY KEY)",
@@ -63,7 +63,7 @@ def _fat(columns: int) -> str:
 
 
 def _rows(con, sql: str) -> list[tuple]:
-    from siege_sync.node.database import transaction
+    from siege_sync.node.db.database import transaction
 
     with transaction(con) as tm:
         cur = tm.cursor()
@@ -115,7 +115,7 @@ def test_the_schema_is_read_once_until_ddl_commits_whoever_runs_it(make_db, tmp_
     """Publishing read the whole schema five times per publish (a second on 600 tables).
     It is now kept until a DDL statement commits — counted by a database trigger that must
     never fail the application's own DDL, which an ordinary user may run."""
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     con = make_db("erp", ddl=["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, V VARCHAR(10))",
                               "GRANT ALL ON T TO CLERK", "GRANT ALTER ANY TABLE TO CLERK",
@@ -227,8 +227,8 @@ def test_hundreds_of_tables_install_publish_and_apply_through_the_server(fb_serv
     no drift. Each publish reads the schema once per DDL, not five times per publish."""
     import time
 
-    from siege_sync.node.apply import Applier
-    from siege_sync.node.upgrade import drift
+    from siege_sync.node.operations.upgrade import drift
+    from siege_sync.node.pipeline.apply import Applier
     from tests.test_apply import all_events
     from tools import bench_tables
 
@@ -265,7 +265,7 @@ def test_hundreds_of_tables_install_publish_and_apply_through_the_server(fb_serv
 def test_a_table_of_hundreds_of_columns_travels(make_db):
     """Capture trigger, image table, change mask and captured shape of a 500-column table
     stay inside Firebird's limits (statement text, BLR, row size, state rows)."""
-    from siege_sync.node.apply import Applier
+    from siege_sync.node.pipeline.apply import Applier
     from tests.test_apply import all_events
 
     kinds = ["VARCHAR(20)", "NUMERIC(15,2)", "INTEGER", "DATE", "TIMESTAMP",

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from siege_sync.node.merge import (
+from siege_sync.node.model.merge import (
     CausalityError,
     EventId,
     LossKind,

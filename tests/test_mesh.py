@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from siege_sync.certs import load_bundle, pinned_name
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
-from siege_sync.node.transport import channel
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.mesh.transport import channel
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc
 from tests.test_apply import all_events, run_sql
 from tests.test_capture_random import snapshot
@@ -45,7 +45,7 @@ def stub_as(mesh, who: str, target: str) -> tuple[grpc.Channel, sync_pb2_grpc.Sy
 
 
 def hello(mesh, stub, site: str) -> None:
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
 
     stub.Hello(sync_pb2.HelloRequest(epoch=capture.get_state(mesh.cons[site], "epoch")),
                timeout=10)
@@ -162,7 +162,7 @@ def test_only_the_configured_siege_tells_a_site_another_sites_new_epoch(mesh):
     """After a resync the siège holds the site's new epoch and its hellos carry it, so a
     node that met the old database (a stand-in) takes the new one. Only the configured
     siège's word counts; never for the node's own epoch, nor for a site it never met."""
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
 
     ok(mesh.exchange("siege", "nice"))
     ok(mesh.exchange("lyon", "nice"))
@@ -202,7 +202,7 @@ def test_malformed_pushes_are_refused_and_the_node_stays_up(mesh):
         assert reply.applied_events == 1 and not reply.refused
         # A table this site does not have: kept aside until it has it (a site upgraded
         # first, DESIGN §3.8), never written anywhere.
-        from siege_sync.node import catchup
+        from siege_sync.node.journal import catchup
 
         assert catchup.waiting(mesh.cons["siege"]) == {"NO_SUCH_TABLE": 1}
         assert stub.Status(sync_pb2.StatusRequest(), timeout=10).site == "siege"
@@ -236,7 +236,7 @@ def test_a_connection_cut_mid_stream_loses_nothing_and_applies_nothing_twice(mes
 def transaction_of(con):
     from contextlib import contextmanager
 
-    from siege_sync.node.database import transaction
+    from siege_sync.node.db.database import transaction
 
     @contextmanager
     def cm():
@@ -251,7 +251,7 @@ def transaction_of(con):
 
 
 def test_a_changed_epoch_is_refused_until_resync(mesh):
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
 
     ok(mesh.exchange("lyon", "siege"))
     capture.set_state(mesh.cons["lyon"], "epoch", "f" * 32)  # as a restored database would
@@ -263,7 +263,7 @@ def test_a_site_restored_from_an_old_copy_takes_a_new_incarnation_and_gets_its_e
         mesh, tmp_path):
     import shutil
 
-    from siege_sync.node.daemon import Node
+    from siege_sync.node.mesh.daemon import Node
 
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'before the copy')")
     ok(mesh.exchange("lyon", "siege"))
@@ -273,7 +273,7 @@ def test_a_site_restored_from_an_old_copy_takes_a_new_incarnation_and_gets_its_e
     shutil.copy(tmp_path / "lyon.fdb", tmp_path / "lyon-old.fdb")
     mesh.nodes["lyon"] = Node(node.cfg)
     mesh.nodes["lyon"].start()
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     mesh.cons["lyon"] = open_connection(DatabaseSpec(str(tmp_path / "lyon.fdb")))
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (2, 'lost with the disk')")
@@ -288,7 +288,7 @@ def test_a_site_restored_from_an_old_copy_takes_a_new_incarnation_and_gets_its_e
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (3, 'after the restore')")
     ok(mesh.exchange("lyon", "siege"))
     ok(mesh.exchange("lyon", "siege"))
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
 
     assert capture.get_state(mesh.cons["lyon"], "incarnation") == "2"
     assert snapshot(mesh.cons["lyon"]) == snapshot(mesh.cons["siege"])
@@ -366,17 +366,17 @@ def test_a_client_without_certificate_is_refused(mesh):
 
 def publish(mesh, site: str) -> None:
     """What ``site``'s node publishes, signed with its key as the node does."""
-    from siege_sync.node.publish import Publisher
-    from siege_sync.node.seal import sealer_for
+    from siege_sync.node.journal.seal import sealer_for
+    from siege_sync.node.pipeline.publish import Publisher
 
     Publisher(mesh.cons[site], site,
               sealer=sealer_for(mesh.pki.folder / "bundles" / site)).publish()
 
 
 def sealed(mesh, site: str, event: events_pb2.Event) -> bytes:
-    """``event`` as ``site``'s node would send it: signed with its key (node/seal.py) — what
+    """``event`` as ``site``'s node would send it: signed with its key (node/journal/seal.py) — what
     a compromised or buggy node of that site can do."""
-    from siege_sync.node.seal import Sealer
+    from siege_sync.node.journal.seal import Sealer
 
     bundle = load_bundle(mesh.pki.folder / "bundles" / site)
     event.ClearField("seal")
@@ -385,7 +385,7 @@ def sealed(mesh, site: str, event: events_pb2.Event) -> bytes:
 
 def lyon_event(mesh, **fields) -> bytes:
     """lyon's next event as its node would publish it, with ``fields`` forced."""
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
 
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A, B) VALUES (77, 'x', 1)")
     publish(mesh, "lyon")
@@ -450,7 +450,7 @@ def test_a_huge_value_is_refused_cleanly(mesh):
 
 def test_a_renewed_certificate_is_served_without_a_restart(mesh):
     from siege_sync.certs import write_bundle
-    from siege_sync.node.transport import peer_identity
+    from siege_sync.node.mesh.transport import peer_identity
 
     lyon = load_bundle(mesh.pki.folder / "bundles" / "lyon")
     address = f"127.0.0.1:{mesh.ports['siege']}"
@@ -474,7 +474,7 @@ def test_a_transaction_larger_than_several_batches_arrives_whole(mesh):
 
 
 def test_a_second_node_on_the_same_port_is_refused_clearly(mesh):
-    from siege_sync.node.daemon import Node, NodeError
+    from siege_sync.node.mesh.daemon import Node, NodeError
 
     # The same config: its database is refused first (occupant.py), then its port.
     with pytest.raises(NodeError, match="another node already serves"):
@@ -486,7 +486,7 @@ def test_a_second_node_on_the_same_port_is_refused_clearly(mesh):
     shutil.copy(other.database.dsn, copy)
     import dataclasses
 
-    from siege_sync.node.database import DatabaseSpec
+    from siege_sync.node.db.database import DatabaseSpec
 
     with pytest.raises(NodeError, match="port is in use"):
         Node(dataclasses.replace(other, database=DatabaseSpec(str(copy)))).start()
@@ -494,7 +494,7 @@ def test_a_second_node_on_the_same_port_is_refused_clearly(mesh):
 
 
 def test_a_site_behind_a_purge_is_told_it_needs_a_resync(mesh):
-    from siege_sync.node.vector import Vector
+    from siege_sync.node.model.vector import Vector
 
     run_sql(mesh.cons["lyon"], "INSERT INTO T (ID, A) VALUES (1, 'a')")
     ok(mesh.exchange("siege", "lyon"))
@@ -518,7 +518,7 @@ def test_a_row_held_by_an_open_local_transaction_delays_only_what_needs_it(mesh,
     """Found by the chaos work: a user's transaction left open on a row made every exchange
     with that site wait a minute (lock waits retried six times), then fail as a whole with
     "local writers kept changing the same rows" — other sites' changes stayed out too."""
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     run_sql(mesh.cons["siege"], "INSERT INTO T (ID, A, B) VALUES (1, 'first', 0)")
     ok(mesh.exchange("siege", "lyon"))
@@ -553,7 +553,7 @@ def test_a_node_accepts_the_keepalive_pings_of_a_call_that_carries_no_data():
     resync); the server must allow it, or gRPC answers with GOAWAY "too_many_pings" and the
     call dies (siege-ctl resync was cut so in the chaos run, issue 19). The real run takes
     minutes of silence: `make chaos-short` meets it; here the settings that decide it."""
-    from siege_sync.node.transport import CHANNEL_OPTIONS, SERVER_OPTIONS
+    from siege_sync.node.mesh.transport import CHANNEL_OPTIONS, SERVER_OPTIONS
 
     client, server = dict(CHANNEL_OPTIONS), dict(SERVER_OPTIONS)
     assert server["grpc.http2.min_ping_interval_without_data_ms"] < \

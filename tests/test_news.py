@@ -18,11 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, transaction
-from siege_sync.node.news import CommitWatch
-from siege_sync.node.tidings import Bulletin
+from siege_sync.node.db.database import READ_COMMITTED_RW, DatabaseSpec, transaction
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.news import CommitWatch
+from siege_sync.node.mesh.tidings import Bulletin
+from siege_sync.node.pipeline.apply import Applier
 from tests.test_apply import all_events
 from tools.localmesh import ProcessMesh
 

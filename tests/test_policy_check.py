@@ -16,8 +16,9 @@ import grpc
 import pytest
 
 from siege_sync.certs import load_bundle
-from siege_sync.node import config, transport
-from siege_sync.node.daemon import Node
+from siege_sync.node.mesh import transport
+from siege_sync.node.mesh.daemon import Node
+from siege_sync.node.model import config
 from siege_sync.proto import sync_pb2, sync_pb2_grpc
 from tests.test_alerts import smtp  # noqa: F401 (the fixture: a real SMTP server)
 from tests.test_apply import run_sql

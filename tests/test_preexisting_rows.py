@@ -7,9 +7,9 @@ NOT NULL column. Three embedded sites; rows compared by an independent read of t
 
 from __future__ import annotations
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.apply import Applier
 from tests.test_apply import conflicts, exchange, run_sql
 
 SITES = ("siege", "lyon", "nice")

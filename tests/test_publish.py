@@ -11,11 +11,11 @@ from datetime import datetime
 import pytest
 from firebird.driver import Connection, DatabaseError, Isolation, tpb
 
-from siege_sync.node import capture
-from siege_sync.node.clock import SkewedClock, SystemClock
-from siege_sync.node.database import DatabaseSpec, open_connection
-from siege_sync.node.publish import Publisher, published
-from siege_sync.node.status import capture_status
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.status import capture_status
+from siege_sync.node.model.clock import SkewedClock, SystemClock
+from siege_sync.node.pipeline.publish import Publisher, published
 from siege_sync.proto import events_pb2
 
 DDL = [
@@ -213,7 +213,7 @@ def test_two_publishers_never_both_publish(site, tmp_path):
 
 def test_failed_step_publishes_nothing(site, monkeypatch):
     Writer(site)("INSERT INTO ITEM (ID, LABEL) VALUES (1, 'x')").commit()
-    from siege_sync.node import publish as publish_module
+    from siege_sync.node.pipeline import publish as publish_module
 
     def boom(*args, **kwargs):
         raise RuntimeError("crash after the events were written")
@@ -249,8 +249,8 @@ def test_gbak_restore_is_detected(site, tmp_path):
 def test_large_blob_is_published_by_reference_streamed(site):
     import tracemalloc
 
-    from siege_sync.node.database import transaction
-    from siege_sync.node.storage import DatabaseBlobStore
+    from siege_sync.node.db.database import transaction
+    from siege_sync.node.journal.storage import DatabaseBlobStore
 
     big = os.urandom(1 << 20) * 10  # 10 MB
     Writer(site)("INSERT INTO ACCOUNT (ID, OWNER, NOTE) VALUES (1, 'big', 'small note')").commit()
@@ -329,7 +329,7 @@ def test_a_clock_jump_written_to_the_skew_file_moves_a_running_node_s_clock(tmp_
     its file at most once a second while the node runs; a bad write keeps the last one."""
     import time as _time
 
-    from siege_sync.node.clock import FileSkewedClock
+    from siege_sync.node.model.clock import FileSkewedClock
 
     skew = tmp_path / "skew"
     skew.write_text("3600\n")

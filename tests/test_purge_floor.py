@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import pytest
 
-from siege_sync.node import capture
-from siege_sync.node.apply import Applier
-from siege_sync.node.clock import SkewedClock, SystemClock
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.publish import Publisher
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture
+from siege_sync.node.model.clock import SkewedClock, SystemClock
+from siege_sync.node.pipeline.apply import Applier
+from siege_sync.node.pipeline.publish import Publisher
 from tests.test_apply import Coordinator, conflicts, exchange, obey, run_sql
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(20), B INTEGER)"]

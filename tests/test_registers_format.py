@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from siege_sync.node import registers
-from siege_sync.node.merge import EventId, Head, Life, RowState, Stamp
+from siege_sync.node.model import registers
+from siege_sync.node.model.merge import EventId, Head, Life, RowState, Stamp
 from siege_sync.proto import registers_pb2
 
 SITES = ("siège", "lyon", "")

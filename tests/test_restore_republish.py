@@ -24,10 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from siege_sync.node import capture
-from siege_sync.node.config import NodeConfig
-from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, open_connection, transaction
-from siege_sync.node.replica import Replica
+from siege_sync.node.db.database import (
+    READ_COMMITTED_RW,
+    DatabaseSpec,
+    open_connection,
+    transaction,
+)
+from siege_sync.node.journal import capture
+from siege_sync.node.mesh.replica import Replica
+from siege_sync.node.model.config import NodeConfig
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from firebird.driver import Connection, DatabaseError
 
-from siege_sync.node import rowwrite, values
-from siege_sync.node.database import StatementCache, is_concurrent_write, quote
-from siege_sync.node.rowwrite import RowWriteError, RowWriter
-from siege_sync.node.schema import ColumnType, Table, introspect
+from siege_sync.node.db import rowwrite, values
+from siege_sync.node.db.database import StatementCache, is_concurrent_write, quote
+from siege_sync.node.db.rowwrite import RowWriteError, RowWriter
+from siege_sync.node.db.schema import ColumnType, Table, introspect
 from siege_sync.proto import values_pb2
 
 Value = values_pb2.Value
@@ -353,7 +353,7 @@ def test_concurrent_write_is_raised_as_is(make_db: Callable[..., Connection],
     caller retries the whole transaction)."""
     from firebird.driver import TPB, Isolation
 
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
 
     con = make_db("conflict", ddl=[DDL[1]])
     con.begin()
@@ -415,11 +415,12 @@ def test_registers_of_rows_new_here_stored_by_another_writer_meanwhile_are_overw
     """Registers of a row found without any are written with INSERTs; should the row's
     registers be there by the time they are written (another writer of the same
     transaction), the block goes again as UPDATE OR INSERTs: the last state wins, as ever."""
-    from siege_sync.node import capture, registers
-    from siege_sync.node.capture import ROWS_TABLE
-    from siege_sync.node.database import transaction
-    from siege_sync.node.merge import Head, Life, RowState, Stamp
-    from siege_sync.node.schema import TableSelection
+    from siege_sync.node.db.database import transaction
+    from siege_sync.node.db.schema import TableSelection
+    from siege_sync.node.journal import capture
+    from siege_sync.node.journal.capture import ROWS_TABLE
+    from siege_sync.node.model import registers
+    from siege_sync.node.model.merge import Head, Life, RowState, Stamp
 
     def state(site_name: str) -> RowState:
         stamp = Stamp(1_700_000_000_000, site_name, 1, 1)

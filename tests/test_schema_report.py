@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from siege_sync.node import capture, guard
-from siege_sync.node.apply import Applier
 from siege_sync.node.cli import main
-from siege_sync.node.publish import Publisher
-from siege_sync.node.schema import (
+from siege_sync.node.db import guard
+from siege_sync.node.db.schema import (
     FINGERPRINT_VERSION,
     Schema,
     TableSelection,
@@ -22,6 +20,9 @@ from siege_sync.node.schema import (
     introspect,
     normalised_source,
 )
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.apply import Applier
+from siege_sync.node.pipeline.publish import Publisher
 from tests.test_apply import all_events
 
 BASE = [

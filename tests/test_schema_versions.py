@@ -13,12 +13,12 @@ from decimal import Decimal
 
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture
-from siege_sync.node.daemon import Node
-from siege_sync.node.database import DatabaseSpec, connection, open_connection
-from siege_sync.node.digest import table_digest
-from siege_sync.node.schema import introspect
-from siege_sync.node.upgrade import upgrade
+from siege_sync.node.db.database import DatabaseSpec, connection, open_connection
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.digest import table_digest
+from siege_sync.node.mesh.daemon import Node
+from siege_sync.node.operations.upgrade import upgrade
 from tests.test_apply import run_sql
 from tools.localmesh import LocalMesh
 
@@ -112,7 +112,7 @@ def test_a_schema_changed_behind_the_node_is_reported_every_round(tmp_path):
     """A vendor script run without `siege-node upgrade` (an added column and table still
     work with capture in place): every exchange says what is not captured and what to do,
     and so does the node's Status; an install ends it."""
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
     from siege_sync.proto import sync_pb2
     from tests.test_mesh import stub_as
 

@@ -60,12 +60,12 @@ from siege_sync.certs import (
     verify_chain,
     write_bundle,
 )
-from siege_sync.node import transport
-from siege_sync.node.admission import Admission, Limits
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.seal import Sealer
-from siege_sync.node.transport import BundleWatcher, channel
-from siege_sync.node.vector import Vector
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal.seal import Sealer
+from siege_sync.node.mesh import transport
+from siege_sync.node.mesh.admission import Admission, Limits
+from siege_sync.node.mesh.transport import BundleWatcher, channel
+from siege_sync.node.model.vector import Vector
 from siege_sync.proto import events_pb2, sync_pb2, sync_pb2_grpc
 from tests.test_apply import all_events
 from tools.localmesh import MESH, Pki, ProcessMesh
@@ -388,7 +388,7 @@ def test_calls_that_wait_for_news_are_one_per_site_and_never_take_working_thread
     """``Listen`` calls (tidings.py) wait for a long time: each site keeps one (a second one
     ends the first, as after a dead line), a bounded number in all, and while one is open
     the same site's other calls are admitted as if it were not (per_peer 1 here)."""
-    from siege_sync.node.tidings import Bulletin
+    from siege_sync.node.mesh.tidings import Bulletin
 
     pki = Pki(tmp_path)
     watcher = BundleWatcher(pki.site("nice"))
@@ -455,7 +455,7 @@ def test_calls_that_wait_for_news_are_one_per_site_and_never_take_working_thread
 
 
 def test_a_password_written_in_a_config_others_may_read_is_refused(tmp_path: Path) -> None:
-    from siege_sync.node import config
+    from siege_sync.node.model import config
 
     (tmp_path / "bundle").mkdir()
     path = tmp_path / "nice.toml"
@@ -750,8 +750,8 @@ def test_events_of_a_table_this_site_lacks_are_kept_within_a_bound(
     aside (DESIGN §3.8) — up to a bound per origin (here 3; a node keeps 200,000), beyond
     which that origin's next such transaction holds, saying what to do. Before, a site could
     fill the receiver's disk with events of a table nobody else has."""
-    from siege_sync.node import capture, catchup, parking
-    from siege_sync.node.apply import Applier
+    from siege_sync.node.journal import capture, catchup, parking
+    from siege_sync.node.pipeline.apply import Applier
     from tests.test_apply import run_sql
 
     monkeypatch.setattr(catchup, "MAX_DEFERRED_PER_ORIGIN", 3)

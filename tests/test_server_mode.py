@@ -12,10 +12,10 @@ import uuid
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture
-from siege_sync.node.database import DatabaseSpec, open_connection
-from siege_sync.node.publish import Publisher, published
-from siege_sync.node.status import capture_status
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.status import capture_status
+from siege_sync.node.pipeline.publish import Publisher, published
 from siege_sync.proto import events_pb2
 
 DDL = [

@@ -17,10 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from siege_sync.node import capture, config
-from siege_sync.node.daemon import Node, NodeError
-from siege_sync.node.database import READ_COMMITTED_RW, DatabaseSpec, open_connection, transaction
-from siege_sync.node.occupant import MARK
+from siege_sync.node.db.database import (
+    READ_COMMITTED_RW,
+    DatabaseSpec,
+    open_connection,
+    transaction,
+)
+from siege_sync.node.journal import capture
+from siege_sync.node.journal.occupant import MARK
+from siege_sync.node.mesh.daemon import Node, NodeError
+from siege_sync.node.model import config
 from tools.fbserver import free_port
 from tools.localmesh import Pki, node_config
 

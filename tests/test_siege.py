@@ -66,7 +66,7 @@ def test_a_site_down_makes_a_partial_round_and_catches_up_next_time(mesh):
     assert "nice" in done.stdout and "did NOT complete" in done.stdout
     test = ctl(mesh, "test")
     assert test.returncode == 1 and "NO" in test.stdout and "not reachable" in test.stdout
-    from siege_sync.node.daemon import Node
+    from siege_sync.node.mesh.daemon import Node
 
     mesh.nodes["nice"] = Node(mesh.nodes["nice"].cfg)
     mesh.nodes["nice"].start()
@@ -90,7 +90,7 @@ def capped(tmp_path):
 
 def test_stop_mid_round_leaves_nothing_half_applied(capped):
     from siege_sync.certs import load_bundle
-    from siege_sync.node.transport import channel
+    from siege_sync.node.mesh.transport import channel
     from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
     from tools.netns import read_line
 
@@ -279,7 +279,7 @@ def test_rounds_purge_what_every_site_holds_and_nothing_else(mesh):
 
 def first_stored(con, origin: str) -> int | None:
     """The first sequence number of ``origin`` still stored there (None: none stored)."""
-    from siege_sync.node.database import READ_COMMITTED_RW, transaction
+    from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
 
     with transaction(con, READ_COMMITTED_RW) as tm:
         cur = tm.cursor()
@@ -406,7 +406,7 @@ def test_a_copy_sent_to_a_site_that_dials_in_holds_the_purge_until_it_next_says_
     hello of lyon's new database (its last hello spoke of the one the copy replaced)."""
     from datetime import datetime
 
-    from siege_sync.node import capture
+    from siege_sync.node.journal import capture
 
     lyon = dialling_in(mesh, "lyon")
     run_sql(mesh.cons["nice"], "INSERT INTO T (ID, A) VALUES (1, 'nice')")

@@ -1,4 +1,4 @@
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.schema import introspect
 
 
 def test_dialect_detected(make_db):

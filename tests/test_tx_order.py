@@ -10,9 +10,9 @@ of every site independently, with no loss on record that nobody lost.
 
 from __future__ import annotations
 
-from siege_sync.node import capture, status
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.journal import capture, status
+from siege_sync.node.pipeline.apply import Applier
 from tests.test_apply import all_events, run_sql
 
 SITES = ("siege", "lyon", "nice")

@@ -24,10 +24,10 @@ from decimal import Decimal
 import pytest
 from firebird.driver import DatabaseError
 
-from siege_sync.node import capture, conflicts, parking
-from siege_sync.node.apply import Applier
-from siege_sync.node.database import READ_COMMITTED_RW, transaction
-from siege_sync.node.schema import TableSelection
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
+from siege_sync.node.db.schema import TableSelection
+from siege_sync.node.journal import capture, conflicts, parking
+from siege_sync.node.pipeline.apply import Applier
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events
 

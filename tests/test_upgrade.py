@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from siege_sync.node import capture
-from siege_sync.node.database import DatabaseSpec, open_connection
-from siege_sync.node.publish import Publisher
-from siege_sync.node.schema import introspect
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.db.schema import introspect
+from siege_sync.node.journal import capture
+from siege_sync.node.pipeline.publish import Publisher
 from tests.test_apply import all_events, run_sql
 
 DDL = [

@@ -8,7 +8,7 @@ values are also checked against what was meant to be inserted. Each hypothesis e
 in one transaction that is rolled back, so one database serves the whole test.
 
 What these tests found out about the driver and Firebird 3 is written down in
-``siege_sync/node/values.py``; the parts the codec cannot fix are marked "driver limit" here.
+``siege_sync/node/db/values.py``; the parts the codec cannot fix are marked "driver limit" here.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from firebird.driver import Connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from siege_sync.node.database import quote
-from siege_sync.node.schema import Column, ColumnType, Kind, introspect
-from siege_sync.node.values import (
+from siege_sync.node.db.database import quote
+from siege_sync.node.db.schema import Column, ColumnType, Kind, introspect
+from siege_sync.node.db.values import (
     LARGE_BLOB,
     MissingBlob,
     SpoolBlobStore,
@@ -757,7 +757,7 @@ def test_decimal_context_does_not_matter() -> None:
 
 def test_a_value_with_fewer_decimals_is_scaled_up_exactly() -> None:
     """A NUMERIC(9,2) site's value at a site whose column is NUMERIC(18,4) (widened there)."""
-    from siege_sync.node.values import fits
+    from siege_sync.node.db.values import fits
 
     ctype = _ct("numeric18_4")
     value = Value(scaled=values_pb2.Scaled(unscaled=12345, scale=2))

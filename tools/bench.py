@@ -64,10 +64,11 @@ os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-
 
 from firebird.driver import Connection  # noqa: E402
 
-from siege_sync.node import capture, reader, values  # noqa: E402
-from siege_sync.node.database import SNAPSHOT_RW, transaction  # noqa: E402
-from siege_sync.node.publish import Publisher  # noqa: E402
-from siege_sync.node.schema import TableSelection  # noqa: E402
+from siege_sync.node.db import values  # noqa: E402
+from siege_sync.node.db.database import SNAPSHOT_RW, transaction  # noqa: E402
+from siege_sync.node.db.schema import TableSelection  # noqa: E402
+from siege_sync.node.journal import capture, reader  # noqa: E402
+from siege_sync.node.pipeline.publish import Publisher  # noqa: E402
 from tests.fbdb import create_db  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
 
@@ -190,8 +191,8 @@ def publish_rate(con: Connection, n: int, repeat: int) -> tuple[float, float]:
 def apply_rates(tmp: Path, n: int) -> dict[str, float]:
     """Events of ``n`` inserted rows applied at a second site, against a naive executemany
     copy of the same rows and the engine's own PSQL insert rate, in the same run."""
-    from siege_sync.node.apply import Applier
-    from siege_sync.node.eventlog import read
+    from siege_sync.node.journal.eventlog import read
+    from siege_sync.node.pipeline.apply import Applier
 
     src = create_db(tmp / "apply_src.fdb", ddl=DDL)
     dst = create_db(tmp / "apply_dst.fdb", ddl=DDL)
@@ -219,8 +220,8 @@ def signature_costs(tmp: Path, apply_events_per_s: float, n: int = 2000) -> dict
     real events of the apply benchmark, and the share of apply time the check takes when
     every transaction is one event (the worst case: one seal per event)."""
     from siege_sync.certs import load_bundle
-    from siege_sync.node.eventlog import read
-    from siege_sync.node.seal import Sealer, Verifier
+    from siege_sync.node.journal.eventlog import read
+    from siege_sync.node.journal.seal import Sealer, Verifier
     from siege_sync.proto import events_pb2
     from tools.localmesh import Pki
 

@@ -27,9 +27,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from siege_sync.node import ranges  # noqa: E402
-from siege_sync.node.database import SNAPSHOT_RW, transaction  # noqa: E402
-from siege_sync.node.schema import introspect  # noqa: E402
+from siege_sync.node.db.database import SNAPSHOT_RW, transaction  # noqa: E402
+from siege_sync.node.db.schema import introspect  # noqa: E402
+from siege_sync.node.journal import ranges
 from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
 from tools.localmesh import ProcessMesh, behind_the_triggers_back  # noqa: E402

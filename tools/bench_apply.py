@@ -40,12 +40,12 @@ os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-
 
 from firebird.driver import Connection  # noqa: E402
 
-from siege_sync.node import capture, retention  # noqa: E402
-from siege_sync.node.apply import Applier  # noqa: E402
-from siege_sync.node.database import transaction  # noqa: E402
-from siege_sync.node.eventlog import read  # noqa: E402
-from siege_sync.node.publish import Publisher  # noqa: E402
-from siege_sync.node.schema import TableSelection  # noqa: E402
+from siege_sync.node.db.database import transaction  # noqa: E402
+from siege_sync.node.db.schema import TableSelection  # noqa: E402
+from siege_sync.node.journal import capture, retention  # noqa: E402
+from siege_sync.node.journal.eventlog import read  # noqa: E402
+from siege_sync.node.pipeline.apply import Applier  # noqa: E402
+from siege_sync.node.pipeline.publish import Publisher  # noqa: E402
 from tests.fbdb import create_db  # noqa: E402
 
 KEYS = ("apply_mixed_events_per_s", "apply_mixed_vs_insert", "apply_insert_events_per_s",

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from siege_sync.node.database import transaction
+from siege_sync.node.db.database import transaction
 from tests.fbdb import create_db
 from tools import bench
 

@@ -81,7 +81,7 @@ def run(rows: int, only: str | None = None) -> dict:
 def server_copy(srv, spec, where) -> float:
     """What ``gbak -b -se`` then ``gbak -c -se`` do: backup and restore by the server, its
     backup file on the server (the engine's own copy, nothing through a client), seconds."""
-    from siege_sync.node import dbserver
+    from siege_sync.node.db import dbserver
 
     copy, backup = where.beside("baseline.fdb"), srv.data_dir / "baseline.fbk"
     started = time.perf_counter()
@@ -99,7 +99,7 @@ def server_copy(srv, spec, where) -> float:
 def server_streamed_copy(spec, where, folder: Path) -> float:
     """Backup and restore through the server's service manager, streamed to and from a
     file here (how a copy reaches another machine through Firebird alone), seconds."""
-    from siege_sync.node import dbserver
+    from siege_sync.node.db import dbserver
 
     copy = where.beside("baseline.fdb")
     started = time.perf_counter()
@@ -117,9 +117,10 @@ def run_server(rows: int) -> dict:
     """The join with every database served by a private Firebird server."""
     import threading
 
-    from siege_sync.node import capture, dbserver
-    from siege_sync.node.config import parse
-    from siege_sync.node.daemon import Awaiting, Node
+    from siege_sync.node.db import dbserver
+    from siege_sync.node.journal import capture
+    from siege_sync.node.mesh.daemon import Awaiting, Node
+    from siege_sync.node.model.config import parse
     from siege_sync.siege.join import Joiner
     from tools.fbserver import FirebirdServer
     from tools.localmesh import Pki, free_port, node_config

@@ -27,7 +27,7 @@ around it: a few hundred bytes each); null without it.
 One of the five, ``vannes``, cannot be dialled (``outbound_only``, ``dial_every`` 600 s:
 its dials never come within the run): what it commits goes out through the exchange its
 commit starts, and what the others commit reaches it through its ``Listen`` call to the
-siège (node/tidings.py). ``commit_to_outbound_p50_s`` / ``_p95_s``: the time until vannes
+siège (node/mesh/tidings.py). ``commit_to_outbound_p50_s`` / ``_p95_s``: the time until vannes
 holds a sale committed elsewhere; ``commit_from_outbound_p50_s``: until the four others hold
 one committed at vannes. Its line is not counted by ``--line`` (it dials the siège itself).
 """
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))  # before site-packages: another `tests` package m
 os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction  # noqa: E402
 from siege_sync.siege import reports  # noqa: E402
 from tools.fbserver import FirebirdServer  # noqa: E402
 from tools.localmesh import ProcessMesh  # noqa: E402

@@ -101,8 +101,8 @@ def _localmesh():
 def preload() -> None:
     """Import now what the parts import later (a caller running other benchmarks first
     measures one version of the code)."""
-    import siege_sync.node.daemon  # noqa: F401
-    import siege_sync.node.publish  # noqa: F401
+    import siege_sync.node.mesh.daemon  # noqa: F401
+    import siege_sync.node.pipeline.publish  # noqa: F401
     import tests.fbdb  # noqa: F401
 
     _localmesh()
@@ -126,10 +126,10 @@ def build_site(path: Path, site: str, n_events: int, bundle: Path) -> Site:
     """A new embedded database with capture installed, ``n_events`` (rounded up to whole
     invoices) captured and published as ``site`` (signed with ``bundle``'s key, as its node
     does); closed again."""
-    from siege_sync.node import capture
-    from siege_sync.node.database import transaction
-    from siege_sync.node.publish import Publisher
-    from siege_sync.node.seal import sealer_for
+    from siege_sync.node.db.database import transaction
+    from siege_sync.node.journal import capture
+    from siege_sync.node.journal.seal import sealer_for
+    from siege_sync.node.pipeline.publish import Publisher
     from tests.fbdb import create_db
 
     con = create_db(path, ddl=DDL)
@@ -252,7 +252,7 @@ def _seq(vector: object, site: str) -> int:
 
 
 def e2e(tmp: Path, n_events: int, log: Log = _print) -> dict[str, float | int | None]:
-    from siege_sync.node.daemon import Node
+    from siege_sync.node.mesh.daemon import Node
 
     lm = _localmesh()
     Pki, free_port, node_config = lm.Pki, lm.free_port, lm.node_config
@@ -549,7 +549,7 @@ def probe(args: dict) -> int:
     import grpc
 
     from siege_sync.certs import load_bundle
-    from siege_sync.node.transport import channel
+    from siege_sync.node.mesh.transport import channel
     from siege_sync.proto import sync_pb2, sync_pb2_grpc
 
     admin = load_bundle(Path(args["admin"]))

@@ -1,5 +1,5 @@
 """What finding a peer costs an exchange: every exchange first checks the peer's address
-with the gRPC health check over mutual TLS (``node/discovery.py``), a second connection
+with the gRPC health check over mutual TLS (``node/mesh/discovery.py``), a second connection
 before the exchange's own.
 
 Prints, as JSON: ``exchange_ms`` (an exchange with nothing to move, health check included,
@@ -24,7 +24,7 @@ from pathlib import Path
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from siege_sync.node.exchange import exchange  # noqa: E402
+from siege_sync.node.mesh.exchange import exchange  # noqa: E402
 from tools.localmesh import LocalMesh  # noqa: E402
 
 DDL = ["CREATE TABLE T (ID INTEGER NOT NULL PRIMARY KEY, A VARCHAR(10))"]

@@ -12,7 +12,7 @@ median rows/s of ``--repeat`` runs per path and phase.
 * ``executemany``: the driver's ``executemany`` of the parameterized statement, parameters
   decoded beforehand (the driver's own cost only);
 * ``param+decode``: the same plus ``values.decode`` per value, as ``Applier._write_row`` does;
-* ``RowWriter``: :class:`siege_sync.node.rowwrite.RowWriter` ``upsert`` from the Values
+* ``RowWriter``: :class:`siege_sync.node.db.rowwrite.RowWriter` ``upsert`` from the Values
   (literal generation included), one ``set_context`` first;
 * ``RowWriter i/u``: the same with ``insert`` (empty table) / ``update`` (existing rows),
   for a caller that knows whether each row exists.
@@ -43,10 +43,10 @@ atexit.register(shutil.rmtree, os.environ["FIREBIRD_LOCK"], ignore_errors=True)
 
 from firebird.driver import Connection  # noqa: E402
 
-from siege_sync.node import values  # noqa: E402
-from siege_sync.node.database import StatementCache, quote  # noqa: E402
-from siege_sync.node.rowwrite import RowWriter  # noqa: E402
-from siege_sync.node.schema import Table, introspect  # noqa: E402
+from siege_sync.node.db import values  # noqa: E402
+from siege_sync.node.db.database import StatementCache, quote  # noqa: E402
+from siege_sync.node.db.rowwrite import RowWriter  # noqa: E402
+from siege_sync.node.db.schema import Table, introspect  # noqa: E402
 from siege_sync.proto import values_pb2  # noqa: E402
 from tests.fbdb import create_db  # noqa: E402
 

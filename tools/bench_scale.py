@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # before site-packages: another `tests` package m
 os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-sync-fblock"))
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction  # noqa: E402
 from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc  # noqa: E402
 from tools.bench_latency import DDL  # noqa: E402 - the same shop's sales
 from tools.fbserver import FirebirdServer  # noqa: E402

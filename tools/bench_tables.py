@@ -32,8 +32,8 @@ os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-
 
 from firebird.driver import Connection  # noqa: E402
 
-from siege_sync.node import capture  # noqa: E402
-from siege_sync.node.publish import Publisher  # noqa: E402
+from siege_sync.node.journal import capture  # noqa: E402
+from siege_sync.node.pipeline.publish import Publisher  # noqa: E402
 
 KEYS = ("install_seconds_600_tables", "publish_ms_one_change_600_tables",
         "publish_ms_one_change_2_tables", "publish_ms_600_vs_2_tables",

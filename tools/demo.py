@@ -33,10 +33,10 @@ os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from siege_sync.i18n import _, use_for_command_line  # noqa: E402
-from siege_sync.node import conflicts  # noqa: E402
-from siege_sync.node.database import READ_COMMITTED_RW, transaction  # noqa: E402
-from siege_sync.node.digest import table_digest  # noqa: E402
-from siege_sync.node.schema import introspect  # noqa: E402
+from siege_sync.node.db.database import READ_COMMITTED_RW, transaction  # noqa: E402
+from siege_sync.node.db.schema import introspect  # noqa: E402
+from siege_sync.node.journal import conflicts
+from siege_sync.node.journal.digest import table_digest  # noqa: E402
 from siege_sync.siege.reports import word  # noqa: E402
 from tools.localmesh import LocalMesh  # noqa: E402
 

@@ -34,7 +34,7 @@ Owns:
   workload, rounds and the independent convergence check, with timings; exit 1 when the
   sites differ or hold transactions, 2 on a wrong argument.
 
-Must never: read the application tables through ``siege_sync.node.digest`` or ``ranges``
+Must never: read the application tables through ``siege_sync.node.journal.digest`` or ``ranges``
 (the digest here is the independent check), change the node's objects, or depend on the
 order the sites are synced in for its verdict.
 """
@@ -62,7 +62,7 @@ os.environ.setdefault("FIREBIRD_LOCK", str(Path(tempfile.gettempdir()) / "siege-
 
 from firebird.driver import Connection, DatabaseError, Isolation, tpb  # noqa: E402
 
-from siege_sync.node.config import GeneratorRange  # noqa: E402
+from siege_sync.node.model.config import GeneratorRange  # noqa: E402
 
 SHAPES = ("erp-mini", "erp250", "erp600", "flat")
 DEFAULT_TABLES = {"erp-mini": 48, "erp250": 250, "erp600": 600, "flat": 600}
@@ -1251,10 +1251,10 @@ class SiegeRounds:
     def __init__(self, cons: dict[str, Connection], erp: ErpSchema,
                  paths: dict[str, Path], siege: str = "siege") -> None:
         # The node's parts, imported here: the generator and the digest need none of them.
-        from siege_sync.node.config import NodeConfig
-        from siege_sync.node.database import DatabaseSpec
-        from siege_sync.node.replica import Replica
-        from siege_sync.node.schema import TableSelection
+        from siege_sync.node.db.database import DatabaseSpec
+        from siege_sync.node.db.schema import TableSelection
+        from siege_sync.node.mesh.replica import Replica
+        from siege_sync.node.model.config import NodeConfig
 
         self.cons = cons
         self.siege = siege
@@ -1326,7 +1326,7 @@ class SiegeRounds:
 
     def held(self) -> dict[str, list[str]]:
         """Per site, the transactions held there (``siege-node held``'s record)."""
-        from siege_sync.node import parking
+        from siege_sync.node.journal import parking
 
         return {s: [f"{p.origin}#{p.seq}: {p.reason}" for p in parking.listing(con)]
                 for s, con in self.cons.items() if parking.listing(con)}
@@ -1340,8 +1340,8 @@ class MeshRounds:
 
     def __init__(self, cons: dict[str, Connection], erp: ErpSchema, paths: dict[str, Path],
                  folder: Path, siege: str = "siege") -> None:
-        from siege_sync.node import config
-        from siege_sync.node.daemon import Node
+        from siege_sync.node.mesh.daemon import Node
+        from siege_sync.node.model import config
         from tools.localmesh import Pki, free_port
 
         self.cons = cons
@@ -1389,7 +1389,7 @@ class MeshRounds:
         return reports
 
     def held(self) -> dict[str, list[str]]:
-        from siege_sync.node import parking
+        from siege_sync.node.journal import parking
 
         return {s: [f"{p.origin}#{p.seq}: {p.reason}" for p in parking.listing(con)]
                 for s, con in self.cons.items() if parking.listing(con)}
@@ -1408,8 +1408,8 @@ class MeshRounds:
 def install(con: Connection, erp: ErpSchema, site_no: int):
     """``siege-node install`` as this site's config says: the site-local table left out
     (``[tables] exclude``), every generator given the site's own range (``[generators]``)."""
-    from siege_sync.node import capture
-    from siege_sync.node.schema import TableSelection
+    from siege_sync.node.db.schema import TableSelection
+    from siege_sync.node.journal import capture
 
     return capture.install(con, TableSelection(exclude=erp.exclude),
                            generators=erp.ranges(site_no))
@@ -1466,7 +1466,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, folder: Path) -> int:
     import json
 
-    from siege_sync.node.database import DatabaseSpec, open_connection
+    from siege_sync.node.db.database import DatabaseSpec, open_connection
     from tests.fbdb import create_db
 
     erp = build(args.shape, args.tables, args.seed)

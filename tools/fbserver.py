@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Self
 if TYPE_CHECKING:
     from firebird.driver import Connection
 
-    from siege_sync.node.database import DatabaseSpec
+    from siege_sync.node.db.database import DatabaseSpec
 
 SYSTEM_ROOT = Path("/usr/lib/x86_64-linux-gnu/firebird/3.0")
 SYSTEM_SECURITY_DB = Path("/var/lib/firebird/3.0/system/security3.fdb")
@@ -430,7 +430,7 @@ class FirebirdServer:
         return self.dsn_prefix + str(self.path(path_or_name))
 
     def spec(self, path_or_name: str | Path) -> DatabaseSpec:
-        from siege_sync.node.database import DatabaseSpec
+        from siege_sync.node.db.database import DatabaseSpec
 
         return DatabaseSpec(self.dsn(path_or_name), user=self.user, password=self.password)
 
@@ -449,7 +449,7 @@ class FirebirdServer:
 
     def connect(self, name: str | Path) -> Connection:
         """Open a connection through the server the way the node does (tracked like above)."""
-        from siege_sync.node.database import open_connection
+        from siege_sync.node.db.database import open_connection
 
         con = open_connection(self.spec(name))
         self._connections.append(con)

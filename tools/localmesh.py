@@ -18,9 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from siege_sync.certs import Authority, write_bundle
-from siege_sync.node import capture, config
-from siege_sync.node.config import Peer
-from siege_sync.node.daemon import Node
+from siege_sync.node.journal import capture
+from siege_sync.node.mesh.daemon import Node
+from siege_sync.node.model import config
+from siege_sync.node.model.config import Peer
 from tests.fbdb import create_db
 from tools.fbserver import free_port
 
@@ -116,7 +117,7 @@ class LocalMesh:
         (``self.nodes[site]``). Returns the join's report."""
         import threading
 
-        from siege_sync.node.daemon import Awaiting
+        from siege_sync.node.mesh.daemon import Awaiting
         from siege_sync.siege.join import Joiner
 
         if waiting is None:
@@ -241,7 +242,7 @@ class ProcessMesh:
     def stub(self, site: str):
         """A channel and a SyncNode stub to ``site``'s node, as the admin "ops"."""
         from siege_sync.certs import load_bundle
-        from siege_sync.node.transport import channel
+        from siege_sync.node.mesh.transport import channel
         from siege_sync.proto import sync_pb2_grpc
 
         ch = channel(f"127.0.0.1:{self.ports[site]}",
@@ -289,7 +290,7 @@ class ProcessMesh:
         opened again if the server restarted."""
         from firebird.driver import DatabaseError
 
-        from siege_sync.node.database import READ_COMMITTED_RW, transaction
+        from siege_sync.node.db.database import READ_COMMITTED_RW, transaction
 
         con = self.cons[site]
         try:
@@ -305,7 +306,7 @@ class ProcessMesh:
             return self.cons[site]
 
     def _open(self, site: str):
-        from siege_sync.node.database import DatabaseSpec, open_connection
+        from siege_sync.node.db.database import DatabaseSpec, open_connection
 
         if self.app_user:
             return open_connection(DatabaseSpec(self.dsns[site], user=self.app_user,
@@ -314,7 +315,7 @@ class ProcessMesh:
 
     def open_as_sysdba(self, site: str):
         """A new connection to ``site``'s database as SYSDBA (the caller closes it)."""
-        from siege_sync.node.database import DatabaseSpec, open_connection
+        from siege_sync.node.db.database import DatabaseSpec, open_connection
 
         return open_connection(DatabaseSpec(self.dsns[site], user="SYSDBA",
                                             password=self.server.password))
@@ -353,7 +354,7 @@ class ProcessMesh:
 def _grant_application(con, user: str, password: str) -> None:
     """Create ``user`` (an ordinary login of the server) and grant it what an application
     is granted: reading and writing the user tables, nothing of the sync's own objects."""
-    from siege_sync.node.database import transaction
+    from siege_sync.node.db.database import transaction
 
     with transaction(con) as tm:
         cur = tm.cursor()
@@ -372,8 +373,8 @@ def _grant_application(con, user: str, password: str) -> None:
 def behind_the_triggers_back(con) -> Iterator[None]:
     """Capture off for the block, as a restore or a manual fix with triggers disabled is
     (changes made inside are never captured: drift for ``analyse`` to find)."""
-    from siege_sync.node.capture import TRIGGER_PREFIX
-    from siege_sync.node.database import transaction
+    from siege_sync.node.db.database import transaction
+    from siege_sync.node.journal.capture import TRIGGER_PREFIX
 
     def switch(state: str) -> None:
         with transaction(con) as tm:

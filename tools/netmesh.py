@@ -22,8 +22,8 @@ from pathlib import Path
 from subprocess import CompletedProcess, Popen
 from typing import Any
 
-from siege_sync.node import capture
-from siege_sync.node.database import DatabaseSpec, open_connection
+from siege_sync.node.db.database import DatabaseSpec, open_connection
+from siege_sync.node.journal import capture
 from tests.fbdb import create_db
 from tools.localmesh import Pki
 from tools.netns import Host, Lan
@@ -37,7 +37,7 @@ _DIGESTS = """
 import json, sys
 import grpc
 from siege_sync.certs import load_bundle
-from siege_sync.node.transport import channel
+from siege_sync.node.mesh.transport import channel
 from siege_sync.proto import sync_pb2, sync_pb2_grpc
 site, bundle, port = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
@@ -53,7 +53,7 @@ _REPORTS = """
 import json, sys
 from google.protobuf.json_format import MessageToDict
 from siege_sync.certs import load_bundle
-from siege_sync.node.transport import channel
+from siege_sync.node.mesh.transport import channel
 from siege_sync.proto import coordinator_pb2, coordinator_pb2_grpc
 site, bundle, port = sys.argv[1], sys.argv[2], sys.argv[3]
 with channel("127.0.0.1:" + port, load_bundle(bundle), site) as ch:

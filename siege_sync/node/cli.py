@@ -24,16 +24,18 @@ from .. import __version__
 from ..certs import CertError
 from ..console import quiet_on_closed_pipe
 from ..i18n import N_, _, ngettext, use_for_command_line, when
-from . import capture, config, conflicts, guardwatch, keysources, occupant, parking, values
-from .apply import catch_up
-from .clock import Clock
-from .daemon import NodeError
-from .database import DatabaseUnavailable, connection
-from .publish import Publisher, PublishError
-from .schema import FINGERPRINT_VERSION, Schema, fingerprint_version, introspect
-from .seal import sealer_for
-from .status import capture_status
-from .upgrade import UpgradeError
+from .db import values
+from .db.database import DatabaseUnavailable, connection
+from .db.schema import FINGERPRINT_VERSION, Schema, fingerprint_version, introspect
+from .journal import capture, conflicts, guardwatch, occupant, parking
+from .journal.seal import sealer_for
+from .journal.status import capture_status
+from .mesh.daemon import NodeError
+from .model import config, keysources
+from .model.clock import Clock
+from .operations.upgrade import UpgradeError
+from .pipeline.apply import catch_up
+from .pipeline.publish import Publisher, PublishError
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:
@@ -380,7 +382,7 @@ def _ask_exchange(cfg: config.NodeConfig, peer: str, timeout: float) -> str | No
 
     from ..certs import load_bundle
     from ..proto import sync_pb2, sync_pb2_grpc
-    from .transport import channel
+    from .mesh.transport import channel
 
     assert cfg.service is not None
     bundle = load_bundle(cfg.service.bundle)
@@ -407,7 +409,7 @@ def _describe_at_siege(cfg: config.NodeConfig, held: list[parking.Held]) -> None
 
     from ..certs import load_bundle
     from ..proto import coordinator_pb2_grpc
-    from .transport import channel
+    from .mesh.transport import channel
 
     address = svc.peers[svc.siege].address if svc.siege in svc.peers else None
     if address is None:
@@ -464,7 +466,7 @@ def fault_clock() -> Clock:
     ``run``, and for ``join``/``resync``, which go on serving as the site."""
     import os
 
-    from .clock import FileSkewedClock, SkewedClock, SystemClock
+    from .model.clock import FileSkewedClock, SkewedClock, SystemClock
 
     skew_file = os.environ.get(CLOCK_SKEW_FILE_ENV)
     if skew_file:
@@ -481,14 +483,14 @@ def fault_clock() -> Clock:
 
 
 def cmd_run(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
-    from .daemon import run
+    from .mesh.daemon import run
 
     return run(cfg, fault_clock())
 
 
 def cmd_join(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     """A new site: wait for the siège's snapshot (siege-ctl join SITE there), then serve."""
-    from .daemon import run
+    from .mesh.daemon import run
 
     return run(cfg, fault_clock(), join=True)
 
@@ -496,7 +498,7 @@ def cmd_join(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
 def cmd_resync(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     """A site the mesh no longer takes: wait for the siège's copy (siege-ctl resync SITE
     there), keep this database beside it and what it wrote on record, then serve."""
-    from .daemon import run
+    from .mesh.daemon import run
 
     return run(cfg, fault_clock(), resync=True)
 
@@ -507,7 +509,7 @@ def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
 
     from ..certs import load_bundle
     from ..proto import sync_pb2, sync_pb2_grpc
-    from .transport import channel
+    from .mesh.transport import channel
 
     if cfg.service is None:
         raise config.ConfigError(f"{cfg.path}: `exchange` needs the [node] section of the "
@@ -535,7 +537,7 @@ def cmd_exchange(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
 
 def cmd_upgrade(cfg: config.NodeConfig, args: argparse.Namespace) -> int:
     """Run a vendor upgrade with capture stepped aside (upgrade.py)."""
-    from .upgrade import upgrade
+    from .operations.upgrade import upgrade
 
     command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
     outcome = upgrade(cfg, args.script, command, args.backup_dir)

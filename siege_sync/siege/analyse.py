@@ -3,7 +3,7 @@ range digests, drill down only where they differ, and repair on request.
 
 The reference is the site the operator prefers (``--prefer``), else the siège. For each
 other site and table: the reference cuts the key space into ranges of about equal row counts
-(``node/ranges.py``); both sides digest the same ranges (the engine decides what falls in a
+(``node/journal/ranges.py``); both sides digest the same ranges (the engine decides what falls in a
 range); equal digests are done, differing ranges are cut again, by the side holding more rows
 there, until a range holds few enough rows to compare row by row. Only digests and the rows
 of differing small ranges cross the mesh.
@@ -13,7 +13,7 @@ reference too), and rows found different are re-checked after syncing that site 
 what still differs was changed behind the sync's back.
 
 ``--repair`` asks each differing site to write the reference's rows as ordinary local
-writes (``node/repair.py``): the next round carries them, and every value overwritten or
+writes (``node/operations/repair.py``): the next round carries them, and every value overwritten or
 deleted is first on record as a conflict loser. Never repairs without a preferred site named
 by the operator.
 
@@ -35,9 +35,11 @@ from datetime import datetime
 import grpc
 from firebird.driver import Connection
 
-from ..node import capture, registers, transport
-from ..node.daemon import Node
-from ..node.schema import fingerprints_comparable, introspect
+from ..node.db.schema import fingerprints_comparable, introspect
+from ..node.journal import capture
+from ..node.mesh import transport
+from ..node.mesh.daemon import Node
+from ..node.model import registers
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .rounds import held_everywhere
@@ -215,7 +217,7 @@ class Analyser:
                         out: coordinator_pb2.TableAnalysis, repair: bool) -> None:
         """Rows a held transaction touches (at either side) are not differences: out of the
         diff (so never repaired), into ``out.held_keys`` with the transaction named."""
-        from ..node import values
+        from ..node.db import values
 
         held = {**self._held.get((reference, table), {}), **self._held.get((site, table), {})}
         if not held:
@@ -335,7 +337,7 @@ def _held_keys(con: Connection, held: coordinator_pb2.HeldReply
     """Per (holding site, table): the keys the held transactions touch — and the keys of the
     origin's later events that wait behind them there (pending, not differences) — each with
     the transaction named."""
-    from ..node import eventlog
+    from ..node.journal import eventlog
     from ..proto import events_pb2
     from .reports import held_events
 
@@ -425,7 +427,7 @@ def _rows_diff(ref: _Side, other: _Side, table: str, rng: _Range, diff: _Diff) -
 def _examples(diff: _Diff, ref: _Side, other: _Side, table: str) -> list[str]:
     """The first differing rows, for the operator; a row that differs names its columns
     that differ, with both values (both sides' rows read again, these only)."""
-    from ..node import values
+    from ..node.db import values
 
     out: list[str] = []
     for kind, found in (("missing", diff.missing), ("extra", diff.extra)):
@@ -450,7 +452,7 @@ def _examples(diff: _Diff, ref: _Side, other: _Side, table: str) -> list[str]:
 def _differing(ref: sync_pb2.RowImage | None, other: sync_pb2.RowImage | None,
                ref_site: str, other_site: str) -> str:
     """``A: 'x' at siege, 'y' at lyon; B: ...`` for the columns whose values differ."""
-    from ..node import values
+    from ..node.db import values
 
     if ref is None or other is None:
         return ""

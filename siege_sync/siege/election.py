@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from ..i18n import _, when
-from ..node.daemon import Node
+from ..node.mesh.daemon import Node
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """``siege-ctl join SITE``: the siège sends a copy of its database to a new site (DESIGN §5).
 
 Owns the coordinator's side of a join. The new site's node waits with no database
-(``siege-node join``, node/join.py); the siège:
+(``siege-node join``, node/operations/join.py); the siège:
 
 1. publishes what it has captured, then takes a snapshot of its database through the
-   services API of the server that serves it, whatever the DSN's form (node/dbserver.py; the
+   services API of the server that serves it, whatever the DSN's form (node/db/dbserver.py; the
    embedded engine for a plain path): a gbak backup, consistent — one snapshot transaction —
    while the application, the node and the other sites keep working; the server streams it
    into a spool file here, hashed (sha256) as it arrives — the database file is never opened
@@ -40,8 +40,9 @@ from pathlib import Path
 import grpc
 
 from ..i18n import _, speaking
-from ..node import dbserver, transport
-from ..node.daemon import Node
+from ..node.db import dbserver
+from ..node.mesh import transport
+from ..node.mesh.daemon import Node
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .alerts import Alerter

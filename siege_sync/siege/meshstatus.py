@@ -16,12 +16,14 @@ from datetime import datetime
 import grpc
 
 from ..i18n import _, when
-from ..node import guardwatch, keysources, transport
-from ..node.daemon import Node
-from ..node.exchange import policy_check
-from ..node.parking import listing as parked_listing
-from ..node.schema import introspect
-from ..node.status import capture_status
+from ..node.db.schema import introspect
+from ..node.journal import guardwatch
+from ..node.journal.parking import listing as parked_listing
+from ..node.journal.status import capture_status
+from ..node.mesh import transport
+from ..node.mesh.daemon import Node
+from ..node.mesh.exchange import policy_check
+from ..node.model import keysources
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .purge import decommissioned

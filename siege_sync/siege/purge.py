@@ -1,5 +1,5 @@
 """After a round: what every site holds, and telling every site what it may forget
-(DESIGN §3.7; the rules themselves are ``node/retention.py``'s).
+(DESIGN §3.7; the rules themselves are ``node/journal/retention.py``'s).
 
 Owns the coordinator's side of retention: it reads every site's vector (each site's applied
 counters and its own published position, read at one moment by that site), takes the
@@ -24,10 +24,11 @@ from datetime import datetime, timedelta
 
 import grpc
 
-from ..node import capture, transport
-from ..node.daemon import Node
-from ..node.discovery import Greeted
-from ..node.vector import Vector
+from ..node.journal import capture
+from ..node.mesh import transport
+from ..node.mesh.daemon import Node
+from ..node.mesh.discovery import Greeted
+from ..node.model.vector import Vector
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .reports import DIALS_IN

@@ -21,7 +21,7 @@ import grpc
 
 from ..certs import Bundle, load_bundle
 from ..i18n import LANGUAGE_KEY, _, current
-from ..node.transport import channel, health_check
+from ..node.mesh.transport import channel, health_check
 from ..proto import coordinator_pb2_grpc
 
 

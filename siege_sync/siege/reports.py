@@ -21,9 +21,9 @@ from datetime import datetime
 from firebird.driver import Connection
 
 from ..i18n import N_, _, ngettext, number, signed, when
-from ..node import parking
-from ..node.capture import REPORTS_TABLE
-from ..node.database import READ_COMMITTED_RW, transaction
+from ..node.db.database import READ_COMMITTED_RW, transaction
+from ..node.journal import parking
+from ..node.journal.capture import REPORTS_TABLE
 from ..proto import coordinator_pb2
 
 DEFAULT_LIST = 10

@@ -15,7 +15,7 @@ import grpc
 
 from ..certs import Role
 from ..i18n import _, speaking
-from ..node.daemon import Node, NodeError
+from ..node.mesh.daemon import Node, NodeError
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from .alerts import Alerter
 from .election import Election

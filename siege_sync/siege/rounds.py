@@ -34,13 +34,14 @@ from firebird.driver import Connection
 
 from ..certs import Bundle, CertError, days_left, from_pem
 from ..i18n import _, speaking, when
-from ..node import eventlog, guardwatch, parking, transport
-from ..node.capture import EVENTS_TABLE
-from ..node.daemon import Node
-from ..node.database import READ_COMMITTED_RW, transaction
-from ..node.exchange import Moving
-from ..node.parking import listing as parked_listing
-from ..node.status import capture_status
+from ..node.db.database import READ_COMMITTED_RW, transaction
+from ..node.journal import eventlog, guardwatch, parking
+from ..node.journal.capture import EVENTS_TABLE
+from ..node.journal.parking import listing as parked_listing
+from ..node.journal.status import capture_status
+from ..node.mesh import transport
+from ..node.mesh.daemon import Node
+from ..node.mesh.exchange import Moving
 from ..proto import coordinator_pb2, events_pb2, sync_pb2, sync_pb2_grpc
 from . import reports
 from .purge import decommissioned
@@ -114,7 +115,7 @@ class Rounds:
     def run(self, trigger: str, progress: Progress | None = None,
             news: Collection[str] | None = None) -> coordinator_pb2.RoundReport:
         """``news``: a round for sites that said they committed changes (wake on commit,
-        node/news.py): it gathers from those only, then redistributes to every site, and
+        node/journal/news.py): it gathers from those only, then redistributes to every site, and
         asks for no heartbeat (the scheduled rounds do)."""
         if not self._running.acquire(blocking=False):
             raise RoundBusy("a round is already running; wait for it or `siege-ctl stop` it")

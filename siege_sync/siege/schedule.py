@@ -5,7 +5,7 @@ Owns the timer thread of the coordinating node: it starts a round when one is du
 operator's round is running — then the next one is due after it), sends the alerts the round
 calls for, and stops promptly when the node stops. Must never run two rounds at once.
 
-In continuous mode a site's news (``news``: its application committed changes, node/news.py)
+In continuous mode a site's news (``news``: its application committed changes, node/journal/news.py)
 cuts the pause short: a round for the sites with news starts at once (``Rounds.run(news=)``:
 it gathers from them and redistributes to all). News that comes during a round is kept for
 the next, so a busy shop makes rounds back to back, never more than one at a time; the

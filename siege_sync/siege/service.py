@@ -29,10 +29,11 @@ import grpc
 
 from ..certs import Kind
 from ..i18n import LANGUAGE_KEY, LanguageError, _, check_language, speaking, use
-from ..node import conflicts, values
-from ..node.daemon import Node
-from ..node.schema import introspect
-from ..node.service import Gatekeeper
+from ..node.db import values
+from ..node.db.schema import introspect
+from ..node.journal import conflicts
+from ..node.mesh.daemon import Node
+from ..node.mesh.service import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import purge, reports, siteprobe
 from .alerts import Alerter

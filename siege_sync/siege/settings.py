@@ -45,7 +45,7 @@ from datetime import time as daytime
 from pathlib import Path
 from typing import Any
 
-from ..node.config import ConfigError, secret
+from ..node.model.config import ConfigError, secret
 
 
 class SettingsError(Exception):

@@ -17,10 +17,10 @@ import grpc
 
 from ..certs import CertError, days_left, days_to_expiry
 from ..i18n import _
-from ..node import transport
-from ..node.daemon import Node
-from ..node.exchange import greet, policy_check
-from ..node.schema import fingerprints_comparable
+from ..node.db.schema import fingerprints_comparable
+from ..node.mesh import transport
+from ..node.mesh.daemon import Node
+from ..node.mesh.exchange import greet, policy_check
 from ..proto import coordinator_pb2, sync_pb2, sync_pb2_grpc
 from .rounds import DIAL_IN_SILENCE_S
 

@@ -100,10 +100,10 @@ class Strike:
 
 def phase_of(sql: str) -> str:
     """The node's phase a statement belongs to, from its text: the purge deletes stored
-    events and trims every row's registers (node/retention.py: a scan of SYNC$ROWS without
-    a condition, an UPDATE of MAX_WALL); the apply runs its blocks in the SYNC$APPLY context
-    (node/apply.py); the publish reads the capture log, reads and writes registers by key and
-    stores events (node/publish.py, registers.py)."""
+    events and trims every row's registers (node/journal/retention.py: a scan of SYNC$ROWS
+    without a condition, an UPDATE of MAX_WALL); the apply runs its blocks in the SYNC$APPLY
+    context (node/pipeline/apply.py); the publish reads the capture log, reads and writes
+    registers by key and stores events (node/pipeline/publish.py, registers.py)."""
     text = " ".join((sql or "").upper().split())
     if text.startswith(("DELETE FROM SYNC$EVENTS", "UPDATE SYNC$ROWS SET MAX_WALL")) \
             or text == "SELECT TBL_NO, KEY_HASH, REGS, REGS_BLOB FROM SYNC$ROWS":

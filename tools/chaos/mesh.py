@@ -35,7 +35,7 @@ Settings and their trade-off (the chaos run must fit ~30 s a trial): rounds back
 site offline for a while then holds nothing back only if it dials in (brest, counted by its
 last hello), so "offline past several purges" is struck at brest; a short retention lag
 would turn every long fault into a resync. gRPC keepalive is the product's (30 s + 20 s,
-``siege_sync/node/transport.py``): a black hole longer than it costs ~65 s of a trial.
+``siege_sync/node/mesh/transport.py``): a black hole longer than it costs ~65 s of a trial.
 
 Every node writes its log (its stderr) to ``<folder>/logs/<site>.log``; ``log_since`` reads
 it (faults.py observes the nodes' work there).
@@ -69,15 +69,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siege_sync.node import capture, conflicts, dbserver, guardwatch
 from siege_sync.node import cli as node_cli
-from siege_sync.node.config import GeneratorRange
-from siege_sync.node.database import (
+from siege_sync.node.db import dbserver
+from siege_sync.node.db.database import (
     DatabaseSpec,
     DatabaseUnavailable,
     open_connection,
     transaction,
 )
+from siege_sync.node.journal import capture, conflicts, guardwatch
+from siege_sync.node.model.config import GeneratorRange
 from tools.faultline import FaultyLine
 from tools.localmesh import Pki, _grant_application, free_port
 
@@ -479,7 +480,7 @@ class ShippedMesh:
     def stub(self, site: str):
         """A channel and a SyncNode stub to ``site``'s node (directly, not through a line)."""
         from siege_sync.certs import load_bundle
-        from siege_sync.node.transport import channel
+        from siege_sync.node.mesh.transport import channel
         from siege_sync.proto import sync_pb2_grpc
 
         ch = channel(f"127.0.0.1:{self.sites_[site].port}",

@@ -47,8 +47,8 @@ from decimal import Decimal
 
 from firebird.driver import TPB, DatabaseError, Isolation
 
-from siege_sync.node.config import GeneratorRange
-from siege_sync.node.database import connection_lost, is_concurrent_write
+from siege_sync.node.db.database import connection_lost, is_concurrent_write
+from siege_sync.node.model.config import GeneratorRange
 
 # --- the schema ------------------------------------------------------------------------------
 

@@ -1,0 +1,21 @@
+"""The node on the network: the top layer of what every site runs.
+
+Owns mutual TLS, who may start a call (admission), the gRPC service, exchanges with peers
+(hello, pull, push; paced, with BLOBs in chunks), where peers are (discovery, zeroconf,
+announcements), the long-lived call of a site that cannot be dialled, the replica that puts
+the layers below behind one lock, and the daemon (``siege-node run``). Must never open a
+plaintext port.
+
+* ``transport``  — mTLS credentials, channels, the pinned server name;
+* ``admission``  — who may start a call and how many at once, before any work;
+* ``service``    — the ``SyncNode`` gRPC service;
+* ``exchange``   — one exchange with a peer;
+* ``pacing``     — a bandwidth cap for one exchange;
+* ``blobs``      — large BLOBs cut into chunks and put back together;
+* ``replica``    — this site's database as the mesh sees it: one lock, one pipeline;
+* ``discovery``  — where a peer can be reached now;
+* ``announce``   — zeroconf on the LAN;
+* ``tidings``    — news for the sites that cannot be dialled;
+* ``readiness``  — systemd's notify protocol;
+* ``daemon``     — ``siege-node run``: the long-running service.
+"""

@@ -1,0 +1,10 @@
+"""An event's life through a site's database: published from what was captured here, applied
+from what other sites published, each merged row settled against the constraints.
+
+Owns the order and atomicity of DESIGN §3.4 and the same constraint outcome at every site
+(§3.5). Must never talk to a peer: events come in and go out through ``mesh``.
+
+* ``publish``     — captured changes become stamped, dense, hash-chained events;
+* ``apply``       — other sites' events applied, whole source transactions at a time;
+* ``constraints`` — merged rows written with the same constraint outcome everywhere.
+"""
