@@ -4,8 +4,9 @@ Commands that exist work: ``install``, ``uninstall``, ``tables``, ``publish``, `
 ``conflicts``, ``held [--retry]`` (transactions of other sites this database does not apply
 yet: refused by it, or waiting; their rows, its message, what to do — the rows from the
 siège's log, which is told what is held here), ``upgrade`` (a vendor upgrade with capture
-stepped aside), ``run`` (the mesh service) and ``exchange --with SITE`` (asks the running
-node to sync with a peer now).
+stepped aside), ``run`` (the mesh service), ``join`` (a new site: wait for the siège's copy,
+restore it, then serve), ``resync`` (rebuild this site from the siège's copy, then serve) and
+``exchange --with SITE`` (asks the running node to sync with a peer now).
 Operator mistakes (bad config, unreachable database, refused uninstall) print what is wrong
 and what to do, and exit 2 — never a traceback.
 """

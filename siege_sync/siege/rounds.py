@@ -1,7 +1,8 @@
 """A sync round: gather from every site, then redistribute to every site.
 
 Owns the coordinator's round on the node that holds the siège role: each phase exchanges
-with every configured site (several at once, bounded — the network overlaps, the database
+with every configured site still in service (a site that dials out is not dialled: the round
+reports the exchanges it made itself; several at once, bounded — the network overlaps, the database
 work stays serialized by the node; a ``news`` round gathers only from the sites that said
 they committed changes, wake on commit), reports each site's progress as it goes (changes
 actually applied, of about how many, every ``PROGRESS_S``; heartbeats never counted), counts
@@ -11,7 +12,8 @@ batch boundary — every batch is applied whole or not at all — and the report
 
 Every round is stored (``reports.py``), with every transaction held at any site when it
 ended (``held_everywhere``: the siège's own record, each reachable site's Status, and what a
-site that dials in said last through ``ReportHeld``), described from the siège's log. The
+site that dials in said last through ``ReportHeld``), described from the siège's log — or,
+for a transaction held at the siège itself, from its origin. The
 report's sentences speak the siège's ``[operator] language``. Must never apply anything
 itself: exchanges do.
 """

@@ -4,7 +4,8 @@ Owns every ``SYNC$`` object: one image table per replicated table (``SYNC$I<n>``
 per captured change — who, when, which transaction, a change mask, and the changed values in
 the table's own column types so every value is kept exactly; ids from ``SYNC$LOG_SEQ``), the
 log ``SYNC$LOG`` (clock markers and capture failures), the generated capture triggers
-(``SYNC$TR<n>``), the state, table-registry, heartbeat, event and BLOB tables, the DDL
+(``SYNC$TR<n>``), the state, table-registry, heartbeat, event and BLOB tables, the registers
+(``SYNC$ROWS``), conflicts, vector, parked, deferred and reports tables, the DDL
 counter (``SYNC$DDL``, filled by the database trigger ``SYNC$DDL_TR``: the node's schema
 cache, ``schemacache.py``, knows from it when the schema may have changed), and the guards
 in application triggers.

@@ -16,7 +16,7 @@ schema, and how it catches up once it has upgraded too.
   ``MAX_DEFERRED_PER_ORIGIN`` per origin: beyond, that origin's transaction holds, saying
   so.
 
-``catch_up`` does all three; ``siege-node install``, ``upgrade`` and ``run`` call it. The
+``apply.catch_up`` does all three; ``siege-node install``, ``upgrade`` and ``run`` call it. The
 writes it makes are the applier's (not captured: they are other sites' changes arriving
 late). Must never overwrite a local change not yet published: the caller publishes first,
 and a table with captured changes still waiting is left for the next call.

@@ -21,8 +21,9 @@ An operator marks records seen (``mark_seen``, ``mark_seen_before``: ``siege-ctl
 --ack``): they stay on record, and listings leave them out unless asked. The marks live in
 ``SYNC$STATE`` at the node that was asked (the siège), not in the records.
 
-``record`` runs inside the applier's transaction; the others open their own. Must never
-change a record's identity or its stored refs when saying it in words.
+``record`` (applier, publisher) and ``record_overwritten`` (repair, resync) run in the
+caller's transaction; the others open their own. Must never change a record's identity or its
+stored refs when saying it in words.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ consecutive events of one origin (``FIRST_SEQ`` .. ``LAST_SEQ``) as length-prefi
 in one BLOB. One row per event would cost the engine a record and an index entry per event
 and, through a server, a BLOB round trip per event; a segment costs them once per few hundred.
 
-Must never re-serialize, reorder or alter an event body, and never open its own transaction.
+Must never re-serialize, reorder or alter an event body. ``append`` and ``read_with`` run in
+the caller's transaction; ``read`` and ``stored_events`` open a short read transaction of their
+own.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ the last one) and that matches the site's own chain (DESIGN §3.6):
   newer than ours: we were rewound — *if* it is true. A peer's word alone proves nothing
   (any site could push another into a new incarnation: issue 20), so the check first only
   says ``CLAIMED``; the replica acts once the claimant has sent one of those transactions,
-  signed by this site's own certificate and chaining from our head (``replica.py``). Then
+  signed by this site's own certificate and chaining from our head or opening a newer
+  incarnation of ours — or, from a coordinator only, once it says it purged them (every site
+  had them: ``replica.claim_purged``). Then
   we take a new incarnation above every one the peer knows (a new origin identity: its
   numbers start again at 1, so none is ever reused) and record that our old incarnation is
   applied up to where our copy stops — the peers then send the rest of it back, and it is

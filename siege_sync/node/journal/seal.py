@@ -9,9 +9,9 @@ event vouches for its origin's whole chain up to it; the applier checks the link
 can neither forge another site's transaction nor alter one (issue 20).
 
 Certificates travel in the first batch of every stream (``Batch.certificates``): the sender's
-own and every one it keeps. Each is checked against the mesh CA (signed by it, a site's) and
-kept in ``SYNC$STATE`` (``cert:<serial>``), so that this node can check seals and pass the
-certificate on.
+own and every one it keeps, except those the receiver says it holds (``certificates_held``).
+Each is checked against the mesh CA (signed by it, a site's) and kept in ``SYNC$STATE``
+(``cert:<serial>``), so that this node can check seals and pass the certificate on.
 
 A transaction whose seal is missing or does not verify, or whose chain breaks inside a sealed
 transaction, is refused as forged (``Forged``) — the fault of whoever sent it, never parking

@@ -2,9 +2,10 @@
 
 An event refers to a large BLOB by ``BlobRef`` (sha256, length); the bytes live here, written
 and read in segments inside the caller's transaction, so a 10 MB value is never held whole in
-memory and is stored in the same transaction as the event that refers to it.
+memory (the publisher stores a value with the event that refers to it; a receiving stream,
+``blobs.py``, stores it ahead of its events).
 
-Must never open its own transaction: durability is the caller's (the publisher's) business.
+Must never open its own transaction: durability is the caller's business.
 """
 
 from __future__ import annotations

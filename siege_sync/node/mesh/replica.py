@@ -1,8 +1,9 @@
 """This site's database as the mesh sees it: its vector, the events a peer lacks, applying
 what a peer sends.
 
-Owns the one connection and the one pipeline of a running node: everything that touches the
-database goes through a lock, publish before serve and publish before apply, so the service's
+Owns the node's main connection and its one pipeline: every step of the sync goes through a
+lock (the commit watch, ``news.py``, and the revocation list's number, ``daemon.py``, use
+connections of their own), publish before serve and publish before apply, so the service's
 threads never interleave two database steps. Batches handed out are read in short
 transactions — no Firebird transaction stays open while a batch travels.
 

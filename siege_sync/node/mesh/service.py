@@ -3,19 +3,21 @@
 Owns authorization per call. The caller's identity comes from its TLS certificate only
 (never a request field); ``admission.py`` already refused unknown, revoked and unconfigured
 callers before any byte was read, and this module checks again what each call needs. Sites
-may hello, pull, push, ask for status, say they have news and listen for others' (a push
-that brings a site's changes is news too: a coordinator passes them on at once); events of
-origin X are accepted only from X itself or from a caller whose certificate carries the
-*relay* role and whom this node's config lets coordinate (and only as X signed them:
-``seal.py``, in the applier); admin certificates
-(``siege-ctl``) may ask for status and start an exchange, as may the node itself. Every
+may hello, pull, push, announce where they listen, ask for status and the last purge order,
+say they have news and listen for others' (a push that brings a site's changes is news too:
+a coordinator passes them on at once); events of origin X are accepted only from X itself or
+from a caller whose certificate carries the *relay* role and whom this node's config lets
+coordinate (and only as X signed them: ``seal.py``, in the applier). Coordinators may also
+order purges and ask for digests; admin and coordinator certificates may read range digests
+and rows and order repairs (``siege-ctl analyse``); admin certificates (``siege-ctl``) may
+also hello, ask for status and start an exchange, as may the node itself. Every
 refusal is logged here with its real reason — the caller often sees only a bare status code.
 A site whose hello carries merge policies that differ from this node's (``[policies]``) is
 told so in the reply, and its Pull and Push are refused until a hello whose policies agree:
 the two would settle the same conflicts differently.
 
-Must never apply or send anything the replica has not decided; the database is the
-replica's.
+Must never apply or send events the replica has not decided; its database work goes through
+the replica's connection (``database()``), an ordered repair (``repair.py``) included.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ A stamp is fixed when an event is published and never altered: the larger of the
 in UTC, the node's last stamp + 1 (and, with the apply side, the row's stamp + 1), so stamps
 are monotonic per node and per row even when the wall clock goes backwards.
 
-This module must never read the system clock directly outside ``SystemClock``: tests and the
-fault injector skew time by swapping the clock.
+This module must never read the wall clock outside ``SystemClock`` (``FileSkewedClock`` reads
+the monotonic clock only to pace its file reads): tests and the fault injector skew time by
+swapping the clock.
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ constraints also carries what its origin's row held in the columns it did not wr
 (``Write.seen``, with the writers it saw there); per life the registers keep the whole row of
 the update with the highest stamp that carried one (``Life.latest_row``: whatever the arrival
 order, the same), for the CHECK fall-back (``Life.whole_row``, ``constraints.py``). Seen values
-never change the heads: they are no write. The column's value is the head
-with the highest stamp (``Stamp``: HLC wall time, site, incarnation, seq — a total order).
+never change the heads: they are no write. The column's value is the winning head: the
+highest stamp (``Stamp``: HLC wall time, site, incarnation, seq — a total order) under the
+default ``lww`` policy, the preferred site's head first under ``prefer-site`` (``Policy``),
+or the life's whole row after a CHECK fall-back (``Life.winner``).
 
 Because heads are a function of the set of events, and losses are a function of the heads,
 any two replicas that merged the same events hold the same registers and the same losses,

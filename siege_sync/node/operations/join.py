@@ -37,8 +37,9 @@ restore, dropped once that copy is whole, and the copy restored at the path (``r
 which also finishes a move a stopped node left half done).
 
 Must never overwrite a database: a join restores only while the database file does not
-exist, a resync only beside it (the old one is renamed, never deleted); and only a
-coordinator (relay certificate) may send a snapshot.
+exist, a resync only beside it (the old one is kept under its aside name: renamed, or,
+through the server, copied there whole before it is dropped); and only the configured siège
+(``[node] siege``, with the relay role) may send a snapshot.
 """
 
 from __future__ import annotations

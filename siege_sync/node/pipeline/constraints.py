@@ -91,8 +91,8 @@ its key: ``plain``) has no outcome to decide: ``write_new`` writes it straight f
 insert, with the merge's registers — the applier's short path for most of a catching-up
 site's events; the general path gives the same rows and registers (a test holds them equal).
 
-Runs inside the applier's transaction; must never commit or open one, and never write a row
-the registers do not decide.
+Runs inside its caller's transaction (the applier's, or the publisher's for local writes);
+must never commit or open one, and never write a row the registers do not decide.
 """
 
 from __future__ import annotations
