@@ -176,6 +176,9 @@ def test_a_manager_sees_every_site_runs_a_sync_reads_its_report_and_acknowledges
     assert seen.returncode == 0 and "seen" in seen.stdout.splitlines()[2], seen.stdout
     shot(browser, "8-conflict-acknowledged")
 
+    status, body, _kind = fetch(base + "rounds/99", cookie)  # a report that does not exist
+    assert status == 404 and b"Not found" in body and b"does not answer" not in body, body[:500]
+
     browser.find_element(By.LINK_TEXT, "Held transactions").click()
     assert "no transaction is held at any site" in browser.page_source
 

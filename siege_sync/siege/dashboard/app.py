@@ -136,6 +136,11 @@ def make_app(target: Target, access: Access, actions: Actions, language: str) ->
                                       target=target, notices=notices)
                     except grpc.RpcError as exc:
                         problem = f"{exc.code().name}: {exc.details()}"
+                        if exc.code() in (grpc.StatusCode.NOT_FOUND,
+                                          grpc.StatusCode.INVALID_ARGUMENT):
+                            return render(request, "unreachable.html", 404, missing=True,
+                                          problem=exc.details(), target=target,
+                                          notices=notices)
                         return render(request, "unreachable.html", 503, problem=problem,
                                       target=target, notices=notices)
             return endpoint
