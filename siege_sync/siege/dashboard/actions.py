@@ -84,11 +84,6 @@ class Actions:
         with self._lock:
             return sorted(self._actions.values(), key=lambda a: -a.number)[:LISTED]
 
-    def running(self, command: str) -> Action | None:
-        with self._lock:
-            return next((a for a in self._actions.values()
-                         if a.running and a.argv[0] == command), None)
-
     def close(self) -> None:
         """End every action still running (by its pid), and wait for it."""
         with self._lock:

@@ -213,7 +213,7 @@ def make_app(target: Target, access: Access, actions: Actions, language: str) ->
         if not access.good(str(form.get(FIELD, ""))):
             return Response(status_code=403)
         ident = str(form.get("id", ""))
-        return await _in_thread(lambda: _acknowledge(request, ident))
+        return await run_in_threadpool(_acknowledge, request, ident)
 
     def _acknowledge(request: Request, ident: str) -> Response:
         with speaking(page_language(request, language)):
@@ -290,6 +290,3 @@ def make_app(target: Target, access: Access, actions: Actions, language: str) ->
                   Middleware(_Token, access=access, language=language)]
     return Starlette(routes=routes, middleware=middleware)
 
-
-async def _in_thread(work: Callable[[], Response]) -> Response:
-    return await run_in_threadpool(work)
