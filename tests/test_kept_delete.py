@@ -17,7 +17,7 @@ from siege_sync.node.db.database import (
 )
 from siege_sync.node.journal import capture, conflicts
 from siege_sync.node.pipeline.apply import Applier
-from siege_sync.node.pipeline.constraints import Settler
+from siege_sync.node.pipeline.lookup import Lookup
 from siege_sync.node.pipeline.publish import Publisher
 from siege_sync.proto import events_pb2
 from tests.test_apply import all_events
@@ -162,7 +162,7 @@ def test_a_hold_decided_while_the_shop_removes_the_last_reference_is_released(
     shop_path = cons["shop"].info.name
     second = open_connection(DatabaseSpec(shop_path))
     raced: list[int] = []
-    decide = Settler._referencing_row
+    decide = Lookup.referencing_row
 
     def racing(self, table, key, image, besides=()):
         if table.name == "CUSTOMER" and not raced:
@@ -171,7 +171,7 @@ def test_a_hold_decided_while_the_shop_removes_the_last_reference_is_released(
             Publisher(second, "shop").publish()
         return decide(self, table, key, image, besides)
 
-    monkeypatch.setattr(Settler, "_referencing_row", racing)
+    monkeypatch.setattr(Lookup, "referencing_row", racing)
     try:
         _deliver(appliers, "shop", delete)
     finally:

@@ -6,5 +6,14 @@ Owns the order and atomicity of DESIGN §3.4 and the same constraint outcome at 
 
 * ``publish``     — captured changes become stamped, dense, hash-chained events;
 * ``apply``       — other sites' events applied, whole source transactions at a time;
-* ``constraints`` — merged rows written with the same constraint outcome everywhere.
+* ``constraints`` — merged rows written with the same constraint outcome everywhere
+  (``Settler``), with its parts:
+
+  * ``lookup``      — what a settler reads: rows found as the engine compares values,
+    registers, the records of hidden and kept rows;
+  * ``clashes``     — UNIQUE clashes between referenced rows: which row hides, where its
+    referencing rows go;
+  * ``reparenting`` — the ``REPARENTED`` records, decided from registers alone;
+  * ``tablewrites`` — a decided row becomes statements; the CHECK fall-back;
+  * ``refusals``    — held, waiting, deferred: what settling answers instead of writing.
 """

@@ -67,17 +67,10 @@ from ..journal.storage import DatabaseBlobStore
 from ..model import registers
 from ..model.merge import LWW, CausalityError, EventId, Op, Policy, Write, dependencies, merge
 from ..model.registers import PREEXISTING
-from .constraints import (
-    ConstraintError,
-    Deferred,
-    Key,
-    LocalChangePending,
-    NotArrived,
-    RowId,
-    Settler,
-    constrained,
-)
+from .constraints import Settler, constrained
+from .lookup import Key, RowId
 from .publish import Publisher
+from .refusals import ConstraintError, Deferred, LocalChangePending, NotArrived
 
 log = logging.getLogger(__name__)
 

@@ -64,7 +64,8 @@ from ..journal.storage import DatabaseBlobStore
 from ..model import registers
 from ..model.clock import Clock, MarkerTable, StampIssuer, SystemClock, local_us
 from ..model.merge import LWW, EventId, Policy, RowState, Write, losses, merge
-from .constraints import LocalChangePending, Settler, constrained
+from .constraints import Settler, constrained
+from .refusals import LocalChangePending
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ class Publisher:
         settlers.later_local = set(ahead)  # (kept up to date in place below)
         # Rows whose reference a change not published yet writes (that change, even later
         # in the same transaction, is what the application saved there: a row coming back
-        # from a UNIQUE clash never takes it back to itself, ``Settler._repoint_back``).
+        # from a UNIQUE clash never takes it back to itself, ``Clashes.repoint_back``).
         refs_ahead = Counter((c.entry.table_no, c.khash) for group in changes.values()
                              for c in group if _writes_reference(c, self.schemas))
         settlers.later_refs = set(refs_ahead)
