@@ -13,6 +13,7 @@ plaintext port.
 * ``pacing``     — a bandwidth cap for one exchange;
 * ``blobs``      — large BLOBs cut into chunks and put back together;
 * ``replica``    — this site's database as the mesh sees it: one lock, one pipeline;
+* ``ownchain``   — whether this site may publish: its chain confirmed, a claim proved;
 * ``discovery``  — where a peer can be reached now;
 * ``announce``   — zeroconf on the LAN;
 * ``tidings``    — news for the sites that cannot be dialled;

@@ -18,7 +18,7 @@ and listen here are told). A connection it opens again is marked as the node's o
 
 After a start it publishes nothing until a peer has confirmed its own chain (``rewind.py``);
 a peer that says this database is an older copy is believed only when it shows one of this
-site's own signed transactions the database lacks (``_claimed``).
+site's own signed transactions the database lacks (``ownchain.py``).
 
 Must never decide whom to trust: the service and the exchange check who may send what. (The
 one exception: whose word on this site's own chain counts — the coordinators its config names,
@@ -47,7 +47,7 @@ from ..db.schema import FINGERPRINT_VERSION, fingerprint_version, introspect
 from ..journal import capture, catchup, eventlog, retention, rewind, status
 from ..journal.digest import TableDigest, table_digest
 from ..journal.schemacache import SchemaCache
-from ..journal.seal import Forged, Sealer, Unknown, Verifier
+from ..journal.seal import Sealer, Verifier
 from ..model import keysources
 from ..model.clock import Clock, SystemClock
 from ..model.config import NodeConfig
@@ -57,6 +57,7 @@ from ..operations.upgrade import drift
 from ..pipeline.apply import Applier, ApplyResult, catch_up, printable
 from ..pipeline.publish import Publisher
 from . import blobs
+from .ownchain import OwnChain, PeerRefused
 from .tidings import Bulletin
 
 log = logging.getLogger(__name__)
@@ -96,23 +97,6 @@ _EPOCH_MAX = 80
 _PURGE_ORDER = "purge_order"  # the last purge ordered as coordinator, for sites that dial in
 
 
-class PeerRefused(Exception):
-    """A peer that must not be exchanged with until an operator acts (changed epoch, a
-    diverged chain)."""
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """A peer said it holds more of this site's events than this database published (it
-    would have been rewound): nothing is published until the claim is proved or refuted."""
-
-    peer: str
-    seq: int  # of our current incarnation, as the peer holds it
-    head: bytes
-    holds: dict[int, int]  # every incarnation of ours the peer holds, and how far
-    was_confirmed: bool  # publishing went on before the claim (again if it is refuted)
-
-
 class Replica:
     """A lost database connection (the Firebird server restarted, the attachment was killed)
     is opened again, and the step that met it is run again once — every step is all or
@@ -135,8 +119,7 @@ class Replica:
         self._lock = threading.RLock()
         # After a start nothing is published until a peer has confirmed our chain head:
         # a database restored from an old copy must not reuse sequence numbers (rewind.py).
-        self._confirmed = False
-        self._claim: _Claim | None = None
+        self._chain = OwnChain(self.site, self.verifier, self.coordinators)
         self._caught_up = False
         self._shut = False  # closed for good (the node stops): never reopened
         # Whose changes this site got: told to the sites listening (tidings.py).
@@ -280,7 +263,7 @@ class Replica:
         """What this site holds, after publishing its committed local changes (once the
         chain is confirmed)."""
         def step() -> Vector:
-            if publish and self._confirmed:
+            if publish and self._chain.confirmed:
                 self._publisher.publish()
             seqs, heads = self._applier.vector()
             return Vector(seqs, heads)
@@ -294,7 +277,7 @@ class Replica:
         our own events (confirms our chain, or says that we were rewound). ``proof``: what
         a hello *reply* brought of our own events beyond our chain (None for a hello
         request, whose sender could not know what we hold) and whether it said it no longer
-        stores them (``purged``): see ``_claimed``."""
+        stores them (``purged``): see ``ownchain``."""
         if not epoch:
             raise ValueError(f"{peer}'s hello names no database epoch")
         self._retrying(lambda: self._meet(peer, epoch, peer_vector, proof, purged))
@@ -310,146 +293,31 @@ class Replica:
                 f"{peer}'s database changed (epoch {known} -> {printable(epoch, 80)}): it was "
                 f"restored from a copy or replaced. Nothing is exchanged with it until "
                 f"an operator runs `siege-ctl resync {peer}`")
-        ident = self.identity()
-        origin = (self.site, ident.incarnation)
-        seq, head = peer_vector.seq(origin), peer_vector.heads.get(origin, b"")
-        holds = {inc: n for (site, inc), n in peer_vector.seqs.items() if site == self.site}
-        check = rewind.confirm_own_chain(
-            self._con, self.site, seq, head, holds,
-            # (the siège's or a stand-in's empty vector still confirms: a new mesh's first
-            # round, before the siège published anything, must not fail)
-            peer_holds_anything=any(peer_vector.seqs.values()) or peer in self.coordinators(),
-            proved=False)
-        if check is rewind.ChainCheck.CLAIMED:
-            self._claimed(_Claim(peer, seq, head, holds, self._confirmed or (
-                self._claim is not None and self._claim.was_confirmed)), proof, purged)
-            return
-        if check is rewind.ChainCheck.DIVERGED:
-            raise PeerRefused(
-                f"{peer} holds other events under this site's numbers: this database "
-                "went on from an older copy; run `siege-ctl resync` for this site")
-        if check is rewind.ChainCheck.UNCONFIRMED:
-            if not self._confirmed:
-                log.info("[%s] %s's vector is empty: it confirms nothing; waiting for a peer "
-                         "that holds events to confirm this site's chain", self.site, peer)
-            return
-        self._confirmed = True
+        self._chain.meet(self._con, peer, peer_vector, proof, purged)
 
-    # --- a peer says this database is an older copy: believed on proof only ------------
-
-    def _claimed(self, claim: _Claim, proof: list[bytes] | None, purged: bool) -> None:
-        """A peer says it holds more of our events than we published. Taken for true only
-        when it shows one of those transactions, signed by this site's own certificate and
-        chaining from our head (a relay or any site could otherwise push this site into a
-        new incarnation: issue 20). A hello reply brings it along (``proof``); a peer that
-        dialled us can only bring it in the stream that follows, and only a coordinator
-        sends us our own events: another site's word is not acted on. Events purged
-        mesh-wide can no longer be shown: a coordinator's word that it purged them
-        (``purged``) is taken, as its purge orders are — staying on the old numbers would
-        publish new changes under numbers the mesh already used, and a resync would then
-        take them for synced. Until then nothing is published; a proof never shown lets
-        publishing go on as before."""
-        if proof is None and claim.peer not in self.coordinators():
-            log.warning("[%s] %s says it holds this site's events beyond #%d, but only the "
-                        "siège or a stand-in can send them back: not acted on", self.site,
-                        claim.peer, claim.seq)
-            return
-        if self._claim is None:
-            log.warning("[%s] %s says it holds this site's events beyond #%d (this database "
-                        "would be an older copy): publishing waits until it shows them",
-                        self.site, claim.peer, claim.seq)
-        self._claim = claim
-        self._confirmed = False
-        if proof is None:
-            return
-        if purged:
-            self.claim_purged(claim.peer)
-        elif self._prove(proof) is False and self._claim is not None:
-            self._refute(f"its hello brought no transaction of this site beyond #{claim.seq}")
+    # --- a peer says this database is an older copy: believed on proof only (ownchain) --
 
     @property
     def claim_pending(self) -> bool:
-        return self._claim is not None
+        return self._chain.claim_pending
 
     def prove_claim(self, bodies: list[bytes]) -> bool:
         """Whether the claim is settled (none pending, or ``bodies`` proved it: a new
         incarnation is taken). A forged proof refutes it."""
-        return self._claim is None or self._retrying(lambda: self._prove(bodies)) is True
+        return not self._chain.claim_pending or \
+            self._retrying(lambda: self._chain.prove(self._con, bodies)) is True
 
     def claim_purged(self, peer: str) -> None:
-        """``peer`` says it no longer stores the events of ours it claims (``_claimed``)."""
-        claim = self._claim
-        if claim is None or claim.peer != peer:
-            return
-        if peer not in self.coordinators():
-            self._retrying(lambda: self._refute("says it purged them, and only a coordinator's "
-                                                "word on purges counts"))
-            return
-
-        def accept() -> None:
-            check = rewind.confirm_own_chain(self._con, self.site, claim.seq, claim.head,
-                                             claim.holds, proved=True)
-            if check is rewind.ChainCheck.DIVERGED:
-                self._refute("our chains differ (run `siege-ctl resync` for this site)")
-                return
-            log.warning("[%s] rewound: coordinator %s held this site's events up to #%d and "
-                        "purged them (every site had them); new incarnation %d", self.site,
-                        peer, claim.seq, self.identity().incarnation)
-            self._claim = None
-            self._confirmed = True
-
-        self._retrying(accept)
+        """``peer`` says it no longer stores the events of ours it claims."""
+        self._retrying(lambda: self._chain.purged(self._con, peer))
 
     def claim_unproved(self, peer: str) -> None:
         """``peer``'s stream ended without the events it claimed: its claim is refuted."""
-        if self._claim is not None and self._claim.peer == peer:
-            self._retrying(lambda: self._refute("its stream ended without them"))
-
-    def _prove(self, bodies: list[bytes]) -> bool | None:
-        """True: proved and acted on; False: no proof there (or a forged one, refuted);
-        None: signed with a certificate of ours not received yet (still pending)."""
-        claim = self._claim
-        assert claim is not None
-        incarnation, seq, head = rewind.own_chain(self._con)
-        found = rewind.claimed_transaction(self.site, incarnation, seq, head, bodies)
-        if found is None:
-            return False
-        events, tx = found
-        if self.verifier is not None:
-            try:
-                self.verifier.check(self._con, self.site, events, tx)
-            except Forged as exc:
-                self._refute(f"what it sent as proof is refused: {exc}")
-                return False
-            except Unknown:
-                return None
-        check = rewind.confirm_own_chain(self._con, self.site, claim.seq, claim.head,
-                                         claim.holds, proved=True)
-        if check is rewind.ChainCheck.DIVERGED:
-            self._refute("our chains differ (run `siege-ctl resync` for this site)")
-            return False
-        if check is rewind.ChainCheck.NEW_INCARNATION:
-            log.warning("[%s] rewound: %s showed this site's transaction #%d-%d (incarnation "
-                        "%d), signed by this site, which this database never published; new "
-                        "incarnation %d", self.site, claim.peer, events[0].seq,
-                        events[-1].seq, events[0].origin.incarnation,
-                        self.identity().incarnation)
-        self._claim = None
-        self._confirmed = True
-        return True
-
-    def _refute(self, why: str) -> None:
-        claim = self._claim
-        assert claim is not None
-        log.error("[%s] %s says it holds this site's events beyond #%d, but %s: not "
-                  "believed%s", self.site, claim.peer, claim.seq, why,
-                  "; publishing goes on" if claim.was_confirmed else "")
-        self._claim = None
-        self._confirmed = claim.was_confirmed
+        self._chain.unproved(peer)
 
     def proof_for(self, peer: str, peer_vector: Vector) -> tuple[list[bytes], bool]:
         """When ``peer``'s vector shows that we hold more of its own events than it
-        published (it was rewound): the transaction that proves it (``_claimed``), or
+        published (it was rewound): the transaction that proves it (``ownchain``), or
         ([], True) when we no longer store them (purged). ([], False) otherwise."""
         mine = {inc: n for (site, inc), n in peer_vector.seqs.items() if site == peer}
         if not mine:
@@ -689,7 +557,7 @@ class Replica:
 
     def apply(self, bodies: Iterable[bytes],
               hold: frozenset[tuple[str, int]] = frozenset()) -> ApplyResult:
-        if not self._confirmed:
+        if not self._chain.confirmed:
             raise NotReady(f"{self.site} applies nothing before a hello confirmed its own "
                            "chain")
         batch = list(bodies)

@@ -47,19 +47,19 @@ constraints have a say:
   written, goes or points elsewhere (``Reparenting.after_write``, also for local changes the
   publisher shows).
 * **CHECK**: when merging concurrent column writes gives a row a CHECK refuses, the row falls
-  back to whole-row last-writer-wins (``TableWrites._check_fallback``): it becomes the whole row of its
-  latest write — the update with the highest stamp, whose event carries, besides what it
-  wrote, what its origin's row held in the other columns (``Event.seen``, kept as the life's
-  ``latest_row``, merge.py) — and ``whole_row`` names that write. A column that row has no
-  value for (a BLOB it did not write: not in an update's image) keeps the merged value. Every
-  head it overrides is on record at every site (``WHOLE_ROW``; in the columns it wrote, the
-  usual ``COLUMN`` losses to it). Decided again at each write of the row (a later write whose
-  merged row satisfies the CHECK ends it; the records of the overridden heads then follow the
-  merge). A local edit of a row showing such a row also writes the columns whose shown value
-  is not the merged one (publish.py), so every site keeps the row its user saved. Refused
-  (the transaction held, with the row and the constraint named) only when even that whole
-  row breaks a CHECK here — the constraint differs between sites — or when the latest write
-  carries no whole row (published by an older node, or captured by an older trigger).
+  back to whole-row last-writer-wins (``TableWrites._check_fallback``): it becomes the whole
+  row of its latest write — the update with the highest stamp, whose event carries, besides
+  what it wrote, what its origin's row held in the other columns (``Event.seen``, kept as the
+  life's ``latest_row``, merge.py) — and ``whole_row`` names that write. A column that row has
+  no value for (a BLOB it did not write: not in an update's image) keeps the merged value.
+  Every head it overrides is on record at every site (``WHOLE_ROW``; in the columns it wrote,
+  the usual ``COLUMN`` losses to it). Decided again at each write of the row (a later write
+  whose merged row satisfies the CHECK ends it; the records of the overridden heads then
+  follow the merge). A local edit of a row showing such a row also writes the columns whose
+  shown value is not the merged one (publish.py), so every site keeps the row its user saved.
+  Refused (the transaction held, with the row and the constraint named) only when even that
+  whole row breaks a CHECK here — the constraint differs between sites — or when the latest
+  write carries no whole row (published by an older node, or captured by an older trigger).
 
 Each flag is decided again from the current registers and rows whenever a row involved
 changes, so it is a function of the events applied, not of their arrival order. A child whose
