@@ -77,7 +77,7 @@ class HelloRequest(_message.Message):
     def __init__(self, incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., round: _Optional[int] = ..., epochs: _Optional[_Mapping[str, str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ...) -> None: ...
 
 class HelloReply(_message.Message):
-    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards", "policies", "refused", "yours", "yours_purged", "certificates_held")
+    __slots__ = ("site", "incarnation", "node_version", "schema_fingerprint", "epoch", "applied", "t1_us", "t2_us", "t3_us", "schema_changes", "kept_values", "epochs", "key_warnings", "lost_guards", "policies", "refused", "yours", "yours_purged", "certificates_held", "takes_any_origin")
     class EpochsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class HelloReply(_message.Message):
     YOURS_FIELD_NUMBER: _ClassVar[int]
     YOURS_PURGED_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATES_HELD_FIELD_NUMBER: _ClassVar[int]
+    TAKES_ANY_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     site: str
     incarnation: int
     node_version: str
@@ -123,7 +124,8 @@ class HelloReply(_message.Message):
     yours: _containers.RepeatedScalarFieldContainer[bytes]
     yours_purged: bool
     certificates_held: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ..., yours: _Optional[_Iterable[bytes]] = ..., yours_purged: bool = ..., certificates_held: _Optional[_Iterable[str]] = ...) -> None: ...
+    takes_any_origin: bool
+    def __init__(self, site: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_version: _Optional[str] = ..., schema_fingerprint: _Optional[str] = ..., epoch: _Optional[str] = ..., applied: _Optional[_Union[Vector, _Mapping]] = ..., t1_us: _Optional[int] = ..., t2_us: _Optional[int] = ..., t3_us: _Optional[int] = ..., schema_changes: _Optional[_Iterable[str]] = ..., kept_values: _Optional[_Iterable[str]] = ..., epochs: _Optional[_Mapping[str, str]] = ..., key_warnings: _Optional[_Iterable[str]] = ..., lost_guards: _Optional[_Iterable[str]] = ..., policies: _Optional[_Union[Policies, _Mapping]] = ..., refused: _Optional[str] = ..., yours: _Optional[_Iterable[bytes]] = ..., yours_purged: bool = ..., certificates_held: _Optional[_Iterable[str]] = ..., takes_any_origin: bool = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("events", "blobs", "certificates", "purged_yours", "expected")
@@ -140,14 +142,16 @@ class Batch(_message.Message):
     def __init__(self, events: _Optional[_Iterable[bytes]] = ..., blobs: _Optional[_Iterable[_Union[_values_pb2.BlobChunk, _Mapping]]] = ..., certificates: _Optional[_Iterable[bytes]] = ..., purged_yours: bool = ..., expected: _Optional[int] = ...) -> None: ...
 
 class PullRequest(_message.Message):
-    __slots__ = ("have", "max_events_per_batch", "certificates_held")
+    __slots__ = ("have", "max_events_per_batch", "certificates_held", "any_origin")
     HAVE_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENTS_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATES_HELD_FIELD_NUMBER: _ClassVar[int]
+    ANY_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     have: Vector
     max_events_per_batch: int
     certificates_held: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, have: _Optional[_Union[Vector, _Mapping]] = ..., max_events_per_batch: _Optional[int] = ..., certificates_held: _Optional[_Iterable[str]] = ...) -> None: ...
+    any_origin: bool
+    def __init__(self, have: _Optional[_Union[Vector, _Mapping]] = ..., max_events_per_batch: _Optional[int] = ..., certificates_held: _Optional[_Iterable[str]] = ..., any_origin: bool = ...) -> None: ...
 
 class PushReply(_message.Message):
     __slots__ = ("applied", "applied_events", "already_applied", "waiting", "refused", "waiting_for", "held", "applied_heartbeats", "applied_tables")

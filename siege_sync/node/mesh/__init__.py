@@ -8,6 +8,7 @@ plaintext port.
 
 * ``transport``  — mTLS credentials, channels, the pinned server name;
 * ``admission``  — who may start a call and how many at once, before any work;
+* ``origins``    — whose events may travel from whom;
 * ``service``    — the ``SyncNode`` gRPC service;
 * ``exchange``   — one exchange with a peer;
 * ``pacing``     — a bandwidth cap for one exchange;

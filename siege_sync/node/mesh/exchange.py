@@ -2,7 +2,9 @@
 
 Owns the client side of a sync between two nodes. The peer's identity is its certificate
 (read and checked before anything is sent); events it sends of origin X are applied only if
-it is X or its certificate carries the relay role; we push others' events only if ours does.
+it is X or its certificate carries the relay role, or if we coordinate and check seals (then
+any X but us); we push others' events only if ours does, or to a coordinator that takes them
+(``origins.py``).
 Batches are applied as they arrive: a cut connection loses at most the batch in flight, and
 the next exchange starts again from the vectors, with nothing applied twice. A peer whose
 merge policies differ from ours (``[policies]``, compared at every hello both ways) is
@@ -32,7 +34,7 @@ from ..model.config import PolicyTable, policy_refusal
 from ..model.merge import Policy
 from ..model.vector import Vector
 from ..pipeline.apply import ApplyError, printable
-from . import transport
+from . import origins, transport
 from .admission import relaying_only_if_coordinator
 from .blobs import BlobError
 from .pacing import Pacer
@@ -121,14 +123,18 @@ def exchange(replica: Replica, bundle: Bundle, peer: str, address: str,
     with transport.channel(address, bundle, peer, paced=pacer is not None) as channel:
         stub = sync_pb2_grpc.SyncNodeStub(channel)
         try:
-            peer_vector, peer_holds = _hello(replica, stub, peer, out, timeout, round_no)
+            peer_vector, peer_holds, takes_any = _hello(replica, stub, peer, out, timeout,
+                                                        round_no)
             # Streams carry as much as there is: no deadline on the whole stream (keepalive
             # pings notice a dead line), only on each call that is not a stream.
             moving = Moving(progress)
+            relays = bundle.identity.has_role(Role.RELAY)
             _pull(replica, stub, ident, out, STREAM_TIMEOUT, batch_events, stop, pacer,
-                  peer_vector, moving)
+                  peer_vector, moving,
+                  origins.takes_any_origin(relays, replica.verifier is not None))
             _push(replica, stub, bundle, peer_vector, out, STREAM_TIMEOUT, batch_events, stop,
-                  pacer, peer_holds, moving)
+                  pacer, peer_holds, moving,
+                  origins.sending(replica.site, relays, ident, takes_any))
         except grpc.RpcError as exc:
             raise ExchangeError(f"{peer} at {address}: {exc.code().name}: {exc.details()}"
                                 + _hint(exc), out) from exc
@@ -167,7 +173,10 @@ def greet(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, timeout: float,
 
 
 def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
-           out: ExchangeOutcome, timeout: float, round_no: int = 0) -> tuple[Vector, list[str]]:
+           out: ExchangeOutcome, timeout: float, round_no: int = 0
+           ) -> tuple[Vector, list[str], bool]:
+    """The peer's vector, the certificates it keeps, whether it takes any origin's events
+    (``origins.py``)."""
     mine = replica.identity()
     # Our own guards, before the pull publishes what the last applies wrote (guardwatch.py
     # counts those side effects); a lost one is logged there and shown by `status`.
@@ -209,7 +218,7 @@ def _hello(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, peer: str,
     if refused:
         log.error("[%s] %s", replica.site, refused)
         raise ExchangeError(refused)
-    return peer_vector, list(reply.certificates_held)
+    return peer_vector, list(reply.certificates_held), reply.takes_any_origin
 
 
 # --- merge policies: the same at both ends of an exchange, or nothing crosses -------------
@@ -253,7 +262,10 @@ def policy_check(replica: Replica, peer: str, reply: sync_pb2.HelloReply | sync_
 def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentity,
           out: ExchangeOutcome, timeout: float, batch_events: int,
           stop: threading.Event | None, pacer: Pacer | None = None,
-          peer_vector: Vector | None = None, moving: Moving | None = None) -> None:
+          peer_vector: Vector | None = None, moving: Moving | None = None,
+          takes_any: bool = False) -> None:
+    """``takes_any``: this node takes any origin's events but its own from any site
+    (``origins.py``), and asks for them."""
     have = replica.vector()
     moving = moving or Moving(None)
     if peer_vector is not None:
@@ -261,7 +273,8 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
         moving.tell()
     receiver = replica.receiver(ident.name)
     request = sync_pb2.PullRequest(have=have.to_proto(), max_events_per_batch=batch_events,
-                                   certificates_held=replica.certificates_held())
+                                   certificates_held=replica.certificates_held(),
+                                   any_origin=takes_any)
     stream = stub.Pull(request, timeout=timeout)
     try:
         for batch in stream:
@@ -276,7 +289,7 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
                     except Exception as exc:  # protobuf's DecodeError
                         raise ExchangeError(f"{ident.name} sent a malformed event ({exc}); "
                                             "nothing more is taken from it") from exc
-                    if origin != ident.name:
+                    if not origins.may_take(ident, origin, replica.site, takes_any):
                         raise ExchangeError(f"{ident.name} sent events of {origin!r} without "
                                             "the relay role; nothing more is taken from it")
             try:
@@ -307,21 +320,25 @@ def _pull(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, ident: PeerIdentit
 def _push(replica: Replica, stub: sync_pb2_grpc.SyncNodeStub, bundle: Bundle,
           peer_vector: Vector, out: ExchangeOutcome, timeout: float,
           batch_events: int, stop: threading.Event | None, pacer: Pacer | None = None,
-          peer_holds: Sequence[str] = (), moving: Moving | None = None) -> None:
-    """``peer_holds``: the certificates the peer keeps (its hello), not sent again."""
-    only = None if bundle.identity.has_role(Role.RELAY) else replica.site
+          peer_holds: Sequence[str] = (), moving: Moving | None = None,
+          send: origins.Sending | None = None) -> None:
+    """``peer_holds``: the certificates the peer keeps (its hello), not sent again;
+    ``send``: whose events (``origins.sending``; by default this node's own, or every
+    origin's if it coordinates)."""
+    relays = bundle.identity.has_role(Role.RELAY)
+    send = send or origins.Sending(None if relays else replica.site)
     moving = moving or Moving(None)
     mine = replica.vector(publish=False)
     moving.expected_out = sum(max(mine.seq(o) - peer_vector.seq(o), 0) for o in mine
-                              if only is None or o[0] == only)
+                              if send.covers(o[0]))
 
     def batches() -> Iterator[sync_pb2.Batch]:
         try:
-            if only is None and replica.proof_for(out.peer, peer_vector)[1]:
+            if relays and replica.proof_for(out.peer, peer_vector)[1]:
                 # (its own events we held and purged: what proves it was rewound, replica.py)
                 yield sync_pb2.Batch(purged_yours=True)
-            for batch in replica.outgoing(peer_vector, batch_events, only_origin=only,
-                                          peer_holds=peer_holds):
+            for batch in replica.outgoing(peer_vector, batch_events, only_origin=send.only,
+                                          peer_holds=peer_holds, skip_origin=send.skip):
                 if stop is not None and stop.is_set():
                     out.stopped = True
                     return

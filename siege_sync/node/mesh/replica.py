@@ -394,12 +394,14 @@ class Replica:
         self._retrying(step)
 
     def batches_for(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
-                    only_origin: str | None = None) -> Iterator[list[bytes]]:
-        """What a peer holding ``have`` lacks (of ``only_origin``'s events, when given), in
-        batches of whole source transactions, each origin in order."""
+                    only_origin: str | None = None, skip_origin: str | None = None
+                    ) -> Iterator[list[bytes]]:
+        """What a peer holding ``have`` lacks (of ``only_origin``'s events, when given; never
+        ``skip_origin``'s), in batches of whole source transactions, each origin in order."""
         mine = self.vector()
         lacks = [(origin, after) for origin, after in sorted(have.lacks(mine).items())
-                 if only_origin is None or origin[0] == only_origin]
+                 if (only_origin is None or origin[0] == only_origin)
+                 and origin[0] != skip_origin]
         # Origins the peer lacks little of — in a quiet round, every other site's heartbeat
         # — are read together, in one transaction: one each made a round's cost grow with
         # the square of the sites (tools/bench_scale.py).
@@ -422,7 +424,8 @@ class Replica:
 
     def outgoing(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
                  only_origin: str | None = None,
-                 peer_holds: Collection[str] = ()) -> Iterator[sync_pb2.Batch]:
+                 peer_holds: Collection[str] = (),
+                 skip_origin: str | None = None) -> Iterator[sync_pb2.Batch]:
         """``batches_for`` as messages: the certificates the seals need in the first one
         (seal.py) but those the peer said it keeps (``peer_holds``: serials in hex), the
         large BLOBs a batch refers to first, in messages of their own."""
@@ -432,7 +435,7 @@ class Replica:
         # quiet round each peer lacks every other site's heartbeat, and a call each made a
         # round's cost grow with the square of the sites (tools/bench_scale.py).
         events: list[bytes] = []
-        for bodies in self.batches_for(have, max_events, only_origin):
+        for bodies in self.batches_for(have, max_events, only_origin, skip_origin):
             if certificates is None:
                 held = set(peer_holds)
                 certificates = [pem for pem in self.certificates()

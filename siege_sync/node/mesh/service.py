@@ -5,9 +5,10 @@ Owns authorization per call. The caller's identity comes from its TLS certificat
 callers before any byte was read, and this module checks again what each call needs. Sites
 may hello, pull, push, announce where they listen, ask for status and the last purge order,
 say they have news and listen for others' (a push that brings a site's changes is news too:
-a coordinator passes them on at once); events of origin X are accepted only from X itself or
-from a caller whose certificate carries the *relay* role and whom this node's config lets
-coordinate (and only as X signed them: ``seal.py``, in the applier). Coordinators may also
+a coordinator passes them on at once); events of origin X are accepted from X itself, from a
+caller whose certificate carries the *relay* role and whom this node's config lets coordinate,
+or — at a coordinator that checks seals, for any X but itself — from any site
+(``origins.py``); and only as X signed them (``seal.py``, in the applier). Coordinators may also
 order purges and ask for digests; admin and coordinator certificates may read range digests
 and rows and order repairs (``siege-ctl analyse``); admin certificates (``siege-ctl``) may
 also hello, ask for status and start an exchange, as may the node itself. Every
@@ -43,7 +44,7 @@ from ..model.vector import Vector
 from ..operations import repair
 from ..operations.join import JoinError, Restorer
 from ..pipeline.apply import ApplyError, printable
-from . import tidings
+from . import origins, tidings
 from .admission import relaying_only_if_coordinator
 from .blobs import BlobError
 from .discovery import Greeted
@@ -144,19 +145,27 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         log.error("[%s] %s", self._site, why)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"at {self._site}: {why}")
 
+    def _relays(self) -> bool:
+        return self._watcher.bundle.identity.has_role(Role.RELAY)
+
+    def _takes_any_origin(self) -> bool:
+        return origins.takes_any_origin(self._relays(), self._replica.verifier is not None)
+
     def _check_origins(self, context: grpc.ServicerContext, caller: PeerIdentity,
                        bodies: Iterable[bytes]) -> None:
         if caller.has_role(Role.RELAY):
             return
+        takes_any = self._takes_any_origin()
         for body in bodies:
             try:
                 origin = events_pb2.Event.FromString(body).origin.site
             except Exception:  # DecodeError: the applier names it properly
                 continue
-            if origin != caller.name:
+            if not origins.may_take(caller, origin, self._site, takes_any):
                 self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
                              f"{caller.name} sent events of {origin!r}; only a site whose "
-                             "certificate carries the relay role may relay others' events")
+                             "certificate carries the relay role may relay others' events"
+                             + ("" if origin != self._site else " to their origin"))
 
     def _compare_policies(self, caller: str, request: sync_pb2.HelloRequest,
                           mine: PolicyTable) -> str:
@@ -230,7 +239,8 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             kept_values=self._replica.kept_values(), key_warnings=self._key_warnings(),
             epochs=self._replica.epochs() if self._replica.siege == self._site else {},
             policies=policies_to_proto(policies), refused=refused,
-            certificates_held=self._replica.certificates_held())
+            certificates_held=self._replica.certificates_held(),
+            takes_any_origin=self._takes_any_origin())
 
     def Pull(self, request: sync_pb2.PullRequest,
              context: grpc.ServicerContext) -> Iterator[sync_pb2.Batch]:
@@ -240,17 +250,18 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
             have = Vector.from_proto(request.have)
         except ValueError as exc:
             self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, f"malformed vector: {exc}")
-        only = None if self._watcher.bundle.identity.has_role(Role.RELAY) else self._site
+        send = origins.sending(self._site, self._relays(), caller, request.any_origin)
         limit = min(max(request.max_events_per_batch or 500, 1), 5000)
         sent, told = 0, False
         try:
-            for batch in self._replica.outgoing(have, limit, only_origin=only,
-                                                peer_holds=request.certificates_held):
+            for batch in self._replica.outgoing(have, limit, only_origin=send.only,
+                                                peer_holds=request.certificates_held,
+                                                skip_origin=send.skip):
                 if not told and batch.events:  # (published by now: the stream's size)
                     told = True
                     mine = self._replica.vector(publish=False)
                     batch.expected = sum(max(mine.seq(o) - have.seq(o), 0) for o in mine
-                                         if only is None or o[0] == only)
+                                         if send.covers(o[0]))
                 sent += sum(1 for body in batch.events if not capture.is_heartbeat(body))
                 yield batch
             if self._traffic is not None:
