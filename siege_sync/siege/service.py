@@ -33,7 +33,7 @@ from ..node.db import values
 from ..node.db.schema import introspect
 from ..node.journal import conflicts
 from ..node.mesh.daemon import Node
-from ..node.mesh.service import Gatekeeper
+from ..node.mesh.gatekeeper import Gatekeeper
 from ..proto import coordinator_pb2, coordinator_pb2_grpc
 from . import purge, reports, siteprobe
 from .alerts import Alerter

@@ -9,7 +9,9 @@ plaintext port.
 * ``transport``  — mTLS credentials, channels, the pinned server name;
 * ``admission``  — who may start a call and how many at once, before any work;
 * ``origins``    — whose events may travel from whom;
+* ``gatekeeper`` — who is calling, from the certificate; refusals said and logged;
 * ``service``    — the ``SyncNode`` gRPC service;
+* ``analysis``   — its calls for ``siege-ctl analyse``: range digests, rows, repairs;
 * ``exchange``   — one exchange with a peer;
 * ``pacing``     — a bandwidth cap for one exchange;
 * ``blobs``      — large BLOBs cut into chunks and put back together;

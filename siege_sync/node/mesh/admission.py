@@ -25,7 +25,7 @@ handlers receive bytes and decode them only after admission), it:
   — and ``listeners`` in all, on threads of their own, never counted with the others.
 
 Which call a caller's kind may make (a site may not start an exchange...) stays with each
-service (``service.Gatekeeper``): this module decides only whether to start the work — and
+service (``gatekeeper.Gatekeeper``): this module decides only whether to start the work — and
 says whose relay role counts here (``relaying_only_if_coordinator``).
 Must never read or write the database, and never keep a refused call's bytes.
 """

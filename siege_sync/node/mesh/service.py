@@ -6,16 +6,16 @@ callers before any byte was read, and this module checks again what each call ne
 may hello, pull, push, announce where they listen, ask for status and the last purge order,
 say they have news and listen for others' (a push that brings a site's changes is news too:
 a coordinator passes them on at once); events of origin X are accepted from X itself, from a
-caller whose certificate carries the *relay* role and whom this node's config lets coordinate,
-or — at a coordinator that checks seals, for any X but itself — from any site
-(``origins.py``); and only as X signed them (``seal.py``, in the applier). Coordinators may also
-order purges and ask for digests; admin and coordinator certificates may read range digests
-and rows and order repairs (``siege-ctl analyse``); admin certificates (``siege-ctl``) may
-also hello, ask for status and start an exchange, as may the node itself. Every
-refusal is logged here with its real reason — the caller often sees only a bare status code.
-A site whose hello carries merge policies that differ from this node's (``[policies]``) is
-told so in the reply, and its Pull and Push are refused until a hello whose policies agree:
-the two would settle the same conflicts differently.
+caller whose certificate carries the *relay* role and whom this node's config lets
+coordinate, or — at a coordinator that checks seals, for any X but itself — from any site
+(``origins.py``); and only as X signed them (``seal.py``, in the applier). Coordinators may
+also order purges and ask for digests; admin and coordinator certificates may read range
+digests and rows and order repairs (``siege-ctl analyse``: ``analysis.py``); admin
+certificates (``siege-ctl``) may also hello, ask for status and start an exchange, as may
+the node itself. Every refusal is logged here with its real reason — the caller often sees
+only a bare status code. A site whose hello carries merge policies that differ from this
+node's (``[policies]``) is told so in the reply, and its Pull and Push are refused until a
+hello whose policies agree: the two would settle the same conflicts differently.
 
 Must never apply or send events the replica has not decided; its database work goes through
 the replica's connection (``database()``), an ordered repair (``repair.py``) included.
@@ -30,25 +30,24 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NoReturn
 
 import grpc
-from firebird.driver import Connection, DatabaseError
+from firebird.driver import DatabaseError
 from google.protobuf.message import DecodeError, Message
 
-from ...certs import CertError, Kind, PeerIdentity, Role, from_auth_context
+from ...certs import Kind, PeerIdentity, Role
 from ...proto import events_pb2, sync_pb2, sync_pb2_grpc
 from ..db.database import DatabaseUnavailable, cannot_write
-from ..db.schema import Table
-from ..journal import capture, guardwatch, ranges
+from ..journal import capture, guardwatch
 from ..model import keysources
 from ..model.config import PolicyTable, policy_refusal
 from ..model.vector import Vector
-from ..operations import repair
 from ..operations.join import JoinError, Restorer
 from ..pipeline.apply import ApplyError, printable
 from . import origins, tidings
-from .admission import relaying_only_if_coordinator
+from .analysis import Analysis
 from .blobs import BlobError
 from .discovery import Greeted
 from .exchange import local_policies, policies_from_proto, policies_to_proto
+from .gatekeeper import Gatekeeper
 from .replica import NotReady, PeerRefused, PurgedHere, PurgeRefused, Replica
 from .transport import BundleWatcher
 
@@ -59,42 +58,6 @@ Announced = Callable[[str, str, bool], None]  # site, host:port, dials out only
 Traffic = Callable[[str, int, int], None]  # site, events it pushed here, events it pulled
 Hellos = Callable[[str, Greeted], None]  # site, what its hello said
 News = Callable[[str], bool]  # site with news -> whether a round with it follows now
-
-
-class Gatekeeper:
-    """Who is calling, from the TLS certificate only; refusals logged with their reason.
-
-    ``coordinators()``: the sites this node's config says may coordinate; a caller's relay
-    role counts only for them (relaying, purges, repairs, epochs: issue 20)."""
-
-    def __init__(self, watcher: BundleWatcher, site: str,
-                 coordinators: Callable[[], set[str]] | None = None) -> None:
-        self._watcher = watcher
-        self._site = site
-        self._coordinators = coordinators
-
-    def caller(self, context: grpc.ServicerContext, *kinds: Kind) -> PeerIdentity:
-        bundle, _changed = self._watcher.refresh()
-        try:
-            ident = from_auth_context(context.auth_context(), mesh=bundle.identity.mesh)
-        except CertError as exc:
-            self.refuse(context, grpc.StatusCode.UNAUTHENTICATED, f"{context.peer()}: {exc}")
-        if bundle.revocations.is_revoked(ident.serial):
-            self.refuse(context, grpc.StatusCode.UNAUTHENTICATED,
-                        f"{ident.name}'s certificate (serial {ident.serial:x}) is revoked")
-        if ident.kind not in kinds:
-            self.refuse(context, grpc.StatusCode.PERMISSION_DENIED,
-                        f"{ident.name} ({ident.kind}) may not call this; it needs a "
-                        f"{' or '.join(k.value for k in kinds)} certificate")
-        if self._coordinators is not None:
-            ident = relaying_only_if_coordinator(ident, self._coordinators())
-        return ident
-
-    def refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode,
-               why: str) -> NoReturn:
-        log.warning("[%s] refused: %s", self._site, why)
-        context.abort(code, why)
-        raise AssertionError("abort raises")
 
 
 class SyncService(sync_pb2_grpc.SyncNodeServicer):
@@ -116,6 +79,7 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._news = news
         self._site = replica.site
         self._gate = Gatekeeper(watcher, replica.site, replica.coordinators)
+        self._analysis = Analysis(replica, self._gate)
         self._key_warnings = keysources.Periodic(self._replica.key_warnings)
         # Sites whose last hello carried policies that differ from ours: why (Pull, Push).
         self._refused: dict[str, str] = {}
@@ -422,105 +386,20 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         self._caller(context, Kind.SITE)
         return self._replica.last_purge_order()
 
-    # --- analyse: range digests, rows, repairs (ranges.py, repair.py) ---------------------
-
-    def _analyst(self, context: grpc.ServicerContext, what: str) -> PeerIdentity:
-        caller = self._caller(context, Kind.SITE, Kind.ADMIN)
-        if caller.kind is Kind.SITE and not caller.has_role(Role.RELAY):
-            self._refuse(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"{caller.name} may not {what}: admin or coordinator certificates only")
-        return caller
-
-    def _table(self, con: Connection, name: str, context: grpc.ServicerContext) -> Table:
-        # Replicated tables only: a table the config excludes is nobody else's business.
-        replicated = {n for n, _k in capture.table_registry(con).values()}
-        # The node's schema cache (inside database(): the replica's lock is held): analyse
-        # asks for every range of every table, and reading one table's description with
-        # its constraints costs most of a second with hundreds of tables (issue 18).
-        schemas = self._replica.schemas
-        schemas.check()
-        table = schemas.table(name) if name in replicated else None
-        if table is None:
-            self._refuse(context, grpc.StatusCode.NOT_FOUND,
-                         f"no replicated table {printable(name, 80)!r} at {self._site}")
-        return table
+    # --- analyse: range digests, rows, repairs (analysis.py) ------------------------------
 
     def Ranges(self, request: sync_pb2.RangesRequest,
                context: grpc.ServicerContext) -> sync_pb2.RangesReply:
-        self._analyst(context, "read range digests")
-        if len(request.bounds) > MAX_RANGES:
-            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"at most {MAX_RANGES} ranges per request")
-        lo = list(request.lo.values) if request.HasField("lo") else None
-        try:
-            with self._replica.database() as con:
-                table = self._table(con, request.table, context)
-                if request.bounds or request.open_end:
-                    bounds: list = [list(b.values) for b in request.bounds]
-                    if request.open_end:
-                        bounds.append(None)
-                else:
-                    hi = list(request.hi.values) if request.HasField("hi") else None
-                    bounds = ranges.split(con, table, lo, hi,
-                                          min(request.parts or 1, MAX_RANGES))
-                    if request.bounds_only:
-                        return _bounds_reply(bounds)
-                found = ranges.digests(con, table, lo, bounds)
-        except (ranges.RangeError, ValueError) as exc:
-            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, printable(str(exc)))
-        reply = sync_pb2.RangesReply()
-        for r in found:
-            out = reply.ranges.add(rows=r.rows, digest=r.digest)
-            if r.hi is not None:
-                out.hi.values.extend(r.hi)
-        return reply
+        return self._analysis.ranges(request, context)
 
     def Rows(self, request: sync_pb2.RowsRequest,
              context: grpc.ServicerContext) -> sync_pb2.RowsReply:
-        self._analyst(context, "read rows for an analysis")
-        lo = list(request.lo.values) if request.HasField("lo") else None
-        hi = list(request.hi.values) if request.HasField("hi") else None
-        try:
-            with self._replica.database() as con:
-                table = self._table(con, request.table, context)
-                if len(request.keys) > 10_000:
-                    self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
-                                 "at most 10,000 keys per request")
-                cap = MAX_ROWS_HASHES if request.hashes_only else MAX_ROWS_WHOLE
-                found = ranges.rows(con, table, lo, hi, min(request.limit or 1000, cap),
-                                    [list(k.values) for k in request.keys])
-        except ranges.RangeError as exc:
-            self._refuse(context, grpc.StatusCode.OUT_OF_RANGE, printable(str(exc)))
-        except ValueError as exc:
-            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT, printable(str(exc)))
-        reply = sync_pb2.RowsReply()
-        for row in found:
-            image = reply.rows.add(hash=row.hash)
-            image.key.values.extend(row.key)
-            if not request.hashes_only:
-                for name, value in row.columns.items():
-                    image.columns.add(column=name, value=value)
-        return reply
+        return self._analysis.rows(request, context)
 
     def Repair(self, request: sync_pb2.RepairRequest,
                context: grpc.ServicerContext) -> sync_pb2.RepairReply:
-        caller = self._analyst(context, "order repairs")
-        if len(request.fixes) > MAX_FIXES:
-            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"at most {MAX_FIXES} fixes per request")
-        try:
-            with self._replica.database() as con:
-                table = self._table(con, request.table, context)
-                done = repair.repair(con, self._site, table, request.prefer, request.fixes)
-        except (repair.RepairError, ValueError) as exc:
-            self._refuse(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         printable(f"nothing repaired: {exc}"))
-        log.warning("[%s] analyse repair of %s ordered by %s: %d rows written as %s holds "
-                    "them, %d values on record, %d rows changed since compared left alone",
-                    self._site, request.table, caller.name, done.written,
-                    printable(request.prefer, 80), done.recorded, done.changed)
-        return sync_pb2.RepairReply(written=done.written, recorded=done.recorded,
-                                    changed=done.changed)
+        return self._analysis.repair(request, context)
+
 
     def Exchange(self, request: sync_pb2.ExchangeRequest,
                  context: grpc.ServicerContext) -> sync_pb2.ExchangeReply:
@@ -531,22 +410,6 @@ class SyncService(sync_pb2_grpc.SyncNodeServicer):
         if self._exchanger is None:
             self._refuse(context, grpc.StatusCode.UNIMPLEMENTED, "no peers configured")
         return self._exchanger(request.peer)
-
-
-# What one analyse call may ask (a relay's or admin's certificate is trusted, not unbounded).
-MAX_RANGES = 4096
-MAX_ROWS_HASHES = 100_000
-MAX_ROWS_WHOLE = 2_000
-MAX_FIXES = 1_000
-
-
-def _bounds_reply(bounds: list) -> sync_pb2.RangesReply:
-    reply = sync_pb2.RangesReply()
-    for hi in bounds:
-        out = reply.ranges.add()
-        if hi is not None:
-            out.hi.values.extend(hi)
-    return reply
 
 
 class JoinService:
