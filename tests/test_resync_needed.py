@@ -17,7 +17,8 @@ from firebird.driver import SrvRestoreFlag
 from siege_sync.node.db import dbserver
 from siege_sync.node.db.database import DatabaseSpec, open_connection
 from siege_sync.node.journal import conflicts
-from siege_sync.node.mesh.daemon import NEEDS_RESYNC, Node
+from siege_sync.node.mesh.daemon import Node
+from siege_sync.node.mesh.upstream import NEEDS_RESYNC
 from siege_sync.proto import coordinator_pb2
 from siege_sync.siege.meshstatus import mesh_status
 from tests.test_alerts import smtp  # noqa: F401 (the fixture)

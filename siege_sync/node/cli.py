@@ -208,7 +208,7 @@ def cmd_status(cfg: config.NodeConfig, con: Connection, args: argparse.Namespace
     live = schema.fingerprint()
     facts: list[tuple[str, str]] = []
     print(_("site {site}").format(site=cfg.site))
-    if st.state.get("needs_resync"):  # written by the running node (daemon.check_resync)
+    if st.state.get("needs_resync"):  # written by the running node (upstream.check_resync)
         facts.append((_("NEEDS A RESYNC"), st.state["needs_resync"]))
     facts += [(_("published changes"), str(st.published_seq)),
               (_("waiting to publish"), _("{count} captured changes").format(

@@ -21,5 +21,7 @@ plaintext port.
 * ``announce``   — zeroconf on the LAN;
 * ``tidings``    — news for the sites that cannot be dialled;
 * ``readiness``  — systemd's notify protocol;
+* ``upstream``   — what a site asks of and tells its coordinators itself: dial-out,
+  purge orders, what is held here, whether it needs a resync;
 * ``daemon``     — ``siege-node run``: the long-running service.
 """

@@ -14,7 +14,8 @@ Also the node's presence on the mesh (discovery.py): zeroconf on the LAN interfa
 given, its port announced to the sites that may coordinate every ``announce_every``, and —
 for a site that cannot be dialled (``outbound_only``) — its own exchange with the best
 reachable coordinator every ``dial_every``, and at once when that coordinator tells it, on
-the one call the site keeps open to it, that it holds others' changes (tidings.py).
+the one call the site keeps open to it, that it holds others' changes (tidings.py); what the
+site asks of and tells its coordinators itself is ``upstream.py``'s.
 
 Under systemd (``Type=notify``) it says READY once it listens and STOPPING when it drains
 (readiness.py).
@@ -39,14 +40,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ...certs import CertError, Role, verify_chain
-from ...proto import coordinator_pb2_grpc, sync_pb2, sync_pb2_grpc
+from ...certs import CertError, verify_chain
+from ...proto import sync_pb2, sync_pb2_grpc
 from ..db.database import open_connection
-from ..journal import capture, occupant, parking
+from ..journal import capture, occupant
 from ..journal.news import CommitWatch
 from ..model.clock import Clock, SystemClock
 from ..model.config import NodeConfig, ServiceConfig
-from ..model.vector import Vector
 from ..operations.join import JoinError, Restorer, database_exists, move_under_way
 from . import transport
 from .admission import Admission, Limits
@@ -55,24 +55,21 @@ from .discovery import AddressBook
 from .exchange import ExchangeError, exchange
 from .exchange import Progress as ExchangeProgress
 from .readiness import notify
-from .replica import PurgeRefused, Replica
+from .replica import Replica
 from .service import JoinService, SyncService, add_to_server
 from .tidings import Listener
 from .transport import SERVER_OPTIONS, BundleWatcher, server_credentials
+from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 10.0
 # A node waiting for its copy serves few calls: the siège's Restore and health checks.
 JOIN_LIMITS = Limits(workers=6, reserve=3, per_peer=2)
-PURGE_ORDER_TIMEOUT = 30.0
 NEWS_TIMEOUT = 5.0  # a coordinator's answer to news (a stop waits for one under way)
 NEWS_UNWANTED_S = 60.0  # no coordinator took news: how long before telling them again
 RESYNC_CHECK_S = 300.0  # how often a node asks whether the mesh purged events it lacks
 RESYNC_FIRST_S = 30.0  # the first time after a start (its first exchanges come first)
-RESYNC_ASK_TIMEOUT = 10.0  # a stop waits for a question under way: kept short
-RESYNC_LOG_S = 3600.0  # the same need said again in the log at most this often
-NEEDS_RESYNC = "needs_resync"  # SYNC$STATE: why this site needs a resync ("" when not)
 CRL_NUMBER = "crl_number"  # SYNC$STATE: the highest revocation list number this node used
 ROLE_ENTRY_POINTS = "siege_sync.roles"  # callables (node, server) -> role object or None
 LISTEN_METHOD = "/" + sync_pb2.DESCRIPTOR.services_by_name["SyncNode"].full_name + "/Listen"
@@ -147,9 +144,9 @@ class Node:
         self._announcer: Announcer | None = None
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._obeyed = b""  # the last purge order followed (dial_out asks for it each time)
-        self._told: set[str] = set()  # coordinators whose missing PurgeOrder was logged
-        self._resync_said = ("", 0.0)  # the need last logged, when (monotonic)
+        # What this site asks of and tells its coordinators itself (upstream.py).
+        self.upstream = Upstream(cfg.site, lambda: self.service_cfg, self.replica,
+                                 self.addresses, self.watcher, self.exchange, self._stopping)
 
     def _members(self) -> set[str]:
         """The sites this node serves: its ``[peers]`` and the sites that may coordinate."""
@@ -218,13 +215,13 @@ class Node:
             self._every(svc.announce_every, lambda: self.announce(port), "announce")
         if svc.outbound_only:
             self._every(svc.dial_every, self.dial_out, "dial-out", wake=self._dial_now)
-            self._listener = Listener(self.cfg.site, self._listen_to,
+            self._listener = Listener(self.cfg.site, self.upstream.listen_to,
                                       lambda: self.watcher.refresh()[0], self._dial_now.set)
             self._listener.start()
         self._commits = CommitWatch(self.cfg.site, self.cfg.database, self.on_commit)
         self._commits.start()
         if svc.siege and svc.siege != self.cfg.site:
-            self._every(RESYNC_CHECK_S, self.check_resync, "resync-check",
+            self._every(RESYNC_CHECK_S, self.upstream.check_resync, "resync-check",
                         first_after=RESYNC_FIRST_S)
 
     def _every(self, seconds: float, work: Callable[[], object], name: str,
@@ -251,49 +248,25 @@ class Node:
 
     def address(self, peer: str) -> str | None:
         """Where ``peer`` answered last, else where it answers now (discovery.py)."""
-        last = self.addresses.last(peer)
-        if last is not None:
-            return last.address
-        reached = self.addresses.reach(peer)
-        return reached.candidate.address if reached.candidate is not None else None
+        return self.upstream.address(peer)
+
+    def dial_out(self) -> sync_pb2.ExchangeReply | None:
+        """A site that cannot be dialled exchanges with the best coordinator it reaches
+        (upstream.py)."""
+        return self.upstream.dial_out()
+
+    def follow_purge_order(self, coordinator: str) -> None:
+        """Ask ``coordinator`` for its last purge order and follow it once (upstream.py)."""
+        self.upstream.follow_purge_order(coordinator)
+
+    def check_resync(self) -> str:
+        """Whether this site needs a resync; the reason, "" when not (upstream.py)."""
+        return self.upstream.check_resync()
 
     def announce(self, port: int) -> dict[str, str]:
         """Tell every site that may coordinate where this node listens; what each saw."""
         return announce_to(self.cfg.site, self.service_cfg, self.addresses, self.watcher,
                            port)
-
-    def dial_out(self) -> sync_pb2.ExchangeReply | None:
-        """A site that cannot be dialled exchanges with the best coordinator it reaches —
-        the siège, or a stand-in when the siège is gone."""
-        for site in self.service_cfg.coordinators(self.cfg.site):
-            if site == self.cfg.site:
-                continue
-            if self.addresses.reach(site).candidate is not None:
-                # No round calls here to ask for a heartbeat: this site writes one before
-                # each exchange it starts, through its capture path, and the coordinator
-                # checks that it keeps changing (siege/rounds.py).
-                self.replica.beat(self.replica.clock.utc_now_us())
-                reply = self.exchange(site, stop=self._stopping)
-                log.info("[%s] dialled out to %s: %d events in, %d out%s", self.cfg.site,
-                         site, reply.pulled_events, reply.pushed_events,
-                         f"; problems: {'; '.join(reply.problems)}" if reply.problems else "")
-                if not reply.unreachable:  # problems said, or not: the order is checked
-                    self.follow_purge_order(site)
-                    self.report_held(site)
-                return reply
-        log.warning("[%s] no site that may coordinate is reachable (%s)", self.cfg.site,
-                    ", ".join(self.service_cfg.coordinators(self.cfg.site)) or "none listed")
-        return None
-
-    def _listen_to(self) -> list[tuple[str, str]]:
-        """Where a site that dials out listens for news: the coordinator it would dial."""
-        for site in self.service_cfg.coordinators(self.cfg.site):
-            if site == self.cfg.site:
-                continue
-            reached = self.addresses.reach(site).candidate
-            if reached is not None:
-                return [(site, reached.address)]
-        return []
 
     def heard_news(self, site: str) -> bool:
         """``site`` (this one, or one that said so) committed changes: whether a round with
@@ -334,116 +307,6 @@ class Node:
         # No coordinator runs continuously now: asked again after a while, not at every
         # commit of a busy shop.
         self._news_unwanted_until = time.monotonic() + NEWS_UNWANTED_S
-
-    def report_held(self, coordinator: str) -> None:
-        """A coordinator cannot ask this site what it holds (it cannot dial it): this site
-        tells it after each exchange it starts (an empty report clears the siège's copy)."""
-        address = self.address(coordinator)
-        if address is None:
-            return
-        with self.replica.database() as con:
-            held = parking.held_here(con, self.cfg.site)
-        bundle, _ = self.watcher.refresh()
-        try:
-            with transport.channel(address, bundle, coordinator) as ch:
-                coordinator_pb2_grpc.CoordinatorStub(ch).ReportHeld(parking.report(held),
-                                                                    timeout=30)
-        except grpc.RpcError as exc:
-            log.info("[%s] could not tell %s what is held here: %s", self.cfg.site,
-                     coordinator, exc.details())
-
-    def follow_purge_order(self, coordinator: str) -> None:
-        """A coordinator cannot order a purge here (it cannot dial this site): this site
-        asks for the last one it ordered, and follows it once — if its certificate carries
-        the relay role, as the Purge call requires, and it claims nothing not applied here."""
-        address = self.address(coordinator)
-        if address is None:
-            return
-        try:
-            order = self._purge_order(coordinator, address, PURGE_ORDER_TIMEOUT)
-        except grpc.RpcError as exc:
-            # A coordinator not upgraded yet lacks the call: said once, not every dial.
-            quiet = exc.code() is grpc.StatusCode.UNIMPLEMENTED and coordinator in self._told
-            (log.debug if quiet else log.warning)(
-                "[%s] could not ask %s for its last purge order: %s: %s", self.cfg.site,
-                coordinator, exc.code().name, exc.details())
-            self._told.add(coordinator)
-            return
-        if not order.HasField("applied_everywhere") or order.SerializeToString() == self._obeyed:
-            return
-        try:
-            bundle, _ = self.watcher.refresh()
-            ident = transport.peer_identity(address, bundle, coordinator, PURGE_ORDER_TIMEOUT)
-            if not ident.has_role(Role.RELAY):
-                raise PurgeRefused(f"{coordinator}'s certificate has no relay role: only a "
-                                   "coordinator may order a purge")
-            done = self.replica.obey_purge(order, coordinator)
-        except (PurgeRefused, CertError, OSError) as exc:
-            log.warning("[%s] purge order of %s not followed: %s", self.cfg.site, coordinator,
-                        exc)
-            return
-        self._obeyed = order.SerializeToString()
-        log.info("[%s] purge ordered by %s: %d segments, %d ended lives", self.cfg.site,
-                 coordinator, done.segments, done.lives)
-
-    def _purge_order(self, coordinator: str, address: str,
-                     timeout: float) -> sync_pb2.PurgeRequest:
-        """The last purge ``coordinator`` ordered (raises ``grpc.RpcError``)."""
-        bundle, _ = self.watcher.refresh()
-        with transport.channel(address, bundle, coordinator) as ch:
-            return sync_pb2_grpc.SyncNodeStub(ch).PurgeOrder(sync_pb2.PurgeOrderRequest(),
-                                                             timeout=timeout)
-
-    def check_resync(self) -> str:
-        """Whether this site needs a resync, said in its log and kept in its database
-        (``siege-node status`` shows it); the reason, "" when it does not.
-
-        Why here: a site put back from an older backup, whose missing events the mesh has
-        purged since, is otherwise told nothing — the siège's push to it stops where the
-        purge began and only the round report said so (issue 27). The coordinator's last
-        purge order says what every counted site had applied when it was purged: an origin
-        this site holds less of can never be completed by exchanges."""
-        for coordinator in self.service_cfg.coordinators(self.cfg.site):
-            if coordinator == self.cfg.site or self._stopping.is_set():
-                continue
-            address = self.address(coordinator)
-            if address is None:
-                continue
-            try:
-                order = self._purge_order(coordinator, address, RESYNC_ASK_TIMEOUT)
-            except grpc.RpcError:
-                continue  # not reachable now, or not upgraded: asked again next time
-            reason = ""
-            if order.HasField("applied_everywhere"):
-                purged = Vector.from_proto(order.applied_everywhere)
-                mine = self.replica.vector(publish=False)
-                lacking = [f"{origin} (incarnation {inc}) after #{mine.seq((origin, inc))} "
-                           f"(purged up to #{purged.seq((origin, inc))})"
-                           for origin, inc in sorted(purged)
-                           if purged.seq((origin, inc)) > mine.seq((origin, inc))]
-                if lacking:
-                    reason = (f"events this database lacks were purged mesh-wide ({coordinator}'s "
-                              f"last purge order): {', '.join(lacking)} — they can never "
-                              "arrive (this database was put back from an older copy, or "
-                              "lagged past the retention limit). Rebuild it: stop this node, "
-                              f"run `siege-node resync --config FILE` here, then "
-                              f"`siege-ctl resync {self.cfg.site}` at the siège; what this "
-                              "site wrote that the mesh lacks goes on record here")
-            self._said_resync(reason)
-            return reason
-        return self.replica.read_state(NEEDS_RESYNC) or ""
-
-    def _said_resync(self, reason: str) -> None:
-        if (self.replica.read_state(NEEDS_RESYNC) or "") != reason:
-            self.replica.write_state(NEEDS_RESYNC, reason)
-        said, when = self._resync_said
-        now = time.monotonic()
-        if reason and (reason != said or now - when >= RESYNC_LOG_S):
-            log.error("[%s] THIS SITE NEEDS A RESYNC: %s", self.cfg.site, reason)
-            self._resync_said = (reason, now)
-        elif not reason and said:
-            log.info("[%s] no resync needed any more", self.cfg.site)
-            self._resync_said = ("", now)
 
     def exchange(self, peer: str, stop: threading.Event | None = None,
                  round_no: int = 0, cap_bits_per_s: float | None = None,
