@@ -6,6 +6,8 @@ Owns the order and atomicity of DESIGN §3.4 and the same constraint outcome at 
 
 * ``publish``     — captured changes become stamped, dense, hash-chained events;
 * ``apply``       — other sites' events applied, whole source transactions at a time;
+* ``sourcetx``    — one source transaction: ready or what it waits for, its events in the
+  order the engine needs, each merged and settled;
 * ``constraints`` — merged rows written with the same constraint outcome everywhere
   (``Settler``), with its parts:
 

@@ -28,13 +28,11 @@ While applying, ``SYNC$APPLY`` holds the number of the table being written: its 
 trigger skips our own writes, guarded application triggers skip, and any other change (an
 unguarded trigger, a cascade) is captured as a local change flagged as made during an apply.
 
-Inside one source transaction, events go in capture order except where a row depends on a
-later one of the same transaction (a child an application trigger captured before its
-parent, a delete meeting rows the transaction deletes later): it waits for that one, so the
-whole transaction applies whatever the order triggers logged it in. Constraint outcomes
-(DESIGN §3.5) are decided by ``constraints.py`` from the registers, the same everywhere; an
-event of a row that predates install fills the row's unknown pre-existing values from the
-prior image it carries (DESIGN §3.1).
+What one source transaction needs to be ready, and its events applied in the order the
+engine needs, merged and settled, are ``sourcetx.py``'s. Constraint outcomes (DESIGN §3.5)
+are decided by ``constraints.py`` from the registers, the same everywhere; an event of a row
+that predates install fills the row's unknown pre-existing values from the prior image it
+carries (DESIGN §3.1).
 
 A node's applier checks each transaction's signature first (``seal.py``): one its origin did
 not sign as it is is refused as the sender's fault and its origin is not stopped. An origin
@@ -47,30 +45,35 @@ go on. Received events are not kept while they wait: the sender resends them nex
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 from firebird.driver import Connection, Cursor, DatabaseError, TransactionManager
 
-from ...proto import events_pb2, values_pb2
+from ...proto import events_pb2
 from ..db import lockholder
 from ..db.database import SNAPSHOT_APPLY, StatementCache, is_concurrent_write, transaction
-from ..db.schema import Kind, Schema, Table
+from ..db.schema import Schema, Table
 from ..journal import capture, catchup, eventlog, parking, rewind
 from ..journal.capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
 from ..journal.seal import Forged, Sealer, Unknown, Verifier
 from ..journal.storage import DatabaseBlobStore
 from ..model import registers
-from ..model.merge import LWW, CausalityError, EventId, Op, Policy, Write, dependencies, merge
+from ..model.merge import CausalityError, Policy
 from ..model.registers import PREEXISTING
-from .constraints import Settler, constrained
+from .constraints import Settler
 from .lookup import Key, RowId
 from .publish import Publisher
-from .refusals import ConstraintError, Deferred, LocalChangePending, NotArrived
+from .refusals import ConstraintError, LocalChangePending, NotArrived
+from .sourcetx import (
+    ApplyError,
+    Incoming,
+    apply_in_engine_order,
+    next_ready,
+    printable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,26 +87,6 @@ class Superseded(Exception):
 
 class RowBusy(Exception):
     """A row the transaction writes is held by a local transaction still open: it waits."""
-
-
-class ApplyError(Exception):
-    """Why received events are not applied. The message quotes names and values the sender
-    chose; it is made printable and bounded here, since operators read it in `status`, in
-    logs and in the sender's refusal (a table named with control characters, or 5 MB long,
-    went there verbatim; found by tests/test_hostile.py)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(printable(message))
-
-
-MESSAGE_LIMIT = 1500  # characters of a refusal an operator reads (SYNC$PARKED keeps 2000)
-
-
-def printable(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``text`` with control and other unprintable characters escaped, cut at ``limit``."""
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass
@@ -123,27 +106,6 @@ class ApplyResult:
     news_from: set[str] = field(default_factory=set)
     heartbeats: int = 0  # of applied_events: heartbeats (not changes an operator counts)
     tables: Counter[str] = field(default_factory=Counter)  # the other ones, per table
-
-
-@dataclass
-class _Incoming:
-    event: events_pb2.Event
-    body: bytes
-
-    @property
-    def origin(self) -> tuple[str, int]:
-        return self.event.origin.site, self.event.origin.incarnation
-
-    @cached_property
-    def values(self) -> dict[str, values_pb2.Value]:
-        """The values it writes, by column (read from the message once: each read of a
-        value from it costs as much as using it)."""
-        return {c.column: c.value for c in self.event.columns}
-
-    @cached_property
-    def write(self) -> Write:
-        """The merge's view of the event (read for its dependencies, then to apply it)."""
-        return registers.write_of(self.event, self.values)
 
 
 # Events applied in one database transaction when many small source transactions are ready
@@ -176,7 +138,7 @@ class _Pace:
             return True
         return False
 
-    def count(self, origin: tuple[str, int], tx: list[_Incoming],
+    def count(self, origin: tuple[str, int], tx: list[Incoming],
               applied: dict[tuple[str, int], int], heads: dict[tuple[str, int], bytes]) -> None:
         """``tx`` joins the group: its origin's counter and head count it from now on."""
         self._before.setdefault(origin, (applied.get(origin), heads.get(origin)))
@@ -195,7 +157,7 @@ class _Pace:
             else:
                 where[origin] = old  # type: ignore[index]
 
-    def alone_after_failure(self, group: list[tuple[tuple[str, int], list[_Incoming]]],
+    def alone_after_failure(self, group: list[tuple[tuple[str, int], list[Incoming]]],
                             applied: dict[tuple[str, int], int],
                             heads: dict[tuple[str, int], bytes]) -> None:
         """The group failed, nothing of it applied: its transactions go one by one."""
@@ -287,14 +249,14 @@ class Applier:
         try:
             for body in catchup.ready(self._con, set(self._registry)):
                 event = _parse(body)
-                self._apply_tx([_Incoming(event, body)], replay=True)
+                self._apply_tx([Incoming(event, body)], replay=True)
                 catchup.forget(self._con, event)
                 done += 1
         finally:
             self._sql.close()
         return done
 
-    def _keep_aside(self, cur: Cursor, item: _Incoming) -> None:
+    def _keep_aside(self, cur: Cursor, item: Incoming) -> None:
         """An event of a table this site lacks, kept aside (catchup.py), within its origin's
         bound."""
         if self._deferred is None:
@@ -317,11 +279,11 @@ class Applier:
         applied, heads = self.vector()
         own = (self._site, int(capture.get_state(self._con, "incarnation") or "1"))
         parked = {(p.origin, p.incarnation) for p in parking.listing(self._con)}
-        incoming: dict[tuple[str, int], dict[int, _Incoming]] = {}
+        incoming: dict[tuple[str, int], dict[int, Incoming]] = {}
         stopped: set[tuple[str, int]] = set(hold)
         for body in bodies:
             event = _parse(body)
-            item = _Incoming(event, body)
+            item = Incoming(event, body)
             done = applied.get(item.origin, 0)
             if item.origin == own and (event.seq > done or (
                     event.seq == done and hashlib.sha256(body).digest() != heads.get(own))):
@@ -409,23 +371,23 @@ class Applier:
         result.waiting = len(result.pending)
         return result
 
-    def _ready_group(self, incoming: dict[tuple[str, int], dict[int, _Incoming]],
+    def _ready_group(self, incoming: dict[tuple[str, int], dict[int, Incoming]],
                      stopped: set[tuple[str, int]], applied: dict[tuple[str, int], int],
                      heads: dict[tuple[str, int], bytes], waiting: dict[tuple[str, int], str],
                      pace: _Pace, result: ApplyResult) -> list[tuple[tuple[str, int],
-                                                                 list[_Incoming]]]:
+                                                                 list[Incoming]]]:
         """The next source transactions to apply together, each whole, checked (seal and
         chain) and ready once the ones before it in the list are applied: up to
         ``GROUP_EVENTS`` events, or one transaction while ``pace`` says so. ``applied`` and
         ``heads`` already count them (``pace`` puts them back if they fail)."""
         one = pace.start()
-        group: list[tuple[tuple[str, int], list[_Incoming]]] = []
+        group: list[tuple[tuple[str, int], list[Incoming]]] = []
         size = 0
         for origin, by_seq in incoming.items():
             while origin not in stopped and origin not in pace.deferred:
                 if group and (one or size >= GROUP_EVENTS):
                     return group
-                tx = self._next_ready(origin, by_seq, applied, waiting)
+                tx = next_ready(origin, by_seq, applied, waiting)
                 if tx is None:
                     break
                 try:
@@ -441,7 +403,7 @@ class Applier:
                 size += len(tx)
         return group
 
-    def _stop_or_wait(self, origin: tuple[str, int], tx: list[_Incoming], exc: Exception,
+    def _stop_or_wait(self, origin: tuple[str, int], tx: list[Incoming], exc: Exception,
                       stopped: set[tuple[str, int]], waiting: dict[tuple[str, int], str],
                       pace: _Pace, result: ApplyResult) -> None:
         """What a transaction that cannot be applied now means for its origin."""
@@ -473,46 +435,7 @@ class Applier:
             stopped.add(origin)
             parking.park(self._con, *origin, seq, str(exc))
 
-    def _next_ready(self, origin: tuple[str, int], by_seq: dict[int, _Incoming],
-                    applied: dict[tuple[str, int], int],
-                    waiting: dict[tuple[str, int], str]) -> list[_Incoming] | None:
-        """The origin's next transaction if it can be applied now; when it waits for an event
-        of another origin it names, ``waiting`` says which."""
-        first = applied.get(origin, 0) + 1
-        head = by_seq.get(first)
-        if head is None:
-            return None
-        if head.event.tx.first_seq != first:
-            raise ApplyError(f"event {origin}#{first} claims its transaction starts at "
-                             f"{head.event.tx.first_seq}: malformed or rewound origin")
-        count = head.event.tx.count
-        if count < 1:
-            # A transaction of no events would be "applied" as an empty list (and crash
-            # the call): the event is malformed (found by tests/test_hostile.py).
-            raise ApplyError(f"event {origin}#{first} claims a transaction of {count} "
-                             "events: malformed, nothing applied")
-        if count > len(by_seq):
-            # Not received whole yet. Checked before listing the range: a hostile count of
-            # 2**32 - 1 would otherwise build a list of billions (tests/test_hostile.py).
-            return None
-        tx = [by_seq.get(s) for s in range(first, first + count)]
-        if any(item is None for item in tx):
-            return None  # not received whole yet
-        ready = [item for item in tx if item is not None]
-        inside = {EventId(origin[0], origin[1], item.event.seq) for item in ready}
-        for item in ready:
-            for dep in dependencies(item.write):
-                if dep.site == PREEXISTING.site or dep in inside:
-                    continue
-                if dep.seq > applied.get((dep.site, dep.incarnation), 0):
-                    waiting[origin] = printable(
-                        f"{origin[0]}#{first} waits: it changes {item.event.table} "
-                        f"{_show_key(item.event)} as {dep.site}#{dep.seq} (incarnation "
-                        f"{dep.incarnation}) left it, which has not been applied here yet")
-                    return None
-        return ready
-
-    def _apply_with_retries(self, tx: list[_Incoming], result: ApplyResult) -> int:
+    def _apply_with_retries(self, tx: list[Incoming], result: ApplyResult) -> int:
         blocker: int | None = None  # the open transaction the last attempt met
         for attempt in range(_MAX_RETRIES + 1):
             try:
@@ -578,12 +501,12 @@ class Applier:
         raise ApplyError(f"could not apply {tx[0].event.origin.site}#{tx[0].event.seq}: "
                          "local writers kept changing the same rows")
 
-    def _apply_tx(self, tx: list[_Incoming], replay: bool = False) -> int:
+    def _apply_tx(self, tx: list[Incoming], replay: bool = False) -> int:
         """``replay``: events kept aside earlier (catchup.py), applied now that their table
         is here; their origin's counter and the event log already count them."""
         return self._apply_txs([tx], replay)
 
-    def _apply_txs(self, txs: list[list[_Incoming]], replay: bool = False) -> int:
+    def _apply_txs(self, txs: list[list[Incoming]], replay: bool = False) -> int:
         """Apply source transactions, in order, in one database transaction (all or
         nothing); returns the losses put on record. Several only when each is ready once the
         ones before it are applied (``_ready_group``): one that another applier applied
@@ -598,8 +521,8 @@ class Applier:
             self._holds.update(self._tx_holds)
         return recorded
 
-    def _apply_txs_once(self, txs: list[list[_Incoming]], replay: bool,
-                        everything: list[_Incoming]) -> int:
+    def _apply_txs_once(self, txs: list[list[Incoming]], replay: bool,
+                        everything: list[Incoming]) -> int:
         assert self._schema is not None
         recorded = 0
         with transaction(self._con, SNAPSHOT_APPLY) as tm:
@@ -644,7 +567,7 @@ class Applier:
                 rows.flush()
                 if replay:
                     return recorded
-                runs: dict[tuple[str, int], list[_Incoming]] = {}
+                runs: dict[tuple[str, int], list[Incoming]] = {}
                 for item in everything:
                     runs.setdefault(item.origin, []).append(item)
                 for (site, incarnation), run in runs.items():
@@ -704,7 +627,7 @@ class Applier:
                      self._site, released)
 
     def _settle_tx(self, tm: TransactionManager, cur: Cursor, rows: registers.RowStates,
-                   pending_local: set[int], tx: list[_Incoming], replay: bool,
+                   pending_local: set[int], tx: list[Incoming], replay: bool,
                    in_rows: bool) -> int:
         """One source transaction's rows and registers, in the caller's transaction;
         returns the losses put on record. ``in_rows``: this site's own, already in the
@@ -722,79 +645,15 @@ class Applier:
                 # here (catchup.py).
                 self._keep_aside(cur, item)
                 kept_aside.append(item)
-        self._apply_in_engine_order(
-            settler, [item for item in tx if item not in kept_aside], in_rows)
+        apply_in_engine_order(settler, self._table, self._policies,
+                              [item for item in tx if item not in kept_aside], in_rows)
         settler.flush()
         self._tx_holds.update(settler.holds)
         for (name, column), count in settler.unfit.items():
             catchup.mark_unfit(cur, registry[name], self._table(name).column(column), count)
         return settler.losses_recorded
 
-    def _apply_in_engine_order(self, settler: Settler, tx: list[_Incoming],
-                               in_rows: bool = False) -> None:
-        """Apply a source transaction's events in the order the engine needs, which is not
-        always the capture order (DESIGN §3.1): an event whose row must wait for a later
-        event of the transaction (``Deferred``: a parent inserted later, a referencing row
-        deleted later) is applied right after that event, and so are its row's next events
-        (a row's own events keep their order). Rows that wait for each other (a cycle) are
-        untied, the earliest that can be first; when none can, the earliest is applied as if
-        the others stayed. The order depends on the events and the registers only, so every
-        site applies the transaction alike."""
-        rows: list[RowId] = [(i.event.table, registers.key_identity(
-            i.event.key, self._schema.tables.get(i.event.table))) for i in tx]
-        remaining: dict[RowId, int] = {}
-        for row in rows:
-            remaining[row] = remaining.get(row, 0) + 1
-        blocked: dict[RowId, list[int]] = {}  # a row's events held back, in order
-        waiters: dict[RowId, list[RowId]] = {}  # rows waiting for a row's next event
-        woken: list[RowId] = []
-
-        def attempt(at: int, untie: bool = False, force: bool = False) -> bool:
-            settler.untie, settler.force = untie, force
-            try:
-                self._apply_event(settler, self._table(tx[at].event.table), tx[at],
-                                  in_rows)
-            except Deferred as exc:
-                waiters.setdefault(exc.row, []).append(rows[at])
-                return False
-            finally:
-                settler.untie = settler.force = False
-            remaining[rows[at]] -= 1
-            woken.extend(waiters.pop(rows[at], ()))
-            return True
-
-        def drain() -> None:
-            while woken:
-                row = woken.pop()
-                queue = blocked.get(row)
-                while queue and attempt(queue[0]):
-                    queue.pop(0)
-                if queue is not None and not queue:
-                    del blocked[row]
-
-        settler.later = lambda row: remaining.get(row, 0) > 0
-        try:
-            for at, row in enumerate(rows):
-                if row in blocked:
-                    blocked[row].append(at)
-                elif not attempt(at):
-                    blocked[row] = [at]
-                drain()
-            while blocked:
-                cycle = sorted(blocked, key=lambda r: blocked[r][0])
-                row = next((r for r in cycle if attempt(blocked[r][0], untie=True)), None)
-                if row is None:
-                    row = cycle[0]
-                    attempt(blocked[row][0], force=True)
-                blocked[row].pop(0)
-                woken.append(row)
-                drain()
-                blocked = {r: q for r, q in blocked.items() if q}
-            settler.restore_untied()
-        finally:
-            settler.later = None
-
-    def _check_blob_lengths(self, cur: Cursor, tx: list[_Incoming]) -> None:
+    def _check_blob_lengths(self, cur: Cursor, tx: list[Incoming]) -> None:
         """BLOBs are stored by sha256 alone, so an event naming stored bytes with another
         length was applied with those bytes while it still says that length — and a relay
         then sends that many bytes of it, which every later receiver refuses as damaged
@@ -834,88 +693,8 @@ class Applier:
                 found.add(number)
         return found
 
-    def _apply_event(self, settler: Settler, table: Table, item: _Incoming,
-                     in_rows: bool = False) -> None:
-        """``in_rows``: the event is this site's own, already in the rows (a restored copy
-        captured it): merged into the registers only, as its publisher did."""
-        event = item.event
-        key = list(event.key)
-        if len(key) != len(table.primary_key):
-            # Said plainly (it surfaced as "zip() argument 2 is shorter than argument 1").
-            raise ValueError(f"{len(key)} key values for {table.name}, whose primary key has "
-                             f"{len(table.primary_key)} ({', '.join(table.primary_key)})")
-        _check_values(table, zip(table.primary_key, key, strict=True), item.values.items())
-        write = item.write
-        state = settler.state(table, key, inserting=write.op is Op.INSERT)
-        if (state is None and write.op is Op.INSERT and not in_rows and not event.prior
-                and not event.parents and write.follows is None and write.exist_base is None
-                and settler.plain(table)):
-            # A new row of a table without constraints between rows: most events a site
-            # catching up applies. Its registers are the merge's, as ever.
-            settler.write_new(table, key, merge(None, write, self._policies.get(
-                table.name, LWW)).state, item.values)
-            return
-        if event.prior and state is not None and not registers.knows_preexisting(state):
-            # What the origin held in a row that predates install: its unknown values here
-            # (the row is not in this database) become known, so a restore is whole.
-            state = registers.with_prior(state, registers.prior_of(event))
-        # The parent rows its references to a UNIQUE key met at its origin (constraints).
-        settler.name_parents(table, {p.foreign_key: list(p.key) for p in event.parents},
-                             write.columns)
-        outcome = merge(state, write, self._policies.get(table.name, LWW))
-        if in_rows:
-            merged = outcome.state
-            if table.foreign_keys or (write.op is not Op.INSERT and (
-                    table.uniques or (state is not None and constrained(state)))):
-                merged = settler.after_local_write(table, state, merged)
-            settler.put(table, key, state, merged)
-        elif outcome.changed or write.op is Op.DELETE or (
-                state is not None and constrained(state)):
-            settler.settle(table, key, state, outcome.state)
-        else:
-            settler.put(table, key, state, outcome.state)
-        if table.foreign_keys and write.op is not Op.DELETE:
-            settler.note_references(table, write.id, write.columns)
 
-
-# The longest CHAR/VARCHAR value Firebird stores, in bytes. A longer string parameter is not
-# refused on its way to the engine: its length is sent on 16 bits, so 65,536 characters
-# arrived as '' and 65,537 as one character, written as if they were the value (found by
-# tests/test_hostile.py: an event from a site whose column is a BLOB, or a hostile one).
-_MAX_STRING_BYTES = 32767
-
-
-def _check_values(table: Table, *given: Iterable[tuple[str, values_pb2.Value]]) -> None:
-    """Refuse (ValueError) what the writer cannot be trusted to refuse: a CHAR/VARCHAR value
-    no such column holds, and a BLOB reference for a column that is not a BLOB (it waited
-    for those bytes forever instead of being refused as the wrong type). ``given``: the
-    event's values by column name, its key's included."""
-    columns = table.by_name
-    for name, value in itertools.chain(*given):
-        column = columns.get(name)
-        if column is None:  # a column this site lacks: kept in the registers (DESIGN §3.8)
-            continue
-        ctype = column.type
-        which = value.WhichOneof("kind")
-        if which == "blob" and not ctype.is_blob:
-            raise ValueError(f"{name} gets a BLOB reference, but it is {ctype.ddl()}")
-        if ctype.kind in (Kind.CHAR, Kind.VARCHAR):
-            size = (len(value.text.encode("utf-8")) if which == "text"
-                    else len(value.octets) if which == "octets" else 0)
-            if size > _MAX_STRING_BYTES:
-                raise ValueError(f"{name} gets a string of {size} bytes, more than any "
-                                 f"{ctype.ddl()} holds")
-
-
-def _show_key(event: events_pb2.Event) -> str:
-    parts = []
-    for value in event.key:
-        which = value.WhichOneof("kind")
-        parts.append(str(getattr(value, which)) if which else "?")
-    return "(" + ", ".join(parts) + ")"
-
-
-def _check_chain(origin: tuple[str, int], tx: list[_Incoming], head: bytes) -> None:
+def _check_chain(origin: tuple[str, int], tx: list[Incoming], head: bytes) -> None:
     """Each event names the hash of the previous one of its origin: a site restored from an
     old copy (rewound) reuses numbers with other content, and altered events break it."""
     previous = head
