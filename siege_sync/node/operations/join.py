@@ -14,7 +14,8 @@ beside the database; checks its sha256 once whole (a mismatch drops the copy); a
   siège's own published ones (its counters in the copy), are applied here — what happened
   during the copy arrives with the next round, nothing is applied twice;
 * what belongs to the siège alone is dropped: its captured changes not yet published (the
-  siège publishes them itself), what its operator put on record (``analyse``, ``resync``),
+  siège publishes them itself; a row they deleted is first written back as the registers
+  say, ``unpublished.py``), what its operator put on record (``analyse``, ``resync``),
   its parked transactions, its reports and what it learnt of other sites' addresses. The
   merge's records stay (the same at every site, and read back: a row a UNIQUE clash hides
   comes back through them — dropped, it never came back at a joined site);
@@ -67,6 +68,7 @@ from ..journal.seal import sealer_for
 from ..model.config import NodeConfig
 from ..model.merge import LossKind
 from ..pipeline.publish import Publisher
+from .unpublished import undo_unpublished
 from .upgrade import others_attached
 
 log = logging.getLogger(__name__)
@@ -628,6 +630,9 @@ def take_identity(con: Connection, cfg: NodeConfig, mesh: str,
                   incarnation: int = 1) -> str:
     """Make a restored copy of another site's database this site's own (module docstring):
     ``incarnation`` 1 for a join, the next one for a resync. Returns what it did."""
+    # Before the source's captured changes are dropped: a row they deleted that the registers
+    # show is written back, as the source's events about it expect (unpublished.py).
+    put_back = undo_unpublished(con, cfg.policies)
     with transaction(con) as tm:
         cur = tm.cursor()
         cur.execute(f"SELECT NAME, VAL FROM {capture.STATE_TABLE} WHERE NAME IN "
@@ -674,4 +679,5 @@ def take_identity(con: Connection, cfg: NodeConfig, mesh: str,
     capture.install(con, cfg.tables, cfg.fire_triggers, cfg.generators)
     guardwatch.remember_install(con, cfg.fire_triggers)  # what this site fires, not the siège
     return (f"copy of {source} at its event {seq}; {dropped} of its captured entries not "
-            "yet published dropped (it publishes them itself)")
+            f"yet published dropped (it publishes them itself), {put_back} rows they deleted put "
+            "back as its registers say")
