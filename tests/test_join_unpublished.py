@@ -14,18 +14,13 @@ import shutil
 from decimal import Decimal
 from pathlib import Path
 
-from siege_sync.node.db.database import (
-    READ_COMMITTED_RW,
-    DatabaseSpec,
-    open_connection,
-    transaction,
-)
+from siege_sync.node.db.database import DatabaseSpec, open_connection
 from siege_sync.node.journal import capture
 from siege_sync.node.model.config import parse
 from siege_sync.node.operations.join import take_identity
 from siege_sync.node.pipeline.apply import Applier
-from siege_sync.proto import events_pb2
 from tests.test_apply import all_events
+from tests.test_kept_delete import _of, _rows, _run
 
 DDL = [
     "CREATE TABLE CUSTOMER (ID INTEGER NOT NULL PRIMARY KEY, "
@@ -35,27 +30,6 @@ DDL = [
     "CREATE TABLE ORDERS (ID INTEGER NOT NULL PRIMARY KEY, CUST_ID INTEGER NOT NULL "
     "REFERENCES CUSTOMER (ID), TOTAL NUMERIC(15, 2))",
 ]
-
-
-def _run(con, *statements: str) -> None:
-    with transaction(con, READ_COMMITTED_RW) as tm:
-        cur = tm.cursor()
-        for sql in statements:
-            cur.execute(sql)
-        cur.close()
-
-
-def _rows(con, sql: str) -> list[tuple]:
-    with transaction(con, READ_COMMITTED_RW) as tm:
-        cur = tm.cursor()
-        cur.execute(sql)
-        rows = [tuple(r) for r in cur.fetchall()]
-        cur.close()
-    return rows
-
-
-def _of(bodies: list[bytes], site: str) -> list[bytes]:
-    return [b for b in bodies if events_pb2.Event.FromString(b).origin.site == site]
 
 
 CUSTOMERS = "SELECT ID, TAXID, NAME, BALANCE FROM CUSTOMER ORDER BY ID"
