@@ -8,6 +8,7 @@ Owns the order and atomicity of DESIGN §3.4 and the same constraint outcome at 
 * ``apply``       — other sites' events applied, whole source transactions at a time;
 * ``sourcetx``    — one source transaction: ready or what it waits for, its events in the
   order the engine needs, each merged and settled;
+* ``heldcheck``   — deletes made to wait for a row, checked again once committed;
 * ``constraints`` — merged rows written with the same constraint outcome everywhere
   (``Settler``), with its parts:
 

@@ -57,20 +57,20 @@ from ..db import lockholder
 from ..db.database import SNAPSHOT_APPLY, StatementCache, is_concurrent_write, transaction
 from ..db.schema import Schema, Table
 from ..journal import capture, catchup, eventlog, parking, rewind
-from ..journal.capture import BLOBS_TABLE, HEARTBEAT_TABLE, IMAGE_PREFIX, STATE_TABLE, VECTOR_TABLE
+from ..journal.capture import HEARTBEAT_TABLE, STATE_TABLE, VECTOR_TABLE
 from ..journal.seal import Forged, Sealer, Unknown, Verifier
 from ..journal.storage import DatabaseBlobStore
 from ..model import registers
 from ..model.merge import CausalityError, Policy
-from ..model.registers import PREEXISTING
 from .constraints import Settler
-from .lookup import Key, RowId
+from .heldcheck import HeldDeletes, tables_with_pending_changes
 from .publish import Publisher
 from .refusals import ConstraintError, LocalChangePending, NotArrived
 from .sourcetx import (
     ApplyError,
     Incoming,
     apply_in_engine_order,
+    check_blob_lengths,
     next_ready,
     printable,
 )
@@ -188,10 +188,8 @@ class Applier:
         self._schema: Schema | None = None
         self._registry: dict[str, int] = {}  # table name -> number, read once per apply
         # Deletes made to wait for a row read in an apply's snapshot, checked again once
-        # committed (``_release_holds``); None: every hold on record, at the first call (a
-        # node stopped between the two).
-        self._holds: dict[RowId, Key] | None = None
-        self._tx_holds: dict[RowId, Key] = {}  # those of the transaction under way
+        # committed (heldcheck.py).
+        self._held = HeldDeletes(site)
         self._sql = StatementCache()
 
     # --- vectors ---------------------------------------------------------------------
@@ -225,7 +223,9 @@ class Applier:
         e.g. those a held row stopped earlier in the same stream."""
         try:
             result = self._apply(bodies, hold)
-            self._release_holds()
+            if self._schema is not None:
+                self._held.check(self._con, self._schema, self._registry, self._sql,
+                                 self._policies)
             return result
         finally:
             self._sql.close()
@@ -515,10 +515,9 @@ class Applier:
         # Counted again from what this transaction sees, at the first event kept aside: a
         # count kept from an attempt rolled back (a failed group) refused the next for good.
         self._deferred = None
-        self._tx_holds = {}
+        self._held.begin()
         recorded = self._apply_txs_once(txs, replay, everything)
-        if self._holds is not None:
-            self._holds.update(self._tx_holds)
+        self._held.committed()
         return recorded
 
     def _apply_txs_once(self, txs: list[list[Incoming]], replay: bool,
@@ -542,7 +541,7 @@ class Applier:
                         if len(txs) > 1:
                             raise Superseded(f"{site}#{first} was applied meanwhile")
                         return 0
-                self._check_blob_lengths(cur, everything)
+                check_blob_lengths(cur, everything)
                 # This site's own older transaction, captured in the copy it was restored
                 # from: its rows show it already; its restored entries go (rewind.py) —
                 # before looking for local changes not published yet.
@@ -552,7 +551,7 @@ class Applier:
                 registry = self._registry
                 touched = {registry[i.event.table] for i in everything
                            if i.event.table in registry}
-                pending_local = self._tables_with_pending_changes(cur, touched)
+                pending_local = tables_with_pending_changes(cur, touched)
                 by_table: dict[int, list[bytes]] = {}
                 for item in everything:
                     if item.event.table in registry:
@@ -584,48 +583,6 @@ class Applier:
                 cur.close()
         return recorded
 
-    def _release_holds(self) -> None:
-        """Deletes that wait for a row no longer there take effect (``Settler.release_holds``),
-        in a transaction of their own begun after the holds were committed: those decided by
-        this call's transactions (a local transaction may have removed the row their
-        snapshot saw, unseen by both the applier and the publisher), at the first call every
-        hold on record, and at every call those kept by rows of tables this site does not
-        replicate (no event says when those go). Kept for the next call if that fails."""
-        if self._schema is None:
-            return
-        holds = self._holds
-        try:
-            with transaction(self._con, SNAPSHOT_APPLY) as tm:
-                cur = tm.cursor()
-                try:
-                    rows = registers.RowStates(cur, self._sql)
-                    pending: set[int] = set()  # (filled below, before any row is written)
-                    settler = Settler(cur, self._schema, self._registry, rows, self._sql,
-                                      self._policies, pending, DatabaseBlobStore(tm))
-                    # At the first call every hold on record, those of tables left out too.
-                    found = settler.held_rows() if holds is None else [
-                        (table, key) for (name, _i), key in holds.items()
-                        if (table := self._schema.tables.get(name)) is not None]
-                    local = [] if holds is None else settler.held_rows(PREEXISTING.event)
-                    # A row with a local change not published yet: the whole check waits
-                    # for the next call (LocalChangePending, below).
-                    pending |= self._tables_with_pending_changes(
-                        cur, {self._registry[t.name] for t, _k in found + local})
-                    released = settler.release_holds(found)
-                    released += settler.release_holds(local, by=PREEXISTING.event)
-                    settler.flush()
-                    rows.flush()
-                finally:
-                    cur.close()
-        except (LocalChangePending, DatabaseError) as exc:
-            log.info("[%s] deletes waiting for rows that may be gone are checked again at the "
-                     "next apply (%s)", self._site, " ".join(str(exc).split())[:300])
-            return
-        self._holds = {}
-        if released:
-            log.info("[%s] %d deletes that waited for rows no longer here took effect",
-                     self._site, released)
-
     def _settle_tx(self, tm: TransactionManager, cur: Cursor, rows: registers.RowStates,
                    pending_local: set[int], tx: list[Incoming], replay: bool,
                    in_rows: bool) -> int:
@@ -648,31 +605,10 @@ class Applier:
         apply_in_engine_order(settler, self._table, self._policies,
                               [item for item in tx if item not in kept_aside], in_rows)
         settler.flush()
-        self._tx_holds.update(settler.holds)
+        self._held.decided(settler.holds)
         for (name, column), count in settler.unfit.items():
             catchup.mark_unfit(cur, registry[name], self._table(name).column(column), count)
         return settler.losses_recorded
-
-    def _check_blob_lengths(self, cur: Cursor, tx: list[Incoming]) -> None:
-        """BLOBs are stored by sha256 alone, so an event naming stored bytes with another
-        length was applied with those bytes while it still says that length — and a relay
-        then sends that many bytes of it, which every later receiver refuses as damaged
-        (found by tests/test_hostile.py). Such an event is malformed."""
-        for item in tx:
-            for column in item.event.columns:
-                if column.value.WhichOneof("kind") != "blob":
-                    continue
-                ref = column.value.blob
-                cur.execute(f"SELECT LEN FROM {BLOBS_TABLE} WHERE SHA256 = ?", (ref.sha256,))
-                row = cur.fetchone()
-                if row is not None and int(row[0]) != ref.length:
-                    event = item.event
-                    raise ApplyError(
-                        f"applying {event.origin.site}#{event.seq}: its {event.table}."
-                        f"{column.column} BLOB {ref.sha256.hex()[:12]} says {ref.length} bytes, "
-                        f"but the bytes with that sha256 are {int(row[0])} long (a malformed "
-                        "event). Nothing of that transaction was applied; it and the later "
-                        "events of that site wait")
 
     def _table(self, name: str) -> Table:
         assert self._schema is not None
@@ -682,16 +618,6 @@ class Applier:
                              "(schema differs between sites?)")
         return table
 
-    def _tables_with_pending_changes(self, cur: Cursor, numbers: Iterable[int]) -> set[int]:
-        """Tables with captured local changes visible to this transaction and not yet
-        published (usually none: the pipeline has just published)."""
-        found = set()
-        for number in numbers:
-            cur.execute(f"SELECT 1 FROM RDB$DATABASE WHERE EXISTS "
-                        f"(SELECT 1 FROM {IMAGE_PREFIX}{number})")
-            if cur.fetchone() is not None:
-                found.add(number)
-        return found
 
 
 def _check_chain(origin: tuple[str, int], tx: list[Incoming], head: bytes) -> None:

@@ -23,8 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
+from firebird.driver import Cursor
+
 from ...proto import events_pb2, values_pb2
 from ..db.schema import Kind, Table
+from ..journal.capture import BLOBS_TABLE
 from ..model import registers
 from ..model.merge import LWW, EventId, Op, Policy, Write, dependencies, merge
 from ..model.registers import PREEXISTING
@@ -260,3 +263,25 @@ def _show_key(event: events_pb2.Event) -> str:
         which = value.WhichOneof("kind")
         parts.append(str(getattr(value, which)) if which else "?")
     return "(" + ", ".join(parts) + ")"
+
+
+def check_blob_lengths(cur: Cursor, tx: list[Incoming]) -> None:
+    """BLOBs are stored by sha256 alone, so an event naming stored bytes with another
+    length was applied with those bytes while it still says that length — and a relay
+    then sends that many bytes of it, which every later receiver refuses as damaged
+    (found by tests/test_hostile.py). Such an event is malformed."""
+    for item in tx:
+        for column in item.event.columns:
+            if column.value.WhichOneof("kind") != "blob":
+                continue
+            ref = column.value.blob
+            cur.execute(f"SELECT LEN FROM {BLOBS_TABLE} WHERE SHA256 = ?", (ref.sha256,))
+            row = cur.fetchone()
+            if row is not None and int(row[0]) != ref.length:
+                event = item.event
+                raise ApplyError(
+                    f"applying {event.origin.site}#{event.seq}: its {event.table}."
+                    f"{column.column} BLOB {ref.sha256.hex()[:12]} says {ref.length} bytes, "
+                    f"but the bytes with that sha256 are {int(row[0])} long (a malformed "
+                    "event). Nothing of that transaction was applied; it and the later "
+                    "events of that site wait")
