@@ -275,7 +275,7 @@ def e2e(tmp: Path, n_events: int, log: Log = _print) -> dict[str, float | int | 
             nodes[site] = Node(cfg)
             nodes[site].start()
         apply_t = _Timer(nodes[SITE_B].replica, "apply")
-        read_t = _Timer(nodes[SITE_A].replica, "_read_batch")
+        read_t = _Timer(nodes[SITE_A].replica.outbox, "read_batch")
         target = _seq(nodes[SITE_A].replica.vector(publish=False), SITE_A)
         exchanges, problems = 0, []
         t0 = time.perf_counter()

@@ -355,7 +355,7 @@ class Rounds:
 
 def _resync_marks(site: str) -> tuple[str, ...]:
     """What an exchange's problems say when only a resync of ``site`` helps: the events it
-    lacks are purged here (replica.PurgedHere), or its database is one the mesh no longer
+    lacks are purged here (outbox.PurgedHere), or its database is one the mesh no longer
     takes (replica.meet). Not a held transaction of *another* origin that needs one
     (parking.py names that origin)."""
     return ("needs a resync", f"siege-ctl resync {site}`", "`siege-ctl resync` for this site")

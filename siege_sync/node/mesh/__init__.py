@@ -17,6 +17,7 @@ plaintext port.
 * ``blobs``      — large BLOBs cut into chunks and put back together;
 * ``replica``    — this site's database as the mesh sees it: one lock, one pipeline;
 * ``ownchain``   — whether this site may publish: its chain confirmed, a claim proved;
+* ``outbox``     — what a peer lacks of what this database holds, as a stream's messages;
 * ``discovery``  — where a peer can be reached now;
 * ``announce``   — zeroconf on the LAN;
 * ``tidings``    — news for the sites that cannot be dialled;

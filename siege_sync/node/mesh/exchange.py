@@ -37,8 +37,9 @@ from ..pipeline.apply import ApplyError, printable
 from . import origins, transport
 from .admission import relaying_only_if_coordinator
 from .blobs import BlobError
+from .outbox import PurgedHere
 from .pacing import Pacer
-from .replica import PeerRefused, PurgedHere, Replica
+from .replica import PeerRefused, Replica
 
 log = logging.getLogger(__name__)
 

@@ -4,13 +4,11 @@ what a peer sends.
 Owns the node's main connection and its one pipeline: every step of the sync goes through a
 lock (the commit watch, ``news.py``, and the revocation list's number, ``daemon.py``, use
 connections of their own), publish before serve and publish before apply, so the service's
-threads never interleave two database steps. Batches handed out are read in short
-transactions — no Firebird transaction stays open while a batch travels.
+threads never interleave two database steps. What a peer lacks is read for it in short
+transactions, through that pipeline (``outbox.py``).
 
 With the node's bundle, its transactions are signed as they are published and others'
-checked before they apply (``seal.py``); the certificates that takes go first in every
-stream it sends, but those the peer said it keeps. What a peer lacks of many origins travels
-in few messages (one apply call each at the peer, not one per origin).
+checked before they apply (``seal.py``).
 
 What it applies from whom is posted to its ``bulletin`` (tidings.py: the sites that dial out
 and listen here are told). A connection it opens again is marked as the node's own first
@@ -36,15 +34,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from firebird.driver import Connection, Cursor, DatabaseError
+from firebird.driver import Connection, DatabaseError
 from google.protobuf.message import DecodeError
 
 from ... import __version__
-from ...certs import Bundle, from_pem
-from ...proto import events_pb2, sync_pb2, values_pb2
-from ..db.database import READ_COMMITTED_RW, connection_lost, open_connection, transaction
+from ...certs import Bundle
+from ...proto import events_pb2, sync_pb2
+from ..db.database import connection_lost, open_connection
 from ..db.schema import FINGERPRINT_VERSION, fingerprint_version, introspect
-from ..journal import capture, catchup, eventlog, retention, rewind, status
+from ..journal import capture, catchup, retention, rewind, status
 from ..journal.digest import TableDigest, table_digest
 from ..journal.schemacache import SchemaCache
 from ..journal.seal import Sealer, Verifier
@@ -52,21 +50,19 @@ from ..model import keysources
 from ..model.clock import Clock, SystemClock
 from ..model.config import NodeConfig
 from ..model.merge import Policy
-from ..model.vector import Origin, Vector
+from ..model.vector import Vector
 from ..operations.upgrade import drift
 from ..pipeline.apply import Applier, ApplyResult, catch_up, printable
 from ..pipeline.publish import Publisher
 from . import blobs
+from .outbox import DEFAULT_BATCH_EVENTS, Outbox
 from .ownchain import OwnChain, PeerRefused
 from .tidings import Bulletin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEFAULT_BATCH_EVENTS = 500
-_BLOB_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_CARRIED = 200_000  # events received but not applicable yet, kept across batches
-_LONG_TX_FACTOR = 4  # a batch may exceed max_events this much to end on a transaction
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,6 @@ class Identity:
 
 class NotReady(Exception):
     """The node cannot serve events yet (its own chain is not confirmed by a peer)."""
-
-
-class PurgedHere(Exception):
-    """A peer lacks events this node no longer stores (retention purged them): only a
-    resync can bring it back."""
 
 
 class PurgeRefused(Exception):
@@ -124,6 +115,8 @@ class Replica:
         self._shut = False  # closed for good (the node stops): never reopened
         # Whose changes this site got: told to the sites listening (tidings.py).
         self.bulletin = Bulletin()
+        # What peers lack of what this database holds, read in short transactions.
+        self.outbox = Outbox(self.vector, self.on_connection, self.certificates)
         self._attach(con)
 
     def _attach(self, con: Connection) -> None:
@@ -396,124 +389,26 @@ class Replica:
     def batches_for(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
                     only_origin: str | None = None, skip_origin: str | None = None
                     ) -> Iterator[list[bytes]]:
-        """What a peer holding ``have`` lacks (of ``only_origin``'s events, when given; never
-        ``skip_origin``'s), in batches of whole source transactions, each origin in order."""
-        mine = self.vector()
-        lacks = [(origin, after) for origin, after in sorted(have.lacks(mine).items())
-                 if (only_origin is None or origin[0] == only_origin)
-                 and origin[0] != skip_origin]
-        # Origins the peer lacks little of — in a quiet round, every other site's heartbeat
-        # — are read together, in one transaction: one each made a round's cost grow with
-        # the square of the sites (tools/bench_scale.py).
-        small = self._retrying(lambda: self._read_small(
-            [(o, a) for o, a in lacks if mine.seq(o) - a <= max_events], max_events))
-        for origin, after in lacks:
-            read = small.get(origin)
-            if isinstance(read, PurgedHere):
-                raise read
-            if read:
-                after += len(read)
-                yield read
-            while after < mine.seq(origin):
-                batch = self._retrying(
-                    lambda o=origin, a=after: self._read_batch(o, a, max_events))
-                if not batch:
-                    break  # purged here (retention): the peer needs a resync for it
-                after += len(batch)
-                yield batch
+        """What a peer holding ``have`` lacks, in batches of whole source transactions
+        (outbox.py)."""
+        return self.outbox.batches_for(have, max_events, only_origin, skip_origin)
 
     def outgoing(self, have: Vector, max_events: int = DEFAULT_BATCH_EVENTS,
                  only_origin: str | None = None,
                  peer_holds: Collection[str] = (),
                  skip_origin: str | None = None) -> Iterator[sync_pb2.Batch]:
-        """``batches_for`` as messages: the certificates the seals need in the first one
-        (seal.py) but those the peer said it keeps (``peer_holds``: serials in hex), the
-        large BLOBs a batch refers to first, in messages of their own."""
-        sent: set[bytes] = set()
-        certificates: list[bytes] | None = None
-        # Small batches of several origins travel as one message, applied in one call: in a
-        # quiet round each peer lacks every other site's heartbeat, and a call each made a
-        # round's cost grow with the square of the sites (tools/bench_scale.py).
-        events: list[bytes] = []
-        for bodies in self.batches_for(have, max_events, only_origin, skip_origin):
-            if certificates is None:
-                held = set(peer_holds)
-                certificates = [pem for pem in self.certificates()
-                                if not held or f"{from_pem(pem).serial:x}" not in held]
-                if certificates:
-                    yield sync_pb2.Batch(certificates=certificates)
-            chunks: list[values_pb2.BlobChunk] = []
-            size = 0
-            for ref in blobs.refs(bodies):
-                if ref.sha256 in sent:
-                    continue
-                sent.add(ref.sha256)
-                pieces = self._retrying(
-                    lambda r=ref: list(blobs.read_chunks(self._con, r)))
-                for chunk in pieces:
-                    chunks.append(chunk)
-                    size += len(chunk.data)
-                    if size >= _BLOB_MESSAGE_BYTES:
-                        yield sync_pb2.Batch(blobs=chunks)
-                        chunks, size = [], 0
-            if chunks:
-                yield sync_pb2.Batch(blobs=chunks)
-            if events and len(events) + len(bodies) > max_events:
-                yield sync_pb2.Batch(events=events)
-                events = []
-            events.extend(bodies)
-        if events:
-            yield sync_pb2.Batch(events=events)
+        """``batches_for`` as messages, certificates and large BLOBs first (outbox.py)."""
+        return self.outbox.outgoing(have, max_events, only_origin, peer_holds, skip_origin)
+
+    def on_connection(self, step: Callable[[Connection], T]) -> T:
+        """``step`` on the current connection, inside the pipeline (a lost connection is
+        opened again and the step run again once)."""
+        return self._retrying(lambda: step(self._con))
 
     def receiver(self, peer: str = "") -> Receiver:
         """Takes incoming batches from ``peer``: stores the BLOBs, applies the events (those
         that cannot be applied yet are tried again with the next batch)."""
         return Receiver(self, peer)
-
-    def _read_small(self, wants: list[tuple[Origin, int]], max_events: int
-                    ) -> dict[Origin, list[bytes] | PurgedHere]:
-        """``_read_batch`` of each origin in ``wants``, in one transaction; an origin whose
-        events are purged here maps to its ``PurgedHere`` (raised in its turn)."""
-        out: dict[Origin, list[bytes] | PurgedHere] = {}
-        if not wants:
-            return out
-        with transaction(self._con, READ_COMMITTED_RW) as tm:
-            cur = tm.cursor()
-            try:
-                for origin, after in wants:
-                    try:
-                        out[origin] = self._read_batch(origin, after, max_events, cur)
-                    except PurgedHere as exc:
-                        out[origin] = exc
-            finally:
-                cur.close()
-        return out
-
-    def _read_batch(self, origin: Origin, after: int, max_events: int,
-                    cur: Cursor | None = None) -> list[bytes]:
-        """``cur``: read in the caller's transaction."""
-        out: list[bytes] = []
-        reader = (eventlog.read(self._con, origin[0], after, origin[1]) if cur is None
-                  else eventlog.read_with(cur, origin[0], after, origin[1]))
-        try:
-            for body in reader:
-                if not out and events_pb2.Event.FromString(body).seq != after + 1:
-                    raise PurgedHere(
-                        f"events of {origin[0]} after #{after} are no longer stored here "
-                        "(every other site had them when they were purged): the site that "
-                        "lacks them needs a resync")
-                out.append(body)
-                if len(out) >= max_events:
-                    # Usually at the end of a source transaction; a transaction much larger
-                    # than a batch is cut anyway (messages stay bounded) and the receiver
-                    # keeps its first part until the rest arrives.
-                    event = events_pb2.Event.FromString(body)
-                    ends = event.seq == event.tx.first_seq + event.tx.count - 1
-                    if ends or len(out) >= max_events * _LONG_TX_FACTOR:
-                        break
-        finally:
-            reader.close()  # ends the read transaction before the batch travels
-        return out
 
     def beat(self, round_no: int) -> None:
         """This site's heartbeat for a coordinator's round, written like any change."""

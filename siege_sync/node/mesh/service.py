@@ -48,7 +48,8 @@ from .blobs import BlobError
 from .discovery import Greeted
 from .exchange import local_policies, policies_from_proto, policies_to_proto
 from .gatekeeper import Gatekeeper
-from .replica import NotReady, PeerRefused, PurgedHere, PurgeRefused, Replica
+from .outbox import PurgedHere
+from .replica import NotReady, PeerRefused, PurgeRefused, Replica
 from .transport import BundleWatcher
 
 log = logging.getLogger(__name__)
