@@ -230,3 +230,18 @@ def test_a_hidden_row_and_a_moved_reference_are_on_record_for_every_writer():
     assert moved.names("nice", "CUSTOMER_ID", 5) and not moved.names("nice", "TOTAL", 5)
     column = oracle._Record("lyon", "NAME", "column", b"x")
     assert column.names("lyon", "NAME", b"x") and not column.names("nice", "NAME", b"x")
+
+
+def test_a_value_saved_again_through_a_whole_row_fall_back_is_on_record_under_the_saver():
+    """Chaos seeds 313 and 321: the siège wrote a customer's city; lyon showed it through a
+    CHECK's whole-row fall-back and its user edited another column, so lyon's node wrote the
+    city again as lyon's write, which lost later: on record as lyon's loss of that value. It
+    counts for the siège's write of that value in a CHECK table, never in another table, nor
+    for another value."""
+    records = {oracle._Record("lyon", "CITY", "column", b"\xc5\x81\xc3\xb3d\xc5\xba-ec0024")}
+    assert oracle.resaved("CUSTOMER", records, "CITY", b"\xc5\x81\xc3\xb3d\xc5\xba-ec0024")
+    assert not oracle.resaved("CUSTOMER", records, "CITY", b"Z\xc3\xbcrich")
+    assert not oracle.resaved("CUSTOMER", records, "NAME", b"\xc5\x81\xc3\xb3d\xc5\xba-ec0024")
+    assert "INVOICE" not in shop.CHECK_SPANS
+    assert not oracle.resaved("INVOICE", records, "CITY", b"\xc5\x81\xc3\xb3d\xc5\xba-ec0024")
+

@@ -20,7 +20,9 @@ The rules, and why each is certain (DESIGN §3.3/§3.5):
   record on that row whose loser is an event of the writing site, for that column or for the
   whole row (a lost life, an update of a dead row, a whole-row fall-back) — or of any site
   for a row hidden by a unique clash and for a reference re-pointed after one (``reparented``,
-  for that column): those records are the row's, not one write's (``_Record.names``).
+  for that column): those records are the row's, not one write's (``_Record.names``); or, in
+  a table of a CHECK over several columns, a column record of the same value under the site
+  that saved it again while the row showed a whole-row fall-back (``resaved``).
   Reported as **lost** when only one site ever wrote the row (nothing could beat it), else
   **unrecorded**. A delete is lost when its row stands at the end while no insert of the key
   followed it and no record names the deleting site's loss on that row (an orphan child
@@ -134,6 +136,19 @@ class _Record:
                                           or self.form == form)
 
 
+def resaved(table: str, records: set[_Record], column: str | None, form: object) -> bool:
+    """Whether ``form`` in ``column`` is on record under another site's write that saved it
+    again: a local edit of a row showing a CHECK's whole-row fall-back also writes the values
+    it shows in the other columns (``publish.py``: its user saved the row as shown), as that
+    site's write — so such a value, lost later, is on record under the saving site (chaos
+    seeds 313 and 321: a customer's city, written at the siège and shown at lyon through a
+    fall-back, on record as lyon's loss). Only in the tables of a CHECK over several columns
+    (``shop.CHECK_SPANS``), and only by a readable value."""
+    return (table in shop.CHECK_SPANS and column is not None and form is not _UNKNOWN
+            and any(r.kind == "column" and r.column == column and r.form == form
+                    for r in records))
+
+
 def loser_site(loser: str) -> str:
     """The site a record's loser names: ``lyon/1#5`` (an event), or what a resync or an
     analyse put on record: ``lyon#117 (not synced before the resync)``, ``lyon (drifted)``
@@ -209,7 +224,8 @@ def _check_row(out: Findings, table: str, key: int, writes: list[shop.Write],
     single = len(writers) <= 1
 
     def recorded(site: str, column: str | None, form: object = _UNKNOWN) -> bool:
-        return any(r.names(site, column, form) for r in records)
+        return any(r.names(site, column, form) for r in records) or resaved(
+            table, records, column, form)
 
     if final is not None and not inserts:
         out.add("diverged", f"{where} exists but nobody inserted it: {_short(final)}")
