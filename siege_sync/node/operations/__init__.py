@@ -7,6 +7,7 @@ is asked for by a command or a call.
 * ``join``    — a new or rebuilt site from a copy of the siège's database;
 * ``unpublished`` — rows the copy's source had deleted and not published, written back as
   its registers say;
+* ``sequences`` — a resynced site's generators going on from its old database's values;
 * ``upgrade`` — a vendor's upgrade with capture stepped aside;
 * ``repair``  — rows made what the preferred site holds, the overwritten values on record.
 """

@@ -27,9 +27,9 @@ for a site that has a database the mesh no longer takes (replaced, re-created, l
 retention, or rebuilt on an operator's word): the copy is restored beside it; what this site
 wrote that the copy does not hold — its captured changes (published first) and its events
 past what the siège had applied — is put on record in the new database as losing versions
-(kind ``resync``: ``siege-ctl conflicts`` shows them, ``--reapply`` writes one again); the old
-database is kept beside, renamed ``*.before-resync-<time>``; the site takes a new
-incarnation.
+(kind ``resync``: ``siege-ctl conflicts`` shows them, ``--reapply`` writes one again); its
+generators go on from where the old database had them (``sequences.py``); the old database
+is kept beside, renamed ``*.before-resync-<time>``; the site takes a new incarnation.
 
 The prepared copy is moved into place by renaming files when they are on this machine and
 this user may rename them; else — the server is another machine of the LAN — through the
@@ -68,6 +68,7 @@ from ..journal.seal import sealer_for
 from ..model.config import NodeConfig
 from ..model.merge import LossKind
 from ..pipeline.publish import Publisher
+from . import sequences
 from .unpublished import undo_unpublished
 from .upgrade import others_attached
 
@@ -324,14 +325,19 @@ class Restorer:
                 held, known = _mesh_view(con, site)
             unsynced: list[events_pb2.Event] = []
             incarnations = set(held)
+            counters: dict[str, int] = {}
             if had_old:
                 with connection(spec) as old:
                     found, old_incarnations = _unsynced(old, self._cfg, held, known)
+                    counters = sequences.generator_values(old)
                 unsynced += found
                 incarnations |= old_incarnations
             with connection(fresh.spec(spec)) as con:
+                raised = sequences.carry_over(con, counters, site)
                 summary = take_identity(con, self._cfg, self._mesh,
                                         incarnation=max(incarnations, default=0) + 1)
+                if raised:
+                    summary += f"; generators going on from the old database: {', '.join(raised)}"
                 numbers = {name: no for no, (name, _k) in capture.table_registry(con).items()}
                 recorded = _record_unsynced(con, site, unsynced, numbers)
                 epoch = capture.get_state(con, "epoch") or ""
